@@ -1,0 +1,272 @@
+//! Command-line surface of the `ccrelay` binary (clap definitions only).
+//!
+//! Owns: flag names, env var names and help text. Must not: apply defaults or
+//! validate values — `config` does that, so that flags, env vars and the TOML
+//! file are merged in one place with one precedence rule.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ccrelay: drive one Claude Code session from many devices.
+#[derive(Debug, Parser)]
+#[command(name = "ccrelay", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay: supervise Claude Code and serve the WebSocket endpoint.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+    /// Attach a terminal to a running relay.
+    #[command(after_help = ATTACH_EXAMPLES)]
+    Attach(AttachArgs),
+    /// Inspect SSH key files.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Try everything on this machine: throwaway key, relay with the mock agent, attached client.
+    Demo(DemoArgs),
+    /// A protocol-faithful stand-in for `claude` (stream-json over stdin/stdout), for demos and tests.
+    MockAgent(MockAgentArgs),
+}
+
+const SERVE_EXAMPLES: &str = "Examples:
+  ccrelay serve
+  ccrelay serve --listen 127.0.0.1:0 --workdir ~/project
+  ccrelay serve --authorized-keys ~/.ssh/ccrelay_keys -- --model sonnet";
+
+const ATTACH_EXAMPLES: &str = "Examples:
+  ccrelay attach ws://127.0.0.1:7878/v1/ws
+  ccrelay attach 127.0.0.1:7878 --device laptop
+  ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json";
+
+/// How a log line is formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable, one event per line.
+    Pretty,
+}
+
+/// When the session journal is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before the events are sent to any client (per batch of agent lines).
+    Always,
+    /// At most once a second, in the background of the session.
+    Interval,
+    /// Never explicitly; the OS writes back on its own schedule.
+    Never,
+}
+
+/// `ccrelay serve` options. Every field is optional here: `config::Config::resolve`
+/// fills what is missing from the TOML file and then from the documented defaults.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// WebSocket + HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:7878]
+    #[arg(long, env = "CCRELAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// OpenSSH authorized_keys file of `owner` keys [default: ~/.ssh/authorized_keys]
+    #[arg(long, env = "CCRELAY_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub authorized_keys: Option<PathBuf>,
+    /// authorized_keys-format file of read-only `viewer` keys
+    #[arg(long, env = "CCRELAY_VIEWER_KEYS", value_name = "PATH")]
+    pub viewer_keys: Option<PathBuf>,
+    /// The Claude Code executable, or any program speaking its stream-json protocol [default: claude]
+    #[arg(long, env = "CCRELAY_AGENT_CMD", value_name = "PATH")]
+    pub agent_cmd: Option<PathBuf>,
+    /// Working directory of the `default` session [default: current directory]
+    #[arg(long, env = "CCRELAY_WORKDIR", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Journals, audit log and metadata [default: $XDG_STATE_HOME/ccrelay, else ~/.local/state/ccrelay]
+    #[arg(long, env = "CCRELAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Open WebSocket connections, authenticated or not [default: 4096]
+    #[arg(long, env = "CCRELAY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Seconds a client has to answer the authentication challenge [default: 10]
+    #[arg(long, env = "CCRELAY_AUTH_TIMEOUT", value_name = "SECS")]
+    pub auth_timeout: Option<String>,
+    /// WebSocket ping period in seconds [default: 15]
+    #[arg(long, env = "CCRELAY_PING_INTERVAL", value_name = "SECS")]
+    pub ping_interval: Option<String>,
+    /// Close a connection that sent nothing (not even a pong) for this many seconds [default: 45]
+    #[arg(long, env = "CCRELAY_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<String>,
+    /// Browser origin allowed to connect (repeatable; the env var takes a comma-separated list)
+    #[arg(long = "allowed-origin", env = "CCRELAY_ALLOWED_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Where /metrics is served [default: same as --listen]
+    #[arg(long, env = "CCRELAY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
+    #[arg(long, env = "CCRELAY_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format [default: pretty]
+    #[arg(long, env = "CCRELAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Deny permission prompts nobody answered within this many seconds [default: wait forever]
+    #[arg(long, env = "CCRELAY_PERMISSION_TIMEOUT", value_name = "SECS")]
+    pub permission_timeout: Option<String>,
+    /// Probe an agent that has been silent this many seconds [default: 30]
+    #[arg(long, env = "CCRELAY_AGENT_PROBE_INTERVAL", value_name = "SECS")]
+    pub agent_probe_interval: Option<String>,
+    /// An agent that does not answer a probe within this many seconds is hung and restarted [default: 20]
+    #[arg(long, env = "CCRELAY_AGENT_PROBE_TIMEOUT", value_name = "SECS")]
+    pub agent_probe_timeout: Option<String>,
+    /// More unexpected agent exits than this within the restart window mark the session failed [default: 5]
+    #[arg(long, env = "CCRELAY_AGENT_MAX_RESTARTS", value_name = "N")]
+    pub agent_max_restarts: Option<String>,
+    /// The window, in seconds, for --agent-max-restarts [default: 300]
+    #[arg(long, env = "CCRELAY_AGENT_RESTART_WINDOW", value_name = "SECS")]
+    pub agent_restart_window: Option<String>,
+    /// Per-connection inbound frame rate; bursts of twice this are allowed [default: 100]
+    #[arg(long, env = "CCRELAY_MAX_FRAMES_PER_SEC", value_name = "N")]
+    pub max_frames_per_sec: Option<String>,
+    /// TOML file with the same settings, keys spelled like the long options
+    #[arg(long, env = "CCRELAY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
+    /// Stable server id shown in challenges [default: generated once and kept in the data dir]
+    #[arg(long, env = "CCRELAY_SERVER_ID", value_name = "ID")]
+    pub server_id: Option<String>,
+    /// Largest inbound frame after authentication, in bytes [default: 4194304]
+    #[arg(long, env = "CCRELAY_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<String>,
+    /// Largest prompt content, in bytes of JSON [default: 1048576]
+    #[arg(long, env = "CCRELAY_MAX_PROMPT_BYTES", value_name = "BYTES")]
+    pub max_prompt_bytes: Option<String>,
+    /// Prompts that may wait behind a running turn, per session [default: 256]
+    #[arg(long, env = "CCRELAY_PROMPT_QUEUE", value_name = "N")]
+    pub prompt_queue: Option<String>,
+    /// Frames that may wait for a slow client before it is closed with 4008 [default: 8192]
+    #[arg(long, env = "CCRELAY_CLIENT_QUEUE", value_name = "N")]
+    pub client_queue: Option<String>,
+    /// Events kept in memory per session for replays [default: 20000]
+    #[arg(long, env = "CCRELAY_TAIL_EVENTS", value_name = "N")]
+    pub tail_events: Option<String>,
+    /// Bytes of events kept in memory per session for replays [default: 67108864]
+    #[arg(long, env = "CCRELAY_TAIL_BYTES", value_name = "BYTES")]
+    pub tail_bytes: Option<String>,
+    /// When the journal is fsynced: always (before events are sent), interval (each second), never [default: always]
+    #[arg(long, env = "CCRELAY_JOURNAL_FSYNC", value_name = "POLICY")]
+    pub journal_fsync: Option<FsyncPolicy>,
+    /// Journal segment size before a new segment is started, in bytes [default: 16777216]
+    #[arg(long, env = "CCRELAY_JOURNAL_SEGMENT_BYTES", value_name = "BYTES")]
+    pub journal_segment_bytes: Option<String>,
+    /// Journal bytes kept per session; the oldest segments are removed beyond it [default: 1073741824]
+    #[arg(long, env = "CCRELAY_JOURNAL_MAX_BYTES", value_name = "BYTES")]
+    pub journal_max_bytes: Option<String>,
+    /// Failed authentications allowed per address per minute before HTTP 429 [default: 30]
+    #[arg(long, env = "CCRELAY_AUTH_FAILURES_PER_MIN", value_name = "N")]
+    pub auth_failures_per_min: Option<String>,
+    /// Seconds an agent gets between SIGTERM and SIGKILL when it is stopped [default: 5]
+    #[arg(long, env = "CCRELAY_AGENT_STOP_GRACE", value_name = "SECS")]
+    pub agent_stop_grace: Option<String>,
+    /// Seconds shutdown may take before remaining connections are dropped [default: 5]
+    #[arg(long, env = "CCRELAY_SHUTDOWN_GRACE", value_name = "SECS")]
+    pub shutdown_grace: Option<String>,
+    /// Extra session besides `default`, as NAME=DIR (repeatable)
+    #[arg(long = "session", env = "CCRELAY_SESSIONS", value_name = "NAME=DIR", value_delimiter = ',')]
+    pub sessions: Option<Vec<String>>,
+
+    /// Arguments passed to every agent process after the flags ccrelay adds
+    #[arg(last = true, value_name = "EXTRA_AGENT_ARGS")]
+    pub extra_agent_args: Vec<String>,
+}
+
+/// `ccrelay attach` options.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Relay address: ws://HOST:PORT/v1/ws, ws://HOST:PORT or HOST:PORT
+    pub url: String,
+    /// Session to attach to
+    #[arg(long, default_value = "default")]
+    pub session: String,
+    /// Private key file to sign with (instead of ssh-agent and the default key files)
+    #[arg(short = 'i', long = "identity", value_name = "KEY_FILE")]
+    pub identity: Option<PathBuf>,
+    /// Device name shown to other clients [default: this host's name]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Send one prompt, show its turn, exit when it ends (exit 0 success, 1 failed/aborted)
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// With --prompt: allow every permission prompt
+    #[arg(long, conflicts_with = "deny")]
+    pub allow: bool,
+    /// With --prompt: deny every permission prompt
+    #[arg(long)]
+    pub deny: bool,
+    /// Print every received frame as one JSON line
+    #[arg(long)]
+    pub json: bool,
+    /// Replay only the last N events when attaching (default: the whole retained log)
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+/// `ccrelay keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Parse an authorized keys file and say, per line, whether ccrelay accepts the key and why not.
+    Check {
+        /// The file to check [default: ~/.ssh/authorized_keys]
+        path: Option<PathBuf>,
+    },
+}
+
+/// `ccrelay demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Listen address of the demo relay
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Use this agent instead of the built-in mock (e.g. `claude`)
+    #[arg(long, value_name = "PATH")]
+    pub agent_cmd: Option<PathBuf>,
+}
+
+/// `ccrelay mock-agent` accepts the flags `claude` accepts, so it can stand in for it
+/// as `--agent-cmd`. Flags it has no use for are accepted and ignored.
+#[derive(Debug, Default, Args, Clone)]
+pub struct MockAgentArgs {
+    /// Print mode (accepted for compatibility)
+    #[arg(short = 'p', long = "print")]
+    pub print: bool,
+    /// Must be stream-json
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<String>,
+    /// Must be stream-json
+    #[arg(long, value_name = "FORMAT")]
+    pub output_format: Option<String>,
+    /// Accepted for compatibility
+    #[arg(long)]
+    pub verbose: bool,
+    /// `stdio` routes permission prompts to stdout as control requests
+    #[arg(long, value_name = "TOOL")]
+    pub permission_prompt_tool: Option<String>,
+    /// Emit stream_event lines
+    #[arg(long)]
+    pub include_partial_messages: bool,
+    /// Resume this conversation (kept in the mock's state dir)
+    #[arg(long, value_name = "SESSION_ID")]
+    pub resume: Option<String>,
+    /// Use this session id for a new conversation
+    #[arg(long, value_name = "UUID")]
+    pub session_id: Option<String>,
+    /// Echo prompts back with isReplay
+    #[arg(long)]
+    pub replay_user_messages: bool,
+    /// Accepted and ignored (any other flag `claude` has)
+    #[arg(allow_hyphen_values = true, trailing_var_arg = true, hide = true)]
+    pub rest: Vec<String>,
+}

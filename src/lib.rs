@@ -1,0 +1,16 @@
+//! ccrelay: drive one Claude Code session from many devices.
+//!
+//! The library holds everything; `main.rs` only parses the command line, sets up
+//! logging and calls into it. Modules, one concern each:
+//! - [`cli`]: command-line surface (clap);
+//! - `config`: merged, validated settings (flags > env > file > defaults);
+//! - `protocol`: the wire messages of PROTOCOL.md as serde types;
+//! - `server`: HTTP listener, admission, health endpoints, shutdown order;
+//! - `connection`: one WebSocket connection: framing, heartbeat, auth phase, dispatch;
+//! - `auth`: SSH key challenge-response, authorized_keys, throttling, client signing;
+//! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
+//! - `journal`: the durable per-session event journal;
+//! - `agent`: the Claude Code child process and its stream-json protocol;
+//! - `metrics`: Prometheus registry and families.
+
+pub mod cli;
