@@ -101,7 +101,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CCRELAY_IDLE_TIMEOUT", value_name = "SECS")]
     pub idle_timeout: Option<String>,
     /// Browser origin allowed to connect (repeatable; the env var takes a comma-separated list)
-    #[arg(long = "allowed-origin", env = "CCRELAY_ALLOWED_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "CCRELAY_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Option<Vec<String>>,
     /// Where /metrics is served [default: same as --listen]
     #[arg(long, env = "CCRELAY_METRICS_LISTEN", value_name = "ADDR")]
@@ -175,7 +180,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CCRELAY_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<String>,
     /// Extra session besides `default`, as NAME=DIR (repeatable)
-    #[arg(long = "session", env = "CCRELAY_SESSIONS", value_name = "NAME=DIR", value_delimiter = ',')]
+    #[arg(
+        long = "session",
+        env = "CCRELAY_SESSIONS",
+        value_name = "NAME=DIR",
+        value_delimiter = ','
+    )]
     pub sessions: Option<Vec<String>>,
 
     /// Arguments passed to every agent process after the flags ccrelay adds

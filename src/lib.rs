@@ -13,4 +13,10 @@
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families.
 
+pub mod agent;
 pub mod cli;
+pub mod config;
+pub mod journal;
+pub mod metrics;
+pub mod protocol;
+pub mod session;

@@ -1,0 +1,482 @@
+//! One running agent process: spawn, the single stdin writer, the bounded stdout
+//! line reader, stderr to the log, exit status, and process-group hygiene.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::config::AgentConfig;
+
+/// Agent stdout lines longer than this are dropped (PROTOCOL.md §5: at least 32 MiB).
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+/// Lines the writer task may hold before `send` reports the agent as unavailable.
+const STDIN_QUEUE: usize = 1024;
+/// After the process exits, how long its stdout may stay open (a grandchild holding it).
+const STDOUT_DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    /// Signal name such as `SIGKILL`.
+    pub signal: Option<String>,
+}
+
+/// What the process reports to its session, tagged with the process generation.
+#[derive(Debug)]
+pub enum AgentOutput {
+    /// One stdout line without its newline.
+    Line(Bytes),
+    /// A stdout line longer than [`MAX_LINE_BYTES`] was dropped; its full length.
+    Dropped(u64),
+    /// stderr said the conversation to resume does not exist.
+    ConversationNotFound,
+    /// The process ended and its stdout is drained: always the last output.
+    Exited(ExitInfo),
+}
+
+/// An output plus the generation of the process that produced it, so a session can
+/// ignore what a previous process said after it was replaced.
+#[derive(Debug)]
+pub struct Tagged {
+    pub generation: u64,
+    pub output: AgentOutput,
+}
+
+/// Why a line could not be handed to the agent.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is not accepting input")]
+pub struct AgentGone;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub session: String,
+    pub workdir: PathBuf,
+    pub resume: Option<String>,
+    pub generation: u64,
+}
+
+/// A running agent process. Dropping it kills the process group.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub pid: u32,
+    pub generation: u64,
+    stdin_tx: mpsc::Sender<Bytes>,
+    exited: Arc<AtomicBool>,
+}
+
+/// The flags every agent gets (the stream-json host protocol).
+pub fn agent_args(spec: &SpawnSpec, config: &AgentConfig) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-prompt-tool",
+        "stdio",
+        "--include-partial-messages",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(id) = &spec.resume {
+        args.push("--resume".into());
+        args.push(id.clone());
+    }
+    args.extend(config.extra_args.iter().cloned());
+    args
+}
+
+impl AgentProcess {
+    /// Start the agent in its own process group with piped stdio. Output goes to `out`.
+    pub fn spawn(
+        spec: &SpawnSpec,
+        config: &AgentConfig,
+        out: mpsc::Sender<Tagged>,
+    ) -> std::io::Result<AgentProcess> {
+        let mut cmd = Command::new(&config.cmd);
+        cmd.args(agent_args(spec, config))
+            .current_dir(&spec.workdir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the relay dies, so does the agent (best effort; see survivor.rs for
+                // the case this misses: the spawning thread exiting first).
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => return Err(std::io::Error::other("agent stdio pipes missing")),
+            };
+        let generation = spec.generation;
+        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
+        let exited = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_stdin(stdin, stdin_rx, spec.session.clone(), pid));
+        tokio::spawn(log_stderr(
+            stderr,
+            spec.session.clone(),
+            pid,
+            generation,
+            out.clone(),
+        ));
+        tokio::spawn(read_stdout_then_wait(
+            child,
+            stdout,
+            generation,
+            out,
+            exited.clone(),
+            pid,
+        ));
+        Ok(AgentProcess {
+            pid,
+            generation,
+            stdin_tx,
+            exited,
+        })
+    }
+
+    /// Queue one line (a JSON object the relay built) for the agent's stdin.
+    pub fn send(&self, line: String) -> Result<(), AgentGone> {
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        self.stdin_tx
+            .try_send(Bytes::from(bytes))
+            .map_err(|_| AgentGone)
+    }
+
+    /// Signal the whole process group.
+    pub fn signal_group(&self, signal: Signal) {
+        signal_group(self.pid, signal);
+    }
+
+    /// True once the process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            self.signal_group(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Send `signal` to the process group led by `pid` (errors mean it is already gone).
+pub fn signal_group(pid: u32, signal: Signal) {
+    if pid == 0 {
+        return;
+    }
+    let _ = killpg(Pid::from_raw(pid as i32), signal);
+}
+
+async fn write_stdin(
+    mut stdin: ChildStdin,
+    mut rx: mpsc::Receiver<Bytes>,
+    session: String,
+    pid: u32,
+) {
+    while let Some(line) = rx.recv().await {
+        if let Err(e) = stdin.write_all(&line).await {
+            tracing::debug!(session = %session, pid, error = %e, "agent stdin closed");
+            return;
+        }
+        if rx.is_empty()
+            && let Err(e) = stdin.flush().await
+        {
+            tracing::debug!(session = %session, pid, error = %e, "agent stdin closed");
+            return;
+        }
+    }
+}
+
+async fn log_stderr(
+    stderr: impl AsyncRead + Unpin,
+    session: String,
+    pid: u32,
+    generation: u64,
+    out: mpsc::Sender<Tagged>,
+) {
+    // stderr is diagnostics: cap each line so a runaway writer cannot grow memory.
+    let mut lines = LineReader::new(BufReader::new(stderr), 64 * 1024);
+    loop {
+        lines.clear();
+        match lines.next_line().await {
+            Ok(None) => return,
+            Ok(Some(line)) => {
+                let text = String::from_utf8_lossy(line.bytes);
+                let text = text.trim_end();
+                if text.is_empty() {
+                    continue;
+                }
+                tracing::warn!(session = %session, pid, stderr = %text, "agent stderr");
+                if text.contains("No conversation found") {
+                    let _ = out
+                        .send(Tagged {
+                            generation,
+                            output: AgentOutput::ConversationNotFound,
+                        })
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(session = %session, pid, error = %e, "agent stderr read failed");
+                return;
+            }
+        }
+    }
+}
+
+/// A `\n`-delimited line reader that keeps at most `max` bytes of a line but
+/// reports its full length. Cancel-safe: the partial line lives in the struct, and
+/// bytes are consumed from the inner reader only after they were copied.
+struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    total: u64,
+    max: usize,
+}
+
+/// One complete line: its kept prefix and its full length.
+struct Line<'a> {
+    bytes: &'a [u8],
+    len: u64,
+}
+
+impl<R: tokio::io::AsyncBufRead + Unpin> LineReader<R> {
+    fn new(reader: R, max: usize) -> Self {
+        LineReader {
+            reader,
+            buf: Vec::new(),
+            total: 0,
+            max,
+        }
+    }
+
+    /// The next line, or `None` at EOF (a last line without newline is still returned).
+    async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                if self.total == 0 {
+                    return Ok(None);
+                }
+                break;
+            }
+            let (chunk, consumed, done) = match memchr(b'\n', available) {
+                Some(i) => (&available[..i], i + 1, true),
+                None => (available, available.len(), false),
+            };
+            let room = self.max.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.total += chunk.len() as u64;
+            self.reader.consume(consumed);
+            if done {
+                break;
+            }
+        }
+        let len = std::mem::take(&mut self.total);
+        Ok(Some(Line {
+            bytes: trim_cr(&self.buf),
+            len,
+        }))
+    }
+
+    /// Forget the line returned last (call before asking for the next one).
+    fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|b| *b == needle)
+}
+
+async fn read_stdout_then_wait(
+    mut child: Child,
+    stdout: impl AsyncRead + Unpin,
+    generation: u64,
+    out: mpsc::Sender<Tagged>,
+    exited: Arc<AtomicBool>,
+    pid: u32,
+) {
+    let send = |output| {
+        let out = out.clone();
+        async move { out.send(Tagged { generation, output }).await.is_ok() }
+    };
+    let mut lines = LineReader::new(
+        BufReader::with_capacity(256 * 1024, stdout),
+        MAX_LINE_BYTES + 1,
+    );
+    let mut status = None;
+    loop {
+        let line = if status.is_some() {
+            // The process is gone; give a grandchild that inherited stdout a moment, no more.
+            match tokio::time::timeout(STDOUT_DRAIN_AFTER_EXIT, lines.next_line()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    signal_group(pid, Signal::SIGKILL);
+                    Ok(None)
+                }
+            }
+        } else {
+            tokio::select! {
+                r = lines.next_line() => r,
+                s = child.wait() => {
+                    // A partial line stays in `lines`; the next round finishes it.
+                    status = Some(s);
+                    exited.store(true, Ordering::Release);
+                    continue;
+                }
+            }
+        };
+        let output = match line {
+            Ok(Some(line)) if line.len as usize > MAX_LINE_BYTES => AgentOutput::Dropped(line.len),
+            Ok(Some(line)) => AgentOutput::Line(Bytes::copy_from_slice(line.bytes)),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "agent stdout read failed");
+                break;
+            }
+        };
+        lines.clear();
+        if !send(output).await {
+            break;
+        }
+    }
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().await,
+    };
+    exited.store(true, Ordering::Release);
+    let info = match status {
+        Ok(s) => exit_info(s),
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "waiting for the agent failed");
+            ExitInfo {
+                code: None,
+                signal: None,
+            }
+        }
+    };
+    // Tool subprocesses must not outlive their agent.
+    signal_group(pid, Signal::SIGKILL);
+    let _ = out
+        .send(Tagged {
+            generation,
+            output: AgentOutput::Exited(info),
+        })
+        .await;
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
+    use std::os::unix::process::ExitStatusExt;
+    ExitInfo {
+        code: status.code(),
+        signal: status
+            .signal()
+            .and_then(|s| Signal::try_from(s).ok())
+            .map(|s| s.as_str().to_string()),
+    }
+}
+
+/// Where the running agent's process group is recorded, so that a relay killed
+/// with SIGKILL can end a survivor at its next start.
+pub fn pid_file(session_dir: &Path) -> PathBuf {
+    session_dir.join("agent.pid")
+}
+
+/// Record `pid` and its start time.
+pub fn record_pid(session_dir: &Path, pid: u32) {
+    let start = process_start_time(pid).unwrap_or(0);
+    if let Err(e) = std::fs::write(pid_file(session_dir), format!("{pid} {start}\n")) {
+        tracing::warn!(error = %e, "cannot record the agent pid");
+    }
+}
+
+/// Forget the recorded pid (the agent ended normally).
+pub fn clear_pid(session_dir: &Path) {
+    let _ = std::fs::remove_file(pid_file(session_dir));
+}
+
+/// End an agent left running by a previous relay that died without stopping it.
+/// Only a process whose pid *and* start time match the record is killed, so a
+/// recycled pid is never hit.
+pub fn end_survivor(session_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file(session_dir)).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let start: u64 = parts.next()?.parse().ok()?;
+    clear_pid(session_dir);
+    if pid == 0 || process_start_time(pid) != Some(start) {
+        return None;
+    }
+    signal_group(pid, Signal::SIGKILL);
+    Some(pid)
+}
+
+/// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether any process of the group led by `pid` is still alive.
+pub fn group_alive(pid: u32) -> bool {
+    pid != 0 && killpg(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn line_reader_reports_full_length_and_keeps_the_prefix() {
+        let data = b"short\nthis line is long\r\nlast".to_vec();
+        let mut lines = LineReader::new(BufReader::with_capacity(4, &data[..]), 4);
+        let l = lines.next_line().await.unwrap().unwrap();
+        assert_eq!((l.bytes, l.len), (&b"shor"[..], 5));
+        lines.clear();
+        let l = lines.next_line().await.unwrap().unwrap();
+        assert_eq!((l.bytes, l.len), (&b"this"[..], 18));
+        lines.clear();
+        let l = lines.next_line().await.unwrap().unwrap();
+        assert_eq!((l.bytes, l.len), (&b"last"[..], 4));
+        lines.clear();
+        assert!(lines.next_line().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn start_time_of_self_is_readable() {
+        assert!(process_start_time(std::process::id()).is_some());
+    }
+}

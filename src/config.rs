@@ -1,0 +1,795 @@
+//! Settings of `ccrelay serve`: merged from flags, env vars, the TOML file and
+//! defaults (in that order of precedence), then validated.
+//!
+//! Owns: defaults, value parsing, validation and the error that names a bad
+//! setting (exit code 2). Must not: open sockets, read key files or start
+//! anything — a bad configuration starts nothing.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::cli::{FsyncPolicy, LogFormat, ServeArgs};
+
+/// A setting that could not be used. Printed as one line; the process exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for --{setting}{origin}: {message}")]
+pub struct ConfigError {
+    /// The long option name, e.g. `max-connections`.
+    pub setting: String,
+    /// Where the bad value came from (empty for flags and env vars).
+    pub origin: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            setting: setting.to_string(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A named session and its working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub name: String,
+    pub workdir: PathBuf,
+}
+
+/// How the agent process is run and supervised.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cmd: PathBuf,
+    pub extra_args: Vec<String>,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub stop_grace: Duration,
+}
+
+/// The journal's durability and size settings.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalConfig {
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// Everything `ccrelay serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub authorized_keys: PathBuf,
+    pub viewer_keys: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub server_id: Option<String>,
+    pub sessions: Vec<SessionConfig>,
+    pub agent: AgentConfig,
+    pub journal: JournalConfig,
+    pub max_connections: usize,
+    pub auth_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub permission_timeout: Option<Duration>,
+    pub max_frames_per_sec: u32,
+    pub max_frame_bytes: usize,
+    pub max_prompt_bytes: usize,
+    pub prompt_queue: usize,
+    pub client_queue: usize,
+    pub tail_events: usize,
+    pub tail_bytes: usize,
+    pub auth_failures_per_min: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Every key the TOML file may hold (the long option names).
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "authorized-keys",
+    "viewer-keys",
+    "agent-cmd",
+    "workdir",
+    "data-dir",
+    "max-connections",
+    "auth-timeout",
+    "ping-interval",
+    "idle-timeout",
+    "allowed-origin",
+    "allowed-origins",
+    "metrics-listen",
+    "log-level",
+    "log-format",
+    "permission-timeout",
+    "agent-probe-interval",
+    "agent-probe-timeout",
+    "agent-max-restarts",
+    "agent-restart-window",
+    "max-frames-per-sec",
+    "server-id",
+    "max-frame-bytes",
+    "max-prompt-bytes",
+    "prompt-queue",
+    "client-queue",
+    "tail-events",
+    "tail-bytes",
+    "journal-fsync",
+    "journal-segment-bytes",
+    "journal-max-bytes",
+    "auth-failures-per-min",
+    "agent-stop-grace",
+    "shutdown-grace",
+    "session",
+    "sessions",
+    "agent-args",
+];
+
+/// The TOML file, flattened to strings (lists kept as lists) so that file values
+/// go through the same parsers as flag values.
+#[derive(Debug, Default)]
+struct FileValues {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl FileValues {
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new(
+                "config",
+                format!("{} is not valid TOML: {}", path.display(), e.message()),
+            )
+        })?;
+        if let Some(unknown) = table.keys().find(|k| !FILE_KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::new(
+                "config",
+                format!("{}: unknown setting `{unknown}`", path.display()),
+            ));
+        }
+        Ok(FileValues {
+            path: path.to_path_buf(),
+            table,
+        })
+    }
+
+    fn origin(&self) -> String {
+        format!(" (in {})", self.path.display())
+    }
+
+    fn scalar(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+            Some(toml::Value::Float(f)) => Ok(Some(f.to_string())),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(ConfigError {
+                setting: key.to_string(),
+                origin: self.origin(),
+                message: "must be a string or a number".into(),
+            }),
+        }
+    }
+
+    fn list(&self, keys: &[&str]) -> Result<Option<Vec<String>>, ConfigError> {
+        for key in keys {
+            match self.table.get(*key) {
+                None => continue,
+                Some(toml::Value::String(s)) => {
+                    return Ok(Some(s.split(',').map(|p| p.trim().to_string()).collect()));
+                }
+                Some(toml::Value::Array(items)) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            toml::Value::String(s) => out.push(s.clone()),
+                            _ => {
+                                return Err(ConfigError {
+                                    setting: key.to_string(),
+                                    origin: self.origin(),
+                                    message: "must be a list of strings".into(),
+                                });
+                            }
+                        }
+                    }
+                    return Ok(Some(out));
+                }
+                Some(_) => {
+                    return Err(ConfigError {
+                        setting: key.to_string(),
+                        origin: self.origin(),
+                        message: "must be a string or a list of strings".into(),
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One setting's raw value and where it came from, for error messages.
+struct Raw {
+    value: String,
+    origin: String,
+}
+
+/// Resolves one setting at a time: flag/env first, then the file.
+struct Resolver<'a> {
+    file: &'a FileValues,
+}
+
+impl Resolver<'_> {
+    fn raw(&self, key: &str, cli: Option<&String>) -> Result<Option<Raw>, ConfigError> {
+        if let Some(v) = cli {
+            return Ok(Some(Raw {
+                value: v.clone(),
+                origin: String::new(),
+            }));
+        }
+        Ok(self.file.scalar(key)?.map(|value| Raw {
+            value,
+            origin: self.file.origin(),
+        }))
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        cli: Option<&String>,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(key, cli)? {
+            None => Ok(default),
+            Some(raw) => parse(raw.value.trim()).map_err(|message| ConfigError {
+                setting: key.to_string(),
+                origin: raw.origin,
+                message: format!("{message}, got {:?}", raw.value),
+            }),
+        }
+    }
+
+    fn optional<T>(
+        &self,
+        key: &str,
+        cli: Option<&String>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.parse(key, cli, None, |s| parse(s).map(Some))
+    }
+
+    fn path(&self, key: &str, cli: Option<&PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+        if let Some(p) = cli {
+            return Ok(Some(expand_home(p)));
+        }
+        Ok(self.file.scalar(key)?.map(|s| expand_home(Path::new(&s))))
+    }
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = home_dir()
+    {
+        return home.join(rest);
+    }
+    p.to_path_buf()
+}
+
+/// `$HOME`, if set and non-empty.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Parse a listen address: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| "the port must be a number from 0 to 65535".to_string())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    // Host names other than localhost are resolved once here; a listen address
+    // that needs DNS is unusual, but an operator's /etc/hosts entry is honoured.
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| "the address resolves to nothing".to_string()),
+        Err(_) => Err("expected an address like 127.0.0.1:7878 or [::1]:7878".into()),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| "expected a number of seconds (fractions allowed)".to_string())?;
+    if !v.is_finite() || v <= 0.0 || v > MAX_SECS {
+        return Err(format!(
+            "must be more than 0 and at most {MAX_SECS} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn count_in(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> {
+    move |s: &str| {
+        let v: u64 = s
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("expected a whole number from {lo} to {hi}"))?;
+        if v < lo || v > hi {
+            return Err(format!("must be a whole number from {lo} to {hi}"));
+        }
+        Ok(v)
+    }
+}
+
+fn parse_enum<T: ValueEnum>(s: &str) -> Result<T, String> {
+    T::from_str(s, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+fn valid_session_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("ccrelay");
+    }
+    home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/ccrelay")
+}
+
+impl Config {
+    /// Merge flags/env (already merged by clap), the TOML file and defaults, and validate.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileValues::load(path)?,
+            None => FileValues::default(),
+        };
+        let r = Resolver { file: &file };
+
+        let listen = r.parse(
+            "listen",
+            args.listen.as_ref(),
+            parse_addr(DEFAULT_LISTEN).map_err(|e| ConfigError::new("listen", e))?,
+            parse_addr,
+        )?;
+        let metrics_listen =
+            r.optional("metrics-listen", args.metrics_listen.as_ref(), parse_addr)?;
+
+        let authorized_keys = r
+            .path("authorized-keys", args.authorized_keys.as_ref())?
+            .or_else(|| home_dir().map(|h| h.join(".ssh/authorized_keys")))
+            .ok_or_else(|| {
+                ConfigError::new("authorized-keys", "no path given and $HOME is not set")
+            })?;
+        let viewer_keys = r.path("viewer-keys", args.viewer_keys.as_ref())?;
+        let data_dir = r
+            .path("data-dir", args.data_dir.as_ref())?
+            .unwrap_or_else(default_data_dir);
+        let workdir = match r.path("workdir", args.workdir.as_ref())? {
+            Some(dir) => dir,
+            None => std::env::current_dir()
+                .map_err(|e| ConfigError::new("workdir", format!("no current directory: {e}")))?,
+        };
+        if !workdir.is_dir() {
+            return Err(ConfigError::new(
+                "workdir",
+                format!("{} is not a directory", workdir.display()),
+            ));
+        }
+        let mut sessions = vec![SessionConfig {
+            name: crate::protocol::DEFAULT_SESSION.to_string(),
+            workdir,
+        }];
+        let extra_sessions = match &args.sessions {
+            Some(list) => Some(list.clone()),
+            None => file.list(&["session", "sessions"])?,
+        };
+        for spec in extra_sessions.unwrap_or_default() {
+            let (name, dir) = spec.split_once('=').ok_or_else(|| {
+                ConfigError::new("session", format!("expected NAME=DIR, got {spec:?}"))
+            })?;
+            if !valid_session_name(name) {
+                return Err(ConfigError::new(
+                    "session",
+                    format!("session names are 1-64 of A-Z a-z 0-9 - _ ., got {name:?}"),
+                ));
+            }
+            if sessions.iter().any(|s| s.name == name) {
+                return Err(ConfigError::new(
+                    "session",
+                    format!("session {name:?} is defined twice"),
+                ));
+            }
+            let dir = expand_home(Path::new(dir));
+            if !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "session",
+                    format!("{} (session {name:?}) is not a directory", dir.display()),
+                ));
+            }
+            sessions.push(SessionConfig {
+                name: name.to_string(),
+                workdir: dir,
+            });
+        }
+
+        let max_connections = r.parse(
+            "max-connections",
+            args.max_connections.as_ref(),
+            4096,
+            count_in(1, 1_000_000),
+        )? as usize;
+        let auth_timeout = r.parse(
+            "auth-timeout",
+            args.auth_timeout.as_ref(),
+            Duration::from_secs(10),
+            parse_secs,
+        )?;
+        let ping_interval = r.parse(
+            "ping-interval",
+            args.ping_interval.as_ref(),
+            Duration::from_secs(15),
+            parse_secs,
+        )?;
+        let idle_timeout = r.parse(
+            "idle-timeout",
+            args.idle_timeout.as_ref(),
+            Duration::from_secs(45),
+            parse_secs,
+        )?;
+        if idle_timeout <= ping_interval {
+            return Err(ConfigError::new(
+                "idle-timeout",
+                format!(
+                    "must be longer than --ping-interval ({} s), or healthy clients would be dropped",
+                    ping_interval.as_secs_f64()
+                ),
+            ));
+        }
+        let allowed_origins = match &args.allowed_origins {
+            Some(list) => list.clone(),
+            None => file
+                .list(&["allowed-origin", "allowed-origins"])?
+                .unwrap_or_default(),
+        };
+        let allowed_origins: Vec<String> = allowed_origins
+            .into_iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "allowed-origin",
+                    format!("an origin looks like https://host[:port], got {origin:?}"),
+                ));
+            }
+        }
+
+        let log_level = r.parse(
+            "log-level",
+            args.log_level.as_ref(),
+            "info".to_string(),
+            |s| {
+                tracing_subscriber::EnvFilter::try_new(s)
+                    .map(|_| s.to_string())
+                    .map_err(|_| {
+                        "expected error, warn, info, debug, trace or a tracing filter".into()
+                    })
+            },
+        )?;
+        let log_format = match args.log_format {
+            Some(f) => f,
+            None => r.parse("log-format", None, LogFormat::Pretty, parse_enum)?,
+        };
+        let permission_timeout = r.optional(
+            "permission-timeout",
+            args.permission_timeout.as_ref(),
+            parse_secs,
+        )?;
+
+        let agent_cmd = r
+            .path("agent-cmd", args.agent_cmd.as_ref())?
+            .unwrap_or_else(|| PathBuf::from("claude"));
+        let extra_args = if args.extra_agent_args.is_empty() {
+            file.list(&["agent-args"])?.unwrap_or_default()
+        } else {
+            args.extra_agent_args.clone()
+        };
+        let agent = AgentConfig {
+            cmd: agent_cmd,
+            extra_args,
+            probe_interval: r.parse(
+                "agent-probe-interval",
+                args.agent_probe_interval.as_ref(),
+                Duration::from_secs(30),
+                parse_secs,
+            )?,
+            probe_timeout: r.parse(
+                "agent-probe-timeout",
+                args.agent_probe_timeout.as_ref(),
+                Duration::from_secs(20),
+                parse_secs,
+            )?,
+            max_restarts: r.parse(
+                "agent-max-restarts",
+                args.agent_max_restarts.as_ref(),
+                5,
+                count_in(0, 10_000),
+            )? as u32,
+            restart_window: r.parse(
+                "agent-restart-window",
+                args.agent_restart_window.as_ref(),
+                Duration::from_secs(300),
+                parse_secs,
+            )?,
+            stop_grace: r.parse(
+                "agent-stop-grace",
+                args.agent_stop_grace.as_ref(),
+                Duration::from_secs(5),
+                parse_secs,
+            )?,
+        };
+
+        let max_frames_per_sec = r.parse(
+            "max-frames-per-sec",
+            args.max_frames_per_sec.as_ref(),
+            100,
+            count_in(1, 1_000_000),
+        )? as u32;
+        let server_id = r.optional("server-id", args.server_id.as_ref(), |s| {
+            if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c == ':') {
+                Err("must be 1-128 characters without spaces or ':'".into())
+            } else {
+                Ok(s.to_string())
+            }
+        })?;
+        let max_frame_bytes = r.parse(
+            "max-frame-bytes",
+            args.max_frame_bytes.as_ref(),
+            4 * 1024 * 1024,
+            count_in(PRE_AUTH_MAX_FRAME_BYTES as u64, 256 * 1024 * 1024),
+        )? as usize;
+        let max_prompt_bytes = r.parse(
+            "max-prompt-bytes",
+            args.max_prompt_bytes.as_ref(),
+            1024 * 1024,
+            count_in(1, 256 * 1024 * 1024),
+        )? as usize;
+        let prompt_queue = r.parse(
+            "prompt-queue",
+            args.prompt_queue.as_ref(),
+            256,
+            count_in(1, 1_000_000),
+        )? as usize;
+        let client_queue = r.parse(
+            "client-queue",
+            args.client_queue.as_ref(),
+            8192,
+            count_in(16, 10_000_000),
+        )? as usize;
+        let tail_events = r.parse(
+            "tail-events",
+            args.tail_events.as_ref(),
+            20_000,
+            count_in(1, 100_000_000),
+        )? as usize;
+        let tail_bytes = r.parse(
+            "tail-bytes",
+            args.tail_bytes.as_ref(),
+            64 * 1024 * 1024,
+            count_in(1024, 64 * 1024 * 1024 * 1024),
+        )? as usize;
+        let fsync = match args.journal_fsync {
+            Some(f) => f,
+            None => r.parse("journal-fsync", None, FsyncPolicy::Always, parse_enum)?,
+        };
+        let segment_bytes = r.parse(
+            "journal-segment-bytes",
+            args.journal_segment_bytes.as_ref(),
+            16 * 1024 * 1024,
+            count_in(4096, 64 * 1024 * 1024 * 1024),
+        )?;
+        let max_bytes = r.parse(
+            "journal-max-bytes",
+            args.journal_max_bytes.as_ref(),
+            1024 * 1024 * 1024,
+            count_in(4096, u64::MAX / 2),
+        )?;
+        if max_bytes < segment_bytes {
+            return Err(ConfigError::new(
+                "journal-max-bytes",
+                "must be at least --journal-segment-bytes",
+            ));
+        }
+        let auth_failures_per_min = r.parse(
+            "auth-failures-per-min",
+            args.auth_failures_per_min.as_ref(),
+            30,
+            count_in(10, 1_000_000),
+        )? as u32;
+        let shutdown_grace = r.parse(
+            "shutdown-grace",
+            args.shutdown_grace.as_ref(),
+            Duration::from_secs(5),
+            parse_secs,
+        )?;
+
+        Ok(Config {
+            listen,
+            metrics_listen,
+            authorized_keys,
+            viewer_keys,
+            data_dir,
+            server_id,
+            sessions,
+            agent,
+            journal: JournalConfig {
+                fsync,
+                segment_bytes,
+                max_bytes,
+            },
+            max_connections,
+            auth_timeout,
+            ping_interval,
+            idle_timeout,
+            allowed_origins,
+            log_level,
+            log_format,
+            permission_timeout,
+            max_frames_per_sec,
+            max_frame_bytes,
+            max_prompt_bytes,
+            prompt_queue,
+            client_queue,
+            tail_events,
+            tail_bytes,
+            auth_failures_per_min,
+            shutdown_grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            workdir: Some(std::env::temp_dir()),
+            authorized_keys: Some(PathBuf::from("/dev/null")),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7878".parse().unwrap());
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.auth_timeout, Duration::from_secs(10));
+        assert_eq!(c.ping_interval, Duration::from_secs(15));
+        assert_eq!(c.idle_timeout, Duration::from_secs(45));
+        assert_eq!(c.agent.probe_interval, Duration::from_secs(30));
+        assert_eq!(c.agent.probe_timeout, Duration::from_secs(20));
+        assert_eq!(c.agent.max_restarts, 5);
+        assert_eq!(c.agent.restart_window, Duration::from_secs(300));
+        assert_eq!(c.max_frames_per_sec, 100);
+        assert_eq!(c.permission_timeout, None);
+        assert_eq!(c.sessions[0].name, "default");
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_setting() {
+        let cases: Vec<(fn(&mut ServeArgs), &str)> = vec![
+            (|a| a.listen = Some("nonsense".into()), "--listen"),
+            (
+                |a| a.max_connections = Some("0".into()),
+                "--max-connections",
+            ),
+            (
+                |a| a.max_connections = Some("99999999999".into()),
+                "--max-connections",
+            ),
+            (|a| a.ping_interval = Some("-1".into()), "--ping-interval"),
+            (|a| a.idle_timeout = Some("abc".into()), "--idle-timeout"),
+            (
+                |a| a.permission_timeout = Some("0".into()),
+                "--permission-timeout",
+            ),
+            (
+                |a| a.allowed_origins = Some(vec!["evil".into()]),
+                "--allowed-origin",
+            ),
+            (
+                |a| a.sessions = Some(vec!["bad name=/tmp".into()]),
+                "--session",
+            ),
+            (
+                |a| a.workdir = Some("/definitely/not/here".into()),
+                "--workdir",
+            ),
+        ];
+        for (mutate, setting) in cases {
+            let mut a = args();
+            mutate(&mut a);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(setting), "{err} should name {setting}");
+        }
+    }
+
+    #[test]
+    fn fractions_of_seconds_are_accepted() {
+        let mut a = args();
+        a.ping_interval = Some("0.5".into());
+        a.idle_timeout = Some("1.5".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn file_values_sit_below_flags_and_above_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max-connections = 64\nping-interval = 2.5\nlisten = \"127.0.0.1:9000\"\nallowed-origin = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.listen = Some("127.0.0.1:9001".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.max_connections, 64);
+        assert_eq!(c.ping_interval, Duration::from_millis(2500));
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.allowed_origins, vec!["https://a.example".to_string()]);
+
+        std::fs::write(&path, "max-conections = 64\n").unwrap();
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("max-conections"), "{err}");
+        std::fs::write(&path, "max-connections = 0\n").unwrap();
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--max-connections") && err.contains("c.toml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! Prometheus metrics: one registry per server (no globals, so parallel test
+//! servers never collide), the families every module records into, and the
+//! Linux process collector.
+//!
+//! Owns: metric names, help texts, label sets and the exposition. Must not: hold
+//! unbounded label values (no client ids, no fingerprints, no request ids).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub result: &'static str,
+    pub key_type: String,
+}
+
+/// The `type` label of frames: a bounded set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameKind {
+    #[allow(clippy::struct_field_names)]
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabel {
+    pub session: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionCauseLabels {
+    pub session: String,
+    pub cause: &'static str,
+}
+
+/// Every metric family of the server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: Family<StateLabel, Gauge>,
+    pub connections_accepted: Counter,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    pub auth_attempts: Family<AuthLabels, Counter>,
+    pub frames_in: Family<FrameKind, Counter>,
+    pub frames_out: Family<FrameKind, Counter>,
+    pub bytes_out: Counter,
+    pub errors_sent: Family<CodeLabel, Counter>,
+    pub rate_limited: Counter,
+    pub clients_attached: Family<SessionLabel, Gauge>,
+    pub events_appended: Family<SessionLabel, Counter>,
+    pub journal_bytes: Family<SessionLabel, Gauge>,
+    pub journal_fsync_seconds: Histogram,
+    pub replays: Counter,
+    pub replays_truncated: Counter,
+    pub clients_lagged: Counter,
+    pub client_queue_depth: Histogram,
+    pub fanout_latency_seconds: Histogram,
+    pub agent_restarts: Family<SessionCauseLabels, Counter>,
+    pub agent_up: Family<SessionLabel, Gauge>,
+    pub pending_requests: Family<SessionLabel, Gauge>,
+    pub prompts: Family<SessionLabel, Counter>,
+    pub queued_prompts: Family<SessionLabel, Gauge>,
+    pub memory_shed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ccrelay");
+        macro_rules! reg {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let m = $metric;
+                registry.register($name, $help, m.clone());
+                m
+            }};
+            ($name:literal, $help:literal, $unit:expr, $metric:expr) => {{
+                let m = $metric;
+                registry.register_with_unit($name, $help, $unit, m.clone());
+                m
+            }};
+        }
+        let latency_buckets = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
+        let metrics = Metrics {
+            connections_open: reg!(
+                "connections_open",
+                "Open WebSocket connections by authentication state",
+                Family::<StateLabel, Gauge>::default()
+            ),
+            connections_accepted: reg!(
+                "connections_accepted",
+                "WebSocket connections upgraded",
+                Counter::default()
+            ),
+            connections_refused: reg!(
+                "connections_refused",
+                "Connection attempts refused before the upgrade, by reason (limit, origin, throttle, memory)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
+            connections_closed: reg!(
+                "connections_closed",
+                "WebSocket connections closed, by reason",
+                Family::<ReasonLabel, Counter>::default()
+            ),
+            auth_attempts: reg!(
+                "auth_attempts",
+                "Authentication attempts by result and key type",
+                Family::<AuthLabels, Counter>::default()
+            ),
+            frames_in: reg!(
+                "frames_in",
+                "Inbound frames by message type",
+                Family::<FrameKind, Counter>::default()
+            ),
+            frames_out: reg!(
+                "frames_out",
+                "Outbound frames by message type",
+                Family::<FrameKind, Counter>::default()
+            ),
+            bytes_out: reg!(
+                "sent",
+                "Bytes of frames written to clients",
+                Unit::Bytes,
+                Counter::default()
+            ),
+            errors_sent: reg!(
+                "errors_sent",
+                "error frames sent, by code",
+                Family::<CodeLabel, Counter>::default()
+            ),
+            rate_limited: reg!(
+                "rate_limited_frames",
+                "Inbound frames refused by the per-connection rate limit",
+                Counter::default()
+            ),
+            clients_attached: reg!(
+                "clients_attached",
+                "Clients attached per session",
+                Family::<SessionLabel, Gauge>::default()
+            ),
+            events_appended: reg!(
+                "events_appended",
+                "Events appended to the session log",
+                Family::<SessionLabel, Counter>::default()
+            ),
+            journal_bytes: reg!(
+                "journal",
+                "Bytes of journal segments kept per session",
+                Unit::Bytes,
+                Family::<SessionLabel, Gauge>::default()
+            ),
+            journal_fsync_seconds: reg!(
+                "journal_fsync",
+                "Time spent in journal fsync",
+                Unit::Seconds,
+                latency_buckets()
+            ),
+            replays: reg!("replays", "attach requests served", Counter::default()),
+            replays_truncated: reg!(
+                "replays_truncated",
+                "attach requests answered with truncated: true",
+                Counter::default()
+            ),
+            clients_lagged: reg!(
+                "clients_lagged",
+                "Clients closed with 4008 because their outbound queue was full",
+                Counter::default()
+            ),
+            client_queue_depth: reg!(
+                "client_queue_depth",
+                "Outbound queue depth of a client, sampled as frames are written",
+                Histogram::new(exponential_buckets(1.0, 4.0, 10))
+            ),
+            fanout_latency_seconds: reg!(
+                "fanout_latency",
+                "From an agent stdout line read to its event frame written to a client",
+                Unit::Seconds,
+                latency_buckets()
+            ),
+            agent_restarts: reg!(
+                "agent_restarts",
+                "Agent process ends by cause (crashed, hung, stopped)",
+                Family::<SessionCauseLabels, Counter>::default()
+            ),
+            agent_up: reg!(
+                "agent_up",
+                "1 while the session's agent process runs",
+                Family::<SessionLabel, Gauge>::default()
+            ),
+            pending_requests: reg!(
+                "pending_requests",
+                "Agent control requests (permission prompts, dialogs) awaiting an answer",
+                Family::<SessionLabel, Gauge>::default()
+            ),
+            prompts: reg!(
+                "prompts",
+                "Prompts accepted per session",
+                Family::<SessionLabel, Counter>::default()
+            ),
+            queued_prompts: reg!(
+                "queued_prompts",
+                "Prompts waiting for their turn per session",
+                Family::<SessionLabel, Gauge>::default()
+            ),
+            memory_shed: reg!(
+                "memory_shed",
+                "Clients shed (close 1013) because buffered memory neared its limit",
+                Counter::default()
+            ),
+            registry,
+        };
+        metrics
+    }
+
+    /// Register the Linux process collector (RSS, fds, CPU). Separate so tests can skip it.
+    pub fn with_process_collector(mut self) -> Self {
+        self.registry.register_collector(Box::new(ProcessCollector));
+        self
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Shorthand: count one error frame.
+    pub fn error_sent(&self, code: crate::protocol::ErrorCode) {
+        self.errors_sent
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn session_label(session: &str) -> SessionLabel {
+        SessionLabel {
+            session: session.to_string(),
+        }
+    }
+}
+
+/// The Content-Type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `process_*` metrics read from /proc on each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = process_stats();
+        let mut gauge = |name: &str, help: &str, unit: Option<&Unit>, value: i64| {
+            let g = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, unit, g.metric_type())?;
+            g.encode(metric)
+        };
+        if let Some(rss) = stats.rss_bytes {
+            gauge(
+                "process_resident_memory",
+                "Resident memory",
+                Some(&Unit::Bytes),
+                rss,
+            )?;
+        }
+        if let Some(fds) = stats.open_fds {
+            gauge("process_open_fds", "Open file descriptors", None, fds)?;
+        }
+        if let Some(max) = stats.max_fds {
+            gauge(
+                "process_max_fds",
+                "Limit of open file descriptors",
+                None,
+                max,
+            )?;
+        }
+        if let Some(threads) = stats.threads {
+            gauge("process_threads", "OS threads", None, threads)?;
+        }
+        if let Some(cpu) = stats.cpu_seconds {
+            let c = ConstCounter::new(cpu);
+            let metric = encoder.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time",
+                Some(&Unit::Seconds),
+                c.metric_type(),
+            )?;
+            c.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot of this process's resource use (Linux /proc).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessStats {
+    pub rss_bytes: Option<i64>,
+    pub open_fds: Option<i64>,
+    pub max_fds: Option<i64>,
+    pub threads: Option<i64>,
+    pub cpu_seconds: Option<f64>,
+}
+
+static PAGE_SIZE: AtomicI64 = AtomicI64::new(0);
+
+fn page_size() -> i64 {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached > 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64;
+    let size = if size > 0 { size } else { 4096 };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Read this process's stats from /proc/self.
+pub fn process_stats() -> ProcessStats {
+    let mut s = ProcessStats::default();
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        s.rss_bytes = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|pages| pages * page_size());
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        s.open_fds = Some(dir.count() as i64);
+    }
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        s.max_fds = i64::try_from(soft).ok();
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..])
+    {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command name: field 14/15 (utime/stime) are at index 11/12, threads at 17.
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        if let (Some(u), Some(st)) = (fields.get(11), fields.get(12))
+            && let (Ok(u), Ok(st)) = (u.parse::<f64>(), st.parse::<f64>())
+            && ticks > 0.0
+        {
+            s.cpu_seconds = Some((u + st) / ticks);
+        }
+        s.threads = fields.get(17).and_then(|t| t.parse().ok());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_prefixed_families() {
+        let m = Metrics::new().with_process_collector();
+        m.connections_accepted.inc();
+        m.frames_in
+            .get_or_create(&FrameKind { r#type: "ping" })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("ccrelay_connections_accepted_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ccrelay_frames_in_total{type=\"ping\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ccrelay_process_resident_memory_bytes"),
+            "{text}"
+        );
+        assert!(text.contains("ccrelay_sent_bytes_total"), "{text}");
+    }
+}

@@ -1,0 +1,801 @@
+//! Wire messages of PROTOCOL.md as serde types, and the one place where an
+//! inbound frame is classified into a request or a typed protocol error.
+//!
+//! Owns: message shapes, error codes, close codes, request validation that needs
+//! no session state (field types, id rules, `since`/`tail` exclusivity, `respond`
+//! answer shapes). Must not: know about sockets, sessions or the agent.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The text of one outbound frame: refcounted, so one serialized event is shared by
+/// every recipient without copying.
+pub use axum::extract::ws::Utf8Bytes as FrameText;
+
+/// Protocol version announced in `auth.challenge`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest string `id`, `key` or `device` a client may send (characters).
+pub const MAX_SHORT_STRING_CHARS: usize = 64;
+/// Largest integer `id` (2^53 − 1, the largest integer every JSON peer represents exactly).
+pub const MAX_INTEGER_ID: u64 = (1 << 53) - 1;
+
+/// WebSocket close codes the server uses (PROTOCOL.md §2).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SHED: u16 = 1013;
+    pub const LAGGING: u16 = 4008;
+}
+
+/// Error codes of the `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    BadMessage,
+    UnknownType,
+    NotAuthenticated,
+    AuthFailed,
+    AuthTimeout,
+    Forbidden,
+    NoSuchSession,
+    NotAttached,
+    NotPending,
+    RateLimited,
+    TooLarge,
+    AgentUnavailable,
+    Overloaded,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling, also used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::NotAuthenticated => "not_authenticated",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::AuthTimeout => "auth_timeout",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NoSuchSession => "no_such_session",
+            ErrorCode::NotAttached => "not_attached",
+            ErrorCode::NotPending => "not_pending",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::AgentUnavailable => "agent_unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A request id as the client sent it; echoed unchanged in the direct reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Text(String),
+    Number(u64),
+}
+
+/// A protocol error answering a frame: code, human text, and the request id when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<RequestId>,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+            id: None,
+        }
+    }
+
+    pub fn with_id(mut self, id: Option<RequestId>) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The `error` frame for this error.
+    pub fn to_frame(&self) -> String {
+        ServerMsg::Error {
+            id: self.id.clone(),
+            code: self.code,
+            message: self.message.clone(),
+        }
+        .to_json()
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Role of an authenticated key (PROTOCOL.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Where an attach replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// Replay everything after this seq (0: the whole retained log).
+    Since(u64),
+    /// Replay only the last N events.
+    Tail(u64),
+}
+
+/// Prompt content: a string or an array of content blocks, kept as the client's JSON.
+#[derive(Debug, Clone)]
+pub struct PromptContent(pub Box<RawValue>);
+
+/// A permission answer (`respond`), validated against the request kind by the session.
+#[derive(Debug, Clone)]
+pub struct RespondBody(pub Value);
+
+/// A request from an authenticated (or authenticating) client.
+#[derive(Debug, Clone)]
+pub enum ClientRequest {
+    AuthResponse {
+        signature: String,
+        public_key: Option<String>,
+        device: Option<String>,
+    },
+    SessionList,
+    Attach {
+        session: String,
+        start: ReplayStart,
+    },
+    Detach {
+        session: String,
+    },
+    Prompt {
+        session: String,
+        content: PromptContent,
+        key: Option<String>,
+    },
+    Respond {
+        session: String,
+        request_id: String,
+        response: RespondBody,
+    },
+    Interrupt {
+        session: String,
+    },
+    SessionRestart {
+        session: String,
+    },
+    Ping,
+}
+
+impl ClientRequest {
+    /// The `type` string, for logs and metrics (bounded set).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientRequest::AuthResponse { .. } => "auth.response",
+            ClientRequest::SessionList => "session.list",
+            ClientRequest::Attach { .. } => "attach",
+            ClientRequest::Detach { .. } => "detach",
+            ClientRequest::Prompt { .. } => "prompt",
+            ClientRequest::Respond { .. } => "respond",
+            ClientRequest::Interrupt { .. } => "interrupt",
+            ClientRequest::SessionRestart { .. } => "session.restart",
+            ClientRequest::Ping => "ping",
+        }
+    }
+}
+
+/// One parsed inbound frame: the request and its optional id.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub id: Option<RequestId>,
+    pub request: ClientRequest,
+}
+
+/// The name of the session used when a request leaves `session` out.
+pub const DEFAULT_SESSION: &str = "default";
+
+/// Parse one text frame into a request, classifying failures as §2 says:
+/// not JSON / not an object → `bad_json`; missing or ill-typed fields → `bad_message`;
+/// an unknown `type` → `unknown_type`. The error carries the request `id` when the
+/// frame had a valid one.
+pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ProtocolError::new(
+            ErrorCode::BadJson,
+            "a frame must be a JSON object",
+        ));
+    };
+    let id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(raw) => Some(parse_id(raw)?),
+    };
+    let fail = |code: ErrorCode, msg: String| ProtocolError::new(code, msg).with_id(id.clone());
+    let type_name = match obj.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => {
+            return Err(fail(
+                ErrorCode::BadMessage,
+                "`type` must be a string".into(),
+            ));
+        }
+        None => return Err(fail(ErrorCode::BadMessage, "missing `type`".into())),
+    };
+    let mut fields = Fields {
+        obj,
+        id: id.clone(),
+    };
+    let request = match type_name.as_str() {
+        "auth.response" => ClientRequest::AuthResponse {
+            signature: fields.required_string("signature")?,
+            public_key: fields.optional_string("public_key")?,
+            // Anything but a short string is ignored, as §3 says.
+            device: match fields.obj.remove("device") {
+                Some(Value::String(d)) if d.chars().count() <= MAX_SHORT_STRING_CHARS => Some(d),
+                _ => None,
+            },
+        },
+        "session.list" => ClientRequest::SessionList,
+        "attach" => {
+            let session = fields.session()?;
+            let since = fields.optional_u64("since")?;
+            let tail = fields.optional_u64("tail")?;
+            let start = match (since, tail) {
+                (Some(_), Some(_)) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "give either `since` or `tail`, not both".into(),
+                    ));
+                }
+                (_, Some(n)) => ReplayStart::Tail(n),
+                (since, None) => ReplayStart::Since(since.unwrap_or(0)),
+            };
+            ClientRequest::Attach { session, start }
+        }
+        "detach" => ClientRequest::Detach {
+            session: fields.session()?,
+        },
+        "prompt" => {
+            let session = fields.session()?;
+            let key = fields.optional_short_string("key")?;
+            let content = fields.prompt_content()?;
+            ClientRequest::Prompt {
+                session,
+                content,
+                key,
+            }
+        }
+        "respond" => {
+            let session = fields.session()?;
+            let request_id = fields.required_string("request_id")?;
+            let response = match fields.obj.remove("response") {
+                Some(v @ Value::Object(_)) => RespondBody(v),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`response` must be an object".into(),
+                    ));
+                }
+                None => return Err(fail(ErrorCode::BadMessage, "missing `response`".into())),
+            };
+            ClientRequest::Respond {
+                session,
+                request_id,
+                response,
+            }
+        }
+        "interrupt" => ClientRequest::Interrupt {
+            session: fields.session()?,
+        },
+        "session.restart" => ClientRequest::SessionRestart {
+            session: fields.session()?,
+        },
+        "ping" => ClientRequest::Ping,
+        other => {
+            return Err(fail(
+                ErrorCode::UnknownType,
+                format!("unknown message type `{}`", truncate_for_message(other)),
+            ));
+        }
+    };
+    Ok(Inbound { id, request })
+}
+
+fn parse_id(raw: Value) -> Result<RequestId, ProtocolError> {
+    match raw {
+        Value::String(s) if s.chars().count() <= MAX_SHORT_STRING_CHARS => Ok(RequestId::Text(s)),
+        Value::Number(n) => match n.as_u64() {
+            Some(v) if v <= MAX_INTEGER_ID => Ok(RequestId::Number(v)),
+            _ => Err(ProtocolError::new(
+                ErrorCode::BadMessage,
+                "`id` must be a string of at most 64 characters or an integer from 0 to 2^53-1",
+            )),
+        },
+        _ => Err(ProtocolError::new(
+            ErrorCode::BadMessage,
+            "`id` must be a string of at most 64 characters or an integer from 0 to 2^53-1",
+        )),
+    }
+}
+
+fn truncate_for_message(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Field extraction with errors that carry the request id.
+struct Fields {
+    obj: Map<String, Value>,
+    id: Option<RequestId>,
+}
+
+impl Fields {
+    fn bad(&self, msg: String) -> ProtocolError {
+        ProtocolError::new(ErrorCode::BadMessage, msg).with_id(self.id.clone())
+    }
+
+    fn required_string(&mut self, name: &str) -> Result<String, ProtocolError> {
+        match self.obj.remove(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(self.bad(format!("`{name}` must be a string"))),
+            None => Err(self.bad(format!("missing `{name}`"))),
+        }
+    }
+
+    fn optional_string(&mut self, name: &str) -> Result<Option<String>, ProtocolError> {
+        match self.obj.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.bad(format!("`{name}` must be a string"))),
+        }
+    }
+
+    fn optional_short_string(&mut self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let value = self.optional_string(name)?;
+        if let Some(s) = &value
+            && s.chars().count() > MAX_SHORT_STRING_CHARS
+        {
+            return Err(self.bad(format!("`{name}` must be at most 64 characters")));
+        }
+        Ok(value)
+    }
+
+    fn optional_u64(&mut self, name: &str) -> Result<Option<u64>, ProtocolError> {
+        match self.obj.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) => Ok(Some(v)),
+                None => Err(self.bad(format!("`{name}` must be an integer >= 0"))),
+            },
+            Some(_) => Err(self.bad(format!("`{name}` must be an integer >= 0"))),
+        }
+    }
+
+    fn session(&mut self) -> Result<String, ProtocolError> {
+        Ok(self
+            .optional_string("session")?
+            .unwrap_or_else(|| DEFAULT_SESSION.to_string()))
+    }
+
+    /// `content`: a non-empty string, or a non-empty array of content-block objects
+    /// each with a string `type`. Kept as JSON text so it reaches the agent as sent.
+    fn prompt_content(&mut self) -> Result<PromptContent, ProtocolError> {
+        let content = match self.obj.remove("content") {
+            None => return Err(self.bad("missing `content`".into())),
+            Some(c) => c,
+        };
+        let valid = match &content {
+            Value::String(s) => !s.is_empty(),
+            Value::Array(blocks) => {
+                !blocks.is_empty()
+                    && blocks.iter().all(|b| {
+                        b.as_object()
+                            .and_then(|o| o.get("type"))
+                            .is_some_and(Value::is_string)
+                    })
+            }
+            _ => false,
+        };
+        if !valid {
+            return Err(self.bad(
+                "`content` must be a non-empty string or an array of content blocks (objects with a string `type`)"
+                    .into(),
+            ));
+        }
+        let raw = serde_json::value::to_raw_value(&content)
+            .map_err(|e| self.bad(format!("`content` cannot be encoded: {e}")))?;
+        Ok(PromptContent(raw))
+    }
+}
+
+/// Validate a `respond` answer for a `can_use_tool` request (PROTOCOL.md §6) and
+/// return the permission result to send to the agent. `original_input` fills an
+/// `allow` without `updatedInput`; `denier` names who denied when no message is given.
+pub fn permission_result(
+    response: &Value,
+    original_input: Option<&Value>,
+    denier: &str,
+) -> Result<Value, String> {
+    let obj = response
+        .as_object()
+        .ok_or_else(|| "`response` must be an object".to_string())?;
+    let behavior = obj.get("behavior").and_then(Value::as_str);
+    let allowed_keys: &[&str] = match behavior {
+        Some("allow") => &["behavior", "updatedInput", "updatedPermissions"],
+        Some("deny") => &["behavior", "message", "interrupt"],
+        _ => &["behavior"],
+    };
+    if let Some(unknown) = obj.keys().find(|k| !allowed_keys.contains(&k.as_str())) {
+        return Err(format!("unexpected field `{unknown}` in `response`"));
+    }
+    match behavior {
+        Some("allow") => {
+            let mut out = Map::new();
+            out.insert("behavior".into(), Value::from("allow"));
+            match obj.get("updatedInput") {
+                None | Some(Value::Null) => {
+                    out.insert(
+                        "updatedInput".into(),
+                        original_input
+                            .cloned()
+                            .unwrap_or_else(|| Value::Object(Map::new())),
+                    );
+                }
+                Some(v @ Value::Object(_)) => {
+                    out.insert("updatedInput".into(), v.clone());
+                }
+                Some(_) => return Err("`updatedInput` must be an object".into()),
+            }
+            match obj.get("updatedPermissions") {
+                None | Some(Value::Null) => {}
+                Some(v @ Value::Array(items)) if items.iter().all(Value::is_object) => {
+                    out.insert("updatedPermissions".into(), v.clone());
+                }
+                Some(_) => return Err("`updatedPermissions` must be an array of objects".into()),
+            }
+            Ok(Value::Object(out))
+        }
+        Some("deny") => {
+            let mut out = Map::new();
+            out.insert("behavior".into(), Value::from("deny"));
+            let message = match obj.get("message") {
+                None | Some(Value::Null) => format!("denied by {denier}"),
+                Some(Value::String(m)) => m.clone(),
+                Some(_) => return Err("`message` must be a string".into()),
+            };
+            out.insert("message".into(), Value::from(message));
+            match obj.get("interrupt") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => {
+                    out.insert("interrupt".into(), Value::Bool(*b));
+                }
+                Some(_) => return Err("`interrupt` must be a boolean".into()),
+            }
+            Ok(Value::Object(out))
+        }
+        _ => Err("`response.behavior` must be \"allow\" or \"deny\"".into()),
+    }
+}
+
+/// A session as listed in `auth.ok` and `session.list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub session: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<usize>,
+}
+
+/// A client as shown in `clients` lists and `presence` frames.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ClientEntry {
+    pub client_id: String,
+    pub fingerprint: String,
+    pub comment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub role: Role,
+}
+
+/// Frames the server sends, other than `event` frames (which are built once per
+/// event from the agent's raw bytes, see [`event_frame`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type")]
+pub enum ServerMsg {
+    #[serde(rename = "auth.challenge")]
+    AuthChallenge {
+        protocol: u32,
+        server_id: String,
+        nonce: String,
+        namespace: &'static str,
+        expires_in_ms: u64,
+        sign: String,
+    },
+    #[serde(rename = "auth.ok")]
+    AuthOk {
+        client_id: String,
+        fingerprint: String,
+        role: Role,
+        sessions: Vec<SessionSummary>,
+    },
+    #[serde(rename = "error")]
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+    #[serde(rename = "session.list")]
+    SessionList {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        sessions: Vec<SessionSummary>,
+    },
+    #[serde(rename = "attached")]
+    Attached {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        state: &'static str,
+        head: u64,
+        replay_from: u64,
+        truncated: bool,
+        pending: Vec<Box<RawValue>>,
+        clients: Vec<ClientEntry>,
+    },
+    #[serde(rename = "detached")]
+    Detached {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+    },
+    #[serde(rename = "ok")]
+    Ok {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        queued: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duplicate: Option<bool>,
+    },
+    #[serde(rename = "pong")]
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    #[serde(rename = "presence")]
+    Presence {
+        session: String,
+        clients: Vec<ClientEntry>,
+    },
+}
+
+impl ServerMsg {
+    /// A plain `ok` reply.
+    pub fn ok(id: Option<RequestId>) -> Self {
+        ServerMsg::Ok {
+            id,
+            prompt_id: None,
+            queued: None,
+            duplicate: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no
+        // failing Serialize impls. Fall back to an internal error frame regardless.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"could not encode a reply"}"#.to_string()
+        })
+    }
+}
+
+/// Build the `event` frame for one event: `{"type":"event","session":..,"seq":..,"event":RAW}`.
+/// `session_json` is the session name already encoded as a JSON string; `raw` is the
+/// event object exactly as the agent wrote it (or as the relay built it).
+pub fn event_frame(session_json: &str, seq: u64, raw: &[u8]) -> String {
+    // Agent lines were checked to be UTF-8 JSON objects before they get here.
+    let raw = std::str::from_utf8(raw).unwrap_or("{}");
+    let mut frame = String::with_capacity(raw.len() + session_json.len() + 48);
+    frame.push_str(r#"{"type":"event","session":"#);
+    frame.push_str(session_json);
+    frame.push_str(r#","seq":"#);
+    frame.push_str(&seq.to_string());
+    frame.push_str(r#","event":"#);
+    frame.push_str(raw);
+    frame.push('}');
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(text: &str) -> ErrorCode {
+        parse_request(text).unwrap_err().code
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        assert_eq!(code_of("not json"), ErrorCode::BadJson);
+        assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code_of(r#""str""#), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"no_type":1}"#), ErrorCode::BadMessage);
+        assert_eq!(code_of(r#"{"type":5}"#), ErrorCode::BadMessage);
+        assert_eq!(code_of(r#"{"type":"nope"}"#), ErrorCode::UnknownType);
+        assert_eq!(
+            code_of(r#"{"type":"attach","since":-1}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"attach","since":1,"tail":2}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(code_of(r#"{"type":"prompt"}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code_of(r#"{"type":"prompt","content":""}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"prompt","content":[1]}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"prompt","content":"x","key":7}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"respond","request_id":"r","response":1}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(code_of(r#"{"type":"ping","id":-3}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code_of(r#"{"type":"ping","id":9007199254740992}"#),
+            ErrorCode::BadMessage
+        );
+        let long = "x".repeat(65);
+        assert_eq!(
+            code_of(&format!(r#"{{"type":"ping","id":"{long}"}}"#)),
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn errors_echo_valid_ids() {
+        let err = parse_request(r#"{"type":"nope","id":7}"#).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::Number(7)));
+        let err = parse_request(r#"{"type":"prompt","id":"a"}"#).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::Text("a".into())));
+        assert!(err.to_frame().contains(r#""id":"a""#));
+    }
+
+    #[test]
+    fn parses_requests_with_defaults() {
+        let r = parse_request(r#"{"type":"attach","extra":true}"#).unwrap();
+        match r.request {
+            ClientRequest::Attach { session, start } => {
+                assert_eq!(session, "default");
+                assert_eq!(start, ReplayStart::Since(0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse_request(r#"{"type":"attach","session":"w","tail":5,"id":9007199254740991}"#)
+            .unwrap();
+        assert_eq!(r.id, Some(RequestId::Number(MAX_INTEGER_ID)));
+        assert!(matches!(
+            r.request,
+            ClientRequest::Attach {
+                start: ReplayStart::Tail(5),
+                ..
+            }
+        ));
+        let r = parse_request(
+            r#"{"type":"prompt","content":[{"type":"text","text":"hi"}],"key":"k1"}"#,
+        )
+        .unwrap();
+        match r.request {
+            ClientRequest::Prompt { content, key, .. } => {
+                assert_eq!(content.0.get(), r#"[{"type":"text","text":"hi"}]"#);
+                assert_eq!(key.as_deref(), Some("k1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse_request(r#"{"type":"auth.response","signature":"s","device":5}"#).unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::AuthResponse { device: None, .. }
+        ));
+    }
+
+    #[test]
+    fn permission_results_follow_section_6() {
+        let input = serde_json::json!({"command":"ls"});
+        let allow =
+            permission_result(&serde_json::json!({"behavior":"allow"}), Some(&input), "x").unwrap();
+        assert_eq!(
+            allow,
+            serde_json::json!({"behavior":"allow","updatedInput":{"command":"ls"}})
+        );
+        let deny = permission_result(
+            &serde_json::json!({"behavior":"deny"}),
+            Some(&input),
+            "phone",
+        )
+        .unwrap();
+        assert_eq!(
+            deny,
+            serde_json::json!({"behavior":"deny","message":"denied by phone"})
+        );
+        let deny = permission_result(
+            &serde_json::json!({"behavior":"deny","message":"no","interrupt":true}),
+            None,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            deny,
+            serde_json::json!({"behavior":"deny","message":"no","interrupt":true})
+        );
+        assert!(permission_result(&serde_json::json!({"behavior":"maybe"}), None, "x").is_err());
+        assert!(
+            permission_result(&serde_json::json!({"behavior":"deny","junk":1}), None, "x").is_err()
+        );
+        assert!(
+            permission_result(
+                &serde_json::json!({"behavior":"allow","updatedInput":3}),
+                None,
+                "x"
+            )
+            .is_err()
+        );
+        assert!(
+            permission_result(
+                &serde_json::json!({"behavior":"deny","interrupt":"yes"}),
+                None,
+                "x"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn event_frames_embed_raw_bytes() {
+        let f = event_frame("\"default\"", 58, br#"{"b":1,"a":2}"#);
+        assert_eq!(
+            f,
+            r#"{"type":"event","session":"default","seq":58,"event":{"b":1,"a":2}}"#
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Sessions: one agent process and its ordered event log, shared by every client
+//! attached to it.
+//!
+//! Owns: sequence numbers, the in-memory tail, the journal writer, fan-out to
+//! attached clients, the prompt queue and turns, pending agent requests and who
+//! answered them, the agent's lifecycle (through `agent`), and the audit records.
+//! All of a session's state is owned by one task (the actor in `actor.rs`);
+//! everything else talks to it through [`SessionHandle`]. Must not: know about
+//! WebSocket frames or sockets — it pushes finished frames into each client's
+//! [`Outbox`].
+
+mod actor;
+pub mod audit;
+pub mod outbox;
+mod recovery;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AgentConfig, Config, JournalConfig};
+use crate::metrics::Metrics;
+use crate::protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
+
+pub use audit::AuditLog;
+pub use outbox::{Outbound, Outbox, PushError};
+
+/// Requests waiting for a session's actor; connections wait when it is full.
+const COMMAND_QUEUE: usize = 1024;
+
+/// A session's lifecycle state, as `relay.state` announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Starting,
+    Idle,
+    Busy,
+    AwaitingPermission,
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Idle => "idle",
+            SessionState::Busy => "busy",
+            SessionState::AwaitingPermission => "awaiting_permission",
+            SessionState::Restarting => "restarting",
+            SessionState::Failed => "failed",
+            SessionState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of a session for health endpoints and `session.list`.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    pub state: SessionState,
+    pub detail: String,
+    pub head: u64,
+    pub clients: usize,
+    pub agent_pid: Option<u32>,
+    pub agent_started: Option<SystemTime>,
+    pub restarts: u64,
+    pub pending: usize,
+    pub queued: usize,
+}
+
+/// Who a connection is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Process-unique connection number (for logs and registrations).
+    pub conn_id: u64,
+    pub client_id: String,
+    pub fingerprint: String,
+    pub comment: String,
+    pub device: Option<String>,
+    pub role: Role,
+}
+
+impl ClientInfo {
+    /// The entry shown in `clients` lists.
+    pub fn entry(&self) -> ClientEntry {
+        ClientEntry {
+            client_id: self.client_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            comment: self.comment.clone(),
+            device: self.device.clone(),
+            role: self.role,
+        }
+    }
+
+    /// How this client is named in messages such as "denied by …".
+    pub fn display_name(&self) -> &str {
+        self.device.as_deref().unwrap_or(&self.fingerprint)
+    }
+}
+
+/// A connection as a session sees it: who it is and where its frames go.
+#[derive(Debug, Clone)]
+pub struct ClientHandle {
+    pub info: Arc<ClientInfo>,
+    pub outbox: Outbox,
+}
+
+/// Requests a connection sends to a session.
+#[derive(Debug)]
+pub enum SessionCmd {
+    Attach {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        start: ReplayStart,
+    },
+    Detach {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    /// The connection closed: forget it without a reply.
+    Leave { conn_id: u64 },
+    Prompt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        content: PromptContent,
+        key: Option<String>,
+    },
+    Respond {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        request_id: String,
+        response: serde_json::Value,
+    },
+    Interrupt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    Restart {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+}
+
+/// The session's actor has stopped (the server is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("session {0} has stopped")]
+pub struct SessionGone(pub Arc<str>);
+
+/// A cheap, cloneable way to reach one session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub name: Arc<str>,
+    tx: mpsc::Sender<SessionCmd>,
+    status: watch::Receiver<SessionStatus>,
+}
+
+impl SessionHandle {
+    /// Hand a request to the session (waits only while its command queue is full).
+    pub async fn send(&self, cmd: SessionCmd) -> Result<(), SessionGone> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| SessionGone(self.name.clone()))
+    }
+
+    /// Tell the session a connection is gone, without waiting.
+    pub fn leave(&self, conn_id: u64) {
+        if self.tx.try_send(SessionCmd::Leave { conn_id }).is_err() {
+            // Queue full or actor gone: do it from a task so the caller never blocks.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(SessionCmd::Leave { conn_id }).await;
+            });
+        }
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        self.status.borrow().clone()
+    }
+}
+
+/// Settings a session needs (taken from [`Config`]).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub name: String,
+    pub workdir: PathBuf,
+    /// `<data-dir>/sessions/<name>`.
+    pub dir: PathBuf,
+    pub agent: AgentConfig,
+    pub journal: JournalConfig,
+    pub permission_timeout: Option<Duration>,
+    pub prompt_queue: usize,
+    pub tail_events: usize,
+    pub tail_bytes: usize,
+}
+
+/// What every session shares with the server.
+#[derive(Debug, Clone)]
+pub struct SessionShared {
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
+    /// Cancelled (with the cause logged) when a session hits an unrecoverable fault.
+    pub fatal: FatalSignal,
+}
+
+/// Lets any task report an unrecoverable fault; the server then shuts down with 1011.
+#[derive(Debug, Clone, Default)]
+pub struct FatalSignal {
+    token: CancellationToken,
+    cause: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl FatalSignal {
+    /// Record the first fault and trigger the shutdown.
+    pub fn raise(&self, cause: String) {
+        if let Ok(mut slot) = self.cause.lock()
+            && slot.is_none()
+        {
+            *slot = Some(cause);
+        }
+        self.token.cancel();
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn cause(&self) -> Option<String> {
+        self.cause.lock().ok().and_then(|c| c.clone())
+    }
+}
+
+/// Errors while starting a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("session {session}: {source}")]
+    Io {
+        session: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// All sessions of the server, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    map: BTreeMap<String, SessionHandle>,
+}
+
+impl Sessions {
+    /// Open every configured session (journal recovery happens here) and start its actor.
+    pub fn start(
+        config: &Config,
+        shared: SessionShared,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Sessions, SessionError> {
+        let mut map = BTreeMap::new();
+        for s in &config.sessions {
+            let settings = SessionSettings {
+                name: s.name.clone(),
+                workdir: s.workdir.clone(),
+                dir: config.data_dir.join("sessions").join(&s.name),
+                agent: config.agent.clone(),
+                journal: config.journal,
+                permission_timeout: config.permission_timeout,
+                prompt_queue: config.prompt_queue,
+                tail_events: config.tail_events,
+                tail_bytes: config.tail_bytes,
+            };
+            let handle = actor::spawn(settings, shared.clone(), shutdown.clone(), tracker)?;
+            map.insert(s.name.clone(), handle);
+        }
+        Ok(Sessions { map })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SessionHandle> {
+        self.map.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &SessionHandle> {
+        self.map.values()
+    }
+}
+
+pub(crate) fn command_channel() -> (mpsc::Sender<SessionCmd>, mpsc::Receiver<SessionCmd>) {
+    mpsc::channel(COMMAND_QUEUE)
+}
