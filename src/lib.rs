@@ -13,4 +13,5 @@
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families.
 
+pub mod auth;
 pub mod cli;
