@@ -14,6 +14,7 @@
 //! - `metrics`: Prometheus registry and families.
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod journal;

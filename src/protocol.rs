@@ -126,22 +126,8 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Role of an authenticated key (PROTOCOL.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Owner,
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Viewer => "viewer",
-        }
-    }
-}
+/// Role of an authenticated key (PROTOCOL.md §3); defined by `auth`, which grants it.
+pub use crate::auth::Role;
 
 /// Where an attach replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

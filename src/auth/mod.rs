@@ -1,0 +1,237 @@
+//! SSH key challenge-response authentication (PROTOCOL.md §3).
+//!
+//! Owns: challenges, SSHSIG verification, the authorized keys files and their
+//! reloading, the per-address failure throttle, client-side signing (key files,
+//! ssh-agent, `ssh-keygen`), and `ccrelay keys check`. Must not: see WebSocket
+//! frames, JSON or close codes — the connection code turns an [`AuthError`]
+//! into the generic `auth_failed` reply and logs [`AuthError`]'s text.
+//!
+//! Files: `sshsig` (wire format), `authorized_keys` (line parser),
+//! `hostmatch` (`from=` patterns), `keystore` (keys in force, reloads),
+//! `verify` (the full check of one response), `throttle`, `signer`, `check`.
+
+mod authorized_keys;
+mod check;
+mod hostmatch;
+mod keystore;
+mod signer;
+mod sshsig;
+mod throttle;
+mod verify;
+
+#[cfg(test)]
+mod testutil;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+
+pub use authorized_keys::{KeyLine, KeyOptions, parse_expiry_time};
+pub use check::run_keys_check;
+pub use hostmatch::{FromRefusal, match_from};
+pub use keystore::{
+    KeyEntry, KeyFileError, KeySet, KeyStore, MAX_RSA_BITS, MIN_RSA_BITS, WATCH_INTERVAL,
+};
+pub use signer::{
+    SignError, agent_keys, decrypt_private_key, load_private_key, sign_with_agent,
+    sign_with_private_key, sign_with_ssh_keygen,
+};
+pub use sshsig::{MAX_ARMOR_BYTES, SK_USER_PRESENCE, SK_USER_VERIFIED};
+pub use throttle::AuthThrottle;
+pub use verify::{key_type_name, verify_response};
+
+/// The SSHSIG namespace every ccrelay signature must carry.
+pub const NAMESPACE: &str = "ccrelay-auth";
+
+/// Prefix of the signed text: `ccrelay-auth-v1:<server_id>:<nonce>`.
+pub const SIGN_PREFIX: &str = "ccrelay-auth-v1";
+
+/// What a key may do: owners drive the session, viewers only watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Listed in the authorized keys file.
+    Owner,
+    /// Listed only in the viewer keys file.
+    Viewer,
+}
+
+impl Role {
+    /// The wire name (`"owner"` / `"viewer"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Who authenticated.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `SHA256:...` as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The key's comment from the keys file ("" if none).
+    pub comment: String,
+    /// Role given by the file the key was found in.
+    pub role: Role,
+    /// Algorithm name, e.g. `ssh-ed25519`; one of a bounded set (metrics label).
+    pub key_type: String,
+    /// The key, with the keys file's comment.
+    pub public_key: ssh_key::PublicKey,
+}
+
+/// One connection's challenge.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// This server's stable id.
+    pub server_id: String,
+    /// base64url (no padding) of 32 bytes from the OS RNG.
+    pub nonce: String,
+    /// The exact text the client signs.
+    pub sign: String,
+    /// After this instant the challenge is refused.
+    pub expires_at: Instant,
+    /// Lifetime given at creation (for `expires_in_ms`).
+    pub ttl: Duration,
+}
+
+impl Challenge {
+    /// A fresh challenge valid for `ttl` from now.
+    pub fn new(server_id: &str, ttl: Duration) -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let nonce = URL_SAFE_NO_PAD.encode(bytes);
+        let now = Instant::now();
+        Challenge {
+            server_id: server_id.to_owned(),
+            sign: format!("{SIGN_PREFIX}:{server_id}:{nonce}"),
+            nonce,
+            // An absurd ttl saturates to "far future" instead of panicking.
+            expires_at: now
+                .checked_add(ttl)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            ttl,
+        }
+    }
+
+    /// True from `expires_at` on.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// Why an `auth.response` was refused. The text is for the server log only: the
+/// client always gets the generic `auth_failed` text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Not a readable armored SSHSIG (bad markers, base64, truncated blob...).
+    #[error("unreadable signature: {0}")]
+    BadArmor(String),
+    /// The signature's namespace is not `ccrelay-auth`.
+    #[error("signature namespace is {0:?}, expected \"ccrelay-auth\"")]
+    WrongNamespace(String),
+    /// The message hash is neither sha256 nor sha512.
+    #[error("unsupported signature hash {0:?}")]
+    UnsupportedHash(String),
+    /// A key type ccrelay refuses (DSA, certificates, unknown).
+    #[error("unsupported key type {0}")]
+    UnsupportedKeyType(String),
+    /// An RSA key under 2048 bits.
+    #[error("RSA key too small: {bits} bits (at least 2048 needed)")]
+    RsaKeyTooSmall {
+        /// Modulus size.
+        bits: usize,
+    },
+    /// An RSA signature of type `ssh-rsa` (SHA-1).
+    #[error("RSA signature uses SHA-1 (ssh-rsa); rsa-sha2-256 or rsa-sha2-512 required")]
+    RsaSha1Signature,
+    /// The signature does not verify over this challenge (or is malformed).
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// `public_key` could not be parsed.
+    #[error("unreadable public_key: {0}")]
+    BadPublicKey(String),
+    /// `public_key` is not the key inside the signature.
+    #[error("public_key differs from the key that made the signature")]
+    KeyMismatch,
+    /// The key is in neither keys file.
+    #[error("key not listed in the authorized keys")]
+    NotListed,
+    /// The key's `expiry-time` has passed.
+    #[error("key expired at {0}")]
+    KeyExpired(String),
+    /// The key's `from=` does not allow this address.
+    #[error("from= does not allow {peer}: {why}")]
+    FromNotMatched {
+        /// The peer as matched (IPv4-mapped IPv6 shown as IPv4).
+        peer: std::net::IpAddr,
+        /// Which rule refused.
+        why: String,
+    },
+    /// The key has an option ccrelay does not honour (`command=`, unknown...).
+    #[error("key has option {0} which ccrelay does not support")]
+    DisallowedOption(String),
+    /// An sk- signature without the user-presence flag (and no `no-touch-required`).
+    #[error("security key signature without user presence (touch)")]
+    UserPresenceMissing,
+    /// `verify-required` but the user-verified flag is not set.
+    #[error("verify-required but the signature is not user-verified")]
+    UserVerificationMissing,
+    /// The challenge expired before the response was checked.
+    #[error("challenge expired")]
+    ChallengeExpired,
+}
+
+impl AuthError {
+    /// Short bounded label for metrics.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            AuthError::BadArmor(_) => "bad_armor",
+            AuthError::WrongNamespace(_) => "wrong_namespace",
+            AuthError::UnsupportedHash(_) => "unsupported_hash",
+            AuthError::UnsupportedKeyType(_) => "unsupported_key_type",
+            AuthError::RsaKeyTooSmall { .. } => "rsa_key_too_small",
+            AuthError::RsaSha1Signature => "rsa_sha1",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::BadPublicKey(_) => "bad_public_key",
+            AuthError::KeyMismatch => "key_mismatch",
+            AuthError::NotListed => "not_listed",
+            AuthError::KeyExpired(_) => "key_expired",
+            AuthError::FromNotMatched { .. } => "from_denied",
+            AuthError::DisallowedOption(_) => "disallowed_option",
+            AuthError::UserPresenceMissing => "user_presence_missing",
+            AuthError::UserVerificationMissing => "user_verification_missing",
+            AuthError::ChallengeExpired => "challenge_expired",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_shape() {
+        let c = Challenge::new("srv-1", Duration::from_secs(10));
+        assert_eq!(c.nonce.len(), 43, "32 bytes in unpadded base64");
+        assert_eq!(URL_SAFE_NO_PAD.decode(&c.nonce).unwrap().len(), 32);
+        assert!(!c.nonce.contains(['+', '/', '=']));
+        assert_eq!(c.sign, format!("ccrelay-auth-v1:srv-1:{}", c.nonce));
+        assert_ne!(
+            c.nonce,
+            Challenge::new("srv-1", Duration::from_secs(10)).nonce
+        );
+        assert!(!c.is_expired(Instant::now()));
+        assert!(c.is_expired(c.expires_at));
+        assert!(c.is_expired(Instant::now() + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn role_serializes_lowercase() {
+        assert_eq!(serde_json::to_string(&Role::Owner).unwrap(), "\"owner\"");
+        assert_eq!(serde_json::to_string(&Role::Viewer).unwrap(), "\"viewer\"");
+    }
+}
