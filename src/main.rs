@@ -1,8 +1,100 @@
-//! The `ccrelay` binary: parse the command line and hand over to the library.
+//! The `ccrelay` binary: parse the command line, set up logging, hand over to the
+//! library, and turn the outcome into an exit code.
 
-use ccrelay::cli::Cli;
+use std::process::ExitCode;
+
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
-fn main() {
-    let _cli = Cli::parse();
+use ccrelay::cli::{Cli, Command, KeysCommand};
+use ccrelay::config::{Config, home_dir};
+use ccrelay::{logging, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Keys(KeysCommand::Check { path }) => {
+            let path = path
+                .or_else(|| home_dir().map(|h| h.join(".ssh/authorized_keys")))
+                .unwrap_or_else(|| "authorized_keys".into());
+            let mut out = std::io::stdout().lock();
+            match ccrelay::auth::run_keys_check(&path, &mut out) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("ccrelay: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        _ => {
+            eprintln!("TEMPORARY: not merged yet");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ccrelay::cli::ServeArgs) -> ExitCode {
+    let config = match Config::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ccrelay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ccrelay: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        server::run(config, shutdown).await
+    });
+    // Agents and journals are done; do not wait for stray blocking tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                server::ServeError::Config { .. } => eprintln!("ccrelay: {e}"),
+                server::ServeError::Fatal(err) => {
+                    tracing::error!(error = format!("{err:#}"), "stopped after a fatal fault");
+                    eprintln!("ccrelay: fatal: {err:#}");
+                }
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one is not needed (the
+/// shutdown is bounded), but it is honoured by exiting at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
 }

@@ -1,0 +1,736 @@
+//! One WebSocket connection: the only place that knows WebSocket frames.
+//!
+//! Owns: the authentication phase (challenge, one response, timeout), frame size
+//! limits, the inbound rate limit, heartbeat and idle detection (healthy → stale →
+//! closing), key revocation, turning frames into typed requests and session
+//! commands, and mapping every failure to its error code or close code. Writing
+//! is done by [`writer::Writer`], fed through the connection's outbox. Must not:
+//! hold session state — sessions own it and push frames back.
+
+pub mod writer;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use crate::auth::{self, Challenge, Identity};
+use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
+use crate::metrics::{AuthLabels, FrameKind, ReasonLabel, StateLabel};
+use crate::protocol::{
+    ClientRequest, ErrorCode, Inbound, ProtocolError, RequestId, ServerMsg, SessionSummary,
+    close_code, parse_request,
+};
+use crate::server::Shared;
+use crate::session::{ClientHandle, ClientInfo, Outbound, Outbox, SessionCmd};
+use writer::{CloseRequest, Writer, WriterEnd};
+
+/// Sustained abuse: more than this many times the allowed frames refused within
+/// [`ABUSE_WINDOW`] closes the connection with 1008 (PROTOCOL.md §2).
+const ABUSE_FACTOR: u32 = 2;
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// How often the heartbeat checks liveness (a fraction of the ping interval).
+const HEARTBEAT_CHECKS_PER_PING: u32 = 2;
+
+/// Liveness of a connection, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// Traffic within the last ping interval.
+    Healthy,
+    /// Nothing for longer than a ping interval; still within the idle timeout.
+    Stale,
+    /// Closing.
+    Closing,
+}
+
+/// Counts a connection in `ccrelay_connections_open{state}` while it lives.
+struct OpenGauge {
+    shared: Arc<Shared>,
+    state: &'static str,
+}
+
+impl OpenGauge {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared
+            .metrics
+            .connections_open
+            .get_or_create(&StateLabel {
+                state: "unauthenticated",
+            })
+            .inc();
+        OpenGauge {
+            shared,
+            state: "unauthenticated",
+        }
+    }
+
+    fn authenticated(&mut self) {
+        let m = &self.shared.metrics.connections_open;
+        m.get_or_create(&StateLabel { state: self.state }).dec();
+        self.state = "authenticated";
+        m.get_or_create(&StateLabel { state: self.state }).inc();
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .connections_open
+            .get_or_create(&StateLabel { state: self.state })
+            .dec();
+    }
+}
+
+/// What the reader decided after one frame.
+enum Flow {
+    Continue,
+    /// Close with this code after what is queued (errors reach the client first).
+    Close(u16, String),
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    peer: SocketAddr,
+    outbox: Outbox,
+    urgent: watch::Sender<Option<CloseRequest>>,
+    challenge: Challenge,
+    identity: Option<(Identity, ClientHandle)>,
+    attached: BTreeSet<Arc<str>>,
+    limiter: DefaultDirectRateLimiter,
+    refused_in_window: u32,
+    window_started: Instant,
+    last_rx: Instant,
+    health: Health,
+    gauge: OpenGauge,
+}
+
+/// Serve one upgraded WebSocket until it closes. `_slot` holds a connection slot.
+pub async fn serve(
+    socket: WebSocket,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let conn_id = shared.next_conn_id();
+    let span = tracing::info_span!(
+        "conn",
+        conn_id,
+        peer = %peer,
+        client_id = tracing::field::Empty,
+        fingerprint = tracing::field::Empty,
+    );
+    run(socket, peer, shared, conn_id).instrument(span).await;
+}
+
+async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: u64) {
+    let config = shared.config.clone();
+    shared.metrics.connections_accepted.inc();
+    tracing::debug!("connection open");
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = Outbox::new(config.client_queue);
+    let (urgent_tx, urgent_rx) = watch::channel(None);
+    let flush = Arc::new(Notify::new());
+    let writer = Writer {
+        sink,
+        rx,
+        urgent: urgent_rx,
+        lagging: outbox.lagging().clone(),
+        flush: flush.clone(),
+        ping_interval: config.ping_interval,
+        metrics: shared.metrics.clone(),
+        last_seq: Default::default(),
+    };
+    let mut writer = tokio::spawn(writer.run().in_current_span());
+
+    let rate = NonZeroU32::new(config.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.max_frames_per_sec.saturating_mul(2)).unwrap_or(rate);
+    let mut conn = Connection {
+        challenge: Challenge::new(&shared.server_id, config.auth_timeout),
+        gauge: OpenGauge::new(shared.clone()),
+        shared: shared.clone(),
+        conn_id,
+        peer,
+        outbox,
+        urgent: urgent_tx,
+        identity: None,
+        attached: BTreeSet::new(),
+        limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        refused_in_window: 0,
+        window_started: Instant::now(),
+        last_rx: Instant::now(),
+        health: Health::Healthy,
+    };
+    conn.send_challenge();
+
+    let mut keys = shared.keys.subscribe();
+    let auth_deadline = tokio::time::Instant::from_std(conn.challenge.expires_at);
+    let check_every = config.ping_interval / HEARTBEAT_CHECKS_PER_PING;
+    let mut heartbeat = tokio::time::interval(check_every.max(Duration::from_millis(50)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = shared.conn_shutdown.clone();
+
+    let close_reason = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                let r = shared.shutdown_close();
+                conn.urgent_close(r.code, &r.reason);
+                break "shutdown";
+            }
+            end = &mut writer => {
+                conn.health = Health::Closing;
+                break match end {
+                    Ok(WriterEnd::Closed { code: close_code::LAGGING, .. }) => "lagging",
+                    Ok(WriterEnd::Closed { .. }) => "closed",
+                    _ => "broken",
+                };
+            }
+            _ = tokio::time::sleep_until(auth_deadline), if conn.identity.is_none() => {
+                tracing::info!("authentication timed out");
+                conn.count_auth("timeout", "none");
+                conn.error(None, ErrorCode::AuthTimeout, "no valid auth.response before the challenge expired");
+                conn.ordered_close(close_code::POLICY, "authentication timed out");
+                break "auth_timeout";
+            }
+            changed = keys.changed(), if conn.identity.is_some() => {
+                if changed.is_ok() && !conn.still_authorized() {
+                    conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
+                    conn.ordered_close(close_code::POLICY, "key revoked");
+                    break "revoked";
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Some(reason) = conn.heartbeat() {
+                    conn.urgent_close(close_code::NORMAL, reason);
+                    break "idle";
+                }
+                if conn.identity.is_some() && !conn.still_authorized() {
+                    conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
+                    conn.ordered_close(close_code::POLICY, "key expired");
+                    break "revoked";
+                }
+            }
+            msg = stream.next() => {
+                conn.last_rx = Instant::now();
+                match conn.on_message(msg, &flush).await {
+                    Flow::Continue => {}
+                    Flow::Close(code, reason) => {
+                        conn.ordered_close(code, &reason);
+                        break "protocol";
+                    }
+                }
+            }
+        }
+    };
+    conn.health = Health::Closing;
+    tracing::debug!(reason = close_reason, health = ?conn.health, "connection closing");
+    // Give the writer the close grace (plus a little) to deliver what is queued.
+    if !writer.is_finished() {
+        let grace = writer::CLOSE_GRACE + Duration::from_millis(500);
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+    conn.leave_sessions();
+    shared
+        .metrics
+        .connections_closed
+        .get_or_create(&ReasonLabel {
+            reason: close_reason,
+        })
+        .inc();
+    tracing::info!(reason = close_reason, "connection closed");
+}
+
+impl Connection {
+    fn send_challenge(&mut self) {
+        let c = &self.challenge;
+        let msg = ServerMsg::AuthChallenge {
+            protocol: crate::protocol::PROTOCOL_VERSION,
+            server_id: c.server_id.clone(),
+            nonce: c.nonce.clone(),
+            namespace: auth::NAMESPACE,
+            expires_in_ms: c.ttl.as_millis() as u64,
+            sign: c.sign.clone(),
+        };
+        let _ = self.outbox.frame("auth.challenge", msg.to_json());
+    }
+
+    fn error(&self, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+        self.send_error(ProtocolError::new(code, message).with_id(id));
+    }
+
+    fn send_error(&self, err: ProtocolError) {
+        self.shared.metrics.error_sent(err.code);
+        let _ = self.outbox.frame("error", err.to_frame());
+    }
+
+    fn reply(&self, kind: &'static str, msg: ServerMsg) {
+        let _ = self.outbox.frame(kind, msg.to_json());
+    }
+
+    /// Close after everything queued so far.
+    fn ordered_close(&self, code: u16, reason: &str) {
+        let queued = self.outbox.push(Outbound::Close {
+            code,
+            reason: reason.to_string(),
+        });
+        if queued.is_err() {
+            self.urgent_close(code, reason);
+        }
+    }
+
+    /// Close now, skipping whatever is queued.
+    fn urgent_close(&self, code: u16, reason: &str) {
+        let _ = self.urgent.send(Some(CloseRequest {
+            code,
+            reason: reason.to_string(),
+        }));
+    }
+
+    fn count_auth(&self, result: &'static str, key_type: &str) {
+        self.shared
+            .metrics
+            .auth_attempts
+            .get_or_create(&AuthLabels {
+                result,
+                key_type: key_type.to_string(),
+            })
+            .inc();
+    }
+
+    /// Healthy / stale / closing bookkeeping. Returns a close reason on idle timeout.
+    fn heartbeat(&mut self) -> Option<&'static str> {
+        let quiet = self.last_rx.elapsed();
+        let config = &self.shared.config;
+        if quiet >= config.idle_timeout {
+            self.health = Health::Closing;
+            tracing::info!(
+                quiet_ms = quiet.as_millis() as u64,
+                "nothing received within the idle timeout: closing"
+            );
+            return Some("idle timeout");
+        }
+        let health = if quiet > config.ping_interval {
+            Health::Stale
+        } else {
+            Health::Healthy
+        };
+        if health != self.health {
+            tracing::debug!(from = ?self.health, to = ?health, quiet_ms = quiet.as_millis() as u64, "connection health");
+            self.health = health;
+        }
+        None
+    }
+
+    fn still_authorized(&self) -> bool {
+        let Some((identity, _)) = &self.identity else {
+            return true;
+        };
+        let keys = self.shared.keys.current();
+        match keys.authorize(&identity.public_key, self.peer.ip(), SystemTime::now()) {
+            Ok((role, _)) if role == identity.role => true,
+            Ok(_) => {
+                tracing::warn!("key role changed in the key files: closing");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(reason = %e, "key no longer authorized: closing");
+                false
+            }
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+        flush: &Notify,
+    ) -> Flow {
+        let authed = self.identity.is_some();
+        let text = match msg {
+            None => return Flow::Close(close_code::NORMAL, String::new()),
+            Some(Err(e)) => return self.on_read_error(e),
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                self.count_frame("binary");
+                self.error(
+                    None,
+                    ErrorCode::BadMessage,
+                    "binary frames are not part of the protocol; send JSON text frames",
+                );
+                return if authed {
+                    Flow::Continue
+                } else {
+                    Flow::Close(
+                        close_code::POLICY,
+                        "binary frame before authentication".into(),
+                    )
+                };
+            }
+            Some(Ok(Message::Ping(_))) => {
+                // tungstenite queued the pong; make the writer flush it now.
+                flush.notify_one();
+                return Flow::Continue;
+            }
+            Some(Ok(Message::Pong(_))) => return Flow::Continue,
+            Some(Ok(Message::Close(_))) => return Flow::Close(close_code::NORMAL, String::new()),
+        };
+        if !authed && text.len() > PRE_AUTH_MAX_FRAME_BYTES {
+            self.count_frame("too_large");
+            tracing::info!(
+                bytes = text.len(),
+                "frame over the pre-authentication limit"
+            );
+            self.urgent_close(close_code::TOO_BIG, "frame too large before authentication");
+            return Flow::Close(close_code::TOO_BIG, "frame too large".into());
+        }
+        if authed && !self.admit_frame() {
+            return if self.abusive() {
+                tracing::warn!("sustained rate-limit abuse: closing");
+                Flow::Close(close_code::POLICY, "rate limit abuse".into())
+            } else {
+                Flow::Continue
+            };
+        }
+        let inbound = match parse_request(&text) {
+            Ok(inbound) => inbound,
+            Err(err) => return self.on_bad_frame(err),
+        };
+        self.count_frame(inbound.request.type_name());
+        if authed {
+            self.on_request(inbound).await;
+            Flow::Continue
+        } else {
+            self.on_auth_phase(inbound)
+        }
+    }
+
+    fn count_frame(&self, kind: &'static str) {
+        self.shared
+            .metrics
+            .frames_in
+            .get_or_create(&FrameKind { r#type: kind })
+            .inc();
+    }
+
+    fn on_read_error(&mut self, e: axum::Error) -> Flow {
+        let too_big = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+            .is_some_and(|t| matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+        if too_big {
+            self.count_frame("too_large");
+            tracing::info!(error = %e, "frame over the size limit");
+            self.urgent_close(close_code::TOO_BIG, "frame too large");
+            return Flow::Close(close_code::TOO_BIG, "frame too large".into());
+        }
+        tracing::debug!(error = %e, "read failed");
+        self.urgent_close(close_code::NORMAL, "");
+        Flow::Close(close_code::NORMAL, String::new())
+    }
+
+    /// A frame that did not parse. Before authentication every such error closes (§1).
+    fn on_bad_frame(&mut self, err: ProtocolError) -> Flow {
+        self.count_frame("invalid");
+        if self.identity.is_none() {
+            let err = match err.code {
+                ErrorCode::UnknownType => ProtocolError::new(
+                    ErrorCode::NotAuthenticated,
+                    "authenticate first: answer the challenge with auth.response",
+                )
+                .with_id(err.id),
+                _ => err,
+            };
+            self.send_error(err);
+            return Flow::Close(
+                close_code::POLICY,
+                "protocol error before authentication".into(),
+            );
+        }
+        if err.code == ErrorCode::UnknownType {
+            tracing::warn!(error = %err, "unknown message type");
+        } else {
+            tracing::debug!(error = %err, "bad frame");
+        }
+        self.send_error(err);
+        Flow::Continue
+    }
+
+    /// Count one frame against the rate limit; false when it is refused.
+    fn admit_frame(&mut self) -> bool {
+        if self.limiter.check().is_ok() {
+            return true;
+        }
+        if self.window_started.elapsed() > ABUSE_WINDOW {
+            self.window_started = Instant::now();
+            self.refused_in_window = 0;
+        }
+        self.refused_in_window += 1;
+        self.shared.metrics.rate_limited.inc();
+        self.error(
+            None,
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} frames per second; slow down",
+                self.shared.config.max_frames_per_sec
+            ),
+        );
+        false
+    }
+
+    fn abusive(&self) -> bool {
+        let allowed_in_window =
+            self.shared.config.max_frames_per_sec as u64 * ABUSE_WINDOW.as_secs();
+        self.refused_in_window as u64 > ABUSE_FACTOR as u64 * allowed_in_window
+    }
+
+    fn on_auth_phase(&mut self, inbound: Inbound) -> Flow {
+        let ClientRequest::AuthResponse {
+            signature,
+            public_key,
+            device,
+        } = inbound.request
+        else {
+            self.error(
+                inbound.id,
+                ErrorCode::NotAuthenticated,
+                "authenticate first: answer the challenge with auth.response",
+            );
+            return Flow::Close(close_code::POLICY, "not authenticated".into());
+        };
+        let keys = self.shared.keys.current();
+        let verdict = auth::verify_response(
+            &self.challenge,
+            &signature,
+            public_key.as_deref(),
+            self.peer.ip(),
+            &keys,
+            SystemTime::now(),
+        );
+        let identity = match verdict {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.shared.throttle.record_failure(self.peer.ip());
+                self.count_auth("failed", "unknown");
+                tracing::warn!(reason = %e, reason_label = e.reason_label(), "authentication failed");
+                self.error(inbound.id, ErrorCode::AuthFailed, "authentication failed");
+                return Flow::Close(close_code::POLICY, "authentication failed".into());
+            }
+        };
+        self.count_auth("ok", &identity.key_type);
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        let span = tracing::Span::current();
+        span.record("client_id", client_id.as_str());
+        span.record("fingerprint", identity.fingerprint.as_str());
+        tracing::info!(role = identity.role.as_str(), key_type = %identity.key_type, device = device.as_deref().unwrap_or("-"), "authenticated");
+        let info = ClientInfo {
+            conn_id: self.conn_id,
+            client_id: client_id.clone(),
+            fingerprint: identity.fingerprint.clone(),
+            comment: identity.comment.clone(),
+            device,
+            role: identity.role,
+        };
+        let handle = ClientHandle {
+            info: Arc::new(info),
+            outbox: self.outbox.clone(),
+        };
+        let msg = ServerMsg::AuthOk {
+            client_id,
+            fingerprint: identity.fingerprint.clone(),
+            role: identity.role,
+            sessions: self.session_summaries(false),
+        };
+        self.reply("auth.ok", msg);
+        self.identity = Some((identity, handle));
+        self.gauge.authenticated();
+        Flow::Continue
+    }
+
+    fn session_summaries(&self, detailed: bool) -> Vec<SessionSummary> {
+        self.shared
+            .sessions
+            .iter()
+            .map(|s| {
+                let status = s.status();
+                SessionSummary {
+                    session: s.name.to_string(),
+                    state: status.state.as_str(),
+                    head: detailed.then_some(status.head),
+                    clients: detailed.then_some(status.clients),
+                }
+            })
+            .collect()
+    }
+
+    async fn on_request(&mut self, inbound: Inbound) {
+        let Inbound { id, request } = inbound;
+        let Some((_, client)) = &self.identity else {
+            return;
+        };
+        let client = client.clone();
+        let (session_name, cmd) = match request {
+            ClientRequest::AuthResponse { .. } => {
+                tracing::warn!("second auth.response on an authenticated connection");
+                self.error(id, ErrorCode::AuthFailed, "authentication failed");
+                self.ordered_close(close_code::POLICY, "authentication failed");
+                return;
+            }
+            ClientRequest::Ping => {
+                self.reply("pong", ServerMsg::Pong { id });
+                return;
+            }
+            ClientRequest::SessionList => {
+                self.reply(
+                    "session.list",
+                    ServerMsg::SessionList {
+                        id,
+                        sessions: self.session_summaries(true),
+                    },
+                );
+                return;
+            }
+            ClientRequest::Attach { session, start } => (
+                session,
+                SessionCmd::Attach {
+                    client: client.clone(),
+                    id: id.clone(),
+                    start,
+                },
+            ),
+            ClientRequest::Detach { session } => (
+                session,
+                SessionCmd::Detach {
+                    client: client.clone(),
+                    id: id.clone(),
+                },
+            ),
+            ClientRequest::Prompt {
+                session,
+                content,
+                key,
+            } => {
+                if !self.owner_only(&id, "prompt") {
+                    return;
+                }
+                let bytes = content.0.get().len();
+                if bytes > self.shared.config.max_prompt_bytes {
+                    self.error(
+                        id,
+                        ErrorCode::TooLarge,
+                        format!(
+                            "the prompt is {bytes} bytes; the limit is {}",
+                            self.shared.config.max_prompt_bytes
+                        ),
+                    );
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::Prompt {
+                        client: client.clone(),
+                        id: id.clone(),
+                        content,
+                        key,
+                    },
+                )
+            }
+            ClientRequest::Respond {
+                session,
+                request_id,
+                response,
+            } => {
+                if !self.owner_only(&id, "respond") {
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::Respond {
+                        client: client.clone(),
+                        id: id.clone(),
+                        request_id,
+                        response: response.0,
+                    },
+                )
+            }
+            ClientRequest::Interrupt { session } => {
+                if !self.owner_only(&id, "interrupt") {
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::Interrupt {
+                        client: client.clone(),
+                        id: id.clone(),
+                    },
+                )
+            }
+            ClientRequest::SessionRestart { session } => {
+                if !self.owner_only(&id, "session.restart") {
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::Restart {
+                        client: client.clone(),
+                        id: id.clone(),
+                    },
+                )
+            }
+        };
+        let Some(handle) = self.shared.sessions.get(&session_name).cloned() else {
+            self.error(
+                id,
+                ErrorCode::NoSuchSession,
+                format!("no session named {session_name:?}"),
+            );
+            return;
+        };
+        match &cmd {
+            SessionCmd::Attach { .. } => {
+                self.attached.insert(handle.name.clone());
+            }
+            SessionCmd::Detach { .. } => {
+                self.attached.remove(&handle.name);
+            }
+            _ => {}
+        }
+        if handle.send(cmd).await.is_err() {
+            self.error(
+                id,
+                ErrorCode::AgentUnavailable,
+                format!("session {session_name} has stopped"),
+            );
+        }
+    }
+
+    fn owner_only(&self, id: &Option<RequestId>, what: &str) -> bool {
+        match &self.identity {
+            Some((identity, _)) if identity.role == auth::Role::Owner => true,
+            _ => {
+                self.error(
+                    id.clone(),
+                    ErrorCode::Forbidden,
+                    format!("viewer keys may not send {what}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn leave_sessions(&self) {
+        for name in &self.attached {
+            if let Some(handle) = self.shared.sessions.get(name) {
+                handle.leave(self.conn_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The writer half of a connection: the only code that writes to the socket.
+//!
+//! It drains the connection's [`Outbox`](crate::session::Outbox) in order, expands
+//! attach replays (journal first, then tail), sends WebSocket pings, and closes
+//! the socket — in queue order for ordinary closes, at once for urgent ones
+//! (shutdown, lagging), giving up after a short grace when the peer does not read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::metrics::{FrameKind, Metrics};
+use crate::protocol::{FrameText, close_code};
+use crate::session::Outbound;
+use crate::session::outbox::JournalReplay;
+
+/// How long a close frame may take to reach a peer that stopped reading.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Journal records read ahead of the socket during a replay.
+const REPLAY_READ_AHEAD: usize = 256;
+
+/// An urgent close, taking priority over anything queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// One unit of writer work.
+enum Work {
+    Ping,
+    Flush,
+    Item(Outbound),
+}
+
+/// Why writing failed: the peer is gone or the socket broke.
+#[derive(Debug)]
+struct WriteFailed;
+
+/// How the writer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterEnd {
+    /// A close frame was sent (or attempted) with this code and reason.
+    Closed { code: u16, reason: String },
+    /// The socket failed or the queue ended.
+    Broken,
+}
+
+pub struct Writer {
+    pub sink: SplitSink<WebSocket, Message>,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub urgent: watch::Receiver<Option<CloseRequest>>,
+    pub lagging: tokio_util::sync::CancellationToken,
+    pub flush: Arc<Notify>,
+    pub ping_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Last seq written to the socket, per session (for the 4008 reason).
+    pub last_seq: BTreeMap<Arc<str>, u64>,
+}
+
+impl Writer {
+    pub async fn run(mut self) -> WriterEnd {
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ping_interval,
+            self.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let lagging = self.lagging.clone();
+        let mut urgent = self.urgent.clone();
+        let flush = self.flush.clone();
+        loop {
+            if let Some(r) = self.pending_close(&urgent) {
+                return self.close(r.code, r.reason).await;
+            }
+            let work = tokio::select! {
+                biased;
+                changed = urgent.changed() => {
+                    if changed.is_err() {
+                        return WriterEnd::Broken;
+                    }
+                    continue;
+                }
+                _ = lagging.cancelled() => continue,
+                _ = ping.tick() => Work::Ping,
+                _ = flush.notified() => Work::Flush,
+                item = self.rx.recv() => match item {
+                    Some(item) => Work::Item(item),
+                    None => return WriterEnd::Broken,
+                },
+            };
+            // Any write may block on a peer that stopped reading: race it against
+            // the urgent signals so a stuck socket never delays a close.
+            let done = tokio::select! {
+                biased;
+                _ = urgent.changed() => None,
+                _ = lagging.cancelled() => None,
+                r = self.perform(work) => Some(r),
+            };
+            match done {
+                None => continue,
+                Some(Ok(Some(end))) => return end,
+                Some(Ok(None)) => {}
+                Some(Err(WriteFailed)) => return WriterEnd::Broken,
+            }
+        }
+    }
+
+    /// The close to perform now, if an urgent close or a lag was signalled.
+    fn pending_close(
+        &self,
+        urgent: &watch::Receiver<Option<CloseRequest>>,
+    ) -> Option<CloseRequest> {
+        if let Some(r) = urgent.borrow().clone() {
+            return Some(r);
+        }
+        if self.lagging.is_cancelled() {
+            let reason = self.lag_reason();
+            self.metrics.clients_lagged.inc();
+            tracing::warn!(reason = %reason, "client too slow: closing with 4008");
+            return Some(CloseRequest {
+                code: close_code::LAGGING,
+                reason,
+            });
+        }
+        None
+    }
+
+    async fn perform(&mut self, work: Work) -> Result<Option<WriterEnd>, WriteFailed> {
+        match work {
+            Work::Ping => self.send(Message::Ping(Default::default())).await?,
+            Work::Flush => self.sink.flush().await.map_err(|_| WriteFailed)?,
+            Work::Item(item) => {
+                if let Some(end) = self.write_item(item).await? {
+                    return Ok(Some(end));
+                }
+                if self.rx.is_empty() {
+                    self.sink.flush().await.map_err(|_| WriteFailed)?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn lag_reason(&self) -> String {
+        match self.last_seq.len() {
+            0 => "lagging; last seq 0".to_string(),
+            1 => format!(
+                "lagging; last seq {}",
+                self.last_seq.values().next().copied().unwrap_or(0)
+            ),
+            _ => {
+                let parts: Vec<String> = self
+                    .last_seq
+                    .iter()
+                    .map(|(s, seq)| format!("{s}:{seq}"))
+                    .collect();
+                format!("lagging; last seq {}", parts.join(" "))
+            }
+        }
+    }
+
+    async fn write_item(&mut self, item: Outbound) -> Result<Option<WriterEnd>, WriteFailed> {
+        self.metrics
+            .client_queue_depth
+            .observe((self.rx.len() + 1) as f64);
+        match item {
+            Outbound::Frame { kind, text } => {
+                self.feed(kind, text).await?;
+            }
+            Outbound::Event {
+                session,
+                seq,
+                text,
+                read_at,
+            } => {
+                self.feed("event", text).await?;
+                if let Some(t) = read_at {
+                    self.metrics
+                        .fanout_latency_seconds
+                        .observe(t.elapsed().as_secs_f64());
+                }
+                self.last_seq.insert(session, seq);
+            }
+            Outbound::Attach {
+                session,
+                reply,
+                journal,
+                tail,
+            } => {
+                self.feed("attached", reply).await?;
+                if let Some(replay) = journal {
+                    self.replay_journal(&session, replay).await?;
+                }
+                for (seq, text) in tail {
+                    self.feed("event", text).await?;
+                    self.last_seq.insert(session.clone(), seq);
+                }
+            }
+            Outbound::Close { code, reason } => return Ok(Some(self.close(code, reason).await)),
+        }
+        Ok(None)
+    }
+
+    /// Stream journal records to the socket; reading happens on a blocking thread.
+    async fn replay_journal(
+        &mut self,
+        session: &Arc<str>,
+        replay: JournalReplay,
+    ) -> Result<(), WriteFailed> {
+        let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(REPLAY_READ_AHEAD);
+        let JournalReplay { reader, from, to } = replay;
+        let reading = tokio::task::spawn_blocking(move || {
+            reader.for_each_in(from, to, |rec| {
+                tx.blocking_send((rec.seq, rec.frame)).is_ok()
+            })
+        });
+        while let Some((seq, frame)) = rx.recv().await {
+            let text = match String::from_utf8(frame) {
+                Ok(t) => FrameText::from(t),
+                Err(_) => {
+                    tracing::error!(seq, "journal record is not UTF-8; replay stops here");
+                    break;
+                }
+            };
+            self.feed("event", text).await?;
+            self.last_seq.insert(session.clone(), seq);
+        }
+        match reading.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "journal replay failed"),
+            Err(e) => tracing::error!(error = %e, "journal replay task failed"),
+        }
+        Ok(())
+    }
+
+    async fn feed(&mut self, kind: &'static str, text: FrameText) -> Result<(), WriteFailed> {
+        let len = text.len();
+        self.sink
+            .feed(Message::Text(text))
+            .await
+            .map_err(|_| WriteFailed)?;
+        self.metrics.bytes_out.inc_by(len as u64);
+        self.metrics
+            .frames_out
+            .get_or_create(&FrameKind { r#type: kind })
+            .inc();
+        Ok(())
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), WriteFailed> {
+        self.sink.send(msg).await.map_err(|_| WriteFailed)
+    }
+
+    /// Send a close frame, waiting at most [`CLOSE_GRACE`] for a peer that does not read.
+    async fn close(&mut self, code: u16, reason: String) -> WriterEnd {
+        let frame = CloseFrame {
+            code,
+            reason: reason.clone().into(),
+        };
+        let started = Instant::now();
+        let sent = tokio::time::timeout(CLOSE_GRACE, async {
+            self.sink.send(Message::Close(Some(frame))).await?;
+            self.sink.close().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(
+                code,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "close frame not delivered; dropping the connection"
+            );
+        }
+        WriterEnd::Closed { code, reason }
+    }
+}

@@ -1,0 +1,492 @@
+//! The HTTP side of the relay and its lifecycle.
+//!
+//! Owns: binding listeners, the listening line on stdout, admission before the
+//! WebSocket upgrade (auth-failure throttle → connection limit → Origin), the
+//! health, readiness and metrics endpoints, signals, and the shutdown order:
+//! stop accepting → close every client (1001, or 1011 after a fatal fault) →
+//! stop agents → flush journals → exit. Must not: parse frames (connection) or
+//! hold session state (session).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthThrottle, KeyStore};
+use crate::config::Config;
+use crate::connection;
+use crate::connection::writer::CloseRequest;
+use crate::metrics::{self, Metrics, ReasonLabel};
+use crate::protocol::close_code;
+use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
+
+/// Why `serve` could not run or stopped badly; maps to the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is unusable (exit 2, nothing started).
+    #[error("invalid value for --{setting}: {message}")]
+    Config {
+        setting: &'static str,
+        message: String,
+    },
+    /// A fault while starting or running (exit 1).
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+impl ServeError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Config { .. } => 2,
+            ServeError::Fatal(_) => 1,
+        }
+    }
+}
+
+fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError {
+    ServeError::Config {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// State shared by the HTTP handlers and every connection.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub sessions: Sessions,
+    pub keys: KeyStore,
+    pub throttle: AuthThrottle,
+    pub metrics: Arc<Metrics>,
+    pub server_id: String,
+    /// Cancelled to close every connection (shutdown or fatal fault).
+    pub conn_shutdown: CancellationToken,
+    pub fatal: FatalSignal,
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    next_conn: AtomicU64,
+    started: Instant,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The close frame connections get when the server stops.
+    pub fn shutdown_close(&self) -> CloseRequest {
+        match self.fatal.cause() {
+            Some(cause) => CloseRequest {
+                code: close_code::INTERNAL,
+                reason: truncate_reason(&format!("server fault: {cause}")),
+            },
+            None => CloseRequest {
+                code: close_code::GOING_AWAY,
+                reason: "server shutting down".into(),
+            },
+        }
+    }
+
+    fn open_connections(&self) -> usize {
+        self.config.max_connections - self.slots.available_permits()
+    }
+}
+
+/// Close reasons must fit a control frame (123 bytes).
+fn truncate_reason(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > 120 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Run `ccrelay serve` until `shutdown` is cancelled (or a fatal fault), then stop
+/// everything in order. Returns Ok after a clean shutdown.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    // Everything that can be wrong with the configuration is found before anything starts.
+    let keys =
+        KeyStore::load(&config.authorized_keys, config.viewer_keys.as_deref()).map_err(|e| {
+            let setting = if e.to_string().contains("viewer") {
+                "viewer-keys"
+            } else {
+                "authorized-keys"
+            };
+            config_error(setting, e.to_string())
+        })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        config_error(
+            "data-dir",
+            format!("cannot create {}: {e}", config.data_dir.display()),
+        )
+    })?;
+    let server_id = match &config.server_id {
+        Some(id) => id.clone(),
+        None => load_or_create_server_id(&config.data_dir).map_err(|e| {
+            config_error(
+                "data-dir",
+                format!(
+                    "cannot keep the server id in {}: {e}",
+                    config.data_dir.display()
+                ),
+            )
+        })?,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| config_error("listen", format!("cannot listen on {}: {e}", config.listen)))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) if addr != config.listen => {
+            Some(TcpListener::bind(addr).await.map_err(|e| {
+                config_error("metrics-listen", format!("cannot listen on {addr}: {e}"))
+            })?)
+        }
+        _ => None,
+    };
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
+
+    let metrics = Arc::new(Metrics::new().with_process_collector());
+    let audit = Arc::new(
+        AuditLog::open(&config.data_dir)
+            .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,
+    );
+    let fatal = FatalSignal::default();
+    let session_stop = CancellationToken::new();
+    let session_tasks = TaskTracker::new();
+    let sessions = Sessions::start(
+        &config,
+        SessionShared {
+            metrics: metrics.clone(),
+            audit,
+            fatal: fatal.clone(),
+        },
+        session_stop.clone(),
+        &session_tasks,
+    )
+    .map_err(|e| ServeError::Fatal(anyhow::Error::new(e).context("cannot open the sessions")))?;
+    session_tasks.close();
+
+    let watcher_stop = CancellationToken::new();
+    let watcher = keys.spawn_watcher(watcher_stop.clone());
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        throttle: AuthThrottle::new(config.auth_failures_per_min),
+        config: config.clone(),
+        sessions,
+        keys,
+        metrics,
+        server_id,
+        conn_shutdown: CancellationToken::new(),
+        fatal: fatal.clone(),
+        connections: TaskTracker::new(),
+        next_conn: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+
+    let mut app = Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if metrics_listener.is_none() {
+        app = app.route("/metrics", get(metrics_handler));
+    }
+    let app = app.with_state(shared.clone());
+    let accept_stop = CancellationToken::new();
+    let http = tokio::spawn({
+        let stop = accept_stop.clone();
+        let fatal = fatal.clone();
+        async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+            if let Err(e) = served {
+                fatal.raise(format!("listener failed: {e}"));
+            }
+        }
+    });
+    let metrics_http = metrics_listener.map(|l| {
+        let app = Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(healthz))
+            .with_state(shared.clone());
+        let stop = accept_stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        })
+    });
+
+    // The one line on stdout scripts rely on.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
+        let _ = out.flush();
+    }
+    tracing::info!(addr = %local, server_id = %shared.server_id, sessions = config.sessions.len(), "listening");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("shutting down"),
+        _ = fatal.token().cancelled() => {
+            tracing::error!(cause = fatal.cause().unwrap_or_default(), "fatal fault: shutting down");
+        }
+    }
+
+    // 1. Stop accepting.
+    accept_stop.cancel();
+    // 2. Close every client (each connection sends 1001, or 1011 after a fault).
+    shared.conn_shutdown.cancel();
+    shared.connections.close();
+    let grace = config.shutdown_grace;
+    if tokio::time::timeout(grace, shared.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = shared.open_connections(),
+            "connections still open after the shutdown grace; dropping them"
+        );
+    }
+    // 3. Stop agents and flush journals.
+    session_stop.cancel();
+    let agent_grace = config.agent.stop_grace + Duration::from_secs(5);
+    if tokio::time::timeout(agent_grace, session_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("sessions did not stop in time");
+    }
+    watcher_stop.cancel();
+    let _ = watcher.await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    if let Some(h) = metrics_http {
+        let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+    }
+    match fatal.cause() {
+        Some(cause) => Err(ServeError::Fatal(anyhow::anyhow!(cause))),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// A stable server id, generated once and kept in the data dir.
+fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("server_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let mut bytes = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join("server_id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+fn refuse(
+    shared: &Shared,
+    status: StatusCode,
+    reason: &'static str,
+    body: Value,
+    retry_after: Option<u64>,
+) -> Response {
+    shared
+        .metrics
+        .connections_refused
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    response
+}
+
+async fn ws_handler(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if shared.conn_shutdown.is_cancelled() {
+        return refuse(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutdown",
+            json!({"error": "overloaded", "message": "the server is shutting down"}),
+            Some(5),
+        );
+    }
+    if let Err(wait) = shared.throttle.check(peer.ip()) {
+        tracing::info!(peer = %peer, retry_after_s = wait.as_secs(), "refused: too many failed authentications");
+        return refuse(
+            &shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttle",
+            json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": wait.as_secs().max(1)}),
+            Some(wait.as_secs().max(1)),
+        );
+    }
+    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+        tracing::warn!(peer = %peer, limit = shared.config.max_connections, "refused: connection limit reached");
+        return refuse(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "limit",
+            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.config.max_connections}),
+            Some(1),
+        );
+    };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        if !shared
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+        {
+            tracing::info!(peer = %peer, origin, "refused: origin not allowed");
+            return refuse(
+                &shared,
+                StatusCode::FORBIDDEN,
+                "origin",
+                json!({"error": "forbidden", "message": "this Origin is not allowed; see --allowed-origin"}),
+                None,
+            );
+        }
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            shared
+                .metrics
+                .connections_refused
+                .get_or_create(&ReasonLabel {
+                    reason: "not_websocket",
+                })
+                .inc();
+            return rejection.into_response();
+        }
+    };
+    let config = &shared.config;
+    let tracked = shared.clone();
+    upgrade
+        .max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+        // Outbound frames can be as large as an agent line (32 MiB) plus its envelope.
+        .max_write_buffer_size(crate::agent::process::MAX_LINE_BYTES + 16 * 1024 * 1024)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            let shared = tracked.clone();
+            tracked
+                .connections
+                .track_future(connection::serve(socket, peer, shared, slot))
+        })
+}
+
+fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
+    let mut all_ready = true;
+    let mut map = serde_json::Map::new();
+    for s in shared.sessions.iter() {
+        let st = s.status();
+        if st.state == SessionState::Failed || st.state == SessionState::Stopped {
+            all_ready = false;
+        }
+        let uptime = st
+            .agent_started
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs_f64());
+        let mut entry = json!({
+            "state": st.state.as_str(),
+            "head": st.head,
+            "clients": st.clients,
+            "agent_pid": st.agent_pid,
+            "agent_uptime_s": uptime,
+            "restarts": st.restarts,
+            "pending": st.pending,
+            "queued": st.queued,
+        });
+        if !st.detail.is_empty() {
+            entry["detail"] = Value::from(st.detail);
+        }
+        map.insert(s.name.to_string(), entry);
+    }
+    (all_ready, map)
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let (_, sessions) = session_detail(&shared);
+    axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": shared.started.elapsed().as_secs_f64(),
+        "connections": shared.open_connections(),
+        "sessions": sessions,
+    }))
+    .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let (sessions_ok, sessions) = session_detail(&shared);
+    let accepting = !shared.conn_shutdown.is_cancelled();
+    let ready = sessions_ok && accepting;
+    let mut body = json!({"ready": ready, "sessions": sessions});
+    if !ready {
+        let reason = if !accepting {
+            "shutting down".to_string()
+        } else {
+            let failed: Vec<String> = shared
+                .sessions
+                .iter()
+                .filter(|s| s.status().state == SessionState::Failed)
+                .map(|s| s.name.to_string())
+                .collect();
+            format!("session(s) failed: {}", failed.join(", "))
+        };
+        body["reason"] = Value::from(reason);
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}

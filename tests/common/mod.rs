@@ -1,0 +1,562 @@
+//! Shared test harness: the real `ccrelay` binary on 127.0.0.1 port 0, real SSH
+//! keys from `ssh-keygen`, and a typed WebSocket client that authenticates the way
+//! any outside client would.
+#![allow(dead_code)]
+
+pub mod mock_anthropic;
+pub mod real_cli;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for one expected frame before failing.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn ccrelay_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ccrelay")
+}
+
+pub fn mock_agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ccrelay-mock-agent")
+}
+
+/// An SSH key pair made by the real ssh-keygen.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub private: PathBuf,
+    pub public_line: String,
+    pub fingerprint: String,
+}
+
+/// Make a key with `ssh-keygen -t <kind>` (extra args such as `-b 3072`).
+pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> KeyPair {
+    let private = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", &format!("{name}@test"), "-f"])
+        .arg(&private)
+        .args(extra)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success(), "ssh-keygen -t {kind} failed");
+    let public_line = std::fs::read_to_string(private.with_extension("pub"))
+        .or_else(|_| std::fs::read_to_string(format!("{}.pub", private.display())))
+        .expect("public key written");
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(format!("{}.pub", private.display()))
+        .output()
+        .expect("ssh-keygen -l runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let fingerprint = listing
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint in ssh-keygen -l output")
+        .to_string();
+    KeyPair {
+        private,
+        public_line: public_line.trim().to_string(),
+        fingerprint,
+    }
+}
+
+/// Sign a challenge's `sign` text with a key file, as a client would.
+pub fn sign(key: &KeyPair, text: &str) -> String {
+    let private = ccrelay::auth::load_private_key(&key.private).expect("key loads");
+    ccrelay::auth::sign_with_private_key(&private, text.as_bytes()).expect("key signs")
+}
+
+/// Options for one server run.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `None`: the mock agent.
+    pub agent_cmd: Option<String>,
+    pub agent_args: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            args: Vec::new(),
+            env: Vec::new(),
+            agent_cmd: None,
+            agent_args: Vec::new(),
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+/// A directory with an owner key, a viewer key and a data dir; servers can be
+/// restarted on it.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub owner: KeyPair,
+    pub owner2: KeyPair,
+    pub viewer: KeyPair,
+    pub stranger: KeyPair,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let owner = keygen(dir.path(), "owner", "ed25519", &[]);
+        let owner2 = keygen(dir.path(), "owner2", "ed25519", &[]);
+        let viewer = keygen(dir.path(), "viewer", "ed25519", &[]);
+        let stranger = keygen(dir.path(), "stranger", "ed25519", &[]);
+        std::fs::write(
+            dir.path().join("authorized_keys"),
+            format!("{}\n{}\n", owner.public_line, owner2.public_line),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("viewer_keys"), format!("{}\n", viewer.public_line)).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        std::fs::create_dir_all(dir.path().join("mock-state")).unwrap();
+        Fixture {
+            dir,
+            owner,
+            owner2,
+            viewer,
+            stranger,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.path().join("authorized_keys")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.path().join("work")
+    }
+
+    /// Start `ccrelay serve` on 127.0.0.1:0 with this fixture's keys and data dir.
+    pub fn start(&self, opts: ServerOptions) -> TestServer {
+        let mut cmd = Command::new(ccrelay_bin());
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--authorized-keys")
+            .arg(self.authorized_keys())
+            .arg("--viewer-keys")
+            .arg(self.path().join("viewer_keys"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--workdir")
+            .arg(self.workdir())
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .arg("--agent-cmd")
+            .arg(opts.agent_cmd.clone().unwrap_or_else(|| mock_agent_bin().to_string()))
+            .args(&opts.args)
+            .env("CCRELAY_MOCK_STATE_DIR", self.path().join("mock-state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        if !opts.agent_args.is_empty() {
+            cmd.arg("--").args(&opts.agent_args);
+        }
+        TestServer::spawn(cmd)
+    }
+}
+
+/// A running `ccrelay serve`. Killed on drop.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Spawn and wait for the listening line.
+    pub fn spawn(mut cmd: Command) -> TestServer {
+        let mut child = cmd.spawn().expect("ccrelay starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CCRELAY_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Anything more on stdout is a contract violation; keep it for the asserts.
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not print its listening line; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let addr: SocketAddr = line
+            .strip_prefix("ccrelay listening on ws://")
+            .and_then(|r| r.strip_suffix("/v1/ws"))
+            .unwrap_or_else(|| panic!("unexpected listening line {line:?}"))
+            .parse()
+            .expect("listening address parses");
+        assert_ne!(addr.port(), 0, "the real port is printed");
+        TestServer {
+            child,
+            addr,
+            url: format!("ws://{addr}/v1/ws"),
+            logs,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Log lines parsed as JSON (the harness runs the server with --log-format json).
+    pub fn log_json(&self) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal delivered");
+    }
+
+    /// Wait for the process to exit (polling), at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// GET a path over plain HTTP/1.1: (status, headers, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String, String) {
+        http_request(self.addr, &format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr)).await
+    }
+
+    /// Connect a WebSocket (raw: the challenge is the first frame waiting).
+    pub async fn connect(&self) -> TestClient {
+        TestClient::connect(&self.url).await
+    }
+
+    /// Connect and authenticate with `key`.
+    pub async fn client(&self, key: &KeyPair, device: Option<&str>) -> TestClient {
+        let mut c = self.connect().await;
+        let ok = c.authenticate(key, device).await;
+        assert_eq!(ok["type"], "auth.ok", "authentication failed: {ok}");
+        c
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send a raw HTTP request; returns (status, raw headers, body).
+pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.write_all(request.as_bytes()).await.expect("request written");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking the protocol, with helpers that fail loudly.
+pub struct TestClient {
+    pub ws: Ws,
+    pub challenge: Option<Value>,
+    pub client_id: String,
+}
+
+/// What `recv_frame` saw.
+#[derive(Debug)]
+pub enum Received {
+    Frame(Value),
+    Closed(Option<(u16, String)>),
+}
+
+impl TestClient {
+    pub async fn connect(url: &str) -> TestClient {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+            .await
+            .expect("websocket connects");
+        TestClient {
+            ws,
+            challenge: None,
+            client_id: String::new(),
+        }
+    }
+
+    /// Read the challenge and answer it; returns the server's answer (auth.ok or error).
+    pub async fn authenticate(&mut self, key: &KeyPair, device: Option<&str>) -> Value {
+        let challenge = self.recv().await;
+        assert_eq!(challenge["type"], "auth.challenge", "{challenge}");
+        let sign_text = challenge["sign"].as_str().expect("sign text").to_string();
+        self.challenge = Some(challenge);
+        let signature = sign(key, &sign_text);
+        let mut response = json!({"type": "auth.response", "signature": signature, "public_key": key.public_line});
+        if let Some(d) = device {
+            response["device"] = Value::from(d);
+        }
+        self.send(response).await;
+        let answer = self.recv().await;
+        if answer["type"] == "auth.ok" {
+            self.client_id = answer["client_id"].as_str().unwrap_or_default().to_string();
+        }
+        answer
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("frame sent");
+    }
+
+    /// The next text frame or the close, within `timeout`.
+    pub async fn recv_frame(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(Received::Frame(
+                        serde_json::from_str(&t).unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
+                    ));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Received::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                }
+                Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(Received::Closed(None)),
+            }
+        }
+    }
+
+    /// The next frame; panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.recv_frame(FRAME_TIMEOUT).await {
+            Some(Received::Frame(v)) => v,
+            Some(Received::Closed(c)) => panic!("connection closed while a frame was expected: {c:?}"),
+            None => panic!("no frame within {FRAME_TIMEOUT:?}"),
+        }
+    }
+
+    /// Skip frames until one satisfies `pred`; returns it and what was skipped.
+    pub async fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut skipped = Vec::new();
+        let deadline = Instant::now() + FRAME_TIMEOUT * 3;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_frame(left).await {
+                Some(Received::Frame(v)) if pred(&v) => return (v, skipped),
+                Some(Received::Frame(v)) => skipped.push(v),
+                Some(Received::Closed(c)) => panic!("closed ({c:?}) while waiting for {what}; saw {skipped:#?}"),
+                None => panic!("timed out waiting for {what}; saw {} frames, last: {:?}", skipped.len(), skipped.last()),
+            }
+        }
+    }
+
+    /// The next event frame whose inner event has `type` == `kind`.
+    pub async fn recv_event(&mut self, kind: &str) -> (Value, Vec<Value>) {
+        self.recv_until(kind, |v| v["type"] == "event" && v["event"]["type"] == kind).await
+    }
+
+    /// Expect the connection to close (skipping frames); returns the close code and reason.
+    pub async fn expect_close(&mut self, timeout: Duration) -> (Option<u16>, String, Vec<Value>) {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_frame(left).await {
+                Some(Received::Frame(v)) => frames.push(v),
+                Some(Received::Closed(Some((code, reason)))) => return (Some(code), reason, frames),
+                Some(Received::Closed(None)) => return (None, String::new(), frames),
+                None => panic!("connection not closed within {timeout:?}; frames: {frames:?}"),
+            }
+        }
+    }
+
+    /// Send a request with an id and return the direct reply (skipping other frames).
+    pub async fn request(&mut self, mut req: Value, id: &str) -> Value {
+        req["id"] = Value::from(id);
+        self.send(req).await;
+        let (reply, _) = self.recv_until(&format!("reply to {id}"), |v| v["id"] == id).await;
+        reply
+    }
+
+    /// Attach and return the `attached` reply (replayed events follow).
+    pub async fn attach(&mut self, session: &str, since: Option<u64>) -> Value {
+        let mut req = json!({"type": "attach", "session": session});
+        if let Some(s) = since {
+            req["since"] = Value::from(s);
+        }
+        let reply = self.request(req, "attach").await;
+        assert_eq!(reply["type"], "attached", "{reply}");
+        reply
+    }
+
+    /// Send a prompt and return the `ok` reply.
+    pub async fn prompt(&mut self, text: &str) -> Value {
+        let reply = self.request(json!({"type": "prompt", "content": text}), "prompt").await;
+        assert_eq!(reply["type"], "ok", "{reply}");
+        reply
+    }
+
+    /// Wait for `relay.turn` with this phase for this prompt.
+    pub async fn wait_turn(&mut self, prompt_id: &str, phases: &[&str]) -> (Value, Vec<Value>) {
+        self.recv_until("relay.turn end", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.turn"
+                && v["event"]["prompt_id"] == prompt_id
+                && phases.iter().any(|p| v["event"]["phase"] == *p)
+        })
+        .await
+    }
+}
+
+/// The seq of an event frame.
+pub fn seq_of(v: &Value) -> u64 {
+    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
+}
+
+/// Wait until `f` returns true, polling; false on timeout.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// RSS of a process in KiB (from /proc).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Processes whose process group is `pgid` (from /proc).
+pub fn processes_in_group(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // state is fields[0]; pgrp is fields[2]. Zombies count as gone.
+            if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
