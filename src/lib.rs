@@ -14,3 +14,4 @@
 //! - `metrics`: Prometheus registry and families.
 
 pub mod cli;
+pub mod mock_agent;
