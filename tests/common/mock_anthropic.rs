@@ -256,7 +256,7 @@ fn plan(request: &Value) -> Plan {
     };
     let blocks = content_blocks(&last["content"]);
     if let Some(tr) = blocks.iter().find(|b| b["type"] == "tool_result") {
-        let content = tool_result_text(&tr["content"]);
+        let content = text_of(&tr["content"]);
         let text = if tr["is_error"] == true {
             format!("Tool was denied: {content}")
         } else {
@@ -360,7 +360,8 @@ fn prompt_text(blocks: &[Value]) -> String {
         .join("\n")
 }
 
-fn tool_result_text(content: &Value) -> String {
+/// The text of a string or of an array of text blocks.
+fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => blocks
@@ -387,21 +388,23 @@ fn order_tags(lower: &str) -> Vec<String> {
     tags
 }
 
-/// relay-test.txt in the CLI's working directory, read from its system prompt when present.
+/// relay-test.txt in the CLI's working directory, read from its environment
+/// section ("Primary working directory: …", sent in a `role:"system"` message).
 fn default_write_path(request: &Value) -> String {
-    let system = match &request["system"] {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    };
-    let cwd = system.lines().find_map(|line| {
-        let line = line.trim().trim_start_matches("- ");
-        line.strip_prefix("Primary working directory:")
-            .or_else(|| line.strip_prefix("Working directory:"))
+    let mut texts = vec![text_of(&request["system"])];
+    if let Value::String(s) = &request["system"] {
+        texts.push(s.clone());
+    }
+    let empty = Vec::new();
+    for m in request["messages"].as_array().unwrap_or(&empty) {
+        if m["role"] == "system" {
+            texts.push(text_of(&m["content"]));
+        }
+    }
+    let cwd = texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+        line.trim()
+            .trim_start_matches("- ")
+            .strip_prefix("Primary working directory:")
             .map(|d| d.trim().to_string())
     });
     match cwd {
