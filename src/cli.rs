@@ -48,14 +48,15 @@ const ATTACH_EXAMPLES: &str = "Examples:
   ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json";
 
 /// The scripted behaviours of `ccrelay mock-agent`, chosen by a case-insensitive
-/// keyword anywhere in the prompt (first match in this order).
+/// whole-word keyword anywhere in the prompt (first match in this order).
 pub const MOCK_AGENT_HELP: &str =
     "Scripted behaviours (keyword anywhere in the prompt, case-insensitive, first match wins):
   hang              stop reading stdin and writing stdout forever (still dies on SIGTERM/SIGKILL)
   crash             stream a few deltas, then exit 3 mid-turn (no result)
   bigline [N]       one assistant line whose text is N bytes (default 1048576), then result
   flood [N]         N text deltas as fast as possible (default 2000), then assistant + result
-  run-bash [CMD]    Bash tool_use asking permission (default: sh -c 'echo relay-ok');
+  run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
+                    (default: sh -c 'echo relay-ok');
                     allow runs CMD with sh -c in the cwd, the final text quotes its output
   write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
                     allow writes \"written by the mock agent\\n\"

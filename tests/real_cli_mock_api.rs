@@ -249,3 +249,46 @@ fn resume_keeps_history() -> anyhow::Result<()> {
     ensure!(second.wait(EXIT)?.code() == Some(0));
     Ok(())
 }
+
+#[test]
+fn slow_interrupted_closes_the_api_stream() -> anyhow::Result<()> {
+    let Some(bin) = require_real_cli() else {
+        return Ok(());
+    };
+    let _turns = lock();
+    let world = World::new(bin)?;
+    let mut cli = world.spawn(&[])?;
+    cli.send(&user_prompt("slow please", None))?;
+    let mut deltas = 0;
+    cli.read_until(TURN, |v| {
+        if kind(v) == "stream_event/content_block_delta" {
+            deltas += 1;
+        }
+        deltas == 2
+    })?;
+    let sent = Instant::now();
+    cli.send(&common::real_cli::interrupt("req_int"))?;
+    let lines = cli.read_turn(TURN)?;
+    eprintln!("timing: interrupt -> result {:?}", sent.elapsed());
+    ensure!(
+        lines
+            .iter()
+            .any(|v| v["response"]["request_id"] == "req_int"),
+        "no interrupt reply: {:?}",
+        kinds(&lines)
+    );
+    let result = lines.last().context("result")?;
+    ensure!(result["terminal_reason"] == "aborted_streaming", "{result}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.api.aborted_streams() == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the mock API kept streaming after the interrupt"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still usable.
+    let lines = turn(&mut cli, "hello again", None)?;
+    ensure!(lines.last().context("result")?["result"] == HELLO);
+    Ok(())
+}

@@ -22,9 +22,24 @@
 //! - not-JSON stdin line or `user` without message → stderr, exit 1;
 //!   unknown control subtype → `unsupported_request`; SIGTERM → exit 143.
 //!
-//! Scripted behaviours, chosen by a case-insensitive keyword anywhere in the
-//! prompt (first match in this order): see [`crate::cli::MOCK_AGENT_HELP`].
-//! `garbage` and `stderr` combine with any of them.
+//! Scripted behaviours, chosen by a case-insensitive whole-word keyword anywhere
+//! in the prompt (first match in this order; `garbage` and `stderr` combine
+//! with any of them). Also printed by `--help` ([`crate::cli::MOCK_AGENT_HELP`]):
+//!
+//! | keyword | behaviour |
+//! |---|---|
+//! | `hang` | stop reading stdin and writing stdout forever (still dies on SIGTERM/SIGKILL) |
+//! | `crash` | a few deltas, then exit 3 mid-turn, no result |
+//! | `bigline [N]` | one assistant line whose text is N bytes (default 1 MiB) |
+//! | `flood [N]` | N text deltas as fast as possible (default 2000) |
+//! | `run-bash [CMD]` | Bash tool_use (CMD = rest of the prompt, default `sh -c 'echo relay-ok'`), asks permission; allow runs it with `sh -c` in the cwd |
+//! | `write-file [PATH]` | Write tool_use (default `relay-test.txt` in the cwd), asks permission; allow writes `written by the mock agent\n` |
+//! | `permission` | `run-bash` with the default command |
+//! | `slow` | 20 text deltas, 250 ms apart |
+//! | `recall` | quotes every earlier prompt of the conversation |
+//! | anything else | `You said: <prompt>` in a few deltas |
+//! | `garbage` (modifier) | the line `this is not json` on stdout mid-turn |
+//! | `stderr` (modifier) | three lines on stderr |
 //!
 //! Conversations are stored per session id as JSON under `$CCRELAY_MOCK_STATE_DIR`,
 //! else `$XDG_STATE_HOME/ccrelay-mock`, else `~/.local/state/ccrelay-mock`.

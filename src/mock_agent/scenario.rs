@@ -1,5 +1,5 @@
-//! Picks a scripted behaviour from a prompt's text (case-insensitive keyword
-//! anywhere in the text). See the module doc of [`super`] for the list.
+//! Picks a scripted behaviour from a prompt's text: a case-insensitive keyword,
+//! as a whole word, anywhere in the text. The list is `cli::MOCK_AGENT_HELP`.
 
 /// Default command of `run-bash` / `permission`.
 pub const DEFAULT_BASH: &str = "sh -c 'echo relay-ok'";
@@ -50,7 +50,7 @@ impl Scenario {
     /// Parses the prompt text.
     pub fn parse(text: &str) -> Self {
         let lower = text.to_ascii_lowercase();
-        let find = |kw: &str| lower.find(kw).map(|at| &text[at + kw.len()..]);
+        let find = |kw: &str| find_word(&lower, kw).map(|at| &text[at + kw.len()..]);
         let kind = if find("hang").is_some() {
             Kind::Hang
         } else if find("crash").is_some() {
@@ -76,10 +76,32 @@ impl Scenario {
         };
         Scenario {
             kind,
-            garbage: lower.contains("garbage"),
-            stderr: lower.contains("stderr"),
+            garbage: find_word(&lower, "garbage").is_some(),
+            stderr: find_word(&lower, "stderr").is_some(),
         }
     }
+}
+
+/// Where `word` first occurs in `text` as a whole word (not inside a longer
+/// word: "change" does not contain the keyword "hang").
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut from = 0;
+    while let Some(rel) = text[from..].find(word) {
+        let at = from + rel;
+        let end = at + word.len();
+        let before_ok = at == 0 || !is_word(bytes[at - 1]);
+        let after_ok = end >= bytes.len() || !is_word(bytes[end]);
+        if before_ok && after_ok {
+            return Some(at);
+        }
+        from = at + 1;
+        while !text.is_char_boundary(from) {
+            from += 1;
+        }
+    }
+    None
 }
 
 /// The first whitespace-separated token after a keyword, as a number.
@@ -115,5 +137,11 @@ mod tests {
         let s = Scenario::parse("slow with garbage and stderr");
         assert_eq!(s.kind, Kind::Slow);
         assert!(s.garbage && s.stderr);
+        assert_eq!(Scenario::parse("please change the plan").kind, Kind::Echo);
+        assert_eq!(Scenario::parse("Hang!").kind, Kind::Hang);
+        assert_eq!(
+            Scenario::parse("ask for permission.").kind,
+            Kind::Bash(DEFAULT_BASH.into())
+        );
     }
 }
