@@ -17,6 +17,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at startup; boxing `ServeArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay: supervise Claude Code and serve the WebSocket endpoint.
@@ -31,6 +33,7 @@ pub enum Command {
     /// Try everything on this machine: throwaway key, relay with the mock agent, attached client.
     Demo(DemoArgs),
     /// A protocol-faithful stand-in for `claude` (stream-json over stdin/stdout), for demos and tests.
+    #[command(after_help = MOCK_AGENT_HELP)]
     MockAgent(MockAgentArgs),
 }
 
@@ -43,6 +46,29 @@ const ATTACH_EXAMPLES: &str = "Examples:
   ccrelay attach ws://127.0.0.1:7878/v1/ws
   ccrelay attach 127.0.0.1:7878 --device laptop
   ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json";
+
+/// The scripted behaviours of `ccrelay mock-agent`, chosen by a case-insensitive
+/// whole-word keyword anywhere in the prompt (first match in this order).
+pub const MOCK_AGENT_HELP: &str =
+    "Scripted behaviours (keyword anywhere in the prompt, case-insensitive, first match wins):
+  hang              stop reading stdin and writing stdout forever (still dies on SIGTERM/SIGKILL)
+  crash             stream a few deltas, then exit 3 mid-turn (no result)
+  bigline [N]       one assistant line whose text is N bytes (default 1048576), then result
+  flood [N]         N text deltas as fast as possible (default 2000), then assistant + result
+  run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
+                    (default: sh -c 'echo relay-ok');
+                    allow runs CMD with sh -c in the cwd, the final text quotes its output
+  write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
+                    allow writes \"written by the mock agent\\n\"
+  permission        same as run-bash with the default command
+  slow              20 text deltas, 250 ms apart (for interrupts)
+  recall            the answer quotes every earlier prompt of this conversation (proves --resume)
+  (anything else)   \"You said: <prompt>\" in a few deltas
+Modifiers, combined with any of the above:
+  garbage           write the non-JSON line `this is not json` to stdout mid-turn
+  stderr            write a few lines to stderr during the turn
+Conversations are kept for --resume in $CCRELAY_MOCK_STATE_DIR,
+else $XDG_STATE_HOME/ccrelay-mock, else ~/.local/state/ccrelay-mock.";
 
 /// How a log line is formatted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

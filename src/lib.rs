@@ -11,7 +11,8 @@
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
 //! - `journal`: the durable per-session event journal;
 //! - `agent`: the Claude Code child process and its stream-json protocol;
-//! - `metrics`: Prometheus registry and families.
+//! - `metrics`: Prometheus registry and families;
+//! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod mock_agent;
 pub mod protocol;
 pub mod server;
 pub mod session;

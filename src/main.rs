@@ -27,7 +27,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => {
+        Command::MockAgent(args) => match ccrelay::mock_agent::run(args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("ccrelay mock-agent: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Attach(_) | Command::Demo(_) => {
             eprintln!("TEMPORARY: not merged yet");
             ExitCode::from(2)
         }

@@ -45,7 +45,16 @@ pub struct KeyPair {
 pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> KeyPair {
     let private = dir.join(name);
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", &format!("{name}@test"), "-f"])
+        .args([
+            "-q",
+            "-t",
+            kind,
+            "-N",
+            "",
+            "-C",
+            &format!("{name}@test"),
+            "-f",
+        ])
         .arg(&private)
         .args(extra)
         .stdin(Stdio::null())
@@ -139,7 +148,11 @@ impl Fixture {
             format!("{}\n{}\n", owner.public_line, owner2.public_line),
         )
         .unwrap();
-        std::fs::write(dir.path().join("viewer_keys"), format!("{}\n", viewer.public_line)).unwrap();
+        std::fs::write(
+            dir.path().join("viewer_keys"),
+            format!("{}\n", viewer.public_line),
+        )
+        .unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         std::fs::create_dir_all(dir.path().join("mock-state")).unwrap();
         Fixture {
@@ -182,7 +195,11 @@ impl Fixture {
             .arg(self.workdir())
             .args(["--log-format", "json", "--log-level", "debug"])
             .arg("--agent-cmd")
-            .arg(opts.agent_cmd.clone().unwrap_or_else(|| mock_agent_bin().to_string()))
+            .arg(
+                opts.agent_cmd
+                    .clone()
+                    .unwrap_or_else(|| mock_agent_bin().to_string()),
+            )
             .args(&opts.args)
             .env("CCRELAY_MOCK_STATE_DIR", self.path().join("mock-state"))
             .stdin(Stdio::null())
@@ -237,7 +254,10 @@ impl TestServer {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not print its listening line; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "server did not print its listening line; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         let addr: SocketAddr = line
@@ -286,7 +306,8 @@ impl TestServer {
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal delivered");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
+            .expect("signal delivered");
     }
 
     /// Wait for the process to exit (polling), at most `timeout`.
@@ -303,7 +324,14 @@ impl TestServer {
 
     /// GET a path over plain HTTP/1.1: (status, headers, body).
     pub async fn http_get(&self, path: &str) -> (u16, String, String) {
-        http_request(self.addr, &format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr)).await
+        http_request(
+            self.addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.addr
+            ),
+        )
+        .await
     }
 
     /// Connect a WebSocket (raw: the challenge is the first frame waiting).
@@ -330,7 +358,10 @@ impl Drop for TestServer {
 /// Send a raw HTTP request; returns (status, raw headers, body).
 pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connects");
-    stream.write_all(request.as_bytes()).await.expect("request written");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request written");
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -381,7 +412,8 @@ impl TestClient {
         let sign_text = challenge["sign"].as_str().expect("sign text").to_string();
         self.challenge = Some(challenge);
         let signature = sign(key, &sign_text);
-        let mut response = json!({"type": "auth.response", "signature": signature, "public_key": key.public_line});
+        let mut response =
+            json!({"type": "auth.response", "signature": signature, "public_key": key.public_line});
         if let Some(d) = device {
             response["device"] = Value::from(d);
         }
@@ -415,15 +447,20 @@ impl TestClient {
     pub async fn recv_frame(&mut self, timeout: Duration) -> Option<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match next {
                 Some(Ok(Message::Text(t))) => {
                     return Some(Received::Frame(
-                        serde_json::from_str(&t).unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
+                        serde_json::from_str(&t)
+                            .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
                     ));
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Some(Received::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                    return Some(Received::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
                 }
                 Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
                 Some(Ok(_)) => continue,
@@ -436,13 +473,19 @@ impl TestClient {
     pub async fn recv(&mut self) -> Value {
         match self.recv_frame(FRAME_TIMEOUT).await {
             Some(Received::Frame(v)) => v,
-            Some(Received::Closed(c)) => panic!("connection closed while a frame was expected: {c:?}"),
+            Some(Received::Closed(c)) => {
+                panic!("connection closed while a frame was expected: {c:?}")
+            }
             None => panic!("no frame within {FRAME_TIMEOUT:?}"),
         }
     }
 
     /// Skip frames until one satisfies `pred`; returns it and what was skipped.
-    pub async fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    pub async fn recv_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Value, Vec<Value>) {
         let mut skipped = Vec::new();
         let deadline = Instant::now() + FRAME_TIMEOUT * 3;
         loop {
@@ -450,15 +493,22 @@ impl TestClient {
             match self.recv_frame(left).await {
                 Some(Received::Frame(v)) if pred(&v) => return (v, skipped),
                 Some(Received::Frame(v)) => skipped.push(v),
-                Some(Received::Closed(c)) => panic!("closed ({c:?}) while waiting for {what}; saw {skipped:#?}"),
-                None => panic!("timed out waiting for {what}; saw {} frames, last: {:?}", skipped.len(), skipped.last()),
+                Some(Received::Closed(c)) => {
+                    panic!("closed ({c:?}) while waiting for {what}; saw {skipped:#?}")
+                }
+                None => panic!(
+                    "timed out waiting for {what}; saw {} frames, last: {:?}",
+                    skipped.len(),
+                    skipped.last()
+                ),
             }
         }
     }
 
     /// The next event frame whose inner event has `type` == `kind`.
     pub async fn recv_event(&mut self, kind: &str) -> (Value, Vec<Value>) {
-        self.recv_until(kind, |v| v["type"] == "event" && v["event"]["type"] == kind).await
+        self.recv_until(kind, |v| v["type"] == "event" && v["event"]["type"] == kind)
+            .await
     }
 
     /// Expect the connection to close (skipping frames); returns the close code and reason.
@@ -469,7 +519,9 @@ impl TestClient {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_frame(left).await {
                 Some(Received::Frame(v)) => frames.push(v),
-                Some(Received::Closed(Some((code, reason)))) => return (Some(code), reason, frames),
+                Some(Received::Closed(Some((code, reason)))) => {
+                    return (Some(code), reason, frames);
+                }
                 Some(Received::Closed(None)) => return (None, String::new(), frames),
                 None => panic!("connection not closed within {timeout:?}; frames: {frames:?}"),
             }
@@ -480,7 +532,9 @@ impl TestClient {
     pub async fn request(&mut self, mut req: Value, id: &str) -> Value {
         req["id"] = Value::from(id);
         self.send(req).await;
-        let (reply, _) = self.recv_until(&format!("reply to {id}"), |v| v["id"] == id).await;
+        let (reply, _) = self
+            .recv_until(&format!("reply to {id}"), |v| v["id"] == id)
+            .await;
         reply
     }
 
@@ -497,7 +551,9 @@ impl TestClient {
 
     /// Send a prompt and return the `ok` reply.
     pub async fn prompt(&mut self, text: &str) -> Value {
-        let reply = self.request(json!({"type": "prompt", "content": text}), "prompt").await;
+        let reply = self
+            .request(json!({"type": "prompt", "content": text}), "prompt")
+            .await;
         assert_eq!(reply["type"], "ok", "{reply}");
         reply
     }
@@ -548,12 +604,20 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
             let fields: Vec<&str> = rest.split_whitespace().collect();
             // state is fields[0]; pgrp is fields[2]. Zombies count as gone.
-            if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
+            if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid)
+                && fields.first() != Some(&"Z")
+            {
                 out.push(pid);
             }
         }

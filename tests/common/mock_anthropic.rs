@@ -1,0 +1,424 @@
+//! A mock Anthropic Messages API for running the REAL Claude Code CLI offline
+//! (`ANTHROPIC_BASE_URL=http://127.0.0.1:<port>`), answering like
+//! claude-stream-json.md §15 describes: `POST /v1/messages` (any query, e.g.
+//! `?beta=true`) gets a streamed SSE answer (`text/event-stream`: message_start,
+//! content_block_start / _delta… / _stop per block, message_delta with the
+//! stop_reason, message_stop).
+//!
+//! The answer is picked from the LAST user message of the request
+//! (`role:"system"` entries and `<system-reminder>` text blocks are ignored):
+//! - a `tool_result` → "Tool finished. Output was: <content>" (or
+//!   "Tool was denied: <content>" when `is_error`);
+//! - `run-bash` → "I will run a command." + Bash tool_use `sh -c 'echo relay-ok'`;
+//! - `write-file [PATH]` → "Writing the file." + Write tool_use of PATH
+//!   (default: relay-test.txt in the CLI's working directory);
+//! - `slow` → 20 text deltas 250 ms apart (stops when the client goes away);
+//! - `recall` → quotes every earlier user prompt found in `messages`;
+//! - `order-N` → "ack order-N";
+//! - anything else (`hello`) → "Hello from the mock Anthropic API!".
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The text of the default answer.
+pub const HELLO: &str = "Hello from the mock Anthropic API!";
+/// The Bash command of `run-bash`.
+pub const BASH_COMMAND: &str = "sh -c 'echo relay-ok'";
+/// The content `write-file` asks to write.
+pub const WRITE_CONTENT: &str = "written by the mock model\n";
+/// Pause between the deltas of `slow`.
+const SLOW_PAUSE: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Value>>,
+    aborted_streams: AtomicUsize,
+}
+
+/// A running mock API; shut down on drop.
+pub struct MockAnthropic {
+    /// `http://127.0.0.1:<port>`, for `ANTHROPIC_BASE_URL`.
+    pub base_url: String,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockAnthropic {
+    /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
+    pub async fn start() -> anyhow::Result<MockAnthropic> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/messages", post(messages))
+            .fallback(not_found)
+            .with_state(Arc::clone(&shared));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                eprintln!("mock anthropic: server error: {e}");
+            }
+        });
+        Ok(MockAnthropic {
+            base_url: format!("http://{addr}"),
+            shared,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Every request body received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many streamed answers the client closed before their end (e.g. an interrupt during `slow`).
+    pub fn aborted_streams(&self) -> usize {
+        self.shared.aborted_streams.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockAnthropic {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        "mock: only POST /v1/messages",
+    )
+}
+
+fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({"type":"error","error":{"type":kind,"message":message}});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// One block of a planned answer.
+enum Block {
+    Text(Vec<String>),
+    ToolUse { name: &'static str, input: Value },
+}
+
+/// A planned answer: its blocks and the pause between text deltas.
+struct Plan {
+    blocks: Vec<Block>,
+    pause: Duration,
+}
+
+async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("mock: body is not JSON: {e}"),
+            );
+        }
+    };
+    if let Ok(mut r) = shared.requests.lock() {
+        r.push(request.clone());
+    }
+    let plan = plan(&request);
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("claude-mock")
+        .to_string();
+    let request_id = format!("req_mock{}", short_id());
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        if !stream_answer(&tx, &model, plan).await {
+            shared.aborted_streams.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("request-id", request_id)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
+}
+
+/// Sends the SSE events of `plan`; false when the client went away first.
+async fn stream_answer(tx: &mpsc::Sender<Bytes>, model: &str, plan: Plan) -> bool {
+    let msg_id = format!("msg_mock{}", short_id());
+    let send = |name: &str, data: Value| {
+        let frame = format!("event: {name}\ndata: {data}\n\n");
+        let tx = tx.clone();
+        async move { tx.send(Bytes::from(frame)).await.is_ok() }
+    };
+    let start = json!({"type":"message_start","message":{"id":msg_id,"type":"message","role":"assistant",
+        "model":model,"content":[],"stop_reason":null,"stop_sequence":null,
+        "usage":{"input_tokens":100,"output_tokens":1,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}});
+    if !send("message_start", start).await || !send("ping", json!({"type":"ping"})).await {
+        return false;
+    }
+    let mut stop_reason = "end_turn";
+    let mut output_tokens = 1;
+    for (index, block) in plan.blocks.iter().enumerate() {
+        match block {
+            Block::Text(chunks) => {
+                let start = json!({"type":"content_block_start","index":index,"content_block":{"type":"text","text":""}});
+                if !send("content_block_start", start).await {
+                    return false;
+                }
+                for (i, chunk) in chunks.iter().enumerate() {
+                    if i > 0 && !plan.pause.is_zero() {
+                        tokio::time::sleep(plan.pause).await;
+                    }
+                    let delta = json!({"type":"content_block_delta","index":index,"delta":{"type":"text_delta","text":chunk}});
+                    if !send("content_block_delta", delta).await {
+                        return false;
+                    }
+                    output_tokens += 1;
+                }
+            }
+            Block::ToolUse { name, input } => {
+                stop_reason = "tool_use";
+                let id = format!("toolu_mock{}", short_id());
+                let start = json!({"type":"content_block_start","index":index,
+                    "content_block":{"type":"tool_use","id":id,"name":name,"input":{}}});
+                if !send("content_block_start", start).await {
+                    return false;
+                }
+                for piece in split_in(&input.to_string(), 3) {
+                    let delta = json!({"type":"content_block_delta","index":index,
+                        "delta":{"type":"input_json_delta","partial_json":piece}});
+                    if !send("content_block_delta", delta).await {
+                        return false;
+                    }
+                }
+                output_tokens += 5;
+            }
+        }
+        if !send(
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
+        )
+        .await
+        {
+            return false;
+        }
+    }
+    let delta = json!({"type":"message_delta","delta":{"stop_reason":stop_reason,"stop_sequence":null},
+        "usage":{"output_tokens":output_tokens}});
+    send("message_delta", delta).await && send("message_stop", json!({"type":"message_stop"})).await
+}
+
+/// Picks the answer from the last user message.
+fn plan(request: &Value) -> Plan {
+    let empty = Vec::new();
+    let messages = request["messages"].as_array().unwrap_or(&empty);
+    let users: Vec<&Value> = messages.iter().filter(|m| m["role"] == "user").collect();
+    let Some((last, earlier)) = users.split_last() else {
+        return text_plan(HELLO);
+    };
+    let blocks = content_blocks(&last["content"]);
+    if let Some(tr) = blocks.iter().find(|b| b["type"] == "tool_result") {
+        let content = text_of(&tr["content"]);
+        let text = if tr["is_error"] == true {
+            format!("Tool was denied: {content}")
+        } else {
+            format!("Tool finished. Output was: {content}")
+        };
+        return text_plan(&text);
+    }
+    let prompt = prompt_text(&blocks);
+    let lower = prompt.to_ascii_lowercase();
+    if lower.contains("run-bash") {
+        return Plan {
+            blocks: vec![
+                Block::Text(split_in("I will run a command.", 2)),
+                Block::ToolUse {
+                    name: "Bash",
+                    input: json!({"command": BASH_COMMAND, "description": "Print relay-ok"}),
+                },
+            ],
+            pause: Duration::ZERO,
+        };
+    }
+    if let Some(at) = lower.find("write-file") {
+        let path = prompt[at + "write-file".len()..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+            .unwrap_or_else(|| default_write_path(request));
+        return Plan {
+            blocks: vec![
+                Block::Text(vec!["Writing the file.".to_string()]),
+                Block::ToolUse {
+                    name: "Write",
+                    input: json!({"file_path": path, "content": WRITE_CONTENT}),
+                },
+            ],
+            pause: Duration::ZERO,
+        };
+    }
+    if lower.contains("slow") {
+        return Plan {
+            blocks: vec![Block::Text((0..20).map(|i| format!("slow-{i} ")).collect())],
+            pause: SLOW_PAUSE,
+        };
+    }
+    if lower.contains("recall") {
+        let quoted: Vec<String> = earlier
+            .iter()
+            .map(|m| prompt_text(&content_blocks(&m["content"])))
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("\"{t}\""))
+            .collect();
+        let text = if quoted.is_empty() {
+            "I saw no earlier prompts in this conversation.".to_string()
+        } else {
+            format!(
+                "I saw {} earlier prompt(s) in this conversation: {}",
+                quoted.len(),
+                quoted.join(", ")
+            )
+        };
+        return text_plan(&text);
+    }
+    let orders = order_tags(&lower);
+    if !orders.is_empty() {
+        let acks: Vec<String> = orders.iter().map(|o| format!("ack {o}")).collect();
+        return text_plan(&acks.join(" "));
+    }
+    text_plan(HELLO)
+}
+
+fn text_plan(text: &str) -> Plan {
+    let pieces = text.chars().count().div_ceil(6).max(1);
+    Plan {
+        blocks: vec![Block::Text(split_in(text, pieces))],
+        pause: Duration::ZERO,
+    }
+}
+
+/// A message's content as blocks (a string becomes one text block).
+fn content_blocks(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(s) => vec![json!({"type":"text","text":s})],
+        Value::Array(blocks) => blocks.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The user's own words: text blocks that are not system reminders or interrupt markers.
+fn prompt_text(blocks: &[Value]) -> String {
+    blocks
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.starts_with("<system-reminder>")
+                && !t.starts_with("[Request interrupted")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text of a string or of an array of text blocks.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Every `order-<digits>` in the text, in order.
+fn order_tags(lower: &str) -> Vec<String> {
+    let mut tags = Vec::new();
+    let mut rest = lower;
+    while let Some(at) = rest.find("order-") {
+        let after = &rest[at + "order-".len()..];
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if !digits.is_empty() {
+            tags.push(format!("order-{digits}"));
+        }
+        rest = after;
+    }
+    tags
+}
+
+/// relay-test.txt in the CLI's working directory, read from its environment
+/// section ("Primary working directory: …", sent in a `role:"system"` message).
+fn default_write_path(request: &Value) -> String {
+    let mut texts = vec![text_of(&request["system"])];
+    if let Value::String(s) = &request["system"] {
+        texts.push(s.clone());
+    }
+    let empty = Vec::new();
+    for m in request["messages"].as_array().unwrap_or(&empty) {
+        if m["role"] == "system" {
+            texts.push(text_of(&m["content"]));
+        }
+    }
+    let cwd = texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+        line.trim()
+            .trim_start_matches("- ")
+            .strip_prefix("Primary working directory:")
+            .map(|d| d.trim().to_string())
+    });
+    match cwd {
+        Some(dir) if dir.starts_with('/') => format!("{dir}/relay-test.txt"),
+        _ => "/tmp/relay-test.txt".to_string(),
+    }
+}
+
+/// Splits `text` into about `n` pieces on char boundaries.
+fn split_in(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    let size = chars.len().div_ceil(n.max(1));
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
