@@ -202,7 +202,7 @@ impl KeySet {
                         .or_default()
                         .push(idx);
                     self.entries.push(KeyEntry {
-                        line,
+                        line: *line,
                         role,
                         refusal,
                     });
