@@ -72,8 +72,8 @@ pub struct KeyLine {
 /// One meaningful line of an authorized_keys file (blank and comment lines are dropped).
 #[derive(Debug, Clone)]
 pub enum ParsedLine {
-    /// A key (usable or not: `keystore` decides).
-    Key(KeyLine),
+    /// A key (usable or not: `keystore` decides). Boxed: a key is large, a malformed line small.
+    Key(Box<KeyLine>),
     /// A line that could not be read; it is skipped.
     Malformed {
         /// 1-based line number.
@@ -94,7 +94,7 @@ pub fn parse(text: &str) -> Vec<ParsedLine> {
             continue;
         }
         match parse_line(l, line) {
-            Ok(k) => out.push(ParsedLine::Key(k)),
+            Ok(k) => out.push(ParsedLine::Key(Box::new(k))),
             Err(reason) => out.push(ParsedLine::Malformed { line, reason }),
         }
     }
@@ -355,7 +355,7 @@ mod tests {
         parse(text)
             .into_iter()
             .filter_map(|p| match p {
-                ParsedLine::Key(k) => Some(k),
+                ParsedLine::Key(k) => Some(*k),
                 ParsedLine::Malformed { .. } => None,
             })
             .collect()

@@ -202,7 +202,7 @@ impl KeySet {
                         .or_default()
                         .push(idx);
                     self.entries.push(KeyEntry {
-                        line,
+                        line: *line,
                         role,
                         refusal,
                     });
@@ -422,7 +422,9 @@ impl KeyStore {
                     None
                 }
             };
-            let mut last = store.stamps();
+            // None: the first tick (immediate) re-reads, catching any change made
+            // between `load` and now; an unchanged file publishes nothing.
+            let mut last = None;
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -435,11 +437,11 @@ impl KeyStore {
                         }
                     } => {
                         tracing::info!("SIGHUP: reloading authorized keys");
-                        last = store.stamps();
+                        last = Some(store.stamps());
                         store.reload_in_background("sighup").await;
                     }
                     _ = tick.tick() => {
-                        let now = store.stamps();
+                        let now = Some(store.stamps());
                         if now != last {
                             last = now;
                             store.reload_in_background("file_changed").await;
@@ -620,6 +622,26 @@ mod tests {
             .await
             .expect("watcher did not stop")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn watcher_picks_up_a_change_made_before_it_started() {
+        let dir = tempdir();
+        let a = keygen(&dir, "a", "ed25519", None);
+        let path = dir.path().join("keys");
+        std::fs::write(&path, format!("{}\n", a.pub_line)).unwrap();
+        let store = KeyStore::load(&path, None).unwrap();
+        let mut rx = store.subscribe();
+        std::fs::write(&path, "# revoked before the watcher started\n").unwrap();
+        let shutdown = CancellationToken::new();
+        let task = store.spawn_watcher(shutdown.clone());
+        tokio::time::timeout(Duration::from_secs(1), rx.changed())
+            .await
+            .expect("no reload within 1 s")
+            .unwrap();
+        assert!(rx.borrow_and_update().is_empty());
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]
