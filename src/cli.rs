@@ -22,7 +22,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay: supervise Claude Code and serve the WebSocket endpoint.
-    #[command(after_help = SERVE_EXAMPLES)]
+    // Negative numbers are taken as values so that validation can name the setting.
+    #[command(after_help = SERVE_EXAMPLES, allow_negative_numbers = true)]
     Serve(ServeArgs),
     /// Attach a terminal to a running relay.
     #[command(after_help = ATTACH_EXAMPLES)]

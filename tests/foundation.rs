@@ -57,8 +57,15 @@ async fn listens_serves_health_and_challenges() {
     let server_id = challenge["server_id"].as_str().unwrap();
     let nonce = challenge["nonce"].as_str().unwrap();
     assert_eq!(nonce.len(), 43, "32 bytes base64url without padding");
-    assert!(nonce.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    assert_eq!(challenge["sign"], format!("ccrelay-auth-v1:{server_id}:{nonce}"));
+    assert!(
+        nonce
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    assert_eq!(
+        challenge["sign"],
+        format!("ccrelay-auth-v1:{server_id}:{nonce}")
+    );
 
     // The server id is stable across restarts on the same data dir.
     drop(client);
@@ -103,7 +110,8 @@ async fn connection_limit_answers_503_then_recovers() {
 #[tokio::test]
 async fn origin_allow_list_is_enforced() {
     let fx = Fixture::new();
-    let server = fx.start(ServerOptions::default().args(&["--allowed-origin", "https://good.example"]));
+    let server =
+        fx.start(ServerOptions::default().args(&["--allowed-origin", "https://good.example"]));
     let evil = upgrade_request(server.addr, "Origin: https://evil.example\r\n");
     let (status, _, _) = http_request(server.addr, &evil).await;
     assert_eq!(status, 403);
@@ -115,7 +123,11 @@ async fn origin_allow_list_is_enforced() {
     assert_eq!(status, 101);
 
     let strict = fx.start(ServerOptions::default());
-    let (status, _, _) = http_request(strict.addr, &upgrade_request(strict.addr, "Origin: https://good.example\r\n")).await;
+    let (status, _, _) = http_request(
+        strict.addr,
+        &upgrade_request(strict.addr, "Origin: https://good.example\r\n"),
+    )
+    .await;
     assert_eq!(status, 403, "no origin is allowed unless configured");
     // A plain GET without upgrade headers is refused before any WebSocket work.
     let (status, _, _) = strict.http_get("/v1/ws").await;
@@ -135,7 +147,9 @@ async fn silent_client_is_closed_after_idle_timeout() {
     ]));
     // A raw TCP client that completes the upgrade, then never reads or answers pings.
     let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    raw.write_all(upgrade_request(server.addr, "").as_bytes()).await.unwrap();
+    raw.write_all(upgrade_request(server.addr, "").as_bytes())
+        .await
+        .unwrap();
     let mut head = [0u8; 12];
     raw.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 101");
@@ -153,13 +167,28 @@ async fn silent_client_is_closed_after_idle_timeout() {
         let _ = good.recv_frame(Duration::from_millis(100)).await;
     }
     assert!(closed, "the silent connection was not cleaned up");
-    assert!(started.elapsed() >= Duration::from_millis(500), "closed too early");
-    assert!(server.wait_log("nothing received within the idle timeout", Duration::from_secs(2)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
+    assert!(
+        server
+            .wait_log(
+                "nothing received within the idle timeout",
+                Duration::from_secs(2)
+            )
+            .await
+    );
     let pong = good.request(json!({"type": "ping"}), "p1").await;
     assert_eq!(pong["type"], "pong");
 }
 
-async fn expect_error_then_close(server: &common::TestServer, send: Message, code: &str, close: u16) {
+async fn expect_error_then_close(
+    server: &common::TestServer,
+    send: Message,
+    code: &str,
+    close: u16,
+) {
     let mut c = server.connect().await;
     assert_eq!(c.recv().await["type"], "auth.challenge");
     c.send_raw(send).await;
@@ -178,17 +207,51 @@ async fn protocol_errors_before_authentication_close_the_connection() {
     let server = fx.start(ServerOptions::default());
     let mut bystander = server.client(&fx.owner, Some("bystander")).await;
 
-    expect_error_then_close(&server, Message::Text(r#"{"type":"session.list"}"#.into()), "not_authenticated", 1008).await;
-    expect_error_then_close(&server, Message::Text(r#"{"type":"no.such.thing"}"#.into()), "not_authenticated", 1008).await;
+    expect_error_then_close(
+        &server,
+        Message::Text(r#"{"type":"session.list"}"#.into()),
+        "not_authenticated",
+        1008,
+    )
+    .await;
+    expect_error_then_close(
+        &server,
+        Message::Text(r#"{"type":"no.such.thing"}"#.into()),
+        "not_authenticated",
+        1008,
+    )
+    .await;
     expect_error_then_close(&server, Message::Text("{not json".into()), "bad_json", 1008).await;
-    expect_error_then_close(&server, Message::Binary(vec![1, 2, 3].into()), "bad_message", 1008).await;
-    expect_error_then_close(&server, Message::Text(r#"{"type":"auth.response"}"#.into()), "bad_message", 1008).await;
-    let big = format!(r#"{{"type":"auth.response","signature":"{}"}}"#, "A".repeat(20 * 1024));
+    expect_error_then_close(
+        &server,
+        Message::Binary(vec![1, 2, 3].into()),
+        "bad_message",
+        1008,
+    )
+    .await;
+    expect_error_then_close(
+        &server,
+        Message::Text(r#"{"type":"auth.response"}"#.into()),
+        "bad_message",
+        1008,
+    )
+    .await;
+    let big = format!(
+        r#"{{"type":"auth.response","signature":"{}"}}"#,
+        "A".repeat(20 * 1024)
+    );
     expect_error_then_close(&server, Message::Text(big.into()), "", 1009).await;
 
     // The bystander saw nothing and still works.
-    assert!(bystander.recv_frame(Duration::from_millis(300)).await.is_none());
-    let reply = bystander.request(json!({"type": "session.list"}), "l1").await;
+    assert!(
+        bystander
+            .recv_frame(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let reply = bystander
+        .request(json!({"type": "session.list"}), "l1")
+        .await;
     assert_eq!(reply["type"], "session.list");
     assert_eq!(reply["sessions"][0]["session"], "default");
 }
@@ -200,8 +263,12 @@ async fn protocol_errors_after_authentication_keep_the_connection() {
     let mut c = server.client(&fx.owner, None).await;
     c.send_text("{nope").await;
     let e = c.recv().await;
-    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_json")));
-    c.send(json!({"type": "attach", "id": 7, "since": "x"})).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_json"))
+    );
+    c.send(json!({"type": "attach", "id": 7, "since": "x"}))
+        .await;
     let e = c.recv().await;
     assert_eq!(e["code"], "bad_message");
     assert_eq!(e["id"], 7);
@@ -211,18 +278,49 @@ async fn protocol_errors_after_authentication_keep_the_connection() {
     assert_eq!(e["id"], "f1");
     c.send_raw(Message::Binary(vec![0u8; 4].into())).await;
     assert_eq!(c.recv().await["code"], "bad_message");
-    c.send(json!({"type": "attach", "session": "nope", "id": 1})).await;
+    c.send(json!({"type": "attach", "session": "nope", "id": 1}))
+        .await;
     assert_eq!(c.recv().await["code"], "no_such_session");
-    c.send(json!({"type": "prompt", "content": "hi", "id": 2})).await;
+    c.send(json!({"type": "prompt", "content": "hi", "id": 2}))
+        .await;
     assert_eq!(c.recv().await["code"], "not_attached");
     let pong = c.request(json!({"type": "ping"}), "still-open").await;
     assert_eq!(pong["type"], "pong");
-    assert!(server.wait_log("unknown message type", Duration::from_secs(2)).await, "unknown types are logged");
-    // Over-limit frames after authentication close with 1009.
-    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(5 * 1024 * 1024));
-    c.send_text(&big).await;
-    let (code, _, _) = c.expect_close(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(1009));
+    assert!(
+        server
+            .wait_log("unknown message type", Duration::from_secs(2))
+            .await,
+        "unknown types are logged"
+    );
+    // Over-limit frames after authentication close with 1009. The client keeps
+    // reading while it writes, as a real client would: the server stops reading the
+    // oversized frame, so a client blocked in its write would only see the reset.
+    let big = format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let (mut tx, mut rx) = futures_util::StreamExt::split(c.ws);
+    let writer = tokio::spawn(async move {
+        let _ = futures_util::SinkExt::send(&mut tx, Message::Text(big.into())).await;
+    });
+    let mut close = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut rx),
+    )
+    .await
+    {
+        match msg {
+            Ok(Message::Close(frame)) => {
+                close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    writer.abort();
+    assert_eq!(close, Some(1009));
 }
 
 #[tokio::test]
@@ -240,10 +338,20 @@ async fn sigterm_closes_200_clients_with_1001_and_exits_0() {
         let (code, _, _) = c.expect_close(Duration::from_secs(10)).await;
         codes.push(code);
     }
-    let status = server.wait_exit(Duration::from_secs(10)).expect("server exited");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exited");
     let took = started.elapsed();
-    assert!(codes.iter().all(|c| *c == Some(1001)), "close codes: {codes:?}");
-    assert_eq!(status.code(), Some(0), "exit status {status:?}; logs:\n{}", server.logs());
+    assert!(
+        codes.iter().all(|c| *c == Some(1001)),
+        "close codes: {codes:?}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status:?}; logs:\n{}",
+        server.logs()
+    );
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }
 
@@ -267,7 +375,11 @@ fn expect_exit_2(mut cmd: Command, setting: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(setting), "{stderr:?} should name {setting}");
-    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -276,34 +388,55 @@ fn bad_configurations_exit_2_naming_the_setting() {
     let keys = fx.authorized_keys();
     let with_keys = |extra: &[&str]| {
         let mut c = serve_cmd(&fx);
-        c.arg("--authorized-keys").arg(&keys).args(["--listen", "127.0.0.1:0"]).args(extra);
+        c.arg("--authorized-keys")
+            .arg(&keys)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra);
         c
     };
     expect_exit_2(with_keys(&["--no-such-flag"]), "--no-such-flag");
     expect_exit_2(with_keys(&["--listen", "not-an-address"]), "listen");
     expect_exit_2(with_keys(&["--listen", "203.0.113.9:7878"]), "listen");
     expect_exit_2(with_keys(&["--max-connections", "0"]), "max-connections");
-    expect_exit_2(with_keys(&["--max-connections", "100000000"]), "max-connections");
+    expect_exit_2(
+        with_keys(&["--max-connections", "100000000"]),
+        "max-connections",
+    );
     expect_exit_2(with_keys(&["--ping-interval", "0"]), "ping-interval");
     expect_exit_2(with_keys(&["--idle-timeout", "soon"]), "idle-timeout");
-    expect_exit_2(with_keys(&["--max-frames-per-sec", "-5"]), "max-frames-per-sec");
+    expect_exit_2(
+        with_keys(&["--max-frames-per-sec", "-5"]),
+        "max-frames-per-sec",
+    );
     expect_exit_2(with_keys(&["--log-format", "xml"]), "log-format");
-    expect_exit_2(with_keys(&["--agent-probe-timeout", "nan"]), "agent-probe-timeout");
+    expect_exit_2(
+        with_keys(&["--agent-probe-timeout", "nan"]),
+        "agent-probe-timeout",
+    );
 
     let mut missing = serve_cmd(&fx);
-    missing.args(["--listen", "127.0.0.1:0", "--authorized-keys"]).arg(fx.path().join("missing"));
+    missing
+        .args(["--listen", "127.0.0.1:0", "--authorized-keys"])
+        .arg(fx.path().join("missing"));
     expect_exit_2(missing, "authorized-keys");
     let empty = fx.path().join("empty_keys");
     std::fs::write(&empty, "# nobody\n").unwrap();
     let mut cmd = serve_cmd(&fx);
-    cmd.args(["--listen", "127.0.0.1:0", "--authorized-keys"]).arg(&empty);
+    cmd.args(["--listen", "127.0.0.1:0", "--authorized-keys"])
+        .arg(&empty);
     expect_exit_2(cmd, "authorized-keys");
 
     let bad_file = fx.path().join("bad.toml");
     std::fs::write(&bad_file, "max-connections = 0\n").unwrap();
-    expect_exit_2(with_keys(&["--config", bad_file.to_str().unwrap()]), "max-connections");
+    expect_exit_2(
+        with_keys(&["--config", bad_file.to_str().unwrap()]),
+        "max-connections",
+    );
     std::fs::write(&bad_file, "no-such-setting = 1\n").unwrap();
-    expect_exit_2(with_keys(&["--config", bad_file.to_str().unwrap()]), "no-such-setting");
+    expect_exit_2(
+        with_keys(&["--config", bad_file.to_str().unwrap()]),
+        "no-such-setting",
+    );
     let mut env = with_keys(&[]);
     env.env("CCRELAY_IDLE_TIMEOUT", "-1");
     expect_exit_2(env, "idle-timeout");
@@ -313,7 +446,11 @@ fn bad_configurations_exit_2_naming_the_setting() {
 async fn flags_beat_env_beat_file() {
     let fx = Fixture::new();
     let file = fx.path().join("c.toml");
-    std::fs::write(&file, "max-connections = 1\nauth-timeout = 7\nping-interval = 3\n").unwrap();
+    std::fs::write(
+        &file,
+        "max-connections = 1\nauth-timeout = 7\nping-interval = 3\n",
+    )
+    .unwrap();
     let opts = ServerOptions::default()
         .args(&["--config", file.to_str().unwrap(), "--auth-timeout", "9"])
         .env("CCRELAY_AUTH_TIMEOUT", "8")
@@ -326,13 +463,22 @@ async fn flags_beat_env_beat_file() {
     assert_eq!(challenge["expires_in_ms"], 9000);
     let (status, _, _) = http_request(server.addr, &upgrade_request(server.addr, "")).await;
     assert_eq!(status, 503, "max-connections from the file applies");
-    assert!(matches!(first.recv_frame(Duration::from_millis(50)).await, None | Some(Received::Frame(_))));
+    let probe = first.recv_frame(Duration::from_millis(50)).await;
+    assert!(
+        matches!(probe, None | Some(Received::Frame(_))),
+        "{probe:?}"
+    );
     // Env (4) beats file (3): visible in the logged configuration is not needed; the ping
     // period shows on the wire — no ping within 3.5 s.
     let started = Instant::now();
     let mut pinged_at = None;
     while started.elapsed() < Duration::from_secs(6) {
-        match tokio::time::timeout(Duration::from_millis(200), futures_util::StreamExt::next(&mut first.ws)).await {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            futures_util::StreamExt::next(&mut first.ws),
+        )
+        .await
+        {
             Ok(Some(Ok(Message::Ping(_)))) => {
                 pinged_at = Some(started.elapsed());
                 break;
@@ -342,21 +488,47 @@ async fn flags_beat_env_beat_file() {
         }
     }
     let at = pinged_at.expect("a ping arrived");
-    assert!(at >= Duration::from_millis(3500), "ping after {at:?}: the env value (4 s) must beat the file (3 s)");
+    assert!(
+        at >= Duration::from_millis(3500),
+        "ping after {at:?}: the env value (4 s) must beat the file (3 s)"
+    );
 }
 
 #[test]
 fn help_and_version_work() {
-    let out = Command::new(common::ccrelay_bin()).arg("--version").output().unwrap();
+    let out = Command::new(common::ccrelay_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ccrelay "));
-    let out = Command::new(common::ccrelay_bin()).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(common::ccrelay_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--listen", "--authorized-keys", "--viewer-keys", "--agent-cmd", "--workdir", "--data-dir",
-        "--max-connections", "--auth-timeout", "--ping-interval", "--idle-timeout", "--allowed-origin",
-        "--metrics-listen", "--log-level", "--log-format", "--permission-timeout", "--agent-probe-interval",
-        "--agent-probe-timeout", "--agent-max-restarts", "--agent-restart-window", "--max-frames-per-sec", "--config",
+        "--listen",
+        "--authorized-keys",
+        "--viewer-keys",
+        "--agent-cmd",
+        "--workdir",
+        "--data-dir",
+        "--max-connections",
+        "--auth-timeout",
+        "--ping-interval",
+        "--idle-timeout",
+        "--allowed-origin",
+        "--metrics-listen",
+        "--log-level",
+        "--log-format",
+        "--permission-timeout",
+        "--agent-probe-interval",
+        "--agent-probe-timeout",
+        "--agent-max-restarts",
+        "--agent-restart-window",
+        "--max-frames-per-sec",
+        "--config",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }

@@ -355,7 +355,8 @@ impl Drop for TestServer {
     }
 }
 
-/// Send a raw HTTP request; returns (status, raw headers, body).
+/// Send a raw HTTP request; returns (status, raw headers, body). Reads until the
+/// body is complete (Content-Length), the headers of a 101, or EOF.
 pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connects");
     stream
@@ -363,7 +364,31 @@ pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String, Stri
         .await
         .expect("request written");
     let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            let body = &raw[end + 4..];
+            if status == 101 || length.is_some_and(|n| body.len() >= n) {
+                return (status, head, String::from_utf8_lossy(body).to_string());
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -464,7 +489,13 @@ impl TestClient {
                 }
                 Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Some(Received::Closed(None)),
+                Some(Err(e)) => {
+                    if std::env::var_os("CCRELAY_TEST_DEBUG").is_some() {
+                        eprintln!("websocket read error: {e}");
+                    }
+                    return Some(Received::Closed(None));
+                }
+                None => return Some(Received::Closed(None)),
             }
         }
     }
