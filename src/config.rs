@@ -717,7 +717,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_naming_the_setting() {
-        let cases: Vec<(fn(&mut ServeArgs), &str)> = vec![
+        type Mutation = fn(&mut ServeArgs);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|a| a.listen = Some("nonsense".into()), "--listen"),
             (
                 |a| a.max_connections = Some("0".into()),

@@ -107,7 +107,7 @@ impl Metrics {
             }};
         }
         let latency_buckets = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
-        let metrics = Metrics {
+        Metrics {
             connections_open: reg!(
                 "connections_open",
                 "Open WebSocket connections by authentication state",
@@ -234,8 +234,7 @@ impl Metrics {
                 Counter::default()
             ),
             registry,
-        };
-        metrics
+        }
     }
 
     /// Register the Linux process collector (RSS, fds, CPU). Separate so tests can skip it.

@@ -137,11 +137,7 @@ pub fn spawn(
                 deadline: None,
             })
             .collect(),
-        prompt_keys: recovered
-            .prompt_keys
-            .into_iter()
-            .map(|(k, (pid, ts))| (k, (pid, ts)))
-            .collect(),
+        prompt_keys: recovered.prompt_keys,
         conversation,
         fresh_start_used: false,
         conversation_missing: false,
@@ -650,7 +646,7 @@ impl Actor {
             return Ok(());
         }
         let prompt_id = uuid::Uuid::new_v4().to_string();
-        let queued = !(self.phase == Phase::Ready && self.turn.is_none() && self.queue.is_empty());
+        let queued = !(self.can_start_turn() && self.queue.is_empty());
         let reply = ServerMsg::Ok {
             id,
             prompt_id: Some(prompt_id.clone()),
@@ -714,9 +710,15 @@ impl Actor {
         }
     }
 
+    /// Whether a prompt could be written to the agent right now: it answers, no
+    /// turn is running, and it is not being stopped.
+    fn can_start_turn(&self) -> bool {
+        self.phase == Phase::Ready && self.turn.is_none() && self.stopping.is_none()
+    }
+
     /// Write the next queued prompt to the agent when it can take one.
     fn maybe_start_turn(&mut self) -> Step {
-        if self.phase != Phase::Ready || self.turn.is_some() || self.stopping.is_some() {
+        if !self.can_start_turn() {
             return Ok(());
         }
         let Some(next) = self.queue.pop_front() else {

@@ -118,10 +118,10 @@ pub fn recover(
                         pending.retain(|p| p.request_id != id);
                     }
                 }
-                Some("system") if ev.subtype.as_deref() == Some("init") => {
-                    if ev.session_id.is_some() {
-                        r.conversation = ev.session_id;
-                    }
+                Some("system")
+                    if ev.subtype.as_deref() == Some("init") && ev.session_id.is_some() =>
+                {
+                    r.conversation = ev.session_id;
                 }
                 _ => {}
             }

@@ -89,24 +89,13 @@ pub fn sign(key: &KeyPair, text: &str) -> String {
 }
 
 /// Options for one server run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// `None`: the mock agent.
     pub agent_cmd: Option<String>,
     pub agent_args: Vec<String>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            args: Vec::new(),
-            env: Vec::new(),
-            agent_cmd: None,
-            agent_args: Vec::new(),
-        }
-    }
 }
 
 impl ServerOptions {
@@ -406,6 +395,11 @@ pub struct TestClient {
     pub ws: Ws,
     pub challenge: Option<Value>,
     pub client_id: String,
+    /// When set, the raw text of every frame received is kept in `raw`.
+    pub keep_raw: bool,
+    pub raw: Vec<String>,
+    /// Frames skipped while waiting for a direct reply; later reads see them first.
+    backlog: std::collections::VecDeque<Value>,
 }
 
 /// What `recv_frame` saw.
@@ -427,6 +421,9 @@ impl TestClient {
             ws,
             challenge: None,
             client_id: String::new(),
+            keep_raw: false,
+            raw: Vec::new(),
+            backlog: Default::default(),
         }
     }
 
@@ -470,6 +467,9 @@ impl TestClient {
 
     /// The next text frame or the close, within `timeout`.
     pub async fn recv_frame(&mut self, timeout: Duration) -> Option<Received> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(Received::Frame(v));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
@@ -477,6 +477,9 @@ impl TestClient {
                 .ok()?;
             match next {
                 Some(Ok(Message::Text(t))) => {
+                    if self.keep_raw {
+                        self.raw.push(t.to_string());
+                    }
                     return Some(Received::Frame(
                         serde_json::from_str(&t)
                             .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
@@ -563,9 +566,14 @@ impl TestClient {
     pub async fn request(&mut self, mut req: Value, id: &str) -> Value {
         req["id"] = Value::from(id);
         self.send(req).await;
-        let (reply, _) = self
+        // Frames that arrive before the reply stay queued for later reads, after any
+        // backlog that was already waiting.
+        let earlier: Vec<Value> = self.backlog.drain(..).collect();
+        let (reply, skipped) = self
             .recv_until(&format!("reply to {id}"), |v| v["id"] == id)
             .await;
+        self.backlog.extend(earlier);
+        self.backlog.extend(skipped);
         reply
     }
 
