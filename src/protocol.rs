@@ -529,6 +529,8 @@ pub enum ServerMsg {
     },
     #[serde(rename = "auth.ok")]
     AuthOk {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         client_id: String,
         fingerprint: String,
         role: Role,

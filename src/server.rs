@@ -311,6 +311,11 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     Ok(id)
 }
 
+/// Whole seconds for Retry-After, rounded up so a client that obeys it is not refused again.
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
+}
+
 fn refuse(
     shared: &Shared,
     status: StatusCode,
@@ -348,13 +353,13 @@ async fn ws_handler(
         );
     }
     if let Err(wait) = shared.throttle.check(peer.ip()) {
-        tracing::info!(peer = %peer, retry_after_s = wait.as_secs(), "refused: too many failed authentications");
+        tracing::info!(peer = %peer, retry_after_s = retry_after_secs(wait), "refused: too many failed authentications");
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
             "throttle",
-            json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": wait.as_secs().max(1)}),
-            Some(wait.as_secs().max(1)),
+            json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": retry_after_secs(wait)}),
+            Some(retry_after_secs(wait)),
         );
     }
     let Ok(slot) = shared.slots.clone().try_acquire_owned() else {

@@ -970,11 +970,7 @@ async fn failed_attempt(server: &TestServer) -> Result<(), (u16, String)> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     match tokio_tungstenite::connect_async(server.url.as_str()).await {
         Ok((ws, _)) => {
-            let mut c = TestClient {
-                ws,
-                challenge: None,
-                client_id: String::new(),
-            };
+            let mut c = TestClient::from_ws(ws);
             assert_eq!(c.recv().await["type"], "auth.challenge");
             c.send(json!({"type": "auth.response", "signature": "nope"}))
                 .await;
@@ -1014,11 +1010,7 @@ async fn try_client_from(
     )
     .await
     {
-        Ok((ws, _)) => Ok(Ok(TestClient {
-            ws,
-            challenge: None,
-            client_id: String::new(),
-        })),
+        Ok((ws, _)) => Ok(Ok(TestClient::from_ws(ws))),
         Err(WsError::Http(resp)) => Ok(Err(resp.status().as_u16())),
         Err(e) => panic!("websocket handshake from {local}: {e}"),
     }

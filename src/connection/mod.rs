@@ -544,16 +544,14 @@ impl Connection {
             outbox: self.outbox.clone(),
         };
         let msg = ServerMsg::AuthOk {
+            id: inbound.id,
             client_id,
             fingerprint: identity.fingerprint.clone(),
             role: identity.role,
             sessions: self.session_summaries(false),
         };
         // auth.ok is the direct reply to auth.response, so it echoes the request id (§2).
-        let _ = self.outbox.frame(
-            "auth.ok",
-            with_request_id(msg.to_json(), inbound.id.as_ref()),
-        );
+        self.reply("auth.ok", msg);
         self.identity = Some((identity, handle));
         self.gauge.authenticated();
         Flow::Continue
@@ -736,39 +734,5 @@ impl Connection {
                 handle.leave(self.conn_id);
             }
         }
-    }
-}
-
-/// Put `"id":<id>` first in a serialized reply object that has no id field of its
-/// own (`auth.ok`); unchanged when there is no id.
-fn with_request_id(json: String, id: Option<&RequestId>) -> String {
-    let (Some(id), Some(rest)) = (id, json.strip_prefix('{')) else {
-        return json;
-    };
-    let Ok(id) = serde_json::to_string(id) else {
-        return json;
-    };
-    let sep = if rest.starts_with('}') { "" } else { "," };
-    format!("{{\"id\":{id}{sep}{rest}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_id_goes_into_the_reply_object() {
-        let ok = r#"{"type":"auth.ok","role":"owner"}"#.to_string();
-        assert_eq!(with_request_id(ok.clone(), None), ok);
-        let text = with_request_id(ok.clone(), Some(&RequestId::Text("a\"1".into())));
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["id"], "a\"1");
-        assert_eq!(v["type"], "auth.ok");
-        let num = with_request_id(ok, Some(&RequestId::Number(7)));
-        assert!(num.starts_with(r#"{"id":7,"type":"auth.ok""#), "{num}");
-        assert_eq!(
-            with_request_id("{}".into(), Some(&RequestId::Number(1))),
-            r#"{"id":1}"#
-        );
     }
 }

@@ -417,6 +417,11 @@ impl TestClient {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .expect("websocket connects");
+        TestClient::from_ws(ws)
+    }
+
+    /// Wrap a WebSocket the test opened itself (e.g. from another local address).
+    pub fn from_ws(ws: Ws) -> TestClient {
         TestClient {
             ws,
             challenge: None,
