@@ -152,7 +152,6 @@ impl ConnectError {
 #[derive(Debug, Clone)]
 pub struct AuthOk {
     pub client_id: String,
-    pub fingerprint: String,
     pub role: String,
     /// The frame as received (printed in `--json` mode).
     pub frame: String,
@@ -374,7 +373,6 @@ async fn authenticate(
             };
             Ok(AuthOutcome::Accepted(AuthOk {
                 client_id: field("client_id"),
-                fingerprint: field("fingerprint"),
                 role: field("role"),
                 frame,
             }))

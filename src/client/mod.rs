@@ -139,9 +139,8 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
     let job = args.prompt.clone().map(|text| PromptJob::new(text, policy));
     let mut session = Session::new(args.session.clone(), args.json, color, args.tail, job);
     let banner = format!(
-        "connected to {} as {} ({}, role {})",
+        "connected to {} with {} as {}",
         connector.url(),
-        first.auth.fingerprint,
         first.key_label,
         first.auth.role
     );

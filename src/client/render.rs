@@ -521,7 +521,8 @@ impl Renderer {
             }
             "deny" => {
                 let msg = str_of(response, "message");
-                let msg = if msg.is_empty() {
+                // The relay's default message only repeats who denied it.
+                let msg = if msg.is_empty() || msg.starts_with("denied by ") {
                     String::new()
                 } else {
                     format!(": {}", one_line(msg, SUMMARY_CHARS))

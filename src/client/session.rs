@@ -250,7 +250,10 @@ impl Session {
     pub fn on_disconnected(&mut self, reason: &str) -> Vec<Effect> {
         self.attached = false;
         let text = format!("connection lost ({reason}); reconnecting…");
-        vec![Effect::Out(self.renderer.break_line()), self.msg(&text)]
+        let mut fx = Vec::new();
+        self.break_line(&mut fx);
+        fx.push(self.msg(&text));
+        fx
     }
 
     /// One text frame from the server.
@@ -306,6 +309,12 @@ impl Session {
             _ => {}
         }
         fx
+    }
+
+    /// End an open streamed line before a message (never in `--json` mode).
+    fn break_line(&mut self, fx: &mut Vec<Effect>) {
+        let text = self.renderer.break_line();
+        self.out(fx, text);
     }
 
     fn out(&self, fx: &mut Vec<Effect>, text: String) {
@@ -501,8 +510,10 @@ impl Session {
             }
             _ => {}
         }
-        let text = self.renderer.event(ev);
-        self.out(fx, text);
+        if !self.json {
+            let text = self.renderer.event(ev);
+            self.out(fx, text);
+        }
         if kind == "control_request" {
             self.apply_policy(ev, fx);
         }
@@ -570,8 +581,8 @@ impl Session {
         let Some(pid) = self.job.as_ref().and_then(|j| j.prompt_id.clone()) else {
             return;
         };
-        if let Some(end) = self.ended.get(&pid) {
-            fx.push(Effect::Out(self.renderer.break_line()));
+        if let Some(end) = self.ended.get(&pid).copied() {
+            self.break_line(fx);
             fx.push(Effect::Exit(match end {
                 TurnEnd::Succeeded => exit::OK,
                 TurnEnd::Failed | TurnEnd::Aborted => exit::TURN_FAILED,
@@ -660,11 +671,12 @@ impl Session {
         if busy && !self.interrupt_sent && self.attached {
             self.interrupt_sent = true;
             let id = self.id("i");
-            return vec![
-                Effect::Send(json!({"type": "interrupt", "id": id, "session": self.name})),
-                Effect::Out(self.renderer.break_line()),
-                self.msg("interrupting the turn (Ctrl-C again to quit)"),
-            ];
+            let mut fx = vec![Effect::Send(
+                json!({"type": "interrupt", "id": id, "session": self.name}),
+            )];
+            self.break_line(&mut fx);
+            fx.push(self.msg("interrupting the turn (Ctrl-C again to quit)"));
+            return fx;
         }
         let code = if self.job.is_some() {
             exit::INTERRUPTED
@@ -701,7 +713,6 @@ mod tests {
     fn auth() -> AuthOk {
         AuthOk {
             client_id: "me".into(),
-            fingerprint: "SHA256:x".into(),
             role: "owner".into(),
             frame: r#"{"type":"auth.ok","client_id":"me"}"#.into(),
         }

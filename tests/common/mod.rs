@@ -89,24 +89,16 @@ pub fn sign(key: &KeyPair, text: &str) -> String {
 }
 
 /// Options for one server run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// `None`: the mock agent.
     pub agent_cmd: Option<String>,
     pub agent_args: Vec<String>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            args: Vec::new(),
-            env: Vec::new(),
-            agent_cmd: None,
-            agent_args: Vec::new(),
-        }
-    }
+    /// `--listen` address; `None`: 127.0.0.1:0 (a restart on the same port passes
+    /// the first run's address).
+    pub listen: Option<String>,
 }
 
 impl ServerOptions {
@@ -117,6 +109,11 @@ impl ServerOptions {
 
     pub fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_string());
         self
     }
 
@@ -184,7 +181,8 @@ impl Fixture {
     pub fn start(&self, opts: ServerOptions) -> TestServer {
         let mut cmd = Command::new(ccrelay_bin());
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--authorized-keys")
             .arg(self.authorized_keys())
             .arg("--viewer-keys")
