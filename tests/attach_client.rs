@@ -507,6 +507,26 @@ fn connection_and_usage_errors_exit_2_with_a_clear_message() {
     assert_eq!(out.code(), Some(2), "clap usage error");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_server_is_reported_with_its_retry_after() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&["--max-connections", "1"]));
+    // Holds the only slot (authenticated, so it stays).
+    let _holder = server.client(&fx.owner2, Some("holder")).await;
+    let out = tokio::task::spawn_blocking({
+        let cmd = attach_cmd(
+            &fx,
+            &["--prompt", "x", "-i", &key_arg(&fx.owner), &server.url],
+        );
+        move || run(cmd)
+    })
+    .await
+    .expect("client run");
+    assert_eq!(out.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("HTTP 503"), "{}", out.stderr);
+    assert!(out.stderr.contains("retry after"), "{}", out.stderr);
+}
+
 #[test]
 fn reconnect_across_a_server_restart_shows_every_event_once() {
     let fx = Fixture::new();

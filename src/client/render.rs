@@ -450,6 +450,13 @@ impl Renderer {
                 .or_else(|| ev.get("subtype"))
                 .and_then(Value::as_str)
                 .unwrap_or("error");
+            // An interrupt is not a failure to explain: its `errors` are diagnostics.
+            if why.starts_with("aborted") {
+                return self.line(
+                    Some(Tone::Yellow),
+                    &format!("✗ turn interrupted ({}){secs}", clean(why)),
+                );
+            }
             let errors = ev
                 .get("errors")
                 .and_then(Value::as_array)
@@ -715,8 +722,11 @@ mod tests {
         let mut r = r();
         let ok = json!({"type":"result","is_error":false,"duration_ms":1500});
         assert_eq!(r.event(&ok), "✓ done in 1.5 s\n");
-        let bad = json!({"type":"result","is_error":true,"terminal_reason":"aborted_streaming","errors":["boom"]});
-        assert_eq!(r.event(&bad), "✗ turn failed (aborted_streaming): boom\n");
+        let bad =
+            json!({"type":"result","is_error":true,"subtype":"error_max_turns","errors":["boom"]});
+        assert_eq!(r.event(&bad), "✗ turn failed (error_max_turns): boom\n");
+        let int = json!({"type":"result","is_error":true,"terminal_reason":"aborted_streaming","errors":["diag"]});
+        assert_eq!(r.event(&int), "✗ turn interrupted (aborted_streaming)\n");
         let st = json!({"type":"relay.state","state":"restarting","detail":"agent crashed"});
         assert_eq!(r.event(&st), "· restarting (agent crashed)\n");
         let ex = json!({"type":"relay.agent_exit","cause":"crashed","code":3,"signal":null,"restarting":true});
