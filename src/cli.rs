@@ -46,7 +46,22 @@ const SERVE_EXAMPLES: &str = "Examples:
 const ATTACH_EXAMPLES: &str = "Examples:
   ccrelay attach ws://127.0.0.1:7878/v1/ws
   ccrelay attach 127.0.0.1:7878 --device laptop
-  ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json";
+  ccrelay attach 127.0.0.1:7878 -i ~/.ssh/ccrelay_key --tail 50
+  ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json
+
+Keys: ssh-agent identities (SSH_AUTH_SOCK) one per connection, then ~/.ssh/id_ed25519,
+id_ecdsa, id_rsa; with -i only that file. Passphrases are asked on the terminal, or through
+SSH_ASKPASS when there is none (SSH_ASKPASS_REQUIRE=force|prefer|never as for ssh).
+
+Interactive keys: Enter sends; a trailing \\ or Alt-Enter continues on a new line; Up/Down
+history; on a permission prompt y allows, a always allows (applies its suggestions),
+n denies, m denies with a message; Ctrl-C interrupts a running turn, a second Ctrl-C
+(or Ctrl-C when idle) or Ctrl-D quits. When stdin is not a terminal, each line read is
+a prompt. A dropped connection is resumed where it left off.
+
+Exit status with --prompt: 0 the turn succeeded; 1 it failed or was aborted; 2 usage,
+connection or authentication error; 3 a permission prompt came and neither --allow nor
+--deny was given.";
 
 /// The scripted behaviours of `ccrelay mock-agent`, chosen by a case-insensitive
 /// whole-word keyword anywhere in the prompt (first match in this order).
@@ -237,13 +252,13 @@ pub struct AttachArgs {
     /// Send one prompt, show its turn, exit when it ends (exit 0 success, 1 failed/aborted)
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
-    /// With --prompt: allow every permission prompt
-    #[arg(long, conflicts_with = "deny")]
+    /// With --prompt: allow every permission prompt of its turn
+    #[arg(long, conflicts_with = "deny", requires = "prompt")]
     pub allow: bool,
-    /// With --prompt: deny every permission prompt
-    #[arg(long)]
+    /// With --prompt: deny every permission prompt of its turn
+    #[arg(long, requires = "prompt")]
     pub deny: bool,
-    /// Print every received frame as one JSON line
+    /// Print every received frame as one JSON line on stdout (messages go to stderr)
     #[arg(long)]
     pub json: bool,
     /// Replay only the last N events when attaching (default: the whole retained log)

@@ -3,6 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line, sets up
 //! logging and calls into it. Modules, one concern each:
 //! - [`cli`]: command-line surface (clap);
+//! - `client`: `ccrelay attach`, the terminal client (connect, render, line editor, reconnect);
 //! - `config`: merged, validated settings (flags > env > file > defaults);
 //! - `protocol`: the wire messages of PROTOCOL.md as serde types;
 //! - `server`: HTTP listener, admission, health endpoints, shutdown order;
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod journal;

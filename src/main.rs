@@ -34,7 +34,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Attach(_) | Command::Demo(_) => {
+        Command::Attach(args) => ccrelay::client::run(args),
+        Command::Demo(_) => {
             eprintln!("TEMPORARY: not merged yet");
             ExitCode::from(2)
         }

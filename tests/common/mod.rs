@@ -96,6 +96,9 @@ pub struct ServerOptions {
     /// `None`: the mock agent.
     pub agent_cmd: Option<String>,
     pub agent_args: Vec<String>,
+    /// `--listen` address; `None`: 127.0.0.1:0 (a restart on the same port passes
+    /// the first run's address).
+    pub listen: Option<String>,
 }
 
 impl ServerOptions {
@@ -106,6 +109,11 @@ impl ServerOptions {
 
     pub fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_string());
         self
     }
 
@@ -173,7 +181,8 @@ impl Fixture {
     pub fn start(&self, opts: ServerOptions) -> TestServer {
         let mut cmd = Command::new(ccrelay_bin());
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--authorized-keys")
             .arg(self.authorized_keys())
             .arg("--viewer-keys")

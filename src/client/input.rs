@@ -1,0 +1,471 @@
+//! The interactive line editor: prompt input with history and multi-line
+//! continuation, and single-key answers to permission prompts.
+//!
+//! Owns: the draft, the cursor, history, and what a key press means. Pure: it
+//! takes crossterm key events and returns an [`Action`]; `screen` draws
+//! [`Editor::view`] and `session` acts on the actions.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+/// Entries of prompt history kept in memory.
+const HISTORY_MAX: usize = 500;
+/// Prompt of the first line and of continuation lines.
+pub const PROMPT: &str = "> ";
+pub const CONTINUATION: &str = ". ";
+
+/// An answer to a permission prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Allow and apply the request's `permission_suggestions`.
+    AllowAlways,
+    Deny(Option<String>),
+}
+
+/// What a key press asks the session to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing visible changed.
+    None,
+    /// The editor changed: draw it again.
+    Redraw,
+    /// Send this prompt.
+    Submit(String),
+    /// Ctrl-C with nothing to clear: interrupt or quit (the session knows which).
+    CtrlC,
+    /// Ctrl-D on an empty line: quit.
+    Eof,
+    /// Answer the permission prompt on screen.
+    Answer {
+        request_id: String,
+        decision: Decision,
+    },
+}
+
+/// The permission prompt the editor is showing instead of the draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub request_id: String,
+    pub tool: String,
+    /// Whether "always allow" has suggestions to apply.
+    pub can_always: bool,
+}
+
+/// What to draw: lines of text (prompts included) and where the cursor sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub lines: Vec<String>,
+    /// (line index, column in characters)
+    pub cursor: (usize, usize),
+}
+
+#[derive(Debug, Default)]
+pub struct Editor {
+    buf: Vec<char>,
+    cursor: usize,
+    history: Vec<String>,
+    /// Index into history while browsing it with Up/Down.
+    browsing: Option<usize>,
+    /// The draft saved when history browsing started.
+    saved: Vec<char>,
+    ask: Option<Ask>,
+    /// Typing the message of a deny (`m`).
+    message: Option<Vec<char>>,
+}
+
+impl Editor {
+    pub fn new() -> Editor {
+        Editor::default()
+    }
+
+    /// Show a permission prompt (or the draft again with `None`).
+    pub fn set_ask(&mut self, ask: Option<Ask>) {
+        if self.ask.as_ref().map(|a| &a.request_id) != ask.as_ref().map(|a| &a.request_id) {
+            self.message = None;
+        }
+        self.ask = ask;
+    }
+
+    pub fn ask(&self) -> Option<&Ask> {
+        self.ask.as_ref()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Text pasted in one piece (bracketed paste): inserted as typed, newlines kept.
+    pub fn paste(&mut self, text: &str) -> Action {
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
+        if let Some(msg) = &mut self.message {
+            msg.extend(text.chars().filter(|c| *c != '\n'));
+            return Action::Redraw;
+        }
+        if self.ask.is_some() {
+            return Action::None;
+        }
+        for c in text.chars() {
+            self.insert(c);
+        }
+        Action::Redraw
+    }
+
+    pub fn key(&mut self, key: KeyEvent) -> Action {
+        if key.kind == KeyEventKind::Release {
+            return Action::None;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        // Ctrl-C and Ctrl-D mean the same in every mode.
+        match key.code {
+            KeyCode::Char('c') if ctrl => {
+                if self.message.is_some() {
+                    self.message = None;
+                    return Action::Redraw;
+                }
+                if self.ask.is_none() && !self.buf.is_empty() {
+                    self.clear();
+                    return Action::Redraw;
+                }
+                return Action::CtrlC;
+            }
+            KeyCode::Char('d') if ctrl && self.buf.is_empty() && self.message.is_none() => {
+                return Action::Eof;
+            }
+            _ => {}
+        }
+        if self.message.is_some() {
+            return self.message_key(key);
+        }
+        if let Some(ask) = &self.ask {
+            let request_id = ask.request_id.clone();
+            let decision = match key.code {
+                KeyCode::Char('y' | 'Y') => Decision::Allow,
+                KeyCode::Char('a' | 'A') => Decision::AllowAlways,
+                KeyCode::Char('n' | 'N') => Decision::Deny(None),
+                KeyCode::Char('m' | 'M') => {
+                    self.message = Some(Vec::new());
+                    return Action::Redraw;
+                }
+                _ => return Action::None,
+            };
+            return Action::Answer {
+                request_id,
+                decision,
+            };
+        }
+        match key.code {
+            KeyCode::Enter if alt => self.insert('\n'),
+            KeyCode::Char('j') if ctrl => self.insert('\n'),
+            KeyCode::Enter => return self.enter(),
+            KeyCode::Char('a') if ctrl => self.cursor = self.line_start(),
+            KeyCode::Char('e') if ctrl => self.cursor = self.line_end(),
+            KeyCode::Char('u') if ctrl => {
+                let start = self.line_start();
+                self.buf.drain(start..self.cursor);
+                self.cursor = start;
+            }
+            KeyCode::Char('k') if ctrl => {
+                let end = self.line_end();
+                self.buf.drain(self.cursor..end);
+            }
+            KeyCode::Char('w') if ctrl => self.delete_word(),
+            KeyCode::Char('l') if ctrl => {}
+            KeyCode::Char('d') if ctrl && self.cursor < self.buf.len() => {
+                self.buf.remove(self.cursor);
+            }
+            KeyCode::Char(_) if ctrl => return Action::None,
+            KeyCode::Char(c) => self.insert(c),
+            KeyCode::Tab => {
+                for _ in 0..4 {
+                    self.insert(' ');
+                }
+            }
+            KeyCode::Backspace if self.cursor > 0 => {
+                self.cursor -= 1;
+                self.buf.remove(self.cursor);
+            }
+            KeyCode::Delete if self.cursor < self.buf.len() => {
+                self.buf.remove(self.cursor);
+            }
+            KeyCode::Left => self.cursor = self.cursor.saturating_sub(1),
+            KeyCode::Right => self.cursor = (self.cursor + 1).min(self.buf.len()),
+            KeyCode::Home => self.cursor = self.line_start(),
+            KeyCode::End => self.cursor = self.line_end(),
+            KeyCode::Up => self.history_step(true),
+            KeyCode::Down => self.history_step(false),
+            _ => return Action::None,
+        }
+        Action::Redraw
+    }
+
+    fn message_key(&mut self, key: KeyEvent) -> Action {
+        let Some(msg) = &mut self.message else {
+            return Action::None;
+        };
+        match key.code {
+            KeyCode::Enter => {
+                let text: String = msg.iter().collect();
+                let text = text.trim().to_string();
+                let Some(ask) = &self.ask else {
+                    self.message = None;
+                    return Action::Redraw;
+                };
+                let request_id = ask.request_id.clone();
+                self.message = None;
+                Action::Answer {
+                    request_id,
+                    decision: Decision::Deny((!text.is_empty()).then_some(text)),
+                }
+            }
+            KeyCode::Esc => {
+                self.message = None;
+                Action::Redraw
+            }
+            KeyCode::Backspace => {
+                msg.pop();
+                Action::Redraw
+            }
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                msg.push(c);
+                Action::Redraw
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// Enter: a trailing backslash continues on a new line; otherwise submit.
+    fn enter(&mut self) -> Action {
+        if self.cursor == self.buf.len() && self.buf.last() == Some(&'\\') {
+            self.buf.pop();
+            self.cursor -= 1;
+            self.insert('\n');
+            return Action::Redraw;
+        }
+        let text: String = self.buf.iter().collect();
+        if text.trim().is_empty() {
+            return Action::None;
+        }
+        if self.history.last() != Some(&text) {
+            self.history.push(text.clone());
+            if self.history.len() > HISTORY_MAX {
+                self.history.remove(0);
+            }
+        }
+        self.clear();
+        Action::Submit(text)
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.cursor = 0;
+        self.browsing = None;
+    }
+
+    fn insert(&mut self, c: char) {
+        self.buf.insert(self.cursor, c);
+        self.cursor += 1;
+    }
+
+    fn line_start(&self) -> usize {
+        self.buf[..self.cursor]
+            .iter()
+            .rposition(|c| *c == '\n')
+            .map_or(0, |i| i + 1)
+    }
+
+    fn line_end(&self) -> usize {
+        self.buf[self.cursor..]
+            .iter()
+            .position(|c| *c == '\n')
+            .map_or(self.buf.len(), |i| self.cursor + i)
+    }
+
+    fn delete_word(&mut self) {
+        let mut i = self.cursor;
+        while i > 0 && self.buf[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        while i > 0 && !self.buf[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        self.buf.drain(i..self.cursor);
+        self.cursor = i;
+    }
+
+    fn history_step(&mut self, back: bool) {
+        if self.history.is_empty() {
+            return;
+        }
+        let next = match (self.browsing, back) {
+            (None, true) => {
+                self.saved = self.buf.clone();
+                Some(self.history.len() - 1)
+            }
+            (None, false) => return,
+            (Some(i), true) => Some(i.saturating_sub(1)),
+            (Some(i), false) if i + 1 < self.history.len() => Some(i + 1),
+            (Some(_), false) => None,
+        };
+        self.browsing = next;
+        self.buf = match next {
+            Some(i) => self.history[i].chars().collect(),
+            None => std::mem::take(&mut self.saved),
+        };
+        self.cursor = self.buf.len();
+    }
+
+    /// The lines to draw, prompts included, and the cursor position.
+    pub fn view(&self) -> View {
+        if let Some(ask) = &self.ask {
+            if let Some(msg) = &self.message {
+                let head = format!(
+                    "deny {} with message (Enter sends, Esc goes back): ",
+                    ask.tool
+                );
+                let text: String = msg.iter().collect();
+                let col = head.chars().count() + msg.len();
+                return View {
+                    lines: vec![format!("{head}{text}")],
+                    cursor: (0, col),
+                };
+            }
+            let always = if ask.can_always {
+                "  [a] always allow"
+            } else {
+                "  [a] allow"
+            };
+            let line = format!(
+                "Allow {}? [y] yes{always}  [n] no  [m] no, with a message",
+                ask.tool
+            );
+            let col = line.chars().count();
+            return View {
+                lines: vec![line],
+                cursor: (0, col),
+            };
+        }
+        let text: String = self.buf.iter().collect();
+        let mut lines = Vec::new();
+        for (i, l) in text.split('\n').enumerate() {
+            let p = if i == 0 { PROMPT } else { CONTINUATION };
+            lines.push(format!("{p}{l}"));
+        }
+        let before: String = self.buf[..self.cursor].iter().collect();
+        let row = before.matches('\n').count();
+        let col_chars = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+        View {
+            lines,
+            cursor: (row, PROMPT.chars().count() + col_chars),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn ctrl(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    fn typed(e: &mut Editor, s: &str) {
+        for c in s.chars() {
+            e.key(k(KeyCode::Char(c)));
+        }
+    }
+
+    #[test]
+    fn typing_and_submitting() {
+        let mut e = Editor::new();
+        typed(&mut e, "helo");
+        e.key(k(KeyCode::Left));
+        typed(&mut e, "l");
+        assert_eq!(e.view().lines, vec!["> hello"]);
+        assert_eq!(e.view().cursor, (0, 6));
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Submit("hello".into()));
+        assert!(e.is_empty());
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::None);
+    }
+
+    #[test]
+    fn trailing_backslash_and_alt_enter_continue() {
+        let mut e = Editor::new();
+        typed(&mut e, "one\\");
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Redraw);
+        typed(&mut e, "two");
+        e.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+        typed(&mut e, "three");
+        assert_eq!(e.view().lines, vec!["> one", ". two", ". three"]);
+        assert_eq!(e.view().cursor, (2, 7));
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            Action::Submit("one\ntwo\nthree".into())
+        );
+    }
+
+    #[test]
+    fn history_browsing_keeps_the_draft() {
+        let mut e = Editor::new();
+        typed(&mut e, "first");
+        e.key(k(KeyCode::Enter));
+        typed(&mut e, "second");
+        e.key(k(KeyCode::Enter));
+        typed(&mut e, "dra");
+        e.key(k(KeyCode::Up));
+        assert_eq!(e.view().lines, vec!["> second"]);
+        e.key(k(KeyCode::Up));
+        e.key(k(KeyCode::Up));
+        assert_eq!(e.view().lines, vec!["> first"]);
+        e.key(k(KeyCode::Down));
+        e.key(k(KeyCode::Down));
+        assert_eq!(e.view().lines, vec!["> dra"]);
+    }
+
+    #[test]
+    fn ctrl_c_clears_then_reports_and_ctrl_d_quits_on_empty() {
+        let mut e = Editor::new();
+        typed(&mut e, "x");
+        assert_eq!(e.key(ctrl('c')), Action::Redraw);
+        assert!(e.is_empty());
+        assert_eq!(e.key(ctrl('c')), Action::CtrlC);
+        assert_eq!(e.key(ctrl('d')), Action::Eof);
+        typed(&mut e, "ab");
+        e.key(k(KeyCode::Home));
+        assert_eq!(e.key(ctrl('d')), Action::Redraw);
+        assert_eq!(e.view().lines, vec!["> b"]);
+    }
+
+    #[test]
+    fn permission_keys() {
+        let mut e = Editor::new();
+        typed(&mut e, "draft");
+        e.set_ask(Some(Ask {
+            request_id: "r1".into(),
+            tool: "Bash".into(),
+            can_always: true,
+        }));
+        assert!(e.view().lines[0].starts_with("Allow Bash? [y] yes  [a] always allow"));
+        assert_eq!(e.key(k(KeyCode::Char('x'))), Action::None);
+        let answer = |d| Action::Answer {
+            request_id: "r1".into(),
+            decision: d,
+        };
+        assert_eq!(e.key(k(KeyCode::Char('y'))), answer(Decision::Allow));
+        assert_eq!(e.key(k(KeyCode::Char('a'))), answer(Decision::AllowAlways));
+        assert_eq!(e.key(k(KeyCode::Char('n'))), answer(Decision::Deny(None)));
+        assert_eq!(e.key(k(KeyCode::Char('m'))), Action::Redraw);
+        typed(&mut e, "not now");
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            answer(Decision::Deny(Some("not now".into())))
+        );
+        e.set_ask(None);
+        assert_eq!(e.view().lines, vec!["> draft"]);
+    }
+}

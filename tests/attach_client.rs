@@ -1,0 +1,793 @@
+//! `ccrelay attach` end to end: the real binary as client (a child process) against
+//! the real `ccrelay serve` with the mock agent. Covers the scriptable modes and
+//! exit codes, key selection (ssh-agent, refused keys, askpass), reconnection
+//! across a server restart without duplicates, and two interactive terminals
+//! (tmux) sharing one permission prompt.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, KeyPair, ServerOptions, ccrelay_bin, keygen};
+use serde_json::Value;
+
+/// How long one client run may take (the machine is shared and loaded).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for text to appear on a tmux screen.
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A finished client run.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not JSON ({e}): {l:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.stdout, self.stderr
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// `ccrelay attach ARGS` with a clean key environment: no agent, no askpass, a
+/// HOME without keys, no colours, stdin closed.
+fn attach_cmd(fx: &Fixture, args: &[&str]) -> Command {
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).expect("home dir");
+    let mut cmd = Command::new(ccrelay_bin());
+    cmd.arg("attach")
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("SSH_ASKPASS_REQUIRE")
+        .env("HOME", &home)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn key_arg(k: &KeyPair) -> String {
+    k.private.display().to_string()
+}
+
+/// A running client whose output is collected as it comes.
+struct Live {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Live {
+    fn spawn(mut cmd: Command) -> Live {
+        let mut child = cmd.spawn().expect("ccrelay attach starts");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().expect("stdout piped"), stdout.clone());
+        collect(child.stderr.take().expect("stderr piped"), stderr.clone());
+        Live {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait for the exit; kill and panic after `timeout`.
+    fn wait(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                return Run {
+                    status,
+                    stdout: self.stdout(),
+                    stderr: self.stderr(),
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "client did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Poll until `pred(stdout)` holds.
+    fn wait_stdout(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.stdout()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    });
+}
+
+fn run(cmd: Command) -> Run {
+    Live::spawn(cmd).wait(CLIENT_TIMEOUT)
+}
+
+/// The inner events of the event frames in `--json` output.
+fn events(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .map(|v| &v["event"])
+        .collect()
+}
+
+#[test]
+fn prompt_json_prints_its_turn_and_exits_0() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let out = run(attach_cmd(
+        &fx,
+        &[
+            "--prompt",
+            "hello",
+            "--json",
+            "-i",
+            &key_arg(&fx.owner),
+            &server.url,
+        ],
+    ));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    let lines = out.json_lines();
+    let evs = events(&lines);
+    let prompt = evs
+        .iter()
+        .find(|e| e["type"] == "relay.prompt")
+        .unwrap_or_else(|| panic!("no relay.prompt in {}", out.stdout));
+    assert_eq!(prompt["content"], "hello");
+    let prompt_id = prompt["prompt_id"].as_str().expect("prompt_id");
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "result" && e["is_error"] == false),
+        "no successful result: {}",
+        out.stdout
+    );
+    assert!(
+        evs.iter().any(|e| e["type"] == "relay.turn"
+            && e["phase"] == "ended"
+            && e["prompt_id"] == prompt_id),
+        "no relay.turn ended for {prompt_id}"
+    );
+    // tail 0: nothing from before the prompt was replayed.
+    let first_event = evs.first().expect("events");
+    assert_eq!(first_event["type"], "relay.prompt");
+}
+
+#[test]
+fn prompt_permission_allow_runs_the_tool_and_no_policy_exits_3() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let key = key_arg(&fx.owner);
+    let allowed = run(attach_cmd(
+        &fx,
+        &[
+            "--prompt",
+            "please run-bash",
+            "--allow",
+            "--json",
+            "-i",
+            &key,
+            &server.url,
+        ],
+    ));
+    assert_eq!(allowed.code(), Some(0), "stderr: {}", allowed.stderr);
+    let lines = allowed.json_lines();
+    let evs = events(&lines);
+    let tool_result = evs
+        .iter()
+        .filter(|e| e["type"] == "user")
+        .flat_map(|e| {
+            e["message"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|b| b["type"] == "tool_result")
+        .unwrap_or_else(|| panic!("no tool_result: {}", allowed.stdout));
+    assert!(
+        tool_result["content"].to_string().contains("relay-ok"),
+        "{tool_result}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "relay.resolved" && e["response"]["behavior"] == "allow"),
+        "no allow resolution"
+    );
+
+    // Human mode shows the same turn readably.
+    let denied = run(attach_cmd(
+        &fx,
+        &[
+            "--prompt",
+            "please run-bash",
+            "--deny",
+            "-i",
+            &key,
+            &server.url,
+        ],
+    ));
+    assert_eq!(denied.code(), Some(0), "stderr: {}", denied.stderr);
+    assert!(
+        denied.stdout.contains("⚙ Bash sh -c 'echo relay-ok'"),
+        "{}",
+        denied.stdout
+    );
+    assert!(
+        denied.stdout.contains("Bash denied by"),
+        "{}",
+        denied.stdout
+    );
+
+    // Last on this server: without a policy the prompt stays pending.
+    let stuck = run(attach_cmd(
+        &fx,
+        &["--prompt", "please run-bash", "-i", &key, &server.url],
+    ));
+    assert_eq!(
+        stuck.code(),
+        Some(3),
+        "stdout: {}\nstderr: {}",
+        stuck.stdout,
+        stuck.stderr
+    );
+    assert!(
+        stuck.stderr.contains("permission needed")
+            && stuck.stderr.contains("Bash")
+            && stuck.stderr.contains("--allow"),
+        "stderr: {}",
+        stuck.stderr
+    );
+}
+
+/// An ssh-agent of the test's own, killed on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent socket did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { child, socket }
+    }
+
+    fn add(&self, key: &KeyPair) {
+        let status = Command::new("ssh-add")
+            .arg(&key.private)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("ssh-add runs");
+        assert!(status.success(), "ssh-add failed");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn agent_keys_are_tried_one_per_connection_until_one_is_accepted() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let agent = Agent::start(fx.path());
+    agent.add(&fx.stranger);
+    agent.add(&fx.owner);
+    let mut cmd = attach_cmd(
+        &fx,
+        &["--prompt", "hello", "--device", "agent-test", &server.url],
+    );
+    cmd.env("SSH_AUTH_SOCK", &agent.socket);
+    let out = run(cmd);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    let logs = server.logs();
+    let failed = logs
+        .find("authentication failed")
+        .unwrap_or_else(|| panic!("the stranger key was not offered first:\n{logs}"));
+    let accepted = logs
+        .lines()
+        .find(|l| l.contains("authenticated") && l.contains(&fx.owner.fingerprint))
+        .unwrap_or_else(|| panic!("the owner key was not accepted:\n{logs}"));
+    let accepted_at = logs.find(accepted).expect("line in logs");
+    assert!(
+        failed < accepted_at,
+        "refusal should come before acceptance"
+    );
+    assert!(accepted.contains("agent-test"), "device sent: {accepted}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_exit_2_naming_its_fingerprint() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let out = run(attach_cmd(
+        &fx,
+        &[
+            "--prompt",
+            "hello",
+            "-i",
+            &key_arg(&fx.stranger),
+            &server.url,
+        ],
+    ));
+    assert_eq!(out.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("no authorized key: tried stranger ("),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&fx.stranger.fingerprint),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "stdout: {}", out.stdout);
+}
+
+#[test]
+fn a_passphrase_key_is_unlocked_through_askpass() {
+    let fx = Fixture::new();
+    let locked = keygen(fx.path(), "locked", "ed25519", &["-N", "secret"]);
+    // ssh-keygen's last -N wins; make sure the key really is encrypted.
+    let text = std::fs::read_to_string(&locked.private).expect("key file");
+    assert!(
+        ccrelay::auth::load_private_key(&locked.private)
+            .expect("loads")
+            .is_encrypted(),
+        "test key is not encrypted: {}",
+        text.len()
+    );
+    let keys = std::fs::read_to_string(fx.authorized_keys()).expect("keys file");
+    std::fs::write(
+        fx.authorized_keys(),
+        format!("{keys}{}\n", locked.public_line),
+    )
+    .expect("keys written");
+    let server = fx.start(ServerOptions::default());
+    let askpass = |name: &str, pass: &str| {
+        let path = fx.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nprintf '%s\\n' '{pass}'\n")).expect("script");
+        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        path
+    };
+    let good = askpass("askpass-good", "secret");
+    let mut cmd = attach_cmd(
+        &fx,
+        &["--prompt", "hello", "-i", &key_arg(&locked), &server.url],
+    );
+    cmd.env("SSH_ASKPASS", &good)
+        .env("SSH_ASKPASS_REQUIRE", "force");
+    let out = run(cmd);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("You said: hello"), "{}", out.stdout);
+
+    let bad = askpass("askpass-bad", "wrong");
+    let mut cmd = attach_cmd(
+        &fx,
+        &["--prompt", "hello", "-i", &key_arg(&locked), &server.url],
+    );
+    cmd.env("SSH_ASKPASS", &bad)
+        .env("SSH_ASKPASS_REQUIRE", "force");
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("wrong passphrase"), "{}", out.stderr);
+    assert!(out.stderr.contains(&locked.fingerprint), "{}", out.stderr);
+}
+
+#[test]
+fn connection_and_usage_errors_exit_2_with_a_clear_message() {
+    let fx = Fixture::new();
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(attach_cmd(
+        &fx,
+        &["--prompt", "x", "-i", &key_arg(&fx.owner), &addr],
+    ));
+    assert_eq!(out.code(), Some(2));
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot connect to ws://127.0.0.1:{port}/v1/ws: connection refused"
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = run(attach_cmd(
+        &fx,
+        &["-i", &key_arg(&fx.owner), "wss://127.0.0.1:1"],
+    ));
+    assert_eq!(out.code(), Some(2));
+    assert!(
+        out.stderr.contains("wss:// is not supported yet"),
+        "{}",
+        out.stderr
+    );
+    let out = run(attach_cmd(&fx, &["--allow", "127.0.0.1:1"]));
+    assert_eq!(out.code(), Some(2), "clap usage error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_server_is_reported_with_its_retry_after() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&["--max-connections", "1"]));
+    // Holds the only slot (authenticated, so it stays).
+    let _holder = server.client(&fx.owner2, Some("holder")).await;
+    let out = tokio::task::spawn_blocking({
+        let cmd = attach_cmd(
+            &fx,
+            &["--prompt", "x", "-i", &key_arg(&fx.owner), &server.url],
+        );
+        move || run(cmd)
+    })
+    .await
+    .expect("client run");
+    assert_eq!(out.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("HTTP 503"), "{}", out.stderr);
+    assert!(out.stderr.contains("retry after"), "{}", out.stderr);
+}
+
+#[test]
+fn reconnect_across_a_server_restart_shows_every_event_once() {
+    let fx = Fixture::new();
+    let mut server = fx.start(ServerOptions::default());
+    let addr = server.addr.to_string();
+    let key = key_arg(&fx.owner);
+    let scripted = Live::spawn(attach_cmd(
+        &fx,
+        &["--prompt", "slow", "--json", "-i", &key, &server.url],
+    ));
+    // A human-mode watcher (stdin closed: it only shows the session).
+    let watcher = Live::spawn(attach_cmd(
+        &fx,
+        &["-i", &key, "--device", "watcher", &server.url],
+    ));
+    scripted.wait_stdout("5 streamed deltas", Duration::from_secs(30), |s| {
+        s.matches("text_delta").count() >= 5
+    });
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        server.wait_exit(Duration::from_secs(10)).is_some(),
+        "server killed"
+    );
+    drop(server);
+    let _server = fx.start(ServerOptions::default().listen(&addr));
+
+    let out = scripted.wait(CLIENT_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "the killed turn is aborted\nstdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("reconnecting"),
+        "stderr: {}",
+        out.stderr
+    );
+    let lines = out.json_lines();
+    let seqs: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["seq"].as_u64().expect("seq"))
+        .collect();
+    let first = *seqs.first().expect("events");
+    let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "seqs must be contiguous with no duplicates");
+    let evs = events(&lines);
+    let prompt_id = evs
+        .iter()
+        .find(|e| e["type"] == "relay.prompt")
+        .and_then(|e| e["prompt_id"].as_str())
+        .expect("relay.prompt");
+    assert!(
+        evs.iter().any(|e| e["type"] == "relay.turn"
+            && e["phase"] == "aborted"
+            && e["prompt_id"] == prompt_id),
+        "no aborted turn: {}",
+        out.stdout
+    );
+    let deltas: Vec<String> = evs
+        .iter()
+        .filter(|e| e["event"]["delta"]["type"] == "text_delta")
+        .map(|e| {
+            e["event"]["delta"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..deltas.len()).map(|i| format!("slow-{i}")).collect();
+    assert_eq!(deltas, expected, "every delta once, in order");
+
+    watcher.wait_stdout("the aborted turn", Duration::from_secs(30), |s| {
+        s.contains("turn aborted")
+    });
+    let shown = watcher.stdout();
+    for d in &deltas {
+        assert_eq!(
+            shown.matches(&format!("{d} ")).count(),
+            1,
+            "{d} shown once in:\n{shown}"
+        );
+    }
+    assert_eq!(
+        shown.matches("▶ ").count(),
+        1,
+        "the prompt shown once:\n{shown}"
+    );
+    assert!(
+        watcher.stderr().contains("reconnected"),
+        "{}",
+        watcher.stderr()
+    );
+}
+
+/// The empty editor line (capture-pane drops the trailing space of "> ").
+fn is_editor_line(line: &str) -> bool {
+    line == ">" || line.starts_with("> ")
+}
+
+/// A tmux server of the test's own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Tmux {
+            socket: format!("ccrelay-attach-{}-{nanos}", std::process::id()),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self, session: &str) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", session])
+    }
+
+    /// Poll the screen until `pred` holds; returns it.
+    fn wait_for(&self, session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let screen = self.screen(session);
+            if pred(&screen) {
+                return screen;
+            }
+            if Instant::now() >= deadline {
+                panic!("{session}: timed out waiting for {what}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_terminals_share_a_permission_prompt() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let tmux = Tmux::new();
+    for device in ["laptop", "phone"] {
+        let command = format!(
+            "env -u SSH_AUTH_SOCK HOME={} NO_COLOR=1 {} attach -i {} --device {device} {}; echo CLIENT-EXITED $?; sleep 600",
+            home.display(),
+            ccrelay_bin(),
+            fx.owner.private.display(),
+            server.url
+        );
+        tmux.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            device,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &command,
+        ]);
+    }
+    for device in ["laptop", "phone"] {
+        tmux.wait_for(device, "the editor", |s| {
+            s.contains("connected to") && s.lines().any(is_editor_line)
+        });
+    }
+    tmux.wait_for("laptop", "the phone joining", |s| {
+        s.contains("phone joined")
+    });
+
+    let mut script = server.client(&fx.owner2, Some("script")).await;
+    script.attach("default", None).await;
+    let reply = script.prompt("please run-bash").await;
+    let prompt_id = reply["prompt_id"].as_str().expect("prompt_id").to_string();
+
+    for device in ["laptop", "phone"] {
+        let screen = tmux.wait_for(device, "the permission prompt", |s| {
+            s.contains("Allow Bash? [y] yes")
+        });
+        assert!(screen.contains("▶ script: please run-bash"), "{screen}");
+        assert!(
+            screen.contains("? permission: Bash sh -c 'echo relay-ok'"),
+            "{screen}"
+        );
+    }
+    tmux.tmux(&["send-keys", "-t", "laptop", "y"]);
+
+    let phone = tmux.wait_for("phone", "the answer from laptop", |s| {
+        s.contains("✓ Bash allowed by laptop") && !s.contains("Allow Bash?")
+    });
+    assert!(!phone.contains("laptop (you)"), "{phone}");
+    let laptop = tmux.wait_for("laptop", "its own answer", |s| {
+        s.contains("✓ Bash allowed by laptop (you)") && !s.contains("Allow Bash?")
+    });
+    assert!(laptop.lines().any(is_editor_line), "editor back:\n{laptop}");
+    let (_ended, _) = script.wait_turn(&prompt_id, &["ended"]).await;
+    tmux.wait_for("phone", "the tool output", |s| {
+        s.contains("relay-ok") && s.contains("✓ done")
+    });
+
+    // Ctrl-D on an empty line quits with 0.
+    for device in ["laptop", "phone"] {
+        tmux.tmux(&["send-keys", "-t", device, "C-d"]);
+        tmux.wait_for(device, "the exit", |s| s.contains("CLIENT-EXITED 0"));
+    }
+}
+
+#[test]
+fn lines_on_stdin_are_prompts() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let mut cmd = attach_cmd(&fx, &["--json", "-i", &key_arg(&fx.owner), &server.url]);
+    cmd.stdin(Stdio::piped());
+    let mut live = Live::spawn(cmd);
+    {
+        use std::io::Write as _;
+        let stdin = live.child.stdin.as_mut().expect("stdin piped");
+        stdin.write_all(b"hello from a pipe\n").expect("written");
+    }
+    live.wait_stdout("the turn's end", Duration::from_secs(30), |s| {
+        s.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["event"]["type"] == "relay.turn" && v["event"]["phase"] == "ended")
+    });
+    let out = live.stdout();
+    assert!(out.contains("You said: hello from a pipe"), "{out}");
+    // Every stdout line is JSON; the human messages went to stderr.
+    for l in out.lines() {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}
