@@ -12,6 +12,7 @@
 //! - `journal`: the durable per-session event journal;
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
+//! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod guard;
 pub mod journal;
 pub mod logging;
 pub mod metrics;

@@ -21,6 +21,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: &'static str,
 }
@@ -83,6 +88,9 @@ pub struct Metrics {
     pub prompts: Family<SessionLabel, Counter>,
     pub queued_prompts: Family<SessionLabel, Gauge>,
     pub memory_shed: Counter,
+    pub memory_buffered: Family<KindLabel, Gauge>,
+    pub memory_limit: Gauge,
+    pub accept_errors: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -107,7 +115,7 @@ impl Metrics {
             }};
         }
         let latency_buckets = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
-        let metrics = Metrics {
+        Metrics {
             connections_open: reg!(
                 "connections_open",
                 "Open WebSocket connections by authentication state",
@@ -233,9 +241,25 @@ impl Metrics {
                 "Clients shed (close 1013) because buffered memory neared its limit",
                 Counter::default()
             ),
+            memory_buffered: reg!(
+                "memory_buffered",
+                "Bytes buffered for clients, by kind (queues: frames waiting in client queues; tails: in-memory event tails)",
+                Unit::Bytes,
+                Family::<KindLabel, Gauge>::default()
+            ),
+            memory_limit: reg!(
+                "memory_limit",
+                "The --memory-limit for buffered bytes (refuse from 80 %, shed from 95 %)",
+                Unit::Bytes,
+                Gauge::default()
+            ),
+            accept_errors: reg!(
+                "accept_errors",
+                "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
             registry,
-        };
-        metrics
+        }
     }
 
     /// Register the Linux process collector (RSS, fds, CPU). Separate so tests can skip it.
@@ -260,6 +284,17 @@ impl Metrics {
                 code: code.as_str(),
             })
             .inc();
+    }
+
+    /// Copy the memory guard's accounting into its gauges (called before a scrape).
+    pub fn record_memory(&self, guard: &crate::guard::MemoryGuard) {
+        let set = |kind, v: u64| {
+            self.memory_buffered
+                .get_or_create(&KindLabel { kind })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set("queues", guard.queued());
+        set("tails", guard.tails());
     }
 
     pub fn session_label(session: &str) -> SessionLabel {

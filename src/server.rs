@@ -2,7 +2,9 @@
 //!
 //! Owns: binding listeners, the listening line on stdout, admission before the
 //! WebSocket upgrade (auth-failure throttle → connection limit → Origin), the
-//! health, readiness and metrics endpoints, signals, and the shutdown order:
+//! health, readiness and metrics endpoints, accept errors (back off and retry on
+//! resource exhaustion; a listener that can no longer accept is a fatal fault),
+//! the memory guard's shedder, signals, and the shutdown order:
 //! stop accepting → close every client (1001, or 1011 after a fatal fault) →
 //! stop agents → flush journals → exit. Must not: parse frames (connection) or
 //! hold session state (session).
@@ -19,6 +21,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,6 +32,7 @@ use crate::auth::{AuthThrottle, KeyStore};
 use crate::config::Config;
 use crate::connection;
 use crate::connection::writer::CloseRequest;
+use crate::guard::MemoryGuard;
 use crate::metrics::{self, Metrics, ReasonLabel};
 use crate::protocol::close_code;
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
@@ -63,6 +67,13 @@ fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError
     }
 }
 
+/// `Retry-After` of a refusal under memory pressure.
+const MEMORY_RETRY_AFTER_SECS: u64 = 5;
+/// First pause after an accept error caused by resource exhaustion (doubles each time).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts while resources are exhausted.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// State shared by the HTTP handlers and every connection.
 #[derive(Debug)]
 pub struct Shared {
@@ -75,6 +86,8 @@ pub struct Shared {
     /// Cancelled to close every connection (shutdown or fatal fault).
     pub conn_shutdown: CancellationToken,
     pub fatal: FatalSignal,
+    /// Bytes buffered in client queues and event tails, against `--memory-limit`.
+    pub memory: Arc<MemoryGuard>,
     slots: Arc<Semaphore>,
     connections: TaskTracker,
     next_conn: AtomicU64,
@@ -165,6 +178,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
 
     let metrics = Arc::new(Metrics::new().with_process_collector());
+    metrics.memory_limit.set(config.memory_limit as i64);
+    let memory = MemoryGuard::new(config.memory_limit);
     let audit = Arc::new(
         AuditLog::open(&config.data_dir)
             .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,
@@ -178,6 +193,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             metrics: metrics.clone(),
             audit,
             fatal: fatal.clone(),
+            memory: memory.clone(),
         },
         session_stop.clone(),
         &session_tasks,
@@ -197,6 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         server_id,
         conn_shutdown: CancellationToken::new(),
         fatal: fatal.clone(),
+        memory: memory.clone(),
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
@@ -211,9 +228,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     }
     let app = app.with_state(shared.clone());
     let accept_stop = CancellationToken::new();
+    let shedder = tokio::spawn(
+        memory
+            .clone()
+            .run(shared.metrics.clone(), accept_stop.clone()),
+    );
     let http = tokio::spawn({
         let stop = accept_stop.clone();
         let fatal = fatal.clone();
+        // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` impl applies.
+        let listener = GuardedListener::new(listener, "listen", &shared).tap_io(|_| {});
         async move {
             let served = axum::serve(
                 listener,
@@ -232,6 +256,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             .route("/healthz", get(healthz))
             .with_state(shared.clone());
         let stop = accept_stop.clone();
+        let l = GuardedListener::new(l, "metrics-listen", &shared);
         tokio::spawn(async move {
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -281,6 +306,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     watcher_stop.cancel();
     let _ = watcher.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    let _ = shedder.await;
     if let Some(h) = metrics_http {
         let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
     }
@@ -355,6 +381,16 @@ async fn ws_handler(
             "throttle",
             json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": wait.as_secs().max(1)}),
             Some(wait.as_secs().max(1)),
+        );
+    }
+    if shared.memory.refusing() {
+        tracing::warn!(peer = %peer, used_bytes = shared.memory.used(), limit_bytes = shared.memory.limit(), "refused: memory pressure");
+        return refuse(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory",
+            json!({"error": "overloaded", "message": "the server is under memory pressure; retry later"}),
+            Some(MEMORY_RETRY_AFTER_SECS),
         );
     }
     let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
@@ -484,9 +520,127 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    shared.metrics.record_memory(&shared.memory);
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         shared.metrics.encode(),
     )
         .into_response()
+}
+
+/// A TCP listener that survives accept errors: resource exhaustion (out of file
+/// descriptors, buffers or memory) is logged once per episode, counted, and
+/// retried with an exponential back-off while existing connections keep being
+/// served; transient per-connection errors are skipped; an error that means the
+/// listening socket itself is broken raises a fatal fault.
+struct GuardedListener {
+    inner: TcpListener,
+    name: &'static str,
+    metrics: Arc<Metrics>,
+    fatal: FatalSignal,
+    /// Failures of the current episode and when it began.
+    failing: Option<(u64, Instant)>,
+    backoff: Duration,
+}
+
+impl GuardedListener {
+    fn new(inner: TcpListener, name: &'static str, shared: &Shared) -> Self {
+        GuardedListener {
+            inner,
+            name,
+            metrics: shared.metrics.clone(),
+            fatal: shared.fatal.clone(),
+            failing: None,
+            backoff: ACCEPT_BACKOFF_MIN,
+        }
+    }
+}
+
+/// How an accept error is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// One incoming connection failed; try the next at once.
+    Connection,
+    /// Out of descriptors, buffers or memory: back off and retry.
+    Resources,
+    /// The listening socket is unusable.
+    Fatal,
+}
+
+fn classify_accept_error(e: &std::io::Error) -> AcceptError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Resources,
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP) => {
+            AcceptError::Fatal
+        }
+        // ECONNABORTED, EPROTO, EPERM and the network errors Linux passes on from
+        // the new socket: that connection is lost, the listener is fine.
+        _ => AcceptError::Connection,
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let err = match self.inner.accept().await {
+                Ok(accepted) => {
+                    if let Some((failures, since)) = self.failing.take() {
+                        tracing::info!(
+                            listener = self.name,
+                            failures,
+                            after_ms = since.elapsed().as_millis() as u64,
+                            "accepting connections again"
+                        );
+                    }
+                    self.backoff = ACCEPT_BACKOFF_MIN;
+                    return accepted;
+                }
+                Err(e) => e,
+            };
+            let kind = classify_accept_error(&err);
+            self.metrics
+                .accept_errors
+                .get_or_create(&ReasonLabel {
+                    reason: match kind {
+                        AcceptError::Connection => "connection",
+                        AcceptError::Resources => "resources",
+                        AcceptError::Fatal => "fatal",
+                    },
+                })
+                .inc();
+            match kind {
+                AcceptError::Connection => {
+                    tracing::debug!(listener = self.name, error = %err, "accept failed for one connection");
+                }
+                AcceptError::Resources => {
+                    match &mut self.failing {
+                        Some((failures, _)) => *failures += 1,
+                        None => {
+                            tracing::warn!(
+                                listener = self.name,
+                                error = %err,
+                                "cannot accept connections (out of resources); retrying with back-off, existing connections are served"
+                            );
+                            self.failing = Some((1, Instant::now()));
+                        }
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+                AcceptError::Fatal => {
+                    self.fatal
+                        .raise(format!("listener {} failed: {err}", self.name));
+                    // The shutdown stops this future; accept nothing more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
