@@ -286,6 +286,60 @@ impl Metrics {
             .inc();
     }
 
+    /// Create the series of every bounded label set at zero, so each family is
+    /// exposed (with its type) from the first scrape and `rate()` sees the first
+    /// increment. Per-session series are created for the configured sessions.
+    pub fn init_series<'a>(&self, sessions: impl IntoIterator<Item = &'a str>) {
+        for state in ["unauthenticated", "authenticated"] {
+            self.connections_open.get_or_create(&StateLabel { state });
+        }
+        for reason in REFUSED_REASONS {
+            self.connections_refused
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for reason in CLOSED_REASONS {
+            self.connections_closed
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for reason in ["connection", "resources", "fatal"] {
+            self.accept_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for (result, key_type) in [("failed", "unknown"), ("timeout", "none")] {
+            self.auth_attempts.get_or_create(&AuthLabels {
+                result,
+                key_type: key_type.to_string(),
+            });
+        }
+        for r#type in FRAME_IN_TYPES {
+            self.frames_in.get_or_create(&FrameKind { r#type });
+        }
+        for r#type in FRAME_OUT_TYPES {
+            self.frames_out.get_or_create(&FrameKind { r#type });
+        }
+        for code in ERROR_CODES {
+            self.errors_sent.get_or_create(&CodeLabel { code });
+        }
+        for kind in ["queues", "tails"] {
+            self.memory_buffered.get_or_create(&KindLabel { kind });
+        }
+        for session in sessions {
+            let label = Self::session_label(session);
+            self.clients_attached.get_or_create(&label);
+            self.agent_up.get_or_create(&label);
+            self.prompts.get_or_create(&label);
+            self.events_appended.get_or_create(&label);
+            self.journal_bytes.get_or_create(&label);
+            self.pending_requests.get_or_create(&label);
+            self.queued_prompts.get_or_create(&label);
+            for cause in ["crashed", "hung", "stopped"] {
+                self.agent_restarts.get_or_create(&SessionCauseLabels {
+                    session: session.to_string(),
+                    cause,
+                });
+            }
+        }
+    }
+
     /// Copy the memory guard's accounting into its gauges (called before a scrape).
     pub fn record_memory(&self, guard: &crate::guard::MemoryGuard) {
         let set = |kind, v: u64| {
@@ -303,6 +357,75 @@ impl Metrics {
         }
     }
 }
+
+/// `reason` of `ccrelay_connections_refused_total`.
+pub const REFUSED_REASONS: &[&str] = &[
+    "throttle",
+    "memory",
+    "limit",
+    "origin",
+    "shutdown",
+    "not_websocket",
+];
+/// `reason` of `ccrelay_connections_closed_total`.
+pub const CLOSED_REASONS: &[&str] = &[
+    "client",
+    "protocol",
+    "auth_timeout",
+    "revoked",
+    "idle",
+    "lagging",
+    "shed",
+    "shutdown",
+    "closed",
+    "broken",
+];
+/// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
+const FRAME_IN_TYPES: &[&str] = &[
+    "auth.response",
+    "ping",
+    "session.list",
+    "attach",
+    "detach",
+    "prompt",
+    "respond",
+    "interrupt",
+    "session.restart",
+    "invalid",
+    "binary",
+    "too_large",
+];
+/// `type` of `ccrelay_frames_out_total`.
+const FRAME_OUT_TYPES: &[&str] = &[
+    "auth.challenge",
+    "auth.ok",
+    "error",
+    "pong",
+    "session.list",
+    "attached",
+    "detached",
+    "ok",
+    "presence",
+    "event",
+];
+/// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
+const ERROR_CODES: &[&str] = &[
+    "bad_json",
+    "bad_message",
+    "unknown_type",
+    "not_authenticated",
+    "auth_failed",
+    "auth_timeout",
+    "forbidden",
+    "no_such_session",
+    "not_attached",
+    "not_pending",
+    "rate_limited",
+    "too_large",
+    "agent_unavailable",
+    "overloaded",
+    "internal",
+];
 
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -178,7 +178,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
 
     let metrics = Arc::new(Metrics::new().with_process_collector());
-    metrics.memory_limit.set(config.memory_limit as i64);
+    metrics.init_series(config.sessions.iter().map(|s| s.name.as_str()));
+    metrics
+        .memory_limit
+        .set(i64::try_from(config.memory_limit).unwrap_or(i64::MAX));
     let memory = MemoryGuard::new(config.memory_limit);
     let audit = Arc::new(
         AuditLog::open(&config.data_dir)

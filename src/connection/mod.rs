@@ -227,7 +227,8 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
                     Flow::Continue => {}
                     Flow::Close(code, reason) => {
                         conn.ordered_close(code, &reason);
-                        break "protocol";
+                        // A normal close here is the client's (close frame, EOF or read error).
+                        break if code == close_code::NORMAL { "client" } else { "protocol" };
                     }
                 }
             }
