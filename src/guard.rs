@@ -9,6 +9,10 @@
 //! 2. from [`SHED_PERCENT`], the client holding the most queued bytes is closed
 //!    with 1013 (PROTOCOL.md §2), one at a time, until usage is back under it.
 //!
+//! Refusing lasts at least [`REFUSE_HOLD`] after usage was last seen at the
+//! refuse level, so the clients just shed (and everyone else) do not rush back in
+//! and rebuild the backlog the moment it drained.
+//!
 //! Event frames are refcounted and shared between the tail and every queue, so
 //! the sum over-counts what is really held: the guard errs on the safe side.
 //! Must not: know about sockets or sessions — connections and sessions report
@@ -16,7 +20,7 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +35,8 @@ pub const MIN_MEMORY_LIMIT: u64 = 1024 * 1024;
 pub const REFUSE_PERCENT: u64 = 80;
 /// Clients are shed from this share of the limit.
 pub const SHED_PERCENT: u64 = 95;
+/// How long new connections stay refused after usage was last seen at the refuse level.
+pub const REFUSE_HOLD: Duration = Duration::from_secs(2);
 /// Only a client holding at least limit / this many bytes is worth shedding.
 const MIN_SHED_DIVISOR: u64 = 64;
 /// At most this many clients are shed per wake-up (the rest wait for the next).
@@ -71,6 +77,9 @@ pub struct MemoryGuard {
     wake: Notify,
     /// The level last logged, so each transition is logged once.
     logged: AtomicU8,
+    /// Refuse until this many ms after `created` (see [`REFUSE_HOLD`]).
+    refuse_until_ms: AtomicU64,
+    created: Instant,
 }
 
 impl MemoryGuard {
@@ -85,6 +94,8 @@ impl MemoryGuard {
             queues: Mutex::new(Vec::new()),
             wake: Notify::new(),
             logged: AtomicU8::new(Pressure::Normal as u8),
+            refuse_until_ms: AtomicU64::new(0),
+            created: Instant::now(),
         })
     }
 
@@ -112,11 +123,16 @@ impl MemoryGuard {
         self.queued().saturating_add(self.tails())
     }
 
+    /// The current level. At or above the refuse level, this (re)starts the refuse hold.
     pub fn pressure(&self) -> Pressure {
         let used = self.used();
         if used >= self.shed_at {
+            self.hold_refusal();
             Pressure::Shed
         } else if used >= self.refuse_at {
+            self.hold_refusal();
+            Pressure::Refuse
+        } else if self.elapsed_ms() < self.refuse_until_ms.load(Ordering::Relaxed) {
             Pressure::Refuse
         } else {
             Pressure::Normal
@@ -125,7 +141,16 @@ impl MemoryGuard {
 
     /// Whether new connections must be refused now.
     pub fn refusing(&self) -> bool {
-        self.used() >= self.refuse_at
+        self.pressure() >= Pressure::Refuse
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn hold_refusal(&self) {
+        let until = self.elapsed_ms() + REFUSE_HOLD.as_millis() as u64;
+        self.refuse_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
     /// A new connection's queue account, registered for shedding.
@@ -354,6 +379,10 @@ mod tests {
         drop(tail);
         assert_eq!(guard.used(), 0);
         assert_eq!(q.bytes(), 0);
+        // Refusal outlasts the pressure by the hold.
+        assert_eq!(guard.pressure(), Pressure::Refuse);
+        guard.refuse_until_ms.store(0, Ordering::Relaxed);
+        assert_eq!(guard.pressure(), Pressure::Normal);
     }
 
     #[test]

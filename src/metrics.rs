@@ -291,48 +291,50 @@ impl Metrics {
     /// increment. Per-session series are created for the configured sessions.
     pub fn init_series<'a>(&self, sessions: impl IntoIterator<Item = &'a str>) {
         for state in ["unauthenticated", "authenticated"] {
-            self.connections_open.get_or_create(&StateLabel { state });
+            let _ = self.connections_open.get_or_create(&StateLabel { state });
         }
         for reason in REFUSED_REASONS {
-            self.connections_refused
+            let _ = self
+                .connections_refused
                 .get_or_create(&ReasonLabel { reason });
         }
         for reason in CLOSED_REASONS {
-            self.connections_closed
+            let _ = self
+                .connections_closed
                 .get_or_create(&ReasonLabel { reason });
         }
         for reason in ["connection", "resources", "fatal"] {
-            self.accept_errors.get_or_create(&ReasonLabel { reason });
+            let _ = self.accept_errors.get_or_create(&ReasonLabel { reason });
         }
         for (result, key_type) in [("failed", "unknown"), ("timeout", "none")] {
-            self.auth_attempts.get_or_create(&AuthLabels {
+            let _ = self.auth_attempts.get_or_create(&AuthLabels {
                 result,
                 key_type: key_type.to_string(),
             });
         }
         for r#type in FRAME_IN_TYPES {
-            self.frames_in.get_or_create(&FrameKind { r#type });
+            let _ = self.frames_in.get_or_create(&FrameKind { r#type });
         }
         for r#type in FRAME_OUT_TYPES {
-            self.frames_out.get_or_create(&FrameKind { r#type });
+            let _ = self.frames_out.get_or_create(&FrameKind { r#type });
         }
         for code in ERROR_CODES {
-            self.errors_sent.get_or_create(&CodeLabel { code });
+            let _ = self.errors_sent.get_or_create(&CodeLabel { code });
         }
         for kind in ["queues", "tails"] {
-            self.memory_buffered.get_or_create(&KindLabel { kind });
+            let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
         }
         for session in sessions {
             let label = Self::session_label(session);
-            self.clients_attached.get_or_create(&label);
-            self.agent_up.get_or_create(&label);
-            self.prompts.get_or_create(&label);
-            self.events_appended.get_or_create(&label);
-            self.journal_bytes.get_or_create(&label);
-            self.pending_requests.get_or_create(&label);
-            self.queued_prompts.get_or_create(&label);
+            let _ = self.clients_attached.get_or_create(&label);
+            let _ = self.agent_up.get_or_create(&label);
+            let _ = self.prompts.get_or_create(&label);
+            let _ = self.events_appended.get_or_create(&label);
+            let _ = self.journal_bytes.get_or_create(&label);
+            let _ = self.pending_requests.get_or_create(&label);
+            let _ = self.queued_prompts.get_or_create(&label);
             for cause in ["crashed", "hung", "stopped"] {
-                self.agent_restarts.get_or_create(&SessionCauseLabels {
+                let _ = self.agent_restarts.get_or_create(&SessionCauseLabels {
                     session: session.to_string(),
                     cause,
                 });

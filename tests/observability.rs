@@ -767,6 +767,24 @@ async fn replaced_data_dir_shuts_down_with_1011_and_exit_1() {
     .await;
 }
 
+async fn connect_with_small_receive_buffer(server: &TestServer) -> common::TestClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        server.url.as_str(),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        None,
+    )
+    .await
+    .expect("websocket connects");
+    common::TestClient {
+        ws,
+        challenge: None,
+        client_id: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn memory_pressure_refuses_then_sheds_the_slow_client() {
     let fx = Fixture::new();
@@ -783,7 +801,12 @@ async fn memory_pressure_refuses_then_sheds_the_slow_client() {
     let mut reader = server.client(&fx.owner, Some("reader")).await;
     let attached = reader.attach("default", None).await;
     let mut last_seq = attached["replay_from"].as_u64().unwrap() - 1;
-    let mut slow = server.client(&fx.owner2, Some("slow")).await;
+    // A client that stops reading. Its socket's receive buffer is pinned small
+    // (loopback autotuning would otherwise let the kernel absorb the whole
+    // flood), so what it does not read piles up in its queue at the server.
+    let mut slow = connect_with_small_receive_buffer(&server).await;
+    let ok = slow.authenticate(&fx.owner2, Some("slow")).await;
+    assert_eq!(ok["type"], "auth.ok");
     slow.attach("default", None).await;
 
     // Knock on the door while the flood runs.
@@ -880,6 +903,18 @@ async fn memory_pressure_refuses_then_sheds_the_slow_client() {
     );
     // Pressure is gone: the buffered bytes drained and connections are accepted again.
     assert_eq!(m.value("ccrelay_memory_limit_bytes", &[]), 4194304.0);
+    // After the refuse hold, connections are accepted again.
+    let mut accepted = false;
+    for _ in 0..200 {
+        let (status, _, _) = http_request(server.addr, &upgrade_request(server.addr, "")).await;
+        if status == 101 {
+            accepted = true;
+            break;
+        }
+        assert_eq!(status, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "still refusing long after the pressure ended");
     let mut late = server.client(&fx.owner2, Some("late")).await;
     assert_eq!(
         late.request(json!({"type": "ping"}), "p").await["type"],
