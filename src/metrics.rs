@@ -91,6 +91,7 @@ pub struct Metrics {
     pub memory_buffered: Family<KindLabel, Gauge>,
     pub memory_limit: Gauge,
     pub accept_errors: Family<ReasonLabel, Counter>,
+    pub auth_throttle_addresses: Gauge,
 }
 
 impl Default for Metrics {
@@ -251,6 +252,11 @@ impl Metrics {
                 "memory_limit",
                 "The --memory-limit for buffered bytes (refuse from 80 %, shed from 95 %)",
                 Unit::Bytes,
+                Gauge::default()
+            ),
+            auth_throttle_addresses: reg!(
+                "auth_throttle_addresses",
+                "Addresses tracked by the auth-failure throttle (refusals: ccrelay_connections_refused_total{reason=\"throttle\"})",
                 Gauge::default()
             ),
             accept_errors: reg!(

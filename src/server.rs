@@ -166,13 +166,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await
         .map_err(|e| config_error("listen", format!("cannot listen on {}: {e}", config.listen)))?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) if addr != config.listen => {
+        // Port 0 means "any free port": a separate listener even if --listen is also :0.
+        Some(addr) if addr != config.listen || addr.port() == 0 => {
             Some(TcpListener::bind(addr).await.map_err(|e| {
                 config_error("metrics-listen", format!("cannot listen on {addr}: {e}"))
             })?)
         }
         _ => None,
     };
+    let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
@@ -273,7 +275,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
         let _ = out.flush();
     }
-    tracing::info!(addr = %local, server_id = %shared.server_id, sessions = config.sessions.len(), "listening");
+    tracing::info!(
+        addr = %local,
+        metrics_addr = %metrics_local.unwrap_or(local),
+        server_id = %shared.server_id,
+        sessions = config.sessions.len(),
+        "listening"
+    );
 
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("shutting down"),
@@ -490,19 +498,32 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs_f64(),
         "connections": shared.open_connections(),
+        "memory": memory_detail(&shared),
         "sessions": sessions,
     }))
     .into_response()
 }
 
+fn memory_detail(shared: &Shared) -> Value {
+    json!({
+        "buffered_bytes": shared.memory.used(),
+        "limit_bytes": shared.memory.limit(),
+        "pressure": shared.memory.pressure().as_str(),
+    })
+}
+
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let (sessions_ok, sessions) = session_detail(&shared);
-    let accepting = !shared.conn_shutdown.is_cancelled();
-    let ready = sessions_ok && accepting;
+    let shutting_down = shared.conn_shutdown.is_cancelled();
+    // Under memory pressure new connections are refused: not ready for more.
+    let refusing = shared.memory.refusing();
+    let ready = sessions_ok && !shutting_down && !refusing;
     let mut body = json!({"ready": ready, "sessions": sessions});
     if !ready {
-        let reason = if !accepting {
+        let reason = if shutting_down {
             "shutting down".to_string()
+        } else if refusing {
+            "memory pressure: refusing new connections".to_string()
         } else {
             let failed: Vec<String> = shared
                 .sessions
@@ -524,6 +545,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     shared.metrics.record_memory(&shared.memory);
+    shared
+        .metrics
+        .auth_throttle_addresses
+        .set(i64::try_from(shared.throttle.tracked()).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         shared.metrics.encode(),

@@ -188,6 +188,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("ccrelay_memory_buffered_bytes", "gauge"),
     ("ccrelay_memory_limit_bytes", "gauge"),
     ("ccrelay_accept_errors", "counter"),
+    ("ccrelay_auth_throttle_addresses", "gauge"),
     ("ccrelay_process_resident_memory_bytes", "gauge"),
     ("ccrelay_process_open_fds", "gauge"),
     ("ccrelay_process_max_fds", "gauge"),
@@ -928,5 +929,69 @@ async fn memory_pressure_refuses_then_sheds_the_slow_client() {
     );
     assert!(
         after.value("ccrelay_memory_buffered_bytes", &[("kind", "tails")]) <= 262144.0 + 65536.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_apart_and_health_is_complete() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&["--metrics-listen", "127.0.0.1:0"]));
+    let health = wait_ready(&server).await;
+    for key in [
+        "status",
+        "version",
+        "uptime_s",
+        "connections",
+        "memory",
+        "sessions",
+    ] {
+        assert!(!health[key].is_null(), "healthz lacks {key}: {health}");
+    }
+    let session = &health["sessions"]["default"];
+    for key in [
+        "state",
+        "head",
+        "clients",
+        "agent_pid",
+        "agent_uptime_s",
+        "restarts",
+        "pending",
+        "queued",
+    ] {
+        assert!(
+            !session[key].is_null(),
+            "healthz session lacks {key}: {session}"
+        );
+    }
+    assert_eq!(health["memory"]["pressure"], "normal");
+    let (status, _, body) = server.http_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    let listening = server
+        .log_json()
+        .into_iter()
+        .find(|l| l["message"] == "listening")
+        .expect("listening line logged");
+    let metrics_addr: SocketAddr = listening["metrics_addr"]
+        .as_str()
+        .expect("metrics_addr logged")
+        .parse()
+        .unwrap();
+    assert_ne!(metrics_addr, server.addr);
+    let (status, _, body) = http_request(
+        metrics_addr,
+        &format!("GET /metrics HTTP/1.1\r\nHost: {metrics_addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("ccrelay_connections_accepted_total"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"));
+    let (status, _, _) = server.http_get("/metrics").await;
+    assert_eq!(
+        status, 404,
+        "metrics are not on the public listener when --metrics-listen is set"
     );
 }
