@@ -73,6 +73,8 @@ const MEMORY_RETRY_AFTER_SECS: u64 = 5;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while resources are exhausted.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one accept-exhaustion warning this often.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// State shared by the HTTP handlers and every connection.
 #[derive(Debug)]
@@ -569,6 +571,9 @@ struct GuardedListener {
     /// Failures of the current episode and when it began.
     failing: Option<(u64, Instant)>,
     backoff: Duration,
+    /// When an episode was last logged at warn level (episodes can flap as single
+    /// descriptors free up; at most one warning per [`ACCEPT_WARN_EVERY`]).
+    warned: Option<Instant>,
 }
 
 impl GuardedListener {
@@ -580,6 +585,7 @@ impl GuardedListener {
             fatal: shared.fatal.clone(),
             failing: None,
             backoff: ACCEPT_BACKOFF_MIN,
+            warned: None,
         }
     }
 }
@@ -616,12 +622,22 @@ impl axum::serve::Listener for GuardedListener {
             let err = match self.inner.accept().await {
                 Ok(accepted) => {
                     if let Some((failures, since)) = self.failing.take() {
-                        tracing::info!(
-                            listener = self.name,
-                            failures,
-                            after_ms = since.elapsed().as_millis() as u64,
-                            "accepting connections again"
-                        );
+                        let after_ms = since.elapsed().as_millis() as u64;
+                        if self.warned.is_some_and(|w| w >= since) {
+                            tracing::info!(
+                                listener = self.name,
+                                failures,
+                                after_ms,
+                                "accepting connections again"
+                            );
+                        } else {
+                            tracing::debug!(
+                                listener = self.name,
+                                failures,
+                                after_ms,
+                                "accepting connections again"
+                            );
+                        }
                     }
                     self.backoff = ACCEPT_BACKOFF_MIN;
                     return accepted;
@@ -647,12 +663,18 @@ impl axum::serve::Listener for GuardedListener {
                     match &mut self.failing {
                         Some((failures, _)) => *failures += 1,
                         None => {
-                            tracing::warn!(
-                                listener = self.name,
-                                error = %err,
-                                "cannot accept connections (out of resources); retrying with back-off, existing connections are served"
-                            );
-                            self.failing = Some((1, Instant::now()));
+                            let now = Instant::now();
+                            if self.warned.is_none_or(|w| w.elapsed() >= ACCEPT_WARN_EVERY) {
+                                tracing::warn!(
+                                    listener = self.name,
+                                    error = %err,
+                                    "cannot accept connections (out of resources); retrying with back-off, existing connections are served"
+                                );
+                                self.warned = Some(now);
+                            } else {
+                                tracing::debug!(listener = self.name, error = %err, "cannot accept connections (out of resources)");
+                            }
+                            self.failing = Some((1, now));
                         }
                     }
                     tokio::time::sleep(self.backoff).await;

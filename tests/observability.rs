@@ -503,7 +503,7 @@ async fn file_descriptor_exhaustion_is_survived() {
         .iter()
         .filter(|l| l["message"] == "cannot accept connections (out of resources); retrying with back-off, existing connections are served")
         .count();
-    assert!(warnings >= 1 && warnings <= 3, "{warnings} warnings");
+    assert_eq!(warnings, 1, "one warning, however often the episode flaps");
 }
 
 #[tokio::test]
