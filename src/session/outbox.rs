@@ -45,12 +45,16 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    /// Bytes this item holds while queued (a journal replay is read lazily: not counted).
+    /// Bytes this item is charged while queued. A journal replay is read lazily
+    /// (not counted); an attach's tail replay shares its frames with the session's
+    /// tail, which is already counted, so only its entries are (a reconnect storm
+    /// must not look like N copies of the tail). Event frames are counted in full:
+    /// a slow client keeps them alive after the tail moved on.
     pub fn held_bytes(&self) -> u64 {
         let bytes = match self {
             Outbound::Frame { text, .. } | Outbound::Event { text, .. } => text.len(),
             Outbound::Attach { reply, tail, .. } => {
-                reply.len() + tail.iter().map(|(_, t)| t.len()).sum::<usize>()
+                reply.len() + tail.len() * std::mem::size_of::<(u64, FrameText)>()
             }
             Outbound::Close { reason, .. } => reason.len(),
         };
