@@ -212,6 +212,9 @@ pub struct ServeArgs {
     /// Journal bytes kept per session; the oldest segments are removed beyond it [default: 1073741824]
     #[arg(long, env = "CCRELAY_JOURNAL_MAX_BYTES", value_name = "BYTES")]
     pub journal_max_bytes: Option<String>,
+    /// Bytes the relay may buffer in client queues and event tails; from 80 % new connections get HTTP 503, from 95 % the slowest clients are closed with 1013 [default: 1073741824, or twice the event tails of all sessions if that is more]
+    #[arg(long, env = "CCRELAY_MEMORY_LIMIT", value_name = "BYTES")]
+    pub memory_limit: Option<String>,
     /// Failed authentications allowed per address per minute before HTTP 429 [default: 30]
     #[arg(long, env = "CCRELAY_AUTH_FAILURES_PER_MIN", value_name = "N")]
     pub auth_failures_per_min: Option<String>,

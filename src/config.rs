@@ -88,6 +88,9 @@ pub struct Config {
     pub client_queue: usize,
     pub tail_events: usize,
     pub tail_bytes: usize,
+    /// Bytes buffered in client queues and event tails before the server degrades
+    /// (see [`crate::guard`]).
+    pub memory_limit: u64,
     pub auth_failures_per_min: u32,
     pub shutdown_grace: Duration,
 }
@@ -128,6 +131,7 @@ const FILE_KEYS: &[&str] = &[
     "client-queue",
     "tail-events",
     "tail-bytes",
+    "memory-limit",
     "journal-fsync",
     "journal-segment-bytes",
     "journal-max-bytes",
@@ -616,6 +620,27 @@ impl Config {
             64 * 1024 * 1024,
             count_in(1024, 64 * 1024 * 1024 * 1024),
         )? as usize;
+        // Full tails alone must leave at least half the budget to client queues,
+        // or the server would refuse every connection once the tails fill up. The
+        // default grows with the tails; a limit given explicitly must respect it.
+        let all_tails = (tail_bytes as u64).saturating_mul(sessions.len() as u64);
+        let memory_limit = match r.optional(
+            "memory-limit",
+            args.memory_limit.as_ref(),
+            count_in(crate::guard::MIN_MEMORY_LIMIT, u64::MAX / 2),
+        )? {
+            Some(limit) if limit / 2 < all_tails => {
+                return Err(ConfigError::new(
+                    "memory-limit",
+                    format!(
+                        "{limit} bytes is less than twice the event tails ({} session(s) × --tail-bytes {tail_bytes}); raise it or lower --tail-bytes",
+                        sessions.len()
+                    ),
+                ));
+            }
+            Some(limit) => limit,
+            None => crate::guard::DEFAULT_MEMORY_LIMIT.max(all_tails.saturating_mul(2)),
+        };
         let fsync = match args.journal_fsync {
             Some(f) => f,
             None => r.parse("journal-fsync", None, FsyncPolicy::Always, parse_enum)?,
@@ -680,6 +705,7 @@ impl Config {
             client_queue,
             tail_events,
             tail_bytes,
+            memory_limit,
             auth_failures_per_min,
             shutdown_grace,
         })
@@ -753,6 +779,32 @@ mod tests {
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains(setting), "{err} should name {setting}");
         }
+    }
+
+    #[test]
+    fn memory_limit_default_and_validation() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.memory_limit, 1024 * 1024 * 1024);
+
+        let mut a = args();
+        a.memory_limit = Some("4194304".into());
+        a.tail_bytes = Some("1048576".into());
+        assert_eq!(Config::resolve(&a).unwrap().memory_limit, 4 * 1024 * 1024);
+
+        for bad in ["0", "1000", "-5", "lots"] {
+            let mut a = args();
+            a.memory_limit = Some(bad.into());
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains("--memory-limit"), "{bad}: {err}");
+        }
+        // Tails may take at most half of the budget.
+        let mut a = args();
+        a.memory_limit = Some("100000000".into());
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--memory-limit") && err.contains("--tail-bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,39 @@ use crate::cli::FsyncPolicy;
 use crate::config::JournalConfig;
 
 const HEADER_BYTES: usize = 24;
+
+/// Fault injection, for tests only: with `CCRELAY_FAULT_INJECT=journal-write-after:N`
+/// every journal append after the first N (counted over the whole process) fails
+/// as a write error would, so tests can drive the fatal-fault shutdown end to end.
+/// Unset (the only setting for real use), it costs one relaxed load per append.
+pub const FAULT_INJECT_ENV: &str = "CCRELAY_FAULT_INJECT";
+
+mod fault {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static WRITES_LEFT: OnceLock<Option<AtomicU64>> = OnceLock::new();
+
+    /// Whether the next append must fail.
+    pub(super) fn write_fails() -> bool {
+        let left = WRITES_LEFT.get_or_init(|| {
+            let spec = std::env::var(super::FAULT_INJECT_ENV).ok()?;
+            let n = spec
+                .strip_prefix("journal-write-after:")?
+                .trim()
+                .parse()
+                .ok()?;
+            tracing::warn!(spec = %spec, "journal fault injection armed (tests only)");
+            Some(AtomicU64::new(n))
+        });
+        match left {
+            None => false,
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_err(),
+        }
+    }
+}
 /// Largest frame a record may hold; anything larger is corruption.
 const MAX_RECORD_BYTES: usize = 128 * 1024 * 1024;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -148,6 +181,12 @@ impl Journal {
     /// Buffer one record. Call [`Journal::commit`] before sending the event to anyone.
     pub fn append(&mut self, seq: u64, ts_ms: u64, frame: &[u8]) -> Result<(), JournalError> {
         debug_assert!(seq > self.head, "journal seqs must increase");
+        if fault::write_fails() {
+            return Err(JournalError::Io {
+                path: self.current_path(),
+                source: io::Error::other(format!("injected write fault ({FAULT_INJECT_ENV})")),
+            });
+        }
         let need_new = match self.segments.last() {
             None => true,
             Some(s) => s.bytes >= self.config.segment_bytes,

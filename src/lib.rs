@@ -13,6 +13,7 @@
 //! - `journal`: the durable per-session event journal;
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
+//! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod guard;
 pub mod journal;
 pub mod logging;
 pub mod metrics;

@@ -21,6 +21,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: &'static str,
 }
@@ -83,6 +88,10 @@ pub struct Metrics {
     pub prompts: Family<SessionLabel, Counter>,
     pub queued_prompts: Family<SessionLabel, Gauge>,
     pub memory_shed: Counter,
+    pub memory_buffered: Family<KindLabel, Gauge>,
+    pub memory_limit: Gauge,
+    pub accept_errors: Family<ReasonLabel, Counter>,
+    pub auth_throttle_addresses: Gauge,
 }
 
 impl Default for Metrics {
@@ -233,6 +242,28 @@ impl Metrics {
                 "Clients shed (close 1013) because buffered memory neared its limit",
                 Counter::default()
             ),
+            memory_buffered: reg!(
+                "memory_buffered",
+                "Bytes buffered for clients, by kind (queues: frames waiting in client queues; tails: in-memory event tails)",
+                Unit::Bytes,
+                Family::<KindLabel, Gauge>::default()
+            ),
+            memory_limit: reg!(
+                "memory_limit",
+                "The --memory-limit for buffered bytes (refuse from 80 %, shed from 95 %)",
+                Unit::Bytes,
+                Gauge::default()
+            ),
+            auth_throttle_addresses: reg!(
+                "auth_throttle_addresses",
+                "Addresses tracked by the auth-failure throttle (refusals: ccrelay_connections_refused_total{reason=\"throttle\"})",
+                Gauge::default()
+            ),
+            accept_errors: reg!(
+                "accept_errors",
+                "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
             registry,
         }
     }
@@ -261,12 +292,148 @@ impl Metrics {
             .inc();
     }
 
+    /// Create the series of every bounded label set at zero, so each family is
+    /// exposed (with its type) from the first scrape and `rate()` sees the first
+    /// increment. Per-session series are created for the configured sessions.
+    pub fn init_series<'a>(&self, sessions: impl IntoIterator<Item = &'a str>) {
+        for state in ["unauthenticated", "authenticated"] {
+            let _ = self.connections_open.get_or_create(&StateLabel { state });
+        }
+        for reason in REFUSED_REASONS {
+            let _ = self
+                .connections_refused
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for reason in CLOSED_REASONS {
+            let _ = self
+                .connections_closed
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for reason in ["connection", "resources", "fatal"] {
+            let _ = self.accept_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for (result, key_type) in [("failed", "unknown"), ("timeout", "none")] {
+            let _ = self.auth_attempts.get_or_create(&AuthLabels {
+                result,
+                key_type: key_type.to_string(),
+            });
+        }
+        for r#type in FRAME_IN_TYPES {
+            let _ = self.frames_in.get_or_create(&FrameKind { r#type });
+        }
+        for r#type in FRAME_OUT_TYPES {
+            let _ = self.frames_out.get_or_create(&FrameKind { r#type });
+        }
+        for code in ERROR_CODES {
+            let _ = self.errors_sent.get_or_create(&CodeLabel { code });
+        }
+        for kind in ["queues", "tails"] {
+            let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
+        }
+        for session in sessions {
+            let label = Self::session_label(session);
+            let _ = self.clients_attached.get_or_create(&label);
+            let _ = self.agent_up.get_or_create(&label);
+            let _ = self.prompts.get_or_create(&label);
+            let _ = self.events_appended.get_or_create(&label);
+            let _ = self.journal_bytes.get_or_create(&label);
+            let _ = self.pending_requests.get_or_create(&label);
+            let _ = self.queued_prompts.get_or_create(&label);
+            for cause in ["crashed", "hung", "stopped"] {
+                let _ = self.agent_restarts.get_or_create(&SessionCauseLabels {
+                    session: session.to_string(),
+                    cause,
+                });
+            }
+        }
+    }
+
+    /// Copy the memory guard's accounting into its gauges (called before a scrape).
+    pub fn record_memory(&self, guard: &crate::guard::MemoryGuard) {
+        let set = |kind, v: u64| {
+            self.memory_buffered
+                .get_or_create(&KindLabel { kind })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set("queues", guard.queued());
+        set("tails", guard.tails());
+    }
+
     pub fn session_label(session: &str) -> SessionLabel {
         SessionLabel {
             session: session.to_string(),
         }
     }
 }
+
+/// `reason` of `ccrelay_connections_refused_total`.
+pub const REFUSED_REASONS: &[&str] = &[
+    "throttle",
+    "memory",
+    "limit",
+    "origin",
+    "shutdown",
+    "not_websocket",
+];
+/// `reason` of `ccrelay_connections_closed_total`.
+pub const CLOSED_REASONS: &[&str] = &[
+    "client",
+    "protocol",
+    "auth_timeout",
+    "revoked",
+    "idle",
+    "lagging",
+    "shed",
+    "shutdown",
+    "closed",
+    "broken",
+];
+/// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
+const FRAME_IN_TYPES: &[&str] = &[
+    "auth.response",
+    "ping",
+    "session.list",
+    "attach",
+    "detach",
+    "prompt",
+    "respond",
+    "interrupt",
+    "session.restart",
+    "invalid",
+    "binary",
+    "too_large",
+];
+/// `type` of `ccrelay_frames_out_total`.
+const FRAME_OUT_TYPES: &[&str] = &[
+    "auth.challenge",
+    "auth.ok",
+    "error",
+    "pong",
+    "session.list",
+    "attached",
+    "detached",
+    "ok",
+    "presence",
+    "event",
+];
+/// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
+const ERROR_CODES: &[&str] = &[
+    "bad_json",
+    "bad_message",
+    "unknown_type",
+    "not_authenticated",
+    "auth_failed",
+    "auth_timeout",
+    "forbidden",
+    "no_such_session",
+    "not_attached",
+    "not_pending",
+    "rate_limited",
+    "too_large",
+    "agent_unavailable",
+    "overloaded",
+    "internal",
+];
 
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -2,7 +2,9 @@
 //!
 //! Owns: binding listeners, the listening line on stdout, admission before the
 //! WebSocket upgrade (auth-failure throttle → connection limit → Origin), the
-//! health, readiness and metrics endpoints, signals, and the shutdown order:
+//! health, readiness and metrics endpoints, accept errors (back off and retry on
+//! resource exhaustion; a listener that can no longer accept is a fatal fault),
+//! the memory guard's shedder, signals, and the shutdown order:
 //! stop accepting → close every client (1001, or 1011 after a fatal fault) →
 //! stop agents → flush journals → exit. Must not: parse frames (connection) or
 //! hold session state (session).
@@ -19,6 +21,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,6 +32,7 @@ use crate::auth::{AuthThrottle, KeyStore};
 use crate::config::Config;
 use crate::connection;
 use crate::connection::writer::CloseRequest;
+use crate::guard::MemoryGuard;
 use crate::metrics::{self, Metrics, ReasonLabel};
 use crate::protocol::close_code;
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
@@ -63,6 +67,15 @@ fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError
     }
 }
 
+/// `Retry-After` of a refusal under memory pressure.
+const MEMORY_RETRY_AFTER_SECS: u64 = 5;
+/// First pause after an accept error caused by resource exhaustion (doubles each time).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts while resources are exhausted.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one accept-exhaustion warning this often.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// State shared by the HTTP handlers and every connection.
 #[derive(Debug)]
 pub struct Shared {
@@ -75,6 +88,8 @@ pub struct Shared {
     /// Cancelled to close every connection (shutdown or fatal fault).
     pub conn_shutdown: CancellationToken,
     pub fatal: FatalSignal,
+    /// Bytes buffered in client queues and event tails, against `--memory-limit`.
+    pub memory: Arc<MemoryGuard>,
     slots: Arc<Semaphore>,
     connections: TaskTracker,
     next_conn: AtomicU64,
@@ -153,18 +168,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await
         .map_err(|e| config_error("listen", format!("cannot listen on {}: {e}", config.listen)))?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) if addr != config.listen => {
+        // Port 0 means "any free port": a separate listener even if --listen is also :0.
+        Some(addr) if addr != config.listen || addr.port() == 0 => {
             Some(TcpListener::bind(addr).await.map_err(|e| {
                 config_error("metrics-listen", format!("cannot listen on {addr}: {e}"))
             })?)
         }
         _ => None,
     };
+    let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
 
     let metrics = Arc::new(Metrics::new().with_process_collector());
+    metrics.init_series(config.sessions.iter().map(|s| s.name.as_str()));
+    metrics
+        .memory_limit
+        .set(i64::try_from(config.memory_limit).unwrap_or(i64::MAX));
+    let memory = MemoryGuard::new(config.memory_limit);
     let audit = Arc::new(
         AuditLog::open(&config.data_dir)
             .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,
@@ -178,6 +200,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             metrics: metrics.clone(),
             audit,
             fatal: fatal.clone(),
+            memory: memory.clone(),
         },
         session_stop.clone(),
         &session_tasks,
@@ -197,6 +220,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         server_id,
         conn_shutdown: CancellationToken::new(),
         fatal: fatal.clone(),
+        memory: memory.clone(),
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
@@ -211,9 +235,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     }
     let app = app.with_state(shared.clone());
     let accept_stop = CancellationToken::new();
+    let shedder = tokio::spawn(
+        memory
+            .clone()
+            .run(shared.metrics.clone(), accept_stop.clone()),
+    );
     let http = tokio::spawn({
         let stop = accept_stop.clone();
         let fatal = fatal.clone();
+        // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` impl applies.
+        let listener = GuardedListener::new(listener, "listen", &shared).tap_io(|_| {});
         async move {
             let served = axum::serve(
                 listener,
@@ -232,6 +263,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             .route("/healthz", get(healthz))
             .with_state(shared.clone());
         let stop = accept_stop.clone();
+        let l = GuardedListener::new(l, "metrics-listen", &shared);
         tokio::spawn(async move {
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -245,7 +277,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
         let _ = out.flush();
     }
-    tracing::info!(addr = %local, server_id = %shared.server_id, sessions = config.sessions.len(), "listening");
+    tracing::info!(
+        addr = %local,
+        metrics_addr = %metrics_local.unwrap_or(local),
+        server_id = %shared.server_id,
+        sessions = config.sessions.len(),
+        "listening"
+    );
 
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("shutting down"),
@@ -281,6 +319,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     watcher_stop.cancel();
     let _ = watcher.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    let _ = shedder.await;
     if let Some(h) = metrics_http {
         let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
     }
@@ -360,6 +399,16 @@ async fn ws_handler(
             "throttle",
             json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": retry_after_secs(wait)}),
             Some(retry_after_secs(wait)),
+        );
+    }
+    if shared.memory.refusing() {
+        tracing::warn!(peer = %peer, used_bytes = shared.memory.used(), limit_bytes = shared.memory.limit(), "refused: memory pressure");
+        return refuse(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory",
+            json!({"error": "overloaded", "message": "the server is under memory pressure; retry later"}),
+            Some(MEMORY_RETRY_AFTER_SECS),
         );
     }
     let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
@@ -456,19 +505,32 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs_f64(),
         "connections": shared.open_connections(),
+        "memory": memory_detail(&shared),
         "sessions": sessions,
     }))
     .into_response()
 }
 
+fn memory_detail(shared: &Shared) -> Value {
+    json!({
+        "buffered_bytes": shared.memory.used(),
+        "limit_bytes": shared.memory.limit(),
+        "pressure": shared.memory.pressure().as_str(),
+    })
+}
+
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let (sessions_ok, sessions) = session_detail(&shared);
-    let accepting = !shared.conn_shutdown.is_cancelled();
-    let ready = sessions_ok && accepting;
+    let shutting_down = shared.conn_shutdown.is_cancelled();
+    // Under memory pressure new connections are refused: not ready for more.
+    let refusing = shared.memory.refusing();
+    let ready = sessions_ok && !shutting_down && !refusing;
     let mut body = json!({"ready": ready, "sessions": sessions});
     if !ready {
-        let reason = if !accepting {
+        let reason = if shutting_down {
             "shutting down".to_string()
+        } else if refusing {
+            "memory pressure: refusing new connections".to_string()
         } else {
             let failed: Vec<String> = shared
                 .sessions
@@ -489,9 +551,151 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    shared.metrics.record_memory(&shared.memory);
+    shared
+        .metrics
+        .auth_throttle_addresses
+        .set(i64::try_from(shared.throttle.tracked()).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         shared.metrics.encode(),
     )
         .into_response()
+}
+
+/// A TCP listener that survives accept errors: resource exhaustion (out of file
+/// descriptors, buffers or memory) is logged once per episode, counted, and
+/// retried with an exponential back-off while existing connections keep being
+/// served; transient per-connection errors are skipped; an error that means the
+/// listening socket itself is broken raises a fatal fault.
+struct GuardedListener {
+    inner: TcpListener,
+    name: &'static str,
+    metrics: Arc<Metrics>,
+    fatal: FatalSignal,
+    /// Failures of the current episode and when it began.
+    failing: Option<(u64, Instant)>,
+    backoff: Duration,
+    /// When an episode was last logged at warn level (episodes can flap as single
+    /// descriptors free up; at most one warning per [`ACCEPT_WARN_EVERY`]).
+    warned: Option<Instant>,
+}
+
+impl GuardedListener {
+    fn new(inner: TcpListener, name: &'static str, shared: &Shared) -> Self {
+        GuardedListener {
+            inner,
+            name,
+            metrics: shared.metrics.clone(),
+            fatal: shared.fatal.clone(),
+            failing: None,
+            backoff: ACCEPT_BACKOFF_MIN,
+            warned: None,
+        }
+    }
+}
+
+/// How an accept error is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// One incoming connection failed; try the next at once.
+    Connection,
+    /// Out of descriptors, buffers or memory: back off and retry.
+    Resources,
+    /// The listening socket is unusable.
+    Fatal,
+}
+
+fn classify_accept_error(e: &std::io::Error) -> AcceptError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Resources,
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP) => {
+            AcceptError::Fatal
+        }
+        // ECONNABORTED, EPROTO, EPERM and the network errors Linux passes on from
+        // the new socket: that connection is lost, the listener is fine.
+        _ => AcceptError::Connection,
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let err = match self.inner.accept().await {
+                Ok(accepted) => {
+                    if let Some((failures, since)) = self.failing.take() {
+                        let after_ms = since.elapsed().as_millis() as u64;
+                        if self.warned.is_some_and(|w| w >= since) {
+                            tracing::info!(
+                                listener = self.name,
+                                failures,
+                                after_ms,
+                                "accepting connections again"
+                            );
+                        } else {
+                            tracing::debug!(
+                                listener = self.name,
+                                failures,
+                                after_ms,
+                                "accepting connections again"
+                            );
+                        }
+                    }
+                    self.backoff = ACCEPT_BACKOFF_MIN;
+                    return accepted;
+                }
+                Err(e) => e,
+            };
+            let kind = classify_accept_error(&err);
+            self.metrics
+                .accept_errors
+                .get_or_create(&ReasonLabel {
+                    reason: match kind {
+                        AcceptError::Connection => "connection",
+                        AcceptError::Resources => "resources",
+                        AcceptError::Fatal => "fatal",
+                    },
+                })
+                .inc();
+            match kind {
+                AcceptError::Connection => {
+                    tracing::debug!(listener = self.name, error = %err, "accept failed for one connection");
+                }
+                AcceptError::Resources => {
+                    match &mut self.failing {
+                        Some((failures, _)) => *failures += 1,
+                        None => {
+                            let now = Instant::now();
+                            if self.warned.is_none_or(|w| w.elapsed() >= ACCEPT_WARN_EVERY) {
+                                tracing::warn!(
+                                    listener = self.name,
+                                    error = %err,
+                                    "cannot accept connections (out of resources); retrying with back-off, existing connections are served"
+                                );
+                                self.warned = Some(now);
+                            } else {
+                                tracing::debug!(listener = self.name, error = %err, "cannot accept connections (out of resources)");
+                            }
+                            self.failing = Some((1, now));
+                        }
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+                AcceptError::Fatal => {
+                    self.fatal
+                        .raise(format!("listener {} failed: {err}", self.name));
+                    // The shutdown stops this future; accept nothing more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }

@@ -136,7 +136,7 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     shared.metrics.connections_accepted.inc();
     tracing::debug!("connection open");
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = Outbox::new(config.client_queue);
+    let (outbox, rx) = Outbox::with_account(config.client_queue, shared.memory.queue());
     let (urgent_tx, urgent_rx) = watch::channel(None);
     let flush = Arc::new(Notify::new());
     let writer = Writer {
@@ -144,6 +144,7 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
         rx,
         urgent: urgent_rx,
         lagging: outbox.lagging().clone(),
+        shed: outbox.account().shed().clone(),
         flush: flush.clone(),
         ping_interval: config.ping_interval,
         metrics: shared.metrics.clone(),
@@ -190,6 +191,7 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
                 conn.health = Health::Closing;
                 break match end {
                     Ok(WriterEnd::Closed { code: close_code::LAGGING, .. }) => "lagging",
+                    Ok(WriterEnd::Closed { code: close_code::SHED, .. }) => "shed",
                     Ok(WriterEnd::Closed { .. }) => "closed",
                     _ => "broken",
                 };
@@ -225,7 +227,8 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
                     Flow::Continue => {}
                     Flow::Close(code, reason) => {
                         conn.ordered_close(code, &reason);
-                        break "protocol";
+                        // A normal close here is the client's (close frame, EOF or read error).
+                        break if code == close_code::NORMAL { "client" } else { "protocol" };
                     }
                 }
             }
@@ -519,7 +522,7 @@ impl Connection {
             Ok(identity) => identity,
             Err(e) => {
                 self.shared.throttle.record_failure(self.peer.ip());
-                self.count_auth("failed", "unknown");
+                self.count_auth("failed", signature_key_type(&signature));
                 tracing::warn!(reason = %e, reason_label = e.reason_label(), "authentication failed");
                 self.error(inbound.id, ErrorCode::AuthFailed, "authentication failed");
                 return Flow::Close(close_code::POLICY, "authentication failed".into());
@@ -734,5 +737,17 @@ impl Connection {
                 handle.leave(self.conn_id);
             }
         }
+    }
+}
+
+/// The key type inside an SSHSIG, for the metrics label of a failed attempt
+/// ("unknown" when the signature does not even parse). A bounded set.
+fn signature_key_type(armored: &str) -> &'static str {
+    if armored.len() > auth::MAX_ARMOR_BYTES {
+        return "unknown";
+    }
+    match ssh_key::SshSig::from_pem(armored.trim()) {
+        Ok(sig) => auth::key_type_name(sig.public_key()),
+        Err(_) => "unknown",
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::metrics::{FrameKind, Metrics};
 use crate::protocol::{FrameText, close_code};
 use crate::session::Outbound;
-use crate::session::outbox::JournalReplay;
+use crate::session::outbox::{JournalReplay, Queued};
 
 /// How long a close frame may take to reach a peer that stopped reading.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -53,9 +53,11 @@ pub enum WriterEnd {
 
 pub struct Writer {
     pub sink: SplitSink<WebSocket, Message>,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: mpsc::Receiver<Queued>,
     pub urgent: watch::Receiver<Option<CloseRequest>>,
     pub lagging: tokio_util::sync::CancellationToken,
+    /// Cancelled when the memory guard sheds this client (close 1013).
+    pub shed: tokio_util::sync::CancellationToken,
     pub flush: Arc<Notify>,
     pub ping_interval: Duration,
     pub metrics: Arc<Metrics>,
@@ -71,10 +73,14 @@ impl Writer {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lagging = self.lagging.clone();
+        let shed = self.shed.clone();
         let mut urgent = self.urgent.clone();
         let flush = self.flush.clone();
         loop {
             if let Some(r) = self.pending_close(&urgent) {
+                // Nothing queued will be sent: release its memory now, not after the close grace.
+                self.rx.close();
+                while self.rx.try_recv().is_ok() {}
                 return self.close(r.code, r.reason).await;
             }
             let work = tokio::select! {
@@ -86,10 +92,11 @@ impl Writer {
                     continue;
                 }
                 _ = lagging.cancelled() => continue,
+                _ = shed.cancelled() => continue,
                 _ = ping.tick() => Work::Ping,
                 _ = flush.notified() => Work::Flush,
                 item = self.rx.recv() => match item {
-                    Some(item) => Work::Item(item),
+                    Some(queued) => Work::Item(queued.take()),
                     None => return WriterEnd::Broken,
                 },
             };
@@ -99,6 +106,7 @@ impl Writer {
                 biased;
                 _ = urgent.changed() => None,
                 _ = lagging.cancelled() => None,
+                _ = shed.cancelled() => None,
                 r = self.perform(work) => Some(r),
             };
             match done {
@@ -110,13 +118,20 @@ impl Writer {
         }
     }
 
-    /// The close to perform now, if an urgent close or a lag was signalled.
+    /// The close to perform now, if an urgent close, a lag or a shed was signalled.
     fn pending_close(
         &self,
         urgent: &watch::Receiver<Option<CloseRequest>>,
     ) -> Option<CloseRequest> {
         if let Some(r) = urgent.borrow().clone() {
             return Some(r);
+        }
+        if self.shed.is_cancelled() {
+            tracing::warn!("shed under memory pressure: closing with 1013");
+            return Some(CloseRequest {
+                code: close_code::SHED,
+                reason: "server under memory pressure; reconnect and resume".into(),
+            });
         }
         if self.lagging.is_cancelled() {
             let reason = self.lag_reason();

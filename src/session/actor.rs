@@ -98,6 +98,7 @@ pub fn spawn(
     };
     let (status_tx, status_rx) = watch::channel(status);
     let now = Instant::now();
+    let tail_account = shared.memory.tail();
     let actor = Actor {
         name_json: serde_json::to_string(&*name).unwrap_or_else(|_| "\"default\"".into()),
         name: name.clone(),
@@ -154,11 +155,16 @@ pub fn spawn(
         uncommitted: Vec::new(),
         restarts_total: 0,
         journal_failure: None,
+        tail_account,
         status_tx,
         settings,
     };
     let open_prompts = recovered.open_prompts;
-    tracker.spawn(actor.run(cmd_rx, agent_rx, shutdown, open_prompts));
+    let span = tracing::info_span!("session", session = %name);
+    tracker.spawn(tracing::Instrument::instrument(
+        actor.run(cmd_rx, agent_rx, shutdown, open_prompts),
+        span,
+    ));
     Ok(SessionHandle {
         name,
         tx: cmd_tx,
@@ -278,6 +284,8 @@ struct Actor {
     restarts_total: u64,
     /// A journal error hit where it could not be returned (start_agent); raised at step end.
     journal_failure: Option<JournalError>,
+    /// The tail's bytes, reported to the memory guard at every step.
+    tail_account: crate::guard::TailAccount,
     status_tx: watch::Sender<SessionStatus>,
 }
 
@@ -295,7 +303,7 @@ impl Actor {
             .main_loop(&mut cmd_rx, &mut agent_rx, &shutdown, open_prompts)
             .await;
         if let Err(e) = &result {
-            tracing::error!(session = %self.name, error = %e, "session journal failed; shutting down");
+            // Logged once, by the server, when it acts on the fault.
             self.shared
                 .fatal
                 .raise(format!("session {}: {e}", self.name));
@@ -1411,6 +1419,7 @@ impl Actor {
     }
 
     fn publish_status(&mut self) {
+        self.tail_account.set(self.log.tail_bytes);
         let status = SessionStatus {
             state: self.state,
             detail: self.state_detail.clone(),

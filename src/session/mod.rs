@@ -206,6 +206,8 @@ pub struct SessionShared {
     pub audit: Arc<AuditLog>,
     /// Cancelled (with the cause logged) when a session hits an unrecoverable fault.
     pub fatal: FatalSignal,
+    /// Where the session reports its tail bytes (`--memory-limit`).
+    pub memory: Arc<crate::guard::MemoryGuard>,
 }
 
 /// Lets any task report an unrecoverable fault; the server then shuts down with 1011.

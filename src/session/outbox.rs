@@ -4,6 +4,10 @@
 //! Pushing never waits: a full queue marks the client as lagging (it is then
 //! closed with 4008 and must reconnect and resume), so a slow client can never
 //! slow a session or the other clients.
+//!
+//! Every queued item carries a [`Charge`] on the connection's
+//! [`QueueAccount`](crate::guard::QueueAccount): its bytes count toward
+//! `--memory-limit` until the writer takes it (or the queue is dropped).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::guard::{Charge, MemoryGuard, QueueAccount};
 use crate::journal::JournalReader;
 use crate::protocol::FrameText;
 
@@ -39,6 +44,38 @@ pub enum Outbound {
     Close { code: u16, reason: String },
 }
 
+impl Outbound {
+    /// Bytes this item is charged while queued. A journal replay is read lazily
+    /// (not counted); an attach's tail replay shares its frames with the session's
+    /// tail, which is already counted, so only its entries are (a reconnect storm
+    /// must not look like N copies of the tail). Event frames are counted in full:
+    /// a slow client keeps them alive after the tail moved on.
+    pub fn held_bytes(&self) -> u64 {
+        let bytes = match self {
+            Outbound::Frame { text, .. } | Outbound::Event { text, .. } => text.len(),
+            Outbound::Attach { reply, tail, .. } => {
+                reply.len() + tail.len() * std::mem::size_of::<(u64, FrameText)>()
+            }
+            Outbound::Close { reason, .. } => reason.len(),
+        };
+        bytes as u64
+    }
+}
+
+/// An item in a connection's queue with its memory charge.
+#[derive(Debug)]
+pub struct Queued {
+    item: Outbound,
+    _charge: Charge,
+}
+
+impl Queued {
+    /// The item; its bytes stop counting as queued.
+    pub fn take(self) -> Outbound {
+        self.item
+    }
+}
+
 /// Events `from..=to` to be read back from a session journal.
 #[derive(Debug)]
 pub struct JournalReplay {
@@ -50,7 +87,7 @@ pub struct JournalReplay {
 /// Why a push did not enqueue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue was full: the client is now marked lagging.
+    /// The queue was full: the client is now marked lagging (or it was shed).
     Lagging,
     /// The connection is gone.
     Closed,
@@ -59,29 +96,44 @@ pub enum PushError {
 /// The sending side of a connection's queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Queued>,
     lagging: CancellationToken,
+    account: Arc<QueueAccount>,
 }
 
 impl Outbox {
-    /// A queue holding at most `capacity` items.
-    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Outbound>) {
+    /// A queue holding at most `capacity` items, not bounded in bytes.
+    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Queued>) {
+        Self::with_account(capacity, MemoryGuard::unlimited().queue())
+    }
+
+    /// A queue holding at most `capacity` items whose bytes count on `account`.
+    pub fn with_account(
+        capacity: usize,
+        account: Arc<QueueAccount>,
+    ) -> (Outbox, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Outbox {
                 tx,
                 lagging: CancellationToken::new(),
+                account,
             },
             rx,
         )
     }
 
-    /// Enqueue without waiting. A full queue marks the client lagging.
+    /// Enqueue without waiting. A full queue marks the client lagging; a shed
+    /// client takes nothing more.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        if self.lagging.is_cancelled() {
+        if self.lagging.is_cancelled() || self.account.shed().is_cancelled() {
             return Err(PushError::Lagging);
         }
-        match self.tx.try_send(item) {
+        let queued = Queued {
+            _charge: self.account.charge(item.held_bytes()),
+            item,
+        };
+        match self.tx.try_send(queued) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.lagging.cancel();
@@ -104,6 +156,11 @@ impl Outbox {
         &self.lagging
     }
 
+    /// This queue's memory account (its bytes and its shed signal).
+    pub fn account(&self) -> &Arc<QueueAccount> {
+        &self.account
+    }
+
     /// Frames currently waiting.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -122,10 +179,17 @@ mod tests {
         assert_eq!(outbox.depth(), 2);
         assert_eq!(outbox.frame("pong", "c"), Err(PushError::Lagging));
         assert!(outbox.lagging().is_cancelled());
+        assert_eq!(outbox.account().bytes(), 2);
         assert!(rx.try_recv().is_ok());
+        assert_eq!(outbox.account().bytes(), 1, "a taken item no longer counts");
         // Once lagging, nothing else is sent even if room frees up.
         assert_eq!(outbox.frame("pong", "d"), Err(PushError::Lagging));
         drop(rx);
+        assert_eq!(
+            outbox.account().bytes(),
+            0,
+            "dropped items release their bytes"
+        );
         let (outbox, rx) = Outbox::new(2);
         drop(rx);
         assert_eq!(outbox.frame("pong", "x"), Err(PushError::Closed));

@@ -99,6 +99,8 @@ pub struct ServerOptions {
     /// `--listen` address; `None`: 127.0.0.1:0 (a restart on the same port passes
     /// the first run's address).
     pub listen: Option<String>,
+    /// Limit the server's open files (RLIMIT_NOFILE, soft and hard), set in the child before exec.
+    pub nofile: Option<u64>,
 }
 
 impl ServerOptions {
@@ -119,6 +121,12 @@ impl ServerOptions {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Run the server with at most `n` open file descriptors.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
         self
     }
 }
@@ -208,6 +216,16 @@ impl Fixture {
         }
         if !opts.agent_args.is_empty() {
             cmd.arg("--").args(&opts.agent_args);
+        }
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         TestServer::spawn(cmd)
     }
