@@ -594,7 +594,10 @@ mod tests {
                 .unwrap();
         }
         j.commit().unwrap();
-        assert!(j.bytes() <= 400 + 100, "bytes {}", j.bytes());
+        // Old segments go when a new one starts, so the live total can exceed the
+        // budget by at most one segment (rounded up to whole records).
+        let record = (HEADER_BYTES + 40) as u64;
+        assert!(j.bytes() <= 400 + 100 + record, "bytes {}", j.bytes());
         let recs = read_all(&j);
         assert_eq!(recs.last().unwrap().seq, 200);
         assert!(recs[0].seq > 1);

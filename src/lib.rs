@@ -14,6 +14,8 @@
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
+//! - `client`: the `ccrelay attach` terminal client;
+//! - `demo`: `ccrelay demo`, the whole system in one command;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod guard;
 pub mod journal;
 pub mod logging;

@@ -7,6 +7,22 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::cli::LogFormat;
 
+/// Send logs to a file instead of stderr (the demo, whose terminal belongs to the client).
+pub fn init_to_file(level: &str, path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
 /// Install the global subscriber. `level` is a level or a tracing filter directive.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));

@@ -11,6 +11,15 @@ use ccrelay::config::{Config, home_dir};
 use ccrelay::{logging, server};
 
 fn main() -> ExitCode {
+    // Invoked under the mock agent's name (the demo's symlink): be the mock agent,
+    // so the demo needs no second binary.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name()
+        == Some(std::ffi::OsStr::new(ccrelay::demo::MOCK_AGENT_NAME))
+    {
+        let code = ccrelay::mock_agent::main_from_args(std::env::args_os());
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -35,10 +44,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Attach(args) => ccrelay::client::run(args),
-        Command::Demo(_) => {
-            eprintln!("TEMPORARY: not merged yet");
-            ExitCode::from(2)
-        }
+        Command::Demo(args) => ccrelay::demo::run(args),
     }
 }
 
@@ -73,10 +79,8 @@ fn serve(args: ccrelay::cli::ServeArgs) -> ExitCode {
         Err(e) => {
             match &e {
                 server::ServeError::Config { .. } => eprintln!("ccrelay: {e}"),
-                server::ServeError::Fatal(err) => {
-                    tracing::error!(error = format!("{err:#}"), "stopped after a fatal fault");
-                    eprintln!("ccrelay: fatal: {err:#}");
-                }
+                // Already logged once, with its cause, where the server handled it.
+                server::ServeError::Fatal(_) => {}
             }
             ExitCode::from(e.exit_code())
         }

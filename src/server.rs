@@ -60,6 +60,12 @@ impl ServeError {
     }
 }
 
+/// A fault while starting: logged here, once, with its cause chain (exit 1).
+fn startup_fault(e: anyhow::Error) -> ServeError {
+    tracing::error!(error = format!("{e:#}"), "cannot start");
+    ServeError::Fatal(e)
+}
+
 fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError {
     ServeError::Config {
         setting,
@@ -135,6 +141,24 @@ fn truncate_reason(s: &str) -> String {
 /// Run `ccrelay serve` until `shutdown` is cancelled (or a fatal fault), then stop
 /// everything in order. Returns Ok after a clean shutdown.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    run_with(config, shutdown, Announce::Stdout).await
+}
+
+/// How the server tells the world it is listening.
+#[derive(Debug)]
+pub enum Announce {
+    /// The `ccrelay listening on ws://ADDR/v1/ws` line on stdout (PROTOCOL.md §8).
+    Stdout,
+    /// Hand the bound address to the caller (the demo, which owns the terminal).
+    Channel(tokio::sync::oneshot::Sender<SocketAddr>),
+}
+
+/// [`run`], announcing the listening address as `announce` says.
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    announce: Announce,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys =
@@ -179,7 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let local = listener
         .local_addr()
-        .map_err(|e| ServeError::Fatal(anyhow::anyhow!("listener address: {e}")))?;
+        .map_err(|e| startup_fault(anyhow::anyhow!("listener address: {e}")))?;
 
     let metrics = Arc::new(Metrics::new().with_process_collector());
     metrics.init_series(config.sessions.iter().map(|s| s.name.as_str()));
@@ -205,7 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         session_stop.clone(),
         &session_tasks,
     )
-    .map_err(|e| ServeError::Fatal(anyhow::Error::new(e).context("cannot open the sessions")))?;
+    .map_err(|e| startup_fault(anyhow::Error::new(e).context("cannot open the sessions")))?;
     session_tasks.close();
 
     let watcher_stop = CancellationToken::new();
@@ -271,11 +295,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         })
     });
 
-    // The one line on stdout scripts rely on.
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
-        let _ = out.flush();
+    match announce {
+        // The one line on stdout scripts rely on.
+        Announce::Stdout => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
+            let _ = out.flush();
+        }
+        Announce::Channel(tx) => {
+            let _ = tx.send(local);
+        }
     }
     tracing::info!(
         addr = %local,
@@ -645,6 +674,8 @@ impl axum::serve::Listener for GuardedListener {
                         }
                     }
                     self.backoff = ACCEPT_BACKOFF_MIN;
+                    // Event frames are small and latency matters more than packet count.
+                    let _ = accepted.0.set_nodelay(true);
                     return accepted;
                 }
                 Err(e) => e,

@@ -1063,7 +1063,7 @@ async fn server_sigkill_then_restart_resumes() {
     assert_eq!(attached["replay_from"], seen + 1, "{attached}");
     let aborted = b.turn_over(&slow).await;
     assert_eq!(aborted["phase"], "aborted", "{aborted}");
-    assert_eq!(aborted["detail"], "server_stopped", "{aborted}");
+    assert_eq!(aborted["detail"], "server_crashed", "{aborted}");
     b.wait_idle().await;
     // No agent of the first server is left (the new one is running, so this is not
     // the orphan finishing its turn on its own after a long time).

@@ -36,8 +36,14 @@ pub struct ExitInfo {
 pub enum AgentOutput {
     /// One stdout line without its newline.
     Line(Bytes),
-    /// A stdout line longer than [`MAX_LINE_BYTES`] was dropped; its full length.
-    Dropped(u64),
+    /// A stdout line longer than [`MAX_LINE_BYTES`] was dropped.
+    Dropped {
+        /// Its full length.
+        bytes: u64,
+        /// It was the turn's `result` (seen in its first or last bytes), so the
+        /// turn still ends even though the line itself cannot be relayed.
+        was_result: bool,
+    },
     /// stderr said the conversation to resume does not exist.
     ConversationNotFound,
     /// The process ended and its stdout is drained: always the last output.
@@ -256,13 +262,20 @@ async fn log_stderr(
 struct LineReader<R> {
     reader: R,
     buf: Vec<u8>,
+    /// The last bytes of a line that overflowed `buf` (at most [`OVERFLOW_TAIL_BYTES`]).
+    overflow_tail: Vec<u8>,
     total: u64,
     max: usize,
 }
 
-/// One complete line: its kept prefix and its full length.
+/// How much of the end of an over-long line is kept to tell what it was.
+const OVERFLOW_TAIL_BYTES: usize = 16 * 1024;
+
+/// One complete line: its kept prefix, the end of it when it overflowed, and its
+/// full length.
 struct Line<'a> {
     bytes: &'a [u8],
+    overflow_tail: &'a [u8],
     len: u64,
 }
 
@@ -271,6 +284,7 @@ impl<R: tokio::io::AsyncBufRead + Unpin> LineReader<R> {
         LineReader {
             reader,
             buf: Vec::new(),
+            overflow_tail: Vec::new(),
             total: 0,
             max,
         }
@@ -291,7 +305,15 @@ impl<R: tokio::io::AsyncBufRead + Unpin> LineReader<R> {
                 None => (available, available.len(), false),
             };
             let room = self.max.saturating_sub(self.buf.len());
-            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let kept = chunk.len().min(room);
+            self.buf.extend_from_slice(&chunk[..kept]);
+            if kept < chunk.len() {
+                let rest = &chunk[kept..];
+                let rest = &rest[rest.len().saturating_sub(OVERFLOW_TAIL_BYTES)..];
+                self.overflow_tail.extend_from_slice(rest);
+                let excess = self.overflow_tail.len().saturating_sub(OVERFLOW_TAIL_BYTES);
+                self.overflow_tail.drain(..excess);
+            }
             self.total += chunk.len() as u64;
             self.reader.consume(consumed);
             if done {
@@ -301,6 +323,7 @@ impl<R: tokio::io::AsyncBufRead + Unpin> LineReader<R> {
         let len = std::mem::take(&mut self.total);
         Ok(Some(Line {
             bytes: trim_cr(&self.buf),
+            overflow_tail: &self.overflow_tail,
             len,
         }))
     }
@@ -308,6 +331,7 @@ impl<R: tokio::io::AsyncBufRead + Unpin> LineReader<R> {
     /// Forget the line returned last (call before asking for the next one).
     fn clear(&mut self) {
         self.buf.clear();
+        self.overflow_tail.clear();
     }
 }
 
@@ -354,7 +378,10 @@ async fn read_stdout_then_wait(
             }
         };
         let output = match line {
-            Ok(Some(line)) if line.len as usize > MAX_LINE_BYTES => AgentOutput::Dropped(line.len),
+            Ok(Some(line)) if line.len as usize > MAX_LINE_BYTES => AgentOutput::Dropped {
+                bytes: line.len,
+                was_result: is_result_line(line.bytes, line.overflow_tail),
+            },
             Ok(Some(line)) => AgentOutput::Line(Bytes::copy_from_slice(line.bytes)),
             Ok(None) => break,
             Err(e) => {
@@ -390,6 +417,19 @@ async fn read_stdout_then_wait(
             output: AgentOutput::Exited(info),
         })
         .await;
+}
+
+/// Whether an over-long line was a `result`, judged from its first and last bytes:
+/// its top-level `type` when the line starts with it, else a `"type":"result"` key
+/// near its end, where the CLI writes it (JSON string values cannot contain that
+/// text unescaped).
+fn is_result_line(head: &[u8], tail: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"type\":\"result\"";
+    if head.starts_with(b"{\"type\":") {
+        return head.starts_with(b"{\"type\":\"result\"");
+    }
+    let contains = |hay: &[u8]| hay.windows(KEY.len()).any(|w| w == KEY);
+    contains(&head[..head.len().min(OVERFLOW_TAIL_BYTES)]) || contains(tail)
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -468,11 +508,29 @@ mod tests {
         lines.clear();
         let l = lines.next_line().await.unwrap().unwrap();
         assert_eq!((l.bytes, l.len), (&b"this"[..], 18));
+        assert!(b" line is long\r".ends_with(l.overflow_tail));
         lines.clear();
         let l = lines.next_line().await.unwrap().unwrap();
         assert_eq!((l.bytes, l.len), (&b"last"[..], 4));
         lines.clear();
         assert!(lines.next_line().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn recognizes_dropped_results() {
+        assert!(is_result_line(br#"{"type":"result","result":"xxx"#, b""));
+        assert!(!is_result_line(
+            br#"{"type":"assistant","message":{"#,
+            br#""type":"result"}"#
+        ));
+        assert!(is_result_line(
+            br#"{"duration_api_ms":62,"result":"xx"#,
+            br#"xx","ttft_ms":1,"type":"result","uuid":"u"}"#
+        ));
+        assert!(!is_result_line(
+            br#"{"duration_api_ms":62,"x":"xx"#,
+            br#"xx\"type\":\"result\""}"#
+        ));
     }
 
     #[test]

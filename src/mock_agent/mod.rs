@@ -1078,3 +1078,25 @@ fn big_text_chunks(size: usize) -> Vec<String> {
     }
     chunks
 }
+
+/// The command line of the mock agent when it runs as its own program
+/// (`ccrelay-mock-agent`, or `ccrelay` invoked under that name).
+#[derive(Debug, clap::Parser)]
+#[command(name = "ccrelay-mock-agent", version, after_help = crate::cli::MOCK_AGENT_HELP)]
+struct MockAgentCli {
+    #[command(flatten)]
+    args: crate::cli::MockAgentArgs,
+}
+
+/// Parse `argv` as the mock agent's command line and run it; returns the exit code.
+pub fn main_from_args(argv: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    use clap::Parser;
+    let cli = MockAgentCli::parse_from(argv);
+    match run(cli.args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mock-agent: {e:#}");
+            1
+        }
+    }
+}

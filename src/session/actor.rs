@@ -297,7 +297,7 @@ impl Actor {
         mut cmd_rx: mpsc::Receiver<SessionCmd>,
         mut agent_rx: mpsc::Receiver<Tagged>,
         shutdown: CancellationToken,
-        open_prompts: Vec<String>,
+        open_prompts: Vec<recovery::OpenPrompt>,
     ) {
         let result = self
             .main_loop(&mut cmd_rx, &mut agent_rx, &shutdown, open_prompts)
@@ -318,11 +318,19 @@ impl Actor {
         cmd_rx: &mut mpsc::Receiver<SessionCmd>,
         agent_rx: &mut mpsc::Receiver<Tagged>,
         shutdown: &CancellationToken,
-        open_prompts: Vec<String>,
+        open_prompts: Vec<recovery::OpenPrompt>,
     ) -> Step {
-        for prompt_id in open_prompts {
+        for open in open_prompts {
+            // A prompt that never reached the agent was queued when the server stopped;
+            // one that had started was running when the server died without cleanup
+            // (a clean stop aborts running turns itself).
+            let detail = if open.started {
+                "server_crashed"
+            } else {
+                "server_stopped"
+            };
             self.emit_relay(json!({
-                "type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": "server_stopped",
+                "type": "relay.turn", "prompt_id": open.prompt_id, "phase": "aborted", "detail": detail,
             }))?;
         }
         self.start_agent();
@@ -990,10 +998,14 @@ impl Actor {
                 self.last_output = Instant::now();
                 self.on_agent_line(&line)
             }
-            AgentOutput::Dropped(bytes) => {
+            AgentOutput::Dropped { bytes, was_result } => {
                 self.last_output = Instant::now();
-                tracing::warn!(session = %self.name, bytes, "agent line over the size limit dropped");
-                self.emit_relay(json!({"type": "relay.dropped", "bytes": bytes}))
+                tracing::warn!(session = %self.name, bytes, was_result, "agent line over the size limit dropped");
+                self.emit_relay(json!({"type": "relay.dropped", "bytes": bytes}))?;
+                if was_result {
+                    self.on_result()?;
+                }
+                Ok(())
             }
             AgentOutput::ConversationNotFound => {
                 self.conversation_missing = true;
@@ -1056,17 +1068,22 @@ impl Actor {
             }
             AgentLine::Result => {
                 self.emit(line, read_at)?;
-                if let Some(prompt_id) = self.turn.take() {
-                    self.emit_relay(
-                        json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
-                    )?;
-                    self.settle_interrupts();
-                    self.maybe_start_turn()?;
-                }
-                Ok(())
+                self.on_result()
             }
             AgentLine::Other => self.emit(line, read_at),
         }
+    }
+
+    /// The running turn's `result` was seen: the turn ended; the next prompt may go.
+    fn on_result(&mut self) -> Step {
+        if let Some(prompt_id) = self.turn.take() {
+            self.emit_relay(
+                json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
+            )?;
+            self.settle_interrupts();
+            self.maybe_start_turn()?;
+        }
+        Ok(())
     }
 
     fn on_control_response(&mut self, env: ResponseEnvelope) -> Step {
@@ -1173,12 +1190,9 @@ impl Actor {
             "restarting": matches!(plan, ExitPlan::RestartNow | ExitPlan::RestartAfter(_)),
         }))?;
         if let Some(prompt_id) = self.turn.take() {
-            let detail = if self.shutting_down {
-                "server_stopped"
-            } else {
-                cause
-            };
-            self.emit_relay(json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": detail}))?;
+            // The cause (`stopped` at shutdown); `server_stopped` is reserved for
+            // prompts that were still queued and never reached the agent.
+            self.emit_relay(json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": cause}))?;
         }
         self.settle_interrupts();
         self.stopping = None;

@@ -22,6 +22,14 @@ pub struct RecoveredRequest {
     pub raw: Box<RawValue>,
 }
 
+/// A prompt the journal shows as accepted but never finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPrompt {
+    pub prompt_id: String,
+    /// It had reached the agent (`relay.turn` started).
+    pub started: bool,
+}
+
 /// What the journal says about the session.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -29,7 +37,7 @@ pub struct Recovered {
     pub tail: VecDeque<(u64, FrameText)>,
     pub tail_bytes: usize,
     /// Prompts with a `relay.prompt` but no `relay.turn` ended/aborted, in order.
-    pub open_prompts: Vec<String>,
+    pub open_prompts: Vec<OpenPrompt>,
     pub pending: Vec<RecoveredRequest>,
     /// (fingerprint, key) → (prompt_id, time in ms).
     pub prompt_keys: HashMap<(String, String), (String, u64)>,
@@ -73,7 +81,7 @@ pub fn recover(
         head: journal.head(),
         ..Recovered::default()
     };
-    let mut open: Vec<String> = Vec::new();
+    let mut open: Vec<OpenPrompt> = Vec::new();
     let mut pending: Vec<RecoveredRequest> = Vec::new();
     journal.reader().for_each(|rec| {
         let frame = match String::from_utf8(rec.frame) {
@@ -91,14 +99,23 @@ pub fn recover(
                         {
                             r.prompt_keys.insert((fp, key), (pid.clone(), rec.ts_ms));
                         }
-                        open.push(pid);
+                        open.push(OpenPrompt {
+                            prompt_id: pid,
+                            started: false,
+                        });
                     }
                 }
                 Some("relay.turn") => {
-                    if matches!(ev.phase.as_deref(), Some("ended" | "aborted"))
-                        && let Some(pid) = ev.prompt_id
-                    {
-                        open.retain(|p| *p != pid);
+                    if let Some(pid) = ev.prompt_id {
+                        match ev.phase.as_deref() {
+                            Some("ended" | "aborted") => open.retain(|p| p.prompt_id != pid),
+                            Some("started") => {
+                                if let Some(p) = open.iter_mut().find(|p| p.prompt_id == pid) {
+                                    p.started = true;
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 Some("control_request") => {

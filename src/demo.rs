@@ -1,0 +1,158 @@
+//! `ccrelay demo`: the whole system on one machine, in one command, with nothing
+//! installed: a throwaway SSH key authorized for a relay that runs the built-in
+//! mock agent (or `--agent-cmd`), and `ccrelay attach` on this terminal.
+//!
+//! Owns: the demo's temporary directory and its lifetime. Must not: differ from
+//! a real deployment in anything but where keys and data live — it runs the same
+//! server and the same client code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AttachArgs, DemoArgs, ServeArgs};
+use crate::config::Config;
+use crate::server::{self, Announce};
+
+/// The name under which `ccrelay` behaves as the mock agent (see `main.rs`).
+pub const MOCK_AGENT_NAME: &str = "ccrelay-mock-agent";
+
+/// A directory removed when the demo ends.
+struct DemoDir(PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run the demo; returns the client's exit code.
+pub fn run(args: DemoArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ccrelay demo: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let dir = DemoDir(std::env::temp_dir().join(format!("ccrelay-demo-{}", std::process::id())));
+    let root = &dir.0;
+    let workdir = root.join("work");
+    std::fs::create_dir_all(&workdir)?;
+
+    let key_path = root.join("demo_key");
+    write_throwaway_key(&key_path, &root.join("authorized_keys"))?;
+    let agent_cmd = match args.agent_cmd {
+        Some(cmd) => cmd,
+        None => mock_agent_command(root)?,
+    };
+    let log_path = root.join("ccrelay.log");
+    crate::logging::init_to_file("info", &log_path)?;
+
+    let serve = ServeArgs {
+        listen: Some(args.listen.to_string()),
+        authorized_keys: Some(root.join("authorized_keys")),
+        agent_cmd: Some(agent_cmd.clone()),
+        workdir: Some(workdir.clone()),
+        data_dir: Some(root.join("data")),
+        ..ServeArgs::default()
+    };
+    let config = Config::resolve(&serve)?;
+
+    let shutdown = CancellationToken::new();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let server_stop = shutdown.clone();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime
+            .block_on(server::run_with(
+                config,
+                server_stop,
+                Announce::Channel(addr_tx),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    });
+    let addr = match addr_rx.blocking_recv() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let why = server
+                .join()
+                .map_err(|_| anyhow::anyhow!("the relay thread panicked"))?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the relay stopped before listening"));
+            return Err(why.context(format!("see {}", log_path.display())));
+        }
+    };
+    let url = format!("ws://{addr}/v1/ws");
+    eprintln!(
+        "\nccrelay demo\n  relay:   {url}  (agent: {})\n  key:     {}\n  log:     {}\n\n\
+         Try prompts such as `hello`, `please run-bash` (asks permission), `slow` (Ctrl-C interrupts),\n\
+         `recall`. Attach a second terminal to see it live there too:\n    ccrelay attach {url} -i {} --device second\n\
+         Ctrl-D (or Ctrl-C twice) ends the demo.\n",
+        agent_cmd.display(),
+        key_path.display(),
+        log_path.display(),
+        key_path.display(),
+    );
+
+    let code = crate::client::run(AttachArgs {
+        url,
+        session: "default".into(),
+        identity: Some(key_path),
+        device: Some("demo".into()),
+        prompt: None,
+        allow: false,
+        deny: false,
+        json: false,
+        tail: None,
+    });
+
+    shutdown.cancel();
+    // The relay stops its agent and flushes within its grace periods.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if server.is_finished() {
+        if let Ok(Err(e)) = server.join() {
+            eprintln!("ccrelay demo: the relay stopped with an error: {e:#}");
+        }
+    }
+    Ok(code)
+}
+
+/// Make an ed25519 key pair: the private key in OpenSSH format (mode 0600) and its
+/// public line as the only authorized key.
+fn write_throwaway_key(key_path: &Path, authorized_keys: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)?;
+    key.set_comment("ccrelay-demo");
+    let pem = key.to_openssh(LineEnding::LF)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_path)?;
+    std::io::Write::write_all(&mut file, pem.as_bytes())?;
+    let public = key.public_key().to_openssh()?;
+    std::fs::write(authorized_keys, format!("{public}\n"))?;
+    Ok(())
+}
+
+/// The mock agent as a command path: this very binary, under the name that makes
+/// it act as the mock agent (a symlink in the demo directory).
+fn mock_agent_command(dir: &Path) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let link = dir.join(MOCK_AGENT_NAME);
+    std::os::unix::fs::symlink(&exe, &link)?;
+    Ok(link)
+}
