@@ -822,3 +822,84 @@ async fn unknown_session_and_viewer_restrictions() {
         .await;
     assert_eq!(reply["code"], "too_large");
 }
+
+#[tokio::test]
+async fn kill_9_mid_flood_then_replay_from_the_journal() {
+    let _heavy = HEAVY.lock().await;
+    let fx = Fixture::new();
+    // A tiny in-memory tail: after the restart, replays must come from the journal files.
+    let opts = || {
+        ServerOptions::default().args(&["--tail-events", "100", "--journal-segment-bytes", "65536"])
+    };
+    let mut server = fx.start(opts());
+    let mut a = server.client(&fx.owner, None).await;
+    a.attach("default", None).await;
+    let (idle, startup) = a
+        .recv_until("idle", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.state"
+                && v["event"]["state"] == "idle"
+        })
+        .await;
+    let mut seen: Vec<u64> = events(&startup).iter().map(seq_of).collect();
+    seen.push(seq_of(&idle));
+    let before = seq_of(&idle);
+    a.prompt("flood 20000").await;
+    while seen.last().copied().unwrap_or(0) < before + 3000 {
+        let v = a.recv().await;
+        if v["type"] == "event" {
+            seen.push(seq_of(&v));
+        }
+    }
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server.wait_exit(Duration::from_secs(10)).expect("killed");
+    // Drain what was already on the wire.
+    while let Some(Received::Frame(v)) = a.recv_frame(Duration::from_millis(500)).await {
+        if v["type"] == "event" {
+            seen.push(seq_of(&v));
+        }
+    }
+    drop(server);
+    let last = *seen.last().unwrap();
+    assert_exact(&seen, last);
+
+    let server = fx.start(opts());
+    let mut b = server.client(&fx.owner, None).await;
+    let attached = b.attach("default", Some(last)).await;
+    let head = attached["head"].as_u64().unwrap();
+    assert!(
+        head >= last,
+        "the server's head ({head}) is never behind what a client saw ({last})"
+    );
+    assert_eq!(attached["truncated"], false);
+    let mut after: Vec<u64> = Vec::new();
+    while after.last().copied().unwrap_or(last) < head {
+        let v = b.recv().await;
+        if v["type"] == "event" {
+            after.push(seq_of(&v));
+        }
+    }
+    let mut all = seen.clone();
+    all.extend(&after);
+    assert_exact(&all, head);
+    // New events continue upward from the restored head.
+    // (Not the word "crash": the mock agent would act it out.)
+    let ok = b.prompt("hello again after the restart").await;
+    let (end, _) = b
+        .wait_turn(ok["prompt_id"].as_str().unwrap(), &["ended"])
+        .await;
+    assert!(seq_of(&end) > head);
+    // A full replay from the start also comes back intact from the journal.
+    let mut c = server.client(&fx.owner2, None).await;
+    let full = c.attach("default", Some(0)).await;
+    assert_eq!(full["replay_from"], 1);
+    let mut replayed = Vec::new();
+    let target = seq_of(&end);
+    while replayed.last().copied().unwrap_or(0) < target {
+        let v = c.recv().await;
+        if v["type"] == "event" {
+            replayed.push(seq_of(&v));
+        }
+    }
+    assert_exact(&replayed, target);
+}

@@ -81,22 +81,23 @@ pub struct AgentProcess {
     exited: Arc<AtomicBool>,
 }
 
-/// The flags every agent gets (the stream-json host protocol).
+/// The flags every agent is started with: the stream-json host protocol, with
+/// permission prompts routed over stdio and partial messages for live streaming.
+pub const STREAM_JSON_FLAGS: &[&str] = &[
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+    "--include-partial-messages",
+];
+
+/// The agent's full argument list: the protocol flags, `--resume`, the operator's extras.
 pub fn agent_args(spec: &SpawnSpec, config: &AgentConfig) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-p",
-        "--input-format",
-        "stream-json",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--permission-prompt-tool",
-        "stdio",
-        "--include-partial-messages",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = STREAM_JSON_FLAGS.iter().map(|s| s.to_string()).collect();
     if let Some(id) = &spec.resume {
         args.push("--resume".into());
         args.push(id.clone());

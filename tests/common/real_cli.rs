@@ -17,17 +17,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 /// The flags ccrelay starts every agent with (what the relay passes to `claude`).
-pub const STREAM_JSON_FLAGS: &[&str] = &[
-    "-p",
-    "--input-format",
-    "stream-json",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-    "--permission-prompt-tool",
-    "stdio",
-    "--include-partial-messages",
-];
+#[allow(unused_imports)] // not every test binary that includes `common` uses it
+pub use ccrelay::agent::process::STREAM_JSON_FLAGS;
 
 /// The real CLI: `$CCRELAY_CLAUDE_BIN`, else the pinned install in `tools/claude-cli`.
 pub fn claude_bin() -> Option<PathBuf> {

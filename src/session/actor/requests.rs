@@ -1,0 +1,436 @@
+//! Client requests a session serves: attach (replay + registration in one step),
+//! prompts and the turn queue, answers to agent requests, interrupt, restart.
+
+use super::*;
+
+impl Actor {
+    /// `prompt`, `respond` and `interrupt` need an attached connection; answers
+    /// `not_attached` and returns false otherwise.
+    pub(super) fn require_attached(&self, client: &ClientHandle, id: &Option<RequestId>) -> bool {
+        if self.is_attached(client) {
+            return true;
+        }
+        self.reply_error(
+            client,
+            id.clone(),
+            ErrorCode::NotAttached,
+            format!("attach to session {} first", self.name),
+        );
+        false
+    }
+
+    pub(super) fn is_attached(&self, client: &ClientHandle) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.info.conn_id == client.info.conn_id)
+    }
+
+    pub(super) fn reply_error(
+        &self,
+        client: &ClientHandle,
+        id: Option<RequestId>,
+        code: ErrorCode,
+        msg: impl Into<String>,
+    ) {
+        self.shared.metrics.error_sent(code);
+        let _ = client.outbox.frame(
+            "error",
+            ProtocolError::new(code, msg).with_id(id).to_frame(),
+        );
+    }
+
+    pub(super) fn attach(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        start: ReplayStart,
+    ) -> Step {
+        // A second attach on the same connection starts over with a fresh replay.
+        let was_attached = self.is_attached(&client);
+        self.clients
+            .retain(|c| c.info.conn_id != client.info.conn_id);
+
+        let head = self.log.head;
+        let first = self.log.first_retained();
+        let (wanted_from, mut truncated) = match start {
+            ReplayStart::Since(since) if since > head => (first, true),
+            ReplayStart::Since(since) => (since + 1, false),
+            ReplayStart::Tail(n) => ((head + 1).saturating_sub(n).max(1), false),
+        };
+        if wanted_from < first && wanted_from <= head {
+            truncated = true;
+        }
+        let replay_from = wanted_from.max(first).min(head + 1);
+        let tail_first = self.log.tail_first();
+        let journal_part = (replay_from < tail_first).then(|| JournalReplay {
+            reader: self.log.journal.reader(),
+            from: replay_from,
+            to: tail_first - 1,
+        });
+        let tail_part: Vec<(u64, FrameText)> = self
+            .log
+            .tail
+            .iter()
+            .filter(|(seq, _)| *seq >= replay_from)
+            .map(|(seq, t)| (*seq, t.clone()))
+            .collect();
+
+        self.clients.push(client.clone());
+        let reply = ServerMsg::Attached {
+            id,
+            session: self.name.to_string(),
+            state: self.state.as_str(),
+            head,
+            replay_from,
+            truncated,
+            pending: self.pending.iter().map(|p| p.raw.clone()).collect(),
+            clients: self.clients.iter().map(|c| c.info.entry()).collect(),
+        };
+        let pushed = client.outbox.push(Outbound::Attach {
+            session: self.name.clone(),
+            reply: FrameText::from(reply.to_json()),
+            journal: journal_part,
+            tail: tail_part,
+        });
+        self.shared.metrics.replays.inc();
+        if truncated {
+            self.shared.metrics.replays_truncated.inc();
+        }
+        if pushed.is_err() {
+            self.clients
+                .retain(|c| c.info.conn_id != client.info.conn_id);
+        }
+        tracing::debug!(session = %self.name, client_id = %client.info.client_id, head, replay_from, truncated, "client attached");
+        if pushed.is_ok() || was_attached {
+            self.broadcast_presence();
+        }
+        Ok(())
+    }
+
+    pub(super) fn prompt(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        content: PromptContent,
+        key: Option<String>,
+    ) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        if let Some(key) = &key {
+            let now = journal::now_ms();
+            let lookup = (client.info.fingerprint.clone(), key.clone());
+            if let Some((prompt_id, at)) = self.prompt_keys.get(&lookup)
+                && now.saturating_sub(*at) < PROMPT_KEY_TTL_MS
+            {
+                let msg = ServerMsg::Ok {
+                    id,
+                    prompt_id: Some(prompt_id.clone()),
+                    queued: None,
+                    duplicate: Some(true),
+                };
+                let _ = client.outbox.frame("ok", msg.to_json());
+                return Ok(());
+            }
+        }
+        match self.state {
+            SessionState::Failed => {
+                let detail = format!(
+                    "session {} has failed: {}; send session.restart",
+                    self.name, self.state_detail
+                );
+                self.reply_error(&client, id, ErrorCode::AgentUnavailable, detail);
+                return Ok(());
+            }
+            SessionState::Stopped => {
+                self.reply_error(
+                    &client,
+                    id,
+                    ErrorCode::AgentUnavailable,
+                    "the session is stopping",
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        if self.queue.len() >= self.settings.prompt_queue {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                format!(
+                    "the prompt queue is full ({} prompts wait)",
+                    self.queue.len()
+                ),
+            );
+            return Ok(());
+        }
+        let prompt_id = uuid::Uuid::new_v4().to_string();
+        let queued = !(self.can_start_turn() && self.queue.is_empty());
+        let reply = ServerMsg::Ok {
+            id,
+            prompt_id: Some(prompt_id.clone()),
+            queued: Some(queued),
+            duplicate: None,
+        };
+        let _ = client.outbox.frame("ok", reply.to_json());
+
+        let info = &client.info;
+        let mut event = json!({
+            "type": "relay.prompt",
+            "prompt_id": prompt_id,
+            "client_id": info.client_id,
+            "fingerprint": info.fingerprint,
+        });
+        if let Some(device) = &info.device {
+            event["device"] = Value::from(device.clone());
+        }
+        if let Some(key) = &key {
+            event["key"] = Value::from(key.clone());
+        }
+        // Insert content last, as raw JSON, so the client's blocks are kept as sent.
+        let mut raw = event.to_string();
+        raw.pop();
+        raw.push_str(",\"content\":");
+        raw.push_str(content.0.get());
+        raw.push('}');
+        self.emit(raw.as_bytes(), None)?;
+        self.shared.audit.record(
+            "prompt",
+            &self.name,
+            json!({
+                "prompt_id": prompt_id,
+                "client_id": info.client_id,
+                "fingerprint": info.fingerprint,
+                "device": info.device,
+                "key": key,
+            }),
+        );
+        self.shared
+            .metrics
+            .prompts
+            .get_or_create(&self.metrics_label)
+            .inc();
+        if let Some(key) = key {
+            self.prompt_keys.insert(
+                (info.fingerprint.clone(), key),
+                (prompt_id.clone(), journal::now_ms()),
+            );
+            self.prune_prompt_keys();
+        }
+        self.queue.push_back(QueuedPrompt { prompt_id, content });
+        self.maybe_start_turn()
+    }
+
+    pub(super) fn prune_prompt_keys(&mut self) {
+        if self.prompt_keys.len() > 4096 {
+            let now = journal::now_ms();
+            self.prompt_keys
+                .retain(|_, (_, at)| now.saturating_sub(*at) < PROMPT_KEY_TTL_MS);
+        }
+    }
+
+    /// Whether a prompt could be written to the agent right now: it answers, no
+    /// turn is running, and it is not being stopped.
+    pub(super) fn can_start_turn(&self) -> bool {
+        self.phase == Phase::Ready && self.turn.is_none() && self.stopping.is_none()
+    }
+
+    /// Write the next queued prompt to the agent when it can take one.
+    pub(super) fn maybe_start_turn(&mut self) -> Step {
+        if !self.can_start_turn() {
+            return Ok(());
+        }
+        let Some(next) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        self.emit_relay(
+            json!({"type": "relay.turn", "prompt_id": next.prompt_id, "phase": "started"}),
+        )?;
+        let line = wire::user_prompt(&next.content.0, &next.prompt_id);
+        if let Some(agent) = &self.agent
+            && agent.send(line).is_err()
+        {
+            tracing::warn!(session = %self.name, prompt_id = %next.prompt_id, "agent stdin is gone; the turn will be aborted with the agent");
+        }
+        self.turn = Some(next.prompt_id);
+        Ok(())
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        request_id: String,
+        response: Value,
+    ) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        let Some(index) = self.pending.iter().position(|p| p.request_id == request_id) else {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::NotPending,
+                format!("request {request_id} is not pending (unknown or already answered)"),
+            );
+            return Ok(());
+        };
+        if self.phase != Phase::Ready {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                "the agent is restarting; try again when it is back",
+            );
+            return Ok(());
+        }
+        let pending = &self.pending[index];
+        let answer = if pending.subtype == "can_use_tool" {
+            permission_result(
+                &response,
+                pending.input.as_ref(),
+                client.info.display_name(),
+            )
+        } else if response.is_object() {
+            Ok(response)
+        } else {
+            Err("`response` must be an object".to_string())
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                self.reply_error(&client, id, ErrorCode::BadMessage, why);
+                return Ok(());
+            }
+        };
+        self.resolve(index, &answer);
+        let _ = client.outbox.frame("ok", ServerMsg::ok(id).to_json());
+        // The `ok` is already queued; now the event, so the reply comes first.
+        self.announce_resolved(
+            &request_id,
+            &answer,
+            &client.info.client_id,
+            Some(&client.info),
+        )
+    }
+
+    /// Write the answer to the agent and forget the request.
+    pub(super) fn resolve(&mut self, index: usize, answer: &Value) {
+        let pending = self.pending.remove(index);
+        if let Some(agent) = &self.agent
+            && agent
+                .send(wire::control_success(&pending.request_id, answer))
+                .is_err()
+        {
+            tracing::warn!(session = %self.name, request_id = %pending.request_id, "agent stdin is gone; the answer was not delivered");
+        }
+    }
+
+    pub(super) fn announce_resolved(
+        &mut self,
+        request_id: &str,
+        answer: &Value,
+        client_id: &str,
+        info: Option<&crate::session::ClientInfo>,
+    ) -> Step {
+        self.emit_relay(json!({
+            "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
+        }))?;
+        self.shared.audit.record(
+            "resolved",
+            &self.name,
+            json!({
+                "request_id": request_id,
+                "client_id": client_id,
+                "fingerprint": info.map(|i| i.fingerprint.clone()),
+                "device": info.and_then(|i| i.device.clone()),
+                "decision": answer.get("behavior").cloned().unwrap_or(Value::from("answered")),
+                "response": answer,
+            }),
+        );
+        Ok(())
+    }
+
+    pub(super) fn interrupt(&mut self, client: ClientHandle, id: Option<RequestId>) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        if self.phase != Phase::Ready || self.stopping.is_some() {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                format!("the agent is {}", self.state.as_str()),
+            );
+            return Ok(());
+        }
+        let Some(prompt_id) = self.turn.clone() else {
+            // No turn running: nothing to do, and nothing to wait for.
+            self.deferred.push((client, ServerMsg::ok(id).to_json()));
+            return Ok(());
+        };
+        self.interrupt_counter += 1;
+        let request_id = format!(
+            "req_interrupt_{}_{}",
+            self.generation, self.interrupt_counter
+        );
+        if let Some(agent) = &self.agent
+            && agent.send(wire::interrupt(&request_id)).is_err()
+        {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                "the agent is not accepting input",
+            );
+            return Ok(());
+        }
+        self.interrupts.push(InterruptWaiter {
+            client,
+            id,
+            request_id,
+            prompt_id,
+        });
+        Ok(())
+    }
+
+    /// Release the `ok` of every interrupt whose effect is complete: the turn it
+    /// targeted is over (ended after the interrupt, or aborted with its agent).
+    pub(super) fn settle_interrupts(&mut self) {
+        let running = self.turn.clone();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.interrupts)
+            .into_iter()
+            .partition(|w| running.as_deref() != Some(w.prompt_id.as_str()));
+        self.interrupts = waiting;
+        for w in done {
+            self.deferred
+                .push((w.client, ServerMsg::ok(w.id).to_json()));
+        }
+    }
+
+    pub(super) fn restart_requested(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+    ) -> Step {
+        self.restart_waiters.push((client, id));
+        self.restart.reset();
+        self.failed_until = None;
+        self.restart_at = None;
+        match (&self.agent, &self.phase) {
+            (Some(agent), _) if self.stopping.is_none() => {
+                tracing::info!(session = %self.name, pid = agent.pid, "restart requested: stopping the agent");
+                self.stopping = Some(StopCause::Stopped);
+                agent.signal_group(Signal::SIGTERM);
+                self.stop_deadline = Some(Instant::now() + self.settings.agent.stop_grace);
+            }
+            (Some(_), _) => {} // already stopping; it restarts when it is gone
+            (None, _) => {
+                self.next_detail = Some("restart requested".into());
+                self.start_agent();
+            }
+        }
+        Ok(())
+    }
+}
