@@ -316,6 +316,17 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
     Ok(Inbound { id, request })
 }
 
+/// The valid `id` of a frame, if it has one, without interpreting the rest (used
+/// to answer frames that are refused before parsing, e.g. by the rate limit).
+pub fn peek_request_id(text: &str) -> Option<RequestId> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    let raw = serde_json::from_str::<IdOnly>(text).ok()?.id?;
+    parse_id(raw).ok()
+}
+
 fn parse_id(raw: Value) -> Result<RequestId, ProtocolError> {
     match raw {
         Value::String(s) if s.chars().count() <= MAX_SHORT_STRING_CHARS => Ok(RequestId::Text(s)),
@@ -678,6 +689,20 @@ mod tests {
             code_of(&format!(r#"{{"type":"ping","id":"{long}"}}"#)),
             ErrorCode::BadMessage
         );
+    }
+
+    #[test]
+    fn peeks_ids_without_parsing_the_request() {
+        assert_eq!(
+            peek_request_id(r#"{"type":"ping","id":"a"}"#),
+            Some(RequestId::Text("a".into()))
+        );
+        assert_eq!(
+            peek_request_id(r#"{"type":"x","id":3,"junk":[1,{}]}"#),
+            Some(RequestId::Number(3))
+        );
+        assert_eq!(peek_request_id(r#"{"type":"ping","id":-1}"#), None);
+        assert_eq!(peek_request_id("not json"), None);
     }
 
     #[test]

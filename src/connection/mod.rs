@@ -396,7 +396,7 @@ impl Connection {
             self.urgent_close(close_code::TOO_BIG, "frame too large before authentication");
             return Flow::Close(close_code::TOO_BIG, "frame too large".into());
         }
-        if authed && !self.admit_frame() {
+        if authed && !self.admit_frame(&text) {
             return if self.abusive() {
                 tracing::warn!("sustained rate-limit abuse: closing");
                 Flow::Close(close_code::POLICY, "rate limit abuse".into())
@@ -467,8 +467,9 @@ impl Connection {
         Flow::Continue
     }
 
-    /// Count one frame against the rate limit; false when it is refused.
-    fn admit_frame(&mut self) -> bool {
+    /// Count one frame against the rate limit; false when it is refused (the
+    /// `rate_limited` error echoes the frame's id when it has a valid one).
+    fn admit_frame(&mut self, text: &str) -> bool {
         if self.limiter.check().is_ok() {
             return true;
         }
@@ -479,7 +480,7 @@ impl Connection {
         self.refused_in_window += 1;
         self.shared.metrics.rate_limited.inc();
         self.error(
-            None,
+            crate::protocol::peek_request_id(text),
             ErrorCode::RateLimited,
             format!(
                 "more than {} frames per second; slow down",

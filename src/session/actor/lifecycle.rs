@@ -99,10 +99,7 @@ impl Actor {
                     .ok()
                     .and_then(|s| RawValue::from_string(s.to_string()).ok());
                 if let Some(raw) = raw {
-                    let deadline = (subtype == "can_use_tool")
-                        .then_some(self.settings.permission_timeout)
-                        .flatten()
-                        .map(|t| Instant::now() + t);
+                    let deadline = permission_deadline(&subtype, self.settings.permission_timeout);
                     self.pending.retain(|p| p.request_id != request_id);
                     self.pending.push(Pending {
                         request_id,

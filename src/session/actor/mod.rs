@@ -134,11 +134,12 @@ pub fn spawn(
             .pending
             .into_iter()
             .map(|p| Pending {
+                // A restored permission prompt keeps the timeout rule, counted from now.
+                deadline: permission_deadline(&p.subtype, settings.permission_timeout),
                 request_id: p.request_id,
                 subtype: p.subtype,
                 input: p.input,
                 raw: p.raw,
-                deadline: None,
             })
             .collect(),
         prompt_keys: recovered.prompt_keys,
@@ -637,6 +638,14 @@ impl Actor {
         self.publish_status();
         tracing::info!(session = %self.name, head = self.log.head, "session stopped");
     }
+}
+
+/// When an unanswered request of this kind is denied by the relay (`--permission-timeout`).
+fn permission_deadline(subtype: &str, timeout: Option<Duration>) -> Option<Instant> {
+    (subtype == "can_use_tool")
+        .then_some(timeout)
+        .flatten()
+        .map(|t| Instant::now() + t)
 }
 
 fn describe_exit(info: &agent_process::ExitInfo) -> String {
