@@ -316,3 +316,97 @@ async fn an_unreachable_agent_command_ends_in_failed_with_a_reason() {
         "the reason names the command: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_resume_of_an_unknown_conversation_starts_a_fresh_one_once() {
+    let fx = Fixture::new();
+    // The data dir remembers a conversation the agent has never heard of.
+    let session_dir = fx.data_dir().join("sessions/default");
+    std::fs::create_dir_all(&session_dir).unwrap();
+    std::fs::write(
+        session_dir.join("meta.json"),
+        r#"{"conversation_id":"00000000-0000-4000-8000-000000000000"}"#,
+    )
+    .unwrap();
+    let server = fx.start(ServerOptions::default().args(&["--agent-max-restarts", "1"]));
+    let mut c = server.client(&fx.owner, None).await;
+    c.attach("default", None).await;
+    let (exit, _) = c.recv_event("relay.agent_exit").await;
+    assert_eq!(exit["event"]["cause"], "crashed");
+    assert_eq!(exit["event"]["code"], 1);
+    assert_eq!(exit["event"]["restarting"], true);
+    let (idle, skipped) = wait_state(&mut c, "idle").await;
+    let said_so = skipped
+        .iter()
+        .chain(std::iter::once(&idle))
+        .filter(|v| v["event"]["type"] == "relay.state")
+        .filter_map(|v| v["event"]["detail"].as_str())
+        .any(|d| {
+            d.contains("00000000-0000-4000-8000-000000000000") && d.contains("new conversation")
+        });
+    assert!(
+        said_so,
+        "relay.state detail says a new conversation was started: {skipped:?}"
+    );
+    assert!(
+        server
+            .logs()
+            .contains("resume failed: starting a new conversation")
+    );
+    // It does not count as a crash loop (max-restarts 1 would otherwise fail it), and it works.
+    let ok = c.prompt("hello").await;
+    let (_, frames) = c
+        .wait_turn(ok["prompt_id"].as_str().unwrap(), &["ended"])
+        .await;
+    let init = frames
+        .iter()
+        .find(|f| f["event"]["type"] == "system" && f["event"]["subtype"] == "init")
+        .unwrap();
+    let fresh = init["event"]["session_id"].as_str().unwrap();
+    assert_ne!(fresh, "00000000-0000-4000-8000-000000000000");
+    let meta = std::fs::read_to_string(session_dir.join("meta.json")).unwrap();
+    assert!(
+        meta.contains(fresh),
+        "the new conversation is remembered for the next resume: {meta}"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_prompt_dies_with_its_agent_and_is_cancelled() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let mut a = server.client(&fx.owner, None).await;
+    let mut b = server.client(&fx.owner2, None).await;
+    a.attach("default", None).await;
+    b.attach("default", None).await;
+    wait_state(&mut a, "idle").await;
+    let ok = a.prompt("please run-bash").await;
+    let (req, _) = a.recv_event("control_request").await;
+    let request_id = req["event"]["request_id"].as_str().unwrap().to_string();
+    let pid = agent_pid(&server).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let prompt_id = ok["prompt_id"].as_str().unwrap().to_string();
+    for c in [&mut a, &mut b] {
+        let (exit, _) = c.recv_event("relay.agent_exit").await;
+        assert_eq!(exit["event"]["signal"], "SIGKILL");
+        c.wait_turn(&prompt_id, &["aborted"]).await;
+        // Once the new agent answers initialize without listing it, it is cancelled.
+        let (cancelled, _) = c.recv_event("relay.cancelled").await;
+        assert_eq!(cancelled["event"]["request_id"], request_id.as_str());
+        assert_eq!(cancelled["event"]["reason"], "agent_restarted");
+    }
+    let late = b
+        .request(
+            json!({"type": "respond", "request_id": request_id, "response": {"behavior": "allow"}}),
+            "late",
+        )
+        .await;
+    assert_eq!(late["code"], "not_pending");
+    let mut c = server.client(&fx.owner, None).await;
+    let attached = c.attach("default", None).await;
+    assert_eq!(attached["pending"], json!([]));
+}
