@@ -370,7 +370,7 @@ async fn load_200_clients_receive_a_1000_event_burst_in_order() {
     );
     println!(
         "load: 200 clients x {} events = {delivered} deliveries in {:.2} s ({:.0} events/s delivered); \
-         receive-time spread across clients (test clients, debug build) p50 {:.2} ms, p99 {:.2} ms (head before {head})",
+         receive-time spread across the test clients p50 {:.2} ms, p99 {:.2} ms (head before {head})",
         lens[0],
         elapsed.as_secs_f64(),
         delivered as f64 / elapsed.as_secs_f64(),
