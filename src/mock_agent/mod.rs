@@ -536,6 +536,7 @@ impl Agent {
                 .str("non_execution_kind", "permission-rule")
                 .obj("permission_decision", decision)])
         };
+        let failed = matches!(decision, Decision::Failed(_));
         let answer = match decision {
             Decision::Allow(input) => {
                 let Ok(run) = self.run_tool(&tool, &input) else {
@@ -571,38 +572,27 @@ impl Agent {
                 self.emit_rejected(&tool);
                 return Outcome::AbortedTools;
             }
-            Decision::Deny { message, .. } => {
-                t.denials.push(msg::denial(&tool));
-                let reject = rejected_meta(
-                    Obj::new()
-                        .str("decision", "reject")
-                        .str("source", "user_reject"),
-                );
-                let block = msg::tool_result_err(&tool.id, &message);
-                let result = to_json(&format!("Error: {message}"));
-                out::line(&msg::user_line(
-                    &self.ctx,
-                    block,
-                    Some(&result),
-                    Some(&reject),
-                ));
-                format!("Tool was denied: {message}")
-            }
-            Decision::Failed(message) => {
-                t.denials.push(msg::denial(&tool));
-                let reject = rejected_meta(
+            // A deny and a failed answer look the same to the model; only how the
+            // CLI records the decision differs.
+            Decision::Deny { message, .. } | Decision::Failed(message) => {
+                let meta = if failed {
                     Obj::new()
                         .str("decision", "reject")
                         .str("source", "config")
-                        .str("reason_type", "other"),
-                );
+                        .str("reason_type", "other")
+                } else {
+                    Obj::new()
+                        .str("decision", "reject")
+                        .str("source", "user_reject")
+                };
+                t.denials.push(msg::denial(&tool));
                 let block = msg::tool_result_err(&tool.id, &message);
                 let result = to_json(&format!("Error: {message}"));
                 out::line(&msg::user_line(
                     &self.ctx,
                     block,
                     Some(&result),
-                    Some(&reject),
+                    Some(&rejected_meta(meta)),
                 ));
                 format!("Tool was denied: {message}")
             }
