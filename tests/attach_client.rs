@@ -720,8 +720,8 @@ async fn two_terminals_share_a_permission_prompt() {
             "50",
             &command,
         ]);
-    }
-    for device in ["laptop", "phone"] {
+        // One at a time, so the laptop is attached before the phone joins and sees
+        // it arrive (otherwise, under load, the phone may already be listed).
         tmux.wait_for(device, "the editor", |s| {
             s.contains("connected to") && s.lines().any(is_editor_line)
         });
