@@ -309,8 +309,18 @@ async fn an_unreachable_agent_command_ends_in_failed_with_a_reason() {
     })
     .await;
     assert!(failed, "logs:\n{}", server.logs());
-    let (status, _, body) = server.http_get("/readyz").await;
-    assert_eq!(status, 503);
+    // The status snapshot is published right after the state change is logged.
+    let mut last = (0, String::new());
+    for _ in 0..100 {
+        let (status, _, body) = server.http_get("/readyz").await;
+        last = (status, body);
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = last;
+    assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("no-such-agent"),
         "the reason names the command: {body}"

@@ -782,7 +782,8 @@ async fn connect_with_small_receive_buffer(server: &TestServer) -> common::TestC
     common::TestClient::from_ws(ws)
 }
 
-#[tokio::test]
+// Two workers: the knocking task must run while the reader is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_pressure_refuses_then_sheds_the_slow_client() {
     let fx = Fixture::new();
     let server = fx.start(ServerOptions::default().args(&[
@@ -813,7 +814,17 @@ async fn memory_pressure_refuses_then_sheds_the_slow_client() {
         let stop = stop.clone();
         async move {
             let mut refusals = Vec::new();
-            while !stop.is_cancelled() {
+            // Past the flood's end, keep knocking a little: refusing outlasts the
+            // pressure by the guard's hold time, and a loaded machine may have kept
+            // this task from running while it peaked.
+            let mut stopped_at = None;
+            loop {
+                if stop.is_cancelled() {
+                    let since = *stopped_at.get_or_insert_with(Instant::now);
+                    if !refusals.is_empty() || since.elapsed() > Duration::from_secs(3) {
+                        break;
+                    }
+                }
                 let (status, head, body) = http_request(addr, &upgrade_request(addr, "")).await;
                 if status == 503 {
                     refusals.push((head, body));

@@ -213,52 +213,87 @@ async fn a_client_that_reads_nothing_is_closed_4008_and_resumes_losslessly() {
     let rss_before = common::rss_kib(server.pid()).unwrap_or(0);
     let ok = reader.prompt("flood 50000").await;
     let prompt_id = ok["prompt_id"].as_str().unwrap().to_string();
-    // The reading client gets every event while the stalled one reads nothing.
-    let mut reader_seen = Vec::new();
-    let mut peak_rss = 0;
-    let started = Instant::now();
-    loop {
-        let v = reader.recv().await;
-        if reader_seen.len() % 5000 == 0 {
-            peak_rss = peak_rss.max(common::rss_kib(server.pid()).unwrap_or(0));
-        }
-        if v["type"] == "event" {
-            reader_seen.push(seq_of(&v));
-            if v["event"]["type"] == "relay.turn"
-                && v["event"]["prompt_id"] == prompt_id.as_str()
-                && v["event"]["phase"] == "ended"
-            {
-                break;
+    // The reading client gets every event (in its own task) while the stalled one
+    // reads nothing.
+    let server_pid = server.pid();
+    let (url, key) = (server.url.clone(), fx.owner.clone());
+    let reading = tokio::spawn(async move {
+        let mut seen: Vec<u64> = Vec::new();
+        let mut peak_rss = 0;
+        let mut lagged = 0;
+        let started = Instant::now();
+        loop {
+            let v = match reader.recv_frame(common::FRAME_TIMEOUT).await {
+                Some(Received::Frame(v)) => v,
+                // On a machine loaded enough, even this client can fall behind; like
+                // any client it then resumes from its last seq and loses nothing.
+                Some(Received::Closed(Some((4008, _)))) => {
+                    lagged += 1;
+                    reader = common::TestClient::connect(&url).await;
+                    reader.authenticate(&key, Some("reader")).await;
+                    reader.attach("default", seen.last().copied()).await;
+                    continue;
+                }
+                other => panic!("reading client: {other:?}"),
+            };
+            if seen.len() % 5000 == 0 {
+                peak_rss = peak_rss.max(common::rss_kib(server_pid).unwrap_or(0));
+            }
+            if v["type"] == "event" {
+                seen.push(seq_of(&v));
+                if v["event"]["type"] == "relay.turn"
+                    && v["event"]["prompt_id"] == prompt_id.as_str()
+                    && v["event"]["phase"] == "ended"
+                {
+                    if lagged > 0 {
+                        println!("(the reading client itself lagged {lagged} time(s) and resumed)");
+                    }
+                    return (seen, peak_rss, started.elapsed().as_secs_f64());
+                }
             }
         }
-    }
-    let flood_secs = started.elapsed().as_secs_f64();
-    assert!(
-        reader_seen.windows(2).all(|w| w[1] == w[0] + 1),
-        "the reading client missed nothing"
-    );
+    });
     assert!(
         server
-            .wait_log("client too slow", Duration::from_secs(10))
+            .wait_log("client too slow", Duration::from_secs(60))
             .await,
         "the stalled client was marked lagging"
     );
-    // Now the stalled client reads: what was written to its socket, then close 4008.
+    // Now the stalled client reads at once: what was written to its socket, then the
+    // close. The server gives the close frame a short grace; a client that reads by
+    // then gets 4008 with its last seq.
     let mut stalled_seen = Vec::new();
-    let (code, reason) = loop {
+    let close = loop {
         match stalled.recv_frame(Duration::from_secs(20)).await {
             Some(Received::Frame(v)) => {
                 if v["type"] == "event" {
                     stalled_seen.push(seq_of(&v));
                 }
             }
-            Some(Received::Closed(Some((code, reason)))) => break (code, reason),
-            other => panic!("expected close 4008, got {other:?}"),
+            Some(Received::Closed(close)) => break close,
+            None => panic!("the lagging client was not closed"),
         }
     };
-    assert_eq!(code, 4008);
     let last = *stalled_seen.last().unwrap_or(&0);
-    assert_eq!(reason, format!("lagging; last seq {last}"));
+    match close {
+        Some((code, reason)) => {
+            assert_eq!(code, 4008);
+            assert_eq!(reason, format!("lagging; last seq {last}"));
+        }
+        // PROTOCOL.md §7: when even the close frame cannot be delivered within the
+        // grace period, the connection is dropped; the server says so in its log.
+        None => assert!(
+            server
+                .wait_log("close frame not delivered", Duration::from_secs(5))
+                .await,
+            "dropped without a close frame, and the server did not report why"
+        ),
+    }
+    let (reader_seen, peak_rss, flood_secs) = reading.await.expect("reader task");
+    assert!(
+        reader_seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "the reading client missed nothing"
+    );
     let head = *reader_seen.last().unwrap();
     assert!(last < head, "it was really behind");
     let mut again = server.client(&fx.owner2, Some("stalled")).await;
