@@ -456,6 +456,8 @@ impl Actor {
     }
 
     fn broadcast_presence(&mut self) {
+        // The snapshot `session.list` reads must not lag behind what presence says.
+        self.publish_status();
         // Pushing presence may itself reveal more lagging clients; repeat until stable.
         loop {
             let text = FrameText::from(
