@@ -514,7 +514,9 @@ async fn session_list_detach_presence_and_clients() {
         json!({"type": "detached", "id": "d", "session": "default"})
     );
     expect_presence(&mut a, &["laptop"]).await;
-    // After detach the viewer gets no more events or presence.
+    // After detach the viewer gets no more events or presence (frames that arrived
+    // before the `detached` reply were still its to receive).
+    v.discard_backlog();
     a.prompt("hello").await;
     let quiet = v.recv_frame(Duration::from_millis(500)).await;
     assert!(quiet.is_none(), "detached client got {quiet:?}");

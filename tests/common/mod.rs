@@ -535,6 +535,11 @@ impl TestClient {
         }
     }
 
+    /// Forget frames that arrived before the last direct reply.
+    pub fn discard_backlog(&mut self) {
+        self.backlog.clear();
+    }
+
     /// The next frame; panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
         match self.recv_frame(FRAME_TIMEOUT).await {
