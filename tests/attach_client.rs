@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -304,57 +303,11 @@ fn prompt_permission_allow_runs_the_tool_and_no_policy_exits_3() {
     );
 }
 
-/// An ssh-agent of the test's own, killed on drop.
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path) -> Agent {
-        let socket = dir.join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent socket did not appear");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Agent { child, socket }
-    }
-
-    fn add(&self, key: &KeyPair) {
-        let status = Command::new("ssh-add")
-            .arg(&key.private)
-            .env("SSH_AUTH_SOCK", &self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("ssh-add runs");
-        assert!(status.success(), "ssh-add failed");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn agent_keys_are_tried_one_per_connection_until_one_is_accepted() {
     let fx = Fixture::new();
     let server = fx.start(ServerOptions::default());
-    let agent = Agent::start(fx.path());
+    let agent = common::SshAgent::start(fx.path());
     agent.add(&fx.stranger);
     agent.add(&fx.owner);
     let mut cmd = attach_cmd(

@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -1238,39 +1238,6 @@ async fn frame_errors_after_authentication_echo_ids_and_keep_the_connection() {
     assert_eq!(pong["type"], "pong");
 }
 
-/// Kills the ssh-agent child on drop.
-struct Agent {
-    child: std::process::Child,
-    socket: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(dir: &Path) -> Agent {
-    let socket = dir.join("agent.sock");
-    let child = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-agent starts");
-    let agent = Agent { child, socket };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.socket.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    agent
-}
-
 /// 8. Signing through a real ssh-agent with `agent_keys` + `sign_with_agent`.
 #[tokio::test]
 async fn signatures_from_a_real_ssh_agent_are_accepted() {
@@ -1280,17 +1247,9 @@ async fn signatures_from_a_real_ssh_agent_are_accepted() {
         &fx,
         &[fx.owner.public_line.clone(), rsa.public_line.clone()],
     );
-    let agent = start_agent(fx.path());
-    for key in [&fx.owner, &rsa] {
-        let status = Command::new("ssh-add")
-            .arg("-q")
-            .arg(&key.private)
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .stdin(Stdio::null())
-            .status()
-            .expect("ssh-add runs");
-        assert!(status.success(), "ssh-add {}", key.private.display());
-    }
+    let agent = common::SshAgent::start(fx.path());
+    agent.add(&fx.owner);
+    agent.add(&rsa);
     let server = fx.start(ServerOptions::default());
     let socket = agent.socket.clone();
     let listed = tokio::task::spawn_blocking(move || ccrelay::auth::agent_keys(&socket))

@@ -700,3 +700,52 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// An ssh-agent of the test's own (`ssh-agent -D -a SOCK`), killed on drop.
+pub struct SshAgent {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl SshAgent {
+    pub fn start(dir: &Path) -> SshAgent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        let agent = SshAgent { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent socket did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// `ssh-add KEY` into this agent.
+    pub fn add(&self, key: &KeyPair) {
+        let status = Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key.private)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("ssh-add runs");
+        assert!(status.success(), "ssh-add {} failed", key.private.display());
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
