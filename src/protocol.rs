@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// The text of one outbound frame: refcounted, so one serialized event is shared by
 /// every recipient without copying.
-pub use axum::extract::ws::Utf8Bytes as FrameText;
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
 
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -213,6 +213,19 @@ pub const DEFAULT_SESSION: &str = "default";
 /// an unknown `type` → `unknown_type`. The error carries the request `id` when the
 /// frame had a valid one.
 pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
+    // Bound what the tree below may cost before building it: a frame's JSON tree
+    // takes tens of bytes per value, so a 4 MiB `[{},{},...]` would take hundreds
+    // of MB. No request needs this many values.
+    let nodes = json_values(text);
+    if nodes > MAX_FRAME_JSON_VALUES {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the frame holds about {nodes} JSON values; at most {MAX_FRAME_JSON_VALUES} are accepted"
+            ),
+        )
+        .with_id(peek_request_id(text)));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -318,13 +331,48 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
 
 /// The valid `id` of a frame, if it has one, without interpreting the rest (used
 /// to answer frames that are refused before parsing, e.g. by the rate limit).
+/// Nothing but the id is materialized (the rest is only skipped over).
 pub fn peek_request_id(text: &str) -> Option<RequestId> {
     #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<Value>,
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
     }
     let raw = serde_json::from_str::<IdOnly>(text).ok()?.id?;
-    parse_id(raw).ok()
+    // A valid id is short; anything longer is not worth building.
+    if raw.get().len() > 4 * MAX_SHORT_STRING_CHARS + 2 {
+        return None;
+    }
+    parse_id(serde_json::from_str(raw.get()).ok()?).ok()
+}
+
+/// Most JSON values (objects, arrays, scalars) one frame may hold.
+pub const MAX_FRAME_JSON_VALUES: usize = 65_536;
+
+/// An upper bound on the number of JSON values in `text` (one per opening
+/// bracket or comma outside strings, plus one), in one pass without allocating.
+pub fn json_values(text: &str) -> usize {
+    let mut n = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 fn parse_id(raw: Value) -> Result<RequestId, ProtocolError> {
@@ -689,6 +737,25 @@ mod tests {
             code_of(&format!(r#"{{"type":"ping","id":"{long}"}}"#)),
             ErrorCode::BadMessage
         );
+    }
+
+    #[test]
+    fn bounds_the_json_tree_a_frame_may_cost() {
+        let mut flood = String::from(r#"{"type":"ping","id":"big","x":["#);
+        for _ in 0..200_000 {
+            flood.push_str("{},");
+        }
+        flood.push_str("{}]}");
+        let err = parse_request(&flood).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(err.id, Some(RequestId::Text("big".into())));
+        // Commas and brackets inside strings are not values.
+        assert_eq!(json_values(r#"{"a":"[,{,\",]"}"#), 2);
+        let text = format!(r#"{{"type":"prompt","content":"{}"}}"#, ",".repeat(100_000));
+        assert!(parse_request(&text).is_ok());
+        // A huge id is never built into a tree.
+        let huge_id = format!(r#"{{"id":[{}1]}}"#, "1,".repeat(10_000));
+        assert_eq!(peek_request_id(&huge_id), None);
     }
 
     #[test]
