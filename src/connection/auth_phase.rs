@@ -116,7 +116,7 @@ impl Connection {
         let span = tracing::Span::current();
         span.record("client_id", client_id.as_str());
         span.record("fingerprint", identity.fingerprint.as_str());
-        tracing::info!(role = identity.role.as_str(), key_type = %identity.key_type, device = device.as_deref().unwrap_or("-"), "authenticated");
+        tracing::info!(role = identity.role.as_str(), key_type = %identity.key_type, device = device.as_deref().unwrap_or("-"), comment = %identity.comment, "authenticated");
         let info = ClientInfo {
             conn_id: self.conn_id,
             client_id: client_id.clone(),
