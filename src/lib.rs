@@ -16,6 +16,7 @@
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
+//! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
@@ -30,6 +31,7 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;

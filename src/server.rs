@@ -89,6 +89,10 @@ pub struct Shared {
     pub sessions: Sessions,
     pub keys: KeyStore,
     pub throttle: AuthThrottle,
+    /// Where signature verifications run (off the async workers, bounded).
+    pub verifier: crate::auth::Verifier,
+    /// Pending device pairing requests and the owners told about them.
+    pub pairing: Arc<crate::pairing::Pairing>,
     pub metrics: Arc<Metrics>,
     pub server_id: String,
     /// Cancelled to close every connection (shutdown or fatal fault).
@@ -161,15 +165,8 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
     // Everything that can be wrong with the configuration is found before anything starts.
-    let keys =
-        KeyStore::load(&config.authorized_keys, config.viewer_keys.as_deref()).map_err(|e| {
-            let setting = if e.to_string().contains("viewer") {
-                "viewer-keys"
-            } else {
-                "authorized-keys"
-            };
-            config_error(setting, e.to_string())
-        })?;
+    let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
+        .map_err(|e| config_error(e.setting(), e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         config_error(
             "data-dir",
@@ -237,6 +234,8 @@ pub async fn run_with(
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(config.max_connections)),
         throttle: AuthThrottle::new(config.auth_failures_per_min),
+        verifier: crate::auth::Verifier::for_this_machine(),
+        pairing: crate::pairing::Pairing::new(metrics.clone()),
         config: config.clone(),
         sessions,
         keys,
