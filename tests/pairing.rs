@@ -408,3 +408,114 @@ async fn keys_add_list_remove() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// A tmux server of the test's own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("ccrelay-pairing-{}", std::process::id()),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Poll the screen until `pred` holds; returns it.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.tmux(&["capture-pane", "-p", "-t", "owner"]);
+            if pred(&screen) {
+                return screen;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("timed out waiting for {what}; screen:\n{screen}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `ccrelay attach` shows a pair request to an owner with its code, and `y`
+/// approves it: the device is authenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_shows_a_pair_request_and_y_approves_it() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let server = fx.start(ServerOptions::default());
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "env -u SSH_AUTH_SOCK HOME={} NO_COLOR=1 {} attach -i {} --device laptop {}; echo CLIENT-EXITED $?; sleep 600",
+        home.display(),
+        ccrelay_bin(),
+        fx.owner.private.display(),
+        server.url
+    );
+    tmux.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "owner",
+        "-x",
+        "220",
+        "-y",
+        "50",
+        &command,
+    ]);
+    tmux.wait_for("the editor", |s| {
+        s.contains("connected to") && s.lines().any(|l| l == ">" || l.starts_with("> "))
+    })
+    .await;
+
+    let (mut device, pending) = pair_request(&server, &phone, "Pixel 9").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let code = pending["code"].as_str().unwrap().to_string();
+    let screen = tmux
+        .wait_for("the pair request", |s| {
+            s.contains(&format!("Pair device \"Pixel 9\" (code {code}"))
+        })
+        .await;
+    assert!(screen.contains(&phone.fingerprint), "{screen}");
+    tmux.tmux(&["send-keys", "-t", "owner", "y"]);
+    let auth_ok = device.recv().await;
+    assert_eq!(auth_ok["type"], "auth.ok", "{auth_ok}");
+    assert_eq!(auth_ok["role"], "owner");
+    tmux.wait_for("the resolution", |s| {
+        s.contains("device \"Pixel 9\" paired as owner by you") && !s.contains("Pair device")
+    })
+    .await;
+    tmux.tmux(&["send-keys", "-t", "owner", "C-d"]);
+    tmux.wait_for("the exit", |s| s.contains("CLIENT-EXITED 0"))
+        .await;
+}
