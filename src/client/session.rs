@@ -142,18 +142,12 @@ struct PairRequest {
     fingerprint: String,
 }
 
-/// A peer-controlled string made safe for one terminal line: control, format
-/// and bidi characters are shown escaped (`\u{202e}`), and it is cut at `max`.
+/// A peer-controlled string made safe for one terminal line (see
+/// [`crate::escape`]: controls, bidi and invisible characters shown escaped),
+/// cut at `max` characters.
 fn terminal_safe(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for c in text.chars().take(max) {
-        if c.is_control() || crate::protocol::valid_device_name(&c.to_string()).is_err() {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let cut: String = text.chars().take(max).collect();
+    crate::escape::line(&cut).into_owned()
 }
 
 /// An interactive prompt waiting for its `ok` (resent with its key after a reconnect).

@@ -411,7 +411,7 @@ impl Connection {
             pair_id = ticket.pair_id(),
             fingerprint = %fingerprint,
             key_type,
-            device = %device.escape_default(),
+            device = %device,
             "pair request pending"
         );
         self.reply(
@@ -443,10 +443,12 @@ impl Connection {
         let span = tracing::Span::current();
         span.record("client_id", client_id.as_str());
         span.record("fingerprint", identity.fingerprint.as_str());
+        // Peer strings are escaped by the log formatter (crate::escape).
         tracing::info!(
             role = identity.role.as_str(),
             key_type = %identity.key_type,
-            device = %device.as_deref().unwrap_or("-").escape_default(),
+            device = device.as_deref().unwrap_or("-"),
+            comment = %identity.comment,
             "authenticated"
         );
         let info = ClientInfo {
