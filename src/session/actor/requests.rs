@@ -110,8 +110,13 @@ impl Actor {
         }
         tracing::debug!(session = %self.name, client_id = %client.info.client_id, head, replay_from, truncated, "client attached");
         if pushed.is_err() {
-            // Lagging or gone: it is not attached (and leaves if it was).
-            self.drop_clients(&[client.info.conn_id]);
+            // Lagging or gone: it is not attached (and leaves if it was; a
+            // newcomer nobody heard of is simply forgotten).
+            if was_attached {
+                self.drop_clients(&[client.info.conn_id]);
+            } else {
+                self.clients.remove(&client.info.conn_id);
+            }
             return Ok(());
         }
         let now = Instant::now();
