@@ -19,11 +19,22 @@ pub struct Change {
 }
 
 /// The client's view of who is attached.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct PresenceView {
     present: Vec<String>,
     count: usize,
     complete: bool,
+}
+
+impl Default for PresenceView {
+    /// Nobody, known in full (until an `attached` list says otherwise).
+    fn default() -> Self {
+        PresenceView {
+            present: Vec::new(),
+            count: 0,
+            complete: true,
+        }
+    }
 }
 
 fn ids(list: Option<&Value>) -> Vec<String> {

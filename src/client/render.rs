@@ -805,7 +805,8 @@ mod tests {
     fn peer_chosen_names_and_reasons_are_escaped_on_one_line() {
         let mut r = r();
         let evil = "ph\none\u{1b}[2J\u{202e}";
-        let out = r.presence(&[json!({"client_id":"c9","device": evil})]);
+        let out =
+            r.presence(&json!({"joined":[{"client_id":"c9","device": evil}],"left":[],"count":1}));
         assert_eq!(out, "· ph\\none\\u{1b}[2J\\u{202e} joined\n");
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c8","device":evil,"content":"hi"});
         let out = r.event(&p);
