@@ -252,6 +252,36 @@ impl Outbox {
         Ok(())
     }
 
+    /// Enqueue several items at once (one lock, one wake-up: a session's events
+    /// of one step), all or none: if they do not all fit, the client is lagging.
+    pub fn push_all(
+        &self,
+        items: impl ExactSizeIterator<Item = Outbound>,
+    ) -> Result<(), PushError> {
+        if self.lagging.is_cancelled() || self.account.shed().is_cancelled() {
+            return Err(PushError::Lagging);
+        }
+        if self.chan.rx_closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let mut queue = self.chan.lock();
+            if queue.len() + items.len() > self.chan.capacity {
+                drop(queue);
+                self.lagging.cancel();
+                return Err(PushError::Lagging);
+            }
+            for item in items {
+                queue.push_back(Queued {
+                    _charge: self.account.charge(item.held_bytes()),
+                    item,
+                });
+            }
+        }
+        self.chan.ready.notify_one();
+        Ok(())
+    }
+
     /// Enqueue a reply frame.
     pub fn frame(&self, kind: &'static str, text: impl Into<FrameText>) -> Result<(), PushError> {
         self.push(Outbound::Frame {
@@ -302,6 +332,23 @@ mod tests {
         let (outbox, rx) = Outbox::new(2);
         drop(rx);
         assert_eq!(outbox.frame("pong", "x"), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn push_all_is_all_or_nothing() {
+        let frames = |n: usize| {
+            (0..n).map(|i| Outbound::Frame {
+                kind: "event",
+                text: format!("{i}").into(),
+            })
+        };
+        let (outbox, mut rx) = Outbox::new(3);
+        assert!(outbox.push_all(frames(2)).is_ok());
+        assert_eq!(outbox.depth(), 2);
+        assert_eq!(outbox.push_all(frames(2)), Err(PushError::Lagging));
+        assert_eq!(outbox.depth(), 2, "nothing of a batch that does not fit");
+        assert!(outbox.lagging().is_cancelled());
+        assert!(rx.try_recv().is_ok());
     }
 
     #[tokio::test]

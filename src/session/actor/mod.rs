@@ -436,11 +436,6 @@ impl Actor {
             }
         }
         self.uncommitted.push((seq, text, read_at));
-        self.shared
-            .metrics
-            .events_appended
-            .get_or_create(&self.metrics_label)
-            .inc();
         Ok(())
     }
 
@@ -466,19 +461,22 @@ impl Actor {
             .get_or_create(&self.metrics_label)
             .set(self.log.journal.bytes() as i64);
         let events = std::mem::take(&mut self.uncommitted);
+        self.shared
+            .metrics
+            .events_appended
+            .get_or_create(&self.metrics_label)
+            .inc_by(events.len() as u64);
         let mut lagged = Vec::new();
         for client in self.clients.values() {
-            for (seq, text, read_at) in &events {
-                let pushed = client.outbox.push(Outbound::Event {
-                    session: self.name.clone(),
-                    seq: *seq,
-                    text: text.clone(),
-                    read_at: *read_at,
-                });
-                if pushed.is_err() {
-                    lagged.push(client.info.conn_id);
-                    break;
-                }
+            // Each frame was serialized once; every client gets a reference to it.
+            let items = events.iter().map(|(seq, text, read_at)| Outbound::Event {
+                session: self.name.clone(),
+                seq: *seq,
+                text: text.clone(),
+                read_at: *read_at,
+            });
+            if client.outbox.push_all(items).is_err() {
+                lagged.push(client.info.conn_id);
             }
         }
         if !lagged.is_empty() {
