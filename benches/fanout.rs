@@ -555,6 +555,24 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// Sum of the samples of a metric in the server's /metrics (0 when absent).
+async fn metric(server: SocketAddr, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
+        return 0.0;
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0.0;
+    }
+    let mut body = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn raise_nofile() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -703,8 +721,12 @@ async fn run(args: Args) {
         }
     };
     let cpu_before = server.cpu();
+    let fsyncs_before = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await;
+    let events_before = metric(server.addr, "ccrelay_events_appended_total").await;
     let sent = drive(sender, &args).await;
     let cpu_traffic = server.cpu().saturating_sub(cpu_before);
+    let fsyncs = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
+    let appended = metric(server.addr, "ccrelay_events_appended_total").await - events_before;
     let _ = target_tx.send(sent.final_head.max(1));
     let mut all = Seen::default();
     let mut latencies: Vec<u32> = Vec::new();
@@ -771,6 +793,10 @@ async fn run(args: Args) {
         "server CPU during traffic: {:.2} s = {:.2} µs per delivery",
         cpu_traffic.as_secs_f64(),
         cpu_traffic.as_secs_f64() * 1e6 / deliveries.max(1) as f64
+    );
+    println!(
+        "journal: {appended:.0} events appended with {fsyncs:.0} fsyncs ({:.1} events per fsync)",
+        appended / fsyncs.max(1.0)
     );
     drop(server);
 }
