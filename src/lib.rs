@@ -11,6 +11,7 @@
 //! - `auth`: SSH key challenge-response, authorized_keys, throttling, client signing;
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
 //! - `journal`: the durable per-session event journal;
+//! - `datadir`: owner-only data dir and files (modes at creation, start-up check);
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod datadir;
 pub mod demo;
 pub mod escape;
 pub mod guard;

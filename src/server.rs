@@ -170,12 +170,9 @@ pub async fn run_with(
             };
             config_error(setting, e.to_string())
         })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        config_error(
-            "data-dir",
-            format!("cannot create {}: {e}", config.data_dir.display()),
-        )
-    })?;
+    // Owner-only, or refused (exit 2): journals hold whole transcripts.
+    crate::datadir::prepare(&config.data_dir)
+        .map_err(|e| config_error("data-dir", e.to_string()))?;
     let server_id = match &config.server_id {
         Some(id) => id.clone(),
         None => load_or_create_server_id(&config.data_dir).map_err(|e| {
@@ -373,9 +370,7 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     let mut bytes = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join("server_id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::datadir::write_atomic(&path, format!("{id}\n"))?;
     Ok(id)
 }
 

@@ -142,3 +142,180 @@ async fn peer_strings_are_escaped_in_pretty_logs() {
         "key type not escaped:\n{logs}"
     );
 }
+
+/// Every directory under `root` (and `root`) and every file: (path, mode).
+fn modes_under(root: &std::path::Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue; // removed meanwhile (a temp file renamed)
+        };
+        out.push((p.clone(), meta.is_dir(), meta.mode() & 0o7777));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn assert_owner_only(root: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for (path, is_dir, mode) in modes_under(root) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:04o}", path.display());
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names
+}
+
+/// Issue 10 acceptance 7: after a session with prompts, every file in the data dir
+/// is 0600 and every directory 0700 — including what an older version left 0644/0755.
+#[tokio::test]
+async fn data_dir_files_are_owner_only_after_a_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    // What an older version left behind: world-readable dir and file.
+    let data = f.data_dir();
+    std::fs::create_dir_all(data.join("sessions")).unwrap();
+    std::fs::write(data.join("audit.jsonl.1"), "{}\n").unwrap();
+    for (p, m) in [
+        (data.clone(), 0o755),
+        (data.join("sessions"), 0o755),
+        (data.join("audit.jsonl.1"), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let server = f.start(ServerOptions::default());
+    let mut c = server.client(&f.owner, Some("laptop")).await;
+    c.attach("default", None).await;
+    for text in ["hello", "second prompt"] {
+        let ok = c.prompt(text).await;
+        let id = ok["prompt_id"].as_str().unwrap().to_string();
+        c.wait_turn(&id, &["ended"]).await;
+    }
+    // While the agent runs (agent.pid, meta.json present) and after a clean stop.
+    let names = assert_owner_only(&data);
+    for expected in [
+        "server_id",
+        "audit.jsonl",
+        "audit.jsonl.1",
+        "agent.pid",
+        "meta.json",
+        "journal",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing in {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.ends_with(".seg")),
+        "no journal segment in {names:?}"
+    );
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("second prompt") || audit.lines().count() >= 2,
+        "{audit}"
+    );
+    let mut server = server;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some());
+    assert_owner_only(&data);
+}
+
+/// Run `ccrelay serve` on the fixture to its exit: (code, stderr).
+fn serve_to_exit(f: &Fixture) -> (Option<i32>, String) {
+    let out = serve_cmd(f, "json")
+        .stdout(Stdio::null())
+        .output()
+        .expect("ccrelay runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A data dir writable by others (or by group) is refused at start: exit 2, naming `--data-dir`.
+#[test]
+fn data_dir_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.data_dir()).unwrap();
+    for mode in [0o777, 0o770] {
+        std::fs::set_permissions(f.data_dir(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, stderr) = serve_to_exit(&f);
+        assert_eq!(code, Some(2), "mode {mode:o}: {stderr}");
+        assert!(stderr.contains("--data-dir"), "{stderr}");
+        assert!(stderr.contains("writable by group or others"), "{stderr}");
+        assert!(
+            !f.data_dir().join("server_id").exists(),
+            "nothing was started"
+        );
+    }
+}
+
+/// A data dir owned by another user is refused (needs root to make one: skipped otherwise).
+#[test]
+fn data_dir_owned_by_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot chown a directory to another user; skipped");
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.data_dir()).unwrap();
+    std::os::unix::fs::chown(f.data_dir(), Some(65534), Some(65534)).unwrap();
+    let (code, stderr) = serve_to_exit(&f);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+}
+
+/// An `agent.pid` naming a live process that is not the agent we started (a reused
+/// pid: same pid and start time, another command line) is never signalled.
+#[tokio::test]
+async fn agent_pid_naming_another_process_is_not_signalled() {
+    use std::os::unix::process::CommandExt;
+    let f = Fixture::new();
+    let mut bystander = Command::new("sleep")
+        .arg("60")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let session_dir = f.data_dir().join("sessions/default");
+    std::fs::create_dir_all(&session_dir).unwrap();
+    let record =
+        serde_json::json!({"pid": pid, "start": start, "cmdline": [mock_agent_bin(), "-p"]});
+    std::fs::write(session_dir.join("agent.pid"), record.to_string()).unwrap();
+    let server = f.start(ServerOptions::default());
+    let mut c = server.client(&f.owner, None).await;
+    c.attach("default", None).await;
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a process that is not our agent was signalled"
+    );
+    drop(server);
+    // Same record with the bystander's real command line: now it is "ours" and ended.
+    let record = serde_json::json!({"pid": pid, "start": start, "cmdline": ["sleep", "60"]});
+    std::fs::write(session_dir.join("agent.pid"), record.to_string()).unwrap();
+    let server = f.start(ServerOptions::default());
+    let mut c = server.client(&f.owner, None).await;
+    c.attach("default", None).await;
+    let status = tokio::task::spawn_blocking(move || bystander.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "the recorded survivor was ended");
+}
