@@ -14,6 +14,7 @@
 //! - `datadir`: owner-only data dir and files (modes at creation, start-up check);
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
+//! - `health`: what the health endpoints tell loopback and everyone else;
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
@@ -30,6 +31,7 @@ pub mod datadir;
 pub mod demo;
 pub mod escape;
 pub mod guard;
+pub mod health;
 pub mod journal;
 pub mod logging;
 pub mod metrics;

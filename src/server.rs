@@ -284,9 +284,10 @@ pub async fn run_with(
             .route("/healthz", get(healthz))
             .with_state(shared.clone());
         let stop = accept_stop.clone();
-        let l = GuardedListener::new(l, "metrics-listen", &shared);
+        // The peer address decides what /healthz says (crate::health).
+        let l = GuardedListener::new(l, "metrics-listen", &shared).tap_io(|_| {});
         tokio::spawn(async move {
-            let _ = axum::serve(l, app)
+            let _ = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
         })
@@ -522,7 +523,14 @@ fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     (all_ready, map)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !crate::health::full_detail(peer.ip(), &headers) {
+        return axum::Json(crate::health::healthz_minimal()).into_response();
+    }
     let (_, sessions) = session_detail(&shared);
     axum::Json(json!({
         "status": "ok",
@@ -543,7 +551,11 @@ fn memory_detail(shared: &Shared) -> Value {
     })
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let (sessions_ok, sessions) = session_detail(&shared);
     let shutting_down = shared.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
@@ -571,6 +583,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !crate::health::full_detail(peer.ip(), &headers) {
+        let sessions = body["sessions"].as_object().cloned().unwrap_or_default();
+        body = crate::health::readyz_minimal(ready, &sessions);
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -319,3 +319,137 @@ async fn agent_pid_naming_another_process_is_not_signalled() {
         .unwrap();
     assert!(!status.success(), "the recorded survivor was ended");
 }
+
+/// GET `path` from a socket bound to `source` (port 0): (status, body as JSON).
+async fn get_from(
+    source: std::net::IpAddr,
+    server: std::net::SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(server).await.expect("connects");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\n{extra_headers}Connection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http answer");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, body)
+}
+
+/// A local IPv4 address outside loopback (a connection from it to 127.0.0.1 is
+/// seen by the server as coming from that address), if the machine has one.
+fn non_loopback_local_v4() -> Option<std::net::IpAddr> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| a.is_ipv4() && !a.is_loopback())
+}
+
+fn assert_full_health(h: &Value, r: &Value) {
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h["version"].is_string(), "{h}");
+    assert!(h["connections"].is_u64(), "{h}");
+    assert!(h["memory"].is_object(), "{h}");
+    assert!(h["sessions"]["default"]["agent_pid"].is_u64(), "{h}");
+    assert_eq!(r["ready"], true, "{r}");
+    assert!(r["sessions"]["default"]["agent_pid"].is_u64(), "{r}");
+    assert!(r["sessions"]["default"]["clients"].is_u64(), "{r}");
+}
+
+fn assert_minimal_health(h: &Value, r: &Value) {
+    assert_eq!(*h, serde_json::json!({"status": "ok"}));
+    let state = r["sessions"]["default"]["state"].as_str().expect("state");
+    assert_eq!(
+        *r,
+        serde_json::json!({"ready": true, "sessions": {"default": {"state": state}}})
+    );
+}
+
+/// From loopback: every detail. From outside loopback (a real connection from the
+/// machine's non-loopback address, when it has one) or through a proxy (forwarding
+/// headers): `/healthz` only its status, `/readyz` only `ready` and session states.
+#[tokio::test]
+async fn health_endpoints_say_less_off_loopback() {
+    let f = Fixture::new();
+    let server = f.start(ServerOptions::default());
+    // The agent is up once a client is attached (agent_pid is set).
+    let mut c = server.client(&f.owner, None).await;
+    c.attach("default", None).await;
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        let (_, h) = get_from(local, server.addr, "/healthz", "").await;
+        if h["sessions"]["default"]["agent_pid"].is_u64() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "agent never reported a pid");
+    let (hs, h) = get_from(local, server.addr, "/healthz", "").await;
+    let (rs, r) = get_from(local, server.addr, "/readyz", "").await;
+    assert_eq!((hs, rs), (200, 200));
+    assert_full_health(&h, &r);
+
+    for proxied in [
+        "X-Forwarded-For: 203.0.113.9\r\n",
+        "Forwarded: for=203.0.113.9\r\n",
+    ] {
+        let (hs, h) = get_from(local, server.addr, "/healthz", proxied).await;
+        let (rs, r) = get_from(local, server.addr, "/readyz", proxied).await;
+        assert_eq!((hs, rs), (200, 200));
+        assert_minimal_health(&h, &r);
+    }
+
+    match non_loopback_local_v4() {
+        Some(outside) => {
+            let (hs, h) = get_from(outside, server.addr, "/healthz", "").await;
+            let (rs, r) = get_from(outside, server.addr, "/readyz", "").await;
+            assert_eq!((hs, rs), (200, 200));
+            assert_minimal_health(&h, &r);
+            println!("outside-loopback case checked from {outside}");
+        }
+        None => println!(
+            "no non-loopback address on this machine: outside case covered by the proxy headers and the unit test"
+        ),
+    }
+}
+
+/// `/healthz` on a separate `--metrics-listen` listener follows the same rule.
+#[tokio::test]
+async fn healthz_on_the_metrics_listener_follows_the_same_rule() {
+    let f = Fixture::new();
+    let server = f.start(ServerOptions::default().args(&["--metrics-listen", "127.0.0.1:0"]));
+    assert!(
+        server
+            .wait_log("metrics_addr", Duration::from_secs(10))
+            .await
+    );
+    let addr_line = server
+        .log_json()
+        .into_iter()
+        .find(|l| l["message"] == "listening")
+        .expect("listening line");
+    let metrics: std::net::SocketAddr =
+        addr_line["metrics_addr"].as_str().unwrap().parse().unwrap();
+    assert_ne!(metrics, server.addr);
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (s, h) = get_from(local, metrics, "/healthz", "").await;
+    assert_eq!(s, 200);
+    assert!(h["version"].is_string() && h["sessions"].is_object(), "{h}");
+    let (s, h) = get_from(local, metrics, "/healthz", "X-Real-IP: 203.0.113.9\r\n").await;
+    assert_eq!(s, 200);
+    assert_eq!(h, serde_json::json!({"status": "ok"}));
+}
