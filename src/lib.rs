@@ -17,6 +17,7 @@
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
+//! - `web`: the web client's files (embedded), their headers, and the own-origin rule.
 
 pub mod agent;
 pub mod auth;
@@ -33,3 +34,4 @@ pub mod mock_agent;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod web;
