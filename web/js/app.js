@@ -113,7 +113,7 @@ function acceptedBefore(serverId) {
 }
 
 function rememberAccepted(serverId) {
-  let all = {};
+  let all;
   try {
     all = JSON.parse(localStorage.getItem('ccrelay.accepted') || '{}');
   } catch {
@@ -322,7 +322,7 @@ async function main() {
     const code = document.createElement('p');
     code.append('Code ');
     const c = document.createElement('strong');
-    c.className = 'code';
+    c.className = 'pcode';
     c.textContent = m.code;
     code.append(c, ' — approve only if that device shows the same code.');
     const meta = document.createElement('p');

@@ -81,6 +81,8 @@ class Model {
           it.by = ev.client_id === 'relay' ? 'relay' : ev.device || ev.fingerprint || ev.client_id || '';
           it.message = (ev.response && ev.response.message) || '';
           this.touch(it);
+          const tool = it.toolUseId ? this.get(`tool:${it.toolUseId}`) : null;
+          if (tool) this.touch(tool);
         }
         break;
       }
@@ -146,11 +148,20 @@ class Model {
       description: typeof req.description === 'string' ? req.description : '',
       reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
       suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
+      toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
       resolved: '',
       by: '',
       message: '',
       seq,
     }));
+    // The tool card defers to the permission card for the input (no second diff).
+    const tool = req.tool_use_id ? this.get(`tool:${req.tool_use_id}`) : null;
+    if (tool) this.touch(tool);
+  }
+
+  /** The permission item opened for a tool call, if any. */
+  permissionFor(toolId) {
+    return this.items.find((x) => x.kind === 'permission' && x.toolUseId === toolId) || null;
   }
 
   textItem(mid, index) {

@@ -210,6 +210,7 @@ export class Proxy {
   constructor(target) {
     this.target = target;
     this.sockets = new Set();
+    this.pairs = [];
     this.port = 0;
   }
 
@@ -220,6 +221,7 @@ export class Proxy {
       this.sockets.add(upstream);
       client.pipe(upstream);
       upstream.pipe(client);
+      this.pairs.push({ client, upstream });
       const done = () => {
         client.destroy();
         upstream.destroy();
@@ -244,7 +246,16 @@ export class Proxy {
     await closed;
   }
 
+  /** Stop delivering server → browser bytes on open connections (the browser's sends still arrive). */
+  freeze() {
+    for (const { client, upstream } of this.pairs) {
+      upstream.unpipe(client);
+      upstream.pause();
+    }
+  }
+
   destroyAll() {
+    this.pairs = [];
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
   }

@@ -34,12 +34,13 @@ export function lineDiff(a, b) {
         rows.push({ op: ' ', text: xm[i] });
         i++;
         j++;
-      } else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) {
-        rows.push({ op: '+', text: ym[j] });
-        j++;
-      } else {
+      } else if (i < n && (j >= m || L[i + 1][j] >= L[i][j + 1])) {
+        // Removals first, as diffs are read.
         rows.push({ op: '-', text: xm[i] });
         i++;
+      } else {
+        rows.push({ op: '+', text: ym[j] });
+        j++;
       }
     }
   }

@@ -148,13 +148,16 @@ export class StreamView {
     const head = el('div', 'card-head');
     head.append(el('span', 'tool-name', it.name || 'tool'));
     head.append(el('span', 'summary', short(toolSummary(it.name, input || {}), 160)));
+    const perm = this.model ? this.model.permissionFor(it.toolId) : null;
     if (it.output !== null) head.append(el('span', it.isError ? 'tag warn' : 'tag ok', it.isError ? 'error' : 'done'));
+    else if (perm && !perm.resolved) head.append(el('span', 'tag warn', 'needs permission'));
     else head.append(el('span', 'tag', 'running'));
     box.append(head);
-    if (input && fileChange(it.name, input)) box.append(inputBody(it.name, input));
+    if (!perm && input && fileChange(it.name, input)) box.append(inputBody(it.name, input));
     if (it.output !== null) {
       const d = el('details', 'output');
-      d.append(el('summary', '', `Output (${it.output.split('\n').length} lines)`));
+      const n = it.output.split('\n').length;
+      d.append(el('summary', '', `Output (${n} line${n === 1 ? '' : 's'})`));
       const pre = el('pre', 'code');
       pre.append(el('code', '', it.output));
       d.append(pre);
