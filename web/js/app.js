@@ -420,7 +420,8 @@ async function main() {
     scheduleRender();
   };
   conn.onpair = async (pending, challenge) => {
-    setConnState('pairing');
+    setConnState('pairing', 'waiting for an owner to approve');
+    ui.conn.textContent = 'Awaiting approval';
     const mine = await pairCode(challenge.nonce, key.fingerprint);
     if (mine === pending.code) {
       ui.pairCode.textContent = mine;

@@ -46,16 +46,17 @@ const FLAGS = [
   '--disable-backgrounding-occluded-windows',
 ];
 
-export async function launchBrowser() {
+export async function launchBrowser(extraArgs = []) {
   const { chromium } = await import('playwright-core');
-  return chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  return chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, ...extraArgs], headless: true });
 }
 
 /** A running `ccrelay serve` with the mock agent in a fresh directory. */
 export class Server {
-  static async start({ args = [] } = {}) {
+  static async start({ args = [], prepare } = {}) {
     const dir = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-'));
     const s = new Server(dir);
+    if (prepare) prepare(dir);
     mkdirSync(path.join(dir, 'work'));
     mkdirSync(path.join(dir, 'mock-state'));
     // The terminal/test client's key: the server needs at least one usable key.

@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
-import { Server, launchBrowser, browserAvailable, nodeKey } from './harness.js';
+import { Server, launchBrowser, browserAvailable, nodeKey, until } from './harness.js';
 import * as sshsig from '../js/sshsig.js';
 
 let server;
@@ -165,5 +165,22 @@ test('the browser’s non-extractable key signs SSHSIG that ssh-keygen verifies'
   } finally {
     await browser.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('outside a secure context the page says it needs https or localhost (data-state=insecure)', { skip: !browserAvailable() }, async () => {
+  // A name that is not localhost, mapped to the loopback server: plain http there is not secure.
+  const browser = await launchBrowser(['--host-resolver-rules=MAP insecure.test 127.0.0.1']);
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`http://insecure.test:${server.port}/`);
+    assert.equal(await page.evaluate(() => window.isSecureContext), false);
+    const state = page.getByTestId('connection-state');
+    await state.waitFor();
+    await until(async () => (await state.getAttribute('data-state')) === 'insecure', 'the page reports insecure');
+    assert.match(await page.locator('#insecure').innerText(), /https:\/\/.*localhost/s);
+    assert.ok(await page.locator('#insecure').isVisible());
+  } finally {
+    await browser.close();
   }
 });
