@@ -72,7 +72,7 @@ export class Server {
         '--workdir', path.join(dir, 'work'),
         '--agent-cmd', bin('ccrelay-mock-agent'),
         '--log-format', 'json',
-        ...args,
+        ...(typeof args === 'function' ? args(dir) : args),
       ],
       { env: { ...process.env, CCRELAY_MOCK_STATE_DIR: path.join(dir, 'mock-state') }, stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -73,7 +73,7 @@ test('cut during 500+ events and a prompt typed offline: back online, nothing lo
   const offlinePrompt = 'typed while offline';
   await A.page.getByTestId('prompt-input').fill(offlinePrompt);
   await A.page.getByTestId('prompt-send').click();
-  assert.match(await A.page.locator('#outbox').innerText(), /typed while offline/, 'shown as waiting');
+  await until(async () => /typed while offline/.test(await A.page.locator('#outbox').innerText()), 'the prompt is shown as waiting');
 
   const f2 = term.frames.length;
   await term.request({ type: 'prompt', session: 'default', content: 'flood 500' });
@@ -121,5 +121,19 @@ test('a prompt whose ok was lost is not sent again: the replay holds its relay.p
   assert.equal(term.events().filter((f) => f.event.type === 'relay.prompt' && f.event.content === text).length, 1);
   assert.equal(agentSaw(text), 1, 'the agent saw it once');
   assert.equal(await A.page.locator('#outbox > *').count(), 0);
+  assert.equal(await streamText(A.page), await streamText(B.page));
+});
+
+test('a socket that died silently is noticed when the page becomes visible again, and the page catches up', { skip: !enabled }, async () => {
+  await until(async () => (await head(A.page)) === term.head(), 'A is caught up');
+  proxy.freeze(); // like a phone's socket killed in the background: no close, nothing arrives
+  const from = term.frames.length;
+  await term.request({ type: 'prompt', session: 'default', content: 'while the phone slept' });
+  await turnDone('while the phone slept', from);
+  assert.ok((await head(A.page)) < term.head(), 'A missed it');
+  // The page is shown again: it probes the socket, finds it dead and resumes.
+  await A.page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+  await until(async () => (await head(A.page)) === term.head(), 'A resumed after the wake-up', 20000);
+  assert.equal(await A.page.getByTestId('connection-state').getAttribute('data-state'), 'connected');
   assert.equal(await streamText(A.page), await streamText(B.page));
 });

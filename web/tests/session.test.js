@@ -72,8 +72,9 @@ test('a prompt from A reaches B and the terminal with A’s device; the answer i
     assert.match(await page.getByTestId('assistant-text').last().innerText(), /<img src=x onerror=/, 'the markup is shown as text');
     assert.deepEqual(page.errors, [], 'no page errors');
   }
-  const count = await A.page.getByTestId('presence').getAttribute('data-count');
-  assert.equal(count, '3', 'presence counts both browsers and the terminal');
+  // Presence counts both browsers and the terminal.
+  await waitAttr(A.page.getByTestId('presence'), 'data-count', (v) => v === '3');
+  await waitAttr(B.page.getByTestId('presence'), 'data-count', (v) => v === '3');
   await A.page.screenshot({ path: path.join(SCREENSHOTS, 'session-390x844.png') });
 });
 
