@@ -159,6 +159,15 @@ test('the browser’s non-extractable key signs SSHSIG that ssh-keygen verifies'
     assert.equal(r.extractable, false, 'the private key cannot be exported');
     assert.ok(r.same, 'the key is kept in IndexedDB');
     assert.equal((await page.getByTestId('public-key').textContent()).trim(), r.line, 'the page shows the same key');
+    // The service worker installed and cached this build's shell (PWA).
+    const cached = await page.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      const keys = await caches.keys();
+      const c = await caches.open(keys.find((k) => k.startsWith('ccrelay-')));
+      return { keys, shell: !!(await c.match('/')), app: (await c.keys()).some((q) => q.url.endsWith('/js/app.js')) };
+    });
+    assert.equal(cached.keys.length, 1, `one cache (${cached.keys})`);
+    assert.ok(cached.shell && cached.app, 'the shell and the modules are cached');
     const out = sshVerify(dir, r.line, r.sig, message);
     assert.match(out, /Good "ccrelay-auth" signature/);
     assert.throws(() => sshVerify(dir, r.line, r.sig, `${message}x`), 'a different message fails');

@@ -75,7 +75,22 @@ test('a prompt from A reaches B and the terminal with A’s device; the answer i
   // Presence counts both browsers and the terminal.
   await waitAttr(A.page.getByTestId('presence'), 'data-count', (v) => v === '3');
   await waitAttr(B.page.getByTestId('presence'), 'data-count', (v) => v === '3');
+
+  // Markdown as Claude Code writes it: headings, lists, code blocks highlighted.
+  const from2 = term.frames.length;
+  await send(A.page, 'hello\n## Plan\n- step **one**\n- step `two`\n\n```rust\nfn main() {\n    let x = 42; // the answer\n    println!("{x}");\n}\n```');
+  const r2 = await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from: from2 });
+  await waitAttr(A.page.getByTestId('session-view'), 'data-head', (v) => Number(v) >= r2.seq);
+  const md = A.page.getByTestId('assistant-text').last();
+  assert.equal(await md.locator('h4, h3').count(), 1, 'a heading');
+  assert.equal(await md.locator('li').count(), 2, 'a list');
+  assert.equal(await md.locator('pre.code[data-lang="rust"] .tok-kw').first().innerText(), 'fn', 'keywords highlighted');
+  assert.equal(await md.locator('pre.code .tok-com').innerText(), '// the answer');
+  assert.equal(await md.locator('pre.code .tok-num').first().innerText(), '42');
   await A.page.screenshot({ path: path.join(SCREENSHOTS, 'session-390x844.png') });
+  await A.page.emulateMedia({ colorScheme: 'dark' });
+  await A.page.screenshot({ path: path.join(SCREENSHOTS, 'session-dark-390x844.png') });
+  await A.page.emulateMedia({ colorScheme: 'light' });
 });
 
 test('a permission card with a diff in both browsers; allowed in B, A shows allow by B; the tool ran once', { skip: !enabled }, async () => {
