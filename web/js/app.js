@@ -196,6 +196,7 @@ async function main() {
     stream.render(log.model);
     ui.view.dataset.session = current;
     ui.view.dataset.head = String(log.head);
+    ui.view.dataset.base = String(log.base); // seqs up to base are not loaded (tail attach)
     ui.sessionState.textContent = log.model.state || '…';
     ui.sessionState.dataset.state = log.model.state || '';
     const busy = ['busy', 'awaiting_permission'].includes(log.model.state);
