@@ -113,7 +113,7 @@ enum Caching {
 }
 
 fn serve(a: &Asset, caching: Caching, req_headers: &HeaderMap) -> Response {
-    let etag = format!("\"{}-{}\"", version(), a.path.len());
+    let etag = format!("\"{}:{}\"", version(), a.path);
     let cache = match caching {
         Caching::NoCache => "no-cache",
         Caching::Immutable => "public, max-age=31536000, immutable",
@@ -322,8 +322,9 @@ pub fn page_url(addr: SocketAddr, tls: bool) -> String {
 }
 
 /// A QR code of `text` drawn with Unicode half blocks (two modules per character
-/// cell), dark modules as spaces on a light background, with a quiet zone, so a
-/// phone camera reads it from a dark or light terminal.
+/// cell) and a quiet zone, for a terminal with a dark background: light modules are
+/// printed (█ ▀ ▄), dark modules are left blank. On a light background the image is
+/// inverted, which common phone camera apps also read.
 pub fn qr_half_blocks(text: &str) -> Option<String> {
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()?;
     let width = code.width();
@@ -341,8 +342,7 @@ pub fn qr_half_blocks(text: &str) -> Option<String> {
         for x in 0..size {
             let top = dark(x, row);
             let bottom = row + 1 < size && dark(x, row + 1);
-            // Light = a printed block; dark = blank (the terminal's own background
-            // would be wrong on light themes, so both halves are drawn explicitly).
+            // Light = printed, dark = the terminal's (dark) background.
             out.push(match (top, bottom) {
                 (false, false) => '█',
                 (false, true) => '▀',

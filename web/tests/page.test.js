@@ -81,6 +81,17 @@ test('/ and every asset carry the CSP and security headers, with content types a
   const index = all.get('/').body.toString();
   assert.doesNotMatch(index, /<script>|<style|\sstyle=|\son[a-z]+=/i, 'no inline script, style or handlers');
   console.log(`checked ${all.size} responses`);
+  // A fresh request with the ETag is answered 304, still with the headers.
+  const etag = all.get('/').res.headers.get('etag');
+  const again = await fetch(new URL('/', server.base), { headers: { 'if-none-match': etag } });
+  assert.equal(again.status, 304);
+  checkSecurityHeaders(again, '/ (304)');
+});
+
+test('serve prints the page URL on stderr (no QR code when stderr is not a terminal)', () => {
+  const line = server.logs.find((l) => l.startsWith('ccrelay web client: '));
+  assert.equal(line, `ccrelay web client: http://127.0.0.1:${server.port}/`);
+  assert.ok(!server.logs.some((l) => /[█▀▄]/.test(l)), 'no QR code on a pipe');
 });
 
 async function upgrade(host, origin) {
