@@ -313,3 +313,30 @@ export async function until(fn, what, timeout = 20000) {
   }
   throw new Error(`timed out: ${what}`);
 }
+
+/**
+ * Whether this server build has pairing (PROTOCOL §3 `pair.request`): asks once with a
+ * throwaway key and withdraws at once. Used to skip the pairing tests, with a
+ * SKIPPED line, on a build from before pairing was merged.
+ */
+export async function serverHasPairing(server) {
+  const key = await nodeKey('probe');
+  const ws = new WebSocket(server.wsUrl);
+  try {
+    const reply = await new Promise((resolve, reject) => {
+      ws.on('message', async (data) => {
+        const m = JSON.parse(String(data));
+        if (m.type === 'auth.challenge') {
+          ws.send(JSON.stringify({ type: 'pair.request', signature: await key.sign(m.sign), public_key: key.line, device: 'probe' }));
+        } else {
+          resolve(m);
+        }
+      });
+      ws.on('error', reject);
+      setTimeout(() => reject(new Error('no answer to the pairing probe')), 10000);
+    });
+    return reply.type === 'pair.pending';
+  } finally {
+    ws.close();
+  }
+}
