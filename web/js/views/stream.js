@@ -224,7 +224,7 @@ export class StreamView {
     const input = el('input');
     input.id = inputId;
     input.type = 'text';
-    input.placeholder = 'Deny with a message…';
+    input.placeholder = 'Reason…';
     input.maxLength = 2000;
     const send = el('button', 'danger', 'Deny with message');
     send.type = 'submit';
