@@ -22,8 +22,12 @@ class Model {
     this.detail = '';
     this.promptKeys = new Set();
     this.lastResult = null;
-    // Per API message: how many `assistant` lines were seen (their block index).
-    this.assistantLines = new Map();
+    // Per API message: the stream indexes of its text blocks, in order, and how many
+    // text blocks its `assistant` lines have carried so far. An `assistant` line has
+    // no index, and other blocks (thinking, tool_use) may or may not get lines of
+    // their own, so the k-th text line is matched with the k-th streamed text block.
+    this.textBlocks = new Map();
+    this.assistantTexts = new Map();
     // Tool input JSON streamed in pieces, by "<message>:<index>".
     this.toolByBlock = new Map();
     this.changed = new Set();
@@ -165,6 +169,13 @@ class Model {
   }
 
   textItem(mid, index) {
+    if (typeof index === 'number') {
+      const list = this.textBlocks.get(mid) || [];
+      if (!list.includes(index)) {
+        list.push(index);
+        this.textBlocks.set(mid, list);
+      }
+    }
     return this.add(item('text', `text:${mid}:${index}`, { text: '' }));
   }
 
@@ -207,28 +218,25 @@ class Model {
     const m = ev.message || {};
     const mid = m.id || '';
     const content = Array.isArray(m.content) ? m.content : [];
-    let index = this.assistantLines.get(mid) || 0;
     for (const b of content) {
-      if (!b || typeof b !== 'object') {
-        index += 1;
-        continue;
-      }
+      if (!b || typeof b !== 'object') continue;
       if (b.type === 'text' && typeof b.text === 'string') {
+        const k = this.assistantTexts.get(mid) || 0;
+        this.assistantTexts.set(mid, k + 1);
+        const streamed = (this.textBlocks.get(mid) || [])[k];
         // The complete block: authoritative over the streamed deltas.
-        const it = this.textItem(mid, index);
+        const it = streamed !== undefined ? this.textItem(mid, streamed) : this.textItem(mid, `a${k}`);
         if (it.text !== b.text) {
           it.text = b.text;
           this.touch(it);
         }
       } else if (b.type === 'tool_use' && b.id) {
-        const it = this.toolItem(b.id, b.name, `${mid}:${index}`);
+        const it = this.toolItem(b.id, b.name, '');
         it.name = b.name || it.name;
         it.input = b.input && typeof b.input === 'object' ? b.input : {};
         this.touch(it);
       }
-      index += 1;
     }
-    this.assistantLines.set(mid, index);
   }
 
   userLine(ev) {

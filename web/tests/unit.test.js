@@ -79,3 +79,27 @@ test('only http(s) and mailto links survive', () => {
     assert.equal(safeUrl(bad), null, bad);
   }
 });
+
+test('assistant lines match streamed text blocks even when other blocks (thinking) have no line', () => {
+  const log = new SessionLog('s');
+  const ev = (event) => ({ type: 'stream_event', api_message_id: 'm', event });
+  let seq = 0;
+  const put = (e) => assert.equal(log.apply(++seq, e), 'applied');
+  put(ev({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '' } }));
+  put(ev({ type: 'content_block_start', index: 1, content_block: { type: 'text', text: '' } }));
+  put(ev({ type: 'content_block_delta', index: 1, delta: { type: 'text_delta', text: 'Hel' } }));
+  put({ type: 'assistant', message: { id: 'm', content: [{ type: 'text', text: 'Hello' }] } });
+  put(ev({ type: 'content_block_start', index: 2, content_block: { type: 'tool_use', id: 'tu', name: 'Bash', input: {} } }));
+  put({ type: 'assistant', message: { id: 'm', content: [{ type: 'tool_use', id: 'tu', name: 'Bash', input: { command: 'ls' } }] } });
+  put(ev({ type: 'content_block_start', index: 3, content_block: { type: 'text', text: '' } }));
+  put(ev({ type: 'content_block_delta', index: 3, delta: { type: 'text_delta', text: 'Done' } }));
+  put({ type: 'assistant', message: { id: 'm', content: [{ type: 'text', text: 'Done.' }] } });
+  const texts = log.model.items.filter((i) => i.kind === 'text').map((i) => i.text);
+  assert.deepEqual(texts, ['Hello', 'Done.']);
+  assert.equal(log.model.items.filter((i) => i.kind === 'tool').length, 1);
+  // Without partial messages: one item per text line.
+  const plain = new SessionLog('p');
+  plain.apply(1, { type: 'assistant', message: { id: 'x', content: [{ type: 'text', text: 'A' }] } });
+  plain.apply(2, { type: 'assistant', message: { id: 'x', content: [{ type: 'text', text: 'B' }] } });
+  assert.deepEqual(plain.model.items.map((i) => i.text), ['A', 'B']);
+});
