@@ -72,6 +72,7 @@ test('a fresh profile pairs: same code on both sides, one line added, and a relo
   const card = owner.page.locator(`[data-testid="pair-request"][data-pair-id="${req.pair_id}"]`);
   await card.waitFor();
   assert.equal(await card.getAttribute('data-code'), code);
+  await owner.page.screenshot({ path: path.join(SCREENSHOTS, 'pair-request-390x844.png') });
   await card.getByTestId('pair-allow').click();
   await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
   assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'allow');
