@@ -355,20 +355,21 @@ pub fn qr_half_blocks(text: &str) -> Option<String> {
     Some(out)
 }
 
-/// Tell the person at the terminal where the page is: its URL on stderr (stdout
-/// carries only the listening line), and when stderr is a terminal a QR code of it
-/// for a phone's camera.
+/// Tell where the page is: its URL as a log event (stderr, in the configured log
+/// format; stdout carries only the listening line), and when stderr is a terminal
+/// also as a plain line with a QR code of it for a phone's camera.
 pub fn announce_page(addr: SocketAddr, tls: bool) {
     use std::io::{IsTerminal, Write};
     let url = page_url(addr, tls);
+    tracing::info!(url = %url, "web client");
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "ccrelay web client: {url}");
     if err.is_terminal() {
+        let _ = writeln!(err, "ccrelay web client: {url}");
         if let Some(qr) = qr_half_blocks(&url) {
             let _ = write!(err, "{qr}");
         }
+        let _ = err.flush();
     }
-    let _ = err.flush();
 }
 
 #[cfg(test)]

@@ -88,9 +88,10 @@ test('/ and every asset carry the CSP and security headers, with content types a
   checkSecurityHeaders(again, '/ (304)');
 });
 
-test('serve prints the page URL on stderr (no QR code when stderr is not a terminal)', () => {
-  const line = server.logs.find((l) => l.startsWith('ccrelay web client: '));
-  assert.equal(line, `ccrelay web client: http://127.0.0.1:${server.port}/`);
+test('serve logs the page URL (no QR code or plain line when stderr is not a terminal)', () => {
+  const lines = server.logs.map((l) => JSON.parse(l)); // every stderr line stays a JSON log line
+  const ev = lines.find((l) => l.message === 'web client');
+  assert.equal(ev && ev.url, `http://127.0.0.1:${server.port}/`);
   assert.ok(!server.logs.some((l) => /[█▀▄]/.test(l)), 'no QR code on a pipe');
 });
 
