@@ -199,7 +199,10 @@ async function main() {
     ui.view.dataset.base = String(log.base); // seqs up to base are not loaded (tail attach)
     ui.sessionState.textContent = log.model.state || '…';
     ui.sessionState.dataset.state = log.model.state || '';
+    ui.sessionState.title = log.model.detail || '';
     const busy = ['busy', 'awaiting_permission'].includes(log.model.state);
+    // Screen readers announce a streamed answer once it is complete, not every delta.
+    ui.stream.setAttribute('aria-busy', String(log.model.state === 'busy'));
     ui.interrupt.disabled = role !== 'owner';
     ui.interrupt.classList.toggle('active', busy);
     ui.earlier.hidden = !(log.base > 0);
