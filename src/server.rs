@@ -276,7 +276,7 @@ pub async fn run_with(
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
-    let app = app.with_state(shared.clone());
+    let app = app.merge(crate::web::router()).with_state(shared.clone());
     let accept_stop = CancellationToken::new();
     let shedder = tokio::spawn(
         memory
@@ -314,6 +314,7 @@ pub async fn run_with(
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
             let _ = out.flush();
+            crate::web::announce_page(local, false);
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);
@@ -521,6 +522,11 @@ async fn ws_handler(
             .allowed_origins
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
+            && !crate::web::own_origin_allowed(
+                origin,
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+                &crate::web::page_hosts(shared.config.listen, &[]),
+            )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
             return refuse(
