@@ -13,6 +13,7 @@
 //! - `journal`: the durable per-session event journal;
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
+//! - `tls`: server TLS (certificates, reloads, self-signed, fingerprints, RFC 9266 exporter);
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
@@ -33,3 +34,4 @@ pub mod mock_agent;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod tls;
