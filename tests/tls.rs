@@ -1,0 +1,452 @@
+//! TLS, server identity and channel binding (issue 15), over real sockets against
+//! the real binary: the plaintext-outside-loopback rule, `ccrelay server-info`,
+//! and `ccrelay attach` over `wss://` — certificate checks (CA, `--ca-file`,
+//! pinned fingerprints), known_servers records and the refusals when a URL's
+//! certificate or server id changes. The TLS servers here are a TLS-terminating
+//! proxy written in the test (rustls) in front of a plaintext `ccrelay serve`, as
+//! a Caddy or nginx deployment is.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use common::{Fixture, KeyPair, ServerOptions, ccrelay_bin};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long one `ccrelay attach` run may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A certificate and its key, PEM.
+struct Cert {
+    pem: String,
+    key_pem: String,
+    fingerprint: String,
+}
+
+impl Cert {
+    fn from_rcgen(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Cert {
+        Cert {
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            fingerprint: ccrelay::tls::fingerprint(cert.der()),
+        }
+    }
+
+    fn server_config(&self) -> Arc<ServerConfig> {
+        let chain = CertificateDer::pem_slice_iter(self.pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key");
+        ccrelay::tls::server_config(chain, key).expect("server config")
+    }
+}
+
+fn leaf_params(names: &[&str]) -> rcgen::CertificateParams {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("names");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
+fn self_signed(names: &[&str]) -> Cert {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = leaf_params(names).self_signed(&key).expect("cert");
+    Cert::from_rcgen(&cert, &key)
+}
+
+/// A test CA: its certificate (PEM) and an issuer for leaves.
+struct Ca {
+    pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ccrelay test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+        Ca {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    fn leaf(&self, names: &[&str]) -> Cert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = leaf_params(names)
+            .signed_by(&key, &self.issuer)
+            .expect("leaf");
+        let mut c = Cert::from_rcgen(&cert, &key);
+        // The chain as servers send it: leaf first.
+        c.pem = format!("{}{}", c.pem, self.pem);
+        c
+    }
+
+    fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.pem).expect("write CA");
+        path
+    }
+}
+
+/// A TLS-terminating proxy (TLS to the client, plaintext to a ccrelay on
+/// loopback), whose certificate and backend can be swapped between connections.
+struct TlsProxy {
+    addr: SocketAddr,
+    config: Arc<RwLock<Arc<ServerConfig>>>,
+    backend: Arc<RwLock<SocketAddr>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    async fn start(cert: &Cert, backend: SocketAddr) -> TlsProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Arc::new(RwLock::new(cert.server_config()));
+        let backend = Arc::new(RwLock::new(backend));
+        let task = tokio::spawn({
+            let config = config.clone();
+            let backend = backend.clone();
+            async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config.read().unwrap().clone());
+                    let to = *backend.read().unwrap();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut up) = TcpStream::connect(to).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    });
+                }
+            }
+        });
+        TlsProxy {
+            addr,
+            config,
+            backend,
+            task,
+        }
+    }
+
+    fn set_cert(&self, cert: &Cert) {
+        *self.config.write().unwrap() = cert.server_config();
+    }
+
+    fn set_backend(&self, addr: SocketAddr) {
+        *self.backend.write().unwrap() = addr;
+    }
+
+    fn url(&self) -> String {
+        format!("wss://{}/v1/ws", self.addr)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One finished `ccrelay attach` run.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `ccrelay attach --prompt hello --json -i KEY ARGS...` with known_servers in
+/// `known`, no terminal, no agent; bounded in time.
+async fn attach(key: &KeyPair, known: &Path, args: &[&str]) -> Run {
+    let home = known.parent().expect("parent").join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut cmd = tokio::process::Command::new(ccrelay_bin());
+    cmd.arg("attach")
+        .args(["--prompt", "hello", "--json", "-i"])
+        .arg(&key.private)
+        .arg("--known-servers")
+        .arg(known)
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .expect("attach finished in time")
+        .expect("attach ran");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn assert_ok(&self) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stdout.contains("auth.ok"), "{}", self.stdout);
+    }
+
+    /// Exit 2, nothing signed (no auth.ok), and the message says `needles`.
+    #[track_caller]
+    fn assert_refused(&self, needles: &[&str]) {
+        assert_eq!(self.code, Some(2), "stderr:\n{}", self.stderr);
+        assert!(!self.stdout.contains("auth.ok"), "{}", self.stdout);
+        for n in needles {
+            assert!(self.stderr.contains(n), "{n:?} not in:\n{}", self.stderr);
+        }
+    }
+}
+
+/// The server id a server shows in its challenge.
+async fn server_id_of(server: &common::TestServer) -> String {
+    let mut c = server.connect().await;
+    let challenge = c.recv().await;
+    challenge["server_id"]
+        .as_str()
+        .expect("server_id")
+        .to_string()
+}
+
+fn known_line(known: &Path, url: &str) -> (usize, String) {
+    let text = std::fs::read_to_string(known).expect("known_servers written");
+    text.lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(&format!("{url} ")))
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .unwrap_or_else(|| panic!("{url} not recorded:\n{text}"))
+}
+
+/// Issue 15 acceptance 5.
+#[tokio::test]
+async fn plaintext_outside_loopback_needs_tls_or_insecure_plaintext() {
+    let fx = Fixture::new();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(ccrelay_bin())
+            .args(["serve", "--listen", "0.0.0.0:0", "--authorized-keys"])
+            .arg(fx.authorized_keys())
+            .arg("--data-dir")
+            .arg(fx.data_dir())
+            .arg("--workdir")
+            .arg(fx.workdir())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("exits at once")
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--listen") && stderr.contains("--insecure-plaintext"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing started");
+    assert!(!fx.data_dir().exists(), "nothing started");
+
+    let server = fx.start(
+        ServerOptions::default()
+            .listen("0.0.0.0:0")
+            .arg("--insecure-plaintext"),
+    );
+    assert!(server.url.starts_with("ws://0.0.0.0:"), "{}", server.url);
+}
+
+/// `ccrelay server-info` prints the id the challenges carry and a certificate's fingerprint.
+#[tokio::test]
+async fn server_info_prints_the_server_id_and_fingerprint() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let id = server_id_of(&server).await;
+    let cert = self_signed(&["localhost"]);
+    let cert_path = fx.path().join("cert.pem");
+    std::fs::write(&cert_path, &cert.pem).unwrap();
+    let out = tokio::process::Command::new(ccrelay_bin())
+        .arg("server-info")
+        .arg("--data-dir")
+        .arg(fx.data_dir())
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("server_id: {id}\nfingerprint: {}\n", cert.fingerprint)
+    );
+    let out = tokio::process::Command::new(ccrelay_bin())
+        .arg("server-info")
+        .arg("--tls-cert")
+        .arg(fx.path().join("missing.pem"))
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+}
+
+/// Issue 15 acceptance 4 (and the client half of 2) through a TLS-terminating
+/// proxy: a self-signed certificate is trusted on first use only when told to,
+/// recorded with its fingerprint and server id, and a later change of either —
+/// another certificate or another data dir at the same URL — is refused with
+/// exit 2 naming the known_servers line, `--accept-new-server` notwithstanding;
+/// a wrong `--server-fingerprint` refuses, a right one is enough by itself; a
+/// CA-signed certificate needs the CA (`--ca-file`) and is recorded without a
+/// fingerprint (renewals are fine), as unbound (TLS ends at the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_checks_certificates_and_server_identity() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let id = server_id_of(&server).await;
+    let known = fx.path().join("known_servers");
+    let first = self_signed(&["localhost", "127.0.0.1"]);
+    let proxy = TlsProxy::start(&first, server.addr).await;
+    let url = proxy.url();
+
+    // Not seen before, no terminal, not told to: nothing is signed.
+    let run = attach(&fx.owner, &known, &[&url]).await;
+    run.assert_refused(&[
+        "not seen before",
+        &first.fingerprint,
+        &id,
+        "--accept-new-server",
+        "unknown CA",
+    ]);
+    assert!(!known.exists(), "nothing recorded");
+
+    // Trust on first use: recorded with fingerprint and id, as unbound.
+    let run = attach(&fx.owner, &known, &[&url, "--accept-new-server"]).await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains(&first.fingerprint) && run.stderr.contains(&id),
+        "first use prints both: {}",
+        run.stderr
+    );
+    let (_, line) = known_line(&known, &url);
+    assert_eq!(
+        line,
+        format!(
+            "{url} server_id={id} fingerprint={} binding=none",
+            first.fingerprint
+        )
+    );
+    // Known now: no flag needed; a bare HOST:PORT finds TLS and the same record.
+    attach(&fx.owner, &known, &[&url]).await.assert_ok();
+    attach(&fx.owner, &known, &[&proxy.addr.to_string()])
+        .await
+        .assert_ok();
+
+    // Another certificate at the same URL: refused, naming the line to delete.
+    let second = self_signed(&["localhost", "127.0.0.1"]);
+    proxy.set_cert(&second);
+    let (line_no, _) = known_line(&known, &url);
+    let where_ = format!("line {line_no} of {}", known.display());
+    for extra in [&[][..], &["--accept-new-server"][..]] {
+        let mut args = vec![url.as_str()];
+        args.extend_from_slice(extra);
+        attach(&fx.owner, &known, &args).await.assert_refused(&[
+            "CHANGED",
+            &second.fingerprint,
+            &where_,
+        ]);
+    }
+    // A wrong pin refuses; the right pin is enough by itself (fresh records).
+    let fresh = fx.path().join("fresh_known");
+    attach(
+        &fx.owner,
+        &fresh,
+        &[&url, "--server-fingerprint", &first.fingerprint],
+    )
+    .await
+    .assert_refused(&["--server-fingerprint", &second.fingerprint]);
+    attach(
+        &fx.owner,
+        &fresh,
+        &[&url, "--server-fingerprint", &second.fingerprint],
+    )
+    .await
+    .assert_ok();
+
+    // Another server (other data dir) behind the same URL and certificate.
+    proxy.set_cert(&first);
+    let other_fx = Fixture::new();
+    std::fs::copy(fx.authorized_keys(), other_fx.authorized_keys()).unwrap();
+    let other = other_fx.start(ServerOptions::default());
+    let other_id = server_id_of(&other).await;
+    assert_ne!(other_id, id);
+    proxy.set_backend(other.addr);
+    attach(&fx.owner, &known, &[&url, "--accept-new-server"])
+        .await
+        .assert_refused(&["server_id", &other_id, &id, &where_]);
+    proxy.set_backend(server.addr);
+    attach(&fx.owner, &known, &[&url]).await.assert_ok();
+
+    // A private CA: unknown without --ca-file; with it, recorded without a
+    // fingerprint, so a renewed certificate from the same CA is fine.
+    let ca = Ca::new();
+    let ca_file = ca.write(fx.path());
+    let ca_proxy = TlsProxy::start(&ca.leaf(&["localhost", "127.0.0.1"]), server.addr).await;
+    let ca_url = ca_proxy.url();
+    attach(&fx.owner, &known, &[&ca_url])
+        .await
+        .assert_refused(&["unknown CA", "--ca-file"]);
+    let ca_arg = ca_file.to_str().unwrap();
+    attach(&fx.owner, &known, &[&ca_url, "--ca-file", ca_arg])
+        .await
+        .assert_refused(&["not seen before"]);
+    attach(
+        &fx.owner,
+        &known,
+        &[&ca_url, "--ca-file", ca_arg, "--accept-new-server"],
+    )
+    .await
+    .assert_ok();
+    let (_, line) = known_line(&known, &ca_url);
+    assert_eq!(line, format!("{ca_url} server_id={id} binding=none"));
+    ca_proxy.set_cert(&ca.leaf(&["localhost", "127.0.0.1"]));
+    attach(&fx.owner, &known, &[&ca_url, "--ca-file", ca_arg])
+        .await
+        .assert_ok();
+    // A CA certificate for another name does not vouch for this one.
+    ca_proxy.set_cert(&ca.leaf(&["elsewhere.example"]));
+    attach(&fx.owner, &known, &[&ca_url, "--ca-file", ca_arg])
+        .await
+        .assert_refused(&["not trusted", "not valid for this host name"]);
+}
