@@ -17,6 +17,7 @@
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
+//! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
 pub mod agent;
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod escape;
 pub mod guard;
 pub mod journal;
 pub mod logging;

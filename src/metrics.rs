@@ -438,6 +438,176 @@ const ERROR_CODES: &[&str] = &[
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The Content-Type of the classic Prometheus text format ([`Format::Prometheus`]).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition format of one scrape, chosen from its `Accept` header the way
+/// the reference client libraries do: OpenMetrics only when the scraper asks for
+/// `application/openmetrics-text`, else the classic Prometheus text format 0.0.4,
+/// which every scraper and `promtool check metrics` read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text exposition format 0.0.4 (`text/plain; version=0.0.4`).
+    Prometheus,
+    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// Pick the format for an `Accept` header value (absent or unreadable:
+    /// classic). Media ranges are tried by descending `q` (ties in header order);
+    /// the first one this server can serve wins: `application/openmetrics-text`
+    /// → OpenMetrics; `text/plain`, `text/*`, `*/*` → classic. Ranges with
+    /// `q=0` and types we cannot serve (protobuf) are skipped.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
+        let mut ranges: Vec<(f32, usize, Format)> = Vec::new();
+        for (index, range) in accept.split(',').enumerate() {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0_f32;
+            for param in parts {
+                if let Some((k, v)) = param.split_once('=')
+                    && k.trim().eq_ignore_ascii_case("q")
+                {
+                    // An unparseable q is treated as absent (RFC 9110 leaves it to us).
+                    q = v.trim().parse::<f32>().unwrap_or(1.0).clamp(0.0, 1.0);
+                }
+            }
+            let format = match media.as_str() {
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" | "text/*" | "*/*" => Format::Prometheus,
+                _ => continue,
+            };
+            if q > 0.0 {
+                ranges.push((q, index, format));
+            }
+        }
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranges
+            .first()
+            .map_or(Format::Prometheus, |&(_, _, format)| format)
+    }
+
+    /// The `Content-Type` of an exposition in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => PROMETHEUS_CONTENT_TYPE,
+            Format::OpenMetrics => CONTENT_TYPE,
+        }
+    }
+}
+
+impl Metrics {
+    /// The exposition text in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        let open_metrics = self.encode();
+        match format {
+            Format::OpenMetrics => open_metrics,
+            Format::Prometheus => openmetrics_to_prometheus(&open_metrics),
+        }
+    }
+}
+
+/// Rewrite an OpenMetrics exposition (as prometheus-client writes it) into the
+/// classic Prometheus text format 0.0.4. prometheus-client has no encoder for the
+/// classic format, and the two differ only in the descriptor lines, so the samples
+/// pass through unchanged:
+/// - a counter family is named with its `_total` suffix in `# HELP`/`# TYPE`
+///   (the classic format names the sample, OpenMetrics the family), and its
+///   `_created` samples are dropped (the classic format has none);
+/// - `unknown` becomes `untyped`; `info` becomes a gauge named `<family>_info`;
+/// - `# UNIT` and `# EOF` lines are dropped, and so are exemplars (` # {...}`
+///   after a sample's value);
+/// - `\"` in a HELP text becomes `"` (only `\\` and `\n` are escapes there).
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // (family, type) of the descriptor being copied, to rename and filter its samples.
+    let mut family: Option<(String, String)> = None;
+    let mut pending_help: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name.to_string(), help.replace("\\\"", "\"")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (classic_name, classic_kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" => (name.to_string(), "untyped"),
+                "gaugehistogram" => (name.to_string(), "histogram"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((help_name, help)) = pending_help.take()
+                && help_name == name
+            {
+                out.push_str(&format!("# HELP {classic_name} {help}\n"));
+            }
+            out.push_str(&format!("# TYPE {classic_name} {classic_kind}\n"));
+            family = Some((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let sample = strip_exemplar(line);
+        if let Some((name, kind)) = &family
+            && kind == "counter"
+            && sample_name(sample) == format!("{name}_created")
+        {
+            continue;
+        }
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+/// The metric name of a sample line (up to `{` or a space).
+fn sample_name(line: &str) -> &str {
+    let end = line.find(['{', ' ']).unwrap_or(line.len());
+    &line[..end]
+}
+
+/// A sample line without its exemplar: the part before ` # ` that follows the
+/// label set (label values may themselves contain ` # `, so quotes are skipped).
+fn strip_exemplar(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let mut in_quotes = false;
+    // Without a label set the value follows the name directly.
+    let mut labels_done = bytes.get(sample_name(line).len()) != Some(&b'{');
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_quotes = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_quotes = true,
+                b'}' => labels_done = true,
+                b'#' if labels_done && i > 0 && bytes[i - 1] == b' ' => {
+                    return line[..i - 1].trim_end();
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    line
+}
+
 /// `process_*` metrics read from /proc on each scrape.
 #[derive(Debug)]
 struct ProcessCollector;
@@ -571,5 +741,112 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ccrelay_sent_bytes_total"), "{text}");
+    }
+
+    #[test]
+    fn negotiation_follows_accept_like_the_reference_clients() {
+        use Format::*;
+        assert_eq!(Format::negotiate(None), Prometheus);
+        assert_eq!(Format::negotiate(Some("")), Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Prometheus);
+        assert_eq!(Format::negotiate(Some("text/plain")), Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            OpenMetrics
+        );
+        // What Prometheus 2.x sends by default.
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;\
+                 version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            OpenMetrics
+        );
+        // Protobuf first (native histograms): we skip it and honour the next choice.
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                 encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3"
+            )),
+            Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("text/plain;q=0.9, application/openmetrics-text;q=0.1")),
+            Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("Application/OpenMetrics-Text; q=0")),
+            Prometheus
+        );
+        assert_eq!(Format::negotiate(Some("image/png")), Prometheus);
+        assert_eq!(Format::negotiate(Some("garbage;;;q=x,")), Prometheus);
+    }
+
+    #[test]
+    fn classic_rewrite_names_counters_by_sample_and_drops_openmetrics_lines() {
+        let om = "# HELP a_total_things Things \\\"quoted\\\".\n\
+                  # TYPE a_total_things counter\n\
+                  a_total_things_total{k=\"v # {x}\"} 3 # {trace=\"1\"} 1.0\n\
+                  a_total_things_created 1700000000.0\n\
+                  # HELP b_bytes Size.\n\
+                  # TYPE b_bytes gauge\n\
+                  # UNIT b_bytes bytes\n\
+                  b_bytes 7\n\
+                  # HELP c Unknown.\n\
+                  # TYPE c unknown\n\
+                  c 1\n\
+                  # HELP d Build.\n\
+                  # TYPE d info\n\
+                  d_info{version=\"1\"} 1\n\
+                  # EOF\n";
+        let classic = openmetrics_to_prometheus(om);
+        assert_eq!(
+            classic,
+            "# HELP a_total_things_total Things \"quoted\".\n\
+             # TYPE a_total_things_total counter\n\
+             a_total_things_total{k=\"v # {x}\"} 3\n\
+             # HELP b_bytes Size.\n\
+             # TYPE b_bytes gauge\n\
+             b_bytes 7\n\
+             # HELP c Unknown.\n\
+             # TYPE c untyped\n\
+             c 1\n\
+             # HELP d_info Build.\n\
+             # TYPE d_info gauge\n\
+             d_info{version=\"1\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn both_formats_of_the_real_registry_parse() {
+        // No process collector: its RSS changes between the two encodings.
+        let m = Metrics::new();
+        m.init_series(["default"]);
+        m.connections_accepted.inc();
+        m.fanout_latency_seconds.observe(0.001);
+        let om = m.encode_as(Format::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let classic = m.encode_as(Format::Prometheus);
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(!classic.contains("# UNIT"), "{classic}");
+        assert!(
+            classic.contains("# TYPE ccrelay_connections_accepted_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE ccrelay_fanout_latency_seconds histogram\n"),
+            "{classic}"
+        );
+        // Same samples in both: only descriptor lines differ.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&classic));
+        for f in [Format::Prometheus, Format::OpenMetrics] {
+            assert!(f.content_type().contains("charset=utf-8"));
+        }
     }
 }

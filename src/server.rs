@@ -579,15 +579,23 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics_handler(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     shared.metrics.record_memory(&shared.memory);
     shared
         .metrics
         .auth_throttle_addresses
         .set(i64::try_from(shared.throttle.tracked()).unwrap_or(i64::MAX));
+    let format =
+        metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        shared.metrics.encode(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        shared.metrics.encode_as(format),
     )
         .into_response()
 }

@@ -31,44 +31,39 @@ struct Scrape {
     text: String,
 }
 
-/// GET /metrics and parse it.
-///
-/// The exposition is OpenMetrics: it ends with `# EOF` and names counter
-/// families without their `_total` suffix in `# TYPE`. prometheus-parse reads
-/// the Prometheus 0.0.4 text format, where the TYPE line names the sample, so the
-/// `# EOF` line is checked and stripped and counter TYPE lines are rewritten to
-/// `<family>_total` before parsing; everything else is parsed as served.
+/// GET /metrics (no `Accept`, so the classic Prometheus text format 0.0.4) and
+/// parse it with prometheus-parse, as served. Family types are keyed by family
+/// name (a counter's `# TYPE` line names its `_total` sample in this format).
+/// tests/metrics_format.rs checks the OpenMetrics variant and the negotiation.
 async fn scrape(server: &TestServer) -> Scrape {
     let (status, head, body) = server.http_get("/metrics").await;
     assert_eq!(status, 200, "{head}");
     assert!(
         head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    let lines: Vec<&str> = body.lines().collect();
-    assert_eq!(
-        lines.last().copied(),
-        Some("# EOF"),
-        "OpenMetrics ends with # EOF"
+    assert!(
+        !body.contains("# EOF"),
+        "no OpenMetrics EOF in the classic format"
     );
     let mut types = HashMap::new();
-    let mut prom_lines = Vec::new();
-    for line in &lines[..lines.len() - 1] {
+    for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split_whitespace();
             let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
                 panic!("bad TYPE line {line:?}");
             };
-            types.insert(name.to_string(), kind.to_string());
-            if kind == "counter" {
-                prom_lines.push(format!("# TYPE {name}_total counter"));
-                continue;
-            }
+            let family = if kind == "counter" {
+                name.strip_suffix("_total")
+                    .unwrap_or_else(|| panic!("counter {name} lacks _total"))
+            } else {
+                name
+            };
+            types.insert(family.to_string(), kind.to_string());
         }
-        prom_lines.push(line.to_string());
     }
-    let parsed = prometheus_parse::Scrape::parse(prom_lines.into_iter().map(Ok))
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .expect("the exposition parses");
     Scrape {
         types,
@@ -1013,7 +1008,7 @@ async fn metrics_listen_serves_metrics_apart_and_health_is_complete() {
         body.contains("ccrelay_connections_accepted_total"),
         "{body}"
     );
-    assert!(body.trim_end().ends_with("# EOF"));
+    assert!(!body.contains("# EOF"), "classic format without Accept");
     let (status, _, _) = server.http_get("/metrics").await;
     assert_eq!(
         status, 404,

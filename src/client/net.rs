@@ -194,6 +194,8 @@ async fn pump(
 
 /// Words for a close code (PROTOCOL.md §2); 1008 is final.
 fn close_ending(code: u16, reason: &str) -> Ending {
+    // The reason is the server's text (or a proxy's): one line, escaped.
+    let reason = crate::escape::line(reason);
     let why = |s: &str| {
         if reason.is_empty() {
             s.to_string()

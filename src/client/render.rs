@@ -110,10 +110,11 @@ fn client_label(v: &Value) -> String {
         .and_then(Value::as_str)
         .filter(|d| !d.is_empty())
     {
-        return clean(d);
+        // One line, escaped visibly: a device name is chosen by its peer.
+        return crate::escape::line(d).into_owned();
     }
     match v.get("fingerprint").and_then(Value::as_str) {
-        Some(fp) => clean(&short_fingerprint(fp)),
+        Some(fp) => crate::escape::line(&short_fingerprint(fp)).into_owned(),
         None => "someone".into(),
     }
 }
@@ -125,7 +126,8 @@ fn short_fingerprint(fp: &str) -> String {
     }
 }
 
-/// Remove control characters (keeping newlines; tabs become spaces).
+/// Remove control characters, bidi controls and invisible format characters
+/// (keeping newlines; tabs become spaces): see [`crate::escape::is_dangerous`].
 pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -133,7 +135,7 @@ pub fn clean(text: &str) -> String {
             '\n' => out.push('\n'),
             '\t' => out.push_str("    "),
             '\r' => {}
-            c if c.is_control() => {}
+            c if crate::escape::is_dangerous(c) => {}
             c => out.push(c),
         }
     }
@@ -260,16 +262,20 @@ impl Renderer {
 
     /// A status line of the client itself (reconnecting, warnings).
     pub fn notice(&mut self, text: &str) -> String {
+        // Notices can carry a server's close reason or message: escape them.
+        let text = crate::escape::text(text);
         self.line(Some(Tone::Yellow), &format!("ccrelay: {text}"))
     }
 
     /// A dim informational line of the client itself.
     pub fn info(&mut self, text: &str) -> String {
+        let text = crate::escape::text(text);
         self.line(Some(Tone::Dim), &format!("ccrelay: {text}"))
     }
 
     /// An error line.
     pub fn error(&mut self, text: &str) -> String {
+        let text = crate::escape::text(text);
         self.line(Some(Tone::Red), &format!("ccrelay: {text}"))
     }
 
@@ -770,6 +776,29 @@ mod tests {
     fn control_characters_are_stripped() {
         let mut r = r();
         assert_eq!(r.event(&delta("a\x1b[2Jb\tc")), "a[2Jb    c");
+    }
+
+    #[test]
+    fn bidi_controls_are_stripped_from_agent_text() {
+        let mut r = r();
+        assert_eq!(r.event(&delta("x\u{202e}y\u{2066}z\u{9b}")), "xyz");
+    }
+
+    #[test]
+    fn peer_chosen_names_and_reasons_are_escaped_on_one_line() {
+        let mut r = r();
+        let evil = "ph\none\u{1b}[2J\u{202e}";
+        let out = r.presence(&[json!({"client_id":"c9","device": evil})]);
+        assert_eq!(out, "· ph\\none\\u{1b}[2J\\u{202e} joined\n");
+        let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c8","device":evil,"content":"hi"});
+        let out = r.event(&p);
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'));
+        let out = r.notice("the server closed the connection: bye\n\u{1b}]0;pwned\u{7}");
+        assert_eq!(
+            out,
+            "ccrelay: the server closed the connection: bye\n\\u{1b}]0;pwned\\u{7}\n"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! One WebSocket connection: the only place that knows WebSocket frames.
 //!
-//! Owns: the authentication phase (challenge, one response, timeout), frame size
+//! Owns: frame size
 //! limits, the inbound rate limit, heartbeat and idle detection (healthy → stale →
 //! closing), key revocation, turning frames into typed requests and session
 //! commands, and mapping every failure to its error code or close code. Writing
 //! is done by [`writer::Writer`], fed through the connection's outbox. Must not:
-//! hold session state — sessions own it and push frames back.
+//! hold session state — sessions own it and push frames back. The authentication
+//! phase (challenge, response, pairing, its deadline) lives in [`auth_phase`].
 
+mod auth_phase;
 pub mod writer;
 
 use std::collections::BTreeSet;
@@ -21,7 +23,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
-use crate::auth::{self, Challenge, Identity};
+use crate::auth::{self, Identity};
 use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
 use crate::metrics::{AuthLabels, FrameKind, ReasonLabel, StateLabel};
 use crate::protocol::{
@@ -29,7 +31,7 @@ use crate::protocol::{
     close_code, parse_request,
 };
 use crate::server::Shared;
-use crate::session::{ClientHandle, ClientInfo, Outbound, Outbox, SessionCmd};
+use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
 use writer::{CloseRequest, Writer, WriterEnd};
 
 /// Sustained abuse: more than this many times the allowed frames refused within
@@ -102,7 +104,11 @@ struct Connection {
     peer: SocketAddr,
     outbox: Outbox,
     urgent: watch::Sender<Option<CloseRequest>>,
-    challenge: Challenge,
+    /// Challenge and deadline of the authentication phase (see [`auth_phase`]).
+    auth: auth_phase::AuthPhase,
+    /// The TLS 1.3 exporter of this connection (RFC 9266), for channel binding;
+    /// None without TLS.
+    channel_binding: Option<[u8; 32]>,
     identity: Option<(Identity, ClientHandle)>,
     attached: BTreeSet<Arc<str>>,
     limiter: DefaultDirectRateLimiter,
@@ -155,7 +161,8 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     let rate = NonZeroU32::new(config.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(config.max_frames_per_sec.saturating_mul(2)).unwrap_or(rate);
     let mut conn = Connection {
-        challenge: Challenge::new(&shared.server_id, config.auth_timeout),
+        auth: auth_phase::AuthPhase::new(&shared.server_id, config.auth_timeout),
+        channel_binding: None,
         gauge: OpenGauge::new(shared.clone()),
         shared: shared.clone(),
         conn_id,
@@ -173,7 +180,6 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     conn.send_challenge();
 
     let mut keys = shared.keys.subscribe();
-    let auth_deadline = tokio::time::Instant::from_std(conn.challenge.expires_at);
     let check_every = config.ping_interval / HEARTBEAT_CHECKS_PER_PING;
     let mut heartbeat = tokio::time::interval(check_every.max(Duration::from_millis(50)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,12 +202,10 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
                     _ => "broken",
                 };
             }
-            _ = tokio::time::sleep_until(auth_deadline), if conn.identity.is_none() => {
-                tracing::info!("authentication timed out");
-                conn.count_auth("timeout", "none");
-                conn.error(None, ErrorCode::AuthTimeout, "no valid auth.response before the challenge expired");
-                conn.ordered_close(close_code::POLICY, "authentication timed out");
-                break "auth_timeout";
+            wake = conn.auth.wait(), if conn.identity.is_none() => {
+                if let Some(reason) = conn.on_auth_wake(wake) {
+                    break reason;
+                }
             }
             changed = keys.changed(), if conn.identity.is_some() => {
                 if changed.is_ok() && !conn.still_authorized() {
@@ -255,19 +259,6 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
 }
 
 impl Connection {
-    fn send_challenge(&mut self) {
-        let c = &self.challenge;
-        let msg = ServerMsg::AuthChallenge {
-            protocol: crate::protocol::PROTOCOL_VERSION,
-            server_id: c.server_id.clone(),
-            nonce: c.nonce.clone(),
-            namespace: auth::NAMESPACE,
-            expires_in_ms: c.ttl.as_millis() as u64,
-            sign: c.sign.clone(),
-        };
-        let _ = self.outbox.frame("auth.challenge", msg.to_json());
-    }
-
     fn error(&self, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
         self.send_error(ProtocolError::new(code, message).with_id(id));
     }
@@ -413,7 +404,7 @@ impl Connection {
             self.on_request(inbound).await;
             Flow::Continue
         } else {
-            self.on_auth_phase(inbound)
+            self.on_auth_phase(inbound).await
         }
     }
 
@@ -494,71 +485,6 @@ impl Connection {
         let allowed_in_window =
             self.shared.config.max_frames_per_sec as u64 * ABUSE_WINDOW.as_secs();
         self.refused_in_window as u64 > ABUSE_FACTOR as u64 * allowed_in_window
-    }
-
-    fn on_auth_phase(&mut self, inbound: Inbound) -> Flow {
-        let ClientRequest::AuthResponse {
-            signature,
-            public_key,
-            device,
-        } = inbound.request
-        else {
-            self.error(
-                inbound.id,
-                ErrorCode::NotAuthenticated,
-                "authenticate first: answer the challenge with auth.response",
-            );
-            return Flow::Close(close_code::POLICY, "not authenticated".into());
-        };
-        let keys = self.shared.keys.current();
-        let verdict = auth::verify_response(
-            &self.challenge,
-            &signature,
-            public_key.as_deref(),
-            self.peer.ip(),
-            &keys,
-            SystemTime::now(),
-        );
-        let identity = match verdict {
-            Ok(identity) => identity,
-            Err(e) => {
-                self.shared.throttle.record_failure(self.peer.ip());
-                self.count_auth("failed", signature_key_type(&signature));
-                tracing::warn!(reason = %e, reason_label = e.reason_label(), "authentication failed");
-                self.error(inbound.id, ErrorCode::AuthFailed, "authentication failed");
-                return Flow::Close(close_code::POLICY, "authentication failed".into());
-            }
-        };
-        self.count_auth("ok", &identity.key_type);
-        let client_id = uuid::Uuid::new_v4().simple().to_string();
-        let span = tracing::Span::current();
-        span.record("client_id", client_id.as_str());
-        span.record("fingerprint", identity.fingerprint.as_str());
-        tracing::info!(role = identity.role.as_str(), key_type = %identity.key_type, device = device.as_deref().unwrap_or("-"), "authenticated");
-        let info = ClientInfo {
-            conn_id: self.conn_id,
-            client_id: client_id.clone(),
-            fingerprint: identity.fingerprint.clone(),
-            comment: identity.comment.clone(),
-            device,
-            role: identity.role,
-        };
-        let handle = ClientHandle {
-            info: Arc::new(info),
-            outbox: self.outbox.clone(),
-        };
-        let msg = ServerMsg::AuthOk {
-            id: inbound.id,
-            client_id,
-            fingerprint: identity.fingerprint.clone(),
-            role: identity.role,
-            sessions: self.session_summaries(false),
-        };
-        // auth.ok is the direct reply to auth.response, so it echoes the request id (§2).
-        self.reply("auth.ok", msg);
-        self.identity = Some((identity, handle));
-        self.gauge.authenticated();
-        Flow::Continue
     }
 
     fn session_summaries(&self, detailed: bool) -> Vec<SessionSummary> {
@@ -738,17 +664,5 @@ impl Connection {
                 handle.leave(self.conn_id);
             }
         }
-    }
-}
-
-/// The key type inside an SSHSIG, for the metrics label of a failed attempt
-/// ("unknown" when the signature does not even parse). A bounded set.
-fn signature_key_type(armored: &str) -> &'static str {
-    if armored.len() > auth::MAX_ARMOR_BYTES {
-        return "unknown";
-    }
-    match ssh_key::SshSig::from_pem(armored.trim()) {
-        Ok(sig) => auth::key_type_name(sig.public_key()),
-        Err(_) => "unknown",
     }
 }
