@@ -204,10 +204,11 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
         || server_id.len() > 128
         || server_id
             .chars()
-            .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+            .any(|c| c == ':' || c.is_whitespace() || crate::escape::is_dangerous(c))
     {
         return Err(format!(
-            "the challenge's server_id {server_id:?} is not a server id; refusing to sign"
+            "the challenge's server_id {} is not a server id; refusing to sign",
+            crate::escape::quoted(server_id)
         ));
     }
     let nonce_ok = nonce.len() == 43
@@ -216,13 +217,16 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
             .is_ok_and(|b| b.len() == 32);
     if !nonce_ok {
         return Err(format!(
-            "the challenge's nonce {nonce:?} is not 32 bytes of base64url; refusing to sign"
+            "the challenge's nonce {} is not 32 bytes of base64url; refusing to sign",
+            crate::escape::quoted(nonce)
         ));
     }
     let expected = format!("ccrelay-auth-v1:{server_id}:{nonce}");
     if sign != expected {
         return Err(format!(
-            "the server asked to sign {sign:?}, which is not {expected:?} (ccrelay-auth-v1:<server_id>:<nonce> of its challenge); refusing to sign"
+            "the server asked to sign {}, which is not {} (ccrelay-auth-v1:<server_id>:<nonce> of its challenge); refusing to sign",
+            crate::escape::quoted(sign),
+            crate::escape::quoted(&expected)
         ));
     }
     Ok(Challenge {
@@ -475,6 +479,11 @@ mod tests {
             ),
             ("a:b", NONCE, format!("ccrelay-auth-v1:a:b:{NONCE}")),
             ("", NONCE, format!("ccrelay-auth-v1::{NONCE}")),
+            (
+                "a\u{202e}b",
+                NONCE,
+                format!("ccrelay-auth-v1:a\u{202e}b:{NONCE}"),
+            ),
             ("abc", "short", "ccrelay-auth-v1:abc:short".to_string()),
         ] {
             let v = serde_json::json!({"server_id": id, "nonce": nonce, "sign": sign});
