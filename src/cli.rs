@@ -242,7 +242,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CCRELAY_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
     /// Serve TLS with a certificate made once and kept in the data dir (its fingerprint is logged)
-    #[arg(long, env = "CCRELAY_TLS_SELF_SIGNED")]
+    #[arg(
+        long,
+        env = "CCRELAY_TLS_SELF_SIGNED",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub tls_self_signed: bool,
     /// DNS name or IP address of the self-signed certificate (repeatable) [default: localhost, 127.0.0.1, ::1 and the host name]
     #[arg(
@@ -253,7 +257,11 @@ pub struct ServeArgs {
     )]
     pub tls_names: Option<Vec<String>>,
     /// Allow listening without TLS outside loopback (behind a TLS-terminating proxy, on a WireGuard or Tailscale network)
-    #[arg(long, env = "CCRELAY_INSECURE_PLAINTEXT")]
+    #[arg(
+        long,
+        env = "CCRELAY_INSECURE_PLAINTEXT",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub insecure_plaintext: bool,
 
     /// Arguments passed to every agent process after the flags ccrelay adds

@@ -380,7 +380,7 @@ fn valid_session_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// `$XDG_STATE_HOME/ccrelay`, else `~/.local/state/ccrelay`.
+/// The data dir when none is given: `$XDG_STATE_HOME/ccrelay`, else `~/.local/state/ccrelay`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(state).join("ccrelay");
