@@ -188,6 +188,15 @@ pub async fn run_with(
             )
         })?,
     };
+    // The certificate is loaded (or made) before anything listens: a bad pair is a
+    // configuration error naming its option (exit 2).
+    let tls = match &config.tls {
+        Some(source) => Some(Arc::new(
+            crate::tls::TlsServer::new(source.clone(), &config.data_dir)
+                .map_err(|e| config_error(e.setting(), e.to_string()))?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| config_error("listen", format!("cannot listen on {}: {e}", config.listen)))?;
@@ -264,11 +273,28 @@ pub async fn run_with(
             .clone()
             .run(shared.metrics.clone(), accept_stop.clone()),
     );
+    let tls_stop = CancellationToken::new();
+    let tls_watcher = tls.as_ref().map(|t| t.spawn_watcher(tls_stop.clone()));
+    if let Some(tls) = &tls {
+        tracing::info!(server_id = %shared.server_id, tls_fingerprint = %tls.fingerprint(), "serving TLS only (wss://, https://)");
+    }
+    if let Some(addr) = metrics_local
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(addr = %addr, "/metrics is served in plaintext outside loopback");
+    }
     let http = tokio::spawn({
         let stop = accept_stop.clone();
         let fatal = fatal.clone();
         // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` impl applies.
-        let listener = GuardedListener::new(listener, "listen", &shared).tap_io(|_| {});
+        let listener = crate::tls::MaybeTlsListener::new(
+            GuardedListener::new(listener, "listen", &shared),
+            tls.clone(),
+            TLS_HANDSHAKE_DEADLINE,
+            config.max_connections,
+        )
+        .map_err(|e| startup_fault(anyhow::anyhow!("listener address: {e}")))?
+        .tap_io(|_| {});
         async move {
             let served = axum::serve(
                 listener,
@@ -299,7 +325,8 @@ pub async fn run_with(
         // The one line on stdout scripts rely on.
         Announce::Stdout => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let _ = writeln!(out, "ccrelay listening on {scheme}://{local}/v1/ws");
             let _ = out.flush();
         }
         Announce::Channel(tx) => {
@@ -310,6 +337,7 @@ pub async fn run_with(
         addr = %local,
         metrics_addr = %metrics_local.unwrap_or(local),
         server_id = %shared.server_id,
+        tls_fingerprint = tls.as_ref().map(|t| t.fingerprint()),
         sessions = config.sessions.len(),
         "listening"
     );
@@ -346,6 +374,10 @@ pub async fn run_with(
         tracing::error!("sessions did not stop in time");
     }
     watcher_stop.cancel();
+    tls_stop.cancel();
+    if let Some(w) = tls_watcher {
+        let _ = w.await;
+    }
     let _ = watcher.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = shedder.await;
@@ -378,6 +410,9 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     std::fs::rename(&tmp, &path)?;
     Ok(id)
 }
+
+/// A TLS handshake must be done within the HTTP request head deadline (§1).
+const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whole seconds for Retry-After, rounded up so a client that obeys it is not refused again.
 fn retry_after_secs(wait: Duration) -> u64 {

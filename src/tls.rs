@@ -349,6 +349,132 @@ impl TlsServer {
     }
 }
 
+/// The bytes under an HTTP connection: plain TCP, or TLS after the handshake.
+pub type MaybeTlsStream =
+    tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// A listener that, with TLS, hands out connections only after their TLS
+/// handshake. Handshakes run in their own tasks, each bounded by `deadline` (the
+/// HTTP request head deadline, counted from the TCP accept) and at most
+/// `max_handshakes` at once, so a slow or silent client delays nobody else.
+/// Without TLS the inner listener's sockets pass through as they are.
+pub struct MaybeTlsListener {
+    local: std::net::SocketAddr,
+    inner: Option<Box<dyn AcceptTcp>>,
+    ready: Option<tokio::sync::mpsc::Receiver<(MaybeTlsStream, std::net::SocketAddr)>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// An `axum::serve::Listener` of TCP sockets, boxed (accept as a boxed future).
+trait AcceptTcp: Send {
+    fn accept_tcp(
+        &mut self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = (TcpStream, std::net::SocketAddr)> + Send + '_>,
+    >;
+}
+
+impl<L> AcceptTcp for L
+where
+    L: axum::serve::Listener<Io = TcpStream, Addr = std::net::SocketAddr>,
+{
+    fn accept_tcp(
+        &mut self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = (TcpStream, std::net::SocketAddr)> + Send + '_>,
+    > {
+        Box::pin(axum::serve::Listener::accept(self))
+    }
+}
+
+impl MaybeTlsListener {
+    pub fn new<L>(
+        inner: L,
+        tls: Option<Arc<TlsServer>>,
+        deadline: Duration,
+        max_handshakes: usize,
+    ) -> std::io::Result<MaybeTlsListener>
+    where
+        L: axum::serve::Listener<Io = TcpStream, Addr = std::net::SocketAddr>,
+    {
+        let local = inner.local_addr()?;
+        let Some(tls) = tls else {
+            return Ok(MaybeTlsListener {
+                local,
+                inner: Some(Box::new(inner)),
+                ready: None,
+                task: None,
+            });
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut inner = inner;
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
+        let task = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = axum::serve::Listener::accept(&mut inner).await;
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(peer = %peer, "too many TLS handshakes in progress; connection closed");
+                    continue;
+                };
+                let tls = tls.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx
+                                .send((tokio_util::either::Either::Right(stream), peer))
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(MaybeTlsListener {
+            local,
+            inner: None,
+            ready: Some(rx),
+            task: Some(task),
+        })
+    }
+}
+
+impl Drop for MaybeTlsListener {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl axum::serve::Listener for MaybeTlsListener {
+    type Io = MaybeTlsStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if let Some(inner) = &mut self.inner {
+            let (tcp, peer) = inner.accept_tcp().await;
+            return (tokio_util::either::Either::Left(tcp), peer);
+        }
+        match &mut self.ready {
+            Some(rx) => match rx.recv().await {
+                Some(ready) => ready,
+                // The accepting task ended (it never does while the listener lives).
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 fn read_file(path: &Path, setting: &'static str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         setting,

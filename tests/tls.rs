@@ -450,3 +450,415 @@ async fn attach_checks_certificates_and_server_identity() {
         .await
         .assert_refused(&["not trusted", "not valid for this host name"]);
 }
+
+// ---------------------------------------------------------------------------
+// The server's own TLS (needs the TLS accept path in `serve`).
+// ---------------------------------------------------------------------------
+
+type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A verifier that accepts any certificate and remembers its fingerprint: the
+/// tests compare fingerprints themselves.
+#[derive(Debug)]
+struct AnyCert {
+    seen: std::sync::Mutex<Option<String>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(ccrelay::tls::fingerprint(end_entity));
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// TLS to `addr` accepting any certificate: the stream, the certificate's
+/// fingerprint and the RFC 9266 exporter (TLS 1.3).
+async fn tls_to(
+    addr: SocketAddr,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    String,
+    Option<[u8; 32]>,
+) {
+    let provider = ccrelay::tls::provider();
+    let verifier = Arc::new(AnyCert {
+        seen: std::sync::Mutex::new(None),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let exporter = ccrelay::tls::client_exporter(tls.get_ref().1);
+    let fp = verifier
+        .seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("certificate seen");
+    (tls, fp, exporter)
+}
+
+/// A WebSocket over TLS to a ccrelay: (socket, certificate fingerprint, exporter).
+async fn wss_connect(addr: SocketAddr) -> (TlsWs, String, Option<[u8; 32]>) {
+    let (tls, fp, exporter) = tls_to(addr).await;
+    let (ws, _) = tokio_tungstenite::client_async(format!("wss://{addr}/v1/ws"), tls)
+        .await
+        .expect("upgrade");
+    (ws, fp, exporter)
+}
+
+async fn recv_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt as _;
+    loop {
+        let msg = tokio::time::timeout(common::FRAME_TIMEOUT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("connection open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("JSON frame");
+        }
+    }
+}
+
+async fn send_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, v: serde_json::Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .expect("send");
+}
+
+/// `printf '%s' TEXT | ssh-keygen -Y sign -n ccrelay-auth -f KEY` (the real ssh-keygen).
+fn ssh_keygen_sign(key: &KeyPair, text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "ccrelay-auth", "-f"])
+        .arg(&key.private)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh-keygen");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("ssh-keygen ran");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The certificate fingerprint `serve` logged at start.
+async fn logged_fingerprint(server: &common::TestServer) -> String {
+    assert!(
+        server
+            .wait_log("tls_fingerprint", Duration::from_secs(20))
+            .await,
+        "no tls_fingerprint logged:\n{}",
+        server.logs()
+    );
+    server
+        .log_json()
+        .iter()
+        .find_map(|l| l["tls_fingerprint"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no tls_fingerprint logged:\n{}", server.logs()))
+}
+
+fn server_info(data_dir: &Path) -> String {
+    let out = std::process::Command::new(ccrelay_bin())
+        .arg("server-info")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("server-info");
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run a command with no input, bounded in time; (exit code, stdout, stderr).
+async fn run_tool(cmd: &mut tokio::process::Command) -> (Option<i32>, String, String) {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .expect("finished in time")
+        .expect("ran");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 15 acceptance 1: `--tls-self-signed` serves TLS only; an outside client
+/// (Python `ssl` + `websockets`, pinned to the logged fingerprint, signing with
+/// `ssh-keygen -Y sign`) authenticates and attaches; plaintext gets no HTTP
+/// answer; `openssl s_client` sees TLS 1.2+ (1.3 by default), ALPN http/1.1 and
+/// the configured names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_tls_serves_a_pinned_outside_client_and_only_tls() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--tls-self-signed",
+        "--tls-name",
+        "localhost",
+        "--tls-name",
+        "127.0.0.1",
+        "--tls-name",
+        "relay.test",
+    ]));
+    assert!(server.url.starts_with("wss://127.0.0.1:"), "{}", server.url);
+    let fp = logged_fingerprint(&server).await;
+    let info = server_info(&fx.data_dir());
+    assert!(info.contains(&format!("fingerprint: {fp}\n")), "{info}");
+    // The certificate and key are kept in the data dir, owner-only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let (cert_path, key_path) = ccrelay::tls::self_signed_paths(&fx.data_dir());
+    for p in [&cert_path, &key_path] {
+        let mode = std::fs::metadata(p).expect("kept").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/wss_client.py");
+    let (code, stdout, stderr) = run_tool(
+        tokio::process::Command::new("python3")
+            .arg(&script)
+            .arg(&server.url)
+            .arg(&fp)
+            .arg(&fx.owner.private),
+    )
+    .await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON result");
+    assert_eq!(result["fingerprint"], fp.as_str(), "{result}");
+    assert_eq!(result["tls_version"], "TLSv1.3", "{result}");
+    assert_eq!(result["auth"]["type"], "auth.ok", "{result}");
+    assert_eq!(result["attach"]["type"], "attached", "{result}");
+    // A wrong pin: the client stops before reading anything.
+    let wrong = format!("SHA256:{}", "A".repeat(43));
+    let (_, stdout, _) = run_tool(
+        tokio::process::Command::new("python3")
+            .arg(&script)
+            .arg(&server.url)
+            .arg(&wrong)
+            .arg(&fx.owner.private),
+    )
+    .await;
+    assert!(stdout.contains("fingerprint mismatch"), "{stdout}");
+
+    // Plaintext HTTP to the TLS port: no HTTP answer.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut answer)).await;
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "plaintext got an HTTP answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    // openssl s_client: protocol, ALPN and the names in the certificate.
+    let connect = server.addr.to_string();
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let (_, stdout, stderr) = run_tool(tokio::process::Command::new("openssl").args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "localhost",
+            "-alpn",
+            "http/1.1",
+            flag,
+        ]))
+        .await;
+        assert!(
+            stdout.contains(&format!("Protocol  : {version}"))
+                || stdout.contains(&format!("New, {version}")),
+            "{flag}:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("ALPN protocol: http/1.1"),
+            "{flag}:\n{stdout}"
+        );
+    }
+    let (_, pem, _) = run_tool(tokio::process::Command::new("openssl").args([
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+    ]))
+    .await;
+    let pem_path = fx.path().join("served.pem");
+    std::fs::write(&pem_path, &pem).unwrap();
+    let (_, text, _) = run_tool(
+        tokio::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&pem_path),
+    )
+    .await;
+    for name in ["DNS:localhost", "IP Address:127.0.0.1", "DNS:relay.test"] {
+        assert!(text.contains(name), "{name} not in:\n{text}");
+    }
+
+    // Made once: a restart on the same data dir serves the same certificate.
+    drop(server);
+    let again = fx.start(ServerOptions::default().args(&[
+        "--tls-self-signed",
+        "--tls-name",
+        "localhost",
+        "--tls-name",
+        "127.0.0.1",
+        "--tls-name",
+        "relay.test",
+    ]));
+    assert_eq!(logged_fingerprint(&again).await, fp);
+    let (_, seen, _) = wss_connect(again.addr).await;
+    assert_eq!(seen, fp);
+}
+
+/// Write a certificate chain and key where `serve` reads them (key first: a
+/// reload between the two writes fails and is retried on the next change).
+fn install(cert: &Cert, cert_path: &Path, key_path: &Path) {
+    std::fs::write(key_path, &cert.key_pem).unwrap();
+    std::fs::write(cert_path, &cert.pem).unwrap();
+}
+
+/// Issue 15 acceptance 2: `--tls-cert/--tls-key` from a test CA; `attach
+/// --ca-file` works; new files + SIGHUP serve the new certificate to new
+/// connections while an established one keeps working; a corrupt replacement
+/// keeps the previous certificate and says so in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_are_reloaded_and_bad_ones_refused() {
+    let fx = Fixture::new();
+    let ca = Ca::new();
+    let ca_file = ca.write(fx.path());
+    let first = ca.leaf(&["localhost", "127.0.0.1"]);
+    let cert_path = fx.path().join("cert.pem");
+    let key_path = fx.path().join("key.pem");
+    install(&first, &cert_path, &key_path);
+    let server = fx.start(ServerOptions::default().args(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]));
+    assert_eq!(logged_fingerprint(&server).await, first.fingerprint);
+    let known = fx.path().join("known_servers");
+    attach(
+        &fx.owner,
+        &known,
+        &[
+            &server.url,
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+            "--accept-new-server",
+        ],
+    )
+    .await
+    .assert_ok();
+
+    // An authenticated connection made with the first certificate.
+    let (mut old, fp, _) = wss_connect(server.addr).await;
+    assert_eq!(fp, first.fingerprint);
+    let challenge = recv_json(&mut old).await;
+    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    send_json(
+        &mut old,
+        serde_json::json!({"type": "auth.response", "signature": signature}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut old).await["type"], "auth.ok");
+
+    // New files + SIGHUP: new connections get the new certificate.
+    let second = ca.leaf(&["localhost", "127.0.0.1"]);
+    install(&second, &cert_path, &key_path);
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        server
+            .wait_log(&second.fingerprint, Duration::from_secs(20))
+            .await,
+        "reload logged:\n{}",
+        server.logs()
+    );
+    let (_, fp, _) = wss_connect(server.addr).await;
+    assert_eq!(fp, second.fingerprint);
+    // The established connection is untouched.
+    send_json(&mut old, serde_json::json!({"type": "ping", "id": "p"})).await;
+    let pong = recv_json(&mut old).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    // The client keeps working: the CA vouches for the renewed certificate.
+    attach(
+        &fx.owner,
+        &known,
+        &[&server.url, "--ca-file", ca_file.to_str().unwrap()],
+    )
+    .await
+    .assert_ok();
+
+    // A corrupt replacement: logged, and the previous certificate stays.
+    std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        server
+            .wait_log("keeping the previous certificate", Duration::from_secs(20))
+            .await,
+        "{}",
+        server.logs()
+    );
+    let (_, fp, _) = wss_connect(server.addr).await;
+    assert_eq!(fp, second.fingerprint);
+}

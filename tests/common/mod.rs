@@ -276,8 +276,11 @@ impl TestServer {
                 );
             }
         };
+        // `wss://` when the server serves TLS (--tls-cert/--tls-key, --tls-self-signed).
+        let tls = line.starts_with("ccrelay listening on wss://");
         let addr: SocketAddr = line
             .strip_prefix("ccrelay listening on ws://")
+            .or_else(|| line.strip_prefix("ccrelay listening on wss://"))
             .and_then(|r| r.strip_suffix("/v1/ws"))
             .unwrap_or_else(|| panic!("unexpected listening line {line:?}"))
             .parse()
@@ -286,7 +289,7 @@ impl TestServer {
         TestServer {
             child,
             addr,
-            url: format!("ws://{addr}/v1/ws"),
+            url: format!("{}://{addr}/v1/ws", if tls { "wss" } else { "ws" }),
             logs,
         }
     }
