@@ -124,6 +124,14 @@ pub fn client_exporter(conn: &rustls::ClientConnection) -> Option<[u8; EXPORTER_
     exporter(conn)
 }
 
+/// [`exporter`] of a connection as the listener hands it out (`None` for plain TCP).
+pub fn channel_binding(io: &MaybeTlsStream) -> Option<[u8; EXPORTER_LEN]> {
+    match io {
+        tokio_util::either::Either::Left(_) => None,
+        tokio_util::either::Either::Right(tls) => server_exporter(tls.get_ref().1),
+    }
+}
+
 /// The names of a self-signed certificate when `--tls-name` gives none:
 /// `localhost`, `127.0.0.1`, `::1` and this host's name.
 pub fn default_names() -> Vec<String> {
@@ -727,6 +735,72 @@ mod tests {
         std::fs::write(&cert, two.cert.pem()).unwrap();
         std::fs::write(&key, two.signing_key.serialize_pem()).unwrap();
         assert_eq!(tls.reload().unwrap(), fingerprint(two.cert.der()));
+    }
+
+    fn client_config(chain: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(chain[0].clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A client that never finishes its handshake holds up nobody (handshakes run
+    /// in their own tasks: with an hour's deadline, an inline handshake would hang
+    /// this test), and beyond `max_handshakes` in progress a connection is closed.
+    #[tokio::test]
+    async fn listener_handshakes_do_not_wait_for_each_other() {
+        use axum::serve::Listener as _;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Arc::new(
+            TlsServer::new(
+                TlsSource::SelfSigned {
+                    names: vec!["localhost".into()],
+                },
+                dir.path(),
+            )
+            .unwrap(),
+        );
+        let chain = read_chain(&self_signed_paths(dir.path()).0, "tls-cert").unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener =
+            MaybeTlsListener::new(tcp, Some(tls), Duration::from_secs(3600), 2).unwrap();
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(client_config(&chain));
+        let client = tokio::spawn({
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                connector
+                    .connect("localhost".try_into().unwrap(), tcp)
+                    .await
+            }
+        });
+        let (io, peer) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+            .await
+            .expect("the second client is served while the first stalls");
+        let client = client.await.unwrap().expect("handshake");
+        assert_eq!(peer, client.get_ref().0.local_addr().unwrap());
+        assert_eq!(
+            channel_binding(&io),
+            client_exporter(client.get_ref().1),
+            "the exporter the connection gets is the client's"
+        );
+        assert!(channel_binding(&io).is_some());
+        // Two stalled handshakes fill the slots: a third connection is closed.
+        let _silent2 = TcpStream::connect(addr).await.unwrap();
+        let _silent3 = TcpStream::connect(addr).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let refused = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await;
+        assert!(refused.is_err(), "over the handshake limit");
     }
 
     /// A handshake over a socket pair: ALPN, TLS 1.3, and both ends derive the
