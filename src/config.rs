@@ -99,6 +99,17 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// `--insecure-plaintext`: plaintext outside loopback was asked for.
     pub insecure_plaintext: bool,
+    /// `--trusted-proxy`: peers in these networks report the client address in
+    /// `X-Forwarded-For` (PROTOCOL.md §1).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Refuse unbound authentication on connections that have a TLS exporter (§3).
+    pub require_channel_binding: bool,
+    /// How long a pairing request waits for an owner (§3).
+    pub pair_timeout: Duration,
+    /// Owner keys added by pairing / `ccrelay keys add`.
+    pub paired_keys: PathBuf,
+    /// Viewer keys added by pairing / `ccrelay keys add --viewer`.
+    pub paired_viewers: PathBuf,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -121,6 +132,8 @@ const FILE_KEYS: &[&str] = &[
     "idle-timeout",
     "allowed-origin",
     "allowed-origins",
+    "trusted-proxy",
+    "trusted-proxies",
     "metrics-listen",
     "log-level",
     "log-format",
@@ -153,6 +166,10 @@ const FILE_KEYS: &[&str] = &[
     "tls-name",
     "tls-names",
     "insecure-plaintext",
+    "require-channel-binding",
+    "pair-timeout",
+    "paired-keys",
+    "paired-viewers",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -519,6 +536,20 @@ impl Config {
             }
         }
 
+        let trusted_proxies = match &args.trusted_proxies {
+            Some(list) => list.clone(),
+            None => file
+                .list(&["trusted-proxy", "trusted-proxies"])?
+                .unwrap_or_default(),
+        };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(crate::listen::proxy::parse_network)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::new("trusted-proxy", message))?;
+
         let log_level = r.parse(
             "log-level",
             args.log_level.as_ref(),
@@ -688,6 +719,20 @@ impl Config {
             Duration::from_secs(5),
             parse_secs,
         )?;
+        let require_channel_binding = args.require_channel_binding
+            || r.parse("require-channel-binding", None, false, parse_bool)?;
+        let pair_timeout = r.parse(
+            "pair-timeout",
+            args.pair_timeout.as_ref(),
+            Duration::from_secs(120),
+            parse_secs,
+        )?;
+        let paired_keys = r
+            .path("paired-keys", args.paired_keys.as_ref())?
+            .unwrap_or_else(|| data_dir.join("paired_keys"));
+        let paired_viewers = r
+            .path("paired-viewers", args.paired_viewers.as_ref())?
+            .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
 
@@ -726,6 +771,11 @@ impl Config {
             tls,
             tls_names,
             insecure_plaintext,
+            trusted_proxies,
+            require_channel_binding,
+            pair_timeout,
+            paired_keys,
+            paired_viewers,
         })
     }
 }

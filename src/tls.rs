@@ -7,9 +7,10 @@
 //! the data dir, certificate fingerprints (`SHA256:` + unpadded base64 of the
 //! leaf's DER) and the RFC 9266 `tls-exporter` value of a connection.
 //!
-//! Must not: accept sockets or run HTTP (the accept loop in `server` calls
-//! [`TlsServer::accept`] under its own deadline), nor verify signatures (`auth`
-//! gets the exporter value and checks bound signatures).
+//! Must not: accept sockets or run HTTP (the accept loop in `listen` calls the
+//! [`crate::listen::stream::TlsAcceptor`] hook under its request-head deadline),
+//! nor verify signatures (`auth` gets the exporter value and checks bound
+//! signatures).
 //!
 //! Reloads swap an `Arc<ServerConfig>`: a handshake uses the configuration current
 //! when it starts, so new connections get the new certificate and established ones
@@ -122,14 +123,6 @@ pub fn server_exporter(conn: &rustls::ServerConnection) -> Option<[u8; EXPORTER_
 /// [`exporter`] of a client-side connection.
 pub fn client_exporter(conn: &rustls::ClientConnection) -> Option<[u8; EXPORTER_LEN]> {
     exporter(conn)
-}
-
-/// [`exporter`] of a connection as the listener hands it out (`None` for plain TCP).
-pub fn channel_binding(io: &MaybeTlsStream) -> Option<[u8; EXPORTER_LEN]> {
-    match io {
-        tokio_util::either::Either::Left(_) => None,
-        tokio_util::either::Either::Right(tls) => server_exporter(tls.get_ref().1),
-    }
 }
 
 /// The names of a self-signed certificate when `--tls-name` gives none:
@@ -357,129 +350,18 @@ impl TlsServer {
     }
 }
 
-/// The bytes under an HTTP connection: plain TCP, or TLS after the handshake.
-pub type MaybeTlsStream =
-    tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
-
-/// A listener that, with TLS, hands out connections only after their TLS
-/// handshake. Handshakes run in their own tasks, each bounded by `deadline` (the
-/// HTTP request head deadline, counted from the TCP accept) and at most
-/// `max_handshakes` at once, so a slow or silent client delays nobody else.
-/// Without TLS the inner listener's sockets pass through as they are.
-pub struct MaybeTlsListener {
-    local: std::net::SocketAddr,
-    inner: Option<Box<dyn AcceptTcp>>,
-    ready: Option<tokio::sync::mpsc::Receiver<(MaybeTlsStream, std::net::SocketAddr)>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// An `axum::serve::Listener` of TCP sockets, boxed (accept as a boxed future).
-trait AcceptTcp: Send {
-    fn accept_tcp(
-        &mut self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = (TcpStream, std::net::SocketAddr)> + Send + '_>,
-    >;
-}
-
-impl<L> AcceptTcp for L
-where
-    L: axum::serve::Listener<Io = TcpStream, Addr = std::net::SocketAddr>,
-{
-    fn accept_tcp(
-        &mut self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = (TcpStream, std::net::SocketAddr)> + Send + '_>,
-    > {
-        Box::pin(axum::serve::Listener::accept(self))
-    }
-}
-
-impl MaybeTlsListener {
-    pub fn new<L>(
-        inner: L,
-        tls: Option<Arc<TlsServer>>,
-        deadline: Duration,
-        max_handshakes: usize,
-    ) -> std::io::Result<MaybeTlsListener>
-    where
-        L: axum::serve::Listener<Io = TcpStream, Addr = std::net::SocketAddr>,
-    {
-        let local = inner.local_addr()?;
-        let Some(tls) = tls else {
-            return Ok(MaybeTlsListener {
-                local,
-                inner: Some(Box::new(inner)),
-                ready: None,
-                task: None,
-            });
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut inner = inner;
-        let slots = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
-        let task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = axum::serve::Listener::accept(&mut inner).await;
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::debug!(peer = %peer, "too many TLS handshakes in progress; connection closed");
-                    continue;
-                };
-                let tls = tls.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(deadline, tls.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx
-                                .send((tokio_util::either::Either::Right(stream), peer))
-                                .await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(MaybeTlsListener {
-            local,
-            inner: None,
-            ready: Some(rx),
-            task: Some(task),
+/// The accept loop's TLS hook (`listen::stream::TlsAcceptor`): the handshake with
+/// the current certificate, and the connection's RFC 9266 exporter.
+impl crate::listen::stream::TlsAcceptor for TlsServer {
+    fn accept(&self, tcp: TcpStream) -> crate::listen::stream::AcceptFuture<'_> {
+        Box::pin(async move {
+            let stream = TlsServer::accept(self, tcp).await?;
+            let channel_binding = server_exporter(stream.get_ref().1);
+            Ok(crate::listen::stream::Secured {
+                stream: crate::listen::stream::ConnStream::Wrapped(Box::new(stream)),
+                channel_binding,
+            })
         })
-    }
-}
-
-impl Drop for MaybeTlsListener {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-impl axum::serve::Listener for MaybeTlsListener {
-    type Io = MaybeTlsStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        if let Some(inner) = &mut self.inner {
-            let (tcp, peer) = inner.accept_tcp().await;
-            return (tokio_util::either::Either::Left(tcp), peer);
-        }
-        match &mut self.ready {
-            Some(rx) => match rx.recv().await {
-                Some(ready) => ready,
-                // The accepting task ended (it never does while the listener lives).
-                None => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 
@@ -735,72 +617,6 @@ mod tests {
         std::fs::write(&cert, two.cert.pem()).unwrap();
         std::fs::write(&key, two.signing_key.serialize_pem()).unwrap();
         assert_eq!(tls.reload().unwrap(), fingerprint(two.cert.der()));
-    }
-
-    fn client_config(chain: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(chain[0].clone()).unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    }
-
-    /// A client that never finishes its handshake holds up nobody (handshakes run
-    /// in their own tasks: with an hour's deadline, an inline handshake would hang
-    /// this test), and beyond `max_handshakes` in progress a connection is closed.
-    #[tokio::test]
-    async fn listener_handshakes_do_not_wait_for_each_other() {
-        use axum::serve::Listener as _;
-        let dir = tempfile::tempdir().unwrap();
-        let tls = Arc::new(
-            TlsServer::new(
-                TlsSource::SelfSigned {
-                    names: vec!["localhost".into()],
-                },
-                dir.path(),
-            )
-            .unwrap(),
-        );
-        let chain = read_chain(&self_signed_paths(dir.path()).0, "tls-cert").unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let mut listener =
-            MaybeTlsListener::new(tcp, Some(tls), Duration::from_secs(3600), 2).unwrap();
-        assert_eq!(listener.local_addr().unwrap(), addr);
-        let _silent = TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(client_config(&chain));
-        let client = tokio::spawn({
-            let connector = connector.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await.unwrap();
-                connector
-                    .connect("localhost".try_into().unwrap(), tcp)
-                    .await
-            }
-        });
-        let (io, peer) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
-            .await
-            .expect("the second client is served while the first stalls");
-        let client = client.await.unwrap().expect("handshake");
-        assert_eq!(peer, client.get_ref().0.local_addr().unwrap());
-        assert_eq!(
-            channel_binding(&io),
-            client_exporter(client.get_ref().1),
-            "the exporter the connection gets is the client's"
-        );
-        assert!(channel_binding(&io).is_some());
-        // Two stalled handshakes fill the slots: a third connection is closed.
-        let _silent2 = TcpStream::connect(addr).await.unwrap();
-        let _silent3 = TcpStream::connect(addr).await.unwrap();
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let refused = connector
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await;
-        assert!(refused.is_err(), "over the handshake limit");
     }
 
     /// A handshake over a socket pair: ALPN, TLS 1.3, and both ends derive the

@@ -680,6 +680,7 @@ async fn self_signed_tls_serves_a_pinned_outside_client_and_only_tls() {
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON result");
     assert_eq!(result["fingerprint"], fp.as_str(), "{result}");
     assert_eq!(result["tls_version"], "TLSv1.3", "{result}");
+    assert_eq!(result["challenge"]["channel_binding"], "tls-exporter");
     assert_eq!(result["auth"]["type"], "auth.ok", "{result}");
     assert_eq!(result["attach"]["type"], "attached", "{result}");
     // A wrong pin: the client stops before reading anything.
@@ -810,6 +811,8 @@ async fn certificate_files_are_reloaded_and_bad_ones_refused() {
     )
     .await
     .assert_ok();
+    let (_, line) = known_line(&known, &server.url);
+    assert!(line.ends_with("binding=tls-exporter"), "{line}");
 
     // An authenticated connection made with the first certificate.
     let (mut old, fp, _) = wss_connect(server.addr).await;
@@ -861,4 +864,222 @@ async fn certificate_files_are_reloaded_and_bad_ones_refused() {
     );
     let (_, fp, _) = wss_connect(server.addr).await;
     assert_eq!(fp, second.fingerprint);
+}
+
+/// What the man in the middle does with the bytes.
+#[derive(Clone)]
+enum Mode {
+    /// Relay TCP bytes: the client's TLS goes through to the server.
+    Tcp,
+    /// End the client's TLS with this certificate, open its own TLS connection to
+    /// the server, and relay WebSocket frames — unchanged, or with the
+    /// challenge's `channel_binding` offer removed.
+    Relay {
+        config: Arc<ServerConfig>,
+        strip_offer: bool,
+    },
+}
+
+/// A man in the middle on 127.0.0.1 in front of `backend`.
+struct Mitm {
+    addr: SocketAddr,
+    mode: Arc<RwLock<Mode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Mitm {
+    async fn start(mode: Mode, backend: SocketAddr) -> Mitm {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(RwLock::new(mode));
+        let task = tokio::spawn({
+            let mode = mode.clone();
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let mode = mode.read().unwrap().clone();
+                    tokio::spawn(relay(tcp, mode, backend));
+                }
+            }
+        });
+        Mitm { addr, mode, task }
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.write().unwrap() = mode;
+    }
+}
+
+impl Drop for Mitm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(mut tcp: TcpStream, mode: Mode, backend: SocketAddr) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let (config, strip_offer) = match mode {
+        Mode::Tcp => {
+            if let Ok(mut up) = TcpStream::connect(backend).await {
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+            }
+            return;
+        }
+        Mode::Relay {
+            config,
+            strip_offer,
+        } => (config, strip_offer),
+    };
+    let Ok(front) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
+        return;
+    };
+    let Ok(client) = tokio_tungstenite::accept_async(front).await else {
+        return;
+    };
+    let (server, _, _) = wss_connect(backend).await;
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_server, mut from_server) = server.split();
+    let up = async {
+        while let Some(Ok(m)) = from_client.next().await {
+            if to_server.send(m).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = async {
+        while let Some(Ok(mut m)) = from_server.next().await {
+            if strip_offer
+                && let Message::Text(t) = &m
+                && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(t)
+                && v["type"] == "auth.challenge"
+            {
+                v.as_object_mut().unwrap().remove("channel_binding");
+                m = Message::Text(v.to_string().into());
+            }
+            if to_client.send(m).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
+
+/// Issue 15 acceptance 3 and the client's downgrade refusal: a relaying man in
+/// the middle, trusted by the client, cannot log in with the client's bound
+/// signature (`auth_failed`), while the same client connected directly does;
+/// a man in the middle that hides the binding offer from a client that saw the
+/// server bind before is refused by the client; with `--require-channel-binding`
+/// an unbound `ssh-keygen` signature over TLS is refused and a bound one, with
+/// the exporter computed by the test client, accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_defeats_a_relaying_man_in_the_middle() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().arg("--tls-self-signed"));
+    let real_fp = logged_fingerprint(&server).await;
+    let known = fx.path().join("known_servers");
+
+    // The man in the middle, with its own certificate the client trusts.
+    let theirs = self_signed(&["localhost", "127.0.0.1"]);
+    let mitm = Mitm::start(
+        Mode::Relay {
+            config: theirs.server_config(),
+            strip_offer: false,
+        },
+        server.addr,
+    )
+    .await;
+    let mitm_url = format!("wss://{}/v1/ws", mitm.addr);
+    let run = attach(
+        &fx.owner,
+        &known,
+        &[&mitm_url, "--server-fingerprint", &theirs.fingerprint],
+    )
+    .await;
+    run.assert_refused(&["no authorized key"]);
+    assert!(
+        server
+            .wait_log("authentication failed", Duration::from_secs(10))
+            .await,
+        "{}",
+        server.logs()
+    );
+
+    // Directly: the same client and key succeed, bound.
+    attach(
+        &fx.owner,
+        &known,
+        &[&server.url, "--server-fingerprint", &real_fp],
+    )
+    .await
+    .assert_ok();
+    let (_, line) = known_line(&known, &server.url);
+    assert!(line.ends_with("binding=tls-exporter"), "{line}");
+
+    // Downgrade: at a URL where the client saw binding, a man in the middle
+    // holding the server's own key hides the offer: refused before signing.
+    let front = Mitm::start(Mode::Tcp, server.addr).await;
+    let front_url = format!("wss://{}/v1/ws", front.addr);
+    attach(&fx.owner, &known, &[&front_url, "--accept-new-server"])
+        .await
+        .assert_ok();
+    let (line_no, line) = known_line(&known, &front_url);
+    assert!(line.ends_with("binding=tls-exporter"), "{line}");
+    let (cert_path, key_path) = ccrelay::tls::self_signed_paths(&fx.data_dir());
+    let stolen = Cert {
+        pem: std::fs::read_to_string(&cert_path).unwrap(),
+        key_pem: std::fs::read_to_string(&key_path).unwrap(),
+        fingerprint: real_fp.clone(),
+    };
+    front.set(Mode::Relay {
+        config: stolen.server_config(),
+        strip_offer: true,
+    });
+    attach(&fx.owner, &known, &[&front_url])
+        .await
+        .assert_refused(&[
+            "downgrade",
+            &format!("line {line_no} of {}", known.display()),
+        ]);
+    drop(mitm);
+
+    // --require-channel-binding: unbound refused, bound accepted.
+    drop(server);
+    let server = fx.start(
+        ServerOptions::default()
+            .arg("--tls-self-signed")
+            .arg("--require-channel-binding"),
+    );
+    let (mut ws, _, exporter) = wss_connect(server.addr).await;
+    let challenge = recv_json(&mut ws).await;
+    assert_eq!(challenge["channel_binding"], "tls-exporter");
+    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "auth.response", "signature": signature}),
+    )
+    .await;
+    let answer = recv_json(&mut ws).await;
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+
+    let (mut ws, _, exporter2) = wss_connect(server.addr).await;
+    assert_ne!(exporter, exporter2, "each connection has its own exporter");
+    let exporter = exporter2.expect("TLS 1.3 exporter");
+    let challenge = recv_json(&mut ws).await;
+    use base64::Engine as _;
+    let bound = format!(
+        "{}:tls-exporter:{}",
+        challenge["sign"].as_str().unwrap(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(exporter)
+    );
+    let signature = ssh_keygen_sign(&fx.owner, &bound);
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "auth.response", "signature": signature, "channel_binding": "tls-exporter"}),
+    )
+    .await;
+    let answer = recv_json(&mut ws).await;
+    assert_eq!(answer["type"], "auth.ok", "{answer}");
 }
