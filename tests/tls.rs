@@ -457,50 +457,6 @@ async fn attach_checks_certificates_and_server_identity() {
 
 type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// A verifier that accepts any certificate and remembers its fingerprint: the
-/// tests compare fingerprints themselves.
-#[derive(Debug)]
-struct AnyCert {
-    seen: std::sync::Mutex<Option<String>>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap() = Some(ccrelay::tls::fingerprint(end_entity));
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// TLS to `addr` accepting any certificate: the stream, the certificate's
 /// fingerprint and the RFC 9266 exporter (TLS 1.3).
 async fn tls_to(
@@ -511,7 +467,7 @@ async fn tls_to(
     Option<[u8; 32]>,
 ) {
     let provider = ccrelay::tls::provider();
-    let verifier = Arc::new(AnyCert {
+    let verifier = Arc::new(common::AnyCert {
         seen: std::sync::Mutex::new(None),
         algorithms: provider.signature_verification_algorithms,
     });
