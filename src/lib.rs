@@ -46,6 +46,6 @@ pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;
-pub mod web;
 pub mod tls;
+pub mod web;
 pub mod ws;

@@ -553,7 +553,7 @@ async fn ws_handler(
             && !crate::web::own_origin_allowed(
                 origin,
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                &crate::web::page_hosts(shared.config.listen, &[]),
+                &crate::web::page_hosts(shared.config.listen, &shared.config.tls_names),
             )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
