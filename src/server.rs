@@ -186,12 +186,9 @@ pub async fn run_with(
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        config_error(
-            "data-dir",
-            format!("cannot create {}: {e}", config.data_dir.display()),
-        )
-    })?;
+    // Owner-only, or refused (exit 2): journals hold whole transcripts.
+    crate::datadir::prepare(&config.data_dir)
+        .map_err(|e| config_error("data-dir", e.to_string()))?;
     let server_id = match &config.server_id {
         Some(id) => id.clone(),
         None => load_or_create_server_id(&config.data_dir).map_err(|e| {
@@ -390,9 +387,7 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     let mut bytes = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join("server_id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::datadir::write_atomic(&path, format!("{id}\n"))?;
     Ok(id)
 }
 
@@ -638,7 +633,15 @@ fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     (all_ready, map)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    if !crate::health::full_detail(peer, &headers) {
+        return axum::Json(crate::health::healthz_minimal()).into_response();
+    }
     let (_, sessions) = session_detail(&shared);
     axum::Json(json!({
         "status": "ok",
@@ -660,7 +663,12 @@ fn memory_detail(shared: &Shared) -> Value {
     })
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
     let (sessions_ok, sessions) = session_detail(&shared);
     let shutting_down = shared.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
@@ -688,6 +696,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !crate::health::full_detail(peer, &headers) {
+        let sessions = body["sessions"].as_object().cloned().unwrap_or_default();
+        body = crate::health::readyz_minimal(ready, &sessions);
+    }
     (status, axum::Json(body)).into_response()
 }
 
