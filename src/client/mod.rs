@@ -10,14 +10,16 @@
 //! Modules: `connect` (URL, WebSocket, authentication), `keys` (which keys, how
 //! they sign), `net` (the connection task and reconnects), `session` (the state
 //! machine: since tracking, prompts, permissions, exit codes), `render` (events →
-//! text), `input` (line editor), `screen` (the terminal), `trust` (whether to
-//! sign: certificate, server id, channel binding), `known` (the known_servers file).
+//! text), `presence` (who is attached, from deltas), `input` (line editor),
+//! `screen` (the terminal), `trust` (whether to sign: certificate, server id,
+//! channel binding), `known` (the known_servers file).
 
 mod connect;
 mod input;
 mod keys;
 mod known;
 mod net;
+mod presence;
 mod render;
 mod screen;
 mod session;
