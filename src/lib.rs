@@ -16,8 +16,8 @@
 //! - `datadir`: owner-only data dir and files (modes at creation, start-up check);
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
-//! - `tls`: server TLS (certificates, reloads, self-signed, fingerprints, RFC 9266 exporter);
 //! - `health`: what the health endpoints tell loopback and everyone else;
+//! - `tls`: server TLS (certificates, reloads, self-signed, fingerprints, RFC 9266 exporter);
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
