@@ -100,6 +100,7 @@ test('real CLI: a prompt from A reaches B and the terminal with A’s device; th
     const prompt = page.getByTestId('user-prompt').last();
     assert.equal(await prompt.getAttribute('data-device'), 'phone-a');
     assert.equal(await prompt.getAttribute('data-prompt-id'), p.event.prompt_id);
+    assert.match(await prompt.innerText(), /hello from the phone/);
   }
   const ta = await A.page.getByTestId('assistant-text').last().innerText();
   const tb = await B.page.getByTestId('assistant-text').last().innerText();
