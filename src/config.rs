@@ -865,4 +865,30 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn trusted_proxies_come_from_flags_or_the_file() {
+        let mut a = args();
+        a.trusted_proxies = Some(vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()]);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(Config::resolve(&args()).unwrap().trusted_proxies.is_empty());
+        a.trusted_proxies = Some(vec!["not-a-network".into()]);
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxy"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "trusted-proxy = [\"::1\", \"192.168.0.0/16\"]\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(
+            c.trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            vec!["::1/128".to_string(), "192.168.0.0/16".to_string()]
+        );
+    }
 }
