@@ -18,6 +18,7 @@
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
+//! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 
@@ -35,6 +36,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;

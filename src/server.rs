@@ -90,6 +90,10 @@ pub struct Shared {
     pub sessions: Sessions,
     pub keys: KeyStore,
     pub throttle: AuthThrottle,
+    /// Where signature verifications run (off the async workers, bounded).
+    pub verifier: crate::auth::Verifier,
+    /// Pending device pairing requests and the owners told about them.
+    pub pairing: Arc<crate::pairing::Pairing>,
     pub metrics: Arc<Metrics>,
     pub server_id: String,
     /// Cancelled to close every connection (shutdown or fatal fault).
@@ -180,15 +184,8 @@ pub async fn run_with(
     let config = Arc::new(config);
     let max_connections = size_connections(config.max_connections);
     // Everything that can be wrong with the configuration is found before anything starts.
-    let keys =
-        KeyStore::load(&config.authorized_keys, config.viewer_keys.as_deref()).map_err(|e| {
-            let setting = if e.to_string().contains("viewer") {
-                "viewer-keys"
-            } else {
-                "authorized-keys"
-            };
-            config_error(setting, e.to_string())
-        })?;
+    let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
+        .map_err(|e| config_error(e.setting(), e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         config_error(
             "data-dir",
@@ -260,6 +257,8 @@ pub async fn run_with(
         max_connections,
         websockets: Default::default(),
         throttle: AuthThrottle::new(config.auth_failures_per_min),
+        verifier: crate::auth::Verifier::for_this_machine(),
+        pairing: crate::pairing::Pairing::new(metrics.clone()),
         config: config.clone(),
         sessions,
         keys,

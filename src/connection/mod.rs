@@ -616,6 +616,8 @@ impl Connection {
     fn on_bad_frame(&mut self, err: ProtocolError) -> Flow {
         self.count_frame("invalid");
         if self.identity.is_none() {
+            // A pre-authentication protocol error costs the address a unit of its budget (§3).
+            self.shared.throttle.record_failure(self.peer.ip());
             let err = match err.code {
                 ErrorCode::UnknownType => ProtocolError::new(
                     ErrorCode::NotAuthenticated,
@@ -707,6 +709,22 @@ impl Connection {
             }
             ClientRequest::Ping => {
                 self.reply("pong", ServerMsg::Pong { id });
+                return;
+            }
+            ClientRequest::PairRespond {
+                pair_id,
+                allow,
+                role,
+            } => {
+                self.on_pair_respond(id, pair_id, allow, role).await;
+                return;
+            }
+            ClientRequest::PairRequest { .. } => {
+                self.error(
+                    id,
+                    ErrorCode::BadMessage,
+                    "this connection is already authenticated",
+                );
                 return;
             }
             ClientRequest::SessionList => {
