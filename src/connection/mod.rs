@@ -319,7 +319,10 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
                 break reason;
             }
             wake = conn.auth.wait(), if conn.identity.is_none() => {
-                if let Some(reason) = conn.on_auth_wake(wake) {
+                let end = conn.on_auth_wake(wake);
+                // An allowed pair request authenticates here.
+                conn.after_auth_step();
+                if let Some(reason) = end {
                     break reason;
                 }
             }
@@ -346,7 +349,7 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
                 // Boxed: the frame handling's state (requests, session commands)
                 // exists only while a frame is handled, not in every idle task.
                 let flow = Box::pin(conn.on_message(msg, &flush)).await;
-                conn.after_frame();
+                conn.after_auth_step();
                 match flow {
                     Flow::Continue => {}
                     Flow::Close(code, reason) => {
@@ -412,9 +415,10 @@ async fn drain(io: wslayer::Io) {
 }
 
 impl Connection {
-    /// Transport bookkeeping after each frame: once authenticated, the
-    /// per-address pre-auth token is released and the normal message limit applies.
-    fn after_frame(&mut self) {
+    /// Transport bookkeeping after each frame or auth-phase wake-up: once
+    /// authenticated, the per-address pre-auth token is released and the normal
+    /// message limit applies.
+    fn after_auth_step(&mut self) {
         if self.identity.is_some() && self.preauth.is_some() {
             self.preauth = None;
             self.gate_limit.set(self.shared.config.max_frame_bytes);
