@@ -522,7 +522,7 @@ async fn idle_authenticated_connection_memory() {
                 .arg(fx.data_dir())
                 .arg("--workdir")
                 .arg(fx.workdir())
-                .args(["--log-format", "json", "--log-level", "info"])
+                .args(["--log-format", "json", "--log-level", "debug"])
                 .arg("--agent-cmd")
                 .arg(common::mock_agent_bin())
                 .env("CCRELAY_MOCK_STATE_DIR", fx.path().join("mock-state"))
@@ -531,7 +531,7 @@ async fn idle_authenticated_connection_memory() {
                 .stderr(std::process::Stdio::piped());
             TestServer::spawn(cmd)
         }
-        None => fx.start(ServerOptions::default().args(&["--log-level", "info"])),
+        None => fx.start(ServerOptions::default()),
     };
     // Warm up: the allocator, the runtime and the session exist before measuring.
     let mut warm = Vec::new();
