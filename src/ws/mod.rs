@@ -27,6 +27,7 @@
 //! - the write buffer: tungstenite keeps the capacity of the largest batch it
 //!   wrote (it cannot be shrunk from outside);
 //! - identity, client info, span fields, cancellation tokens, timers: ~1 KiB.
+//!
 //! The rest of the difference to main was not found in the time available.
 
 pub mod gate;
