@@ -95,7 +95,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `--tls-cert`/`--tls-key` or `--tls-self-signed`: the listen address serves TLS only.
     pub tls: Option<crate::tls::TlsSource>,
-    /// `--tls-name` as given (empty when none): names this server is reached by.
+    /// The names this server is reached by over TLS: `--tls-name` as given, or
+    /// the self-signed certificate's default names (empty without TLS names).
     pub tls_names: Vec<String>,
     /// `--insecure-plaintext`: plaintext outside loopback was asked for.
     pub insecure_plaintext: bool,
@@ -858,6 +859,10 @@ fn resolve_tls(
             ),
         ));
     }
+    let names = match &tls {
+        Some(crate::tls::TlsSource::SelfSigned { names }) => names.clone(),
+        _ => names,
+    };
     Ok((tls, names, insecure_plaintext))
 }
 

@@ -517,6 +517,8 @@ async fn attach_shows_every_join_and_leave_from_lists_and_deltas() {
         .arg(&fx.owner.private)
         .arg(&server.url)
         .env_remove("SSH_AUTH_SOCK")
+        // known_servers under this HOME, not a shared config dir.
+        .env_remove("XDG_CONFIG_HOME")
         .env("HOME", &home)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
