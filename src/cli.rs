@@ -240,6 +240,14 @@ pub struct ServeArgs {
     /// Seconds shutdown may take before remaining connections are dropped [default: 5]
     #[arg(long, env = "CCRELAY_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<String>,
+    /// Reverse proxy network whose X-Forwarded-For is believed, as a CIDR (repeatable; the env var takes a comma-separated list)
+    #[arg(
+        long = "trusted-proxy",
+        env = "CCRELAY_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Extra session besides `default`, as NAME=DIR (repeatable)
     #[arg(
         long = "session",

@@ -93,6 +93,9 @@ pub struct Config {
     pub memory_limit: u64,
     pub auth_failures_per_min: u32,
     pub shutdown_grace: Duration,
+    /// `--trusted-proxy`: peers in these networks report the client address in
+    /// `X-Forwarded-For` (PROTOCOL.md §1).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Refuse unbound authentication on connections that have a TLS exporter (§3).
     pub require_channel_binding: bool,
     /// How long a pairing request waits for an owner (§3).
@@ -123,6 +126,8 @@ const FILE_KEYS: &[&str] = &[
     "idle-timeout",
     "allowed-origin",
     "allowed-origins",
+    "trusted-proxy",
+    "trusted-proxies",
     "metrics-listen",
     "log-level",
     "log-format",
@@ -519,6 +524,20 @@ impl Config {
             }
         }
 
+        let trusted_proxies = match &args.trusted_proxies {
+            Some(list) => list.clone(),
+            None => file
+                .list(&["trusted-proxy", "trusted-proxies"])?
+                .unwrap_or_default(),
+        };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(crate::listen::proxy::parse_network)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::new("trusted-proxy", message))?;
+
         let log_level = r.parse(
             "log-level",
             args.log_level.as_ref(),
@@ -735,6 +754,7 @@ impl Config {
             memory_limit,
             auth_failures_per_min,
             shutdown_grace,
+            trusted_proxies,
             require_channel_binding,
             pair_timeout,
             paired_keys,

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// The text of one outbound frame: refcounted, so one serialized event is shared by
 /// every recipient without copying.
-pub use axum::extract::ws::Utf8Bytes as FrameText;
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
 
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -195,6 +195,12 @@ pub enum ClientRequest {
         session: String,
     },
     Ping,
+    /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
+    History {
+        session: String,
+        before: u64,
+        limit: u64,
+    },
 }
 
 impl ClientRequest {
@@ -212,6 +218,7 @@ impl ClientRequest {
             ClientRequest::Ping => "ping",
             ClientRequest::PairRequest { .. } => "pair.request",
             ClientRequest::PairRespond { .. } => "pair.respond",
+            ClientRequest::History { .. } => "history",
         }
     }
 }
@@ -223,6 +230,11 @@ pub struct Inbound {
     pub request: ClientRequest,
 }
 
+/// Most events one `history` request may ask for (§4).
+pub const HISTORY_MAX_LIMIT: u64 = 1000;
+/// Events a `history` request without `limit` gets.
+pub const HISTORY_DEFAULT_LIMIT: u64 = 100;
+
 /// The name of the session used when a request leaves `session` out.
 pub const DEFAULT_SESSION: &str = "default";
 
@@ -231,6 +243,19 @@ pub const DEFAULT_SESSION: &str = "default";
 /// an unknown `type` → `unknown_type`. The error carries the request `id` when the
 /// frame had a valid one.
 pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
+    // Bound what the tree below may cost before building it: a frame's JSON tree
+    // takes tens of bytes per value, so a 4 MiB `[{},{},...]` would take hundreds
+    // of MB. No request needs this many values.
+    let nodes = json_values(text);
+    if nodes > MAX_FRAME_JSON_VALUES {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the frame holds about {nodes} JSON values; at most {MAX_FRAME_JSON_VALUES} are accepted"
+            ),
+        )
+        .with_id(peek_request_id(text)));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -367,6 +392,30 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
             session: fields.session()?,
         },
         "ping" => ClientRequest::Ping,
+        "history" => {
+            let session = fields.session()?;
+            let before = fields.optional_u64("before")?;
+            let limit = fields.optional_u64("limit")?;
+            match (before, limit.unwrap_or(HISTORY_DEFAULT_LIMIT)) {
+                (None | Some(0), _) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`before` must be a seq of at least 1".into(),
+                    ));
+                }
+                (_, limit) if limit == 0 || limit > HISTORY_MAX_LIMIT => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        format!("`limit` must be from 1 to {HISTORY_MAX_LIMIT}"),
+                    ));
+                }
+                (Some(before), limit) => ClientRequest::History {
+                    session,
+                    before,
+                    limit,
+                },
+            }
+        }
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -425,13 +474,48 @@ fn is_format_char(c: char) -> bool {
 
 /// The valid `id` of a frame, if it has one, without interpreting the rest (used
 /// to answer frames that are refused before parsing, e.g. by the rate limit).
+/// Nothing but the id is materialized (the rest is only skipped over).
 pub fn peek_request_id(text: &str) -> Option<RequestId> {
     #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<Value>,
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
     }
     let raw = serde_json::from_str::<IdOnly>(text).ok()?.id?;
-    parse_id(raw).ok()
+    // A valid id is short; anything longer is not worth building.
+    if raw.get().len() > 4 * MAX_SHORT_STRING_CHARS + 2 {
+        return None;
+    }
+    parse_id(serde_json::from_str(raw.get()).ok()?).ok()
+}
+
+/// Most JSON values (objects, arrays, scalars) one frame may hold.
+pub const MAX_FRAME_JSON_VALUES: usize = 65_536;
+
+/// An upper bound on the number of JSON values in `text` (one per opening
+/// bracket or comma outside strings, plus one), in one pass without allocating.
+pub fn json_values(text: &str) -> usize {
+    let mut n = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 fn parse_id(raw: Value) -> Result<RequestId, ProtocolError> {
@@ -681,6 +765,9 @@ pub enum ServerMsg {
         truncated: bool,
         pending: Vec<Box<RawValue>>,
         clients: Vec<ClientEntry>,
+        /// How many are attached (`clients` holds at most 100 of them, §7).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        clients_total: Option<usize>,
     },
     #[serde(rename = "detached")]
     Detached {
@@ -703,11 +790,6 @@ pub enum ServerMsg {
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-    },
-    #[serde(rename = "presence")]
-    Presence {
-        session: String,
-        clients: Vec<ClientEntry>,
     },
     /// The direct reply to `pair.request` (§3).
     #[serde(rename = "pair.pending")]
@@ -899,6 +981,25 @@ mod tests {
             code_of(&format!(r#"{{"type":"ping","id":"{long}"}}"#)),
             ErrorCode::BadMessage
         );
+    }
+
+    #[test]
+    fn bounds_the_json_tree_a_frame_may_cost() {
+        let mut flood = String::from(r#"{"type":"ping","id":"big","x":["#);
+        for _ in 0..200_000 {
+            flood.push_str("{},");
+        }
+        flood.push_str("{}]}");
+        let err = parse_request(&flood).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(err.id, Some(RequestId::Text("big".into())));
+        // Commas and brackets inside strings are not values.
+        assert_eq!(json_values(r#"{"a":"[,{,\",]"}"#), 2);
+        let text = format!(r#"{{"type":"prompt","content":"{}"}}"#, ",".repeat(100_000));
+        assert!(parse_request(&text).is_ok());
+        // A huge id is never built into a tree.
+        let huge_id = format!(r#"{{"id":[{}1]}}"#, "1,".repeat(10_000));
+        assert_eq!(peek_request_id(&huge_id), None);
     }
 
     #[test]

@@ -9,20 +9,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::journal::ReadCursor;
 use crate::metrics::{FrameKind, Metrics};
 use crate::protocol::{FrameText, close_code};
 use crate::session::Outbound;
-use crate::session::outbox::{JournalReplay, Queued};
+use crate::session::outbox::{JournalReplay, OutboxReceiver};
+use crate::session::replay;
+use crate::ws::WsStream;
+
+/// The write half of a connection's WebSocket.
+pub type Sink = SplitSink<WsStream, Message>;
+/// Queued items written before one flush (a batch: several frames, one syscall
+/// when they fit the codec's write-through size).
+const BATCH_ITEMS: usize = 64;
 
 /// How long a close frame may take to reach a peer that stopped reading.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Journal records read ahead of the socket during a replay.
-const REPLAY_READ_AHEAD: usize = 256;
 
 /// An urgent close, taking priority over anything queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +61,8 @@ pub enum WriterEnd {
 }
 
 pub struct Writer {
-    pub sink: SplitSink<WebSocket, Message>,
-    pub rx: mpsc::Receiver<Queued>,
+    pub sink: Sink,
+    pub rx: OutboxReceiver,
     pub urgent: watch::Receiver<Option<CloseRequest>>,
     pub lagging: tokio_util::sync::CancellationToken,
     /// Cancelled when the memory guard sheds this client (close 1013).
@@ -66,7 +75,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn run(mut self) -> WriterEnd {
+    /// Write until closed; returns how it ended and the write half (so the
+    /// connection can shut the socket down and drain it).
+    pub async fn run(mut self) -> (WriterEnd, Sink) {
+        let end = self.run_inner().await;
+        (end, self.sink)
+    }
+
+    async fn run_inner(&mut self) -> WriterEnd {
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_interval,
             self.ping_interval,
@@ -150,12 +166,22 @@ impl Writer {
             Work::Ping => self.send(Message::Ping(Default::default())).await?,
             Work::Flush => self.sink.flush().await.map_err(|_| WriteFailed)?,
             Work::Item(item) => {
+                // Feed a batch of what is queued, then flush once.
                 if let Some(end) = self.write_item(item).await? {
                     return Ok(Some(end));
                 }
-                if self.rx.is_empty() {
-                    self.sink.flush().await.map_err(|_| WriteFailed)?;
+                for _ in 1..BATCH_ITEMS {
+                    if self.pending_close(&self.urgent).is_some() {
+                        break;
+                    }
+                    let Ok(queued) = self.rx.try_recv() else {
+                        break;
+                    };
+                    if let Some(end) = self.write_item(queued.take()).await? {
+                        return Ok(Some(end));
+                    }
                 }
+                self.sink.flush().await.map_err(|_| WriteFailed)?;
             }
         }
         Ok(None)
@@ -221,34 +247,28 @@ impl Writer {
         Ok(None)
     }
 
-    /// Stream journal records to the socket; reading happens on a blocking thread.
+    /// Stream journal records to the socket, reading them in bounded chunks
+    /// (`session::replay`): no blocking thread waits while this socket is full.
     async fn replay_journal(
         &mut self,
         session: &Arc<str>,
         replay: JournalReplay,
     ) -> Result<(), WriteFailed> {
-        let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(REPLAY_READ_AHEAD);
         let JournalReplay { reader, from, to } = replay;
-        let reading = tokio::task::spawn_blocking(move || {
-            reader.for_each_in(from, to, |rec| {
-                tx.blocking_send((rec.seq, rec.frame)).is_ok()
-            })
-        });
-        while let Some((seq, frame)) = rx.recv().await {
-            let text = match String::from_utf8(frame) {
-                Ok(t) => FrameText::from(t),
-                Err(_) => {
-                    tracing::error!(seq, "journal record is not UTF-8; replay stops here");
+        let mut cursor = ReadCursor::new(from, to);
+        loop {
+            let chunk = match replay::next_chunk(&reader, &mut cursor).await {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal replay failed; it stops here");
                     break;
                 }
             };
-            self.feed("event", text).await?;
-            self.last_seq.insert(session.clone(), seq);
-        }
-        match reading.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "journal replay failed"),
-            Err(e) => tracing::error!(error = %e, "journal replay task failed"),
+            for (seq, text) in chunk {
+                self.feed("event", text).await?;
+                self.last_seq.insert(session.clone(), seq);
+            }
         }
         Ok(())
     }
@@ -274,7 +294,7 @@ impl Writer {
     /// Send a close frame, waiting at most [`CLOSE_GRACE`] for a peer that does not read.
     async fn close(&mut self, code: u16, reason: String) -> WriterEnd {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.clone().into(),
         };
         let started = Instant::now();
