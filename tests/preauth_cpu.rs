@@ -152,12 +152,8 @@ async fn a_flood_of_unlisted_keys_costs_at_most_the_budget() {
         return;
     }
     let fx = Fixture::new();
-    let server = fx.start(ServerOptions::default().args(&[
-        "--auth-failures-per-min",
-        &BUDGET.to_string(),
-        "--log-level",
-        "info",
-    ]));
+    let server =
+        fx.start(ServerOptions::default().args(&["--auth-failures-per-min", &BUDGET.to_string()]));
     let mut signers: Vec<Signer> = (0..8)
         .map(|_| {
             Signer::Ed(Box::new(
