@@ -186,12 +186,9 @@ pub async fn run_with(
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        config_error(
-            "data-dir",
-            format!("cannot create {}: {e}", config.data_dir.display()),
-        )
-    })?;
+    // Owner-only, or refused (exit 2): journals hold whole transcripts.
+    crate::datadir::prepare(&config.data_dir)
+        .map_err(|e| config_error("data-dir", e.to_string()))?;
     let server_id = match &config.server_id {
         Some(id) => id.clone(),
         None => load_or_create_server_id(&config.data_dir).map_err(|e| {
@@ -203,6 +200,15 @@ pub async fn run_with(
                 ),
             )
         })?,
+    };
+    // The certificate is loaded (or made) before anything listens: a bad pair is a
+    // configuration error naming its option (exit 2).
+    let tls = match &config.tls {
+        Some(source) => Some(Arc::new(
+            crate::tls::TlsServer::new(source.clone(), &config.data_dir)
+                .map_err(|e| config_error(e.setting(), e.to_string()))?,
+        )),
+        None => None,
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -253,7 +259,7 @@ pub async fn run_with(
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(max_connections)),
         preauth: PreAuthCap::new(PRE_AUTH_PER_ADDRESS),
-        tls: None,
+        tls: tls.clone().map(|t| t as Arc<dyn TlsAcceptor>),
         max_connections,
         websockets: Default::default(),
         throttle: AuthThrottle::new(config.auth_failures_per_min),
@@ -279,13 +285,26 @@ pub async fn run_with(
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
-    let app = app.with_state(shared.clone());
+    let app = app.merge(crate::web::router()).with_state(shared.clone());
     let accept_stop = CancellationToken::new();
     let shedder = tokio::spawn(
         memory
             .clone()
             .run(shared.metrics.clone(), accept_stop.clone()),
     );
+    let tls_stop = CancellationToken::new();
+    let tls_watcher = tls.as_ref().map(|t| t.spawn_watcher(tls_stop.clone()));
+    if let Some(tls) = &tls {
+        tracing::info!(server_id = %shared.server_id, tls_fingerprint = %tls.fingerprint(), "serving TLS only (wss://, https://)");
+    }
+    // A separate metrics listener shares the TLS setting; without TLS it may be
+    // outside loopback, in plaintext (§1), but it is worth a warning.
+    if tls.is_none()
+        && let Some(addr) = metrics_local
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(addr = %addr, "/metrics is served in plaintext outside loopback");
+    }
     // Our own accept loop (src/listen): head deadline, slots and per-address
     // tokens from the TCP accept on. A broken listener raises the fatal signal
     // from inside `GuardedListener`.
@@ -315,8 +334,10 @@ pub async fn run_with(
         // The one line on stdout scripts rely on.
         Announce::Stdout => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let _ = writeln!(out, "ccrelay listening on {scheme}://{local}/v1/ws");
             let _ = out.flush();
+            crate::web::announce_page(local, tls.is_some());
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);
@@ -326,6 +347,7 @@ pub async fn run_with(
         addr = %local,
         metrics_addr = %metrics_local.unwrap_or(local),
         server_id = %shared.server_id,
+        tls_fingerprint = tls.as_ref().map(|t| t.fingerprint()),
         sessions = config.sessions.len(),
         "listening"
     );
@@ -362,6 +384,10 @@ pub async fn run_with(
         tracing::error!("sessions did not stop in time");
     }
     watcher_stop.cancel();
+    tls_stop.cancel();
+    if let Some(w) = tls_watcher {
+        let _ = w.await;
+    }
     let _ = watcher.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = shedder.await;
@@ -389,9 +415,7 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     let mut bytes = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join("server_id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::datadir::write_atomic(&path, format!("{id}\n"))?;
     Ok(id)
 }
 
@@ -526,6 +550,11 @@ async fn ws_handler(
             .allowed_origins
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
+            && !crate::web::own_origin_allowed(
+                origin,
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+                &crate::web::page_hosts(shared.config.listen, &shared.config.tls_names),
+            )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
             return refuse(
@@ -632,7 +661,15 @@ fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     (all_ready, map)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    if !crate::health::full_detail(peer, &headers) {
+        return axum::Json(crate::health::healthz_minimal()).into_response();
+    }
     let (_, sessions) = session_detail(&shared);
     axum::Json(json!({
         "status": "ok",
@@ -654,7 +691,12 @@ fn memory_detail(shared: &Shared) -> Value {
     })
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
     let (sessions_ok, sessions) = session_detail(&shared);
     let shutting_down = shared.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
@@ -682,6 +724,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !crate::health::full_detail(peer, &headers) {
+        let sessions = body["sessions"].as_object().cloned().unwrap_or_default();
+        body = crate::health::readyz_minimal(ready, &sessions);
+    }
     (status, axum::Json(body)).into_response()
 }
 

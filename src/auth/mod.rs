@@ -272,6 +272,27 @@ impl AuthError {
     }
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (parsers of peer and file input
+/// that are private to this module). Not an API: results are reduced to what a
+/// fuzzer can check.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The SSHSIG armor and blob parser, from armored text; true if it parsed.
+    pub fn sshsig_armored(text: &str) -> bool {
+        super::sshsig::parse_armored(text).is_ok()
+    }
+
+    /// The SSHSIG blob parser, from the binary blob; true if it parsed.
+    pub fn sshsig_blob(blob: &[u8]) -> bool {
+        super::sshsig::parse_blob(blob).is_ok()
+    }
+
+    /// The authorized_keys parser; the number of lines it returned.
+    pub fn authorized_keys(text: &str) -> usize {
+        super::authorized_keys::parse(text).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
