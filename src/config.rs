@@ -896,6 +896,36 @@ mod tests {
     }
 
     #[test]
+    fn pairing_and_binding_settings() {
+        let c = Config::resolve(&args()).unwrap();
+        assert!(!c.require_channel_binding);
+        assert_eq!(c.pair_timeout, Duration::from_secs(120));
+        assert_eq!(c.paired_keys, c.data_dir.join("paired_keys"));
+        assert_eq!(c.paired_viewers, c.data_dir.join("paired_viewers"));
+        let mut a = args();
+        a.require_channel_binding = true;
+        a.pair_timeout = Some("1.5".into());
+        a.paired_keys = Some(PathBuf::from("/tmp/pk"));
+        let c = Config::resolve(&a).unwrap();
+        assert!(c.require_channel_binding);
+        assert_eq!(c.pair_timeout, Duration::from_millis(1500));
+        assert_eq!(c.paired_keys, PathBuf::from("/tmp/pk"));
+        let mut a = args();
+        a.pair_timeout = Some("0".into());
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("--pair-timeout"), "{e}");
+        // The flag and its env var, through clap.
+        use clap::Parser as _;
+        let cli =
+            crate::cli::Cli::try_parse_from(["ccrelay", "serve", "--require-channel-binding"])
+                .unwrap();
+        let crate::cli::Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.require_channel_binding);
+    }
+
+    #[test]
     fn rejects_bad_values_naming_the_setting() {
         type Mutation = fn(&mut ServeArgs);
         let cases: Vec<(Mutation, &str)> = vec![
