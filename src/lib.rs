@@ -23,6 +23,7 @@
 //! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
+//! - `web`: the web client's files (embedded), their headers, and the own-origin rule.
 
 pub mod agent;
 pub mod auth;
@@ -44,4 +45,5 @@ pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod web;
 pub mod ws;

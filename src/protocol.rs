@@ -195,6 +195,12 @@ pub enum ClientRequest {
         session: String,
     },
     Ping,
+    /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
+    History {
+        session: String,
+        before: u64,
+        limit: u64,
+    },
 }
 
 impl ClientRequest {
@@ -212,6 +218,7 @@ impl ClientRequest {
             ClientRequest::Ping => "ping",
             ClientRequest::PairRequest { .. } => "pair.request",
             ClientRequest::PairRespond { .. } => "pair.respond",
+            ClientRequest::History { .. } => "history",
         }
     }
 }
@@ -222,6 +229,11 @@ pub struct Inbound {
     pub id: Option<RequestId>,
     pub request: ClientRequest,
 }
+
+/// Most events one `history` request may ask for (§4).
+pub const HISTORY_MAX_LIMIT: u64 = 1000;
+/// Events a `history` request without `limit` gets.
+pub const HISTORY_DEFAULT_LIMIT: u64 = 100;
 
 /// The name of the session used when a request leaves `session` out.
 pub const DEFAULT_SESSION: &str = "default";
@@ -380,6 +392,30 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
             session: fields.session()?,
         },
         "ping" => ClientRequest::Ping,
+        "history" => {
+            let session = fields.session()?;
+            let before = fields.optional_u64("before")?;
+            let limit = fields.optional_u64("limit")?;
+            match (before, limit.unwrap_or(HISTORY_DEFAULT_LIMIT)) {
+                (None | Some(0), _) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`before` must be a seq of at least 1".into(),
+                    ));
+                }
+                (_, limit) if limit == 0 || limit > HISTORY_MAX_LIMIT => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        format!("`limit` must be from 1 to {HISTORY_MAX_LIMIT}"),
+                    ));
+                }
+                (Some(before), limit) => ClientRequest::History {
+                    session,
+                    before,
+                    limit,
+                },
+            }
+        }
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -729,6 +765,9 @@ pub enum ServerMsg {
         truncated: bool,
         pending: Vec<Box<RawValue>>,
         clients: Vec<ClientEntry>,
+        /// How many are attached (`clients` holds at most 100 of them, §7).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        clients_total: Option<usize>,
     },
     #[serde(rename = "detached")]
     Detached {
@@ -751,11 +790,6 @@ pub enum ServerMsg {
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-    },
-    #[serde(rename = "presence")]
-    Presence {
-        session: String,
-        clients: Vec<ClientEntry>,
     },
     /// The direct reply to `pair.request` (§3).
     #[serde(rename = "pair.pending")]

@@ -276,7 +276,7 @@ pub async fn run_with(
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
-    let app = app.with_state(shared.clone());
+    let app = app.merge(crate::web::router()).with_state(shared.clone());
     let accept_stop = CancellationToken::new();
     let shedder = tokio::spawn(
         memory
@@ -314,6 +314,7 @@ pub async fn run_with(
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
             let _ = out.flush();
+            crate::web::announce_page(local, false);
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);
@@ -521,6 +522,11 @@ async fn ws_handler(
             .allowed_origins
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
+            && !crate::web::own_origin_allowed(
+                origin,
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+                &crate::web::page_hosts(shared.config.listen, &[]),
+            )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
             return refuse(
@@ -627,19 +633,13 @@ fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     (all_ready, map)
 }
 
-/// Whether a health request may see the details (crate::health). The caller is
-/// the forwarded client behind a trusted proxy, else the TCP peer.
-fn health_detail(shared: &Shared, ctx: &ConnCtx, headers: &axum::http::HeaderMap) -> bool {
-    let client = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, headers);
-    crate::health::full_detail(client, headers)
-}
-
 async fn healthz(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Arc<ConnCtx>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if !health_detail(&shared, &ctx, &headers) {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    if !crate::health::full_detail(peer, &headers) {
         return axum::Json(crate::health::healthz_minimal()).into_response();
     }
     let (_, sessions) = session_detail(&shared);
@@ -668,6 +668,7 @@ async fn readyz(
     Extension(ctx): Extension<Arc<ConnCtx>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
     let (sessions_ok, sessions) = session_detail(&shared);
     let shutting_down = shared.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
@@ -695,7 +696,7 @@ async fn readyz(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    if !health_detail(&shared, &ctx, &headers) {
+    if !crate::health::full_detail(peer, &headers) {
         let sessions = body["sessions"].as_object().cloned().unwrap_or_default();
         body = crate::health::readyz_minimal(ready, &sessions);
     }

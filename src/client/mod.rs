@@ -10,12 +10,14 @@
 //! Modules: `connect` (URL, WebSocket, authentication), `keys` (which keys, how
 //! they sign), `net` (the connection task and reconnects), `session` (the state
 //! machine: since tracking, prompts, permissions, exit codes), `render` (events →
-//! text), `input` (line editor), `screen` (the terminal).
+//! text), `presence` (who is attached, from deltas), `input` (line editor),
+//! `screen` (the terminal).
 
 mod connect;
 mod input;
 mod keys;
 mod net;
+mod presence;
 mod render;
 mod screen;
 mod session;

@@ -49,40 +49,53 @@ impl Tone {
 #[derive(Debug, Default, Clone)]
 pub struct Roster {
     labels: HashMap<String, String>,
-    present: Vec<String>,
+    view: super::presence::PresenceView,
     /// Our own client id on the current connection.
     pub own_id: String,
 }
 
 impl Roster {
-    /// Replace the attached list from `attached`/`presence`; returns (joined, left) labels.
-    pub fn update(&mut self, clients: &[Value]) -> (Vec<String>, Vec<String>) {
-        let mut now = Vec::new();
-        for c in clients {
-            let Some(id) = c.get("client_id").and_then(Value::as_str) else {
-                continue;
-            };
-            self.labels.insert(id.to_string(), client_label(c));
-            now.push(id.to_string());
+    /// Replace the attached list from `attached` (`total`: its `clients_total`).
+    pub fn update(&mut self, clients: &[Value], total: Option<usize>) {
+        self.learn(clients);
+        self.view.replace(clients, total);
+    }
+
+    /// Apply a `presence` frame; returns (joined, left) labels, not counting
+    /// ourselves, and the new count when names are no longer everyone.
+    pub fn apply(&mut self, frame: &Value) -> (Vec<String>, Vec<String>, Option<usize>) {
+        for key in ["joined", "clients"] {
+            if let Some(list) = frame.get(key).and_then(Value::as_array) {
+                self.learn(list);
+            }
         }
-        let joined = now
-            .iter()
-            .filter(|id| !self.present.contains(id) && **id != self.own_id)
-            .map(|id| self.label(id))
-            .collect();
-        let left = self
-            .present
-            .iter()
-            .filter(|id| !now.contains(id) && **id != self.own_id)
-            .map(|id| self.label(id))
-            .collect();
-        self.present = now;
-        (joined, left)
+        let change = self.view.apply(frame);
+        let label = |ids: Vec<String>| -> Vec<String> {
+            ids.into_iter()
+                .filter(|id| *id != self.own_id)
+                .map(|id| self.label(&id))
+                .collect()
+        };
+        (label(change.joined), label(change.left), change.count)
+    }
+
+    fn learn(&mut self, clients: &[Value]) {
+        for c in clients {
+            if let Some(id) = c.get("client_id").and_then(Value::as_str) {
+                self.labels.insert(id.to_string(), client_label(c));
+            }
+        }
+    }
+
+    /// Who is attached, as far as known.
+    #[cfg(test)]
+    pub fn view(&self) -> &super::presence::PresenceView {
+        &self.view
     }
 
     /// Forget who was present (a new connection starts a new list).
     pub fn reset_presence(&mut self) {
-        self.present.clear();
+        self.view.reset();
     }
 
     /// Device name, else short fingerprint, else the id itself.
@@ -628,15 +641,19 @@ impl Renderer {
         )
     }
 
-    /// Joins and leaves from a `presence` frame.
-    pub fn presence(&mut self, clients: &[Value]) -> String {
-        let (joined, left) = self.roster.update(clients);
+    /// Joins and leaves from a `presence` frame (deltas, a full list, or only
+    /// the count while many are attached).
+    pub fn presence(&mut self, frame: &Value) -> String {
+        let (joined, left, count) = self.roster.apply(frame);
         let mut out = String::new();
         for j in joined {
             out.push_str(&self.line(Some(Tone::Dim), &format!("· {j} joined")));
         }
         for l in left {
             out.push_str(&self.line(Some(Tone::Dim), &format!("· {l} left")));
+        }
+        if let Some(n) = count {
+            out.push_str(&self.line(Some(Tone::Dim), &format!("· {n} clients attached")));
         }
         out
     }
@@ -718,7 +735,7 @@ mod tests {
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c3","fingerprint":"SHA256:abcdefghijkl","content":[{"type":"text","text":"hi"}]});
         assert_eq!(r.event(&p), "▶ SHA256:abcdefgh: hi\n");
         r.roster
-            .update(&[json!({"client_id":"me","device":"laptop"})]);
+            .update(&[json!({"client_id":"me","device":"laptop"})], None);
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"me","device":"laptop","content":"x"});
         assert_eq!(r.event(&p), "▶ laptop (you): x\n");
     }
@@ -754,7 +771,7 @@ mod tests {
     fn permission_requests_and_their_answers() {
         let mut r = r();
         r.roster
-            .update(&[json!({"client_id":"c1","device":"laptop"})]);
+            .update(&[json!({"client_id":"c1","device":"laptop"})], None);
         let req = json!({"type":"control_request","request_id":"r1","request":{
             "subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"},"description":"List files"}});
         assert_eq!(r.event(&req), "? permission: Bash ls\n  List files\n");
@@ -788,7 +805,8 @@ mod tests {
     fn peer_chosen_names_and_reasons_are_escaped_on_one_line() {
         let mut r = r();
         let evil = "ph\none\u{1b}[2J\u{202e}";
-        let out = r.presence(&[json!({"client_id":"c9","device": evil})]);
+        let out =
+            r.presence(&json!({"joined":[{"client_id":"c9","device": evil}],"left":[],"count":1}));
         assert_eq!(out, "· ph\\none\\u{1b}[2J\\u{202e} joined\n");
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c8","device":evil,"content":"hi"});
         let out = r.event(&p);
@@ -805,18 +823,36 @@ mod tests {
     fn presence_reports_joins_and_leaves() {
         let mut r = r();
         r.roster.own_id = "me".into();
+        let me = json!({"client_id":"me","device":"laptop"});
+        let phone = json!({"client_id":"c2","device":"phone"});
+        let tablet = json!({"client_id":"c3","device":"tablet"});
+        r.roster.update(std::slice::from_ref(&me), Some(1));
+        // The own frame after attach (full list).
         assert_eq!(
-            r.presence(&[json!({"client_id":"me","device":"laptop"})]),
+            r.presence(&json!({"joined":[me],"left":[],"count":1,"clients":[me]})),
             ""
         );
+        // Full list.
         assert_eq!(
-            r.presence(&[
-                json!({"client_id":"me","device":"laptop"}),
-                json!({"client_id":"c2","device":"phone"})
-            ]),
+            r.presence(&json!({"joined":[phone],"left":[],"count":2,"clients":[me, phone]})),
             "· phone joined\n"
         );
-        assert_eq!(r.presence(&[json!({"client_id":"me"})]), "· phone left\n");
+        // Deltas only (as with more than 32 attached).
+        assert_eq!(
+            r.presence(&json!({"joined":[tablet],"left":["c2"],"count":2})),
+            "· tablet joined\n· phone left\n"
+        );
+        assert_eq!(r.roster.view().present(), ["me", "c3"]);
+        assert_eq!(
+            r.presence(&json!({"joined":[],"left":[],"count":1,"clients":[me]})),
+            "· tablet left\n"
+        );
+        // Only a count (more than 256 attached).
+        assert_eq!(
+            r.presence(&json!({"count":300})),
+            "· 300 clients attached\n"
+        );
+        assert!(!r.roster.view().complete());
     }
 
     #[test]

@@ -321,8 +321,7 @@ impl Session {
         match kind {
             "attached" if id == ATTACH_ID => self.on_attached(&frame, &mut fx),
             "presence" if frame.get("session").and_then(Value::as_str) == Some(&self.name) => {
-                let clients = array(&frame, "clients");
-                let text = self.renderer.presence(&clients);
+                let text = self.renderer.presence(&frame);
                 self.out(&mut fx, text);
             }
             "ok" => self.on_ok(&id, &frame, &mut fx),
@@ -366,7 +365,11 @@ impl Session {
         if let Some(s) = frame.get("state").and_then(Value::as_str) {
             self.state = s.to_string();
         }
-        self.renderer.roster.update(&array(frame, "clients"));
+        let total = frame
+            .get("clients_total")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        self.renderer.roster.update(&array(frame, "clients"), total);
         self.pending = array(frame, "pending")
             .into_iter()
             .filter_map(|p| Some((p.get("request_id")?.as_str()?.to_string(), p)))

@@ -795,6 +795,19 @@ impl Connection {
                     },
                 )
             }
+            ClientRequest::History {
+                session,
+                before,
+                limit,
+            } => (
+                session,
+                SessionCmd::History {
+                    client: client.clone(),
+                    id: id.clone(),
+                    before,
+                    limit,
+                },
+            ),
             ClientRequest::SessionRestart { session } => {
                 if !self.owner_only(&id, "session.restart") {
                     return;

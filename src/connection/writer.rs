@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::journal::ReadCursor;
 use crate::metrics::{FrameKind, Metrics};
 use crate::protocol::{FrameText, close_code};
 use crate::session::Outbound;
-use crate::session::outbox::{JournalReplay, Queued};
+use crate::session::outbox::{JournalReplay, OutboxReceiver};
+use crate::session::replay;
 use crate::ws::WsStream;
 
 /// The write half of a connection's WebSocket.
@@ -30,8 +32,6 @@ const BATCH_ITEMS: usize = 64;
 
 /// How long a close frame may take to reach a peer that stopped reading.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Journal records read ahead of the socket during a replay.
-const REPLAY_READ_AHEAD: usize = 256;
 
 /// An urgent close, taking priority over anything queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub enum WriterEnd {
 
 pub struct Writer {
     pub sink: Sink,
-    pub rx: mpsc::Receiver<Queued>,
+    pub rx: OutboxReceiver,
     pub urgent: watch::Receiver<Option<CloseRequest>>,
     pub lagging: tokio_util::sync::CancellationToken,
     /// Cancelled when the memory guard sheds this client (close 1013).
@@ -247,34 +247,28 @@ impl Writer {
         Ok(None)
     }
 
-    /// Stream journal records to the socket; reading happens on a blocking thread.
+    /// Stream journal records to the socket, reading them in bounded chunks
+    /// (`session::replay`): no blocking thread waits while this socket is full.
     async fn replay_journal(
         &mut self,
         session: &Arc<str>,
         replay: JournalReplay,
     ) -> Result<(), WriteFailed> {
-        let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(REPLAY_READ_AHEAD);
         let JournalReplay { reader, from, to } = replay;
-        let reading = tokio::task::spawn_blocking(move || {
-            reader.for_each_in(from, to, |rec| {
-                tx.blocking_send((rec.seq, rec.frame)).is_ok()
-            })
-        });
-        while let Some((seq, frame)) = rx.recv().await {
-            let text = match String::from_utf8(frame) {
-                Ok(t) => FrameText::from(t),
-                Err(_) => {
-                    tracing::error!(seq, "journal record is not UTF-8; replay stops here");
+        let mut cursor = ReadCursor::new(from, to);
+        loop {
+            let chunk = match replay::next_chunk(&reader, &mut cursor).await {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal replay failed; it stops here");
                     break;
                 }
             };
-            self.feed("event", text).await?;
-            self.last_seq.insert(session.clone(), seq);
-        }
-        match reading.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "journal replay failed"),
-            Err(e) => tracing::error!(error = %e, "journal replay task failed"),
+            for (seq, text) in chunk {
+                self.feed("event", text).await?;
+                self.last_seq.insert(session.clone(), seq);
+            }
         }
         Ok(())
     }

@@ -12,7 +12,9 @@
 mod actor;
 pub mod audit;
 pub mod outbox;
+pub mod presence;
 mod recovery;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -143,6 +145,13 @@ pub enum SessionCmd {
     Restart {
         client: ClientHandle,
         id: Option<RequestId>,
+    },
+    /// Older events (`history`, §4); `limit` already checked (1..=1000).
+    History {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        before: u64,
+        limit: u64,
     },
 }
 

@@ -5,14 +5,21 @@
 //! closed with 4008 and must reconnect and resume), so a slow client can never
 //! slow a session or the other clients.
 //!
+//! The queue is a `VecDeque` behind a mutex, not a channel with preallocated
+//! slots: an idle connection's queue holds no allocation at all, it grows with
+//! what is queued and gives its memory back once drained (a connection costs
+//! what is in flight for it, not its capacity).
+//!
 //! Every queued item carries a [`Charge`] on the connection's
 //! [`QueueAccount`](crate::guard::QueueAccount): its bytes count toward
 //! `--memory-limit` until the writer takes it (or the queue is dropped).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Charge, MemoryGuard, QueueAccount};
@@ -93,33 +100,130 @@ pub enum PushError {
     Closed,
 }
 
+/// Drained queues keep at most this many slots of capacity; more is given back.
+const KEEP_CAPACITY: usize = 16;
+
+/// The queue shared by a connection's outboxes and its writer.
+#[derive(Debug)]
+struct Chan {
+    queue: Mutex<VecDeque<Queued>>,
+    capacity: usize,
+    /// Wakes the writer (a stored permit covers a push made before it waits).
+    ready: Notify,
+    /// The writer closed the queue or is gone.
+    rx_closed: AtomicBool,
+    /// Every outbox is gone.
+    tx_closed: AtomicBool,
+}
+
+impl Chan {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Queued>> {
+        // A panic while holding this lock cannot leave the deque inconsistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks the queue closed for the writer once the last outbox is dropped.
+#[derive(Debug)]
+struct SenderAlive(Arc<Chan>);
+
+impl Drop for SenderAlive {
+    fn drop(&mut self) {
+        self.0.tx_closed.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+}
+
 /// The sending side of a connection's queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Queued>,
+    chan: Arc<Chan>,
+    _alive: Arc<SenderAlive>,
     lagging: CancellationToken,
     account: Arc<QueueAccount>,
 }
 
+/// The writer's side of a connection's queue.
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    chan: Arc<Chan>,
+}
+
+/// The queue is empty (`try_recv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+impl OutboxReceiver {
+    /// The next item; `None` once every outbox is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Queued> {
+        loop {
+            if let Ok(item) = self.try_recv() {
+                return Some(item);
+            }
+            if self.chan.tx_closed.load(Ordering::Acquire) {
+                return self.try_recv().ok();
+            }
+            self.chan.ready.notified().await;
+        }
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Result<Queued, Empty> {
+        let mut queue = self.chan.lock();
+        let item = queue.pop_front().ok_or(Empty)?;
+        if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+            queue.shrink_to(KEEP_CAPACITY);
+        }
+        Ok(item)
+    }
+
+    /// Refuse further pushes (they fail with [`PushError::Closed`]).
+    pub fn close(&mut self) {
+        self.chan.rx_closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chan.lock().is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.chan.lock().len()
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.chan.rx_closed.store(true, Ordering::Release);
+        // Release the queued items (and their memory charges) now.
+        let drained = std::mem::take(&mut *self.chan.lock());
+        drop(drained);
+    }
+}
+
 impl Outbox {
     /// A queue holding at most `capacity` items, not bounded in bytes.
-    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Queued>) {
+    pub fn new(capacity: usize) -> (Outbox, OutboxReceiver) {
         Self::with_account(capacity, MemoryGuard::unlimited().queue())
     }
 
     /// A queue holding at most `capacity` items whose bytes count on `account`.
-    pub fn with_account(
-        capacity: usize,
-        account: Arc<QueueAccount>,
-    ) -> (Outbox, mpsc::Receiver<Queued>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// Nothing is allocated for the items until they are pushed.
+    pub fn with_account(capacity: usize, account: Arc<QueueAccount>) -> (Outbox, OutboxReceiver) {
+        let chan = Arc::new(Chan {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            rx_closed: AtomicBool::new(false),
+            tx_closed: AtomicBool::new(false),
+        });
         (
             Outbox {
-                tx,
+                _alive: Arc::new(SenderAlive(chan.clone())),
+                chan: chan.clone(),
                 lagging: CancellationToken::new(),
                 account,
             },
-            rx,
+            OutboxReceiver { chan },
         )
     }
 
@@ -129,18 +233,53 @@ impl Outbox {
         if self.lagging.is_cancelled() || self.account.shed().is_cancelled() {
             return Err(PushError::Lagging);
         }
-        let queued = Queued {
-            _charge: self.account.charge(item.held_bytes()),
-            item,
-        };
-        match self.tx.try_send(queued) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagging.cancel();
-                Err(PushError::Lagging)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+        if self.chan.rx_closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
         }
+        {
+            let mut queue = self.chan.lock();
+            if queue.len() >= self.chan.capacity {
+                drop(queue);
+                self.lagging.cancel();
+                return Err(PushError::Lagging);
+            }
+            queue.push_back(Queued {
+                _charge: self.account.charge(item.held_bytes()),
+                item,
+            });
+        }
+        self.chan.ready.notify_one();
+        Ok(())
+    }
+
+    /// Enqueue several items at once (one lock, one wake-up: a session's events
+    /// of one step), all or none: if they do not all fit, the client is lagging.
+    pub fn push_all(
+        &self,
+        items: impl ExactSizeIterator<Item = Outbound>,
+    ) -> Result<(), PushError> {
+        if self.lagging.is_cancelled() || self.account.shed().is_cancelled() {
+            return Err(PushError::Lagging);
+        }
+        if self.chan.rx_closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let mut queue = self.chan.lock();
+            if queue.len() + items.len() > self.chan.capacity {
+                drop(queue);
+                self.lagging.cancel();
+                return Err(PushError::Lagging);
+            }
+            for item in items {
+                queue.push_back(Queued {
+                    _charge: self.account.charge(item.held_bytes()),
+                    item,
+                });
+            }
+        }
+        self.chan.ready.notify_one();
+        Ok(())
     }
 
     /// Enqueue a reply frame.
@@ -163,7 +302,7 @@ impl Outbox {
 
     /// Frames currently waiting.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.chan.lock().len()
     }
 }
 
@@ -193,5 +332,41 @@ mod tests {
         let (outbox, rx) = Outbox::new(2);
         drop(rx);
         assert_eq!(outbox.frame("pong", "x"), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn push_all_is_all_or_nothing() {
+        let frames = |n: usize| {
+            (0..n).map(|i| Outbound::Frame {
+                kind: "event",
+                text: format!("{i}").into(),
+            })
+        };
+        let (outbox, mut rx) = Outbox::new(3);
+        assert!(outbox.push_all(frames(2)).is_ok());
+        assert_eq!(outbox.depth(), 2);
+        assert_eq!(outbox.push_all(frames(2)), Err(PushError::Lagging));
+        assert_eq!(outbox.depth(), 2, "nothing of a batch that does not fit");
+        assert!(outbox.lagging().is_cancelled());
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_holds_no_slots_and_gives_memory_back() {
+        let (outbox, mut rx) = Outbox::new(10_000);
+        assert_eq!(outbox.chan.lock().capacity(), 0, "nothing preallocated");
+        for i in 0..1000 {
+            outbox.frame("pong", format!("{i}")).unwrap();
+        }
+        assert!(outbox.chan.lock().capacity() >= 1000);
+        for _ in 0..1000 {
+            rx.recv().await.unwrap();
+        }
+        assert!(outbox.chan.lock().capacity() <= KEEP_CAPACITY);
+        // The writer sees the end once every outbox is gone.
+        outbox.frame("pong", "last").unwrap();
+        drop(outbox);
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
     }
 }

@@ -356,6 +356,7 @@ impl Actor {
             consider(p.deadline);
         }
         consider(self.log.journal.next_interval_sync());
+        consider(self.presence.due());
         next
     }
 

@@ -9,7 +9,7 @@
 //! - an attach's replay and its registration happen in the same step, so the
 //!   replay ends exactly where live events begin.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,12 +37,17 @@ use crate::protocol::{
     event_frame, permission_result,
 };
 use crate::session::outbox::JournalReplay;
+use crate::session::presence::{self, Presence};
 
+mod history;
 mod lifecycle;
 mod requests;
 
 /// Agent lines handled per step before the actor commits and looks at commands.
 const AGENT_BATCH: usize = 256;
+/// Commands handled per step (group commit: their events share one journal write
+/// and fsync). Attach, detach, leave and history commit what came before them.
+const COMMAND_BATCH: usize = 64;
 /// Agent output waiting for the actor (bounded: a flooding agent waits on its pipe).
 const AGENT_OUTPUT_QUEUE: usize = 4096;
 /// A fresh agent must answer `initialize` within this long (or the probe timeout, if longer).
@@ -116,7 +121,8 @@ pub fn spawn(
             max_bytes: settings.tail_bytes,
         },
         shared,
-        clients: Vec::new(),
+        clients: BTreeMap::new(),
+        presence: Presence::default(),
         state: SessionState::Starting,
         state_detail: String::new(),
         next_detail: None,
@@ -253,7 +259,10 @@ struct Actor {
     shared: SessionShared,
     log: EventLog,
     restart: RestartPolicy,
-    clients: Vec<ClientHandle>,
+    /// Attached clients by connection id (iteration order: oldest connection first).
+    clients: BTreeMap<u64, ClientHandle>,
+    /// Presence changes not yet announced (§7).
+    presence: Presence,
     state: SessionState,
     state_detail: String,
     next_detail: Option<String>,
@@ -343,19 +352,50 @@ impl Actor {
             let deadline = self.next_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                Some(first) = agent_rx.recv() => {
-                    self.on_agent_output(first)?;
-                    for _ in 1..AGENT_BATCH {
-                        match agent_rx.try_recv() {
-                            Ok(more) => self.on_agent_output(more)?,
-                            Err(_) => break,
-                        }
-                    }
-                }
+                Some(first) = agent_rx.recv() => self.on_agent_output(first)?,
                 Some(cmd) = cmd_rx.recv() => self.on_command(cmd)?,
                 _ = sleep_until(deadline.into()) => self.on_timer()?,
             }
+            // Group commit: take whatever else is already waiting into this step,
+            // so its events share one journal write and fsync.
+            self.drain_ready(cmd_rx, agent_rx)?;
             self.finish_step()?;
+        }
+    }
+
+    /// Handle agent output and commands that are already queued, up to a bound.
+    fn drain_ready(
+        &mut self,
+        cmd_rx: &mut mpsc::Receiver<SessionCmd>,
+        agent_rx: &mut mpsc::Receiver<Tagged>,
+    ) -> Step {
+        let mut lines = 0;
+        let mut cmds = 0;
+        loop {
+            let mut progressed = false;
+            while lines < AGENT_BATCH {
+                match agent_rx.try_recv() {
+                    Ok(more) => {
+                        self.on_agent_output(more)?;
+                        lines += 1;
+                        progressed = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if cmds < COMMAND_BATCH
+                && let Ok(cmd) = cmd_rx.try_recv()
+            {
+                if commits_first(&cmd) {
+                    self.finish_step()?;
+                }
+                self.on_command(cmd)?;
+                cmds += 1;
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(());
+            }
         }
     }
 
@@ -370,6 +410,7 @@ impl Actor {
         for (client, text) in std::mem::take(&mut self.deferred) {
             let _ = client.outbox.frame("ok", text);
         }
+        self.flush_presence();
         self.publish_status();
         Ok(())
     }
@@ -395,11 +436,6 @@ impl Actor {
             }
         }
         self.uncommitted.push((seq, text, read_at));
-        self.shared
-            .metrics
-            .events_appended
-            .get_or_create(&self.metrics_label)
-            .inc();
         Ok(())
     }
 
@@ -425,19 +461,22 @@ impl Actor {
             .get_or_create(&self.metrics_label)
             .set(self.log.journal.bytes() as i64);
         let events = std::mem::take(&mut self.uncommitted);
+        self.shared
+            .metrics
+            .events_appended
+            .get_or_create(&self.metrics_label)
+            .inc_by(events.len() as u64);
         let mut lagged = Vec::new();
-        for client in &self.clients {
-            for (seq, text, read_at) in &events {
-                let pushed = client.outbox.push(Outbound::Event {
-                    session: self.name.clone(),
-                    seq: *seq,
-                    text: text.clone(),
-                    read_at: *read_at,
-                });
-                if pushed.is_err() {
-                    lagged.push(client.info.conn_id);
-                    break;
-                }
+        for client in self.clients.values() {
+            // Each frame was serialized once; every client gets a reference to it.
+            let items = events.iter().map(|(seq, text, read_at)| Outbound::Event {
+                session: self.name.clone(),
+                seq: *seq,
+                text: text.clone(),
+                read_at: *read_at,
+            });
+            if client.outbox.push_all(items).is_err() {
+                lagged.push(client.info.conn_id);
             }
         }
         if !lagged.is_empty() {
@@ -446,43 +485,60 @@ impl Actor {
         Ok(())
     }
 
-    /// Forget clients that lagged or went away, and tell the others.
+    /// Forget clients that lagged or went away; the others hear of it in the
+    /// next presence frame.
     fn drop_clients(&mut self, conn_ids: &[u64]) {
-        let before = self.clients.len();
-        self.clients.retain(|c| !conn_ids.contains(&c.info.conn_id));
-        if self.clients.len() != before {
-            self.broadcast_presence();
+        let now = Instant::now();
+        for conn_id in conn_ids {
+            if let Some(gone) = self.clients.remove(conn_id) {
+                self.presence
+                    .left(&gone.info.entry(), self.clients.len(), now);
+            }
         }
+        self.set_attached_gauge();
     }
 
-    fn broadcast_presence(&mut self) {
-        // The snapshot `session.list` reads must not lag behind what presence says.
-        self.publish_status();
-        // Pushing presence may itself reveal more lagging clients; repeat until stable.
-        loop {
-            let text = FrameText::from(
-                ServerMsg::Presence {
-                    session: self.name.to_string(),
-                    clients: self.clients.iter().map(|c| c.info.entry()).collect(),
-                }
-                .to_json(),
-            );
-            let gone: Vec<u64> = self
-                .clients
-                .iter()
-                .filter(|c| c.outbox.frame("presence", text.clone()).is_err())
-                .map(|c| c.info.conn_id)
-                .collect();
-            if gone.is_empty() {
-                break;
-            }
-            self.clients.retain(|c| !gone.contains(&c.info.conn_id));
-        }
+    fn set_attached_gauge(&self) {
         self.shared
             .metrics
             .clients_attached
             .get_or_create(&self.metrics_label)
             .set(self.clients.len() as i64);
+    }
+
+    /// Send the combined presence frame to every attached client when it is due.
+    fn flush_presence(&mut self) {
+        let now = Instant::now();
+        let count = self.clients.len();
+        let Some(combined) = self.presence.take_due(count, now) else {
+            return;
+        };
+        if combined.up_to_date.len() >= count {
+            return;
+        }
+        let full: Vec<_> = if count <= presence::FULL_LIST_MAX {
+            self.clients.values().map(|c| c.info.entry()).collect()
+        } else {
+            Vec::new()
+        };
+        let text = FrameText::from(presence::frame(
+            &self.name,
+            &combined.joined,
+            combined.left.iter().map(String::as_str),
+            count,
+            &full,
+        ));
+        let gone: Vec<u64> = self
+            .clients
+            .values()
+            .filter(|c| !combined.up_to_date.contains(&c.info.conn_id))
+            .filter(|c| c.outbox.frame("presence", text.clone()).is_err())
+            .map(|c| c.info.conn_id)
+            .collect();
+        if !gone.is_empty() {
+            // Announced in a later frame (the combining gap has started again).
+            self.drop_clients(&gone);
+        }
     }
 
     // -------------------------------------------------------------- commands
@@ -517,6 +573,15 @@ impl Actor {
             } => self.respond(client, id, request_id, response),
             SessionCmd::Interrupt { client, id } => self.interrupt(client, id),
             SessionCmd::Restart { client, id } => self.restart_requested(client, id),
+            SessionCmd::History {
+                client,
+                id,
+                before,
+                limit,
+            } => {
+                self.history(client, id, before, limit);
+                Ok(())
+            }
         }
     }
 
@@ -640,6 +705,19 @@ impl Actor {
         self.publish_status();
         tracing::info!(session = %self.name, head = self.log.head, "session stopped");
     }
+}
+
+/// Commands that must see every earlier event of the step committed and sent:
+/// an attach's replay must end exactly where live events begin, a detached
+/// client gets the events before its `detached`, and `history` reads the log.
+fn commits_first(cmd: &SessionCmd) -> bool {
+    matches!(
+        cmd,
+        SessionCmd::Attach { .. }
+            | SessionCmd::Detach { .. }
+            | SessionCmd::Leave { .. }
+            | SessionCmd::History { .. }
+    )
 }
 
 /// When an unanswered request of this kind is denied by the relay (`--permission-timeout`).

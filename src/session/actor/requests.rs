@@ -2,6 +2,7 @@
 //! prompts and the turn queue, answers to agent requests, interrupt, restart.
 
 use super::*;
+use crate::protocol::ClientEntry;
 
 impl Actor {
     /// `prompt`, `respond` and `interrupt` need an attached connection; answers
@@ -20,9 +21,7 @@ impl Actor {
     }
 
     pub(super) fn is_attached(&self, client: &ClientHandle) -> bool {
-        self.clients
-            .iter()
-            .any(|c| c.info.conn_id == client.info.conn_id)
+        self.clients.contains_key(&client.info.conn_id)
     }
 
     pub(super) fn reply_error(
@@ -45,10 +44,9 @@ impl Actor {
         id: Option<RequestId>,
         start: ReplayStart,
     ) -> Step {
-        // A second attach on the same connection starts over with a fresh replay.
+        // A second attach on the same connection starts over with a fresh replay
+        // and changes no presence (§7).
         let was_attached = self.is_attached(&client);
-        self.clients
-            .retain(|c| c.info.conn_id != client.info.conn_id);
 
         let head = self.log.head;
         let first = self.log.first_retained();
@@ -67,15 +65,28 @@ impl Actor {
             from: replay_from,
             to: tail_first - 1,
         });
+        // The tail is ordered by seq: skip to the first wanted one without a scan.
+        let skip = replay_from.saturating_sub(tail_first) as usize;
         let tail_part: Vec<(u64, FrameText)> = self
             .log
             .tail
             .iter()
+            .skip(skip)
             .filter(|(seq, _)| *seq >= replay_from)
             .map(|(seq, t)| (*seq, t.clone()))
             .collect();
 
-        self.clients.push(client.clone());
+        self.clients.insert(client.info.conn_id, client.clone());
+        let count = self.clients.len();
+        // At most ATTACHED_LIST_MAX entries: the oldest others, then the newcomer.
+        let mut listed: Vec<ClientEntry> = self
+            .clients
+            .values()
+            .filter(|c| c.info.conn_id != client.info.conn_id)
+            .take(presence::ATTACHED_LIST_MAX - 1)
+            .map(|c| c.info.entry())
+            .collect();
+        listed.push(client.info.entry());
         let reply = ServerMsg::Attached {
             id,
             session: self.name.to_string(),
@@ -84,7 +95,8 @@ impl Actor {
             replay_from,
             truncated,
             pending: self.pending.iter().map(|p| p.raw.clone()).collect(),
-            clients: self.clients.iter().map(|c| c.info.entry()).collect(),
+            clients: listed,
+            clients_total: Some(count),
         };
         let pushed = client.outbox.push(Outbound::Attach {
             session: self.name.clone(),
@@ -96,13 +108,37 @@ impl Actor {
         if truncated {
             self.shared.metrics.replays_truncated.inc();
         }
-        if pushed.is_err() {
-            self.clients
-                .retain(|c| c.info.conn_id != client.info.conn_id);
-        }
         tracing::debug!(session = %self.name, client_id = %client.info.client_id, head, replay_from, truncated, "client attached");
-        if pushed.is_ok() || was_attached {
-            self.broadcast_presence();
+        if pushed.is_err() {
+            // Lagging or gone: it is not attached (and leaves if it was; a
+            // newcomer nobody heard of is simply forgotten).
+            if was_attached {
+                self.drop_clients(&[client.info.conn_id]);
+            } else {
+                self.clients.remove(&client.info.conn_id);
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let entry = client.info.entry();
+        if !was_attached {
+            self.presence.joined(&entry, count, now);
+            self.set_attached_gauge();
+        }
+        // Its `attached` list is a view the next combined frame must correct.
+        self.presence.snapshot_taken(client.info.conn_id);
+        // The newcomer's own presence frame, right after its replay: never delayed
+        // or combined. Everyone else hears of it in the next (combined) frame.
+        let full: Vec<ClientEntry> = if count <= presence::FULL_LIST_MAX {
+            self.clients.values().map(|c| c.info.entry()).collect()
+        } else {
+            Vec::new()
+        };
+        // A re-attach is no change: its frame lists nobody as joined.
+        let joined = (!was_attached).then_some(&entry);
+        let own = presence::frame(&self.name, joined, [], count, &full);
+        if client.outbox.frame("presence", own).is_err() {
+            self.drop_clients(&[client.info.conn_id]);
         }
         Ok(())
     }
@@ -334,9 +370,18 @@ impl Actor {
         client_id: &str,
         info: Option<&crate::session::ClientInfo>,
     ) -> Step {
-        self.emit_relay(json!({
+        let mut event = json!({
             "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
-        }))?;
+        });
+        // PROTOCOL §5: who answered, by fingerprint and (when given) device, so that
+        // every other client can say so (the web client's `data-by`).
+        if let Some(i) = info {
+            event["fingerprint"] = Value::from(i.fingerprint.clone());
+            if let Some(device) = &i.device {
+                event["device"] = Value::from(device.clone());
+            }
+        }
+        self.emit_relay(event)?;
         self.shared.audit.record(
             "resolved",
             &self.name,

@@ -1,0 +1,802 @@
+//! Fan-out load generator: the release server, a minimal agent, N authenticated
+//! and attached clients, and a sender driving prompts at a rate or with a window.
+//!
+//! Run with `cargo bench --bench fanout -- --clients 1000 --rate 50 --duration 10`
+//! (or `--window 64`; `--server-bin PATH` drives another build of `ccrelay`, e.g.
+//! the main branch from before a change). Under `cargo test` (no `--bench`) it is a
+//! one-second smoke run with 20 clients.
+//!
+//! What it does, bounded in count and time and on loopback only:
+//! - starts `ccrelay serve` with this very executable as the agent (the environment
+//!   variable [`AGENT_ENV`] makes it a minimal agent: it answers control requests
+//!   and answers each prompt with one `assistant` line stamped with the wall-clock
+//!   time it was written, then a `result`);
+//! - connects N clients from several loopback source addresses (127.0.0.2 and up),
+//!   at most 16 handshakes in flight per address (the server's pre-auth cap); each
+//!   signs its challenge in-process (ed25519 SSHSIG) and attaches to `default`;
+//! - one more owner connection sends prompts; every client checks it sees every
+//!   event exactly once, in seq order, and records how long each agent line took
+//!   from the agent's write to its socket;
+//! - prints connect time and handshakes/s, p50/p99/max delivery latency,
+//!   deliveries/s, the server's RSS per connection idle and after the traffic,
+//!   and the server's CPU time per delivery (from /proc/<pid>/stat).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use ssh_key::{Algorithm, PrivateKey};
+use tokio::net::TcpSocket;
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Set (to anything) in the agent's environment: this executable acts as the agent.
+const AGENT_ENV: &str = "CCRELAY_FANOUT_AGENT";
+/// Handshakes in flight per source address (the server's per-address pre-auth cap).
+const PER_ADDRESS_HANDSHAKES: usize = 16;
+/// How long everything after the traffic may take to arrive before it counts as lost.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound on connecting and attaching everyone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+struct Args {
+    clients: usize,
+    rate: Option<f64>,
+    window: Option<usize>,
+    duration: Duration,
+    server_bin: PathBuf,
+    addresses: usize,
+    server_args: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let bench = argv.iter().any(|a| a == "--bench");
+    let mut args = Args {
+        clients: if bench { 100 } else { 20 },
+        rate: None,
+        window: None,
+        duration: Duration::from_secs(if bench { 10 } else { 1 }),
+        server_bin: PathBuf::from(env!("CARGO_BIN_EXE_ccrelay")),
+        addresses: 16,
+        server_args: Vec::new(),
+    };
+    let mut it = argv.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match a.as_str() {
+            "--bench" => {}
+            "--clients" | "-n" => args.clients = value(&a).parse().expect("--clients N"),
+            "--rate" => args.rate = Some(value(&a).parse().expect("--rate PROMPTS_PER_SEC")),
+            "--window" => args.window = Some(value(&a).parse().expect("--window N")),
+            "--duration" => {
+                args.duration = Duration::from_secs_f64(value(&a).parse().expect("--duration SECS"))
+            }
+            "--server-bin" => args.server_bin = PathBuf::from(value(&a)),
+            "--addresses" => args.addresses = value(&a).parse().expect("--addresses N"),
+            "--server-arg" => args.server_args.push(value(&a)),
+            other => panic!(
+                "unknown argument {other}; use --clients N, --rate R | --window W, --duration S, \
+                 --server-bin PATH, --addresses N, --server-arg ARG"
+            ),
+        }
+    }
+    assert!(
+        args.clients >= 1 && args.clients <= 20_000,
+        "--clients 1..=20000"
+    );
+    assert!(
+        args.duration <= Duration::from_secs(120),
+        "--duration at most 120 s"
+    );
+    assert!(
+        args.addresses >= 1 && args.addresses <= 250,
+        "--addresses 1..=250"
+    );
+    if args.rate.is_none() && args.window.is_none() {
+        args.rate = Some(50.0);
+    }
+    args
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The minimal agent: answers every control request with success and every prompt
+/// with one stamped `assistant` line and a `result`.
+fn run_agent() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut answered = 0u64;
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let written = match v["type"].as_str() {
+            Some("control_request") => {
+                let id = v["request_id"].as_str().unwrap_or_default();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": {}}})
+                )
+            }
+            Some("user") => {
+                answered += 1;
+                let uuid = v["uuid"].as_str().unwrap_or_default();
+                let assistant = json!({
+                    "type": "assistant",
+                    "message": {"role": "assistant", "content": [{"type": "text", "text": format!("answer {answered}")}]},
+                    "session_id": "fanout-bench",
+                    "t_ns": now_ns(),
+                });
+                let result = json!({
+                    "type": "result", "subtype": "success", "is_error": false, "result": "ok",
+                    "session_id": "fanout-bench", "user_message_uuid": uuid,
+                });
+                writeln!(out, "{assistant}").and_then(|()| writeln!(out, "{result}"))
+            }
+            _ => Ok(()),
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+/// The server process and what /proc says about it.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &Args, key: &PrivateKey) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("authorized_keys");
+        let public = key.public_key().to_openssh().expect("public key encodes");
+        std::fs::write(&keys, format!("{public}\n")).expect("keys written");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("workdir");
+        let me = std::env::current_exe().expect("own path");
+        let mut cmd = Command::new(&args.server_bin);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--authorized-keys")
+            .arg(&keys)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--workdir")
+            .arg(&work)
+            .arg("--agent-cmd")
+            .arg(&me)
+            .args(["--max-connections", &(args.clients + 64).to_string()])
+            .args(["--max-frames-per-sec", "1000000"])
+            .args(["--log-level", "warn"])
+            .args(&args.server_args)
+            .env(AGENT_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("ccrelay listening on ws://")
+            .and_then(|r| r.strip_suffix("/v1/ws"))
+            .unwrap_or_else(|| panic!("unexpected listening line {line:?}"))
+            .parse()
+            .expect("address");
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in bytes.
+    fn rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        // Fields after the command: state is #3 overall, utime #14, stime #15.
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Why a client could not join.
+#[derive(Debug)]
+enum JoinError {
+    Connect(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Connect(e) => write!(f, "connect: {e}"),
+            JoinError::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+/// Connect from `source`, authenticate and attach; returns the socket and the head at attach.
+async fn join(
+    server: SocketAddr,
+    source: IpAddr,
+    key: &PrivateKey,
+    gate: &Semaphore,
+) -> Result<(Ws, u64), JoinError> {
+    let permit = gate
+        .acquire()
+        .await
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let socket = TcpSocket::new_v4().map_err(|e| JoinError::Connect(e.to_string()))?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| JoinError::Connect(format!("bind {source}: {e}")))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 << 20));
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{server}/v1/ws"),
+        stream,
+        Some(config),
+    )
+    .await
+    .map_err(|e| JoinError::Refused(e.to_string()))?;
+    let challenge = next_json(&mut ws).await?;
+    let sign = challenge["sign"]
+        .as_str()
+        .ok_or_else(|| JoinError::Refused(format!("no challenge: {challenge}")))?;
+    let signature = ccrelay::auth::sign_with_private_key(key, sign.as_bytes())
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    send(
+        &mut ws,
+        json!({"type": "auth.response", "signature": signature}),
+    )
+    .await?;
+    let ok = next_json(&mut ws).await?;
+    if ok["type"] != "auth.ok" {
+        return Err(JoinError::Refused(ok.to_string()));
+    }
+    drop(permit);
+    send(
+        &mut ws,
+        json!({"type": "attach", "session": "default", "tail": 0}),
+    )
+    .await?;
+    let attached = next_json(&mut ws).await?;
+    if attached["type"] != "attached" {
+        return Err(JoinError::Refused(attached.to_string()));
+    }
+    Ok((ws, attached["head"].as_u64().unwrap_or(0)))
+}
+
+async fn send(ws: &mut Ws, v: Value) -> Result<(), JoinError> {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .map_err(|e| JoinError::Connect(e.to_string()))
+}
+
+async fn next_json(ws: &mut Ws) -> Result<Value, JoinError> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Err(_) => return Err(JoinError::Connect("timed out".into())),
+            Ok(None) => return Err(JoinError::Refused("closed".into())),
+            Ok(Some(Err(e))) => return Err(JoinError::Refused(e.to_string())),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                return serde_json::from_str(&t).map_err(|e| JoinError::Refused(e.to_string()));
+            }
+            Ok(Some(Ok(Message::Close(c)))) => {
+                return Err(JoinError::Refused(format!("closed: {c:?}")));
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The number after `"key":` in a frame, without parsing the whole frame.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Seen {
+    events: u64,
+    lost: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    presence_frames: u64,
+    presence_bytes: u64,
+    latencies_us: Vec<u32>,
+    closed: Option<String>,
+}
+
+/// Read until the session's head reaches `target` (announced when the traffic ends).
+async fn watch_events(mut ws: Ws, head_at_attach: u64, mut target: watch::Receiver<u64>) -> Seen {
+    let mut seen = Seen::default();
+    let mut last = head_at_attach;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let goal = *target.borrow();
+        if goal != 0 && last >= goal {
+            break;
+        }
+        if goal != 0 && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+        }
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let next = tokio::select! {
+            changed = target.changed() => {
+                if changed.is_err() { break; }
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => break,
+            next = ws.next() => next,
+        };
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let received = now_ns();
+                if t.starts_with(r#"{"type":"event""#) {
+                    let Some(seq) = number_after(&t, r#""seq":"#) else {
+                        continue;
+                    };
+                    seen.events += 1;
+                    if seq <= last {
+                        seen.duplicated += 1;
+                    } else {
+                        if seq != last + 1 {
+                            seen.out_of_order += 1;
+                            seen.lost += seq - last - 1;
+                        }
+                        last = seq;
+                    }
+                    if let Some(t_ns) = number_after(&t, r#""t_ns":"#) {
+                        let us = received.saturating_sub(t_ns) / 1000;
+                        seen.latencies_us.push(us.min(u32::MAX as u64) as u32);
+                    }
+                } else if t.starts_with(r#"{"type":"presence""#) {
+                    seen.presence_frames += 1;
+                    seen.presence_bytes += t.len() as u64;
+                }
+            }
+            Some(Ok(Message::Close(c))) => {
+                seen.closed = Some(format!("{c:?}"));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                seen.closed = Some(e.to_string());
+                break;
+            }
+            None => {
+                seen.closed = Some("eof".into());
+                break;
+            }
+        }
+    }
+    let goal = *target.borrow();
+    if goal > last {
+        seen.lost += goal - last;
+    }
+    seen
+}
+
+/// What the sender did.
+struct Sent {
+    prompts: u64,
+    results: u64,
+    final_head: u64,
+    traffic: Duration,
+}
+
+/// Send prompts at a rate or keeping a window in flight; wait for every result.
+async fn drive(mut ws: Ws, args: &Args) -> Sent {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut results = 0u64;
+    let mut head = 0u64;
+    let rated = args.window.is_none();
+    let period = Duration::from_secs_f64(1.0 / args.rate.unwrap_or(1.0).max(0.1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let window = args.window.unwrap_or(0) as u64;
+    let prompt =
+        |n: u64| json!({"type": "prompt", "session": "default", "content": format!("prompt {n}")});
+    let hard_stop = Instant::now() + args.duration + DRAIN_TIMEOUT;
+    if window > 0 {
+        while sent < window {
+            sent += 1;
+            if send(&mut ws, prompt(sent)).await.is_err() {
+                break;
+            }
+        }
+    }
+    loop {
+        let sending = started.elapsed() < args.duration;
+        if !sending && results >= sent {
+            break;
+        }
+        if Instant::now() > hard_stop {
+            eprintln!("sender: gave up waiting for {} results", sent - results);
+            break;
+        }
+        let frame = tokio::select! {
+            _ = tick.tick(), if sending && rated => {
+                sent += 1;
+                if send(&mut ws, prompt(sent)).await.is_err() { break; }
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            f = ws.next() => f,
+        };
+        let Some(Ok(Message::Text(t))) = frame else {
+            if matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                eprintln!("sender: connection ended: {frame:?}");
+                break;
+            }
+            continue;
+        };
+        if !t.starts_with(r#"{"type":"event""#) {
+            continue;
+        }
+        if let Some(seq) = number_after(&t, r#""seq":"#) {
+            head = head.max(seq);
+        }
+        if t.contains(r#""event":{"type":"result""#) {
+            results += 1;
+            if window > 0 && started.elapsed() < args.duration && sent - results < window {
+                sent += 1;
+                if send(&mut ws, prompt(sent)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let traffic = started.elapsed();
+    // The relay's own events after the last result (turn ended, state idle): wait
+    // for a quiet moment so the head every client must reach is the final one.
+    while let Ok(Some(Ok(Message::Text(t)))) =
+        tokio::time::timeout(Duration::from_millis(300), ws.next()).await
+    {
+        if let Some(seq) = number_after(&t, r#""seq":"#)
+            && t.starts_with(r#"{"type":"event""#)
+        {
+            head = head.max(seq);
+        }
+    }
+    Sent {
+        prompts: sent,
+        results,
+        final_head: head,
+        traffic,
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Sum of the samples of a metric in the server's /metrics (0 when absent).
+async fn metric(server: SocketAddr, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
+        return 0.0;
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0.0;
+    }
+    let mut body = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn main() {
+    if std::env::var_os(AGENT_ENV).is_some() {
+        run_agent();
+        return;
+    }
+    let args = parse_args();
+    raise_nofile();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("key");
+    let key = Arc::new(key);
+    let server = Server::start(&args, &key);
+    let mode = match (args.rate, args.window) {
+        (_, Some(w)) => format!("window {w}"),
+        (Some(r), None) => format!("{r} prompts/s"),
+        _ => unreachable!(),
+    };
+    println!(
+        "fanout: server {} | {} clients | {mode} for {:?} | {} source addresses",
+        args.server_bin.display(),
+        args.clients,
+        args.duration,
+        args.addresses
+    );
+    // The session is ready once a first client's attach answers; the RSS baseline
+    // is taken before anyone connects.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_base = server.rss();
+
+    // --------------------------------------------------------------- connect
+    let gates: Vec<Arc<Semaphore>> = (0..args.addresses)
+        .map(|_| Arc::new(Semaphore::new(PER_ADDRESS_HANDSHAKES)))
+        .collect();
+    let (target_tx, target_rx) = watch::channel(0u64);
+    let connected = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let attached_heads = Arc::new(AtomicU64::new(0));
+    let connect_started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % args.addresses) as u8));
+        let gate = gates[i % args.addresses].clone();
+        let key = key.clone();
+        let addr = server.addr;
+        let target = target_rx.clone();
+        let connected = connected.clone();
+        let failures = failures.clone();
+        let first_failure = first_failure.clone();
+        let ready = ready.clone();
+        let heads = attached_heads.clone();
+        let total = args.clients;
+        tasks.push(tokio::spawn(async move {
+            let joined = join(addr, source, &key, &gate).await;
+            let done = |ok: bool| {
+                let (c, f) = if ok {
+                    (
+                        connected.fetch_add(1, Ordering::SeqCst) + 1,
+                        failures.load(Ordering::SeqCst),
+                    )
+                } else {
+                    (
+                        connected.load(Ordering::SeqCst),
+                        failures.fetch_add(1, Ordering::SeqCst) + 1,
+                    )
+                };
+                if c + f == total {
+                    ready.notify_one();
+                }
+            };
+            match joined {
+                Ok((ws, head)) => {
+                    heads.fetch_max(head, Ordering::SeqCst);
+                    done(true);
+                    Some(watch_events(ws, head, target).await)
+                }
+                Err(e) => {
+                    if let Ok(mut f) = first_failure.lock() {
+                        f.get_or_insert_with(|| e.to_string());
+                    }
+                    done(false);
+                    None
+                }
+            }
+        }));
+    }
+    if tokio::time::timeout(CONNECT_TIMEOUT, ready.notified())
+        .await
+        .is_err()
+    {
+        println!("connect: timed out after {CONNECT_TIMEOUT:?}");
+    }
+    let connect_time = connect_started.elapsed();
+    let ok = connected.load(Ordering::SeqCst);
+    let failed = failures.load(Ordering::SeqCst);
+    println!(
+        "connect: {ok} of {} authenticated and attached in {:.2} s ({:.0} handshakes/s){}",
+        args.clients,
+        connect_time.as_secs_f64(),
+        ok as f64 / connect_time.as_secs_f64().max(1e-9),
+        if failed > 0 {
+            format!(
+                "; {failed} refused, first: {}",
+                first_failure
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.clone())
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = server.rss();
+    println!(
+        "server RSS: {:.1} MiB before connecting, {:.1} MiB with {ok} idle attached clients = {:.1} KiB per connection",
+        rss_base as f64 / 1048576.0,
+        rss_idle as f64 / 1048576.0,
+        rss_idle.saturating_sub(rss_base) as f64 / 1024.0 / ok.max(1) as f64
+    );
+
+    // --------------------------------------------------------------- traffic
+    let sender = {
+        let gate = Semaphore::new(1);
+        match join(server.addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &key, &gate).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                println!("sender could not join: {e}");
+                return;
+            }
+        }
+    };
+    let cpu_before = server.cpu();
+    let fsyncs_before = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await;
+    let events_before = metric(server.addr, "ccrelay_events_appended_total").await;
+    let sent = drive(sender, &args).await;
+    let cpu_traffic = server.cpu().saturating_sub(cpu_before);
+    let fsyncs = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
+    let appended = metric(server.addr, "ccrelay_events_appended_total").await - events_before;
+    let _ = target_tx.send(sent.final_head.max(1));
+    let mut all = Seen::default();
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut closed = 0usize;
+    let mut first_close = None;
+    for t in tasks {
+        if let Ok(Some(seen)) = t.await {
+            all.events += seen.events;
+            all.lost += seen.lost;
+            all.duplicated += seen.duplicated;
+            all.out_of_order += seen.out_of_order;
+            all.presence_frames += seen.presence_frames;
+            all.presence_bytes += seen.presence_bytes;
+            latencies.extend_from_slice(&seen.latencies_us);
+            if let Some(c) = seen.closed {
+                closed += 1;
+                first_close.get_or_insert(c);
+            }
+        }
+    }
+    let rss_after = server.rss();
+    latencies.sort_unstable();
+    let deliveries = all.events;
+    println!(
+        "traffic: {} prompts sent, {} results, final head {}, {:.2} s",
+        sent.prompts,
+        sent.results,
+        sent.final_head,
+        sent.traffic.as_secs_f64()
+    );
+    println!(
+        "delivery latency (agent write -> client read): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        latencies.len()
+    );
+    println!(
+        "deliveries: {deliveries} events to clients, {:.0} deliveries/s during the traffic",
+        deliveries as f64 / sent.traffic.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "checks: {} lost, {} duplicated, {} gaps; {} clients closed early{}",
+        all.lost,
+        all.duplicated,
+        all.out_of_order,
+        closed,
+        first_close
+            .map(|c| format!(" (first: {c})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "presence: {} frames, {} bytes to the {ok} clients ({:.0} bytes per client)",
+        all.presence_frames,
+        all.presence_bytes,
+        all.presence_bytes as f64 / ok.max(1) as f64
+    );
+    println!(
+        "server RSS after traffic: {:.1} MiB = {:.1} KiB per connection",
+        rss_after as f64 / 1048576.0,
+        rss_after.saturating_sub(rss_base) as f64 / 1024.0 / ok.max(1) as f64
+    );
+    println!(
+        "server CPU during traffic: {:.2} s = {:.2} µs per delivery",
+        cpu_traffic.as_secs_f64(),
+        cpu_traffic.as_secs_f64() * 1e6 / deliveries.max(1) as f64
+    );
+    println!(
+        "journal: {appended:.0} events appended with {fsyncs:.0} fsyncs ({:.1} events per fsync)",
+        appended / fsyncs.max(1.0)
+    );
+    drop(server);
+}
