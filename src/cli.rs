@@ -180,6 +180,22 @@ pub struct ServeArgs {
     /// TOML file with the same settings, keys spelled like the long options
     #[arg(long, env = "CCRELAY_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Over TLS, refuse an authentication that is not bound to the connection (tls-exporter)
+    #[arg(
+        long,
+        env = "CCRELAY_REQUIRE_CHANNEL_BINDING",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub require_channel_binding: bool,
+    /// Seconds a pairing request waits for an owner's answer [default: 120]
+    #[arg(long, env = "CCRELAY_PAIR_TIMEOUT", value_name = "SECS")]
+    pub pair_timeout: Option<String>,
+    /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
+    #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
+    pub paired_keys: Option<PathBuf>,
+    /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
+    #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
+    pub paired_viewers: Option<PathBuf>,
 
     // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
     /// Stable server id shown in challenges [default: generated once and kept in the data dir]
@@ -224,6 +240,14 @@ pub struct ServeArgs {
     /// Seconds shutdown may take before remaining connections are dropped [default: 5]
     #[arg(long, env = "CCRELAY_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<String>,
+    /// Reverse proxy network whose X-Forwarded-For is believed, as a CIDR (repeatable; the env var takes a comma-separated list)
+    #[arg(
+        long = "trusted-proxy",
+        env = "CCRELAY_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Extra session besides `default`, as NAME=DIR (repeatable)
     #[arg(
         long = "session",
@@ -277,6 +301,51 @@ pub enum KeysCommand {
         /// The file to check [default: ~/.ssh/authorized_keys]
         path: Option<PathBuf>,
     },
+    /// Add a public key to the paired keys file (owner; with --viewer the paired viewers file).
+    Add {
+        /// The key as an OpenSSH line: `ssh-ed25519 AAAA... name`
+        #[arg(value_name = "KEYLINE")]
+        keyline: String,
+        /// Add it as a read-only viewer key
+        #[arg(long)]
+        viewer: bool,
+        #[command(flatten)]
+        files: KeyFilesArgs,
+    },
+    /// List every key the server accepts: file, role, fingerprint, comment.
+    List {
+        #[command(flatten)]
+        files: KeyFilesArgs,
+    },
+    /// Remove a paired key by fingerprint (its open connections are closed with 1008).
+    Remove {
+        /// `SHA256:...` as `ccrelay keys list` or `ssh-keygen -l` prints it
+        #[arg(value_name = "FINGERPRINT")]
+        fingerprint: String,
+        #[command(flatten)]
+        files: KeyFilesArgs,
+    },
+}
+
+/// The keys files of a server, for `ccrelay keys add|list|remove` (same options
+/// and env vars as `ccrelay serve`).
+#[derive(Debug, Default, Clone, Args)]
+pub struct KeyFilesArgs {
+    /// The server's data dir [default: $XDG_STATE_HOME/ccrelay, else ~/.local/state/ccrelay]
+    #[arg(long, env = "CCRELAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// [default: <data-dir>/paired_keys]
+    #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
+    pub paired_keys: Option<PathBuf>,
+    /// [default: <data-dir>/paired_viewers]
+    #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
+    pub paired_viewers: Option<PathBuf>,
+    /// Listed by `keys list` [default: ~/.ssh/authorized_keys]
+    #[arg(long, env = "CCRELAY_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub authorized_keys: Option<PathBuf>,
+    /// Listed by `keys list` when given
+    #[arg(long, env = "CCRELAY_VIEWER_KEYS", value_name = "PATH")]
+    pub viewer_keys: Option<PathBuf>,
 }
 
 /// `ccrelay demo` options.

@@ -93,6 +93,17 @@ pub struct Config {
     pub memory_limit: u64,
     pub auth_failures_per_min: u32,
     pub shutdown_grace: Duration,
+    /// `--trusted-proxy`: peers in these networks report the client address in
+    /// `X-Forwarded-For` (PROTOCOL.md §1).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Refuse unbound authentication on connections that have a TLS exporter (§3).
+    pub require_channel_binding: bool,
+    /// How long a pairing request waits for an owner (§3).
+    pub pair_timeout: Duration,
+    /// Owner keys added by pairing / `ccrelay keys add`.
+    pub paired_keys: PathBuf,
+    /// Viewer keys added by pairing / `ccrelay keys add --viewer`.
+    pub paired_viewers: PathBuf,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -115,6 +126,8 @@ const FILE_KEYS: &[&str] = &[
     "idle-timeout",
     "allowed-origin",
     "allowed-origins",
+    "trusted-proxy",
+    "trusted-proxies",
     "metrics-listen",
     "log-level",
     "log-format",
@@ -141,6 +154,10 @@ const FILE_KEYS: &[&str] = &[
     "session",
     "sessions",
     "agent-args",
+    "require-channel-binding",
+    "pair-timeout",
+    "paired-keys",
+    "paired-viewers",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -368,7 +385,8 @@ fn valid_session_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-fn default_data_dir() -> PathBuf {
+/// The data dir when none is given: `$XDG_STATE_HOME/ccrelay`, else `~/.local/state/ccrelay`.
+pub fn default_data_dir() -> PathBuf {
     if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(state).join("ccrelay");
     }
@@ -505,6 +523,20 @@ impl Config {
                 ));
             }
         }
+
+        let trusted_proxies = match &args.trusted_proxies {
+            Some(list) => list.clone(),
+            None => file
+                .list(&["trusted-proxy", "trusted-proxies"])?
+                .unwrap_or_default(),
+        };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(crate::listen::proxy::parse_network)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::new("trusted-proxy", message))?;
 
         let log_level = r.parse(
             "log-level",
@@ -675,6 +707,20 @@ impl Config {
             Duration::from_secs(5),
             parse_secs,
         )?;
+        let require_channel_binding = args.require_channel_binding
+            || r.parse("require-channel-binding", None, false, parse_bool)?;
+        let pair_timeout = r.parse(
+            "pair-timeout",
+            args.pair_timeout.as_ref(),
+            Duration::from_secs(120),
+            parse_secs,
+        )?;
+        let paired_keys = r
+            .path("paired-keys", args.paired_keys.as_ref())?
+            .unwrap_or_else(|| data_dir.join("paired_keys"));
+        let paired_viewers = r
+            .path("paired-viewers", args.paired_viewers.as_ref())?
+            .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
         Ok(Config {
             listen,
@@ -708,7 +754,20 @@ impl Config {
             memory_limit,
             auth_failures_per_min,
             shutdown_grace,
+            trusted_proxies,
+            require_channel_binding,
+            pair_timeout,
+            paired_keys,
+            paired_viewers,
         })
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("expected true or false".into()),
     }
 }
 

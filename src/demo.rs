@@ -93,6 +93,16 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let url = format!("ws://{addr}/v1/ws");
+    let page = crate::web::page_url(addr, false);
+    {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            if let Some(qr) = crate::web::qr_half_blocks(&page) {
+                eprint!("\n{qr}");
+            }
+        }
+    }
+    eprintln!("\n  web:     {page}  (open it in a browser and pair it; approve here)");
     eprintln!(
         "\nccrelay demo\n  relay:   {url}  (agent: {})\n  key:     {}\n  log:     {}\n\n\
          Try prompts such as `hello`, `please run-bash` (asks permission), `slow` (Ctrl-C interrupts),\n\

@@ -119,7 +119,7 @@ pub struct Opened {
 impl Journal {
     /// Open (or create) the journal in `dir`, repairing a torn tail.
     pub fn open(dir: &Path, config: JournalConfig) -> Result<Opened, JournalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::datadir::create_dir_all(dir).map_err(io_err(dir))?;
         let mut segments = list_segments(dir)?;
         let mut repaired_bytes = 0;
         let mut head = 0;
@@ -309,7 +309,7 @@ impl Journal {
             self.remove_old_segments()?;
         }
         let path = self.current_path();
-        let file = OpenOptions::new()
+        let file = crate::datadir::open_options()
             .create(true)
             .append(true)
             .open(&path)

@@ -7,17 +7,23 @@
 //! - `config`: merged, validated settings (flags > env > file > defaults);
 //! - `protocol`: the wire messages of PROTOCOL.md as serde types;
 //! - `server`: HTTP listener, admission, health endpoints, shutdown order;
+//! - `listen`: accept loop, request-head deadline, per-address pre-auth cap, `--trusted-proxy`, TLS hook;
+//! - `ws`: the WebSocket upgrade, codec configuration and the pre-auth frame gate;
 //! - `connection`: one WebSocket connection: framing, heartbeat, auth phase, dispatch;
 //! - `auth`: SSH key challenge-response, authorized_keys, throttling, client signing;
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
 //! - `journal`: the durable per-session event journal;
+//! - `datadir`: owner-only data dir and files (modes at creation, start-up check);
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
+//! - `health`: what the health endpoints tell loopback and everyone else;
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
+//! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
+//! - `web`: the web client's files (embedded), their headers, and the own-origin rule.
 
 pub mod agent;
 pub mod auth;
@@ -25,13 +31,19 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod datadir;
 pub mod demo;
 pub mod escape;
 pub mod guard;
+pub mod health;
 pub mod journal;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod web;
+pub mod ws;

@@ -19,7 +19,7 @@ use crate::escape;
 
 /// Send logs to a file instead of stderr (the demo, whose terminal belongs to the client).
 pub fn init_to_file(level: &str, path: &std::path::Path) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new()
+    let file = crate::datadir::open_options()
         .create(true)
         .append(true)
         .open(path)?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use ccrelay::auth::KeyPaths;
 use ccrelay::cli::{Cli, Command, KeysCommand};
 use ccrelay::config::{Config, home_dir};
 use ccrelay::{logging, server};
@@ -36,6 +37,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keys(KeysCommand::Add {
+            keyline,
+            viewer,
+            files,
+        }) => keys_command(|out| {
+            ccrelay::auth::run_keys_add(&keyline, viewer, &KeyPaths::resolve(&files), out)
+        }),
+        Command::Keys(KeysCommand::List { files }) => {
+            keys_command(|out| ccrelay::auth::run_keys_list(&KeyPaths::resolve(&files), out))
+        }
+        Command::Keys(KeysCommand::Remove { fingerprint, files }) => keys_command(|out| {
+            ccrelay::auth::run_keys_remove(&fingerprint, &KeyPaths::resolve(&files), out)
+        }),
         Command::MockAgent(args) => match ccrelay::mock_agent::run(args) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
@@ -45,6 +59,20 @@ fn main() -> ExitCode {
         },
         Command::Attach(args) => ccrelay::client::run(args),
         Command::Demo(args) => ccrelay::demo::run(args),
+    }
+}
+
+/// Run a `ccrelay keys` command writing to stdout; an I/O error exits 1.
+fn keys_command(
+    run: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<i32>,
+) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match run(&mut out) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("ccrelay: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -36,6 +36,12 @@ pub struct AuthLabels {
     pub key_type: String,
 }
 
+/// An outcome label (bounded set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
 /// The `type` label of frames: a bounded set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FrameKind {
@@ -92,6 +98,10 @@ pub struct Metrics {
     pub memory_limit: Gauge,
     pub accept_errors: Family<ReasonLabel, Counter>,
     pub auth_throttle_addresses: Gauge,
+    /// Signature verifications actually performed (the expensive step of an authentication).
+    pub auth_signature_verifications: Counter,
+    /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
+    pub pair_requests: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -259,6 +269,16 @@ impl Metrics {
                 "Addresses tracked by the auth-failure throttle (refusals: ccrelay_connections_refused_total{reason=\"throttle\"})",
                 Gauge::default()
             ),
+            auth_signature_verifications: reg!(
+                "auth_signature_verifications",
+                "SSHSIG signature verifications performed (keys in no keys file and throttled attempts cost none)",
+                Counter::default()
+            ),
+            pair_requests: reg!(
+                "pair_requests",
+                "Device pairing requests by outcome",
+                Family::<ResultLabel, Counter>::default()
+            ),
             accept_errors: reg!(
                 "accept_errors",
                 "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
@@ -317,6 +337,9 @@ impl Metrics {
                 result,
                 key_type: key_type.to_string(),
             });
+        }
+        for result in PAIR_RESULTS {
+            let _ = self.pair_requests.get_or_create(&ResultLabel { result });
         }
         for r#type in FRAME_IN_TYPES {
             let _ = self.frames_in.get_or_create(&FrameKind { r#type });
@@ -387,6 +410,8 @@ pub const CLOSED_REASONS: &[&str] = &[
     "shutdown",
     "closed",
     "broken",
+    "pair_timeout",
+    "pair_denied",
 ];
 /// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
 const FRAME_IN_TYPES: &[&str] = &[
@@ -399,6 +424,8 @@ const FRAME_IN_TYPES: &[&str] = &[
     "respond",
     "interrupt",
     "session.restart",
+    "pair.request",
+    "pair.respond",
     "invalid",
     "binary",
     "too_large",
@@ -415,6 +442,18 @@ const FRAME_OUT_TYPES: &[&str] = &[
     "ok",
     "presence",
     "event",
+    "pair.pending",
+    "pair.requested",
+    "pair.resolved",
+];
+/// `result` of `ccrelay_pair_requests_total`.
+pub const PAIR_RESULTS: &[&str] = &[
+    "pending",
+    "allowed",
+    "denied",
+    "expired",
+    "withdrawn",
+    "refused",
 ];
 /// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
 const ERROR_CODES: &[&str] = &[

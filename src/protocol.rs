@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// The text of one outbound frame: refcounted, so one serialized event is shared by
 /// every recipient without copying.
-pub use axum::extract::ws::Utf8Bytes as FrameText;
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
 
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -153,6 +153,22 @@ pub enum ClientRequest {
         signature: String,
         public_key: Option<String>,
         device: Option<String>,
+        /// `"tls-exporter"` when the signature covers the connection's TLS exporter (§3).
+        channel_binding: Option<String>,
+    },
+    /// A device whose key is in no keys file asks to be paired (§3).
+    PairRequest {
+        signature: String,
+        public_key: String,
+        /// Validated: 1-64 scalar values, no control, format or bidi characters.
+        device: String,
+        channel_binding: Option<String>,
+    },
+    /// An owner's answer to a pair request.
+    PairRespond {
+        pair_id: String,
+        allow: bool,
+        role: Role,
     },
     SessionList,
     Attach {
@@ -200,6 +216,8 @@ impl ClientRequest {
             ClientRequest::Interrupt { .. } => "interrupt",
             ClientRequest::SessionRestart { .. } => "session.restart",
             ClientRequest::Ping => "ping",
+            ClientRequest::PairRequest { .. } => "pair.request",
+            ClientRequest::PairRespond { .. } => "pair.respond",
             ClientRequest::History { .. } => "history",
         }
     }
@@ -225,6 +243,19 @@ pub const DEFAULT_SESSION: &str = "default";
 /// an unknown `type` → `unknown_type`. The error carries the request `id` when the
 /// frame had a valid one.
 pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
+    // Bound what the tree below may cost before building it: a frame's JSON tree
+    // takes tens of bytes per value, so a 4 MiB `[{},{},...]` would take hundreds
+    // of MB. No request needs this many values.
+    let nodes = json_values(text);
+    if nodes > MAX_FRAME_JSON_VALUES {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the frame holds about {nodes} JSON values; at most {MAX_FRAME_JSON_VALUES} are accepted"
+            ),
+        )
+        .with_id(peek_request_id(text)));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -261,7 +292,50 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 Some(Value::String(d)) if d.chars().count() <= MAX_SHORT_STRING_CHARS => Some(d),
                 _ => None,
             },
+            channel_binding: fields.optional_string("channel_binding")?,
         },
+        "pair.request" => {
+            let signature = fields.required_string("signature")?;
+            let public_key = fields.required_string("public_key")?;
+            let device = fields.required_string("device")?;
+            if let Err(why) = valid_device_name(&device) {
+                return Err(fail(ErrorCode::BadMessage, format!("`device` {why}")));
+            }
+            ClientRequest::PairRequest {
+                signature,
+                public_key,
+                device,
+                channel_binding: fields.optional_string("channel_binding")?,
+            }
+        }
+        "pair.respond" => {
+            let pair_id = fields.required_string("pair_id")?;
+            let allow = match fields.obj.remove("allow") {
+                Some(Value::Bool(b)) => b,
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`allow` must be a boolean".into(),
+                    ));
+                }
+                None => return Err(fail(ErrorCode::BadMessage, "missing `allow`".into())),
+            };
+            let role = match fields.optional_string("role")?.as_deref() {
+                None | Some("owner") => Role::Owner,
+                Some("viewer") => Role::Viewer,
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`role` must be \"owner\" or \"viewer\"".into(),
+                    ));
+                }
+            };
+            ClientRequest::PairRespond {
+                pair_id,
+                allow,
+                role,
+            }
+        }
         "session.list" => ClientRequest::SessionList,
         "attach" => {
             let session = fields.session()?;
@@ -352,15 +426,96 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
     Ok(Inbound { id, request })
 }
 
+/// Check a pairing device name (§3): 1 to 64 Unicode scalar values, none of them
+/// a control character (Cc), a format character (Cf, which includes every bidi
+/// control) or a line/paragraph separator. Err says what is wrong.
+pub fn valid_device_name(name: &str) -> Result<(), &'static str> {
+    let count = name.chars().count();
+    if count == 0 {
+        return Err("must not be empty");
+    }
+    if count > MAX_SHORT_STRING_CHARS {
+        return Err("must be at most 64 characters");
+    }
+    if name.chars().any(|c| c.is_control() || is_format_char(c)) {
+        return Err("must not contain control, format or bidi characters");
+    }
+    Ok(())
+}
+
+/// Unicode general category Cf (format characters, Unicode 15), plus the line
+/// and paragraph separators (Zl, Zp), which terminals also treat as line breaks.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
 /// The valid `id` of a frame, if it has one, without interpreting the rest (used
 /// to answer frames that are refused before parsing, e.g. by the rate limit).
+/// Nothing but the id is materialized (the rest is only skipped over).
 pub fn peek_request_id(text: &str) -> Option<RequestId> {
     #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<Value>,
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
     }
     let raw = serde_json::from_str::<IdOnly>(text).ok()?.id?;
-    parse_id(raw).ok()
+    // A valid id is short; anything longer is not worth building.
+    if raw.get().len() > 4 * MAX_SHORT_STRING_CHARS + 2 {
+        return None;
+    }
+    parse_id(serde_json::from_str(raw.get()).ok()?).ok()
+}
+
+/// Most JSON values (objects, arrays, scalars) one frame may hold.
+pub const MAX_FRAME_JSON_VALUES: usize = 65_536;
+
+/// An upper bound on the number of JSON values in `text` (one per opening
+/// bracket or comma outside strings, plus one), in one pass without allocating.
+pub fn json_values(text: &str) -> usize {
+    let mut n = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 fn parse_id(raw: Value) -> Result<RequestId, ProtocolError> {
@@ -573,6 +728,9 @@ pub enum ServerMsg {
         namespace: &'static str,
         expires_in_ms: u64,
         sign: String,
+        /// `"tls-exporter"` over TLS 1.3 (§3); absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel_binding: Option<&'static str>,
     },
     #[serde(rename = "auth.ok")]
     AuthOk {
@@ -633,6 +791,35 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+    /// The direct reply to `pair.request` (§3).
+    #[serde(rename = "pair.pending")]
+    PairPending {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        pair_id: String,
+        code: String,
+        expires_in_ms: u64,
+    },
+    /// To every owner: a device asks to be paired.
+    #[serde(rename = "pair.requested")]
+    PairRequested {
+        pair_id: String,
+        fingerprint: String,
+        key_type: String,
+        device: String,
+        code: String,
+        peer: String,
+        expires_in_ms: u64,
+    },
+    /// To every owner: a pair request was answered, expired or withdrawn.
+    #[serde(rename = "pair.resolved")]
+    PairResolved {
+        pair_id: String,
+        allow: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        by: String,
+    },
 }
 
 impl ServerMsg {
@@ -681,6 +868,77 @@ mod tests {
     }
 
     #[test]
+    fn device_names_for_pairing() {
+        for ok in ["Pixel 9", "é", "📱 phone", &"x".repeat(64), "日本語"] {
+            assert_eq!(valid_device_name(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "a\nb",
+            "esc\u{1b}[31m",
+            "rtl\u{202e}gnp",
+            "iso\u{2066}x",
+            "zw\u{200b}j",
+            "bom\u{feff}",
+            "line\u{2028}sep",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            assert!(valid_device_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pair_messages_parse() {
+        let r = parse_request(
+            r#"{"type":"pair.request","id":1,"signature":"s","public_key":"k","device":"Pixel 9"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r.request, ClientRequest::PairRequest { ref device, .. } if device == "Pixel 9")
+        );
+        assert_eq!(
+            code_of(r#"{"type":"pair.request","signature":"s","public_key":"k"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(
+                r#"{"type":"pair.request","signature":"s","public_key":"k","device":"a\u001bb"}"#
+            ),
+            ErrorCode::BadMessage
+        );
+        let r = parse_request(r#"{"type":"pair.respond","pair_id":"p","allow":true}"#).unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::PairRespond {
+                allow: true,
+                role: Role::Owner,
+                ..
+            }
+        ));
+        let r =
+            parse_request(r#"{"type":"pair.respond","pair_id":"p","allow":false,"role":"viewer"}"#)
+                .unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::PairRespond {
+                allow: false,
+                role: Role::Viewer,
+                ..
+            }
+        ));
+        assert_eq!(
+            code_of(r#"{"type":"pair.respond","pair_id":"p","allow":"yes"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"pair.respond","pair_id":"p","allow":true,"role":"admin"}"#),
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
     fn classifies_bad_frames() {
         assert_eq!(code_of("not json"), ErrorCode::BadJson);
         assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
@@ -723,6 +981,25 @@ mod tests {
             code_of(&format!(r#"{{"type":"ping","id":"{long}"}}"#)),
             ErrorCode::BadMessage
         );
+    }
+
+    #[test]
+    fn bounds_the_json_tree_a_frame_may_cost() {
+        let mut flood = String::from(r#"{"type":"ping","id":"big","x":["#);
+        for _ in 0..200_000 {
+            flood.push_str("{},");
+        }
+        flood.push_str("{}]}");
+        let err = parse_request(&flood).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(err.id, Some(RequestId::Text("big".into())));
+        // Commas and brackets inside strings are not values.
+        assert_eq!(json_values(r#"{"a":"[,{,\",]"}"#), 2);
+        let text = format!(r#"{{"type":"prompt","content":"{}"}}"#, ",".repeat(100_000));
+        assert!(parse_request(&text).is_ok());
+        // A huge id is never built into a tree.
+        let huge_id = format!(r#"{{"id":[{}1]}}"#, "1,".repeat(10_000));
+        assert_eq!(peek_request_id(&huge_id), None);
     }
 
     #[test]

@@ -16,12 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -33,6 +31,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::connection::writer::CloseRequest;
 use crate::guard::MemoryGuard;
+use crate::listen::preauth::{PRE_AUTH_PER_ADDRESS, PreAuthCap};
+use crate::listen::stream::TlsAcceptor;
+use crate::listen::{self, ConnCtx, Counting, proxy};
 use crate::metrics::{self, Metrics, ReasonLabel};
 use crate::protocol::close_code;
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
@@ -89,6 +90,10 @@ pub struct Shared {
     pub sessions: Sessions,
     pub keys: KeyStore,
     pub throttle: AuthThrottle,
+    /// Where signature verifications run (off the async workers, bounded).
+    pub verifier: crate::auth::Verifier,
+    /// Pending device pairing requests and the owners told about them.
+    pub pairing: Arc<crate::pairing::Pairing>,
     pub metrics: Arc<Metrics>,
     pub server_id: String,
     /// Cancelled to close every connection (shutdown or fatal fault).
@@ -96,7 +101,18 @@ pub struct Shared {
     pub fatal: FatalSignal,
     /// Bytes buffered in client queues and event tails, against `--memory-limit`.
     pub memory: Arc<MemoryGuard>,
-    slots: Arc<Semaphore>,
+    /// `--max-connections` slots, held from the TCP accept on.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Connections not yet authenticated, per address (PROTOCOL.md §1).
+    pub preauth: Arc<PreAuthCap>,
+    /// Server TLS: `None` serves plain TCP. Set by the TLS module at start; its
+    /// handshake runs under the request-head deadline.
+    pub tls: Option<Arc<dyn TlsAcceptor>>,
+    /// `--max-connections` as sized against the open-files limit.
+    pub max_connections: usize,
+    /// Open WebSocket connections (a subset of the slots in use, which also
+    /// count connections still before or in their HTTP request).
+    pub(crate) websockets: std::sync::atomic::AtomicUsize,
     connections: TaskTracker,
     next_conn: AtomicU64,
     started: Instant,
@@ -121,8 +137,14 @@ impl Shared {
         }
     }
 
+    /// Open WebSocket connections.
     fn open_connections(&self) -> usize {
-        self.config.max_connections - self.slots.available_permits()
+        self.websockets.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections holding a `--max-connections` slot.
+    fn slots_in_use(&self) -> usize {
+        self.max_connections - self.slots.available_permits()
     }
 }
 
@@ -160,22 +182,13 @@ pub async fn run_with(
     announce: Announce,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    let max_connections = size_connections(config.max_connections);
     // Everything that can be wrong with the configuration is found before anything starts.
-    let keys =
-        KeyStore::load(&config.authorized_keys, config.viewer_keys.as_deref()).map_err(|e| {
-            let setting = if e.to_string().contains("viewer") {
-                "viewer-keys"
-            } else {
-                "authorized-keys"
-            };
-            config_error(setting, e.to_string())
-        })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        config_error(
-            "data-dir",
-            format!("cannot create {}: {e}", config.data_dir.display()),
-        )
-    })?;
+    let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
+        .map_err(|e| config_error(e.setting(), e.to_string()))?;
+    // Owner-only, or refused (exit 2): journals hold whole transcripts.
+    crate::datadir::prepare(&config.data_dir)
+        .map_err(|e| config_error("data-dir", e.to_string()))?;
     let server_id = match &config.server_id {
         Some(id) => id.clone(),
         None => load_or_create_server_id(&config.data_dir).map_err(|e| {
@@ -235,8 +248,14 @@ pub async fn run_with(
     let watcher_stop = CancellationToken::new();
     let watcher = keys.spawn_watcher(watcher_stop.clone());
     let shared = Arc::new(Shared {
-        slots: Arc::new(Semaphore::new(config.max_connections)),
+        slots: Arc::new(Semaphore::new(max_connections)),
+        preauth: PreAuthCap::new(PRE_AUTH_PER_ADDRESS),
+        tls: None,
+        max_connections,
+        websockets: Default::default(),
         throttle: AuthThrottle::new(config.auth_failures_per_min),
+        verifier: crate::auth::Verifier::for_this_machine(),
+        pairing: crate::pairing::Pairing::new(metrics.clone()),
         config: config.clone(),
         sessions,
         keys,
@@ -257,42 +276,36 @@ pub async fn run_with(
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
-    let app = app.with_state(shared.clone());
+    let app = app.merge(crate::web::router()).with_state(shared.clone());
     let accept_stop = CancellationToken::new();
     let shedder = tokio::spawn(
         memory
             .clone()
             .run(shared.metrics.clone(), accept_stop.clone()),
     );
-    let http = tokio::spawn({
-        let stop = accept_stop.clone();
-        let fatal = fatal.clone();
-        // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` impl applies.
-        let listener = GuardedListener::new(listener, "listen", &shared).tap_io(|_| {});
-        async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-            if let Err(e) = served {
-                fatal.raise(format!("listener failed: {e}"));
-            }
-        }
-    });
+    // Our own accept loop (src/listen): head deadline, slots and per-address
+    // tokens from the TCP accept on. A broken listener raises the fatal signal
+    // from inside `GuardedListener`.
+    let http = tokio::spawn(listen::serve(
+        GuardedListener::new(listener, "listen", &shared),
+        app,
+        shared.clone(),
+        Counting::Counted,
+        accept_stop.clone(),
+    ));
     let metrics_http = metrics_listener.map(|l| {
         let app = Router::new()
             .route("/metrics", get(metrics_handler))
             .route("/healthz", get(healthz))
             .with_state(shared.clone());
-        let stop = accept_stop.clone();
         let l = GuardedListener::new(l, "metrics-listen", &shared);
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        })
+        tokio::spawn(listen::serve(
+            l,
+            app,
+            shared.clone(),
+            Counting::Uncounted,
+            accept_stop.clone(),
+        ))
     });
 
     match announce {
@@ -301,6 +314,7 @@ pub async fn run_with(
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
             let _ = out.flush();
+            crate::web::announce_page(local, false);
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);
@@ -373,9 +387,7 @@ fn load_or_create_server_id(data_dir: &std::path::Path) -> std::io::Result<Strin
     let mut bytes = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join("server_id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::datadir::write_atomic(&path, format!("{id}\n"))?;
     Ok(id)
 }
 
@@ -397,6 +409,10 @@ fn refuse(
         .get_or_create(&ReasonLabel { reason })
         .inc();
     let mut response = (status, axum::Json(body)).into_response();
+    // What the connection held was given up with this refusal: end it.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     if let Some(secs) = retry_after {
         response
             .headers_mut()
@@ -405,12 +421,44 @@ fn refuse(
     response
 }
 
+/// Raise the open-files limit and lower `--max-connections` when the limit
+/// cannot hold that many connections (logged once, clearly).
+fn size_connections(configured: usize) -> usize {
+    let Some(nofile) = listen::fdlimit::raise_nofile() else {
+        return configured;
+    };
+    let sized = listen::fdlimit::size_connections(configured, nofile);
+    if sized < configured {
+        tracing::warn!(
+            max_connections = configured,
+            lowered_to = sized,
+            open_files_limit = nofile,
+            "--max-connections is more than the open-files limit can hold; lowering it (raise `ulimit -n` or the service's LimitNOFILE to keep it)"
+        );
+    }
+    sized
+}
+
+/// `Retry-After` of a refusal for too many unauthenticated connections from one address.
+const ADDRESS_CAP_RETRY_AFTER_SECS: u64 = 2;
+
 async fn ws_handler(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    mut request: Request,
 ) -> Response {
+    let headers = request.headers();
+    let trusted = &shared.config.trusted_proxies;
+    let via_proxy = proxy::is_trusted(ctx.peer.ip(), trusted);
+    let client_ip = proxy::client_address(ctx.peer.ip(), trusted, headers);
+    // "The peer" from here on: the forwarded client address behind a trusted
+    // proxy (its port is not known: 0), else the TCP peer.
+    let peer = if via_proxy {
+        SocketAddr::new(client_ip, 0)
+    } else {
+        ctx.peer
+    };
+    let mut held = ctx.take();
     if shared.conn_shutdown.is_cancelled() {
         return refuse(
             &shared,
@@ -420,7 +468,7 @@ async fn ws_handler(
             Some(5),
         );
     }
-    if let Err(wait) = shared.throttle.check(peer.ip()) {
+    if let Err(wait) = shared.throttle.check(client_ip) {
         tracing::info!(peer = %peer, retry_after_s = retry_after_secs(wait), "refused: too many failed authentications");
         return refuse(
             &shared,
@@ -430,6 +478,23 @@ async fn ws_handler(
             Some(retry_after_secs(wait)),
         );
     }
+    // Behind a trusted proxy the per-address count is taken now, for the
+    // forwarded address; otherwise it was taken at the TCP accept.
+    let preauth = if via_proxy {
+        shared.preauth.try_take(client_ip)
+    } else {
+        held.preauth.take()
+    };
+    let Some(preauth) = preauth else {
+        tracing::info!(peer = %peer, limit = PRE_AUTH_PER_ADDRESS, "refused: too many unauthenticated connections from this address");
+        return refuse(
+            &shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "address_cap",
+            json!({"error": "throttled", "message": "too many connections from this address that have not authenticated yet", "retry_after_s": ADDRESS_CAP_RETRY_AFTER_SECS}),
+            Some(ADDRESS_CAP_RETRY_AFTER_SECS),
+        );
+    };
     if shared.memory.refusing() {
         tracing::warn!(peer = %peer, used_bytes = shared.memory.used(), limit_bytes = shared.memory.limit(), "refused: memory pressure");
         return refuse(
@@ -440,13 +505,13 @@ async fn ws_handler(
             Some(MEMORY_RETRY_AFTER_SECS),
         );
     }
-    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
-        tracing::warn!(peer = %peer, limit = shared.config.max_connections, "refused: connection limit reached");
+    let Some(slot) = held.slot.take() else {
+        tracing::warn!(peer = %peer, limit = shared.max_connections, "refused: connection limit reached");
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
             "limit",
-            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.config.max_connections}),
+            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.max_connections}),
             Some(1),
         );
     };
@@ -457,6 +522,11 @@ async fn ws_handler(
             .allowed_origins
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
+            && !crate::web::own_origin_allowed(
+                origin,
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+                &crate::web::page_hosts(shared.config.listen, &[]),
+            )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
             return refuse(
@@ -468,33 +538,69 @@ async fn ws_handler(
             );
         }
     }
-    let upgrade = match upgrade {
-        Ok(u) => u,
-        Err(rejection) => {
-            shared
-                .metrics
-                .connections_refused
-                .get_or_create(&ReasonLabel {
-                    reason: "not_websocket",
-                })
-                .inc();
-            return rejection.into_response();
+    let accept = match crate::ws::accept_key(request.method(), headers) {
+        Ok(accept) => accept,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut response = refuse(
+                &shared,
+                status,
+                "not_websocket",
+                json!({"error": "bad_request", "message": e.to_string()}),
+                None,
+            );
+            if status == StatusCode::UPGRADE_REQUIRED {
+                response
+                    .headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
         }
     };
-    let config = &shared.config;
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return refuse(
+            &shared,
+            StatusCode::UPGRADE_REQUIRED,
+            "not_websocket",
+            json!({"error": "bad_request", "message": "this connection cannot be upgraded"}),
+            None,
+        );
+    };
+    let transport = connection::Transport {
+        peer,
+        channel_binding: ctx.channel_binding,
+        slot,
+        preauth: Some(preauth),
+    };
     let tracked = shared.clone();
-    upgrade
-        .max_message_size(config.max_frame_bytes)
-        .max_frame_size(config.max_frame_bytes)
-        // Outbound frames can be as large as an agent line (32 MiB) plus its envelope.
-        .max_write_buffer_size(crate::agent::process::MAX_LINE_BYTES + 16 * 1024 * 1024)
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
-            let shared = tracked.clone();
-            tracked
-                .connections
-                .track_future(connection::serve(socket, peer, shared, slot))
-        })
+    shared.connections.spawn(async move {
+        let upgraded = match tokio::time::timeout(listen::UPGRADE_TIMEOUT, on_upgrade).await {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %transport.peer, error = %e, "websocket upgrade failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %transport.peer, "websocket upgrade not completed in time");
+                return;
+            }
+        };
+        connection::serve_upgraded(upgraded, transport, tracked).await;
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
 }
 
 fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
@@ -527,13 +633,22 @@ fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     (all_ready, map)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    if !crate::health::full_detail(peer, &headers) {
+        return axum::Json(crate::health::healthz_minimal()).into_response();
+    }
     let (_, sessions) = session_detail(&shared);
     axum::Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs_f64(),
         "connections": shared.open_connections(),
+        "tcp_connections": shared.slots_in_use(),
         "memory": memory_detail(&shared),
         "sessions": sessions,
     }))
@@ -548,7 +663,12 @@ fn memory_detail(shared: &Shared) -> Value {
     })
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
     let (sessions_ok, sessions) = session_detail(&shared);
     let shutting_down = shared.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
@@ -576,6 +696,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !crate::health::full_detail(peer, &headers) {
+        let sessions = body["sessions"].as_object().cloned().unwrap_or_default();
+        body = crate::health::readyz_minimal(ready, &sessions);
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -389,9 +389,12 @@ async fn inbound_flood_is_rate_limited_then_closed_without_hurting_others() {
         (20..=40).contains(&pongs),
         "burst of 2x10 plus refill: {pongs} pongs"
     );
+    // At most one `rate_limited` error a second reaches the flooder (§2); the
+    // other refused frames are dropped without a reply.
+    let elapsed_s = started.elapsed().as_secs() as usize;
     assert!(
-        limited > 200,
-        "more than 2 × 10/s × 10 s refused before the close: {limited}"
+        (1..=elapsed_s + 1).contains(&limited),
+        "{limited} rate_limited errors in {elapsed_s} s"
     );
 
     // Another connection from the same address is unaffected.

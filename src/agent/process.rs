@@ -99,11 +99,23 @@ pub const STREAM_JSON_FLAGS: &[&str] = &[
 pub fn agent_args(spec: &SpawnSpec, config: &AgentConfig) -> Vec<String> {
     let mut args: Vec<String> = STREAM_JSON_FLAGS.iter().map(|s| s.to_string()).collect();
     if let Some(id) = &spec.resume {
-        args.push("--resume".into());
-        args.push(id.clone());
+        // The id comes from disk (meta.json, the journal): only a UUID becomes an
+        // argument, so a tampered file cannot smuggle in a flag.
+        if valid_conversation_id(id) {
+            args.push("--resume".into());
+            args.push(id.clone());
+        } else {
+            tracing::warn!(session = %spec.session, conversation = %id, "not a conversation id (a UUID); starting a new conversation");
+        }
     }
     args.extend(config.extra_args.iter().cloned());
     args
+}
+
+/// Whether `id` is a conversation id as Claude Code makes them: a UUID in its
+/// canonical hyphenated form (36 characters, so never a flag or a path).
+pub fn valid_conversation_id(id: &str) -> bool {
+    id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
 }
 
 impl AgentProcess {
@@ -123,10 +135,16 @@ impl AgentProcess {
             .kill_on_drop(true);
         // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            let umask = crate::datadir::original_umask();
+            cmd.pre_exec(move || {
                 // If the relay dies, so does the agent (best effort; see survivor.rs for
                 // the case this misses: the spawning thread exiting first).
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The server runs with umask 077 (owner-only data dir); the agent's
+                // files in the user's project get the user's usual umask.
+                if let Some(m) = umask {
+                    libc::umask(m as libc::mode_t);
+                }
                 Ok(())
             });
         }
@@ -454,10 +472,45 @@ pub fn pid_file(session_dir: &Path) -> PathBuf {
     session_dir.join("agent.pid")
 }
 
-/// Record `pid` and its start time.
+/// What `agent.pid` records: enough to recognise the very process we started
+/// (a pid alone may have been reused by the time a relay restarts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PidRecord {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start: u64,
+    /// The process's command line as /proc/PID/cmdline showed it after exec.
+    pub cmdline: Vec<String>,
+}
+
+impl PidRecord {
+    /// The record of the running process `pid`, if /proc can tell.
+    pub fn of(pid: u32) -> Option<PidRecord> {
+        Some(PidRecord {
+            pid,
+            start: process_start_time(pid)?,
+            cmdline: process_cmdline(pid)?,
+        })
+    }
+
+    /// Whether the process now running as `pid` is the one recorded: same start
+    /// time and same command line. Anything else (gone, reused pid) is not ours.
+    pub fn is_running(&self) -> bool {
+        self.pid > 1 && PidRecord::of(self.pid).as_ref() == Some(self)
+    }
+}
+
+/// Record `pid`, its start time and its command line (0600, like all data files).
 pub fn record_pid(session_dir: &Path, pid: u32) {
-    let start = process_start_time(pid).unwrap_or(0);
-    if let Err(e) = std::fs::write(pid_file(session_dir), format!("{pid} {start}\n")) {
+    let Some(record) = PidRecord::of(pid) else {
+        tracing::warn!(
+            pid,
+            "cannot read the agent's start time and command line; not recording its pid"
+        );
+        return;
+    };
+    let body = serde_json::to_string(&record).unwrap_or_default();
+    if let Err(e) = crate::datadir::write_atomic(&pid_file(session_dir), body + "\n") {
         tracing::warn!(error = %e, "cannot record the agent pid");
     }
 }
@@ -468,19 +521,41 @@ pub fn clear_pid(session_dir: &Path) {
 }
 
 /// End an agent left running by a previous relay that died without stopping it.
-/// Only a process whose pid *and* start time match the record is killed, so a
-/// recycled pid is never hit.
+/// Only a process whose pid, start time *and* command line match the record is
+/// killed, so a recycled pid is never hit; a record this version did not write
+/// (older format, edited) is not trusted.
 pub fn end_survivor(session_dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(pid_file(session_dir)).ok()?;
-    let mut parts = text.split_whitespace();
-    let pid: u32 = parts.next()?.parse().ok()?;
-    let start: u64 = parts.next()?.parse().ok()?;
     clear_pid(session_dir);
-    if pid == 0 || process_start_time(pid) != Some(start) {
+    let record: PidRecord = match serde_json::from_str(text.trim()) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!(
+                file = %pid_file(session_dir).display(),
+                "agent.pid not in this version's format; not trusted, nothing signalled"
+            );
+            return None;
+        }
+    };
+    if !record.is_running() {
         return None;
     }
-    signal_group(pid, Signal::SIGKILL);
-    Some(pid)
+    signal_group(record.pid, Signal::SIGKILL);
+    Some(record.pid)
+}
+
+/// The NUL-separated arguments of /proc/PID/cmdline.
+pub fn process_cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None; // a zombie or kernel thread: nothing to match
+    }
+    let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
 }
 
 /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
@@ -532,6 +607,104 @@ mod tests {
             br#"{"duration_api_ms":62,"x":"xx"#,
             br#"xx\"type\":\"result\""}"#
         ));
+    }
+
+    #[test]
+    fn conversation_ids_must_be_uuids() {
+        assert!(valid_conversation_id(
+            "0f8fad5b-d9cb-469f-a165-70867728950e"
+        ));
+        for bad in [
+            "",
+            "--dangerously-skip-permissions",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950e\n--x",
+            "../../etc/passwd",
+        ] {
+            assert!(!valid_conversation_id(bad), "{bad:?}");
+        }
+        let config = AgentConfig {
+            cmd: "claude".into(),
+            extra_args: Vec::new(),
+            probe_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(20),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(5),
+        };
+        let spec = |resume: &str| SpawnSpec {
+            session: "s".into(),
+            workdir: ".".into(),
+            resume: Some(resume.into()),
+            generation: 1,
+        };
+        let args = agent_args(&spec("--dangerously-skip-permissions"), &config);
+        assert!(!args.iter().any(|a| a == "--resume"), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--dangerously-skip-permissions"));
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let args = agent_args(&spec(id), &config);
+        let at = args.iter().position(|a| a == "--resume").unwrap();
+        assert_eq!(args[at + 1], id);
+    }
+
+    /// A real process: a record naming it with another command line (a reused
+    /// pid) or another start time is not trusted and nothing is signalled; the
+    /// exact record is, and the process is ended.
+    #[test]
+    fn survivor_is_ended_only_when_start_time_and_command_line_match() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let real = PidRecord::of(pid).expect("record of a live process");
+        assert_eq!(real.cmdline, ["sleep", "30"]);
+        let write = |r: &PidRecord| {
+            std::fs::write(pid_file(dir.path()), serde_json::to_string(r).unwrap()).unwrap()
+        };
+        let other_cmd = PidRecord {
+            cmdline: vec!["claude".into(), "-p".into()],
+            ..real.clone()
+        };
+        write(&other_cmd);
+        assert_eq!(end_survivor(dir.path()), None);
+        assert!(
+            !pid_file(dir.path()).exists(),
+            "an untrusted record is dropped"
+        );
+        let other_start = PidRecord {
+            start: real.start + 1,
+            ..real.clone()
+        };
+        write(&other_start);
+        assert_eq!(end_survivor(dir.path()), None);
+        // The older "pid start" format is not trusted either.
+        std::fs::write(pid_file(dir.path()), format!("{pid} {}\n", real.start)).unwrap();
+        assert_eq!(end_survivor(dir.path()), None);
+        assert!(child.try_wait().unwrap().is_none(), "nothing was signalled");
+        write(&real);
+        assert_eq!(end_survivor(dir.path()), Some(pid));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn record_pid_writes_an_owner_only_json_record() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        record_pid(dir.path(), std::process::id());
+        let meta = std::fs::metadata(pid_file(dir.path())).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(pid_file(dir.path())).unwrap();
+        let r: PidRecord = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(r.pid, std::process::id());
+        assert!(r.is_running());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub fn run_keys_check(path: &Path, out: &mut impl Write) -> anyhow::Result<i32> 
         total += 1;
         match parsed {
             ParsedLine::Malformed { line, reason } => {
+                // Keys files can hold peer-chosen text (paired keys): escape it.
+                let reason = crate::escape::line(&reason);
                 writeln!(out, "line {line}: refused: malformed line: {reason}")?;
             }
             ParsedLine::Key(k) => {
@@ -64,14 +66,14 @@ pub fn run_keys_check(path: &Path, out: &mut impl Write) -> anyhow::Result<i32> 
                     }
                 }
                 let comment = if k.comment.is_empty() {
-                    "-"
+                    "-".into()
                 } else {
-                    k.comment.as_str()
+                    crate::escape::line(&k.comment)
                 };
                 let options = if k.options.raw.is_empty() {
-                    "-"
+                    "-".into()
                 } else {
-                    k.options.raw.as_str()
+                    crate::escape::line(&k.options.raw)
                 };
                 writeln!(
                     out,
@@ -156,6 +158,27 @@ mod tests {
             "{out}"
         );
         assert!(lines[6].ends_with(": 2 of 6 entries usable"), "{out}");
+    }
+
+    #[test]
+    fn peer_chosen_text_is_escaped_in_the_report() {
+        let dir = tempdir();
+        let ed = keygen(&dir, "ed", "ed25519", None);
+        let path = dir.path().join("paired_keys");
+        let line = ed.pub_line_no_comment();
+        std::fs::write(
+            &path,
+            format!("{line} ph\u{1b}[2Jone\u{202e}\nssh-x\u{1b} AAAA\n"),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        run_keys_check(&path, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(out.contains("comment: ph\\u{1b}[2Jone\\u{202e}"), "{out}");
     }
 
     #[test]

@@ -28,8 +28,15 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus accepted, in bits (bounds verification cost).
+/// Largest RSA modulus accepted, in bits (bounds verification cost; the largest
+/// `ssh-keygen` makes).
 pub const MAX_RSA_BITS: usize = 16384;
+/// Largest RSA public exponent accepted. `ssh-keygen` always uses 65537 (very old
+/// versions 35 or 37); verification costs one modular squaring per exponent bit,
+/// so a 17-bit bound keeps an RSA-16384 verification to about a millisecond
+/// instead of letting a peer choose a 33-bit (or, without the rsa crate's own cap,
+/// arbitrarily long) exponent.
+pub const MAX_RSA_EXPONENT: u64 = 65537;
 
 /// Why the key files could not be (re)loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,8 @@ pub enum KeyFileError {
     /// The file could not be read (missing, permissions, not UTF-8...).
     #[error("cannot read keys file {path}: {source}")]
     Unreadable {
+        /// The setting that names the file (`authorized-keys`, `viewer-keys`, ...).
+        setting: &'static str,
         /// The file.
         path: PathBuf,
         /// What the OS said.
@@ -46,9 +55,54 @@ pub enum KeyFileError {
     /// The owner file lists no key ccrelay can use.
     #[error("keys file {path} has no usable key (run `ccrelay keys check {path}`)")]
     NoUsableKey {
+        /// The setting that names the file.
+        setting: &'static str,
         /// The file.
         path: PathBuf,
     },
+}
+
+impl KeyFileError {
+    /// The option naming the file at fault, for "invalid value for --X" (exit 2).
+    pub fn setting(&self) -> &'static str {
+        match self {
+            KeyFileError::Unreadable { setting, .. }
+            | KeyFileError::NoUsableKey { setting, .. } => setting,
+        }
+    }
+}
+
+/// One file of a [`KeyStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The role its keys get.
+    pub role: Role,
+    /// The option that names it (`authorized-keys`, `viewer-keys`, `paired-keys`, `paired-viewers`).
+    pub setting: &'static str,
+    /// A missing file counts as empty (the paired keys files, created on first use).
+    pub may_be_missing: bool,
+}
+
+impl KeyFile {
+    /// A file that must exist.
+    pub fn required(path: &Path, role: Role, setting: &'static str) -> KeyFile {
+        KeyFile {
+            path: path.to_owned(),
+            role,
+            setting,
+            may_be_missing: false,
+        }
+    }
+
+    /// A file that may not exist yet.
+    pub fn optional(path: &Path, role: Role, setting: &'static str) -> KeyFile {
+        KeyFile {
+            may_be_missing: true,
+            ..KeyFile::required(path, role, setting)
+        }
+    }
 }
 
 /// Why a key line can never be used, whoever connects. `None` means usable
@@ -74,6 +128,8 @@ pub fn key_type_refusal(key: &KeyData) -> Option<AuthError> {
             let bits = rsa_bits(rsa);
             if bits < MIN_RSA_BITS {
                 Some(AuthError::RsaKeyTooSmall { bits })
+            } else if let Some(why) = rsa_exponent_refusal(rsa) {
+                Some(AuthError::UnsupportedKeyType(format!("ssh-rsa with {why}")))
             } else if bits > MAX_RSA_BITS {
                 Some(AuthError::UnsupportedKeyType(format!(
                     "ssh-rsa with {bits} bits"
@@ -85,6 +141,31 @@ pub fn key_type_refusal(key: &KeyData) -> Option<AuthError> {
         other => Some(AuthError::UnsupportedKeyType(
             other.algorithm().as_str().to_owned(),
         )),
+    }
+}
+
+/// Why an RSA public exponent is refused: it must be odd, at least 3 and at
+/// most [`MAX_RSA_EXPONENT`]. Checked on the bytes, before any arithmetic.
+fn rsa_exponent_refusal(rsa: &ssh_key::public::RsaPublicKey) -> Option<String> {
+    let e = rsa.e.as_positive_bytes().unwrap_or(&[]);
+    let e = match e.iter().position(|&b| b != 0) {
+        Some(i) => &e[i..],
+        None => return Some("a zero public exponent".into()),
+    };
+    if e.len() > 8 {
+        return Some(format!("a {}-byte public exponent", e.len()));
+    }
+    let value = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if value > MAX_RSA_EXPONENT {
+        Some(format!(
+            "public exponent {value} (at most {MAX_RSA_EXPONENT} accepted)"
+        ))
+    } else if value < 3 || value % 2 == 0 {
+        Some(format!(
+            "public exponent {value} (an odd number from 3 needed)"
+        ))
+    } else {
+        None
     }
 }
 
@@ -164,14 +245,27 @@ pub struct KeySet {
 impl KeySet {
     /// Build a set from file texts. `*_name` names the file in warnings.
     pub fn from_texts(owner_name: &str, owner: &str, viewer: Option<(&str, &str)>) -> KeySet {
+        let mut files = vec![(owner_name, owner, Role::Owner)];
+        if let Some((name, text)) = viewer {
+            files.push((name, text, Role::Viewer));
+        }
+        KeySet::from_files(&files)
+    }
+
+    /// Build a set from (name, text, role) of each file, owner files first.
+    pub fn from_files(files: &[(&str, &str, Role)]) -> KeySet {
         let mut set = KeySet::default();
         let mut hasher = Sha256::new();
-        hasher.update(owner.len().to_be_bytes());
-        hasher.update(owner.as_bytes());
-        set.add_file(owner_name, owner, Role::Owner);
-        if let Some((name, text)) = viewer {
+        // Owner files first, so that a key in both gets the owner role (as sshd
+        // scans, the first allowing entry wins).
+        let ordered = files
+            .iter()
+            .filter(|f| f.2 == Role::Owner)
+            .chain(files.iter().filter(|f| f.2 == Role::Viewer));
+        for (name, text, role) in ordered {
+            hasher.update(text.len().to_be_bytes());
             hasher.update(text.as_bytes());
-            set.add_file(name, text, Role::Viewer);
+            set.add_file(name, text, *role);
         }
         set.digest = hasher.finalize().into();
         set
@@ -289,8 +383,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 }
 
 struct Inner {
-    owner: PathBuf,
-    viewer: Option<PathBuf>,
+    files: Vec<KeyFile>,
     tx: watch::Sender<Arc<KeySet>>,
     /// Serialises reloads (watcher, SIGHUP, explicit calls).
     reload_lock: Mutex<()>,
@@ -305,53 +398,81 @@ pub struct KeyStore {
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
-            .field("owner", &self.inner.owner)
-            .field("viewer", &self.inner.viewer)
+            .field("files", &self.inner.files)
             .field("keys", &self.current().len())
             .finish()
     }
 }
 
-fn read(path: &Path) -> Result<String, KeyFileError> {
-    std::fs::read_to_string(path).map_err(|source| KeyFileError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })
+fn read(file: &KeyFile) -> Result<String, KeyFileError> {
+    match std::fs::read_to_string(&file.path) {
+        Ok(text) => Ok(text),
+        Err(e) if file.may_be_missing && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(String::new())
+        }
+        Err(source) => Err(KeyFileError::Unreadable {
+            setting: file.setting,
+            path: file.path.clone(),
+            source,
+        }),
+    }
 }
 
-fn read_set(owner: &Path, viewer: Option<&Path>) -> Result<KeySet, KeyFileError> {
-    let owner_text = read(owner)?;
-    let viewer_text = viewer.map(|p| read(p).map(|t| (p, t))).transpose()?;
-    let owner_name = owner.display().to_string();
-    let viewer_name = viewer.map(|p| p.display().to_string()).unwrap_or_default();
-    Ok(KeySet::from_texts(
-        &owner_name,
-        &owner_text,
-        viewer_text
-            .as_ref()
-            .map(|(_, t)| (viewer_name.as_str(), t.as_str())),
-    ))
+fn read_set(files: &[KeyFile]) -> Result<KeySet, KeyFileError> {
+    let mut texts = Vec::with_capacity(files.len());
+    for f in files {
+        texts.push((f.path.display().to_string(), read(f)?, f.role));
+    }
+    let refs: Vec<(&str, &str, Role)> = texts
+        .iter()
+        .map(|(n, t, r)| (n.as_str(), t.as_str(), *r))
+        .collect();
+    Ok(KeySet::from_files(&refs))
 }
 
 impl KeyStore {
     /// Errors (for the server's config validation, exit 2): owner file unreadable, or no usable key in it. Names the file.
     pub fn load(owner_path: &Path, viewer_path: Option<&Path>) -> Result<KeyStore, KeyFileError> {
-        let set = read_set(owner_path, viewer_path)?;
+        let mut files = vec![KeyFile::required(
+            owner_path,
+            Role::Owner,
+            "authorized-keys",
+        )];
+        if let Some(v) = viewer_path {
+            files.push(KeyFile::required(v, Role::Viewer, "viewer-keys"));
+        }
+        KeyStore::load_files(files)
+    }
+
+    /// Load these files (the first owner file is the one named when no owner key
+    /// is usable; keys from any owner file count).
+    pub fn load_files(files: Vec<KeyFile>) -> Result<KeyStore, KeyFileError> {
+        let set = read_set(&files)?;
         if set.usable_of(Role::Owner) == 0 {
+            let first = files.iter().find(|f| f.role == Role::Owner);
             return Err(KeyFileError::NoUsableKey {
-                path: owner_path.to_owned(),
+                setting: first.map_or("authorized-keys", |f| f.setting),
+                path: first.map(|f| f.path.clone()).unwrap_or_default(),
             });
         }
-        tracing::info!(owner_file = %owner_path.display(), keys = set.len(), "authorized keys loaded");
+        tracing::info!(
+            files = ?files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            keys = set.len(),
+            "authorized keys loaded"
+        );
         let (tx, _rx) = watch::channel(Arc::new(set));
         Ok(KeyStore {
             inner: Arc::new(Inner {
-                owner: owner_path.to_owned(),
-                viewer: viewer_path.map(Path::to_owned),
+                files,
                 tx,
                 reload_lock: Mutex::new(()),
             }),
         })
+    }
+
+    /// The files this store reads.
+    pub fn files(&self) -> &[KeyFile] {
+        &self.inner.files
     }
 
     /// The set in force now.
@@ -367,10 +488,10 @@ impl KeyStore {
             .reload_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let set = read_set(&self.inner.owner, self.inner.viewer.as_deref())?;
+        let set = read_set(&self.inner.files)?;
         if set.usable_of(Role::Owner) == 0 {
             // Not an error: emptying the file is a way to revoke every key.
-            tracing::warn!(file = %self.inner.owner.display(), "owner keys file now has no usable key");
+            tracing::warn!("the owner keys files now have no usable key");
         }
         let set = Arc::new(set);
         let changed = self.inner.tx.send_if_modified(|cur| {
@@ -392,11 +513,8 @@ impl KeyStore {
         self.inner.tx.subscribe()
     }
 
-    fn stamps(&self) -> (Option<FileStamp>, Option<FileStamp>) {
-        (
-            stamp(&self.inner.owner),
-            self.inner.viewer.as_deref().and_then(stamp),
-        )
+    fn stamps(&self) -> Vec<Option<FileStamp>> {
+        self.inner.files.iter().map(|f| stamp(&f.path)).collect()
     }
 
     async fn reload_in_background(&self, why: &'static str) {
@@ -642,6 +760,62 @@ mod tests {
         assert!(rx.borrow_and_update().is_empty());
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn rsa_exponents_are_bounded_before_any_arithmetic() {
+        let key = |e: &[u8]| {
+            KeyData::Rsa(ssh_key::public::RsaPublicKey {
+                e: ssh_key::Mpint::from_positive_bytes(e).unwrap(),
+                n: ssh_key::Mpint::from_positive_bytes(&[0xc5; 256]).unwrap(),
+            })
+        };
+        assert!(key_type_refusal(&key(&[1, 0, 1])).is_none(), "65537");
+        assert!(
+            key_type_refusal(&key(&[35])).is_none(),
+            "old ssh-keygen's 35"
+        );
+        for bad in [
+            &[1, 0, 3][..],
+            &[2],
+            &[1],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[1, 0, 0, 0, 1],
+            &[0x7f; 64],
+        ] {
+            let refusal = key_type_refusal(&key(bad)).expect("refused");
+            assert_eq!(refusal.reason_label(), "unsupported_key_type", "{bad:?}");
+        }
+        // A file line with such a key is refused at load (and by `keys check`).
+        let big_e = PublicKey::new(key(&[0xff, 0xff, 0xff, 0xff]), "big-e");
+        let set = KeySet::from_texts("owner", &big_e.to_openssh().unwrap(), None);
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn viewer_file_errors_name_viewer_keys() {
+        let dir = tempdir();
+        let good = dir.path().join("owners");
+        std::fs::write(&good, format!("{ED_FIXTURE_LINE}\n")).unwrap();
+        let err = KeyStore::load(&good, Some(&dir.path().join("vkeys"))).unwrap_err();
+        assert_eq!(err.setting(), "viewer-keys");
+        let err = KeyStore::load(&dir.path().join("nope"), None).unwrap_err();
+        assert_eq!(err.setting(), "authorized-keys");
+        // Paired files may be missing; their keys count as owners.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let paired = dir.path().join("paired_keys");
+        let files = vec![
+            KeyFile::required(&empty, Role::Owner, "authorized-keys"),
+            KeyFile::optional(&paired, Role::Owner, "paired-keys"),
+        ];
+        assert!(
+            KeyStore::load_files(files.clone()).is_err(),
+            "no owner key yet"
+        );
+        std::fs::write(&paired, format!("{ED_FIXTURE_LINE}\n")).unwrap();
+        let store = KeyStore::load_files(files).unwrap();
+        assert_eq!(store.current().len(), 1);
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //!
 //! Files: `sshsig` (wire format), `authorized_keys` (line parser),
 //! `hostmatch` (`from=` patterns), `keystore` (keys in force, reloads),
-//! `verify` (the full check of one response), `throttle`, `signer`, `check`.
+//! `verify` (the full check of one response), `pool` (where verification runs),
+//! `throttle`, `signer`, `check`, `paired` (paired keys files, `ccrelay keys`).
 
 mod authorized_keys;
 mod check;
 mod hostmatch;
 mod keystore;
+mod paired;
+mod pool;
 mod signer;
 mod sshsig;
 mod throttle;
@@ -30,23 +33,32 @@ use rand::RngCore as _;
 
 pub use authorized_keys::{KeyLine, KeyOptions, parse_expiry_time};
 pub use check::run_keys_check;
-pub use hostmatch::{FromRefusal, match_from};
+pub use hostmatch::{FromRefusal, canonical as canonical_ip, match_from};
 pub use keystore::{
-    KeyEntry, KeyFileError, KeySet, KeyStore, MAX_RSA_BITS, MIN_RSA_BITS, WATCH_INTERVAL,
+    KeyEntry, KeyFile, KeyFileError, KeySet, KeyStore, MAX_RSA_BITS, MAX_RSA_EXPONENT,
+    MIN_RSA_BITS, WATCH_INTERVAL,
 };
+pub use paired::{
+    KeyPaths, append_line, file_lists, paired_line, remove_fingerprint, run_keys_add,
+    run_keys_list, run_keys_remove, today,
+};
+pub use pool::Verifier;
 pub use signer::{
     SignError, agent_keys, decrypt_private_key, load_private_key, sign_with_agent,
     sign_with_private_key, sign_with_ssh_keygen,
 };
 pub use sshsig::{MAX_ARMOR_BYTES, SK_USER_PRESENCE, SK_USER_VERIFIED};
 pub use throttle::AuthThrottle;
-pub use verify::{key_type_name, verify_response};
+pub use verify::{Candidate, key_type_name, verify_response};
 
 /// The SSHSIG namespace every ccrelay signature must carry.
 pub const NAMESPACE: &str = "ccrelay-auth";
 
 /// Prefix of the signed text: `ccrelay-auth-v1:<server_id>:<nonce>`.
 pub const SIGN_PREFIX: &str = "ccrelay-auth-v1";
+
+/// The one channel binding type ccrelay offers (RFC 9266).
+pub const CHANNEL_BINDING_TLS_EXPORTER: &str = "tls-exporter";
 
 /// What a key may do: owners drive the session, viewers only watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -96,6 +108,9 @@ pub struct Challenge {
     pub expires_at: Instant,
     /// Lifetime given at creation (for `expires_in_ms`).
     pub ttl: Duration,
+    /// The connection's TLS 1.3 exporter (RFC 9266), when it has one: the
+    /// challenge then offers `"channel_binding":"tls-exporter"`.
+    pub channel_binding: Option<[u8; 32]>,
 }
 
 impl Challenge {
@@ -114,6 +129,42 @@ impl Challenge {
                 .checked_add(ttl)
                 .unwrap_or(now + Duration::from_secs(86_400 * 365)),
             ttl,
+            channel_binding: None,
+        }
+    }
+
+    /// The same challenge bound to this connection's TLS exporter (None: unbound).
+    pub fn with_channel_binding(mut self, exporter: Option<[u8; 32]>) -> Self {
+        self.channel_binding = exporter;
+        self
+    }
+
+    /// What the challenge offers in its `channel_binding` field.
+    pub fn offered_binding(&self) -> Option<&'static str> {
+        self.channel_binding.map(|_| CHANNEL_BINDING_TLS_EXPORTER)
+    }
+
+    /// The exact bytes a response must have signed, given the `channel_binding`
+    /// it claims: `sign`, or `<sign>:tls-exporter:<exporter, base64url>` (§3).
+    /// With `require_binding`, an unbound response on a connection that has an
+    /// exporter is refused.
+    pub fn signed_text(
+        &self,
+        claimed: Option<&str>,
+        require_binding: bool,
+    ) -> Result<String, AuthError> {
+        match (claimed, self.channel_binding) {
+            (None, Some(_)) if require_binding => Err(AuthError::ChannelBindingRequired),
+            (None, _) => Ok(self.sign.clone()),
+            (Some(CHANNEL_BINDING_TLS_EXPORTER), Some(exporter)) => Ok(format!(
+                "{}:{CHANNEL_BINDING_TLS_EXPORTER}:{}",
+                self.sign,
+                URL_SAFE_NO_PAD.encode(exporter)
+            )),
+            (Some(CHANNEL_BINDING_TLS_EXPORTER), None) => Err(AuthError::ChannelBindingUnavailable),
+            (Some(other), _) => Err(AuthError::UnsupportedChannelBinding(
+                other.chars().take(32).collect(),
+            )),
         }
     }
 
@@ -183,6 +234,15 @@ pub enum AuthError {
     /// The challenge expired before the response was checked.
     #[error("challenge expired")]
     ChallengeExpired,
+    /// `--require-channel-binding` and the response is not bound to the TLS connection.
+    #[error("response not bound to the TLS connection (--require-channel-binding)")]
+    ChannelBindingRequired,
+    /// The response claims `tls-exporter` binding on a connection without TLS 1.3.
+    #[error("response claims tls-exporter binding but this connection has no TLS exporter")]
+    ChannelBindingUnavailable,
+    /// A `channel_binding` type ccrelay does not know.
+    #[error("unsupported channel binding {0:?}")]
+    UnsupportedChannelBinding(String),
 }
 
 impl AuthError {
@@ -205,7 +265,31 @@ impl AuthError {
             AuthError::UserPresenceMissing => "user_presence_missing",
             AuthError::UserVerificationMissing => "user_verification_missing",
             AuthError::ChallengeExpired => "challenge_expired",
+            AuthError::ChannelBindingRequired => "binding_required",
+            AuthError::ChannelBindingUnavailable => "binding_unavailable",
+            AuthError::UnsupportedChannelBinding(_) => "binding_unsupported",
         }
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (parsers of peer and file input
+/// that are private to this module). Not an API: results are reduced to what a
+/// fuzzer can check.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The SSHSIG armor and blob parser, from armored text; true if it parsed.
+    pub fn sshsig_armored(text: &str) -> bool {
+        super::sshsig::parse_armored(text).is_ok()
+    }
+
+    /// The SSHSIG blob parser, from the binary blob; true if it parsed.
+    pub fn sshsig_blob(blob: &[u8]) -> bool {
+        super::sshsig::parse_blob(blob).is_ok()
+    }
+
+    /// The authorized_keys parser; the number of lines it returned.
+    pub fn authorized_keys(text: &str) -> usize {
+        super::authorized_keys::parse(text).len()
     }
 }
 
@@ -227,6 +311,40 @@ mod tests {
         assert!(!c.is_expired(Instant::now()));
         assert!(c.is_expired(c.expires_at));
         assert!(c.is_expired(Instant::now() + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn channel_binding_text() {
+        let exporter = [7u8; 32];
+        let unbound = Challenge::new("srv", Duration::from_secs(10));
+        assert_eq!(unbound.offered_binding(), None);
+        assert_eq!(unbound.signed_text(None, true).unwrap(), unbound.sign);
+        assert_eq!(
+            unbound.signed_text(Some("tls-exporter"), false),
+            Err(AuthError::ChannelBindingUnavailable)
+        );
+        let bound = unbound.clone().with_channel_binding(Some(exporter));
+        assert_eq!(bound.offered_binding(), Some("tls-exporter"));
+        assert_eq!(
+            bound.signed_text(Some("tls-exporter"), true).unwrap(),
+            format!(
+                "{}:tls-exporter:{}",
+                bound.sign,
+                URL_SAFE_NO_PAD.encode(exporter)
+            )
+        );
+        // 32 bytes: 43 base64url characters, no padding.
+        let text = bound.signed_text(Some("tls-exporter"), false).unwrap();
+        assert_eq!(text.rsplit(':').next().unwrap().len(), 43);
+        assert_eq!(bound.signed_text(None, false).unwrap(), bound.sign);
+        assert_eq!(
+            bound.signed_text(None, true),
+            Err(AuthError::ChannelBindingRequired)
+        );
+        assert!(matches!(
+            bound.signed_text(Some("tls-unique"), false),
+            Err(AuthError::UnsupportedChannelBinding(_))
+        ));
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_blob(blob: &[u8]) -> Result<ParsedSig, AuthError> {
+pub(super) fn parse_blob(blob: &[u8]) -> Result<ParsedSig, AuthError> {
     let mut r = Reader(blob);
     if r.take(MAGIC.len())? != MAGIC {
         return Err(AuthError::BadArmor("not an SSHSIG blob".into()));

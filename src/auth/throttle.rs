@@ -1,8 +1,11 @@
 //! Per-address throttle of failed authentications (HTTP 429 before the upgrade).
 //!
 //! A token bucket per address: `failures_per_minute` tokens, refilled evenly
-//! over a minute; each failure takes one; an address with less than one token
-//! left is refused until one has refilled. Our own buckets rather than
+//! over a minute. An attempt takes one when it arrives ([`AuthThrottle::try_take`],
+//! PROTOCOL.md §3) and a success gives it back ([`AuthThrottle::give_back`]), so
+//! that many concurrent attempts from one address can never all be verified;
+//! timeouts and protocol errors take one with [`AuthThrottle::record_failure`].
+//! An address with less than one token left is refused until one has refilled. Our own buckets rather than
 //! governor's keyed limiter because `check` must look without consuming.
 //! IPv6 peers are grouped by /64 (one host usually owns the whole prefix);
 //! IPv4-mapped IPv6 counts as IPv4. Memory is bounded: full buckets carry no
@@ -75,6 +78,17 @@ impl AuthThrottle {
         self.record_failure_at(ip, Instant::now());
     }
 
+    /// An attempt from `ip` arrives: take one token if there is one (Ok), else
+    /// refuse it without taking anything (Err: how long until one refills).
+    pub fn try_take(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.try_take_at(ip, Instant::now())
+    }
+
+    /// An attempt from `ip` succeeded: return the token it took.
+    pub fn give_back(&self, ip: IpAddr) {
+        self.give_back_at(ip, Instant::now());
+    }
+
     /// Number of addresses currently tracked.
     pub fn tracked(&self) -> usize {
         self.lock().buckets.len()
@@ -105,6 +119,34 @@ impl AuthThrottle {
         }
     }
 
+    pub(crate) fn try_take_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        // One lock for the check and the take: concurrent attempts cannot both
+        // see the last token.
+        let mut state = self.lock();
+        let k = key(ip);
+        let tokens = state
+            .buckets
+            .get(&k)
+            .map_or(self.burst, |b| self.refill(b, now));
+        if tokens < 1.0 {
+            let secs = (1.0 - tokens) / self.rate;
+            return Err(Duration::from_millis((secs * 1000.0).ceil().max(1.0) as u64));
+        }
+        self.take_locked(&mut state, k, tokens, now);
+        Ok(())
+    }
+
+    pub(crate) fn give_back_at(&self, ip: IpAddr, now: Instant) {
+        let mut state = self.lock();
+        if let Some(b) = state.buckets.get_mut(&key(ip)) {
+            let tokens = (self.refill(b, now) + 1.0).min(self.burst);
+            *b = Bucket {
+                tokens,
+                updated: now,
+            };
+        }
+    }
+
     pub(crate) fn record_failure_at(&self, ip: IpAddr, now: Instant) {
         let mut state = self.lock();
         let k = key(ip);
@@ -112,6 +154,10 @@ impl AuthThrottle {
             .buckets
             .get(&k)
             .map_or(self.burst, |b| self.refill(b, now));
+        self.take_locked(&mut state, k, tokens, now);
+    }
+
+    fn take_locked(&self, state: &mut State, k: IpAddr, tokens: f64, now: Instant) {
         state.buckets.insert(
             k,
             Bucket {
@@ -121,7 +167,7 @@ impl AuthThrottle {
         );
         state.since_prune += 1;
         if state.buckets.len() > self.max_entries || state.since_prune >= 1024 {
-            self.prune(&mut state, now);
+            self.prune(state, now);
         }
     }
 
@@ -212,6 +258,35 @@ mod tests {
         assert!(t.check_at(ip("::ffff:192.0.2.2"), now).is_ok());
         // The IPv4-mapped form of the throttled address is the same address.
         assert!(t.check_at(ip("::ffff:192.0.2.1"), now).is_err());
+    }
+
+    #[test]
+    fn attempts_take_on_arrival_and_success_gives_back() {
+        let t = AuthThrottle::new(10);
+        let now = Instant::now();
+        let a = ip("192.0.2.7");
+        // Ten attempts in flight at once: all admitted, the eleventh is not.
+        for i in 0..10 {
+            assert!(t.try_take_at(a, now).is_ok(), "attempt {i}");
+        }
+        let wait = t.try_take_at(a, now).unwrap_err();
+        assert!(wait > Duration::ZERO);
+        assert!(t.check_at(a, now).is_err());
+        // One succeeds: its token comes back, exactly one more attempt fits.
+        t.give_back_at(a, now);
+        assert!(t.check_at(a, now).is_ok());
+        assert!(t.try_take_at(a, now).is_ok());
+        assert!(t.try_take_at(a, now).is_err());
+        // Successes never raise the budget above its size.
+        let b = ip("192.0.2.8");
+        t.try_take_at(b, now).unwrap();
+        for _ in 0..5 {
+            t.give_back_at(b, now);
+        }
+        for _ in 0..10 {
+            assert!(t.try_take_at(b, now).is_ok());
+        }
+        assert!(t.try_take_at(b, now).is_err());
     }
 
     #[test]

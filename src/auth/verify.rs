@@ -11,7 +11,7 @@ use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey, SshSig};
 use subtle::ConstantTimeEq as _;
 
-use super::keystore::{KeySet, MAX_RSA_BITS, key_type_refusal};
+use super::keystore::{KeyEntry, KeySet, MAX_RSA_BITS, key_type_refusal};
 use super::sshsig::{self, ParsedSig, SK_USER_PRESENCE, SK_USER_VERIFIED};
 use super::{AuthError, Challenge, Identity, KeyOptions, NAMESPACE};
 
@@ -19,7 +19,10 @@ use super::{AuthError, Challenge, Identity, KeyOptions, NAMESPACE};
 ///
 /// `now` is the wall clock for `expiry-time`; the challenge's own expiry is
 /// checked against `Instant::now()`. Whether this challenge was already used is
-/// the caller's business (one challenge per connection, one response).
+/// the caller's business (one challenge per connection, one response). The
+/// steps are also public ([`Candidate::parse`], [`Candidate::authorize`],
+/// [`Candidate::verify`]) so that the connection can look the key up before
+/// any signature arithmetic and run the arithmetic off the async workers.
 pub fn verify_response(
     challenge: &Challenge,
     signature_armored: &str,
@@ -28,30 +31,96 @@ pub fn verify_response(
     keys: &KeySet,
     now: SystemTime,
 ) -> Result<Identity, AuthError> {
-    if challenge.is_expired(Instant::now()) {
-        return Err(AuthError::ChallengeExpired);
+    let candidate = Candidate::parse(challenge, signature_armored, claimed_public_key)?;
+    let entry = candidate.authorize(keys, peer, now)?;
+    candidate.verify(challenge.sign.as_bytes())?;
+    Ok(candidate.identity(&entry))
+}
+
+/// A response whose signature parsed and whose key ccrelay supports, not yet
+/// verified. Everything about it is cheap; only [`Candidate::verify`] costs CPU.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    sig: ParsedSig,
+}
+
+impl Candidate {
+    /// Expiry of the challenge, the armor and blob, the key type (DSA, RSA size
+    /// and exponent bounds), and `public_key` against the embedded key.
+    pub fn parse(
+        challenge: &Challenge,
+        signature_armored: &str,
+        claimed_public_key: Option<&str>,
+    ) -> Result<Candidate, AuthError> {
+        if challenge.is_expired(Instant::now()) {
+            return Err(AuthError::ChallengeExpired);
+        }
+        let sig = sshsig::parse_armored(signature_armored)?;
+        if let Some(refusal) = key_type_refusal(&sig.key) {
+            return Err(refusal);
+        }
+        if let Some(claimed) = claimed_public_key {
+            check_claimed_key(claimed, &sig.key)?;
+        }
+        Ok(Candidate { sig })
     }
-    let sig = sshsig::parse_armored(signature_armored)?;
-    if let Some(refusal) = key_type_refusal(&sig.key) {
-        return Err(refusal);
+
+    /// The signer's key.
+    pub fn key(&self) -> &KeyData {
+        &self.sig.key
     }
-    if let Some(claimed) = claimed_public_key {
-        check_claimed_key(claimed, &sig.key)?;
+
+    /// `SHA256:...` of the signer's key.
+    pub fn fingerprint(&self) -> String {
+        self.sig.key.fingerprint(HashAlg::Sha256).to_string()
     }
-    verify_signature(&sig, challenge.sign.as_bytes())?;
-    // Authorization only after the signature holds: unlisted keys cost the same
-    // as listed ones, so timing does not tell which keys are listed.
-    let entry = keys.find(&sig.key, peer, now)?;
-    check_sk_flags(&sig, entry.options())?;
-    let mut public_key = PublicKey::from(sig.key.clone());
-    public_key.set_comment(entry.line.comment.clone());
-    Ok(Identity {
-        fingerprint: sig.key.fingerprint(HashAlg::Sha256).to_string(),
-        comment: entry.line.comment.clone(),
-        role: entry.role,
-        key_type: key_type_name(&sig.key).to_owned(),
-        public_key,
-    })
+
+    /// Algorithm name of the signer's key (bounded set).
+    pub fn key_type(&self) -> &'static str {
+        key_type_name(&self.sig.key)
+    }
+
+    /// Look the key up in the keys in force (no signature arithmetic): the entry
+    /// that lets `peer` in at `now`, with the FIDO flags its options require.
+    pub fn authorize(
+        &self,
+        keys: &KeySet,
+        peer: IpAddr,
+        now: SystemTime,
+    ) -> Result<KeyEntry, AuthError> {
+        let entry = keys.find(&self.sig.key, peer, now)?;
+        check_sk_flags(&self.sig, entry.options())?;
+        Ok(entry.clone())
+    }
+
+    /// FIDO flags with no keys-file options (pairing: user presence required).
+    pub fn check_presence(&self) -> Result<(), AuthError> {
+        check_sk_flags(&self.sig, &KeyOptions::default())
+    }
+
+    /// The signature arithmetic over `msg` (the `sign` text, or its bound form).
+    /// The only expensive step: callers run it off the async workers.
+    pub fn verify(&self, msg: &[u8]) -> Result<(), AuthError> {
+        verify_signature(&self.sig, msg)
+    }
+
+    /// The identity a verified candidate gets from its keys-file entry.
+    pub fn identity(&self, entry: &KeyEntry) -> Identity {
+        self.identity_with(entry.role, &entry.line.comment)
+    }
+
+    /// The identity with an explicit role and comment (a freshly paired key).
+    pub fn identity_with(&self, role: super::Role, comment: &str) -> Identity {
+        let mut public_key = PublicKey::from(self.sig.key.clone());
+        public_key.set_comment(comment);
+        Identity {
+            fingerprint: self.fingerprint(),
+            comment: comment.to_owned(),
+            role,
+            key_type: key_type_name(&self.sig.key).to_owned(),
+            public_key,
+        }
+    }
 }
 
 /// Algorithm name of a key, from a bounded set (safe as a metrics label).
@@ -342,12 +411,14 @@ mod tests {
             label(verify(&c, &join_fields(&f), None, &keys)),
             "bad_signature"
         );
+        // A tampered embedded key is another key: it is looked up (and not
+        // found) before any signature arithmetic.
         let mut f = split_fields(&good);
         let last = f.key_blob.len() - 1;
         f.key_blob[last] ^= 0x01;
         assert_eq!(
             label(verify(&c, &join_fields(&f), None, &keys)),
-            "bad_signature"
+            "not_listed"
         );
 
         // A hash other than sha256/sha512.

@@ -20,6 +20,8 @@ pub enum Decision {
     /// Allow and apply the request's `permission_suggestions`.
     AllowAlways,
     Deny(Option<String>),
+    /// A pairing request allowed with the viewer role (`v`).
+    AllowViewer,
 }
 
 /// What a key press asks the session to do.
@@ -49,6 +51,16 @@ pub struct Ask {
     pub tool: String,
     /// Whether "always allow" has suggestions to apply.
     pub can_always: bool,
+    /// Set when this is a device pairing request (answered y / v / n).
+    pub pair: Option<PairAsk>,
+}
+
+/// A device pairing request on screen; every string already made terminal-safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairAsk {
+    pub device: String,
+    pub code: String,
+    pub fingerprint: String,
 }
 
 /// What to draw: lines of text (prompts included) and where the cursor sits.
@@ -137,6 +149,21 @@ impl Editor {
         }
         if self.message.is_some() {
             return self.message_key(key);
+        }
+        if let Some(ask) = &self.ask
+            && ask.pair.is_some()
+        {
+            let request_id = ask.request_id.clone();
+            let decision = match key.code {
+                KeyCode::Char('y' | 'Y') => Decision::Allow,
+                KeyCode::Char('v' | 'V') => Decision::AllowViewer,
+                KeyCode::Char('n' | 'N') => Decision::Deny(None),
+                _ => return Action::None,
+            };
+            return Action::Answer {
+                request_id,
+                decision,
+            };
         }
         if let Some(ask) = &self.ask {
             let request_id = ask.request_id.clone();
@@ -318,6 +345,17 @@ impl Editor {
 
     /// The lines to draw, prompts included, and the cursor position.
     pub fn view(&self) -> View {
+        if let Some(pair) = self.ask.as_ref().and_then(|a| a.pair.as_ref()) {
+            let line = format!(
+                "Pair device \"{}\" (code {}, {})? [y] yes, as owner  [v] yes, as viewer  [n] no",
+                pair.device, pair.code, pair.fingerprint
+            );
+            let col = line.chars().count();
+            return View {
+                lines: vec![line],
+                cursor: (0, col),
+            };
+        }
         if let Some(ask) = &self.ask {
             if let Some(msg) = &self.message {
                 let head = format!(
@@ -446,6 +484,7 @@ mod tests {
         let mut e = Editor::new();
         typed(&mut e, "draft");
         e.set_ask(Some(Ask {
+            pair: None,
             request_id: "r1".into(),
             tool: "Bash".into(),
             can_always: true,

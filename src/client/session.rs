@@ -133,6 +133,23 @@ impl PromptJob {
     }
 }
 
+/// A device pairing request shown to this owner; strings already terminal-safe.
+#[derive(Debug, Clone)]
+struct PairRequest {
+    pair_id: String,
+    device: String,
+    code: String,
+    fingerprint: String,
+}
+
+/// A peer-controlled string made safe for one terminal line (see
+/// [`crate::escape`]: controls, bidi and invisible characters shown escaped),
+/// cut at `max` characters.
+fn terminal_safe(text: &str, max: usize) -> String {
+    let cut: String = text.chars().take(max).collect();
+    crate::escape::line(&cut).into_owned()
+}
+
 /// An interactive prompt waiting for its `ok` (resent with its key after a reconnect).
 #[derive(Debug, Clone)]
 struct Outgoing {
@@ -169,6 +186,8 @@ pub struct Session {
     pending: Vec<(String, Value)>,
     /// Requests this client answered and whose `relay.resolved` has not come yet.
     answered: HashSet<String>,
+    /// Device pairing requests owners are asked about (`pair.requested`), oldest first.
+    pairs: Vec<PairRequest>,
     outgoing: Vec<Outgoing>,
     next_id: u64,
     interrupt_sent: bool,
@@ -198,6 +217,7 @@ impl Session {
             ended: HashMap::new(),
             pending: Vec::new(),
             answered: HashSet::new(),
+            pairs: Vec::new(),
             outgoing: Vec::new(),
             next_id: 0,
             interrupt_sent: false,
@@ -218,6 +238,8 @@ impl Session {
     pub fn on_connected(&mut self, auth: &AuthOk, reconnect: bool) -> Vec<Effect> {
         let mut fx = Vec::new();
         self.attached = false;
+        // A new connection hears of every pending pair request again.
+        self.pairs.clear();
         self.renderer.roster.own_id = auth.client_id.clone();
         self.renderer.roster.reset_presence();
         if self.json {
@@ -303,6 +325,8 @@ impl Session {
                 self.out(&mut fx, text);
             }
             "ok" => self.on_ok(&id, &frame, &mut fx),
+            "pair.requested" => self.on_pair_requested(&frame, &mut fx),
+            "pair.resolved" => self.on_pair_resolved(&frame, &mut fx),
             "error" => self.on_error(&id, &frame, &mut fx),
             // Replies we do not need (pong, detached, session.list) and future types.
             _ => {}
@@ -615,11 +639,29 @@ impl Session {
 
     /// An answer from the permission keys.
     pub fn answer(&mut self, request_id: &str, decision: Decision) -> Vec<Effect> {
+        if let Some(i) = self.pairs.iter().position(|p| p.pair_id == request_id) {
+            if !self.attached {
+                return vec![self.msg("not connected; answer again when the connection is back")];
+            }
+            // Off the screen now; pair.resolved says how it ended.
+            let pair_id = self.pairs[i].pair_id.clone();
+            self.answered.insert(pair_id);
+            let (allow, role) = match decision {
+                Decision::Allow | Decision::AllowAlways => (true, "owner"),
+                Decision::AllowViewer => (true, "viewer"),
+                Decision::Deny(_) => (false, "owner"),
+            };
+            let id = self.id("pair");
+            return vec![Effect::Send(json!({
+                "type": "pair.respond", "id": id, "pair_id": request_id,
+                "allow": allow, "role": role,
+            }))];
+        }
         let Some((_, ev)) = self.pending.iter().find(|(id, _)| id == request_id) else {
             return Vec::new();
         };
         let response = match decision {
-            Decision::Allow => json!({"behavior": "allow"}),
+            Decision::Allow | Decision::AllowViewer => json!({"behavior": "allow"}),
             Decision::AllowAlways => {
                 let suggestions = ev
                     .pointer("/request/permission_suggestions")
@@ -643,8 +685,91 @@ impl Session {
         }))]
     }
 
-    /// The permission prompt the editor should show: the oldest unanswered one.
+    fn on_pair_requested(&mut self, frame: &Value, fx: &mut Vec<Effect>) {
+        let field = |k: &str, max: usize| {
+            terminal_safe(frame.get(k).and_then(Value::as_str).unwrap_or("?"), max)
+        };
+        let pair_id = frame
+            .get("pair_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if pair_id.is_empty() || self.pairs.iter().any(|p| p.pair_id == pair_id) {
+            return;
+        }
+        let request = PairRequest {
+            pair_id: pair_id.to_string(),
+            device: field("device", 64),
+            code: field("code", 6),
+            fingerprint: field("fingerprint", 64),
+        };
+        let text = format!(
+            "device \"{}\" ({} {}, from {}) asks to be paired; code {} — check it matches the device's screen",
+            request.device,
+            field("key_type", 40),
+            request.fingerprint,
+            field("peer", 45),
+            request.code
+        );
+        self.pairs.push(request);
+        self.break_line(fx);
+        fx.push(self.msg(&text));
+    }
+
+    fn on_pair_resolved(&mut self, frame: &Value, fx: &mut Vec<Effect>) {
+        let pair_id = frame
+            .get("pair_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(i) = self.pairs.iter().position(|p| p.pair_id == pair_id) else {
+            return;
+        };
+        let request = self.pairs.remove(i);
+        self.answered.remove(&request.pair_id);
+        let by = frame.get("by").and_then(Value::as_str).unwrap_or("?");
+        let who = if by == self.renderer.roster.own_id {
+            "you".to_string()
+        } else if by == "relay" {
+            "the relay (expired or withdrawn)".to_string()
+        } else {
+            terminal_safe(by, 64)
+        };
+        let text = match frame.get("allow").and_then(Value::as_bool) {
+            Some(true) => format!(
+                "device \"{}\" paired as {} by {who}",
+                request.device,
+                terminal_safe(
+                    frame.get("role").and_then(Value::as_str).unwrap_or("owner"),
+                    10
+                )
+            ),
+            _ => format!("device \"{}\" not paired (by {who})", request.device),
+        };
+        self.break_line(fx);
+        fx.push(self.msg(&text));
+    }
+
+    /// The permission prompt the editor should show: the oldest unanswered one,
+    /// else the oldest device pairing request.
     pub fn current_ask(&self) -> Option<Ask> {
+        self.permission_ask().or_else(|| {
+            let p = self
+                .pairs
+                .iter()
+                .find(|p| !self.answered.contains(&p.pair_id))?;
+            Some(Ask {
+                request_id: p.pair_id.clone(),
+                tool: "pairing".into(),
+                can_always: false,
+                pair: Some(super::input::PairAsk {
+                    device: p.device.clone(),
+                    code: p.code.clone(),
+                    fingerprint: p.fingerprint.clone(),
+                }),
+            })
+        })
+    }
+
+    fn permission_ask(&self) -> Option<Ask> {
         self.pending.iter().find_map(|(rid, ev)| {
             let req = ev.get("request")?;
             if req.get("subtype").and_then(Value::as_str) != Some("can_use_tool")
@@ -663,6 +788,7 @@ impl Session {
                     .get("permission_suggestions")
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty()),
+                pair: None,
             })
         })
     }
@@ -950,6 +1076,48 @@ mod tests {
             fx.iter()
                 .any(|e| matches!(e, Effect::Out(t) if t.contains("cancelled")))
         );
+    }
+
+    #[test]
+    fn pair_requests_are_asked_answered_and_escaped() {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        s.on_frame(&json!({"type":"attached","id":"attach","session":"default","state":"idle","head":0,"replay_from":1,"truncated":false,"pending":[],"clients":[]}).to_string());
+        let fx = s.on_frame(&json!({"type":"pair.requested","pair_id":"p1","fingerprint":"SHA256:abc",
+            "key_type":"ssh-ed25519","device":"evil\u{1b}[2J\u{202e}x\n","code":"012345","peer":"127.0.0.1","expires_in_ms":1000}).to_string());
+        let shown: String = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Msg(m) | Effect::Out(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(shown.contains("012345"), "{shown}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202e}'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("\\u{1b}") && shown.contains("\\u{202e}"),
+            "{shown}"
+        );
+        let ask = s.current_ask().expect("asked");
+        let pair = ask.pair.expect("a pair ask");
+        assert_eq!(pair.code, "012345");
+        assert!(!pair.device.contains('\n'));
+        let sent = sends(&s.answer(&ask.request_id, Decision::AllowViewer));
+        assert_eq!(sent[0]["type"], "pair.respond");
+        assert_eq!(sent[0]["pair_id"], "p1");
+        assert_eq!(sent[0]["allow"], true);
+        assert_eq!(sent[0]["role"], "viewer");
+        assert!(s.current_ask().is_none());
+        // A resolved request (here: expired) leaves the screen.
+        s.on_frame(&json!({"type":"pair.requested","pair_id":"p2","device":"tab","code":"1","fingerprint":"f"}).to_string());
+        assert!(s.current_ask().is_some());
+        s.on_frame(
+            &json!({"type":"pair.resolved","pair_id":"p2","allow":false,"by":"relay"}).to_string(),
+        );
+        assert!(s.current_ask().is_none());
     }
 
     #[test]

@@ -1,29 +1,59 @@
 //! The authentication phase of one connection (PROTOCOL.md §3): the challenge,
-//! the one `auth.response`, the deadline, and the identity that results.
+//! the one `auth.response` or `pair.request`, the deadline (the auth timeout, or
+//! `--pair-timeout` while a pair request waits), the identity that results, and
+//! the owner side of pairing (`pair.requested` delivery, `pair.respond`).
 //!
-//! Owns: everything a connection does before `auth.ok`. Must not: read or write
-//! WebSocket frames itself (the run loop in `mod.rs` hands it parsed requests and
-//! wakes it when its deadline passes) or touch session state.
+//! Order of one attempt, so that a stranger costs almost nothing: the throttle
+//! takes a unit of the address's budget when the attempt arrives (none left:
+//! `rate_limited`, close 1008, nothing checked); the signature is parsed and
+//! its key type bounded (DSA, RSA size and exponent); the key is looked up in
+//! the keys in force (a key in no file is refused here, without any signature
+//! arithmetic); only then is the signature verified, on the verification pool
+//! (off the async workers, bounded). `auth.ok` gives the unit back.
+//!
+//! Owns: everything a connection does before `auth.ok`, and `pair.respond`.
+//! Must not: read or write WebSocket frames itself (the run loop in `mod.rs`
+//! hands it parsed requests and wakes it when its deadline passes or a pair
+//! request is answered) or touch session state.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::auth::{self, Challenge};
-use crate::protocol::{ClientRequest, ErrorCode, Inbound, ServerMsg, close_code};
+use tokio::sync::oneshot;
+
+use crate::auth::{self, AuthError, Candidate, Challenge, Identity, Role};
+use crate::pairing::{self, OpenError, Outcome, OwnerGuard, PairTicket};
+use crate::protocol::{ClientRequest, ErrorCode, Inbound, RequestId, ServerMsg, close_code};
 use crate::session::{ClientHandle, ClientInfo};
 
 use super::{Connection, Flow};
 
-/// State of a connection that is not yet authenticated.
+/// State of the authentication phase (and, once authenticated as an owner, the
+/// registration that delivers `pair.requested`).
 pub(super) struct AuthPhase {
     pub(super) challenge: Challenge,
     deadline: tokio::time::Instant,
+    /// A pair request waiting for an owner.
+    pair: Option<WaitingPair>,
+    /// Set while this connection is an authenticated owner.
+    owner: Option<OwnerGuard>,
+}
+
+struct WaitingPair {
+    ticket: PairTicket,
+    rx: oneshot::Receiver<Outcome>,
+    candidate: Candidate,
+    device: String,
 }
 
 /// Why the auth phase woke the run loop.
 pub(super) enum AuthWake {
     /// The challenge expired without a valid response.
     Deadline,
+    /// The pair timeout passed with nobody answering.
+    PairExpired,
+    /// An owner answered the pair request.
+    PairDecided(Outcome),
 }
 
 impl AuthPhase {
@@ -33,18 +63,40 @@ impl AuthPhase {
         AuthPhase {
             challenge,
             deadline,
+            pair: None,
+            owner: None,
         }
     }
 
-    /// Resolves when the run loop must act for the auth phase.
+    /// Resolves when the run loop must act for the auth phase. Cancel-safe.
     pub(super) async fn wait(&mut self) -> AuthWake {
-        tokio::time::sleep_until(self.deadline).await;
-        AuthWake::Deadline
+        match &mut self.pair {
+            Some(pair) => tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => AuthWake::PairExpired,
+                // A dropped sender (never expected) means nobody will allow it.
+                outcome = &mut pair.rx => AuthWake::PairDecided(outcome.unwrap_or(Outcome::Denied)),
+            },
+            None => {
+                tokio::time::sleep_until(self.deadline).await;
+                AuthWake::Deadline
+            }
+        }
     }
+}
+
+/// What an attempt that passed the cheap checks still has to pass.
+struct Checked {
+    candidate: Candidate,
+    signed: String,
 }
 
 impl Connection {
     pub(super) fn send_challenge(&mut self) {
+        self.auth.challenge = self
+            .auth
+            .challenge
+            .clone()
+            .with_channel_binding(self.channel_binding);
         let c = &self.auth.challenge;
         let msg = ServerMsg::AuthChallenge {
             protocol: crate::protocol::PROTOCOL_VERSION,
@@ -53,12 +105,9 @@ impl Connection {
             namespace: auth::NAMESPACE,
             expires_in_ms: c.ttl.as_millis() as u64,
             sign: c.sign.clone(),
+            channel_binding: c.offered_binding(),
         };
         let _ = self.outbox.frame("auth.challenge", msg.to_json());
-        tracing::debug!(
-            tls_exporter = self.channel_binding.is_some(),
-            "challenge sent"
-        );
     }
 
     /// The auth phase woke up; `Some(reason)` ends the connection with that close reason.
@@ -66,6 +115,7 @@ impl Connection {
         match wake {
             AuthWake::Deadline => {
                 tracing::info!("authentication timed out");
+                self.shared.throttle.record_failure(self.peer.ip());
                 self.count_auth("timeout", "none");
                 self.error(
                     None,
@@ -75,48 +125,332 @@ impl Connection {
                 self.ordered_close(close_code::POLICY, "authentication timed out");
                 Some("auth_timeout")
             }
+            AuthWake::PairExpired => {
+                if let Some(pair) = self.auth.pair.take() {
+                    tracing::info!(
+                        pair_id = pair.ticket.pair_id(),
+                        "pair request expired unanswered"
+                    );
+                    pair.ticket.expire();
+                }
+                self.error(None, ErrorCode::AuthFailed, "authentication failed");
+                self.ordered_close(close_code::POLICY, "pair request expired");
+                Some("pair_timeout")
+            }
+            AuthWake::PairDecided(outcome) => {
+                let pair = self.auth.pair.take()?;
+                match outcome {
+                    Outcome::Allowed { role } => {
+                        let keys = self.shared.keys.current();
+                        let identity =
+                            match pair
+                                .candidate
+                                .authorize(&keys, self.peer.ip(), SystemTime::now())
+                            {
+                                Ok(entry) => pair.candidate.identity(&entry),
+                                // The file was appended and reloaded before the outcome
+                                // was sent; if another edit raced it, the role granted stands
+                                // until the next key check closes the connection.
+                                Err(_) => pair.candidate.identity_with(role, &pair.device),
+                            };
+                        tracing::info!(
+                            pair_id = pair.ticket.pair_id(),
+                            role = identity.role.as_str(),
+                            "pair request allowed"
+                        );
+                        self.authenticated(identity, Some(pair.device), None);
+                        None
+                    }
+                    Outcome::Denied => {
+                        tracing::info!(pair_id = pair.ticket.pair_id(), "pair request denied");
+                        self.error(None, ErrorCode::AuthFailed, "authentication failed");
+                        self.ordered_close(close_code::POLICY, "pair request denied");
+                        Some("pair_denied")
+                    }
+                }
+            }
         }
     }
 
     pub(super) async fn on_auth_phase(&mut self, inbound: Inbound) -> Flow {
-        let ClientRequest::AuthResponse {
-            signature,
-            public_key,
-            device,
-        } = inbound.request
-        else {
-            self.error(
-                inbound.id,
-                ErrorCode::NotAuthenticated,
-                "authenticate first: answer the challenge with auth.response",
+        let Inbound { id, request } = inbound;
+        match request {
+            ClientRequest::Ping => {
+                // A ping is answered at any time (§1).
+                self.reply("pong", ServerMsg::Pong { id });
+                Flow::Continue
+            }
+            ClientRequest::AuthResponse { .. } | ClientRequest::PairRequest { .. }
+                if self.auth.pair.is_some() =>
+            {
+                self.shared.throttle.record_failure(self.peer.ip());
+                self.error(
+                    id,
+                    ErrorCode::NotAuthenticated,
+                    "a pair request is already waiting on this connection",
+                );
+                Flow::Close(close_code::POLICY, "not authenticated".into())
+            }
+            ClientRequest::AuthResponse {
+                signature,
+                public_key,
+                device,
+                channel_binding,
+            } => {
+                self.on_auth_response(id, signature, public_key, device, channel_binding)
+                    .await
+            }
+            ClientRequest::PairRequest {
+                signature,
+                public_key,
+                device,
+                channel_binding,
+            } => {
+                self.on_pair_request(id, signature, public_key, device, channel_binding)
+                    .await
+            }
+            _ => {
+                self.shared.throttle.record_failure(self.peer.ip());
+                self.error(
+                    id,
+                    ErrorCode::NotAuthenticated,
+                    "authenticate first: answer the challenge with auth.response",
+                );
+                Flow::Close(close_code::POLICY, "not authenticated".into())
+            }
+        }
+    }
+
+    /// Take the throttle's unit for an arriving attempt; false (after sending
+    /// `rate_limited`) when the address has no budget left.
+    fn take_attempt(&mut self, id: &Option<RequestId>) -> bool {
+        if let Err(wait) = self.shared.throttle.try_take(self.peer.ip()) {
+            tracing::info!(
+                retry_after_ms = wait.as_millis() as u64,
+                "authentication attempt refused: throttled"
             );
-            return Flow::Close(close_code::POLICY, "not authenticated".into());
-        };
-        let keys = self.shared.keys.current();
-        let verdict = auth::verify_response(
-            &self.auth.challenge,
+            self.count_auth("throttled", "unknown");
+            self.error(
+                id.clone(),
+                ErrorCode::RateLimited,
+                "too many failed authentications from this address",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The cheap checks of an attempt: parse, key type bounds, claimed key,
+    /// channel binding. On refusal, the candidate when the signature parsed (for the log line).
+    fn check_cheaply(
+        &self,
+        signature: &str,
+        public_key: Option<&str>,
+        channel_binding: Option<&str>,
+    ) -> Result<Checked, (AuthError, Option<Box<Candidate>>)> {
+        let candidate =
+            Candidate::parse(&self.auth.challenge, signature, public_key).map_err(|e| (e, None))?;
+        match self
+            .auth
+            .challenge
+            .signed_text(channel_binding, self.shared.config.require_channel_binding)
+        {
+            Ok(signed) => Ok(Checked { candidate, signed }),
+            Err(e) => Err((e, Some(Box::new(candidate)))),
+        }
+    }
+
+    /// The signature arithmetic, on the verification pool; counted.
+    async fn verify(&self, checked: &Checked) -> Result<(), AuthError> {
+        self.shared.metrics.auth_signature_verifications.inc();
+        self.shared
+            .verifier
+            .verify(
+                checked.candidate.clone(),
+                checked.signed.clone().into_bytes(),
+            )
+            .await
+    }
+
+    fn log_refusal(&self, e: &AuthError, candidate: Option<&Candidate>) {
+        match candidate {
+            Some(c) => tracing::warn!(
+                reason = %e,
+                reason_label = e.reason_label(),
+                fingerprint = %c.fingerprint(),
+                key_type = c.key_type(),
+                "authentication failed"
+            ),
+            None => {
+                tracing::warn!(reason = %e, reason_label = e.reason_label(), "authentication failed")
+            }
+        }
+    }
+
+    fn refuse(&self, id: Option<RequestId>, key_type: &str) -> Flow {
+        self.count_auth("failed", key_type);
+        self.error(id, ErrorCode::AuthFailed, "authentication failed");
+        Flow::Close(close_code::POLICY, "authentication failed".into())
+    }
+
+    async fn on_auth_response(
+        &mut self,
+        id: Option<RequestId>,
+        signature: String,
+        public_key: Option<String>,
+        device: Option<String>,
+        channel_binding: Option<String>,
+    ) -> Flow {
+        if !self.take_attempt(&id) {
+            return Flow::Close(close_code::POLICY, "throttled".into());
+        }
+        let checked = match self.check_cheaply(
             &signature,
             public_key.as_deref(),
-            self.peer.ip(),
-            &keys,
-            SystemTime::now(),
-        );
-        let identity = match verdict {
-            Ok(identity) => identity,
-            Err(e) => {
-                self.shared.throttle.record_failure(self.peer.ip());
-                self.count_auth("failed", signature_key_type(&signature));
-                tracing::warn!(reason = %e, reason_label = e.reason_label(), "authentication failed");
-                self.error(inbound.id, ErrorCode::AuthFailed, "authentication failed");
-                return Flow::Close(close_code::POLICY, "authentication failed".into());
+            channel_binding.as_deref(),
+        ) {
+            Ok(c) => c,
+            Err((e, candidate)) => {
+                self.log_refusal(&e, candidate.as_deref());
+                let key_type =
+                    candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
+                return self.refuse(id, key_type);
             }
         };
+        let key_type = checked.candidate.key_type();
+        // Look the key up before any signature arithmetic.
+        let keys = self.shared.keys.current();
+        let entry = match checked
+            .candidate
+            .authorize(&keys, self.peer.ip(), SystemTime::now())
+        {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.log_refusal(&e, Some(&checked.candidate));
+                return self.refuse(id, key_type);
+            }
+        };
+        if let Err(e) = self.verify(&checked).await {
+            self.log_refusal(&e, Some(&checked.candidate));
+            return self.refuse(id, key_type);
+        }
+        if checked.candidate_expired(&self.auth.challenge) {
+            self.log_refusal(&AuthError::ChallengeExpired, Some(&checked.candidate));
+            return self.refuse(id, key_type);
+        }
+        let identity = checked.candidate.identity(&entry);
+        self.authenticated(identity, device, id);
+        Flow::Continue
+    }
+
+    async fn on_pair_request(
+        &mut self,
+        id: Option<RequestId>,
+        signature: String,
+        public_key: String,
+        device: String,
+        channel_binding: Option<String>,
+    ) -> Flow {
+        if !self.take_attempt(&id) {
+            return Flow::Close(close_code::POLICY, "throttled".into());
+        }
+        let checked =
+            match self.check_cheaply(&signature, Some(&public_key), channel_binding.as_deref()) {
+                Ok(c) => c,
+                Err((e, candidate)) => {
+                    self.log_refusal(&e, candidate.as_deref());
+                    let key_type =
+                        candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
+                    return self.refuse(id, key_type);
+                }
+            };
+        let key_type = checked.candidate.key_type();
+        // The key is checked against itself, not the keys files (§3); an sk- key
+        // must still show user presence.
+        if let Err(e) = checked.candidate.check_presence() {
+            self.log_refusal(&e, Some(&checked.candidate));
+            return self.refuse(id, key_type);
+        }
+        if let Err(e) = self.verify(&checked).await {
+            self.log_refusal(&e, Some(&checked.candidate));
+            return self.refuse(id, key_type);
+        }
+        if checked.candidate_expired(&self.auth.challenge) {
+            self.log_refusal(&AuthError::ChallengeExpired, Some(&checked.candidate));
+            return self.refuse(id, key_type);
+        }
+        let fingerprint = checked.candidate.fingerprint();
+        let code = pairing::pair_code(&self.auth.challenge.nonce, &fingerprint);
+        let pair_timeout = self.shared.config.pair_timeout;
+        let now = std::time::Instant::now();
+        let expires_at = now
+            .checked_add(pair_timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        let request = pairing::Request {
+            fingerprint: fingerprint.clone(),
+            key_type: key_type.to_string(),
+            key: checked.candidate.key().clone(),
+            device: device.clone(),
+            code: code.clone(),
+            peer: self.peer.ip(),
+            expires_at,
+        };
+        let (ticket, rx) = match self.shared.pairing.open(request) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(reason = %e, fingerprint = %fingerprint, "pair request refused");
+                let code = match e {
+                    OpenError::AddressBusy => ErrorCode::RateLimited,
+                    OpenError::Full => ErrorCode::Overloaded,
+                };
+                self.error(id, code, e.to_string());
+                return Flow::Close(close_code::POLICY, "pair request refused".into());
+            }
+        };
+        tracing::info!(
+            pair_id = ticket.pair_id(),
+            fingerprint = %fingerprint,
+            key_type,
+            device = %device,
+            "pair request pending"
+        );
+        self.reply(
+            "pair.pending",
+            ServerMsg::PairPending {
+                id,
+                pair_id: ticket.pair_id().to_string(),
+                code,
+                expires_in_ms: pair_timeout.as_millis() as u64,
+            },
+        );
+        // The auth timeout no longer applies; the pair timeout does.
+        self.auth.deadline = tokio::time::Instant::from_std(expires_at);
+        self.auth.pair = Some(WaitingPair {
+            ticket,
+            rx,
+            candidate: checked.candidate,
+            device,
+        });
+        Flow::Continue
+    }
+
+    /// The connection is authenticated as `identity`: `auth.ok` (echoing `id`,
+    /// the request it answers), the throttle's unit back, owner registration.
+    fn authenticated(&mut self, identity: Identity, device: Option<String>, id: Option<RequestId>) {
+        self.shared.throttle.give_back(self.peer.ip());
         self.count_auth("ok", &identity.key_type);
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::Span::current();
         span.record("client_id", client_id.as_str());
         span.record("fingerprint", identity.fingerprint.as_str());
-        tracing::info!(role = identity.role.as_str(), key_type = %identity.key_type, device = device.as_deref().unwrap_or("-"), comment = %identity.comment, "authenticated");
+        // Peer strings are escaped by the log formatter (crate::escape).
+        tracing::info!(
+            role = identity.role.as_str(),
+            key_type = %identity.key_type,
+            device = device.as_deref().unwrap_or("-"),
+            comment = %identity.comment,
+            "authenticated"
+        );
         let info = ClientInfo {
             conn_id: self.conn_id,
             client_id: client_id.clone(),
@@ -130,7 +464,7 @@ impl Connection {
             outbox: self.outbox.clone(),
         };
         let msg = ServerMsg::AuthOk {
-            id: inbound.id,
+            id,
             client_id,
             fingerprint: identity.fingerprint.clone(),
             role: identity.role,
@@ -138,9 +472,101 @@ impl Connection {
         };
         // auth.ok is the direct reply to auth.response, so it echoes the request id (§2).
         self.reply("auth.ok", msg);
+        if identity.role == Role::Owner {
+            // Pending pair requests reach a new owner right after its auth.ok.
+            self.auth.owner = Some(
+                self.shared
+                    .pairing
+                    .add_owner(self.conn_id, self.outbox.clone()),
+            );
+        }
         self.identity = Some((identity, handle));
         self.gauge.authenticated();
-        Flow::Continue
+    }
+
+    /// `pair.respond` from an authenticated connection (owners only).
+    pub(super) async fn on_pair_respond(
+        &mut self,
+        id: Option<RequestId>,
+        pair_id: String,
+        allow: bool,
+        role: Role,
+    ) {
+        let Some((me, handle)) = &self.identity else {
+            return;
+        };
+        if me.role != Role::Owner {
+            self.error(
+                id,
+                ErrorCode::Forbidden,
+                "viewer keys may not send pair.respond",
+            );
+            return;
+        }
+        let (approver, client_id) = (me.fingerprint.clone(), handle.info.client_id.clone());
+        let Some((request, tx)) = self.shared.pairing.take(&pair_id) else {
+            self.error(id, ErrorCode::NotPending, "no such pair request is pending");
+            return;
+        };
+        if !allow {
+            tracing::info!(pair_id, fingerprint = %request.fingerprint, "pair request denied by this owner");
+            self.reply("ok", ServerMsg::ok(id));
+            let _ = tx.send(Outcome::Denied);
+            self.shared
+                .pairing
+                .announce_resolved(&pair_id, false, None, &client_id);
+            return;
+        }
+        let path = match role {
+            Role::Owner => self.shared.config.paired_keys.clone(),
+            Role::Viewer => self.shared.config.paired_viewers.clone(),
+        };
+        let store = self.shared.keys.clone();
+        let written = {
+            let path = path.clone();
+            let key = request.key.clone();
+            let device = request.device.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let err = |e: std::io::Error| format!("{}: {e}", path.display());
+                if !auth::file_lists(&path, &key).map_err(err)? {
+                    let line = auth::paired_line(&key, &device, &auth::today(), &approver)?;
+                    auth::append_line(&path, &line).map_err(err)?;
+                }
+                // Put the key in force before the device hears it is allowed.
+                store.reload().map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("pairing task failed: {e}")))
+        };
+        match written {
+            Ok(()) => {
+                tracing::info!(pair_id, fingerprint = %request.fingerprint, role = role.as_str(), file = %path.display(), "pair request allowed: key added");
+                self.reply("ok", ServerMsg::ok(id));
+                let _ = tx.send(Outcome::Allowed { role });
+                self.shared
+                    .pairing
+                    .announce_resolved(&pair_id, true, Some(role), &client_id);
+            }
+            Err(e) => {
+                tracing::error!(pair_id, error = %e, "cannot add the paired key");
+                self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "the key could not be added; see the server log",
+                );
+                let _ = tx.send(Outcome::Denied);
+                self.shared
+                    .pairing
+                    .announce_resolved(&pair_id, false, None, &client_id);
+            }
+        }
+    }
+}
+
+impl Checked {
+    /// The challenge may have expired while the verification waited for the pool.
+    fn candidate_expired(&self, challenge: &Challenge) -> bool {
+        challenge.is_expired(std::time::Instant::now())
     }
 }
 

@@ -17,14 +17,17 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Notify, watch};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
 use crate::auth::{self, Identity};
 use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
+use crate::listen::preauth::PreAuthToken;
 use crate::metrics::{AuthLabels, FrameKind, ReasonLabel, StateLabel};
 use crate::protocol::{
     ClientRequest, ErrorCode, Inbound, ProtocolError, RequestId, ServerMsg, SessionSummary,
@@ -32,14 +35,36 @@ use crate::protocol::{
 };
 use crate::server::Shared;
 use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
+use crate::ws::gate::{self, Gate, GateLimit};
+use crate::ws::{self as wslayer, WsStream};
 use writer::{CloseRequest, Writer, WriterEnd};
 
 /// Sustained abuse: more than this many times the allowed frames refused within
 /// [`ABUSE_WINDOW`] closes the connection with 1008 (PROTOCOL.md §2).
 const ABUSE_FACTOR: u32 = 2;
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// At most one `rate_limited` error this often (PROTOCOL.md §2).
+const RATE_ERROR_EVERY: Duration = Duration::from_secs(1);
 /// How often the heartbeat checks liveness (a fraction of the ping interval).
 const HEARTBEAT_CHECKS_PER_PING: u32 = 2;
+/// After the close frame went out and the write side is shut down, how long the
+/// read side is drained so that a client still sending gets the close frame
+/// instead of a reset (which would lose it: an abnormal 1006 on its side).
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// What the listener hands a connection along with its upgraded socket.
+#[derive(Debug)]
+pub struct Transport {
+    /// The client's address: the TCP peer, or behind a `--trusted-proxy` the
+    /// forwarded address (port 0). Used by the throttle, `from=`, and logs.
+    pub peer: SocketAddr,
+    /// RFC 9266 `tls-exporter` of the connection's TLS 1.3 session, if any.
+    pub channel_binding: Option<[u8; 32]>,
+    /// The `--max-connections` slot, held until the connection ends.
+    pub slot: OwnedSemaphorePermit,
+    /// The per-address unauthenticated token, released once authenticated.
+    pub preauth: Option<PreAuthToken>,
+}
 
 /// Liveness of a connection, as logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +85,9 @@ struct OpenGauge {
 
 impl OpenGauge {
     fn new(shared: Arc<Shared>) -> Self {
+        shared
+            .websockets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared
             .metrics
             .connections_open
@@ -84,6 +112,9 @@ impl OpenGauge {
 impl Drop for OpenGauge {
     fn drop(&mut self) {
         self.shared
+            .websockets
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
             .metrics
             .connections_open
             .get_or_create(&StateLabel { state: self.state })
@@ -102,30 +133,59 @@ struct Connection {
     shared: Arc<Shared>,
     conn_id: u64,
     peer: SocketAddr,
+    /// The TLS 1.3 exporter of this connection (RFC 9266), for channel binding
+    /// (§3); None without TLS 1.3. Filled in by the transport.
+    channel_binding: Option<[u8; 32]>,
+    /// Held until authentication (the per-address pre-auth cap).
+    preauth: Option<PreAuthToken>,
+    /// The inbound message limit the gate enforces (raised after authentication).
+    gate_limit: Arc<GateLimit>,
     outbox: Outbox,
     urgent: watch::Sender<Option<CloseRequest>>,
     /// Challenge and deadline of the authentication phase (see [`auth_phase`]).
     auth: auth_phase::AuthPhase,
-    /// The TLS 1.3 exporter of this connection (RFC 9266), for channel binding;
-    /// None without TLS.
-    channel_binding: Option<[u8; 32]>,
     identity: Option<(Identity, ClientHandle)>,
     attached: BTreeSet<Arc<str>>,
     limiter: DefaultDirectRateLimiter,
     refused_in_window: u32,
     window_started: Instant,
+    /// When the last `rate_limited` error was sent (at most one a second, §2).
+    last_rate_error: Option<Instant>,
     last_rx: Instant,
     health: Health,
     gauge: OpenGauge,
 }
 
-/// Serve one upgraded WebSocket until it closes. `_slot` holds a connection slot.
-pub async fn serve(
-    socket: WebSocket,
-    peer: SocketAddr,
+/// Serve one upgraded HTTP connection as a WebSocket until it closes.
+pub async fn serve_upgraded(
+    upgraded: hyper::upgrade::Upgraded,
+    transport: Transport,
     shared: Arc<Shared>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let config = &shared.config;
+    // Every byte of a message being received is counted on this connection's
+    // account, like its outbound queue.
+    let account = shared.memory.queue();
+    let limit = GateLimit::new(PRE_AUTH_MAX_FRAME_BYTES);
+    let io = Gate::new(TokioIo::new(upgraded), limit.clone(), account.clone());
+    let codec = wslayer::codec_config(
+        config.max_frame_bytes,
+        // Outbound frames can be as large as an agent line (32 MiB) plus its envelope.
+        crate::agent::process::MAX_LINE_BYTES + 16 * 1024 * 1024,
+    );
+    let socket = wslayer::server_stream(io, codec).await;
+    serve(socket, transport, limit, account, shared).await;
+}
+
+/// Serve one WebSocket until it closes. The transport's slot is held until then.
+async fn serve(
+    socket: WsStream,
+    transport: Transport,
+    limit: Arc<GateLimit>,
+    account: Arc<crate::guard::QueueAccount>,
+    shared: Arc<Shared>,
+) {
+    let peer = transport.peer;
     let conn_id = shared.next_conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -134,15 +194,50 @@ pub async fn serve(
         client_id = tracing::field::Empty,
         fingerprint = tracing::field::Empty,
     );
-    run(socket, peer, shared, conn_id).instrument(span).await;
+    let Transport {
+        peer,
+        channel_binding,
+        slot: _slot,
+        preauth,
+    } = transport;
+    run(
+        socket,
+        Link {
+            peer,
+            channel_binding,
+            preauth,
+            limit,
+            account,
+        },
+        shared,
+        conn_id,
+    )
+    .instrument(span)
+    .await;
 }
 
-async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: u64) {
+/// The per-connection transport state `run` starts from.
+struct Link {
+    peer: SocketAddr,
+    channel_binding: Option<[u8; 32]>,
+    preauth: Option<PreAuthToken>,
+    limit: Arc<GateLimit>,
+    account: Arc<crate::guard::QueueAccount>,
+}
+
+async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
     let config = shared.config.clone();
     shared.metrics.connections_accepted.inc();
     tracing::debug!("connection open");
+    let Link {
+        peer,
+        channel_binding,
+        preauth,
+        limit,
+        account,
+    } = link;
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = Outbox::with_account(config.client_queue, shared.memory.queue());
+    let (outbox, rx) = Outbox::with_account(config.client_queue, account);
     let (urgent_tx, urgent_rx) = watch::channel(None);
     let flush = Arc::new(Notify::new());
     let writer = Writer {
@@ -162,11 +257,13 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     let burst = NonZeroU32::new(config.max_frames_per_sec.saturating_mul(2)).unwrap_or(rate);
     let mut conn = Connection {
         auth: auth_phase::AuthPhase::new(&shared.server_id, config.auth_timeout),
-        channel_binding: None,
         gauge: OpenGauge::new(shared.clone()),
         shared: shared.clone(),
         conn_id,
         peer,
+        channel_binding,
+        preauth,
+        gate_limit: limit,
         outbox,
         urgent: urgent_tx,
         identity: None,
@@ -174,6 +271,7 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
         limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
         refused_in_window: 0,
         window_started: Instant::now(),
+        last_rate_error: None,
         last_rx: Instant::now(),
         health: Health::Healthy,
     };
@@ -185,6 +283,7 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shared.conn_shutdown.clone();
 
+    let mut writer_done = None;
     let close_reason = loop {
         tokio::select! {
             biased;
@@ -195,12 +294,14 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
             }
             end = &mut writer => {
                 conn.health = Health::Closing;
-                break match end {
-                    Ok(WriterEnd::Closed { code: close_code::LAGGING, .. }) => "lagging",
-                    Ok(WriterEnd::Closed { code: close_code::SHED, .. }) => "shed",
-                    Ok(WriterEnd::Closed { .. }) => "closed",
+                let reason = match &end {
+                    Ok((WriterEnd::Closed { code: close_code::LAGGING, .. }, _)) => "lagging",
+                    Ok((WriterEnd::Closed { code: close_code::SHED, .. }, _)) => "shed",
+                    Ok((WriterEnd::Closed { .. }, _)) => "closed",
                     _ => "broken",
                 };
+                writer_done = Some(end);
+                break reason;
             }
             wake = conn.auth.wait(), if conn.identity.is_none() => {
                 if let Some(reason) = conn.on_auth_wake(wake) {
@@ -227,7 +328,9 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
             }
             msg = stream.next() => {
                 conn.last_rx = Instant::now();
-                match conn.on_message(msg, &flush).await {
+                let flow = conn.on_message(msg, &flush).await;
+                conn.after_frame();
+                match flow {
                     Flow::Continue => {}
                     Flow::Close(code, reason) => {
                         conn.ordered_close(code, &reason);
@@ -241,13 +344,29 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     conn.health = Health::Closing;
     tracing::debug!(reason = close_reason, health = ?conn.health, "connection closing");
     // Give the writer the close grace (plus a little) to deliver what is queued.
-    if !writer.is_finished() {
-        let grace = writer::CLOSE_GRACE + Duration::from_millis(500);
-        if tokio::time::timeout(grace, &mut writer).await.is_err() {
-            writer.abort();
-        }
-    }
+    let grace = writer::CLOSE_GRACE + Duration::from_millis(500);
+    let ended = match writer_done {
+        Some(end) => Some(end),
+        None => match tokio::time::timeout(grace, &mut writer).await {
+            Ok(end) => Some(end),
+            Err(_) => {
+                writer.abort();
+                None
+            }
+        },
+    };
+    let sink = match ended {
+        Some(Ok((WriterEnd::Closed { .. }, sink))) => Some(sink),
+        _ => None,
+    };
     conn.leave_sessions();
+    // The close frame is out: end the write side, then read (and drop) what the
+    // client still sends for a moment, so the close is not lost to a reset.
+    if let Some(sink) = sink
+        && let Ok(ws) = sink.reunite(stream)
+    {
+        drain(ws.into_inner()).await;
+    }
     shared
         .metrics
         .connections_closed
@@ -258,7 +377,33 @@ async fn run(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared>, conn_id: 
     tracing::info!(reason = close_reason, "connection closed");
 }
 
+/// Shut the write side down and discard input until EOF or [`CLOSE_DRAIN`].
+async fn drain(io: wslayer::Io) {
+    let mut io: TokioIo<hyper::upgrade::Upgraded> = io.into_inner();
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 1024];
+        while let Ok(n) = io.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 impl Connection {
+    /// Transport bookkeeping after each frame: once authenticated, the
+    /// per-address pre-auth token is released and the normal message limit applies.
+    fn after_frame(&mut self) {
+        if self.identity.is_some() && self.preauth.is_some() {
+            self.preauth = None;
+            self.gate_limit.set(self.shared.config.max_frame_bytes);
+        }
+    }
+
     fn error(&self, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
         self.send_error(ProtocolError::new(code, message).with_id(id));
     }
@@ -346,14 +491,26 @@ impl Connection {
 
     async fn on_message(
         &mut self,
-        msg: Option<Result<Message, axum::Error>>,
+        msg: Option<Result<Message, tungstenite::Error>>,
         flush: &Notify,
     ) -> Flow {
         let authed = self.identity.is_some();
+        // Every frame a client sends counts against its rate once authenticated,
+        // control and binary frames included (PROTOCOL.md §2, issue 10).
+        if authed
+            && matches!(
+                &msg,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_)))
+            )
+            && !self.admit_frame(None)
+        {
+            return self.refused_flow();
+        }
         let text = match msg {
             None => return Flow::Close(close_code::NORMAL, String::new()),
             Some(Err(e)) => return self.on_read_error(e),
             Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Frame(_))) => return Flow::Continue,
             Some(Ok(Message::Binary(_))) => {
                 self.count_frame("binary");
                 self.error(
@@ -387,13 +544,8 @@ impl Connection {
             self.urgent_close(close_code::TOO_BIG, "frame too large before authentication");
             return Flow::Close(close_code::TOO_BIG, "frame too large".into());
         }
-        if authed && !self.admit_frame(&text) {
-            return if self.abusive() {
-                tracing::warn!("sustained rate-limit abuse: closing");
-                Flow::Close(close_code::POLICY, "rate limit abuse".into())
-            } else {
-                Flow::Continue
-            };
+        if authed && !self.admit_frame(Some(&text)) {
+            return self.refused_flow();
         }
         let inbound = match parse_request(&text) {
             Ok(inbound) => inbound,
@@ -416,10 +568,22 @@ impl Connection {
             .inc();
     }
 
-    fn on_read_error(&mut self, e: axum::Error) -> Flow {
-        let too_big = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
-            .is_some_and(|t| matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+    /// After a refused frame: keep going, or close when the abuse is sustained.
+    fn refused_flow(&self) -> Flow {
+        if self.abusive() {
+            tracing::warn!("sustained rate-limit abuse: closing");
+            Flow::Close(close_code::POLICY, "rate limit abuse".into())
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn on_read_error(&mut self, e: tungstenite::Error) -> Flow {
+        let too_big = match &e {
+            tungstenite::Error::Capacity(_) => true,
+            tungstenite::Error::Io(io) => gate::is_oversize(io),
+            _ => false,
+        };
         if too_big {
             self.count_frame("too_large");
             tracing::info!(error = %e, "frame over the size limit");
@@ -435,6 +599,8 @@ impl Connection {
     fn on_bad_frame(&mut self, err: ProtocolError) -> Flow {
         self.count_frame("invalid");
         if self.identity.is_none() {
+            // A pre-authentication protocol error costs the address a unit of its budget (§3).
+            self.shared.throttle.record_failure(self.peer.ip());
             let err = match err.code {
                 ErrorCode::UnknownType => ProtocolError::new(
                     ErrorCode::NotAuthenticated,
@@ -460,7 +626,7 @@ impl Connection {
 
     /// Count one frame against the rate limit; false when it is refused (the
     /// `rate_limited` error echoes the frame's id when it has a valid one).
-    fn admit_frame(&mut self, text: &str) -> bool {
+    fn admit_frame(&mut self, text: Option<&str>) -> bool {
         if self.limiter.check().is_ok() {
             return true;
         }
@@ -470,8 +636,16 @@ impl Connection {
         }
         self.refused_in_window += 1;
         self.shared.metrics.rate_limited.inc();
+        if self
+            .last_rate_error
+            .is_some_and(|t| t.elapsed() < RATE_ERROR_EVERY)
+        {
+            // Other refused frames are dropped without a reply (§2).
+            return false;
+        }
+        self.last_rate_error = Some(Instant::now());
         self.error(
-            crate::protocol::peek_request_id(text),
+            text.and_then(crate::protocol::peek_request_id),
             ErrorCode::RateLimited,
             format!(
                 "more than {} frames per second; slow down",
@@ -518,6 +692,22 @@ impl Connection {
             }
             ClientRequest::Ping => {
                 self.reply("pong", ServerMsg::Pong { id });
+                return;
+            }
+            ClientRequest::PairRespond {
+                pair_id,
+                allow,
+                role,
+            } => {
+                self.on_pair_respond(id, pair_id, allow, role).await;
+                return;
+            }
+            ClientRequest::PairRequest { .. } => {
+                self.error(
+                    id,
+                    ErrorCode::BadMessage,
+                    "this connection is already authenticated",
+                );
                 return;
             }
             ClientRequest::SessionList => {

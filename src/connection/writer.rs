@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use tokio::sync::{Notify, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::journal::ReadCursor;
 use crate::metrics::{FrameKind, Metrics};
@@ -20,6 +22,13 @@ use crate::protocol::{FrameText, close_code};
 use crate::session::Outbound;
 use crate::session::outbox::{JournalReplay, OutboxReceiver};
 use crate::session::replay;
+use crate::ws::WsStream;
+
+/// The write half of a connection's WebSocket.
+pub type Sink = SplitSink<WsStream, Message>;
+/// Queued items written before one flush (a batch: several frames, one syscall
+/// when they fit the codec's write-through size).
+const BATCH_ITEMS: usize = 64;
 
 /// How long a close frame may take to reach a peer that stopped reading.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -52,7 +61,7 @@ pub enum WriterEnd {
 }
 
 pub struct Writer {
-    pub sink: SplitSink<WebSocket, Message>,
+    pub sink: Sink,
     pub rx: OutboxReceiver,
     pub urgent: watch::Receiver<Option<CloseRequest>>,
     pub lagging: tokio_util::sync::CancellationToken,
@@ -66,7 +75,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn run(mut self) -> WriterEnd {
+    /// Write until closed; returns how it ended and the write half (so the
+    /// connection can shut the socket down and drain it).
+    pub async fn run(mut self) -> (WriterEnd, Sink) {
+        let end = self.run_inner().await;
+        (end, self.sink)
+    }
+
+    async fn run_inner(&mut self) -> WriterEnd {
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_interval,
             self.ping_interval,
@@ -150,12 +166,22 @@ impl Writer {
             Work::Ping => self.send(Message::Ping(Default::default())).await?,
             Work::Flush => self.sink.flush().await.map_err(|_| WriteFailed)?,
             Work::Item(item) => {
+                // Feed a batch of what is queued, then flush once.
                 if let Some(end) = self.write_item(item).await? {
                     return Ok(Some(end));
                 }
-                if self.rx.is_empty() {
-                    self.sink.flush().await.map_err(|_| WriteFailed)?;
+                for _ in 1..BATCH_ITEMS {
+                    if self.pending_close(&self.urgent).is_some() {
+                        break;
+                    }
+                    let Ok(queued) = self.rx.try_recv() else {
+                        break;
+                    };
+                    if let Some(end) = self.write_item(queued.take()).await? {
+                        return Ok(Some(end));
+                    }
                 }
+                self.sink.flush().await.map_err(|_| WriteFailed)?;
             }
         }
         Ok(None)
@@ -268,7 +294,7 @@ impl Writer {
     /// Send a close frame, waiting at most [`CLOSE_GRACE`] for a peer that does not read.
     async fn close(&mut self, code: u16, reason: String) -> WriterEnd {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.clone().into(),
         };
         let started = Instant::now();

@@ -4,7 +4,7 @@
 //! rotated by size to `audit.jsonl.1` … `audit.jsonl.N`. Journal compaction never
 //! touches these files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,9 +37,12 @@ impl AuditLog {
     }
 
     pub fn open_with_limit(dir: &Path, rotate_bytes: u64) -> std::io::Result<AuditLog> {
-        std::fs::create_dir_all(dir)?;
+        crate::datadir::create_dir_all(dir)?;
         let path = dir.join("audit.jsonl");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::datadir::open_options()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         let bytes = file.metadata()?.len();
         Ok(AuditLog {
             path,
@@ -80,7 +83,7 @@ impl AuditLog {
         {
             *guard = None;
             self.rotate()?;
-            let file = OpenOptions::new()
+            let file = crate::datadir::open_options()
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
@@ -137,5 +140,13 @@ mod tests {
         assert!(dir.path().join("audit.jsonl.1").exists());
         assert!(!dir.path().join("audit.jsonl.5").exists());
         assert!(live.len() <= 300);
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 }

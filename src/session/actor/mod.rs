@@ -62,7 +62,7 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<SessionHandle, SessionError> {
-    std::fs::create_dir_all(&settings.dir).map_err(|source| SessionError::Io {
+    crate::datadir::create_dir_all(&settings.dir).map_err(|source| SessionError::Io {
         session: settings.name.clone(),
         source,
     })?;
@@ -752,14 +752,18 @@ fn meta_path(dir: &std::path::Path) -> PathBuf {
 fn read_meta(dir: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(meta_path(dir)).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
-    v.get("conversation_id")?.as_str().map(str::to_string)
+    let id = v.get("conversation_id")?.as_str()?;
+    if !agent_process::valid_conversation_id(id) {
+        tracing::warn!(dir = %dir.display(), conversation = %id, "meta.json: not a conversation id (a UUID); ignored");
+        return None;
+    }
+    Some(id.to_string())
 }
 
 /// Remember the conversation to resume (atomically: temp file, then rename).
 fn write_meta(dir: &std::path::Path, conversation: &str) {
-    let tmp = dir.join("meta.json.tmp");
     let body = json!({"conversation_id": conversation}).to_string();
-    let result = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, meta_path(dir)));
+    let result = crate::datadir::write_atomic(&meta_path(dir), body);
     if let Err(e) = result {
         tracing::error!(dir = %dir.display(), error = %e, "cannot record the conversation id");
     }

@@ -370,9 +370,18 @@ impl Actor {
         client_id: &str,
         info: Option<&crate::session::ClientInfo>,
     ) -> Step {
-        self.emit_relay(json!({
+        let mut event = json!({
             "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
-        }))?;
+        });
+        // PROTOCOL §5: who answered, by fingerprint and (when given) device, so that
+        // every other client can say so (the web client's `data-by`).
+        if let Some(i) = info {
+            event["fingerprint"] = Value::from(i.fingerprint.clone());
+            if let Some(device) = &i.device {
+                event["device"] = Value::from(device.clone());
+            }
+        }
+        self.emit_relay(event)?;
         self.shared.audit.record(
             "resolved",
             &self.name,

@@ -1,0 +1,521 @@
+//! Pairing a new device (PROTOCOL.md §3) and `ccrelay keys add|list|remove`,
+//! against the real binary over real sockets. The device's signature is made by
+//! the real `ssh-keygen -Y sign`, as any outside client could.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+/// `printf '%s' "$TEXT" | ssh-keygen -Y sign -n ccrelay-auth -f KEY`.
+fn ssh_keygen_sign(key: &KeyPair, text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "ccrelay-auth", "-f"])
+        .arg(&key.private)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh-keygen runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen -Y sign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The pairing code rule of §3, computed independently of the server.
+fn expected_code(nonce: &str, fingerprint: &str) -> String {
+    let d = sha2::Sha256::digest(format!("ccrelay-pair-v1:{nonce}:{fingerprint}").as_bytes());
+    format!(
+        "{:06}",
+        u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000
+    )
+}
+
+/// Connect, read the challenge, send a pair.request for `key`; returns the
+/// client and the server's answer.
+async fn pair_request(server: &TestServer, key: &KeyPair, device: &str) -> (TestClient, Value) {
+    let mut c = server.connect().await;
+    let challenge = c.recv().await;
+    assert_eq!(challenge["type"], "auth.challenge");
+    let sign = challenge["sign"].as_str().unwrap().to_string();
+    c.challenge = Some(challenge);
+    let signature = ssh_keygen_sign(key, &sign);
+    c.send(
+        json!({"type": "pair.request", "id": "pair", "signature": signature,
+        "public_key": key.public_line, "device": device}),
+    )
+    .await;
+    let answer = c.recv().await;
+    (c, answer)
+}
+
+fn nonce_of(c: &TestClient) -> String {
+    c.challenge.as_ref().unwrap()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn expect_error_and_policy_close(c: &mut TestClient, code: &str) {
+    let (close, _, frames) = c.expect_close(Duration::from_secs(10)).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "error" && f["code"] == code),
+        "expected error {code}, got {frames:?}"
+    );
+    assert_eq!(close, Some(1008), "{frames:?}");
+}
+
+fn paired_keys(fx: &Fixture) -> std::path::PathBuf {
+    fx.data_dir().join("paired_keys")
+}
+
+/// The full happy path: pending with the code, every owner (also one that
+/// connects later) told with the same code, allow → auth.ok, exactly one line
+/// appended to paired_keys keeping every other byte, and the key then logs in.
+#[tokio::test]
+async fn an_owner_allows_a_device_which_then_logs_in_normally() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    std::fs::create_dir_all(fx.data_dir()).unwrap();
+    // Pre-seeded: comments, a blank line, another key, no trailing newline.
+    let before = format!(
+        "# devices paired earlier\n\n  # keep me\n{} old tablet (paired 2026-01-01 by SHA256:x)",
+        fx.stranger
+            .public_line
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    std::fs::write(paired_keys(&fx), &before).unwrap();
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, Some("laptop")).await;
+
+    let (mut device, pending) = pair_request(&server, &phone, "Pixel 9").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    assert_eq!(pending["id"], "pair");
+    let code = expected_code(&nonce_of(&device), &phone.fingerprint);
+    assert_eq!(pending["code"], code.as_str());
+    assert_eq!(pending["expires_in_ms"], 120_000);
+    let pair_id = pending["pair_id"].as_str().unwrap().to_string();
+
+    let (requested, _) = owner
+        .recv_until("pair.requested", |v| v["type"] == "pair.requested")
+        .await;
+    assert_eq!(requested["pair_id"], pair_id.as_str());
+    assert_eq!(requested["code"], code.as_str());
+    assert_eq!(requested["fingerprint"], phone.fingerprint.as_str());
+    assert_eq!(requested["key_type"], "ssh-ed25519");
+    assert_eq!(requested["device"], "Pixel 9");
+    assert_eq!(requested["peer"], "127.0.0.1");
+    assert!(requested["expires_in_ms"].as_u64().unwrap() <= 120_000);
+
+    // An owner that connects while the request is pending hears of it right after auth.ok.
+    let mut late = server.connect().await;
+    assert_eq!(late.authenticate(&fx.owner2, None).await["type"], "auth.ok");
+    let next = late.recv().await;
+    assert_eq!(next["type"], "pair.requested", "{next}");
+    assert_eq!(next["code"], code.as_str());
+
+    let ok = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pair_id, "allow": true}),
+            "respond",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let auth_ok = device.recv().await;
+    assert_eq!(auth_ok["type"], "auth.ok", "{auth_ok}");
+    assert_eq!(auth_ok["role"], "owner");
+    assert_eq!(auth_ok["fingerprint"], phone.fingerprint.as_str());
+    let approver = owner.client_id.clone();
+    for o in [&mut owner, &mut late] {
+        let (resolved, _) = o
+            .recv_until("pair.resolved", |v| v["type"] == "pair.resolved")
+            .await;
+        assert_eq!(resolved["pair_id"], pair_id.as_str());
+        assert_eq!(resolved["allow"], true);
+        assert_eq!(resolved["role"], "owner");
+        assert_eq!(resolved["by"], approver.as_str());
+    }
+    // The device is authenticated from now on.
+    let pong = device.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "pong");
+    // A later answer: not_pending.
+    let again = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pair_id, "allow": true}),
+            "again",
+        )
+        .await;
+    assert_eq!(again["code"], "not_pending", "{again}");
+
+    // Exactly one line more; every other byte kept.
+    let after = std::fs::read_to_string(paired_keys(&fx)).unwrap();
+    let added = after
+        .strip_prefix(&format!("{before}\n"))
+        .unwrap_or_else(|| panic!("old bytes changed:\n{after}"));
+    assert_eq!(added.matches('\n').count(), 1, "{added:?}");
+    let bare: Vec<&str> = phone.public_line.split_whitespace().take(2).collect();
+    let line = added.trim_end_matches('\n');
+    assert!(
+        line.starts_with(&format!("{} {} Pixel 9 (paired ", bare[0], bare[1])),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(" by {})", fx.owner.fingerprint)),
+        "{line}"
+    );
+
+    // Reconnecting with that key authenticates normally, as an owner.
+    let mut again = server.connect().await;
+    let ok = again.authenticate(&phone, Some("Pixel 9")).await;
+    assert_eq!(ok["type"], "auth.ok", "{ok}");
+    assert_eq!(ok["role"], "owner");
+}
+
+/// Deny, viewer role, forbidden for viewers, one pending per address, withdrawal.
+#[tokio::test]
+async fn deny_viewer_role_limits_and_withdrawal() {
+    let fx = Fixture::new();
+    let tablet = keygen(fx.path(), "tablet", "ed25519", &[]);
+    let other = keygen(fx.path(), "other", "ecdsa", &[]);
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let mut viewer = server.client(&fx.viewer, None).await;
+
+    // Deny.
+    let (mut device, pending) = pair_request(&server, &tablet, "tablet").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let pair_id = pending["pair_id"].as_str().unwrap().to_string();
+    let forbidden = viewer
+        .request(
+            json!({"type": "pair.respond", "pair_id": pair_id, "allow": true}),
+            "v",
+        )
+        .await;
+    assert_eq!(forbidden["code"], "forbidden", "{forbidden}");
+    let ok = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pair_id, "allow": false}),
+            "deny",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    expect_error_and_policy_close(&mut device, "auth_failed").await;
+    let (resolved, _) = owner
+        .recv_until("pair.resolved", |v| v["type"] == "pair.resolved")
+        .await;
+    assert_eq!(resolved["allow"], false);
+    assert_eq!(resolved["by"], owner.client_id.as_str());
+    assert!(!paired_keys(&fx).exists(), "a denied key was written");
+
+    // One pending per address: a second request from 127.0.0.1 is refused.
+    let (first, pending) = pair_request(&server, &tablet, "tablet").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let first_id = pending["pair_id"].as_str().unwrap().to_string();
+    let (mut second, answer) = pair_request(&server, &other, "other").await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "rate_limited");
+    let (close, _, _) = second.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+    // The device that disconnects withdraws its request.
+    drop(first);
+    let (resolved, _) = owner
+        .recv_until("pair.resolved", |v| {
+            v["type"] == "pair.resolved" && v["pair_id"] == first_id.as_str()
+        })
+        .await;
+    assert_eq!(resolved["allow"], false);
+    assert_eq!(resolved["by"], "relay");
+
+    // Allowed as a viewer: paired_viewers created 0600, auth.ok as viewer.
+    let (mut device, pending) = pair_request(&server, &other, "e-reader").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let ok = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pending["pair_id"], "allow": true, "role": "viewer"}),
+            "allow-viewer",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let auth_ok = device.recv().await;
+    assert_eq!(auth_ok["role"], "viewer", "{auth_ok}");
+    let path = fx.data_dir().join("paired_viewers");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let forbidden = device
+        .request(json!({"type": "prompt", "content": "hi"}), "x")
+        .await;
+    assert_eq!(forbidden["code"], "forbidden");
+
+    // Bad device names are bad_message + 1008.
+    let (mut bad, answer) = pair_request(&server, &tablet, "evil\u{1b}[2J\u{202e}").await;
+    assert_eq!(answer["code"], "bad_message", "{answer}");
+    let (close, _, _) = bad.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+}
+
+/// Nobody answers within --pair-timeout: the device gets auth_failed + 1008 and
+/// owners a pair.resolved by the relay.
+#[tokio::test]
+async fn an_unanswered_request_times_out() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let server =
+        fx.start(ServerOptions::default().args(&["--pair-timeout", "1", "--auth-timeout", "0.5"]));
+    let mut owner = server.client(&fx.owner, None).await;
+    let (mut device, pending) = pair_request(&server, &phone, "phone").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    assert_eq!(pending["expires_in_ms"], 1000);
+    // The auth timeout (0.5 s) no longer applies: a ping is still answered after it.
+    let (requested, _) = owner
+        .recv_until("pair.requested", |v| v["type"] == "pair.requested")
+        .await;
+    assert_eq!(requested["pair_id"], pending["pair_id"]);
+    expect_error_and_policy_close(&mut device, "auth_failed").await;
+    let (resolved, _) = owner
+        .recv_until("pair.resolved", |v| v["type"] == "pair.resolved")
+        .await;
+    assert_eq!(resolved["by"], "relay");
+    assert_eq!(resolved["allow"], false);
+    assert!(
+        server
+            .wait_log("pair request expired", Duration::from_secs(2))
+            .await,
+        "{}",
+        server.logs()
+    );
+}
+
+fn keys_cmd(fx: &Fixture, args: &[&str]) -> (i32, String) {
+    let out = Command::new(ccrelay_bin())
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(fx.data_dir())
+        .arg("--authorized-keys")
+        .arg(fx.authorized_keys())
+        .arg("--viewer-keys")
+        .arg(fx.path().join("viewer_keys"))
+        .env_remove("CCRELAY_PAIRED_KEYS")
+        .env_remove("CCRELAY_PAIRED_VIEWERS")
+        .output()
+        .expect("ccrelay keys runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `ccrelay keys add|list|remove`: exit codes, file effects, and a removed key's
+/// live connection closed with 1008.
+#[tokio::test]
+async fn keys_add_list_remove() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let line = fx.stranger.public_line.clone();
+
+    let (code, out) = keys_cmd(&fx, &["add", &line]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = keys_cmd(&fx, &["add", &line]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already"), "{out}");
+    let text = std::fs::read_to_string(paired_keys(&fx)).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let mode = std::fs::metadata(paired_keys(&fx))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let (code, out) = keys_cmd(&fx, &["add", "ssh-ed25519 not-base64"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = keys_cmd(
+        &fx,
+        &[
+            "add",
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAOybTJRU3LxmE7DaYZpiKkcWsqABkLAGKk0oFnp8vWUmuKkyhOcMZ3uBzuUDkJbAiKcJdFNaKgSinFC6DjGM44MJN/AvT1YBccoJr3QNWH1YKkPFUe1F10DhE/0GOylWIyWXzvh/a3Z2CJg2WnpmkdlhRt8YJQuU2OJfkqW1TIRNAAAAFQC1sjlXjs0mKYhQvlINqMOTFTbKEwAAAIB/pBOokMQqhd3phSaDRbQMX87fqFZHEK/trqD96kQ4YSi02U7f3h7iVB6h11VDkHwGNc5Pe83jBmP1li6ItmGRX5BytPpMtTDmv2xJWObCoFUgvU7KsEpD/JpL9J0HKZcBuYKxkHc2GNpvvnFBEHQFOBom/wTaT1XsaWO/PJBp+AAAAIAWPIUOeOYu8Ui3hvu2ZO/8/8s2JsoPZj7N/0yQRaDP21D6XiwCHXxhXhLc6DIPUEqalcAtDNxWduaNEKh+ChwWU40nWSngriRLv5hiVNH+Q5fgCw+Z3nusTIF2AyQ/NK0fDDI4dvkWM65djQbcycTrnEhQ8iW2NVqV1iKd+pZ8Qw== dsa",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+
+    let (code, out) = keys_cmd(&fx, &["list"]);
+    assert_eq!(code, 0, "{out}");
+    for (fp, role, file) in [
+        (&fx.owner.fingerprint, "owner", "authorized_keys"),
+        (&fx.viewer.fingerprint, "viewer", "viewer_keys"),
+        (&fx.stranger.fingerprint, "owner", "paired_keys"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(fp.as_str()) && l.starts_with(role) && l.contains(file)),
+            "{fp} {role} {file} not listed:\n{out}"
+        );
+    }
+    assert!(out.contains("stranger@test"), "comment listed: {out}");
+
+    // The server picks the added key up (watched file) and lets it in.
+    let mut live = None;
+    for _ in 0..50 {
+        let mut c = server.connect().await;
+        let ok = c.authenticate(&fx.stranger, None).await;
+        if ok["type"] == "auth.ok" {
+            live = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut live = live.expect("the added key was never accepted");
+
+    let (code, out) = keys_cmd(&fx, &["remove", &fx.stranger.fingerprint]);
+    assert_eq!(code, 0, "{out}");
+    let (close, _, _) = live.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+    let (code, out) = keys_cmd(&fx, &["remove", &fx.stranger.fingerprint]);
+    assert_eq!(code, 1, "{out}");
+    // A key of the authorized_keys file is not ccrelay's to remove.
+    let (code, out) = keys_cmd(&fx, &["remove", &fx.owner.fingerprint]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("authorized_keys"), "{out}");
+    // `keys check` still works.
+    let out = Command::new(ccrelay_bin())
+        .args(["keys", "check"])
+        .arg(fx.authorized_keys())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// A tmux server of the test's own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("ccrelay-pairing-{}", std::process::id()),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Poll the screen until `pred` holds; returns it.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.tmux(&["capture-pane", "-p", "-t", "owner"]);
+            if pred(&screen) {
+                return screen;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("timed out waiting for {what}; screen:\n{screen}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `ccrelay attach` shows a pair request to an owner with its code, and `y`
+/// approves it: the device is authenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_shows_a_pair_request_and_y_approves_it() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let server = fx.start(ServerOptions::default());
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "env -u SSH_AUTH_SOCK HOME={} NO_COLOR=1 {} attach -i {} --device laptop {}; echo CLIENT-EXITED $?; sleep 600",
+        home.display(),
+        ccrelay_bin(),
+        fx.owner.private.display(),
+        server.url
+    );
+    tmux.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "owner",
+        "-x",
+        "220",
+        "-y",
+        "50",
+        &command,
+    ]);
+    tmux.wait_for("the editor", |s| {
+        s.contains("connected to") && s.lines().any(|l| l == ">" || l.starts_with("> "))
+    })
+    .await;
+
+    let (mut device, pending) = pair_request(&server, &phone, "Pixel 9").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let code = pending["code"].as_str().unwrap().to_string();
+    let screen = tmux
+        .wait_for("the pair request", |s| {
+            s.contains(&format!("Pair device \"Pixel 9\" (code {code}"))
+        })
+        .await;
+    assert!(screen.contains(&phone.fingerprint), "{screen}");
+    tmux.tmux(&["send-keys", "-t", "owner", "y"]);
+    let auth_ok = device.recv().await;
+    assert_eq!(auth_ok["type"], "auth.ok", "{auth_ok}");
+    assert_eq!(auth_ok["role"], "owner");
+    tmux.wait_for("the resolution", |s| {
+        s.contains("device \"Pixel 9\" paired as owner by you") && !s.contains("Pair device")
+    })
+    .await;
+    tmux.tmux(&["send-keys", "-t", "owner", "C-d"]);
+    tmux.wait_for("the exit", |s| s.contains("CLIENT-EXITED 0"))
+        .await;
+}

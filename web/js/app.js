@@ -1,0 +1,557 @@
+// app.js — the page: wires the device key, the connection, the session store and
+// the views together, and owns the screens (insecure / pairing / session), the
+// header (connection state, time since the last frame, session picker, state,
+// presence), the prompt box, pair requests shown to owners, and the devices list.
+// Views render from the store only; this module never interprets events itself.
+
+import { DeviceKey, persistStorage } from './keys.js';
+import { pairCode } from './sshsig.js';
+import { Connection } from './connection.js';
+import { Store } from './session.js';
+import { wsUrl } from './protocol.js';
+import { StreamView } from './views/stream.js';
+
+const $ = (id) => document.getElementById(id);
+const TAIL = 200;
+const HISTORY_PAGE = 200;
+
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  pairing: 'Not paired',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  refused: 'Refused',
+  insecure: 'Not secure',
+};
+
+const ui = {
+  conn: $('conn'),
+  since: $('since'),
+  picker: $('session-picker'),
+  sessionState: $('session-state'),
+  presence: $('presence'),
+  presenceN: $('presence-n'),
+  insecure: $('insecure'),
+  pairing: $('pairing'),
+  session: $('session'),
+  view: $('session-view'),
+  stream: $('stream'),
+  outbox: $('outbox'),
+  earlier: $('load-earlier'),
+  earlierMsg: $('earlier-msg'),
+  input: $('prompt-input'),
+  form: $('prompt-form'),
+  interrupt: $('interrupt'),
+  deviceName: $('device-name'),
+  publicKey: $('public-key'),
+  pairStart: $('pair-start'),
+  retryAuth: $('retry-auth'),
+  pairCodeBox: $('pair-code-box'),
+  pairCode: $('pair-code'),
+  pairMsg: $('pair-msg'),
+  pairRequests: $('pair-requests'),
+  devices: $('devices'),
+  side: $('side'),
+  panelToggle: $('panel-toggle'),
+  toast: $('toast'),
+};
+
+let toastTimer = null;
+function toast(text) {
+  ui.toast.textContent = text;
+  ui.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    ui.toast.hidden = true;
+  }, 6000);
+}
+
+function setConnState(state, detail) {
+  ui.conn.dataset.state = state;
+  ui.conn.textContent = STATE_TEXT[state] || state;
+  ui.conn.title = detail || '';
+  document.body.dataset.conn = state;
+}
+
+function show(screen) {
+  ui.insecure.hidden = screen !== 'insecure';
+  ui.pairing.hidden = screen !== 'pairing';
+  ui.session.hidden = screen !== 'session';
+  document.body.dataset.screen = screen;
+}
+
+// ---- device name ------------------------------------------------------------
+
+function defaultDeviceName() {
+  const ua = navigator.userAgent;
+  const os = /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Mac/.test(ua) ? 'Mac' : /Windows/.test(ua) ? 'Windows' : /Linux/.test(ua) ? 'Linux' : 'device';
+  const br = /Firefox/.test(ua) ? 'Firefox' : /Edg\//.test(ua) ? 'Edge' : /Chrom/.test(ua) ? 'Chrome' : /Safari/.test(ua) ? 'Safari' : 'Browser';
+  return `${br} on ${os}`;
+}
+
+/** 1–64 scalar values, no control, format or bidi characters (PROTOCOL §3). */
+function cleanDeviceName(s) {
+  const cleaned = Array.from(String(s).replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, '').trim()).slice(0, 64).join('');
+  return cleaned || defaultDeviceName();
+}
+
+function initialDeviceName() {
+  const fromUrl = new URLSearchParams(location.search).get('device');
+  if (fromUrl) return cleanDeviceName(fromUrl);
+  return cleanDeviceName(localStorage.getItem('ccrelay.device') || defaultDeviceName());
+}
+
+// ---- accepted-before memory (refused vs. pairing) ---------------------------
+
+function acceptedBefore(serverId) {
+  try {
+    return JSON.parse(localStorage.getItem('ccrelay.accepted') || '{}')[serverId] === true;
+  } catch {
+    return false;
+  }
+}
+
+function rememberAccepted(serverId) {
+  let all;
+  try {
+    all = JSON.parse(localStorage.getItem('ccrelay.accepted') || '{}');
+  } catch {
+    all = {};
+  }
+  all[serverId] = true;
+  localStorage.setItem('ccrelay.accepted', JSON.stringify(all));
+}
+
+// ---- main -------------------------------------------------------------------
+
+async function main() {
+  ui.panelToggle.addEventListener('click', () => {
+    const open = document.body.classList.toggle('side-open');
+    ui.panelToggle.setAttribute('aria-expanded', String(open));
+  });
+
+  if (!window.isSecureContext || !crypto.subtle) {
+    setConnState('insecure');
+    show('insecure');
+    return;
+  }
+
+  let device = initialDeviceName();
+  ui.deviceName.value = device;
+
+  let key;
+  try {
+    key = await DeviceKey.loadOrCreate();
+  } catch (e) {
+    setConnState('insecure', String(e));
+    show('insecure');
+    $('insecure-title').textContent = 'This browser cannot keep a signing key here';
+    return;
+  }
+  const showKey = () => {
+    ui.publicKey.textContent = key.publicLine(device);
+    $('me-name').textContent = device;
+    $('me-fp').textContent = key.fingerprint;
+  };
+  showKey();
+  ui.deviceName.addEventListener('input', () => {
+    device = cleanDeviceName(ui.deviceName.value);
+    localStorage.setItem('ccrelay.device', device);
+    showKey();
+  });
+  persistStorage().then((kept) => {
+    $('persist-note').textContent = kept
+      ? 'The browser keeps this device key (persistent storage granted).'
+      : 'The browser did not grant persistent storage: clearing site data removes this device key.';
+  });
+
+  const store = new Store();
+  const conn = new Connection({ url: wsUrl(location), key, device: () => device, store });
+  const presence = new Map(); // session → {count, clients: Map}
+  const pairReqs = new Map(); // pair_id → element
+  let current = localStorage.getItem('ccrelay.session') || 'default';
+  let role = 'owner';
+  let lastFrame = 0;
+
+  const stream = new StreamView(ui.stream, {
+    respond: async (it, response) => {
+      try {
+        await conn.respond(current, it.requestId, response);
+      } catch (e) {
+        if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
+      }
+    },
+  });
+
+  // --- rendering (batched: one pass per burst of frames)
+  let renderTimer = null;
+  const scheduleRender = () => {
+    if (renderTimer === null) renderTimer = setTimeout(render, 16);
+  };
+  function render() {
+    renderTimer = null;
+    const log = store.log(current);
+    const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
+    stream.render(log.model);
+    ui.view.dataset.session = current;
+    ui.view.dataset.head = String(log.head);
+    ui.view.dataset.base = String(log.base); // seqs up to base are not loaded (tail attach)
+    ui.sessionState.textContent = log.model.state || '…';
+    ui.sessionState.dataset.state = log.model.state || '';
+    ui.sessionState.title = log.model.detail || '';
+    const busy = ['busy', 'awaiting_permission'].includes(log.model.state);
+    // Screen readers announce a streamed answer once it is complete, not every delta.
+    ui.stream.setAttribute('aria-busy', String(log.model.state === 'busy'));
+    ui.interrupt.disabled = role !== 'owner';
+    ui.interrupt.classList.toggle('active', busy);
+    ui.earlier.hidden = !(log.base > 0);
+    renderOutbox();
+    renderPresence();
+    if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  function renderOutbox() {
+    const items = conn.outbox.filter((p) => p.session === current);
+    ui.outbox.replaceChildren(
+      ...items.map((p) => {
+        const d = document.createElement('div');
+        d.className = 'msg user pending';
+        const meta = document.createElement('div');
+        meta.className = 'meta';
+        const tag = document.createElement('span');
+        tag.className = 'tag';
+        tag.textContent = conn.authed ? 'sending…' : 'waiting for the connection';
+        meta.append(tag);
+        const body = document.createElement('div');
+        body.className = 'body plain';
+        body.textContent = typeof p.content === 'string' ? p.content : '';
+        d.append(meta, body);
+        return d;
+      }),
+    );
+  }
+
+  function renderPresence() {
+    const p = presence.get(current);
+    const count = p ? p.count : 0;
+    ui.presence.dataset.count = String(count);
+    ui.presenceN.textContent = String(count);
+    const clients = p ? [...p.clients.values()] : [];
+    ui.devices.replaceChildren(
+      ...clients.map((c) => {
+        const li = document.createElement('li');
+        const name = document.createElement('strong');
+        name.textContent = c.device || c.comment || 'client';
+        const fp = document.createElement('code');
+        fp.className = 'muted';
+        fp.textContent = ` ${c.fingerprint || ''}`;
+        const r = document.createElement('span');
+        r.className = 'pill';
+        r.textContent = c.role || '';
+        li.append(name, fp, ' ', r);
+        if (conn.authOk && c.client_id === conn.authOk.client_id) li.append(' (this page)');
+        return li;
+      }),
+    );
+    if (p && p.count > clients.length) {
+      const li = document.createElement('li');
+      li.className = 'muted';
+      li.textContent = `${p.count - clients.length} more`;
+      ui.devices.append(li);
+    }
+  }
+
+  function setPresence(session, m) {
+    let p = presence.get(session);
+    if (!p) {
+      p = { count: 0, clients: new Map() };
+      presence.set(session, p);
+    }
+    if (Array.isArray(m.clients)) {
+      p.clients = new Map(m.clients.map((c) => [c.client_id, c]));
+    } else {
+      for (const c of m.joined || []) p.clients.set(c.client_id, c);
+      for (const id of m.left || []) p.clients.delete(id);
+    }
+    p.count = typeof m.count === 'number' ? m.count : typeof m.clients_total === 'number' ? m.clients_total : p.clients.size;
+  }
+
+  // --- sessions
+  function setSessions(list) {
+    const names = list.map((s) => s.session);
+    if (!names.includes(current)) current = names.includes('default') ? 'default' : names[0] || 'default';
+    ui.picker.replaceChildren(
+      ...list.map((s) => {
+        const o = document.createElement('option');
+        o.value = s.session;
+        o.textContent = `${s.session}${s.state ? ` (${s.state})` : ''}`;
+        o.selected = s.session === current;
+        return o;
+      }),
+    );
+    ui.picker.hidden = list.length < 2;
+  }
+
+  ui.picker.addEventListener('change', () => {
+    const next = ui.picker.value;
+    if (next === current) return;
+    conn.release(current);
+    current = next;
+    localStorage.setItem('ccrelay.session', current);
+    attachCurrent();
+    scheduleRender();
+  });
+
+  function attachCurrent() {
+    if (conn.sessions.has(current)) return;
+    const log = store.log(current);
+    conn.sessions.add(current);
+    if (conn.authed) conn.attach(current, log.head === 0 ? { tail: TAIL } : {});
+  }
+
+  // --- pair requests (shown to owners)
+  function pairRequested(m) {
+    if (pairReqs.has(m.pair_id)) return;
+    const card = document.createElement('article');
+    card.className = 'card pair-req';
+    card.setAttribute('data-testid', 'pair-request');
+    card.dataset.pairId = m.pair_id;
+    card.dataset.code = m.code;
+    card.setAttribute('role', 'group');
+    card.setAttribute('aria-label', `Pair request from ${m.device}`);
+    const h = document.createElement('p');
+    h.className = 'card-head';
+    h.textContent = `“${m.device}” asks to be paired`;
+    const code = document.createElement('p');
+    code.append('Code ');
+    const c = document.createElement('strong');
+    c.className = 'pcode';
+    c.textContent = m.code;
+    code.append(c, ' — approve only if that device shows the same code.');
+    const meta = document.createElement('p');
+    meta.className = 'muted small';
+    meta.textContent = `${m.key_type || ''} ${m.fingerprint || ''}${m.peer ? ` from ${m.peer}` : ''}`;
+    const row = document.createElement('div');
+    row.className = 'actions';
+    const mk = (label, testid, cls, allow) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = cls;
+      b.textContent = label;
+      b.setAttribute('data-testid', testid);
+      b.disabled = role !== 'owner';
+      b.addEventListener('click', async () => {
+        for (const x of row.querySelectorAll('button')) x.disabled = true;
+        try {
+          await conn.pairRespond(m.pair_id, allow);
+        } catch (e) {
+          toast(`Pair answer failed: ${e.message}`);
+          for (const x of row.querySelectorAll('button')) x.disabled = false;
+        }
+      });
+      row.append(b);
+    };
+    mk('Allow', 'pair-allow', 'primary', true);
+    mk('Deny', 'pair-deny', 'danger', false);
+    card.append(h, code, meta, row);
+    ui.pairRequests.append(card);
+    ui.pairRequests.hidden = false;
+    pairReqs.set(m.pair_id, card);
+  }
+
+  function pairResolved(m) {
+    const card = pairReqs.get(m.pair_id);
+    if (!card) return;
+    card.dataset.resolved = m.allow ? 'allow' : 'deny';
+    card.querySelector('.actions')?.remove();
+    const p = document.createElement('p');
+    p.className = 'resolution';
+    p.textContent = m.allow ? `Paired (${m.role || 'owner'})` : m.by === 'relay' ? 'Expired or withdrawn' : 'Denied';
+    card.append(p);
+    setTimeout(() => {
+      card.remove();
+      pairReqs.delete(m.pair_id);
+      if (pairReqs.size === 0) ui.pairRequests.hidden = true;
+    }, 15000);
+  }
+
+  // --- connection callbacks
+  conn.onstate = (state, detail) => {
+    setConnState(state, detail);
+    scheduleRender();
+  };
+  conn.onauth = (ok) => {
+    lastFrame = Date.now();
+    role = ok.role || 'owner';
+    $('me-role').textContent = role;
+    if (conn.challenge) rememberAccepted(conn.challenge.server_id);
+    ui.deviceName.readOnly = true;
+    show('session');
+    setSessions(Array.isArray(ok.sessions) ? ok.sessions : [{ session: 'default' }]);
+    attachCurrent();
+    ui.input.disabled = role !== 'owner';
+    scheduleRender();
+  };
+  conn.onchange = () => {
+    lastFrame = Date.now();
+    scheduleRender();
+  };
+  conn.onframe = (m) => {
+    lastFrame = Date.now();
+    switch (m.type) {
+      case 'attached':
+        setPresence(m.session, m);
+        break;
+      case 'presence':
+        setPresence(m.session, m);
+        break;
+      case 'pair.requested':
+        pairRequested(m);
+        break;
+      case 'pair.resolved':
+        pairResolved(m);
+        break;
+      case 'session.list':
+        if (Array.isArray(m.sessions)) setSessions(m.sessions);
+        break;
+      case 'prompt.failed':
+        toast(`Prompt not accepted: ${m.message || m.code}`);
+        break;
+      default:
+        break;
+    }
+    scheduleRender();
+  };
+  conn.onpair = async (pending, challenge) => {
+    setConnState('pairing', 'waiting for an owner to approve');
+    ui.conn.textContent = 'Awaiting approval';
+    const mine = await pairCode(challenge.nonce, key.fingerprint);
+    if (mine === pending.code) {
+      ui.pairCode.textContent = mine;
+      ui.pairCodeBox.hidden = false;
+      ui.pairMsg.textContent = 'Waiting for an owner to approve this device…';
+    } else {
+      ui.pairCodeBox.hidden = true;
+      ui.pairMsg.textContent = 'The server’s pairing code does not match the one this device computed. Do not approve this request: someone may be in the middle.';
+    }
+  };
+  conn.onrefused = (m, mode) => {
+    const serverId = conn.challenge ? conn.challenge.server_id : '';
+    ui.pairCodeBox.hidden = true;
+    ui.pairStart.disabled = false;
+    show('pairing');
+    if (m.code === 'rate_limited') {
+      setConnState(mode === 'pair' ? 'pairing' : 'refused', m.message);
+      ui.pairMsg.textContent = mode === 'pair'
+        ? 'Another pair request from this address is already waiting. Try again when it is answered.'
+        : 'Too many failed sign-ins from this address. Wait a minute, then try again.';
+      return;
+    }
+    if (m.code === 'overloaded') {
+      setConnState('pairing', m.message);
+      ui.pairMsg.textContent = 'The server has too many pair requests waiting. Try again later.';
+      return;
+    }
+    if (mode === 'pair') {
+      if (m.code === 'auth_failed') {
+        setConnState('refused', 'pairing denied or expired');
+        ui.pairMsg.textContent = 'The pair request was denied, or nobody answered in time.';
+      } else {
+        setConnState('pairing', m.message);
+        ui.pairMsg.textContent = 'This server does not accept pair requests. An owner can add the key above with `ccrelay keys add`, then “Try signing in again”.';
+      }
+      return;
+    }
+    if (acceptedBefore(serverId)) {
+      setConnState('refused', 'this key is no longer accepted');
+      ui.pairMsg.textContent = 'This server accepted this browser before but refuses it now: its key was probably removed. Ask to pair again.';
+    } else {
+      setConnState('pairing');
+      ui.pairMsg.textContent = '';
+    }
+  };
+
+  ui.pairStart.addEventListener('click', () => {
+    device = cleanDeviceName(ui.deviceName.value);
+    showKey();
+    ui.pairStart.disabled = true;
+    ui.pairMsg.textContent = 'Asking the server…';
+    conn.open('pair');
+  });
+  ui.retryAuth.addEventListener('click', () => {
+    ui.pairMsg.textContent = '';
+    conn.open('auth');
+  });
+
+  // --- prompt box
+  const sendPrompt = () => {
+    const text = ui.input.value;
+    if (!text.trim()) return;
+    conn.prompt(current, text);
+    ui.input.value = '';
+    ui.input.focus();
+  };
+  ui.form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendPrompt();
+  });
+  ui.input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      sendPrompt();
+    }
+  });
+  ui.interrupt.addEventListener('click', async () => {
+    try {
+      await conn.interrupt(current);
+    } catch (e) {
+      toast(`Interrupt failed: ${e.message}`);
+    }
+  });
+
+  // --- load earlier (history)
+  ui.earlier.addEventListener('click', async () => {
+    const log = store.log(current);
+    if (log.base <= 0) return;
+    ui.earlier.disabled = true;
+    ui.earlierMsg.textContent = '';
+    try {
+      const reply = await conn.history(current, log.base + 1, HISTORY_PAGE);
+      const added = log.prepend(Array.isArray(reply.events) ? reply.events : []);
+      if (reply.truncated && added === 0) ui.earlierMsg.textContent = 'Earlier events are no longer kept by the server.';
+      else if (added === 0) ui.earlierMsg.textContent = 'Nothing earlier.';
+      scheduleRender();
+    } catch (e) {
+      ui.earlierMsg.textContent = e.code === 'unknown_type' ? 'This server cannot send earlier events.' : `Could not load: ${e.message}`;
+    } finally {
+      ui.earlier.disabled = false;
+    }
+  });
+
+  // --- "last frame" ticker
+  setInterval(() => {
+    if (!lastFrame) {
+      ui.since.textContent = '';
+      return;
+    }
+    const s = Math.round((Date.now() - lastFrame) / 1000);
+    ui.since.textContent = s < 2 ? 'live' : s < 120 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
+  }, 1000);
+
+  // --- go
+  show('');
+  setConnState('connecting');
+  conn.open('auth');
+
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch(() => {
+      // The page works without it (no offline shell).
+    });
+  }
+}
+
+main().catch((e) => {
+  setConnState('refused', String(e));
+  toast(`The page failed to start: ${e.message || e}`);
+});

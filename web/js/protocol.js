@@ -1,0 +1,69 @@
+// protocol.js — the wire messages of PROTOCOL.md v1 the page sends, in one place,
+// and small readers for what it receives. Pure: no socket, no DOM.
+
+export const PROTOCOL_VERSION = 1;
+export const NAMESPACE = 'ccrelay-auth';
+
+/** Close codes with a meaning for the page (PROTOCOL §2). */
+export const CLOSE = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  POLICY: 1008,
+  TOO_BIG: 1009,
+  INTERNAL: 1011,
+  SHED: 1013,
+  LAGGING: 4008,
+};
+
+/** The WebSocket URL of the server that served this page (same origin). */
+export function wsUrl(loc) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/v1/ws`;
+}
+
+export const msg = {
+  authResponse: (signature, publicKey, device) => ({ type: 'auth.response', signature, public_key: publicKey, device }),
+  pairRequest: (signature, publicKey, device) => ({ type: 'pair.request', signature, public_key: publicKey, device }),
+  pairRespond: (id, pairId, allow, role = 'owner') => ({ type: 'pair.respond', id, pair_id: pairId, allow, role }),
+  ping: (id) => ({ type: 'ping', id }),
+  sessionList: (id) => ({ type: 'session.list', id }),
+  /** `since` (resume) or `tail` (join a long session), never both. */
+  attach: (id, session, { since, tail } = {}) => {
+    const m = { type: 'attach', id, session };
+    if (tail !== undefined) m.tail = tail;
+    else if (since) m.since = since;
+    return m;
+  },
+  detach: (id, session) => ({ type: 'detach', id, session }),
+  prompt: (id, session, content, key) => ({ type: 'prompt', id, session, content, key }),
+  respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
+  interrupt: (id, session) => ({ type: 'interrupt', id, session }),
+  history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
+  visible: (id, visible) => ({ type: 'client.visible', id, visible }),
+};
+
+/** Permission answers (PROTOCOL §6). */
+export const answer = {
+  allow: () => ({ behavior: 'allow' }),
+  always: (suggestions) => ({ behavior: 'allow', updatedPermissions: suggestions }),
+  deny: (message) => (message ? { behavior: 'deny', message } : { behavior: 'deny' }),
+};
+
+/** A prompt key: unique per prompt, at most 64 characters. */
+export function newKey() {
+  const b = new Uint8Array(12);
+  crypto.getRandomValues(b);
+  return `web-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** The text of a prompt's content (a string or content blocks). */
+export function contentText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .filter((b) => b && b.type === 'text' && typeof b.text === 'string')
+      .map((b) => b.text)
+      .join('\n');
+  }
+  return '';
+}

@@ -1,0 +1,359 @@
+// session.js — the applied-seq log of each session and the model derived from it.
+// This is the only state the views read. An event is applied exactly once and only
+// in order: a seq at or below `head` is a duplicate (ignored), a seq above `head + 1`
+// is a gap (refused; the connection re-attaches with `since = head`). Everything a
+// view shows is a function of the applied events (plus the `pending` list of an
+// attach), so a replay after a reconnect can never show a line twice.
+// Must not: touch the socket or the DOM.
+
+import { contentText } from './protocol.js';
+
+/** One rendered thing in the stream, in the order it first appeared. */
+function item(kind, id, fields) {
+  return { kind, id, rev: 0, ...fields };
+}
+
+/** The model of one session: ordered items plus session-level facts. */
+class Model {
+  constructor() {
+    this.items = [];
+    this.byId = new Map();
+    this.state = '';
+    this.detail = '';
+    this.promptKeys = new Set();
+    this.lastResult = null;
+    // Per API message: the stream indexes of its text blocks, in order, and how many
+    // text blocks its `assistant` lines have carried so far. An `assistant` line has
+    // no index, and other blocks (thinking, tool_use) may or may not get lines of
+    // their own, so the k-th text line is matched with the k-th streamed text block.
+    this.textBlocks = new Map();
+    this.assistantTexts = new Map();
+    // Tool input JSON streamed in pieces, by "<message>:<index>".
+    this.toolByBlock = new Map();
+    this.changed = new Set();
+  }
+
+  get(id) {
+    return this.byId.get(id);
+  }
+
+  add(it) {
+    const have = this.byId.get(it.id);
+    if (have) return have;
+    this.items.push(it);
+    this.byId.set(it.id, it);
+    this.touch(it);
+    return it;
+  }
+
+  touch(it) {
+    it.rev += 1;
+    this.changed.add(it.id);
+  }
+
+  /** Apply one event object (the `event` of an `event` frame). */
+  apply(seq, ev) {
+    if (!ev || typeof ev !== 'object') return;
+    switch (ev.type) {
+      case 'relay.prompt': {
+        const text = contentText(ev.content);
+        const id = `prompt:${ev.prompt_id}`;
+        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: this.state !== 'idle' && this.state !== '', seq }));
+        if (ev.key) this.promptKeys.add(ev.key);
+        this.touch(it);
+        break;
+      }
+      case 'relay.turn': {
+        const it = this.get(`prompt:${ev.prompt_id}`);
+        if (it) {
+          it.phase = ev.phase;
+          it.phaseDetail = ev.detail || '';
+          this.touch(it);
+        }
+        break;
+      }
+      case 'relay.state':
+        this.state = ev.state || '';
+        this.detail = ev.detail || '';
+        this.changed.add('$state');
+        break;
+      case 'relay.resolved': {
+        const it = this.get(`perm:${ev.request_id}`);
+        if (it) {
+          const behavior = ev.response && ev.response.behavior;
+          it.resolved = behavior === 'deny' ? 'deny' : 'allow';
+          it.by = ev.client_id === 'relay' ? 'relay' : ev.device || ev.fingerprint || ev.client_id || '';
+          it.message = (ev.response && ev.response.message) || '';
+          this.touch(it);
+          const tool = it.toolUseId ? this.get(`tool:${it.toolUseId}`) : null;
+          if (tool) this.touch(tool);
+        }
+        break;
+      }
+      case 'relay.cancelled':
+        this.cancel(ev.request_id, 'relay', ev.reason || '');
+        break;
+      case 'control_cancel_request':
+        this.cancel(ev.request_id, 'agent', '');
+        break;
+      case 'control_request':
+        this.controlRequest(ev, seq);
+        break;
+      case 'relay.agent_exit':
+        this.add(item('notice', `seq:${seq}`, { text: `Agent ${ev.cause === 'stopped' ? 'stopped' : ev.cause === 'hung' ? 'hung and was killed' : 'exited'}${ev.code != null ? ` (code ${ev.code})` : ''}${ev.signal ? ` (${ev.signal})` : ''}${ev.restarting ? ', restarting' : ''}.` }));
+        break;
+      case 'relay.dropped':
+        this.add(item('notice', `seq:${seq}`, { text: `An agent line of ${ev.bytes} bytes was too large and was dropped.` }));
+        break;
+      case 'stream_event':
+        this.streamEvent(ev);
+        break;
+      case 'assistant':
+        this.assistant(ev);
+        break;
+      case 'user':
+        this.userLine(ev);
+        break;
+      case 'result':
+        this.lastResult = ev;
+        this.add(item('result', `seq:${seq}`, {
+          isError: !!ev.is_error,
+          subtype: ev.subtype || '',
+          cost: typeof ev.total_cost_usd === 'number' ? ev.total_cost_usd : null,
+          duration: typeof ev.duration_ms === 'number' ? ev.duration_ms : null,
+          turns: ev.num_turns,
+          text: typeof ev.result === 'string' ? ev.result : '',
+        }));
+        break;
+      default:
+        break;
+    }
+  }
+
+  cancel(requestId, by, reason) {
+    const it = this.get(`perm:${requestId}`);
+    if (it && !it.resolved) {
+      it.resolved = 'cancelled';
+      it.by = by;
+      it.message = reason;
+      this.touch(it);
+    }
+  }
+
+  controlRequest(ev, seq) {
+    const req = ev.request || {};
+    const id = `perm:${ev.request_id}`;
+    if (this.byId.has(id)) return;
+    this.add(item('permission', id, {
+      requestId: ev.request_id,
+      subtype: req.subtype || '',
+      tool: req.tool_name || req.display_name || req.subtype || 'request',
+      input: req.input && typeof req.input === 'object' ? req.input : {},
+      description: typeof req.description === 'string' ? req.description : '',
+      reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
+      suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
+      toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
+      resolved: '',
+      by: '',
+      message: '',
+      seq,
+    }));
+    // The tool card defers to the permission card for the input (no second diff).
+    const tool = req.tool_use_id ? this.get(`tool:${req.tool_use_id}`) : null;
+    if (tool) this.touch(tool);
+  }
+
+  /** The permission item opened for a tool call, if any. */
+  permissionFor(toolId) {
+    return this.items.find((x) => x.kind === 'permission' && x.toolUseId === toolId) || null;
+  }
+
+  textItem(mid, index) {
+    if (typeof index === 'number') {
+      const list = this.textBlocks.get(mid) || [];
+      if (!list.includes(index)) {
+        list.push(index);
+        this.textBlocks.set(mid, list);
+      }
+    }
+    return this.add(item('text', `text:${mid}:${index}`, { text: '' }));
+  }
+
+  toolItem(toolId, name, blockKey) {
+    const it = this.add(item('tool', `tool:${toolId}`, { toolId, name: name || '', input: null, inputJson: '', output: null, isError: false }));
+    if (blockKey) this.toolByBlock.set(blockKey, it);
+    return it;
+  }
+
+  streamEvent(ev) {
+    const e = ev.event || {};
+    const mid = ev.api_message_id || (e.message && e.message.id) || '';
+    if (e.type === 'content_block_start' && e.content_block) {
+      const b = e.content_block;
+      if (b.type === 'text') {
+        const it = this.textItem(mid, e.index);
+        if (typeof b.text === 'string' && b.text) {
+          it.text += b.text;
+          this.touch(it);
+        }
+      } else if (b.type === 'tool_use' && b.id) {
+        this.toolItem(b.id, b.name, `${mid}:${e.index}`);
+      }
+    } else if (e.type === 'content_block_delta' && e.delta) {
+      if (e.delta.type === 'text_delta' && typeof e.delta.text === 'string') {
+        const it = this.textItem(mid, e.index);
+        it.text += e.delta.text;
+        this.touch(it);
+      } else if (e.delta.type === 'input_json_delta' && typeof e.delta.partial_json === 'string') {
+        const it = this.toolByBlock.get(`${mid}:${e.index}`);
+        if (it && it.input === null) {
+          it.inputJson += e.delta.partial_json;
+          this.touch(it);
+        }
+      }
+    }
+  }
+
+  assistant(ev) {
+    const m = ev.message || {};
+    const mid = m.id || '';
+    const content = Array.isArray(m.content) ? m.content : [];
+    for (const b of content) {
+      if (!b || typeof b !== 'object') continue;
+      if (b.type === 'text' && typeof b.text === 'string') {
+        const k = this.assistantTexts.get(mid) || 0;
+        this.assistantTexts.set(mid, k + 1);
+        const streamed = (this.textBlocks.get(mid) || [])[k];
+        // The complete block: authoritative over the streamed deltas.
+        const it = streamed !== undefined ? this.textItem(mid, streamed) : this.textItem(mid, `a${k}`);
+        if (it.text !== b.text) {
+          it.text = b.text;
+          this.touch(it);
+        }
+      } else if (b.type === 'tool_use' && b.id) {
+        const it = this.toolItem(b.id, b.name, '');
+        it.name = b.name || it.name;
+        it.input = b.input && typeof b.input === 'object' ? b.input : {};
+        this.touch(it);
+      }
+    }
+  }
+
+  userLine(ev) {
+    const m = ev.message || {};
+    if (!Array.isArray(m.content)) return;
+    for (const b of m.content) {
+      if (b && b.type === 'tool_result' && b.tool_use_id) {
+        const it = this.get(`tool:${b.tool_use_id}`) || this.toolItem(b.tool_use_id, '', '');
+        it.output = toolResultText(b.content);
+        it.isError = !!b.is_error;
+        this.touch(it);
+      } else if (b && b.type === 'text' && typeof b.text === 'string' && b.text.startsWith('[Request interrupted')) {
+        this.add(item('notice', `interrupt:${ev.uuid || this.items.length}`, { text: b.text.replace(/^\[|\]$/g, '') }));
+      }
+    }
+  }
+
+  /** A pending control request listed by `attached` whose event is not in the log. */
+  pending(req) {
+    if (req && req.type === 'control_request' && req.request_id) this.controlRequest(req, 0);
+  }
+}
+
+function toolResultText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content.map((c) => (c && typeof c.text === 'string' ? c.text : '')).join('\n');
+  }
+  return content == null ? '' : JSON.stringify(content);
+}
+
+/** One session's event log: seqs `base+1 ..= head`, each applied once, in order. */
+export class SessionLog {
+  constructor(name) {
+    this.name = name;
+    this.base = 0;
+    this.head = 0;
+    this.events = [];
+    this.pendingList = [];
+    this.model = new Model();
+    this.rebuilt = 0; // bumped when the model is rebuilt from scratch (views redraw)
+    this.serverHead = 0;
+    this.truncatedStart = false; // events before `base` are no longer retained
+  }
+
+  /**
+   * Apply one event. Returns 'applied', 'duplicate' (seq ≤ head: ignored) or
+   * 'gap' (seq > head + 1: refused, the caller must re-attach from `head`).
+   */
+  apply(seq, ev) {
+    if (!Number.isSafeInteger(seq) || seq <= this.head) return 'duplicate';
+    if (seq !== this.head + 1) return 'gap';
+    this.events.push(ev);
+    this.head = seq;
+    if (seq > this.serverHead) this.serverHead = seq;
+    this.model.apply(seq, ev);
+    return 'applied';
+  }
+
+  /** Start over from `base` (a tail attach, or the server no longer has what we had). */
+  reset(base) {
+    this.base = base;
+    this.head = base;
+    this.events = [];
+    this.rebuild();
+  }
+
+  /** Older events from `history`: they must end exactly at `base`. Returns how many were added. */
+  prepend(frames) {
+    const evs = frames.filter((f) => f && Number.isSafeInteger(f.seq) && f.seq <= this.base).sort((a, b) => a.seq - b.seq);
+    if (evs.length === 0) return 0;
+    // Only a contiguous run ending at base can join the log.
+    let start = evs.length - 1;
+    if (evs[start].seq !== this.base) return 0;
+    while (start > 0 && evs[start - 1].seq === evs[start].seq - 1) start -= 1;
+    const run = evs.slice(start);
+    this.events = run.map((f) => f.event).concat(this.events);
+    this.base = run[0].seq - 1;
+    this.rebuild();
+    return run.length;
+  }
+
+  setPending(list) {
+    this.pendingList = Array.isArray(list) ? list : [];
+    for (const req of this.pendingList) this.model.pending(req);
+  }
+
+  rebuild() {
+    const m = new Model();
+    let seq = this.base;
+    for (const ev of this.events) {
+      seq += 1;
+      m.apply(seq, ev);
+    }
+    for (const req of this.pendingList) m.pending(req);
+    m.state = m.state || this.model.state;
+    this.model = m;
+    this.rebuilt += 1;
+  }
+
+  hasPromptKey(key) {
+    return this.model.promptKeys.has(key);
+  }
+}
+
+/** Every session's log, by name. */
+export class Store {
+  constructor() {
+    this.logs = new Map();
+  }
+
+  log(name) {
+    let l = this.logs.get(name);
+    if (!l) {
+      l = new SessionLog(name);
+      this.logs.set(name, l);
+    }
+    return l;
+  }
+}

@@ -1,0 +1,112 @@
+// Pairing a browser (issue 12 acceptance 1; PROTOCOL §3): a fresh profile asks to be
+// paired, an owner test client receives `pair.requested` with the code the page
+// shows, an owner's web page shows the request and allows it; the page reaches
+// `connected`, the paired keys file gained exactly one line and kept every other
+// byte, and after a reload the profile authenticates without pairing. A denied
+// request leaves the page `refused`.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, until, SCREENSHOTS, serverHasPairing } from './harness.js';
+
+let enabled = browserAvailable();
+const EXISTING = '# keys paired earlier\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1Vb0dWZ3xdRlH8jPzV+Jl1fH0RrvdGQSD8o4tJQy8 old-phone (paired 2026-01-01 by SHA256:x)\n';
+let server;
+let browser;
+let term;
+let owner;
+let pairedKeys;
+
+before(async () => {
+  if (!enabled) return;
+  server = await Server.start({
+    prepare: (dir) => {
+      mkdirSync(path.join(dir, 'data'), { recursive: true });
+      writeFileSync(path.join(dir, 'data', 'paired_keys'), EXISTING);
+    },
+  });
+  pairedKeys = path.join(server.dir, 'data', 'paired_keys');
+  if (!(await serverHasPairing(server))) {
+    console.log('SKIPPED: pairing tests (this ccrelay build does not answer pair.request yet)');
+    enabled = false;
+    return;
+  }
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await launchBrowser();
+  term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
+  owner = await openAuthorized(browser, server, server.base, 'laptop');
+});
+
+after(async () => {
+  term?.close();
+  await browser?.close();
+  await server?.stop();
+});
+
+async function freshProfile(device) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await page.goto(`${server.base}/?device=${encodeURIComponent(device)}`);
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'pairing');
+  return { context, page };
+}
+
+test('a fresh profile pairs: same code on both sides, one line added, and a reload signs in', { skip: !enabled }, async (t) => {
+  if (!enabled) return t.skip('no pairing on this server');
+  const { page } = await freshProfile('Pixel 9');
+  const from = term.frames.length;
+  await page.getByTestId('pair-start').click();
+  const code = await until(async () => {
+    const t = (await page.getByTestId('pair-code').textContent()) || '';
+    return /^\d{6}$/.test(t.trim()) ? t.trim() : null;
+  }, 'the page shows its pairing code');
+  const req = await term.wait((f) => f.type === 'pair.requested', { from });
+  assert.equal(req.code, code, 'the owner sees the code the page computed');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'pairing-code-390x844.png') });
+  assert.equal(req.device, 'Pixel 9');
+  assert.equal(await page.getByTestId('connection-state').getAttribute('data-state'), 'pairing');
+
+  // The owner's web page shows the request with the same code, and allows it.
+  const card = owner.page.locator(`[data-testid="pair-request"][data-pair-id="${req.pair_id}"]`);
+  await card.waitFor();
+  assert.equal(await card.getAttribute('data-code'), code);
+  await owner.page.screenshot({ path: path.join(SCREENSHOTS, 'pair-request-390x844.png') });
+  await card.getByTestId('pair-allow').click();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'allow');
+  const resolved = await term.wait((f) => f.type === 'pair.resolved' && f.pair_id === req.pair_id, { from });
+  assert.equal(resolved.allow, true);
+
+  const after1 = readFileSync(pairedKeys, 'utf8');
+  assert.ok(after1.startsWith(EXISTING), 'every other byte kept');
+  const added = after1.slice(EXISTING.length).split('\n').filter(Boolean);
+  assert.equal(added.length, 1, 'exactly one line added');
+  const key = (await page.getByTestId('public-key').textContent()).trim().split(' ').slice(0, 2).join(' ');
+  assert.ok(added[0].startsWith(`${key} Pixel 9 (paired `), added[0]);
+
+  // A reload authenticates with the stored key, without pairing.
+  const from2 = term.frames.length;
+  await page.reload();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  assert.equal(term.frames.slice(from2).filter((f) => f.type === 'pair.requested').length, 0, 'no new pair request');
+  assert.equal(readFileSync(pairedKeys, 'utf8'), after1, 'the keys file is unchanged');
+  await page.getByTestId('session-view').waitFor();
+});
+
+test('a denied pair request leaves the page refused, and the owner page says denied', { skip: !enabled }, async (t) => {
+  if (!enabled) return t.skip('no pairing on this server');
+  const { page } = await freshProfile('stranger tablet');
+  const before = readFileSync(pairedKeys, 'utf8');
+  const from = term.frames.length;
+  await page.getByTestId('pair-start').click();
+  const req = await term.wait((f) => f.type === 'pair.requested', { from });
+  const card = owner.page.locator(`[data-testid="pair-request"][data-pair-id="${req.pair_id}"]`);
+  await card.waitFor();
+  await term.request({ type: 'pair.respond', pair_id: req.pair_id, allow: false });
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'refused');
+  assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'deny');
+  assert.equal(await card.getByTestId('pair-allow').count(), 0, 'no longer actionable');
+  assert.equal(readFileSync(pairedKeys, 'utf8'), before, 'nothing added');
+});
