@@ -33,6 +33,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Try everything on this machine: throwaway key, relay with the mock agent, attached client.
     Demo(DemoArgs),
+    /// Print this server's id and TLS certificate fingerprint (to compare with what `attach` shows).
+    ServerInfo(ServerInfoArgs),
     /// A protocol-faithful stand-in for `claude` (stream-json over stdin/stdout), for demos and tests.
     #[command(after_help = MOCK_AGENT_HELP)]
     MockAgent(MockAgentArgs),
@@ -257,6 +259,35 @@ pub struct ServeArgs {
     )]
     pub sessions: Option<Vec<String>>,
 
+    /// PEM certificate chain: serve TLS only (with --tls-key); re-read on SIGHUP and when it changes
+    #[arg(long, env = "CCRELAY_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "CCRELAY_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate made once and kept in the data dir (its fingerprint is logged)
+    #[arg(
+        long,
+        env = "CCRELAY_TLS_SELF_SIGNED",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub tls_self_signed: bool,
+    /// DNS name or IP address of the self-signed certificate (repeatable) [default: localhost, 127.0.0.1, ::1 and the host name]
+    #[arg(
+        long = "tls-name",
+        env = "CCRELAY_TLS_NAMES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tls_names: Option<Vec<String>>,
+    /// Allow listening without TLS outside loopback (behind a TLS-terminating proxy, on a WireGuard or Tailscale network)
+    #[arg(
+        long,
+        env = "CCRELAY_INSECURE_PLAINTEXT",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub insecure_plaintext: bool,
+
     /// Arguments passed to every agent process after the flags ccrelay adds
     #[arg(last = true, value_name = "EXTRA_AGENT_ARGS")]
     pub extra_agent_args: Vec<String>,
@@ -291,6 +322,21 @@ pub struct AttachArgs {
     /// Replay only the last N events when attaching (default: the whole retained log)
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
+    /// PEM CA certificate(s) to trust besides the system's, for wss://
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// The server certificate's fingerprint (`ccrelay server-info` prints it): trust that certificate, whoever signed it
+    #[arg(long, value_name = "SHA256:...")]
+    pub server_fingerprint: Option<String>,
+    /// Record a server not seen before without asking (never overrides a mismatch)
+    #[arg(long)]
+    pub accept_new_server: bool,
+    /// Allow plaintext ws:// to a host outside loopback
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+    /// Where servers seen before are recorded [default: $XDG_CONFIG_HOME/ccrelay/known_servers, else ~/.config/ccrelay/known_servers]
+    #[arg(long, value_name = "PATH")]
+    pub known_servers: Option<PathBuf>,
 }
 
 /// `ccrelay keys ...`
@@ -346,6 +392,17 @@ pub struct KeyFilesArgs {
     /// Listed by `keys list` when given
     #[arg(long, env = "CCRELAY_VIEWER_KEYS", value_name = "PATH")]
     pub viewer_keys: Option<PathBuf>,
+}
+
+/// `ccrelay server-info` options.
+#[derive(Debug, Args)]
+pub struct ServerInfoArgs {
+    /// The server's data dir [default: $XDG_STATE_HOME/ccrelay, else ~/.local/state/ccrelay]
+    #[arg(long, env = "CCRELAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The PEM certificate `serve` uses [default: the self-signed one in the data dir]
+    #[arg(long, env = "CCRELAY_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
 }
 
 /// `ccrelay demo` options.

@@ -93,6 +93,12 @@ pub struct Config {
     pub memory_limit: u64,
     pub auth_failures_per_min: u32,
     pub shutdown_grace: Duration,
+    /// `--tls-cert`/`--tls-key` or `--tls-self-signed`: the listen address serves TLS only.
+    pub tls: Option<crate::tls::TlsSource>,
+    /// `--tls-name` as given (empty when none): names this server is reached by.
+    pub tls_names: Vec<String>,
+    /// `--insecure-plaintext`: plaintext outside loopback was asked for.
+    pub insecure_plaintext: bool,
     /// `--trusted-proxy`: peers in these networks report the client address in
     /// `X-Forwarded-For` (PROTOCOL.md §1).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -154,6 +160,12 @@ const FILE_KEYS: &[&str] = &[
     "session",
     "sessions",
     "agent-args",
+    "tls-cert",
+    "tls-key",
+    "tls-self-signed",
+    "tls-name",
+    "tls-names",
+    "insecure-plaintext",
     "require-channel-binding",
     "pair-timeout",
     "paired-keys",
@@ -722,6 +734,8 @@ impl Config {
             .path("paired-viewers", args.paired_viewers.as_ref())?
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
+        let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
+
         Ok(Config {
             listen,
             metrics_listen,
@@ -754,6 +768,9 @@ impl Config {
             memory_limit,
             auth_failures_per_min,
             shutdown_grace,
+            tls,
+            tls_names,
+            insecure_plaintext,
             trusted_proxies,
             require_channel_binding,
             pair_timeout,
@@ -769,6 +786,79 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err("expected true or false".into()),
     }
+}
+
+/// The TLS settings (PROTOCOL.md §1, §8) and the plaintext-outside-loopback rule.
+fn resolve_tls(
+    r: &Resolver<'_>,
+    file: &FileValues,
+    args: &ServeArgs,
+    listen: SocketAddr,
+) -> Result<(Option<crate::tls::TlsSource>, Vec<String>, bool), ConfigError> {
+    let cert = r.path("tls-cert", args.tls_cert.as_ref())?;
+    let key = r.path("tls-key", args.tls_key.as_ref())?;
+    let flag = |key: &str, given: bool| -> Result<bool, ConfigError> {
+        if given {
+            return Ok(true);
+        }
+        r.parse(key, None, false, parse_bool)
+    };
+    let self_signed = flag("tls-self-signed", args.tls_self_signed)?;
+    let insecure_plaintext = flag("insecure-plaintext", args.insecure_plaintext)?;
+    let names: Vec<String> = match &args.tls_names {
+        Some(list) => list.clone(),
+        None => file.list(&["tls-name", "tls-names"])?.unwrap_or_default(),
+    }
+    .into_iter()
+    .map(|n| n.trim().to_string())
+    .filter(|n| !n.is_empty())
+    .collect();
+    for name in &names {
+        if !crate::tls::valid_name(name) {
+            return Err(ConfigError::new(
+                "tls-name",
+                format!("expected a DNS name or an IP address, got {name:?}"),
+            ));
+        }
+    }
+    let tls = match (cert, key, self_signed) {
+        (Some(_), _, true) | (_, Some(_), true) => {
+            return Err(ConfigError::new(
+                "tls-self-signed",
+                "cannot be combined with --tls-cert/--tls-key; choose one",
+            ));
+        }
+        (Some(cert), Some(key), false) => Some(crate::tls::TlsSource::Files { cert, key }),
+        (Some(_), None, false) => {
+            return Err(ConfigError::new(
+                "tls-key",
+                "--tls-cert needs --tls-key (the PEM private key of the certificate)",
+            ));
+        }
+        (None, Some(_), false) => {
+            return Err(ConfigError::new(
+                "tls-cert",
+                "--tls-key needs --tls-cert (the PEM certificate chain)",
+            ));
+        }
+        (None, None, true) => Some(crate::tls::TlsSource::SelfSigned {
+            names: if names.is_empty() {
+                crate::tls::default_names()
+            } else {
+                names.clone()
+            },
+        }),
+        (None, None, false) => None,
+    };
+    if tls.is_none() && !insecure_plaintext && !listen.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "listen",
+            format!(
+                "{listen} is outside loopback and would be served without TLS; give --tls-cert/--tls-key or --tls-self-signed, or --insecure-plaintext when TLS is handled elsewhere (a TLS-terminating proxy, a WireGuard or Tailscale network)"
+            ),
+        ));
+    }
+    Ok((tls, names, insecure_plaintext))
 }
 
 #[cfg(test)]
@@ -838,6 +928,80 @@ mod tests {
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains(setting), "{err} should name {setting}");
         }
+    }
+
+    #[test]
+    fn tls_settings_and_the_plaintext_rule() {
+        use crate::tls::TlsSource;
+        // Plaintext outside loopback is refused, naming --listen, unless asked for.
+        let mut a = args();
+        a.listen = Some("0.0.0.0:0".into());
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--listen") && err.contains("--insecure-plaintext"),
+            "{err}"
+        );
+        a.insecure_plaintext = true;
+        assert!(Config::resolve(&a).unwrap().insecure_plaintext);
+        let mut a = args();
+        a.listen = Some("[::]:0".into());
+        a.tls_self_signed = true;
+        let c = Config::resolve(&a).unwrap();
+        assert!(
+            matches!(&c.tls, Some(TlsSource::SelfSigned { names }) if names.iter().any(|n| n == "localhost")),
+            "{:?}",
+            c.tls
+        );
+        a.tls_names = Some(vec!["relay.example".into(), "10.0.0.7".into()]);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsSource::SelfSigned {
+                names: vec!["relay.example".into(), "10.0.0.7".into()]
+            })
+        );
+        type Mutation = fn(&mut ServeArgs);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|a| a.tls_cert = Some("c.pem".into()), "--tls-key"),
+            (|a| a.tls_key = Some("k.pem".into()), "--tls-cert"),
+            (
+                |a| {
+                    a.tls_cert = Some("c.pem".into());
+                    a.tls_key = Some("k.pem".into());
+                    a.tls_self_signed = true;
+                },
+                "--tls-self-signed",
+            ),
+            (
+                |a| a.tls_names = Some(vec!["not a name".into()]),
+                "--tls-name",
+            ),
+        ];
+        for (mutate, setting) in cases {
+            let mut a = args();
+            mutate(&mut a);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(setting), "{err} should name {setting}");
+        }
+        // From the file, with a non-loopback listen address.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:0\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\ntls-name = [\"a.example\"]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsSource::Files {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(c.tls_names, vec!["a.example".to_string()]);
     }
 
     #[test]

@@ -124,6 +124,12 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         deny: false,
         json: false,
         tail: None,
+        ca_file: None,
+        server_fingerprint: None,
+        accept_new_server: false,
+        insecure_plaintext: false,
+        // A throwaway relay (new server id, any port): not for the user's records.
+        known_servers: Some(root.join("known_servers")),
     });
 
     shutdown.cancel();

@@ -17,6 +17,7 @@
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `metrics`: Prometheus registry and families;
 //! - `health`: what the health endpoints tell loopback and everyone else;
+//! - `tls`: server TLS (certificates, reloads, self-signed, fingerprints, RFC 9266 exporter);
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
@@ -45,5 +46,6 @@ pub mod pairing;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod web;
 pub mod ws;

@@ -59,6 +59,21 @@ fn main() -> ExitCode {
         },
         Command::Attach(args) => ccrelay::client::run(args),
         Command::Demo(args) => ccrelay::demo::run(args),
+        Command::ServerInfo(args) => {
+            let data_dir = args
+                .data_dir
+                .unwrap_or_else(ccrelay::config::default_data_dir);
+            match ccrelay::tls::server_info(&data_dir, args.tls_cert.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ccrelay: invalid value for --{}: {e}", e.setting());
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

@@ -201,6 +201,15 @@ pub async fn run_with(
             )
         })?,
     };
+    // The certificate is loaded (or made) before anything listens: a bad pair is a
+    // configuration error naming its option (exit 2).
+    let tls = match &config.tls {
+        Some(source) => Some(Arc::new(
+            crate::tls::TlsServer::new(source.clone(), &config.data_dir)
+                .map_err(|e| config_error(e.setting(), e.to_string()))?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| config_error("listen", format!("cannot listen on {}: {e}", config.listen)))?;
@@ -250,7 +259,7 @@ pub async fn run_with(
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(max_connections)),
         preauth: PreAuthCap::new(PRE_AUTH_PER_ADDRESS),
-        tls: None,
+        tls: tls.clone().map(|t| t as Arc<dyn TlsAcceptor>),
         max_connections,
         websockets: Default::default(),
         throttle: AuthThrottle::new(config.auth_failures_per_min),
@@ -283,6 +292,19 @@ pub async fn run_with(
             .clone()
             .run(shared.metrics.clone(), accept_stop.clone()),
     );
+    let tls_stop = CancellationToken::new();
+    let tls_watcher = tls.as_ref().map(|t| t.spawn_watcher(tls_stop.clone()));
+    if let Some(tls) = &tls {
+        tracing::info!(server_id = %shared.server_id, tls_fingerprint = %tls.fingerprint(), "serving TLS only (wss://, https://)");
+    }
+    // A separate metrics listener shares the TLS setting; without TLS it may be
+    // outside loopback, in plaintext (§1), but it is worth a warning.
+    if tls.is_none()
+        && let Some(addr) = metrics_local
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(addr = %addr, "/metrics is served in plaintext outside loopback");
+    }
     // Our own accept loop (src/listen): head deadline, slots and per-address
     // tokens from the TCP accept on. A broken listener raises the fatal signal
     // from inside `GuardedListener`.
@@ -312,7 +334,8 @@ pub async fn run_with(
         // The one line on stdout scripts rely on.
         Announce::Stdout => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "ccrelay listening on ws://{local}/v1/ws");
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let _ = writeln!(out, "ccrelay listening on {scheme}://{local}/v1/ws");
             let _ = out.flush();
             crate::web::announce_page(local, false);
         }
@@ -324,6 +347,7 @@ pub async fn run_with(
         addr = %local,
         metrics_addr = %metrics_local.unwrap_or(local),
         server_id = %shared.server_id,
+        tls_fingerprint = tls.as_ref().map(|t| t.fingerprint()),
         sessions = config.sessions.len(),
         "listening"
     );
@@ -360,6 +384,10 @@ pub async fn run_with(
         tracing::error!("sessions did not stop in time");
     }
     watcher_stop.cancel();
+    tls_stop.cancel();
+    if let Some(w) = tls_watcher {
+        let _ = w.await;
+    }
     let _ = watcher.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = shedder.await;
@@ -525,7 +553,7 @@ async fn ws_handler(
             && !crate::web::own_origin_allowed(
                 origin,
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                &crate::web::page_hosts(shared.config.listen, &[]),
+                &crate::web::page_hosts(shared.config.listen, &shared.config.tls_names),
             )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");

@@ -57,6 +57,8 @@ fn attach_cmd(fx: &Fixture, args: &[&str]) -> Command {
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("SSH_ASKPASS")
         .env_remove("SSH_ASKPASS_REQUIRE")
+        // known_servers lives under HOME (per fixture), not a shared config dir.
+        .env_remove("XDG_CONFIG_HOME")
         .env("HOME", &home)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -440,19 +442,21 @@ fn connection_and_usage_errors_exit_2_with_a_clear_message() {
     ));
     assert_eq!(out.code(), Some(2));
     assert!(
+        // A bare address tries TLS first (wss://), and the socket is refused before that.
         out.stderr.contains(&format!(
-            "cannot connect to ws://127.0.0.1:{port}/v1/ws: connection refused"
+            "cannot connect to wss://127.0.0.1:{port}/v1/ws: connection refused"
         )),
         "{}",
         out.stderr
     );
     let out = run(attach_cmd(
         &fx,
-        &["-i", &key_arg(&fx.owner), "wss://127.0.0.1:1"],
+        &["-i", &key_arg(&fx.owner), "ws://192.0.2.1:1"],
     ));
     assert_eq!(out.code(), Some(2));
     assert!(
-        out.stderr.contains("wss:// is not supported yet"),
+        out.stderr.contains("refusing plaintext ws:// to 192.0.2.1")
+            && out.stderr.contains("--insecure-plaintext"),
         "{}",
         out.stderr
     );

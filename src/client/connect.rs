@@ -1,19 +1,28 @@
-//! Reaching the relay: URL normalization, the WebSocket (event frames up to
-//! 64 MiB, PROTOCOL.md §5) and the challenge-response of §3, one key per
-//! connection, trying the candidates in order until one is accepted, as ssh does.
+//! Reaching the relay: URL normalization, TCP or TLS (`wss://`; a bare
+//! `HOST:PORT` tries TLS first and falls back to plaintext when the server does not
+//! speak it), the WebSocket (event frames up to 64 MiB, PROTOCOL.md §5) and the
+//! challenge-response of §3, one key per connection, trying the candidates in
+//! order until one is accepted, as ssh does. Before signing, `trust::decide`
+//! judges the certificate, the `server_id` and channel binding against
+//! known_servers; new servers are asked about on a terminal.
 //!
 //! Owns: everything up to `auth.ok`. Must not: know about sessions or rendering.
 
 use std::time::Duration;
 
+use std::io::IsTerminal as _;
+
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::either::Either;
 
 use super::keys::Candidate;
+use super::known::{Entry, KnownServers};
+use super::trust::{self, Roots, Seen, Verdict};
 use crate::auth::SignError;
 
 /// Largest frame or message accepted from the server (PROTOCOL.md §5).
@@ -27,37 +36,95 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Each frame of the authentication exchange (the server's own limit is 10 s).
 const AUTH_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The byte stream under the WebSocket: plain TCP or TLS.
+pub type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 /// The WebSocket as `attach` uses it.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<Stream>;
 
 /// An address `attach` cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// TLS is not implemented by the relay yet.
-    #[error("{0}: wss:// is not supported yet (the relay does not serve TLS); use ws://")]
-    Tls(String),
     /// Some other scheme.
-    #[error("{0}: unsupported scheme; use ws://HOST:PORT/v1/ws or HOST:PORT")]
+    #[error(
+        "{0}: unsupported scheme; use wss://HOST:PORT/v1/ws, ws://HOST:PORT/v1/ws or HOST:PORT"
+    )]
     Scheme(String),
     /// No host part, a bad port, or a bare IPv6 address.
-    #[error("{0}: not an address; use ws://HOST:PORT/v1/ws or HOST:PORT")]
+    #[error("{0}: not an address; use wss://HOST:PORT/v1/ws, ws://HOST:PORT/v1/ws or HOST:PORT")]
     Address(String),
 }
 
-/// `ws://HOST:PORT/v1/ws`, `ws://HOST:PORT`, `HOST:PORT` or `HOST` → the full
-/// WebSocket URL (path `/v1/ws` and port 7878 added when missing).
-pub fn normalize_url(input: &str) -> Result<String, UrlError> {
+/// How to reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ws,
+    Wss,
+    /// A bare `HOST:PORT`: TLS when the server speaks it, else plaintext.
+    Auto,
+}
+
+/// A normalized relay address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub scheme: Scheme,
+    /// As in a URL: IPv6 in brackets.
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Target {
+    /// The WebSocket URL (`wss://` for [`Scheme::Auto`] until it is resolved).
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Ws => "ws",
+            Scheme::Wss | Scheme::Auto => "wss",
+        };
+        format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
+    }
+
+    /// The URL as known_servers keys it for a given scheme.
+    fn url_as(&self, scheme: Scheme) -> String {
+        Target {
+            scheme,
+            ..self.clone()
+        }
+        .url()
+    }
+
+    /// The host without IPv6 brackets.
+    pub fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+
+    /// `localhost` or a loopback IP address (127.0.0.0/8, ::1): plaintext is fine there.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.bare_host();
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// `wss://HOST:PORT/v1/ws`, `ws://HOST:PORT`, `HOST:PORT` or `HOST` → the full
+/// address (path `/v1/ws` and port 7878 added when missing).
+pub fn normalize_url(input: &str) -> Result<Target, UrlError> {
     let text = input.trim();
     let (scheme, rest) = match text.split_once("://") {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("ws".to_string(), text),
+        Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+        None => (None, text),
     };
-    match scheme.as_str() {
-        // http:// is what people paste from /healthz; it is the same listener.
-        "ws" | "http" => {}
-        "wss" | "https" => return Err(UrlError::Tls(input.to_string())),
-        _ => return Err(UrlError::Scheme(input.to_string())),
-    }
+    let scheme = match scheme.as_deref() {
+        None => Scheme::Auto,
+        // http(s):// is what people paste from /healthz; it is the same listener.
+        Some("ws" | "http") => Scheme::Ws,
+        Some("wss" | "https") => Scheme::Wss,
+        Some(_) => return Err(UrlError::Scheme(input.to_string())),
+    };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -89,7 +156,12 @@ pub fn normalize_url(input: &str) -> Result<String, UrlError> {
         "" | "/" => WS_PATH,
         p => p,
     };
-    Ok(format!("ws://{host}:{port}{path}"))
+    Ok(Target {
+        scheme,
+        host,
+        port,
+        path: path.to_string(),
+    })
 }
 
 /// Why a connection attempt did not end in `auth.ok`.
@@ -112,6 +184,10 @@ pub enum ConnectError {
     /// The server broke the protocol or closed during authentication.
     #[error("protocol error from {url}: {reason}")]
     Protocol { url: String, reason: String },
+    /// Not signed: the server's identity, certificate or challenge is not
+    /// acceptable (PROTOCOL.md §3). Final; exit 2.
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -135,7 +211,7 @@ impl ConnectError {
         match self {
             ConnectError::Unreachable { .. } | ConnectError::Protocol { .. } => true,
             ConnectError::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            ConnectError::NoAuthorizedKey { .. } => false,
+            ConnectError::NoAuthorizedKey { .. } | ConnectError::Refused(_) => false,
         }
     }
 
@@ -165,35 +241,97 @@ pub struct Connected {
     pub key_label: String,
 }
 
+/// How `attach` decides whom to trust (PROTOCOL.md §3).
+#[derive(Debug, Clone, Default)]
+pub struct TrustOptions {
+    /// `--ca-file`: more CA certificates besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `--server-fingerprint`: the certificate must be this one.
+    pub pin: Option<String>,
+    /// `--accept-new-server`: record a server not seen before without asking.
+    pub accept_new: bool,
+    /// `--insecure-plaintext`: allow ws:// to a host outside loopback.
+    pub insecure_plaintext: bool,
+    /// `--known-servers`, else the default location.
+    pub known_servers: Option<std::path::PathBuf>,
+}
+
+/// A socket with its WebSocket open, before authentication.
+struct Opened {
+    ws: Ws,
+    /// The certificate as seen (TLS only).
+    tls: Option<Seen>,
+    exporter: Option<[u8; 32]>,
+}
+
 /// Opens authenticated connections, remembering which key worked so a reconnect
 /// tries it first.
 pub struct Connector {
-    url: String,
+    target: Target,
     device: Option<String>,
     keys: Vec<Candidate>,
     accepted: Option<usize>,
-    /// Passphrases may be asked for (false once the line editor owns the terminal).
+    /// Passphrases and new servers may be asked about (false once the line
+    /// editor owns the terminal).
     may_prompt: bool,
+    trust: TrustOptions,
+    /// Loaded on first use of TLS.
+    roots: Option<Roots>,
+    known: KnownServers,
 }
 
 impl Connector {
-    pub fn new(url: String, device: Option<String>, keys: Vec<Candidate>) -> Connector {
-        Connector {
-            url,
+    /// Check the address against the options; nothing is opened yet.
+    pub fn new(
+        target: Target,
+        device: Option<String>,
+        keys: Vec<Candidate>,
+        trust: TrustOptions,
+    ) -> Result<Connector, ConnectError> {
+        if target.scheme == Scheme::Ws && !target.is_loopback() && !trust.insecure_plaintext {
+            return Err(ConnectError::Refused(plaintext_refusal(&target)));
+        }
+        if let Some(pin) = &trust.pin {
+            if target.scheme == Scheme::Ws {
+                return Err(ConnectError::Refused(format!(
+                    "--server-fingerprint pins a TLS certificate, but {} is plaintext; use wss://",
+                    target.url()
+                )));
+            }
+            if !pin.starts_with("SHA256:") || pin.len() != 50 {
+                return Err(ConnectError::Refused(format!(
+                    "--server-fingerprint: expected SHA256: and 43 base64 characters (as `ccrelay server-info` prints), got {pin:?}"
+                )));
+            }
+        }
+        let path = trust
+            .known_servers
+            .clone()
+            .or_else(super::known::default_path);
+        let known = KnownServers::load(path).map_err(|e| {
+            ConnectError::Refused(format!("cannot read the known servers file {e}"))
+        })?;
+        Ok(Connector {
+            target,
             device,
             keys,
             accepted: None,
             may_prompt: true,
-        }
+            trust,
+            roots: None,
+            known,
+        })
     }
 
-    /// From now on, skip key files that would need a passphrase prompt.
+    /// From now on, skip key files that would need a passphrase prompt, and
+    /// refuse new servers rather than asking.
     pub fn stop_prompting(&mut self) {
         self.may_prompt = false;
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The URL (its scheme settled after the first connection).
+    pub fn url(&self) -> String {
+        self.target.url()
     }
 
     /// Try the keys in order (the accepted one first), one connection each.
@@ -216,25 +354,367 @@ impl Connector {
                     continue;
                 }
             };
-            let label = candidate.label.clone();
-            let mut ws = open(&self.url).await?;
-            match authenticate(&mut ws, &self.url, &signer, self.device.as_deref()).await? {
-                AuthOutcome::Accepted(auth) => {
-                    self.accepted = Some(i);
-                    return Ok(Connected {
-                        ws,
-                        auth,
-                        key_label: label,
-                    });
+            let label = self.keys[i].label.clone();
+            // A server accepted on the terminal is connected to again: the user
+            // may have taken longer than the challenge lives.
+            let mut outcome = AuthOutcome::Retry;
+            for _ in 0..2 {
+                let mut opened = self.open().await?;
+                outcome = self.authenticate(&mut opened, &signer).await?;
+                match outcome {
+                    AuthOutcome::Retry => {
+                        let _ = opened.ws.close(None).await;
+                    }
+                    AuthOutcome::Accepted(auth) => {
+                        self.accepted = Some(i);
+                        return Ok(Connected {
+                            ws: opened.ws,
+                            auth,
+                            key_label: label,
+                        });
+                    }
+                    _ => break,
                 }
-                AuthOutcome::Refused => tried.push(label),
+            }
+            match outcome {
                 AuthOutcome::SignFailed(e) => {
                     tried.push(format!("{label} ({})", short_sign_error(&e)))
                 }
+                _ => tried.push(label),
             }
         }
         Err(ConnectError::NoAuthorizedKey { tried })
     }
+
+    fn roots(&mut self) -> Result<Roots, ConnectError> {
+        if let Some(r) = &self.roots {
+            return Ok(r.clone());
+        }
+        let ca_file = self.trust.ca_file.clone();
+        let roots = tokio::task::block_in_place(|| Roots::load(ca_file.as_deref()))
+            .map_err(ConnectError::Refused)?;
+        self.roots = Some(roots.clone());
+        Ok(roots)
+    }
+
+    /// TCP (+ TLS) and the WebSocket upgrade; settles a bare address's scheme.
+    async fn open(&mut self) -> Result<Opened, ConnectError> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let stream = match self.target.scheme {
+            Scheme::Ws => None,
+            Scheme::Wss => match self.open_tls().await {
+                Ok(tls) => Some(tls),
+                Err(TlsOpenError::Tcp(e)) => return Err(e),
+                Err(TlsOpenError::Handshake(reason)) => {
+                    return Err(ConnectError::Unreachable {
+                        url: self.target.url(),
+                        reason,
+                    });
+                }
+            },
+            Scheme::Auto => match self.open_tls().await {
+                Ok(tls) => {
+                    self.target.scheme = Scheme::Wss;
+                    Some(tls)
+                }
+                Err(TlsOpenError::Tcp(e)) => return Err(e),
+                Err(TlsOpenError::Handshake(reason)) => {
+                    let wss = self.target.url_as(Scheme::Wss);
+                    if let Some(found) = self.known.find(&wss) {
+                        return Err(ConnectError::Refused(format!(
+                            "{wss} spoke TLS before (line {} of {}) and now does not ({reason}); refusing to fall back to plaintext",
+                            found.line,
+                            self.known.display_path()
+                        )));
+                    }
+                    if !self.target.is_loopback() && !self.trust.insecure_plaintext {
+                        return Err(ConnectError::Refused(format!(
+                            "{}:{} does not speak TLS ({reason}). {}",
+                            self.target.host,
+                            self.target.port,
+                            plaintext_refusal(&self.target)
+                        )));
+                    }
+                    if self.trust.pin.is_some() {
+                        return Err(ConnectError::Refused(format!(
+                            "--server-fingerprint given, but {}:{} does not speak TLS ({reason})",
+                            self.target.host, self.target.port
+                        )));
+                    }
+                    self.target.scheme = Scheme::Ws;
+                    None
+                }
+            },
+        };
+        let url = self.target.url();
+        let (stream, tls, exporter) = match stream {
+            Some((tls_stream, seen)) => {
+                let exporter = crate::tls::client_exporter(tls_stream.get_ref().1);
+                (Either::Right(tls_stream), Some(seen), exporter)
+            }
+            None => (Either::Left(self.tcp().await?), None, None),
+        };
+        let attempt =
+            tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config));
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Err(_) => Err(ConnectError::Unreachable {
+                url,
+                reason: "timed out".into(),
+            }),
+            Ok(Ok((ws, _response))) => Ok(Opened { ws, tls, exporter }),
+            Ok(Err(e)) => Err(upgrade_error(&url, e)),
+        }
+    }
+
+    async fn tcp(&self) -> Result<TcpStream, ConnectError> {
+        let url = self.target.url();
+        let addr = format!("{}:{}", self.target.host, self.target.port);
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(ConnectError::Unreachable {
+                    url,
+                    reason: "timed out".into(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(ConnectError::Unreachable {
+                    url,
+                    reason: io_reason(&e),
+                });
+            }
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// TCP and the TLS handshake; the certificate is only recorded here.
+    async fn open_tls(
+        &mut self,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Seen), TlsOpenError> {
+        let roots = self.roots().map_err(TlsOpenError::Tcp)?;
+        let url = self.target.url_as(Scheme::Wss);
+        let name = rustls::pki_types::ServerName::try_from(self.target.bare_host().to_string())
+            .map_err(|e| {
+                TlsOpenError::Tcp(ConnectError::Unreachable {
+                    url: url.clone(),
+                    reason: format!("not a TLS server name: {e}"),
+                })
+            })?;
+        let tcp = self.tcp().await.map_err(TlsOpenError::Tcp)?;
+        let (config, seen) = roots.client_config();
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Err(_) => return Err(TlsOpenError::Handshake("TLS handshake timed out".into())),
+            Ok(Err(e)) => {
+                return Err(TlsOpenError::Handshake(format!(
+                    "TLS handshake failed: {e}"
+                )));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let seen = match seen.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        let seen = seen.ok_or_else(|| {
+            TlsOpenError::Handshake("TLS handshake without a server certificate".into())
+        })?;
+        Ok((stream, seen))
+    }
+
+    /// The §3 exchange on a fresh socket, after judging the server.
+    async fn authenticate(
+        &mut self,
+        opened: &mut Opened,
+        signer: &super::keys::Signer,
+    ) -> Result<AuthOutcome, ConnectError> {
+        let url = self.target.url();
+        let protocol = |reason: String| ConnectError::Protocol {
+            url: url.clone(),
+            reason,
+        };
+        let ws = &mut opened.ws;
+        let challenge = next_json(ws, &url).await?;
+        if challenge.get("type").and_then(Value::as_str) != Some("auth.challenge") {
+            return Err(protocol(format!(
+                "expected auth.challenge, got {challenge}"
+            )));
+        }
+        if let Some(p) = challenge.get("protocol").and_then(Value::as_u64)
+            && p != 1
+        {
+            return Err(protocol(format!("unsupported protocol version {p}")));
+        }
+        if challenge.get("sign").and_then(Value::as_str).is_none() {
+            return Err(protocol("auth.challenge without `sign`".into()));
+        }
+        let parsed = trust::parse_challenge(&challenge)
+            .map_err(|e| ConnectError::Refused(format!("{url}: {e}")))?;
+        let file = self.known.display_path();
+        let found = self.known.find(&url);
+        let verdict = trust::decide(&trust::Facts {
+            url: &url,
+            loopback: self.target.is_loopback(),
+            tls: opened.tls.as_ref(),
+            exporter: opened.exporter.as_ref(),
+            challenge: &parsed,
+            known: found.as_ref(),
+            pin: self.trust.pin.as_deref(),
+            file: &file,
+        });
+        let bound = match verdict {
+            Verdict::Refuse(message) => return Err(ConnectError::Refused(message)),
+            Verdict::Sign { bound, record } => {
+                if let Some(entry) = record {
+                    self.record(entry, found.is_none());
+                }
+                bound
+            }
+            Verdict::New { bound, record } => {
+                if self.trust.accept_new {
+                    self.record(record, true);
+                    bound
+                } else if self.may_prompt
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal()
+                {
+                    let yes = tokio::task::block_in_place(|| {
+                        ask_new_server(&record, opened.tls.as_ref(), &file)
+                    });
+                    if !yes {
+                        return Err(ConnectError::Refused(format!(
+                            "{url} was not accepted; nothing was signed"
+                        )));
+                    }
+                    self.record(record, true);
+                    return Ok(AuthOutcome::Retry);
+                } else {
+                    return Err(ConnectError::Refused(trust::new_server_refusal(
+                        &record,
+                        opened.tls.as_ref(),
+                        &file,
+                    )));
+                }
+            }
+        };
+        let exporter = if bound {
+            opened.exporter.as_ref()
+        } else {
+            None
+        };
+        let text = trust::text_to_sign(&parsed.sign, exporter);
+        let signed = tokio::task::block_in_place(|| signer.sign(text.as_bytes()));
+        let (signature, public_key) = match signed {
+            Ok(s) => s,
+            Err(e) => return Ok(AuthOutcome::SignFailed(e)),
+        };
+        let mut response = json!({"type": "auth.response", "signature": signature});
+        if let Some(pk) = public_key {
+            response["public_key"] = Value::from(pk);
+        }
+        if let Some(d) = &self.device {
+            response["device"] = Value::from(d.as_str());
+        }
+        if exporter.is_some() {
+            response["channel_binding"] = Value::from(trust::TLS_EXPORTER);
+        }
+        ws.send(Message::Text(response.to_string().into()))
+            .await
+            .map_err(|e| protocol(format!("sending auth.response: {e}")))?;
+        let (answer, frame) = match next_frame(ws, &url).await? {
+            Some(pair) => pair,
+            // Closed without a word: treat as a refusal of this key, as auth_failed is.
+            None => return Ok(AuthOutcome::Refused),
+        };
+        match answer.get("type").and_then(Value::as_str) {
+            Some("auth.ok") => {
+                let field = |k: &str| {
+                    answer
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                Ok(AuthOutcome::Accepted(AuthOk {
+                    client_id: field("client_id"),
+                    role: field("role"),
+                    frame,
+                }))
+            }
+            Some("error") if answer.get("code").and_then(Value::as_str) == Some("auth_failed") => {
+                Ok(AuthOutcome::Refused)
+            }
+            _ => Err(protocol(format!(
+                "unexpected answer to auth.response: {answer}"
+            ))),
+        }
+    }
+
+    /// Write a known_servers entry; a file that cannot be written is reported
+    /// and the connection goes on (the check was made; only the memory is lost).
+    fn record(&mut self, entry: Entry, new: bool) {
+        if new {
+            let mut what = format!("server_id {}", entry.server_id);
+            if let Some(fp) = &entry.fingerprint {
+                what.push_str(&format!(", certificate {fp}"));
+            }
+            eprintln!(
+                "ccrelay: new server {}: {what}; recorded in {}",
+                entry.url,
+                self.known.display_path()
+            );
+        }
+        if let Err(e) = self.known.record(entry) {
+            eprintln!("ccrelay: cannot update the known servers file {e}");
+        }
+    }
+}
+
+/// Why [`Connector::open_tls`] failed: before TLS (unreachable) or during the
+/// handshake (the server may not speak TLS).
+enum TlsOpenError {
+    Tcp(ConnectError),
+    Handshake(String),
+}
+
+fn plaintext_refusal(target: &Target) -> String {
+    format!(
+        "refusing plaintext ws:// to {}, which is not a loopback address: anyone on the path could read and inject. Use wss:// (the server needs --tls-cert/--tls-key or --tls-self-signed), or pass --insecure-plaintext on a network you trust (WireGuard, Tailscale)",
+        target.host
+    )
+}
+
+/// Ask on the terminal whether to trust a server not seen before.
+fn ask_new_server(record: &Entry, seen: Option<&Seen>, file: &str) -> bool {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "ccrelay: {} is a server not seen before.", record.url);
+    let _ = writeln!(err, "  server_id:   {}", record.server_id);
+    if let Some(seen) = seen {
+        let _ = writeln!(err, "  certificate: {}", seen.fingerprint);
+        match &seen.ca {
+            Ok(()) => {
+                let _ = writeln!(err, "  (vouched for by a trusted CA)");
+            }
+            Err(reason) => {
+                let _ = writeln!(err, "  NOT vouched for by any trusted CA: {reason}");
+            }
+        }
+    }
+    let _ = writeln!(
+        err,
+        "Compare with `ccrelay server-info` on the server. Trust it and record it in {file}? [y/N] "
+    );
+    let _ = err.flush();
+    drop(err);
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn short_sign_error(e: &SignError) -> String {
@@ -242,22 +722,6 @@ fn short_sign_error(e: &SignError) -> String {
         SignError::WrongPassphrase => "wrong passphrase".into(),
         SignError::Encrypted => "encrypted, no passphrase given".into(),
         other => other.to_string(),
-    }
-}
-
-/// TCP connect and WebSocket upgrade with the 64 MiB limits.
-async fn open(url: &str) -> Result<Ws, ConnectError> {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
-    let attempt = tokio_tungstenite::connect_async_with_config(url, Some(config), false);
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Err(_) => Err(ConnectError::Unreachable {
-            url: url.to_string(),
-            reason: "timed out".into(),
-        }),
-        Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(e)) => Err(upgrade_error(url, e)),
     }
 }
 
@@ -315,75 +779,8 @@ enum AuthOutcome {
     Refused,
     /// This key could not sign (agent refused, ssh-keygen failed): try the next key.
     SignFailed(SignError),
-}
-
-/// The §3 exchange on a fresh socket.
-async fn authenticate(
-    ws: &mut Ws,
-    url: &str,
-    signer: &super::keys::Signer,
-    device: Option<&str>,
-) -> Result<AuthOutcome, ConnectError> {
-    let protocol = |reason: String| ConnectError::Protocol {
-        url: url.to_string(),
-        reason,
-    };
-    let challenge = next_json(ws, url).await?;
-    if challenge.get("type").and_then(Value::as_str) != Some("auth.challenge") {
-        return Err(protocol(format!(
-            "expected auth.challenge, got {challenge}"
-        )));
-    }
-    if let Some(p) = challenge.get("protocol").and_then(Value::as_u64)
-        && p != 1
-    {
-        return Err(protocol(format!("unsupported protocol version {p}")));
-    }
-    let Some(sign_text) = challenge.get("sign").and_then(Value::as_str) else {
-        return Err(protocol("auth.challenge without `sign`".into()));
-    };
-    let signed = tokio::task::block_in_place(|| signer.sign(sign_text.as_bytes()));
-    let (signature, public_key) = match signed {
-        Ok(s) => s,
-        Err(e) => return Ok(AuthOutcome::SignFailed(e)),
-    };
-    let mut response = json!({"type": "auth.response", "signature": signature});
-    if let Some(pk) = public_key {
-        response["public_key"] = Value::from(pk);
-    }
-    if let Some(d) = device {
-        response["device"] = Value::from(d);
-    }
-    ws.send(Message::Text(response.to_string().into()))
-        .await
-        .map_err(|e| protocol(format!("sending auth.response: {e}")))?;
-    let (answer, frame) = match next_frame(ws, url).await? {
-        Some(pair) => pair,
-        // Closed without a word: treat as a refusal of this key, as auth_failed is.
-        None => return Ok(AuthOutcome::Refused),
-    };
-    match answer.get("type").and_then(Value::as_str) {
-        Some("auth.ok") => {
-            let field = |k: &str| {
-                answer
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            Ok(AuthOutcome::Accepted(AuthOk {
-                client_id: field("client_id"),
-                role: field("role"),
-                frame,
-            }))
-        }
-        Some("error") if answer.get("code").and_then(Value::as_str) == Some("auth_failed") => {
-            Ok(AuthOutcome::Refused)
-        }
-        _ => Err(protocol(format!(
-            "unexpected answer to auth.response: {answer}"
-        ))),
-    }
+    /// A new server was accepted on the terminal: connect again.
+    Retry,
 }
 
 /// The next text frame as JSON; a close is a protocol error here.
@@ -433,33 +830,113 @@ mod tests {
 
     #[test]
     fn urls_are_completed() {
-        let ok = |s: &str| normalize_url(s).unwrap();
-        assert_eq!(ok("ws://127.0.0.1:7878/v1/ws"), "ws://127.0.0.1:7878/v1/ws");
-        assert_eq!(ok("ws://127.0.0.1:9000"), "ws://127.0.0.1:9000/v1/ws");
-        assert_eq!(ok("ws://127.0.0.1:9000/"), "ws://127.0.0.1:9000/v1/ws");
-        assert_eq!(ok("127.0.0.1:9000"), "ws://127.0.0.1:9000/v1/ws");
-        assert_eq!(ok("localhost"), "ws://localhost:7878/v1/ws");
-        assert_eq!(ok("[::1]:9000"), "ws://[::1]:9000/v1/ws");
-        assert_eq!(ok("WS://host:1/custom"), "ws://host:1/custom");
-        assert_eq!(ok("http://host:1"), "ws://host:1/v1/ws");
-        assert_eq!(ok("  host:1  "), "ws://host:1/v1/ws");
+        let ok = |s: &str| {
+            let t = normalize_url(s).unwrap();
+            (t.scheme, t.url())
+        };
+        assert_eq!(
+            ok("ws://127.0.0.1:7878/v1/ws"),
+            (Scheme::Ws, "ws://127.0.0.1:7878/v1/ws".into())
+        );
+        assert_eq!(
+            ok("ws://127.0.0.1:9000"),
+            (Scheme::Ws, "ws://127.0.0.1:9000/v1/ws".into())
+        );
+        assert_eq!(
+            ok("ws://127.0.0.1:9000/"),
+            (Scheme::Ws, "ws://127.0.0.1:9000/v1/ws".into())
+        );
+        assert_eq!(
+            ok("wss://h.example"),
+            (Scheme::Wss, "wss://h.example:7878/v1/ws".into())
+        );
+        assert_eq!(ok("https://h:1/"), (Scheme::Wss, "wss://h:1/v1/ws".into()));
+        assert_eq!(
+            ok("127.0.0.1:9000"),
+            (Scheme::Auto, "wss://127.0.0.1:9000/v1/ws".into())
+        );
+        assert_eq!(
+            ok("localhost"),
+            (Scheme::Auto, "wss://localhost:7878/v1/ws".into())
+        );
+        assert_eq!(ok("[::1]:9000").1, "wss://[::1]:9000/v1/ws");
+        assert_eq!(
+            ok("WS://host:1/custom"),
+            (Scheme::Ws, "ws://host:1/custom".into())
+        );
+        assert_eq!(
+            ok("http://host:1"),
+            (Scheme::Ws, "ws://host:1/v1/ws".into())
+        );
+        assert_eq!(ok("  host:1  ").1, "wss://host:1/v1/ws");
+        let t = normalize_url("[::1]:9000").unwrap();
+        assert_eq!(t.bare_host(), "::1");
+        assert!(t.is_loopback());
+        for (host, loopback) in [
+            ("127.0.0.2:1", true),
+            ("localhost:1", true),
+            ("10.0.0.1:1", false),
+            ("example.com:1", false),
+        ] {
+            assert_eq!(
+                normalize_url(host).unwrap().is_loopback(),
+                loopback,
+                "{host}"
+            );
+        }
     }
 
     #[test]
     fn bad_urls_are_refused_clearly() {
-        assert!(matches!(normalize_url("wss://h:1"), Err(UrlError::Tls(_))));
-        assert!(
-            normalize_url("wss://h:1")
-                .unwrap_err()
-                .to_string()
-                .contains("wss:// is not supported yet")
-        );
         assert!(matches!(normalize_url("ftp://h"), Err(UrlError::Scheme(_))));
         for bad in [
             "", "ws://", ":80", "h:0", "h:99999", "h:x", "::1", "[::1", "u@h:1",
         ] {
             assert!(normalize_url(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn plaintext_outside_loopback_and_bad_pins_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = || TrustOptions {
+            known_servers: Some(dir.path().join("known_servers")),
+            ..TrustOptions::default()
+        };
+        let new = |url: &str, t: TrustOptions| {
+            Connector::new(normalize_url(url).unwrap(), None, Vec::new(), t).map(|_| ())
+        };
+        let e = new("ws://10.1.2.3:7878", trust()).unwrap_err().to_string();
+        assert!(
+            e.contains("--insecure-plaintext") && e.contains("10.1.2.3"),
+            "{e}"
+        );
+        assert!(
+            new(
+                "ws://10.1.2.3:7878",
+                TrustOptions {
+                    insecure_plaintext: true,
+                    ..trust()
+                }
+            )
+            .is_ok()
+        );
+        assert!(new("ws://127.0.0.1:7878", trust()).is_ok());
+        assert!(
+            new("10.1.2.3:7878", trust()).is_ok(),
+            "bare: tries TLS first"
+        );
+        let pin = |p: &str| TrustOptions {
+            pin: Some(p.into()),
+            ..trust()
+        };
+        let e = new("wss://h:1", pin("SHA256:short"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--server-fingerprint"), "{e}");
+        let good = format!("SHA256:{}", "A".repeat(43));
+        assert!(new("wss://h:1", pin(&good)).is_ok());
+        assert!(new("ws://127.0.0.1:1", pin(&good)).is_err());
     }
 
     #[test]

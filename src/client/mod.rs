@@ -11,16 +11,19 @@
 //! they sign), `net` (the connection task and reconnects), `session` (the state
 //! machine: since tracking, prompts, permissions, exit codes), `render` (events →
 //! text), `presence` (who is attached, from deltas), `input` (line editor),
-//! `screen` (the terminal).
+//! `screen` (the terminal), `trust` (whether to sign: certificate, server id,
+//! channel binding), `known` (the known_servers file).
 
 mod connect;
 mod input;
 mod keys;
+mod known;
 mod net;
 mod presence;
 mod render;
 mod screen;
 mod session;
+mod trust;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -125,7 +128,14 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
     let candidates = tokio::task::block_in_place(|| {
         keys::candidates(args.identity.as_deref(), home.as_deref(), socket.as_deref())
     })?;
-    let mut connector = Connector::new(url, device, candidates);
+    let trust = connect::TrustOptions {
+        ca_file: args.ca_file.clone(),
+        pin: args.server_fingerprint.clone(),
+        accept_new: args.accept_new_server,
+        insecure_plaintext: args.insecure_plaintext,
+        known_servers: args.known_servers.clone(),
+    };
+    let mut connector = Connector::new(url, device, candidates, trust)?;
     // The first connection is made here, before the editor owns the terminal,
     // so a passphrase prompt can still use it; its failure is final (exit 2).
     let first = connector.connect().await?;

@@ -33,6 +33,68 @@ pub fn mock_agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ccrelay-mock-agent")
 }
 
+/// A TLS client configuration that accepts any server certificate (the harness
+/// reaches its own servers; tests/tls.rs checks certificates itself), ALPN http/1.1.
+pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = ccrelay::tls::provider();
+    let verifier = Arc::new(AnyCert {
+        seen: Mutex::new(None),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A verifier that accepts any certificate (checking the handshake signatures)
+/// and remembers the last one's fingerprint.
+#[derive(Debug)]
+pub struct AnyCert {
+    pub seen: Mutex<Option<String>>,
+    pub algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(ccrelay::tls::fingerprint(end_entity));
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// An SSH key pair made by the real ssh-keygen.
 #[derive(Debug, Clone)]
 pub struct KeyPair {
@@ -186,7 +248,15 @@ impl Fixture {
     }
 
     /// Start `ccrelay serve` on 127.0.0.1:0 with this fixture's keys and data dir.
+    /// With `CCRELAY_TEST_TLS=1` it serves TLS (`--tls-self-signed`) unless the
+    /// test chose its own TLS options, so a whole suite can run over `wss://`.
     pub fn start(&self, opts: ServerOptions) -> TestServer {
+        let mut opts = opts;
+        if std::env::var_os("CCRELAY_TEST_TLS").is_some_and(|v| v == "1")
+            && !opts.args.iter().any(|a| a.starts_with("--tls"))
+        {
+            opts.args.push("--tls-self-signed".into());
+        }
         let mut cmd = Command::new(ccrelay_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -276,8 +346,11 @@ impl TestServer {
                 );
             }
         };
+        // `wss://` when the server serves TLS (--tls-cert/--tls-key, --tls-self-signed).
+        let tls = line.starts_with("ccrelay listening on wss://");
         let addr: SocketAddr = line
             .strip_prefix("ccrelay listening on ws://")
+            .or_else(|| line.strip_prefix("ccrelay listening on wss://"))
             .and_then(|r| r.strip_suffix("/v1/ws"))
             .unwrap_or_else(|| panic!("unexpected listening line {line:?}"))
             .parse()
@@ -286,7 +359,7 @@ impl TestServer {
         TestServer {
             child,
             addr,
-            url: format!("ws://{addr}/v1/ws"),
+            url: format!("{}://{addr}/v1/ws", if tls { "wss" } else { "ws" }),
             logs,
         }
     }
@@ -338,16 +411,21 @@ impl TestServer {
         None
     }
 
-    /// GET a path over plain HTTP/1.1: (status, headers, body).
+    /// GET a path over HTTP/1.1 (over TLS when the server serves TLS): (status, headers, body).
     pub async fn http_get(&self, path: &str) -> (u16, String, String) {
-        http_request(
-            self.addr,
-            &format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.addr
-            ),
-        )
-        .await
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if self.url.starts_with("wss://") {
+            let tcp = TcpStream::connect(self.addr).await.expect("connects");
+            let tls = tokio_rustls::TlsConnector::from(tls_client_config())
+                .connect("localhost".try_into().expect("name"), tcp)
+                .await
+                .expect("TLS handshake");
+            return http_exchange(tls, &request).await;
+        }
+        http_request(self.addr, &request).await
     }
 
     /// Connect a WebSocket (raw: the challenge is the first frame waiting).
@@ -374,7 +452,15 @@ impl Drop for TestServer {
 /// Send a raw HTTP request; returns (status, raw headers, body). Reads until the
 /// body is complete (Content-Length), the headers of a 101, or EOF.
 pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let stream = TcpStream::connect(addr).await.expect("connects");
+    http_exchange(stream, request).await
+}
+
+/// [`http_request`] over any connected stream (plain or TLS).
+pub async fn http_exchange<S>(mut stream: S, request: &str) -> (u16, String, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
         .write_all(request.as_bytes())
         .await
@@ -441,9 +527,13 @@ impl TestClient {
         let config = WebSocketConfig::default()
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-            .await
-            .expect("websocket connects");
+        // wss:// (a server with --tls-self-signed): any certificate is accepted;
+        // tests/tls.rs checks certificates itself.
+        let tls = tokio_tungstenite::Connector::Rustls(tls_client_config());
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), false, Some(tls))
+                .await
+                .expect("websocket connects");
         TestClient::from_ws(ws)
     }
 
