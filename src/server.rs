@@ -337,7 +337,7 @@ pub async fn run_with(
             let scheme = if tls.is_some() { "wss" } else { "ws" };
             let _ = writeln!(out, "ccrelay listening on {scheme}://{local}/v1/ws");
             let _ = out.flush();
-            crate::web::announce_page(local, false);
+            crate::web::announce_page(local, tls.is_some());
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);

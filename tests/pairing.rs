@@ -476,7 +476,7 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
     std::fs::create_dir_all(&home).unwrap();
     let tmux = Tmux::new();
     let command = format!(
-        "env -u SSH_AUTH_SOCK HOME={} NO_COLOR=1 {} attach -i {} --device laptop {}; echo CLIENT-EXITED $?; sleep 600",
+        "env -u SSH_AUTH_SOCK -u XDG_CONFIG_HOME HOME={} NO_COLOR=1 {} attach -i {} --device laptop {}; echo CLIENT-EXITED $?; sleep 600",
         home.display(),
         ccrelay_bin(),
         fx.owner.private.display(),

@@ -662,7 +662,17 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let real = PidRecord::of(pid).expect("record of a live process");
+        // The child may still be between fork and exec for a moment (busy machine).
+        let real = (0..500)
+            .find_map(|_| {
+                PidRecord::of(pid)
+                    .filter(|r| r.cmdline[0] == "sleep")
+                    .or_else(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        None
+                    })
+            })
+            .expect("record of a live process");
         assert_eq!(real.cmdline, ["sleep", "30"]);
         let write = |r: &PidRecord| {
             std::fs::write(pid_file(dir.path()), serde_json::to_string(r).unwrap()).unwrap()

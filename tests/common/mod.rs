@@ -269,7 +269,13 @@ impl Fixture {
             .arg(self.data_dir())
             .arg("--workdir")
             .arg(self.workdir())
-            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(["--log-format", "json"])
+            // A test may ask for another level (a flood logged at debug is slow).
+            .args(if opts.args.iter().any(|a| a == "--log-level") {
+                &[][..]
+            } else {
+                &["--log-level", "debug"][..]
+            })
             .arg("--agent-cmd")
             .arg(
                 opts.agent_cmd
