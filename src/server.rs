@@ -337,7 +337,13 @@ pub async fn run_with(
             let scheme = if tls.is_some() { "wss" } else { "ws" };
             let _ = writeln!(out, "ccrelay listening on {scheme}://{local}/v1/ws");
             let _ = out.flush();
-            crate::web::announce_page(local, tls.is_some());
+            let self_signed = matches!(config.tls, Some(crate::tls::TlsSource::SelfSigned { .. }));
+            let fingerprint = tls.as_ref().map(|t| t.fingerprint());
+            crate::web::announce_page(
+                local,
+                tls.is_some(),
+                fingerprint.as_deref().filter(|_| self_signed),
+            );
         }
         Announce::Channel(tx) => {
             let _ = tx.send(local);

@@ -358,14 +358,24 @@ pub fn qr_half_blocks(text: &str) -> Option<String> {
 /// Tell where the page is: its URL as a log event (stderr, in the configured log
 /// format; stdout carries only the listening line), and when stderr is a terminal
 /// also as a plain line with a QR code of it for a phone's camera.
-pub fn announce_page(addr: SocketAddr, tls: bool) {
+pub fn announce_page(addr: SocketAddr, tls: bool, self_signed_fingerprint: Option<&str>) {
     use std::io::{IsTerminal, Write};
     let url = page_url(addr, tls);
-    tracing::info!(url = %url, "web client");
+    tracing::info!(url = %url, tls_fingerprint = self_signed_fingerprint, "web client");
     let mut err = std::io::stderr().lock();
     if err.is_terminal() {
         let _ = writeln!(err, "ccrelay web client: {url}");
-        if let Some(qr) = qr_half_blocks(&url) {
+        // A phone cannot check a self-signed certificate by itself: the QR code
+        // carries the fingerprint (in the fragment, never sent to the server) so
+        // the person can compare it with what the browser's certificate view shows.
+        let qr_text = match self_signed_fingerprint {
+            Some(fp) => {
+                let _ = writeln!(err, "certificate fingerprint (self-signed): {fp}");
+                format!("{url}#cert={fp}")
+            }
+            None => url.clone(),
+        };
+        if let Some(qr) = qr_half_blocks(&qr_text) {
             let _ = write!(err, "{qr}");
         }
         let _ = err.flush();
