@@ -74,7 +74,7 @@ test('an owner page renames and revokes a paired browser, which goes to refused'
   const e = entry(owner.page, second.fingerprint);
   await e.waitFor();
   assert.equal(await e.getAttribute('data-role'), 'owner');
-  assert.equal((await e.getByTestId('device-name').textContent()).trim(), 'Pixel 9');
+  assert.equal((await e.getByTestId('device-label').textContent()).trim(), 'Pixel 9');
   assert.match(await e.textContent(), /paired \d{4}-\d{2}-\d{2}/);
   // The owner page's own key: from authorized_keys, marked, not editable.
   const ownFp = (await owner.page.locator('#me-fp').textContent()).trim();
@@ -92,7 +92,7 @@ test('an owner page renames and revokes a paired browser, which goes to refused'
   await e.getByTestId('device-rename').click();
   await e.getByTestId('device-rename-input').fill('Work phone');
   await e.getByTestId('device-rename-save').click();
-  await until(async () => (await e.getByTestId('device-name').textContent()).trim() === 'Work phone', 'the entry shows the new name');
+  await until(async () => (await e.getByTestId('device-label').textContent()).trim() === 'Work phone', 'the entry shows the new name');
   const renamed = readFileSync(pairedKeys, 'utf8');
   assert.equal(renamed, withSecond.replace(' Pixel 9 (paired ', ' Work phone (paired '));
 

@@ -80,8 +80,8 @@ export class DevicesView {
     li.dataset.source = k.source;
     if (mine) li.dataset.self = 'true';
     const head = el('div', 'device-head');
-    const name = el('strong', 'device-name', keyName(k));
-    name.setAttribute('data-testid', 'device-name');
+    const name = el('strong', 'device-title', keyName(k));
+    name.setAttribute('data-testid', 'device-label');
     head.append(name, ' ', el('span', 'pill', k.role));
     if (mine) head.append(' ', el('span', 'pill self', 'this browser'));
     const meta = el('div', 'muted small');
