@@ -460,6 +460,8 @@ async fn watch_events(mut ws: Ws, head_at_attach: u64, mut target: watch::Receiv
 struct Sent {
     prompts: u64,
     results: u64,
+    /// Prompts the server refused (e.g. `agent_unavailable`: its prompt queue was full).
+    refused: u64,
     final_head: u64,
     traffic: Duration,
 }
@@ -469,6 +471,7 @@ async fn drive(mut ws: Ws, args: &Args) -> Sent {
     let started = Instant::now();
     let mut sent = 0u64;
     let mut results = 0u64;
+    let mut refused = 0u64;
     let mut head = 0u64;
     let rated = args.window.is_none();
     let period = Duration::from_secs_f64(1.0 / args.rate.unwrap_or(1.0).max(0.1));
@@ -488,11 +491,14 @@ async fn drive(mut ws: Ws, args: &Args) -> Sent {
     }
     loop {
         let sending = started.elapsed() < args.duration;
-        if !sending && results >= sent {
+        if !sending && results + refused >= sent {
             break;
         }
         if Instant::now() > hard_stop {
-            eprintln!("sender: gave up waiting for {} results", sent - results);
+            eprintln!(
+                "sender: gave up waiting for {} results",
+                sent - results - refused
+            );
             break;
         }
         let frame = tokio::select! {
@@ -511,6 +517,19 @@ async fn drive(mut ws: Ws, args: &Args) -> Sent {
             }
             continue;
         };
+        if t.starts_with(r#"{"type":"error""#) {
+            refused += 1;
+            if refused == 1 {
+                eprintln!("sender: a prompt was refused: {t}");
+            }
+            if window > 0 && started.elapsed() < args.duration {
+                sent += 1;
+                if send(&mut ws, prompt(sent)).await.is_err() {
+                    break;
+                }
+            }
+            continue;
+        }
         if !t.starts_with(r#"{"type":"event""#) {
             continue;
         }
@@ -519,7 +538,8 @@ async fn drive(mut ws: Ws, args: &Args) -> Sent {
         }
         if t.contains(r#""event":{"type":"result""#) {
             results += 1;
-            if window > 0 && started.elapsed() < args.duration && sent - results < window {
+            if window > 0 && started.elapsed() < args.duration && sent - results - refused < window
+            {
                 sent += 1;
                 if send(&mut ws, prompt(sent)).await.is_err() {
                     break;
@@ -542,6 +562,7 @@ async fn drive(mut ws: Ws, args: &Args) -> Sent {
     Sent {
         prompts: sent,
         results,
+        refused,
         final_head: head,
         traffic,
     }
@@ -751,9 +772,10 @@ async fn run(args: Args) {
     latencies.sort_unstable();
     let deliveries = all.events;
     println!(
-        "traffic: {} prompts sent, {} results, final head {}, {:.2} s",
+        "traffic: {} prompts sent, {} results, {} refused, final head {}, {:.2} s",
         sent.prompts,
         sent.results,
+        sent.refused,
         sent.final_head,
         sent.traffic.as_secs_f64()
     );

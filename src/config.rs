@@ -896,6 +896,36 @@ mod tests {
     }
 
     #[test]
+    fn pairing_and_binding_settings() {
+        let c = Config::resolve(&args()).unwrap();
+        assert!(!c.require_channel_binding);
+        assert_eq!(c.pair_timeout, Duration::from_secs(120));
+        assert_eq!(c.paired_keys, c.data_dir.join("paired_keys"));
+        assert_eq!(c.paired_viewers, c.data_dir.join("paired_viewers"));
+        let mut a = args();
+        a.require_channel_binding = true;
+        a.pair_timeout = Some("1.5".into());
+        a.paired_keys = Some(PathBuf::from("/tmp/pk"));
+        let c = Config::resolve(&a).unwrap();
+        assert!(c.require_channel_binding);
+        assert_eq!(c.pair_timeout, Duration::from_millis(1500));
+        assert_eq!(c.paired_keys, PathBuf::from("/tmp/pk"));
+        let mut a = args();
+        a.pair_timeout = Some("0".into());
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("--pair-timeout"), "{e}");
+        // The flag and its env var, through clap.
+        use clap::Parser as _;
+        let cli =
+            crate::cli::Cli::try_parse_from(["ccrelay", "serve", "--require-channel-binding"])
+                .unwrap();
+        let crate::cli::Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.require_channel_binding);
+    }
+
+    #[test]
     fn rejects_bad_values_naming_the_setting() {
         type Mutation = fn(&mut ServeArgs);
         let cases: Vec<(Mutation, &str)> = vec![
@@ -1071,6 +1101,32 @@ mod tests {
         assert!(
             err.contains("--max-connections") && err.contains("c.toml"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_flags_or_the_file() {
+        let mut a = args();
+        a.trusted_proxies = Some(vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()]);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(Config::resolve(&args()).unwrap().trusted_proxies.is_empty());
+        a.trusted_proxies = Some(vec!["not-a-network".into()]);
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxy"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "trusted-proxy = [\"::1\", \"192.168.0.0/16\"]\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(
+            c.trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            vec!["::1/128".to_string(), "192.168.0.0/16".to_string()]
         );
     }
 }

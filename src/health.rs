@@ -5,11 +5,11 @@
 //! gets what a load balancer needs: `/healthz` its status, `/readyz` `ready` and each
 //! session's `state` (PROTOCOL.md §1). Must not: compute the details (server does).
 //!
-//! The peer is the connection's address. A reverse proxy on the same host makes
-//! every request look local, so a request carrying forwarding headers
-//! (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) is treated as coming from outside
-//! whatever its socket says: the cautious reading until `--trusted-proxy` hands us
-//! the client's own address (then that address is the peer given here).
+//! The caller is the client address the server uses everywhere (the forwarded
+//! client behind a `--trusted-proxy`, else the TCP peer). A reverse proxy on the
+//! same host makes every request look local, so a request carrying forwarding
+//! headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) is treated as coming from
+//! outside whatever its socket says, trusted proxy or not.
 
 use std::net::IpAddr;
 

@@ -180,11 +180,9 @@ impl Pairing {
 
     /// Tell every owner how a request ended. `by` is a client id or `relay`.
     pub fn announce_resolved(&self, pair_id: &str, allow: bool, role: Option<Role>, by: &str) {
-        self.count(match (allow, by) {
-            (true, _) => "allowed",
-            (false, "relay") => "expired",
-            (false, _) => "denied",
-        });
+        if by != "relay" {
+            self.count(if allow { "allowed" } else { "denied" });
+        }
         let frame = ServerMsg::PairResolved {
             pair_id: pair_id.to_string(),
             allow,
@@ -233,17 +231,24 @@ impl PairTicket {
     }
 
     /// The pair timeout passed: withdraw the request (consumes the ticket).
-    pub fn expire(self) {
-        // Drop does the work.
+    pub fn expire(mut self) {
+        self.end("expired");
+        self.pair_id.clear();
+    }
+
+    fn end(&mut self, result: &'static str) {
+        if !self.pair_id.is_empty() && self.pairing.take(&self.pair_id).is_some() {
+            self.pairing.count(result);
+            self.pairing
+                .announce_resolved(&self.pair_id, false, None, "relay");
+        }
     }
 }
 
 impl Drop for PairTicket {
     fn drop(&mut self) {
-        if self.pairing.take(&self.pair_id).is_some() {
-            self.pairing
-                .announce_resolved(&self.pair_id, false, None, "relay");
-        }
+        // The device disconnected (or was closed) while its request was pending.
+        self.end("withdrawn");
     }
 }
 

@@ -1283,3 +1283,67 @@ async fn signatures_from_a_real_ssh_agent_are_accepted() {
     }
     drop(agent);
 }
+
+/// The throttle takes its unit when an attempt arrives (PROTOCOL.md §3): with a
+/// budget of 10, 14 connections upgraded before any failure and answering at
+/// once get 10 refusals that were checked (`auth_failed`) and 4 `rate_limited`
+/// with nothing checked, all closed 1008; keys in no file cost no verification;
+/// a success gives its unit back.
+#[tokio::test]
+async fn attempts_take_the_budget_on_arrival() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&["--auth-failures-per-min", "10"]));
+    // A success from this address gives its unit back: the budget is still 10 after it.
+    let mut ok = server.connect().await;
+    assert_eq!(ok.authenticate(&fx.owner, None).await["type"], "auth.ok");
+    let mut clients = Vec::new();
+    for _ in 0..14 {
+        let mut c = server.connect().await;
+        let challenge = c.recv().await;
+        assert_eq!(challenge["type"], "auth.challenge");
+        c.challenge = Some(challenge);
+        clients.push(c);
+    }
+    for c in &mut clients {
+        let sign = c.challenge.as_ref().unwrap()["sign"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let signature = common::sign(&fx.stranger, &sign);
+        c.send(json!({"type": "auth.response", "signature": signature, "public_key": fx.stranger.public_line}))
+            .await;
+    }
+    let (mut failed, mut limited) = (0, 0);
+    for c in &mut clients {
+        let (code, _, frames) = c.expect_close(Duration::from_secs(20)).await;
+        assert_eq!(code, Some(1008), "{frames:?}");
+        match frames.first().and_then(|f| f["code"].as_str()) {
+            Some("auth_failed") => failed += 1,
+            Some("rate_limited") => limited += 1,
+            other => panic!("unexpected answer {other:?}: {frames:?}"),
+        }
+    }
+    assert_eq!((failed, limited), (10, 4));
+    let (_, _, metrics) = server.http_get("/metrics").await;
+    let verified = metrics
+        .lines()
+        .find(|l| l.starts_with("ccrelay_auth_signature_verifications_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("verification counter");
+    assert_eq!(verified, 1.0, "only the owner's signature was verified");
+    // The refusal line names the refused key.
+    let logged = common::eventually(Duration::from_secs(5), || {
+        server.log_json().iter().any(|l| {
+            l["message"] == "authentication failed"
+                && l["reason_label"] == "not_listed"
+                && l["fingerprint"] == fx.stranger.fingerprint.as_str()
+                && l["key_type"] == "ssh-ed25519"
+        })
+    })
+    .await;
+    assert!(logged, "{}", server.logs());
+    // The address is now throttled before the upgrade.
+    let (status, head, _) = http_request(server.addr, &upgrade_request(server.addr)).await;
+    assert_eq!(status, 429, "{head}");
+}

@@ -508,7 +508,11 @@ async fn trusted_proxy_limits_apply_per_forwarded_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_authenticated_connection_memory() {
     raise_nofile();
-    const N: usize = 1000;
+    // CCRELAY_MEASURE_N: a smaller count for a quick look (a multiple of 10).
+    let n: usize = std::env::var("CCRELAY_MEASURE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let fx = Fixture::new();
     let bin = std::env::var("CCRELAY_MEASURE_BIN").ok();
     let server = match &bin {
@@ -522,7 +526,7 @@ async fn idle_authenticated_connection_memory() {
                 .arg(fx.data_dir())
                 .arg("--workdir")
                 .arg(fx.workdir())
-                .args(["--log-format", "json", "--log-level", "info"])
+                .args(["--log-format", "json", "--log-level", "debug"])
                 .arg("--agent-cmd")
                 .arg(common::mock_agent_bin())
                 .env("CCRELAY_MOCK_STATE_DIR", fx.path().join("mock-state"))
@@ -531,7 +535,7 @@ async fn idle_authenticated_connection_memory() {
                 .stderr(std::process::Stdio::piped());
             TestServer::spawn(cmd)
         }
-        None => fx.start(ServerOptions::default().args(&["--log-level", "info"])),
+        None => fx.start(ServerOptions::default()),
     };
     // Warm up: the allocator, the runtime and the session exist before measuring.
     let mut warm = Vec::new();
@@ -541,8 +545,8 @@ async fn idle_authenticated_connection_memory() {
         warm.push(c);
     }
     let before = rss_kib(server.pid()).unwrap();
-    let mut clients = Vec::with_capacity(N);
-    for chunk in 0..(N / 10) {
+    let mut clients = Vec::with_capacity(n);
+    for chunk in 0..(n / 10) {
         let mut batch = Vec::new();
         for j in 0..10 {
             let url = server.url.clone();
@@ -564,9 +568,9 @@ async fn idle_authenticated_connection_memory() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(server.pid()).unwrap();
-    let per_conn = (after.saturating_sub(before)) as f64 / N as f64;
+    let per_conn = (after.saturating_sub(before)) as f64 / n as f64;
     println!(
-        "server RSS {before} KiB -> {after} KiB with {N} idle authenticated connections: {per_conn:.1} KiB per connection ({})",
+        "server RSS {before} KiB -> {after} KiB with {n} idle authenticated connections: {per_conn:.1} KiB per connection ({})",
         bin.as_deref().unwrap_or("this build")
     );
     if bin.is_none() {

@@ -57,6 +57,18 @@ async fn attached_client(
     device: &str,
     source: Ipv4Addr,
 ) -> TestClient {
+    attached_client_and_presence(server, key, device, source)
+        .await
+        .0
+}
+
+/// [`attached_client`], also returning its own presence frame.
+async fn attached_client_and_presence(
+    server: &TestServer,
+    key: &KeyPair,
+    device: &str,
+    source: Ipv4Addr,
+) -> (TestClient, Value) {
     let mut c = TestClient::from_ws(ws_from(server, source, None).await);
     let ok = c.authenticate(key, Some(device)).await;
     assert_eq!(ok["type"], "auth.ok", "{ok}");
@@ -67,9 +79,10 @@ async fn attached_client(
         )
         .await;
     assert_eq!(reply["type"], "attached", "{reply}");
-    c.recv_until("own presence", |v| v["type"] == "presence")
+    let (own, _) = c
+        .recv_until("own presence", |v| v["type"] == "presence")
         .await;
-    c
+    (c, own)
 }
 
 /// The source address for the i-th client: 127.0.0.2 and up, 16 per address.
@@ -86,10 +99,19 @@ struct PresenceLog {
     points: Vec<(u64, u64)>,
 }
 
-/// Read presence frames (and nothing else matters) until one says `count` == `until`.
-async fn count_presence(mut ws: Ws, until: u64, log: Arc<Mutex<PresenceLog>>) -> Ws {
-    // A silence bound, not a deadline for the whole run: the first reader waits
-    // while 499 others authenticate, which on a loaded 2-core machine takes minutes.
+/// Read presence frames (and nothing else matters) until one says `count` ==
+/// `until`; `own` is the client's own frame, already read.
+async fn count_presence(mut ws: Ws, own: Value, until: u64, log: Arc<Mutex<PresenceLog>>) -> Ws {
+    {
+        let mut l = log.lock().unwrap();
+        l.bytes += own.to_string().len() as u64;
+        l.frames += 1;
+        let bytes = l.bytes;
+        l.points.push((own["count"].as_u64().unwrap_or(0), bytes));
+    }
+    if own["count"] == until {
+        return ws;
+    }
     loop {
         let next = tokio::time::timeout(WAIT * 4, ws.next())
             .await
@@ -127,10 +149,11 @@ async fn presence_bytes_grow_linearly_as_500_clients_attach_one_after_another() 
     let mut logs = Vec::new();
     let mut readers = Vec::new();
     for i in 0..N {
-        let c = attached_client(&server, &fx.viewer, &format!("v{i}"), source(i)).await;
+        let (c, own) =
+            attached_client_and_presence(&server, &fx.viewer, &format!("v{i}"), source(i)).await;
         let log = Arc::new(Mutex::new(PresenceLog::default()));
         logs.push(log.clone());
-        readers.push(tokio::spawn(count_presence(c.ws, N as u64, log)));
+        readers.push(tokio::spawn(count_presence(c.ws, own, N as u64, log)));
     }
     for r in readers {
         r.await.expect("reader task");

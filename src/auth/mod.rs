@@ -55,7 +55,7 @@ pub use signer::{
 };
 pub use sshsig::{MAX_ARMOR_BYTES, SK_USER_PRESENCE, SK_USER_VERIFIED};
 pub use throttle::AuthThrottle;
-pub use verify::{Candidate, key_type_name, verify_response};
+pub use verify::{Candidate, describe_signature, key_type_name, verify_response};
 
 /// The SSHSIG namespace every ccrelay signature must carry.
 pub const NAMESPACE: &str = "ccrelay-auth";

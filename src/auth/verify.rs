@@ -123,6 +123,16 @@ impl Candidate {
     }
 }
 
+/// (fingerprint, key type) of the key inside an armored SSHSIG that parses, even
+/// one whose key type is refused — for the refusal's log line.
+pub fn describe_signature(signature_armored: &str) -> Option<(String, &'static str)> {
+    let sig = sshsig::parse_armored(signature_armored).ok()?;
+    Some((
+        sig.key.fingerprint(HashAlg::Sha256).to_string(),
+        key_type_name(&sig.key),
+    ))
+}
+
 /// Algorithm name of a key, from a bounded set (safe as a metrics label).
 pub fn key_type_name(key: &KeyData) -> &'static str {
     match key.algorithm() {

@@ -272,13 +272,19 @@ impl Connection {
             .await
     }
 
-    fn log_refusal(&self, e: &AuthError, candidate: Option<&Candidate>) {
-        match candidate {
-            Some(c) => tracing::warn!(
+    /// The refusal's log line: the reason, and the key's fingerprint and type
+    /// whenever the signature parsed (even when its key type is refused).
+    fn log_refusal(&self, e: &AuthError, candidate: Option<&Candidate>, signature: &str) {
+        let described = match candidate {
+            Some(c) => Some((c.fingerprint(), c.key_type())),
+            None => auth::describe_signature(signature),
+        };
+        match described {
+            Some((fingerprint, key_type)) => tracing::warn!(
                 reason = %e,
                 reason_label = e.reason_label(),
-                fingerprint = %c.fingerprint(),
-                key_type = c.key_type(),
+                fingerprint = %fingerprint,
+                key_type,
                 "authentication failed"
             ),
             None => {
@@ -311,7 +317,7 @@ impl Connection {
         ) {
             Ok(c) => c,
             Err((e, candidate)) => {
-                self.log_refusal(&e, candidate.as_deref());
+                self.log_refusal(&e, candidate.as_deref(), &signature);
                 let key_type =
                     candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
                 return self.refuse(id, key_type);
@@ -326,16 +332,20 @@ impl Connection {
         {
             Ok(entry) => entry,
             Err(e) => {
-                self.log_refusal(&e, Some(&checked.candidate));
+                self.log_refusal(&e, Some(&checked.candidate), &signature);
                 return self.refuse(id, key_type);
             }
         };
         if let Err(e) = self.verify(&checked).await {
-            self.log_refusal(&e, Some(&checked.candidate));
+            self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
         if checked.candidate_expired(&self.auth.challenge) {
-            self.log_refusal(&AuthError::ChallengeExpired, Some(&checked.candidate));
+            self.log_refusal(
+                &AuthError::ChallengeExpired,
+                Some(&checked.candidate),
+                &signature,
+            );
             return self.refuse(id, key_type);
         }
         let identity = checked.candidate.identity(&entry);
@@ -358,7 +368,7 @@ impl Connection {
             match self.check_cheaply(&signature, Some(&public_key), channel_binding.as_deref()) {
                 Ok(c) => c,
                 Err((e, candidate)) => {
-                    self.log_refusal(&e, candidate.as_deref());
+                    self.log_refusal(&e, candidate.as_deref(), &signature);
                     let key_type =
                         candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
                     return self.refuse(id, key_type);
@@ -368,15 +378,19 @@ impl Connection {
         // The key is checked against itself, not the keys files (§3); an sk- key
         // must still show user presence.
         if let Err(e) = checked.candidate.check_presence() {
-            self.log_refusal(&e, Some(&checked.candidate));
+            self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
         if let Err(e) = self.verify(&checked).await {
-            self.log_refusal(&e, Some(&checked.candidate));
+            self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
         if checked.candidate_expired(&self.auth.challenge) {
-            self.log_refusal(&AuthError::ChallengeExpired, Some(&checked.candidate));
+            self.log_refusal(
+                &AuthError::ChallengeExpired,
+                Some(&checked.candidate),
+                &signature,
+            );
             return self.refuse(id, key_type);
         }
         let fingerprint = checked.candidate.fingerprint();

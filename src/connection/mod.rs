@@ -202,7 +202,7 @@ async fn serve(
         slot: _slot,
         preauth,
     } = transport;
-    run(
+    let task = run(
         socket,
         Link {
             peer,
@@ -213,9 +213,12 @@ async fn serve(
         },
         shared,
         conn_id,
-    )
-    .instrument(span)
-    .await;
+    );
+    tracing::debug!(
+        conn_task_bytes = std::mem::size_of_val(&task),
+        "connection task size"
+    );
+    task.instrument(span).await;
 }
 
 /// The per-connection transport state `run` starts from.
@@ -253,7 +256,10 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
         metrics: shared.metrics.clone(),
         last_seq: Default::default(),
     };
-    let mut writer = tokio::spawn(writer.run().in_current_span());
+    let writer = writer.run();
+    // Task sizes are per-connection memory held for the connection's lifetime.
+    let writer_task_bytes = std::mem::size_of_val(&writer);
+    let mut writer = tokio::spawn(writer.in_current_span());
 
     let rate = NonZeroU32::new(config.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(config.max_frames_per_sec.saturating_mul(2)).unwrap_or(rate);
@@ -277,6 +283,15 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
         last_rx: Instant::now(),
         health: Health::Healthy,
     };
+    tracing::debug!(
+        writer_task_bytes,
+        connection_bytes = std::mem::size_of::<Connection>(),
+        ws_bytes = std::mem::size_of::<WsStream>(),
+        auth_bytes = std::mem::size_of::<auth_phase::AuthPhase>(),
+        limiter_bytes = std::mem::size_of::<DefaultDirectRateLimiter>(),
+        queue_slot_bytes = std::mem::size_of::<crate::session::outbox::Queued>(),
+        "writer started"
+    );
     conn.send_challenge();
 
     let mut keys = shared.keys.subscribe();
@@ -306,7 +321,10 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
                 break reason;
             }
             wake = conn.auth.wait(), if conn.identity.is_none() => {
-                if let Some(reason) = conn.on_auth_wake(wake) {
+                let end = conn.on_auth_wake(wake);
+                // An allowed pair request authenticates here.
+                conn.after_auth_step();
+                if let Some(reason) = end {
                     break reason;
                 }
             }
@@ -330,8 +348,10 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
             }
             msg = stream.next() => {
                 conn.last_rx = Instant::now();
-                let flow = conn.on_message(msg, &flush).await;
-                conn.after_frame();
+                // Boxed: the frame handling's state (requests, session commands)
+                // exists only while a frame is handled, not in every idle task.
+                let flow = Box::pin(conn.on_message(msg, &flush)).await;
+                conn.after_auth_step();
                 match flow {
                     Flow::Continue => {}
                     Flow::Close(code, reason) => {
@@ -367,7 +387,7 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
     if let Some(sink) = sink
         && let Ok(ws) = sink.reunite(stream)
     {
-        drain(ws.into_inner()).await;
+        Box::pin(drain(ws.into_inner())).await;
     }
     shared
         .metrics
@@ -397,9 +417,10 @@ async fn drain(io: wslayer::Io) {
 }
 
 impl Connection {
-    /// Transport bookkeeping after each frame: once authenticated, the
-    /// per-address pre-auth token is released and the normal message limit applies.
-    fn after_frame(&mut self) {
+    /// Transport bookkeeping after each frame or auth-phase wake-up: once
+    /// authenticated, the per-address pre-auth token is released and the normal
+    /// message limit applies.
+    fn after_auth_step(&mut self) {
         if self.identity.is_some() && self.preauth.is_some() {
             self.preauth = None;
             self.gate_limit.set(self.shared.config.max_frame_bytes);

@@ -377,4 +377,45 @@ mod tests {
         p.left(&entry("c"), 301, t0 + Duration::from_secs(3));
         assert!(p.take_due(301, t0 + Duration::from_secs(3)).is_none());
     }
+
+    #[test]
+    fn a_storm_of_attaches_ends_with_everyone_told_the_final_count() {
+        let mut p = Presence::default();
+        let t0 = Instant::now();
+        // conn id -> last count it was told
+        let mut told: Vec<usize> = Vec::new();
+        let mut t = t0;
+        for i in 0..500usize {
+            let e = ClientEntry {
+                client_id: format!("c{i}"),
+                fingerprint: "f".into(),
+                comment: String::new(),
+                device: None,
+                role: Role::Viewer,
+            };
+            p.joined(&e, i + 1, t);
+            p.snapshot_taken(i as u64);
+            told.push(i + 1);
+            if let Some(c) = p.take_due(i + 1, t) {
+                for (conn, last) in told.iter_mut().enumerate() {
+                    if !c.up_to_date.contains(&(conn as u64)) {
+                        *last = i + 1;
+                    }
+                }
+            }
+            t += Duration::from_millis(7);
+        }
+        let due = p.due().expect("a final frame is due");
+        let c = p.take_due(500, due).expect("final frame");
+        for (conn, last) in told.iter_mut().enumerate() {
+            if !c.up_to_date.contains(&(conn as u64)) {
+                *last = 500;
+            }
+        }
+        assert!(
+            told.iter().all(|l| *l == 500),
+            "{:?}",
+            told.iter().filter(|l| **l != 500).count()
+        );
+    }
 }

@@ -51,9 +51,12 @@ export async function launchBrowser(extraArgs = []) {
   return chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, ...extraArgs], headless: true });
 }
 
-/** A running `ccrelay serve` with the mock agent in a fresh directory. */
+/**
+ * A running `ccrelay serve` in a fresh directory: the mock agent, or `agentCmd` (e.g.
+ * the real Claude Code CLI) with `env` added to the server's (and so the agent's) environment.
+ */
 export class Server {
-  static async start({ args = [], prepare } = {}) {
+  static async start({ args = [], prepare, agentCmd, env = {} } = {}) {
     const dir = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-'));
     const s = new Server(dir);
     if (prepare) prepare(dir);
@@ -70,11 +73,11 @@ export class Server {
         '--authorized-keys', s.authorizedKeys,
         '--data-dir', path.join(dir, 'data'),
         '--workdir', path.join(dir, 'work'),
-        '--agent-cmd', bin('ccrelay-mock-agent'),
+        '--agent-cmd', agentCmd ?? bin('ccrelay-mock-agent'),
         '--log-format', 'json',
         ...(typeof args === 'function' ? args(dir) : args),
       ],
-      { env: { ...process.env, CCRELAY_MOCK_STATE_DIR: path.join(dir, 'mock-state') }, stdio: ['ignore', 'pipe', 'pipe'] },
+      { env: { ...process.env, CCRELAY_MOCK_STATE_DIR: path.join(dir, 'mock-state'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     s.logs = [];
     createInterface({ input: s.proc.stderr }).on('line', (l) => s.logs.push(l));
