@@ -134,6 +134,7 @@ async fn rename_changes_only_the_device_part_of_one_line() {
     let d = Devices::new();
     let server = d.fx.start(ServerOptions::default());
     let mut owner = server.client(&d.fx.owner, Some("laptop")).await;
+    let mut connected = server.client(&d.tablet, Some("tablet")).await;
     let reply = owner
         .request(
             json!({"type": "keys.rename", "fingerprint": d.tablet.fingerprint, "device": "  Kitchen iPad ✓ "}),
@@ -152,7 +153,9 @@ async fn rename_changes_only_the_device_part_of_one_line() {
     let t = entry(&list, &d.tablet.fingerprint, "paired_keys");
     assert_eq!(t["device"], "Kitchen iPad ✓");
     assert_eq!(t["paired"], "2026-10-02");
-    // Still authorized under its new name.
+    // Still authorized under its new name: the open connection stays, a new one logs in.
+    let pong = connected.request(json!({"type": "ping"}), "p0").await;
+    assert_eq!(pong["type"], "pong", "{pong}");
     let mut tablet = server.client(&d.tablet, Some("tablet")).await;
     let pong = tablet.request(json!({"type": "ping"}), "p").await;
     assert_eq!(pong["type"], "pong");
