@@ -11,13 +11,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{Fixture, KeyPair, ServerOptions, ccrelay_bin, keygen};
 use serde_json::Value;
 
 /// How long one client run may take (the machine is shared and loaded).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long to wait for text to appear on a tmux screen.
-const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A finished client run.
 struct Run {
@@ -587,77 +586,13 @@ fn is_editor_line(line: &str) -> bool {
     line == ">" || line.starts_with("> ")
 }
 
-/// A tmux server of the test's own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Tmux {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        Tmux {
-            socket: format!("ccrelay-attach-{}-{nanos}", std::process::id()),
-        }
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("tmux runs");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self, session: &str) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", session])
-    }
-
-    /// Poll the screen until `pred` holds; returns it.
-    fn wait_for(&self, session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
-        loop {
-            let screen = self.screen(session);
-            if pred(&screen) {
-                return screen;
-            }
-            if Instant::now() >= deadline {
-                panic!("{session}: timed out waiting for {what}; screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_terminals_share_a_permission_prompt() {
     let fx = Fixture::new();
     let server = fx.start(ServerOptions::default());
     let home = fx.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("attach");
     for device in ["laptop", "phone"] {
         let command = format!(
             "env -u SSH_AUTH_SOCK HOME={} NO_COLOR=1 {} attach -i {} --device {device} {}; echo CLIENT-EXITED $?; sleep 600",

@@ -5,38 +5,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::tmux::Tmux;
 use common::*;
 use serde_json::{Value, json};
 use sha2::Digest as _;
-
-/// `printf '%s' "$TEXT" | ssh-keygen -Y sign -n ccrelay-auth -f KEY`.
-fn ssh_keygen_sign(key: &KeyPair, text: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", "ccrelay-auth", "-f"])
-        .arg(&key.private)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ssh-keygen runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen -Y sign: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The pairing code rule of §3, computed independently of the server.
 fn expected_code(nonce: &str, fingerprint: &str) -> String {
@@ -409,62 +384,6 @@ async fn keys_add_list_remove() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-/// A tmux server of the test's own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Tmux {
-        Tmux {
-            socket: format!("ccrelay-pairing-{}", std::process::id()),
-        }
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("tmux runs");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Poll the screen until `pred` holds; returns it.
-    async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let screen = self.tmux(&["capture-pane", "-p", "-t", "owner"]);
-            if pred(&screen) {
-                return screen;
-            }
-            if std::time::Instant::now() >= deadline {
-                panic!("timed out waiting for {what}; screen:\n{screen}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// `ccrelay attach` shows a pair request to an owner with its code, and `y`
 /// approves it: the device is authenticated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +393,7 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
     let server = fx.start(ServerOptions::default());
     let home = fx.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("pairing");
     let command = format!(
         "env -u SSH_AUTH_SOCK -u XDG_CONFIG_HOME HOME={} NO_COLOR=1 {} attach -i {} --device laptop {}; echo CLIENT-EXITED $?; sleep 600",
         home.display(),
@@ -493,7 +412,7 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
         "50",
         &command,
     ]);
-    tmux.wait_for("the editor", |s| {
+    tmux.wait_for_async("owner", "the editor", |s| {
         s.contains("connected to") && s.lines().any(|l| l == ">" || l.starts_with("> "))
     })
     .await;
@@ -502,7 +421,7 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
     assert_eq!(pending["type"], "pair.pending", "{pending}");
     let code = pending["code"].as_str().unwrap().to_string();
     let screen = tmux
-        .wait_for("the pair request", |s| {
+        .wait_for_async("owner", "the pair request", |s| {
             s.contains(&format!("Pair device \"Pixel 9\" (code {code}"))
         })
         .await;
@@ -511,11 +430,11 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
     let auth_ok = device.recv().await;
     assert_eq!(auth_ok["type"], "auth.ok", "{auth_ok}");
     assert_eq!(auth_ok["role"], "owner");
-    tmux.wait_for("the resolution", |s| {
+    tmux.wait_for_async("owner", "the resolution", |s| {
         s.contains("device \"Pixel 9\" paired as owner by you") && !s.contains("Pair device")
     })
     .await;
     tmux.tmux(&["send-keys", "-t", "owner", "C-d"]);
-    tmux.wait_for("the exit", |s| s.contains("CLIENT-EXITED 0"))
+    tmux.wait_for_async("owner", "the exit", |s| s.contains("CLIENT-EXITED 0"))
         .await;
 }

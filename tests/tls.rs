@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use common::{Fixture, KeyPair, ServerOptions, ccrelay_bin};
+use common::{Fixture, KeyPair, ServerOptions, ccrelay_bin, ssh_keygen_sign};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -529,28 +529,6 @@ where
     ))
     .await
     .expect("send");
-}
-
-/// `printf '%s' TEXT | ssh-keygen -Y sign -n ccrelay-auth -f KEY` (the real ssh-keygen).
-fn ssh_keygen_sign(key: &KeyPair, text: &str) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("ssh-keygen")
-        .args(["-Y", "sign", "-n", "ccrelay-auth", "-f"])
-        .arg(&key.private)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-keygen");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("ssh-keygen ran");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The certificate fingerprint `serve` logged at start.

@@ -272,6 +272,16 @@ impl Connection {
             .await
     }
 
+    /// [`Self::verify`], then the challenge must still be alive: a verification
+    /// that waited for the pool past the expiry does not count.
+    async fn verify_in_time(&self, checked: &Checked) -> Result<(), AuthError> {
+        self.verify(checked).await?;
+        if checked.candidate_expired(&self.auth.challenge) {
+            return Err(AuthError::ChallengeExpired);
+        }
+        Ok(())
+    }
+
     /// The refusal's log line: the reason, and the key's fingerprint and type
     /// whenever the signature parsed (even when its key type is refused).
     fn log_refusal(&self, e: &AuthError, candidate: Option<&Candidate>, signature: &str) {
@@ -336,16 +346,8 @@ impl Connection {
                 return self.refuse(id, key_type);
             }
         };
-        if let Err(e) = self.verify(&checked).await {
+        if let Err(e) = self.verify_in_time(&checked).await {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
-            return self.refuse(id, key_type);
-        }
-        if checked.candidate_expired(&self.auth.challenge) {
-            self.log_refusal(
-                &AuthError::ChallengeExpired,
-                Some(&checked.candidate),
-                &signature,
-            );
             return self.refuse(id, key_type);
         }
         let identity = checked.candidate.identity(&entry);
@@ -381,16 +383,8 @@ impl Connection {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
-        if let Err(e) = self.verify(&checked).await {
+        if let Err(e) = self.verify_in_time(&checked).await {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
-            return self.refuse(id, key_type);
-        }
-        if checked.candidate_expired(&self.auth.challenge) {
-            self.log_refusal(
-                &AuthError::ChallengeExpired,
-                Some(&checked.candidate),
-                &signature,
-            );
             return self.refuse(id, key_type);
         }
         let fingerprint = checked.candidate.fingerprint();

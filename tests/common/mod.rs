@@ -5,6 +5,7 @@
 
 pub mod mock_anthropic;
 pub mod real_cli;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -148,6 +149,32 @@ pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> KeyPair {
 pub fn sign(key: &KeyPair, text: &str) -> String {
     let private = ccrelay::auth::load_private_key(&key.private).expect("key loads");
     ccrelay::auth::sign_with_private_key(&private, text.as_bytes()).expect("key signs")
+}
+
+/// `printf '%s' "$TEXT" | ssh-keygen -Y sign -n ccrelay-auth -f KEY`.
+pub fn ssh_keygen_sign(key: &KeyPair, text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "ccrelay-auth", "-f"])
+        .arg(&key.private)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh-keygen runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen -Y sign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Options for one server run.
