@@ -201,6 +201,18 @@ pub enum ClientRequest {
         before: u64,
         limit: u64,
     },
+    /// Extension "Devices": every key the server accepts (owners only).
+    KeysList,
+    /// Extension "Devices": set a paired key's device name (owners only).
+    KeysRename {
+        fingerprint: String,
+        /// Validated like `pair.request`'s `device`, blanks at either end trimmed.
+        device: String,
+    },
+    /// Extension "Devices": remove a paired key (owners only).
+    KeysRevoke {
+        fingerprint: String,
+    },
 }
 
 impl ClientRequest {
@@ -219,6 +231,9 @@ impl ClientRequest {
             ClientRequest::PairRequest { .. } => "pair.request",
             ClientRequest::PairRespond { .. } => "pair.respond",
             ClientRequest::History { .. } => "history",
+            ClientRequest::KeysList => "keys.list",
+            ClientRequest::KeysRename { .. } => "keys.rename",
+            ClientRequest::KeysRevoke { .. } => "keys.revoke",
         }
     }
 }
@@ -416,6 +431,22 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 },
             }
         }
+        "keys.list" => ClientRequest::KeysList,
+        "keys.rename" => {
+            let fingerprint = fields.required_string("fingerprint")?;
+            let device = fields.required_string("device")?;
+            let device = device.trim_matches([' ', '\t']);
+            if let Err(why) = valid_device_name(device) {
+                return Err(fail(ErrorCode::BadMessage, format!("`device` {why}")));
+            }
+            ClientRequest::KeysRename {
+                fingerprint,
+                device: device.to_string(),
+            }
+        }
+        "keys.revoke" => ClientRequest::KeysRevoke {
+            fingerprint: fields.required_string("fingerprint")?,
+        },
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -810,6 +841,13 @@ pub enum ServerMsg {
         code: String,
         peer: String,
         expires_in_ms: u64,
+    },
+    /// Extension "Devices": the reply to `keys.list`.
+    #[serde(rename = "keys.list")]
+    KeysList {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        keys: Vec<crate::auth::DeviceKey>,
     },
     /// To every owner: a pair request was answered, expired or withdrawn.
     #[serde(rename = "pair.resolved")]

@@ -63,6 +63,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/protocol.js", JS),
     asset!("js/session.js", JS),
     asset!("js/sshsig.js", JS),
+    asset!("js/views/devices.js", JS),
     asset!("js/views/diff.js", JS),
     asset!("js/views/markdown.js", JS),
     asset!("js/views/stream.js", JS),

@@ -16,6 +16,7 @@ const SHELL = [
   `/v/${VERSION}/js/protocol.js`,
   `/v/${VERSION}/js/session.js`,
   `/v/${VERSION}/js/sshsig.js`,
+  `/v/${VERSION}/js/views/devices.js`,
   `/v/${VERSION}/js/views/diff.js`,
   `/v/${VERSION}/js/views/markdown.js`,
   `/v/${VERSION}/js/views/stream.js`,

@@ -9,10 +9,12 @@
 //! Files: `sshsig` (wire format), `authorized_keys` (line parser),
 //! `hostmatch` (`from=` patterns), `keystore` (keys in force, reloads),
 //! `verify` (the full check of one response), `pool` (where verification runs),
-//! `throttle`, `signer`, `check`, `paired` (paired keys files, `ccrelay keys`).
+//! `throttle`, `signer`, `check`, `paired` (paired keys files, `ccrelay keys`),
+//! `devices` (the `keys.*` requests' view and edits of the keys files).
 
 mod authorized_keys;
 mod check;
+mod devices;
 mod hostmatch;
 mod keystore;
 mod paired;
@@ -33,6 +35,10 @@ use rand::RngCore as _;
 
 pub use authorized_keys::{KeyLine, KeyOptions, parse_expiry_time};
 pub use check::run_keys_check;
+pub use devices::{
+    DeviceError, DeviceKey, list_keys, paired_edit_lock, rename_key, revoke_key,
+    split_paired_comment,
+};
 pub use hostmatch::{FromRefusal, canonical as canonical_ip, match_from};
 pub use keystore::{
     KeyEntry, KeyFile, KeyFileError, KeySet, KeyStore, MAX_RSA_BITS, MAX_RSA_EXPONENT,

@@ -536,6 +536,8 @@ impl Connection {
             let device = request.device.clone();
             tokio::task::spawn_blocking(move || -> Result<(), String> {
                 let err = |e: std::io::Error| format!("{}: {e}", path.display());
+                // Not while a `keys.rename`/`keys.revoke` replaces the file.
+                let _edit = auth::paired_edit_lock();
                 if !auth::file_lists(&path, &key).map_err(err)? {
                     let line = auth::paired_line(&key, &device, &auth::today(), &approver)?;
                     auth::append_line(&path, &line).map_err(err)?;

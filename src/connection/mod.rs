@@ -6,9 +6,11 @@
 //! commands, and mapping every failure to its error code or close code. Writing
 //! is done by [`writer::Writer`], fed through the connection's outbox. Must not:
 //! hold session state — sessions own it and push frames back. The authentication
-//! phase (challenge, response, pairing, its deadline) lives in [`auth_phase`].
+//! phase (challenge, response, pairing, its deadline) lives in [`auth_phase`];
+//! the `keys.*` requests in [`devices`].
 
 mod auth_phase;
+mod devices;
 pub mod writer;
 
 use std::collections::BTreeSet;
@@ -729,6 +731,21 @@ impl Connection {
                     ErrorCode::BadMessage,
                     "this connection is already authenticated",
                 );
+                return;
+            }
+            ClientRequest::KeysList => {
+                self.on_keys_list(id).await;
+                return;
+            }
+            ClientRequest::KeysRename {
+                fingerprint,
+                device,
+            } => {
+                self.on_keys_rename(id, fingerprint, device).await;
+                return;
+            }
+            ClientRequest::KeysRevoke { fingerprint } => {
+                self.on_keys_revoke(id, fingerprint).await;
                 return;
             }
             ClientRequest::SessionList => {

@@ -1,7 +1,8 @@
 // app.js — the page: wires the device key, the connection, the session store and
 // the views together, and owns the screens (insecure / pairing / session), the
 // header (connection state, time since the last frame, session picker, state,
-// presence), the prompt box, pair requests shown to owners, and the devices list.
+// presence), the prompt box, pair requests shown to owners, and the devices list
+// (attached clients, and for owners the keys the server accepts: views/devices.js).
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -10,6 +11,7 @@ import { Connection } from './connection.js';
 import { Store } from './session.js';
 import { wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
+import { DevicesView } from './views/devices.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -52,6 +54,8 @@ const ui = {
   pairMsg: $('pair-msg'),
   pairRequests: $('pair-requests'),
   devices: $('devices'),
+  deviceKeys: $('device-keys'),
+  deviceKeysNote: $('device-keys-note'),
   side: $('side'),
   panelToggle: $('panel-toggle'),
   toast: $('toast'),
@@ -173,6 +177,17 @@ async function main() {
   let current = localStorage.getItem('ccrelay.session') || 'default';
   let role = 'owner';
   let lastFrame = 0;
+
+  const devices = new DevicesView(ui.deviceKeys, ui.deviceKeysNote, {
+    list: () => conn.keysList(),
+    rename: (fingerprint, name) => conn.keysRename(fingerprint, name),
+    revoke: (fingerprint) => conn.keysRevoke(fingerprint),
+    self: () => (conn.authOk ? conn.authOk.fingerprint : ''),
+  });
+  const refreshDevices = () => {
+    if (role === 'owner') devices.refresh();
+    else devices.viewerOnly();
+  };
 
   const stream = new StreamView(ui.stream, {
     respond: async (it, response) => {
@@ -391,6 +406,7 @@ async function main() {
     setSessions(Array.isArray(ok.sessions) ? ok.sessions : [{ session: 'default' }]);
     attachCurrent();
     ui.input.disabled = role !== 'owner';
+    refreshDevices();
     scheduleRender();
   };
   conn.onchange = () => {
@@ -411,6 +427,7 @@ async function main() {
         break;
       case 'pair.resolved':
         pairResolved(m);
+        if (m.allow) refreshDevices();
         break;
       case 'session.list':
         if (Array.isArray(m.sessions)) setSessions(m.sessions);

@@ -411,4 +411,16 @@ export class Connection {
   sessionList() {
     return this.request((id) => msg.sessionList(id));
   }
+
+  keysList() {
+    return this.request((id) => msg.keysList(id));
+  }
+
+  keysRename(fingerprint, device) {
+    return this.request((id) => msg.keysRename(id, fingerprint, device));
+  }
+
+  keysRevoke(fingerprint) {
+    return this.request((id) => msg.keysRevoke(id, fingerprint));
+  }
 }

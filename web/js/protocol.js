@@ -40,6 +40,10 @@ export const msg = {
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
+  /** The "Devices" extension (docs/protocol.md §11): owners only. */
+  keysList: (id) => ({ type: 'keys.list', id }),
+  keysRename: (id, fingerprint, device) => ({ type: 'keys.rename', id, fingerprint, device }),
+  keysRevoke: (id, fingerprint) => ({ type: 'keys.revoke', id, fingerprint }),
 };
 
 /** Permission answers (PROTOCOL §6). */
