@@ -557,6 +557,15 @@ pub enum Received {
 
 impl TestClient {
     pub async fn connect(url: &str) -> TestClient {
+        TestClient::try_connect(url)
+            .await
+            .expect("websocket connects")
+    }
+
+    /// [`TestClient::connect`] for tests where a refusal (429, 503) is an answer too.
+    pub async fn try_connect(
+        url: &str,
+    ) -> Result<TestClient, tokio_tungstenite::tungstenite::Error> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
@@ -565,9 +574,8 @@ impl TestClient {
         let tls = tokio_tungstenite::Connector::Rustls(tls_client_config());
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, Some(config), false, Some(tls))
-                .await
-                .expect("websocket connects");
-        TestClient::from_ws(ws)
+                .await?;
+        Ok(TestClient::from_ws(ws))
     }
 
     /// Wrap a WebSocket the test opened itself (e.g. from another local address).
