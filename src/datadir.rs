@@ -186,12 +186,22 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
     f.write_all(contents.as_ref())
 }
 
-/// Replace `path` atomically (a 0600 temp file beside it, then rename).
+/// Replace `path` atomically: a 0600 temp file beside it (0600 even when a stale
+/// temp file with another mode was left there), synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    write(&tmp, contents)?;
+    {
+        let mut f: File = open_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+        f.write_all(contents.as_ref())?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 

@@ -9,8 +9,6 @@
 //! `authorized_keys` that ssh reads is never written), or know about frames:
 //! the connection turns a [`DeviceError`] into its `error` reply.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -173,23 +171,6 @@ fn not_found(files: &[KeyFile], fingerprint: &str) -> DeviceError {
     DeviceError::Unknown(fingerprint.to_string())
 }
 
-/// Replace `path`'s content atomically (same directory, mode 0600).
-fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("ccrelay-tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path)
-}
-
 /// The text of one line with its comment's device part set to `device`: a
 /// paired comment keeps its `(paired ... by ...)` suffix, another comment is
 /// replaced, a line without one gets it. Options, key, trailing blanks and the
@@ -256,7 +237,7 @@ pub fn rename_key(
                 None => raw.to_string(),
             })
             .collect();
-        replace_file(&file.path, &new_text).map_err(io_err(&file.path))?;
+        crate::datadir::write_atomic(&file.path, &new_text).map_err(io_err(&file.path))?;
         changed += targets.len();
     }
     if changed == 0 {

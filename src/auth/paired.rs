@@ -9,7 +9,7 @@
 //! server's key store picks the change up through its watcher.
 
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ssh_key::public::KeyData;
@@ -116,19 +116,7 @@ pub fn remove_fingerprint(path: &Path, fingerprint: &str) -> std::io::Result<usi
         .filter(|(i, _)| !doomed.contains(&(i + 1)))
         .map(|(_, l)| l)
         .collect();
-    let tmp = path.with_extension("ccrelay-tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(kept.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path)?;
+    crate::datadir::write_atomic(path, kept)?;
     Ok(doomed.len())
 }
 
@@ -355,6 +343,7 @@ pub fn run_keys_remove(
 mod tests {
     use super::*;
     use crate::auth::testutil::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn append_keeps_every_byte_and_adds_one_line() {
