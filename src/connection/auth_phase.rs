@@ -303,6 +303,28 @@ impl Connection {
         }
     }
 
+    /// What `auth.response` and `pair.request` both start with: take a unit of the
+    /// throttle's budget, then the checks that cost no signature arithmetic. On
+    /// refusal the error is sent and logged, and the flow to return is given.
+    fn admit(
+        &mut self,
+        id: &Option<RequestId>,
+        signature: &str,
+        public_key: Option<&str>,
+        channel_binding: Option<&str>,
+    ) -> Result<Checked, Flow> {
+        if !self.take_attempt(id) {
+            return Err(Flow::Close(close_code::POLICY, "throttled".into()));
+        }
+        self.check_cheaply(signature, public_key, channel_binding)
+            .map_err(|(e, candidate)| {
+                self.log_refusal(&e, candidate.as_deref(), signature);
+                let key_type =
+                    candidate.map_or_else(|| signature_key_type(signature), |c| c.key_type());
+                self.refuse(id.clone(), key_type)
+            })
+    }
+
     fn refuse(&self, id: Option<RequestId>, key_type: &str) -> Flow {
         self.count_auth("failed", key_type);
         self.error(id, ErrorCode::AuthFailed, "authentication failed");
@@ -317,21 +339,14 @@ impl Connection {
         device: Option<String>,
         channel_binding: Option<String>,
     ) -> Flow {
-        if !self.take_attempt(&id) {
-            return Flow::Close(close_code::POLICY, "throttled".into());
-        }
-        let checked = match self.check_cheaply(
+        let checked = match self.admit(
+            &id,
             &signature,
             public_key.as_deref(),
             channel_binding.as_deref(),
         ) {
             Ok(c) => c,
-            Err((e, candidate)) => {
-                self.log_refusal(&e, candidate.as_deref(), &signature);
-                let key_type =
-                    candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
-                return self.refuse(id, key_type);
-            }
+            Err(flow) => return flow,
         };
         let key_type = checked.candidate.key_type();
         // Look the key up before any signature arithmetic.
@@ -363,19 +378,15 @@ impl Connection {
         device: String,
         channel_binding: Option<String>,
     ) -> Flow {
-        if !self.take_attempt(&id) {
-            return Flow::Close(close_code::POLICY, "throttled".into());
-        }
-        let checked =
-            match self.check_cheaply(&signature, Some(&public_key), channel_binding.as_deref()) {
-                Ok(c) => c,
-                Err((e, candidate)) => {
-                    self.log_refusal(&e, candidate.as_deref(), &signature);
-                    let key_type =
-                        candidate.map_or_else(|| signature_key_type(&signature), |c| c.key_type());
-                    return self.refuse(id, key_type);
-                }
-            };
+        let checked = match self.admit(
+            &id,
+            &signature,
+            Some(&public_key),
+            channel_binding.as_deref(),
+        ) {
+            Ok(c) => c,
+            Err(flow) => return flow,
+        };
         let key_type = checked.candidate.key_type();
         // The key is checked against itself, not the keys files (§3); an sk- key
         // must still show user presence.
