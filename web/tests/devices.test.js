@@ -6,12 +6,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, until, SCREENSHOTS, serverHasPairing } from './harness.js';
+import { browserAvailable, waitAttr, until, SCREENSHOTS, startWithPairedKeys, EXISTING_PAIRED } from './harness.js';
 
 let enabled = browserAvailable();
-const EXISTING = '# keys paired earlier\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1Vb0dWZ3xdRlH8jPzV+Jl1fH0RrvdGQSD8o4tJQy8 old-phone (paired 2026-01-01 by SHA256:x)\n';
+const EXISTING = EXISTING_PAIRED;
 let server;
 let browser;
 let term;
@@ -20,22 +20,8 @@ let pairedKeys;
 
 before(async () => {
   if (!enabled) return;
-  server = await Server.start({
-    prepare: (dir) => {
-      mkdirSync(path.join(dir, 'data'), { recursive: true });
-      writeFileSync(path.join(dir, 'data', 'paired_keys'), EXISTING);
-    },
-  });
-  pairedKeys = path.join(server.dir, 'data', 'paired_keys');
-  if (!(await serverHasPairing(server))) {
-    console.log('SKIPPED: devices tests (this ccrelay build does not answer pair.request)');
-    enabled = false;
-    return;
-  }
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  browser = await launchBrowser();
-  term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
-  owner = await openAuthorized(browser, server, server.base, 'laptop');
+  ({ server, pairedKeys, browser, term, owner } = await startWithPairedKeys('devices tests'));
+  enabled = owner !== undefined;
 });
 
 after(async () => {

@@ -343,3 +343,31 @@ export async function serverHasPairing(server) {
     ws.close();
   }
 }
+
+/** What `paired_keys` holds before a pairing test starts (a comment and one key). */
+export const EXISTING_PAIRED = '# keys paired earlier\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1Vb0dWZ3xdRlH8jPzV+Jl1fH0RrvdGQSD8o4tJQy8 old-phone (paired 2026-01-01 by SHA256:x)\n';
+
+/**
+ * The set-up of the pairing and devices tests: a server whose `paired_keys` already
+ * holds EXISTING_PAIRED, a browser, a terminal owner client and an owner page.
+ * Returns `{ server }` alone (after a SKIPPED line naming `what`) when the build does
+ * not answer `pair.request`.
+ */
+export async function startWithPairedKeys(what) {
+  const server = await Server.start({
+    prepare: (dir) => {
+      mkdirSync(path.join(dir, 'data'), { recursive: true });
+      writeFileSync(path.join(dir, 'data', 'paired_keys'), EXISTING_PAIRED);
+    },
+  });
+  const pairedKeys = path.join(server.dir, 'data', 'paired_keys');
+  if (!(await serverHasPairing(server))) {
+    console.log(`SKIPPED: ${what} (this ccrelay build does not answer pair.request)`);
+    return { server };
+  }
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const browser = await launchBrowser();
+  const term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
+  const owner = await openAuthorized(browser, server, server.base, 'laptop');
+  return { server, pairedKeys, browser, term, owner };
+}
