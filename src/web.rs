@@ -61,6 +61,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/connection.js", JS),
     asset!("js/keys.js", JS),
     asset!("js/protocol.js", JS),
+    asset!("js/push.js", JS),
     asset!("js/session.js", JS),
     asset!("js/sshsig.js", JS),
     asset!("js/views/devices.js", JS),

@@ -2,7 +2,8 @@
 // the views together, and owns the screens (insecure / pairing / session), the
 // header (connection state, time since the last frame, session picker, state,
 // presence), the prompt box, pair requests shown to owners, and the devices list
-// (attached clients, and for owners the keys the server accepts: views/devices.js).
+// (attached clients, and for owners the keys the server accepts: views/devices.js,
+// and "Notify this device": push.js).
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -12,6 +13,7 @@ import { Store } from './session.js';
 import { wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
+import { PushControl } from './push.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -183,6 +185,12 @@ async function main() {
     rename: (fingerprint, name) => conn.keysRename(fingerprint, name),
     revoke: (fingerprint) => conn.keysRevoke(fingerprint),
     self: () => (conn.authOk ? conn.authOk.fingerprint : ''),
+  });
+  const push = new PushControl($('push-control'), {
+    subscribe: (sub) => conn.pushSubscribe(sub),
+    unsubscribe: (endpoint) => conn.pushUnsubscribe(endpoint),
+    serverId: () => (conn.challenge ? conn.challenge.server_id : ''),
+    connected: () => conn.authed,
   });
   const refreshDevices = () => {
     if (role === 'owner') devices.refresh();
@@ -394,6 +402,7 @@ async function main() {
   // --- connection callbacks
   conn.onstate = (state, detail) => {
     setConnState(state, detail);
+    push.connectionChanged();
     scheduleRender();
   };
   conn.onauth = (ok) => {
@@ -407,6 +416,8 @@ async function main() {
     attachCurrent();
     ui.input.disabled = role !== 'owner';
     refreshDevices();
+    if (role === 'owner') push.owned();
+    else push.viewer();
     scheduleRender();
   };
   conn.onchange = () => {

@@ -5,8 +5,9 @@
 // `visibilitychange` / `online` / `pageshow` (mobile browsers kill sockets silently),
 // and the prompt outbox: a prompt stays there until its `ok` arrives, and after a
 // reconnect it is sent again with the same `key` unless the replay already holds
-// that key's `relay.prompt`. Events go into the Store (session.js); other frames go
-// to `onframe`. Must not: render anything.
+// that key's `relay.prompt`. It reports the page's visibility (`client.visible`,
+// PROTOCOL §9) after every authentication and on every `visibilitychange`. Events go
+// into the Store (session.js); other frames go to `onframe`. Must not: render anything.
 
 import { CLOSE, msg, newKey } from './protocol.js';
 
@@ -222,6 +223,7 @@ export class Connection {
       this.setState('connected');
       this.pingTimer = setInterval(() => this.heartbeat(), PING_EVERY_MS);
       for (const s of this.sessions) this.attach(s);
+      this.sendVisible();
       this.onauth(m);
     } else if (m.type === 'error') {
       // auth_failed, not_authenticated (no pairing on this server), rate_limited, overloaded...
@@ -264,7 +266,7 @@ export class Connection {
     if (typeof window === 'undefined') return;
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.wake();
-      if (this.authed) this.send(msg.visible(this.nextId++, document.visibilityState === 'visible'));
+      this.sendVisible();
     });
     window.addEventListener('online', () => this.wake());
     window.addEventListener('offline', () => {
@@ -273,6 +275,16 @@ export class Connection {
     window.addEventListener('pageshow', (e) => {
       if (e.persisted) this.wake();
     });
+  }
+
+  /**
+   * Tell the server whether this page is visible (it does not push to a visible,
+   * attached device). The reply is `ok`; a server without notifications answers
+   * `unknown_type`, and a dropped connection rejects: neither is worth a word.
+   */
+  sendVisible() {
+    if (!this.authed || typeof document === 'undefined') return;
+    this.request((id) => msg.visible(id, document.visibilityState === 'visible')).catch(() => {});
   }
 
   // ---- sessions ----------------------------------------------------------
@@ -410,6 +422,14 @@ export class Connection {
 
   sessionList() {
     return this.request((id) => msg.sessionList(id));
+  }
+
+  pushSubscribe(subscription) {
+    return this.request((id) => msg.pushSubscribe(id, subscription));
+  }
+
+  pushUnsubscribe(endpoint) {
+    return this.request((id) => msg.pushUnsubscribe(id, endpoint));
   }
 
   keysList() {

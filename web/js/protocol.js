@@ -39,7 +39,10 @@ export const msg = {
   respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
+  /** Notifications (PROTOCOL §9). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
+  pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),
+  pushUnsubscribe: (id, endpoint) => ({ type: 'push.unsubscribe', id, endpoint }),
   /** The "Devices" extension (docs/protocol.md §11): owners only. */
   keysList: (id) => ({ type: 'keys.list', id }),
   keysRename: (id, fingerprint, device) => ({ type: 'keys.rename', id, fingerprint, device }),
