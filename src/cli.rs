@@ -192,6 +192,18 @@ pub struct ServeArgs {
     /// Seconds a pairing request waits for an owner's answer [default: 120]
     #[arg(long, env = "CCRELAY_PAIR_TIMEOUT", value_name = "SECS")]
     pub pair_timeout: Option<String>,
+    /// Notify a permission request nobody answered after this many seconds; 0 = at once [default: 10]
+    #[arg(long, env = "CCRELAY_NOTIFY_AFTER", value_name = "SECS")]
+    pub notify_after: Option<String>,
+    /// Also post notifications as JSON to this URL (http:// or https://)
+    #[arg(long, env = "CCRELAY_NOTIFY_WEBHOOK", value_name = "URL")]
+    pub notify_webhook: Option<String>,
+    /// Also post notifications to this ntfy topic URL (https://ntfy.example/TOPIC)
+    #[arg(long, env = "CCRELAY_NOTIFY_NTFY", value_name = "URL")]
+    pub notify_ntfy: Option<String>,
+    /// How devices reach this server (https://host:port), for links and answer buttons in notifications
+    #[arg(long, env = "CCRELAY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
     #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
     pub paired_keys: Option<PathBuf>,

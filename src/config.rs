@@ -111,6 +111,8 @@ pub struct Config {
     pub paired_keys: PathBuf,
     /// Viewer keys added by pairing / `ccrelay keys add --viewer`.
     pub paired_viewers: PathBuf,
+    /// `--notify-after`, `--notify-webhook`, `--notify-ntfy`, `--public-url` (§9).
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -171,6 +173,10 @@ const FILE_KEYS: &[&str] = &[
     "pair-timeout",
     "paired-keys",
     "paired-viewers",
+    "notify-after",
+    "notify-webhook",
+    "notify-ntfy",
+    "public-url",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -736,6 +742,7 @@ impl Config {
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
+        let notify = resolve_notify(&r, args)?;
 
         Ok(Config {
             listen,
@@ -777,8 +784,67 @@ impl Config {
             pair_timeout,
             paired_keys,
             paired_viewers,
+            notify,
         })
     }
+}
+
+/// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`.
+fn resolve_notify(
+    r: &Resolver<'_>,
+    args: &ServeArgs,
+) -> Result<crate::notify::NotifySettings, ConfigError> {
+    let after = r.parse(
+        "notify-after",
+        args.notify_after.as_ref(),
+        Duration::from_secs(10),
+        parse_secs_or_zero,
+    )?;
+    let webhook = r.optional(
+        "notify-webhook",
+        args.notify_webhook.as_ref(),
+        parse_http_url,
+    )?;
+    let ntfy = r.optional("notify-ntfy", args.notify_ntfy.as_ref(), |s| {
+        crate::notify::hooks::NtfyTarget::parse(&parse_http_url(s)?)
+    })?;
+    let public_url = r.optional("public-url", args.public_url.as_ref(), |s| {
+        let url = parse_http_url(s)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("expected https://host[:port][/path], without ? or #".into());
+        }
+        Ok(url)
+    })?;
+    Ok(crate::notify::NotifySettings {
+        after,
+        webhook,
+        ntfy,
+        public_url,
+    })
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn parse_http_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // It would be logged and kept in memory in the clear; use a token in the path.
+        return Err("user:password@ in the URL is not supported".into());
+    }
+    Ok(url)
+}
+
+/// Seconds as [`parse_secs`], but 0 is allowed (`--notify-after 0`: at once).
+fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s).map_err(|_| format!("must be from 0 to {MAX_SECS} seconds"))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

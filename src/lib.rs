@@ -42,6 +42,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod notify;
 pub mod pairing;
 pub mod protocol;
 pub mod server;

@@ -213,6 +213,10 @@ pub enum ClientRequest {
     KeysRevoke {
         fingerprint: String,
     },
+    /// The page is visible or hidden (§9): a visible, attached device is not pushed to.
+    ClientVisible {
+        visible: bool,
+    },
 }
 
 impl ClientRequest {
@@ -234,6 +238,7 @@ impl ClientRequest {
             ClientRequest::KeysList => "keys.list",
             ClientRequest::KeysRename { .. } => "keys.rename",
             ClientRequest::KeysRevoke { .. } => "keys.revoke",
+            ClientRequest::ClientVisible { .. } => "client.visible",
         }
     }
 }
@@ -446,6 +451,16 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         }
         "keys.revoke" => ClientRequest::KeysRevoke {
             fingerprint: fields.required_string("fingerprint")?,
+        },
+        "client.visible" => match fields.obj.remove("visible") {
+            Some(Value::Bool(visible)) => ClientRequest::ClientVisible { visible },
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::BadMessage,
+                    "`visible` must be a boolean".into(),
+                ));
+            }
+            None => return Err(fail(ErrorCode::BadMessage, "missing `visible`".into())),
         },
         other => {
             return Err(fail(

@@ -101,6 +101,8 @@ pub struct Shared {
     pub fatal: FatalSignal,
     /// Bytes buffered in client queues and event tails, against `--memory-limit`.
     pub memory: Arc<MemoryGuard>,
+    /// Notifications (§9): `client.visible`, tokens, `POST /v1/push/respond`.
+    pub notify: crate::notify::Notifier,
     /// `--max-connections` slots, held from the TCP accept on.
     pub(crate) slots: Arc<Semaphore>,
     /// Connections not yet authenticated, per address (PROTOCOL.md §1).
@@ -238,6 +240,16 @@ pub async fn run_with(
             .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,
     );
     let fatal = FatalSignal::default();
+    // Before the sessions, which report to it. Web Push is wired in by the webpush module.
+    let notify_stop = CancellationToken::new();
+    let notify = crate::notify::Notifier::start(
+        config.notify.clone(),
+        &config.data_dir,
+        None,
+        metrics.clone(),
+        notify_stop.clone(),
+    )
+    .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
     let sessions = Sessions::start(
@@ -247,6 +259,7 @@ pub async fn run_with(
             audit,
             fatal: fatal.clone(),
             memory: memory.clone(),
+            notify: notify.clone(),
         },
         session_stop.clone(),
         &session_tasks,
@@ -273,6 +286,7 @@ pub async fn run_with(
         conn_shutdown: CancellationToken::new(),
         fatal: fatal.clone(),
         memory: memory.clone(),
+        notify,
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
@@ -281,7 +295,11 @@ pub async fn run_with(
     let mut app = Router::new()
         .route("/v1/ws", get(ws_handler))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/push/respond",
+            axum::routing::post(crate::notify::respond::handler),
+        );
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
@@ -390,6 +408,7 @@ pub async fn run_with(
         tracing::error!("sessions did not stop in time");
     }
     watcher_stop.cancel();
+    notify_stop.cancel();
     tls_stop.cancel();
     if let Some(w) = tls_watcher {
         let _ = w.await;

@@ -748,6 +748,17 @@ impl Connection {
                 self.on_keys_revoke(id, fingerprint).await;
                 return;
             }
+            ClientRequest::ClientVisible { visible } => {
+                // Viewers may report it too; they never have subscriptions.
+                self.shared.notify.visibility.report(
+                    self.conn_id,
+                    &client.info.fingerprint,
+                    visible,
+                    self.attached.iter().cloned(),
+                );
+                self.reply("ok", ServerMsg::ok(id));
+                return;
+            }
             ClientRequest::SessionList => {
                 self.reply(
                     "session.list",
@@ -876,6 +887,12 @@ impl Connection {
             }
             _ => {}
         }
+        if matches!(cmd, SessionCmd::Attach { .. } | SessionCmd::Detach { .. }) {
+            self.shared
+                .notify
+                .visibility
+                .sessions_changed(self.conn_id, self.attached.iter().cloned());
+        }
         if handle.send(cmd).await.is_err() {
             self.error(
                 id,
@@ -900,6 +917,7 @@ impl Connection {
     }
 
     fn leave_sessions(&self) {
+        self.shared.notify.visibility.gone(self.conn_id);
         for name in &self.attached {
             if let Some(handle) = self.shared.sessions.get(name) {
                 handle.leave(self.conn_id);
