@@ -1195,4 +1195,73 @@ mod tests {
             vec!["::1/128".to_string(), "192.168.0.0/16".to_string()]
         );
     }
+
+    #[test]
+    fn notification_settings_resolve_and_are_validated() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.notify.after, Duration::from_secs(10));
+        assert!(c.notify.webhook.is_none() && c.notify.ntfy.is_none());
+        assert!(c.notify.public_url.is_none());
+        let mut a = args();
+        a.notify_after = Some("0".into());
+        a.notify_webhook = Some("https://hooks.example/ccrelay".into());
+        a.notify_ntfy = Some("https://ntfy.example/alerts".into());
+        a.public_url = Some("https://relay.example:8443".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.notify.after, Duration::ZERO);
+        assert_eq!(
+            c.notify.webhook.as_ref().map(|u| u.as_str()),
+            Some("https://hooks.example/ccrelay")
+        );
+        let ntfy = c.notify.ntfy.unwrap();
+        assert_eq!(
+            (ntfy.root.as_str(), ntfy.topic.as_str()),
+            ("https://ntfy.example/", "alerts")
+        );
+        a.notify_after = Some("0.5".into());
+        assert_eq!(
+            Config::resolve(&a).unwrap().notify.after,
+            Duration::from_millis(500)
+        );
+        for (set, name) in [
+            (
+                (|a: &mut ServeArgs| a.notify_after = Some("-1".into())) as fn(&mut ServeArgs),
+                "--notify-after",
+            ),
+            (
+                |a| a.notify_webhook = Some("ftp://x.example/".into()),
+                "--notify-webhook",
+            ),
+            (
+                |a| a.notify_webhook = Some("https://u:p@x.example/".into()),
+                "--notify-webhook",
+            ),
+            (
+                |a| a.notify_ntfy = Some("https://ntfy.example".into()),
+                "--notify-ntfy",
+            ),
+            (
+                |a| a.public_url = Some("relay.example".into()),
+                "--public-url",
+            ),
+        ] {
+            let mut a = args();
+            set(&mut a);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        // The file's keys are the long option names.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "notify-after = 2\nnotify-webhook = \"http://127.0.0.1:9/h\"\npublic-url = \"https://r.example\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.notify.after, Duration::from_secs(2));
+        assert!(c.notify.webhook.is_some() && c.notify.public_url.is_some());
+    }
 }

@@ -89,7 +89,8 @@ impl NtfyTarget {
 /// Where notifications are posted besides Web Push.
 #[derive(Debug, Clone)]
 pub struct Hooks {
-    client: reqwest::Client,
+    /// None when neither sink is configured.
+    client: Option<reqwest::Client>,
     webhook: Option<Url>,
     ntfy: Option<NtfyTarget>,
     /// `<public-url>/v1/push/respond`, for ntfy's action buttons and click target.
@@ -102,7 +103,7 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn new(
-        client: reqwest::Client,
+        client: Option<reqwest::Client>,
         webhook: Option<Url>,
         ntfy: Option<NtfyTarget>,
         public_url: Option<&Url>,
@@ -179,7 +180,9 @@ impl Hooks {
             self.metrics.notify_failed(sink);
             return;
         };
-        let client = self.client.clone();
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;

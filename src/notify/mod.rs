@@ -156,9 +156,9 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let tokens = Arc::new(Tokens::open(data_dir)?);
         let client = if settings.webhook.is_some() || settings.ntfy.is_some() {
-            hooks::http_client().map_err(NotifyError::Client)?
+            Some(hooks::http_client().map_err(NotifyError::Client)?)
         } else {
-            reqwest::Client::new()
+            None
         };
         let hooks = Hooks::new(
             client,

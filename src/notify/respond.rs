@@ -123,6 +123,8 @@ pub async fn handler(
         Ok(c) => c,
         Err(e) => return invalid(&e.to_string()),
     };
+    // A token we made costs the address nothing: only guessing spends its budget.
+    notify.respond_limit.give_back(ip);
     // Who answers: the subscription's device (which must still exist: a removed
     // key's subscriptions are gone, and so are its tokens' powers), or the hook.
     let answerer = match &claims.recipient {
