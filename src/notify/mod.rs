@@ -23,13 +23,14 @@ pub mod visibility;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::time::sleep_until;
+// Tokio's clock (not std's), so that tests can pause and advance it.
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthThrottle;
@@ -244,7 +245,7 @@ impl Task {
                     Some(e) => self.on_event(e),
                     None => return,
                 },
-                _ = sleep_until(next.unwrap_or(far).into()) => self.fire_due(),
+                _ = sleep_until(next.unwrap_or(far)) => self.fire_due(),
             }
         }
     }
@@ -469,5 +470,241 @@ impl Task {
                 metrics.notify_failed("webpush");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A Web Push stand-in that records what it is asked to send.
+    #[derive(Default)]
+    struct FakePush {
+        subs: Vec<Subscriber>,
+        sent: Mutex<Vec<(String, PushOut)>>,
+        notify: tokio::sync::Notify,
+    }
+
+    impl PushSink for Arc<FakePush> {
+        fn subscribers(&self) -> Vec<Subscriber> {
+            self.subs.clone()
+        }
+        fn send(&self, id: &str, msg: PushOut) -> BoxFuture<'static, bool> {
+            self.sent.lock().unwrap().push((id.to_string(), msg));
+            self.notify.notify_one();
+            Box::pin(async { true })
+        }
+    }
+
+    impl FakePush {
+        /// Wait until `n` messages were sent in all; returns them (bounded wait).
+        async fn wait_for(&self, n: usize) -> Vec<(String, Value)> {
+            for _ in 0..200 {
+                {
+                    let sent = self.sent.lock().unwrap();
+                    if sent.len() >= n {
+                        return sent
+                            .iter()
+                            .map(|(id, m)| {
+                                (id.clone(), serde_json::from_slice(&m.payload).unwrap())
+                            })
+                            .collect();
+                    }
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), self.notify.notified()).await;
+            }
+            panic!("{} messages, wanted {n}", self.sent.lock().unwrap().len());
+        }
+    }
+
+    fn sub(id: &str, fp: &str) -> Subscriber {
+        Subscriber {
+            id: id.into(),
+            fingerprint: fp.into(),
+            device: Some(format!("dev-{id}")),
+        }
+    }
+
+    fn opened(session: &Arc<str>, request_id: &str, line: &str) -> NotifyEvent {
+        NotifyEvent::Opened {
+            session: session.clone(),
+            request_id: request_id.into(),
+            subtype: serde_json::from_str::<Value>(line).unwrap()["request"]["subtype"]
+                .as_str()
+                .unwrap()
+                .into(),
+            line: RawValue::from_string(line.into()).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_subscription_gets_its_own_tokens_the_looking_device_none_and_the_dismiss_follows()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakePush {
+            subs: vec![sub("s1", "fpA"), sub("s2", "fpB"), sub("s3", "fpC")],
+            ..Default::default()
+        });
+        let stop = CancellationToken::new();
+        let n = Notifier::start(
+            NotifySettings::default(),
+            dir.path(),
+            Some(Arc::new(fake.clone())),
+            Arc::new(Metrics::new()),
+            stop.clone(),
+        )
+        .unwrap();
+        let session: Arc<str> = Arc::from("default");
+        // fpC looks at the session: not pushed to.
+        n.visibility.report(9, "fpC", true, [session.clone()]);
+        n.report(opened(
+            &session,
+            "r1",
+            r#"{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"make test"}}}"#,
+        ));
+        let sent = fake.wait_for(2).await;
+        let ids: Vec<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"s1") && ids.contains(&"s2"), "{ids:?}");
+        {
+            let raw = fake.sent.lock().unwrap();
+            for (id, msg) in raw.iter() {
+                assert!(msg.urgent);
+                assert_eq!(msg.topic, payload::topic("default", "r1"));
+                let p: Value = serde_json::from_slice(&msg.payload).unwrap();
+                assert_eq!(p["tool"], "Bash");
+                assert_eq!(p["summary"], "make test");
+                let token = p["actions"][0]["token"].as_str().unwrap();
+                let claims = n.tokens.verify(token).unwrap();
+                assert_eq!(claims.recipient, Recipient::Subscription(id.clone()));
+                assert_eq!(claims.request_id, "r1");
+                assert_eq!(claims.action, Action::Allow);
+            }
+        }
+        // A question: notified without answer buttons.
+        n.report(opened(
+            &session,
+            "q1",
+            r#"{"type":"control_request","request_id":"q1","request":{"subtype":"elicitation","message":"Which branch?"}}"#,
+        ));
+        let sent = fake.wait_for(4).await;
+        for (_, p) in &sent[2..] {
+            assert_eq!(p["summary"], "Which branch?");
+            assert_eq!(p["actions"], json_empty());
+        }
+        // Answered: the dismiss goes to exactly those two, same topic, even if the
+        // looking device stopped looking in between.
+        n.visibility.report(9, "fpC", false, [session.clone()]);
+        n.report(NotifyEvent::Closed {
+            session: session.clone(),
+            request_id: "r1".into(),
+            by: Some("phone".into()),
+        });
+        let sent = fake.wait_for(6).await;
+        let mut dismissed: Vec<&str> = sent[4..].iter().map(|(id, _)| id.as_str()).collect();
+        dismissed.sort();
+        assert_eq!(dismissed, ["s1", "s2"]);
+        for (_, p) in &sent[4..] {
+            assert_eq!(p["kind"], "dismiss");
+            assert_eq!(p["by"], "phone");
+        }
+        assert!(
+            fake.sent.lock().unwrap()[4..]
+                .iter()
+                .all(|(_, m)| !m.urgent && m.topic == payload::topic("default", "r1"))
+        );
+        // Closing a request that was never notified, or twice, sends nothing.
+        n.report(NotifyEvent::Closed {
+            session: session.clone(),
+            request_id: "r1".into(),
+            by: None,
+        });
+        // Short turns are not notified; long ones and failures go to everyone not looking.
+        n.report(NotifyEvent::TurnEnded {
+            session: session.clone(),
+            prompt_id: "p-short".into(),
+            duration: Duration::from_secs(59),
+            cost_usd: None,
+        });
+        n.report(NotifyEvent::TurnEnded {
+            session: session.clone(),
+            prompt_id: "p1".into(),
+            duration: Duration::from_secs(95),
+            cost_usd: Some(0.42),
+        });
+        n.report(NotifyEvent::Failed {
+            session: session.clone(),
+            detail: "too many crashes".into(),
+        });
+        let sent = fake.wait_for(12).await;
+        assert_eq!(sent.len(), 12, "{sent:#?}");
+        let kinds: Vec<&str> = sent[6..]
+            .iter()
+            .map(|(_, p)| p["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "turn_ended",
+                "turn_ended",
+                "turn_ended",
+                "agent_failed",
+                "agent_failed",
+                "agent_failed"
+            ]
+        );
+        assert_eq!(sent[6].1["duration_ms"], 95000);
+        assert_eq!(sent[6].1["prompt_id"], "p1");
+        stop.cancel();
+    }
+
+    fn json_empty() -> Value {
+        Value::Array(Vec::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_notified_once_after_the_delay_and_never_if_answered_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakePush {
+            subs: vec![sub("s1", "fpA")],
+            ..Default::default()
+        });
+        let stop = CancellationToken::new();
+        let n = Notifier::start(
+            NotifySettings {
+                after: Duration::from_secs(10),
+                ..Default::default()
+            },
+            dir.path(),
+            Some(Arc::new(fake.clone())),
+            Arc::new(Metrics::new()),
+            stop.clone(),
+        )
+        .unwrap();
+        let session: Arc<str> = Arc::from("default");
+        let line = |id: &str| {
+            format!(
+                r#"{{"type":"control_request","request_id":"{id}","request":{{"subtype":"can_use_tool","tool_name":"Write","input":{{"file_path":"/x"}}}}}}"#
+            )
+        };
+        n.report(opened(&session, "early", &line("early")));
+        n.report(opened(&session, "late", &line("late")));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(fake.sent.lock().unwrap().is_empty());
+        n.report(NotifyEvent::Closed {
+            session: session.clone(),
+            request_id: "early".into(),
+            by: Some("laptop".into()),
+        });
+        // The same request reported again (a restart) is not notified twice.
+        n.report(opened(&session, "late", &line("late")));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let sent = fake.wait_for(1).await;
+        assert_eq!(sent.len(), 1, "{sent:#?}");
+        assert_eq!(sent[0].1["request_id"], "late");
+        assert_eq!(sent[0].1["summary"], "/x");
+        stop.cancel();
     }
 }
