@@ -102,6 +102,14 @@ pub struct Metrics {
     pub auth_signature_verifications: Counter,
     /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
     pub pair_requests: Family<ResultLabel, Counter>,
+    /// Web Push messages the push service accepted.
+    pub push_sent: Counter,
+    /// Web Push messages not delivered, by reason (bounded: `FailReason::as_str`).
+    pub push_failed: Family<ReasonLabel, Counter>,
+    /// Push subscriptions removed because the push service answered 404 or 410.
+    pub push_subscriptions_expired: Counter,
+    /// Push subscriptions held.
+    pub push_subscriptions: Gauge,
 }
 
 impl Default for Metrics {
@@ -278,6 +286,26 @@ impl Metrics {
                 "pair_requests",
                 "Device pairing requests by outcome",
                 Family::<ResultLabel, Counter>::default()
+            ),
+            push_sent: reg!(
+                "push_sent",
+                "Web Push messages accepted by the push service",
+                Counter::default()
+            ),
+            push_failed: reg!(
+                "push_failed",
+                "Web Push messages not delivered, by reason (timeout, connect, rejected, server_error, too_large, refused_address, ...)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
+            push_subscriptions_expired: reg!(
+                "push_subscriptions_expired",
+                "Push subscriptions removed because the push service answered 404 or 410",
+                Counter::default()
+            ),
+            push_subscriptions: reg!(
+                "push_subscriptions",
+                "Push subscriptions held",
+                Gauge::default()
             ),
             accept_errors: reg!(
                 "accept_errors",
