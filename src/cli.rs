@@ -198,6 +198,13 @@ pub struct ServeArgs {
     /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
     #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
     pub paired_viewers: Option<PathBuf>,
+    /// Accept http:// and loopback Web Push endpoints (tests only; PROTOCOL.md §9)
+    #[arg(
+        long,
+        env = "CCRELAY_PUSH_ALLOW_INSECURE_ENDPOINTS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub push_allow_insecure_endpoints: bool,
 
     // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
     /// Stable server id shown in challenges [default: generated once and kept in the data dir]

@@ -111,6 +111,8 @@ pub struct Config {
     pub paired_keys: PathBuf,
     /// Viewer keys added by pairing / `ccrelay keys add --viewer`.
     pub paired_viewers: PathBuf,
+    /// `--push-allow-insecure-endpoints`: `http://` and loopback push endpoints (tests, §9).
+    pub push_allow_insecure_endpoints: bool,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -171,6 +173,7 @@ const FILE_KEYS: &[&str] = &[
     "pair-timeout",
     "paired-keys",
     "paired-viewers",
+    "push-allow-insecure-endpoints",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -735,6 +738,8 @@ impl Config {
             .path("paired-viewers", args.paired_viewers.as_ref())?
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
+        let push_allow_insecure_endpoints = args.push_allow_insecure_endpoints
+            || r.parse("push-allow-insecure-endpoints", None, false, parse_bool)?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
 
         Ok(Config {
@@ -777,6 +782,7 @@ impl Config {
             pair_timeout,
             paired_keys,
             paired_viewers,
+            push_allow_insecure_endpoints,
         })
     }
 }
@@ -923,6 +929,27 @@ mod tests {
             panic!("not serve")
         };
         assert!(a.require_channel_binding);
+    }
+
+    #[test]
+    fn push_allow_insecure_endpoints_from_flag_env_and_file() {
+        assert!(
+            !Config::resolve(&args())
+                .unwrap()
+                .push_allow_insecure_endpoints
+        );
+        let mut a = args();
+        a.push_allow_insecure_endpoints = true;
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("c.toml");
+        std::fs::write(&file, "push-allow-insecure-endpoints = true\n").unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        std::fs::write(&file, "push-allow-insecure-endpoints = \"maybe\"\n").unwrap();
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("push-allow-insecure-endpoints"), "{e}");
     }
 
     #[test]
