@@ -69,7 +69,7 @@ impl Guard {
         }
         match url.host() {
             None => return Err(EndpointError::NoHost),
-            Some(url::Host::Domain(d)) if d.is_empty() => return Err(EndpointError::NoHost),
+            Some(url::Host::Domain("")) => return Err(EndpointError::NoHost),
             Some(url::Host::Domain(_)) => {}
             Some(url::Host::Ipv4(v4)) => self.literal(IpAddr::V4(v4))?,
             Some(url::Host::Ipv6(v6)) => self.literal(IpAddr::V6(v6))?,
