@@ -113,6 +113,8 @@ pub struct Config {
     pub paired_viewers: PathBuf,
     /// `--push-allow-insecure-endpoints`: `http://` and loopback push endpoints (tests, §9).
     pub push_allow_insecure_endpoints: bool,
+    /// `--push-subject`: the VAPID `sub` contact (`mailto:` or `https:`), if given.
+    pub push_subject: Option<String>,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -174,6 +176,7 @@ const FILE_KEYS: &[&str] = &[
     "paired-keys",
     "paired-viewers",
     "push-allow-insecure-endpoints",
+    "push-subject",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -740,6 +743,11 @@ impl Config {
 
         let push_allow_insecure_endpoints = args.push_allow_insecure_endpoints
             || r.parse("push-allow-insecure-endpoints", None, false, parse_bool)?;
+        let push_subject = r.optional(
+            "push-subject",
+            args.push_subject.as_ref(),
+            parse_push_subject,
+        )?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
 
         Ok(Config {
@@ -783,7 +791,29 @@ impl Config {
             paired_keys,
             paired_viewers,
             push_allow_insecure_endpoints,
+            push_subject,
         })
+    }
+}
+
+/// A VAPID contact (RFC 8292 §2.1): `mailto:user@domain` or an `https://` URL.
+fn parse_push_subject(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = s.len() <= 256
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.strip_prefix("mailto:") {
+            Some(addr) => addr
+                .split_once('@')
+                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')),
+            None => url::Url::parse(s).is_ok_and(|u| u.scheme() == "https" && u.host().is_some()),
+        };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "expected mailto:user@domain.example or an https:// URL (at most 256 characters)"
+                .into(),
+        )
     }
 }
 
@@ -950,6 +980,31 @@ mod tests {
         std::fs::write(&file, "push-allow-insecure-endpoints = \"maybe\"\n").unwrap();
         let e = Config::resolve(&a).unwrap_err().to_string();
         assert!(e.contains("push-allow-insecure-endpoints"), "{e}");
+    }
+
+    #[test]
+    fn push_subject_is_a_mailto_or_https_contact() {
+        assert_eq!(Config::resolve(&args()).unwrap().push_subject, None);
+        for good in ["mailto:ops@example.org", "https://relay.example.org"] {
+            let mut a = args();
+            a.push_subject = Some(good.into());
+            assert_eq!(
+                Config::resolve(&a).unwrap().push_subject.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "ops@example.org",
+            "mailto:ops",
+            "http://relay.example",
+            "mailto:a b@c.d",
+            "",
+        ] {
+            let mut a = args();
+            a.push_subject = Some(bad.into());
+            let e = Config::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains("--push-subject"), "{bad}: {e}");
+        }
     }
 
     #[test]

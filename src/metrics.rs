@@ -378,6 +378,9 @@ impl Metrics {
         for code in ERROR_CODES {
             let _ = self.errors_sent.get_or_create(&CodeLabel { code });
         }
+        for reason in PUSH_FAILED_REASONS {
+            let _ = self.push_failed.get_or_create(&ReasonLabel { reason });
+        }
         for kind in ["queues", "tails"] {
             let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
         }
@@ -441,6 +444,21 @@ pub const CLOSED_REASONS: &[&str] = &[
     "pair_timeout",
     "pair_denied",
 ];
+/// `reason` of `ccrelay_push_failed_total` (`notify::webpush::FailReason`).
+pub const PUSH_FAILED_REASONS: &[&str] = &[
+    "too_large",
+    "bad_topic",
+    "unknown_subscription",
+    "refused_address",
+    "encrypt",
+    "timeout",
+    "connect",
+    "network",
+    "redirect",
+    "rate_limited",
+    "rejected",
+    "server_error",
+];
 /// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
 const FRAME_IN_TYPES: &[&str] = &[
     "auth.response",
@@ -454,6 +472,8 @@ const FRAME_IN_TYPES: &[&str] = &[
     "session.restart",
     "pair.request",
     "pair.respond",
+    "push.subscribe",
+    "push.unsubscribe",
     "invalid",
     "binary",
     "too_large",

@@ -237,14 +237,13 @@ pub async fn run_with(
     let memory = MemoryGuard::new(config.memory_limit);
     // The VAPID key is made once and must stay: a key file that cannot be read
     // is a data-dir error (exit 2), never silently replaced.
-    let push = crate::notify::webpush::WebPush::open(
-        &crate::notify::webpush::WebPushConfig::new(
-            &config.data_dir,
-            config.push_allow_insecure_endpoints,
-        ),
-        metrics.clone(),
-    )
-    .map_err(|e| config_error("data-dir", format!("Web Push: {e}")))?;
+    let mut push_config = crate::notify::webpush::WebPushConfig::new(
+        &config.data_dir,
+        config.push_allow_insecure_endpoints,
+    );
+    push_config.subject = config.push_subject.clone();
+    let push = crate::notify::webpush::WebPush::open(&push_config, metrics.clone())
+        .map_err(|e| config_error("data-dir", format!("Web Push: {e}")))?;
     let audit = Arc::new(
         AuditLog::open(&config.data_dir)
             .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,

@@ -567,4 +567,20 @@ async fn a_name_that_now_resolves_inward_is_refused_at_connect_time() {
         ),
         Some(1.0)
     );
+    // An IP literal (which no resolver sees) stored by an older rule is refused too.
+    drop(strict);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("https://localhost", "https://127.0.0.1");
+    std::fs::write(&file, text).unwrap();
+    let strict = WebPush::open(
+        &WebPushConfig::new(&data_dir, false),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        strict.send(&id, &message(b"{}")).await,
+        SendOutcome::Failed(FailReason::RefusedAddress)
+    );
+    assert_eq!(mock.requests(), before, "nothing reached the address");
 }

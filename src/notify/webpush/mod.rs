@@ -50,8 +50,9 @@ pub struct WebPushConfig {
     pub data_dir: PathBuf,
     /// `--push-allow-insecure-endpoints`: `http://` and loopback endpoints (tests).
     pub allow_insecure: bool,
-    /// The VAPID `sub` claim: `--public-url` when set (an `https:` URL is a
-    /// valid contact for RFC 8292), else [`DEFAULT_SUBJECT`].
+    /// The VAPID `sub` claim (`--push-subject`; an `https:` public URL is a
+    /// valid contact too), else [`DEFAULT_SUBJECT`]. Apple's push service
+    /// refuses a contact whose domain does not resolve, `localhost` included.
     pub subject: Option<String>,
     pub connect_timeout: Duration,
     /// Whole-request limit, answer included.
@@ -213,6 +214,8 @@ struct Inner {
     guard: Guard,
     client: reqwest::Client,
     subject: String,
+    /// No contact was configured: Apple endpoints will refuse our JWTs.
+    default_subject: bool,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -252,6 +255,7 @@ impl WebPush {
                     .subject
                     .clone()
                     .unwrap_or_else(|| DEFAULT_SUBJECT.to_string()),
+                default_subject: cfg.subject.is_none(),
                 timeout: cfg.timeout,
                 metrics,
             }),
@@ -299,6 +303,16 @@ impl WebPush {
         .map_err(|e| SubscribeError::Io(e.to_string()))??;
         self.update_gauge();
         let origin = url.origin().ascii_serialization();
+        if self.inner.default_subject
+            && url
+                .host_str()
+                .is_some_and(|h| h == "push.apple.com" || h.ends_with(".push.apple.com"))
+        {
+            tracing::warn!(
+                push_service = %origin,
+                "Apple's push service refuses the default VAPID contact ({DEFAULT_SUBJECT}); set --push-subject to a mailto: address or https:// URL of yours"
+            );
+        }
         let id = match inserted {
             Inserted::New(id) => {
                 tracing::info!(subscription = %id, fingerprint = %owner.fingerprint, device = owner.device.as_deref().unwrap_or(""), push_service = %origin, "push subscription added");
@@ -435,8 +449,10 @@ impl WebPush {
         let Some(record) = self.inner.store.get(id) else {
             return Failed(FailReason::UnknownSubscription);
         };
-        // The form again (the rule may be stricter than when it was stored); the
-        // addresses are checked by the client's resolver as it connects.
+        // The form again (the rule may be stricter than when it was stored: an
+        // IP literal passes only as loopback under the test setting, since it
+        // would not go through the resolver); the addresses of a name are checked
+        // by the client's resolver as it connects.
         let url = match self.inner.guard.check_form(&record.endpoint) {
             Ok(url) => url,
             Err(e) => {
@@ -444,17 +460,6 @@ impl WebPush {
                 return Failed(FailReason::RefusedAddress);
             }
         };
-        if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
-            // An IP literal bypasses the resolver; check_form allowed only loopback.
-            let ip = url.host_str().and_then(|h| {
-                h.trim_matches(|c| c == '[' || c == ']')
-                    .parse::<std::net::IpAddr>()
-                    .ok()
-            });
-            if !ip.is_some_and(|ip| self.inner.guard.allowed(ip)) {
-                return Failed(FailReason::RefusedAddress);
-            }
-        }
         let Ok(keys) = record.keys() else {
             return Failed(FailReason::Encrypt);
         };
@@ -573,6 +578,32 @@ mod tests {
         assert!(!valid_topic(""));
         assert!(!valid_topic("a b"));
         assert!(!valid_topic("a/b"));
+    }
+
+    #[test]
+    fn every_fail_reason_is_a_metrics_series_from_the_start() {
+        use FailReason::*;
+        let all = [
+            TooLarge,
+            BadTopic,
+            UnknownSubscription,
+            RefusedAddress,
+            Encrypt,
+            Timeout,
+            Connect,
+            Network,
+            Redirect,
+            RateLimited,
+            Rejected,
+            ServerError,
+        ];
+        for r in all {
+            assert!(
+                crate::metrics::PUSH_FAILED_REASONS.contains(&r.as_str()),
+                "{r}"
+            );
+        }
+        assert_eq!(crate::metrics::PUSH_FAILED_REASONS.len(), all.len());
     }
 
     #[test]
