@@ -210,8 +210,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let guard = self.guard;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let lookup = tokio::net::lookup_host((host.as_str(), 0));
+            let found: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS lookup timed out")
+                })??
+                .collect();
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()
