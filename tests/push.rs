@@ -584,3 +584,111 @@ async fn a_name_that_now_resolves_inward_is_refused_at_connect_time() {
     );
     assert_eq!(mock.requests(), before, "nothing reached the address");
 }
+
+#[tokio::test]
+async fn https_endpoints_are_verified_against_the_webpki_roots() {
+    // A push service on loopback with a self-signed certificate: the client
+    // (rustls, webpki roots only) must refuse the handshake, never post.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server_config = rustls::ServerConfig::builder_with_provider(ccrelay::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshake = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor
+            .accept(tcp)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+
+    let t = in_process(Duration::from_secs(10)).await;
+    let d = t.mock.device("tls");
+    let mut sub: PushSubscriptionJson = serde_json::from_value(d.subscription()).unwrap();
+    sub.endpoint = format!("https://localhost:{port}/push/tls");
+    let id = t
+        .push
+        .subscribe(
+            SubscriptionOwner {
+                fingerprint: "SHA256:x".into(),
+                device: None,
+            },
+            sub,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.push.send(&id, &message(b"{}")).await,
+        SendOutcome::Failed(FailReason::Connect)
+    );
+    let server_side = tokio::time::timeout(Duration::from_secs(20), handshake)
+        .await
+        .expect("the client connected")
+        .unwrap();
+    let err = server_side.expect_err("the handshake must fail");
+    assert!(
+        err.contains("UnknownCA") || err.contains("BadCertificate"),
+        "{err}"
+    );
+    assert_eq!(t.push.subscriptions().len(), 1, "a failure keeps it");
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_read_no_further_than_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A hostile push service: a 500 whose body never ends. The client reads a
+    // few KiB and drops the connection, so the writer fails long before its
+    // 256 MiB are out.
+    const LIMIT: usize = 256 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let writer = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let _ = tcp.read(&mut buf).await;
+        let head = format!("HTTP/1.1 500 Oops\r\nContent-Length: {LIMIT}\r\n\r\n");
+        if tcp.write_all(head.as_bytes()).await.is_err() {
+            return 0;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0;
+        while written < LIMIT {
+            if tcp.write_all(&chunk).await.is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    let t = in_process(Duration::from_secs(60)).await;
+    let d = t.mock.device("endless");
+    let mut sub: PushSubscriptionJson = serde_json::from_value(d.subscription()).unwrap();
+    sub.endpoint = format!("http://127.0.0.1:{port}/push/endless");
+    let id = t
+        .push
+        .subscribe(
+            SubscriptionOwner {
+                fingerprint: "SHA256:x".into(),
+                device: None,
+            },
+            sub,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.push.send(&id, &message(b"{}")).await,
+        SendOutcome::Failed(FailReason::ServerError)
+    );
+    let written = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the writer ends")
+        .unwrap();
+    assert!(written < LIMIT, "the client read the whole endless body");
+}
