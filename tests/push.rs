@@ -692,3 +692,47 @@ async fn an_endless_answer_is_read_no_further_than_the_cap() {
         .unwrap();
     assert!(written < LIMIT, "the client read the whole endless body");
 }
+
+#[tokio::test]
+async fn a_subscription_of_a_key_not_in_force_is_not_kept() {
+    let t = in_process(Duration::from_secs(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::keygen(dir.path(), "k", "ed25519", &[]);
+    let file = dir.path().join("authorized_keys");
+    std::fs::write(&file, format!("{}\n", key.public_line)).unwrap();
+    let keys = ccrelay::auth::KeyStore::load(&file, None).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = t.push.watch_keys(&keys, stop.clone());
+    let sub = |name: &str| -> PushSubscriptionJson {
+        serde_json::from_value(t.mock.device(name).subscription()).unwrap()
+    };
+    let as_key = |fingerprint: &str| SubscriptionOwner {
+        fingerprint: fingerprint.into(),
+        device: None,
+    };
+    t.push
+        .subscribe(as_key(&key.fingerprint), sub("a"))
+        .await
+        .expect("an owner key in force subscribes");
+    let err = t
+        .push
+        .subscribe(as_key("SHA256:not-a-key-in-force"), sub("b"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no longer"), "{err}");
+    let held = t.push.subscriptions();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].fingerprint, key.fingerprint);
+    // The key leaves the file: its subscription goes with the reload.
+    std::fs::write(&file, "").unwrap();
+    keys.reload().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || t
+            .push
+            .subscriptions()
+            .is_empty())
+        .await
+    );
+    stop.cancel();
+    watcher.await.unwrap();
+}

@@ -90,6 +90,9 @@ pub enum SubscribeError {
     Keys(#[from] KeysError),
     #[error(transparent)]
     Full(#[from] InsertError),
+    /// The key was taken out of the keys files while it subscribed.
+    #[error("this key is no longer in the keys files")]
+    KeyGone,
     /// The subscriptions file could not be written (the server's fault).
     #[error("cannot store the subscription: {0}")]
     Io(String),
@@ -218,6 +221,9 @@ struct Inner {
     default_subject: bool,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The keys in force, once [`WebPush::watch_keys`] runs: a subscription
+    /// stored just as its key was removed is taken out again.
+    keys: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::auth::KeySet>>>,
 }
 
 impl std::fmt::Debug for WebPush {
@@ -258,6 +264,7 @@ impl WebPush {
                 default_subject: cfg.subject.is_none(),
                 timeout: cfg.timeout,
                 metrics,
+                keys: std::sync::OnceLock::new(),
             }),
         };
         push.update_gauge();
@@ -301,6 +308,24 @@ impl WebPush {
         .await
         .map_err(|e| SubscribeError::Io(e.to_string()))?
         .map_err(|e| SubscribeError::Io(e.to_string()))??;
+        let id = match &inserted {
+            Inserted::New(id) | Inserted::Replaced(id) | Inserted::Evicted { id, .. } => id.clone(),
+        };
+        // The key may have left the keys files while this request was on its
+        // way: the watcher removed its subscriptions before this one was stored.
+        // (The set is looked at and let go before anything waits.)
+        let key_gone = self
+            .inner
+            .keys
+            .get()
+            .is_some_and(|keys| !is_owner(&keys.borrow(), &owner.fingerprint));
+        if key_gone {
+            let this = self.clone();
+            let gone = id.clone();
+            let _ = tokio::task::spawn_blocking(move || this.inner.store.remove_id(&gone)).await;
+            self.update_gauge();
+            return Err(SubscribeError::KeyGone);
+        }
         self.update_gauge();
         let origin = url.origin().ascii_serialization();
         if self.inner.default_subject
@@ -392,6 +417,7 @@ impl WebPush {
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let push = self.clone();
+        let _ = self.inner.keys.set(keys.subscribe());
         let mut rx = keys.subscribe();
         tokio::spawn(async move {
             loop {
@@ -543,6 +569,14 @@ pub fn valid_topic(topic: &str) -> bool {
         && topic
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Is `fingerprint` an owner key of the set?
+fn is_owner(set: &crate::auth::KeySet, fingerprint: &str) -> bool {
+    set.entries().iter().any(|e| {
+        e.role == crate::auth::Role::Owner
+            && e.line.key.fingerprint(ssh_key::HashAlg::Sha256).to_string() == fingerprint
+    })
 }
 
 /// The fingerprints of every owner key in the set (viewers cannot subscribe).
