@@ -210,6 +210,16 @@ pub struct ServeArgs {
     /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
     #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
     pub paired_viewers: Option<PathBuf>,
+    /// Accept http:// and loopback Web Push endpoints (tests only; PROTOCOL.md §9)
+    #[arg(
+        long,
+        env = "CCRELAY_PUSH_ALLOW_INSECURE_ENDPOINTS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub push_allow_insecure_endpoints: bool,
+    /// Contact in the Web Push VAPID signature (`sub`): a mailto: address or an https:// URL where the server's operator can be reached; Apple's push service refuses an unresolvable one [default: mailto:ccrelay@localhost]
+    #[arg(long, env = "CCRELAY_PUSH_SUBJECT", value_name = "URI")]
+    pub push_subject: Option<String>,
 
     // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
     /// Stable server id shown in challenges [default: generated once and kept in the data dir]

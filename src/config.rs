@@ -113,6 +113,10 @@ pub struct Config {
     pub paired_viewers: PathBuf,
     /// `--notify-after`, `--notify-webhook`, `--notify-ntfy`, `--public-url` (§9).
     pub notify: crate::notify::NotifySettings,
+    /// `--push-allow-insecure-endpoints`: `http://` and loopback push endpoints (tests, §9).
+    pub push_allow_insecure_endpoints: bool,
+    /// `--push-subject`: the VAPID `sub` contact (`mailto:` or `https:`), if given.
+    pub push_subject: Option<String>,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -177,6 +181,8 @@ const FILE_KEYS: &[&str] = &[
     "notify-webhook",
     "notify-ntfy",
     "public-url",
+    "push-allow-insecure-endpoints",
+    "push-subject",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -741,6 +747,13 @@ impl Config {
             .path("paired-viewers", args.paired_viewers.as_ref())?
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
+        let push_allow_insecure_endpoints = args.push_allow_insecure_endpoints
+            || r.parse("push-allow-insecure-endpoints", None, false, parse_bool)?;
+        let push_subject = r.optional(
+            "push-subject",
+            args.push_subject.as_ref(),
+            parse_push_subject,
+        )?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
         let notify = resolve_notify(&r, args)?;
 
@@ -785,6 +798,8 @@ impl Config {
             paired_keys,
             paired_viewers,
             notify,
+            push_allow_insecure_endpoints,
+            push_subject,
         })
     }
 }
@@ -845,6 +860,27 @@ fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_secs(s).map_err(|_| format!("must be from 0 to {MAX_SECS} seconds"))
+}
+
+/// A VAPID contact (RFC 8292 §2.1): `mailto:user@domain` or an `https://` URL.
+fn parse_push_subject(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = s.len() <= 256
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.strip_prefix("mailto:") {
+            Some(addr) => addr
+                .split_once('@')
+                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')),
+            None => url::Url::parse(s).is_ok_and(|u| u.scheme() == "https" && u.host().is_some()),
+        };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "expected mailto:user@domain.example or an https:// URL (at most 256 characters)"
+                .into(),
+        )
+    }
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -989,6 +1025,52 @@ mod tests {
             panic!("not serve")
         };
         assert!(a.require_channel_binding);
+    }
+
+    #[test]
+    fn push_allow_insecure_endpoints_from_flag_env_and_file() {
+        assert!(
+            !Config::resolve(&args())
+                .unwrap()
+                .push_allow_insecure_endpoints
+        );
+        let mut a = args();
+        a.push_allow_insecure_endpoints = true;
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("c.toml");
+        std::fs::write(&file, "push-allow-insecure-endpoints = true\n").unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        std::fs::write(&file, "push-allow-insecure-endpoints = \"maybe\"\n").unwrap();
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("push-allow-insecure-endpoints"), "{e}");
+    }
+
+    #[test]
+    fn push_subject_is_a_mailto_or_https_contact() {
+        assert_eq!(Config::resolve(&args()).unwrap().push_subject, None);
+        for good in ["mailto:ops@example.org", "https://relay.example.org"] {
+            let mut a = args();
+            a.push_subject = Some(good.into());
+            assert_eq!(
+                Config::resolve(&a).unwrap().push_subject.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "ops@example.org",
+            "mailto:ops",
+            "http://relay.example",
+            "mailto:a b@c.d",
+            "",
+        ] {
+            let mut a = args();
+            a.push_subject = Some(bad.into());
+            let e = Config::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains("--push-subject"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -125,6 +125,14 @@ pub struct Metrics {
     pub notify_failed: Family<SinkLabel, Counter>,
     /// `POST /v1/push/respond` answers, by outcome.
     pub push_respond: Family<OutcomeLabel, Counter>,
+    /// Web Push messages the push service accepted.
+    pub push_sent: Counter,
+    /// Web Push messages not delivered, by reason (bounded: `FailReason::as_str`).
+    pub push_failed: Family<ReasonLabel, Counter>,
+    /// Push subscriptions removed because the push service answered 404 or 410.
+    pub push_subscriptions_expired: Counter,
+    /// Push subscriptions held.
+    pub push_subscriptions: Gauge,
 }
 
 impl Default for Metrics {
@@ -317,6 +325,26 @@ impl Metrics {
                 "POST /v1/push/respond answers by outcome",
                 Family::<OutcomeLabel, Counter>::default()
             ),
+            push_sent: reg!(
+                "push_sent",
+                "Web Push messages accepted by the push service",
+                Counter::default()
+            ),
+            push_failed: reg!(
+                "push_failed",
+                "Web Push messages not delivered, by reason (timeout, connect, rejected, server_error, too_large, refused_address, ...)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
+            push_subscriptions_expired: reg!(
+                "push_subscriptions_expired",
+                "Push subscriptions removed because the push service answered 404 or 410",
+                Counter::default()
+            ),
+            push_subscriptions: reg!(
+                "push_subscriptions",
+                "Push subscriptions held",
+                Gauge::default()
+            ),
             accept_errors: reg!(
                 "accept_errors",
                 "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
@@ -421,6 +449,9 @@ impl Metrics {
         for code in ERROR_CODES {
             let _ = self.errors_sent.get_or_create(&CodeLabel { code });
         }
+        for reason in PUSH_FAILED_REASONS {
+            let _ = self.push_failed.get_or_create(&ReasonLabel { reason });
+        }
         for kind in ["queues", "tails"] {
             let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
         }
@@ -484,6 +515,21 @@ pub const CLOSED_REASONS: &[&str] = &[
     "pair_timeout",
     "pair_denied",
 ];
+/// `reason` of `ccrelay_push_failed_total` (`notify::webpush::FailReason`).
+pub const PUSH_FAILED_REASONS: &[&str] = &[
+    "too_large",
+    "bad_topic",
+    "unknown_subscription",
+    "refused_address",
+    "encrypt",
+    "timeout",
+    "connect",
+    "network",
+    "redirect",
+    "rate_limited",
+    "rejected",
+    "server_error",
+];
 /// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
 const FRAME_IN_TYPES: &[&str] = &[
     "auth.response",
@@ -498,6 +544,8 @@ const FRAME_IN_TYPES: &[&str] = &[
     "pair.request",
     "pair.respond",
     "client.visible",
+    "push.subscribe",
+    "push.unsubscribe",
     "invalid",
     "binary",
     "too_large",

@@ -1,5 +1,5 @@
 //! Issue 13 (notifications, PROTOCOL.md §9) against the real binary and the mock
-//! agent: webhook and ntfy posts (formats, one per request, the dismiss), a hanging
+//! agent: Web Push through the mock push service (acceptance 1), webhook and ntfy posts (formats, one per request, the dismiss), a hanging
 //! webhook that must not slow the session, and `POST /v1/push/respond` (a token
 //! answers once, as its device; used, answered, forged tokens change nothing).
 
@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::mock_push::{FakeDevice, MockPush};
 use common::{Fixture, ServerOptions, TestClient, TestServer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -567,4 +568,157 @@ fn bad_notification_settings_exit_2_naming_the_setting() {
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
         assert!(out.stdout.is_empty(), "nothing started");
     }
+}
+
+// ------------------------------------------------------------------ Web Push
+
+async fn vapid_key(server: &TestServer) -> String {
+    let (status, _, body) = server.http_get("/v1/push/key").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["vapid_public_key"].as_str().unwrap().to_string()
+}
+
+/// §9 `Topic`: the first 32 characters of unpadded base64url SHA-256(`<session>/<id>`).
+fn expected_topic(session: &str, id: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{session}/{id}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)[..32].to_string()
+}
+
+async fn subscribe(c: &mut TestClient, device: &FakeDevice, id: &str) {
+    let r = c
+        .request(
+            json!({"type": "push.subscribe", "subscription": device.subscription()}),
+            id,
+        )
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+}
+
+/// Issue 13 acceptance 1: a permission request unanswered for `--notify-after 1`
+/// is pushed exactly once to each subscribed device, with the tool and the command
+/// in the decrypted payload; answering it from any client pushes the dismiss with
+/// the same Topic. Then: a device that is looking is not pushed to, and a push's
+/// token answers as the subscription's device.
+#[tokio::test]
+async fn a_permission_is_pushed_once_to_each_device_and_dismissed_by_any_answer() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--push-allow-insecure-endpoints",
+        "--notify-after",
+        "1",
+    ]));
+    let mock = MockPush::start(&vapid_key(&server).await).await;
+    let phone_a = mock.device("phone-a");
+    let phone_b = mock.device("phone-b");
+    let mut a = server.client(&fx.owner, Some("laptop")).await;
+    let mut b = server.client(&fx.owner2, Some("tablet")).await;
+    subscribe(&mut a, &phone_a, "sa").await;
+    subscribe(&mut b, &phone_b, "sb").await;
+    a.attach("default", None).await;
+    b.attach("default", None).await;
+    wait_idle(&mut a).await;
+
+    let (prompt_id, request_id) = ask_permission(&mut a, "echo pushed").await;
+    let topic = expected_topic("default", &request_id);
+    let pushed = mock.wait_pushed(2, POST_TIMEOUT).await;
+    assert_eq!(pushed.len(), 2, "{pushed:#?}");
+    for device in ["phone-a", "phone-b"] {
+        let to = mock.pushed_to(device);
+        assert_eq!(to.len(), 1, "{device}: {to:#?}");
+        let p = to[0].json();
+        assert_eq!(p["kind"], "permission");
+        assert_eq!(p["session"], "default");
+        assert_eq!(p["request_id"], request_id.as_str());
+        assert_eq!(p["tool"], "Bash");
+        assert_eq!(p["summary"], "echo pushed");
+        assert_eq!(p["actions"].as_array().unwrap().len(), 2);
+        assert_eq!(to[0].topic.as_deref(), Some(topic.as_str()));
+        assert_eq!(to[0].urgency.as_deref(), Some("high"));
+    }
+    // Each device got its own tokens.
+    let tokens: Vec<String> = mock
+        .pushed()
+        .iter()
+        .map(|p| token_of(&p.json(), "allow"))
+        .collect();
+    assert_ne!(tokens[0], tokens[1]);
+
+    // Answered from a client (not a notification): each device gets the dismiss.
+    let ok = b
+        .request(
+            json!({"type": "respond", "request_id": request_id, "response": {"behavior": "allow"}}),
+            "allow",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let pushed = mock.wait_pushed(4, POST_TIMEOUT).await;
+    assert_eq!(pushed.len(), 4, "{pushed:#?}");
+    for device in ["phone-a", "phone-b"] {
+        let to = mock.pushed_to(device);
+        assert_eq!(
+            to.len(),
+            2,
+            "exactly one permission, then the dismiss: {to:#?}"
+        );
+        assert_eq!(
+            to[1].json(),
+            json!({"kind": "dismiss", "session": "default", "request_id": request_id, "by": "tablet"})
+        );
+        assert_eq!(to[1].topic.as_deref(), Some(topic.as_str()));
+    }
+    a.wait_turn(&prompt_id, &["ended"]).await;
+    assert!(mock.errors().is_empty(), "{:?}", mock.errors());
+
+    // The tablet reports itself visible while attached: it is not pushed to.
+    let ok = b
+        .request(json!({"type": "client.visible", "visible": true}), "vis")
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (prompt2, second) = ask_permission(&mut a, "echo looking").await;
+    let pushed = mock.wait_pushed(5, POST_TIMEOUT).await;
+    assert_eq!(pushed[4].device, "phone-a");
+    assert_eq!(pushed[4].json()["request_id"], second.as_str());
+    // The recipients of a notification are chosen once, in one step that logs each
+    // skipped device: phone-b is not among them, so nothing about this request can
+    // reach it later either.
+    assert!(
+        server
+            .wait_log("not pushed: the device is looking", POST_TIMEOUT)
+            .await
+    );
+    // phone-a's allow token answers as the subscription's device (the laptop's key).
+    let (status, body) = respond_with(&server, &token_of(&pushed[4].json(), "allow")).await;
+    assert_eq!((status, body), (200, json!({"ok": true})));
+    for c in [&mut a, &mut b] {
+        let (resolved, _) = c
+            .recv_until("relay.resolved", |v| {
+                v["type"] == "event"
+                    && v["event"]["type"] == "relay.resolved"
+                    && v["event"]["request_id"] == second.as_str()
+            })
+            .await;
+        let e = &resolved["event"];
+        assert_eq!(e["client_id"], "push");
+        assert_eq!(e["device"], "laptop");
+        assert_eq!(e["fingerprint"], fx.owner.fingerprint.as_str());
+    }
+    let pushed = mock.wait_pushed(6, POST_TIMEOUT).await;
+    assert_eq!(pushed[5].device, "phone-a");
+    assert_eq!(pushed[5].json()["kind"], "dismiss");
+    assert_eq!(pushed[5].json()["by"], "laptop");
+    assert_eq!(
+        pushed[5].topic.as_deref(),
+        Some(expected_topic("default", &second).as_str())
+    );
+    a.wait_turn(&prompt2, &["ended"]).await;
+    assert!(
+        mock.pushed_to("phone-b")
+            .iter()
+            .all(|p| p.json()["request_id"] != second.as_str()),
+        "{:#?}",
+        mock.pushed_to("phone-b")
+    );
 }

@@ -7,10 +7,11 @@
 //! is done by [`writer::Writer`], fed through the connection's outbox. Must not:
 //! hold session state — sessions own it and push frames back. The authentication
 //! phase (challenge, response, pairing, its deadline) lives in [`auth_phase`];
-//! the `keys.*` requests in [`devices`].
+//! the `keys.*` requests in [`devices`]; `push.subscribe`/`push.unsubscribe` in [`push`].
 
 mod auth_phase;
 mod devices;
+mod push;
 pub mod writer;
 
 use std::collections::BTreeSet;
@@ -757,6 +758,14 @@ impl Connection {
                     self.attached.iter().cloned(),
                 );
                 self.reply("ok", ServerMsg::ok(id));
+                return;
+            }
+            ClientRequest::PushSubscribe { subscription } => {
+                self.on_push_subscribe(id, subscription).await;
+                return;
+            }
+            ClientRequest::PushUnsubscribe { endpoint } => {
+                self.on_push_unsubscribe(id, endpoint).await;
                 return;
             }
             ClientRequest::SessionList => {

@@ -9,17 +9,22 @@
 //! [`run`]) owns the timers and what was sent to whom, and every delivery runs in
 //! its own bounded task with short timeouts. Nothing here can slow a session.
 //!
-//! Owns: the notifier task and its state, the `client.visible` registry
-//! ([`visibility`]), tokens ([`tokens`]), payloads ([`payload`]), webhook and ntfy
-//! ([`hooks`]), the respond endpoint ([`respond`]). Must not: touch session state
-//! (answers go through the session's actor as a `SessionCmd`), or own Web Push
-//! subscriptions, keys and encryption (`webpush`, reached through [`PushSink`]).
+//! Submodules, one concern each: [`webpush`] is the Web Push transport (VAPID key,
+//! subscriptions, encryption, delivery), reached through [`PushSink`];
+//! [`visibility`] the `client.visible` registry; [`tokens`] the answer tokens;
+//! [`payload`] the payloads; [`hooks`] webhook and ntfy; [`respond`] the respond
+//! endpoint.
+//!
+//! Owns (this file): the notifier task and its state. Must not: touch session
+//! state (answers go through the session's actor as a `SessionCmd`), or Web Push
+//! subscriptions, keys and encryption (`webpush`).
 
 pub mod hooks;
 pub mod payload;
 pub mod respond;
 pub mod tokens;
 pub mod visibility;
+pub mod webpush;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +110,42 @@ pub trait PushSink: Send + Sync + 'static {
     fn subscribers(&self) -> Vec<Subscriber>;
     /// Encrypt and deliver; true when the push service accepted it. Never panics.
     fn send(&self, subscription_id: &str, msg: PushOut) -> BoxFuture<'static, bool>;
+}
+
+/// The notifier's view of the Web Push transport: subscriptions by id, and
+/// delivery with the §9 headers (the outcome is logged and counted by `webpush`).
+impl PushSink for webpush::WebPush {
+    fn subscribers(&self) -> Vec<Subscriber> {
+        self.subscriptions()
+            .into_iter()
+            .map(|s| Subscriber {
+                id: s.id.0,
+                fingerprint: s.fingerprint,
+                device: s.device,
+            })
+            .collect()
+    }
+
+    fn send(&self, subscription_id: &str, msg: PushOut) -> BoxFuture<'static, bool> {
+        let push = self.clone();
+        let id = webpush::SubscriptionId(subscription_id.to_string());
+        Box::pin(async move {
+            let message = webpush::PushMessage {
+                topic: Some(&msg.topic),
+                urgency: if msg.urgent {
+                    webpush::Urgency::High
+                } else {
+                    webpush::Urgency::Normal
+                },
+                ttl: msg.ttl_secs,
+                payload: &msg.payload,
+            };
+            matches!(
+                push.send(&id, &message).await,
+                webpush::SendOutcome::Delivered
+            )
+        })
+    }
 }
 
 /// Settings of notifications (PROTOCOL.md §8).
