@@ -367,6 +367,25 @@ async fn a_webhook_that_never_answers_does_not_slow_the_session() {
     let prompt_id = ok["prompt_id"].as_str().unwrap();
     let (_, during) = a.wait_turn(prompt_id, &["ended"]).await;
     assert!(during.iter().any(|v| v["event"]["type"] == "assistant"));
+    // The posts are given up on (10 s total timeout), logged and counted.
+    assert!(
+        server
+            .wait_log("notification post failed", Duration::from_secs(30))
+            .await,
+        "no timeout logged"
+    );
+    let line = server
+        .log_json()
+        .into_iter()
+        .find(|l| l["message"] == "notification post failed")
+        .unwrap();
+    assert_eq!(line["sink"], "webhook");
+    assert_eq!(line["error"], "timed out");
+    let (_, _, metrics) = server.http_get("/metrics").await;
+    assert!(
+        metric(&metrics, r#"ccrelay_notify_failed_total{sink="webhook"}"#) >= 1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
