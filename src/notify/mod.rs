@@ -435,8 +435,9 @@ impl Task {
     fn recipients(&self, session: &str) -> Vec<Recipient> {
         let mut out = Vec::new();
         if let Some(push) = &self.push {
+            let watchers = self.visibility.watchers(session);
             for s in push.subscribers() {
-                if self.visibility.watching(&s.fingerprint, session) {
+                if watchers.contains(&s.fingerprint) {
                     tracing::debug!(
                         session,
                         device = s.device.as_deref().unwrap_or(&s.fingerprint),

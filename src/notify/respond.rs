@@ -111,7 +111,8 @@ pub async fn handler(
         }
     };
     let invalid = |why: &str| {
-        tracing::info!(peer = %ip, why, "push respond: token refused");
+        // Debug, not info: strangers choose how often this happens (it is counted).
+        tracing::debug!(peer = %ip, why, "push respond: token refused");
         answer(
             &shared,
             StatusCode::FORBIDDEN,

@@ -71,6 +71,21 @@ impl Visibility {
         })
     }
 
+    /// The keys with a visible connection attached to `session` (one pass, for
+    /// checking many subscriptions at once).
+    pub fn watchers(&self, session: &str) -> std::collections::HashSet<String> {
+        self.conns
+            .lock()
+            .map(|conns| {
+                conns
+                    .values()
+                    .filter(|c| c.visible && c.sessions.iter().any(|s| &**s == session))
+                    .map(|c| c.fingerprint.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
@@ -99,6 +114,11 @@ mod tests {
         assert!(!v.watching("fp", "default"), "hidden");
         v.report(2, "fp", true, [default.clone()]);
         assert!(v.watching("fp", "default"), "another connection of the key");
+        assert_eq!(
+            v.watchers("default").into_iter().collect::<Vec<_>>(),
+            ["fp"]
+        );
+        assert!(v.watchers("work").is_empty());
         v.gone(2);
         assert!(!v.watching("fp", "default"));
         v.sessions_changed(3, [default]);
