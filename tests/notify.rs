@@ -741,3 +741,61 @@ async fn a_permission_is_pushed_once_to_each_device_and_dismissed_by_any_answer(
         mock.pushed_to("phone-b")
     );
 }
+
+/// A 410 to a notification removes that subscription (acceptance 3, end to end
+/// through the notifier), and the tokens sent to it stop working; the other
+/// device's still answer.
+#[tokio::test]
+async fn a_subscription_the_push_service_calls_gone_is_dropped_with_its_tokens() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--push-allow-insecure-endpoints",
+        "--notify-after",
+        "0",
+    ]));
+    let mock = MockPush::start(&vapid_key(&server).await).await;
+    let kept = mock.device("kept");
+    let gone = mock.device("gone");
+    mock.set_behavior("gone", common::mock_push::Behavior::Status(410));
+    let mut a = server.client(&fx.owner, Some("laptop")).await;
+    let mut b = server.client(&fx.owner2, Some("tablet")).await;
+    subscribe(&mut a, &kept, "s1").await;
+    subscribe(&mut b, &gone, "s2").await;
+    a.attach("default", None).await;
+    wait_idle(&mut a).await;
+    let (prompt_id, request_id) = ask_permission(&mut a, "echo gone").await;
+    let pushed = mock.wait_pushed(2, POST_TIMEOUT).await;
+    assert_eq!(pushed.len(), 2, "{pushed:#?}");
+    let stored = |fx: &Fixture| -> Vec<Value> {
+        std::fs::read(fx.data_dir().join("push_subscriptions.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    assert!(
+        common::eventually(POST_TIMEOUT, || stored(&fx).len() == 1).await,
+        "{:?}",
+        stored(&fx)
+    );
+    assert_eq!(stored(&fx)[0]["endpoint"], kept.endpoint.as_str());
+    let token_to = |device: &str| {
+        let p = pushed.iter().find(|p| p.device == device).unwrap();
+        token_of(&p.json(), "allow")
+    };
+    assert_eq!(
+        respond_with(&server, &token_to("gone")).await,
+        (403, json!({"error": "invalid_token"}))
+    );
+    assert_eq!(
+        respond_with(&server, &token_to("kept")).await,
+        (200, json!({"ok": true}))
+    );
+    let (resolved, _) = a.recv_event("relay.resolved").await;
+    assert_eq!(resolved["event"]["request_id"], request_id.as_str());
+    assert_eq!(resolved["event"]["device"], "laptop");
+    a.wait_turn(&prompt_id, &["ended"]).await;
+    // The dismiss goes to the subscription that is left.
+    let pushed = mock.wait_pushed(3, POST_TIMEOUT).await;
+    assert_eq!(pushed[2].device, "kept");
+    assert_eq!(pushed[2].json()["kind"], "dismiss");
+}
