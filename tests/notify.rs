@@ -799,3 +799,55 @@ async fn a_subscription_the_push_service_calls_gone_is_dropped_with_its_tokens()
     assert_eq!(pushed[2].device, "kept");
     assert_eq!(pushed[2].json()["kind"], "dismiss");
 }
+
+/// The token secret is kept in the data dir: a token still verifies after a restart
+/// (409: the restart cancelled its request), unless its sink was removed (403).
+#[tokio::test]
+async fn tokens_survive_a_restart_but_not_the_removal_of_their_sink() {
+    let fx = Fixture::new();
+    let mut hooks = Endpoint::start(true).await;
+    let hook_args = [
+        "--notify-after",
+        "0",
+        "--notify-webhook",
+        &hooks.url("/hook"),
+    ];
+    let allow = {
+        let server = fx.start(ServerOptions::default().args(&hook_args));
+        let mut a = server.client(&fx.owner, None).await;
+        a.attach("default", None).await;
+        wait_idle(&mut a).await;
+        let (_, request_id) = ask_permission(&mut a, "echo later").await;
+        let note = hooks
+            .next("permission", |p| {
+                p.body["request_id"] == request_id.as_str()
+            })
+            .await;
+        token_of(&note.body, "allow")
+    };
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(fx.data_dir().join("notify_token_key"))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode & 0o777, 0o600);
+    {
+        let server = fx.start(ServerOptions::default());
+        assert_eq!(
+            respond_with(&server, &allow).await,
+            (403, json!({"error": "invalid_token"})),
+            "the webhook is no longer configured"
+        );
+    }
+    let server = fx.start(ServerOptions::default().args(&hook_args));
+    let mut a = server.client(&fx.owner, None).await;
+    a.attach("default", None).await;
+    // The restored request is cancelled once the new agent does not know it.
+    a.recv_event("relay.cancelled").await;
+    assert_eq!(
+        respond_with(&server, &allow).await,
+        (409, json!({"error": "not_pending"}))
+    );
+}

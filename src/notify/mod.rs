@@ -176,6 +176,10 @@ pub struct Notifier {
     pub push: Option<Arc<dyn PushSink>>,
     /// Per-address budget of `POST /v1/push/respond`.
     pub respond_limit: Arc<AuthThrottle>,
+    /// Whether `--notify-webhook` / `--notify-ntfy` are set: tokens sent there
+    /// answer only while they are.
+    webhook_on: bool,
+    ntfy_on: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -224,6 +228,8 @@ impl Notifier {
         };
         tokio::spawn(task.run(rx, stop));
         Ok(Notifier {
+            webhook_on: settings.webhook.is_some(),
+            ntfy_on: settings.ntfy.is_some(),
             tx,
             tokens,
             visibility,
@@ -238,6 +244,15 @@ impl Notifier {
         if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(event) {
             self.metrics.notify_failed("queue");
             tracing::warn!(event = ?e, "notifier queue full: event dropped");
+        }
+    }
+
+    /// Whether tokens sent by webhook / ntfy still answer (the sink is configured).
+    pub fn hook_enabled(&self, recipient: &Recipient) -> bool {
+        match recipient {
+            Recipient::Webhook => self.webhook_on,
+            Recipient::Ntfy => self.ntfy_on,
+            Recipient::Subscription(_) => true,
         }
     }
 

@@ -136,6 +136,8 @@ pub async fn handler(
             },
             None => return invalid("its subscription is gone"),
         },
+        // A sink the operator has since removed from the configuration.
+        other if !notify.hook_enabled(other) => return invalid("its sink is no longer configured"),
         other => PushAnswerer {
             device: other.sink().to_string(),
             fingerprint: None,
