@@ -192,12 +192,34 @@ pub struct ServeArgs {
     /// Seconds a pairing request waits for an owner's answer [default: 120]
     #[arg(long, env = "CCRELAY_PAIR_TIMEOUT", value_name = "SECS")]
     pub pair_timeout: Option<String>,
+    /// Notify a permission request nobody answered after this many seconds; 0 = at once [default: 10]
+    #[arg(long, env = "CCRELAY_NOTIFY_AFTER", value_name = "SECS")]
+    pub notify_after: Option<String>,
+    /// Also post notifications as JSON to this URL (http:// or https://)
+    #[arg(long, env = "CCRELAY_NOTIFY_WEBHOOK", value_name = "URL")]
+    pub notify_webhook: Option<String>,
+    /// Also post notifications to this ntfy topic URL (https://ntfy.example/TOPIC)
+    #[arg(long, env = "CCRELAY_NOTIFY_NTFY", value_name = "URL")]
+    pub notify_ntfy: Option<String>,
+    /// How devices reach this server (https://host:port), for links and answer buttons in notifications
+    #[arg(long, env = "CCRELAY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
     #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
     pub paired_keys: Option<PathBuf>,
     /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
     #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
     pub paired_viewers: Option<PathBuf>,
+    /// Accept http:// and loopback Web Push endpoints (tests only; PROTOCOL.md §9)
+    #[arg(
+        long,
+        env = "CCRELAY_PUSH_ALLOW_INSECURE_ENDPOINTS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub push_allow_insecure_endpoints: bool,
+    /// Contact in the Web Push VAPID signature (`sub`): a mailto: address or an https:// URL where the server's operator can be reached; Apple's push service refuses an unresolvable one [default: mailto:ccrelay@localhost]
+    #[arg(long, env = "CCRELAY_PUSH_SUBJECT", value_name = "URI")]
+    pub push_subject: Option<String>,
 
     // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
     /// Stable server id shown in challenges [default: generated once and kept in the data dir]

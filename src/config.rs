@@ -111,6 +111,12 @@ pub struct Config {
     pub paired_keys: PathBuf,
     /// Viewer keys added by pairing / `ccrelay keys add --viewer`.
     pub paired_viewers: PathBuf,
+    /// `--notify-after`, `--notify-webhook`, `--notify-ntfy`, `--public-url` (§9).
+    pub notify: crate::notify::NotifySettings,
+    /// `--push-allow-insecure-endpoints`: `http://` and loopback push endpoints (tests, §9).
+    pub push_allow_insecure_endpoints: bool,
+    /// `--push-subject`: the VAPID `sub` contact (`mailto:` or `https:`), if given.
+    pub push_subject: Option<String>,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -171,6 +177,12 @@ const FILE_KEYS: &[&str] = &[
     "pair-timeout",
     "paired-keys",
     "paired-viewers",
+    "notify-after",
+    "notify-webhook",
+    "notify-ntfy",
+    "public-url",
+    "push-allow-insecure-endpoints",
+    "push-subject",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -735,7 +747,15 @@ impl Config {
             .path("paired-viewers", args.paired_viewers.as_ref())?
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
+        let push_allow_insecure_endpoints = args.push_allow_insecure_endpoints
+            || r.parse("push-allow-insecure-endpoints", None, false, parse_bool)?;
+        let push_subject = r.optional(
+            "push-subject",
+            args.push_subject.as_ref(),
+            parse_push_subject,
+        )?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
+        let notify = resolve_notify(&r, args)?;
 
         Ok(Config {
             listen,
@@ -777,7 +797,89 @@ impl Config {
             pair_timeout,
             paired_keys,
             paired_viewers,
+            notify,
+            push_allow_insecure_endpoints,
+            push_subject,
         })
+    }
+}
+
+/// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`.
+fn resolve_notify(
+    r: &Resolver<'_>,
+    args: &ServeArgs,
+) -> Result<crate::notify::NotifySettings, ConfigError> {
+    let after = r.parse(
+        "notify-after",
+        args.notify_after.as_ref(),
+        Duration::from_secs(10),
+        parse_secs_or_zero,
+    )?;
+    let webhook = r.optional(
+        "notify-webhook",
+        args.notify_webhook.as_ref(),
+        parse_http_url,
+    )?;
+    let ntfy = r.optional("notify-ntfy", args.notify_ntfy.as_ref(), |s| {
+        crate::notify::hooks::NtfyTarget::parse(&parse_http_url(s)?)
+    })?;
+    let public_url = r.optional("public-url", args.public_url.as_ref(), |s| {
+        let url = parse_http_url(s)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("expected https://host[:port][/path], without ? or #".into());
+        }
+        Ok(url)
+    })?;
+    Ok(crate::notify::NotifySettings {
+        after,
+        webhook,
+        ntfy,
+        public_url,
+    })
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn parse_http_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // It would be logged and kept in memory in the clear; use a token in the path.
+        return Err("user:password@ in the URL is not supported".into());
+    }
+    Ok(url)
+}
+
+/// Seconds as [`parse_secs`], but 0 is allowed (`--notify-after 0`: at once).
+fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s).map_err(|_| format!("must be from 0 to {MAX_SECS} seconds"))
+}
+
+/// A VAPID contact (RFC 8292 §2.1): `mailto:user@domain` or an `https://` URL.
+fn parse_push_subject(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = s.len() <= 256
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.strip_prefix("mailto:") {
+            Some(addr) => addr
+                .split_once('@')
+                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')),
+            None => url::Url::parse(s).is_ok_and(|u| u.scheme() == "https" && u.host().is_some()),
+        };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "expected mailto:user@domain.example or an https:// URL (at most 256 characters)"
+                .into(),
+        )
     }
 }
 
@@ -923,6 +1025,52 @@ mod tests {
             panic!("not serve")
         };
         assert!(a.require_channel_binding);
+    }
+
+    #[test]
+    fn push_allow_insecure_endpoints_from_flag_env_and_file() {
+        assert!(
+            !Config::resolve(&args())
+                .unwrap()
+                .push_allow_insecure_endpoints
+        );
+        let mut a = args();
+        a.push_allow_insecure_endpoints = true;
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("c.toml");
+        std::fs::write(&file, "push-allow-insecure-endpoints = true\n").unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
+        std::fs::write(&file, "push-allow-insecure-endpoints = \"maybe\"\n").unwrap();
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("push-allow-insecure-endpoints"), "{e}");
+    }
+
+    #[test]
+    fn push_subject_is_a_mailto_or_https_contact() {
+        assert_eq!(Config::resolve(&args()).unwrap().push_subject, None);
+        for good in ["mailto:ops@example.org", "https://relay.example.org"] {
+            let mut a = args();
+            a.push_subject = Some(good.into());
+            assert_eq!(
+                Config::resolve(&a).unwrap().push_subject.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "ops@example.org",
+            "mailto:ops",
+            "http://relay.example",
+            "mailto:a b@c.d",
+            "",
+        ] {
+            let mut a = args();
+            a.push_subject = Some(bad.into());
+            let e = Config::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains("--push-subject"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -1128,5 +1276,74 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["::1/128".to_string(), "192.168.0.0/16".to_string()]
         );
+    }
+
+    #[test]
+    fn notification_settings_resolve_and_are_validated() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.notify.after, Duration::from_secs(10));
+        assert!(c.notify.webhook.is_none() && c.notify.ntfy.is_none());
+        assert!(c.notify.public_url.is_none());
+        let mut a = args();
+        a.notify_after = Some("0".into());
+        a.notify_webhook = Some("https://hooks.example/ccrelay".into());
+        a.notify_ntfy = Some("https://ntfy.example/alerts".into());
+        a.public_url = Some("https://relay.example:8443".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.notify.after, Duration::ZERO);
+        assert_eq!(
+            c.notify.webhook.as_ref().map(|u| u.as_str()),
+            Some("https://hooks.example/ccrelay")
+        );
+        let ntfy = c.notify.ntfy.unwrap();
+        assert_eq!(
+            (ntfy.root.as_str(), ntfy.topic.as_str()),
+            ("https://ntfy.example/", "alerts")
+        );
+        a.notify_after = Some("0.5".into());
+        assert_eq!(
+            Config::resolve(&a).unwrap().notify.after,
+            Duration::from_millis(500)
+        );
+        for (set, name) in [
+            (
+                (|a: &mut ServeArgs| a.notify_after = Some("-1".into())) as fn(&mut ServeArgs),
+                "--notify-after",
+            ),
+            (
+                |a| a.notify_webhook = Some("ftp://x.example/".into()),
+                "--notify-webhook",
+            ),
+            (
+                |a| a.notify_webhook = Some("https://u:p@x.example/".into()),
+                "--notify-webhook",
+            ),
+            (
+                |a| a.notify_ntfy = Some("https://ntfy.example".into()),
+                "--notify-ntfy",
+            ),
+            (
+                |a| a.public_url = Some("relay.example".into()),
+                "--public-url",
+            ),
+        ] {
+            let mut a = args();
+            set(&mut a);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        // The file's keys are the long option names.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "notify-after = 2\nnotify-webhook = \"http://127.0.0.1:9/h\"\npublic-url = \"https://r.example\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.notify.after, Duration::from_secs(2));
+        assert!(c.notify.webhook.is_some() && c.notify.public_url.is_some());
     }
 }

@@ -24,6 +24,7 @@
 //! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
+//! - `notify`: notifications for devices that are not connected (Web Push);
 //! - `web`: the web client's files (embedded), their headers, and the own-origin rule.
 
 pub mod agent;
@@ -42,6 +43,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod notify;
 pub mod pairing;
 pub mod protocol;
 pub mod server;

@@ -54,6 +54,23 @@ pub struct CodeLabel {
     pub code: &'static str,
 }
 
+/// `kind` and `sink` of `ccrelay_notifications_total` (bounded sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub kind: &'static str,
+    pub sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabel {
     pub session: String,
@@ -102,6 +119,20 @@ pub struct Metrics {
     pub auth_signature_verifications: Counter,
     /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
     pub pair_requests: Family<ResultLabel, Counter>,
+    /// Notifications delivered, by kind and sink (PROTOCOL.md §9).
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Notifications not delivered, by sink (`queue`: dropped before any sink).
+    pub notify_failed: Family<SinkLabel, Counter>,
+    /// `POST /v1/push/respond` answers, by outcome.
+    pub push_respond: Family<OutcomeLabel, Counter>,
+    /// Web Push messages the push service accepted.
+    pub push_sent: Counter,
+    /// Web Push messages not delivered, by reason (bounded: `FailReason::as_str`).
+    pub push_failed: Family<ReasonLabel, Counter>,
+    /// Push subscriptions removed because the push service answered 404 or 410.
+    pub push_subscriptions_expired: Counter,
+    /// Push subscriptions held.
+    pub push_subscriptions: Gauge,
 }
 
 impl Default for Metrics {
@@ -279,6 +310,41 @@ impl Metrics {
                 "Device pairing requests by outcome",
                 Family::<ResultLabel, Counter>::default()
             ),
+            notifications: reg!(
+                "notifications",
+                "Notifications delivered (accepted by the push service or endpoint), by kind and sink",
+                Family::<NotificationLabels, Counter>::default()
+            ),
+            notify_failed: reg!(
+                "notify_failed",
+                "Notifications not delivered (timeout, refused, too many under way), by sink; `queue` counts reports dropped before any sink",
+                Family::<SinkLabel, Counter>::default()
+            ),
+            push_respond: reg!(
+                "push_respond",
+                "POST /v1/push/respond answers by outcome",
+                Family::<OutcomeLabel, Counter>::default()
+            ),
+            push_sent: reg!(
+                "push_sent",
+                "Web Push messages accepted by the push service",
+                Counter::default()
+            ),
+            push_failed: reg!(
+                "push_failed",
+                "Web Push messages not delivered, by reason (timeout, connect, rejected, server_error, too_large, refused_address, ...)",
+                Family::<ReasonLabel, Counter>::default()
+            ),
+            push_subscriptions_expired: reg!(
+                "push_subscriptions_expired",
+                "Push subscriptions removed because the push service answered 404 or 410",
+                Counter::default()
+            ),
+            push_subscriptions: reg!(
+                "push_subscriptions",
+                "Push subscriptions held",
+                Gauge::default()
+            ),
             accept_errors: reg!(
                 "accept_errors",
                 "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
@@ -301,6 +367,25 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Count one delivered notification.
+    pub fn notification_sent(&self, kind: &'static str, sink: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels { kind, sink })
+            .inc();
+    }
+
+    /// Count one notification that was not delivered.
+    pub fn notify_failed(&self, sink: &'static str) {
+        self.notify_failed.get_or_create(&SinkLabel { sink }).inc();
+    }
+
+    /// Count one answer of the respond endpoint.
+    pub fn push_respond(&self, outcome: &'static str) {
+        self.push_respond
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Shorthand: count one error frame.
@@ -341,6 +426,20 @@ impl Metrics {
         for result in PAIR_RESULTS {
             let _ = self.pair_requests.get_or_create(&ResultLabel { result });
         }
+        for sink in NOTIFY_SINKS {
+            for kind in NOTIFY_KINDS {
+                let _ = self
+                    .notifications
+                    .get_or_create(&NotificationLabels { kind, sink });
+            }
+            let _ = self.notify_failed.get_or_create(&SinkLabel { sink });
+        }
+        let _ = self
+            .notify_failed
+            .get_or_create(&SinkLabel { sink: "queue" });
+        for outcome in PUSH_RESPOND_OUTCOMES {
+            let _ = self.push_respond.get_or_create(&OutcomeLabel { outcome });
+        }
         for r#type in FRAME_IN_TYPES {
             let _ = self.frames_in.get_or_create(&FrameKind { r#type });
         }
@@ -349,6 +448,9 @@ impl Metrics {
         }
         for code in ERROR_CODES {
             let _ = self.errors_sent.get_or_create(&CodeLabel { code });
+        }
+        for reason in PUSH_FAILED_REASONS {
+            let _ = self.push_failed.get_or_create(&ReasonLabel { reason });
         }
         for kind in ["queues", "tails"] {
             let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
@@ -413,6 +515,21 @@ pub const CLOSED_REASONS: &[&str] = &[
     "pair_timeout",
     "pair_denied",
 ];
+/// `reason` of `ccrelay_push_failed_total` (`notify::webpush::FailReason`).
+pub const PUSH_FAILED_REASONS: &[&str] = &[
+    "too_large",
+    "bad_topic",
+    "unknown_subscription",
+    "refused_address",
+    "encrypt",
+    "timeout",
+    "connect",
+    "network",
+    "redirect",
+    "rate_limited",
+    "rejected",
+    "server_error",
+];
 /// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
 const FRAME_IN_TYPES: &[&str] = &[
     "auth.response",
@@ -426,6 +543,9 @@ const FRAME_IN_TYPES: &[&str] = &[
     "session.restart",
     "pair.request",
     "pair.respond",
+    "client.visible",
+    "push.subscribe",
+    "push.unsubscribe",
     "invalid",
     "binary",
     "too_large",
@@ -445,6 +565,20 @@ const FRAME_OUT_TYPES: &[&str] = &[
     "pair.pending",
     "pair.requested",
     "pair.resolved",
+];
+/// `sink` of the notification metrics.
+pub const NOTIFY_SINKS: &[&str] = &["webpush", "webhook", "ntfy"];
+/// `kind` of `ccrelay_notifications_total` (the §9 payload kinds).
+pub const NOTIFY_KINDS: &[&str] = &["permission", "dismiss", "turn_ended", "agent_failed"];
+/// `outcome` of `ccrelay_push_respond_total`.
+pub const PUSH_RESPOND_OUTCOMES: &[&str] = &[
+    "ok",
+    "invalid_token",
+    "not_pending",
+    "bad_request",
+    "too_large",
+    "throttled",
+    "unavailable",
 ];
 /// `result` of `ccrelay_pair_requests_total`.
 pub const PAIR_RESULTS: &[&str] = &[

@@ -213,6 +213,18 @@ pub enum ClientRequest {
     KeysRevoke {
         fingerprint: String,
     },
+    /// The page is visible or hidden (§9): a visible, attached device is not pushed to.
+    ClientVisible {
+        visible: bool,
+    },
+    /// Register a browser push subscription for this key and device (owners only, §9).
+    PushSubscribe {
+        subscription: crate::notify::webpush::PushSubscriptionJson,
+    },
+    /// Remove this key's push subscription with that endpoint (§9).
+    PushUnsubscribe {
+        endpoint: String,
+    },
 }
 
 impl ClientRequest {
@@ -234,6 +246,9 @@ impl ClientRequest {
             ClientRequest::KeysList => "keys.list",
             ClientRequest::KeysRename { .. } => "keys.rename",
             ClientRequest::KeysRevoke { .. } => "keys.revoke",
+            ClientRequest::ClientVisible { .. } => "client.visible",
+            ClientRequest::PushSubscribe { .. } => "push.subscribe",
+            ClientRequest::PushUnsubscribe { .. } => "push.unsubscribe",
         }
     }
 }
@@ -446,6 +461,46 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         }
         "keys.revoke" => ClientRequest::KeysRevoke {
             fingerprint: fields.required_string("fingerprint")?,
+        },
+        "client.visible" => match fields.obj.remove("visible") {
+            Some(Value::Bool(visible)) => ClientRequest::ClientVisible { visible },
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::BadMessage,
+                    "`visible` must be a boolean".into(),
+                ));
+            }
+            None => return Err(fail(ErrorCode::BadMessage, "missing `visible`".into())),
+        },
+        "push.subscribe" => {
+            let subscription = match fields.obj.remove("subscription") {
+                Some(v @ Value::Object(_)) => serde_json::from_value(v).map_err(|e| {
+                    fail(
+                        ErrorCode::BadMessage,
+                        format!(
+                            "`subscription` must be a PushSubscription: {{\"endpoint\":\"https://...\",\"keys\":{{\"p256dh\":\"...\",\"auth\":\"...\"}}}} ({})",
+                            // serde's text may quote the client's value: bounded.
+                            e.to_string().chars().take(160).collect::<String>()
+                        ),
+                    )
+                })?,
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`subscription` must be an object".into(),
+                    ));
+                }
+                None => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "missing `subscription`".into(),
+                    ));
+                }
+            };
+            ClientRequest::PushSubscribe { subscription }
+        }
+        "push.unsubscribe" => ClientRequest::PushUnsubscribe {
+            endpoint: fields.required_string("endpoint")?,
         },
         other => {
             return Err(fail(
@@ -900,6 +955,34 @@ pub fn event_frame(session_json: &str, seq: u64, raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_requests_parse() {
+        let r = parse_request(
+            r#"{"type":"push.subscribe","id":1,"subscription":{"endpoint":"https://p.example/x","expirationTime":null,"keys":{"p256dh":"BA","auth":"AA"}}}"#,
+        )
+        .unwrap();
+        let ClientRequest::PushSubscribe { subscription } = r.request else {
+            panic!("{r:?}")
+        };
+        assert_eq!(subscription.endpoint, "https://p.example/x");
+        assert_eq!(subscription.keys.p256dh, "BA");
+        assert_eq!(subscription.keys.auth, "AA");
+        for bad in [
+            r#"{"type":"push.subscribe"}"#,
+            r#"{"type":"push.subscribe","subscription":"x"}"#,
+            r#"{"type":"push.subscribe","subscription":{"endpoint":"https://p"}}"#,
+            r#"{"type":"push.subscribe","subscription":{"endpoint":5,"keys":{"p256dh":"a","auth":"b"}}}"#,
+            r#"{"type":"push.unsubscribe"}"#,
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::BadMessage, "{bad}");
+        }
+        let r = parse_request(r#"{"type":"push.unsubscribe","endpoint":"https://p.example/x"}"#)
+            .unwrap();
+        assert!(
+            matches!(r.request, ClientRequest::PushUnsubscribe { endpoint } if endpoint == "https://p.example/x")
+        );
+    }
 
     fn code_of(text: &str) -> ErrorCode {
         parse_request(text).unwrap_err().code

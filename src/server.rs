@@ -94,6 +94,8 @@ pub struct Shared {
     pub verifier: crate::auth::Verifier,
     /// Pending device pairing requests and the owners told about them.
     pub pairing: Arc<crate::pairing::Pairing>,
+    /// Web Push: the VAPID key, the subscriptions, delivery (PROTOCOL.md §9).
+    pub push: crate::notify::webpush::WebPush,
     pub metrics: Arc<Metrics>,
     pub server_id: String,
     /// Cancelled to close every connection (shutdown or fatal fault).
@@ -101,6 +103,8 @@ pub struct Shared {
     pub fatal: FatalSignal,
     /// Bytes buffered in client queues and event tails, against `--memory-limit`.
     pub memory: Arc<MemoryGuard>,
+    /// Notifications (§9): `client.visible`, tokens, `POST /v1/push/respond`.
+    pub notify: crate::notify::Notifier,
     /// `--max-connections` slots, held from the TCP accept on.
     pub(crate) slots: Arc<Semaphore>,
     /// Connections not yet authenticated, per address (PROTOCOL.md §1).
@@ -233,11 +237,30 @@ pub async fn run_with(
         .memory_limit
         .set(i64::try_from(config.memory_limit).unwrap_or(i64::MAX));
     let memory = MemoryGuard::new(config.memory_limit);
+    // The VAPID key is made once and must stay: a key file that cannot be read
+    // is a data-dir error (exit 2), never silently replaced.
+    let mut push_config = crate::notify::webpush::WebPushConfig::new(
+        &config.data_dir,
+        config.push_allow_insecure_endpoints,
+    );
+    push_config.subject = config.push_subject.clone();
+    let push = crate::notify::webpush::WebPush::open(&push_config, metrics.clone())
+        .map_err(|e| config_error("data-dir", format!("Web Push: {e}")))?;
     let audit = Arc::new(
         AuditLog::open(&config.data_dir)
             .map_err(|e| config_error("data-dir", format!("cannot open the audit log: {e}")))?,
     );
     let fatal = FatalSignal::default();
+    // Before the sessions, which report to it.
+    let notify_stop = CancellationToken::new();
+    let notify = crate::notify::Notifier::start(
+        config.notify.clone(),
+        &config.data_dir,
+        Some(Arc::new(push.clone())),
+        metrics.clone(),
+        notify_stop.clone(),
+    )
+    .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
     let sessions = Sessions::start(
@@ -247,6 +270,7 @@ pub async fn run_with(
             audit,
             fatal: fatal.clone(),
             memory: memory.clone(),
+            notify: notify.clone(),
         },
         session_stop.clone(),
         &session_tasks,
@@ -256,6 +280,9 @@ pub async fn run_with(
 
     let watcher_stop = CancellationToken::new();
     let watcher = keys.spawn_watcher(watcher_stop.clone());
+    // Subscriptions follow the owner keys: a key gone from the keys files takes
+    // its push subscriptions with it.
+    let push_keys = push.watch_keys(&keys, watcher_stop.clone());
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(max_connections)),
         preauth: PreAuthCap::new(PRE_AUTH_PER_ADDRESS),
@@ -265,6 +292,7 @@ pub async fn run_with(
         throttle: AuthThrottle::new(config.auth_failures_per_min),
         verifier: crate::auth::Verifier::for_this_machine(),
         pairing: crate::pairing::Pairing::new(metrics.clone()),
+        push,
         config: config.clone(),
         sessions,
         keys,
@@ -273,6 +301,7 @@ pub async fn run_with(
         conn_shutdown: CancellationToken::new(),
         fatal: fatal.clone(),
         memory: memory.clone(),
+        notify,
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
@@ -281,7 +310,12 @@ pub async fn run_with(
     let mut app = Router::new()
         .route("/v1/ws", get(ws_handler))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/v1/push/key", get(push_key))
+        .route(
+            "/v1/push/respond",
+            axum::routing::post(crate::notify::respond::handler),
+        );
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
     }
@@ -390,11 +424,13 @@ pub async fn run_with(
         tracing::error!("sessions did not stop in time");
     }
     watcher_stop.cancel();
+    notify_stop.cancel();
     tls_stop.cancel();
     if let Some(w) = tls_watcher {
         let _ = w.await;
     }
     let _ = watcher.await;
+    let _ = push_keys.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = shedder.await;
     if let Some(h) = metrics_http {
@@ -407,6 +443,11 @@ pub async fn run_with(
             Ok(())
         }
     }
+}
+
+/// `GET /v1/push/key` (PROTOCOL.md §9): the VAPID public key a browser subscribes with.
+async fn push_key(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({"vapid_public_key": shared.push.public_key()})).into_response()
 }
 
 /// A stable server id, generated once and kept in the data dir.

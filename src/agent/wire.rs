@@ -80,6 +80,8 @@ pub struct LineHead<'a> {
     pub request: Option<&'a RawValue>,
     #[serde(borrow)]
     pub response: Option<&'a RawValue>,
+    /// On `result` lines: what the conversation has cost so far.
+    pub total_cost_usd: Option<f64>,
 }
 
 /// The parts of a host-addressed `control_request` the relay needs.
@@ -124,8 +126,8 @@ pub enum AgentLine {
     ControlCancel { request_id: String },
     /// `system`/`init`: carries the conversation's session_id.
     SystemInit { session_id: Option<String> },
-    /// The end of a turn.
-    Result,
+    /// The end of a turn, with the cost the CLI reports (`total_cost_usd`).
+    Result { cost_usd: Option<f64> },
     /// Anything else: relayed as an event.
     Other,
 }
@@ -167,7 +169,9 @@ pub fn classify(line: &[u8]) -> AgentLine {
         Some("system") if head.subtype.as_deref() == Some("init") => AgentLine::SystemInit {
             session_id: head.session_id,
         },
-        Some("result") => AgentLine::Result,
+        Some("result") => AgentLine::Result {
+            cost_usd: head.total_cost_usd,
+        },
         _ => AgentLine::Other,
     }
 }
@@ -190,7 +194,15 @@ mod tests {
         );
         let result =
             br#"{"duration_api_ms":62,"session_id":"5d76","type":"result","subtype":"success"}"#;
-        assert!(matches!(classify(result), AgentLine::Result));
+        assert!(matches!(
+            classify(result),
+            AgentLine::Result { cost_usd: None }
+        ));
+        let result = br#"{"type":"result","subtype":"success","total_cost_usd":0.051796}"#;
+        assert!(matches!(
+            classify(result),
+            AgentLine::Result { cost_usd: Some(c) } if (c - 0.051796).abs() < 1e-9
+        ));
         let req = br#"{"type":"control_request","request_id":"944d","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"}}}"#;
         match classify(req) {
             AgentLine::ControlRequest {

@@ -7,10 +7,11 @@
 //! is done by [`writer::Writer`], fed through the connection's outbox. Must not:
 //! hold session state — sessions own it and push frames back. The authentication
 //! phase (challenge, response, pairing, its deadline) lives in [`auth_phase`];
-//! the `keys.*` requests in [`devices`].
+//! the `keys.*` requests in [`devices`]; `push.subscribe`/`push.unsubscribe` in [`push`].
 
 mod auth_phase;
 mod devices;
+mod push;
 pub mod writer;
 
 use std::collections::BTreeSet;
@@ -748,6 +749,25 @@ impl Connection {
                 self.on_keys_revoke(id, fingerprint).await;
                 return;
             }
+            ClientRequest::ClientVisible { visible } => {
+                // Viewers may report it too; they never have subscriptions.
+                self.shared.notify.visibility.report(
+                    self.conn_id,
+                    &client.info.fingerprint,
+                    visible,
+                    self.attached.iter().cloned(),
+                );
+                self.reply("ok", ServerMsg::ok(id));
+                return;
+            }
+            ClientRequest::PushSubscribe { subscription } => {
+                self.on_push_subscribe(id, subscription).await;
+                return;
+            }
+            ClientRequest::PushUnsubscribe { endpoint } => {
+                self.on_push_unsubscribe(id, endpoint).await;
+                return;
+            }
             ClientRequest::SessionList => {
                 self.reply(
                     "session.list",
@@ -876,6 +896,12 @@ impl Connection {
             }
             _ => {}
         }
+        if matches!(cmd, SessionCmd::Attach { .. } | SessionCmd::Detach { .. }) {
+            self.shared
+                .notify
+                .visibility
+                .sessions_changed(self.conn_id, self.attached.iter().cloned());
+        }
         if handle.send(cmd).await.is_err() {
             self.error(
                 id,
@@ -900,6 +926,7 @@ impl Connection {
     }
 
     fn leave_sessions(&self) {
+        self.shared.notify.visibility.gone(self.conn_id);
         for name in &self.attached {
             if let Some(handle) = self.shared.sessions.get(name) {
                 handle.leave(self.conn_id);

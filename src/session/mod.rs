@@ -146,6 +146,15 @@ pub enum SessionCmd {
         client: ClientHandle,
         id: Option<RequestId>,
     },
+    /// A permission answered from a notification (`POST /v1/push/respond`, §9):
+    /// resolved as `client_id:"push"` with the answerer's device; the outcome goes
+    /// back over `reply`.
+    PushRespond {
+        request_id: String,
+        action: crate::notify::tokens::Action,
+        answerer: PushAnswerer,
+        reply: tokio::sync::oneshot::Sender<PushAnswer>,
+    },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {
         client: ClientHandle,
@@ -153,6 +162,26 @@ pub enum SessionCmd {
         before: u64,
         limit: u64,
     },
+}
+
+/// Who answers through a notification token.
+#[derive(Debug, Clone)]
+pub struct PushAnswerer {
+    /// The subscription's device (its fingerprint when it has no name), or
+    /// `webhook` / `ntfy`.
+    pub device: String,
+    /// The key of the subscription; none for webhook and ntfy.
+    pub fingerprint: Option<String>,
+}
+
+/// What became of a [`SessionCmd::PushRespond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAnswer {
+    Resolved,
+    /// Answered or cancelled already (or not a permission prompt).
+    NotPending,
+    /// The agent is restarting: nothing was done.
+    Unavailable,
 }
 
 /// The session's actor has stopped (the server is shutting down).
@@ -217,6 +246,8 @@ pub struct SessionShared {
     pub fatal: FatalSignal,
     /// Where the session reports its tail bytes (`--memory-limit`).
     pub memory: Arc<crate::guard::MemoryGuard>,
+    /// Where the session reports prompts, answers, turns and failures (§9); never waits.
+    pub notify: crate::notify::Notifier,
 }
 
 /// Lets any task report an unrecoverable fault; the server then shuts down with 1011.

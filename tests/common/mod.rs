@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock_anthropic;
+pub mod mock_push;
 pub mod real_cli;
 pub mod tmux;
 

@@ -67,7 +67,7 @@ impl Actor {
                 tracing::warn!(session = %self.name, bytes, was_result, "agent line over the size limit dropped");
                 self.emit_relay(json!({"type": "relay.dropped", "bytes": bytes}))?;
                 if was_result {
-                    self.on_result()?;
+                    self.on_result(None)?;
                 }
                 Ok(())
             }
@@ -101,6 +101,7 @@ impl Actor {
                 if let Some(raw) = raw {
                     let deadline = permission_deadline(&subtype, self.settings.permission_timeout);
                     self.pending.retain(|p| p.request_id != request_id);
+                    self.report_opened(&request_id, &subtype, &raw);
                     self.pending.push(Pending {
                         request_id,
                         subtype,
@@ -113,7 +114,10 @@ impl Actor {
             }
             AgentLine::ControlCancel { request_id } => {
                 self.emit(line, read_at)?;
-                self.pending.retain(|p| p.request_id != request_id);
+                if self.pending.iter().any(|p| p.request_id == request_id) {
+                    self.pending.retain(|p| p.request_id != request_id);
+                    self.report_closed(&request_id, None);
+                }
                 Ok(())
             }
             AgentLine::SystemInit { session_id } => {
@@ -127,20 +131,28 @@ impl Actor {
                 }
                 Ok(())
             }
-            AgentLine::Result => {
+            AgentLine::Result { cost_usd } => {
                 self.emit(line, read_at)?;
-                self.on_result()
+                self.on_result(cost_usd)
             }
             AgentLine::Other => self.emit(line, read_at),
         }
     }
 
     /// The running turn's `result` was seen: the turn ended; the next prompt may go.
-    pub(super) fn on_result(&mut self) -> Step {
+    pub(super) fn on_result(&mut self, cost_usd: Option<f64>) -> Step {
         if let Some(prompt_id) = self.turn.take() {
             self.emit_relay(
                 json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
             )?;
+            if let Some(started) = self.turn_started.take() {
+                self.shared.notify.report(NotifyEvent::TurnEnded {
+                    session: self.name.clone(),
+                    prompt_id,
+                    duration: started.elapsed(),
+                    cost_usd,
+                });
+            }
             self.settle_interrupts();
             self.maybe_start_turn()?;
         }
@@ -189,6 +201,7 @@ impl Actor {
             .collect();
         for request_id in gone {
             self.pending.retain(|p| p.request_id != request_id);
+            self.report_closed(&request_id, None);
             self.emit_relay(json!({"type": "relay.cancelled", "request_id": request_id, "reason": "agent_restarted"}))?;
         }
         for (client, id) in std::mem::take(&mut self.restart_waiters) {
@@ -250,6 +263,7 @@ impl Actor {
             "type": "relay.agent_exit", "cause": cause, "code": info.code, "signal": info.signal,
             "restarting": matches!(plan, ExitPlan::RestartNow | ExitPlan::RestartAfter(_)),
         }))?;
+        self.turn_started = None;
         if let Some(prompt_id) = self.turn.take() {
             // The cause (`stopped` at shutdown); `server_stopped` is reserved for
             // prompts that were still queued and never reached the agent.
@@ -321,6 +335,7 @@ impl Actor {
 
     pub(super) fn cancel_all_pending(&mut self, reason: &str) -> Step {
         for p in std::mem::take(&mut self.pending) {
+            self.report_closed(&p.request_id, None);
             self.emit_relay(
                 json!({"type": "relay.cancelled", "request_id": p.request_id, "reason": reason}),
             )?;

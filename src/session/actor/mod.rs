@@ -32,6 +32,7 @@ use crate::agent::restart::{RestartPolicy, Verdict};
 use crate::agent::wire::{self, AgentLine, ResponseEnvelope};
 use crate::journal::{self, Journal, JournalError};
 use crate::metrics::Metrics;
+use crate::notify::NotifyEvent;
 use crate::protocol::{
     ErrorCode, FrameText, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg,
     event_frame, permission_result,
@@ -136,6 +137,7 @@ pub fn spawn(
         shutting_down: false,
         queue: VecDeque::new(),
         turn: None,
+        turn_started: None,
         pending: recovered
             .pending
             .into_iter()
@@ -162,6 +164,7 @@ pub fn spawn(
         interrupts: Vec::new(),
         restart_waiters: Vec::new(),
         deferred: Vec::new(),
+        push_replies: Vec::new(),
         uncommitted: Vec::new(),
         restarts_total: 0,
         journal_failure: None,
@@ -276,6 +279,8 @@ struct Actor {
     shutting_down: bool,
     queue: VecDeque<QueuedPrompt>,
     turn: Option<String>,
+    /// When the running turn was written to the agent (for `turn_ended`, §9).
+    turn_started: Option<Instant>,
     pending: Vec<Pending>,
     prompt_keys: HashMap<(String, String), (String, u64)>,
     conversation: Option<String>,
@@ -292,6 +297,11 @@ struct Actor {
     restart_waiters: Vec<(ClientHandle, Option<RequestId>)>,
     /// Replies that confirm an effect: pushed after the step's events are committed.
     deferred: Vec<(ClientHandle, String)>,
+    /// Outcomes of answers from notifications, sent at step end like `deferred`.
+    push_replies: Vec<(
+        tokio::sync::oneshot::Sender<super::PushAnswer>,
+        super::PushAnswer,
+    )>,
     /// Events appended this step, not yet sent: (seq, frame, agent read time).
     uncommitted: Vec<(u64, FrameText, Option<Instant>)>,
     restarts_total: u64,
@@ -345,6 +355,10 @@ impl Actor {
             self.emit_relay(json!({
                 "type": "relay.turn", "prompt_id": open.prompt_id, "phase": "aborted", "detail": detail,
             }))?;
+        }
+        // Restored prompts are notified like new ones, counted from now.
+        for p in &self.pending {
+            self.report_opened(&p.request_id, &p.subtype, &p.raw);
         }
         self.start_agent();
         self.finish_step()?;
@@ -409,6 +423,9 @@ impl Actor {
         self.commit()?;
         for (client, text) in std::mem::take(&mut self.deferred) {
             let _ = client.outbox.frame("ok", text);
+        }
+        for (reply, outcome) in std::mem::take(&mut self.push_replies) {
+            let _ = reply.send(outcome);
         }
         self.flush_presence();
         self.publish_status();
@@ -573,6 +590,17 @@ impl Actor {
             } => self.respond(client, id, request_id, response),
             SessionCmd::Interrupt { client, id } => self.interrupt(client, id),
             SessionCmd::Restart { client, id } => self.restart_requested(client, id),
+            SessionCmd::PushRespond {
+                request_id,
+                action,
+                answerer,
+                reply,
+            } => {
+                let outcome = self.push_respond(&request_id, action, &answerer)?;
+                // Answered once `relay.resolved` is committed and sent (step end).
+                self.push_replies.push((reply, outcome));
+                Ok(())
+            }
             SessionCmd::History {
                 client,
                 id,
@@ -633,6 +661,12 @@ impl Actor {
             event["detail"] = Value::from(detail);
         }
         tracing::info!(session = %self.name, state = state.as_str(), detail = %self.state_detail, "session state");
+        if state == SessionState::Failed {
+            self.shared.notify.report(NotifyEvent::Failed {
+                session: self.name.clone(),
+                detail: self.state_detail.clone(),
+            });
+        }
         self.emit_relay(event)
     }
 

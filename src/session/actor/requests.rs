@@ -290,6 +290,7 @@ impl Actor {
             tracing::warn!(session = %self.name, prompt_id = %next.prompt_id, "agent stdin is gone; the turn will be aborted with the agent");
         }
         self.turn = Some(next.prompt_id);
+        self.turn_started = Some(Instant::now());
         Ok(())
     }
 
@@ -370,16 +371,36 @@ impl Actor {
         client_id: &str,
         info: Option<&crate::session::ClientInfo>,
     ) -> Step {
+        self.announce_resolved_by(
+            request_id,
+            answer,
+            client_id,
+            info.map(|i| i.fingerprint.as_str()),
+            info.and_then(|i| i.device.as_deref()),
+        )
+    }
+
+    /// `relay.resolved` + audit record + the notifier's dismiss, for an answer by
+    /// `client_id` with this key and device (none of either for the relay's timeout;
+    /// no key for webhook and ntfy answers).
+    pub(super) fn announce_resolved_by(
+        &mut self,
+        request_id: &str,
+        answer: &Value,
+        client_id: &str,
+        fingerprint: Option<&str>,
+        device: Option<&str>,
+    ) -> Step {
         let mut event = json!({
             "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
         });
         // PROTOCOL §5: who answered, by fingerprint and (when given) device, so that
         // every other client can say so (the web client's `data-by`).
-        if let Some(i) = info {
-            event["fingerprint"] = Value::from(i.fingerprint.clone());
-            if let Some(device) = &i.device {
-                event["device"] = Value::from(device.clone());
-            }
+        if let Some(fp) = fingerprint {
+            event["fingerprint"] = Value::from(fp);
+        }
+        if let Some(device) = device {
+            event["device"] = Value::from(device);
         }
         self.emit_relay(event)?;
         self.shared.audit.record(
@@ -388,13 +409,74 @@ impl Actor {
             json!({
                 "request_id": request_id,
                 "client_id": client_id,
-                "fingerprint": info.map(|i| i.fingerprint.clone()),
-                "device": info.and_then(|i| i.device.clone()),
+                "fingerprint": fingerprint,
+                "device": device,
                 "decision": answer.get("behavior").cloned().unwrap_or(Value::from("answered")),
                 "response": answer,
             }),
         );
+        let by = device.or(fingerprint).unwrap_or(client_id);
+        self.report_closed(request_id, Some(by.to_string()));
         Ok(())
+    }
+
+    /// A permission answered from a notification (§9), as `client_id:"push"` with
+    /// the answerer's device. Only `can_use_tool` requests have tokens.
+    pub(super) fn push_respond(
+        &mut self,
+        request_id: &str,
+        action: crate::notify::tokens::Action,
+        answerer: &crate::session::PushAnswerer,
+    ) -> Result<crate::session::PushAnswer, JournalError> {
+        use crate::session::PushAnswer;
+        let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| p.request_id == request_id && p.subtype == "can_use_tool")
+        else {
+            return Ok(PushAnswer::NotPending);
+        };
+        if self.phase != Phase::Ready {
+            return Ok(PushAnswer::Unavailable);
+        }
+        let response = json!({"behavior": action.as_str()});
+        let answer = match permission_result(
+            &response,
+            self.pending[index].input.as_ref(),
+            &answerer.device,
+        ) {
+            Ok(a) => a,
+            // Not reachable: both answers are valid for can_use_tool.
+            Err(_) => return Ok(PushAnswer::NotPending),
+        };
+        self.resolve(index, &answer);
+        self.announce_resolved_by(
+            request_id,
+            &answer,
+            "push",
+            answerer.fingerprint.as_deref(),
+            Some(&answerer.device),
+        )?;
+        Ok(PushAnswer::Resolved)
+    }
+
+    /// Tell the notifier a request opened (never waits).
+    pub(super) fn report_opened(&self, request_id: &str, subtype: &str, line: &RawValue) {
+        self.shared.notify.report(NotifyEvent::Opened {
+            session: self.name.clone(),
+            request_id: request_id.to_string(),
+            subtype: subtype.to_string(),
+            line: line.to_owned(),
+        });
+    }
+
+    /// Tell the notifier a request is no longer pending (never waits).
+    pub(super) fn report_closed(&self, request_id: &str, by: Option<String>) {
+        self.shared.notify.report(NotifyEvent::Closed {
+            session: self.name.clone(),
+            request_id: request_id.to_string(),
+            by,
+        });
     }
 
     pub(super) fn interrupt(&mut self, client: ClientHandle, id: Option<RequestId>) -> Step {

@@ -1,0 +1,206 @@
+//! `POST /v1/push/respond` (PROTOCOL.md §9): a permission answered from a
+//! notification. The body `{"token":"..."}` is the only credential; the token names
+//! the session, the request, the action and who it was sent to.
+//!
+//! Unauthenticated by design, so what a stranger can make it cost is bounded: a
+//! per-address budget ([`super::RESPOND_PER_MINUTE`], 429 beyond it), a body of at
+//! most [`MAX_BODY_BYTES`] read within [`BODY_TIMEOUT`], one HMAC per request, no
+//! state kept for refused tokens. It is served on the main listener, so the
+//! listener's per-address connection cap, head deadline and TLS apply as to every
+//! HTTP request.
+//!
+//! Order of checks: token (forged, expired, used → 403 `invalid_token`), then the
+//! request (answered or cancelled → 409 `not_pending`), then 200 once the session's
+//! actor has written the answer to the agent and logged `relay.resolved`.
+//!
+//! Owns: the endpoint. Must not: touch session state (the actor answers).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::tokens::{Recipient, TokenError};
+use crate::listen::ConnCtx;
+use crate::listen::proxy;
+use crate::server::Shared;
+use crate::session::{PushAnswer, PushAnswerer, SessionCmd};
+
+/// Largest body accepted (a token is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 4096;
+/// Time the body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the session may take to answer (it is one actor step; this only bounds a
+/// session that is stopping).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn answer(shared: &Shared, status: StatusCode, outcome: &'static str, body: Value) -> Response {
+    shared.metrics.push_respond(outcome);
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub async fn handler(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    request: Request,
+) -> Response {
+    let ip = proxy::client_address(
+        ctx.peer.ip(),
+        &shared.config.trusted_proxies,
+        request.headers(),
+    );
+    let notify = &shared.notify;
+    if let Err(wait) = notify.respond_limit.try_take(ip) {
+        let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+        tracing::info!(peer = %ip, retry_after_s = secs, "push respond: throttled");
+        let mut r = answer(
+            &shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            json!({"error": "throttled", "retry_after_s": secs}),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES),
+    )
+    .await;
+    let body = match body {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return answer(
+                &shared,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                json!({"error": "too_large", "message": format!("the body must be at most {MAX_BODY_BYTES} bytes")}),
+            );
+        }
+        Err(_) => {
+            return answer(
+                &shared,
+                StatusCode::REQUEST_TIMEOUT,
+                "bad_request",
+                json!({"error": "bad_request", "message": "the body did not arrive in time"}),
+            );
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct Body {
+        token: String,
+    }
+    let token = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b.token,
+        Err(e) => {
+            return answer(
+                &shared,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                json!({"error": "bad_request", "message": format!("expected {{\"token\":\"...\"}}: {e}")}),
+            );
+        }
+    };
+    let invalid = |why: &str| {
+        // Debug, not info: strangers choose how often this happens (it is counted).
+        tracing::debug!(peer = %ip, why, "push respond: token refused");
+        answer(
+            &shared,
+            StatusCode::FORBIDDEN,
+            "invalid_token",
+            json!({"error": "invalid_token"}),
+        )
+    };
+    let claims = match notify.tokens.verify(&token) {
+        Ok(c) => c,
+        Err(e) => return invalid(&e.to_string()),
+    };
+    // A token we made costs the address nothing: only guessing spends its budget.
+    notify.respond_limit.give_back(ip);
+    // Who answers: the subscription's device (which must still exist: a removed
+    // key's subscriptions are gone, and so are its tokens' powers), or the hook.
+    let answerer = match &claims.recipient {
+        Recipient::Subscription(id) => match notify.subscriber(id) {
+            Some(s) => PushAnswerer {
+                device: s.device.clone().unwrap_or_else(|| s.fingerprint.clone()),
+                fingerprint: Some(s.fingerprint),
+            },
+            None => return invalid("its subscription is gone"),
+        },
+        // A sink the operator has since removed from the configuration.
+        other if !notify.hook_enabled(other) => return invalid("its sink is no longer configured"),
+        other => PushAnswerer {
+            device: other.sink().to_string(),
+            fingerprint: None,
+        },
+    };
+    match notify.tokens.claim(&claims) {
+        Ok(()) => {}
+        Err(TokenError::Busy) => {
+            return answer(
+                &shared,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                json!({"error": "overloaded", "message": "too many answers recently; retry later"}),
+            );
+        }
+        Err(e) => return invalid(&e.to_string()),
+    }
+    let Some(session) = shared.sessions.get(&claims.session).cloned() else {
+        // A token of a session this configuration no longer has.
+        return answer(
+            &shared,
+            StatusCode::CONFLICT,
+            "not_pending",
+            json!({"error": "not_pending"}),
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    let cmd = SessionCmd::PushRespond {
+        request_id: claims.request_id.clone(),
+        action: claims.action,
+        answerer: answerer.clone(),
+        reply: tx,
+    };
+    let outcome = match session.send(cmd).await {
+        Ok(()) => tokio::time::timeout(SESSION_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    match outcome {
+        Some(PushAnswer::Resolved) => {
+            tracing::info!(session = %claims.session, request_id = %claims.request_id, action = claims.action.as_str(), device = %answerer.device, "answered from a notification");
+            answer(&shared, StatusCode::OK, "ok", json!({"ok": true}))
+        }
+        Some(PushAnswer::NotPending) => answer(
+            &shared,
+            StatusCode::CONFLICT,
+            "not_pending",
+            json!({"error": "not_pending"}),
+        ),
+        Some(PushAnswer::Unavailable) | None => {
+            // Not acted on: the token may be tried again.
+            notify.tokens.release(&claims);
+            let mut r = answer(
+                &shared,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                json!({"error": "agent_unavailable", "message": "the agent is restarting; try again"}),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    }
+}
