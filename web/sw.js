@@ -92,7 +92,8 @@ const ccrelayNotify = {
         if (tokens.allow) actions.push({ action: 'allow', title: 'Allow' });
         if (tokens.deny) actions.push({ action: 'deny', title: 'Deny' });
         return {
-          title: `${tool} needs permission (${session})`,
+          // Questions the agent asks come without actions: they are answered in the page.
+          title: actions.length ? `${tool} needs permission (${session})` : `${tool} needs an answer (${session})`,
           options: {
             ...base,
             body: clip(p.summary, 300) || `${tool} wants to run.`,
@@ -108,7 +109,8 @@ const ccrelayNotify = {
         const by = clip(p.by || p.device, 64);
         const what = previous && previous.kind === 'permission' ? `${previous.tool}${previous.summary ? `: ${previous.summary}` : ''}` : '';
         return {
-          title: by ? `Answered by ${by}` : 'Answered',
+          // No `by`: the request was cancelled; `relay`: denied by --permission-timeout.
+          title: by === 'relay' ? 'Denied after the timeout' : by ? `Answered by ${by}` : 'Answered or withdrawn',
           options: {
             ...base,
             body: what || `A permission request in ${session} was answered or withdrawn.`,

@@ -291,9 +291,12 @@ test('the service worker turns §9 payloads into notifications (sw.js run in a N
   assert.deepEqual(plain(perm.options.actions), [{ action: 'allow', title: 'Allow' }, { action: 'deny', title: 'Deny' }]);
   assert.deepEqual(plain(perm.options.data.tokens), { allow: 'A', deny: 'D' });
   // Only actions that carry a token become buttons.
-  assert.equal(n.notificationFor({ kind: 'permission', session: 's', request_id: 'r', tool: 'Edit', actions: [{ action: 'allow' }] }).options.actions.length, 0);
+  const question = n.notificationFor({ kind: 'permission', session: 's', request_id: 'r', tool: 'AskUserQuestion', summary: 'Which branch?', actions: [{ action: 'allow' }] });
+  assert.equal(question.options.actions.length, 0);
+  assert.equal(question.title, 'AskUserQuestion needs an answer (s)');
+  assert.equal(n.notificationFor({ kind: 'dismiss', session: 's', request_id: 'r', by: 'relay' }, null).title, 'Denied after the timeout');
   const dis = n.notificationFor({ kind: 'dismiss', session: 'default', request_id: 'r7' }, perm.options.data);
-  assert.equal(dis.title, 'Answered');
+  assert.equal(dis.title, 'Answered or withdrawn', 'no `by`: cancelled, or a server that does not say');
   assert.equal(dis.options.tag, 'default/r7');
   assert.equal(dis.options.silent, true);
   assert.equal(dis.options.renotify, false);
@@ -439,7 +442,7 @@ test('a delivered push shows the permission notification with its actions and ta
 
   await w.deliver({ kind: 'dismiss', session: 'default', request_id: 'req-sim-1' });
   const [d] = await notificationsUntil(w, 'default/req-sim-1', (l) => l.length === 1 && l[0].title !== n.title, 'the dismiss replaces it');
-  assert.equal(d.title, 'Answered');
+  assert.equal(d.title, 'Answered or withdrawn');
   assert.equal(d.body, "Bash: sh -c 'echo hi'");
   assert.equal(d.silent, true);
   assert.deepEqual(d.actions, []);
@@ -534,7 +537,9 @@ test('the whole chain: the server’s push for a real request, decrypted, shown,
   const d2 = await mock.wait((p) => !p.error && p.payload.kind === 'dismiss' && p.payload.request_id === req2.event.request_id, { from: fromPush2 });
   await w.deliver(d2.payload);
   const [a2] = await notificationsUntil(w, tag2, (l) => l.length === 1 && l[0].actions.length === 0, 'answered elsewhere');
-  assert.match(a2.title, /^Answered/);
+  assert.equal(a2.title, `Answered by ${d2.payload.by || d2.payload.device || 'terminal'}`);
+  assert.equal(d2.payload.by ?? 'terminal', 'terminal', 'the dismiss names who answered');
+  assert.equal(a2.silent, true);
   // The old token of an answered request: 409 not_pending or 403 (used/expired).
   const token = p2.payload.actions.find((a) => a.action === 'allow').token;
   const late = await fetch(`${server.base}/v1/push/respond`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
