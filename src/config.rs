@@ -1027,6 +1027,86 @@ mod tests {
         assert!(a.require_channel_binding);
     }
 
+    /// What a config file may hold, and the errors that name it: unreadable,
+    /// not TOML, a value of the wrong shape, sessions that clash or do not exist.
+    #[test]
+    fn config_file_values_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ccrelay.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let mut a = args();
+            a.config = Some(file.clone());
+            Config::resolve(&a).map_err(|e| e.to_string())
+        };
+        let missing = {
+            let mut a = args();
+            a.config = Some(dir.path().join("absent.toml"));
+            Config::resolve(&a).unwrap_err().to_string()
+        };
+        assert!(
+            missing.starts_with("invalid value for --config: cannot read "),
+            "{missing}"
+        );
+        let e = resolve("listen = ").unwrap_err();
+        assert!(e.contains("is not valid TOML"), "{e}");
+        // A scalar may be a string, a number or a boolean; a table is refused.
+        let e = resolve("listen = { host = \"x\" }").unwrap_err();
+        assert!(
+            e.contains("--listen (in ") && e.ends_with("must be a string or a number"),
+            "{e}"
+        );
+        let c = resolve("max-connections = 7\nlisten = \"localhost:0\"").unwrap();
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.listen, "127.0.0.1:0".parse().unwrap());
+        // Lists: an array of strings or one comma-separated string.
+        let work = dir.path().join("w");
+        std::fs::create_dir(&work).unwrap();
+        let c = resolve(&format!("sessions = \"docs={0}, api={0}\"", work.display())).unwrap();
+        let names: Vec<_> = c.sessions.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["default", "docs", "api"]);
+        assert_eq!(c.sessions[1].workdir, work);
+        let e = resolve("allowed-origins = [\"https://a.test\", 3]").unwrap_err();
+        assert!(e.contains("must be a list of strings"), "{e}");
+        let e = resolve("allowed-origins = 3").unwrap_err();
+        assert!(e.contains("must be a string or a list of strings"), "{e}");
+        // Sessions: NAME=DIR, each name once, an existing directory.
+        let e = resolve("session = [\"docs\"]").unwrap_err();
+        assert!(e.contains("expected NAME=DIR"), "{e}");
+        let e = resolve(&format!("session = [\"a={0}\", \"a={0}\"]", work.display())).unwrap_err();
+        assert!(e.contains("\"a\" is defined twice"), "{e}");
+        let e = resolve("session = [\"default=/tmp\"]").unwrap_err();
+        assert!(e.contains("\"default\" is defined twice"), "{e}");
+        let e = resolve("session = [\"b=/definitely/not/here\"]").unwrap_err();
+        assert!(e.contains("(session \"b\") is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses_and_log_levels() {
+        assert_eq!(
+            parse_addr("localhost:8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("localhost:http").unwrap_err(),
+            "the port must be a number from 0 to 65535"
+        );
+        assert_eq!(parse_addr("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
+        assert!(parse_addr("no port here").is_err());
+        let mut a = args();
+        a.log_level = Some("ccrelay=debug,hyper=warn".into());
+        assert_eq!(
+            Config::resolve(&a).unwrap().log_level,
+            "ccrelay=debug,hyper=warn"
+        );
+        a.log_level = Some("ccrelay=[".into());
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("--log-level") && e.contains("a tracing filter"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn push_allow_insecure_endpoints_from_flag_env_and_file() {
         assert!(

@@ -596,6 +596,71 @@ mod tests {
         out
     }
 
+    /// The fsync policy decides when `commit` syncs: `always` at every commit,
+    /// `interval` only once FSYNC_INTERVAL has passed (the timer asks
+    /// `next_interval_sync`), `never` not at all. Nothing appended: nothing to do.
+    #[test]
+    fn commit_syncs_as_the_policy_says() {
+        let open = |fsync| {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = JournalConfig {
+                fsync,
+                ..config(1 << 20, 1 << 30)
+            };
+            let j = Journal::open(dir.path(), cfg).unwrap().journal;
+            (dir, j)
+        };
+        let (_d, mut j) = open(FsyncPolicy::Always);
+        assert_eq!(j.commit().unwrap(), None, "nothing appended");
+        j.append(1, 1, b"a").unwrap();
+        assert!(j.commit().unwrap().is_some(), "always: synced");
+        assert_eq!(j.next_interval_sync(), None);
+        assert!(!j.needs_interval_sync());
+
+        let (_d, mut j) = open(FsyncPolicy::Interval);
+        j.append(1, 1, b"a").unwrap();
+        assert_eq!(j.commit().unwrap(), None, "interval: not yet");
+        let due = j.next_interval_sync().expect("a sync is due later");
+        assert!(due > Instant::now() - FSYNC_INTERVAL);
+        j.sync().unwrap();
+        assert_eq!(j.next_interval_sync(), None, "synced: nothing due");
+
+        let (_d, mut j) = open(FsyncPolicy::Never);
+        j.append(1, 1, b"a").unwrap();
+        assert_eq!(j.commit().unwrap(), None);
+        assert_eq!(j.next_interval_sync(), None);
+        assert_eq!(read_all(&j).len(), 1, "written to the OS all the same");
+    }
+
+    /// A journal whose segment or directory was removed under it says so (the
+    /// server shuts down with 1011 rather than writing into nothing).
+    #[test]
+    fn check_alive_notices_a_removed_segment_or_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("j");
+        let mut j = Journal::open(&jdir, config(1 << 20, 1 << 30))
+            .unwrap()
+            .journal;
+        j.check_alive().unwrap();
+        j.append(1, 1, b"a").unwrap();
+        j.commit().unwrap();
+        j.check_alive().unwrap();
+        for seg in list_segments(&jdir).unwrap() {
+            std::fs::remove_file(&seg.path).unwrap();
+        }
+        let e = j.check_alive().unwrap_err().to_string();
+        assert!(e.contains("journal segment disappeared"), "{e}");
+        // Before its first record (no segment yet), the directory is what counts.
+        let other = dir.path().join("k");
+        let k = Journal::open(&other, config(1 << 20, 1 << 30))
+            .unwrap()
+            .journal;
+        k.check_alive().unwrap();
+        std::fs::remove_dir_all(&other).unwrap();
+        let e = k.check_alive().unwrap_err().to_string();
+        assert!(e.contains("journal directory disappeared"), "{e}");
+    }
+
     #[test]
     fn appends_and_reads_back_in_order_across_segments() {
         let dir = tempfile::tempdir().unwrap();

@@ -1059,6 +1059,169 @@ mod tests {
         );
     }
 
+    /// `history` (§4) and the Devices extension: the accepted shapes, with the
+    /// defaults filled in, and every refusal as `bad_message` carrying the id.
+    #[test]
+    fn history_and_devices_requests() {
+        let r = parse_request(r#"{"type":"history","id":"h","before":10}"#).unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::History { ref session, before: 10, limit: HISTORY_DEFAULT_LIMIT }
+                if session == DEFAULT_SESSION
+        ));
+        assert_eq!(r.request.type_name(), "history");
+        let r =
+            parse_request(r#"{"type":"history","session":"s","before":5,"limit":1000}"#).unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::History { limit: 1000, .. }
+        ));
+        for (bad, why) in [
+            (
+                r#"{"type":"history","id":7}"#,
+                "`before` must be a seq of at least 1",
+            ),
+            (
+                r#"{"type":"history","id":7,"before":0}"#,
+                "`before` must be a seq of at least 1",
+            ),
+            (
+                r#"{"type":"history","id":7,"before":3,"limit":0}"#,
+                "`limit` must be from 1 to 1000",
+            ),
+            (
+                r#"{"type":"history","id":7,"before":3,"limit":1001}"#,
+                "`limit` must be from 1 to 1000",
+            ),
+            (
+                r#"{"type":"history","id":7,"before":"3"}"#,
+                "`before` must be an integer >= 0",
+            ),
+            (
+                r#"{"type":"keys.rename","id":7,"fingerprint":"SHA256:x","device":" \t"}"#,
+                "`device` ",
+            ),
+            (
+                r#"{"type":"keys.rename","id":7,"fingerprint":"SHA256:x"}"#,
+                "`device`",
+            ),
+            (
+                r#"{"type":"keys.rename","id":7,"fingerprint":1,"device":"d"}"#,
+                "`fingerprint` must be a string",
+            ),
+            (r#"{"type":"keys.revoke","id":7}"#, "`fingerprint`"),
+        ] {
+            let e = parse_request(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadMessage, "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+            assert_eq!(e.id, Some(RequestId::Number(7)), "{bad}: the id is echoed");
+        }
+        let r = parse_request(
+            r#"{"type":"keys.rename","fingerprint":"SHA256:x","device":"  Pixel 9\t"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r.request, ClientRequest::KeysRename { ref device, .. } if device == "Pixel 9"),
+            "blanks around the name are trimmed"
+        );
+        let r = parse_request(r#"{"type":"keys.revoke","fingerprint":"SHA256:x"}"#).unwrap();
+        assert_eq!(r.request.type_name(), "keys.revoke");
+        assert_eq!(
+            parse_request(r#"{"type":"keys.list"}"#)
+                .unwrap()
+                .request
+                .type_name(),
+            "keys.list"
+        );
+    }
+
+    /// Every error code's wire name is the one PROTOCOL.md lists.
+    #[test]
+    fn error_codes_have_their_wire_names() {
+        use ErrorCode::*;
+        let all = [
+            (BadJson, "bad_json"),
+            (BadMessage, "bad_message"),
+            (UnknownType, "unknown_type"),
+            (NotAuthenticated, "not_authenticated"),
+            (AuthFailed, "auth_failed"),
+            (AuthTimeout, "auth_timeout"),
+            (Forbidden, "forbidden"),
+            (NoSuchSession, "no_such_session"),
+            (NotAttached, "not_attached"),
+            (NotPending, "not_pending"),
+            (RateLimited, "rate_limited"),
+            (TooLarge, "too_large"),
+            (AgentUnavailable, "agent_unavailable"),
+            (Overloaded, "overloaded"),
+            (Internal, "internal"),
+        ];
+        for (code, name) in all {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(serde_json::to_value(code).unwrap(), name, "serde agrees");
+        }
+        let e = ProtocolError::new(NotPending, "gone");
+        assert_eq!(e.to_string(), "not_pending: gone");
+    }
+
+    /// A `respond` answer's shapes (§6): allow fills `updatedInput` from the
+    /// request; every ill-typed field is refused with the reason.
+    #[test]
+    fn permission_answers_are_checked_field_by_field() {
+        let input = serde_json::json!({"command":"ls"});
+        let allow = permission_result(&serde_json::json!({"behavior":"allow"}), Some(&input), "me")
+            .unwrap();
+        assert_eq!(
+            allow,
+            serde_json::json!({"behavior":"allow","updatedInput":{"command":"ls"}})
+        );
+        let edited = permission_result(
+            &serde_json::json!({"behavior":"allow","updatedInput":{"command":"pwd"},
+                "updatedPermissions":[{"type":"addRules"}]}),
+            Some(&input),
+            "me",
+        )
+        .unwrap();
+        assert_eq!(edited["updatedInput"]["command"], "pwd");
+        assert_eq!(edited["updatedPermissions"][0]["type"], "addRules");
+        let deny = permission_result(
+            &serde_json::json!({"behavior":"deny","interrupt":true}),
+            None,
+            "phone",
+        )
+        .unwrap();
+        assert_eq!(
+            deny,
+            serde_json::json!({"behavior":"deny","message":"denied by phone","interrupt":true})
+        );
+        for (bad, why) in [
+            (serde_json::json!("allow"), "`response` must be an object"),
+            (
+                serde_json::json!({"behavior":"allow","updatedInput":[1]}),
+                "`updatedInput` must be an object",
+            ),
+            (
+                serde_json::json!({"behavior":"allow","updatedPermissions":[1]}),
+                "`updatedPermissions` must be an array of objects",
+            ),
+            (
+                serde_json::json!({"behavior":"deny","message":5}),
+                "`message` must be a string",
+            ),
+            (
+                serde_json::json!({"behavior":"deny","interrupt":"yes"}),
+                "`interrupt` must be a boolean",
+            ),
+            (
+                serde_json::json!({"behavior":"deny","updatedInput":{}}),
+                "unexpected field `updatedInput`",
+            ),
+        ] {
+            let e = permission_result(&bad, Some(&input), "me").unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn classifies_bad_frames() {
         assert_eq!(code_of("not json"), ErrorCode::BadJson);

@@ -101,7 +101,7 @@ impl Live {
 
     /// Wait for the exit; kill and panic after `timeout`.
     fn wait(mut self, timeout: Duration) -> Run {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + common::scaled(timeout);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Let the reader threads drain the pipes.
@@ -127,7 +127,7 @@ impl Live {
 
     /// Poll until `pred(stdout)` holds.
     fn wait_stdout(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + common::scaled(timeout);
         while Instant::now() < deadline {
             if pred(&self.stdout()) {
                 return;
@@ -682,4 +682,232 @@ fn lines_on_stdin_are_prompts() {
     for l in out.lines() {
         serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     }
+}
+
+/// `ccrelay demo`: its own relay (a throwaway key, the built-in mock agent behind
+/// the binary's own symlink) and `attach` on this terminal. A line on stdin is a
+/// prompt answered by the mock agent; Ctrl-C (SIGINT) on the idle session ends
+/// the demo with 0, and the demo's directory (key, data, log) is gone afterwards.
+#[test]
+fn demo_runs_relay_agent_and_client_then_removes_its_directory() {
+    let fx = Fixture::new();
+    let tmp = fx.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let mut cmd = Command::new(ccrelay_bin());
+    cmd.arg("demo")
+        .env("TMPDIR", &tmp)
+        .env("HOME", fx.path())
+        .env("NO_COLOR", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut live = Live::spawn(cmd);
+    {
+        use std::io::Write as _;
+        let stdin = live.child.stdin.as_mut().expect("stdin piped");
+        stdin.write_all(b"hello demo\n").expect("written");
+    }
+    live.wait_stdout("the mock agent's answer", CLIENT_TIMEOUT, |s| {
+        s.contains("You said: hello demo")
+    });
+    let err = live.stderr();
+    assert!(err.contains("ccrelay demo"), "{err}");
+    assert!(err.contains("relay:   ws://127.0.0.1:"), "{err}");
+    assert!(err.contains("ccrelay-mock-agent"), "{err}");
+    // The demo's directory exists while it runs, named after its pid.
+    let dir = tmp.join(format!("ccrelay-demo-{}", live.child.id()));
+    assert!(dir.join("demo_key").is_file(), "{}", dir.display());
+    assert!(dir.join("ccrelay.log").is_file());
+    // End of input leaves the client watching; Ctrl-C on an idle session ends
+    // the demo with 0 and the relay with it.
+    drop(live.child.stdin.take());
+    live.wait_stdout("the turn's end", CLIENT_TIMEOUT, |s| s.contains("✓ done"));
+    let pid = nix::unistd::Pid::from_raw(live.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = live.wait(CLIENT_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!dir.exists(), "demo directory left behind");
+}
+
+/// `ccrelay demo --listen` on an address already in use: the relay never listens,
+/// the demo exits 2 with the cause (and where its log was), and leaves nothing in
+/// the temporary directory.
+#[test]
+fn demo_with_a_listen_address_in_use_exits_2_naming_the_log() {
+    let fx = Fixture::new();
+    let tmp = fx.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut cmd = Command::new(ccrelay_bin());
+    cmd.args(["demo", "--listen", &addr])
+        .env("TMPDIR", &tmp)
+        .env("HOME", fx.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.starts_with("ccrelay demo: "), "{}", out.stderr);
+    assert!(out.stderr.contains("ccrelay.log"), "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A pseudo-terminal pair: the master end the test reads and types into, the
+/// slave end the client gets as stdin, stdout and stderr.
+struct Pty {
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+}
+
+fn open_pty(cols: u16, rows: u16) -> Pty {
+    use std::os::fd::FromRawFd as _;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors, which are owned from here on.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nothing else.
+    unsafe {
+        Pty {
+            master: std::fs::File::from_raw_fd(master),
+            slave: std::os::fd::OwnedFd::from_raw_fd(slave),
+        }
+    }
+}
+
+/// Terminal output as text: escape sequences and carriage returns removed, and
+/// the empty editor line (`> `) that streamed text is written around dropped, so
+/// a streamed answer reads as one string.
+fn plain(raw: &str) -> String {
+    let mut out = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL.
+                Some(']') => for _ in chars.by_ref().take_while(|&c| c != '\x07') {},
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.replace("\n> ", "")
+}
+
+/// Interactive mode on a real pseudo-terminal, the client a direct child of the
+/// test (the tmux tests run it under tmux's server): the banner and the editor,
+/// a typed prompt sent with Enter and answered, a permission prompt answered with
+/// one key (`n`: denied), and Ctrl-D on an empty line exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_on_a_pty_prompts_answers_a_permission_and_exits_on_ctrl_d() {
+    use std::io::Write as _;
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let pty = open_pty(120, 40);
+    let mut cmd = Command::new(ccrelay_bin());
+    cmd.args([
+        "attach",
+        "--device",
+        "tty",
+        "-i",
+        &key_arg(&fx.owner),
+        &server.url,
+    ])
+    .env_remove("SSH_AUTH_SOCK")
+    .env_remove("XDG_CONFIG_HOME")
+    .env("HOME", &home)
+    .env("TERM", "xterm")
+    .env_remove("NO_COLOR")
+    .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+    .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+    .stderr(Stdio::from(pty.slave.try_clone().expect("dup")));
+    let mut child = cmd.spawn().expect("ccrelay attach starts");
+    drop(cmd);
+    let Pty { master, slave } = pty;
+    // Only the child holds the slave now: reading the master ends (EIO) at its exit.
+    drop(slave);
+    let screen = Arc::new(Mutex::new(String::new()));
+    collect(master.try_clone().expect("dup master"), screen.clone());
+    let mut keys = master;
+    let wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + common::scaled(CLIENT_TIMEOUT);
+        loop {
+            let text = screen.lock().unwrap().clone();
+            if pred(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; terminal output:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let text = wait_for("the banner", &|s| plain(s).contains("connected to"));
+    assert!(text.contains(&server.url), "{text}");
+    // Colour is on for a terminal without NO_COLOR.
+    assert!(text.contains("\x1b["), "{text:?}");
+    keys.write_all(b"hello from a terminal\r").expect("typed");
+    wait_for("the answer", &|s| {
+        plain(s).contains("You said: hello from a terminal")
+    });
+
+    keys.write_all(b"please run-bash\r").expect("typed");
+    wait_for("the permission prompt", &|s| {
+        plain(s).contains("Allow Bash?")
+    });
+    keys.write_all(b"n").expect("typed");
+    // The answer is shown as ours, the agent gets the denial as the tool's result,
+    // and the turn ends without the tool having run.
+    let text = wait_for("the denial and the turn's end", &|s| {
+        let p = plain(s);
+        p.contains("Bash denied by tty (you)")
+            && p.contains("⎿ denied by tty")
+            && p.matches("✓ done").count() == 2
+    });
+    assert!(!plain(&text).contains("⎿ relay-ok"), "{text}");
+
+    keys.write_all(b"\x04").expect("Ctrl-D");
+    let deadline = Instant::now() + common::scaled(CLIENT_TIMEOUT);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no exit after Ctrl-D:\n{}", screen.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", screen.lock().unwrap());
 }

@@ -533,3 +533,115 @@ fn help_and_version_work() {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
 }
+
+/// The web client's files over real HTTP: the shell and the service worker are
+/// revalidated (`no-cache`) and carry the build version, files under
+/// `/v/<version>/` are immutable, an older version's path still answers (no-cache),
+/// an ETag match answers 304, only known files are served, and every answer
+/// carries the security headers.
+#[tokio::test]
+async fn web_client_files_versioned_caching_and_security_headers() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let ver = ccrelay::web::version();
+    let header = |headers: &str, name: &str| -> Option<String> {
+        headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+
+    let (status, headers, body) = server.http_get("/").await;
+    assert_eq!(status, 200, "{headers}");
+    assert_eq!(
+        header(&headers, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+    assert!(
+        header(&headers, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(body.contains(&format!("/v/{ver}/js/app.js")), "{body}");
+    assert!(!body.contains("__VERSION__"));
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(header(&headers, name).as_deref(), Some(value), "{headers}");
+    }
+    assert!(
+        header(&headers, "content-security-policy").is_some(),
+        "{headers}"
+    );
+    let etag = header(&headers, "etag").expect("etag");
+    assert_eq!(etag, format!("\"{ver}:index.html\""));
+
+    // The same ETag (among others) means nothing changed.
+    let (status, headers, body) = http_request(
+        server.addr,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nIf-None-Match: \"old\", {etag}\r\nConnection: close\r\n\r\n",
+            server.addr
+        ),
+    )
+    .await;
+    assert_eq!(status, 304, "{headers}");
+    assert!(body.is_empty());
+    assert_eq!(header(&headers, "x-frame-options").as_deref(), Some("DENY"));
+
+    let (status, headers, _) = server.http_get("/sw.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "service-worker-allowed").as_deref(),
+        Some("/")
+    );
+    assert_eq!(
+        header(&headers, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+
+    let (status, headers, body) = server.http_get(&format!("/v/{ver}/js/app.js")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(
+        header(&headers, "content-type")
+            .unwrap()
+            .contains("javascript")
+    );
+    let (_, _, unversioned) = server.http_get("/js/app.js").await;
+    assert_eq!(unversioned, body, "the same file at both paths");
+    // A page of an older build still loads its files, revalidated.
+    let (status, headers, _) = server.http_get("/v/000000000000/app.css").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+    let (status, headers, _) = server.http_get("/icons/icon.svg").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type").as_deref(),
+        Some("image/svg+xml")
+    );
+
+    for path in [
+        format!("/v/{ver}/index.html"),
+        format!("/v/{ver}/sw.js"),
+        "/nope.txt".to_string(),
+        "/tests/app.test.js".to_string(),
+        "/js/missing.js".to_string(),
+        "/index.html/x".to_string(),
+    ] {
+        let (status, headers, body) = server.http_get(&path).await;
+        assert_eq!(status, 404, "{path}: {headers}");
+        assert_eq!(body, "not found\n", "{path}");
+        assert_eq!(header(&headers, "x-frame-options").as_deref(), Some("DENY"));
+    }
+}

@@ -438,3 +438,93 @@ async fn attach_shows_a_pair_request_and_y_approves_it() {
     tmux.wait_for_async("owner", "the exit", |s| s.contains("CLIENT-EXITED 0"))
         .await;
 }
+
+/// `ccrelay keys` without a server: `add --viewer` goes to paired_viewers and is
+/// listed as a viewer (a comment with control characters listed visibly, an
+/// empty one as `-`), an unreadable required file makes `list` exit 2 naming its
+/// setting while still listing the rest, and `remove` takes a key out of both
+/// paired files at once.
+#[test]
+fn keys_viewer_role_unreadable_files_and_removal_from_both_files() {
+    let fx = Fixture::new();
+    let line = fx.stranger.public_line.trim().to_string();
+    let (code, out) = keys_cmd(&fx, &["add", "--viewer", &line]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("as viewer to") && out.contains("paired_viewers"),
+        "{out}"
+    );
+    // The same key as an owner too, without a comment.
+    let bare: String = line
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (code, out) = keys_cmd(&fx, &["add", &bare]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("as owner to"), "{out}");
+    let owner_line = std::fs::read_to_string(paired_keys(&fx)).unwrap();
+    assert!(
+        owner_line.contains(" key (paired "),
+        "unnamed key: {owner_line}"
+    );
+
+    std::fs::write(
+        fx.path().join("viewer_keys"),
+        format!(
+            "{} tab\there\n",
+            fx.viewer
+                .public_line
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    )
+    .unwrap();
+    let (code, out) = keys_cmd(&fx, &["list"]);
+    assert_eq!(code, 0, "{out}");
+    let viewer_rows: Vec<&str> = out.lines().filter(|l| l.starts_with("viewer\t")).collect();
+    assert!(
+        viewer_rows
+            .iter()
+            .any(|l| l.contains(&fx.stranger.fingerprint) && l.contains("paired_viewers")),
+        "{out}"
+    );
+    assert!(
+        viewer_rows
+            .iter()
+            .any(|l| l.contains(&fx.viewer.fingerprint) && l.ends_with("tab?here")),
+        "control characters shown as '?': {out}"
+    );
+
+    // A required file that cannot be read: exit 2, the file and its setting named.
+    let out = Command::new(ccrelay_bin())
+        .args(["keys", "list", "--data-dir"])
+        .arg(fx.data_dir())
+        .arg("--authorized-keys")
+        .arg(fx.path().join("no_such_file"))
+        .env_remove("CCRELAY_PAIRED_KEYS")
+        .env_remove("CCRELAY_PAIRED_VIEWERS")
+        .env_remove("CCRELAY_VIEWER_KEYS")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("no_such_file: cannot read") && text.contains("(--authorized-keys)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&fx.stranger.fingerprint),
+        "the rest is listed: {text}"
+    );
+
+    let (code, out) = keys_cmd(&fx, &["remove", &fx.stranger.fingerprint]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("removed ").count(), 2, "{out}");
+    assert!(out.contains("(1 line)"), "{out}");
+    let (code, out) = keys_cmd(&fx, &["list"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&fx.stranger.fingerprint), "{out}");
+}

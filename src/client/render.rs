@@ -861,4 +861,146 @@ mod tests {
         let ok = json!({"type":"result","is_error":false});
         assert_eq!(r.event(&ok), "\x1b[32m✓ done\x1b[0m\n");
     }
+
+    #[test]
+    fn tool_summaries_pick_the_field_that_says_what_the_tool_does() {
+        let s = |name: &str, input: Value| tool_summary(name, &input);
+        assert_eq!(s("Read", json!({"file_path":"/etc/hosts"})), "/etc/hosts");
+        assert_eq!(
+            s("NotebookEdit", json!({"notebook_path":"a.ipynb"})),
+            "a.ipynb"
+        );
+        assert_eq!(s("Grep", json!({"pattern":"fn main"})), "fn main");
+        assert_eq!(
+            s("WebFetch", json!({"url":"https://x.test/"})),
+            "https://x.test/"
+        );
+        assert_eq!(s("WebSearch", json!({"query":"rust"})), "rust");
+        assert_eq!(s("Task", json!({"description":"review"})), "review");
+        // Unknown tools show their input as JSON; an empty input shows nothing.
+        assert_eq!(s("Custom", json!({"n":1})), r#"{"n":1}"#);
+        assert_eq!(s("Custom", json!({})), "");
+        // Whitespace is folded to one line and a long summary is cut with an ellipsis.
+        assert_eq!(s("Bash", json!({"command":"a\n  b\tc"})), "a b c");
+        let long = "x".repeat(SUMMARY_CHARS + 10);
+        let cut = s("Bash", json!({ "command": long }));
+        assert_eq!(cut.chars().count(), SUMMARY_CHARS);
+        assert!(cut.ends_with('…'), "{cut}");
+    }
+
+    #[test]
+    fn prompt_content_text_of_every_shape() {
+        assert_eq!(content_text(&json!("plain")), "plain");
+        assert_eq!(
+            content_text(&json!([{"type":"text","text":"look"},{"type":"image"},{"x":1}])),
+            "look [image] "
+        );
+        assert_eq!(content_text(&Value::Null), "");
+        assert_eq!(content_text(&json!(42)), "42");
+    }
+
+    #[test]
+    fn bookkeeping_is_silent_and_unknown_events_are_named() {
+        let mut r = r();
+        for kind in ["command_lifecycle", "keep_alive", "rate_limit_event"] {
+            assert_eq!(r.event(&json!({ "type": kind })), "", "{kind}");
+        }
+        for sub in ["init", "status", "hook_started", "hook_response"] {
+            assert_eq!(r.event(&json!({"type":"system","subtype":sub})), "");
+        }
+        assert_eq!(
+            r.event(&json!({"type":"system","subtype":"compact_boundary"})),
+            "· [system compact_boundary]\n"
+        );
+        assert_eq!(
+            r.event(&json!({"type":"brand_new\u{1b}"})),
+            "· [brand_new]\n",
+            "control characters of an unknown type are dropped"
+        );
+        assert_eq!(
+            r.event(&json!({"type":"control_cancel_request","request_id":"r"})),
+            "· the agent withdrew its request\n"
+        );
+        assert_eq!(
+            r.event(&json!({"type":"control_request","request":{"subtype":"mcp_message"}})),
+            "? the agent asks: mcp_message\n"
+        );
+        assert_eq!(r.event(&json!({"type":"relay.resolved"})), "");
+        assert_eq!(r.event(&json!({"type":"relay.cancelled"})), "");
+    }
+
+    #[test]
+    fn thinking_is_dim_and_other_deltas_are_silent() {
+        let mut r = Renderer::new(true);
+        let think = json!({"type":"stream_event","event":{"type":"content_block_delta","index":0,
+            "delta":{"type":"thinking_delta","thinking":"hmm"}}});
+        assert_eq!(r.event(&think), "\x1b[2mhmm\x1b[0m");
+        let json_delta = json!({"type":"stream_event","event":{"type":"content_block_delta","index":1,
+            "delta":{"type":"input_json_delta","partial_json":"{"}}});
+        assert_eq!(r.event(&json_delta), "");
+        assert_eq!(r.event(&delta("")), "", "an empty delta prints nothing");
+        let other = json!({"type":"stream_event","event":{"type":"ping"}});
+        assert_eq!(r.event(&other), "");
+        // A thinking block not streamed is shown whole, dim.
+        let mut r = Renderer::new(false);
+        let full = json!({"type":"assistant","message":{"id":"m9","content":[{"type":"thinking","thinking":"plan"}]}});
+        assert_eq!(r.event(&full), "plan\n");
+    }
+
+    #[test]
+    fn user_lines_tool_results_and_replays() {
+        let mut r = r();
+        let replay = json!({"type":"user","isReplay":true,"message":{"content":"again"}});
+        assert_eq!(r.event(&replay), "");
+        let text = json!({"type":"user","message":{"content":"typed  in\nthe CLI"}});
+        assert_eq!(r.event(&text), "typed in the CLI\n");
+        let blocks = json!({"type":"user","message":{"content":[
+            {"type":"text","text":"note"},
+            {"type":"tool_result","tool_use_id":"t","content":"  \n"},
+            {"type":"image"}]}});
+        assert_eq!(r.event(&blocks), "note\n  ⎿ (no output)\n");
+    }
+
+    #[test]
+    fn answers_exits_and_server_errors_read_as_sentences() {
+        let mut r = r();
+        r.roster
+            .update(&[json!({"client_id":"c1","device":"phone"})], None);
+        let req = json!({"type":"control_request","request":{"subtype":"can_use_tool","tool_name":"Edit","input":{"file_path":"a.rs"}}});
+        let always = json!({"client_id":"c1","response":{"behavior":"allow","updatedPermissions":[{"type":"addRules"}]}});
+        assert_eq!(
+            r.resolved(&always, Some(&req)),
+            "✓ Edit always allowed by phone\n"
+        );
+        let with_msg =
+            json!({"client_id":"c1","response":{"behavior":"deny","message":"use git mv"}});
+        assert_eq!(
+            r.resolved(&with_msg, Some(&req)),
+            "✗ Edit denied by phone: use git mv\n"
+        );
+        let odd = json!({"client_id":"c1","response":{"behavior":"ask"}});
+        assert_eq!(r.resolved(&odd, None), "· request answered by phone\n");
+        assert_eq!(
+            r.cancelled("", None),
+            "· request permission request cancelled\n"
+        );
+        let stopped = json!({"type":"relay.agent_exit","cause":"stopped","code":0});
+        assert_eq!(
+            r.event(&stopped),
+            "· the agent was stopped with exit code 0\n"
+        );
+        let other = json!({"type":"relay.agent_exit","cause":"eof"});
+        assert_eq!(r.event(&other), "· the agent ended\n");
+        let aborted = json!({"type":"relay.turn","phase":"aborted"});
+        assert_eq!(r.event(&aborted), "✗ turn aborted\n");
+        let failed = json!({"type":"result","is_error":true});
+        assert_eq!(r.event(&failed), "✗ turn failed (error)\n");
+        let err = json!({"type":"error","code":"bad_request","message":"unknown\nfield"});
+        assert_eq!(
+            r.server_error(&err),
+            "server error bad_request: unknown field\n"
+        );
+        let st = json!({"type":"relay.state","state":"failed"});
+        assert_eq!(r.event(&st), "· failed\n");
+    }
 }

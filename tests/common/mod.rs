@@ -27,6 +27,20 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for one expected frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// `timeout` times `CCRELAY_TEST_TIME_SCALE` (a whole number, default 1), for the
+/// harness's waits for something that must happen (a listening line, a log line,
+/// an exit, a close, a condition) — never for waits that expect nothing to come.
+/// scripts/coverage sets it: under ptrace every exec of the instrumented binary
+/// costs seconds before its first line runs. A longer wait changes no verdict.
+pub fn scaled(timeout: Duration) -> Duration {
+    let scale = std::env::var("CCRELAY_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, 100);
+    timeout * scale
+}
+
 pub fn ccrelay_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ccrelay")
 }
@@ -370,7 +384,7 @@ impl TestServer {
                 let _ = tx.send(line);
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        let line = match rx.recv_timeout(scaled(Duration::from_secs(30))) {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
@@ -414,7 +428,7 @@ impl TestServer {
 
     /// Wait until a log line contains `needle`.
     pub async fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         while Instant::now() < deadline {
             if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
                 return true;
@@ -435,7 +449,7 @@ impl TestServer {
 
     /// Wait for the process to exit (polling), at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -674,7 +688,7 @@ impl TestClient {
 
     /// The next frame; panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
-        match self.recv_frame(FRAME_TIMEOUT).await {
+        match self.recv_frame(scaled(FRAME_TIMEOUT)).await {
             Some(Received::Frame(v)) => v,
             Some(Received::Closed(c)) => {
                 panic!("connection closed while a frame was expected: {c:?}")
@@ -690,7 +704,7 @@ impl TestClient {
         pred: impl Fn(&Value) -> bool,
     ) -> (Value, Vec<Value>) {
         let mut skipped = Vec::new();
-        let deadline = Instant::now() + FRAME_TIMEOUT * 3;
+        let deadline = Instant::now() + scaled(FRAME_TIMEOUT * 3);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_frame(left).await {
@@ -717,7 +731,7 @@ impl TestClient {
     /// Expect the connection to close (skipping frames); returns the close code and reason.
     pub async fn expect_close(&mut self, timeout: Duration) -> (Option<u16>, String, Vec<Value>) {
         let mut frames = Vec::new();
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_frame(left).await {
@@ -785,7 +799,7 @@ pub fn seq_of(v: &Value) -> u64 {
 
 /// Wait until `f` returns true, polling; false on timeout.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     while Instant::now() < deadline {
         if f() {
             return true;
