@@ -29,6 +29,18 @@ impl Drop for DemoDir {
     }
 }
 
+/// The last `lines` lines of the relay's log, to quote in an error.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    if tail.is_empty() {
+        "(the relay's log was empty)".to_owned()
+    } else {
+        format!("the relay's log said (the demo's directory is removed):\n{tail}")
+    }
+}
+
 /// Run the demo; returns the client's exit code.
 pub fn run(args: DemoArgs) -> ExitCode {
     match run_inner(args) {
@@ -89,7 +101,9 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|_| anyhow::anyhow!("the relay thread panicked"))?
                 .err()
                 .unwrap_or_else(|| anyhow::anyhow!("the relay stopped before listening"));
-            return Err(why.context(format!("see {}", log_path.display())));
+            // The log lives in the demo's directory, which is removed on the way
+            // out: show its last lines instead of pointing at a file that is gone.
+            return Err(anyhow::anyhow!("{why:#}\n{}", log_tail(&log_path, 20)));
         }
     };
     let url = format!("ws://{addr}/v1/ws");
