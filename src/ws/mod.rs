@@ -50,17 +50,19 @@ pub type WsStream = WebSocketStream<Io>;
 /// Small on purpose: an idle connection keeps this buffer for its lifetime
 /// (tungstenite allocates it once); a large message is read in several calls into
 /// a buffer reserved for exactly its announced length (after the gate allowed it).
-pub const READ_CHUNK_BYTES: usize = 2 * 1024;
+pub const READ_CHUNK_BYTES: usize = 1024;
 /// Frames the writer batches are written through once this many bytes are
-/// buffered (tungstenite's `write_buffer_size`); the writer flushes after a batch.
-pub const WRITE_THROUGH_BYTES: usize = 8 * 1024;
+/// coalesced (by the [`gate`], not tungstenite); the writer flushes after a batch.
+pub use gate::WRITE_THROUGH_BYTES;
 
 /// The codec configuration of a new connection. Frame and message limits are the
 /// post-authentication ones: until then the gate enforces the smaller limit first.
 pub fn codec_config(max_frame_bytes: usize, max_write_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_CHUNK_BYTES)
-        .write_buffer_size(WRITE_THROUGH_BYTES)
+        // Each frame goes straight to the gate, which coalesces a batch and frees
+        // its buffer after the flush (tungstenite's buffer keeps its largest size).
+        .write_buffer_size(0)
         .max_write_buffer_size(max_write_buffer.max(WRITE_THROUGH_BYTES + 1))
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
