@@ -279,15 +279,17 @@ impl Writer {
     }
 
     async fn feed(&mut self, kind: &'static str, text: FrameText) -> Result<(), WriteFailed> {
-        let len = text.len();
-        let buffered = self
-            .out
-            .push_text(text.as_str().as_bytes())
-            .map_err(|_| WriteFailed)?;
-        if buffered >= WRITE_THROUGH_BYTES {
-            // A batch's worth: write it through now (waits while the socket is full).
+        if self.out.len() >= WRITE_THROUGH_BYTES {
+            // A batch's worth is buffered: write it through before taking this frame
+            // (waits while the socket is full). Flushing before, not after, the push
+            // keeps the Sink contract: cancelled here (an urgent close), this frame
+            // was not taken, so `last_seq` (the 4008 reason) stays exact.
             self.sink.flush().await.map_err(|_| WriteFailed)?;
         }
+        let len = text.len();
+        self.out
+            .push_text(text.as_str().as_bytes())
+            .map_err(|_| WriteFailed)?;
         self.metrics.bytes_out.inc_by(len as u64);
         self.metrics
             .frames_out
