@@ -231,19 +231,23 @@ impl Server {
 
     /// User + system CPU time so far.
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        // Fields after the command: state is #3 overall, utime #14, stime #15.
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
+        cpu_of(&format!("/proc/{}/stat", self.pid()))
     }
+}
+
+/// User + system CPU time of a process, from its `/proc/<pid>/stat`.
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // Fields after the command: state is #3 overall, utime #14, stime #15.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
 }
 
 impl Drop for Server {
@@ -647,6 +651,9 @@ async fn run(args: Args) {
     let ready = Arc::new(tokio::sync::Notify::new());
     let attached_heads = Arc::new(AtomicU64::new(0));
     let connect_started = Instant::now();
+    // The load generator shares the machine: its CPU during the connect storm
+    // is printed next to the server's.
+    let (server_cpu0, own_cpu0) = (server.cpu(), cpu_of("/proc/self/stat"));
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % args.addresses) as u8));
@@ -720,6 +727,21 @@ async fn run(args: Args) {
         } else {
             String::new()
         }
+    );
+    let (server_cpu, own_cpu) = (
+        server.cpu().saturating_sub(server_cpu0),
+        cpu_of("/proc/self/stat").saturating_sub(own_cpu0),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let machine = connect_time.as_secs_f64().max(1e-9) * cores;
+    println!(
+        "connect CPU: server {:.2} s ({:.0} µs per handshake, {:.0}% of the {cores} cores), \
+         load generator {:.2} s ({:.0}% of the cores)",
+        server_cpu.as_secs_f64(),
+        server_cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
+        server_cpu.as_secs_f64() * 100.0 / machine,
+        own_cpu.as_secs_f64(),
+        own_cpu.as_secs_f64() * 100.0 / machine,
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = server.rss();

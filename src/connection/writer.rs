@@ -23,6 +23,7 @@ use crate::session::Outbound;
 use crate::session::outbox::{JournalReplay, OutboxReceiver};
 use crate::session::replay;
 use crate::ws::WsStream;
+use crate::ws::gate::{OutBuf, WRITE_THROUGH_BYTES};
 
 /// The write half of a connection's WebSocket.
 pub type Sink = SplitSink<WsStream, Message>;
@@ -62,6 +63,10 @@ pub enum WriterEnd {
 
 pub struct Writer {
     pub sink: Sink,
+    /// Where text frames are formatted (the gate writes it out on flush): not
+    /// tungstenite's out-buffer, which would keep its largest size for the
+    /// connection's life (see `ws::gate`).
+    pub out: Arc<OutBuf>,
     pub rx: OutboxReceiver,
     pub urgent: watch::Receiver<Option<CloseRequest>>,
     pub lagging: tokio_util::sync::CancellationToken,
@@ -274,10 +279,16 @@ impl Writer {
     }
 
     async fn feed(&mut self, kind: &'static str, text: FrameText) -> Result<(), WriteFailed> {
+        if self.out.len() >= WRITE_THROUGH_BYTES {
+            // A batch's worth is buffered: write it through before taking this frame
+            // (waits while the socket is full). Flushing before, not after, the push
+            // keeps the Sink contract: cancelled here (an urgent close), this frame
+            // was not taken, so `last_seq` (the 4008 reason) stays exact.
+            self.sink.flush().await.map_err(|_| WriteFailed)?;
+        }
         let len = text.len();
-        self.sink
-            .feed(Message::Text(text))
-            .await
+        self.out
+            .push_text(text.as_str().as_bytes())
             .map_err(|_| WriteFailed)?;
         self.metrics.bytes_out.inc_by(len as u64);
         self.metrics

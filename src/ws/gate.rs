@@ -9,17 +9,29 @@
 //! `--max-frame-bytes`); tungstenite's own `WebSocketConfig` cannot be changed on a
 //! live `WebSocketStream`, which is why this sits under it.
 //! Must not: interpret frames beyond their headers (tungstenite parses them), or
-//! buffer anything: it only looks at the bytes read into the codec's buffer.
-
+//! buffer anything it reads: it only looks at the bytes read into the codec's buffer.
+//!
+//! Writes: text frames are formatted here ([`OutBuf::push_text`], called by the
+//! connection's writer), not by tungstenite, into one buffer the gate shares
+//! with the writer; tungstenite's own frames (pings, pongs, close) are appended
+//! to the same buffer in order. A batch is written in one syscall on flush (or
+//! once [`WRITE_THROUGH_BYTES`] are buffered) and the buffer is then *released*:
+//! an idle connection keeps no write buffer. Issue 11: tungstenite's out-buffer
+//! keeps the capacity of the largest frame or batch it ever wrote and cannot be
+//! shrunk from outside; the `attached` reply alone (up to 100 client entries) is
+//! ~14 KiB, so every attached connection kept ~14–20 KiB (heaptrack).
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::guard::{Charge, QueueAccount};
+
+/// Bytes coalesced before they are written through (one syscall per batch).
+pub const WRITE_THROUGH_BYTES: usize = 8 * 1024;
 
 /// The error a gated read returns when a message is announced over the limit.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +44,80 @@ pub struct Oversize {
 /// Whether an I/O error (as tungstenite passes it on) is the gate's refusal.
 pub fn is_oversize(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Oversize>())
+}
+
+/// The bytes written to a connection and not yet on its socket, shared by the
+/// gate (which writes them out) and the connection's writer (which formats its
+/// text frames into it). Empty and unallocated between batches.
+#[derive(Debug, Default)]
+pub struct OutBuf(Mutex<OutState>);
+
+#[derive(Debug, Default)]
+struct OutState {
+    buf: Vec<u8>,
+    /// The codec wrote a close frame (its own reply to the peer's close, or
+    /// ours): no data frame may follow it (RFC 6455 §5.5.1).
+    closed: bool,
+}
+
+/// A text frame was offered after the close frame went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closing: no data frame may follow a close frame")]
+pub struct AfterClose;
+
+impl OutBuf {
+    pub fn new() -> Arc<OutBuf> {
+        Arc::new(OutBuf::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        // Plain bytes: a panic while holding the lock cannot leave them inconsistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append one unfragmented text frame (RFC 6455 §5.2; server frames are not
+    /// masked, §5.1). Returns the bytes now buffered: the caller flushes once
+    /// they reach [`WRITE_THROUGH_BYTES`].
+    pub fn push_text(&self, payload: &[u8]) -> Result<usize, AfterClose> {
+        let mut header = [0u8; 10];
+        header[0] = 0x80 | 0x1; // FIN, text
+        let header_len = match payload.len() {
+            n if n < 126 => {
+                header[1] = n as u8;
+                2
+            }
+            n if n <= usize::from(u16::MAX) => {
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                4
+            }
+            n => {
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+                10
+            }
+        };
+        let mut state = self.lock();
+        if state.closed {
+            return Err(AfterClose);
+        }
+        let buf = &mut state.buf;
+        if buf.capacity() == 0 {
+            buf.reserve((header_len + payload.len()).clamp(512, WRITE_THROUGH_BYTES));
+        }
+        buf.extend_from_slice(&header[..header_len]);
+        buf.extend_from_slice(payload);
+        Ok(buf.len())
+    }
+
+    /// Bytes buffered.
+    pub fn len(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The limit a connection's gate enforces, changed by the connection.
@@ -174,10 +260,18 @@ pub struct Gate<S> {
     charged: u64,
     /// Set once a message over the limit was announced: nothing more is read.
     tripped: bool,
+    /// Frames not yet on the socket (the writer's and the codec's, in order);
+    /// released (not just cleared) once written, so an idle connection holds none.
+    out: Arc<OutBuf>,
 }
 
 impl<S> Gate<S> {
-    pub fn new(inner: S, limit: Arc<GateLimit>, account: Arc<QueueAccount>) -> Gate<S> {
+    pub fn new(
+        inner: S,
+        limit: Arc<GateLimit>,
+        account: Arc<QueueAccount>,
+        out: Arc<OutBuf>,
+    ) -> Gate<S> {
         Gate {
             inner,
             scanner: FrameScanner::default(),
@@ -186,6 +280,7 @@ impl<S> Gate<S> {
             charge: None,
             charged: 0,
             tripped: false,
+            out,
         }
     }
 
@@ -241,33 +336,101 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
     }
 }
 
+/// Whether `bytes` (whole unmasked server frames, as the codec writes them)
+/// hold a close frame. Control frames carry at most 125 bytes (§5.5).
+fn contains_close(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        if bytes[at] & 0x0f == 0x8 {
+            return true;
+        }
+        let (ext, len) = match bytes[at + 1] & 0x7f {
+            126 => (
+                2,
+                bytes
+                    .get(at + 2..at + 4)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize),
+            ),
+            127 => (8, usize::MAX / 2),
+            n => (0, usize::from(n)),
+        };
+        at = at.saturating_add(2 + ext).saturating_add(len);
+    }
+    false
+}
+
+/// Write the buffered bytes to `inner`; the buffer is freed once empty.
+fn poll_write_out<S: AsyncWrite + Unpin>(
+    inner: &mut S,
+    buf: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    let mut written = 0;
+    let result = loop {
+        if written == buf.len() {
+            break Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut *inner).poll_write(cx, &buf[written..]) {
+            Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+            Poll::Pending => break Poll::Pending,
+        }
+    };
+    if written == buf.len() {
+        *buf = Vec::new();
+    } else if written > 0 {
+        buf.drain(..written);
+    }
+    result
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Gate<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = &mut *self;
+        let mut state = this.out.lock();
+        // The codec writes only control frames (text goes through `push_text`).
+        if contains_close(data) {
+            state.closed = true;
+        }
+        let buf = &mut state.buf;
+        if buf.len() + data.len() > WRITE_THROUGH_BYTES {
+            // Full: what is buffered goes out first (it was written first).
+            match poll_write_out(&mut this.inner, buf, cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other.map_ok(|()| 0),
+            }
+            if data.len() >= WRITE_THROUGH_BYTES {
+                return Pin::new(&mut this.inner).poll_write(cx, data);
+            }
+        }
+        if buf.capacity() == 0 {
+            buf.reserve(data.len().clamp(512, WRITE_THROUGH_BYTES));
+        }
+        buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let mut state = this.out.lock();
+        match poll_write_out(&mut this.inner, &mut state.buf, cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let mut state = this.out.lock();
+        match poll_write_out(&mut this.inner, &mut state.buf, cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 
@@ -341,5 +504,39 @@ mod tests {
         // With a larger limit the same stream passes.
         let mut s = FrameScanner::default();
         assert_eq!(s.feed(&bytes, 1 << 20), Scan::Ok { in_message: 0 });
+    }
+
+    #[tokio::test]
+    async fn text_frames_go_out_in_order_and_the_buffer_is_released() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1 << 20);
+        let out = OutBuf::new();
+        let mut gate = Gate::new(
+            server,
+            GateLimit::new(16384),
+            crate::guard::MemoryGuard::unlimited().queue(),
+            out.clone(),
+        );
+        let big = vec![b'x'; 70_000];
+        out.push_text(b"hello").unwrap();
+        // A control frame written by the codec lands after it.
+        gate.write_all(&[0x89, 0]).await.unwrap();
+        out.push_text(&[b'y'; 300]).unwrap();
+        out.push_text(&big).unwrap();
+        gate.flush().await.unwrap();
+        assert!(out.is_empty());
+        assert_eq!(out.lock().buf.capacity(), 0, "released after the flush");
+        let mut want = vec![0x81, 5];
+        want.extend_from_slice(b"hello");
+        want.extend_from_slice(&[0x89, 0, 0x81, 126, 1, 44]);
+        want.extend_from_slice(&[b'y'; 300]);
+        want.extend_from_slice(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        want.extend_from_slice(&big);
+        let mut got = vec![0; want.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == want, "frames as RFC 6455 §5.2 lays them out");
+        // Once the codec wrote a close frame, no data frame may follow.
+        gate.write_all(&[0x88, 2, 0x03, 0xe8]).await.unwrap();
+        assert_eq!(out.push_text(b"late"), Err(AfterClose));
     }
 }

@@ -12,27 +12,47 @@
 //! frame headers; tungstenite checks `max_frame_size` against a header but its
 //! config is fixed for a live stream. The gate gives both phases their limit.
 //!
-//! Memory of an idle authenticated plaintext connection (issue 11). Measured by
-//! `tests/hardening_transport.rs` `idle_authenticated_connection_memory` (1,000
-//! connections, debug build): 22.3 KiB of server RSS each with everything merged
-//! so far; main before this work measured 13.9 KiB the same way (the 8 KiB goal is
-//! not met). At 100 connections this transport work alone (commit eaab6b7, before
-//! the other branches were merged) measured 17.8 KiB against 14.7 KiB for the main
-//! it started from: the own accept loop and upgrade path cost ~3 KiB more than
-//! `axum::serve` + `WebSocketUpgrade` did, not yet explained. Where it goes, from
-//! the sizes logged at debug level when a connection starts (debug build):
-//! - the connection task's future, 4.4 KiB (`Connection` itself 1.1 KiB, of which
-//!   the auth phase 0.5 KiB), plus the tokio task header;
-//! - the writer task's future, 1.7 KiB;
-//! - the outbound queue's first tokio mpsc block, allocated when the channel is
-//!   made: 32 slots × 128 B = 4 KiB (`session::outbox`);
-//! - the codec's read buffer, [`READ_CHUNK_BYTES`] (2 KiB; 512 B measured no
-//!   different), the `WebSocketStream` (424 B) and its split lock;
-//! - the write buffer: tungstenite keeps the capacity of the largest batch it
-//!   wrote (it cannot be shrunk from outside);
-//! - identity, client info, span fields, cancellation tokens, timers: ~1 KiB.
+//! Memory of an idle authenticated plaintext connection (issue 11). Measured
+//! with heaptrack on the release server (`cargo bench --bench fanout -- --clients
+//! 100`, the server killed while the clients sat attached; live allocations
+//! divided by 100) and with the bench's RSS figure at N = 10,000 (README).
+//! glibc's arenas are not the gap: `malloc_stats()` at N = 3,000 showed 105 MB
+//! in use of 106 MB taken from the system, and `MALLOC_ARENA_MAX=2` changed
+//! nothing (31.9 KiB either way). The gap was live allocations:
+//! - tungstenite's out-buffer keeps the capacity of the largest frame or batch
+//!   it ever wrote; the `attached` reply (up to 100 client entries) alone is
+//!   ~14 KiB, so every connection kept 14–20 KiB. Now text frames are formatted
+//!   into the [`gate`]'s shared buffer, written on flush and then freed: 0 idle;
+//! - the spawned connection future was ~10 KiB: `serve` moved `run`'s future
+//!   into `instrument`, and the async fn reserved room for both. Boxed once now.
 //!
-//! The rest of the difference to main was not found in the time available.
+//! What remains, per connection (heaptrack, live heap ≈ 14 KiB in all):
+//! - the connection's futures: ~4.4 KiB (`run`'s state: `Connection` 1.1 KiB of
+//!   which the auth phase 0.5 KiB, the select's timers and waiters, the split
+//!   stream), boxed; the task that awaited the upgrade, 1.2 KiB (tokio task
+//!   header, the upgrade timeout's timer entry, a pointer);
+//! - the writer task, 1.9 KiB (its future and task header);
+//! - the codec's read buffer, [`READ_CHUNK_BYTES`] (1 KiB: an `auth.response`
+//!   fits one read; it keeps the size of the largest frame received);
+//! - the outbound queue (`session::outbox`, no slots preallocated), 0.5 KiB;
+//! - the split lock, the urgent-close watch, the flush `Notify`, the gate's
+//!   shared limit and write buffer handle: ~0.9 KiB;
+//! - the last seq per session (the 4008 reason), ~0.45 KiB once an event went out;
+//! - tokio's I/O registration 0.25 KiB, identity, client info, challenge and
+//!   fingerprint strings ~0.4 KiB, the session's per-client entry (small);
+//! - glibc's chunk headers and rounding on top of these (not measured apart).
+//!
+//! The next steps toward 8 KiB, not done: fold the writer into the connection
+//! task (one task, one select over reading, the outbox and the timers: −1.9 KiB
+//! and the split lock, the watch and the `Notify`), and move the auth phase and
+//! rarely used state behind a box that is dropped after authentication.
+//!
+//! What TLS adds (not measured: the bench has no TLS mode; from rustls 0.23's
+//! buffers): the `ServerConnection` state (~1–2 KiB with its key schedule), its
+//! deframer buffer, which keeps the size of the largest TLS record received
+//! (~1 KiB after an `auth.response`, up to ~16.7 KiB after a large prompt), and
+//! the boxed `TlsStream` around the socket; sent records are freed once written.
+//! So roughly 3–4 KiB more per idle connection, up to ~18 KiB after large input.
 
 pub mod gate;
 
@@ -50,17 +70,19 @@ pub type WsStream = WebSocketStream<Io>;
 /// Small on purpose: an idle connection keeps this buffer for its lifetime
 /// (tungstenite allocates it once); a large message is read in several calls into
 /// a buffer reserved for exactly its announced length (after the gate allowed it).
-pub const READ_CHUNK_BYTES: usize = 2 * 1024;
+pub const READ_CHUNK_BYTES: usize = 1024;
 /// Frames the writer batches are written through once this many bytes are
-/// buffered (tungstenite's `write_buffer_size`); the writer flushes after a batch.
-pub const WRITE_THROUGH_BYTES: usize = 8 * 1024;
+/// coalesced (by the [`gate`], not tungstenite); the writer flushes after a batch.
+pub use gate::WRITE_THROUGH_BYTES;
 
 /// The codec configuration of a new connection. Frame and message limits are the
 /// post-authentication ones: until then the gate enforces the smaller limit first.
 pub fn codec_config(max_frame_bytes: usize, max_write_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_CHUNK_BYTES)
-        .write_buffer_size(WRITE_THROUGH_BYTES)
+        // Each frame goes straight to the gate, which coalesces a batch and frees
+        // its buffer after the flush (tungstenite's buffer keeps its largest size).
+        .write_buffer_size(0)
         .max_write_buffer_size(max_write_buffer.max(WRITE_THROUGH_BYTES + 1))
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
