@@ -1076,9 +1076,14 @@ async fn server_sigkill_then_restart_resumes() {
     let new_agent = agent_pid(&server2).await;
     assert_ne!(new_agent, old_agent);
     if orphan_alive {
+        // The orphan (stdin at EOF) may still exit on its own between the check
+        // above and the new server's start: either way the new server must have
+        // read the record and said which it found.
+        let logs = server2.logs();
         assert!(
-            server2.logs().contains("ended an agent left running"),
-            "the new server ended the orphan"
+            logs.contains("ended an agent left running")
+                || logs.contains("left had already exited"),
+            "the new server checked the orphan: {logs}"
         );
     }
 

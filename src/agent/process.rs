@@ -538,6 +538,10 @@ pub fn end_survivor(session_dir: &Path) -> Option<u32> {
         }
     };
     if !record.is_running() {
+        tracing::info!(
+            pid = record.pid,
+            "the agent a previous relay left had already exited; nothing signalled"
+        );
         return None;
     }
     signal_group(record.pid, Signal::SIGKILL);
