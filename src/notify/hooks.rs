@@ -201,7 +201,7 @@ impl Hooks {
 }
 
 async fn send(client: &reqwest::Client, url: Url, body: String) -> Result<(), String> {
-    let mut response = client
+    let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -213,20 +213,8 @@ async fn send(client: &reqwest::Client, url: Url, body: String) -> Result<(), St
         // The body is of no interest; the connection is dropped with the response.
         return Ok(());
     }
-    let mut text = Vec::new();
-    while text.len() < RESPONSE_BODY_CAP {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = RESPONSE_BODY_CAP - text.len();
-                text.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            _ => break,
-        }
-    }
-    Err(format!(
-        "HTTP {status}: {}",
-        String::from_utf8_lossy(&text).trim()
-    ))
+    let text = super::webpush::client::read_capped(response, RESPONSE_BODY_CAP).await;
+    Err(format!("HTTP {status}: {}", text.trim()))
 }
 
 fn describe_error(e: &reqwest::Error) -> String {

@@ -51,14 +51,15 @@ pub fn build(
         .map_err(|e| ClientError(e.to_string()))
 }
 
-/// Read at most [`MAX_RESPONSE_BYTES`] of the answer's body (within the
-/// client's total timeout), lossily as text, for the log.
-pub async fn read_capped(mut response: reqwest::Response) -> String {
+/// Read at most `cap` bytes of the answer's body (within the client's total
+/// timeout), lossily as text and escaped, for the log. The webhook and ntfy
+/// sinks (`notify::hooks`) read their error answers the same way.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
     let mut body = Vec::new();
-    while body.len() < MAX_RESPONSE_BYTES {
+    while body.len() < cap {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                let room = MAX_RESPONSE_BYTES - body.len();
+                let room = cap - body.len();
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             Ok(None) | Err(_) => break,

@@ -556,7 +556,7 @@ impl WebPush {
             400..=499 => FailReason::Rejected,
             _ => FailReason::ServerError,
         };
-        let body = client::read_capped(response).await;
+        let body = client::read_capped(response, client::MAX_RESPONSE_BYTES).await;
         tracing::warn!(subscription = %id, push_service = %origin, status = code, reason = reason.as_str(), answer = %body, "push refused by the push service");
         Failed(reason)
     }
