@@ -119,6 +119,69 @@ fn eof_without_input_exits_silently() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same mock agent is reached three ways: its own binary (above), the
+/// `ccrelay mock-agent` subcommand, and `ccrelay` started under the mock agent's
+/// name (the demo's symlink). Each answers `initialize` and exits 0 at EOF; each
+/// refuses a non-stream-json format with exit 1 naming it.
+#[test]
+fn the_subcommand_and_the_demo_symlink_are_the_same_agent() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir()?;
+    let link = dir.path().join("ccrelay-mock-agent");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ccrelay"), &link)?;
+    let ways: [(&str, Command); 2] = [
+        ("ccrelay mock-agent", {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ccrelay"));
+            c.arg("mock-agent");
+            c
+        }),
+        ("ccrelay as ccrelay-mock-agent", Command::new(&link)),
+    ];
+    for (name, mut cmd) in ways {
+        let mut refused = Command::new(cmd.get_program());
+        refused
+            .args(cmd.get_args())
+            .args(["--output-format", "text"]);
+        let out = refused
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "{name}: {:?} {stderr}",
+            out.status
+        );
+        ensure!(stderr.contains("stream-json"), "{name}: {stderr}");
+
+        let mut child = cmd
+            .args(STREAM_JSON_FLAGS)
+            .current_dir(dir.path())
+            .env("CCRELAY_MOCK_STATE_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        writeln!(stdin, "{}", initialize("init-1"))?;
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        ensure!(out.status.code() == Some(0), "{name}: {:?}", out.status);
+        let reply: Value = serde_json::from_slice(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .next()
+                .context("no output")?,
+        )?;
+        ensure!(
+            reply["type"] == "control_response" && reply["response"]["request_id"] == "init-1",
+            "{name}: {reply}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn hello_turn_line_order_and_uuid() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
