@@ -902,16 +902,18 @@ impl Connection {
             );
             return;
         };
-        match &cmd {
+        let attachments_changed = match &cmd {
             SessionCmd::Attach { .. } => {
                 self.attached.insert(handle.name.clone());
+                true
             }
             SessionCmd::Detach { .. } => {
                 self.attached.remove(&handle.name);
+                true
             }
-            _ => {}
-        }
-        if matches!(cmd, SessionCmd::Attach { .. } | SessionCmd::Detach { .. }) {
+            _ => false,
+        };
+        if attachments_changed {
             self.shared
                 .notify
                 .visibility

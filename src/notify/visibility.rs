@@ -60,17 +60,6 @@ impl Visibility {
         }
     }
 
-    /// Whether the device with this key has a visible connection attached to `session`.
-    pub fn watching(&self, fingerprint: &str, session: &str) -> bool {
-        self.conns.lock().is_ok_and(|conns| {
-            conns.values().any(|c| {
-                c.visible
-                    && c.fingerprint == fingerprint
-                    && c.sessions.iter().any(|s| &**s == session)
-            })
-        })
-    }
-
     /// The keys with a visible connection attached to `session` (one pass, for
     /// checking many subscriptions at once).
     pub fn watchers(&self, session: &str) -> std::collections::HashSet<String> {
@@ -85,19 +74,21 @@ impl Visibility {
             })
             .unwrap_or_default()
     }
-
-    pub fn len(&self) -> usize {
-        self.conns.lock().map(|c| c.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Visibility {
+        fn watching(&self, fingerprint: &str, session: &str) -> bool {
+            self.watchers(session).contains(fingerprint)
+        }
+
+        fn len(&self) -> usize {
+            self.conns.lock().map(|c| c.len()).unwrap_or(0)
+        }
+    }
 
     #[test]
     fn only_a_visible_attached_connection_of_that_key_counts() {
