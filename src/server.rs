@@ -667,8 +667,8 @@ async fn ws_handler(
                 return;
             }
         };
-        // Boxed so the task holds the connection's state once, sized exactly.
-        Box::pin(connection::serve_upgraded(upgraded, transport, tracked)).await;
+        // Not boxed: what `serve_upgraded` returns is small (it boxes the rest).
+        connection::serve_upgraded(upgraded, transport, tracked).await;
     });
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -120,6 +120,14 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    /// Free the text of a challenge that was answered: an authenticated
+    /// connection never reads it again, and it is ~150 bytes for its whole life.
+    pub fn forget(&mut self) {
+        self.server_id = String::new();
+        self.nonce = String::new();
+        self.sign = String::new();
+    }
+
     /// A fresh challenge valid for `ttl` from now.
     pub fn new(server_id: &str, ttl: Duration) -> Self {
         let mut bytes = [0u8; 32];

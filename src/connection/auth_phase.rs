@@ -33,8 +33,9 @@ use super::{Connection, Flow};
 pub(super) struct AuthPhase {
     pub(super) challenge: Challenge,
     deadline: tokio::time::Instant,
-    /// A pair request waiting for an owner.
-    pair: Option<WaitingPair>,
+    /// A pair request waiting for an owner (boxed: rare, and 280 bytes that
+    /// every connection would otherwise carry for its whole life).
+    pair: Option<Box<WaitingPair>>,
     /// Set while this connection is an authenticated owner.
     owner: Option<OwnerGuard>,
 }
@@ -444,12 +445,12 @@ impl Connection {
         );
         // The auth timeout no longer applies; the pair timeout does.
         self.auth.deadline = tokio::time::Instant::from_std(expires_at);
-        self.auth.pair = Some(WaitingPair {
+        self.auth.pair = Some(Box::new(WaitingPair {
             ticket,
             rx,
             candidate: checked.candidate,
             device,
-        });
+        }));
         Flow::Continue
     }
 
@@ -458,6 +459,7 @@ impl Connection {
     fn authenticated(&mut self, identity: Identity, device: Option<String>, id: Option<RequestId>) {
         self.shared.throttle.give_back(self.peer.ip());
         self.count_auth("ok", &identity.key_type);
+        self.auth.challenge.forget();
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::Span::current();
         span.record("client_id", client_id.as_str());

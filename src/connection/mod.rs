@@ -14,13 +14,13 @@ mod devices;
 mod push;
 pub mod writer;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,6 +141,8 @@ struct Connection {
     channel_binding: Option<[u8; 32]>,
     /// Held until authentication (the per-address pre-auth cap).
     preauth: Option<PreAuthToken>,
+    /// The `--max-connections` slot, held until the connection ends.
+    _slot: OwnedSemaphorePermit,
     /// The inbound message limit the gate enforces (raised after authentication).
     gate_limit: Arc<GateLimit>,
     outbox: Outbox,
@@ -148,7 +150,9 @@ struct Connection {
     /// Challenge and deadline of the authentication phase (see [`auth_phase`]).
     auth: auth_phase::AuthPhase,
     identity: Option<(Identity, ClientHandle)>,
-    attached: BTreeSet<Arc<str>>,
+    /// Sessions this connection is attached to (a few at most: a vector, not a
+    /// tree whose first node alone is ~200 bytes).
+    attached: Vec<Arc<str>>,
     limiter: DefaultDirectRateLimiter,
     refused_in_window: u32,
     window_started: Instant,
@@ -159,13 +163,67 @@ struct Connection {
     gauge: OpenGauge,
 }
 
-/// Serve one upgraded HTTP connection as a WebSocket until it closes.
-pub async fn serve_upgraded(
+/// The read half of a connection's WebSocket.
+type ReadHalf = SplitStream<WsStream>;
+
+/// Serve one upgraded HTTP connection as a WebSocket until it closes. The
+/// transport's slot is held until then.
+///
+/// Why the split into [`open`] and [`Running::run`]: an async fn keeps room for
+/// its arguments, and for every local that is borrowed across an await, in each
+/// of its suspended states, for as long as it lives. Built inline, the codec,
+/// the writer's future before its spawn and the transport stayed inside every
+/// idle connection's future (4.2 KiB, `-Zprint-type-sizes`). [`open`] builds all
+/// of it in its own boxed future, freed once the connection runs; the long-lived
+/// future holds a pointer to [`Running`] and the waits of one select.
+pub fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     transport: Transport,
     shared: Arc<Shared>,
-) {
-    let config = &shared.config;
+) -> impl Future<Output = ()> + Send {
+    let conn_id = shared.next_conn_id();
+    let span = tracing::info_span!(
+        "conn",
+        conn_id,
+        peer = %transport.peer,
+        client_id = tracing::field::Empty,
+        fingerprint = tracing::field::Empty,
+    );
+    // Not an async fn: its arguments would stay in the connection's future for
+    // its whole life. This block holds a pointer and the span.
+    let opening = Box::pin(open(upgraded, transport, shared, conn_id));
+    async move {
+        let (running, stream) = opening.instrument(span.clone()).await;
+        let task = Box::pin(running.run(stream));
+        tracing::debug!(
+            parent: &span,
+            conn_task_bytes = std::mem::size_of_val(&*task),
+            "connection task size"
+        );
+        task.instrument(span).await;
+    }
+}
+
+/// A connection past its setup: everything its run loop works on but the read
+/// half of the socket.
+struct Running {
+    conn: Connection,
+    writer: tokio::task::JoinHandle<(WriterEnd, writer::Sink)>,
+    /// Makes the writer flush what tungstenite queued itself (a pong).
+    flush: Arc<Notify>,
+    keys: watch::Receiver<Arc<auth::KeySet>>,
+    heartbeat: tokio::time::Interval,
+}
+
+/// Wrap the upgraded I/O in the gate and the codec, start the writer, send the
+/// challenge.
+async fn open(
+    upgraded: hyper::upgrade::Upgraded,
+    transport: Transport,
+    shared: Arc<Shared>,
+    conn_id: u64,
+) -> (Box<Running>, ReadHalf) {
+    let config = shared.config.clone();
     // Every byte of a message being received is counted on this connection's
     // account, like its outbound queue.
     let account = shared.memory.queue();
@@ -183,80 +241,15 @@ pub async fn serve_upgraded(
         crate::agent::process::MAX_LINE_BYTES + 16 * 1024 * 1024,
     );
     let socket = wslayer::server_stream(io, codec).await;
-    serve(socket, transport, limit, account, out, shared).await;
-}
-
-/// Serve one WebSocket until it closes. The transport's slot is held until then.
-async fn serve(
-    socket: WsStream,
-    transport: Transport,
-    limit: Arc<GateLimit>,
-    account: Arc<crate::guard::QueueAccount>,
-    out: Arc<gate::OutBuf>,
-    shared: Arc<Shared>,
-) {
-    let peer = transport.peer;
-    let conn_id = shared.next_conn_id();
-    let span = tracing::info_span!(
-        "conn",
-        conn_id,
-        peer = %peer,
-        client_id = tracing::field::Empty,
-        fingerprint = tracing::field::Empty,
-    );
+    shared.metrics.connections_accepted.inc();
+    tracing::debug!("connection open");
     let Transport {
         peer,
         channel_binding,
-        slot: _slot,
+        slot,
         preauth,
     } = transport;
-    // Boxed: the task's future then holds a pointer, not a second copy of `run`'s
-    // state (an async fn moving a future into `instrument` reserves room for both:
-    // ~10 KiB a connection instead of ~4.4, measured with heaptrack).
-    let task = Box::pin(run(
-        socket,
-        Link {
-            peer,
-            channel_binding,
-            preauth,
-            limit,
-            account,
-            out,
-        },
-        shared,
-        conn_id,
-    ));
-    tracing::debug!(
-        conn_task_bytes = std::mem::size_of_val(&*task),
-        "connection task size"
-    );
-    task.instrument(span).await;
-}
-
-/// The per-connection transport state `run` starts from.
-struct Link {
-    peer: SocketAddr,
-    channel_binding: Option<[u8; 32]>,
-    preauth: Option<PreAuthToken>,
-    limit: Arc<GateLimit>,
-    account: Arc<crate::guard::QueueAccount>,
-    /// The socket's write buffer, shared with the gate (the writer formats frames into it).
-    out: Arc<gate::OutBuf>,
-}
-
-async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
-    let config = shared.config.clone();
-    shared.metrics.connections_accepted.inc();
-    tracing::debug!("connection open");
-    let Link {
-        peer,
-        channel_binding,
-        preauth,
-        limit,
-        account,
-        out,
-    } = link;
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let (outbox, rx) = Outbox::with_account(config.client_queue, account);
     let (urgent_tx, urgent_rx) = watch::channel(None);
     let flush = Arc::new(Notify::new());
@@ -271,11 +264,11 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
         ping_interval: config.ping_interval,
         metrics: shared.metrics.clone(),
         last_seq: Default::default(),
-    };
-    let writer = writer.run();
+    }
+    .run();
     // Task sizes are per-connection memory held for the connection's lifetime.
     let writer_task_bytes = std::mem::size_of_val(&writer);
-    let mut writer = tokio::spawn(writer.in_current_span());
+    let writer = tokio::spawn(writer.in_current_span());
 
     let rate = NonZeroU32::new(config.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(config.max_frames_per_sec.saturating_mul(2)).unwrap_or(rate);
@@ -287,11 +280,12 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
         peer,
         channel_binding,
         preauth,
+        _slot: slot,
         gate_limit: limit,
         outbox,
         urgent: urgent_tx,
         identity: None,
-        attached: BTreeSet::new(),
+        attached: Vec::new(),
         limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
         refused_in_window: 0,
         window_started: Instant::now(),
@@ -310,109 +304,128 @@ async fn run(socket: WsStream, link: Link, shared: Arc<Shared>, conn_id: u64) {
     );
     conn.send_challenge();
 
-    let mut keys = shared.keys.subscribe();
     let check_every = config.ping_interval / HEARTBEAT_CHECKS_PER_PING;
     let mut heartbeat = tokio::time::interval(check_every.max(Duration::from_millis(50)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let shutdown = shared.conn_shutdown.clone();
+    let running = Box::new(Running {
+        conn,
+        writer,
+        flush,
+        keys: shared.keys.subscribe(),
+        heartbeat,
+    });
+    (running, stream)
+}
 
-    let mut writer_done = None;
-    let close_reason = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                let r = shared.shutdown_close();
-                conn.urgent_close(r.code, &r.reason);
-                break "shutdown";
-            }
-            end = &mut writer => {
-                conn.health = Health::Closing;
-                let reason = match &end {
-                    Ok((WriterEnd::Closed { code: close_code::LAGGING, .. }, _)) => "lagging",
-                    Ok((WriterEnd::Closed { code: close_code::SHED, .. }, _)) => "shed",
-                    Ok((WriterEnd::Closed { .. }, _)) => "closed",
-                    _ => "broken",
-                };
-                writer_done = Some(end);
-                break reason;
-            }
-            wake = conn.auth.wait(), if conn.identity.is_none() => {
-                let end = conn.on_auth_wake(wake);
-                // An allowed pair request authenticates here.
-                conn.after_auth_step();
-                if let Some(reason) = end {
+impl Running {
+    /// Read and act until the connection closes, then let the writer finish.
+    /// Fields are used in place: moving them into locals would give this
+    /// long-lived future a second copy of them.
+    async fn run(mut self: Box<Self>, mut stream: ReadHalf) {
+        let this = &mut *self;
+        let shared = this.conn.shared.clone();
+        let shutdown = shared.conn_shutdown.clone();
+        let mut writer_done = None;
+        let close_reason = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let r = shared.shutdown_close();
+                    this.conn.urgent_close(r.code, &r.reason);
+                    break "shutdown";
+                }
+                end = &mut this.writer => {
+                    this.conn.health = Health::Closing;
+                    let reason = match &end {
+                        Ok((WriterEnd::Closed { code: close_code::LAGGING, .. }, _)) => "lagging",
+                        Ok((WriterEnd::Closed { code: close_code::SHED, .. }, _)) => "shed",
+                        Ok((WriterEnd::Closed { .. }, _)) => "closed",
+                        _ => "broken",
+                    };
+                    writer_done = Some(end);
                     break reason;
                 }
-            }
-            changed = keys.changed(), if conn.identity.is_some() => {
-                if changed.is_ok() && !conn.still_authorized() {
-                    conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
-                    conn.ordered_close(close_code::POLICY, "key revoked");
-                    break "revoked";
+                wake = this.conn.auth.wait(), if this.conn.identity.is_none() => {
+                    let end = this.conn.on_auth_wake(wake);
+                    // An allowed pair request authenticates here.
+                    this.conn.after_auth_step();
+                    if let Some(reason) = end {
+                        break reason;
+                    }
                 }
-            }
-            _ = heartbeat.tick() => {
-                if let Some(reason) = conn.heartbeat() {
-                    conn.urgent_close(close_code::NORMAL, reason);
-                    break "idle";
+                changed = this.keys.changed(), if this.conn.identity.is_some() => {
+                    if changed.is_ok() && !this.conn.still_authorized() {
+                        this.conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
+                        this.conn.ordered_close(close_code::POLICY, "key revoked");
+                        break "revoked";
+                    }
                 }
-                if conn.identity.is_some() && !conn.still_authorized() {
-                    conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
-                    conn.ordered_close(close_code::POLICY, "key expired");
-                    break "revoked";
+                _ = this.heartbeat.tick() => {
+                    if let Some(reason) = this.conn.heartbeat() {
+                        this.conn.urgent_close(close_code::NORMAL, reason);
+                        break "idle";
+                    }
+                    if this.conn.identity.is_some() && !this.conn.still_authorized() {
+                        this.conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
+                        this.conn.ordered_close(close_code::POLICY, "key expired");
+                        break "revoked";
+                    }
                 }
-            }
-            msg = stream.next() => {
-                conn.last_rx = Instant::now();
-                // Boxed: the frame handling's state (requests, session commands)
-                // exists only while a frame is handled, not in every idle task.
-                let flow = Box::pin(conn.on_message(msg, &flush)).await;
-                conn.after_auth_step();
-                match flow {
-                    Flow::Continue => {}
-                    Flow::Close(code, reason) => {
-                        conn.ordered_close(code, &reason);
-                        // A normal close here is the client's (close frame, EOF or read error).
-                        break if code == close_code::NORMAL { "client" } else { "protocol" };
+                msg = stream.next() => {
+                    this.conn.last_rx = Instant::now();
+                    // Boxed: the frame handling's state (requests, session commands)
+                    // exists only while a frame is handled, not in every idle task.
+                    let flow = Box::pin(this.conn.on_message(msg, &this.flush)).await;
+                    this.conn.after_auth_step();
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close(code, reason) => {
+                            this.conn.ordered_close(code, &reason);
+                            // A normal close here is the client's (close frame, EOF or read error).
+                            break if code == close_code::NORMAL { "client" } else { "protocol" };
+                        }
                     }
                 }
             }
+        };
+        this.conn.health = Health::Closing;
+        tracing::debug!(reason = close_reason, health = ?this.conn.health, "connection closing");
+        // Give the writer the close grace (plus a little) to deliver what is queued.
+        let ended = match writer_done {
+            Some(end) => Some(end),
+            None => Box::pin(this.writer_grace()).await,
+        };
+        this.conn.leave_sessions();
+        // The close frame is out: end the write side, then read (and drop) what the
+        // client still sends for a moment, so the close is not lost to a reset.
+        if let Some(Ok((WriterEnd::Closed { .. }, sink))) = ended
+            && let Ok(ws) = sink.reunite(stream)
+        {
+            Box::pin(drain(ws.into_inner())).await;
         }
-    };
-    conn.health = Health::Closing;
-    tracing::debug!(reason = close_reason, health = ?conn.health, "connection closing");
-    // Give the writer the close grace (plus a little) to deliver what is queued.
-    let grace = writer::CLOSE_GRACE + Duration::from_millis(500);
-    let ended = match writer_done {
-        Some(end) => Some(end),
-        None => match tokio::time::timeout(grace, &mut writer).await {
+        shared
+            .metrics
+            .connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: close_reason,
+            })
+            .inc();
+        tracing::info!(reason = close_reason, "connection closed");
+    }
+
+    /// Wait for the writer's end for at most its close grace (plus a little).
+    async fn writer_grace(
+        &mut self,
+    ) -> Option<Result<(WriterEnd, writer::Sink), tokio::task::JoinError>> {
+        let grace = writer::CLOSE_GRACE + Duration::from_millis(500);
+        match tokio::time::timeout(grace, &mut self.writer).await {
             Ok(end) => Some(end),
             Err(_) => {
-                writer.abort();
+                self.writer.abort();
                 None
             }
-        },
-    };
-    let sink = match ended {
-        Some(Ok((WriterEnd::Closed { .. }, sink))) => Some(sink),
-        _ => None,
-    };
-    conn.leave_sessions();
-    // The close frame is out: end the write side, then read (and drop) what the
-    // client still sends for a moment, so the close is not lost to a reset.
-    if let Some(sink) = sink
-        && let Ok(ws) = sink.reunite(stream)
-    {
-        Box::pin(drain(ws.into_inner())).await;
+        }
     }
-    shared
-        .metrics
-        .connections_closed
-        .get_or_create(&ReasonLabel {
-            reason: close_reason,
-        })
-        .inc();
-    tracing::info!(reason = close_reason, "connection closed");
 }
 
 /// Shut the write side down and discard input until EOF or [`CLOSE_DRAIN`].
@@ -904,11 +917,13 @@ impl Connection {
         };
         let attachments_changed = match &cmd {
             SessionCmd::Attach { .. } => {
-                self.attached.insert(handle.name.clone());
+                if !self.attached.contains(&handle.name) {
+                    self.attached.push(handle.name.clone());
+                }
                 true
             }
             SessionCmd::Detach { .. } => {
-                self.attached.remove(&handle.name);
+                self.attached.retain(|name| name != &handle.name);
                 true
             }
             _ => false,

@@ -100,9 +100,6 @@ pub enum PushError {
     Closed,
 }
 
-/// Drained queues keep at most this many slots of capacity; more is given back.
-const KEEP_CAPACITY: usize = 16;
-
 /// The queue shared by a connection's outboxes and its writer.
 #[derive(Debug)]
 struct Chan {
@@ -171,8 +168,11 @@ impl OutboxReceiver {
     pub fn try_recv(&mut self) -> Result<Queued, Empty> {
         let mut queue = self.chan.lock();
         let item = queue.pop_front().ok_or(Empty)?;
-        if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
-            queue.shrink_to(KEEP_CAPACITY);
+        if queue.is_empty() {
+            // An idle connection holds no queue memory (a slot is 128 bytes; keeping
+            // even 8 was 1 KiB per idle connection). Refilling costs one allocation
+            // per batch, not per item.
+            *queue = VecDeque::new();
         }
         Ok(item)
     }
@@ -362,7 +362,11 @@ mod tests {
         for _ in 0..1000 {
             rx.recv().await.unwrap();
         }
-        assert!(outbox.chan.lock().capacity() <= KEEP_CAPACITY);
+        assert_eq!(
+            outbox.chan.lock().capacity(),
+            0,
+            "a drained queue holds nothing"
+        );
         // The writer sees the end once every outbox is gone.
         outbox.frame("pong", "last").unwrap();
         drop(outbox);
