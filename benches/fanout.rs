@@ -55,6 +55,8 @@ struct Args {
     server_bin: PathBuf,
     addresses: usize,
     server_args: Vec<String>,
+    /// Serve TLS (`--tls-self-signed`) and connect with `wss://`.
+    tls: bool,
 }
 
 fn parse_args() -> Args {
@@ -68,6 +70,7 @@ fn parse_args() -> Args {
         server_bin: PathBuf::from(env!("CARGO_BIN_EXE_ccrelay")),
         addresses: 16,
         server_args: Vec::new(),
+        tls: false,
     };
     let mut it = argv.into_iter();
     while let Some(a) = it.next() {
@@ -83,9 +86,10 @@ fn parse_args() -> Args {
             "--server-bin" => args.server_bin = PathBuf::from(value(&a)),
             "--addresses" => args.addresses = value(&a).parse().expect("--addresses N"),
             "--server-arg" => args.server_args.push(value(&a)),
+            "--tls" => args.tls = true,
             other => panic!(
                 "unknown argument {other}; use --clients N, --rate R | --window W, --duration S, \
-                 --server-bin PATH, --addresses N, --server-arg ARG"
+                 --server-bin PATH, --addresses N, --server-arg ARG, --tls"
             ),
         }
     }
@@ -160,8 +164,73 @@ fn run_agent() {
 /// The server process and what /proc says about it.
 struct Server {
     child: Child,
-    addr: SocketAddr,
+    /// Where clients connect, and how.
+    target: Target,
+    /// Where `/metrics` is served in plain HTTP (the main address without TLS).
+    metrics: SocketAddr,
     _dir: tempfile::TempDir,
+}
+
+/// The server's WebSocket address and, with `--tls`, the client's TLS settings.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/ws", self.addr)
+    }
+}
+
+/// A TLS client that accepts the server's self-signed certificate (checking
+/// the handshake signatures); loopback only.
+fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AnyCert(rustls::crypto::WebPkiSupportedAlgorithms);
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+    let provider = ccrelay::tls::provider();
+    let verifier = Arc::new(AnyCert(provider.signature_verification_algorithms));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 impl Server {
@@ -173,6 +242,10 @@ impl Server {
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("workdir");
         let me = std::env::current_exe().expect("own path");
+        // With TLS, /metrics is served in plain HTTP on a port of its own.
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port for --metrics-listen");
         let mut cmd = Command::new(&args.server_bin);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -188,6 +261,15 @@ impl Server {
             .args(["--max-frames-per-sec", "1000000"])
             .args(["--log-level", "warn"])
             .args(&args.server_args)
+            .args(if args.tls {
+                vec![
+                    "--tls-self-signed".to_string(),
+                    "--metrics-listen".to_string(),
+                    metrics.to_string(),
+                ]
+            } else {
+                Vec::new()
+            })
             .env(AGENT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -201,13 +283,18 @@ impl Server {
         let addr: SocketAddr = line
             .trim()
             .strip_prefix("ccrelay listening on ws://")
+            .or_else(|| line.trim().strip_prefix("ccrelay listening on wss://"))
             .and_then(|r| r.strip_suffix("/v1/ws"))
             .unwrap_or_else(|| panic!("unexpected listening line {line:?}"))
             .parse()
             .expect("address");
         Server {
             child,
-            addr,
+            metrics: if args.tls { metrics } else { addr },
+            target: Target {
+                addr,
+                tls: args.tls.then(tls_client_config),
+            },
             _dir: dir,
         }
     }
@@ -268,7 +355,8 @@ impl Drop for Server {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Why a client could not join.
 #[derive(Debug)]
@@ -288,7 +376,7 @@ impl std::fmt::Display for JoinError {
 
 /// Connect from `source`, authenticate and attach; returns the socket and the head at attach.
 async fn join(
-    server: SocketAddr,
+    target: &Target,
     source: IpAddr,
     key: &PrivateKey,
     gate: &Semaphore,
@@ -302,17 +390,22 @@ async fn join(
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| JoinError::Connect(format!("bind {source}: {e}")))?;
     let stream = socket
-        .connect(server)
+        .connect(target.addr)
         .await
         .map_err(|e| JoinError::Connect(e.to_string()))?;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(Some(64 << 20));
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{server}/v1/ws"),
+    let connector = match &target.tls {
+        Some(tls) => tokio_tungstenite::Connector::Rustls(tls.clone()),
+        None => tokio_tungstenite::Connector::Plain,
+    };
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        target.url(),
         stream,
         Some(config),
+        Some(connector),
     )
     .await
     .map_err(|e| JoinError::Refused(e.to_string()))?;
@@ -629,11 +722,12 @@ async fn run(args: Args) {
         _ => unreachable!(),
     };
     println!(
-        "fanout: server {} | {} clients | {mode} for {:?} | {} source addresses",
+        "fanout: server {} | {} clients | {mode} for {:?} | {} source addresses{}",
         args.server_bin.display(),
         args.clients,
         args.duration,
-        args.addresses
+        args.addresses,
+        if args.tls { " | TLS (self-signed)" } else { "" }
     );
     // The session is ready once a first client's attach answers; the RSS baseline
     // is taken before anyone connects.
@@ -659,7 +753,7 @@ async fn run(args: Args) {
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % args.addresses) as u8));
         let gate = gates[i % args.addresses].clone();
         let key = key.clone();
-        let addr = server.addr;
+        let server_at = server.target.clone();
         let target = target_rx.clone();
         let connected = connected.clone();
         let failures = failures.clone();
@@ -668,7 +762,7 @@ async fn run(args: Args) {
         let heads = attached_heads.clone();
         let total = args.clients;
         tasks.push(tokio::spawn(async move {
-            let joined = join(addr, source, &key, &gate).await;
+            let joined = join(&server_at, source, &key, &gate).await;
             let done = |ok: bool| {
                 let (c, f) = if ok {
                     (
@@ -755,7 +849,7 @@ async fn run(args: Args) {
     // --------------------------------------------------------------- traffic
     let sender = {
         let gate = Semaphore::new(1);
-        match join(server.addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &key, &gate).await {
+        match join(&server.target, IpAddr::V4(Ipv4Addr::LOCALHOST), &key, &gate).await {
             Ok((ws, _)) => ws,
             Err(e) => {
                 println!("sender could not join: {e}");
@@ -764,12 +858,13 @@ async fn run(args: Args) {
         }
     };
     let cpu_before = server.cpu();
-    let fsyncs_before = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await;
-    let events_before = metric(server.addr, "ccrelay_events_appended_total").await;
+    let fsyncs_before = metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await;
+    let events_before = metric(server.metrics, "ccrelay_events_appended_total").await;
     let sent = drive(sender, &args).await;
     let cpu_traffic = server.cpu().saturating_sub(cpu_before);
-    let fsyncs = metric(server.addr, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
-    let appended = metric(server.addr, "ccrelay_events_appended_total").await - events_before;
+    let fsyncs =
+        metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
+    let appended = metric(server.metrics, "ccrelay_events_appended_total").await - events_before;
     let _ = target_tx.send(sent.final_head.max(1));
     let mut all = Seen::default();
     let mut latencies: Vec<u32> = Vec::new();

@@ -12,47 +12,56 @@
 //! frame headers; tungstenite checks `max_frame_size` against a header but its
 //! config is fixed for a live stream. The gate gives both phases their limit.
 //!
-//! Memory of an idle authenticated plaintext connection (issue 11). Measured
-//! with heaptrack on the release server (`cargo bench --bench fanout -- --clients
-//! 100`, the server killed while the clients sat attached; live allocations
-//! divided by 100) and with the bench's RSS figure at N = 10,000 (README).
-//! glibc's arenas are not the gap: `malloc_stats()` at N = 3,000 showed 105 MB
-//! in use of 106 MB taken from the system, and `MALLOC_ARENA_MAX=2` changed
-//! nothing (31.9 KiB either way). The gap was live allocations:
-//! - tungstenite's out-buffer keeps the capacity of the largest frame or batch
-//!   it ever wrote; the `attached` reply (up to 100 client entries) alone is
-//!   ~14 KiB, so every connection kept 14–20 KiB. Now text frames are formatted
-//!   into the [`gate`]'s shared buffer, written on flush and then freed: 0 idle;
-//! - the spawned connection future was ~10 KiB: `serve` moved `run`'s future
-//!   into `instrument`, and the async fn reserved room for both. Boxed once now.
+//! Memory of an idle authenticated plaintext connection (issue 11): 7.6 KiB of
+//! server RSS at N = 10,000 (the fanout bench; it was 31.8 KiB, then 12.6).
+//! Measured with heaptrack on the release server (`--clients 1000`, the server
+//! killed while the clients sat attached; live allocations per connection) and
+//! `-Zprint-type-sizes` for the futures. glibc's arenas are not the gap
+//! (`malloc_stats()` showed the memory in use; `MALLOC_ARENA_MAX=2` changed
+//! nothing). What was removed:
+//! - tungstenite's out-buffer kept the capacity of the largest frame it ever
+//!   wrote (the `attached` reply alone is up to ~14 KiB): text frames are now
+//!   formatted into the [`gate`]'s shared buffer, written on flush and freed;
+//! - the connection's future was 4.2 KiB and stored twice: an async fn keeps its
+//!   arguments, and every local borrowed across an await, in each suspended
+//!   state. Setup now runs in its own boxed future (`connection::open`) that is
+//!   freed once the connection runs;
+//! - the writer's future carried a batch's write state, a close and a replay
+//!   (1.4 KiB): those are boxed while they run;
+//! - a drained outbound queue kept 8–16 slots of 128 bytes: it now frees them;
+//! - a pair request's state, the answered challenge's text and two B-tree nodes
+//!   (attachments, last seq per session) were carried for the connection's life.
 //!
-//! What remains, per connection (heaptrack, live heap ≈ 14 KiB in all):
-//! - the connection's futures: ~4.4 KiB (`run`'s state: `Connection` 1.1 KiB of
-//!   which the auth phase 0.5 KiB, the select's timers and waiters, the split
-//!   stream), boxed; the task that awaited the upgrade, 1.2 KiB (tokio task
-//!   header, the upgrade timeout's timer entry, a pointer);
-//! - the writer task, 1.9 KiB (its future and task header);
-//! - the codec's read buffer, [`READ_CHUNK_BYTES`] (1 KiB: an `auth.response`
-//!   fits one read; it keeps the size of the largest frame received);
-//! - the outbound queue (`session::outbox`, no slots preallocated), 0.5 KiB;
-//! - the split lock, the urgent-close watch, the flush `Notify`, the gate's
-//!   shared limit and write buffer handle: ~0.9 KiB;
-//! - the last seq per session (the 4008 reason), ~0.45 KiB once an event went out;
-//! - tokio's I/O registration 0.25 KiB, identity, client info, challenge and
-//!   fingerprint strings ~0.4 KiB, the session's per-client entry (small);
-//! - glibc's chunk headers and rounding on top of these (not measured apart).
+//! What remains, per connection (heaptrack, live heap ≈ 5.3 KiB; glibc's chunk
+//! headers, rounding and free lists make up the rest of the RSS):
+//! - the codec's read buffer, 1 KiB ([`READ_CHUNK_BYTES`]: an `auth.response`
+//!   fits one read; it keeps the size of the largest frame received, which
+//!   tungstenite gives no way to shrink);
+//! - the writer task, 1.1 KiB (its future, waiting on the queue, the urgent-close
+//!   watch, the lag and shed tokens, the flush `Notify` and the ping timer, plus
+//!   tokio's task header, 128-byte aligned);
+//! - the connection's state (`Running`: `Connection` with its rate limiter,
+//!   identity and auth phase, the writer's handle, the heartbeat): 0.9 KiB;
+//! - the run loop's future (the select's waits): 0.8 KiB;
+//! - the split lock holding the WebSocket stream both halves share: 0.45 KiB;
+//! - the outbound queue's shared state and its lag token: 0.35 KiB;
+//! - the task that awaited the upgrade and now awaits the run loop: 0.25 KiB;
+//! - tokio's I/O registration, three small zeroed blocks (~0.27 KiB together),
+//!   client id and info strings (~0.1 KiB), the session's per-client entry.
 //!
-//! The next steps toward 8 KiB, not done: fold the writer into the connection
-//! task (one task, one select over reading, the outbox and the timers: −1.9 KiB
-//! and the split lock, the watch and the `Notify`), and move the auth phase and
-//! rarely used state behind a box that is dropped after authentication.
+//! Left alone: folding the writer into the connection task would save its task
+//! header and the split lock (~0.6 KiB) at the price of one select polling both
+//! reading and writing; not needed for the 8 KiB target.
 //!
-//! What TLS adds (not measured: the bench has no TLS mode; from rustls 0.23's
-//! buffers): the `ServerConnection` state (~1–2 KiB with its key schedule), its
-//! deframer buffer, which keeps the size of the largest TLS record received
-//! (~1 KiB after an `auth.response`, up to ~16.7 KiB after a large prompt), and
-//! the boxed `TlsStream` around the socket; sent records are freed once written.
-//! So roughly 3–4 KiB more per idle connection, up to ~18 KiB after large input.
+//! What TLS adds, measured (`cargo bench --bench fanout -- --tls`, N = 10,000):
+//! 15.1 KiB per idle connection instead of 7.6, so ~7.5 KiB. Heaptrack at
+//! N = 1,000 shows where: rustls 0.23's record reader keeps a 4 KiB buffer for
+//! the connection's life (it grows it to `used + 4 KiB` before every read and
+//! only shrinks it back to 4 KiB when empty), its `ServerConnection` and the
+//! `TlsStream` around the socket are 1.2 KiB (key schedule, record layer), and
+//! its plaintext and outgoing queues ~0.2 KiB; glibc's overhead on top. Going
+//! lower would mean rustls's unbuffered API with buffers of our own (the read
+//! buffer freed while idle), which was not done.
 
 pub mod gate;
 
