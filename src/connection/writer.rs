@@ -206,7 +206,10 @@ impl Writer {
 
     async fn perform(&mut self, work: Work) -> Result<Option<WriterEnd>, WriteFailed> {
         match work {
-            Work::Ping => self.send(Message::Ping(Default::default())).await?,
+            Work::Ping => {
+                self.rx.release_idle_slots();
+                self.send(Message::Ping(Default::default())).await?
+            }
             Work::Flush => self.sink.flush().await.map_err(|_| WriteFailed)?,
             Work::Item(item) => {
                 // Feed a batch of what is queued, then flush once.

@@ -100,6 +100,12 @@ pub enum PushError {
     Closed,
 }
 
+/// Slots a drained queue keeps while the connection is active (512 bytes):
+/// freeing them after every batch made each delivery pay an allocation (~10 %
+/// fewer deliveries/s at window 64, fanout bench). An idle connection gives them
+/// back at its next ping ([`OutboxReceiver::release_idle_slots`]).
+const KEEP_SLOTS: usize = 4;
+
 /// The queue shared by a connection's outboxes and its writer.
 #[derive(Debug)]
 struct Chan {
@@ -168,13 +174,19 @@ impl OutboxReceiver {
     pub fn try_recv(&mut self) -> Result<Queued, Empty> {
         let mut queue = self.chan.lock();
         let item = queue.pop_front().ok_or(Empty)?;
-        if queue.is_empty() {
-            // An idle connection holds no queue memory (a slot is 128 bytes; keeping
-            // even 8 was 1 KiB per idle connection). Refilling costs one allocation
-            // per batch, not per item.
-            *queue = VecDeque::new();
+        if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+            queue.shrink_to(KEEP_SLOTS);
         }
         Ok(item)
+    }
+
+    /// Give the queue's slots back if nothing is queued: the writer calls this
+    /// at each ping, so a connection that stays idle holds no queue memory.
+    pub fn release_idle_slots(&mut self) {
+        let mut queue = self.chan.lock();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
     }
 
     /// Refuse further pushes (they fail with [`PushError::Closed`]).
@@ -362,10 +374,12 @@ mod tests {
         for _ in 0..1000 {
             rx.recv().await.unwrap();
         }
+        assert!(outbox.chan.lock().capacity() <= KEEP_SLOTS);
+        rx.release_idle_slots();
         assert_eq!(
             outbox.chan.lock().capacity(),
             0,
-            "a drained queue holds nothing"
+            "an idle queue holds nothing"
         );
         // The writer sees the end once every outbox is gone.
         outbox.frame("pong", "last").unwrap();

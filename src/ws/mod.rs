@@ -28,7 +28,8 @@
 //!   freed once the connection runs;
 //! - the writer's future carried a batch's write state, a close and a replay
 //!   (1.4 KiB): those are boxed while they run;
-//! - a drained outbound queue kept 8–16 slots of 128 bytes: it now frees them;
+//! - a drained outbound queue kept up to 16 slots of 128 bytes: it now keeps 4
+//!   while active and frees them at the next ping once idle;
 //! - a pair request's state, the answered challenge's text and two B-tree nodes
 //!   (attachments, last seq per session) were carried for the connection's life.
 //!
@@ -44,7 +45,8 @@
 //!   identity and auth phase, the writer's handle, the heartbeat): 0.9 KiB;
 //! - the run loop's future (the select's waits): 0.8 KiB;
 //! - the split lock holding the WebSocket stream both halves share: 0.45 KiB;
-//! - the outbound queue's shared state and its lag token: 0.35 KiB;
+//! - the outbound queue's shared state and its lag token: 0.35 KiB, plus its 4
+//!   kept slots (0.5 KiB) until the first ping after the connection went idle;
 //! - the task that awaited the upgrade and now awaits the run loop: 0.25 KiB;
 //! - tokio's I/O registration, three small zeroed blocks (~0.27 KiB together),
 //!   client id and info strings (~0.1 KiB), the session's per-client entry.
