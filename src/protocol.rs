@@ -801,6 +801,32 @@ pub struct ClientEntry {
     pub role: Role,
 }
 
+/// An `attached` reply's `clients`: entries serialized once and shared between
+/// replies (`session::listed`), written as a JSON array.
+#[derive(Debug, Clone, Default)]
+pub struct ClientList(pub Vec<std::sync::Arc<RawValue>>);
+
+impl ClientList {
+    /// One entry in its wire form.
+    pub fn entry_json(entry: &ClientEntry) -> std::sync::Arc<RawValue> {
+        // A ClientEntry (strings and an enum) always serializes; `null` is never used.
+        serde_json::value::to_raw_value(entry)
+            .map(std::sync::Arc::from)
+            .unwrap_or_else(|_| std::sync::Arc::from(RawValue::NULL.to_owned()))
+    }
+}
+
+impl Serialize for ClientList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in &self.0 {
+            seq.serialize_element(&**entry)?;
+        }
+        seq.end()
+    }
+}
+
 /// Frames the server sends, other than `event` frames (which are built once per
 /// event from the agent's raw bytes, see [`event_frame`]).
 #[derive(Debug, Clone, Serialize)]
@@ -850,7 +876,7 @@ pub enum ServerMsg {
         replay_from: u64,
         truncated: bool,
         pending: Vec<Box<RawValue>>,
-        clients: Vec<ClientEntry>,
+        clients: ClientList,
         /// How many are attached (`clients` holds at most 100 of them, §7).
         #[serde(skip_serializing_if = "Option::is_none")]
         clients_total: Option<usize>,

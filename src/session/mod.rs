@@ -11,6 +11,7 @@
 
 mod actor;
 pub mod audit;
+pub mod listed;
 pub mod outbox;
 pub mod presence;
 mod recovery;

@@ -37,6 +37,7 @@ use crate::protocol::{
     ErrorCode, FrameText, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg,
     event_frame, permission_result,
 };
+use crate::session::listed::ListedClients;
 use crate::session::outbox::JournalReplay;
 use crate::session::presence::{self, Presence};
 
@@ -124,6 +125,7 @@ pub fn spawn(
         shared,
         clients: BTreeMap::new(),
         presence: Presence::default(),
+        listed: ListedClients::default(),
         state: SessionState::Starting,
         state_detail: String::new(),
         next_detail: None,
@@ -266,6 +268,8 @@ struct Actor {
     clients: BTreeMap<u64, ClientHandle>,
     /// Presence changes not yet announced (§7).
     presence: Presence,
+    /// The oldest clients' entries for `attached` replies, serialized once.
+    listed: ListedClients,
     state: SessionState,
     state_detail: String,
     next_detail: Option<String>,
@@ -508,6 +512,7 @@ impl Actor {
         let now = Instant::now();
         for conn_id in conn_ids {
             if let Some(gone) = self.clients.remove(conn_id) {
+                self.listed.changed(*conn_id);
                 self.presence
                     .left(&gone.info.entry(), self.clients.len(), now);
             }

@@ -77,16 +77,10 @@ impl Actor {
             .collect();
 
         self.clients.insert(client.info.conn_id, client.clone());
+        self.listed.changed(client.info.conn_id);
         let count = self.clients.len();
         // At most ATTACHED_LIST_MAX entries: the oldest others, then the newcomer.
-        let mut listed: Vec<ClientEntry> = self
-            .clients
-            .values()
-            .filter(|c| c.info.conn_id != client.info.conn_id)
-            .take(presence::ATTACHED_LIST_MAX - 1)
-            .map(|c| c.info.entry())
-            .collect();
-        listed.push(client.info.entry());
+        let listed = self.listed.for_newcomer(&self.clients, &client);
         let reply = ServerMsg::Attached {
             id,
             session: self.name.to_string(),
@@ -116,6 +110,7 @@ impl Actor {
                 self.drop_clients(&[client.info.conn_id]);
             } else {
                 self.clients.remove(&client.info.conn_id);
+                self.listed.changed(client.info.conn_id);
             }
             return Ok(());
         }
