@@ -860,8 +860,10 @@ async fn run(args: Args) {
     let cpu_before = server.cpu();
     let fsyncs_before = metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await;
     let events_before = metric(server.metrics, "ccrelay_events_appended_total").await;
+    let fanout_before = histogram(server.metrics, "ccrelay_fanout_latency_seconds").await;
     let sent = drive(sender, &args).await;
     let cpu_traffic = server.cpu().saturating_sub(cpu_before);
+    let fanout_after = histogram(server.metrics, "ccrelay_fanout_latency_seconds").await;
     let fsyncs =
         metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
     let appended = metric(server.metrics, "ccrelay_events_appended_total").await - events_before;
@@ -937,5 +939,59 @@ async fn run(args: Args) {
         "journal: {appended:.0} events appended with {fsyncs:.0} fsyncs ({:.1} events per fsync)",
         appended / fsyncs.max(1.0)
     );
+    let fanout: Vec<(f64, f64)> = fanout_after
+        .iter()
+        .map(|(le, n)| {
+            let before = fanout_before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - before)
+        })
+        .collect();
+    println!(
+        "server fan-out (agent line read -> frame in a client's write buffer, ccrelay_fanout_latency_seconds): p50 <= {}, p99 <= {}",
+        bucket_bound(&fanout, 0.5),
+        bucket_bound(&fanout, 0.99)
+    );
     drop(server);
+}
+
+/// A histogram's cumulative buckets (`le`, count) from `/metrics`.
+async fn histogram(server: SocketAddr, name: &str) -> Vec<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
+        return Vec::new();
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return Vec::new();
+    }
+    let mut body = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+    let prefix = format!("{name}_bucket{{le=\"");
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q` of cumulative `buckets`.
+fn bucket_bound(buckets: &[(f64, f64)], q: f64) -> String {
+    let total = buckets.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
+        return "n/a".into();
+    }
+    match buckets.iter().find(|(_, n)| *n >= q * total) {
+        Some((le, _)) if le.is_finite() => format!("{:.0} µs", le * 1e6),
+        _ => "over the largest bucket".into(),
+    }
 }
