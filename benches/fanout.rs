@@ -37,6 +37,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+#[path = "../tests/common/any_cert.rs"]
+mod any_cert;
+use any_cert::tls_client_config;
+
 /// Set (to anything) in the agent's environment: this executable acts as the agent.
 const AGENT_ENV: &str = "CCRELAY_FANOUT_AGENT";
 /// Handshakes in flight per source address (the server's per-address pre-auth cap).
@@ -183,54 +187,6 @@ impl Target {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         format!("{scheme}://{}/v1/ws", self.addr)
     }
-}
-
-/// A TLS client that accepts the server's self-signed certificate (checking
-/// the handshake signatures); loopback only.
-fn tls_client_config() -> Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct AnyCert(rustls::crypto::WebPkiSupportedAlgorithms);
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls_pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls_pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.supported_schemes()
-        }
-    }
-    let provider = ccrelay::tls::provider();
-    let verifier = Arc::new(AnyCert(provider.signature_verification_algorithms));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
 }
 
 impl Server {
@@ -674,18 +630,25 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Sum of the samples of a metric in the server's /metrics (0 when absent).
-async fn metric(server: SocketAddr, name: &str) -> f64 {
+/// The `/metrics` text (empty if it cannot be read within 5 s).
+async fn scrape(server: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
-        return 0.0;
+        return String::new();
     };
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        return 0.0;
+        return String::new();
     }
     let mut body = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
-    body.lines()
+    body
+}
+
+async fn metric(server: SocketAddr, name: &str) -> f64 {
+    scrape(server)
+        .await
+        .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -959,18 +922,10 @@ async fn run(args: Args) {
 
 /// A histogram's cumulative buckets (`le`, count) from `/metrics`.
 async fn histogram(server: SocketAddr, name: &str) -> Vec<(f64, f64)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
-        return Vec::new();
-    };
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return Vec::new();
-    }
-    let mut body = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
     let prefix = format!("{name}_bucket{{le=\"");
-    body.lines()
+    scrape(server)
+        .await
+        .lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
             let (le, count) = rest.split_once("\"} ")?;

@@ -467,7 +467,7 @@ async fn tls_to(
     Option<[u8; 32]>,
 ) {
     let provider = ccrelay::tls::provider();
-    let verifier = Arc::new(common::AnyCert {
+    let verifier = Arc::new(common::any_cert::AnyCert {
         seen: std::sync::Mutex::new(None),
         algorithms: provider.signature_verification_algorithms,
     });
