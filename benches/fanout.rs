@@ -170,8 +170,6 @@ struct Server {
     child: Child,
     /// Where clients connect, and how.
     target: Target,
-    /// Where `/metrics` is served in plain HTTP (the main address without TLS).
-    metrics: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -198,10 +196,6 @@ impl Server {
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("workdir");
         let me = std::env::current_exe().expect("own path");
-        // With TLS, /metrics is served in plain HTTP on a port of its own.
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port for --metrics-listen");
         let mut cmd = Command::new(&args.server_bin);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -217,15 +211,7 @@ impl Server {
             .args(["--max-frames-per-sec", "1000000"])
             .args(["--log-level", "warn"])
             .args(&args.server_args)
-            .args(if args.tls {
-                vec![
-                    "--tls-self-signed".to_string(),
-                    "--metrics-listen".to_string(),
-                    metrics.to_string(),
-                ]
-            } else {
-                Vec::new()
-            })
+            .args(args.tls.then_some("--tls-self-signed"))
             .env(AGENT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -246,7 +232,6 @@ impl Server {
             .expect("address");
         Server {
             child,
-            metrics: if args.tls { metrics } else { addr },
             target: Target {
                 addr,
                 tls: args.tls.then(tls_client_config),
@@ -629,23 +614,39 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Sum of the samples of a metric in the server's /metrics (0 when absent).
-/// The `/metrics` text (empty if it cannot be read within 5 s).
-async fn scrape(server: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(server).await else {
+/// The `/metrics` text (empty if it cannot be read within 5 s), over TLS when
+/// the server serves TLS (its metrics then are too).
+async fn scrape(server: &Target) -> String {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn get(mut s: impl AsyncRead + AsyncWrite + Unpin, host: SocketAddr) -> String {
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body)).await;
+        String::from_utf8_lossy(&body).into_owned()
+    }
+    let Ok(tcp) = tokio::net::TcpStream::connect(server.addr).await else {
         return String::new();
     };
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return String::new();
+    match &server.tls {
+        None => get(tcp, server.addr).await,
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
+            match tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+            {
+                Ok(tls) => get(tls, server.addr).await,
+                Err(_) => String::new(),
+            }
+        }
     }
-    let mut body = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
-    body
 }
 
-async fn metric(server: SocketAddr, name: &str) -> f64 {
+/// Sum of the samples of a metric in the server's /metrics (0 when absent).
+async fn metric(server: &Target, name: &str) -> f64 {
     scrape(server)
         .await
         .lines()
@@ -821,15 +822,15 @@ async fn run(args: Args) {
         }
     };
     let cpu_before = server.cpu();
-    let fsyncs_before = metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await;
-    let events_before = metric(server.metrics, "ccrelay_events_appended_total").await;
-    let fanout_before = histogram(server.metrics, "ccrelay_fanout_latency_seconds").await;
+    let fsyncs_before = metric(&server.target, "ccrelay_journal_fsync_seconds_count").await;
+    let events_before = metric(&server.target, "ccrelay_events_appended_total").await;
+    let fanout_before = histogram(&server.target, "ccrelay_fanout_latency_seconds").await;
     let sent = drive(sender, &args).await;
     let cpu_traffic = server.cpu().saturating_sub(cpu_before);
-    let fanout_after = histogram(server.metrics, "ccrelay_fanout_latency_seconds").await;
+    let fanout_after = histogram(&server.target, "ccrelay_fanout_latency_seconds").await;
     let fsyncs =
-        metric(server.metrics, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
-    let appended = metric(server.metrics, "ccrelay_events_appended_total").await - events_before;
+        metric(&server.target, "ccrelay_journal_fsync_seconds_count").await - fsyncs_before;
+    let appended = metric(&server.target, "ccrelay_events_appended_total").await - events_before;
     let _ = target_tx.send(sent.final_head.max(1));
     let mut all = Seen::default();
     let mut latencies: Vec<u32> = Vec::new();
@@ -921,7 +922,7 @@ async fn run(args: Args) {
 }
 
 /// A histogram's cumulative buckets (`le`, count) from `/metrics`.
-async fn histogram(server: SocketAddr, name: &str) -> Vec<(f64, f64)> {
+async fn histogram(server: &Target, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
     scrape(server)
         .await
