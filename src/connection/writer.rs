@@ -123,7 +123,7 @@ impl Writer {
 
     /// The rare, large steps (a close with its grace timer, a journal replay) are
     /// boxed where they are awaited: inline, their state would be part of every
-    /// idle connection's writer future (1.2 KiB instead of ~0.5, `-Zprint-type-sizes`).
+    /// idle connection's writer future (1.2 KiB instead of 0.56, `-Zprint-type-sizes`).
     async fn run_inner(&mut self) -> WriterEnd {
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_interval,
