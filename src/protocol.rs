@@ -803,7 +803,7 @@ pub struct ClientEntry {
 
 /// An `attached` reply's `clients`: entries serialized once and shared between
 /// replies (`session::listed`), written as a JSON array.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientList(pub Vec<std::sync::Arc<RawValue>>);
 
 impl ClientList {

@@ -256,7 +256,16 @@ async fn five_hundred_viewers_and_a_reattaching_one_shed_nobody() {
             .await;
         assert_eq!(reply["type"], "attached", "{reply}");
         assert_eq!(reply["clients_total"], N, "{reply}");
-        assert!(reply["clients"].as_array().unwrap().len() <= 100);
+        // The 99 oldest attached, then the newcomer itself (§7), each once.
+        let listed = reply["clients"].as_array().unwrap();
+        assert_eq!(listed.len(), 100, "{reply}");
+        assert_eq!(listed[99]["device"], "busy", "{reply}");
+        let ids: std::collections::HashSet<&str> = listed
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 100, "no client listed twice");
+        assert!(listed[..99].iter().all(|c| c["device"] != "busy"));
         let (own, _) = busy
             .recv_until("own presence", |v| v["type"] == "presence")
             .await;
