@@ -24,9 +24,21 @@ const HEADER_BYTES: usize = 24;
 /// Fault injection, for tests only: with `CCRELAY_FAULT_INJECT=journal-write-after:N`
 /// every journal append after the first N (counted over the whole process) fails
 /// as a write error would, so tests can drive the fatal-fault shutdown end to end.
-/// Unset (the only setting for real use), it costs one relaxed load per append.
+/// Compiled only with the `test-hooks` feature, which the test build turns on
+/// (a dev-dependency of the package on itself) and `cargo build --release` does not:
+/// a release binary ignores the variable.
 pub const FAULT_INJECT_ENV: &str = "CCRELAY_FAULT_INJECT";
 
+#[cfg(not(feature = "test-hooks"))]
+mod fault {
+    /// Never: this build has no fault injection.
+    #[inline(always)]
+    pub(super) fn write_fails() -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "test-hooks")]
 mod fault {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -913,3 +913,86 @@ async fn interactive_on_a_pty_prompts_answers_a_permission_and_exits_on_ctrl_d()
     };
     assert_eq!(status.code(), Some(0), "{}", screen.lock().unwrap());
 }
+
+/// A display that cannot keep up (its stdout is not read): `attach` holds at most
+/// its inbound queue (64 frames in this test build), then closes its connection as
+/// lagging (4008) instead of buffering without limit, reconnects once the display
+/// drains, and resumes from the last event it showed: every seq of the flood is
+/// printed exactly once, in order.
+#[test]
+fn a_display_that_falls_behind_is_closed_as_lagging_and_resumes_without_loss() {
+    use std::io::Write as _;
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let mut cmd = attach_cmd(&fx, &["--json", "-i", &key_arg(&fx.owner), &server.url]);
+    cmd.env("CCRELAY_TEST_ATTACH_QUEUE", "64")
+        .stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("ccrelay attach starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    collect(child.stderr.take().expect("stderr piped"), stderr.clone());
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin piped")
+        .write_all(b"flood 4000\n")
+        .expect("prompt written");
+
+    // Nobody reads stdout: the pipe fills, the display stops, the queue fills and
+    // the client closes its own connection. The server counts that close.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut closed = false;
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(60));
+    while Instant::now() < deadline {
+        let (_, _, metrics) = rt.block_on(server.http_get("/metrics"));
+        if metrics.lines().any(|l| {
+            l.starts_with("ccrelay_connections_closed_total{reason=\"client\"}")
+                && l.split_whitespace()
+                    .last()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    >= Some(1.0)
+        }) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        closed,
+        "the lagging client never closed its connection; stderr: {}",
+        stderr.lock().unwrap()
+    );
+
+    // Now the display drains: everything arrives, once, in order.
+    let out = Arc::new(Mutex::new(String::new()));
+    collect(stdout, out.clone());
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(60));
+    let ended = |s: &str| {
+        s.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["event"]["type"] == "relay.turn" && v["event"]["phase"] == "ended")
+    };
+    while Instant::now() < deadline && !ended(&out.lock().unwrap()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = out.lock().unwrap().clone();
+    assert!(
+        ended(&text),
+        "the turn never ended on screen; stderr: {}",
+        stderr.lock().unwrap()
+    );
+    let seqs: Vec<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "event")
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert!(seqs.len() > 4000, "{} events", seqs.len());
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a gap or a repeat at {pair:?}");
+    }
+    let err = stderr.lock().unwrap().clone();
+    assert!(err.contains("frames behind"), "no lag notice: {err}");
+}

@@ -157,7 +157,10 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
         first.auth.role
     );
 
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::channel(net::inbound_queue_frames());
+    // Unbounded on purpose: only the user's own input and the answers of a
+    // `--allow`/`--deny` policy (one per request the bounded inbound queue let
+    // through) go this way.
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let give_up = (mode == Mode::Prompt).then_some(PROMPT_RECONNECT_LIMIT);
     let net_task = tokio::spawn(net::run(connector, first, events_tx, out_rx, give_up));
@@ -235,7 +238,7 @@ async fn event_loop(
     mode: Mode,
     session: &mut Session,
     ui: &mut Ui,
-    mut events: mpsc::UnboundedReceiver<NetEvent>,
+    mut events: mpsc::Receiver<NetEvent>,
 ) -> u8 {
     let mut keys = (mode == Mode::Interactive).then(EventStream::new);
     let mut lines = (mode == Mode::Lines).then(spawn_stdin_lines);
@@ -348,22 +351,26 @@ async fn next_key(keys: &mut Option<EventStream>) -> Option<std::io::Result<Even
     }
 }
 
-async fn next_line(lines: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+async fn next_line(lines: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
     match lines {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
+/// Lines of stdin waiting to be sent as prompts, at most; the reading thread then
+/// waits (a large file piped in is read as it is used, not buffered whole).
+const STDIN_QUEUE_LINES: usize = 64;
+
 /// Lines of stdin, read on a plain thread (a blocked read must not hold up the
 /// runtime's shutdown). The channel closes at end of input.
-fn spawn_stdin_lines() -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
+fn spawn_stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(STDIN_QUEUE_LINES);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in std::io::BufRead::lines(stdin.lock()) {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+            if tx.blocking_send(line).is_err() {
                 break;
             }
         }

@@ -13,6 +13,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::connect::{AuthOk, Connected, Connector};
 use crate::protocol::close_code;
@@ -25,6 +27,29 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// Nothing at all from the server for this long: the connection is dead.
 const DEAD_AFTER: Duration = Duration::from_secs(60);
+/// Frames read from the socket and not yet shown, at most (as many as the
+/// server's own per-client queue holds by default). A display that falls this
+/// far behind closes the connection as lagging and resumes from its last seq,
+/// as the server does with a slow client (docs/protocol.md, close code 4008),
+/// instead of buffering without limit.
+pub const INBOUND_QUEUE_FRAMES: usize = 8192;
+/// Test builds only: `CCRELAY_TEST_ATTACH_QUEUE=N` makes the queue N frames, so a
+/// test can make `attach` fall behind with a small flood.
+#[cfg(feature = "test-hooks")]
+const TEST_QUEUE_ENV: &str = "CCRELAY_TEST_ATTACH_QUEUE";
+
+/// How many frames the inbound queue holds.
+pub fn inbound_queue_frames() -> usize {
+    #[cfg(feature = "test-hooks")]
+    if let Some(n) = std::env::var(TEST_QUEUE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    INBOUND_QUEUE_FRAMES
+}
 
 /// What the connection task reports to the session loop.
 #[derive(Debug)]
@@ -69,7 +94,7 @@ enum Ending {
 pub async fn run(
     mut connector: Connector,
     first: Connected,
-    events: mpsc::UnboundedSender<NetEvent>,
+    events: mpsc::Sender<NetEvent>,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     give_up_after: Option<Duration>,
 ) {
@@ -80,10 +105,12 @@ pub async fn run(
     loop {
         if let Some(conn) = next.take() {
             generation += 1;
-            let sent = events.send(NetEvent::Connected {
-                generation,
-                auth: conn.auth,
-            });
+            let sent = events
+                .send(NetEvent::Connected {
+                    generation,
+                    auth: conn.auth,
+                })
+                .await;
             if sent.is_err() {
                 return;
             }
@@ -91,14 +118,16 @@ pub async fn run(
             let message = match ending {
                 Ending::Stop => return,
                 Ending::Refused(reason) => {
-                    let _ = events.send(NetEvent::Fatal {
-                        message: format!("the server closed the connection: {reason}"),
-                    });
+                    let _ = events
+                        .send(NetEvent::Fatal {
+                            message: format!("the server closed the connection: {reason}"),
+                        })
+                        .await;
                     return;
                 }
                 Ending::Lost(reason) => NetEvent::Disconnected { reason },
             };
-            if events.send(message).is_err() {
+            if events.send(message).await.is_err() {
                 return;
             }
             lost_at = Instant::now();
@@ -111,16 +140,20 @@ pub async fn run(
         match connector.connect().await {
             Ok(conn) => next = Some(conn),
             Err(e) if !e.is_transient() => {
-                let _ = events.send(NetEvent::Fatal {
-                    message: e.to_string(),
-                });
+                let _ = events
+                    .send(NetEvent::Fatal {
+                        message: e.to_string(),
+                    })
+                    .await;
                 return;
             }
             Err(e) => {
                 if give_up_after.is_some_and(|limit| lost_at.elapsed() >= limit) {
-                    let _ = events.send(NetEvent::Fatal {
-                        message: format!("gave up reconnecting: {e}"),
-                    });
+                    let _ = events
+                        .send(NetEvent::Fatal {
+                            message: format!("gave up reconnecting: {e}"),
+                        })
+                        .await;
                     return;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -130,7 +163,7 @@ pub async fn run(
                     error: e.to_string(),
                     delay,
                 };
-                if events.send(report).is_err() {
+                if events.send(report).await.is_err() {
                     return;
                 }
             }
@@ -141,7 +174,7 @@ pub async fn run(
 async fn pump(
     ws: super::connect::Ws,
     generation: u64,
-    events: &mpsc::UnboundedSender<NetEvent>,
+    events: &mpsc::Sender<NetEvent>,
     outbound: &mut mpsc::UnboundedReceiver<Outbound>,
 ) -> Ending {
     let (mut sink, mut stream) = ws.split();
@@ -152,8 +185,24 @@ async fn pump(
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
-                    if events.send(NetEvent::Frame(t.to_string())).is_err() {
-                        return Ending::Stop;
+                    match events.try_send(NetEvent::Frame(t.to_string())) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Ending::Stop,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // The display is a whole queue behind: drop this
+                            // connection rather than buffer without limit. The
+                            // frames already queued are shown; the reconnect
+                            // attaches from the last seq shown, so nothing is lost.
+                            let close = CloseFrame {
+                                code: CloseCode::from(close_code::LAGGING),
+                                reason: "lagging: this client's display fell behind".into(),
+                            };
+                            let _ = sink.send(Message::Close(Some(close))).await;
+                            return Ending::Lost(format!(
+                                "this client fell {} frames behind; resuming from its last event",
+                                events.max_capacity()
+                            ));
+                        }
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {

@@ -20,6 +20,10 @@ pub const KEEP_ROTATED: u32 = 4;
 struct Inner {
     file: File,
     bytes: u64,
+    /// A write failed or was interrupted part-way: the file may end in a partial
+    /// line, so the next record starts on a new line (a reader then sees one bad
+    /// line, never two records run together).
+    torn: bool,
 }
 
 /// Append-only audit log shared by all sessions; a small lock serializes lines.
@@ -47,12 +51,17 @@ impl AuditLog {
         Ok(AuditLog {
             path,
             rotate_bytes,
-            inner: Mutex::new(Some(Inner { file, bytes })),
+            inner: Mutex::new(Some(Inner {
+                file,
+                bytes,
+                torn: false,
+            })),
         })
     }
 
-    /// Append one record; `fields` must be a JSON object. Failures are logged, never fatal:
-    /// the journal holds the same facts.
+    /// Append one record; `fields` must be a JSON object. Failures are never fatal (the
+    /// journal holds the same facts) and never silent: a record that cannot be written
+    /// goes to the server log whole, at error level.
     pub fn record(&self, kind: &str, session: &str, mut fields: Value) {
         if let Value::Object(map) = &mut fields {
             map.insert(
@@ -68,11 +77,27 @@ impl AuditLog {
         }
         let mut line = fields.to_string();
         line.push('\n');
-        let Ok(mut guard) = self.inner.lock() else {
-            return;
-        };
+        // A panic while another record was written poisons the lock; the state
+        // behind it (a file handle and a byte count) stays usable, and dropping
+        // every later record would lose the audit trail silently.
+        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| {
+            self.inner.clear_poison();
+            let mut guard = poisoned.into_inner();
+            if let Some(inner) = guard.as_mut() {
+                inner.torn = true;
+            }
+            guard
+        });
         if let Err(e) = self.write_line(&mut guard, line.as_bytes()) {
-            tracing::error!(path = %self.path.display(), error = %e, "audit log write failed");
+            if let Some(inner) = guard.as_mut() {
+                inner.torn = true;
+            }
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                record = %line.trim_end(),
+                "audit log write failed; the record is logged here instead"
+            );
         }
     }
 
@@ -88,11 +113,20 @@ impl AuditLog {
                 .append(true)
                 .open(&self.path)?;
             let bytes = file.metadata()?.len();
-            *guard = Some(Inner { file, bytes });
+            *guard = Some(Inner {
+                file,
+                bytes,
+                torn: false,
+            });
         }
         let inner = guard
             .as_mut()
             .ok_or_else(|| std::io::Error::other("audit log not open"))?;
+        if inner.torn {
+            inner.file.write_all(b"\n")?;
+            inner.bytes += 1;
+            inner.torn = false;
+        }
         inner.file.write_all(line)?;
         inner.bytes += line.len() as u64;
         Ok(())
@@ -120,6 +154,44 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poisoned_lock_loses_no_record_and_keeps_lines_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(AuditLog::open(dir.path()).unwrap());
+        log.record(
+            "prompt",
+            "default",
+            serde_json::json!({"prompt_id": "before"}),
+        );
+        // A thread panics while holding the lock, after writing half a line.
+        let holder = log.clone();
+        let _ = std::thread::spawn(move || {
+            let mut guard = holder.inner.lock().unwrap();
+            guard.as_mut().unwrap().file.write_all(b"{\"half").unwrap();
+            panic!("writer died mid-record");
+        })
+        .join();
+        assert!(log.inner.is_poisoned());
+        log.record(
+            "prompt",
+            "default",
+            serde_json::json!({"prompt_id": "after"}),
+        );
+        log.record(
+            "resolved",
+            "default",
+            serde_json::json!({"request_id": "r1"}),
+        );
+        let live = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<&str> = live.lines().collect();
+        assert_eq!(lines.len(), 4, "{live}");
+        assert_eq!(lines[1], "{\"half");
+        let after: Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(after["prompt_id"], "after");
+        let resolved: Value = serde_json::from_str(lines[3]).unwrap();
+        assert_eq!(resolved["request_id"], "r1");
+    }
 
     #[test]
     fn records_lines_and_rotates_by_size() {
