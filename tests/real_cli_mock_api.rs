@@ -4,7 +4,7 @@
 //!
 //! Each CLI is a ~200 MB process on a small machine, so the tests take turns
 //! (`LOCK`). Without the CLI they print the SKIPPED line and pass, unless
-//! `CCRELAY_REQUIRE_REAL_CLI=1`.
+//! `CCRELAY_REQUIRE_ALL=1`.
 
 mod common;
 

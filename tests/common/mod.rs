@@ -7,6 +7,7 @@ pub mod any_cert;
 pub mod mock_anthropic;
 pub mod mock_push;
 pub mod real_cli;
+pub mod require;
 pub mod tmux;
 
 pub use any_cert::tls_client_config;

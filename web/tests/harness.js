@@ -27,7 +27,7 @@ export function bin(name) {
 export function browserAvailable() {
   if (existsSync(CHROMIUM)) return true;
   const msg = `SKIPPED: browser tests need Debian's chromium at ${CHROMIUM}`;
-  if (process.env.CCRELAY_REQUIRE_BROWSER === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_BROWSER=1)`);
+  if (process.env.CCRELAY_REQUIRE_ALL === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_ALL=1)`);
   console.log(msg);
   return false;
 }

@@ -6,7 +6,7 @@
 // identical in both browsers; a Bash permission card appears in both, allowed in B,
 // A's card shows allow by B (within 10 s; the delay is printed); the tool ran once
 // (ran.txt has one line). Skips with a SKIPPED line when the CLI is missing, unless
-// CCRELAY_REQUIRE_REAL_CLI=1.
+// CCRELAY_REQUIRE_ALL=1.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +21,7 @@ function realCli() {
   const bin = process.env.CCRELAY_CLAUDE_BIN || path.join(ROOT, 'tools', 'claude-cli', 'node_modules', '.bin', 'claude');
   if (existsSync(bin)) return bin;
   const msg = `SKIPPED: real Claude Code CLI not installed at ${bin} (run npm install in tools/claude-cli)`;
-  if (process.env.CCRELAY_REQUIRE_REAL_CLI === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_REAL_CLI=1)`);
+  if (process.env.CCRELAY_REQUIRE_ALL === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_ALL=1)`);
   console.log(msg);
   return null;
 }
