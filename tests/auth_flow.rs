@@ -1078,7 +1078,7 @@ async fn failure_flood_is_throttled_per_address() {
             held.push(c);
         }
         Err(e) => {
-            println!("note: cannot bind 127.0.0.2 here ({e}); skipping the other-address half");
+            common::require::missing("a bindable 127.0.0.2", &format!("{e}"));
             return;
         }
     }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::*;
 use futures_util::StreamExt as _;
-use rand::RngCore as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -39,8 +38,9 @@ fn ssh_string(out: &mut Vec<u8>, bytes: &[u8]) {
 /// with a 33-bit exponent. The modulus is random (not a real RSA modulus):
 /// the arithmetic costs the same. Returns (armored signature, public key line).
 fn huge_rsa_signature() -> (String, String) {
+    let mut rng = common::seed::Lcg::for_test("huge_rsa_signature");
     let mut n = vec![0u8; 2048];
-    rand::rngs::OsRng.fill_bytes(&mut n);
+    rng.fill(&mut n);
     n[0] |= 0x80;
     n[2047] |= 1;
     let e = [0x01, 0xff, 0xff, 0xff, 0xff];
@@ -51,7 +51,7 @@ fn huge_rsa_signature() -> (String, String) {
     let public = ssh_key::PublicKey::new(key, "huge-e");
     let key_blob = public.to_bytes().unwrap();
     let mut raw_sig = vec![0u8; 2048];
-    rand::rngs::OsRng.fill_bytes(&mut raw_sig);
+    rng.fill(&mut raw_sig);
     let mut sig = Vec::new();
     ssh_string(&mut sig, b"rsa-sha2-512");
     ssh_string(&mut sig, &raw_sig);
@@ -147,8 +147,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_unlisted_keys_costs_at_most_the_budget() {
     // Skip cleanly where 127.0.0.3 cannot be bound (not Linux loopback).
-    if std::net::TcpListener::bind("127.0.0.3:0").is_err() {
-        println!("note: cannot bind 127.0.0.3 here; skipping");
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.3:0") {
+        common::require::missing("a bindable 127.0.0.3", &format!("{e}"));
         return;
     }
     let fx = Fixture::new();

@@ -20,29 +20,6 @@ fn events(frames: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// A small deterministic generator, seeded from the clock and printed, so a failing
-/// cut point can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn from_clock() -> Lcg {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(42);
-        println!("random seed {seed}");
-        Lcg(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
-
 #[tokio::test]
 async fn three_clients_get_identical_bytes_starting_with_the_prompt() {
     let fx = Fixture::new();
@@ -140,7 +117,11 @@ async fn read_until_turn_end(c: &mut TestClient, prompt_id: &str, seen: &mut Vec
     }
 }
 
+/// `seen` must be exactly 1..=upto, each once, in increasing order.
 fn assert_exact(seen: &[u64], upto: u64) {
+    if let Some(w) = seen.windows(2).find(|w| w[1] <= w[0]) {
+        panic!("out of order: {} after {}", w[1], w[0]);
+    }
     let mut sorted = seen.to_vec();
     sorted.sort_unstable();
     let expected: Vec<u64> = (1..=upto).collect();
@@ -153,7 +134,29 @@ fn assert_exact(seen: &[u64], upto: u64) {
             sorted.last()
         );
     }
-    assert!(seen.windows(2).all(|w| w[1] > w[0]), "in order");
+}
+
+#[test]
+#[should_panic(expected = "out of order: 2 after 3")]
+fn assert_exact_rejects_out_of_order_delivery() {
+    assert_exact(&[1, 3, 2, 4], 4);
+}
+
+#[test]
+#[should_panic(expected = "out of order: 2 after 2")]
+fn assert_exact_rejects_a_duplicate() {
+    assert_exact(&[1, 2, 2, 3], 3);
+}
+
+#[test]
+#[should_panic(expected = "not exactly 1..=4")]
+fn assert_exact_rejects_a_gap() {
+    assert_exact(&[1, 2, 4], 4);
+}
+
+#[test]
+fn assert_exact_accepts_every_seq_once_in_order() {
+    assert_exact(&[1, 2, 3, 4], 4);
 }
 
 #[tokio::test]
@@ -163,7 +166,7 @@ async fn reconnect_with_since_misses_nothing_at_random_cut_points() {
     let server = fx.start(ServerOptions::default().args(&["--journal-fsync", "never"]));
     let mut driver = server.client(&fx.owner, Some("driver")).await;
     driver.attach("default", None).await;
-    let mut rng = Lcg::from_clock();
+    let mut rng = common::seed::Lcg::for_test("sessions");
     for round in 0..20 {
         let mut watcher = server.client(&fx.owner2, Some("watcher")).await;
         let attached = watcher.attach("default", Some(0)).await;

@@ -8,6 +8,7 @@ pub mod mock_anthropic;
 pub mod mock_push;
 pub mod real_cli;
 pub mod require;
+pub mod seed;
 pub mod tmux;
 
 pub use any_cert::tls_client_config;
