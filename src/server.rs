@@ -120,6 +120,8 @@ pub struct Shared {
     connections: TaskTracker,
     next_conn: AtomicU64,
     started: Instant,
+    /// This server's names (origin binding, the page's `Host` check), fixed at start.
+    pub names: crate::names::ServerNames,
 }
 
 impl Shared {
@@ -230,6 +232,8 @@ pub async fn run_with(
         .local_addr()
         .map_err(|e| startup_fault(anyhow::anyhow!("listener address: {e}")))?;
 
+    let names = server_names(&config, tls.as_deref(), &listener, local);
+
     let metrics = Arc::new(Metrics::new().with_process_collector());
     metrics.init_series(config.sessions.iter().map(|s| s.name.as_str()));
     metrics
@@ -304,6 +308,7 @@ pub async fn run_with(
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
+        names,
     });
 
     let mut app = Router::new()
@@ -599,7 +604,12 @@ async fn ws_handler(
             && !crate::web::own_origin_allowed(
                 origin,
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                &crate::web::page_hosts(shared.config.listen, &shared.config.tls_names),
+                &shared.names,
+                &crate::names::Arrival {
+                    tls: shared.tls.is_some(),
+                    local: ctx.local,
+                    peer: client_ip,
+                },
             )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
@@ -649,6 +659,8 @@ async fn ws_handler(
     };
     let transport = connection::Transport {
         peer,
+        local: ctx.local,
+        tls: shared.tls.is_some(),
         channel_binding: ctx.channel_binding,
         slot,
         preauth: Some(preauth),
@@ -936,6 +948,38 @@ impl axum::serve::Listener for GuardedListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// This server's names for a listener bound at `local` (docs/protocol.md, "This
+/// server's names"): `--public-url`, `--server-name`, the certificate's names with
+/// the listen port, and `localhost` when the listener is a dual-stack wildcard
+/// (it then holds its port on both 127.0.0.1 and ::1).
+fn server_names(
+    config: &Config,
+    tls: Option<&crate::tls::TlsServer>,
+    listener: &TcpListener,
+    local: SocketAddr,
+) -> crate::names::ServerNames {
+    let public_url = config.notify.public_url.as_ref().and_then(|url| {
+        Some(crate::names::ServerName {
+            host: crate::names::Host::parse(url.host_str()?).ok()?,
+            port: Some(url.port_or_known_default()?),
+        })
+    });
+    let dual_stack_wildcard = matches!(local.ip(), std::net::IpAddr::V6(ip) if ip.is_unspecified())
+        && socket2::SockRef::from(listener)
+            .only_v6()
+            .is_ok_and(|v6only| !v6only);
+    let names = crate::names::ServerNames::new(
+        public_url,
+        &config.server_names,
+        &config.tls_names,
+        tls.map(|t| t.leaf()),
+        local,
+        dual_stack_wildcard,
+    );
+    tracing::debug!(?names, "this server's names");
+    names
 }
 
 /// Connections the kernel may hold complete but not yet accepted (the kernel caps

@@ -752,10 +752,12 @@ async fn certificate_files_are_reloaded_and_bad_ones_refused() {
     let (mut old, fp, _) = wss_connect(server.addr).await;
     assert_eq!(fp, first.fingerprint);
     let challenge = recv_json(&mut old).await;
-    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    let origin = common::origin_of_addr(server.addr, true);
+    let text = common::bound_text(challenge["sign"].as_str().unwrap(), &origin);
+    let signature = ssh_keygen_sign(&fx.owner, &text);
     send_json(
         &mut old,
-        serde_json::json!({"type": "auth.response", "signature": signature}),
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin}),
     )
     .await;
     assert_eq!(recv_json(&mut old).await["type"], "auth.ok");
@@ -986,23 +988,54 @@ async fn channel_binding_defeats_a_relaying_man_in_the_middle() {
             .arg("--tls-self-signed")
             .arg("--require-channel-binding"),
     );
+    let origin = common::origin_of_addr(server.addr, true);
     let (mut ws, _, exporter) = wss_connect(server.addr).await;
     let challenge = recv_json(&mut ws).await;
     assert_eq!(challenge["channel_binding"], "tls-exporter");
-    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    assert_eq!(
+        challenge["bindings"],
+        serde_json::json!(["origin", "tls-exporter"])
+    );
+    // Bound to the origin alone: not enough under --require-channel-binding.
+    let text = common::bound_text(challenge["sign"].as_str().unwrap(), &origin);
+    let signature = ssh_keygen_sign(&fx.owner, &text);
     send_json(
         &mut ws,
-        serde_json::json!({"type": "auth.response", "signature": signature}),
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin}),
     )
     .await;
     let answer = recv_json(&mut ws).await;
     assert_eq!(answer["code"], "auth_failed", "{answer}");
+    assert!(
+        server
+            .wait_log("--require-channel-binding", Duration::from_secs(5))
+            .await
+    );
+
+    // Origin and exporter: accepted.
+    let (mut ws, _, exporter3) = wss_connect(server.addr).await;
+    let challenge = recv_json(&mut ws).await;
+    use base64::Engine as _;
+    let text = format!(
+        "{}:tls-exporter:{}",
+        common::bound_text(challenge["sign"].as_str().unwrap(), &origin),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(exporter3.expect("exporter"))
+    );
+    let signature = ssh_keygen_sign(&fx.owner, &text);
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin,
+            "channel_binding": "tls-exporter"}),
+    )
+    .await;
+    let answer = recv_json(&mut ws).await;
+    assert_eq!(answer["type"], "auth.ok", "{answer}");
 
     let (mut ws, _, exporter2) = wss_connect(server.addr).await;
     assert_ne!(exporter, exporter2, "each connection has its own exporter");
     let exporter = exporter2.expect("TLS 1.3 exporter");
     let challenge = recv_json(&mut ws).await;
-    use base64::Engine as _;
+    // Bound to the exporter alone, as clients made before origin binding sign: accepted.
     let bound = format!(
         "{}:tls-exporter:{}",
         challenge["sign"].as_str().unwrap(),
