@@ -315,6 +315,7 @@ pub async fn run_with(
         .route("/v1/ws", get(ws_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/origin", get(origin_check))
         .route("/v1/push/key", get(push_key))
         .route(
             "/v1/push/respond",
@@ -740,6 +741,63 @@ async fn healthz(
         "sessions": sessions,
     }))
     .into_response()
+}
+
+/// `GET /v1/origin?origin=ORIGIN`: whether a signature bound to that origin would
+/// be accepted on this connection (docs/protocol.md, "Origin binding"), so the web
+/// page opened under a name the server does not accept can say so before it signs,
+/// and which page address would work (`suggest`: the `--public-url`, else the
+/// address this request arrived on). Costs what any plain HTTP request costs.
+async fn origin_check(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let given = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "origin")
+            .map(|(_, v)| v.into_owned())
+    });
+    let parsed = given
+        .as_deref()
+        .map(crate::names::Origin::parse)
+        .and_then(Result::ok);
+    let (Some(given), Some(origin)) = (given, parsed) else {
+        let mut response = (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "bad_origin", "message": "expected ?origin=ws://HOST[:PORT] or wss://HOST[:PORT]"})),
+        )
+            .into_response();
+        no_store(&mut response);
+        return response;
+    };
+    let arrival = crate::names::Arrival {
+        tls: shared.tls.is_some(),
+        local: ctx.local,
+        peer: proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers),
+    };
+    let accepted = shared.names.admit(&origin, &arrival).is_ok();
+    let mut body = json!({"origin": given, "accepted": accepted});
+    if !accepted {
+        body["suggest"] = Value::from(match &shared.config.notify.public_url {
+            Some(url) => format!("{}/", url.as_str().trim_end_matches('/')),
+            None => {
+                let local =
+                    SocketAddr::new(crate::auth::canonical_ip(ctx.local.ip()), ctx.local.port());
+                crate::web::page_url(local, shared.tls.is_some())
+            }
+        });
+    }
+    let mut response = axum::Json(body).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 fn memory_detail(shared: &Shared) -> Value {

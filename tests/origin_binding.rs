@@ -345,3 +345,107 @@ async fn a_pair_request_bound_to_another_origin_is_refused() {
     assert_eq!(answer["code"], "auth_failed", "{answer}");
     assert_origin_logged(&y, elsewhere, "--server-name 127.0.0.1:1").await;
 }
+
+/// The page's own origin is admitted on the WebSocket upgrade by the same list of
+/// names: through a forwarder only once the forwarder's port is named.
+async fn page_upgrade_status(via: SocketAddr) -> u16 {
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {via}\r\nOrigin: http://{via}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    common::http_request(via, &request).await.0
+}
+
+/// `GET /v1/origin?origin=...` through `via`: (status, JSON body).
+async fn origin_query(via: SocketAddr, origin: &str) -> (u16, Value) {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("origin", origin)
+        .finish();
+    let request =
+        format!("GET /v1/origin?{query} HTTP/1.1\r\nHost: {via}\r\nConnection: close\r\n\r\n");
+    let (status, head, body) = common::http_request(via, &request).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{head}"
+    );
+    (status, serde_json::from_str(&body).expect("JSON body"))
+}
+
+#[tokio::test]
+async fn the_page_check_and_the_origin_query_use_the_same_names() {
+    let fx = Fixture::new();
+    let fwd = Forwarder::start("127.0.0.1:9".parse().unwrap()).await;
+    let y = fx.start(ServerOptions::default());
+    fwd.set_target(y.addr);
+    assert_eq!(page_upgrade_status(y.addr).await, 101);
+    assert_eq!(page_upgrade_status(fwd.addr).await, 403);
+
+    let (status, answer) = origin_query(y.addr, &format!("ws://{}", y.addr)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["accepted"], true, "{answer}");
+    assert!(answer.get("suggest").is_none(), "{answer}");
+    let asked = format!("ws://{}", fwd.addr);
+    let (status, answer) = origin_query(fwd.addr, &asked).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"origin": asked, "accepted": false, "suggest": format!("http://{}/", y.addr)})
+    );
+    // localhost on a 127.0.0.1 listener, and a TLS scheme over plaintext.
+    for refused in [
+        format!("ws://localhost:{}", y.addr.port()),
+        format!("wss://{}", y.addr),
+    ] {
+        let (_, answer) = origin_query(y.addr, &refused).await;
+        assert_eq!(answer["accepted"], false, "{refused}: {answer}");
+    }
+    let (status, answer) = origin_query(y.addr, "http://not-an-origin/x").await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"], "bad_origin");
+    drop(y);
+
+    let named = format!("127.0.0.1:{}", fwd.addr.port());
+    let y = fx.start(ServerOptions::default().args(&["--server-name", &named]));
+    fwd.set_target(y.addr);
+    assert_eq!(page_upgrade_status(fwd.addr).await, 101);
+    let (_, answer) = origin_query(fwd.addr, &asked).await;
+    assert_eq!(answer["accepted"], true, "{answer}");
+}
+
+/// A bad `--server-name` or `--allow-unbound-auth` stops the server: exit 2, naming it.
+#[test]
+fn bad_values_exit_2_naming_the_setting() {
+    let fx = Fixture::new();
+    for (args, setting) in [
+        (["--server-name", "relay.example:http"], "--server-name"),
+        (
+            ["--allow-unbound-auth", "SHA256:nope"],
+            "--allow-unbound-auth",
+        ),
+    ] {
+        let mut child = std::process::Command::new(ccrelay_bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--authorized-keys"])
+            .arg(fx.authorized_keys())
+            .arg("--data-dir")
+            .arg(fx.data_dir())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ccrelay runs");
+        // A server that started anyway is killed after a bounded wait (and fails below).
+        let deadline = std::time::Instant::now() + common::scaled(Duration::from_secs(30));
+        while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(setting), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing listened");
+    }
+}
