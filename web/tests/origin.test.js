@@ -9,10 +9,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Server, TestClient, Proxy, launchBrowser, browserAvailable, waitAttr, until } from './harness.js';
+import { Server, TestClient, Proxy, launchBrowser, browserAvailable, waitAttr, until, SCREENSHOTS } from './harness.js';
 
 const enabled = browserAvailable();
 let browser;
@@ -150,6 +150,8 @@ test('localhost on a server that listens on 127.0.0.1 only: the page explains an
     await waitAttr(state, 'data-state', (v) => v === 'refused');
     const text = await page.getByTestId('wrong-name').innerText();
     assert.match(text, new RegExp(`localhost:${server.port}`), text);
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'wrong-name-390x844.png') });
     const link = page.getByTestId('wrong-name-link');
     assert.equal(await link.getAttribute('href'), `http://127.0.0.1:${server.port}/`);
     assert.deepEqual(rec.sockets, [], 'no WebSocket opened');
