@@ -229,6 +229,10 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), NameError> {
         }
     } else {
         match authority.rsplit_once(':') {
+            // An IPv6 address without brackets: ambiguous with a port.
+            Some((h, _)) if h.contains(':') => {
+                return Err(NameError::Host(authority.chars().take(64).collect()));
+            }
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }
@@ -478,6 +482,7 @@ mod tests {
             "ws://[::1",
             "ws://[::1]x",
             "ws://::1",
+            "ws://1::2:3",
             "ws://a b",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad:?} accepted");

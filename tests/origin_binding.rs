@@ -203,6 +203,8 @@ async fn a_relayed_challenge_over_plaintext_is_refused() {
         let (code, stdout, stderr) = attach(&fx, &fx.owner, &x.url(false)).await;
         assert_eq!(code, Some(2), "strip={strip}: {stderr}");
         assert!(stderr.contains("no authorized key"), "{stderr}");
+        // attach cannot know why; it says that the address dialed may be the cause.
+        assert!(stderr.contains("--server-name"), "{stderr}");
         assert!(!stdout.contains("relay.prompt"), "{stdout}");
         let origin = format!("ws://{}", x.addr);
         assert_relayed_and_refused(&x, &origin, false);

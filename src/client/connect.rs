@@ -195,7 +195,10 @@ pub enum ConnectError {
         detail: String,
     },
     /// Every key was tried and refused.
-    #[error("no authorized key: tried {}", .tried.join(", "))]
+    #[error(
+        "no authorized key: tried {} (a server also refuses every key when the address dialed is not one of its names, e.g. through a port forward or proxy: its log then says \"origin ... refused\" and which --server-name would admit it)",
+        .tried.join(", ")
+    )]
     NoAuthorizedKey { tried: Vec<String> },
     /// The server broke the protocol or closed during authentication.
     #[error("protocol error from {url}: {reason}")]
