@@ -185,6 +185,19 @@ impl Target {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         format!("{scheme}://{}/v1/ws", self.addr)
     }
+
+    /// The origin a client dialing [`Self::url`] binds its signature to
+    /// (docs/protocol.md, "Origin binding").
+    fn origin(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            ccrelay::names::Scheme::Wss
+        } else {
+            ccrelay::names::Scheme::Ws
+        };
+        ccrelay::names::Origin::of(scheme, &self.addr.ip().to_string(), self.addr.port())
+            .map(|o| o.to_string())
+            .unwrap_or_default()
+    }
 }
 
 impl Server {
@@ -354,11 +367,13 @@ async fn join(
     let sign = challenge["sign"]
         .as_str()
         .ok_or_else(|| JoinError::Refused(format!("no challenge: {challenge}")))?;
-    let signature = ccrelay::auth::sign_with_private_key(key, sign.as_bytes())
+    let origin = target.origin();
+    let bound = format!("{sign}:origin:{origin}");
+    let signature = ccrelay::auth::sign_with_private_key(key, bound.as_bytes())
         .map_err(|e| JoinError::Connect(e.to_string()))?;
     send(
         &mut ws,
-        json!({"type": "auth.response", "signature": signature}),
+        json!({"type": "auth.response", "signature": signature, "origin": origin}),
     )
     .await?;
     let ok = next_json(&mut ws).await?;

@@ -204,6 +204,22 @@ pub struct ServeArgs {
     /// How devices reach this server (https://host:port), for links and answer buttons in notifications
     #[arg(long, env = "CCRELAY_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// A name devices use to reach this server, HOST[:PORT] (port: the scheme's default when left out); one of this server's names for origin binding (repeatable)
+    #[arg(
+        long = "server-name",
+        env = "CCRELAY_SERVER_NAMES",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    pub server_names: Option<Vec<String>>,
+    /// A key (SHA256:... fingerprint) that may still sign the bare challenge, without origin binding; each such login is logged as a warning (repeatable)
+    #[arg(
+        long = "allow-unbound-auth",
+        env = "CCRELAY_ALLOW_UNBOUND_AUTH",
+        value_name = "FINGERPRINT",
+        value_delimiter = ','
+    )]
+    pub allow_unbound_auth: Option<Vec<String>>,
     /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
     #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
     pub paired_keys: Option<PathBuf>,

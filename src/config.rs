@@ -117,6 +117,11 @@ pub struct Config {
     pub push_allow_insecure_endpoints: bool,
     /// `--push-subject`: the VAPID `sub` contact (`mailto:` or `https:`), if given.
     pub push_subject: Option<String>,
+    /// `--server-name`: names devices use to reach this server (docs/protocol.md,
+    /// "This server's names").
+    pub server_names: Vec<crate::names::ServerName>,
+    /// `--allow-unbound-auth`: fingerprints of keys that may sign the bare challenge.
+    pub allow_unbound_auth: Vec<String>,
 }
 
 /// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
@@ -183,6 +188,9 @@ const FILE_KEYS: &[&str] = &[
     "public-url",
     "push-allow-insecure-endpoints",
     "push-subject",
+    "server-name",
+    "server-names",
+    "allow-unbound-auth",
 ];
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
@@ -549,6 +557,9 @@ impl Config {
             }
         }
 
+        let server_names = resolve_server_names(&file, args)?;
+        let allow_unbound_auth = resolve_allow_unbound(&file, args)?;
+
         let trusted_proxies = match &args.trusted_proxies {
             Some(list) => list.clone(),
             None => file
@@ -800,8 +811,66 @@ impl Config {
             notify,
             push_allow_insecure_endpoints,
             push_subject,
+            server_names,
+            allow_unbound_auth,
         })
     }
+}
+
+/// `--server-name HOST[:PORT]` values (flags or env beat the file).
+fn resolve_server_names(
+    file: &FileValues,
+    args: &ServeArgs,
+) -> Result<Vec<crate::names::ServerName>, ConfigError> {
+    let given = match &args.server_names {
+        Some(list) => list.clone(),
+        None => file
+            .list(&["server-name", "server-names"])?
+            .unwrap_or_default(),
+    };
+    given
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            crate::names::ServerName::parse(s).map_err(|e| {
+                ConfigError::new(
+                    "server-name",
+                    format!(
+                        "expected HOST or HOST:PORT (a DNS name or an IP address), got {s:?}: {e}"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `--allow-unbound-auth FINGERPRINT` values: `SHA256:` and 43 base64 characters,
+/// as `ssh-keygen -l` prints them.
+fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<String>, ConfigError> {
+    use base64::Engine as _;
+    let given = match &args.allow_unbound_auth {
+        Some(list) => list.clone(),
+        None => file.list(&["allow-unbound-auth"])?.unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for fp in given.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let valid = fp.strip_prefix("SHA256:").is_some_and(|b64| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64)
+                .is_ok_and(|d| d.len() == 32)
+        });
+        if !valid {
+            return Err(ConfigError::new(
+                "allow-unbound-auth",
+                format!(
+                    "expected a key fingerprint SHA256:... as `ssh-keygen -l` prints it, got {fp:?}"
+                ),
+            ));
+        }
+        out.push(fp.to_string());
+    }
+    Ok(out)
 }
 
 /// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`.
@@ -978,6 +1047,54 @@ mod tests {
             authorized_keys: Some(PathBuf::from("/dev/null")),
             ..ServeArgs::default()
         }
+    }
+
+    #[test]
+    fn server_names_and_unbound_keys() {
+        let c = Config::resolve(&args()).unwrap();
+        assert!(c.server_names.is_empty() && c.allow_unbound_auth.is_empty());
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let mut a = args();
+        a.server_names = Some(vec!["Relay.Example.".into(), "127.0.0.1:9999".into()]);
+        a.allow_unbound_auth = Some(vec![fp.into()]);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(
+            c.server_names,
+            vec![
+                crate::names::ServerName::parse("relay.example").unwrap(),
+                crate::names::ServerName::parse("127.0.0.1:9999").unwrap()
+            ]
+        );
+        assert_eq!(c.allow_unbound_auth, vec![fp.to_string()]);
+        for bad in ["relay.example:x", "https://relay.example", "a b"] {
+            let mut a = args();
+            a.server_names = Some(vec![bad.into()]);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains("--server-name"), "{err}");
+        }
+        for bad in [
+            "SHA256:short",
+            "MD5:aa:bb",
+            "uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+        ] {
+            let mut a = args();
+            a.allow_unbound_auth = Some(vec![bad.into()]);
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains("--allow-unbound-auth"), "{err}");
+        }
+        // From the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!("server-name = [\"relay.example:8443\"]\nallow-unbound-auth = [\"{fp}\"]\n"),
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.server_names[0].port, Some(8443));
+        assert_eq!(c.allow_unbound_auth.len(), 1);
     }
 
     #[test]

@@ -25,7 +25,8 @@
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 //! - `notify`: notifications for devices that are not connected (Web Push);
-//! - `web`: the web client's files (embedded), their headers, and the own-origin rule.
+//! - `web`: the web client's files (embedded), their headers, and the own-origin rule;
+//! - `names`: this server's names (origin binding, the page's `Host` check).
 
 pub mod agent;
 pub mod auth;
@@ -43,6 +44,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mock_agent;
+pub mod names;
 pub mod notify;
 pub mod pairing;
 pub mod protocol;

@@ -155,6 +155,9 @@ pub enum ClientRequest {
         device: Option<String>,
         /// `"tls-exporter"` when the signature covers the connection's TLS exporter (§3).
         channel_binding: Option<String>,
+        /// The origin the client dialed, which its signature covers (docs/protocol.md,
+        /// "Origin binding").
+        origin: Option<String>,
     },
     /// A device whose key is in no keys file asks to be paired (§3).
     PairRequest {
@@ -163,6 +166,8 @@ pub enum ClientRequest {
         /// Validated: 1-64 scalar values, no control, format or bidi characters.
         device: String,
         channel_binding: Option<String>,
+        /// As in `AuthResponse`.
+        origin: Option<String>,
     },
     /// An owner's answer to a pair request.
     PairRespond {
@@ -323,6 +328,7 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 _ => None,
             },
             channel_binding: fields.optional_string("channel_binding")?,
+            origin: fields.optional_string("origin")?,
         },
         "pair.request" => {
             let signature = fields.required_string("signature")?;
@@ -336,6 +342,7 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 public_key,
                 device,
                 channel_binding: fields.optional_string("channel_binding")?,
+                origin: fields.optional_string("origin")?,
             }
         }
         "pair.respond" => {
@@ -843,6 +850,9 @@ pub enum ServerMsg {
         /// `"tls-exporter"` over TLS 1.3 (§3); absent otherwise.
         #[serde(skip_serializing_if = "Option::is_none")]
         channel_binding: Option<&'static str>,
+        /// What a response may bind its signature to: `origin`, and `tls-exporter`
+        /// when offered (docs/protocol.md, "Origin binding").
+        bindings: &'static [&'static str],
     },
     #[serde(rename = "auth.ok")]
     AuthOk {

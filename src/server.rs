@@ -120,6 +120,8 @@ pub struct Shared {
     connections: TaskTracker,
     next_conn: AtomicU64,
     started: Instant,
+    /// This server's names (origin binding, the page's `Host` check), fixed at start.
+    pub names: crate::names::ServerNames,
 }
 
 impl Shared {
@@ -230,6 +232,8 @@ pub async fn run_with(
         .local_addr()
         .map_err(|e| startup_fault(anyhow::anyhow!("listener address: {e}")))?;
 
+    let names = server_names(&config, tls.as_deref(), &listener, local);
+
     let metrics = Arc::new(Metrics::new().with_process_collector());
     metrics.init_series(config.sessions.iter().map(|s| s.name.as_str()));
     metrics
@@ -304,12 +308,14 @@ pub async fn run_with(
         connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
         started: Instant::now(),
+        names,
     });
 
     let mut app = Router::new()
         .route("/v1/ws", get(ws_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/origin", get(origin_check))
         .route("/v1/push/key", get(push_key))
         .route(
             "/v1/push/respond",
@@ -599,7 +605,12 @@ async fn ws_handler(
             && !crate::web::own_origin_allowed(
                 origin,
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                &crate::web::page_hosts(shared.config.listen, &shared.config.tls_names),
+                &shared.names,
+                &crate::names::Arrival {
+                    tls: shared.tls.is_some(),
+                    local: ctx.local,
+                    peer: client_ip,
+                },
             )
         {
             tracing::info!(peer = %peer, origin, "refused: origin not allowed");
@@ -649,6 +660,8 @@ async fn ws_handler(
     };
     let transport = connection::Transport {
         peer,
+        local: ctx.local,
+        tls: shared.tls.is_some(),
         channel_binding: ctx.channel_binding,
         slot,
         preauth: Some(preauth),
@@ -728,6 +741,63 @@ async fn healthz(
         "sessions": sessions,
     }))
     .into_response()
+}
+
+/// `GET /v1/origin?origin=ORIGIN`: whether a signature bound to that origin would
+/// be accepted on this connection (docs/protocol.md, "Origin binding"), so the web
+/// page opened under a name the server does not accept can say so before it signs,
+/// and which page address would work (`suggest`: the `--public-url`, else the
+/// address this request arrived on). Costs what any plain HTTP request costs.
+async fn origin_check(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Arc<ConnCtx>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let given = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "origin")
+            .map(|(_, v)| v.into_owned())
+    });
+    let parsed = given
+        .as_deref()
+        .map(crate::names::Origin::parse)
+        .and_then(Result::ok);
+    let (Some(given), Some(origin)) = (given, parsed) else {
+        let mut response = (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "bad_origin", "message": "expected ?origin=ws://HOST[:PORT] or wss://HOST[:PORT]"})),
+        )
+            .into_response();
+        no_store(&mut response);
+        return response;
+    };
+    let arrival = crate::names::Arrival {
+        tls: shared.tls.is_some(),
+        local: ctx.local,
+        peer: proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers),
+    };
+    let accepted = shared.names.admit(&origin, &arrival).is_ok();
+    let mut body = json!({"origin": given, "accepted": accepted});
+    if !accepted {
+        body["suggest"] = Value::from(match &shared.config.notify.public_url {
+            Some(url) => format!("{}/", url.as_str().trim_end_matches('/')),
+            None => {
+                let local =
+                    SocketAddr::new(crate::auth::canonical_ip(ctx.local.ip()), ctx.local.port());
+                crate::web::page_url(local, shared.tls.is_some())
+            }
+        });
+    }
+    let mut response = axum::Json(body).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 fn memory_detail(shared: &Shared) -> Value {
@@ -936,6 +1006,38 @@ impl axum::serve::Listener for GuardedListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// This server's names for a listener bound at `local` (docs/protocol.md, "This
+/// server's names"): `--public-url`, `--server-name`, the certificate's names with
+/// the listen port, and `localhost` when the listener is a dual-stack wildcard
+/// (it then holds its port on both 127.0.0.1 and ::1).
+fn server_names(
+    config: &Config,
+    tls: Option<&crate::tls::TlsServer>,
+    listener: &TcpListener,
+    local: SocketAddr,
+) -> crate::names::ServerNames {
+    let public_url = config.notify.public_url.as_ref().and_then(|url| {
+        Some(crate::names::ServerName {
+            host: crate::names::Host::parse(url.host_str()?).ok()?,
+            port: Some(url.port_or_known_default()?),
+        })
+    });
+    let dual_stack_wildcard = matches!(local.ip(), std::net::IpAddr::V6(ip) if ip.is_unspecified())
+        && socket2::SockRef::from(listener)
+            .only_v6()
+            .is_ok_and(|v6only| !v6only);
+    let names = crate::names::ServerNames::new(
+        public_url,
+        &config.server_names,
+        &config.tls_names,
+        tls.map(|t| t.leaf()),
+        local,
+        dual_stack_wildcard,
+    );
+    tracing::debug!(?names, "this server's names");
+    names
 }
 
 /// Connections the kernel may hold complete but not yet accepted (the kernel caps

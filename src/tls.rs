@@ -227,6 +227,8 @@ pub struct TlsServer {
 struct Current {
     config: Arc<ServerConfig>,
     fingerprint: String,
+    /// The leaf certificate (its names are this server's names over TLS).
+    leaf: CertificateDer<'static>,
 }
 
 impl TlsServer {
@@ -245,6 +247,11 @@ impl TlsServer {
     /// The fingerprint of the certificate new connections get.
     pub fn fingerprint(&self) -> String {
         self.read().fingerprint
+    }
+
+    /// The leaf certificate new connections get.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.read().leaf
     }
 
     /// The configuration new handshakes use.
@@ -419,10 +426,12 @@ pub fn server_config(
 fn load_files(cert: &Path, key: &Path) -> Result<Current, TlsError> {
     let chain = read_chain(cert, "tls-cert")?;
     let fingerprint = fingerprint(&chain[0]);
+    let leaf = chain[0].clone();
     let key = read_key(key)?;
     Ok(Current {
         config: server_config(chain, key)?,
         fingerprint,
+        leaf,
     })
 }
 
@@ -480,6 +489,7 @@ fn self_signed(data_dir: &Path, names: &[String]) -> Result<Current, TlsError> {
     Ok(Current {
         config: server_config(vec![cert.der().clone()], key_der)?,
         fingerprint,
+        leaf: cert.der().clone(),
     })
 }
 

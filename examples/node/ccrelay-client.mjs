@@ -10,6 +10,12 @@
 //   node ccrelay-client.mjs URL --key KEY --prompt 'please run-bash echo hi' --deny
 //   node ccrelay-client.mjs URL --key KEY --bad-signature   # a deliberately wrong signature
 //
+// Origin binding: the signed text is `<sign>:origin:<origin>`, the challenge bound to
+// the origin this client dialed (`ws://127.0.0.1:7878` for the URL above), never the
+// bare challenge; `origin` goes along in `auth.response`. A server reached under a name
+// it does not know (a forwarded port, a proxy's name) refuses it until it is started
+// with `--server-name HOST:PORT` naming that address.
+//
 // Needs: Node 18+, `npm ci` here (the `ws` package), OpenSSH's ssh-keygen.
 // Exit status: 0 the turn ended; 2 usage; 3 authentication refused; 1 other errors.
 
@@ -26,7 +32,19 @@ const out = (line) => process.stdout.write(line + '\n');
 
 class Refused extends Error {}
 
-/** `printf '%s' "$SIGN" | ssh-keygen -Y sign -n ccrelay-auth -f KEY` */
+/**
+ * The origin a signature is bound to: the scheme, host and port of the URL this client
+ * dials, serialized as a browser serializes an origin. WHATWG URL parsing (ws and wss
+ * are special schemes) lower-cases the host, converts IDNA, writes IPv6 in brackets
+ * in RFC 5952 form and drops the scheme's default port: `ws://127.0.0.1:7878`.
+ */
+function dialedOrigin(url) {
+  const u = new URL(url);
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new Error(`not a ws:// or wss:// URL: ${url}`);
+  return `${u.protocol.slice(0, -1)}://${u.host}`;
+}
+
+/** `printf '%s' "$TEXT" | ssh-keygen -Y sign -n ccrelay-auth -f KEY` */
 function sign(keyPath, text) {
   return execFileSync('ssh-keygen', ['-q', '-Y', 'sign', '-n', NAMESPACE, '-f', keyPath], {
     input: Buffer.from(text, 'utf8'), // exactly these bytes, no trailing newline
@@ -101,9 +119,10 @@ class PromptRun {
     const conn = new Connection(this.opts.url);
     const challenge = await conn.next();
     if (challenge.type !== 'auth.challenge') throw new Error(`expected auth.challenge, got ${challenge.type}`);
-    let text = challenge.sign;
+    const origin = dialedOrigin(this.opts.url);
+    let text = `${challenge.sign}:origin:${origin}`;
     if (this.opts.badSignature) text += ':not-the-challenge'; // a valid SSHSIG over the wrong bytes
-    conn.send({ type: 'auth.response', signature: sign(this.opts.key, text), device: this.opts.device });
+    conn.send({ type: 'auth.response', signature: sign(this.opts.key, text), origin, device: this.opts.device });
     const answer = await conn.next().catch((e) => {
       throw new Refused(`closed ${e.closeCode}`);
     });

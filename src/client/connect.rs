@@ -164,6 +164,22 @@ pub fn normalize_url(input: &str) -> Result<Target, UrlError> {
     })
 }
 
+/// The origin of `target` reached with `scheme` (browser serialization).
+pub fn origin_of(target: &Target, scheme: Scheme) -> Result<String, String> {
+    let wire = match scheme {
+        Scheme::Ws => crate::names::Scheme::Ws,
+        Scheme::Wss | Scheme::Auto => crate::names::Scheme::Wss,
+    };
+    crate::names::Origin::of(wire, &target.host, target.port)
+        .map(|o| o.to_string())
+        .map_err(|e| {
+            format!(
+                "{}: cannot name its origin ({e}); nothing was signed",
+                target.url()
+            )
+        })
+}
+
 /// Why a connection attempt did not end in `auth.ok`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -179,7 +195,10 @@ pub enum ConnectError {
         detail: String,
     },
     /// Every key was tried and refused.
-    #[error("no authorized key: tried {}", .tried.join(", "))]
+    #[error(
+        "no authorized key: tried {} (a server also refuses every key when the address dialed is not one of its names, e.g. through a port forward or proxy: its log then says \"origin ... refused\" and which --server-name would admit it)",
+        .tried.join(", ")
+    )]
     NoAuthorizedKey { tried: Vec<String> },
     /// The server broke the protocol or closed during authentication.
     #[error("protocol error from {url}: {reason}")]
@@ -605,7 +624,11 @@ impl Connector {
         } else {
             None
         };
-        let text = trust::text_to_sign(&parsed.sign, exporter);
+        // Bound to the origin this connection dialed (docs/protocol.md, "Origin binding").
+        let origin = self
+            .origin(opened.tls.is_some())
+            .map_err(ConnectError::Refused)?;
+        let text = trust::text_to_sign(&parsed.sign, &origin, exporter);
         let signed = tokio::task::block_in_place(|| signer.sign(text.as_bytes()));
         let (signature, public_key) = match signed {
             Ok(s) => s,
@@ -618,6 +641,7 @@ impl Connector {
         if let Some(d) = &self.device {
             response["device"] = Value::from(d.as_str());
         }
+        response["origin"] = Value::from(origin);
         if exporter.is_some() {
             response["channel_binding"] = Value::from(trust::TLS_EXPORTER);
         }
@@ -651,6 +675,13 @@ impl Connector {
                 "unexpected answer to auth.response: {answer}"
             ))),
         }
+    }
+
+    /// The origin this connection dialed, serialized as a browser does
+    /// (`ws://127.0.0.1:7878`, `wss://relay.example`, `wss://[fd7a::1]:8443`).
+    fn origin(&self, tls: bool) -> Result<String, String> {
+        let scheme = if tls { Scheme::Wss } else { Scheme::Ws };
+        origin_of(&self.target, scheme)
     }
 
     /// Write a known_servers entry; a file that cannot be written is reported
@@ -827,6 +858,35 @@ async fn next_frame(ws: &mut Ws, url: &str) -> Result<Option<(Value, String)>, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_serialized_as_a_browser_does() {
+        let origin = |url: &str, scheme: Scheme| origin_of(&normalize_url(url).unwrap(), scheme);
+        assert_eq!(
+            origin("127.0.0.1:7878", Scheme::Ws).unwrap(),
+            "ws://127.0.0.1:7878"
+        );
+        assert_eq!(
+            origin("wss://Relay.Example:443/v1/ws", Scheme::Wss).unwrap(),
+            "wss://relay.example"
+        );
+        assert_eq!(
+            origin("ws://relay.example.:80", Scheme::Ws).unwrap(),
+            "ws://relay.example"
+        );
+        assert_eq!(
+            origin("wss://[FD7A:0::1]:8443", Scheme::Wss).unwrap(),
+            "wss://[fd7a::1]:8443"
+        );
+        assert_eq!(
+            origin("relay.example", Scheme::Wss).unwrap(),
+            "wss://relay.example:7878"
+        );
+        assert_eq!(
+            origin("wss://bücher.example", Scheme::Wss).unwrap(),
+            "wss://xn--bcher-kva.example:7878"
+        );
+    }
 
     #[test]
     fn urls_are_completed() {

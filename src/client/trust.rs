@@ -1,5 +1,5 @@
 //! Whether `ccrelay attach` may sign a server's challenge (PROTOCOL.md §3: channel
-//! binding, server identity).
+//! binding, server identity), and the text it signs (bound to the origin it dialed).
 //!
 //! Owns: the TLS client configuration (system roots + `--ca-file`; the
 //! certificate is recorded during the handshake and judged afterwards, so a
@@ -237,12 +237,14 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
     })
 }
 
-/// The text to sign: `sign`, or `sign:tls-exporter:<exporter, base64url>` when bound.
-pub fn text_to_sign(sign: &str, exporter: Option<&[u8; 32]>) -> String {
+/// The text to sign (docs/protocol.md, "Origin binding"): `<sign>:origin:<origin>`,
+/// plus `:tls-exporter:<exporter, base64url>` when the exporter is bound too. Never
+/// the bare `sign`: a bare signature could be relayed to another server.
+pub fn text_to_sign(sign: &str, origin: &str, exporter: Option<&[u8; 32]>) -> String {
     match exporter {
-        None => sign.to_string(),
+        None => format!("{sign}:origin:{origin}"),
         Some(x) => format!(
-            "{sign}:{TLS_EXPORTER}:{}",
+            "{sign}:origin:{origin}:{TLS_EXPORTER}:{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x)
         ),
     }
@@ -493,11 +495,17 @@ mod tests {
     }
 
     #[test]
-    fn bound_text_is_sign_plus_exporter() {
-        assert_eq!(text_to_sign("s", None), "s");
+    fn bound_text_is_sign_plus_origin_plus_exporter() {
         assert_eq!(
-            text_to_sign("s", Some(&[0xff; 32])),
-            format!("s:tls-exporter:{}", "_".repeat(42) + "8")
+            text_to_sign("s", "ws://127.0.0.1:7878", None),
+            "s:origin:ws://127.0.0.1:7878"
+        );
+        assert_eq!(
+            text_to_sign("s", "wss://relay.example", Some(&[0xff; 32])),
+            format!(
+                "s:origin:wss://relay.example:tls-exporter:{}",
+                "_".repeat(42) + "8"
+            )
         );
     }
 

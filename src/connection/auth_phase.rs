@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 use crate::auth::{self, AuthError, Candidate, Challenge, Identity, Role};
+use crate::names::{Arrival, Origin, ServerNames};
 use crate::pairing::{self, OpenError, Outcome, OwnerGuard, PairTicket};
 use crate::protocol::{ClientRequest, ErrorCode, Inbound, RequestId, ServerMsg, close_code};
 use crate::session::{ClientHandle, ClientInfo};
@@ -89,6 +90,12 @@ impl AuthPhase {
 struct Checked {
     candidate: Candidate,
     signed: String,
+    /// The origin the signature is bound to (docs/protocol.md, "Origin binding"), as
+    /// received and parsed; whether it is one of this server's names is checked once
+    /// the signature verifies.
+    origin: Option<(String, Origin)>,
+    /// A bare signature from a key named by `--allow-unbound-auth` (logged as a warning).
+    unbound: bool,
 }
 
 impl Connection {
@@ -107,6 +114,7 @@ impl Connection {
             expires_in_ms: c.ttl.as_millis() as u64,
             sign: c.sign.clone(),
             channel_binding: c.offered_binding(),
+            bindings: auth::offered_bindings(c.channel_binding.is_some()),
         };
         let _ = self.outbox.frame("auth.challenge", msg.to_json());
     }
@@ -197,8 +205,13 @@ impl Connection {
                 public_key,
                 device,
                 channel_binding,
+                origin,
             } => {
-                self.on_auth_response(id, signature, public_key, device, channel_binding)
+                let bound = Bound {
+                    channel_binding,
+                    origin,
+                };
+                self.on_auth_response(id, signature, public_key, device, bound)
                     .await
             }
             ClientRequest::PairRequest {
@@ -206,8 +219,13 @@ impl Connection {
                 public_key,
                 device,
                 channel_binding,
+                origin,
             } => {
-                self.on_pair_request(id, signature, public_key, device, channel_binding)
+                let bound = Bound {
+                    channel_binding,
+                    origin,
+                };
+                self.on_pair_request(id, signature, public_key, device, bound)
                     .await
             }
             _ => {
@@ -241,23 +259,87 @@ impl Connection {
         true
     }
 
-    /// The cheap checks of an attempt: parse, key type bounds, claimed key,
-    /// channel binding. On refusal, the candidate when the signature parsed (for the log line).
+    /// The cheap checks of an attempt: parse, key type bounds, claimed key, what
+    /// the signature is bound to (an unbound one only for a key named by
+    /// `--allow-unbound-auth`). On refusal, the candidate when the signature parsed
+    /// (for the log line).
     fn check_cheaply(
         &self,
         signature: &str,
         public_key: Option<&str>,
-        channel_binding: Option<&str>,
+        bound: &Bound,
     ) -> Result<Checked, (AuthError, Option<Box<Candidate>>)> {
         let candidate =
             Candidate::parse(&self.auth.challenge, signature, public_key).map_err(|e| (e, None))?;
-        match self
-            .auth
-            .challenge
-            .signed_text(channel_binding, self.shared.config.require_channel_binding)
+        let refuse = |e: AuthError, candidate: Candidate| Err((e, Some(Box::new(candidate))));
+        let origin = match bound.origin.as_deref().map(|o| (o, Origin::parse(o))) {
+            None => None,
+            Some((text, Ok(parsed))) => Some((text.to_string(), parsed)),
+            Some((text, Err(e))) => {
+                let origin = text.chars().take(crate::names::MAX_ORIGIN_BYTES).collect();
+                return refuse(
+                    AuthError::BadOrigin {
+                        origin,
+                        why: e.to_string(),
+                    },
+                    candidate,
+                );
+            }
+        };
+        let signed = match self.auth.challenge.signed_text(
+            bound.origin.as_deref(),
+            bound.channel_binding.as_deref(),
+            self.shared.config.require_channel_binding,
+        ) {
+            Ok(signed) => signed,
+            Err(e) => return refuse(e, candidate),
+        };
+        if signed.unbound
+            && !self
+                .shared
+                .config
+                .allow_unbound_auth
+                .contains(&candidate.fingerprint())
         {
-            Ok(signed) => Ok(Checked { candidate, signed }),
-            Err(e) => Err((e, Some(Box::new(candidate)))),
+            return refuse(AuthError::Unbound, candidate);
+        }
+        Ok(Checked {
+            candidate,
+            signed: signed.text,
+            origin,
+            unbound: signed.unbound,
+        })
+    }
+
+    /// Whether the origin a verified signature names is one of this server's names
+    /// on this connection (docs/protocol.md, "Origin binding").
+    fn check_origin(&self, checked: &Checked) -> Result<(), AuthError> {
+        let Some((text, origin)) = &checked.origin else {
+            return Ok(());
+        };
+        let arrival = Arrival {
+            tls: self.tls,
+            local: self.local,
+            peer: self.peer.ip(),
+        };
+        self.shared
+            .names
+            .admit(origin, &arrival)
+            .map_err(|why| AuthError::OriginRefused {
+                origin: text.clone(),
+                why: why.to_string(),
+                admit_with: ServerNames::admit_with(origin, why),
+            })
+    }
+
+    /// A login with a bare signature (a key named by `--allow-unbound-auth`) is a
+    /// warning every time: it can be relayed by a server the client was tricked into.
+    fn warn_if_unbound(&self, checked: &Checked) {
+        if checked.unbound {
+            tracing::warn!(
+                fingerprint = %checked.candidate.fingerprint(),
+                "authenticated with a signature bound to no origin (--allow-unbound-auth): such a signature could have been relayed from another server; update the client"
+            );
         }
     }
 
@@ -273,14 +355,15 @@ impl Connection {
             .await
     }
 
-    /// [`Self::verify`], then the challenge must still be alive: a verification
-    /// that waited for the pool past the expiry does not count.
+    /// [`Self::verify`], then the challenge must still be alive (a verification
+    /// that waited for the pool past the expiry does not count), then the origin
+    /// the signature names must be one of this server's names.
     async fn verify_in_time(&self, checked: &Checked) -> Result<(), AuthError> {
         self.verify(checked).await?;
         if checked.candidate_expired(&self.auth.challenge) {
             return Err(AuthError::ChallengeExpired);
         }
-        Ok(())
+        self.check_origin(checked)
     }
 
     /// The refusal's log line: the reason, and the key's fingerprint and type
@@ -312,12 +395,12 @@ impl Connection {
         id: &Option<RequestId>,
         signature: &str,
         public_key: Option<&str>,
-        channel_binding: Option<&str>,
+        bound: &Bound,
     ) -> Result<Checked, Flow> {
         if !self.take_attempt(id) {
             return Err(Flow::Close(close_code::POLICY, "throttled".into()));
         }
-        self.check_cheaply(signature, public_key, channel_binding)
+        self.check_cheaply(signature, public_key, bound)
             .map_err(|(e, candidate)| {
                 self.log_refusal(&e, candidate.as_deref(), signature);
                 let key_type =
@@ -338,14 +421,9 @@ impl Connection {
         signature: String,
         public_key: Option<String>,
         device: Option<String>,
-        channel_binding: Option<String>,
+        bound: Bound,
     ) -> Flow {
-        let checked = match self.admit(
-            &id,
-            &signature,
-            public_key.as_deref(),
-            channel_binding.as_deref(),
-        ) {
+        let checked = match self.admit(&id, &signature, public_key.as_deref(), &bound) {
             Ok(c) => c,
             Err(flow) => return flow,
         };
@@ -366,6 +444,7 @@ impl Connection {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
+        self.warn_if_unbound(&checked);
         let identity = checked.candidate.identity(&entry);
         self.authenticated(identity, device, id);
         Flow::Continue
@@ -377,14 +456,9 @@ impl Connection {
         signature: String,
         public_key: String,
         device: String,
-        channel_binding: Option<String>,
+        bound: Bound,
     ) -> Flow {
-        let checked = match self.admit(
-            &id,
-            &signature,
-            Some(&public_key),
-            channel_binding.as_deref(),
-        ) {
+        let checked = match self.admit(&id, &signature, Some(&public_key), &bound) {
             Ok(c) => c,
             Err(flow) => return flow,
         };
@@ -399,6 +473,7 @@ impl Connection {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
             return self.refuse(id, key_type);
         }
+        self.warn_if_unbound(&checked);
         let fingerprint = checked.candidate.fingerprint();
         let code = pairing::pair_code(&self.auth.challenge.nonce, &fingerprint);
         let pair_timeout = self.shared.config.pair_timeout;
@@ -584,6 +659,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// What an `auth.response` or `pair.request` says its signature is bound to.
+struct Bound {
+    channel_binding: Option<String>,
+    origin: Option<String>,
 }
 
 impl Checked {

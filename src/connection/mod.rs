@@ -69,6 +69,10 @@ pub struct Transport {
     /// The client's address: the TCP peer, or behind a `--trusted-proxy` the
     /// forwarded address (port 0). Used by the throttle, `from=`, and logs.
     pub peer: SocketAddr,
+    /// The local address of the socket (one of this server's names, for origin binding).
+    pub local: SocketAddr,
+    /// The listener serves TLS (an origin bound here must be `wss`).
+    pub tls: bool,
     /// RFC 9266 `tls-exporter` of the connection's TLS 1.3 session, if any.
     pub channel_binding: Option<[u8; 32]>,
     /// The `--max-connections` slot, held until the connection ends.
@@ -144,6 +148,9 @@ struct Connection {
     shared: Arc<Shared>,
     conn_id: u64,
     peer: SocketAddr,
+    /// The socket's local address and whether it is TLS, for origin binding (§3).
+    local: SocketAddr,
+    tls: bool,
     /// The TLS 1.3 exporter of this connection (RFC 9266), for channel binding
     /// (§3); None without TLS 1.3. Filled in by the transport.
     channel_binding: Option<[u8; 32]>,
@@ -253,6 +260,8 @@ async fn open(
     tracing::debug!("connection open");
     let Transport {
         peer,
+        local,
+        tls,
         channel_binding,
         slot,
         preauth,
@@ -286,6 +295,8 @@ async fn open(
         shared: shared.clone(),
         conn_id,
         peer,
+        local,
+        tls,
         channel_binding,
         preauth,
         _slot: slot,

@@ -63,6 +63,8 @@ pub struct Held {
 pub struct ConnCtx {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The socket's local address (one of this server's names, docs/protocol.md).
+    pub local: SocketAddr,
     /// RFC 9266 exporter of the TLS 1.3 session, when there is one.
     pub channel_binding: Option<[u8; 32]>,
     held: Mutex<Held>,
@@ -148,6 +150,10 @@ async fn serve_one(
     stop: CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    // An unspecified address (never expected) matches none of the names.
+    let local = tcp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stream, channel_binding) = match shared.tls.clone() {
         None => (ConnStream::Tcp(tcp), None),
         Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
@@ -165,6 +171,7 @@ async fn serve_one(
     };
     let ctx = Arc::new(ConnCtx {
         peer,
+        local,
         channel_binding,
         held: Mutex::new(held),
         head_seen: AtomicBool::new(false),

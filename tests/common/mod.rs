@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod any_cert;
+pub mod forwarder;
 pub mod mock_anthropic;
 pub mod mock_push;
 pub mod real_cli;
@@ -107,6 +108,33 @@ pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> KeyPair {
 pub fn sign(key: &KeyPair, text: &str) -> String {
     let private = ccrelay::auth::load_private_key(&key.private).expect("key loads");
     ccrelay::auth::sign_with_private_key(&private, text.as_bytes()).expect("key signs")
+}
+
+/// The text a client signs for a challenge's `sign`, bound to the origin it dialed
+/// (docs/protocol.md, "Origin binding"): `<sign>:origin:<origin>`. Sign it with
+/// [`sign`] or [`ssh_keygen_sign`] and send `"origin": origin` with the response.
+pub fn bound_text(sign: &str, origin: &str) -> String {
+    format!("{sign}:origin:{origin}")
+}
+
+/// The origin of a WebSocket URL as a browser serializes it (`ws://127.0.0.1:7878`,
+/// `wss://relay.example`): what a client dialing `url` binds its signature to.
+pub fn origin_of_url(url: &str) -> String {
+    let parsed = url::Url::parse(url).expect("a ws:// or wss:// URL");
+    let scheme = match parsed.scheme() {
+        "ws" | "http" => ccrelay::names::Scheme::Ws,
+        _ => ccrelay::names::Scheme::Wss,
+    };
+    let port = parsed.port_or_known_default().expect("a port");
+    ccrelay::names::Origin::of(scheme, parsed.host_str().expect("a host"), port)
+        .expect("an origin")
+        .to_string()
+}
+
+/// The origin of a socket the test dialed by address.
+pub fn origin_of_addr(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    origin_of_url(&format!("{scheme}://{addr}/"))
 }
 
 /// `printf '%s' "$TEXT" | ssh-keygen -Y sign -n ccrelay-auth -f KEY`.
@@ -497,6 +525,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client speaking the protocol, with helpers that fail loudly.
 pub struct TestClient {
     pub ws: Ws,
+    /// The origin this socket dialed, which its signatures are bound to.
+    pub origin: String,
     pub challenge: Option<Value>,
     pub client_id: String,
     /// When set, the raw text of every frame received is kept in `raw`.
@@ -536,10 +566,18 @@ impl TestClient {
         Ok(TestClient::from_ws(ws))
     }
 
-    /// Wrap a WebSocket the test opened itself (e.g. from another local address).
+    /// Wrap a WebSocket the test opened itself (e.g. from another local address);
+    /// its origin is the address it dialed.
     pub fn from_ws(ws: Ws) -> TestClient {
+        let (peer, tls) = match ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => (tcp.peer_addr(), false),
+            MaybeTlsStream::Rustls(tls) => (tls.get_ref().0.peer_addr(), true),
+            _ => panic!("an unexpected stream kind"),
+        };
+        let origin = origin_of_addr(peer.expect("a connected socket"), tls);
         TestClient {
             ws,
+            origin,
             challenge: None,
             client_id: String::new(),
             keep_raw: false,
@@ -554,9 +592,9 @@ impl TestClient {
         assert_eq!(challenge["type"], "auth.challenge", "{challenge}");
         let sign_text = challenge["sign"].as_str().expect("sign text").to_string();
         self.challenge = Some(challenge);
-        let signature = sign(key, &sign_text);
-        let mut response =
-            json!({"type": "auth.response", "signature": signature, "public_key": key.public_line});
+        let signature = sign(key, &bound_text(&sign_text, &self.origin));
+        let mut response = json!({"type": "auth.response", "signature": signature,
+            "public_key": key.public_line, "origin": self.origin});
         if let Some(d) = device {
             response["device"] = Value::from(d);
         }

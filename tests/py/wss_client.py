@@ -12,6 +12,7 @@ import json
 import ssl
 import subprocess
 import sys
+import urllib.parse
 
 import websockets
 
@@ -31,6 +32,20 @@ def ssh_sign(key: str, text: str) -> str:
     return out.stdout.decode()
 
 
+def origin_of(url: str) -> str:
+    """The origin the client dialed, serialized as a browser does: lower-case
+    scheme and host, IPv6 in brackets, the scheme's default port left out."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname.rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or port == {"ws": 80, "wss": 443}[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 async def main(url: str, pinned: str, key: str) -> dict:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # The chain is not verified: the pin below replaces it.
@@ -46,8 +61,12 @@ async def main(url: str, pinned: str, key: str) -> dict:
             return result
         challenge = json.loads(await ws.recv())
         result["challenge"] = challenge
-        signature = ssh_sign(key, challenge["sign"])
-        await ws.send(json.dumps({"type": "auth.response", "signature": signature}))
+        # Bound to the origin this client dialed (docs/protocol.md, "Origin binding").
+        origin = origin_of(url)
+        signature = ssh_sign(key, f"{challenge['sign']}:origin:{origin}")
+        await ws.send(
+            json.dumps({"type": "auth.response", "signature": signature, "origin": origin})
+        )
         result["auth"] = json.loads(await ws.recv())
         if result["auth"].get("type") != "auth.ok":
             return result

@@ -1,5 +1,5 @@
 // app.js — the page: wires the device key, the connection, the session store and
-// the views together, and owns the screens (insecure / pairing / session), the
+// the views together, and owns the screens (insecure / wrong name / pairing / session), the
 // header (connection state, time since the last frame, session picker, state,
 // presence), the prompt box, pair requests shown to owners, and the devices list
 // (attached clients, and for owners the keys the server accepts: views/devices.js,
@@ -10,7 +10,7 @@ import { DeviceKey, persistStorage } from './keys.js';
 import { pairCode } from './sshsig.js';
 import { Connection } from './connection.js';
 import { Store } from './session.js';
-import { wsUrl } from './protocol.js';
+import { bindingOrigin, wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
 import { PushControl } from './push.js';
@@ -37,6 +37,7 @@ const ui = {
   presence: $('presence'),
   presenceN: $('presence-n'),
   insecure: $('insecure'),
+  wrongName: $('wrong-name'),
   pairing: $('pairing'),
   session: $('session'),
   view: $('session-view'),
@@ -82,6 +83,7 @@ function setConnState(state, detail) {
 
 function show(screen) {
   ui.insecure.hidden = screen !== 'insecure';
+  ui.wrongName.hidden = screen !== 'wrong-name';
   ui.pairing.hidden = screen !== 'pairing';
   ui.session.hidden = screen !== 'session';
   document.body.dataset.screen = screen;
@@ -129,6 +131,50 @@ function rememberAccepted(serverId) {
   localStorage.setItem('ccrelay.accepted', JSON.stringify(all));
 }
 
+// ---- this server's names ----------------------------------------------------
+
+/**
+ * Asks the server whether a signature bound to `origin` would be accepted here, i.e.
+ * whether the host this page was opened at is one of the server's names
+ * (docs/protocol.md, "This server's names"). Resolves to `{accepted, suggest}`, or to
+ * null when the server cannot tell (a server without the endpoint, no network): the
+ * page then signs in as usual and the server stays the judge.
+ */
+async function checkOrigin(origin) {
+  try {
+    const r = await fetch(`/v1/origin?origin=${encodeURIComponent(origin)}`, { cache: 'no-store' });
+    if (!r.ok) return null;
+    const body = await r.json();
+    return body && typeof body.accepted === 'boolean' ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A page URL the server suggested, if it is a plain http(s) URL (never another scheme in an href). */
+function safePageUrl(text) {
+  try {
+    const u = new URL(text);
+    return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The screen for a page opened at a name the server does not accept as its own. */
+function showWrongName(check) {
+  setConnState('refused', `${location.host} is not one of this server's names`);
+  $('wrong-name-here').textContent = location.host;
+  const link = $('wrong-name-link');
+  const target = typeof check.suggest === 'string' ? safePageUrl(check.suggest) : null;
+  $('wrong-name-go').hidden = target === null;
+  if (target !== null) {
+    link.href = target;
+    link.textContent = target;
+  }
+  show('wrong-name');
+}
+
 // ---- main -------------------------------------------------------------------
 
 async function main() {
@@ -140,6 +186,14 @@ async function main() {
   if (!window.isSecureContext || !crypto.subtle) {
     setConnState('insecure');
     show('insecure');
+    return;
+  }
+
+  // A key made at a name the server refuses would be useless (the browser keeps keys per
+  // origin, and the server refuses signatures bound to that name): say where to go instead.
+  const check = await checkOrigin(bindingOrigin(wsUrl(location)));
+  if (check && !check.accepted) {
+    showWrongName(check);
     return;
   }
 

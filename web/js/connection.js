@@ -1,5 +1,6 @@
 // connection.js — the only code that touches the WebSocket. Owns: authentication
-// (auth.response or pair.request, signed by the device key), the application-level
+// (auth.response or pair.request, signed by the device key over the challenge bound
+// to the origin the socket dialed), the application-level
 // ping (`{"type":"ping"}`), reconnecting with backoff and re-attaching with
 // `since` = the last applied seq, re-attaching on a gap, waking up on
 // `visibilitychange` / `online` / `pageshow` (mobile browsers kill sockets silently),
@@ -9,7 +10,7 @@
 // PROTOCOL §9) after every authentication and on every `visibilitychange`. Events go
 // into the Store (session.js); other frames go to `onframe`. Must not: render anything.
 
-import { CLOSE, msg, newKey } from './protocol.js';
+import { CLOSE, bindingOrigin, boundText, msg, newKey } from './protocol.js';
 
 const PING_EVERY_MS = 15000;
 const DEAD_AFTER_MS = 40000;
@@ -206,9 +207,12 @@ export class Connection {
       const device = this.device();
       const publicKey = this.key.publicLine(device);
       try {
-        const signature = await this.key.sign(m.sign);
+        // Always bound to the origin this socket dialed, never the bare `sign`: a
+        // signature relayed to another server names this one, and that server refuses it.
+        const origin = bindingOrigin(this.url);
+        const signature = await this.key.sign(boundText(m.sign, origin));
         const build = this.mode === 'pair' ? msg.pairRequest : msg.authResponse;
-        this.send(build(signature, publicKey, device));
+        this.send(build(signature, publicKey, device, origin));
       } catch (e) {
         this.setState('refused', `cannot sign: ${e}`);
         this.stop();

@@ -21,9 +21,26 @@ export function wsUrl(loc) {
   return `${scheme}//${loc.host}/v1/ws`;
 }
 
+/**
+ * The origin a client binds its signature to (docs/protocol.md, "Origin binding"):
+ * the scheme, host and port of the WebSocket URL it dialed, serialized the way a
+ * browser serializes an origin (the URL parser lower-cases the host, converts IDNA,
+ * keeps IPv6 brackets and drops the scheme's default port): `ws://127.0.0.1:7878`.
+ */
+export function bindingOrigin(url) {
+  const u = new URL(url);
+  return `${u.protocol.slice(0, -1)}://${u.host}`;
+}
+
+/** The text an `auth.response` or `pair.request` signs: the challenge's `sign` bound to `origin`. */
+export function boundText(sign, origin) {
+  return `${sign}:origin:${origin}`;
+}
+
 export const msg = {
-  authResponse: (signature, publicKey, device) => ({ type: 'auth.response', signature, public_key: publicKey, device }),
-  pairRequest: (signature, publicKey, device) => ({ type: 'pair.request', signature, public_key: publicKey, device }),
+  /** `origin`: what the signature is bound to (`bindingOrigin`). */
+  authResponse: (signature, publicKey, device, origin) => ({ type: 'auth.response', signature, public_key: publicKey, device, origin }),
+  pairRequest: (signature, publicKey, device, origin) => ({ type: 'pair.request', signature, public_key: publicKey, device, origin }),
   pairRespond: (id, pairId, allow, role = 'owner') => ({ type: 'pair.respond', id, pair_id: pairId, allow, role }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 import * as sshsig from '../js/sshsig.js';
+import { bindingOrigin, boundText } from '../js/protocol.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '../..');
@@ -123,6 +124,16 @@ export class Server {
   }
 }
 
+/**
+ * The `auth.response` or `pair.request` fields that answer `challenge` for a client that
+ * dialed `url`: a signature over the challenge bound to that URL's origin, as the page
+ * makes it (docs/protocol.md, "Origin binding"), and the `origin` field.
+ */
+export async function boundAnswer(key, challenge, url) {
+  const origin = bindingOrigin(url);
+  return { signature: await key.sign(boundText(challenge.sign, origin)), public_key: key.line, origin };
+}
+
 /** An Ed25519 key for the Node test client (same sshsig.js as the page). */
 export async function nodeKey(comment = 'test-client') {
   const pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
@@ -160,7 +171,7 @@ export class TestClient {
       c.ws.once('error', reject);
     });
     const ch = await c.wait((m) => m.type === 'auth.challenge');
-    c.ws.send(JSON.stringify({ type: 'auth.response', signature: await key.sign(ch.sign), public_key: key.line, device }));
+    c.ws.send(JSON.stringify({ type: 'auth.response', ...(await boundAnswer(key, ch, url)), device }));
     c.authOk = await c.wait((m) => m.type === 'auth.ok' || m.type === 'error');
     if (c.authOk.type !== 'auth.ok') throw new Error(`auth failed: ${JSON.stringify(c.authOk)}`);
     return c;
@@ -203,9 +214,13 @@ export class TestClient {
   }
 }
 
-/** A loopback TCP proxy in front of the server that a test can cut and restore. */
+/**
+ * A loopback TCP proxy (forwarder) in front of the server that a test can cut and
+ * restore. `target` is the server's port; it may be set after the start, so that the
+ * server can be told the proxy's address (`--server-name 127.0.0.1:<proxy port>`).
+ */
 export class Proxy {
-  static async start(target) {
+  static async start(target = 0) {
     const p = new Proxy(target);
     await p.listen(0);
     return p;
@@ -330,7 +345,7 @@ export async function serverHasPairing(server) {
       ws.on('message', async (data) => {
         const m = JSON.parse(String(data));
         if (m.type === 'auth.challenge') {
-          ws.send(JSON.stringify({ type: 'pair.request', signature: await key.sign(m.sign), public_key: key.line, device: 'probe' }));
+          ws.send(JSON.stringify({ type: 'pair.request', ...(await boundAnswer(key, m, server.wsUrl)), device: 'probe' }));
         } else {
           resolve(m);
         }

@@ -113,10 +113,11 @@ async function upgrade(host, origin) {
   });
 }
 
-test('/v1/ws allows the page’s own origin only on a known host name', async () => {
+test('/v1/ws allows the page’s own origin only on one of the server’s names', async () => {
   const own = `127.0.0.1:${server.port}`;
   assert.equal(await upgrade(own, `http://${own}`), 101, 'own origin');
-  assert.equal(await upgrade(`localhost:${server.port}`, `http://localhost:${server.port}`), 101, 'localhost');
+  // localhost is one of its names only while it holds the port on both 127.0.0.1 and ::1.
+  assert.equal(await upgrade(`localhost:${server.port}`, `http://localhost:${server.port}`), 403, 'localhost on a 127.0.0.1-only listener');
   assert.equal(await upgrade(own, 'http://127.0.0.1:1'), 403, 'another port on this machine');
   assert.equal(await upgrade(own, 'https://evil.example'), 403, 'another site');
   assert.equal(await upgrade(`evil.example:${server.port}`, `http://evil.example:${server.port}`), 403, 'DNS rebinding');

@@ -21,8 +21,11 @@ let B;
 
 before(async () => {
   if (!enabled) return;
-  server = await Server.start();
-  proxy = await Proxy.start(server.port);
+  // The page reaches the server through the proxy, so it signs in bound to the proxy's
+  // address: the server must know that address as one of its names.
+  proxy = await Proxy.start();
+  server = await Server.start({ args: ['--server-name', `127.0.0.1:${proxy.port}`] });
+  proxy.target = server.port;
   browser = await launchBrowser();
   term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
   await term.request({ type: 'attach', session: 'default' });

@@ -1,11 +1,12 @@
 // Unit tests of the page's pure modules: the applied-seq log (never skip, never apply
 // twice, history prepends, rebuilds), the model's permission/tool bookkeeping, line
-// diffs, and the link filter of the Markdown renderer.
+// diffs, the link filter of the Markdown renderer, and the origin a signature is bound to.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionLog } from '../js/session.js';
 import { lineDiff, fileChange } from '../js/views/diff.js';
 import { safeUrl } from '../js/views/markdown.js';
+import { bindingOrigin, boundText, wsUrl } from '../js/protocol.js';
 
 const delta = (text) => ({ type: 'stream_event', api_message_id: 'm1', event: { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } } });
 const start = { type: 'stream_event', api_message_id: 'm1', event: { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } } };
@@ -102,4 +103,16 @@ test('assistant lines match streamed text blocks even when other blocks (thinkin
   plain.apply(1, { type: 'assistant', message: { id: 'x', content: [{ type: 'text', text: 'A' }] } });
   plain.apply(2, { type: 'assistant', message: { id: 'x', content: [{ type: 'text', text: 'B' }] } });
   assert.deepEqual(plain.model.items.map((i) => i.text), ['A', 'B']);
+});
+
+test('the origin a client binds is its WebSocket URL serialized as a browser serializes an origin', () => {
+  assert.equal(bindingOrigin('ws://127.0.0.1:7878/v1/ws'), 'ws://127.0.0.1:7878');
+  assert.equal(bindingOrigin('WSS://Relay.Example:443/v1/ws'), 'wss://relay.example', 'lower case, default port left out');
+  assert.equal(bindingOrigin('ws://relay.example:80/v1/ws'), 'ws://relay.example');
+  assert.equal(bindingOrigin('wss://relay.example:80/v1/ws'), 'wss://relay.example:80', 'only the scheme’s own default is left out');
+  assert.equal(bindingOrigin('wss://[FD7A:0:0:0:0:0:0:1]:8443/v1/ws'), 'wss://[fd7a::1]:8443', 'IPv6 in brackets, RFC 5952');
+  assert.equal(bindingOrigin('wss://Bücher.example/v1/ws'), 'wss://xn--bcher-kva.example', 'IDNA');
+  assert.equal(bindingOrigin(wsUrl({ protocol: 'https:', host: 'relay.example' })), 'wss://relay.example');
+  assert.equal(bindingOrigin(wsUrl({ protocol: 'http:', host: '127.0.0.1:7878' })), 'ws://127.0.0.1:7878');
+  assert.equal(boundText('ccrelay-auth-v1:id:nonce', 'ws://127.0.0.1:7878'), 'ccrelay-auth-v1:id:nonce:origin:ws://127.0.0.1:7878');
 });
