@@ -204,6 +204,13 @@ pub struct ServeArgs {
     /// How devices reach this server (https://host:port), for links and answer buttons in notifications
     #[arg(long, env = "CCRELAY_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Give webhook and ntfy notifications `allow` actions too, for requests shown whole; without it they carry only `deny` (their tokens belong to no key, and a topic may be read by others)
+    #[arg(
+        long,
+        env = "CCRELAY_NOTIFY_SINK_ALLOW",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub notify_sink_allow: bool,
     /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
     #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
     pub paired_keys: Option<PathBuf>,
