@@ -76,6 +76,7 @@ pub const MOCK_AGENT_HELP: &str =
   run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
                     (default: sh -c 'echo relay-ok');
                     allow runs CMD with sh -c in the cwd, the final text quotes its output
+  run-bash-background [CMD]  the same with run_in_background: true in the tool's input
   write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
                     allow writes \"written by the mock agent\\n\"
   permission        same as run-bash with the default command
