@@ -384,6 +384,9 @@ impl Task {
                     }
                     usable.push(s);
                 }
+                // Not an owner key any more: `webpush` drops the subscription
+                // (it is not suspended, it is going away).
+                Err(usable::Unusable::NotListed | usable::Unusable::NotOwner) => {}
                 Err(why) => {
                     if !self.suspended.contains(&s.id) {
                         tracing::info!(subscription = %s.id, fingerprint = %s.fingerprint, device = s.device.as_deref().unwrap_or(""), reason = %why, "push subscription suspended: its key is not usable");
