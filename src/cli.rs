@@ -76,6 +76,7 @@ pub const MOCK_AGENT_HELP: &str =
   run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
                     (default: sh -c 'echo relay-ok');
                     allow runs CMD with sh -c in the cwd, the final text quotes its output
+  run-bash-background [CMD]  the same with run_in_background: true in the tool's input
   write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
                     allow writes \"written by the mock agent\\n\"
   permission        same as run-bash with the default command
@@ -220,6 +221,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_unbound_auth: Option<Vec<String>>,
+    /// Give webhook and ntfy notifications `allow` actions too, for requests shown whole; without it they carry only `deny` (their tokens belong to no key, and a topic may be read by others)
+    #[arg(
+        long,
+        env = "CCRELAY_NOTIFY_SINK_ALLOW",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub notify_sink_allow: bool,
     /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
     #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
     pub paired_keys: Option<PathBuf>,

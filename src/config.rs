@@ -185,6 +185,7 @@ const FILE_KEYS: &[&str] = &[
     "notify-after",
     "notify-webhook",
     "notify-ntfy",
+    "notify-sink-allow",
     "public-url",
     "push-allow-insecure-endpoints",
     "push-subject",
@@ -873,7 +874,8 @@ fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<Stri
     Ok(out)
 }
 
-/// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`.
+/// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`,
+/// `--notify-sink-allow`.
 fn resolve_notify(
     r: &Resolver<'_>,
     args: &ServeArgs,
@@ -899,11 +901,14 @@ fn resolve_notify(
         }
         Ok(url)
     })?;
+    let sink_allow =
+        args.notify_sink_allow || r.parse("notify-sink-allow", None, false, parse_bool)?;
     Ok(crate::notify::NotifySettings {
         after,
         webhook,
         ntfy,
         public_url,
+        sink_allow,
     })
 }
 
@@ -1222,6 +1227,23 @@ mod tests {
             e.contains("--log-level") && e.contains("a tracing filter"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn notify_sink_allow_from_flag_and_file() {
+        assert!(!Config::resolve(&args()).unwrap().notify.sink_allow);
+        let mut a = args();
+        a.notify_sink_allow = true;
+        assert!(Config::resolve(&a).unwrap().notify.sink_allow);
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("c.toml");
+        std::fs::write(&file, "notify-sink-allow = true\n").unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        assert!(Config::resolve(&a).unwrap().notify.sink_allow);
+        std::fs::write(&file, "notify-sink-allow = \"sometimes\"\n").unwrap();
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("notify-sink-allow"), "{e}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct Metrics {
     pub push_subscriptions_expired: Counter,
     /// Push subscriptions held.
     pub push_subscriptions: Gauge,
+    /// Push subscriptions suspended because their key is not usable (as of the
+    /// last keys change or notification).
+    pub push_subscriptions_suspended: Gauge,
 }
 
 impl Default for Metrics {
@@ -343,6 +346,11 @@ impl Metrics {
             push_subscriptions: reg!(
                 "push_subscriptions",
                 "Push subscriptions held",
+                Gauge::default()
+            ),
+            push_subscriptions_suspended: reg!(
+                "push_subscriptions_suspended",
+                "Push subscriptions suspended: their key is expired, restricted or its from= no longer admits them",
                 Gauge::default()
             ),
             accept_errors: reg!(

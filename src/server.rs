@@ -260,6 +260,7 @@ pub async fn run_with(
         config.notify.clone(),
         &config.data_dir,
         Some(Arc::new(push.clone())),
+        keys.subscribe(),
         metrics.clone(),
         notify_stop.clone(),
     )

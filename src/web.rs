@@ -60,6 +60,7 @@ static ASSETS: &[Asset] = &[
     asset!("manifest.webmanifest", "application/manifest+json"),
     asset!("js/app.js", JS),
     asset!("js/connection.js", JS),
+    asset!("js/deeplink.js", JS),
     asset!("js/keys.js", JS),
     asset!("js/protocol.js", JS),
     asset!("js/push.js", JS),

@@ -374,6 +374,7 @@ impl InProcess {
                 SubscriptionOwner {
                     fingerprint: "SHA256:test".into(),
                     device: Some(device.into()),
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
                 },
                 sub,
             )
@@ -538,6 +539,7 @@ async fn a_name_that_now_resolves_inward_is_refused_at_connect_time() {
     let owner = SubscriptionOwner {
         fingerprint: "SHA256:x".into(),
         device: None,
+        address: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     let id = probe.subscribe(owner, sub.clone()).await.unwrap();
     // The lax transport reaches it (so the refusal below is the rule, not the mock).
@@ -619,6 +621,7 @@ async fn https_endpoints_are_verified_against_the_webpki_roots() {
             SubscriptionOwner {
                 fingerprint: "SHA256:x".into(),
                 device: None,
+                address: std::net::Ipv4Addr::LOCALHOST.into(),
             },
             sub,
         )
@@ -677,6 +680,7 @@ async fn an_endless_answer_is_read_no_further_than_the_cap() {
             SubscriptionOwner {
                 fingerprint: "SHA256:x".into(),
                 device: None,
+                address: std::net::Ipv4Addr::LOCALHOST.into(),
             },
             sub,
         )
@@ -709,6 +713,7 @@ async fn a_subscription_of_a_key_not_in_force_is_not_kept() {
     let as_key = |fingerprint: &str| SubscriptionOwner {
         fingerprint: fingerprint.into(),
         device: None,
+        address: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     t.push
         .subscribe(as_key(&key.fingerprint), sub("a"))

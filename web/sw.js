@@ -4,6 +4,9 @@
 // actions that answer it through `POST /v1/push/respond` (the token in the payload
 // names the request), replaced under the same tag by "Answered" when the request is
 // resolved elsewhere (`dismiss`), and turns ended / agent failures. Build __VERSION__.
+// Allow is offered only for a request the notification shows whole (`complete:true`,
+// checked again here); any other is deny-only, and a click on it opens the page at
+// that request (`#request=<id>&session=<name>`, js/deeplink.js) to be read first.
 // Never caches /v1/ (the WebSocket and API) or touches other origins.
 // The notification logic is in `ccrelayNotify` (also reachable as `self.ccrelayNotify`,
 // so browser tests call the very functions the event listeners call).
@@ -18,6 +21,7 @@ const SHELL = [
   `/v/${VERSION}/app.css`,
   `/v/${VERSION}/js/app.js`,
   `/v/${VERSION}/js/connection.js`,
+  `/v/${VERSION}/js/deeplink.js`,
   `/v/${VERSION}/js/keys.js`,
   `/v/${VERSION}/js/protocol.js`,
   `/v/${VERSION}/js/push.js`,
@@ -66,6 +70,38 @@ function clip(s, max = 160) {
   return t.length > max ? `${t.slice(0, max - 1)}…` : t;
 }
 
+/** Longest summary a `complete` request may have (PROTOCOL §9). */
+const COMPLETE_MAX_CHARS = 150;
+/** Characters that do not show as themselves: controls, format and bidi characters,
+ * line/paragraph separators, spaces other than U+0020, fillers... */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u115f\u1160\u180e\u2800\u3164\uffa0]/u;
+/** ...and the invisible combining marks: grapheme joiner, variation selectors. */
+const HIDDEN_MARKS = [[0x034f, 0x034f], [0x17b4, 0x17b5], [0x180b, 0x180d], [0x180f, 0x180f], [0xfe00, 0xfe0f], [0xe0100, 0xe01ef]];
+
+function hides(s) {
+  if (HIDDEN.test(s)) return true;
+  for (const c of s) {
+    const cp = c.codePointAt(0);
+    if (HIDDEN_MARKS.some(([lo, hi]) => cp >= lo && cp <= hi)) return true;
+  }
+  return false;
+}
+
+/** The server says the summary shows the whole request, and it can be shown as it is. */
+function shownWhole(p) {
+  const s = p && p.summary;
+  return p.complete === true && typeof s === 'string' && s.trim() !== '' && [...s].length <= COMPLETE_MAX_CHARS && !hides(s);
+}
+
+/** Where a click on a notification about `session` (and `requestId`) opens the page. */
+function pageTarget(session, requestId) {
+  const params = new URLSearchParams();
+  if (requestId) params.set('request', String(requestId));
+  if (session) params.set('session', session);
+  const hash = params.toString();
+  return hash ? `#${hash}` : '';
+}
+
 function duration(ms) {
   const s = Math.round(Number(ms) / 1000);
   if (!Number.isFinite(s) || s < 0) return '';
@@ -84,24 +120,28 @@ const ccrelayNotify = {
     switch (p && p.kind) {
       case 'permission': {
         const tool = clip(p.tool, 64) || 'A tool';
+        // Allow only for a request shown whole: its summary exactly as sent.
+        const complete = shownWhole(p);
         const tokens = {};
         for (const a of Array.isArray(p.actions) ? p.actions : []) {
-          if (a && (a.action === 'allow' || a.action === 'deny') && typeof a.token === 'string') tokens[a.action] = a.token;
+          if (a && (a.action === 'deny' || (a.action === 'allow' && complete)) && typeof a.token === 'string') tokens[a.action] = a.token;
         }
         const actions = [];
         if (tokens.allow) actions.push({ action: 'allow', title: 'Allow' });
         if (tokens.deny) actions.push({ action: 'deny', title: 'Deny' });
+        const summary = complete ? p.summary : clip(p.summary, 300);
+        const review = !complete && tokens.deny ? '\nOpen to see the whole request before allowing it.' : '';
         return {
           // Questions the agent asks come without actions: they are answered in the page.
           title: actions.length ? `${tool} needs permission (${session})` : `${tool} needs an answer (${session})`,
           options: {
             ...base,
-            body: clip(p.summary, 300) || `${tool} wants to run.`,
+            body: `${summary || `${tool} wants to run.`}${review}`,
             tag: `${session}/${p.request_id}`,
             requireInteraction: true,
             renotify: true,
             actions,
-            data: { kind: 'permission', session, request_id: p.request_id, tool, summary: clip(p.summary, 300), tokens },
+            data: { kind: 'permission', session, request_id: p.request_id, tool, summary, complete, tokens },
           },
         };
       }
@@ -204,7 +244,8 @@ const ccrelayNotify = {
    */
   async onClick(notification, action) {
     const data = notification.data || {};
-    if ((action === 'allow' || action === 'deny') && data.kind === 'permission' && data.tokens && data.tokens[action]) {
+    const answerable = action === 'deny' || (action === 'allow' && data.complete === true);
+    if (answerable && data.kind === 'permission' && data.tokens && data.tokens[action]) {
       const result = await ccrelayNotify.respond(data.tokens[action]);
       const out = ccrelayNotify.outcomeText(action, result, data);
       if (out) {
@@ -226,24 +267,36 @@ const ccrelayNotify = {
         requireInteraction: true,
         renotify: false,
         actions: [
-          ...(data.tokens.allow ? [{ action: 'allow', title: 'Allow' }] : []),
+          ...(data.tokens.allow && data.complete === true ? [{ action: 'allow', title: 'Allow' }] : []),
           ...(data.tokens.deny ? [{ action: 'deny', title: 'Deny' }] : []),
         ],
         data,
       });
     }
     notification.close();
-    return ccrelayNotify.openPage();
+    // A permission opens the page at its card (the whole request, with its diff).
+    const requestId = data.kind === 'permission' ? data.request_id : null;
+    return ccrelayNotify.openPage(data.session ? pageTarget(data.session, requestId) : '');
   },
 
-  /** Focus a window of this page, else open one. */
-  async openPage() {
+  /**
+   * Focus a window of this page and tell it where to go (`hash`, e.g.
+   * `#request=r1&session=default`: js/deeplink.js), else open one there.
+   */
+  async openPage(hash = '') {
     const wins = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
     for (const w of wins) {
-      if (new URL(w.url).origin === self.location.origin && 'focus' in w) return w.focus();
+      if (new URL(w.url).origin === self.location.origin && 'focus' in w) {
+        if (hash) w.postMessage({ type: 'ccrelay.open', hash });
+        // Focusing needs the click's user activation; without it the page still moved.
+        return w.focus().catch(() => w);
+      }
     }
-    return self.clients.openWindow('/');
+    return self.clients.openWindow(`/${hash}`);
   },
+
+  /** The page target of a notification click (for tests and the click handler). */
+  pageTarget,
 
   /**
    * The push service replaced or dropped the subscription: subscribe again with the

@@ -237,6 +237,9 @@ pub struct KeySet {
     entries: Vec<KeyEntry>,
     /// Entry indexes per key, in file order, owner file first.
     by_key: HashMap<KeyData, Vec<usize>>,
+    /// The same indexes per `SHA256:` fingerprint (push subscriptions name their
+    /// key by fingerprint).
+    by_fingerprint: HashMap<String, Vec<usize>>,
     usable: usize,
     /// Digest of the files' bytes, to tell a real change from a touch.
     digest: [u8; 32],
@@ -295,6 +298,10 @@ impl KeySet {
                         .entry(line.key.key_data().clone())
                         .or_default()
                         .push(idx);
+                    self.by_fingerprint
+                        .entry(line.key.fingerprint(HashAlg::Sha256).to_string())
+                        .or_default()
+                        .push(idx);
                     self.entries.push(KeyEntry {
                         line: *line,
                         role,
@@ -338,6 +345,16 @@ impl KeySet {
             }
         }
         Err(first_err.unwrap_or(AuthError::NotListed))
+    }
+
+    /// Every entry of the key with this `SHA256:` fingerprint, owner file first,
+    /// in file order (none when it is not listed).
+    pub fn entries_of_fingerprint(&self, fingerprint: &str) -> impl Iterator<Item = &KeyEntry> {
+        self.by_fingerprint
+            .get(fingerprint)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.entries.get(i))
     }
 
     /// Number of usable keys (entries not refused for their type or options).

@@ -22,10 +22,12 @@ impl Connection {
         let Some((identity, handle)) = &self.identity else {
             return;
         };
-        // The subscription belongs to this key, named after this device.
+        // The subscription belongs to this key, named after this device; the
+        // address is kept for the key's `from=` (docs/protocol.md, "Notifications").
         let owner = SubscriptionOwner {
             fingerprint: identity.fingerprint.clone(),
             device: handle.info.device.clone(),
+            address: self.peer.ip(),
         };
         match self.shared.push.subscribe(owner, subscription).await {
             Ok(_) => self.reply("ok", ServerMsg::ok(id)),

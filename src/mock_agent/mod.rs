@@ -33,6 +33,7 @@
 //! | `bigline [N]` | one assistant line whose text is N bytes (default 1 MiB) |
 //! | `flood [N]` | N text deltas as fast as possible (default 2000) |
 //! | `run-bash [CMD]` | Bash tool_use (CMD = rest of the prompt, default `sh -c 'echo relay-ok'`), asks permission; allow runs it with `sh -c` in the cwd |
+//! | `run-bash-background [CMD]` | the same with `run_in_background: true` in the tool's input |
 //! | `write-file [PATH]` | Write tool_use (default `relay-test.txt` in the cwd), asks permission; allow writes `written by the mock agent\n` |
 //! | `permission` | `run-bash` with the default command |
 //! | `slow` | 20 text deltas, 250 ms apart |
@@ -465,7 +466,11 @@ impl Agent {
                 out::park_forever()
             }
             Kind::Bash(cmd) => {
-                let tool = bash_tool(cmd);
+                let tool = bash_tool(cmd, false);
+                self.tool_turn(t, tool, "I will run a command.")
+            }
+            Kind::BashInBackground(cmd) => {
+                let tool = bash_tool(cmd, true);
                 self.tool_turn(t, tool, "I will run a command.")
             }
             Kind::Write(path) => {
@@ -995,7 +1000,7 @@ fn decide(reply: Reply, tool: &ToolCall) -> Decision {
     }
 }
 
-fn bash_tool(cmd: &str) -> ToolCall {
+fn bash_tool(cmd: &str, background: bool) -> ToolCall {
     let description = if cmd == scenario::DEFAULT_BASH {
         "Print relay-ok".to_string()
     } else {
@@ -1005,10 +1010,16 @@ fn bash_tool(cmd: &str) -> ToolCall {
     ToolCall {
         id: msg::mock_id("toolu_mock"),
         name: "Bash",
-        input: Obj::new()
-            .str("command", cmd)
-            .str("description", &description)
-            .finish(),
+        input: {
+            let input = Obj::new()
+                .str("command", cmd)
+                .str("description", &description);
+            if background {
+                input.raw("run_in_background", "true").finish()
+            } else {
+                input.finish()
+            }
+        },
         description,
         suggestions: array([Obj::new()
             .str("type", "addRules")

@@ -19,6 +19,8 @@ pub enum Kind {
     Echo,
     /// A Bash tool_use with this command, asking permission.
     Bash(String),
+    /// The same with `run_in_background: true` in its input.
+    BashInBackground(String),
     /// A Write tool_use of this path, asking permission.
     Write(String),
     /// 20 deltas, 250 ms apart.
@@ -59,6 +61,9 @@ impl Scenario {
             Kind::BigLine(number(rest).unwrap_or(DEFAULT_BIGLINE))
         } else if let Some(rest) = find("flood") {
             Kind::Flood(number(rest).unwrap_or(DEFAULT_FLOOD))
+        } else if let Some(rest) = find("run-bash-background") {
+            let cmd = rest.trim();
+            Kind::BashInBackground(if cmd.is_empty() { DEFAULT_BASH } else { cmd }.to_string())
         } else if let Some(rest) = find("run-bash") {
             let cmd = rest.trim();
             Kind::Bash(if cmd.is_empty() { DEFAULT_BASH } else { cmd }.to_string())
@@ -119,6 +124,10 @@ mod tests {
         assert_eq!(
             Scenario::parse("please RUN-BASH").kind,
             Kind::Bash(DEFAULT_BASH.into())
+        );
+        assert_eq!(
+            Scenario::parse("run-bash-background sleep 1").kind,
+            Kind::BashInBackground("sleep 1".into())
         );
         assert_eq!(
             Scenario::parse("run-bash touch /tmp/x").kind,

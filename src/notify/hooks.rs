@@ -340,6 +340,7 @@ mod tests {
             request_id: "r".into(),
             tool: "Bash".into(),
             summary: "ls -l".into(),
+            complete: true,
             actions: vec![
                 ActionToken {
                     action: "allow",

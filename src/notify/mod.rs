@@ -13,7 +13,13 @@
 //! subscriptions, encryption, delivery), reached through [`PushSink`];
 //! [`visibility`] the `client.visible` registry; [`tokens`] the answer tokens;
 //! [`payload`] the payloads; [`hooks`] webhook and ntfy; [`respond`] the respond
-//! endpoint.
+//! endpoint; [`usable`] whether a subscription's key may still be notified.
+//!
+//! A subscription whose key stops being usable (expired, restricted, `from=` no
+//! longer admitting where it was registered from) is suspended, not dropped: it is
+//! sent nothing and its tokens are refused, and it resumes when its key is usable
+//! again. This task looks at every subscription when the keys change (to log and
+//! count suspensions) and again before each notification (expiry is a time).
 //!
 //! Owns (this file): the notifier task and its state. Must not: touch session
 //! state (answers go through the session's actor as a `SessionCmd`), or Web Push
@@ -23,22 +29,24 @@ pub mod hooks;
 pub mod payload;
 pub mod respond;
 pub mod tokens;
+pub mod usable;
 pub mod visibility;
 pub mod webpush;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 // Tokio's clock (not std's), so that tests can pause and advance it.
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::AuthThrottle;
+use crate::auth::{AuthThrottle, KeySet};
 use crate::metrics::Metrics;
 use hooks::Hooks;
 use payload::{ActionToken, PUSH_PLAINTEXT_MAX, Payload, TURN_NOTIFY_AFTER_MS};
@@ -93,6 +101,8 @@ pub struct Subscriber {
     /// The key that registered it.
     pub fingerprint: String,
     pub device: Option<String>,
+    /// The address it was registered from (None: not recorded).
+    pub registered_from: Option<IpAddr>,
 }
 
 /// A message for one subscription.
@@ -122,6 +132,7 @@ impl PushSink for webpush::WebPush {
                 id: s.id.0,
                 fingerprint: s.fingerprint,
                 device: s.device,
+                registered_from: s.registered_from,
             })
             .collect()
     }
@@ -156,6 +167,9 @@ pub struct NotifySettings {
     pub webhook: Option<reqwest::Url>,
     pub ntfy: Option<hooks::NtfyTarget>,
     pub public_url: Option<reqwest::Url>,
+    /// `--notify-sink-allow`: webhook and ntfy notifications of complete requests
+    /// carry `allow` too (their tokens belong to no key).
+    pub sink_allow: bool,
 }
 
 /// The errors of starting notifications.
@@ -180,6 +194,10 @@ pub struct Notifier {
     /// answer only while they are.
     webhook_on: bool,
     ntfy_on: bool,
+    /// `--notify-sink-allow`: their allow tokens answer only while it is set.
+    sink_allow: bool,
+    /// The keys in force: a subscription answers only while its key is usable.
+    keys: watch::Receiver<Arc<KeySet>>,
     metrics: Arc<Metrics>,
 }
 
@@ -192,11 +210,13 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// Start the notifier task (it stops when `stop` is cancelled).
+    /// Start the notifier task (it stops when `stop` is cancelled). `keys` is the
+    /// set in force and its changes (`KeyStore::subscribe`).
     pub fn start(
         settings: NotifySettings,
         data_dir: &std::path::Path,
         push: Option<Arc<dyn PushSink>>,
+        keys: watch::Receiver<Arc<KeySet>>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<Notifier, NotifyError> {
@@ -217,7 +237,10 @@ impl Notifier {
         let visibility = Arc::new(Visibility::default());
         let task = Task {
             after: settings.after,
+            sink_allow: settings.sink_allow,
             hooks,
+            keys: keys.clone(),
+            suspended: HashSet::new(),
             push: push.clone(),
             tokens: tokens.clone(),
             visibility: visibility.clone(),
@@ -230,6 +253,8 @@ impl Notifier {
         Ok(Notifier {
             webhook_on: settings.webhook.is_some(),
             ntfy_on: settings.ntfy.is_some(),
+            sink_allow: settings.sink_allow,
+            keys,
             tx,
             tokens,
             visibility,
@@ -247,12 +272,30 @@ impl Notifier {
         }
     }
 
-    /// Whether tokens sent by webhook / ntfy still answer (the sink is configured).
-    pub fn hook_enabled(&self, recipient: &Recipient) -> bool {
+    /// Whether a token sent by webhook / ntfy still answers: the sink is
+    /// configured, and for `allow`, `--notify-sink-allow` is set.
+    pub fn hook_enabled(&self, recipient: &Recipient, action: Action) -> bool {
+        let allowed = action != Action::Allow || self.sink_allow;
         match recipient {
-            Recipient::Webhook => self.webhook_on,
-            Recipient::Ntfy => self.ntfy_on,
+            Recipient::Webhook => self.webhook_on && allowed,
+            Recipient::Ntfy => self.ntfy_on && allowed,
             Recipient::Subscription(_) => true,
+        }
+    }
+
+    /// Whether the key of subscription `s` is usable now: from where it was
+    /// registered and, when given, from `answer_from` (where an answer comes from).
+    pub fn key_usable(
+        &self,
+        s: &Subscriber,
+        answer_from: Option<IpAddr>,
+    ) -> Result<(), usable::Unusable> {
+        let keys = self.keys.borrow().clone();
+        let now = std::time::SystemTime::now();
+        usable::check(&keys, &s.fingerprint, s.registered_from, now)?;
+        match answer_from {
+            Some(ip) => usable::check(&keys, &s.fingerprint, Some(ip), now),
+            None => Ok(()),
         }
     }
 
@@ -272,6 +315,8 @@ struct Tracked {
     subtype: String,
     tool: String,
     summary: String,
+    /// The summary shows the whole request (`allow` may be offered).
+    complete: bool,
     /// When it is notified; None once it was.
     due: Option<Instant>,
     /// Who got the notification (they get the dismiss).
@@ -280,7 +325,12 @@ struct Tracked {
 
 struct Task {
     after: Duration,
+    sink_allow: bool,
     hooks: Hooks,
+    keys: watch::Receiver<Arc<KeySet>>,
+    /// Subscriptions whose key was not usable when last looked at (for the log
+    /// and the gauge; the check itself is made afresh each time).
+    suspended: HashSet<String>,
     push: Option<Arc<dyn PushSink>>,
     tokens: Arc<Tokens>,
     visibility: Arc<Visibility>,
@@ -292,6 +342,9 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<NotifyEvent>, stop: CancellationToken) {
+        let mut keys = self.keys.clone();
+        keys.mark_changed();
+        let mut keys_open = true;
         loop {
             let next = self.tracked.values().filter_map(|t| t.due).min();
             let far = Instant::now() + Duration::from_secs(3600);
@@ -302,8 +355,51 @@ impl Task {
                     None => return,
                 },
                 _ = sleep_until(next.unwrap_or(far)) => self.fire_due(),
+                changed = keys.changed(), if keys_open => {
+                    keys.borrow_and_update();
+                    if changed.is_err() {
+                        keys_open = false;
+                    }
+                    self.usable_subscribers();
+                }
             }
         }
+    }
+
+    /// The subscriptions whose key is usable now. Logs each one that became
+    /// suspended or resumed since the last look, and sets the gauge.
+    fn usable_subscribers(&mut self) -> Vec<Subscriber> {
+        let Some(push) = &self.push else {
+            return Vec::new();
+        };
+        let keys = self.keys.borrow().clone();
+        let now = std::time::SystemTime::now();
+        let mut usable = Vec::new();
+        let mut suspended = HashSet::new();
+        for s in push.subscribers() {
+            match usable::check(&keys, &s.fingerprint, s.registered_from, now) {
+                Ok(()) => {
+                    if self.suspended.contains(&s.id) {
+                        tracing::info!(subscription = %s.id, fingerprint = %s.fingerprint, device = s.device.as_deref().unwrap_or(""), "push subscription resumed: its key is usable again");
+                    }
+                    usable.push(s);
+                }
+                // Not an owner key any more: `webpush` drops the subscription
+                // (it is not suspended, it is going away).
+                Err(usable::Unusable::NotListed | usable::Unusable::NotOwner) => {}
+                Err(why) => {
+                    if !self.suspended.contains(&s.id) {
+                        tracing::info!(subscription = %s.id, fingerprint = %s.fingerprint, device = s.device.as_deref().unwrap_or(""), reason = %why, "push subscription suspended: its key is not usable");
+                    }
+                    suspended.insert(s.id);
+                }
+            }
+        }
+        self.metrics
+            .push_subscriptions_suspended
+            .set(i64::try_from(suspended.len()).unwrap_or(i64::MAX));
+        self.suspended = suspended;
+        usable
     }
 
     fn on_event(&mut self, event: NotifyEvent) {
@@ -330,15 +426,16 @@ impl Task {
                 }
                 let line: Value = serde_json::from_str(line.get()).unwrap_or(Value::Null);
                 let request = line.get("request").cloned().unwrap_or(Value::Null);
-                let (tool, summary) = payload::describe(&subtype, &request);
+                let described = payload::describe(&subtype, &request);
                 self.opened += 1;
                 self.tracked.insert(
                     key.clone(),
                     Tracked {
                         seq: self.opened,
                         subtype,
-                        tool,
-                        summary,
+                        tool: described.tool,
+                        summary: described.summary,
+                        complete: described.complete,
                         due: Some(Instant::now() + self.after),
                         sent_to: Vec::new(),
                     },
@@ -363,7 +460,18 @@ impl Task {
                     request_id,
                     by,
                 };
+                // Not to a subscription suspended meanwhile: it is sent nothing.
+                let usable: HashSet<String> = self
+                    .usable_subscribers()
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect();
                 for recipient in &t.sent_to {
+                    if let Recipient::Subscription(id) = recipient
+                        && !usable.contains(id)
+                    {
+                        continue;
+                    }
                     self.deliver(recipient, &dismiss, false);
                 }
             }
@@ -414,28 +522,40 @@ impl Task {
         t.due = None;
         let (session, request_id) = key;
         let answerable = t.subtype == "can_use_tool";
-        let (tool, summary) = (t.tool.clone(), t.summary.clone());
-        tracing::info!(session = %session, request_id = %request_id, tool = %tool, "notifying an unanswered request");
-        let make = |recipient: &Recipient| Payload::Permission {
-            session: session.to_string(),
-            request_id: request_id.clone(),
-            tool: tool.clone(),
-            summary: summary.clone(),
-            // A question's answer is not allow/deny: it is notified without buttons.
-            actions: if answerable {
-                [Action::Allow, Action::Deny]
-                    .into_iter()
-                    .map(|a| ActionToken {
+        let (tool, summary, complete) = (t.tool.clone(), t.summary.clone(), t.complete);
+        tracing::info!(session = %session, request_id = %request_id, tool = %tool, complete, "notifying an unanswered request");
+        let sink_allow = self.sink_allow;
+        let recipients = self.recipients(session);
+        let make = |recipient: &Recipient| {
+            // Allow only where the whole request is shown, and for webhook and
+            // ntfy (no key; a topic may be read by others) only when the
+            // operator asked for it. A question's answer is not allow/deny: it
+            // is notified without buttons.
+            let allow = answerable
+                && complete
+                && (matches!(recipient, Recipient::Subscription(_)) || sink_allow);
+            let offered: &[Action] = match (answerable, allow) {
+                (false, _) => &[],
+                (true, true) => &[Action::Allow, Action::Deny],
+                (true, false) => &[Action::Deny],
+            };
+            Payload::Permission {
+                session: session.to_string(),
+                request_id: request_id.clone(),
+                tool: tool.clone(),
+                summary: summary.clone(),
+                complete,
+                actions: offered
+                    .iter()
+                    .map(|&a| ActionToken {
                         action: a.as_str(),
                         token: self.tokens.issue(session, request_id, a, recipient),
                     })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+                    .collect(),
+            }
         };
         let mut sent_to = Vec::new();
-        for recipient in self.recipients(session) {
+        for recipient in recipients {
             let p = make(&recipient);
             self.deliver(&recipient, &p, true);
             sent_to.push(recipient);
@@ -446,12 +566,13 @@ impl Task {
     }
 
     /// Everyone a new notification about `session` goes to: each subscription whose
-    /// device is not looking at the session, the webhook, ntfy.
-    fn recipients(&self, session: &str) -> Vec<Recipient> {
+    /// key is usable and whose device is not looking at the session, the webhook,
+    /// ntfy.
+    fn recipients(&mut self, session: &str) -> Vec<Recipient> {
         let mut out = Vec::new();
-        if let Some(push) = &self.push {
+        if self.push.is_some() {
             let watchers = self.visibility.watchers(session);
-            for s in push.subscribers() {
+            for s in self.usable_subscribers() {
                 if watchers.contains(&s.fingerprint) {
                     tracing::debug!(
                         session,
@@ -472,8 +593,9 @@ impl Task {
         out
     }
 
-    fn broadcast(&self, p: &Payload) {
-        for recipient in self.recipients(p.session()) {
+    fn broadcast(&mut self, p: &Payload) {
+        let session = p.session().to_string();
+        for recipient in self.recipients(&session) {
             self.deliver(&recipient, p, false);
         }
     }
@@ -581,7 +703,32 @@ mod tests {
             id: id.into(),
             fingerprint: fp.into(),
             device: Some(format!("dev-{id}")),
+            registered_from: Some("127.0.0.1".parse().unwrap()),
         }
+    }
+
+    /// Test key `n`, as an authorized_keys line (options before it).
+    fn key_line(n: u8, options: &str) -> String {
+        let key = ssh_key::PublicKey::from(ssh_key::public::KeyData::Ed25519(
+            ssh_key::public::Ed25519PublicKey([n; 32]),
+        ));
+        format!("{options} {}\n", key.to_openssh().unwrap())
+            .trim_start()
+            .to_string()
+    }
+
+    fn fp(n: u8) -> String {
+        ssh_key::PublicKey::from(ssh_key::public::KeyData::Ed25519(
+            ssh_key::public::Ed25519PublicKey([n; 32]),
+        ))
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string()
+    }
+
+    /// A keys set listing test keys 1..=n as owners, without options.
+    fn owners(n: u8) -> watch::Receiver<Arc<KeySet>> {
+        let text: String = (1..=n).map(|i| key_line(i, "")).collect();
+        watch::channel(Arc::new(KeySet::from_texts("owner", &text, None))).1
     }
 
     fn opened(session: &Arc<str>, request_id: &str, line: &str) -> NotifyEvent {
@@ -601,7 +748,7 @@ mod tests {
     {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(FakePush {
-            subs: vec![sub("s1", "fpA"), sub("s2", "fpB"), sub("s3", "fpC")],
+            subs: vec![sub("s1", &fp(1)), sub("s2", &fp(2)), sub("s3", &fp(3))],
             ..Default::default()
         });
         let stop = CancellationToken::new();
@@ -609,13 +756,14 @@ mod tests {
             NotifySettings::default(),
             dir.path(),
             Some(Arc::new(fake.clone())),
+            owners(3),
             Arc::new(Metrics::new()),
             stop.clone(),
         )
         .unwrap();
         let session: Arc<str> = Arc::from("default");
         // fpC looks at the session: not pushed to.
-        n.visibility.report(9, "fpC", true, [session.clone()]);
+        n.visibility.report(9, &fp(3), true, [session.clone()]);
         n.report(opened(
             &session,
             "r1",
@@ -653,7 +801,7 @@ mod tests {
         }
         // Answered: the dismiss goes to exactly those two, same topic, even if the
         // looking device stopped looking in between.
-        n.visibility.report(9, "fpC", false, [session.clone()]);
+        n.visibility.report(9, &fp(3), false, [session.clone()]);
         n.report(NotifyEvent::Closed {
             session: session.clone(),
             request_id: "r1".into(),
@@ -725,7 +873,7 @@ mod tests {
     async fn a_request_is_notified_once_after_the_delay_and_never_if_answered_before() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(FakePush {
-            subs: vec![sub("s1", "fpA")],
+            subs: vec![sub("s1", &fp(1))],
             ..Default::default()
         });
         let stop = CancellationToken::new();
@@ -736,6 +884,7 @@ mod tests {
             },
             dir.path(),
             Some(Arc::new(fake.clone())),
+            owners(3),
             Arc::new(Metrics::new()),
             stop.clone(),
         )
@@ -762,6 +911,102 @@ mod tests {
         assert_eq!(sent.len(), 1, "{sent:#?}");
         assert_eq!(sent[0].1["request_id"], "late");
         assert_eq!(sent[0].1["summary"], "/x");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_subscription_whose_key_is_not_usable_is_suspended_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakePush {
+            subs: vec![sub("s1", &fp(1)), sub("s2", &fp(2))],
+            ..Default::default()
+        });
+        // Key 2 expired: s2 is suspended from the start.
+        let set = |key2_options: &str| {
+            Arc::new(KeySet::from_texts(
+                "owner",
+                &format!("{}{}", key_line(1, ""), key_line(2, key2_options)),
+                None,
+            ))
+        };
+        let (keys_tx, keys_rx) = watch::channel(set("expiry-time=\"20200101\""));
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let n = Notifier::start(
+            NotifySettings::default(),
+            dir.path(),
+            Some(Arc::new(fake.clone())),
+            keys_rx,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .unwrap();
+        let session: Arc<str> = Arc::from("default");
+        let line = |id: &str, tool: &str, input: &str| {
+            format!(
+                r#"{{"type":"control_request","request_id":"{id}","request":{{"subtype":"can_use_tool","tool_name":"{tool}","input":{input}}}}}"#
+            )
+        };
+        n.report(opened(
+            &session,
+            "r1",
+            &line("r1", "Bash", r#"{"command":"ls"}"#),
+        ));
+        let sent = fake.wait_for(1).await;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, "s1");
+        assert_eq!(sent[0].1["complete"], true);
+        assert_eq!(metrics.push_subscriptions_suspended.get(), 1);
+        // Its token (had it one) is refused: the key check fails for it.
+        assert!(n.key_usable(&sub("s2", &fp(2)), None).is_err());
+        assert!(n.key_usable(&sub("s1", &fp(1)), None).is_ok());
+        keys_tx.send_replace(set(""));
+        // Renewed: s2 resumes. A Write is never complete: deny only.
+        n.report(opened(
+            &session,
+            "w1",
+            &line("w1", "Write", r#"{"file_path":"/x","content":"y"}"#),
+        ));
+        let sent = fake.wait_for(3).await;
+        let mut to: Vec<&str> = sent[1..].iter().map(|(id, _)| id.as_str()).collect();
+        to.sort();
+        assert_eq!(to, ["s1", "s2"]);
+        for (_, p) in &sent[1..] {
+            assert_eq!(p["complete"], false);
+            let actions: Vec<&str> = p["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["action"].as_str().unwrap())
+                .collect();
+            assert_eq!(actions, ["deny"]);
+        }
+        assert_eq!(metrics.push_subscriptions_suspended.get(), 0);
+        // from= not admitting the address it was registered from: suspended.
+        keys_tx.send_replace(Arc::new(KeySet::from_texts(
+            "owner",
+            &format!("{}{}", key_line(1, "from=\"10.9.9.9\""), key_line(2, "")),
+            None,
+        )));
+        n.report(opened(
+            &session,
+            "r2",
+            &line("r2", "Bash", r#"{"command":"ls"}"#),
+        ));
+        let sent = fake.wait_for(4).await;
+        assert_eq!(sent.len(), 4);
+        assert_eq!(sent[3].0, "s2");
+        assert!(n.key_usable(&sub("s1", &fp(1)), None).is_err());
+        let from_there = Subscriber {
+            registered_from: Some("10.9.9.9".parse().unwrap()),
+            ..sub("s1", &fp(1))
+        };
+        assert!(n.key_usable(&from_there, None).is_ok());
+        assert!(
+            n.key_usable(&from_there, Some("127.0.0.1".parse().unwrap()))
+                .is_err(),
+            "an answer from outside from= is refused"
+        );
         stop.cancel();
     }
 }

