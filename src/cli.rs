@@ -359,6 +359,12 @@ pub struct AttachArgs {
     /// Where servers seen before are recorded [default: $XDG_CONFIG_HOME/ccrelay/known_servers, else ~/.config/ccrelay/known_servers]
     #[arg(long, value_name = "PATH")]
     pub known_servers: Option<PathBuf>,
+    /// Make a single-use pairing invite (10 minutes), print the web page's URL with it (and its QR code on a terminal), and exit
+    #[arg(long, conflicts_with_all = ["prompt", "json", "tail"])]
+    pub invite: bool,
+    /// With --invite: the invited device gets the read-only viewer role
+    #[arg(long, requires = "invite")]
+    pub viewer: bool,
 }
 
 /// `ccrelay keys ...`

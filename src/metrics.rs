@@ -543,6 +543,7 @@ const FRAME_IN_TYPES: &[&str] = &[
     "session.restart",
     "pair.request",
     "pair.respond",
+    "pair.invite",
     "client.visible",
     "push.subscribe",
     "push.unsubscribe",
@@ -565,6 +566,7 @@ const FRAME_OUT_TYPES: &[&str] = &[
     "pair.pending",
     "pair.requested",
     "pair.resolved",
+    "pair.invite",
 ];
 /// `sink` of the notification metrics.
 pub const NOTIFY_SINKS: &[&str] = &["webpush", "webhook", "ntfy"];
@@ -588,6 +590,7 @@ pub const PAIR_RESULTS: &[&str] = &[
     "expired",
     "withdrawn",
     "refused",
+    "invited",
 ];
 /// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
 const ERROR_CODES: &[&str] = &[

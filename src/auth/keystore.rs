@@ -186,6 +186,8 @@ pub struct KeyEntry {
     pub line: KeyLine,
     /// The role its file gives.
     pub role: Role,
+    /// The file it is in (as named in warnings: its path).
+    pub file: Arc<str>,
     /// Set when the key can never be used (logged once when the set was built).
     pub refusal: Option<AuthError>,
 }
@@ -272,6 +274,7 @@ impl KeySet {
     }
 
     fn add_file(&mut self, name: &str, text: &str, role: Role) {
+        let file: Arc<str> = Arc::from(name);
         for parsed in authorized_keys::parse(text) {
             match parsed {
                 ParsedLine::Malformed { line, reason } => {
@@ -298,6 +301,7 @@ impl KeySet {
                     self.entries.push(KeyEntry {
                         line: *line,
                         role,
+                        file: file.clone(),
                         refusal,
                     });
                 }
@@ -338,6 +342,15 @@ impl KeySet {
             }
         }
         Err(first_err.unwrap_or(AuthError::NotListed))
+    }
+
+    /// The first entry listing `key` in any file, whatever its options say and
+    /// whether or not it may be used (pairing never adds a key listed already).
+    pub fn listing(&self, key: &KeyData) -> Option<&KeyEntry> {
+        self.by_key
+            .get(key)
+            .and_then(|idxs| idxs.first())
+            .and_then(|&i| self.entries.get(i))
     }
 
     /// Number of usable keys (entries not refused for their type or options).

@@ -24,7 +24,9 @@ export function wsUrl(loc) {
 export const msg = {
   authResponse: (signature, publicKey, device) => ({ type: 'auth.response', signature, public_key: publicKey, device }),
   pairRequest: (signature, publicKey, device) => ({ type: 'pair.request', signature, public_key: publicKey, device }),
-  pairRespond: (id, pairId, allow, role = 'owner') => ({ type: 'pair.respond', id, pair_id: pairId, allow, role }),
+  pairRespond: (id, pairId, allow, role = 'owner', block = false) => ({
+    type: 'pair.respond', id, pair_id: pairId, allow, role, ...(block ? { block: true } : {}),
+  }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),
   /** `since` (resume) or `tail` (join a long session), never both. */
