@@ -588,13 +588,19 @@ async fn a_listed_key_is_never_paired_even_when_its_options_refuse_it() {
 
     // ...a signature that does not verify is refused before any lookup...
     let mut c = server.connect().await;
-    let challenge = c.recv().await;
+    assert_eq!(c.recv().await["type"], "auth.challenge");
     let wrong = ssh_keygen_sign(&expired, "not the challenge");
-    let _ = challenge;
     c.send(json!({"type": "pair.request", "id": "pair", "signature": wrong,
         "public_key": expired.public_line, "device": "sneaky"}))
         .await;
     expect_error_and_policy_close(&mut c, "auth_failed").await;
+    assert!(
+        server
+            .wait_log("bad_signature", Duration::from_secs(5))
+            .await,
+        "{}",
+        server.logs()
+    );
     assert!(
         !server.logs().contains("already listed"),
         "looked up before verifying: {}",
