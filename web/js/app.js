@@ -498,7 +498,7 @@ async function main() {
     if (m.code === 'rate_limited') {
       setConnState(mode === 'pair' ? 'pairing' : 'refused', m.message);
       ui.pairMsg.textContent = mode === 'pair'
-        ? 'Another pair request from this address is already waiting. Try again when it is answered.'
+        ? 'Another pair request from this address is already waiting, or an owner blocked pair requests from it for an hour. Try again later.'
         : 'Too many failed sign-ins from this address. Wait a minute, then try again.';
       return;
     }

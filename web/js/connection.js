@@ -209,9 +209,9 @@ export class Connection {
       try {
         const signature = await this.key.sign(m.sign);
         const build = this.mode === 'pair' ? msg.pairRequest : msg.authResponse;
-        const m = build(signature, publicKey, device);
-        if (this.mode === 'pair' && this.invite) m.invite = this.invite;
-        this.send(m);
+        const answer = build(signature, publicKey, device);
+        if (this.mode === 'pair' && this.invite) answer.invite = this.invite;
+        this.send(answer);
       } catch (e) {
         this.setState('refused', `cannot sign: ${e}`);
         this.stop();
