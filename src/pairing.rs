@@ -21,8 +21,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq as _;
 use ssh_key::public::KeyData;
+use subtle::ConstantTimeEq as _;
 use tokio::sync::oneshot;
 
 use crate::auth::Role;
@@ -526,10 +526,7 @@ mod tests {
         drop(held);
         p.record_denial("::ffff:10.0.0.2".parse().unwrap(), true);
         assert!(p.is_blocked("10.0.0.2".parse().unwrap()));
-        assert_eq!(
-            p.open(request("10.0.0.2")).unwrap_err(),
-            OpenError::Blocked
-        );
+        assert_eq!(p.open(request("10.0.0.2")).unwrap_err(), OpenError::Blocked);
         // A later plain denial does not lift the block.
         p.record_denial("10.0.0.2".parse().unwrap(), false);
         assert!(p.is_blocked("10.0.0.2".parse().unwrap()));

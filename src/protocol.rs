@@ -1121,8 +1121,9 @@ mod tests {
             code_of(r#"{"type":"pair.respond","pair_id":"p","allow":true,"role":"admin"}"#),
             ErrorCode::BadMessage
         );
-        let r = parse_request(r#"{"type":"pair.respond","pair_id":"p","allow":false,"block":true}"#)
-            .unwrap();
+        let r =
+            parse_request(r#"{"type":"pair.respond","pair_id":"p","allow":false,"block":true}"#)
+                .unwrap();
         assert!(matches!(
             r.request,
             ClientRequest::PairRespond {

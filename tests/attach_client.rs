@@ -936,7 +936,13 @@ async fn attach_invite_prints_the_page_url_whose_token_pairs_a_device() {
     let out = tokio::task::block_in_place(|| {
         run(attach_cmd(
             &fx,
-            &["--invite", "--viewer", "-i", &key_arg(&fx.owner), &server.url],
+            &[
+                "--invite",
+                "--viewer",
+                "-i",
+                &key_arg(&fx.owner),
+                &server.url,
+            ],
         ))
     });
     assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
@@ -1029,7 +1035,10 @@ fn attach_invite_on_a_terminal_draws_a_qr_code() {
         if text.contains('█') && text.contains("#invite=") {
             break text;
         }
-        assert!(Instant::now() < deadline, "no QR code on the terminal:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no QR code on the terminal:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let url_line = text

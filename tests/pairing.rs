@@ -590,9 +590,11 @@ async fn a_listed_key_is_never_paired_even_when_its_options_refuse_it() {
     let mut c = server.connect().await;
     assert_eq!(c.recv().await["type"], "auth.challenge");
     let wrong = ssh_keygen_sign(&expired, "not the challenge");
-    c.send(json!({"type": "pair.request", "id": "pair", "signature": wrong,
-        "public_key": expired.public_line, "device": "sneaky"}))
-        .await;
+    c.send(
+        json!({"type": "pair.request", "id": "pair", "signature": wrong,
+        "public_key": expired.public_line, "device": "sneaky"}),
+    )
+    .await;
     expect_error_and_policy_close(&mut c, "auth_failed").await;
     assert!(
         server
@@ -628,7 +630,8 @@ async fn a_listed_key_is_never_paired_even_when_its_options_refuse_it() {
         .find(|l| l.contains("already listed in a keys file"))
         .unwrap();
     assert!(
-        line.contains(&fx.authorized_keys().display().to_string()) && line.contains(&expired.fingerprint),
+        line.contains(&fx.authorized_keys().display().to_string())
+            && line.contains(&expired.fingerprint),
         "the log names the file and the key: {line}"
     );
 
@@ -665,7 +668,10 @@ async fn eight_pending_requests_fill_the_server_and_a_ninth_is_overloaded() {
     for i in 2..=9 {
         let c = connect_from(&server, &format!("127.0.0.{i}")).await;
         let (c, pending) = pair_request_on(c, &phone, &format!("phone {i}"), None).await;
-        assert_eq!(pending["type"], "pair.pending", "from 127.0.0.{i}: {pending}");
+        assert_eq!(
+            pending["type"], "pair.pending",
+            "from 127.0.0.{i}: {pending}"
+        );
         held.push(c);
     }
     let c = connect_from(&server, "127.0.0.10").await;
@@ -718,7 +724,10 @@ async fn a_denial_is_remembered_and_a_block_refuses_the_address() {
     expect_error_and_policy_close(&mut device, "auth_failed").await;
 
     let (mut device, pending) = pair_request(&server, &phone, "second").await;
-    assert_eq!(pending["type"], "pair.pending", "a plain denial does not block: {pending}");
+    assert_eq!(
+        pending["type"], "pair.pending",
+        "a plain denial does not block: {pending}"
+    );
     let (requested, _) = owner
         .recv_until("pair.requested", |v| {
             v["type"] == "pair.requested" && v["pair_id"] == pending["pair_id"]
@@ -783,9 +792,7 @@ async fn an_invite_pairs_a_device_at_once_and_only_once() {
     let mut owner = server.client(&fx.owner, None).await;
     let mut viewer = server.client(&fx.viewer, None).await;
 
-    let forbidden = viewer
-        .request(json!({"type": "pair.invite"}), "v")
-        .await;
+    let forbidden = viewer.request(json!({"type": "pair.invite"}), "v").await;
     assert_eq!(forbidden["type"], "error", "{forbidden}");
     assert_eq!(forbidden["code"], "forbidden");
 
@@ -826,7 +833,10 @@ async fn an_invite_pairs_a_device_at_once_and_only_once() {
     let text = std::fs::read_to_string(paired_keys(&fx)).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains(" Pixel 9 (paired "), "{text}");
-    assert!(text.contains(&format!(" by {})", fx.owner.fingerprint)), "{text}");
+    assert!(
+        text.contains(&format!(" by {})", fx.owner.fingerprint)),
+        "{text}"
+    );
     // The paired key logs in normally afterwards.
     let mut again = server.connect().await;
     assert_eq!(again.authenticate(&phone, None).await["role"], "owner");
@@ -877,9 +887,7 @@ async fn an_invite_pairs_a_device_at_once_and_only_once() {
             .await;
         assert_eq!(made["type"], "pair.invite", "invite {i}: {made}");
     }
-    let ninth = owner
-        .request(json!({"type": "pair.invite"}), "ninth")
-        .await;
+    let ninth = owner.request(json!({"type": "pair.invite"}), "ninth").await;
     assert_eq!(ninth["type"], "error", "{ninth}");
     assert_eq!(ninth["code"], "overloaded");
 }

@@ -443,7 +443,9 @@ impl Connection {
             return self.refuse(id, key_type);
         }
         if let Some(token) = invite {
-            return self.pair_by_invite(id, &token, checked.candidate, device).await;
+            return self
+                .pair_by_invite(id, &token, checked.candidate, device)
+                .await;
         }
         let code = pairing::pair_code(&self.auth.challenge.nonce, &fingerprint);
         let pair_timeout = self.shared.config.pair_timeout;
@@ -548,8 +550,7 @@ impl Connection {
                     .pairing
                     .announce_resolved(&pair_id, true, Some(role), &by);
                 let keys = self.shared.keys.current();
-                let identity = match candidate.authorize(&keys, self.peer.ip(), SystemTime::now())
-                {
+                let identity = match candidate.authorize(&keys, self.peer.ip(), SystemTime::now()) {
                     Ok(entry) => candidate.identity(&entry),
                     // Reloaded before this; an edit racing it leaves the role granted
                     // until the next key check closes the connection.
@@ -611,20 +612,26 @@ impl Connection {
             return;
         };
         if me.role != Role::Owner {
-            self.error(id, ErrorCode::Forbidden, "viewer keys may not send pair.invite");
+            self.error(
+                id,
+                ErrorCode::Forbidden,
+                "viewer keys may not send pair.invite",
+            );
             return;
         }
         if expires_in_ms == Some(0) {
-            self.error(id, ErrorCode::BadMessage, "`expires_in_ms` must be at least 1");
+            self.error(
+                id,
+                ErrorCode::BadMessage,
+                "`expires_in_ms` must be at least 1",
+            );
             return;
         }
         let ttl = expires_in_ms.map_or(pairing::MAX_INVITE_TTL, Duration::from_millis);
-        let made = self.shared.pairing.create_invite(
-            role,
-            ttl,
-            &handle.info.client_id,
-            &me.fingerprint,
-        );
+        let made =
+            self.shared
+                .pairing
+                .create_invite(role, ttl, &handle.info.client_id, &me.fingerprint);
         match made {
             Ok((invite, ttl)) => {
                 tracing::info!(
