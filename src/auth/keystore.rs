@@ -613,6 +613,31 @@ mod tests {
     }
 
     #[test]
+    fn listing_finds_a_key_whatever_its_options_say() {
+        let dir = tempdir();
+        let a = keygen(&dir, "a", "ed25519", None);
+        let b = keygen(&dir, "b", "ed25519", None);
+        let c = keygen(&dir, "c", "ed25519", None);
+        let owner = format!(
+            "# owners\nexpiry-time=\"20200101\" {}\ncommand=\"x\" {}\n",
+            a.pub_line_no_comment(),
+            b.pub_line_no_comment()
+        );
+        let set = KeySet::from_texts("/o/authorized_keys", &owner, Some(("/v/viewers", "")));
+        // Refused at login, yet listed: with the file and line that list it.
+        assert!(
+            set.authorize(&a.public, localhost(), SystemTime::now())
+                .is_err()
+        );
+        let entry = set.listing(a.public.key_data()).unwrap();
+        assert_eq!((&*entry.file, entry.line.line), ("/o/authorized_keys", 2));
+        let entry = set.listing(b.public.key_data()).unwrap();
+        assert!(entry.refusal.is_some());
+        assert_eq!(entry.line.line, 3);
+        assert!(set.listing(c.public.key_data()).is_none());
+    }
+
+    #[test]
     fn first_entry_that_allows_wins_like_sshd() {
         let dir = tempdir();
         let a = keygen(&dir, "a", "ed25519", None);
