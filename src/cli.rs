@@ -50,6 +50,7 @@ const ATTACH_EXAMPLES: &str = "Examples:
   ccrelay attach 127.0.0.1:7878 --device laptop
   ccrelay attach 127.0.0.1:7878 -i ~/.ssh/ccrelay_key --tail 50
   ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json
+  ccrelay attach wss://relay.example:7878 --invite     # a single-use pairing URL for a phone
 
 Keys: ssh-agent identities (SSH_AUTH_SOCK) one per connection, then ~/.ssh/id_ed25519,
 id_ecdsa, id_rsa; with -i only that file. Passphrases are asked on the terminal, or through
@@ -60,6 +61,9 @@ history; on a permission prompt y allows, a always allows (applies its suggestio
 n denies, m denies with a message; Ctrl-C interrupts a running turn, a second Ctrl-C
 (or Ctrl-C when idle) or Ctrl-D quits. When stdin is not a terminal, each line read is
 a prompt. A dropped connection is resumed where it left off.
+
+With --invite: prints the web page's URL with #invite=<token> (a QR code too on a terminal);
+the device that opens it first is paired at once. Exit 0, or 2 when the server refuses.
 
 Exit status with --prompt: 0 the turn succeeded; 1 it failed or was aborted; 2 usage,
 connection or authentication error; 3 a permission prompt came and neither --allow nor
@@ -383,6 +387,12 @@ pub struct AttachArgs {
     /// Where servers seen before are recorded [default: $XDG_CONFIG_HOME/ccrelay/known_servers, else ~/.config/ccrelay/known_servers]
     #[arg(long, value_name = "PATH")]
     pub known_servers: Option<PathBuf>,
+    /// Make a single-use pairing invite (10 minutes), print the web page's URL with it (and its QR code on a terminal), and exit
+    #[arg(long, conflicts_with_all = ["prompt", "json", "tail"])]
+    pub invite: bool,
+    /// With --invite: the invited device gets the read-only viewer role
+    #[arg(long, requires = "invite")]
+    pub viewer: bool,
 }
 
 /// `ccrelay keys ...`

@@ -144,6 +144,8 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         insecure_plaintext: false,
         // A throwaway relay (new server id, any port): not for the user's records.
         known_servers: Some(root.join("known_servers")),
+        invite: false,
+        viewer: false,
     });
 
     shutdown.cancel();

@@ -551,6 +551,7 @@ const FRAME_IN_TYPES: &[&str] = &[
     "session.restart",
     "pair.request",
     "pair.respond",
+    "pair.invite",
     "client.visible",
     "push.subscribe",
     "push.unsubscribe",
@@ -573,6 +574,7 @@ const FRAME_OUT_TYPES: &[&str] = &[
     "pair.pending",
     "pair.requested",
     "pair.resolved",
+    "pair.invite",
 ];
 /// `sink` of the notification metrics.
 pub const NOTIFY_SINKS: &[&str] = &["webpush", "webhook", "ntfy"];
@@ -596,6 +598,7 @@ pub const PAIR_RESULTS: &[&str] = &[
     "expired",
     "withdrawn",
     "refused",
+    "invited",
 ];
 /// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
 const ERROR_CODES: &[&str] = &[

@@ -168,12 +168,22 @@ pub enum ClientRequest {
         channel_binding: Option<String>,
         /// As in `AuthResponse`.
         origin: Option<String>,
+        /// A pairing invite's token: allowed at once when it is valid.
+        invite: Option<String>,
     },
     /// An owner's answer to a pair request.
     PairRespond {
         pair_id: String,
         allow: bool,
         role: Role,
+        /// With a denial: refuse that address's pair requests for an hour.
+        block: bool,
+    },
+    /// An owner opens a pairing invite (default role owner, default and
+    /// longest lifetime 10 minutes).
+    PairInvite {
+        role: Role,
+        expires_in_ms: Option<u64>,
     },
     SessionList,
     Attach {
@@ -247,6 +257,7 @@ impl ClientRequest {
             ClientRequest::Ping => "ping",
             ClientRequest::PairRequest { .. } => "pair.request",
             ClientRequest::PairRespond { .. } => "pair.respond",
+            ClientRequest::PairInvite { .. } => "pair.invite",
             ClientRequest::History { .. } => "history",
             ClientRequest::KeysList => "keys.list",
             ClientRequest::KeysRename { .. } => "keys.rename",
@@ -343,6 +354,7 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 device,
                 channel_binding: fields.optional_string("channel_binding")?,
                 origin: fields.optional_string("origin")?,
+                invite: fields.optional_string("invite")?,
             }
         }
         "pair.respond" => {
@@ -357,13 +369,14 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 }
                 None => return Err(fail(ErrorCode::BadMessage, "missing `allow`".into())),
             };
-            let role = match fields.optional_string("role")?.as_deref() {
-                None | Some("owner") => Role::Owner,
-                Some("viewer") => Role::Viewer,
+            let role = fields.pair_role()?;
+            let block = match fields.obj.remove("block") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => b,
                 Some(_) => {
                     return Err(fail(
                         ErrorCode::BadMessage,
-                        "`role` must be \"owner\" or \"viewer\"".into(),
+                        "`block` must be a boolean".into(),
                     ));
                 }
             };
@@ -371,8 +384,13 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 pair_id,
                 allow,
                 role,
+                block,
             }
         }
+        "pair.invite" => ClientRequest::PairInvite {
+            role: fields.pair_role()?,
+            expires_in_ms: fields.optional_u64("expires_in_ms")?,
+        },
         "session.list" => ClientRequest::SessionList,
         "attach" => {
             let session = fields.session()?;
@@ -680,6 +698,15 @@ impl Fields {
         }
     }
 
+    /// `role` of `pair.respond` and `pair.invite`: `owner` (the default) or `viewer`.
+    fn pair_role(&mut self) -> Result<Role, ProtocolError> {
+        match self.optional_string("role")?.as_deref() {
+            None | Some("owner") => Ok(Role::Owner),
+            Some("viewer") => Ok(Role::Viewer),
+            Some(_) => Err(self.bad("`role` must be \"owner\" or \"viewer\"".into())),
+        }
+    }
+
     fn session(&mut self) -> Result<String, ProtocolError> {
         Ok(self
             .optional_string("session")?
@@ -932,6 +959,17 @@ pub enum ServerMsg {
         code: String,
         peer: String,
         expires_in_ms: u64,
+        /// An owner denied a request from this address less than an hour ago.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        denied_recently: Option<bool>,
+    },
+    /// The reply to `pair.invite`: the token a device pairs with.
+    #[serde(rename = "pair.invite")]
+    PairInvite {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        invite: String,
+        expires_in_ms: u64,
     },
     /// Extension "Devices": the reply to `keys.list`.
     #[serde(rename = "keys.list")]
@@ -1091,6 +1129,53 @@ mod tests {
         );
         assert_eq!(
             code_of(r#"{"type":"pair.respond","pair_id":"p","allow":true,"role":"admin"}"#),
+            ErrorCode::BadMessage
+        );
+        let r =
+            parse_request(r#"{"type":"pair.respond","pair_id":"p","allow":false,"block":true}"#)
+                .unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::PairRespond {
+                allow: false,
+                block: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            code_of(r#"{"type":"pair.respond","pair_id":"p","allow":false,"block":"yes"}"#),
+            ErrorCode::BadMessage
+        );
+        let r = parse_request(
+            r#"{"type":"pair.request","signature":"s","public_key":"k","device":"d","invite":"tok"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r.request, ClientRequest::PairRequest { invite: Some(ref t), .. } if t == "tok")
+        );
+        let r = parse_request(r#"{"type":"pair.invite","id":2}"#).unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::PairInvite {
+                role: Role::Owner,
+                expires_in_ms: None
+            }
+        ));
+        let r = parse_request(r#"{"type":"pair.invite","role":"viewer","expires_in_ms":5000}"#)
+            .unwrap();
+        assert!(matches!(
+            r.request,
+            ClientRequest::PairInvite {
+                role: Role::Viewer,
+                expires_in_ms: Some(5000)
+            }
+        ));
+        assert_eq!(
+            code_of(r#"{"type":"pair.invite","role":"admin"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"pair.invite","expires_in_ms":-1}"#),
             ErrorCode::BadMessage
         );
     }

@@ -996,3 +996,141 @@ fn a_display_that_falls_behind_is_closed_as_lagging_and_resumes_without_loss() {
     let err = stderr.lock().unwrap().clone();
     assert!(err.contains("frames behind"), "no lag notice: {err}");
 }
+
+/// The page origin the client dialed, as `--invite` prints it: `http` for a
+/// `ws://` server, `https` for `wss://`.
+fn page_origin(server: &common::TestServer) -> String {
+    let scheme = if server.url.starts_with("wss://") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", server.addr)
+}
+
+/// `ccrelay attach HOST --invite --viewer`: one line on stdout, the page URL
+/// with `#invite=<token>` (no QR code: stdout is not a terminal), exit 0; the
+/// token pairs a device at once as a viewer, and only once. A viewer key's
+/// `--invite` exits 2 saying the server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_invite_prints_the_page_url_whose_token_pairs_a_device() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let out = tokio::task::block_in_place(|| {
+        run(attach_cmd(
+            &fx,
+            &[
+                "--invite",
+                "--viewer",
+                "-i",
+                &key_arg(&fx.owner),
+                &server.url,
+            ],
+        ))
+    });
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the URL: {}", out.stdout);
+    let prefix = format!("{}/#invite=", page_origin(&server));
+    let token = lines[0]
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{:?} does not start with {prefix}", lines[0]));
+    assert!(
+        token.len() >= 22
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "base64url, at least 128 bits: {token}"
+    );
+    assert!(out.stderr.contains("viewer"), "{}", out.stderr);
+
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    for (attempt, expected) in [(1, "auth.ok"), (2, "error")] {
+        let mut c = server.connect().await;
+        let challenge = c.recv().await;
+        let sign = challenge["sign"].as_str().unwrap().to_string();
+        let request = serde_json::json!({"type": "pair.request", "id": "pair",
+            "signature": common::ssh_keygen_sign(&phone, &common::bound_text(&sign, &c.origin)),
+            "public_key": phone.public_line, "device": format!("phone {attempt}"),
+            "origin": c.origin, "invite": token});
+        c.send(request).await;
+        let answer = c.recv().await;
+        assert_eq!(answer["type"], expected, "use {attempt}: {answer}");
+        if attempt == 1 {
+            assert_eq!(answer["role"], "viewer", "{answer}");
+        } else {
+            assert_eq!(answer["code"], "auth_failed", "{answer}");
+        }
+    }
+
+    let refused = tokio::task::block_in_place(|| {
+        run(attach_cmd(
+            &fx,
+            &["--invite", "-i", &key_arg(&fx.viewer), &server.url],
+        ))
+    });
+    assert_eq!(refused.code(), Some(2), "stdout: {}", refused.stdout);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("forbidden"), "{}", refused.stderr);
+}
+
+/// On a terminal, `--invite` also draws the URL as a QR code (half blocks).
+#[test]
+fn attach_invite_on_a_terminal_draws_a_qr_code() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let home = fx.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let pty = open_pty(200, 80);
+    let mut cmd = Command::new(ccrelay_bin());
+    cmd.args(["attach", "--invite", "-i", &key_arg(&fx.owner), &server.url])
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", &home)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("ccrelay attach starts");
+    drop(cmd);
+    let stderr = Arc::new(Mutex::new(String::new()));
+    collect(child.stderr.take().expect("stderr piped"), stderr.clone());
+    let Pty { master, slave } = pty;
+    // Only the child holds the slave now: reading the master ends at its exit.
+    drop(slave);
+    let screen = Arc::new(Mutex::new(String::new()));
+    collect(master, screen.clone());
+    let deadline = Instant::now() + common::scaled(CLIENT_TIMEOUT);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no exit; stderr: {}", stderr.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "stderr: {}", stderr.lock().unwrap());
+    let text = loop {
+        let text = screen.lock().unwrap().clone();
+        if text.contains('█') && text.contains("#invite=") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no QR code on the terminal:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let url_line = text
+        .lines()
+        .find(|l| l.contains("#invite="))
+        .unwrap()
+        .trim();
+    assert!(
+        url_line.starts_with(&format!("{}/#invite=", page_origin(&server))),
+        "{url_line}"
+    );
+}

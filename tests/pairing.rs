@@ -25,19 +25,50 @@ fn expected_code(nonce: &str, fingerprint: &str) -> String {
 /// Connect, read the challenge, send a pair.request for `key`; returns the
 /// client and the server's answer.
 async fn pair_request(server: &TestServer, key: &KeyPair, device: &str) -> (TestClient, Value) {
-    let mut c = server.connect().await;
+    pair_request_on(server.connect().await, key, device, None).await
+}
+
+/// On a connection just opened: read the challenge and send a pair.request for
+/// `key` (with `invite` when given); returns the client and the server's answer.
+async fn pair_request_on(
+    mut c: TestClient,
+    key: &KeyPair,
+    device: &str,
+    invite: Option<&str>,
+) -> (TestClient, Value) {
     let challenge = c.recv().await;
     assert_eq!(challenge["type"], "auth.challenge");
     let sign = challenge["sign"].as_str().unwrap().to_string();
     c.challenge = Some(challenge);
     let signature = ssh_keygen_sign(key, &common::bound_text(&sign, &c.origin));
-    c.send(
-        json!({"type": "pair.request", "id": "pair", "signature": signature,
-        "public_key": key.public_line, "device": device, "origin": c.origin}),
-    )
-    .await;
+    let mut request = json!({"type": "pair.request", "id": "pair", "signature": signature,
+        "public_key": key.public_line, "device": device, "origin": c.origin});
+    if let Some(token) = invite {
+        request["invite"] = Value::from(token);
+    }
+    c.send(request).await;
     let answer = c.recv().await;
     (c, answer)
+}
+
+/// A WebSocket to `server` whose socket is bound to `source` (another loopback
+/// address), so the server sees a different peer.
+async fn connect_from(server: &TestServer, source: &str) -> TestClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{source}:0").parse().unwrap())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    let stream = socket.connect(server.addr).await.expect("connects");
+    let tls = tokio_tungstenite::Connector::Rustls(tls_client_config());
+    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        server.url.as_str(),
+        stream,
+        None,
+        Some(tls),
+    )
+    .await
+    .expect("websocket upgrade");
+    TestClient::from_ws(ws)
 }
 
 fn nonce_of(c: &TestClient) -> String {
@@ -527,4 +558,336 @@ fn keys_viewer_role_unreadable_files_and_removal_from_both_files() {
     let (code, out) = keys_cmd(&fx, &["list"]);
     assert_eq!(code, 0);
     assert!(!out.contains(&fx.stranger.fingerprint), "{out}");
+}
+
+/// A key an operator listed with options that refuse it now (`expiry-time` in
+/// the past) cannot be paired instead: once its signature verified, its
+/// pair.request fails like a failed authentication, no owner hears of it,
+/// nothing is appended, and the log says where the key is listed. A bad
+/// signature over a listed key is refused without that line (nothing is
+/// looked up before the signature verified), and a listed viewer key is refused too.
+#[tokio::test]
+async fn a_listed_key_is_never_paired_even_when_its_options_refuse_it() {
+    let fx = Fixture::new();
+    let expired = keygen(fx.path(), "expired", "ed25519", &[]);
+    std::fs::write(
+        fx.authorized_keys(),
+        format!(
+            "{}\n{}\nexpiry-time=\"20200101\" {}\n",
+            fx.owner.public_line, fx.owner2.public_line, expired.public_line
+        ),
+    )
+    .unwrap();
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+
+    // It cannot log in (expired)...
+    let mut c = server.connect().await;
+    let refused = c.authenticate(&expired, None).await;
+    assert_eq!(refused["code"], "auth_failed", "{refused}");
+
+    // ...a signature that does not verify is refused before any lookup...
+    let mut c = server.connect().await;
+    assert_eq!(c.recv().await["type"], "auth.challenge");
+    let wrong = ssh_keygen_sign(&expired, "not the challenge");
+    c.send(
+        json!({"type": "pair.request", "id": "pair", "signature": wrong,
+        "public_key": expired.public_line, "device": "sneaky", "origin": c.origin}),
+    )
+    .await;
+    expect_error_and_policy_close(&mut c, "auth_failed").await;
+    assert!(
+        server
+            .wait_log("bad_signature", Duration::from_secs(5))
+            .await,
+        "{}",
+        server.logs()
+    );
+    assert!(
+        !server.logs().contains("already listed"),
+        "looked up before verifying: {}",
+        server.logs()
+    );
+
+    // ...and a verified pair.request for it fails the same way.
+    let (mut device, answer) = pair_request(&server, &expired, "sneaky").await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "auth_failed");
+    assert_eq!(answer["message"], "authentication failed");
+    assert_eq!(answer["id"], "pair");
+    let (close, _, _) = device.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+    assert!(
+        server
+            .wait_log("already listed in a keys file", Duration::from_secs(5))
+            .await,
+        "{}",
+        server.logs()
+    );
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("already listed in a keys file"))
+        .unwrap();
+    assert!(
+        line.contains(&fx.authorized_keys().display().to_string())
+            && line.contains(&expired.fingerprint),
+        "the log names the file and the key: {line}"
+    );
+
+    // A listed viewer key cannot become an owner by pairing either.
+    let (mut device, answer) = pair_request(&server, &fx.viewer, "upgrade me").await;
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+    let (close, _, _) = device.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+
+    assert!(!paired_keys(&fx).exists(), "nothing appended");
+    assert!(!fx.data_dir().join("paired_viewers").exists());
+    // The owner heard of none of them: nothing came before the pong to its
+    // ping (an owner's frames arrive in the order they were sent).
+    let pong = owner.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    let mut earlier = Vec::new();
+    while let Some(Received::Frame(v)) = owner.recv_frame(Duration::from_millis(1)).await {
+        earlier.push(v);
+    }
+    assert!(
+        earlier.iter().all(|v| v["type"] != "pair.requested"),
+        "{earlier:?}"
+    );
+}
+
+/// Eight requests pending from eight addresses (127.0.0.2 to .9); a ninth, from
+/// a tenth address, is refused `overloaded` with close 1008.
+#[tokio::test]
+async fn eight_pending_requests_fill_the_server_and_a_ninth_is_overloaded() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let server = fx.start(ServerOptions::default());
+    let mut held = Vec::new();
+    for i in 2..=9 {
+        let c = connect_from(&server, &format!("127.0.0.{i}")).await;
+        let (c, pending) = pair_request_on(c, &phone, &format!("phone {i}"), None).await;
+        assert_eq!(
+            pending["type"], "pair.pending",
+            "from 127.0.0.{i}: {pending}"
+        );
+        held.push(c);
+    }
+    let c = connect_from(&server, "127.0.0.10").await;
+    let (mut ninth, answer) = pair_request_on(c, &phone, "phone 10", None).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "overloaded");
+    let (close, _, _) = ninth.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+
+    // One leaves: its slot is free again.
+    drop(held.pop());
+    let mut freed = false;
+    for _ in 0..50 {
+        let c = connect_from(&server, "127.0.0.10").await;
+        let (_c, answer) = pair_request_on(c, &phone, "phone 10", None).await;
+        if answer["type"] == "pair.pending" {
+            freed = true;
+            break;
+        }
+        assert_eq!(answer["code"], "overloaded", "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the withdrawn request's slot was never freed");
+}
+
+/// A plain denial is shown on the address's next request (`denied_recently`)
+/// and leaves it free to ask; a denial with `block` refuses the address's next
+/// pair request (`rate_limited`, close 1008), also one carrying an invite,
+/// while another address may still ask.
+#[tokio::test]
+async fn a_denial_is_remembered_and_a_block_refuses_the_address() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+
+    let (mut device, pending) = pair_request(&server, &phone, "first").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let (requested, _) = owner
+        .recv_until("pair.requested", |v| v["type"] == "pair.requested")
+        .await;
+    assert!(requested.get("denied_recently").is_none(), "{requested}");
+    let ok = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pending["pair_id"], "allow": false}),
+            "deny",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    expect_error_and_policy_close(&mut device, "auth_failed").await;
+
+    let (mut device, pending) = pair_request(&server, &phone, "second").await;
+    assert_eq!(
+        pending["type"], "pair.pending",
+        "a plain denial does not block: {pending}"
+    );
+    let (requested, _) = owner
+        .recv_until("pair.requested", |v| {
+            v["type"] == "pair.requested" && v["pair_id"] == pending["pair_id"]
+        })
+        .await;
+    assert_eq!(requested["denied_recently"], true, "{requested}");
+    let ok = owner
+        .request(
+            json!({"type": "pair.respond", "pair_id": pending["pair_id"], "allow": false, "block": true}),
+            "block",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    expect_error_and_policy_close(&mut device, "auth_failed").await;
+
+    let (mut device, answer) = pair_request(&server, &phone, "third").await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "rate_limited");
+    let (close, _, _) = device.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+    // A valid invite does not get around the block, and is not used up by it.
+    let invite = owner
+        .request(json!({"type": "pair.invite"}), "invite")
+        .await;
+    let token = invite["invite"].as_str().unwrap().to_string();
+    let (mut device, answer) =
+        pair_request_on(server.connect().await, &phone, "fourth", Some(&token)).await;
+    assert_eq!(answer["code"], "rate_limited", "{answer}");
+    let (close, _, _) = device.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+
+    // Another address is not affected; its request is not marked.
+    let c = connect_from(&server, "127.0.0.2").await;
+    let (_other, pending) = pair_request_on(c, &phone, "elsewhere", None).await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+    let (requested, _) = owner
+        .recv_until("pair.requested", |v| {
+            v["type"] == "pair.requested" && v["pair_id"] == pending["pair_id"]
+        })
+        .await;
+    assert!(requested.get("denied_recently").is_none(), "{requested}");
+    assert_eq!(requested["peer"], "127.0.0.2");
+    // And the invite the blocked address could not use still pairs a device there.
+    let c = connect_from(&server, "127.0.0.3").await;
+    let (_d, ok) = pair_request_on(c, &phone, "invited", Some(&token)).await;
+    assert_eq!(ok["type"], "auth.ok", "{ok}");
+}
+
+/// Invites: an owner makes one; a device pairs with it at once (no owner
+/// answer, no pending slot: its address already has one pending) and gets
+/// auth.ok with the invite's role; owners hear `pair.resolved` by
+/// `invite:<client_id>`; a second use, a wrong token and a viewer's
+/// `pair.invite` are refused; the lifetime is capped; a ninth open invite is
+/// `overloaded`.
+#[tokio::test]
+async fn an_invite_pairs_a_device_at_once_and_only_once() {
+    let fx = Fixture::new();
+    let phone = keygen(fx.path(), "phone", "ed25519", &[]);
+    let tablet = keygen(fx.path(), "tablet", "ecdsa", &[]);
+    let other = keygen(fx.path(), "other", "ed25519", &[]);
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let mut viewer = server.client(&fx.viewer, None).await;
+
+    let forbidden = viewer.request(json!({"type": "pair.invite"}), "v").await;
+    assert_eq!(forbidden["type"], "error", "{forbidden}");
+    assert_eq!(forbidden["code"], "forbidden");
+
+    let invite = owner
+        .request(
+            json!({"type": "pair.invite", "role": "owner", "expires_in_ms": 3_600_000}),
+            "invite",
+        )
+        .await;
+    assert_eq!(invite["type"], "pair.invite", "{invite}");
+    assert_eq!(invite["expires_in_ms"], 600_000, "capped at 10 minutes");
+    let token = invite["invite"].as_str().unwrap().to_string();
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &token)
+        .expect("base64url");
+    assert!(raw.len() >= 16, "at least 128 bits: {token}");
+
+    // This address has a request pending already: the invite takes no slot.
+    let (_waiting, pending) = pair_request(&server, &other, "waiting").await;
+    assert_eq!(pending["type"], "pair.pending", "{pending}");
+
+    let (mut device, ok) =
+        pair_request_on(server.connect().await, &phone, "Pixel 9", Some(&token)).await;
+    assert_eq!(ok["type"], "auth.ok", "{ok}");
+    assert_eq!(ok["id"], "pair");
+    assert_eq!(ok["role"], "owner");
+    assert_eq!(ok["fingerprint"], phone.fingerprint.as_str());
+    let (resolved, _) = owner
+        .recv_until("pair.resolved", |v| v["type"] == "pair.resolved")
+        .await;
+    assert_eq!(resolved["allow"], true, "{resolved}");
+    assert_eq!(resolved["role"], "owner");
+    assert_eq!(
+        resolved["by"],
+        format!("invite:{}", owner.client_id).as_str()
+    );
+    let pong = device.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "pong");
+    let text = std::fs::read_to_string(paired_keys(&fx)).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(" Pixel 9 (paired "), "{text}");
+    assert!(
+        text.contains(&format!(" by {})", fx.owner.fingerprint)),
+        "{text}"
+    );
+    // The paired key logs in normally afterwards.
+    let mut again = server.connect().await;
+    assert_eq!(again.authenticate(&phone, None).await["role"], "owner");
+
+    // Used up: a second device with the same token fails like a failed authentication.
+    let (mut second, answer) =
+        pair_request_on(server.connect().await, &tablet, "tablet", Some(&token)).await;
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+    assert_eq!(answer["message"], "authentication failed");
+    let (close, _, _) = second.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+    // A token never issued, likewise.
+    let (mut wrong, answer) = pair_request_on(
+        server.connect().await,
+        &tablet,
+        "tablet",
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .await;
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+    let (close, _, _) = wrong.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(close, Some(1008));
+
+    // A viewer invite pairs as a viewer, into paired_viewers.
+    let invite = owner
+        .request(json!({"type": "pair.invite", "role": "viewer"}), "invite-v")
+        .await;
+    assert_eq!(invite["expires_in_ms"], 600_000, "the default");
+    let (mut device, ok) = pair_request_on(
+        server.connect().await,
+        &tablet,
+        "e-reader",
+        invite["invite"].as_str(),
+    )
+    .await;
+    assert_eq!(ok["role"], "viewer", "{ok}");
+    let refused = device
+        .request(json!({"type": "prompt", "content": "hi"}), "x")
+        .await;
+    assert_eq!(refused["code"], "forbidden");
+    let viewers = std::fs::read_to_string(fx.data_dir().join("paired_viewers")).unwrap();
+    assert!(viewers.contains(" e-reader (paired "), "{viewers}");
+
+    // At most eight open: the ninth is overloaded.
+    for i in 0..8 {
+        let made = owner
+            .request(json!({"type": "pair.invite"}), &format!("many-{i}"))
+            .await;
+        assert_eq!(made["type"], "pair.invite", "invite {i}: {made}");
+    }
+    let ninth = owner.request(json!({"type": "pair.invite"}), "ninth").await;
+    assert_eq!(ninth["type"], "error", "{ninth}");
+    assert_eq!(ninth["code"], "overloaded");
 }

@@ -186,6 +186,8 @@ pub struct KeyEntry {
     pub line: KeyLine,
     /// The role its file gives.
     pub role: Role,
+    /// The file it is in (as named in warnings: its path).
+    pub file: Arc<str>,
     /// Set when the key can never be used (logged once when the set was built).
     pub refusal: Option<AuthError>,
 }
@@ -275,6 +277,7 @@ impl KeySet {
     }
 
     fn add_file(&mut self, name: &str, text: &str, role: Role) {
+        let file: Arc<str> = Arc::from(name);
         for parsed in authorized_keys::parse(text) {
             match parsed {
                 ParsedLine::Malformed { line, reason } => {
@@ -305,6 +308,7 @@ impl KeySet {
                     self.entries.push(KeyEntry {
                         line: *line,
                         role,
+                        file: file.clone(),
                         refusal,
                     });
                 }
@@ -355,6 +359,15 @@ impl KeySet {
             .into_iter()
             .flatten()
             .filter_map(|&i| self.entries.get(i))
+    }
+
+    /// The first entry listing `key` in any file, whatever its options say and
+    /// whether or not it may be used (pairing never adds a key listed already).
+    pub fn listing(&self, key: &KeyData) -> Option<&KeyEntry> {
+        self.by_key
+            .get(key)
+            .and_then(|idxs| idxs.first())
+            .and_then(|&i| self.entries.get(i))
     }
 
     /// Number of usable keys (entries not refused for their type or options).
@@ -614,6 +627,31 @@ mod tests {
             .authorize(&b.public, localhost(), SystemTime::now())
             .unwrap();
         assert_eq!((role, comment.as_str()), (Role::Viewer, "viewer-b"));
+    }
+
+    #[test]
+    fn listing_finds_a_key_whatever_its_options_say() {
+        let dir = tempdir();
+        let a = keygen(&dir, "a", "ed25519", None);
+        let b = keygen(&dir, "b", "ed25519", None);
+        let c = keygen(&dir, "c", "ed25519", None);
+        let owner = format!(
+            "# owners\nexpiry-time=\"20200101\" {}\ncommand=\"x\" {}\n",
+            a.pub_line_no_comment(),
+            b.pub_line_no_comment()
+        );
+        let set = KeySet::from_texts("/o/authorized_keys", &owner, Some(("/v/viewers", "")));
+        // Refused at login, yet listed: with the file and line that list it.
+        assert!(
+            set.authorize(&a.public, localhost(), SystemTime::now())
+                .is_err()
+        );
+        let entry = set.listing(a.public.key_data()).unwrap();
+        assert_eq!((&*entry.file, entry.line.line), ("/o/authorized_keys", 2));
+        let entry = set.listing(b.public.key_data()).unwrap();
+        assert!(entry.refusal.is_some());
+        assert_eq!(entry.line.line, 3);
+        assert!(set.listing(c.public.key_data()).is_none());
     }
 
     #[test]

@@ -92,6 +92,21 @@ impl Target {
         .url()
     }
 
+    /// The web page's origin on this server, as a browser serializes it: `https`
+    /// for `wss`, `http` for `ws`, the port left out when it is the scheme's default.
+    pub fn page_origin(&self) -> String {
+        let (scheme, default_port) = match self.scheme {
+            Scheme::Ws => ("http", 80),
+            Scheme::Wss | Scheme::Auto => ("https", 443),
+        };
+        let host = self.host.to_ascii_lowercase();
+        if self.port == default_port {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", self.port)
+        }
+    }
+
     /// The host without IPv6 brackets.
     pub fn bare_host(&self) -> &str {
         self.host
@@ -351,6 +366,12 @@ impl Connector {
     /// The URL (its scheme settled after the first connection).
     pub fn url(&self) -> String {
         self.target.url()
+    }
+
+    /// The web page's origin on this server (its scheme settled after the first
+    /// connection).
+    pub fn page_origin(&self) -> String {
+        self.target.page_origin()
     }
 
     /// Try the keys in order (the accepted one first), one connection each.
@@ -812,6 +833,65 @@ enum AuthOutcome {
     SignFailed(SignError),
     /// A new server was accepted on the terminal: connect again.
     Retry,
+}
+
+/// Frames an authenticated connection may receive before the reply to
+/// `pair.invite` (owner notices, presence); more means the server is not answering.
+const MAX_FRAMES_BEFORE_REPLY: usize = 1000;
+
+/// Why no invite was made.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteError {
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The server answered `error` (`forbidden` for a viewer key, `overloaded`...).
+    #[error("the server refused the invite: {code}: {message}")]
+    Refused { code: String, message: String },
+}
+
+/// Ask an authenticated connection for a pairing invite (docs/protocol.md,
+/// "Pairing invites"); the token and how long it lives.
+pub async fn request_invite(
+    ws: &mut Ws,
+    url: &str,
+    viewer: bool,
+) -> Result<(String, Duration), InviteError> {
+    const ID: &str = "invite";
+    let role = if viewer { "viewer" } else { "owner" };
+    let request = serde_json::json!({"type": "pair.invite", "id": ID, "role": role});
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .map_err(|e| ConnectError::Protocol {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    let protocol = |reason: &str| ConnectError::Protocol {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    for _ in 0..MAX_FRAMES_BEFORE_REPLY {
+        let Some((v, _)) = next_frame(ws, url).await? else {
+            return Err(protocol("connection closed before the invite was made").into());
+        };
+        if v["id"] != ID {
+            continue;
+        }
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        return match v["type"].as_str() {
+            Some("pair.invite") => match (v["invite"].as_str(), v["expires_in_ms"].as_u64()) {
+                (Some(token), Some(ms)) if !token.is_empty() => {
+                    Ok((token.to_string(), Duration::from_millis(ms)))
+                }
+                _ => Err(protocol("pair.invite without an invite").into()),
+            },
+            Some("error") => Err(InviteError::Refused {
+                code: text("code"),
+                message: text("message"),
+            }),
+            _ => Err(protocol("unexpected reply to pair.invite").into()),
+        };
+    }
+    Err(protocol("no reply to pair.invite").into())
 }
 
 /// The next text frame as JSON; a close is a protocol error here.

@@ -139,6 +139,9 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
     // The first connection is made here, before the editor owns the terminal,
     // so a passphrase prompt can still use it; its failure is final (exit 2).
     let first = connector.connect().await?;
+    if args.invite {
+        return Ok(invite(&connector, first, args.viewer).await);
+    }
     if mode == Mode::Interactive {
         connector.stop_prompting();
     }
@@ -188,6 +191,36 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
     drop(out_tx);
     let _ = tokio::time::timeout(CLOSE_GRACE, net_task).await;
     Ok(code)
+}
+
+/// `--invite`: make a pairing invite on the connection just opened, print the
+/// page URL that carries it (and, on a terminal, its QR code), and close.
+async fn invite(connector: &Connector, first: connect::Connected, viewer: bool) -> u8 {
+    let mut ws = first.ws;
+    let made = connect::request_invite(&mut ws, &connector.url(), viewer).await;
+    let _ = ws.close(None).await;
+    let (token, ttl) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("ccrelay: {e}");
+            return exit::ERROR;
+        }
+    };
+    let page = format!("{}/#invite={token}", connector.page_origin());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{page}");
+    if std::io::stdout().is_terminal()
+        && let Some(qr) = crate::web::qr_half_blocks(&page)
+    {
+        let _ = write!(out, "\n{qr}");
+    }
+    let _ = out.flush();
+    eprintln!(
+        "ccrelay: open it on the device to pair it as {}: single use, valid for {} minutes",
+        if viewer { "a viewer" } else { "an owner" },
+        ttl.as_secs().div_ceil(60)
+    );
+    exit::OK
 }
 
 /// The screen, the editor and the way out to the connection task.

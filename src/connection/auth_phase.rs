@@ -15,6 +15,12 @@
 //! Must not: read or write WebSocket frames itself (the run loop in `mod.rs`
 //! hands it parsed requests and wakes it when its deadline passes or a pair
 //! request is answered) or touch session state.
+//!
+//! A pair request passes the same cheap checks, then is refused at once when an
+//! owner blocked its address; after its signature verified (never before, so
+//! nobody learns which keys are listed) it is refused when any keys file lists
+//! its key already, so pairing never lifts a listed key's options. With a valid
+//! invite it is allowed at once; otherwise it waits for an owner.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -84,6 +90,15 @@ impl AuthPhase {
             }
         }
     }
+}
+
+/// The fields of one `pair.request`.
+struct PairAttempt {
+    signature: String,
+    public_key: String,
+    device: String,
+    bound: Bound,
+    invite: Option<String>,
 }
 
 /// What an attempt that passed the cheap checks still has to pass.
@@ -220,13 +235,19 @@ impl Connection {
                 device,
                 channel_binding,
                 origin,
+                invite,
             } => {
-                let bound = Bound {
-                    channel_binding,
-                    origin,
+                let attempt = PairAttempt {
+                    signature,
+                    public_key,
+                    device,
+                    bound: Bound {
+                        channel_binding,
+                        origin,
+                    },
+                    invite,
                 };
-                self.on_pair_request(id, signature, public_key, device, bound)
-                    .await
+                self.on_pair_request(id, attempt).await
             }
             _ => {
                 self.shared.throttle.record_failure(self.peer.ip());
@@ -450,20 +471,25 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn on_pair_request(
-        &mut self,
-        id: Option<RequestId>,
-        signature: String,
-        public_key: String,
-        device: String,
-        bound: Bound,
-    ) -> Flow {
+    async fn on_pair_request(&mut self, id: Option<RequestId>, attempt: PairAttempt) -> Flow {
+        let PairAttempt {
+            signature,
+            public_key,
+            device,
+            bound,
+            invite,
+        } = attempt;
         let checked = match self.admit(&id, &signature, Some(&public_key), &bound) {
             Ok(c) => c,
             Err(flow) => return flow,
         };
         let key_type = checked.candidate.key_type();
-        // The key is checked against itself, not the keys files (§3); an sk- key
+        // Refused before any signature arithmetic: an owner's block says
+        // nothing about the key, so nothing is learnt from it.
+        if self.shared.pairing.is_blocked(self.peer.ip()) {
+            return self.refuse_pair(id, OpenError::Blocked, &checked.candidate.fingerprint());
+        }
+        // The key is checked against itself, not the keys files; an sk- key
         // must still show user presence.
         if let Err(e) = checked.candidate.check_presence() {
             self.log_refusal(&e, Some(&checked.candidate), &signature);
@@ -475,6 +501,26 @@ impl Connection {
         }
         self.warn_if_unbound(&checked);
         let fingerprint = checked.candidate.fingerprint();
+        // Only now that the signature verified: a listed key fails like any
+        // failed authentication, so the answer reveals nothing to whoever
+        // does not hold the private key, and pairing never replaces a listed
+        // key's options (`from=`, `expiry-time=`, a refusing option).
+        if let Some(entry) = self.shared.keys.current().listing(checked.candidate.key()) {
+            tracing::warn!(
+                fingerprint = %fingerprint,
+                key_type,
+                file = %entry.file,
+                line = entry.line.line,
+                role = entry.role.as_str(),
+                "pair request refused: the key is already listed in a keys file"
+            );
+            return self.refuse(id, key_type);
+        }
+        if let Some(token) = invite {
+            return self
+                .pair_by_invite(id, &token, checked.candidate, device)
+                .await;
+        }
         let code = pairing::pair_code(&self.auth.challenge.nonce, &fingerprint);
         let pair_timeout = self.shared.config.pair_timeout;
         let now = std::time::Instant::now();
@@ -492,15 +538,7 @@ impl Connection {
         };
         let (ticket, rx) = match self.shared.pairing.open(request) {
             Ok(t) => t,
-            Err(e) => {
-                tracing::info!(reason = %e, fingerprint = %fingerprint, "pair request refused");
-                let code = match e {
-                    OpenError::AddressBusy => ErrorCode::RateLimited,
-                    OpenError::Full => ErrorCode::Overloaded,
-                };
-                self.error(id, code, e.to_string());
-                return Flow::Close(close_code::POLICY, "pair request refused".into());
-            }
+            Err(e) => return self.refuse_pair(id, e, &fingerprint),
         };
         tracing::info!(
             pair_id = ticket.pair_id(),
@@ -527,6 +565,165 @@ impl Connection {
             device,
         }));
         Flow::Continue
+    }
+
+    /// A pair request the registry refused: `rate_limited` (blocked address,
+    /// one already pending from it) or `overloaded` (too many pending); close 1008.
+    fn refuse_pair(&self, id: Option<RequestId>, e: OpenError, fingerprint: &str) -> Flow {
+        tracing::info!(reason = %e, fingerprint, "pair request refused");
+        let code = match e {
+            OpenError::Blocked | OpenError::AddressBusy => ErrorCode::RateLimited,
+            OpenError::Full => ErrorCode::Overloaded,
+        };
+        self.error(id, code, e.to_string());
+        Flow::Close(close_code::POLICY, "pair request refused".into())
+    }
+
+    /// A verified pair request carrying an invite: a valid one pairs the key at
+    /// once with the invite's role (no pending slot, no owner answer) and is
+    /// used up; an unknown, used or expired one fails like a failed authentication.
+    async fn pair_by_invite(
+        &mut self,
+        id: Option<RequestId>,
+        token: &str,
+        candidate: Candidate,
+        device: String,
+    ) -> Flow {
+        let fingerprint = candidate.fingerprint();
+        let key_type = candidate.key_type();
+        let Some(redeemed) = self.shared.pairing.redeem_invite(token) else {
+            tracing::warn!(
+                fingerprint = %fingerprint,
+                key_type,
+                "pair request refused: the invite is unknown, used or expired"
+            );
+            return self.refuse(id, key_type);
+        };
+        let role = redeemed.role;
+        let by = format!("{}{}", pairing::INVITE_BY_PREFIX, redeemed.inviter);
+        let pair_id = uuid::Uuid::new_v4().simple().to_string();
+        match self
+            .add_paired_key(
+                candidate.key().clone(),
+                device.clone(),
+                role,
+                redeemed.inviter_fingerprint,
+            )
+            .await
+        {
+            Ok(path) => {
+                tracing::info!(
+                    pair_id,
+                    fingerprint = %fingerprint,
+                    role = role.as_str(),
+                    by,
+                    file = %path.display(),
+                    "pair request allowed by an invite: key added"
+                );
+                self.shared
+                    .pairing
+                    .announce_resolved(&pair_id, true, Some(role), &by);
+                let keys = self.shared.keys.current();
+                let identity = match candidate.authorize(&keys, self.peer.ip(), SystemTime::now()) {
+                    Ok(entry) => candidate.identity(&entry),
+                    // Reloaded before this; an edit racing it leaves the role granted
+                    // until the next key check closes the connection.
+                    Err(_) => candidate.identity_with(role, &device),
+                };
+                self.authenticated(identity, Some(device), id);
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::error!(pair_id, error = %e, "cannot add the key paired by an invite");
+                self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "the key could not be added; see the server log",
+                );
+                Flow::Close(close_code::POLICY, "pairing failed".into())
+            }
+        }
+    }
+
+    /// Append `key` to the paired file of `role` (unless that file lists it
+    /// already) and put it in force; the file's path, or why not.
+    async fn add_paired_key(
+        &self,
+        key: ssh_key::public::KeyData,
+        device: String,
+        role: Role,
+        approver: String,
+    ) -> Result<std::path::PathBuf, String> {
+        let path = match role {
+            Role::Owner => self.shared.config.paired_keys.clone(),
+            Role::Viewer => self.shared.config.paired_viewers.clone(),
+        };
+        let store = self.shared.keys.clone();
+        tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf, String> {
+            let err = |e: std::io::Error| format!("{}: {e}", path.display());
+            // Not while a `keys.rename`/`keys.revoke` replaces the file.
+            let _edit = auth::paired_edit_lock();
+            if !auth::file_lists(&path, &key).map_err(err)? {
+                let line = auth::paired_line(&key, &device, &auth::today(), &approver)?;
+                auth::append_line(&path, &line).map_err(err)?;
+            }
+            // Put the key in force before the device hears it is allowed.
+            store.reload().map_err(|e| e.to_string())?;
+            Ok(path)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("pairing task failed: {e}")))
+    }
+
+    /// `pair.invite` from an authenticated connection (owners only).
+    pub(super) fn on_pair_invite(
+        &mut self,
+        id: Option<RequestId>,
+        role: Role,
+        expires_in_ms: Option<u64>,
+    ) {
+        let Some((me, handle)) = &self.identity else {
+            return;
+        };
+        if me.role != Role::Owner {
+            self.error(
+                id,
+                ErrorCode::Forbidden,
+                "viewer keys may not send pair.invite",
+            );
+            return;
+        }
+        if expires_in_ms == Some(0) {
+            self.error(
+                id,
+                ErrorCode::BadMessage,
+                "`expires_in_ms` must be at least 1",
+            );
+            return;
+        }
+        let ttl = expires_in_ms.map_or(pairing::MAX_INVITE_TTL, Duration::from_millis);
+        let made =
+            self.shared
+                .pairing
+                .create_invite(role, ttl, &handle.info.client_id, &me.fingerprint);
+        match made {
+            Ok((invite, ttl)) => {
+                tracing::info!(
+                    role = role.as_str(),
+                    expires_in_ms = ttl.as_millis() as u64,
+                    "pairing invite opened"
+                );
+                self.reply(
+                    "pair.invite",
+                    ServerMsg::PairInvite {
+                        id,
+                        invite,
+                        expires_in_ms: ttl.as_millis() as u64,
+                    },
+                );
+            }
+            Err(e) => self.error(id, ErrorCode::Overloaded, e.to_string()),
+        }
     }
 
     /// The connection is authenticated as `identity`: `auth.ok` (echoing `id`,
@@ -587,6 +784,7 @@ impl Connection {
         pair_id: String,
         allow: bool,
         role: Role,
+        block: bool,
     ) {
         let Some((me, handle)) = &self.identity else {
             return;
@@ -605,7 +803,8 @@ impl Connection {
             return;
         };
         if !allow {
-            tracing::info!(pair_id, fingerprint = %request.fingerprint, "pair request denied by this owner");
+            tracing::info!(pair_id, fingerprint = %request.fingerprint, block, "pair request denied by this owner");
+            self.shared.pairing.record_denial(request.peer, block);
             self.reply("ok", ServerMsg::ok(id));
             let _ = tx.send(Outcome::Denied);
             self.shared
@@ -613,31 +812,32 @@ impl Connection {
                 .announce_resolved(&pair_id, false, None, &client_id);
             return;
         }
-        let path = match role {
-            Role::Owner => self.shared.config.paired_keys.clone(),
-            Role::Viewer => self.shared.config.paired_viewers.clone(),
-        };
-        let store = self.shared.keys.clone();
-        let written = {
-            let path = path.clone();
-            let key = request.key.clone();
-            let device = request.device.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let err = |e: std::io::Error| format!("{}: {e}", path.display());
-                // Not while a `keys.rename`/`keys.revoke` replaces the file.
-                let _edit = auth::paired_edit_lock();
-                if !auth::file_lists(&path, &key).map_err(err)? {
-                    let line = auth::paired_line(&key, &device, &auth::today(), &approver)?;
-                    auth::append_line(&path, &line).map_err(err)?;
-                }
-                // Put the key in force before the device hears it is allowed.
-                store.reload().map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("pairing task failed: {e}")))
-        };
+        // A keys file may have come to list the key while the request waited:
+        // pairing must not add an unrestricted line beside it.
+        if let Some(entry) = self.shared.keys.current().listing(&request.key) {
+            tracing::warn!(
+                pair_id,
+                fingerprint = %request.fingerprint,
+                file = %entry.file,
+                line = entry.line.line,
+                "pair request not allowed: the key is listed in a keys file now"
+            );
+            self.error(
+                id,
+                ErrorCode::NotPending,
+                "the key is listed in a keys file now; the request was refused",
+            );
+            let _ = tx.send(Outcome::Denied);
+            self.shared
+                .pairing
+                .announce_resolved(&pair_id, false, None, &client_id);
+            return;
+        }
+        let written = self
+            .add_paired_key(request.key.clone(), request.device.clone(), role, approver)
+            .await;
         match written {
-            Ok(()) => {
+            Ok(path) => {
                 tracing::info!(pair_id, fingerprint = %request.fingerprint, role = role.as_str(), file = %path.display(), "pair request allowed: key added");
                 self.reply("ok", ServerMsg::ok(id));
                 let _ = tx.send(Outcome::Allowed { role });

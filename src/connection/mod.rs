@@ -772,8 +772,16 @@ impl Connection {
                 pair_id,
                 allow,
                 role,
+                block,
             } => {
-                self.on_pair_respond(id, pair_id, allow, role).await;
+                self.on_pair_respond(id, pair_id, allow, role, block).await;
+                return;
+            }
+            ClientRequest::PairInvite {
+                role,
+                expires_in_ms,
+            } => {
+                self.on_pair_invite(id, role, expires_in_ms);
                 return;
             }
             ClientRequest::PairRequest { .. } => {

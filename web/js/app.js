@@ -111,6 +111,18 @@ function initialDeviceName() {
   return cleanDeviceName(localStorage.getItem('ccrelay.device') || defaultDeviceName());
 }
 
+// ---- pairing invites ---------------------------------------------------------
+
+/** The token of a `#invite=<token>` fragment, removed from the address bar
+ * (it is single use, and must not stay in history or bookmarks); else null. */
+function takeInvite() {
+  const m = /^#invite=([A-Za-z0-9_-]{16,256})$/.exec(location.hash);
+  if (location.hash.startsWith('#invite=')) {
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return m ? m[1] : null;
+}
+
 // ---- accepted-before memory (refused vs. pairing) ---------------------------
 
 function acceptedBefore(serverId) {
@@ -423,9 +435,17 @@ async function main() {
     const meta = document.createElement('p');
     meta.className = 'muted small';
     meta.textContent = `${m.key_type || ''} ${m.fingerprint || ''}${m.peer ? ` from ${m.peer}` : ''}`;
+    const extra = [];
+    if (m.denied_recently === true) {
+      const note = document.createElement('p');
+      note.className = 'muted small';
+      note.setAttribute('data-testid', 'pair-denied-recently');
+      note.textContent = 'A request from this address was denied in the last hour.';
+      extra.push(note);
+    }
     const row = document.createElement('div');
     row.className = 'actions';
-    const mk = (label, testid, cls, allow) => {
+    const mk = (label, testid, cls, allow, block = false) => {
       const b = document.createElement('button');
       b.type = 'button';
       b.className = cls;
@@ -435,7 +455,7 @@ async function main() {
       b.addEventListener('click', async () => {
         for (const x of row.querySelectorAll('button')) x.disabled = true;
         try {
-          await conn.pairRespond(m.pair_id, allow);
+          await conn.pairRespond(m.pair_id, allow, block);
         } catch (e) {
           toast(`Pair answer failed: ${e.message}`);
           for (const x of row.querySelectorAll('button')) x.disabled = false;
@@ -445,7 +465,8 @@ async function main() {
     };
     mk('Allow', 'pair-allow', 'primary', true);
     mk('Deny', 'pair-deny', 'danger', false);
-    card.append(h, code, meta, row);
+    mk('Deny and block', 'pair-deny-block', 'danger', false, true);
+    card.append(h, code, meta, ...extra, row);
     ui.pairRequests.append(card);
     ui.pairRequests.hidden = false;
     pairReqs.set(m.pair_id, card);
@@ -532,15 +553,20 @@ async function main() {
       ui.pairMsg.textContent = 'The server’s pairing code does not match the one this device computed. Do not approve this request: someone may be in the middle.';
     }
   };
-  conn.onrefused = (m, mode) => {
+  conn.onrefused = (m, mode, invited) => {
     const serverId = conn.challenge ? conn.challenge.server_id : '';
     ui.pairCodeBox.hidden = true;
     ui.pairStart.disabled = false;
     show('pairing');
+    if (invited && m.code === 'auth_failed') {
+      setConnState('refused', 'the invite was not accepted');
+      ui.pairMsg.textContent = 'The invite was not accepted: it was used already or expired, or this browser is paired already (“Try signing in again”). Ask for a new invite.';
+      return;
+    }
     if (m.code === 'rate_limited') {
       setConnState(mode === 'pair' ? 'pairing' : 'refused', m.message);
       ui.pairMsg.textContent = mode === 'pair'
-        ? 'Another pair request from this address is already waiting. Try again when it is answered.'
+        ? 'Another pair request from this address is already waiting, or an owner blocked pair requests from it for an hour. Try again later.'
         : 'Too many failed sign-ins from this address. Wait a minute, then try again.';
       return;
     }
@@ -638,7 +664,14 @@ async function main() {
   // --- go
   show('');
   setConnState('connecting');
-  conn.open('auth');
+  const invite = takeInvite();
+  if (invite) {
+    // Opened from an invite (`#invite=<token>`): pair with it, no code to compare.
+    conn.invite = invite;
+    conn.open('pair');
+  } else {
+    conn.open('auth');
+  }
 
   requestFocus.set(parseTarget(location.hash));
   window.addEventListener('hashchange', () => requestFocus.set(parseTarget(location.hash)));

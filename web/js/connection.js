@@ -48,6 +48,7 @@ export class Connection {
     this.stopped = false;
     this.challenge = null;
     this.authOk = null;
+    this.invite = null; // a pairing invite's token, sent with the next pair.request
     // Callbacks set by the app.
     this.onstate = () => {};
     this.onauth = () => {};
@@ -212,7 +213,9 @@ export class Connection {
         const origin = bindingOrigin(this.url);
         const signature = await this.key.sign(boundText(m.sign, origin));
         const build = this.mode === 'pair' ? msg.pairRequest : msg.authResponse;
-        this.send(build(signature, publicKey, device, origin));
+        const answer = build(signature, publicKey, device, origin);
+        if (this.mode === 'pair' && this.invite) answer.invite = this.invite;
+        this.send(answer);
       } catch (e) {
         this.setState('refused', `cannot sign: ${e}`);
         this.stop();
@@ -220,6 +223,7 @@ export class Connection {
     } else if (m.type === 'pair.pending') {
       this.onpair(m, this.challenge);
     } else if (m.type === 'auth.ok') {
+      this.invite = null; // used up
       this.authed = true;
       this.authOk = m;
       this.backoff = BACKOFF_MIN_MS;
@@ -233,7 +237,9 @@ export class Connection {
       // auth_failed, not_authenticated (no pairing on this server), rate_limited, overloaded...
       this.stopped = true;
       clearTimeout(this.retryTimer);
-      this.onrefused(m, this.mode);
+      const invited = this.invite !== null;
+      this.invite = null; // refused: unknown, used or expired
+      this.onrefused(m, this.mode, invited);
     }
   }
 
@@ -412,8 +418,9 @@ export class Connection {
     return this.request((id) => msg.respond(id, session, requestId, response));
   }
 
-  pairRespond(pairId, allow) {
-    return this.request((id) => msg.pairRespond(id, pairId, allow));
+  /** Answer a pair request; `block` (with a denial) refuses its address's requests for an hour. */
+  pairRespond(pairId, allow, block = false) {
+    return this.request((id) => msg.pairRespond(id, pairId, allow, 'owner', block));
   }
 
   interrupt(session) {

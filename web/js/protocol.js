@@ -41,7 +41,9 @@ export const msg = {
   /** `origin`: what the signature is bound to (`bindingOrigin`). */
   authResponse: (signature, publicKey, device, origin) => ({ type: 'auth.response', signature, public_key: publicKey, device, origin }),
   pairRequest: (signature, publicKey, device, origin) => ({ type: 'pair.request', signature, public_key: publicKey, device, origin }),
-  pairRespond: (id, pairId, allow, role = 'owner') => ({ type: 'pair.respond', id, pair_id: pairId, allow, role }),
+  pairRespond: (id, pairId, allow, role = 'owner', block = false) => ({
+    type: 'pair.respond', id, pair_id: pairId, allow, role, ...(block ? { block: true } : {}),
+  }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),
   /** `since` (resume) or `tail` (join a long session), never both. */

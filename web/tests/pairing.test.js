@@ -96,3 +96,61 @@ test('a denied pair request leaves the page refused, and the owner page says den
   assert.equal(await card.getByTestId('pair-allow').count(), 0, 'no longer actionable');
   assert.equal(readFileSync(pairedKeys, 'utf8'), before, 'nothing added');
 });
+
+test('an invite URL pairs a fresh profile with no owner action, once', { skip: !enabled }, async (t) => {
+  if (!enabled) return t.skip('no pairing on this server');
+  const invite = await term.request({ type: 'pair.invite', role: 'owner' });
+  assert.match(invite.invite, /^[A-Za-z0-9_-]{22,}$/);
+  const url = `${server.base}/?device=${encodeURIComponent('invited phone')}#invite=${invite.invite}`;
+  const before = readFileSync(pairedKeys, 'utf8');
+  const from = term.frames.length;
+
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await page.goto(url);
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  assert.ok(!page.url().includes('#invite='), `the fragment is gone from the address bar: ${page.url()}`);
+  await page.getByTestId('session-view').waitFor();
+  const resolved = await term.wait((f) => f.type === 'pair.resolved' && f.by === `invite:${term.authOk.client_id}`, { from });
+  assert.equal(resolved.allow, true);
+  assert.equal(resolved.role, 'owner');
+  assert.equal(term.frames.slice(from).filter((f) => f.type === 'pair.requested').length, 0, 'no owner was asked');
+  const after1 = readFileSync(pairedKeys, 'utf8');
+  const added = after1.slice(before.length).split('\n').filter(Boolean);
+  assert.ok(after1.startsWith(before), 'every other byte kept');
+  assert.equal(added.length, 1, 'exactly one line added');
+  assert.ok(added[0].includes(' invited phone (paired '), added[0]);
+
+  // The same URL in a second fresh profile: the invite is used up.
+  const other = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page2 = await other.newPage();
+  await page2.goto(url);
+  await waitAttr(page2.getByTestId('connection-state'), 'data-state', (v) => v === 'refused');
+  assert.ok(!page2.url().includes('#invite='), page2.url());
+  assert.equal(readFileSync(pairedKeys, 'utf8'), after1, 'nothing added for the second profile');
+  await context.close();
+  await other.close();
+});
+
+// Last: it blocks this address (127.0.0.1) for pair requests for the rest of the run.
+test('the owner page marks a recently denied address and "Deny and block" refuses its next request', { skip: !enabled }, async (t) => {
+  if (!enabled) return t.skip('no pairing on this server');
+  // The denial of the second test was less than an hour ago, from this address.
+  const { page } = await freshProfile('second try');
+  const from = term.frames.length;
+  await page.getByTestId('pair-start').click();
+  const req = await term.wait((f) => f.type === 'pair.requested', { from });
+  assert.equal(req.denied_recently, true);
+  const card = owner.page.locator(`[data-testid="pair-request"][data-pair-id="${req.pair_id}"]`);
+  await card.waitFor();
+  await card.getByTestId('pair-denied-recently').waitFor();
+  await card.getByTestId('pair-deny-block').click();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'refused');
+  assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'deny');
+
+  const { page: next } = await freshProfile('third try');
+  const from2 = term.frames.length;
+  await next.getByTestId('pair-start').click();
+  await until(async () => /blocked/.test((await next.locator('#pair-msg').textContent()) || ''), 'the page says the address may be blocked');
+  assert.equal(term.frames.slice(from2).filter((f) => f.type === 'pair.requested').length, 0, 'no owner was asked');
+});
