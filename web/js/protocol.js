@@ -25,6 +25,8 @@ export const msg = {
   authResponse: (signature, publicKey, device) => ({ type: 'auth.response', signature, public_key: publicKey, device }),
   pairRequest: (signature, publicKey, device) => ({ type: 'pair.request', signature, public_key: publicKey, device }),
   pairRespond: (id, pairId, allow, role = 'owner') => ({ type: 'pair.respond', id, pair_id: pairId, allow, role }),
+  /** An invite a device in the owner's hand pairs with at once (docs/protocol.md, "Pairing invites"). */
+  pairInvite: (id, role = 'owner') => ({ type: 'pair.invite', id, role }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),
   /** `since` (resume) or `tail` (join a long session), never both. */
