@@ -1,7 +1,7 @@
 // text.js — one assistant text block, rendered as it streams without re-parsing it.
 // The text is cut into Markdown blocks at blank lines outside code fences; a block
 // is rendered once, when the line after it shows it is complete, and never again.
-// The open last block is shown as plain text in chunks of at most CHUNK characters
+// The open last block is shown as plain text in blocks of about CHUNK characters
 // (appended to, never rewritten), and rendered as Markdown when the text is final.
 // The cut points depend on the text only, so a page that saw the deltas one by one
 // and a page that got the whole text at once show the same thing. The model says
@@ -107,15 +107,28 @@ export class TextView {
     }
     let rest = s;
     while (rest.length > 0) {
-      if (!this.chunk || this.chunk.length >= CHUNK) {
+      if (!this.chunk) {
+        // Each chunk is a block of its own, so laying out an append touches the last one only.
         this.chunk = document.createTextNode('');
-        const span = document.createElement('span');
-        span.append(this.chunk);
-        this.tail.append(span);
+        const block = document.createElement('div');
+        block.append(this.chunk);
+        this.tail.append(block);
       }
+      // A chunk ends at the first white space after CHUNK characters: where it ends
+      // depends on the text alone, not on how the deltas were cut.
       const room = CHUNK - this.chunk.length;
-      this.chunk.appendData(rest.slice(0, room));
-      rest = rest.slice(room);
+      let take = rest.length;
+      let full = false;
+      if (rest.length > room) {
+        const ws = rest.slice(Math.max(0, room)).search(/\s/);
+        if (ws !== -1) {
+          take = Math.max(0, room) + ws + 1;
+          full = true;
+        }
+      }
+      this.chunk.appendData(rest.slice(0, take));
+      rest = rest.slice(take);
+      if (full) this.chunk = null;
     }
   }
 
