@@ -156,6 +156,7 @@ test('a permission request whose card is off-screen shows the approval sheet, wh
 });
 
 test('"Jump to latest" counts new items for a reader who scrolled up and takes them down; "Load earlier" keeps the first visible item in place', { skip: !enabled }, async () => {
+  await turn('flood 400'); // something to scroll in
   const { context, page } = await open('phone-scroll');
   await page.evaluate(() => window.scrollTo(0, 0));
   await until(async () => (await fromBottom(page)) > 400, 'scrolled up');
@@ -257,8 +258,10 @@ test('a viewer’s page says "view only" and has nothing to send or answer with'
 test('the browser going offline shows "offline" within 2 s; back online it reconnects', { skip: !enabled }, async () => {
   const { context, page } = await open('phone-offline');
   const state = page.getByTestId('connection-state');
+  const t0 = Date.now();
   await context.setOffline(true);
   await waitAttr(state, 'data-state', (v) => v === 'offline', 2000);
+  console.log(`offline shown ${Date.now() - t0} ms after the browser went offline`);
   assert.match(await state.innerText(), /Offline/);
   assert.equal(await page.getByTestId('presence').getAttribute('data-live'), 'false', 'presence greyed while down');
   await context.setOffline(false);
