@@ -506,8 +506,16 @@ async function main() {
     const next = ui.picker.value;
     if (next === current) return;
     conn.release(current);
+    composer.flushDraft();
     current = next;
     localStorage.setItem('ccrelay.session', current);
+    // Each session keeps its own draft.
+    drafts.draft(current).then((text) => {
+      if (current === next) {
+        ui.input.value = text;
+        composer.grow();
+      }
+    });
     attachCurrent();
     scheduleRender();
   });

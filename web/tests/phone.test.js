@@ -335,3 +335,28 @@ test('the DOM stays the same size from the 51st turn on', { skip: !enabled }, as
   assert.ok(await page.getByRole('button', { name: /Show \d+ earlier turns?/ }).isVisible(), 'the older turns are one line');
   await context.close();
 });
+
+test('"Pair a device" asks the server for an invite and shows it as a QR code of the page URL, or says the server cannot', { skip: !enabled }, async () => {
+  let serverInvites = true;
+  try {
+    await term.request({ type: 'pair.invite', role: 'owner' });
+  } catch (e) {
+    if (e.code !== 'unknown_type') throw e;
+    serverInvites = false;
+  }
+  const { context, page } = await open('phone-invite');
+  await page.getByTestId('panel-toggle').click();
+  await page.getByTestId('pair-invite').click();
+  const qr = page.getByTestId('pair-invite-qr');
+  if (serverInvites) {
+    await qr.waitFor({ state: 'visible' });
+    assert.match(await qr.getAttribute('data-url'), new RegExp(`^${server.base.replace(/[.]/g, '\\.')}/#invite=[A-Za-z0-9_-]{22,}$`));
+    assert.ok(await qr.locator('svg path').count() === 1, 'the QR code is drawn');
+  } else {
+    console.log('this server build answers pair.invite with unknown_type: the page must say so');
+    await until(async () => /cannot make invites/.test(await page.locator('#invite-note').innerText()), 'the page says the server cannot make invites');
+    assert.ok(await qr.isHidden());
+  }
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
