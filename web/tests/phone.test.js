@@ -264,8 +264,19 @@ test('the browser going offline shows "offline" within 2 s; back online it recon
   console.log(`offline shown ${Date.now() - t0} ms after the browser went offline`);
   assert.match(await state.innerText(), /Offline/);
   assert.equal(await page.getByTestId('presence').getAttribute('data-live'), 'false', 'presence greyed while down');
+  await page.getByTestId('prompt-input').fill('sent when the network is back');
+  await page.getByTestId('prompt-send').click();
+  assert.match(await page.getByTestId('queued-prompt').innerText(), /waiting for the connection/);
+  assert.ok(await page.locator('.bar').evaluate((b) => b.getBoundingClientRect().height) <= 64, 'the header stays one row at 390 px');
+  const from = term.frames.length;
   await context.setOffline(false);
   await waitAttr(state, 'data-state', (v) => v === 'connected');
+  const sent = await promptFrom('phone-offline', from);
+  assert.equal(sent.event.content, 'sent when the network is back');
+  await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });
+  const copies = term.frames.slice(from).filter((f) => f.type === 'event' && f.event.type === 'relay.prompt' && f.event.device === 'phone-offline');
+  assert.equal(copies.length, 1, 'the prompt arrived once');
+  await page.getByTestId('queued-prompt').waitFor({ state: 'detached' });
   await context.close();
 });
 
