@@ -117,6 +117,7 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!("\n  web:     {page}  (open it in a browser and pair it; approve here)");
+    eprintln!("{}", phone_hint(addr));
     eprintln!(
         "\nccrelay demo\n  relay:   {url}  (agent: {})\n  key:     {}\n  log:     {}\n\n\
          Try prompts such as `hello`, `please run-bash` (asks permission), `slow` (Ctrl-C interrupts),\n\
@@ -162,6 +163,28 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// How a phone reaches the server: the QR code above holds the address the demo
+/// listens on, which a phone cannot always open (a loopback address is this machine
+/// only), and a phone's page needs `https://` to keep its key (a secure context).
+fn phone_hint(addr: std::net::SocketAddr) -> String {
+    let ip = addr.ip();
+    let reach = if ip.is_loopback() {
+        "The QR code holds a loopback address: it opens the page on this machine only, \
+         a phone that scans it reaches itself, not this server."
+    } else if ip.is_unspecified() {
+        "The QR code says `localhost` (this machine only); a phone on the same network \
+         uses this machine's network address with the same port instead."
+    } else {
+        "A phone on the same network can open that address."
+    };
+    format!(
+        "           {reach}\n           A phone is another machine: it needs a relay listening on the network, \
+         which serves TLS only (the page\n           keeps its key only on https://). See \
+         docs/getting-started.md, \"Reach it from the phone\": `ccrelay serve --config \
+         deploy/config/devbox-phone.toml`."
+    )
+}
+
 /// Make an ed25519 key pair: the private key in OpenSSH format (mode 0600) and its
 /// public line as the only authorized key.
 fn write_throwaway_key(key_path: &Path, authorized_keys: &Path) -> anyhow::Result<()> {
@@ -187,4 +210,21 @@ fn mock_agent_command(dir: &Path) -> anyhow::Result<PathBuf> {
     let link = dir.join(MOCK_AGENT_NAME);
     std::os::unix::fs::symlink(&exe, &link)?;
     Ok(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phone_hint;
+
+    #[test]
+    fn the_phone_hint_says_a_loopback_qr_code_works_on_this_machine_only() {
+        let loopback = phone_hint("127.0.0.1:7878".parse().expect("an address"));
+        assert!(loopback.contains("loopback address"), "{loopback}");
+        assert!(loopback.contains("this machine only"), "{loopback}");
+        assert!(loopback.contains("TLS"), "{loopback}");
+        let any = phone_hint("0.0.0.0:7878".parse().expect("an address"));
+        assert!(any.contains("network address"), "{any}");
+        let lan = phone_hint("192.168.1.5:7878".parse().expect("an address"));
+        assert!(!lan.contains("loopback"), "{lan}");
+    }
 }

@@ -22,15 +22,22 @@ const SHELL = [
   `/v/${VERSION}/js/app.js`,
   `/v/${VERSION}/js/connection.js`,
   `/v/${VERSION}/js/deeplink.js`,
+  `/v/${VERSION}/js/drafts.js`,
   `/v/${VERSION}/js/keys.js`,
   `/v/${VERSION}/js/protocol.js`,
   `/v/${VERSION}/js/push.js`,
+  `/v/${VERSION}/js/qr.js`,
   `/v/${VERSION}/js/session.js`,
   `/v/${VERSION}/js/sshsig.js`,
+  `/v/${VERSION}/js/vendor/qrcode.js`,
+  `/v/${VERSION}/js/views/composer.js`,
   `/v/${VERSION}/js/views/devices.js`,
   `/v/${VERSION}/js/views/diff.js`,
   `/v/${VERSION}/js/views/markdown.js`,
+  `/v/${VERSION}/js/views/panel.js`,
+  `/v/${VERSION}/js/views/sheet.js`,
   `/v/${VERSION}/js/views/stream.js`,
+  `/v/${VERSION}/js/views/text.js`,
 ];
 
 self.addEventListener('install', (e) => {

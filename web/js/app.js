@@ -4,6 +4,11 @@
 // presence), the prompt box, pair requests shown to owners, and the devices list
 // (attached clients, and for owners the keys the server accepts: views/devices.js,
 // and "Notify this device": push.js).
+// Phone-first pieces live in views/: the prompt box (composer.js), the side panel
+// (panel.js), the approval sheet (sheet.js); this module places them: it keeps a
+// reader who scrolled up where they are ("Jump to latest" counts what arrived),
+// shows viewers a read-only page, counts what waits for an answer in the tab title
+// and the app badge, and offers owners a pairing invite as a QR code (qr.js).
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -15,6 +20,11 @@ import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
 import { PushControl } from './push.js';
 import { RequestFocus, parseTarget } from './deeplink.js';
+import { Composer } from './views/composer.js';
+import { Panel } from './views/panel.js';
+import { ApprovalSheet } from './views/sheet.js';
+import { Drafts, triage } from './drafts.js';
+import { qrSvg } from './qr.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -25,13 +35,41 @@ const STATE_TEXT = {
   pairing: 'Not paired',
   connected: 'Connected',
   reconnecting: 'Reconnecting…',
-  offline: 'Offline',
+  offline: 'Offline — will send when back',
   refused: 'Refused',
   insecure: 'Not secure',
 };
 
+/** The session states (`relay.state`) as people read them. */
+const SESSION_STATE_TEXT = {
+  starting: 'Starting',
+  idle: 'Ready',
+  busy: 'Working',
+  awaiting_permission: 'Needs approval',
+  restarting: 'Restarting',
+  failed: 'Failed',
+  stopped: 'Stopped',
+  asleep: 'Asleep',
+};
+
+/** Within this many pixels of the bottom, the reader is "at the latest". */
+const AT_BOTTOM_PX = 80;
+const BASE_TITLE = document.title;
+
 const ui = {
   conn: $('conn'),
+  connText: $('conn-text'),
+  retryNow: $('retry-now'),
+  sessionLabel: $('session-label'),
+  empty: $('empty'),
+  dock: $('dock'),
+  jump: $('jump-latest'),
+  sheet: $('approval-sheet'),
+  viewOnly: $('view-only'),
+  inviteBox: $('invite-box'),
+  invite: $('pair-invite'),
+  inviteQr: $('pair-invite-qr'),
+  inviteNote: $('invite-note'),
   since: $('since'),
   picker: $('session-picker'),
   sessionState: $('session-state'),
@@ -75,12 +113,24 @@ function toast(text) {
   }, 6000);
 }
 
+let connRaw = 'connecting';
+let connDetail = '';
+/**
+ * Show the connection state. The browser's own `offline` wins at once over a socket
+ * that still looks open (it may not notice the network is gone for a long time).
+ */
 function setConnState(state, detail) {
-  ui.conn.dataset.state = state;
-  ui.conn.textContent = STATE_TEXT[state] || state;
-  ui.conn.title = detail || '';
-  document.body.dataset.conn = state;
+  connRaw = state;
+  connDetail = detail || '';
+  const shown = navigator.onLine === false && ['connected', 'reconnecting', 'connecting'].includes(state) ? 'offline' : state;
+  ui.conn.dataset.state = shown;
+  ui.connText.textContent = STATE_TEXT[shown] || shown;
+  ui.conn.title = connDetail;
+  ui.retryNow.hidden = !(shown === 'offline' || shown === 'reconnecting');
+  document.body.dataset.conn = shown;
 }
+window.addEventListener('offline', () => setConnState(connRaw, connDetail));
+window.addEventListener('online', () => setConnState(connRaw, connDetail));
 
 function show(screen) {
   ui.insecure.hidden = screen !== 'insecure';
@@ -188,13 +238,26 @@ function showWrongName(check) {
   show('wrong-name');
 }
 
+// ---- "Add to Home Screen" (iOS Safari) -------------------------------------------
+
+/** Once, in iOS Safari outside a home-screen app: how to install, and that its storage is separate. */
+function installHint() {
+  const ios = /iPhone|iPad|iPod/.test(navigator.userAgent) || (navigator.platform === 'MacIntel' && navigator.maxTouchPoints > 1);
+  const standalone = navigator.standalone === true || window.matchMedia('(display-mode: standalone)').matches;
+  if (!ios || standalone || localStorage.getItem('ccrelay.install-hint') === 'seen') return;
+  const hint = $('ios-hint');
+  hint.hidden = false;
+  $('ios-hint-close').addEventListener('click', () => {
+    localStorage.setItem('ccrelay.install-hint', 'seen');
+    hint.hidden = true;
+  });
+}
+
 // ---- main -------------------------------------------------------------------
 
 async function main() {
-  ui.panelToggle.addEventListener('click', () => {
-    const open = document.body.classList.toggle('side-open');
-    ui.panelToggle.setAttribute('aria-expanded', String(open));
-  });
+  new Panel({ panel: ui.side, toggle: ui.panelToggle, close: $('panel-close'), backdrop: $('backdrop') });
+  installHint();
 
   if (!window.isSecureContext || !crypto.subtle) {
     setConnState('insecure');
@@ -235,8 +298,8 @@ async function main() {
   });
   persistStorage().then((kept) => {
     $('persist-note').textContent = kept
-      ? 'The browser keeps this device key (persistent storage granted).'
-      : 'The browser did not grant persistent storage: clearing site data removes this device key.';
+      ? 'Persistent storage: granted. The browser keeps this device key.'
+      : 'Persistent storage: not granted. The browser may clear this device key (and drafts) when space runs low, or with the site data.';
   });
 
   const store = new Store();
@@ -249,7 +312,15 @@ async function main() {
 
   const devices = new DevicesView(ui.deviceKeys, ui.deviceKeysNote, {
     list: () => conn.keysList(),
-    rename: (fingerprint, name) => conn.keysRename(fingerprint, name),
+    rename: async (fingerprint, name) => {
+      const reply = await conn.keysRename(fingerprint, name);
+      // The attached list shows the new name at once (it names the same key).
+      for (const p of presence.values()) {
+        for (const c of p.clients.values()) if (c.fingerprint === fingerprint) c.device = name;
+      }
+      renderPresence();
+      return reply;
+    },
     revoke: (fingerprint) => conn.keysRevoke(fingerprint),
     self: () => (conn.authOk ? conn.authOk.fingerprint : ''),
   });
@@ -274,15 +345,108 @@ async function main() {
     },
   });
 
-  const stream = new StreamView(ui.stream, {
-    respond: async (it, response) => {
-      try {
-        await conn.respond(current, it.requestId, response);
-      } catch (e) {
-        if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
-      }
+  const respond = async (it, response) => {
+    try {
+      await conn.respond(current, it.requestId, response);
+    } catch (e) {
+      if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
+    }
+  };
+  const stream = new StreamView(ui.stream, { respond, canAnswer: () => role === 'owner' });
+  const sheet = new ApprovalSheet(ui.sheet, {
+    respond,
+    canAnswer: () => role === 'owner',
+    show: (it) => {
+      const n = stream.nodes.get(it.id);
+      if (n) n.el.scrollIntoView({ block: 'center' });
+      else toast('The request is in an earlier turn: use “Show earlier turns” at the top.');
     },
   });
+  const drafts = new Drafts();
+  const composer = new Composer({
+    form: ui.form,
+    input: ui.input,
+    dock: ui.dock,
+    send: () => sendPrompt(),
+    saveDraft: (text) => drafts.saveDraft(current, text),
+  });
+
+  // --- scrolling: a reader who scrolled up stays where they are
+  // The browser's own network events: the header and presence say so at once.
+  window.addEventListener('offline', () => scheduleRender());
+  window.addEventListener('online', () => scheduleRender());
+  let atLatest = true;
+  let leftAt = 0; // model items when the reader left the latest
+  let leftModel = null;
+  const distanceFromBottom = () => document.documentElement.scrollHeight - (window.scrollY + window.innerHeight);
+  const toLatest = () => {
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    atLatest = true;
+  };
+  window.addEventListener('scroll', () => {
+    const was = atLatest;
+    atLatest = distanceFromBottom() <= AT_BOTTOM_PX;
+    if (was && !atLatest) {
+      const model = store.log(current).model;
+      leftModel = model;
+      leftAt = model.items.length;
+    }
+    if (!was && atLatest) ui.jump.hidden = true;
+    scheduleSheet();
+  }, { passive: true });
+  ui.jump.addEventListener('click', () => {
+    toLatest();
+    ui.jump.hidden = true;
+  });
+  let sheetFrame = 0;
+  const scheduleSheet = () => {
+    if (!sheetFrame) {
+      sheetFrame = requestAnimationFrame(() => {
+        sheetFrame = 0;
+        updateSheet();
+      });
+    }
+  };
+
+  /** Whether `elem` is at least partly visible between the header and the dock. */
+  function onScreen(elem) {
+    const r = elem.getBoundingClientRect();
+    const top = document.querySelector('.bar').getBoundingClientRect().bottom;
+    const bottom = ui.dock.getBoundingClientRect().top + (ui.sheet.hidden ? 0 : ui.sheet.getBoundingClientRect().height);
+    return r.height > 0 && r.bottom > top + 24 && r.top < bottom - 24;
+  }
+
+  function pendingRequests(model) {
+    return model.items.filter((x) => x.kind === 'permission' && !x.resolved && x.subtype === 'can_use_tool');
+  }
+
+  function updateSheet() {
+    if (document.body.dataset.screen !== 'session') {
+      sheet.update(null);
+      return;
+    }
+    const model = store.log(current).model;
+    const pending = pendingRequests(model);
+    const first = pending.find((x) => {
+      const n = stream.nodes.get(x.id);
+      return !n || !onScreen(n.el);
+    });
+    sheet.update(first || null, current, model.cwd, pending.length);
+    updateCounts(pending.length);
+  }
+
+  /** What waits for this person: in the tab title and, where there is one, the app badge. */
+  let lastCount = -1;
+  function updateCounts(approvals) {
+    const pairs = role === 'owner' ? [...pairReqs.values()].filter((c) => !c.dataset.resolved).length : 0;
+    const n = (role === 'owner' ? approvals : 0) + pairs;
+    if (n === lastCount) return;
+    lastCount = n;
+    document.title = n > 0 ? `(${n}) ${BASE_TITLE}` : BASE_TITLE;
+    if (navigator.setAppBadge) {
+      (n > 0 ? navigator.setAppBadge(n) : navigator.clearAppBadge()).catch(() => {});
+    }
+  }
 
   // --- rendering (batched: one pass per burst of frames)
   let renderTimer = null;
@@ -292,23 +456,39 @@ async function main() {
   function render() {
     renderTimer = null;
     const log = store.log(current);
-    const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
+    const before = stream.model;
     stream.render(log.model);
     ui.view.dataset.session = current;
     ui.view.dataset.head = String(log.head);
     ui.view.dataset.base = String(log.base); // seqs up to base are not loaded (tail attach)
+    // The hook keeps the state's name; people read a label.
     ui.sessionState.textContent = log.model.state || '…';
     ui.sessionState.dataset.state = log.model.state || '';
-    ui.sessionState.title = log.model.detail || '';
+    ui.sessionLabel.textContent = SESSION_STATE_TEXT[log.model.state] || (log.model.state ? log.model.state.replace(/_/g, ' ') : '');
+    ui.sessionLabel.dataset.state = log.model.state || '';
+    ui.sessionLabel.title = log.model.detail || 'Session state';
     const busy = ['busy', 'awaiting_permission'].includes(log.model.state);
     // Screen readers announce a streamed answer once it is complete, not every delta.
     ui.stream.setAttribute('aria-busy', String(log.model.state === 'busy'));
-    ui.interrupt.disabled = role !== 'owner';
-    ui.interrupt.classList.toggle('active', busy);
+    ui.interrupt.disabled = role !== 'owner' || !busy;
     ui.earlier.hidden = !(log.base > 0);
     renderOutbox();
     renderPresence();
-    if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+    const outboxHere = conn.outbox.some((p) => p.session === current);
+    ui.empty.hidden = !(log.model.items.length === 0 && log.base === 0 && !outboxHere && log.head === log.serverHead && conn.authed);
+    if (log.model !== before) {
+      leftModel = log.model;
+      leftAt = log.model.items.length;
+    }
+    if (atLatest) {
+      toLatest();
+    } else if (leftModel === log.model) {
+      const arrived = log.model.items.slice(leftAt).filter((x) => ['prompt', 'text', 'tool', 'permission'].includes(x.kind)).length;
+      ui.jump.dataset.new = String(arrived);
+      ui.jump.textContent = arrived > 0 ? `Jump to latest (${arrived} new)` : 'Jump to latest';
+      ui.jump.hidden = arrived === 0;
+    }
+    updateSheet();
     requestFocus.apply();
   }
 
@@ -318,11 +498,13 @@ async function main() {
       ...items.map((p) => {
         const d = document.createElement('div');
         d.className = 'msg user pending';
+        d.setAttribute('data-testid', 'queued-prompt');
+        d.dataset.key = p.key;
         const meta = document.createElement('div');
         meta.className = 'meta';
         const tag = document.createElement('span');
         tag.className = 'tag';
-        tag.textContent = conn.authed ? 'sending…' : 'waiting for the connection';
+        tag.textContent = conn.authed && navigator.onLine !== false ? 'sending…' : 'waiting for the connection: sent when it is back';
         meta.append(tag);
         const body = document.createElement('div');
         body.className = 'body plain';
@@ -337,7 +519,11 @@ async function main() {
     const p = presence.get(current);
     const count = p ? p.count : 0;
     ui.presence.dataset.count = String(count);
-    ui.presenceN.textContent = String(count);
+    // While disconnected the count is old news: greyed, and not claimed as "online".
+    const live = conn.authed && navigator.onLine !== false;
+    ui.presence.dataset.live = String(live);
+    ui.presenceN.textContent = live ? String(count) : '–';
+    ui.presence.title = live ? 'Clients attached to this session' : 'Not connected: who is attached is unknown';
     const clients = p ? [...p.clients.values()] : [];
     ui.devices.replaceChildren(
       ...clients.map((c) => {
@@ -397,9 +583,17 @@ async function main() {
   function switchSession(next) {
     if (next === current) return;
     conn.release(current);
+    composer.flushDraft();
     current = next;
     ui.picker.value = next;
     localStorage.setItem('ccrelay.session', current);
+    // Each session keeps its own draft.
+    drafts.draft(current).then((text) => {
+      if (current === next) {
+        ui.input.value = text;
+        composer.grow();
+      }
+    });
     attachCurrent();
     scheduleRender();
   }
@@ -470,6 +664,7 @@ async function main() {
     ui.pairRequests.append(card);
     ui.pairRequests.hidden = false;
     pairReqs.set(m.pair_id, card);
+    updateSheet();
   }
 
   function pairResolved(m) {
@@ -477,6 +672,7 @@ async function main() {
     if (!card) return;
     card.dataset.resolved = m.allow ? 'allow' : 'deny';
     card.querySelector('.actions')?.remove();
+    updateSheet();
     const p = document.createElement('p');
     p.className = 'resolution';
     p.textContent = m.allow ? `Paired (${m.role || 'owner'})` : m.by === 'relay' ? 'Expired or withdrawn' : 'Denied';
@@ -503,14 +699,19 @@ async function main() {
     show('session');
     setSessions(Array.isArray(ok.sessions) ? ok.sessions : [{ session: 'default' }]);
     attachCurrent();
-    ui.input.disabled = role !== 'owner';
+    applyRole();
     refreshDevices();
     if (role === 'owner') push.owned();
     else push.viewer();
     scheduleRender();
   };
+  let outboxSize = 0;
   conn.onchange = () => {
     lastFrame = Date.now();
+    if (conn.outbox.length !== outboxSize) {
+      outboxSize = conn.outbox.length;
+      restoring.then(saveUnsent);
+    }
     scheduleRender();
   };
   conn.onframe = (m) => {
@@ -542,7 +743,7 @@ async function main() {
   };
   conn.onpair = async (pending, challenge) => {
     setConnState('pairing', 'waiting for an owner to approve');
-    ui.conn.textContent = 'Awaiting approval';
+    ui.connText.textContent = 'Awaiting approval';
     const mine = await pairCode(challenge.nonce, key.fingerprint);
     if (mine === pending.code) {
       ui.pairCode.textContent = mine;
@@ -601,29 +802,80 @@ async function main() {
     ui.pairMsg.textContent = 'Asking the server…';
     conn.open('pair');
   });
+  ui.retryNow.addEventListener('click', () => {
+    ui.retryNow.disabled = true;
+    setTimeout(() => {
+      ui.retryNow.disabled = false;
+    }, 1000);
+    conn.open();
+  });
   ui.retryAuth.addEventListener('click', () => {
     ui.pairMsg.textContent = '';
     conn.open('auth');
   });
 
+  // --- roles: a viewer's page has nothing to send or answer with
+  function applyRole() {
+    const viewer = role !== 'owner';
+    ui.viewOnly.hidden = !viewer;
+    ui.inviteBox.hidden = viewer;
+    if (viewer) ui.form.remove();
+    else if (!ui.form.isConnected) ui.dock.append(ui.form);
+    composer.reserve();
+    stream.model = null; // permission cards are drawn for this role
+  }
+
   // --- prompt box
-  const sendPrompt = () => {
+  const created = new Map(); // outbox key → when it was written (for the resend window)
+  function sendPrompt() {
     const text = ui.input.value;
-    if (!text.trim()) return;
-    conn.prompt(current, text);
+    if (!text.trim() || role !== 'owner') return;
+    const key = conn.prompt(current, text);
+    created.set(key, Date.now());
     ui.input.value = '';
+    composer.grow();
+    composer.flushDraft();
+    saveUnsent();
     ui.input.focus();
-  };
+    // Their own send takes the reader to the latest.
+    toLatest();
+  }
+  /** Prompts not acknowledged yet, for a reload (drafts.js). */
+  function saveUnsent() {
+    drafts.saveUnsent(conn.outbox.map((p) => ({ key: p.key, session: p.session, content: p.content, created: created.get(p.key) || Date.now() })));
+  }
   ui.form.addEventListener('submit', (e) => {
     e.preventDefault();
     sendPrompt();
   });
-  ui.input.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
-      e.preventDefault();
-      sendPrompt();
+  for (const b of document.querySelectorAll('.example')) {
+    b.addEventListener('click', () => {
+      ui.input.value = b.textContent;
+      composer.grow();
+      ui.input.focus();
+    });
+  }
+  // Restore what a reload interrupted: the draft, and prompts never acknowledged.
+  const restoring = (async () => {
+    const draft = await drafts.draft(current);
+    if (draft && !ui.input.value) {
+      ui.input.value = draft;
+      composer.grow();
     }
-  });
+    const { resend, redraft } = triage(await drafts.unsent());
+    for (const p of resend) {
+      created.set(p.key, p.created);
+      conn.prompt(p.session, p.content, p.key);
+    }
+    const back = redraft.filter((p) => p.session === current && typeof p.content === 'string').map((p) => p.content);
+    if (back.length) {
+      ui.input.value = [...back, ui.input.value].filter(Boolean).join('\n\n');
+      composer.grow();
+      composer.flushDraft();
+      toast('A prompt from before the reload was not sent in time: it is back in the prompt box.');
+    }
+    saveUnsent();
+  })();
   ui.interrupt.addEventListener('click', async () => {
     try {
       await conn.interrupt(current);
@@ -640,7 +892,17 @@ async function main() {
     ui.earlierMsg.textContent = '';
     try {
       const reply = await conn.history(current, log.base + 1, HISTORY_PAGE);
+      // Keep the first item on screen where it is while the earlier ones go in above it.
+      const anchor = firstVisibleItem();
       const added = log.prepend(Array.isArray(reply.events) ? reply.events : []);
+      if (added > 0) {
+        clearTimeout(renderTimer);
+        render();
+        if (anchor) {
+          const n = stream.nodes.get(anchor.id);
+          if (n) window.scrollBy(0, n.el.getBoundingClientRect().top - anchor.top);
+        }
+      }
       if (reply.truncated && added === 0) ui.earlierMsg.textContent = 'Earlier events are no longer kept by the server.';
       else if (added === 0) ui.earlierMsg.textContent = 'Nothing earlier.';
       scheduleRender();
@@ -651,9 +913,46 @@ async function main() {
     }
   });
 
+  /** The first stream item whose box shows below the header: its id and screen position. */
+  function firstVisibleItem() {
+    const top = document.querySelector('.bar').getBoundingClientRect().bottom;
+    for (const [id, n] of stream.nodes) {
+      const r = n.el.getBoundingClientRect();
+      if (r.height > 0 && r.bottom > top) return { id, top: r.top };
+    }
+    return null;
+  }
+
+  // --- pairing invites (owners): a QR code of this page's URL with `#invite=`
+  ui.invite.addEventListener('click', async () => {
+    ui.invite.disabled = true;
+    ui.inviteNote.textContent = 'Asking the server for an invite…';
+    try {
+      const reply = await conn.pairInvite('owner');
+      if (typeof reply.invite !== 'string' || !/^[A-Za-z0-9_-]{16,200}$/.test(reply.invite)) throw new Error('the server sent no usable invite');
+      const url = `${location.origin}${location.pathname}#invite=${reply.invite}`;
+      ui.inviteQr.dataset.url = url;
+      const link = document.createElement('code');
+      link.className = 'keyline small';
+      link.textContent = url;
+      ui.inviteQr.replaceChildren(qrSvg(url, 'QR code of a one-time pairing link'), link);
+      ui.inviteQr.hidden = false;
+      const minutes = Math.max(1, Math.round((Number(reply.expires_in_ms) || 600000) / 60000));
+      ui.inviteNote.textContent = `Scan it with the phone's camera. It works once, within ${minutes} minute${minutes === 1 ? '' : 's'}, and pairs that device as an owner.`;
+    } catch (e) {
+      ui.inviteQr.hidden = true;
+      ui.inviteNote.textContent = e.code === 'unknown_type'
+        ? 'This server cannot make invites (it is older than this page). Pair the other way: “Ask to pair” on the new device.'
+        : `No invite: ${e.message}`;
+    } finally {
+      ui.invite.disabled = false;
+    }
+  });
+
   // --- "last frame" ticker
   setInterval(() => {
-    if (!lastFrame) {
+    if (!lastFrame || !conn.authed || navigator.onLine === false) {
+      // Not connected: nothing is live, and an old "N s ago" would suggest it is.
       ui.since.textContent = '';
       return;
     }

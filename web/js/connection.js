@@ -371,9 +371,12 @@ export class Connection {
 
   // ---- prompts and answers ----------------------------------------------
 
-  /** Queue a prompt; it is sent now if possible, else after the next attach. Returns its key. */
-  prompt(session, content) {
-    const p = { key: newKey(), session, content, sentId: null, state: 'unsent', queued: false };
+  /**
+   * Queue a prompt; it is sent now if possible, else after the next attach. Returns its
+   * key. `key` is given for a prompt restored after a reload (sent again under its key).
+   */
+  prompt(session, content, key = newKey()) {
+    const p = { key, session, content, sentId: null, state: 'unsent', queued: false };
     this.outbox.push(p);
     const log = this.store.log(session);
     if (this.authed && !this.attaching.has(session) && log.replayUntil === undefined) this.sendPrompt(p);
@@ -421,6 +424,10 @@ export class Connection {
   /** Answer a pair request; `block` (with a denial) refuses its address's requests for an hour. */
   pairRespond(pairId, allow, block = false) {
     return this.request((id) => msg.pairRespond(id, pairId, allow, 'owner', block));
+  }
+
+  pairInvite(role = 'owner') {
+    return this.request((id) => msg.pairInvite(id, role));
   }
 
   interrupt(session) {

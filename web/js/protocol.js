@@ -44,6 +44,8 @@ export const msg = {
   pairRespond: (id, pairId, allow, role = 'owner', block = false) => ({
     type: 'pair.respond', id, pair_id: pairId, allow, role, ...(block ? { block: true } : {}),
   }),
+  /** An invite a device in the owner's hand pairs with at once (docs/protocol.md, "Pairing invites"). */
+  pairInvite: (id, role = 'owner') => ({ type: 'pair.invite', id, role }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),
   /** `since` (resume) or `tail` (join a long session), never both. */

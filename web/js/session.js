@@ -31,6 +31,12 @@ class Model {
     // Tool input JSON streamed in pieces, by "<message>:<index>".
     this.toolByBlock = new Map();
     this.changed = new Set();
+    // Turns: every prompt starts one; items before the first prompt are turn 0.
+    this.turns = 0;
+    // The agent's working directory (from its `system` init line): paths under it are shown relative.
+    this.cwd = '';
+    // An interrupt was seen since the last result: that result is labelled "Interrupted".
+    this.interrupted = false;
   }
 
   get(id) {
@@ -40,6 +46,8 @@ class Model {
   add(it) {
     const have = this.byId.get(it.id);
     if (have) return have;
+    if (it.kind === 'prompt') this.turns += 1;
+    it.turn = this.turns;
     this.items.push(it);
     this.byId.set(it.id, it);
     this.touch(it);
@@ -95,6 +103,7 @@ class Model {
         break;
       case 'control_cancel_request':
         this.cancel(ev.request_id, 'agent', '');
+        this.interrupted = true;
         break;
       case 'control_request':
         this.controlRequest(ev, seq);
@@ -114,9 +123,20 @@ class Model {
       case 'user':
         this.userLine(ev);
         break;
+      case 'system':
+        if (ev.subtype === 'init' && typeof ev.cwd === 'string') this.cwd = ev.cwd;
+        break;
       case 'result':
         this.lastResult = ev;
+        // The turn is over: text blocks still open (no complete line came) are final as they are.
+        for (const it of this.items) {
+          if (it.kind === 'text' && !it.final) {
+            it.final = true;
+            this.touch(it);
+          }
+        }
         this.add(item('result', `seq:${seq}`, {
+          interrupted: this.interrupted,
           isError: !!ev.is_error,
           subtype: ev.subtype || '',
           cost: typeof ev.total_cost_usd === 'number' ? ev.total_cost_usd : null,
@@ -124,6 +144,7 @@ class Model {
           turns: ev.num_turns,
           text: typeof ev.result === 'string' ? ev.result : '',
         }));
+        this.interrupted = false;
         break;
       default:
         break;
@@ -176,7 +197,8 @@ class Model {
         this.textBlocks.set(mid, list);
       }
     }
-    return this.add(item('text', `text:${mid}:${index}`, { text: '' }));
+    // `resets` counts replacements of the text (not appends): views redraw then.
+    return this.add(item('text', `text:${mid}:${index}`, { text: '', final: false, resets: 0 }));
   }
 
   toolItem(toolId, name, blockKey) {
@@ -202,6 +224,8 @@ class Model {
     } else if (e.type === 'content_block_delta' && e.delta) {
       if (e.delta.type === 'text_delta' && typeof e.delta.text === 'string') {
         const it = this.textItem(mid, e.index);
+        // The complete block has arrived: later deltas of it change nothing.
+        if (it.final) return;
         it.text += e.delta.text;
         this.touch(it);
       } else if (e.delta.type === 'input_json_delta' && typeof e.delta.partial_json === 'string') {
@@ -227,7 +251,12 @@ class Model {
         // The complete block: authoritative over the streamed deltas.
         const it = streamed !== undefined ? this.textItem(mid, streamed) : this.textItem(mid, `a${k}`);
         if (it.text !== b.text) {
+          if (!b.text.startsWith(it.text)) it.resets += 1;
           it.text = b.text;
+          this.touch(it);
+        }
+        if (!it.final) {
+          it.final = true;
           this.touch(it);
         }
       } else if (b.type === 'tool_use' && b.id) {
@@ -244,12 +273,16 @@ class Model {
     if (!Array.isArray(m.content)) return;
     for (const b of m.content) {
       if (b && b.type === 'tool_result' && b.tool_use_id) {
-        const it = this.get(`tool:${b.tool_use_id}`) || this.toolItem(b.tool_use_id, '', '');
+        // A result whose call is not in the log (a tail attach began after it) shows
+        // nothing: an unnamed "tool · done" card would say nothing either.
+        const it = this.get(`tool:${b.tool_use_id}`);
+        if (!it) continue;
         it.output = toolResultText(b.content);
         it.isError = !!b.is_error;
         this.touch(it);
       } else if (b && b.type === 'text' && typeof b.text === 'string' && b.text.startsWith('[Request interrupted')) {
-        this.add(item('notice', `interrupt:${ev.uuid || this.items.length}`, { text: b.text.replace(/^\[|\]$/g, '') }));
+        this.interrupted = true;
+        this.add(item('notice', `interrupt:${ev.uuid || this.items.length}`, { text: 'Interrupted', interrupt: true }));
       }
     }
   }
@@ -333,6 +366,7 @@ export class SessionLog {
     }
     for (const req of this.pendingList) m.pending(req);
     m.state = m.state || this.model.state;
+    m.cwd = m.cwd || this.model.cwd;
     this.model = m;
     this.rebuilt += 1;
   }

@@ -5,8 +5,10 @@ const MAX_CELLS = 250000; // LCS table bound; bigger changes show as remove-all 
 
 /** Line diff of two texts: [{op:' '|'-'|'+', text}]. */
 export function lineDiff(a, b) {
-  const x = a === '' ? [] : a.split('\n');
-  const y = b === '' ? [] : b.split('\n');
+  // A text's final newline ends its last line; it does not start an empty one.
+  const lines = (t) => (t === '' ? [] : t.replace(/\n$/, '').split('\n'));
+  const x = lines(a);
+  const y = lines(b);
   // Trim the common prefix and suffix, then LCS on the middle.
   let p = 0;
   while (p < x.length && p < y.length && x[p] === y[p]) p++;

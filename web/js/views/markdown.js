@@ -2,8 +2,8 @@
 // with createElement/textContent only (never innerHTML), so no agent text can become
 // markup; links are kept only for http:, https: and mailto: URLs (anything else,
 // `javascript:` included, stays plain text). Supports what Claude Code writes: fenced
-// code blocks (highlighted by a tiny tokenizer), headings, lists, quotes, rules,
-// paragraphs, and inline code, bold, italic, links.
+// code blocks (highlighted by a tiny tokenizer, with a copy button), headings, GFM
+// tables, lists, quotes, rules, paragraphs, and inline code, bold, italic, links.
 
 const SAFE_URL = /^(https?:\/\/|mailto:)/i;
 
@@ -130,7 +130,74 @@ export function codeBlock(code, lang) {
   if (lang) pre.dataset.lang = lang;
   highlight(c, code, lang);
   pre.append(c);
-  return pre;
+  const wrap = el('div', 'code-wrap');
+  const copy = el('button', 'copy', 'Copy');
+  copy.type = 'button';
+  copy.setAttribute('aria-label', lang ? `Copy the ${lang} code` : 'Copy the code');
+  copy.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(code);
+      copy.textContent = 'Copied';
+    } catch {
+      copy.textContent = 'Copy failed';
+    }
+    setTimeout(() => {
+      copy.textContent = 'Copy';
+    }, 2000);
+  });
+  wrap.append(pre, copy);
+  return wrap;
+}
+
+// ---- tables (GFM) -------------------------------------------------------------
+
+const TABLE_DELIMITER = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
+
+/** The cells of a table row (`| a | b |` or `a | b`), with `\|` kept as a character. */
+function tableCells(line) {
+  let t = line.trim();
+  if (t.startsWith('|')) t = t.slice(1);
+  if (t.endsWith('|') && !t.endsWith('\\|')) t = t.slice(0, -1);
+  return t.split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, '|'));
+}
+
+/** Whether lines[i] starts a table: a row with a pipe, then a delimiter row of as many cells. */
+function tableAt(lines, i) {
+  if (i + 1 >= lines.length || !lines[i].includes('|') || !TABLE_DELIMITER.test(lines[i + 1])) return false;
+  return tableCells(lines[i]).length === tableCells(lines[i + 1]).length;
+}
+
+function table(lines, i) {
+  const head = tableCells(lines[i]);
+  const align = tableCells(lines[i + 1]).map((d) => (d.startsWith(':') && d.endsWith(':') ? 'center' : d.endsWith(':') ? 'right' : ''));
+  const t = el('table');
+  const thead = el('thead');
+  const hr = el('tr');
+  head.forEach((text, k) => {
+    const th = el('th');
+    if (align[k]) th.dataset.align = align[k];
+    renderInline(th, text);
+    hr.append(th);
+  });
+  thead.append(hr);
+  const tbody = el('tbody');
+  let j = i + 2;
+  while (j < lines.length && lines[j].includes('|') && lines[j].trim() !== '') {
+    const cells = tableCells(lines[j]);
+    const tr = el('tr');
+    for (let k = 0; k < head.length; k++) {
+      const td = el('td');
+      if (align[k]) td.dataset.align = align[k];
+      renderInline(td, cells[k] || '');
+      tr.append(td);
+    }
+    tbody.append(tr);
+    j += 1;
+  }
+  t.append(thead, tbody);
+  const wrap = el('div', 'table-wrap');
+  wrap.append(t);
+  return { node: wrap, next: j };
 }
 
 // ---- blocks -----------------------------------------------------------------
@@ -166,6 +233,13 @@ export function renderMarkdown(text) {
       }
       i += 1; // the closing fence (or the end of a still-streaming block)
       frag.append(codeBlock(body.join('\n'), fence[2]));
+      continue;
+    }
+    if (tableAt(lines, i)) {
+      flush();
+      const t = table(lines, i);
+      frag.append(t.node);
+      i = t.next;
       continue;
     }
     const heading = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/.exec(line);

@@ -1,11 +1,18 @@
 // stream.js — renders a session's model (session.js) into the stream: prompts with
-// their device, assistant text as Markdown, tool cards (collapsible output; Edit /
-// Write / MultiEdit as diffs), permission cards with their answers, turn results and
-// notices. One DOM element per model item, updated in place when the item changes,
-// so re-rendering is idempotent. Reads only the model; user actions go to callbacks.
+// their device, assistant text as Markdown (streamed incrementally: text.js), tool
+// cards (collapsible output; Edit / Write / MultiEdit as diffs), permission cards
+// with their answers (an answered one merges with its tool card: "Bash · allowed
+// by iPhone · done"), turn results and notices. One DOM element per model item,
+// updated in place when the item changes, so re-rendering is idempotent. Only the
+// last KEEP_TURNS turns are in the DOM; the older ones are one line that shows
+// them on demand, so a long session keeps a bounded page. Reads only the model;
+// user actions go to callbacks.
 
-import { renderMarkdown } from './markdown.js';
 import { fileChange, renderDiff } from './diff.js';
+import { TextView } from './text.js';
+
+/** Turns rendered in full; older ones collapse into one "earlier turns" line. */
+export const KEEP_TURNS = 50;
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -18,13 +25,48 @@ function short(text, n) {
   return text.length > n ? `${text.slice(0, n - 1)}…` : text;
 }
 
+/** `path` relative to the working directory `cwd` when it is inside it. */
+export function relativePath(path, cwd) {
+  if (!cwd || typeof path !== 'string') return path;
+  const base = cwd.endsWith('/') ? cwd : `${cwd}/`;
+  return path.startsWith(base) ? path.slice(base.length) || '.' : path;
+}
+
 /** A one-line summary of a tool input (the command, the file, the pattern...). */
-export function toolSummary(name, input) {
+export function toolSummary(name, input, cwd = '') {
   if (!input || typeof input !== 'object') return '';
   const pick = ['command', 'file_path', 'notebook_path', 'path', 'pattern', 'url', 'query', 'description', 'prompt'];
-  for (const k of pick) if (typeof input[k] === 'string' && input[k]) return input[k];
+  for (const k of pick) {
+    if (typeof input[k] === 'string' && input[k]) return ['file_path', 'notebook_path', 'path'].includes(k) ? relativePath(input[k], cwd) : input[k];
+  }
   const s = JSON.stringify(input);
   return s === '{}' ? '' : s;
+}
+
+const DESTINATION = {
+  localSettings: 'for this project on this machine (.claude/settings.local.json)',
+  projectSettings: 'for this project, shared with its repository (.claude/settings.json)',
+  userSettings: 'for all your projects (~/.claude/settings.json)',
+  session: 'for the rest of this session',
+  cliArg: 'for the rest of this session',
+};
+
+/** What "Always allow" grants, in words, from a request's `permission_suggestions`. */
+export function grantText(suggestions) {
+  const parts = [];
+  for (const sug of suggestions) {
+    if (!sug || typeof sug !== 'object') continue;
+    const where = DESTINATION[sug.destination] || (sug.destination ? `(${sug.destination})` : '');
+    if ((sug.type === 'addRules' || sug.type === 'replaceRules') && Array.isArray(sug.rules)) {
+      const rules = sug.rules.map((r) => (r && r.ruleContent ? `${r.toolName}(${r.ruleContent})` : `every ${r && r.toolName} call`));
+      parts.push(`${sug.behavior === 'deny' ? 'deny' : 'allow'} ${rules.join(', ')} ${where}`.trim());
+    } else if (sug.type === 'setMode' && typeof sug.mode === 'string') {
+      parts.push(sug.mode === 'acceptEdits' ? `accept file edits without asking ${where}`.trim() : `switch to ${sug.mode} mode ${where}`.trim());
+    } else if (sug.type === 'addDirectories' && Array.isArray(sug.directories)) {
+      parts.push(`access to ${sug.directories.join(', ')} ${where}`.trim());
+    }
+  }
+  return parts.join('; ');
 }
 
 function parseJson(text) {
@@ -37,9 +79,9 @@ function parseJson(text) {
 }
 
 /** The input body of a tool card or permission card: a diff, a command, or JSON. */
-function inputBody(name, input) {
+function inputBody(name, input, cwd) {
   const change = fileChange(name, input);
-  if (change) return renderDiff(change);
+  if (change) return renderDiff({ ...change, path: relativePath(change.path, cwd) });
   if (name === 'Bash' && typeof input.command === 'string') {
     const pre = el('pre', 'code cmd');
     pre.append(el('code', '', `$ ${input.command}`));
@@ -53,23 +95,33 @@ function inputBody(name, input) {
 export class StreamView {
   /**
    * @param {HTMLElement} root  the stream container
-   * @param {object} actions  {respond(item, response), who()}
+   * @param {object} actions  {respond(item, response), canAnswer()}
    */
   constructor(root, actions) {
     this.root = root;
     this.actions = actions;
-    this.nodes = new Map(); // item id → {el, rev}
     this.model = null;
+    this.extraTurns = 0; // turns the reader asked to see beyond KEEP_TURNS
+    this.clear();
+  }
+
+  clear() {
+    this.nodes = new Map(); // item id → {el, rev, view?}
+    this.turnBoxes = new Map(); // turn → <div class="turn">
+    this.hiddenUpTo = -1; // turns at or below this are not in the DOM
+    this.collapsedRow = null;
+    this.root.replaceChildren();
   }
 
   /** Render `model`: all of it when it is new (rebuilt), else only changed items. */
   render(model) {
     if (model !== this.model) {
       this.model = model;
-      this.nodes.clear();
-      this.root.replaceChildren();
+      this.clear();
       model.changed.clear();
+      this.hiddenUpTo = this.limit();
       for (const it of model.items) this.place(it);
+      this.updateCollapsedRow();
       return;
     }
     if (model.changed.size === 0) return;
@@ -79,13 +131,84 @@ export class StreamView {
       const it = model.get(id);
       if (it) this.place(it);
     }
+    this.collapseOld();
+  }
+
+  /** The highest turn that stays out of the DOM. */
+  limit() {
+    return this.model.turns - KEEP_TURNS - this.extraTurns;
+  }
+
+  /** Turns that fell out of the last KEEP_TURNS leave the DOM. */
+  collapseOld() {
+    const limit = this.limit();
+    if (limit <= this.hiddenUpTo) return;
+    for (let t = this.hiddenUpTo + 1; t <= limit; t++) {
+      const box = this.turnBoxes.get(t);
+      if (!box) continue;
+      box.remove();
+      this.turnBoxes.delete(t);
+    }
+    for (const [id, n] of this.nodes) if (n.turn <= limit) this.nodes.delete(id);
+    this.hiddenUpTo = limit;
+    this.updateCollapsedRow();
+  }
+
+  updateCollapsedRow() {
+    const hidden = Math.max(1, this.hiddenUpTo);
+    if (this.hiddenUpTo < 0) {
+      this.collapsedRow?.remove();
+      this.collapsedRow = null;
+      return;
+    }
+    if (!this.collapsedRow) {
+      this.collapsedRow = el('div', 'turn-collapsed');
+      const b = el('button', 'turn-open');
+      b.type = 'button';
+      b.addEventListener('click', () => this.showEarlier());
+      this.collapsedRow.append(b);
+      this.root.prepend(this.collapsedRow);
+    }
+    this.collapsedRow.firstChild.textContent = `Show ${hidden} earlier turn${hidden === 1 ? '' : 's'}`;
+  }
+
+  /** The reader opened the collapsed line: the previous KEEP_TURNS turns come back. */
+  showEarlier() {
+    this.extraTurns += KEEP_TURNS;
+    const model = this.model;
+    this.model = null;
+    this.render(model);
+  }
+
+  turnBox(turn) {
+    let box = this.turnBoxes.get(turn);
+    if (box) return box;
+    box = el('div', 'turn');
+    box.dataset.turn = String(turn);
+    // Turns are created in order, except when an earlier one is shown again.
+    let next = null;
+    for (const [t, b] of this.turnBoxes) if (t > turn && (!next || t < Number(next.dataset.turn))) next = b;
+    if (next) this.root.insertBefore(box, next);
+    else this.root.append(box);
+    this.turnBoxes.set(turn, box);
+    return box;
   }
 
   place(it) {
+    if (it.turn <= this.hiddenUpTo) return;
     const have = this.nodes.get(it.id);
     if (have && have.rev === it.rev) return;
+    if (it.kind === 'text') {
+      const view = have ? have.view : new TextView();
+      view.el.dataset.item = it.id;
+      view.update(it);
+      if (!have) this.turnBox(it.turn).append(view.el);
+      this.nodes.set(it.id, { el: view.el, rev: it.rev, view, turn: it.turn });
+      return;
+    }
     const node = this.build(it);
     if (!node) return;
+    node.dataset.item = it.id;
     if (have) {
       // Keep a tool card's open/closed output as the person left it.
       const oldDetails = have.el.querySelector('details');
@@ -93,17 +216,24 @@ export class StreamView {
       if (oldDetails && newDetails) newDetails.open = oldDetails.open;
       have.el.replaceWith(node);
     } else {
-      this.root.append(node);
+      this.turnBox(it.turn).append(node);
     }
-    this.nodes.set(it.id, { el: node, rev: it.rev });
+    this.nodes.set(it.id, { el: node, rev: it.rev, turn: it.turn });
+    // An answered permission card shows its tool's progress: redraw it with the tool.
+    if (it.kind === 'tool') {
+      const perm = this.model.permissionFor(it.toolId);
+      const pn = perm ? this.nodes.get(perm.id) : null;
+      if (pn && perm.resolved) {
+        pn.rev = -1;
+        this.place(perm);
+      }
+    }
   }
 
   build(it) {
     switch (it.kind) {
       case 'prompt':
         return this.prompt(it);
-      case 'text':
-        return this.text(it);
       case 'tool':
         return this.tool(it);
       case 'permission':
@@ -111,7 +241,7 @@ export class StreamView {
       case 'result':
         return this.result(it);
       case 'notice':
-        return el('div', 'notice', it.text);
+        return el('div', it.interrupt ? 'notice interrupted' : 'notice', it.text);
       default:
         return null;
     }
@@ -132,37 +262,23 @@ export class StreamView {
     return box;
   }
 
-  text(it) {
-    const box = el('div', 'msg assistant md');
-    box.setAttribute('data-testid', 'assistant-text');
-    box.append(renderMarkdown(it.text));
-    return box;
-  }
-
   tool(it) {
     const box = el('article', 'card tool');
     box.setAttribute('data-testid', 'tool-use');
     box.dataset.tool = it.name;
     let input = it.input;
     if (!input && it.inputJson) input = parseJson(it.inputJson);
+    const cwd = this.model ? this.model.cwd : '';
+    const perm = this.model ? this.model.permissionFor(it.toolId) : null;
+    // Answered: the permission card shows this tool's progress and output instead.
+    if (perm && (perm.resolved === 'allow' || perm.resolved === 'deny')) box.classList.add('merged');
     const head = el('div', 'card-head');
     head.append(el('span', 'tool-name', it.name || 'tool'));
-    head.append(el('span', 'summary', short(toolSummary(it.name, input || {}), 160)));
-    const perm = this.model ? this.model.permissionFor(it.toolId) : null;
-    if (it.output !== null) head.append(el('span', it.isError ? 'tag warn' : 'tag ok', it.isError ? 'error' : 'done'));
-    else if (perm && !perm.resolved) head.append(el('span', 'tag warn', 'needs permission'));
-    else head.append(el('span', 'tag', 'running'));
+    head.append(el('span', 'summary', short(toolSummary(it.name, input || {}, cwd), 160)));
+    head.append(toolStatus(it, perm));
     box.append(head);
-    if (!perm && input && fileChange(it.name, input)) box.append(inputBody(it.name, input));
-    if (it.output !== null) {
-      const d = el('details', 'output');
-      const n = it.output.split('\n').length;
-      d.append(el('summary', '', `Output (${n} line${n === 1 ? '' : 's'})`));
-      const pre = el('pre', 'code');
-      pre.append(el('code', '', it.output));
-      d.append(pre);
-      box.append(d);
-    }
+    if (!perm && input && fileChange(it.name, input)) box.append(inputBody(it.name, input, cwd));
+    if (it.output !== null) box.append(outputDetails(it.output));
     return box;
   }
 
@@ -178,13 +294,34 @@ export class StreamView {
     }
     box.setAttribute('role', 'group');
     box.setAttribute('aria-label', `Permission request: ${it.tool}`);
+    const cwd = this.model ? this.model.cwd : '';
+    const tool = it.toolUseId && this.model ? this.model.get(`tool:${it.toolUseId}`) : null;
+    if (tool && (it.resolved === 'allow' || it.resolved === 'deny')) {
+      // Merged with its tool card: "Bash · allowed by iPhone · done", the input, the output.
+      box.classList.add('merged-card');
+      const head = el('div', 'card-head');
+      head.append(el('span', 'tool-name', it.tool));
+      head.append(el('span', 'resolution', `${it.resolved === 'allow' ? 'allowed' : 'denied'} by ${it.by || 'another client'}${it.message && it.resolved === 'deny' ? `: ${it.message}` : ''}`));
+      if (it.resolved === 'allow') head.append(toolStatus(tool, it));
+      box.append(head);
+      const summary = toolSummary(it.tool, it.input, cwd);
+      if (summary) box.append(el('p', 'summary', short(summary, 300)));
+      const change = fileChange(it.tool, it.input);
+      if (change) {
+        const d = el('details', 'input');
+        d.append(el('summary', '', 'Change'), inputBody(it.tool, it.input, cwd));
+        box.append(d);
+      }
+      if (tool.output !== null) box.append(outputDetails(tool.output));
+      return box;
+    }
     const head = el('div', 'card-head');
     head.append(el('span', 'perm-icon', '⚠'));
     head.append(el('span', 'tool-name', it.subtype === 'can_use_tool' ? `Allow ${it.tool}?` : `Agent request: ${it.subtype}`));
     box.append(head);
-    const summary = it.description || toolSummary(it.tool, it.input);
+    const summary = it.description || toolSummary(it.tool, it.input, cwd);
     if (summary) box.append(el('p', 'summary', summary));
-    if (it.subtype === 'can_use_tool') box.append(inputBody(it.tool, it.input));
+    if (it.subtype === 'can_use_tool') box.append(inputBody(it.tool, it.input, cwd));
     if (it.reason) box.append(el('p', 'muted small', it.reason));
     if (it.resolved) {
       const label = it.resolved === 'cancelled'
@@ -195,6 +332,10 @@ export class StreamView {
     }
     if (it.subtype !== 'can_use_tool') {
       box.append(el('p', 'muted small', 'This kind of request can be answered from a terminal client (ccrelay attach).'));
+      return box;
+    }
+    if (!this.actions.canAnswer()) {
+      box.append(el('p', 'muted small', 'Waiting for an owner to answer (this device is view only).'));
       return box;
     }
     const row = el('div', 'actions');
@@ -217,6 +358,8 @@ export class StreamView {
     }
     btn('Deny', 'permission-deny', 'danger', () => this.actions.respond(it, { behavior: 'deny' }));
     box.append(row);
+    const grants = grantText(it.suggestions);
+    if (grants) box.append(el('p', 'grant', `“Always allow” will ${grants}.`));
     const why = el('form', 'deny-why');
     const inputId = `why-${it.requestId}`;
     const label = el('label', 'sr-only', 'Reason for denying');
@@ -240,11 +383,30 @@ export class StreamView {
 
   result(it) {
     const box = el('div', it.isError ? 'turn-end warn' : 'turn-end');
+    if (it.interrupted) box.className = 'turn-end';
     const parts = [];
-    parts.push(it.isError ? `Turn ended: ${it.subtype.replace(/_/g, ' ') || 'error'}` : 'Turn done');
+    parts.push(it.interrupted ? 'Interrupted' : it.isError ? `Turn ended: ${it.subtype.replace(/_/g, ' ') || 'error'}` : 'Turn done');
     if (it.duration !== null) parts.push(`${(it.duration / 1000).toFixed(1)} s`);
     if (it.cost !== null) parts.push(`$${it.cost.toFixed(4)}`);
     box.textContent = parts.join(' · ');
     return box;
   }
+}
+
+/** The status tag of a tool call: running, waiting for permission, done or error. */
+function toolStatus(tool, perm) {
+  if (tool.output !== null) return el('span', tool.isError ? 'tag warn' : 'tag ok', tool.isError ? 'error' : 'done');
+  if (perm && !perm.resolved) return el('span', 'tag warn', 'needs approval');
+  if (perm && perm.resolved === 'deny') return el('span', 'tag', 'not run');
+  return el('span', 'tag', 'running');
+}
+
+function outputDetails(output) {
+  const d = el('details', 'output');
+  const n = output.split('\n').length;
+  d.append(el('summary', '', `Output (${n} line${n === 1 ? '' : 's'})`));
+  const pre = el('pre', 'code');
+  pre.append(el('code', '', output));
+  d.append(pre);
+  return d;
 }

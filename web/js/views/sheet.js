@@ -1,0 +1,85 @@
+// sheet.js — the approval sheet: a request waiting for an answer cannot be missed.
+// While a permission request of the attached session is pending and its card is not
+// on screen, a sheet above the prompt box names the tool and what it will do, with
+// Allow (only when the sheet shows the input complete: a short command, a path, a
+// query — never a diff it would have to cut), Deny, and "Show" that scrolls to the
+// card. Must not: know about sockets (answers go through `respond`).
+
+import { toolSummary } from './stream.js';
+
+/** An input shown whole in the sheet: a single summary line of at most this length. */
+const COMPLETE_MAX = 240;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/**
+ * The text that shows `input` complete, or '' when the sheet cannot show all of it
+ * (then it offers only "Show" and Deny).
+ */
+export function completeSummary(tool, input, cwd) {
+  if (!input || typeof input !== 'object') return '';
+  const keys = Object.keys(input).filter((k) => input[k] !== undefined && input[k] !== '');
+  const summary = toolSummary(tool, input, cwd);
+  if (!summary || summary.length > COMPLETE_MAX || summary.includes('\n')) return '';
+  // The summary is one field; any other field (a file's content, an edit) is not shown.
+  const shown = ['command', 'file_path', 'notebook_path', 'path', 'pattern', 'url', 'query'].find((k) => typeof input[k] === 'string' && input[k]);
+  const rest = keys.filter((k) => k !== shown && k !== 'description' && k !== 'timeout');
+  return rest.length === 0 ? summary : '';
+}
+
+export class ApprovalSheet {
+  /**
+   * @param {HTMLElement} root
+   * @param {{respond: (item: object, response: object) => Promise<void>, show: (item: object) => void, canAnswer: () => boolean}} actions
+   */
+  constructor(root, actions) {
+    this.root = root;
+    this.actions = actions;
+    this.shownId = null;
+  }
+
+  /** Show `item` (a pending permission item of `session`), or hide the sheet (null). */
+  update(item, session, cwd, pendingCount) {
+    if (!item) {
+      if (!this.root.hidden) {
+        this.root.hidden = true;
+        this.root.replaceChildren();
+      }
+      this.shownId = null;
+      return;
+    }
+    const key = `${session}:${item.requestId}:${pendingCount}`;
+    if (key === this.shownId && !this.root.hidden) return;
+    this.shownId = key;
+    this.root.dataset.requestId = item.requestId;
+    this.root.dataset.session = session;
+    const head = el('p', 'sheet-head', `Needs approval: ${item.tool}${pendingCount > 1 ? ` (1 of ${pendingCount})` : ''}`);
+    const complete = completeSummary(item.tool, item.input, cwd);
+    const summary = el('p', 'summary', complete || item.description || toolSummary(item.tool, item.input, cwd) || item.tool);
+    const row = el('div', 'actions');
+    const button = (label, testid, cls, fn) => {
+      const b = el('button', cls, label);
+      b.type = 'button';
+      if (testid) b.setAttribute('data-testid', testid);
+      b.addEventListener('click', () => {
+        for (const x of row.querySelectorAll('button')) x.disabled = true;
+        Promise.resolve(fn()).finally(() => {
+          for (const x of row.querySelectorAll('button')) x.disabled = false;
+        });
+      });
+      row.append(b);
+    };
+    if (this.actions.canAnswer()) {
+      if (complete) button('Allow', 'sheet-allow', 'primary', () => this.actions.respond(item, { behavior: 'allow' }));
+      button('Deny', 'sheet-deny', 'danger', () => this.actions.respond(item, { behavior: 'deny' }));
+    }
+    button(complete ? 'Show' : 'Show the request', 'sheet-show', '', () => this.actions.show(item));
+    this.root.replaceChildren(head, summary, row);
+    this.root.hidden = false;
+  }
+}
