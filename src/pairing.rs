@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use ssh_key::public::KeyData;
 use tokio::sync::oneshot;
 
+use crate::address::AddressGrouping;
 use crate::auth::Role;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::protocol::ServerMsg;
@@ -83,6 +84,8 @@ struct Inner {
 pub struct Pairing {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
+    /// What "one address" is for the one-pending-per-address limit.
+    grouping: AddressGrouping,
 }
 
 impl std::fmt::Debug for Pairing {
@@ -97,9 +100,15 @@ impl std::fmt::Debug for Pairing {
 
 impl Pairing {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Pairing> {
+        Self::with_grouping(metrics, AddressGrouping::default())
+    }
+
+    /// A registry counting addresses by `grouping` (`--ipv6-prefix-len`).
+    pub fn with_grouping(metrics: Arc<Metrics>, grouping: AddressGrouping) -> Arc<Pairing> {
         Arc::new(Pairing {
             inner: Mutex::new(Inner::default()),
             metrics,
+            grouping,
         })
     }
 
@@ -121,11 +130,11 @@ impl Pairing {
         request: Request,
     ) -> Result<(PairTicket, oneshot::Receiver<Outcome>), OpenError> {
         let mut inner = self.lock();
-        let peer = crate::auth::canonical_ip(request.peer);
+        let peer = self.grouping.key(request.peer);
         if inner
             .pending
             .values()
-            .any(|p| crate::auth::canonical_ip(p.request.peer) == peer)
+            .any(|p| self.grouping.key(p.request.peer) == peer)
         {
             drop(inner);
             self.count("refused");
@@ -316,6 +325,16 @@ mod tests {
             p.open(request("::ffff:10.0.0.1")).unwrap_err(),
             OpenError::AddressBusy
         );
+        // A global IPv6 /64 is one address; unique-local addresses are not grouped.
+        let (v6, _) = p.open(request("2001:db8:1:1::1")).unwrap();
+        assert_eq!(
+            p.open(request("2001:db8:1:1::2")).unwrap_err(),
+            OpenError::AddressBusy
+        );
+        drop(v6);
+        let (ula, _) = p.open(request("fd7a:115c:a1e0::1")).unwrap();
+        let (ula2, _) = p.open(request("fd7a:115c:a1e0::2")).unwrap();
+        drop((ula, ula2));
         let mut held = vec![];
         for i in 2..=4 {
             held.push(p.open(request(&format!("10.0.0.{i}"))).unwrap());
