@@ -858,3 +858,60 @@ async fn an_owner_restarts_its_agent_while_400_keep_alive_sockets_press_a_256_de
         .count();
     assert_eq!(too_many, 0, "the server ran out of descriptors");
 }
+
+/// Open `n` keep-alive connections from `ip` to `to` and ask each for `path`
+/// (all kept open): the statuses, in order.
+async fn keep_alive_statuses(
+    ip: IpAddr,
+    to: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (Vec<u16>, Vec<TcpStream>) {
+    let mut statuses = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..n {
+        let mut s = tcp_from(ip, to).await.expect("connects");
+        let (status, _) = get_on(&mut s, to, path).await.expect("answered");
+        statuses.push(status);
+        kept.push(s);
+    }
+    (statuses, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_and_the_metrics_listener_are_not_capped_per_address() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--max-http-per-address",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]));
+    // A direct client: its third plain connection is over the cap.
+    let (direct, _kept) =
+        keep_alive_statuses("127.0.0.3".parse().unwrap(), server.addr, "/healthz", 3).await;
+    assert_eq!(direct, [200, 200, 429]);
+    // The proxy: not capped per address.
+    let (proxied, _kept) =
+        keep_alive_statuses("127.0.0.1".parse().unwrap(), server.addr, "/healthz", 5).await;
+    assert_eq!(proxied, [200; 5]);
+    // The separate metrics listener: no caps at all.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics_addr: SocketAddr = loop {
+        let found = server
+            .log_json()
+            .into_iter()
+            .find(|l| l["message"] == "listening")
+            .and_then(|l| l["metrics_addr"].as_str().map(str::to_string));
+        if let Some(addr) = found {
+            break addr.parse().expect("metrics address");
+        }
+        assert!(Instant::now() < deadline, "no listening log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (scrapes, _kept) =
+        keep_alive_statuses("127.0.0.3".parse().unwrap(), metrics_addr, "/metrics", 5).await;
+    assert_eq!(scrapes, [200; 5]);
+}
