@@ -137,9 +137,15 @@ pub struct ServeArgs {
     /// Journals, audit log and metadata [default: $XDG_STATE_HOME/ccrelay, else ~/.local/state/ccrelay]
     #[arg(long, env = "CCRELAY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Open WebSocket connections, authenticated or not [default: 4096]
+    /// Open connections from their TCP accept on: WebSocket (authenticated or not) and plain HTTP [default: 4096]
     #[arg(long, env = "CCRELAY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+    /// Plain HTTP connections (page, assets, health, metrics) one address may hold; more get HTTP 429 [default: 32]
+    #[arg(long, env = "CCRELAY_MAX_HTTP_PER_ADDRESS", value_name = "N")]
+    pub max_http_per_address: Option<String>,
+    /// Global IPv6 addresses (2000::/3) count as one address per prefix of this many bits in per-address limits; other IPv6 addresses count one by one [default: 64]
+    #[arg(long, env = "CCRELAY_IPV6_PREFIX_LEN", value_name = "N")]
+    pub ipv6_prefix_len: Option<String>,
     /// Seconds a client has to answer the authentication challenge [default: 10]
     #[arg(long, env = "CCRELAY_AUTH_TIMEOUT", value_name = "SECS")]
     pub auth_timeout: Option<String>,

@@ -103,6 +103,10 @@ pub struct Config {
     /// `--trusted-proxy`: peers in these networks report the client address in
     /// `X-Forwarded-For` (PROTOCOL.md §1).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `--max-http-per-address`: plain HTTP connections one address may hold.
+    pub max_http_per_address: u32,
+    /// `--ipv6-prefix-len`: how global IPv6 addresses are grouped for per-address rules.
+    pub address_grouping: crate::address::AddressGrouping,
     /// Refuse unbound authentication on connections that have a TLS exporter (§3).
     pub require_channel_binding: bool,
     /// How long a pairing request waits for an owner (§3).
@@ -139,6 +143,8 @@ const FILE_KEYS: &[&str] = &[
     "workdir",
     "data-dir",
     "max-connections",
+    "max-http-per-address",
+    "ipv6-prefix-len",
     "auth-timeout",
     "ping-interval",
     "idle-timeout",
@@ -511,6 +517,21 @@ impl Config {
             4096,
             count_in(1, 1_000_000),
         )? as usize;
+        let max_http_per_address = r.parse(
+            "max-http-per-address",
+            args.max_http_per_address.as_ref(),
+            u64::from(crate::listen::preauth::DEFAULT_HTTP_PER_ADDRESS),
+            count_in(1, 1_000_000),
+        )? as u32;
+        let address_grouping = r.parse(
+            "ipv6-prefix-len",
+            args.ipv6_prefix_len.as_ref(),
+            crate::address::AddressGrouping::default(),
+            |s| {
+                count_in(1, 128)(s)
+                    .map(|n| crate::address::AddressGrouping::new(n as u8).unwrap_or_default())
+            },
+        )?;
         let auth_timeout = r.parse(
             "auth-timeout",
             args.auth_timeout.as_ref(),
@@ -767,7 +788,8 @@ impl Config {
             parse_push_subject,
         )?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
-        let notify = resolve_notify(&r, args)?;
+        let mut notify = resolve_notify(&r, args)?;
+        notify.address_grouping = address_grouping;
 
         Ok(Config {
             listen,
@@ -805,6 +827,8 @@ impl Config {
             tls_names,
             insecure_plaintext,
             trusted_proxies,
+            max_http_per_address,
+            address_grouping,
             require_channel_binding,
             pair_timeout,
             paired_keys,
@@ -909,6 +933,8 @@ fn resolve_notify(
         ntfy,
         public_url,
         sink_allow,
+        // Set by `resolve` with the other per-address settings.
+        address_grouping: crate::address::AddressGrouping::default(),
     })
 }
 
@@ -1469,6 +1495,41 @@ mod tests {
             err.contains("--max-connections") && err.contains("c.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_per_address_and_ipv6_prefix_len() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.max_http_per_address, 32);
+        assert_eq!(c.address_grouping.ipv6_prefix_len(), 64);
+        let mut a = args();
+        a.max_http_per_address = Some("8".into());
+        a.ipv6_prefix_len = Some("48".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.max_http_per_address, 8);
+        assert_eq!(c.address_grouping.ipv6_prefix_len(), 48);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max-http-per-address = 4\nipv6-prefix-len = 56\n").unwrap();
+        let mut a = args();
+        a.config = Some(file);
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.max_http_per_address, 4);
+        assert_eq!(c.address_grouping.ipv6_prefix_len(), 56);
+        for (bad, setting) in [
+            ("0", "--ipv6-prefix-len"),
+            ("129", "--ipv6-prefix-len"),
+            ("x", "--ipv6-prefix-len"),
+        ] {
+            let mut a = args();
+            a.ipv6_prefix_len = Some(bad.into());
+            let e = Config::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains(setting), "{bad}: {e}");
+        }
+        let mut a = args();
+        a.max_http_per_address = Some("0".into());
+        let e = Config::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("--max-http-per-address"), "{e}");
     }
 
     #[test]

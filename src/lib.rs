@@ -7,7 +7,8 @@
 //! - `config`: merged, validated settings (flags > env > file > defaults);
 //! - `protocol`: the wire messages of PROTOCOL.md as serde types;
 //! - `server`: HTTP listener, admission, health endpoints, shutdown order;
-//! - `listen`: accept loop, request-head deadline, per-address pre-auth cap, `--trusted-proxy`, TLS hook;
+//! - `listen`: accept loop, request-head deadline, per-address pre-auth and plain HTTP caps, `--trusted-proxy`, TLS hook;
+//! - `address`: the address key of a peer (IPv6 grouping) every per-address rule counts;
 //! - `ws`: the WebSocket upgrade, codec configuration and the pre-auth frame gate;
 //! - `connection`: one WebSocket connection: framing, heartbeat, auth phase, dispatch;
 //! - `auth`: SSH key challenge-response, authorized_keys, throttling, client signing;
@@ -28,6 +29,7 @@
 //! - `web`: the web client's files (embedded), their headers, and the own-origin rule;
 //! - `names`: this server's names (origin binding, the page's `Host` check).
 
+pub mod address;
 pub mod agent;
 pub mod auth;
 pub mod cli;

@@ -173,7 +173,7 @@ impl Metrics {
             ),
             connections_refused: reg!(
                 "connections_refused",
-                "Connection attempts refused before the upgrade, by reason (limit, origin, throttle, memory)",
+                "Connections and requests refused before the upgrade or as plain HTTP, by reason",
                 Family::<ReasonLabel, Counter>::default()
             ),
             connections_closed: reg!(
@@ -507,6 +507,11 @@ pub const REFUSED_REASONS: &[&str] = &[
     "origin",
     "shutdown",
     "not_websocket",
+    "address_cap",
+    "head_timeout",
+    "http_address_cap",
+    "http_share",
+    "overflow",
 ];
 /// `reason` of `ccrelay_connections_closed_total`.
 pub const CLOSED_REASONS: &[&str] = &[

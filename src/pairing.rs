@@ -25,6 +25,7 @@ use ssh_key::public::KeyData;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::oneshot;
 
+use crate::address::{AddressGrouping, AddressKey};
 use crate::auth::Role;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::protocol::ServerMsg;
@@ -53,14 +54,6 @@ pub const INVITE_BY_PREFIX: &str = "invite:";
 
 /// Random bytes in an invite token (192 bits; 32 base64url characters).
 const INVITE_BYTES: usize = 24;
-
-/// The address a pair request is counted under for the one-per-address limit,
-/// `denied_recently` and `block`: the peer's IP, an IPv4-mapped IPv6 address
-/// read as IPv4. Every map here is keyed through this one function, so how
-/// addresses are grouped can change in one place.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
 
 /// The six-digit code both screens show: the first 4 bytes of
 /// SHA-256(`ccrelay-pair-v1:<nonce>:<fingerprint>`) as a big-endian u32,
@@ -146,13 +139,14 @@ struct Invite {
 struct Inner {
     pending: HashMap<String, Pending>,
     owners: HashMap<u64, Outbox>,
-    denials: HashMap<IpAddr, Denial>,
+    /// Keyed by the address a request counts under (docs/protocol.md, IPv6 grouping).
+    denials: HashMap<AddressKey, Denial>,
     invites: Vec<Invite>,
 }
 
 impl Inner {
     /// The address's denial, if it is less than [`DENIAL_MEMORY`] old.
-    fn recent_denial(&self, address: IpAddr, now: Instant) -> Option<Denial> {
+    fn recent_denial(&self, address: AddressKey, now: Instant) -> Option<Denial> {
         self.denials
             .get(&address)
             .copied()
@@ -169,6 +163,8 @@ impl Inner {
 pub struct Pairing {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
+    /// What "one address" is for the one-pending-per-address limit.
+    grouping: AddressGrouping,
 }
 
 impl std::fmt::Debug for Pairing {
@@ -183,9 +179,15 @@ impl std::fmt::Debug for Pairing {
 
 impl Pairing {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Pairing> {
+        Self::with_grouping(metrics, AddressGrouping::default())
+    }
+
+    /// A registry counting addresses by `grouping` (`--ipv6-prefix-len`).
+    pub fn with_grouping(metrics: Arc<Metrics>, grouping: AddressGrouping) -> Arc<Pairing> {
         Arc::new(Pairing {
             inner: Mutex::new(Inner::default()),
             metrics,
+            grouping,
         })
     }
 
@@ -208,14 +210,14 @@ impl Pairing {
     ) -> Result<(PairTicket, oneshot::Receiver<Outcome>), OpenError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let address = address_key(request.peer);
+        let address = self.grouping.key(request.peer);
         let denial = inner.recent_denial(address, now);
         let refusal = if denial.is_some_and(|d| d.blocked) {
             Some(OpenError::Blocked)
         } else if inner
             .pending
             .values()
-            .any(|p| address_key(p.request.peer) == address)
+            .any(|p| self.grouping.key(p.request.peer) == address)
         {
             Some(OpenError::AddressBusy)
         } else if inner.pending.len() >= MAX_PENDING {
@@ -255,7 +257,7 @@ impl Pairing {
         let now = Instant::now();
         for (pair_id, p) in &inner.pending {
             let denied = inner
-                .recent_denial(address_key(p.request.peer), now)
+                .recent_denial(self.grouping.key(p.request.peer), now)
                 .is_some();
             let _ = outbox.frame(
                 "pair.requested",
@@ -308,7 +310,7 @@ impl Pairing {
     pub fn record_denial(&self, peer: IpAddr, block: bool) {
         let mut inner = self.lock();
         let now = Instant::now();
-        let address = address_key(peer);
+        let address = self.grouping.key(peer);
         if !inner.denials.contains_key(&address) && inner.denials.len() >= MAX_DENIALS {
             inner.forget_old_denials(now);
             if inner.denials.len() >= MAX_DENIALS {
@@ -330,7 +332,7 @@ impl Pairing {
     /// Are `peer`'s pair requests refused by an owner's `block`?
     pub fn is_blocked(&self, peer: IpAddr) -> bool {
         self.lock()
-            .recent_denial(address_key(peer), Instant::now())
+            .recent_denial(self.grouping.key(peer), Instant::now())
             .is_some_and(|d| d.blocked)
     }
 
@@ -498,6 +500,16 @@ mod tests {
             p.open(request("::ffff:10.0.0.1")).unwrap_err(),
             OpenError::AddressBusy
         );
+        // A global IPv6 /64 is one address; unique-local addresses are not grouped.
+        let (v6, _) = p.open(request("2001:db8:1:1::1")).unwrap();
+        assert_eq!(
+            p.open(request("2001:db8:1:1::2")).unwrap_err(),
+            OpenError::AddressBusy
+        );
+        drop(v6);
+        let (ula, _) = p.open(request("fd7a:115c:a1e0::1")).unwrap();
+        let (ula2, _) = p.open(request("fd7a:115c:a1e0::2")).unwrap();
+        drop((ula, ula2));
         let mut held = vec![];
         for i in 2..=MAX_PENDING {
             held.push(p.open(request(&format!("10.0.0.{i}"))).unwrap());

@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +30,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::connection::writer::CloseRequest;
 use crate::guard::MemoryGuard;
-use crate::listen::preauth::{PRE_AUTH_PER_ADDRESS, PreAuthCap};
+use crate::listen::preauth::PRE_AUTH_PER_ADDRESS;
 use crate::listen::stream::TlsAcceptor;
 use crate::listen::{self, ConnCtx, Counting, proxy};
 use crate::metrics::{self, Metrics, ReasonLabel};
@@ -105,15 +104,12 @@ pub struct Shared {
     pub memory: Arc<MemoryGuard>,
     /// Notifications (§9): `client.visible`, tokens, `POST /v1/push/respond`.
     pub notify: crate::notify::Notifier,
-    /// `--max-connections` slots, held from the TCP accept on.
-    pub(crate) slots: Arc<Semaphore>,
-    /// Connections not yet authenticated, per address (PROTOCOL.md §1).
-    pub preauth: Arc<PreAuthCap>,
+    /// The counts connections are held in from the TCP accept on:
+    /// `--max-connections` slots, per-address caps (docs/protocol.md "Transport").
+    pub admission: listen::Admission,
     /// Server TLS: `None` serves plain TCP. Set by the TLS module at start; its
     /// handshake runs under the request-head deadline.
     pub tls: Option<Arc<dyn TlsAcceptor>>,
-    /// `--max-connections` as sized against the open-files limit.
-    pub max_connections: usize,
     /// Open WebSocket connections (a subset of the slots in use, which also
     /// count connections still before or in their HTTP request).
     pub(crate) websockets: std::sync::atomic::AtomicUsize,
@@ -150,7 +146,7 @@ impl Shared {
 
     /// TCP connections holding a `--max-connections` slot.
     fn slots_in_use(&self) -> usize {
-        self.max_connections - self.slots.available_permits()
+        self.admission.slots_in_use()
     }
 }
 
@@ -188,7 +184,7 @@ pub async fn run_with(
     announce: Announce,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    let max_connections = size_connections(config.max_connections);
+    let (max_connections, overflow) = size_connections(config.max_connections);
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
@@ -288,14 +284,20 @@ pub async fn run_with(
     // its push subscriptions with it.
     let push_keys = push.watch_keys(&keys, watcher_stop.clone());
     let shared = Arc::new(Shared {
-        slots: Arc::new(Semaphore::new(max_connections)),
-        preauth: PreAuthCap::new(PRE_AUTH_PER_ADDRESS),
+        admission: listen::Admission::new(listen::AdmissionLimits {
+            max_connections,
+            overflow,
+            preauth_per_address: PRE_AUTH_PER_ADDRESS,
+            http_per_address: config.max_http_per_address,
+            grouping: config.address_grouping,
+            trusted_proxies: config.trusted_proxies.clone(),
+        }),
         tls: tls.clone().map(|t| t as Arc<dyn TlsAcceptor>),
-        max_connections,
         websockets: Default::default(),
-        throttle: AuthThrottle::new(config.auth_failures_per_min),
+        throttle: AuthThrottle::new(config.auth_failures_per_min)
+            .with_grouping(config.address_grouping),
         verifier: crate::auth::Verifier::for_this_machine(),
-        pairing: crate::pairing::Pairing::new(metrics.clone()),
+        pairing: crate::pairing::Pairing::with_grouping(metrics.clone(), config.address_grouping),
         push,
         config: config.clone(),
         sessions,
@@ -503,10 +505,11 @@ fn refuse(
 }
 
 /// Raise the open-files limit and lower `--max-connections` when the limit
-/// cannot hold that many connections (logged once, clearly).
-fn size_connections(configured: usize) -> usize {
+/// cannot hold that many connections (logged once, clearly). Also returns how
+/// many sockets may wait for a refusal beyond the connections.
+fn size_connections(configured: usize) -> (usize, usize) {
     let Some(nofile) = listen::fdlimit::raise_nofile() else {
-        return configured;
+        return (configured, listen::fdlimit::MAX_OVERFLOW);
     };
     let sized = listen::fdlimit::size_connections(configured, nofile);
     if sized < configured {
@@ -517,7 +520,7 @@ fn size_connections(configured: usize) -> usize {
             "--max-connections is more than the open-files limit can hold; lowering it (raise `ulimit -n` or the service's LimitNOFILE to keep it)"
         );
     }
-    sized
+    (sized, listen::fdlimit::overflow_for(nofile))
 }
 
 /// `Retry-After` of a refusal for too many unauthenticated connections from one address.
@@ -530,7 +533,7 @@ async fn ws_handler(
 ) -> Response {
     let headers = request.headers();
     let trusted = &shared.config.trusted_proxies;
-    let via_proxy = proxy::is_trusted(ctx.peer.ip(), trusted);
+    let via_proxy = shared.admission.via_proxy(ctx.peer.ip());
     let client_ip = proxy::client_address(ctx.peer.ip(), trusted, headers);
     // "The peer" from here on: the forwarded client address behind a trusted
     // proxy (its port is not known: 0), else the TCP peer.
@@ -560,12 +563,15 @@ async fn ws_handler(
         );
     }
     // Behind a trusted proxy the per-address count is taken now, for the
-    // forwarded address; otherwise it was taken at the TCP accept.
-    let preauth = if via_proxy {
-        shared.preauth.try_take(client_ip)
-    } else {
-        held.preauth.take()
-    };
+    // forwarded address; otherwise it was taken at the TCP accept (and is taken
+    // now if the address was over its cap then, or the connection served plain
+    // requests before).
+    let preauth = held.preauth.take().or_else(|| {
+        shared
+            .admission
+            .preauth
+            .try_take(shared.admission.key(client_ip))
+    });
     let Some(preauth) = preauth else {
         tracing::info!(peer = %peer, limit = PRE_AUTH_PER_ADDRESS, "refused: too many unauthenticated connections from this address");
         return refuse(
@@ -586,13 +592,13 @@ async fn ws_handler(
             Some(MEMORY_RETRY_AFTER_SECS),
         );
     }
-    let Some(slot) = held.slot.take() else {
-        tracing::warn!(peer = %peer, limit = shared.max_connections, "refused: connection limit reached");
+    let Some(slot) = held.slot.take().or_else(|| shared.admission.try_slot()) else {
+        tracing::warn!(peer = %peer, limit = shared.admission.max_connections(), "refused: connection limit reached");
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
             "limit",
-            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.max_connections}),
+            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.admission.max_connections()}),
             Some(1),
         );
     };

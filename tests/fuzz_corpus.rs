@@ -69,3 +69,25 @@ fn agent_line_corpus() {
         let _ = ccrelay::agent::wire::classify(&data);
     }
 }
+
+#[test]
+fn ws_frame_header_corpus() {
+    let mut over = 0;
+    for data in inputs("ws_frame_header") {
+        if let ccrelay::ws::gate::Scan::Over(_) = ccrelay::ws::gate::fuzzing::frame_scanner(&data) {
+            over += 1;
+        }
+    }
+    assert!(over > 0, "some seeds announce more than their limit");
+}
+
+#[test]
+fn forwarded_for_corpus() {
+    let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let forwarded = inputs("forwarded_for")
+        .iter()
+        .map(|d| ccrelay::listen::proxy::fuzzing::forwarded_for(d))
+        .filter(|ip| *ip != proxy)
+        .count();
+    assert!(forwarded > 0, "some seeds name a client address");
+}

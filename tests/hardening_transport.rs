@@ -585,3 +585,337 @@ async fn idle_authenticated_connection_memory() {
         ping_ok(c, &format!("e{i}")).await;
     }
 }
+
+/// Send `GET path` on a kept-alive connection; the status and head of the answer,
+/// or `None` when the server closed the connection instead.
+async fn get_on(s: &mut TcpStream, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body_len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + body_len {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    Some((status, head))
+}
+
+/// Wait up to `limit` for the server to close `s`: how long that took, or `None`
+/// if it stayed open.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut b = [0u8; 512];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum KeepAlive {
+    /// Every request answered 200; then, idle, closed by the server after this long.
+    Served(Option<Duration>),
+    /// The first request got 429 with Retry-After and the connection was closed.
+    Refused,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_keep_alive_connections_are_capped_per_address_and_closed() {
+    raise_nofile();
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&["--log-level", "info"]));
+    let addr = server.addr;
+
+    // Beside the rest, from other addresses: one connection asking every 2 s
+    // until the server closes it (the 60 s lifetime) ...
+    let lifetime = tokio::spawn(async move {
+        let mut s = tcp_from("127.0.0.9".parse().unwrap(), addr).await.unwrap();
+        let opened = Instant::now();
+        let mut served = 0;
+        // Bounded: 40 rounds of 2 s reach past the lifetime.
+        for _ in 0..40 {
+            match get_on(&mut s, addr, "/healthz").await {
+                Some((200, _)) => served += 1,
+                Some((status, head)) => panic!("lifetime connection got {status}: {head}"),
+                None => break,
+            }
+            if closed_within(&mut s, Duration::from_secs(2))
+                .await
+                .is_some()
+            {
+                break;
+            }
+        }
+        (served, opened.elapsed())
+    });
+    // ... and one sending requests back to back: the 100th says `Connection: close`.
+    let many = tokio::spawn(async move {
+        let mut s = tcp_from("127.0.0.10".parse().unwrap(), addr).await.unwrap();
+        for i in 1..=100 {
+            let (status, head) = get_on(&mut s, addr, "/healthz").await.expect("answered");
+            assert_eq!(status, 200, "request {i}: {head}");
+            let closes = head.to_ascii_lowercase().contains("connection: close");
+            assert_eq!(closes, i == 100, "request {i}: {head}");
+        }
+        closed_within(&mut s, Duration::from_secs(5)).await
+    });
+
+    // 64 keep-alive connections from one address, all at once, each asking every
+    // 2 s for 10 s, then going idle.
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = tcp_from(local, addr).await.expect("connects");
+            for round in 0..5 {
+                match get_on(&mut s, addr, "/healthz").await {
+                    Some((200, _)) => {}
+                    Some((429, head)) => {
+                        assert_eq!(round, 0, "a served connection was refused later: {head}");
+                        assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+                        assert!(
+                            closed_within(&mut s, Duration::from_secs(5))
+                                .await
+                                .is_some(),
+                            "a refused connection is closed"
+                        );
+                        return KeepAlive::Refused;
+                    }
+                    other => panic!("round {round}: {other:?}"),
+                }
+                if round < 4 {
+                    assert!(
+                        closed_within(&mut s, Duration::from_secs(2))
+                            .await
+                            .is_none(),
+                        "a connection asking every 2 s was closed"
+                    );
+                }
+            }
+            // From its last response on, the connection is idle.
+            KeepAlive::Served(closed_within(&mut s, Duration::from_secs(10)).await)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let served: Vec<Option<Duration>> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            KeepAlive::Served(closed) => Some(*closed),
+            KeepAlive::Refused => None,
+        })
+        .collect();
+    println!(
+        "{} of 64 served; idle ones closed after {:?}",
+        served.len(),
+        served.iter().flatten().max()
+    );
+    // All 64 were open together: the cap of 32 held at every moment.
+    assert_eq!(served.len(), 32, "{outcomes:?}");
+    for closed in &served {
+        let after = closed.expect("an idle connection is closed");
+        assert!(
+            after <= Duration::from_secs(6),
+            "idle one closed after {after:?}"
+        );
+    }
+
+    let closed = many.await.unwrap();
+    assert!(closed.is_some(), "closed after its 100th request");
+    let (served, lived) = lifetime.await.unwrap();
+    println!("the lifetime connection was served {served} times and lived {lived:?}");
+    assert!(lived <= Duration::from_secs(61), "lived {lived:?}");
+    assert!(
+        lived >= Duration::from_secs(59),
+        "closed early, after {lived:?}"
+    );
+
+    let m = server.http_get("/metrics").await.2;
+    let refused: f64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ccrelay_connections_refused_total{reason=\"http_address_cap\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the refusal counter is exported");
+    assert!(refused >= 32.0, "{refused} refusals counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_restarts_its_agent_while_400_keep_alive_sockets_press_a_256_descriptor_server() {
+    raise_nofile();
+    const SOCKETS: usize = 400;
+    let fx = Fixture::new();
+    let server = fx.start(
+        ServerOptions::default()
+            .nofile(256)
+            .args(&["--log-level", "info"]),
+    );
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..SOCKETS {
+        // 127.0.0.2 to 127.0.0.20.
+        let ip = IpAddr::from([127, 0, 0, 2 + (i % 19) as u8]);
+        let (stop, served, refused) = (stop.clone(), served.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded: until told to stop, at most 90 s; each socket reconnects
+            // half a second after it was refused or closed.
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
+                if let Ok(mut s) = tcp_from(ip, addr).await {
+                    for _ in 0..100 {
+                        match get_on(&mut s, addr, "/healthz").await {
+                            Some((200, _)) => served.fetch_add(1, Ordering::Relaxed),
+                            Some(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            None => break,
+                        };
+                        if stop.load(Ordering::Relaxed)
+                            || closed_within(&mut s, Duration::from_secs(2))
+                                .await
+                                .is_some()
+                        {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    // Until the flood is in full swing: many served and many refused (bounded).
+    for _ in 0..300 {
+        if served.load(Ordering::Relaxed) >= 100 && refused.load(Ordering::Relaxed) >= 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "flood: {} served, {} refused so far",
+        served.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(
+        refused.load(Ordering::Relaxed) >= 400,
+        "the flood was refused"
+    );
+
+    // An owner from 127.0.0.1 gets in and restarts its agent, which then answers.
+    let mut owner = server.client(&fx.owner, Some("owner")).await;
+    owner.attach("default", None).await;
+    let restarted = owner
+        .request(json!({"type": "session.restart"}), "restart")
+        .await;
+    assert_eq!(restarted["type"], "ok", "{restarted}");
+    let ok = owner.prompt("after the restart").await;
+    let prompt_id = ok["prompt_id"]
+        .as_str()
+        .expect("prompt accepted")
+        .to_string();
+    owner.wait_turn(&prompt_id, &["ended"]).await;
+    ping_ok(&mut owner, "still").await;
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let too_many = server
+        .log_json()
+        .iter()
+        .filter(|l| l.to_string().contains("Too many open files"))
+        .count();
+    assert_eq!(too_many, 0, "the server ran out of descriptors");
+}
+
+/// Open `n` keep-alive connections from `ip` to `to` and ask each for `path`
+/// (all kept open): the statuses, in order.
+async fn keep_alive_statuses(
+    ip: IpAddr,
+    to: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (Vec<u16>, Vec<TcpStream>) {
+    let mut statuses = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..n {
+        let mut s = tcp_from(ip, to).await.expect("connects");
+        let (status, _) = get_on(&mut s, to, path).await.expect("answered");
+        statuses.push(status);
+        kept.push(s);
+    }
+    (statuses, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_and_the_metrics_listener_are_not_capped_per_address() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--max-http-per-address",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]));
+    // A direct client: its third plain connection is over the cap.
+    let (direct, _kept) =
+        keep_alive_statuses("127.0.0.3".parse().unwrap(), server.addr, "/healthz", 3).await;
+    assert_eq!(direct, [200, 200, 429]);
+    // The proxy: not capped per address.
+    let (proxied, _kept) =
+        keep_alive_statuses("127.0.0.1".parse().unwrap(), server.addr, "/healthz", 5).await;
+    assert_eq!(proxied, [200; 5]);
+    // The separate metrics listener: no caps at all.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics_addr: SocketAddr = loop {
+        let found = server
+            .log_json()
+            .into_iter()
+            .find(|l| l["message"] == "listening")
+            .and_then(|l| l["metrics_addr"].as_str().map(str::to_string));
+        if let Some(addr) = found {
+            break addr.parse().expect("metrics address");
+        }
+        assert!(Instant::now() < deadline, "no listening log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (scrapes, _kept) =
+        keep_alive_statuses("127.0.0.3".parse().unwrap(), metrics_addr, "/metrics", 5).await;
+    assert_eq!(scrapes, [200; 5]);
+}

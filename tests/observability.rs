@@ -431,10 +431,21 @@ async fn file_descriptor_exhaustion_is_survived() {
     client.attach("default", None).await;
 
     // More connections than the server has descriptors left. The kernel completes
-    // the handshakes (the backlog); the server cannot accept them all.
+    // the handshakes (the backlog); the server cannot accept them all. They come
+    // from 127.0.0.2 and up, 16 per address: from one address, all but 16 would
+    // wait for their refusal in a few overflow places or be closed at accept,
+    // and descriptors would never run out.
     let mut raw = Vec::new();
-    for _ in 0..(NOFILE as usize + 40) {
-        let mut s = tokio::net::TcpStream::connect(server.addr)
+    for i in 0..(NOFILE as usize + 40) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((
+                [127, 0, 0, 2 + (i / 16) as u8],
+                0,
+            )))
+            .unwrap();
+        let mut s = socket
+            .connect(server.addr)
             .await
             .expect("the kernel accepts into the backlog");
         s.write_all(upgrade_request(server.addr, "").as_bytes())

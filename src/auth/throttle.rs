@@ -7,17 +7,17 @@
 //! timeouts and protocol errors take one with [`AuthThrottle::record_failure`].
 //! An address with less than one token left is refused until one has refilled. Our own buckets rather than
 //! governor's keyed limiter because `check` must look without consuming.
-//! IPv6 peers are grouped by /64 (one host usually owns the whole prefix);
-//! IPv4-mapped IPv6 counts as IPv4. Memory is bounded: full buckets carry no
+//! Addresses are counted by their [`AddressKey`] (a global IPv6 address by its
+//! prefix, `--ipv6-prefix-len`; IPv4-mapped IPv6 as IPv4). Memory is bounded: full buckets carry no
 //! information and are pruned, and past `max_entries` the least-throttled
 //! entry is evicted.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::hostmatch::canonical;
+use crate::address::{AddressGrouping, AddressKey};
 
 /// Default bound on tracked addresses.
 pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
@@ -32,7 +32,7 @@ struct Bucket {
 
 #[derive(Debug)]
 struct State {
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<AddressKey, Bucket>,
     /// Failures recorded since the last prune.
     since_prune: usize,
 }
@@ -44,6 +44,7 @@ pub struct AuthThrottle {
     /// Tokens regained per second.
     rate: f64,
     max_entries: usize,
+    grouping: AddressGrouping,
     state: Mutex<State>,
 }
 
@@ -61,11 +62,22 @@ impl AuthThrottle {
             burst: n,
             rate: n / 60.0,
             max_entries: max_entries.max(1),
+            grouping: AddressGrouping::default(),
             state: Mutex::new(State {
                 buckets: HashMap::new(),
                 since_prune: 0,
             }),
         }
+    }
+
+    /// Count addresses by `grouping` (the server's `--ipv6-prefix-len`).
+    pub fn with_grouping(mut self, grouping: AddressGrouping) -> Self {
+        self.grouping = grouping;
+        self
+    }
+
+    fn key(&self, ip: IpAddr) -> AddressKey {
+        self.grouping.key(ip)
     }
 
     /// Ok if `ip` may try to authenticate; else how long until it may (Retry-After). Does not consume.
@@ -106,7 +118,7 @@ impl AuthThrottle {
 
     pub(crate) fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let state = self.lock();
-        let Some(b) = state.buckets.get(&key(ip)) else {
+        let Some(b) = state.buckets.get(&self.key(ip)) else {
             return Ok(());
         };
         let tokens = self.refill(b, now);
@@ -123,7 +135,7 @@ impl AuthThrottle {
         // One lock for the check and the take: concurrent attempts cannot both
         // see the last token.
         let mut state = self.lock();
-        let k = key(ip);
+        let k = self.key(ip);
         let tokens = state
             .buckets
             .get(&k)
@@ -138,7 +150,7 @@ impl AuthThrottle {
 
     pub(crate) fn give_back_at(&self, ip: IpAddr, now: Instant) {
         let mut state = self.lock();
-        if let Some(b) = state.buckets.get_mut(&key(ip)) {
+        if let Some(b) = state.buckets.get_mut(&self.key(ip)) {
             let tokens = (self.refill(b, now) + 1.0).min(self.burst);
             *b = Bucket {
                 tokens,
@@ -149,7 +161,7 @@ impl AuthThrottle {
 
     pub(crate) fn record_failure_at(&self, ip: IpAddr, now: Instant) {
         let mut state = self.lock();
-        let k = key(ip);
+        let k = self.key(ip);
         let tokens = state
             .buckets
             .get(&k)
@@ -157,7 +169,7 @@ impl AuthThrottle {
         self.take_locked(&mut state, k, tokens, now);
     }
 
-    fn take_locked(&self, state: &mut State, k: IpAddr, tokens: f64, now: Instant) {
+    fn take_locked(&self, state: &mut State, k: AddressKey, tokens: f64, now: Instant) {
         state.buckets.insert(
             k,
             Bucket {
@@ -182,7 +194,7 @@ impl AuthThrottle {
             return;
         }
         let target = self.max_entries - self.max_entries / 10;
-        let mut by_tokens: Vec<(f64, IpAddr)> = state
+        let mut by_tokens: Vec<(f64, AddressKey)> = state
             .buckets
             .iter()
             .map(|(k, b)| (self.refill(b, now), *k))
@@ -192,17 +204,6 @@ impl AuthThrottle {
         for (_, k) in by_tokens.into_iter().take(excess) {
             state.buckets.remove(&k);
         }
-    }
-}
-
-/// The throttled unit: an IPv4 address, or an IPv6 /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 
@@ -295,12 +296,25 @@ mod tests {
         let now = Instant::now();
         for i in 0..10u16 {
             t.record_failure_at(
-                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, i)),
+                IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, i)),
                 now,
             );
         }
         assert!(t.check_at(ip("2001:db8:1:1::ffff"), now).is_err());
         assert!(t.check_at(ip("2001:db8:1:2::1"), now).is_ok());
+        // Unique-local addresses (a Tailscale network) are counted one by one.
+        for _ in 0..10 {
+            t.record_failure_at(ip("fd7a:115c:a1e0::1"), now);
+        }
+        assert!(t.check_at(ip("fd7a:115c:a1e0::1"), now).is_err());
+        assert!(t.check_at(ip("fd7a:115c:a1e0::2"), now).is_ok());
+        // --ipv6-prefix-len 48 groups wider.
+        let t = AuthThrottle::new(10).with_grouping(AddressGrouping::new(48).unwrap());
+        for _ in 0..10 {
+            t.record_failure_at(ip("2001:db8:1:1::1"), now);
+        }
+        assert!(t.check_at(ip("2001:db8:1:2::1"), now).is_err());
+        assert!(t.check_at(ip("2001:db8:2::1"), now).is_ok());
     }
 
     #[test]

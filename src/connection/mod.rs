@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, Identity};
 use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
-use crate::listen::preauth::PreAuthToken;
+use crate::listen::preauth::AddressToken;
 use crate::metrics::{AuthLabels, FrameKind, ReasonLabel, StateLabel};
 use crate::protocol::{
     ClientRequest, ErrorCode, Inbound, ProtocolError, RequestId, ServerMsg, SessionSummary,
@@ -78,7 +78,7 @@ pub struct Transport {
     /// The `--max-connections` slot, held until the connection ends.
     pub slot: OwnedSemaphorePermit,
     /// The per-address unauthenticated token, released once authenticated.
-    pub preauth: Option<PreAuthToken>,
+    pub preauth: Option<AddressToken>,
 }
 
 /// Liveness of a connection, as logged.
@@ -155,7 +155,7 @@ struct Connection {
     /// (§3); None without TLS 1.3. Filled in by the transport.
     channel_binding: Option<[u8; 32]>,
     /// Held until authentication (the per-address pre-auth cap).
-    preauth: Option<PreAuthToken>,
+    preauth: Option<AddressToken>,
     /// The `--max-connections` slot, held until the connection ends.
     _slot: OwnedSemaphorePermit,
     /// The inbound message limit the gate enforces (raised after authentication).

@@ -10,6 +10,16 @@ pub fn reserve_for(limit: u64) -> u64 {
     (limit / 4).min(256)
 }
 
+/// The most sockets that may wait for a refusal beyond the connections.
+pub const MAX_OVERFLOW: usize = 64;
+
+/// Sockets that may wait for a refusal (over a cap, or no slot) beyond the
+/// connections: a quarter of the reserve, so refusals never take the descriptors
+/// the rest of the process needs.
+pub fn overflow_for(limit: u64) -> usize {
+    ((reserve_for(limit) / 4) as usize).clamp(1, MAX_OVERFLOW)
+}
+
 /// Raise the soft limit to the hard one; returns the soft limit now in force.
 pub fn raise_nofile() -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -48,5 +58,12 @@ mod tests {
         assert_eq!(size_connections(4096, 1024), 1024 - 256);
         assert_eq!(size_connections(4096, 64), 48);
         assert_eq!(size_connections(10, 64), 10);
+    }
+
+    #[test]
+    fn overflow_is_a_quarter_of_the_reserve() {
+        assert_eq!(overflow_for(256), 16);
+        assert_eq!(overflow_for(1_048_576), 64);
+        assert_eq!(overflow_for(4), 1);
     }
 }

@@ -1,52 +1,59 @@
-//! The per-address cap on connections that are not yet authenticated
-//! (PROTOCOL.md §1: at most 16 per address, counted from the TCP accept).
+//! Per-address connection caps (docs/protocol.md "Transport"): at most 16
+//! connections per address that are not yet authenticated (counted from the TCP
+//! accept), and at most `--max-http-per-address` (32) plain HTTP connections.
 //!
-//! Owns: the count per address and the RAII token a connection holds until it
-//! authenticates or closes. Must not: decide what an address is (see `proxy`).
+//! Owns: the count per [`AddressKey`] and the RAII token a connection holds while
+//! it counts. Must not: decide what an address is (see `proxy` and `address`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use crate::address::AddressKey;
 
 /// Unauthenticated connections one address may hold.
 pub const PRE_AUTH_PER_ADDRESS: u32 = 16;
+/// `--max-http-per-address` when none is given.
+pub const DEFAULT_HTTP_PER_ADDRESS: u32 = 32;
 
-/// Unauthenticated connections per address.
+/// Connections of one kind per address, at most `per_address` each.
 #[derive(Debug)]
-pub struct PreAuthCap {
+pub struct AddressCap {
     per_address: u32,
-    counts: Mutex<HashMap<IpAddr, u32>>,
+    counts: Mutex<HashMap<AddressKey, u32>>,
 }
 
-impl PreAuthCap {
-    pub fn new(per_address: u32) -> Arc<PreAuthCap> {
-        Arc::new(PreAuthCap {
+impl AddressCap {
+    pub fn new(per_address: u32) -> Arc<AddressCap> {
+        Arc::new(AddressCap {
             per_address,
             counts: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A token for one more unauthenticated connection from `ip`, unless it holds
-    /// the maximum already.
-    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<PreAuthToken> {
-        let ip = ip.to_canonical();
+    /// The most one address may hold.
+    pub fn per_address(&self) -> u32 {
+        self.per_address
+    }
+
+    /// A token for one more connection from `key`, unless it holds the maximum already.
+    pub fn try_take(self: &Arc<Self>, key: AddressKey) -> Option<AddressToken> {
         let mut counts = self.counts.lock().ok()?;
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(key).or_insert(0);
         if *n >= self.per_address {
             return None;
         }
         *n += 1;
-        Some(PreAuthToken {
+        Some(AddressToken {
             cap: self.clone(),
-            ip,
+            key,
         })
     }
 
-    /// Tokens `ip` holds now.
-    pub fn held(&self, ip: IpAddr) -> u32 {
+    /// Tokens `key` holds now.
+    pub fn held(&self, key: AddressKey) -> u32 {
         self.counts
             .lock()
-            .map(|c| c.get(&ip.to_canonical()).copied().unwrap_or(0))
+            .map(|c| c.get(&key).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -56,27 +63,27 @@ impl PreAuthCap {
     }
 }
 
-/// One unauthenticated connection's place in its address's count; released on drop.
+/// One connection's place in its address's count; released on drop.
 #[derive(Debug)]
-pub struct PreAuthToken {
-    cap: Arc<PreAuthCap>,
-    ip: IpAddr,
+pub struct AddressToken {
+    cap: Arc<AddressCap>,
+    key: AddressKey,
 }
 
-impl PreAuthToken {
-    pub fn ip(&self) -> IpAddr {
-        self.ip
+impl AddressToken {
+    pub fn key(&self) -> AddressKey {
+        self.key
     }
 }
 
-impl Drop for PreAuthToken {
+impl Drop for AddressToken {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.cap.counts.lock()
-            && let Some(n) = counts.get_mut(&self.ip)
+            && let Some(n) = counts.get_mut(&self.key)
         {
             *n -= 1;
             if *n == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }
@@ -85,12 +92,17 @@ impl Drop for PreAuthToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::AddressGrouping;
+
+    fn key(s: &str) -> AddressKey {
+        AddressGrouping::default().key(s.parse().unwrap())
+    }
 
     #[test]
     fn caps_each_address_and_releases_on_drop() {
-        let cap = PreAuthCap::new(2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let cap = AddressCap::new(2);
+        let a = key("127.0.0.2");
+        let b = key("127.0.0.3");
         let t1 = cap.try_take(a).unwrap();
         let _t2 = cap.try_take(a).unwrap();
         assert!(cap.try_take(a).is_none());
@@ -99,14 +111,27 @@ mod tests {
         assert_eq!(cap.held(a), 1);
         assert!(cap.try_take(a).is_some());
         // Mapped IPv6 counts as the IPv4 address.
-        let mapped: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
-        assert_eq!(cap.held(mapped), 1);
+        assert_eq!(cap.held(key("::ffff:127.0.0.3")), 1);
+    }
+
+    #[test]
+    fn a_global_ipv6_prefix_is_one_address() {
+        let cap = AddressCap::new(2);
+        let _t1 = cap.try_take(key("2001:db8:5:5::1")).unwrap();
+        let _t2 = cap.try_take(key("2001:db8:5:5::2")).unwrap();
+        assert!(cap.try_take(key("2001:db8:5:5::3")).is_none());
+        assert!(cap.try_take(key("2001:db8:5:6::1")).is_some());
+        // Unique-local addresses each have their own count.
+        let _u1 = cap.try_take(key("fd00::1")).unwrap();
+        let _u2 = cap.try_take(key("fd00::1")).unwrap();
+        assert!(cap.try_take(key("fd00::1")).is_none());
+        assert!(cap.try_take(key("fd00::2")).is_some());
     }
 
     #[test]
     fn forgets_addresses_with_no_connections() {
-        let cap = PreAuthCap::new(16);
-        let t = cap.try_take("10.0.0.1".parse().unwrap()).unwrap();
+        let cap = AddressCap::new(16);
+        let t = cap.try_take(key("10.0.0.1")).unwrap();
         assert_eq!(cap.addresses(), 1);
         drop(t);
         assert_eq!(cap.addresses(), 0);

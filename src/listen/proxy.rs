@@ -66,6 +66,44 @@ pub fn client_address(peer: IpAddr, trusted: &[IpNet], headers: &HeaderMap) -> I
     peer
 }
 
+/// The `X-Forwarded-For` parser as the fuzz target (fuzz/fuzz_targets/forwarded_for.rs)
+/// and the corpus replay (tests/fuzz_corpus.rs) drive it.
+pub mod fuzzing {
+    use std::net::IpAddr;
+
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::{client_address, is_trusted, parse_network};
+    use crate::address::AddressGrouping;
+
+    /// Each line of `data` as one `X-Forwarded-For` header of a request from a
+    /// trusted proxy (127.0.0.1; trusted: 127.0.0.0/8, 10.0.0.0/8, fd00::/8).
+    /// Panics if the answer breaks the rules: the proxy itself, or an untrusted
+    /// address in its IPv4 form when mapped. Returns the client address.
+    pub fn forwarded_for(data: &[u8]) -> IpAddr {
+        let trusted: Vec<_> = ["127.0.0.0/8", "10.0.0.0/8", "fd00::/8"]
+            .iter()
+            .filter_map(|n| parse_network(n).ok())
+            .collect();
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let mut headers = HeaderMap::new();
+        for line in data.split(|b| *b == b'\n') {
+            if let Ok(value) = HeaderValue::from_bytes(line) {
+                headers.append("x-forwarded-for", value);
+            }
+        }
+        let ip = client_address(peer, &trusted, &headers);
+        assert!(ip == peer || !is_trusted(ip, &trusted), "{ip} is trusted");
+        assert_eq!(ip, ip.to_canonical(), "{ip} is not canonical");
+        for len in [1, 48, 64, 128] {
+            if let Some(grouping) = AddressGrouping::new(len) {
+                let _ = grouping.key(ip);
+            }
+        }
+        ip
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,8 @@ pub struct NotifySettings {
     /// `--notify-sink-allow`: webhook and ntfy notifications of complete requests
     /// carry `allow` too (their tokens belong to no key).
     pub sink_allow: bool,
+    /// How `POST /v1/push/respond`'s throttle counts addresses (`--ipv6-prefix-len`).
+    pub address_grouping: crate::address::AddressGrouping,
 }
 
 /// The errors of starting notifications.
@@ -259,7 +261,9 @@ impl Notifier {
             tokens,
             visibility,
             push,
-            respond_limit: Arc::new(AuthThrottle::new(RESPOND_PER_MINUTE)),
+            respond_limit: Arc::new(
+                AuthThrottle::new(RESPOND_PER_MINUTE).with_grouping(settings.address_grouping),
+            ),
             metrics,
         })
     }

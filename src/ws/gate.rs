@@ -248,6 +248,39 @@ impl FrameScanner {
     }
 }
 
+/// The scanner as the fuzz target (fuzz/fuzz_targets/ws_frame_header.rs) and the
+/// corpus replay (tests/fuzz_corpus.rs) drive it.
+pub mod fuzzing {
+    use super::{FrameScanner, Scan};
+
+    /// Scan `data[2..]` with a limit of `data[0]` × 256 bytes, once whole and once
+    /// in reads of `data[1]` bytes (at least one); panics if the two disagree,
+    /// since a peer chooses how its bytes are split into reads. Returns the scan.
+    pub fn frame_scanner(data: &[u8]) -> Scan {
+        let [limit, step, bytes @ ..] = data else {
+            return Scan::Ok { in_message: 0 };
+        };
+        let limit = usize::from(*limit) * 256;
+        let whole = FrameScanner::default().feed(bytes, limit);
+        let mut scanner = FrameScanner::default();
+        let mut split = Scan::Ok { in_message: 0 };
+        for chunk in bytes.chunks(usize::from(*step).max(1)) {
+            split = scanner.feed(chunk, limit);
+            if matches!(split, Scan::Over(_)) {
+                break;
+            }
+        }
+        assert_eq!(
+            whole, split,
+            "the same bytes read in pieces scan differently"
+        );
+        if let Scan::Over(announced) = whole {
+            assert!(announced > limit as u64, "{announced} is not over {limit}");
+        }
+        whole
+    }
+}
+
 /// A stream whose reads pass through a [`FrameScanner`].
 #[derive(Debug)]
 pub struct Gate<S> {
