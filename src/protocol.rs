@@ -1009,17 +1009,22 @@ impl ServerMsg {
     }
 }
 
-/// Build the `event` frame for one event: `{"type":"event","session":..,"seq":..,"event":RAW}`.
-/// `session_json` is the session name already encoded as a JSON string; `raw` is the
-/// event object exactly as the agent wrote it (or as the relay built it).
-pub fn event_frame(session_json: &str, seq: u64, raw: &[u8]) -> String {
+/// Build the `event` frame for one event:
+/// `{"type":"event","session":..,"seq":..,"ts":..,"event":RAW}`. `session_json` is the
+/// session name already encoded as a JSON string; `ts_ms` is when the relay logged
+/// the event (milliseconds since the Unix epoch: an optional field beyond the
+/// contract, kept in the journal with the frame, so a replay shows the same time);
+/// `raw` is the event object exactly as the agent wrote it (or as the relay built it).
+pub fn event_frame(session_json: &str, seq: u64, ts_ms: u64, raw: &[u8]) -> String {
     // Agent lines were checked to be UTF-8 JSON objects before they get here.
     let raw = std::str::from_utf8(raw).unwrap_or("{}");
-    let mut frame = String::with_capacity(raw.len() + session_json.len() + 48);
+    let mut frame = String::with_capacity(raw.len() + session_json.len() + 64);
     frame.push_str(r#"{"type":"event","session":"#);
     frame.push_str(session_json);
     frame.push_str(r#","seq":"#);
     frame.push_str(&seq.to_string());
+    frame.push_str(r#","ts":"#);
+    frame.push_str(&ts_ms.to_string());
     frame.push_str(r#","event":"#);
     frame.push_str(raw);
     frame.push('}');
@@ -1521,10 +1526,10 @@ mod tests {
 
     #[test]
     fn event_frames_embed_raw_bytes() {
-        let f = event_frame("\"default\"", 58, br#"{"b":1,"a":2}"#);
+        let f = event_frame("\"default\"", 58, 1_765_000_000_123, br#"{"b":1,"a":2}"#);
         assert_eq!(
             f,
-            r#"{"type":"event","session":"default","seq":58,"event":{"b":1,"a":2}}"#
+            r#"{"type":"event","session":"default","seq":58,"ts":1765000000123,"event":{"b":1,"a":2}}"#
         );
     }
 }

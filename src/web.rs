@@ -72,6 +72,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/views/composer.js", JS),
     asset!("js/views/devices.js", JS),
     asset!("js/views/diff.js", JS),
+    asset!("js/views/dom.js", JS),
     asset!("js/views/markdown.js", JS),
     asset!("js/views/panel.js", JS),
     asset!("js/views/sheet.js", JS),

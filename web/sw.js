@@ -33,6 +33,7 @@ const SHELL = [
   `/v/${VERSION}/js/views/composer.js`,
   `/v/${VERSION}/js/views/devices.js`,
   `/v/${VERSION}/js/views/diff.js`,
+  `/v/${VERSION}/js/views/dom.js`,
   `/v/${VERSION}/js/views/markdown.js`,
   `/v/${VERSION}/js/views/panel.js`,
   `/v/${VERSION}/js/views/sheet.js`,

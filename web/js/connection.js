@@ -342,7 +342,7 @@ export class Connection {
 
   event(m) {
     const log = this.store.log(m.session);
-    const r = log.apply(m.seq, m.event);
+    const r = log.apply(m.seq, m.event, m.ts);
     if (r === 'gap' && !this.attaching.has(m.session)) {
       // Never skip: ask again from the last applied seq (re-attaching replays as asked).
       this.attach(m.session);

@@ -59,14 +59,17 @@ class Model {
     this.changed.add(it.id);
   }
 
-  /** Apply one event object (the `event` of an `event` frame). */
-  apply(seq, ev) {
+  /**
+   * Apply one event object (the `event` of an `event` frame); `ts` is the frame's
+   * time (ms since the epoch) when the server gave one, else null.
+   */
+  apply(seq, ev, ts = null) {
     if (!ev || typeof ev !== 'object') return;
     switch (ev.type) {
       case 'relay.prompt': {
         const text = contentText(ev.content);
         const id = `prompt:${ev.prompt_id}`;
-        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: this.state !== 'idle' && this.state !== '', seq }));
+        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: this.state !== 'idle' && this.state !== '', seq, ts }));
         if (ev.key) this.promptKeys.add(ev.key);
         this.touch(it);
         break;
@@ -136,6 +139,7 @@ class Model {
           }
         }
         this.add(item('result', `seq:${seq}`, {
+          ts,
           interrupted: this.interrupted,
           isError: !!ev.is_error,
           subtype: ev.subtype || '',
@@ -301,6 +305,11 @@ function toolResultText(content) {
   return content == null ? '' : JSON.stringify(content);
 }
 
+/** A frame's `ts` (ms since the epoch, an optional field) or null when absent or absurd. */
+function frameTime(ts) {
+  return Number.isSafeInteger(ts) && ts > 0 ? ts : null;
+}
+
 /** One session's event log: seqs `base+1 ..= head`, each applied once, in order. */
 export class SessionLog {
   constructor(name) {
@@ -308,6 +317,7 @@ export class SessionLog {
     this.base = 0;
     this.head = 0;
     this.events = [];
+    this.times = []; // each event's frame `ts` (or null), beside `events`
     this.pendingList = [];
     this.model = new Model();
     this.rebuilt = 0; // bumped when the model is rebuilt from scratch (views redraw)
@@ -319,13 +329,15 @@ export class SessionLog {
    * Apply one event. Returns 'applied', 'duplicate' (seq ≤ head: ignored) or
    * 'gap' (seq > head + 1: refused, the caller must re-attach from `head`).
    */
-  apply(seq, ev) {
+  apply(seq, ev, ts) {
     if (!Number.isSafeInteger(seq) || seq <= this.head) return 'duplicate';
     if (seq !== this.head + 1) return 'gap';
+    const time = frameTime(ts);
     this.events.push(ev);
+    this.times.push(time);
     this.head = seq;
     if (seq > this.serverHead) this.serverHead = seq;
-    this.model.apply(seq, ev);
+    this.model.apply(seq, ev, time);
     return 'applied';
   }
 
@@ -334,6 +346,7 @@ export class SessionLog {
     this.base = base;
     this.head = base;
     this.events = [];
+    this.times = [];
     this.rebuild();
   }
 
@@ -347,6 +360,7 @@ export class SessionLog {
     while (start > 0 && evs[start - 1].seq === evs[start].seq - 1) start -= 1;
     const run = evs.slice(start);
     this.events = run.map((f) => f.event).concat(this.events);
+    this.times = run.map((f) => frameTime(f.ts)).concat(this.times);
     this.base = run[0].seq - 1;
     this.rebuild();
     return run.length;
@@ -360,10 +374,10 @@ export class SessionLog {
   rebuild() {
     const m = new Model();
     let seq = this.base;
-    for (const ev of this.events) {
+    this.events.forEach((ev, i) => {
       seq += 1;
-      m.apply(seq, ev);
-    }
+      m.apply(seq, ev, this.times[i] ?? null);
+    });
     for (const req of this.pendingList) m.pending(req);
     m.state = m.state || this.model.state;
     m.cwd = m.cwd || this.model.cwd;

@@ -441,10 +441,9 @@ impl Actor {
     /// Append one event (raw JSON object bytes) to the log; it is sent at commit.
     fn emit(&mut self, raw: &[u8], read_at: Option<Instant>) -> Step {
         let seq = self.log.head + 1;
-        let frame = event_frame(&self.name_json, seq, raw);
-        self.log
-            .journal
-            .append(seq, journal::now_ms(), frame.as_bytes())?;
+        let ts_ms = journal::now_ms();
+        let frame = event_frame(&self.name_json, seq, ts_ms, raw);
+        self.log.journal.append(seq, ts_ms, frame.as_bytes())?;
         self.log.head = seq;
         let text = FrameText::from(frame);
         self.log.tail_bytes += text.len();

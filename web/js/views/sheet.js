@@ -6,16 +6,10 @@
 // card. Must not: know about sockets (answers go through `respond`).
 
 import { toolSummary } from './stream.js';
+import { actionRow, el } from './dom.js';
 
 /** An input shown whole in the sheet: a single summary line of at most this length. */
 const COMPLETE_MAX = 240;
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 /**
  * The text that shows `input` complete, or '' when the sheet cannot show all of it
@@ -61,19 +55,7 @@ export class ApprovalSheet {
     const head = el('p', 'sheet-head', `Needs approval: ${item.tool}${pendingCount > 1 ? ` (1 of ${pendingCount})` : ''}`);
     const complete = completeSummary(item.tool, item.input, cwd);
     const summary = el('p', 'summary', complete || item.description || toolSummary(item.tool, item.input, cwd) || item.tool);
-    const row = el('div', 'actions');
-    const button = (label, testid, cls, fn) => {
-      const b = el('button', cls, label);
-      b.type = 'button';
-      if (testid) b.setAttribute('data-testid', testid);
-      b.addEventListener('click', () => {
-        for (const x of row.querySelectorAll('button')) x.disabled = true;
-        Promise.resolve(fn()).finally(() => {
-          for (const x of row.querySelectorAll('button')) x.disabled = false;
-        });
-      });
-      row.append(b);
-    };
+    const { row, add: button } = actionRow();
     if (this.actions.canAnswer()) {
       if (complete) button('Allow', 'sheet-allow', 'primary', () => this.actions.respond(item, { behavior: 'allow' }));
       button('Deny', 'sheet-deny', 'danger', () => this.actions.respond(item, { behavior: 'deny' }));

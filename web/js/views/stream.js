@@ -10,16 +10,10 @@
 
 import { fileChange, renderDiff } from './diff.js';
 import { TextView } from './text.js';
+import { actionRow, el } from './dom.js';
 
 /** Turns rendered in full; older ones collapse into one "earlier turns" line. */
 export const KEEP_TURNS = 50;
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function short(text, n) {
   return text.length > n ? `${text.slice(0, n - 1)}…` : text;
@@ -255,6 +249,7 @@ export class StreamView {
     box.setAttribute('aria-label', `Prompt from ${it.device || it.fingerprint || 'a client'}`);
     const meta = el('div', 'meta');
     meta.append(el('span', 'who', it.device || short(it.fingerprint, 20) || 'client'));
+    if (it.ts) meta.append(timeOf(it.ts));
     if (it.phase === 'accepted' && it.queued) meta.append(el('span', 'tag', 'queued'));
     else if (it.phase === 'aborted') meta.append(el('span', 'tag warn', `aborted${it.phaseDetail ? `: ${it.phaseDetail}` : ''}`));
     box.append(meta);
@@ -338,20 +333,7 @@ export class StreamView {
       box.append(el('p', 'muted small', 'Waiting for an owner to answer (this device is view only).'));
       return box;
     }
-    const row = el('div', 'actions');
-    const btn = (label, testid, cls, fn) => {
-      const b = el('button', cls, label);
-      b.type = 'button';
-      if (testid) b.setAttribute('data-testid', testid);
-      b.addEventListener('click', () => {
-        for (const x of row.querySelectorAll('button')) x.disabled = true;
-        Promise.resolve(fn()).finally(() => {
-          for (const x of row.querySelectorAll('button')) x.disabled = false;
-        });
-      });
-      row.append(b);
-      return b;
-    };
+    const { row, add: btn } = actionRow();
     btn('Allow', 'permission-allow', 'primary', () => this.actions.respond(it, { behavior: 'allow' }));
     if (it.suggestions.length > 0) {
       btn('Always allow', 'permission-always', '', () => this.actions.respond(it, { behavior: 'allow', updatedPermissions: it.suggestions }));
@@ -389,8 +371,26 @@ export class StreamView {
     if (it.duration !== null) parts.push(`${(it.duration / 1000).toFixed(1)} s`);
     if (it.cost !== null) parts.push(`$${it.cost.toFixed(4)}`);
     box.textContent = parts.join(' · ');
+    if (it.ts) box.append(' · ', timeOf(it.ts));
     return box;
   }
+}
+
+/**
+ * A `<time>` for an event's server time: the local hour and minute, with the date too
+ * when it is not today; the full local date and time on hover and for screen readers.
+ */
+export function timeOf(ts) {
+  const d = new Date(ts);
+  const now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  const text = sameDay
+    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  const t = el('time', 'when', text);
+  t.dateTime = d.toISOString();
+  t.title = d.toLocaleString();
+  return t;
 }
 
 /** The status tag of a tool call: running, waiting for permission, done or error. */

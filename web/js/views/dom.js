@@ -1,0 +1,34 @@
+// dom.js — the small DOM helpers the views share: an element with a class and text,
+// and a row of answer buttons that are disabled together while one answer is in
+// flight (so a double tap never sends two answers). Must not: know about sessions
+// or sockets.
+
+/** `<tag class=cls>text</tag>` (class and text optional). */
+export function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/**
+ * A `div.actions` row and `add(label, testid, cls, fn)`, which appends a button:
+ * a click disables every button of the row until `fn`'s promise settles.
+ */
+export function actionRow() {
+  const row = el('div', 'actions');
+  const add = (label, testid, cls, fn) => {
+    const b = el('button', cls, label);
+    b.type = 'button';
+    if (testid) b.setAttribute('data-testid', testid);
+    b.addEventListener('click', () => {
+      for (const x of row.querySelectorAll('button')) x.disabled = true;
+      Promise.resolve(fn()).finally(() => {
+        for (const x of row.querySelectorAll('button')) x.disabled = false;
+      });
+    });
+    row.append(b);
+    return b;
+  };
+  return { row, add };
+}
