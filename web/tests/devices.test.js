@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { browserAvailable, waitAttr, until, SCREENSHOTS, startWithPairedKeys, EXISTING_PAIRED } from './harness.js';
 
-let enabled = browserAvailable();
+const enabled = browserAvailable();
 const EXISTING = EXISTING_PAIRED;
 let server;
 let browser;
@@ -20,8 +20,7 @@ let pairedKeys;
 
 before(async () => {
   if (!enabled) return;
-  ({ server, pairedKeys, browser, term, owner } = await startWithPairedKeys('devices tests'));
-  enabled = owner !== undefined;
+  ({ server, pairedKeys, browser, term, owner } = await startWithPairedKeys());
 });
 
 after(async () => {
@@ -47,8 +46,7 @@ async function pairedBrowser(device, role = 'owner') {
 
 const entry = (page, fingerprint) => page.locator(`[data-testid="device-entry"][data-fingerprint="${fingerprint}"]`);
 
-test('an owner page renames and revokes a paired browser, which goes to refused', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('an owner page renames and revokes a paired browser, which goes to refused', { skip: !enabled }, async () => {
   const second = await pairedBrowser('Pixel 9');
   const withSecond = readFileSync(pairedKeys, 'utf8');
   const added = withSecond.slice(EXISTING.length);
@@ -99,8 +97,7 @@ test('an owner page renames and revokes a paired browser, which goes to refused'
   await second.context.close();
 });
 
-test('a viewer page is told only owners see the keys', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('a viewer page is told only owners see the keys', { skip: !enabled }, async () => {
   const viewer = await pairedBrowser('tv', 'viewer');
   await until(async () => /Only owners/.test((await viewer.page.locator('#device-keys-note').textContent()) || ''), 'the viewer note');
   assert.equal(await viewer.page.locator('[data-testid="device-entry"]').count(), 0);

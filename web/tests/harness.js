@@ -332,43 +332,14 @@ export async function until(fn, what, timeout = 20000) {
   throw new Error(`timed out: ${what}`);
 }
 
-/**
- * Whether this server build has pairing (PROTOCOL §3 `pair.request`): asks once with a
- * throwaway key and withdraws at once. Used to skip the pairing tests, with a
- * SKIPPED line, on a build from before pairing was merged.
- */
-export async function serverHasPairing(server) {
-  const key = await nodeKey('probe');
-  const ws = new WebSocket(server.wsUrl);
-  try {
-    const reply = await new Promise((resolve, reject) => {
-      ws.on('message', async (data) => {
-        const m = JSON.parse(String(data));
-        if (m.type === 'auth.challenge') {
-          ws.send(JSON.stringify({ type: 'pair.request', ...(await boundAnswer(key, m, server.wsUrl)), device: 'probe' }));
-        } else {
-          resolve(m);
-        }
-      });
-      ws.on('error', reject);
-      setTimeout(() => reject(new Error('no answer to the pairing probe')), 10000);
-    });
-    return reply.type === 'pair.pending';
-  } finally {
-    ws.close();
-  }
-}
-
 /** What `paired_keys` holds before a pairing test starts (a comment and one key). */
 export const EXISTING_PAIRED = '# keys paired earlier\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1Vb0dWZ3xdRlH8jPzV+Jl1fH0RrvdGQSD8o4tJQy8 old-phone (paired 2026-01-01 by SHA256:x)\n';
 
 /**
  * The set-up of the pairing and devices tests: a server whose `paired_keys` already
  * holds EXISTING_PAIRED, a browser, a terminal owner client and an owner page.
- * Returns `{ server }` alone (after a SKIPPED line naming `what`) when the build does
- * not answer `pair.request`.
  */
-export async function startWithPairedKeys(what) {
+export async function startWithPairedKeys() {
   const server = await Server.start({
     prepare: (dir) => {
       mkdirSync(path.join(dir, 'data'), { recursive: true });
@@ -376,10 +347,6 @@ export async function startWithPairedKeys(what) {
     },
   });
   const pairedKeys = path.join(server.dir, 'data', 'paired_keys');
-  if (!(await serverHasPairing(server))) {
-    console.log(`SKIPPED: ${what} (this ccrelay build does not answer pair.request)`);
-    return { server };
-  }
   mkdirSync(SCREENSHOTS, { recursive: true });
   const browser = await launchBrowser();
   const term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');

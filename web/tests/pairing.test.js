@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { browserAvailable, waitAttr, until, SCREENSHOTS, startWithPairedKeys, EXISTING_PAIRED } from './harness.js';
 
-let enabled = browserAvailable();
+const enabled = browserAvailable();
 const EXISTING = EXISTING_PAIRED;
 let server;
 let browser;
@@ -21,8 +21,7 @@ let pairedKeys;
 
 before(async () => {
   if (!enabled) return;
-  ({ server, pairedKeys, browser, term, owner } = await startWithPairedKeys('pairing tests'));
-  enabled = owner !== undefined;
+  ({ server, pairedKeys, browser, term, owner } = await startWithPairedKeys());
 });
 
 after(async () => {
@@ -39,8 +38,7 @@ async function freshProfile(device) {
   return { context, page };
 }
 
-test('a fresh profile pairs: same code on both sides, one line added, and a reload signs in', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('a fresh profile pairs: same code on both sides, one line added, and a reload signs in', { skip: !enabled }, async () => {
   const { page } = await freshProfile('Pixel 9');
   const from = term.frames.length;
   await page.getByTestId('pair-start').click();
@@ -81,8 +79,7 @@ test('a fresh profile pairs: same code on both sides, one line added, and a relo
   await page.getByTestId('session-view').waitFor();
 });
 
-test('a denied pair request leaves the page refused, and the owner page says denied', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('a denied pair request leaves the page refused, and the owner page says denied', { skip: !enabled }, async () => {
   const { page } = await freshProfile('stranger tablet');
   const before = readFileSync(pairedKeys, 'utf8');
   const from = term.frames.length;
@@ -97,8 +94,7 @@ test('a denied pair request leaves the page refused, and the owner page says den
   assert.equal(readFileSync(pairedKeys, 'utf8'), before, 'nothing added');
 });
 
-test('an invite URL pairs a fresh profile with no owner action, once', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('an invite URL pairs a fresh profile with no owner action, once', { skip: !enabled }, async () => {
   const invite = await term.request({ type: 'pair.invite', role: 'owner' });
   assert.match(invite.invite, /^[A-Za-z0-9_-]{22,}$/);
   const url = `${server.base}/?device=${encodeURIComponent('invited phone')}#invite=${invite.invite}`;
@@ -133,8 +129,7 @@ test('an invite URL pairs a fresh profile with no owner action, once', { skip: !
 });
 
 // Last: it blocks this address (127.0.0.1) for pair requests for the rest of the run.
-test('the owner page marks a recently denied address and "Deny and block" refuses its next request', { skip: !enabled }, async (t) => {
-  if (!enabled) return t.skip('no pairing on this server');
+test('the owner page marks a recently denied address and "Deny and block" refuses its next request', { skip: !enabled }, async () => {
   // The denial of the second test was less than an hour ago, from this address.
   const { page } = await freshProfile('second try');
   const from = term.frames.length;

@@ -16,33 +16,26 @@
 //   encrypted push for a real permission request reaches the mock push service, is
 //   decrypted there and handed to the worker, Allow answers it, and the page shows
 //   the request resolved by this device.
-// Parts that need a server feature this build lacks print SKIPPED-style notes and
-// assert the page's graceful behaviour instead.
+// Every part runs against this build, which has Web Push and the notifier: a
+// missing feature is a failure, never a skip.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
-import { Server, TestClient, launchBrowser, browserAvailable, bin, waitAttr, until, SCREENSHOTS } from './harness.js';
+import { Server, TestClient, launchBrowser, browserAvailable, waitAttr, until, SCREENSHOTS } from './harness.js';
 import { MockPush, decryptAes128gcm, checkVapid, fromB64url, b64url } from './mock-push.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const enabled = browserAvailable();
-const help = existsSync(bin('ccrelay')) ? execFileSync(bin('ccrelay'), ['serve', '--help']).toString() : '';
-const FLAGS = {
-  insecure: help.includes('--push-allow-insecure-endpoints'),
-  notifyAfter: help.includes('--notify-after'),
-};
 
 let server;
 let browser;
 let term;
 let mock;
-let features = { webpush: false, respond: false };
 
 before(async () => {
   if (!enabled) return;
@@ -51,15 +44,10 @@ before(async () => {
     prepare: (dir) => writeFileSync(path.join(dir, 'viewer_keys'), ''),
     args: (dir) => [
       '--viewer-keys', path.join(dir, 'viewer_keys'),
-      ...(FLAGS.insecure ? ['--push-allow-insecure-endpoints'] : []),
-      ...(FLAGS.notifyAfter ? ['--notify-after', '0'] : []),
+      '--push-allow-insecure-endpoints',
+      '--notify-after', '0',
     ],
   });
-  features = {
-    webpush: (await fetch(`${server.base}/v1/push/key`)).status === 200,
-    respond: (await fetch(`${server.base}/v1/push/respond`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"token":"probe"}' })).status === 403,
-  };
-  console.log(`server features: ${JSON.stringify({ ...FLAGS, ...features })}`);
   browser = await launchBrowser();
   term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
   await term.request({ type: 'attach', session: 'default' });
@@ -185,13 +173,6 @@ const mockLog = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('_
 
 /** Hand the page's stand-in the subscription it will return from `subscribe`. */
 const offerSubscription = (page, sub) => page.evaluate((s) => localStorage.setItem('__mockPushNext', JSON.stringify({ endpoint: s.endpoint, keys: s.keys })), sub);
-
-/** A test VAPID key (when the server has none): base64url of an uncompressed P-256 point. */
-function testVapidKey() {
-  const e = crypto.createECDH('prime256v1');
-  e.generateKeys();
-  return b64url(e.getPublicKey());
-}
 
 /** The service worker of `context`, its registration id and a DevTools session that can deliver pushes. */
 async function worker(context, page) {
@@ -383,18 +364,9 @@ test('an owner turns "Notify this device" on and off; client.visible is sent and
   // client.visible after the authentication, answered without a banner.
   const vis = await until(() => exchanges(frames, 'client.visible').find((x) => x.reply), 'client.visible and its reply');
   assert.equal(vis.m.visible, true);
-  if (features.respond) assert.equal(vis.reply.type, 'ok');
-  else console.log(`client.visible answered ${JSON.stringify(vis.reply)} (no notifier in this build)`);
+  assert.equal(vis.reply.type, 'ok');
 
-  // Without a server key (no webpush in this build) the page gets a test VAPID key.
-  let vapid;
-  if (features.webpush) {
-    vapid = (await (await fetch(`${server.base}/v1/push/key`)).json()).vapid_public_key;
-  } else {
-    vapid = testVapidKey();
-    await page.route('**/v1/push/key', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ vapid_public_key: vapid }) }));
-    console.log('SKIPPED part: this build has no GET /v1/push/key; the page is given a test VAPID key');
-  }
+  const vapid = (await (await fetch(`${server.base}/v1/push/key`)).json()).vapid_public_key;
   phoneSub = mock.subscription();
   await offerSubscription(page, phoneSub);
   await page.getByTestId('push-toggle').click();
@@ -403,20 +375,11 @@ test('an owner turns "Notify this device" on and off; client.visible is sent and
   assert.deepEqual(sub.m.subscription, { endpoint: phoneSub.endpoint, keys: phoneSub.keys }, 'the §9 subscription object');
   const calls = await mockLog(page);
   assert.deepEqual(calls[0], { op: 'subscribe', userVisibleOnly: true, applicationServerKey: vapid }, 'subscribed with the server key');
-  if (FLAGS.insecure && features.webpush) {
-    assert.equal(sub.reply.type, 'ok', JSON.stringify(sub.reply));
-    assert.equal(final, 'on');
-    assert.equal(await page.getByTestId('push-toggle').textContent(), 'Stop notifying this device');
-  } else {
-    // A server without Web Push: the page says so and leaves nothing subscribed.
-    assert.equal(sub.reply.code, 'unknown_type', JSON.stringify(sub.reply));
-    assert.equal(final, 'unavailable');
-    assert.deepEqual(calls.slice(1), [{ op: 'unsubscribe', endpoint: phoneSub.endpoint }]);
-    console.log('SKIPPED part: this build does not accept push.subscribe (the webpush branch); the page shows "unavailable"');
-  }
+  assert.equal(sub.reply.type, 'ok', JSON.stringify(sub.reply));
+  assert.equal(final, 'on');
+  assert.equal(await page.getByTestId('push-toggle').textContent(), 'Stop notifying this device');
   assert.equal(await page.locator('#toast').isHidden(), true, 'no error banner');
   await page.screenshot({ path: path.join(SCREENSHOTS, `push-${final}-390x844.png`) });
-  if (final !== 'on') return;
 
   // A reload (a new authentication) with the same browser subscription sends nothing.
   await page.reload();
@@ -513,23 +476,12 @@ test('Allow from the notification with a token the server never made is refused,
   await notificationsUntil(w, 'default/req-bogus', (l) => l.length === 1, 'the notification');
   await w.click('default/req-bogus', 'allow');
   const [n] = await notificationsUntil(w, 'default/req-bogus', (l) => l.length === 1 && (l[0].title !== 'Bash needs permission (default)' || /Not answered/.test(l[0].body)), 'the outcome');
-  if (features.respond) {
-    assert.equal(n.title, 'Expired', '403 invalid_token');
-    assert.deepEqual(n.actions, []);
-    assert.deepEqual(n.data.tokens, {}, 'the spent tokens are dropped');
-  } else {
-    // No POST /v1/push/respond in this build: not answered, the actions stay for another try.
-    assert.match(n.body, /Not answered: the server answered 40\d/);
-    assert.deepEqual(n.actions.map((a) => a.action), ['allow', 'deny']);
-    console.log('SKIPPED part: this build has no POST /v1/push/respond (the notifier branch); the handler kept the actions');
-  }
+  assert.equal(n.title, 'Expired', '403 invalid_token');
+  assert.deepEqual(n.actions, []);
+  assert.deepEqual(n.data.tokens, {}, 'the spent tokens are dropped');
 });
 
-test('the whole chain: the server’s push for a real request, decrypted, shown, allowed from the notification', { skip: !enabled }, async (t) => {
-  if (!(features.webpush && features.respond && FLAGS.insecure && FLAGS.notifyAfter)) {
-    t.skip('SKIPPED: needs Web Push and the notifier in this build (webpush + notifier branches)');
-    return;
-  }
+test('the whole chain: the server’s push for a real request, decrypted, shown, allowed from the notification', { skip: !enabled }, async () => {
   const { page, frames, context } = phone;
   const w = await worker(context, page);
   // This page is attached; a visible page is not pushed to, so it reports itself hidden.
@@ -599,11 +551,7 @@ test('the whole chain: the server’s push for a real request, decrypted, shown,
   assert.deepEqual(phone.page.errors, []);
 });
 
-test('a request not shown whole is deny-only, and a click opens the page at its card', { skip: !enabled }, async (t) => {
-  if (!(features.webpush && features.respond && FLAGS.insecure && FLAGS.notifyAfter)) {
-    t.skip('SKIPPED: needs Web Push and the notifier in this build (webpush + notifier branches)');
-    return;
-  }
+test('a request not shown whole is deny-only, and a click opens the page at its card', { skip: !enabled }, async () => {
   const { page, context } = phone;
   const w = await worker(context, page);
   const from = term.frames.length;
