@@ -62,6 +62,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/connection.js", JS),
     asset!("js/deeplink.js", JS),
     asset!("js/drafts.js", JS),
+    asset!("js/idb.js", JS),
     asset!("js/keys.js", JS),
     asset!("js/protocol.js", JS),
     asset!("js/push.js", JS),

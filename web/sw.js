@@ -23,6 +23,7 @@ const SHELL = [
   `/v/${VERSION}/js/connection.js`,
   `/v/${VERSION}/js/deeplink.js`,
   `/v/${VERSION}/js/drafts.js`,
+  `/v/${VERSION}/js/idb.js`,
   `/v/${VERSION}/js/keys.js`,
   `/v/${VERSION}/js/protocol.js`,
   `/v/${VERSION}/js/push.js`,

@@ -6,19 +6,14 @@
 // is past the server's key window, so it comes back as a draft to send by hand.
 // Owns: the `ccrelay-drafts` IndexedDB database. Must not: touch the socket or the DOM.
 
+import { openStore } from './idb.js';
+
 const DB = 'ccrelay-drafts';
 const STORE = 'drafts';
 /** Beyond this a prompt's key may be forgotten by the server: never resend by itself. */
 export const RESEND_WINDOW_MS = 10 * 60 * 1000;
 
-function openDb() {
-  return new Promise((resolve, reject) => {
-    const req = indexedDB.open(DB, 1);
-    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
+const openDb = () => openStore(DB, STORE);
 
 export class Drafts {
   constructor() {

@@ -4,20 +4,14 @@
 // Also asks for persistent storage so the browser does not evict the key.
 // Owns: the `ccrelay` IndexedDB database. Must not: touch the network or the DOM.
 
+import { openStore } from './idb.js';
 import { fingerprint, publicKeyLine, sign } from './sshsig.js';
 
 const DB = 'ccrelay';
 const STORE = 'keys';
 const ID = 'device-key';
 
-function openDb() {
-  return new Promise((resolve, reject) => {
-    const req = indexedDB.open(DB, 1);
-    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
+const openDb = () => openStore(DB, STORE);
 
 function tx(db, mode, fn) {
   return new Promise((resolve, reject) => {
