@@ -75,6 +75,7 @@ struct Live {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Live {
@@ -82,12 +83,15 @@ impl Live {
         let mut child = cmd.spawn().expect("ccrelay attach starts");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().expect("stdout piped"), stdout.clone());
-        collect(child.stderr.take().expect("stderr piped"), stderr.clone());
+        let readers = vec![
+            collect(child.stdout.take().expect("stdout piped"), stdout.clone()),
+            collect(child.stderr.take().expect("stderr piped"), stderr.clone()),
+        ];
         Live {
             child,
             stdout,
             stderr,
+            readers,
         }
     }
 
@@ -104,8 +108,12 @@ impl Live {
         let deadline = Instant::now() + common::scaled(timeout);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(200));
+                // The reader threads end at the pipes' end of file: wait for that
+                // (bounded, in case a grandchild still holds a pipe open).
+                let drained = Instant::now() + common::scaled(Duration::from_secs(5));
+                while Instant::now() < drained && !self.readers.iter().all(|r| r.is_finished()) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return Run {
                     status,
                     stdout: self.stdout(),
@@ -149,7 +157,11 @@ impl Drop for Live {
     }
 }
 
-fn collect(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+/// Read `pipe` into `sink` until its end of file, on a thread of its own.
+fn collect(
+    mut pipe: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -161,7 +173,7 @@ fn collect(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
                     .push_str(&String::from_utf8_lossy(&buf[..n])),
             }
         }
-    });
+    })
 }
 
 fn run(cmd: Command) -> Run {
