@@ -1,4 +1,4 @@
-//! Wire messages of PROTOCOL.md as serde types, and the one place where an
+//! Wire messages of docs/protocol.md as serde types, and the one place where an
 //! inbound frame is classified into a request or a typed protocol error.
 //!
 //! Owns: message shapes, error codes, close codes, request validation that needs
@@ -22,7 +22,7 @@ pub const MAX_SHORT_STRING_CHARS: usize = 64;
 /// Largest integer `id` (2^53 − 1, the largest integer every JSON peer represents exactly).
 pub const MAX_INTEGER_ID: u64 = (1 << 53) - 1;
 
-/// WebSocket close codes the server uses (PROTOCOL.md §2).
+/// WebSocket close codes the server uses (docs/protocol.md §2.3).
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
@@ -126,7 +126,7 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Role of an authenticated key (PROTOCOL.md §3); defined by `auth`, which grants it.
+/// Role of an authenticated key (docs/protocol.md, Overview); defined by `auth`, which grants it.
 pub use crate::auth::Role;
 
 /// Where an attach replay starts.
@@ -744,7 +744,7 @@ impl Fields {
     }
 }
 
-/// Validate a `respond` answer for a `can_use_tool` request (PROTOCOL.md §6) and
+/// Validate a `respond` answer for a `can_use_tool` request (docs/protocol.md §4.5, §6.1) and
 /// return the permission result to send to the agent. `original_input` fills an
 /// `allow` without `updatedInput`; `denier` names who denied when no message is given.
 pub fn permission_result(
@@ -1261,7 +1261,7 @@ mod tests {
         );
     }
 
-    /// Every error code's wire name is the one PROTOCOL.md lists.
+    /// Every error code's wire name is the one docs/protocol.md §2.2 lists.
     #[test]
     fn error_codes_have_their_wire_names() {
         use ErrorCode::*;

@@ -333,7 +333,7 @@ export async function until(fn, what, timeout = 20000) {
 }
 
 /**
- * Whether this server build has pairing (PROTOCOL §3 `pair.request`): asks once with a
+ * Whether this server build has pairing (docs/protocol.md §3.9 `pair.request`): asks once with a
  * throwaway key and withdraws at once. Used to skip the pairing tests, with a
  * SKIPPED line, on a build from before pairing was merged.
  */
