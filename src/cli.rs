@@ -244,7 +244,7 @@ pub struct ServeArgs {
     /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
     #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
     pub paired_viewers: Option<PathBuf>,
-    /// Accept http:// and loopback Web Push endpoints (tests only; PROTOCOL.md §9)
+    /// Accept http:// and loopback Web Push endpoints (tests only; docs/protocol.md §9.1.2)
     #[arg(
         long,
         env = "CCRELAY_PUSH_ALLOW_INSECURE_ENDPOINTS",
@@ -255,7 +255,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CCRELAY_PUSH_SUBJECT", value_name = "URI")]
     pub push_subject: Option<String>,
 
-    // ---- settings of the project's choosing (PROTOCOL.md §8 leaves them open) ----
+    // ---- settings of the project's choosing (the contract leaves them open: docs/protocol.md §8.1) ----
     /// Stable server id shown in challenges [default: generated once and kept in the data dir]
     #[arg(long, env = "CCRELAY_SERVER_ID", value_name = "ID")]
     pub server_id: Option<String>,

@@ -101,7 +101,7 @@ pub struct Config {
     /// `--insecure-plaintext`: plaintext outside loopback was asked for.
     pub insecure_plaintext: bool,
     /// `--trusted-proxy`: peers in these networks report the client address in
-    /// `X-Forwarded-For` (PROTOCOL.md §1).
+    /// `X-Forwarded-For` (docs/protocol.md §1.2).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `--max-http-per-address`: plain HTTP connections one address may hold.
     pub max_http_per_address: u32,
@@ -128,7 +128,7 @@ pub struct Config {
     pub allow_unbound_auth: Vec<String>,
 }
 
-/// Frames before authentication may be at most this large (PROTOCOL.md §1: ≤ 16 KiB).
+/// Frames before authentication may be at most this large (docs/protocol.md §1.3: ≤ 16 KiB).
 pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -991,7 +991,7 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// The TLS settings (PROTOCOL.md §1, §8) and the plaintext-outside-loopback rule.
+/// The TLS settings (docs/protocol.md §1.4) and the plaintext-outside-loopback rule.
 fn resolve_tls(
     r: &Resolver<'_>,
     file: &FileValues,

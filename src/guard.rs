@@ -7,7 +7,7 @@
 //! 1. from [`REFUSE_PERCENT`] of the limit, new connections are refused before
 //!    the upgrade (HTTP 503 `overloaded`, refused reason `memory`);
 //! 2. from [`SHED_PERCENT`], the client holding the most queued bytes is closed
-//!    with 1013 (PROTOCOL.md §2), one at a time, until usage is back under it.
+//!    with 1013 (docs/protocol.md §2.3, §8.1), one at a time, until usage is back under it.
 //!
 //! Refusing lasts at least [`REFUSE_HOLD`] after usage was last seen at the
 //! refuse level, so the clients just shed (and everyone else) do not rush back in

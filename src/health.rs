@@ -3,7 +3,7 @@
 //! Owns: the rule that only a request from loopback, not forwarded by a proxy,
 //! gets the details (pids, counts, memory, uptime, version, reasons); anyone else
 //! gets what a load balancer needs: `/healthz` its status, `/readyz` `ready` and each
-//! session's `state` (PROTOCOL.md §1). Must not: compute the details (server does).
+//! session's `state` (docs/protocol.md §1.1, §1.5). Must not: compute the details (server does).
 //!
 //! The caller is the client address the server uses everywhere (the forwarded
 //! client behind a `--trusted-proxy`, else the TCP peer). A reverse proxy on the

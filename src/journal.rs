@@ -72,7 +72,7 @@ const SEGMENT_SUFFIX: &str = ".seg";
 pub const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Journal failures. Any of these while running is fatal for the server
-/// (PROTOCOL.md §8: "data dir lost" shuts down with 1011, exit 1).
+/// (docs/protocol.md §8: "data dir lost" shuts down with 1011, exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]

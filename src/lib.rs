@@ -5,7 +5,7 @@
 //! - [`cli`]: command-line surface (clap);
 //! - `client`: `ccrelay attach`, the terminal client (connect, render, line editor, reconnect);
 //! - `config`: merged, validated settings (flags > env > file > defaults);
-//! - `protocol`: the wire messages of PROTOCOL.md as serde types;
+//! - `protocol`: the wire messages of docs/protocol.md as serde types;
 //! - `server`: HTTP listener, admission, health endpoints, shutdown order;
 //! - `listen`: accept loop, request-head deadline, per-address pre-auth and plain HTTP caps, `--trusted-proxy`, TLS hook;
 //! - `address`: the address key of a peer (IPv6 grouping) every per-address rule counts;

@@ -119,7 +119,7 @@ pub struct Metrics {
     pub auth_signature_verifications: Counter,
     /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
     pub pair_requests: Family<ResultLabel, Counter>,
-    /// Notifications delivered, by kind and sink (PROTOCOL.md §9).
+    /// Notifications delivered, by kind and sink (docs/protocol.md §9.2).
     pub notifications: Family<NotificationLabels, Counter>,
     /// Notifications not delivered, by sink (`queue`: dropped before any sink).
     pub notify_failed: Family<SinkLabel, Counter>,
@@ -605,7 +605,7 @@ pub const PAIR_RESULTS: &[&str] = &[
     "refused",
     "invited",
 ];
-/// `code` of `ccrelay_errors_sent_total` (PROTOCOL.md §2).
+/// `code` of `ccrelay_errors_sent_total` (docs/protocol.md §2.2).
 const ERROR_CODES: &[&str] = &[
     "bad_json",
     "bad_message",

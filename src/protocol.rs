@@ -1,4 +1,4 @@
-//! Wire messages of PROTOCOL.md as serde types, and the one place where an
+//! Wire messages of docs/protocol.md as serde types, and the one place where an
 //! inbound frame is classified into a request or a typed protocol error.
 //!
 //! Owns: message shapes, error codes, close codes, request validation that needs
@@ -22,7 +22,7 @@ pub const MAX_SHORT_STRING_CHARS: usize = 64;
 /// Largest integer `id` (2^53 − 1, the largest integer every JSON peer represents exactly).
 pub const MAX_INTEGER_ID: u64 = (1 << 53) - 1;
 
-/// WebSocket close codes the server uses (PROTOCOL.md §2).
+/// WebSocket close codes the server uses (docs/protocol.md §2.3).
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
@@ -126,7 +126,7 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Role of an authenticated key (PROTOCOL.md §3); defined by `auth`, which grants it.
+/// Role of an authenticated key (docs/protocol.md, Overview); defined by `auth`, which grants it.
 pub use crate::auth::Role;
 
 /// Where an attach replay starts.
@@ -744,7 +744,7 @@ impl Fields {
     }
 }
 
-/// Validate a `respond` answer for a `can_use_tool` request (PROTOCOL.md §6) and
+/// Validate a `respond` answer for a `can_use_tool` request (docs/protocol.md §4.5, §6.1) and
 /// return the permission result to send to the agent. `original_input` fills an
 /// `allow` without `updatedInput`; `denier` names who denied when no message is given.
 pub fn permission_result(
@@ -1261,7 +1261,7 @@ mod tests {
         );
     }
 
-    /// Every error code's wire name is the one PROTOCOL.md lists.
+    /// Every error code's wire name is the one docs/protocol.md §2.2 lists.
     #[test]
     fn error_codes_have_their_wire_names() {
         use ErrorCode::*;
@@ -1531,5 +1531,154 @@ mod tests {
             f,
             r#"{"type":"event","session":"default","seq":58,"ts":1765000000123,"event":{"b":1,"a":2}}"#
         );
+    }
+
+    /// docs/protocol.md, this file's source and the sources that build relay
+    /// events, read as text: the test below lists the wire names from the code
+    /// itself, so a type added to the code without a word in the doc fails it.
+    mod doc_coverage {
+        pub const DOC: &str = include_str!("../docs/protocol.md");
+        pub const SOURCE: &str = include_str!("protocol.rs");
+
+        /// The text of the item that starts at `start`, up to the first line
+        /// that is a lone `}` at the item's indentation (none of these items is
+        /// nested, so that is column 0).
+        pub fn item<'a>(source: &'a str, start: &str) -> &'a str {
+            let from = source
+                .find(start)
+                .unwrap_or_else(|| panic!("`{start}` not found in src/protocol.rs"));
+            let rest = &source[from..];
+            let end = rest
+                .find("\n}\n")
+                .unwrap_or_else(|| panic!("no end for `{start}`"));
+            &rest[..end]
+        }
+
+        /// Every `"<name>"` that opens a line and is followed by `=>` (the arms
+        /// of a `match` on a string).
+        pub fn string_arms(text: &str) -> Vec<String> {
+            text.lines()
+                .filter_map(|line| {
+                    let line = line.trim_start().strip_prefix('"')?;
+                    let (name, rest) = line.split_once('"')?;
+                    rest.trim_start()
+                        .starts_with("=>")
+                        .then(|| name.to_string())
+                })
+                .collect()
+        }
+
+        /// Every value of `key = "<value>"` in `text` (e.g. `rename = "..."`).
+        pub fn quoted_after(text: &str, key: &str) -> Vec<String> {
+            text.match_indices(key)
+                .filter_map(|(at, _)| {
+                    let rest = text[at + key.len()..].strip_prefix('"')?;
+                    Some(rest.split_once('"')?.0.to_string())
+                })
+                .collect()
+        }
+
+        /// Relay event types built anywhere under src/: every `"type": "relay.X"`
+        /// (with or without the space) in a `.rs` file.
+        pub fn relay_event_types() -> std::collections::BTreeSet<String> {
+            let mut found = std::collections::BTreeSet::new();
+            let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        let text = std::fs::read_to_string(&path).unwrap();
+                        for (at, _) in text.match_indices("\"type\":") {
+                            let rest = text[at + "\"type\":".len()..].trim_start();
+                            let Some(rest) = rest.strip_prefix("\"relay.") else {
+                                continue;
+                            };
+                            let name: String = rest
+                                .chars()
+                                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                                .collect();
+                            if rest[name.len()..].starts_with('"') {
+                                found.insert(format!("relay.{name}"));
+                            }
+                        }
+                    }
+                }
+            }
+            found
+        }
+    }
+
+    /// Every wire name the code knows is described in docs/protocol.md: each
+    /// request `parse_request` accepts, each `ServerMsg` type and the frames built
+    /// by hand (`event`, `presence`, `history`) and each relay event appear in a
+    /// JSON example (`"type":"<name>"`); each error code has a row in the table of
+    /// §2.2 and each close code a row in the table of §2.3.
+    #[test]
+    fn every_wire_name_is_in_the_protocol_doc() {
+        use doc_coverage::*;
+        let mut missing = Vec::new();
+
+        let requests = string_arms(item(SOURCE, "pub fn parse_request("));
+        assert!(
+            requests.iter().any(|r| r == "auth.response") && requests.iter().any(|r| r == "ping"),
+            "the scan of parse_request found {requests:?}"
+        );
+        let mut server = quoted_after(item(SOURCE, "pub enum ServerMsg {"), "rename = ");
+        assert!(
+            server.iter().any(|s| s == "auth.challenge"),
+            "the scan of ServerMsg found {server:?}"
+        );
+        // Built as text, not through ServerMsg: `event_frame`, presence.rs, history.rs.
+        server.extend(["event", "presence", "history"].map(String::from));
+        let relay = relay_event_types();
+        assert!(
+            relay.contains("relay.turn") && relay.contains("relay.resolved"),
+            "the scan of src/ found {relay:?}"
+        );
+        for name in requests.iter().chain(&server).chain(&relay) {
+            if !DOC.contains(&format!("\"type\":\"{name}\"")) {
+                missing.push(format!("type {name}"));
+            }
+        }
+
+        // The error table of §2.2 and the close code table of §2.3.
+        let section = |from: &str, to: &str| {
+            let start = DOC
+                .find(from)
+                .unwrap_or_else(|| panic!("no `{from}` in the doc"));
+            let len = DOC[start..]
+                .find(to)
+                .unwrap_or_else(|| panic!("no `{to}` after `{from}`"));
+            &DOC[start..start + len]
+        };
+        let errors = section("### 2.2 error", "### 2.3 ");
+        let closes = section("### 2.3 Close codes", "## 3. ");
+        let codes = quoted_after(item(SOURCE, "impl ErrorCode {"), "=> ");
+        assert!(
+            codes.iter().any(|c| c == "bad_json") && codes.iter().any(|c| c == "internal"),
+            "the scan of ErrorCode::as_str found {codes:?}"
+        );
+        for code in &codes {
+            if !errors.contains(&format!("| `{code}` |")) {
+                missing.push(format!("error code {code}"));
+            }
+        }
+        let close_codes: Vec<&str> = item(SOURCE, "pub mod close_code {")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const ")?.split_once("= "))
+            .map(|(_, v)| v.trim_end_matches(';'))
+            .collect();
+        assert!(
+            close_codes.contains(&"4008"),
+            "the scan of close_code found {close_codes:?}"
+        );
+        for code in &close_codes {
+            if !closes.contains(&format!("| {code} |")) {
+                missing.push(format!("close code {code}"));
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/protocol.md: {missing:?}");
     }
 }

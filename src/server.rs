@@ -93,7 +93,7 @@ pub struct Shared {
     pub verifier: crate::auth::Verifier,
     /// Pending device pairing requests and the owners told about them.
     pub pairing: Arc<crate::pairing::Pairing>,
-    /// Web Push: the VAPID key, the subscriptions, delivery (PROTOCOL.md §9).
+    /// Web Push: the VAPID key, the subscriptions, delivery (docs/protocol.md §9.1).
     pub push: crate::notify::webpush::WebPush,
     pub metrics: Arc<Metrics>,
     pub server_id: String,
@@ -171,7 +171,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 /// How the server tells the world it is listening.
 #[derive(Debug)]
 pub enum Announce {
-    /// The `ccrelay listening on ws://ADDR/v1/ws` line on stdout (PROTOCOL.md §8).
+    /// The `ccrelay listening on ws://ADDR/v1/ws` line on stdout (docs/protocol.md §8).
     Stdout,
     /// Hand the bound address to the caller (the demo, which owns the terminal).
     Channel(tokio::sync::oneshot::Sender<SocketAddr>),
@@ -453,7 +453,7 @@ pub async fn run_with(
     }
 }
 
-/// `GET /v1/push/key` (PROTOCOL.md §9): the VAPID public key a browser subscribes with.
+/// `GET /v1/push/key` (docs/protocol.md §9.1.1): the VAPID public key a browser subscribes with.
 async fn push_key(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({"vapid_public_key": shared.push.public_key()})).into_response()
 }

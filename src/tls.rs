@@ -1,4 +1,4 @@
-//! Server-side TLS (PROTOCOL.md §1 TLS, §3 channel binding and server identity).
+//! Server-side TLS (docs/protocol.md §1.4 TLS, §3.8 channel binding, §3.11 server identity).
 //!
 //! Owns: the rustls `ServerConfig` (TLS 1.2 and 1.3 only, ALPN `http/1.1`, the
 //! `ring` provider), loading a PEM chain and key (`--tls-cert`/`--tls-key`),
@@ -95,7 +95,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// `SHA256:` + unpadded base64 of SHA-256 over a certificate's DER (PROTOCOL.md §3).
+/// `SHA256:` + unpadded base64 of SHA-256 over a certificate's DER (docs/protocol.md §3.11).
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
     format!(
@@ -106,7 +106,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// The RFC 9266 `tls-exporter` value (label `EXPORTER-Channel-Binding`, empty
 /// context, 32 bytes) of a TLS 1.3 connection; `None` for TLS 1.2, whose exporter
-/// is not safe for channel binding (PROTOCOL.md §3).
+/// is not safe for channel binding (docs/protocol.md §3.8).
 pub fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<[u8; EXPORTER_LEN]> {
     if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
         return None;
@@ -164,7 +164,7 @@ pub fn cert_file_fingerprint(path: &Path, setting: &'static str) -> Result<Strin
 }
 
 /// `ccrelay server-info`: the server id kept in `data_dir` and the fingerprint of
-/// `tls_cert`, else of the self-signed certificate in `data_dir` (PROTOCOL.md §3).
+/// `tls_cert`, else of the self-signed certificate in `data_dir` (docs/protocol.md §3.11).
 /// Reads only; a value not made yet is said so.
 pub fn server_info(data_dir: &Path, tls_cert: Option<&Path>) -> Result<String, TlsError> {
     let id = std::fs::read_to_string(data_dir.join("server_id"))

@@ -1,7 +1,7 @@
 //! The web client: serves the page's files (from `web/`, embedded at build time, so
 //! `cargo build` needs neither npm nor the network) at `/`, with their content types,
 //! caching rules and security headers, and decides whether a browser `Origin` is the
-//! server's own page (PROTOCOL.md §1).
+//! server's own page (docs/protocol.md §1.2).
 //!
 //! Owns: the asset table, the `/`, `/sw.js`, `/manifest.webmanifest`, `/app.css`,
 //! `/js/…`, `/icons/…` and `/v/<version>/…` routes, the response headers of those

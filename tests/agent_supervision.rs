@@ -1,4 +1,4 @@
-//! Issue 4 acceptance with the mock agent: hang detection, crash loops ending in
+//! Agent supervision with the mock agent: hang detection, crash loops ending in
 //! `failed`, process-group hygiene, and what the relay does with odd agent output.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Authentication (PROTOCOL.md §3) end to end: the real binary, real sockets, and
+//! Authentication (docs/protocol.md §3) end to end: the real binary, real sockets, and
 //! keys and signatures from the real `ssh-keygen` (and `ssh-agent`) wherever they
 //! can make them; FIDO, DSA and SHA-1 RSA signatures are crafted by hand.
 
@@ -1287,7 +1287,7 @@ async fn signatures_from_a_real_ssh_agent_are_accepted() {
     drop(agent);
 }
 
-/// The throttle takes its unit when an attempt arrives (PROTOCOL.md §3): with a
+/// The throttle takes its unit when an attempt arrives (docs/protocol.md §3.6): with a
 /// budget of 10, 14 connections upgraded before any failure and answering at
 /// once get 10 refusals that were checked (`auth_failed`) and 4 `rate_limited`
 /// with nothing checked, all closed 1008; keys in no file cost no verification;

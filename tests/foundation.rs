@@ -1,4 +1,4 @@
-//! Issue 2 acceptance: listening line, health, admission (limit, Origin), heartbeat,
+//! The foundation: listening line, health, admission (limit, Origin), heartbeat,
 //! frame errors before and after authentication, graceful shutdown, configuration.
 
 mod common;

@@ -1,5 +1,5 @@
-//! Issue 10, hardening: peer strings escaped in logs (acceptance 6), data dir
-//! modes (acceptance 7), what the health endpoints say, agent.pid trust.
+//! Hardening: peer strings escaped in logs, data dir
+//! modes, what the health endpoints say, agent.pid trust.
 //! Everything runs the real binary over real sockets and real files.
 
 mod common;
@@ -172,7 +172,7 @@ fn assert_owner_only(root: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// Issue 10 acceptance 7: after a session with prompts, every file in the data dir
+/// After a session with prompts, every file in the data dir
 /// is 0600 and every directory 0700 — including what an older version left 0644/0755.
 #[tokio::test]
 async fn data_dir_files_are_owner_only_after_a_session() {

@@ -1,5 +1,5 @@
-//! What a hostile peer can cost the server at the transport level (issue 10), and
-//! what an idle authenticated connection costs (issue 11): real sockets against
+//! What a hostile peer can cost the server at the transport level, and
+//! what an idle authenticated connection costs: real sockets against
 //! the real binary. Floods come from 127.0.0.2 and up; the legitimate client uses
 //! 127.0.0.1. Figures are printed, never asserted on time beyond the contract's
 //! own deadlines. Heavy tests run one at a time (`flock /tmp/ccrelay-heavy.lock`).

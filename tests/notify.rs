@@ -1,5 +1,5 @@
-//! Issue 13 (notifications, PROTOCOL.md §9) against the real binary and the mock
-//! agent: Web Push through the mock push service (acceptance 1), webhook and ntfy posts (formats, one per request, the dismiss), a hanging
+//! Notifications (docs/protocol.md §9.2) against the real binary and the mock
+//! agent: Web Push through the mock push service, webhook and ntfy posts (formats, one per request, the dismiss), a hanging
 //! webhook that must not slow the session, and `POST /v1/push/respond` (a token
 //! answers once, as its device; used, answered, forged tokens change nothing).
 
@@ -631,7 +631,7 @@ async fn subscribe(c: &mut TestClient, device: &FakeDevice, id: &str) {
     assert_eq!(r["type"], "ok", "{r}");
 }
 
-/// Issue 13 acceptance 1: a permission request unanswered for `--notify-after 1`
+/// A permission request unanswered for `--notify-after 1`
 /// is pushed exactly once to each subscribed device, with the tool and the command
 /// in the decrypted payload; answering it from any client pushes the dismiss with
 /// the same Topic. Then: a device that is looking is not pushed to, and a push's
@@ -757,7 +757,7 @@ async fn a_permission_is_pushed_once_to_each_device_and_dismissed_by_any_answer(
     );
 }
 
-/// A 410 to a notification removes that subscription (acceptance 3, end to end
+/// A 410 to a notification removes that subscription (end to end
 /// through the notifier), and the tokens sent to it stop working; the other
 /// device's still answer.
 #[tokio::test]

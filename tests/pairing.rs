@@ -1,4 +1,4 @@
-//! Pairing a new device (PROTOCOL.md §3) and `ccrelay keys add|list|remove`,
+//! Pairing a new device (docs/protocol.md §3.9) and `ccrelay keys add|list|remove`,
 //! against the real binary over real sockets. The device's signature is made by
 //! the real `ssh-keygen -Y sign`, as any outside client could.
 

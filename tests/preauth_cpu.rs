@@ -1,4 +1,4 @@
-//! Issue 10, acceptance 3: what a stranger's `auth.response`s cost before
+//! What a stranger's `auth.response`s cost before
 //! authentication. 1,000 responses from one address (127.0.0.3), 16 at a time,
 //! signed by keys in no keys file — Ed25519 keys with real signatures, and
 //! RSA-16384 keys with a huge public exponent — plus some bad signatures by a

@@ -1,4 +1,4 @@
-//! Web Push (PROTOCOL.md §9): the VAPID key endpoint, `push.subscribe` /
+//! Web Push (docs/protocol.md §9.1): the VAPID key endpoint, `push.subscribe` /
 //! `push.unsubscribe` against the real binary, subscriptions following the keys
 //! files, and `WebPush::send` end to end against a loopback mock push service
 //! that checks the VAPID JWT and decrypts the payload like a real one.

@@ -1,6 +1,6 @@
 //! End to end: the REAL Claude Code CLI supervised by the real `ccrelay serve`,
 //! offline against the mock Anthropic API, driven by authenticated WebSocket
-//! clients exactly as outside clients would (PROTOCOL.md §4–§6).
+//! clients exactly as outside clients would (docs/protocol.md §4–§6).
 //!
 //! Each CLI is a ~200 MB process on a small machine, so the tests take turns
 //! (`LOCK`); each one starts its own mock API and server. Without the CLI they
@@ -954,7 +954,7 @@ async fn prompts_sent_during_a_restart_each_get_a_turn() {
         &["order-1", "order-2", "order-3", "order-4", "order-5"],
         "the restarted agent resumed the conversation"
     );
-    // PROTOCOL.md §4: `queued` is true when the prompt waits behind a restarting agent.
+    // docs/protocol.md §4.4: `queued` is true when the prompt waits behind a restarting agent.
     let queued: Vec<Value> = ids
         .iter()
         .map(|id| a.log.iter().find(|v| v["id"] == id.as_str()).unwrap()["queued"].clone())
@@ -962,7 +962,7 @@ async fn prompts_sent_during_a_restart_each_get_a_turn() {
     assert_eq!(
         queued,
         [true, true],
-        "prompts waiting behind a restarting agent are queued (PROTOCOL.md §4)"
+        "prompts waiting behind a restarting agent are queued (docs/protocol.md §4.4)"
     );
 }
 

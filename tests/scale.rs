@@ -1,5 +1,5 @@
-//! Scale: presence that costs O(N) bytes for N attaches (PROTOCOL.md §7), the
-//! `history` request (§4), re-attach storms that must not shed anyone, journal
+//! Scale: presence that costs O(N) bytes for N attaches (docs/protocol.md §7.1), the
+//! `history` request (§4.9), re-attach storms that must not shed anyone, journal
 //! replays to clients that do not read, and `ccrelay attach`'s view of who is
 //! there — all against the real binary over real sockets.
 //!
@@ -138,7 +138,7 @@ async fn count_presence(mut ws: Ws, own: Value, until: u64, log: Arc<Mutex<Prese
     }
 }
 
-/// Issue 11, acceptance 3: 500 clients attach one after another; what any one
+/// 500 clients attach one after another; what any one
 /// of them receives in presence frames grows linearly with the number of
 /// attaches after it, not quadratically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +224,7 @@ async fn drain(
     }
 }
 
-/// Issue 10, acceptance 5: 500 viewers attached to one session, one of which
+/// 500 viewers attached to one session, one of which
 /// re-attaches 20 times: a new owner connection is not refused for memory and
 /// no connection is shed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +474,7 @@ async fn history_serves_the_tail_the_journal_and_says_what_is_gone() {
     assert_eq!(seqs(&r), ((head - 2)..=head).collect::<Vec<_>>());
 }
 
-/// Issue 10 "after authentication": 512 clients whose journal replay stalls
+/// After authentication: 512 clients whose journal replay stalls
 /// because they never read must hold no blocking threads — a key revocation
 /// (reloaded on the blocking pool) and another replay still happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Issue 5 acceptance with the mock agent: fan-out, exact replay, lagging clients,
+//! Sessions with the mock agent: fan-out, exact replay, lagging clients,
 //! load, prompts with keys, permission prompts, presence, durability.
 
 mod common;
@@ -283,7 +283,7 @@ async fn a_client_that_reads_nothing_is_closed_4008_and_resumes_losslessly() {
             assert_eq!(code, 4008);
             assert_eq!(reason, format!("lagging; last seq {last}"));
         }
-        // PROTOCOL.md §7: when even the close frame cannot be delivered within the
+        // docs/protocol.md §2.3 (lagging): when even the close frame cannot be delivered within the
         // grace period, the connection is dropped; the server says so in its log.
         None => assert!(
             server

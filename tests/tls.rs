@@ -1,4 +1,4 @@
-//! TLS, server identity and channel binding (issue 15), over real sockets against
+//! TLS, server identity and channel binding, over real sockets against
 //! the real binary: the plaintext-outside-loopback rule, `ccrelay server-info`,
 //! and `ccrelay attach` over `wss://` — certificate checks (CA, `--ca-file`,
 //! pinned fingerprints), known_servers records and the refusals when a URL's
@@ -250,7 +250,7 @@ fn known_line(known: &Path, url: &str) -> (usize, String) {
         .unwrap_or_else(|| panic!("{url} not recorded:\n{text}"))
 }
 
-/// Issue 15 acceptance 5.
+/// The plaintext-outside-loopback rule.
 #[tokio::test]
 async fn plaintext_outside_loopback_needs_tls_or_insecure_plaintext() {
     let fx = Fixture::new();
@@ -322,7 +322,7 @@ async fn server_info_prints_the_server_id_and_fingerprint() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
 }
 
-/// Issue 15 acceptance 4 (and the client half of 2) through a TLS-terminating
+/// Trust on first use (and the client half of channel binding) through a TLS-terminating
 /// proxy: a self-signed certificate is trusted on first use only when told to,
 /// recorded with its fingerprint and server id, and a later change of either —
 /// another certificate or another data dir at the same URL — is refused with
@@ -583,7 +583,7 @@ async fn run_tool(cmd: &mut tokio::process::Command) -> (Option<i32>, String, St
     )
 }
 
-/// Issue 15 acceptance 1: `--tls-self-signed` serves TLS only; an outside client
+/// `--tls-self-signed` serves TLS only; an outside client
 /// (Python `ssl` + `websockets`, pinned to the logged fingerprint, signing with
 /// `ssh-keygen -Y sign`) authenticates and attaches; plaintext gets no HTTP
 /// answer; `openssl s_client` sees TLS 1.2+ (1.3 by default), ALPN http/1.1 and
@@ -723,7 +723,7 @@ fn install(cert: &Cert, cert_path: &Path, key_path: &Path) {
     std::fs::write(cert_path, &cert.pem).unwrap();
 }
 
-/// Issue 15 acceptance 2: `--tls-cert/--tls-key` from a test CA; `attach
+/// `--tls-cert/--tls-key` from a test CA; `attach
 /// --ca-file` works; new files + SIGHUP serve the new certificate to new
 /// connections while an established one keeps working; a corrupt replacement
 /// keeps the previous certificate and says so in the log.
@@ -919,7 +919,7 @@ async fn relay(mut tcp: TcpStream, mode: Mode, backend: SocketAddr) {
     }
 }
 
-/// Issue 15 acceptance 3 and the client's downgrade refusal: a relaying man in
+/// Channel binding and the client's downgrade refusal: a relaying man in
 /// the middle, trusted by the client, cannot log in with the client's bound
 /// signature (`auth_failed`), while the same client connected directly does;
 /// a man in the middle that hides the binding offer from a client that saw the

@@ -1,6 +1,6 @@
 // sw.js — the service worker: keeps the page's shell and this build's assets so the
 // page opens (and shows its connection state) without a network, and shows the
-// server's push notifications (PROTOCOL §9): a permission request with Allow / Deny
+// server's push notifications (docs/protocol.md §9.2): a permission request with Allow / Deny
 // actions that answer it through `POST /v1/push/respond` (the token in the payload
 // names the request), replaced under the same tag by "Answered" when the request is
 // resolved elsewhere (`dismiss`), and turns ended / agent failures. Build __VERSION__.
@@ -68,7 +68,7 @@ self.addEventListener('fetch', (e) => {
   }
 });
 
-// ---- notifications (PROTOCOL §9) -------------------------------------------------
+// ---- notifications (docs/protocol.md §9.2) ------------------------------------------
 
 const ICON = '/icons/icon-192.png';
 const RESPOND_TIMEOUT_MS = 10000;
@@ -79,7 +79,7 @@ function clip(s, max = 160) {
   return t.length > max ? `${t.slice(0, max - 1)}…` : t;
 }
 
-/** Longest summary a `complete` request may have (PROTOCOL §9). */
+/** Longest summary a `complete` request may have (docs/protocol.md §9.2.6). */
 const COMPLETE_MAX_CHARS = 150;
 /** Characters that do not show as themselves: controls, format and bidi characters,
  * line/paragraph separators, spaces other than U+0020, fillers... */

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::AgentConfig;
 
-/// Agent stdout lines longer than this are dropped (PROTOCOL.md §5: at least 32 MiB).
+/// Agent stdout lines longer than this are dropped (docs/protocol.md §5.2, `relay.dropped`: 32 MiB).
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 /// Lines the writer task may hold before `send` reports the agent as unavailable.
 const STDIN_QUEUE: usize = 1024;
@@ -137,8 +137,9 @@ impl AgentProcess {
         unsafe {
             let umask = crate::datadir::original_umask();
             cmd.pre_exec(move || {
-                // If the relay dies, so does the agent (best effort; see survivor.rs for
-                // the case this misses: the spawning thread exiting first).
+                // If the relay dies, so does the agent. Best effort: the kernel sends
+                // the signal when the thread that spawned the agent exits, which can
+                // happen before the relay process does.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 // The server runs with umask 077 (owner-only data dir); the agent's
                 // files in the user's project get the user's usual umask.

@@ -1,5 +1,5 @@
 //! When to restart a dead agent: exponential backoff, and the crash-loop limit
-//! that puts a session in `failed` (PROTOCOL.md §8 `--agent-max-restarts`).
+//! that puts a session in `failed` (docs/protocol.md §5.2, `relay.state` `failed`: `--agent-max-restarts`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -2,7 +2,8 @@
 //!
 //! Owns: splitting a line into options, key and comment, and giving the options
 //! a meaning ([`KeyOptions`]). ssh-key's own `AuthorizedKeys` is not used: it
-//! mis-parses valid lines (see STACK-NOTES.md). Deciding whether a key may log
+//! mis-parses valid lines (`restrict ssh-ed25519 AAAA…` with no comment,
+//! quoted values with spaces, a `#` inside quotes). Deciding whether a key may log
 //! in is `keystore`'s job; this file only describes what the line says.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

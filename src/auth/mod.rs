@@ -1,4 +1,4 @@
-//! SSH key challenge-response authentication (PROTOCOL.md §3).
+//! SSH key challenge-response authentication (docs/protocol.md §3).
 //!
 //! Owns: challenges, SSHSIG verification, the authorized keys files and their
 //! reloading, the per-address failure throttle, client-side signing (key files,

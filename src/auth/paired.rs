@@ -1,4 +1,4 @@
-//! The paired keys files (PROTOCOL.md §3 "Pairing a new device") and the
+//! The paired keys files (docs/protocol.md §3.9 "Pairing a new device") and the
 //! `ccrelay keys add|list|remove` commands that edit them.
 //!
 //! Owns: the line format `<key type> <base64> <device> (paired <YYYY-MM-DD> by

@@ -47,7 +47,7 @@ impl Verifier {
 
     /// Verify `candidate` over `msg`: an Ed25519 signature right here (about
     /// 50 µs of arithmetic, less than the hop to the blocking pool and back costs
-    /// in a connect storm: issue 11), anything else on the blocking pool once a
+    /// in a connect storm), anything else on the blocking pool once a
     /// permit is free.
     pub async fn verify(&self, candidate: Candidate, msg: Vec<u8>) -> Result<(), AuthError> {
         if is_cheap(candidate.key()) {

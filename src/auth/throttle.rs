@@ -2,7 +2,7 @@
 //!
 //! A token bucket per address: `failures_per_minute` tokens, refilled evenly
 //! over a minute. An attempt takes one when it arrives ([`AuthThrottle::try_take`],
-//! PROTOCOL.md §3) and a success gives it back ([`AuthThrottle::give_back`]), so
+//! docs/protocol.md §3.6) and a success gives it back ([`AuthThrottle::give_back`]), so
 //! that many concurrent attempts from one address can never all be verified;
 //! timeouts and protocol errors take one with [`AuthThrottle::record_failure`].
 //! An address with less than one token left is refused until one has refilled. Our own buckets rather than

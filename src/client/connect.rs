@@ -1,6 +1,6 @@
 //! Reaching the relay: URL normalization, TCP or TLS (`wss://`; a bare
 //! `HOST:PORT` tries TLS first and falls back to plaintext when the server does not
-//! speak it), the WebSocket (event frames up to 64 MiB, PROTOCOL.md §5) and the
+//! speak it), the WebSocket (event frames up to 64 MiB, docs/protocol.md §1.3) and the
 //! challenge-response of §3, one key per connection, trying the candidates in
 //! order until one is accepted, as ssh does. Before signing, `trust::decide`
 //! judges the certificate, the `server_id` and channel binding against
@@ -25,7 +25,7 @@ use super::known::{Entry, KnownServers};
 use super::trust::{self, Roots, Seen, Verdict};
 use crate::auth::SignError;
 
-/// Largest frame or message accepted from the server (PROTOCOL.md §5).
+/// Largest frame or message accepted from the server (docs/protocol.md §1.3).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 /// `ccrelay serve`'s default port, used when the address names none.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -219,7 +219,7 @@ pub enum ConnectError {
     #[error("protocol error from {url}: {reason}")]
     Protocol { url: String, reason: String },
     /// Not signed: the server's identity, certificate or challenge is not
-    /// acceptable (PROTOCOL.md §3). Final; exit 2.
+    /// acceptable (docs/protocol.md §3.8, §3.11). Final; exit 2.
     #[error("{0}")]
     Refused(String),
 }
@@ -275,7 +275,7 @@ pub struct Connected {
     pub key_label: String,
 }
 
-/// How `attach` decides whom to trust (PROTOCOL.md §3).
+/// How `attach` decides whom to trust (docs/protocol.md §3.11).
 #[derive(Debug, Clone, Default)]
 pub struct TrustOptions {
     /// `--ca-file`: more CA certificates besides the system's.

@@ -1,4 +1,4 @@
-//! The `known_servers` file of `ccrelay attach` (PROTOCOL.md §3, server identity):
+//! The `known_servers` file of `ccrelay attach` (docs/protocol.md §3.11, server identity):
 //! per server URL, the `server_id` seen the first time, the certificate
 //! fingerprint when no CA vouched for it, and whether the server offered channel
 //! binding — ssh's known_hosts for relays.

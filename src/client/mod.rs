@@ -43,7 +43,7 @@ use screen::{RawGuard, Screen};
 pub use session::exit;
 use session::{Effect, Policy, PromptJob, Session};
 
-/// Longest `device` the server takes (PROTOCOL.md §3).
+/// Longest `device` the server takes (docs/protocol.md §3.3).
 const MAX_DEVICE_CHARS: usize = 64;
 /// `--prompt` mode stops reconnecting after this long without a connection, so a
 /// script does not wait forever for a server that is gone.

@@ -241,7 +241,7 @@ async fn pump(
     }
 }
 
-/// Words for a close code (PROTOCOL.md §2); 1008 is final.
+/// Words for a close code (docs/protocol.md §2.3); 1008 is final.
 fn close_ending(code: u16, reason: &str) -> Ending {
     // The reason is the server's text (or a proxy's): one line, escaped.
     let reason = crate::escape::line(reason);

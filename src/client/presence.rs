@@ -1,5 +1,5 @@
 //! Who is attached to the session, as `ccrelay attach` knows it from the
-//! server's `attached` list and `presence` frames (PROTOCOL.md §7).
+//! server's `attached` list and `presence` frames (docs/protocol.md §7.1).
 //!
 //! Owns: the set of client ids present, the count, and whether the set is known
 //! in full. Presence frames carry deltas (`joined`, then `left`), the full list

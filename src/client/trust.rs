@@ -1,5 +1,5 @@
-//! Whether `ccrelay attach` may sign a server's challenge (PROTOCOL.md §3: channel
-//! binding, server identity), and the text it signs (bound to the origin it dialed).
+//! Whether `ccrelay attach` may sign a server's challenge (docs/protocol.md §3.8 channel
+//! binding, §3.11 server identity), and the text it signs (bound to the origin it dialed).
 //!
 //! Owns: the TLS client configuration (system roots + `--ca-file`; the
 //! certificate is recorded during the handshake and judged afterwards, so a
@@ -281,7 +281,7 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// The decision table of PROTOCOL.md §3 for one challenge.
+/// The decision table of docs/protocol.md §3.8 and §3.11 for one challenge.
 pub fn decide(f: &Facts<'_>) -> Verdict {
     let c = f.challenge;
     let known = f.known.map(|k| &k.entry);

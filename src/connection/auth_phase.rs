@@ -1,4 +1,4 @@
-//! The authentication phase of one connection (PROTOCOL.md §3): the challenge,
+//! The authentication phase of one connection (docs/protocol.md §3): the challenge,
 //! the one `auth.response` or `pair.request`, the deadline (the auth timeout, or
 //! `--pair-timeout` while a pair request waits), the identity that results, and
 //! the owner side of pairing (`pair.requested` delivery, `pair.respond`).

@@ -44,10 +44,10 @@ use crate::ws::{self as wslayer, WsStream};
 use writer::{CloseRequest, Writer, WriterEnd};
 
 /// Sustained abuse: more than this many times the allowed frames refused within
-/// [`ABUSE_WINDOW`] closes the connection with 1008 (PROTOCOL.md §2).
+/// [`ABUSE_WINDOW`] closes the connection with 1008 (docs/protocol.md §7.3).
 const ABUSE_FACTOR: u32 = 2;
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
-/// At most one `rate_limited` error this often (PROTOCOL.md §2).
+/// At most one `rate_limited` error this often (docs/protocol.md §7.3).
 const RATE_ERROR_EVERY: Duration = Duration::from_secs(1);
 /// How often the heartbeat checks liveness (a fraction of the ping interval).
 const HEARTBEAT_CHECKS_PER_PING: u32 = 2;
@@ -570,7 +570,7 @@ impl Connection {
     ) -> Flow {
         let authed = self.identity.is_some();
         // Every frame a client sends counts against its rate once authenticated,
-        // control and binary frames included (PROTOCOL.md §2, issue 10).
+        // control and binary frames included (docs/protocol.md §7.3).
         if authed
             && matches!(
                 &msg,

@@ -1,5 +1,5 @@
 //! The `push.subscribe` / `push.unsubscribe` requests of an authenticated owner
-//! (PROTOCOL.md §9).
+//! (docs/protocol.md §9.1.2).
 //!
 //! Owns: checking the role and turning the Web Push store's answer into the
 //! reply. Must not: validate endpoints or keys itself, or touch the

@@ -2,7 +2,7 @@
 //!
 //! Owns: parsing trusted networks and choosing the client address of a request:
 //! the TCP peer, or, when that peer is a trusted proxy, the last `X-Forwarded-For`
-//! entry that is not itself in a trusted network (PROTOCOL.md §1). Pure functions.
+//! entry that is not itself in a trusted network (docs/protocol.md §1.2). Pure functions.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,9 +1,10 @@
 //! A tiny ordered, compact JSON object writer.
 //!
-//! `serde_json::Value` sorts object keys (the crate is built without
-//! `preserve_order`), but the real CLI's key order is part of what the mock
-//! imitates (e.g. `"type":"result"` in the middle of the result object). `Obj`
-//! writes keys in call order, compact (no spaces), escaping via serde_json.
+//! The real CLI's key order is part of what the mock imitates (e.g.
+//! `"type":"result"` in the middle of the result object). `Obj` writes keys in
+//! call order, compact (no spaces), escaping via serde_json, so each line's order
+//! is spelled out where it is written. (serde_json's `preserve_order` is enabled in
+//! Cargo.toml, so a `serde_json::Value` would keep insertion order too.)
 
 use serde::Serialize;
 

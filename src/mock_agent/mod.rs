@@ -2,7 +2,7 @@
 //! (`claude -p --input-format stream-json --output-format stream-json --verbose
 //! --permission-prompt-tool stdio [--include-partial-messages]`), for demos and
 //! tests. It writes the same line shapes, key names and line order as the real
-//! CLI 2.1.330 did in the recorded transcripts (`claude-stream-json.md`).
+//! CLI 2.1.330 did in transcripts recorded from it.
 //!
 //! Owns: the stdin/stdout protocol of one mock agent process, its scripted
 //! behaviours and its conversation files. Must not: talk to any network.

@@ -1,4 +1,4 @@
-//! `--notify-webhook` and `--notify-ntfy` (PROTOCOL.md §9): the same notifications
+//! `--notify-webhook` and `--notify-ntfy` (docs/protocol.md §9.2.3, §9.2.4): the same notifications
 //! posted as JSON to an operator's endpoint, or in ntfy's JSON publishing format
 //! (<https://docs.ntfy.sh/publish/#publish-as-json>) with `http` action buttons that
 //! post the answer tokens to `<public-url>/v1/push/respond`.

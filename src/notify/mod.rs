@@ -1,4 +1,4 @@
-//! Notifications for devices that are not looking (PROTOCOL.md §9): permission
+//! Notifications for devices that are not looking (docs/protocol.md §9): permission
 //! prompts nobody answered within `--notify-after`, their dismissal when they are
 //! answered or cancelled, long turns that ended, sessions that failed — delivered
 //! by Web Push, `--notify-webhook` and `--notify-ntfy`, with answer tokens for
@@ -159,7 +159,7 @@ impl PushSink for webpush::WebPush {
     }
 }
 
-/// Settings of notifications (PROTOCOL.md §8).
+/// Settings of notifications (docs/protocol.md §9.2).
 #[derive(Debug, Clone, Default)]
 pub struct NotifySettings {
     /// `--notify-after`.

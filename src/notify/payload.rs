@@ -1,4 +1,4 @@
-//! What a notification says (PROTOCOL.md §9): the JSON payloads, their `Topic`, the
+//! What a notification says (docs/protocol.md §9.2.1, §9.2.2): the JSON payloads, their `Topic`, the
 //! short summary of a request's input, and whether that summary shows the request
 //! completely (`complete`, docs/protocol.md "Notifications"): only then may a
 //! notification carry an `allow` action, since whoever taps Allow sees nothing else.

@@ -1,4 +1,4 @@
-//! `POST /v1/push/respond` (PROTOCOL.md §9): a permission answered from a
+//! `POST /v1/push/respond` (docs/protocol.md §9.2.5): a permission answered from a
 //! notification. The body `{"token":"..."}` is the only credential; the token names
 //! the session, the request, the action and who it was sent to.
 //!

@@ -1,4 +1,4 @@
-//! Answer tokens of notifications (PROTOCOL.md §9): the credential of
+//! Answer tokens of notifications (docs/protocol.md §9.2): the credential of
 //! `POST /v1/push/respond`.
 //!
 //! A token is `base64url(claims) "." base64url(HMAC-SHA256(secret, "ccrelay-notify-v1." claims))`

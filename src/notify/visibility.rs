@@ -1,4 +1,4 @@
-//! Which devices are looking at a session right now (`client.visible`, PROTOCOL.md §9):
+//! Which devices are looking at a session right now (`client.visible`, docs/protocol.md §9.2.1):
 //! a device (key fingerprint) with a connection that is attached to the session and
 //! has reported itself visible is not pushed to.
 //!

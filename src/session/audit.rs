@@ -1,4 +1,4 @@
-//! The audit log: who prompted, who allowed or denied what (PROTOCOL.md §6).
+//! The audit log: who prompted, who allowed or denied what (docs/protocol.md §6.1, "Audit log").
 //!
 //! One JSON line per `relay.prompt` and `relay.resolved`, in `<data-dir>/audit.jsonl`,
 //! rotated by size to `audit.jsonl.1` … `audit.jsonl.N`. Journal compaction never

@@ -1,4 +1,4 @@
-//! The `clients` list of `attached` replies (PROTOCOL.md §7: the oldest attached
+//! The `clients` list of `attached` replies (docs/protocol.md §4.2: the oldest attached
 //! clients, at most [`ATTACHED_LIST_MAX`] with the newcomer last), kept
 //! serialized between attaches.
 //!

@@ -4,7 +4,7 @@
 //! Owns: sequence numbers, the in-memory tail, the journal writer, fan-out to
 //! attached clients, the prompt queue and turns, pending agent requests and who
 //! answered them, the agent's lifecycle (through `agent`), and the audit records.
-//! All of a session's state is owned by one task (the actor in `actor.rs`);
+//! All of a session's state is owned by one task (the actor in `actor/mod.rs`);
 //! everything else talks to it through [`SessionHandle`]. Must not: know about
 //! WebSocket frames or sockets — it pushes finished frames into each client's
 //! [`Outbox`].

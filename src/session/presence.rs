@@ -1,4 +1,4 @@
-//! Presence frames (PROTOCOL.md §7): who is attached to a session, sent as deltas
+//! Presence frames (docs/protocol.md §7.1): who is attached to a session, sent as deltas
 //! so that one attach or leave costs every client a bounded number of bytes,
 //! whatever the number of attached clients.
 //!

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::journal::{Journal, JournalError};
 use crate::protocol::FrameText;
 
-/// How long a prompt `key` protects against a resend (PROTOCOL.md §4).
+/// How long a prompt `key` protects against a resend (docs/protocol.md §4.4).
 pub const PROMPT_KEY_TTL_MS: u64 = 10 * 60 * 1000;
 
 /// A host-addressed request the agent opened and nobody closed.

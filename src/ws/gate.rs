@@ -16,7 +16,7 @@
 //! with the writer; tungstenite's own frames (pings, pongs, close) are appended
 //! to the same buffer in order. A batch is written in one syscall on flush (or
 //! once [`WRITE_THROUGH_BYTES`] are buffered) and the buffer is then *released*:
-//! an idle connection keeps no write buffer. Issue 11: tungstenite's out-buffer
+//! an idle connection keeps no write buffer. Why: tungstenite's out-buffer
 //! keeps the capacity of the largest frame or batch it ever wrote and cannot be
 //! shrunk from outside; the `attached` reply alone (up to 100 client entries) is
 //! ~14 KiB, so every attached connection kept ~14–20 KiB (heaptrack).

@@ -12,7 +12,7 @@
 //! frame headers; tungstenite checks `max_frame_size` against a header but its
 //! config is fixed for a live stream. The gate gives both phases their limit.
 //!
-//! Memory of an idle authenticated plaintext connection (issue 11): 7.6 KiB of
+//! Memory of an idle authenticated plaintext connection: 7.6 KiB of
 //! server RSS at N = 10,000 (the fanout bench; it was 31.8 KiB, then 12.6).
 //! Measured with heaptrack on the release server (`--clients 1000`, the server
 //! killed while the clients sat attached; live allocations per connection) and

@@ -1,6 +1,6 @@
 //! A mock Anthropic Messages API for running the REAL Claude Code CLI offline
-//! (`ANTHROPIC_BASE_URL=http://127.0.0.1:<port>`), answering like
-//! claude-stream-json.md §15 describes: `POST /v1/messages` (any query, e.g.
+//! (`ANTHROPIC_BASE_URL=http://127.0.0.1:<port>`), answering in the
+//! shape the real API uses: `POST /v1/messages` (any query, e.g.
 //! `?beta=true`) gets a streamed SSE answer (`text/event-stream`: message_start,
 //! content_block_start / _delta… / _stop per block, message_delta with the
 //! stop_reason, message_stop).

@@ -149,7 +149,7 @@ function defaultDeviceName() {
   return `${br} on ${os}`;
 }
 
-/** 1–64 scalar values, no control, format or bidi characters (PROTOCOL §3). */
+/** 1–64 scalar values, no control, format or bidi characters (docs/protocol.md §3.9). */
 function cleanDeviceName(s) {
   const cleaned = Array.from(String(s).replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, '').trim()).slice(0, 64).join('');
   return cleaned || defaultDeviceName();

@@ -7,7 +7,7 @@
 // and the prompt outbox: a prompt stays there until its `ok` arrives, and after a
 // reconnect it is sent again with the same `key` unless the replay already holds
 // that key's `relay.prompt`. It reports the page's visibility (`client.visible`,
-// PROTOCOL §9) after every authentication and on every `visibilitychange`. Events go
+// docs/protocol.md §9.2.1) after every authentication and on every `visibilitychange`. Events go
 // into the Store (session.js); other frames go to `onframe`. Must not: render anything.
 
 import { CLOSE, bindingOrigin, boundText, msg, newKey } from './protocol.js';

@@ -1,6 +1,6 @@
 // deeplink.js — "show me that request": a notification the page cannot let anyone
-// allow from the lock screen (its summary does not show the whole request, PROTOCOL
-// §9 `complete`) opens the page at `/#request=<id>&session=<name>` (or, when the page
+// allow from the lock screen (its summary does not show the whole request, docs/protocol.md
+// §9.2.6 `complete`) opens the page at `/#request=<id>&session=<name>` (or, when the page
 // is already open, the service worker posts `{type:'ccrelay.open', hash}` to it).
 // This module reads that target, has the page attach to the session, and once the
 // request's permission card is rendered scrolls it into view and marks it

@@ -1,10 +1,10 @@
-// protocol.js — the wire messages of PROTOCOL.md v1 the page sends, in one place,
+// protocol.js — the wire messages of docs/protocol.md (protocol version 1) the page sends, in one place,
 // and small readers for what it receives. Pure: no socket, no DOM.
 
 export const PROTOCOL_VERSION = 1;
 export const NAMESPACE = 'ccrelay-auth';
 
-/** Close codes with a meaning for the page (PROTOCOL §2). */
+/** Close codes with a meaning for the page (docs/protocol.md §2.3). */
 export const CLOSE = {
   NORMAL: 1000,
   GOING_AWAY: 1001,
@@ -60,17 +60,17 @@ export const msg = {
   respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
-  /** Notifications (PROTOCOL §9). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
+  /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),
   pushUnsubscribe: (id, endpoint) => ({ type: 'push.unsubscribe', id, endpoint }),
-  /** The "Devices" extension (docs/protocol.md §11): owners only. */
+  /** The "Devices" extension (docs/protocol.md §3.13): owners only. */
   keysList: (id) => ({ type: 'keys.list', id }),
   keysRename: (id, fingerprint, device) => ({ type: 'keys.rename', id, fingerprint, device }),
   keysRevoke: (id, fingerprint) => ({ type: 'keys.revoke', id, fingerprint }),
 };
 
-/** Permission answers (PROTOCOL §6). */
+/** Permission answers (docs/protocol.md §4.5, §6.1). */
 export const answer = {
   allow: () => ({ behavior: 'allow' }),
   always: (suggestions) => ({ behavior: 'allow', updatedPermissions: suggestions }),

@@ -1,4 +1,4 @@
-// push.js — "Notify this device" (Web Push, PROTOCOL §9), for owners only: asks the
+// push.js — "Notify this device" (Web Push, docs/protocol.md §9.1), for owners only: asks the
 // Notification permission from the person's click, subscribes the service worker's
 // PushManager with the server's VAPID key (`GET /v1/push/key`), registers the
 // subscription over the WebSocket (`push.subscribe`), and turning it off sends

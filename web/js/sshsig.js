@@ -1,7 +1,7 @@
 // sshsig.js — OpenSSH SSHSIG signatures (PROTOCOL.SSHSIG) for Ed25519 keys held by
 // WebCrypto. Pure: no DOM, no storage, no network; given a CryptoKeyPair it builds
 // the same armored text that `ssh-keygen -Y sign -n NAMESPACE` prints, plus the
-// OpenSSH public key line, the SHA256 fingerprint and the pairing code (PROTOCOL §3).
+// OpenSSH public key line, the SHA256 fingerprint and the pairing code (docs/protocol.md §3.9).
 // Works in browsers and in Node (globalThis.crypto.subtle).
 
 const MAGIC = new TextEncoder().encode('SSHSIG');
@@ -106,7 +106,7 @@ export async function sign(privateKey, raw32, namespace, message) {
 }
 
 /**
- * The six-digit pairing code (PROTOCOL §3): the first 4 bytes of
+ * The six-digit pairing code (docs/protocol.md §3.9): the first 4 bytes of
  * SHA-256(`ccrelay-pair-v1:<nonce>:<fingerprint>`), big-endian, mod 1,000,000, zero-padded.
  */
 export async function pairCode(nonce, fp) {

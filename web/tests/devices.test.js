@@ -1,4 +1,4 @@
-// Devices (issue 12; the `keys.list` / `keys.rename` / `keys.revoke` extension):
+// Devices (the `keys.list` / `keys.rename` / `keys.revoke` extension):
 // an owner's page lists the keys the server accepts, marks its own key "this
 // browser", renames a second paired browser (only that line's device part
 // changes in the paired keys file) and revokes it after confirming; the revoked

@@ -1,4 +1,4 @@
-// "Load earlier" (PROTOCOL §4 `history`): a page that joined a long session with a
+// "Load earlier" (docs/protocol.md §4.9 `history`): a page that joined a long session with a
 // `tail` attach fetches the earlier events page by page until the start, and then
 // shows exactly what a page that saw everything shows.
 

@@ -1,5 +1,5 @@
-// The page as served: security headers and content types on `/` and every asset
-// (acceptance 6), the own-origin rule on /v1/ws, and the browser's SSHSIG verified
+// The page as served: security headers and content types on `/` and every asset,
+// the own-origin rule on /v1/ws, and the browser's SSHSIG verified
 // by `ssh-keygen -Y verify`.
 
 import { test, before, after } from 'node:test';

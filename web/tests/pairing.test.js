@@ -1,4 +1,4 @@
-// Pairing a browser (issue 12 acceptance 1; PROTOCOL §3): a fresh profile asks to be
+// Pairing a browser (docs/protocol.md §3.9): a fresh profile asks to be
 // paired, an owner test client receives `pair.requested` with the code the page
 // shows, an owner's web page shows the request and allows it; the page reaches
 // `connected`, the paired keys file gained exactly one line and kept every other

@@ -1,4 +1,4 @@
-// Notifications in the browser (issue 13, acceptance 5; PROTOCOL §9), against the
+// Notifications in the browser (docs/protocol.md §9; docs/web-client.md), against the
 // real ccrelay binary with the mock agent:
 // - the page's "Notify this device" flow in headless Chromium. Real: the permission
 //   grant (browser context), the page's click, `GET /v1/push/key`, the service

@@ -1,4 +1,4 @@
-// Issue 12 acceptance 2 with the REAL Claude Code CLI (the pinned install in
+// Two browser profiles and a terminal on one session with the REAL Claude Code CLI (the pinned install in
 // tools/claude-cli, or $CCRELAY_CLAUDE_BIN), run offline against the Node mock
 // Anthropic API (mock-anthropic.js) with the environment tests/common/real_cli.rs
 // gives it: two browser profiles and a terminal/test client on one session; a prompt

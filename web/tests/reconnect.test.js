@@ -1,4 +1,4 @@
-// Never lose or duplicate anything (issue 12 acceptance 3 and 4): browser A reaches
+// Never lose or duplicate anything (docs/protocol.md §5.4): browser A reaches
 // the server through a loopback TCP proxy the test cuts while 500+ events are
 // produced; back online, A's `data-head` equals the server's head, its rendered
 // stream equals B's (a seq applied twice or skipped would show), and a prompt typed

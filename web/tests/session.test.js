@@ -1,5 +1,5 @@
 // Two browser profiles and a terminal/test client on one session, with the mock
-// agent (issue 12 acceptance 2 with the mock, 5 and 6): a prompt from A appears in B
+// agent: a prompt from A appears in B
 // and in the test client with A's device; the streamed answer is identical in both
 // browsers; hostile agent text renders inert; a permission card with a diff appears
 // in both, allowed in B shows `allow` by B in A, and the tool ran once. Screenshots

@@ -1,6 +1,6 @@
 //! Web Push (RFC 8030 delivery, RFC 8291 `aes128gcm` encryption, RFC 8292 VAPID):
 //! the transport the notifier uses to reach devices that are not connected
-//! (PROTOCOL.md §9).
+//! (docs/protocol.md §9.1).
 //!
 //! Owns: the server's VAPID key ([`vapid`]), the push subscriptions and their
 //! file ([`store`]), the endpoint address rule ([`ssrf`]), the push HTTP client

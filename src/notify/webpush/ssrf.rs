@@ -1,4 +1,4 @@
-//! The push endpoint address rule (PROTOCOL.md §9): a subscription endpoint is a
+//! The push endpoint address rule (docs/protocol.md §9.1.2): a subscription endpoint is a
 //! URL chosen by a client, never a way to make the server reach into its own
 //! network.
 //!

@@ -1,7 +1,7 @@
 //! The session actor: one task that owns everything about one session and
 //! processes, in order, what connections ask, what the agent says, and timers.
 //!
-//! Ordering rules it upholds (PROTOCOL.md §2, §5):
+//! Ordering rules it upholds (docs/protocol.md §2.1, §5.4):
 //! - every event is appended to the journal (and committed per the fsync policy)
 //!   before it is pushed to any client;
 //! - a direct reply is pushed before the events its request causes, except the

@@ -389,7 +389,7 @@ impl Actor {
         let mut event = json!({
             "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
         });
-        // PROTOCOL §5: who answered, by fingerprint and (when given) device, so that
+        // docs/protocol.md §5.2 (`relay.resolved`): who answered, by fingerprint and (when given) device, so that
         // every other client can say so (the web client's `data-by`).
         if let Some(fp) = fingerprint {
             event["fingerprint"] = Value::from(fp);
