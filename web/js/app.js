@@ -383,7 +383,14 @@ async function main() {
     window.scrollTo(0, document.documentElement.scrollHeight);
     atLatest = true;
   };
-  window.addEventListener('scroll', () => {
+  /**
+   * Where the reader is now: at the latest, or scrolled up (then remember what the
+   * stream held when they left). Called on every scroll event and at the start of
+   * every render, before the render adds anything: a scroll whose event has not
+   * been dispatched yet (a fling in progress, a programmatic jump) still counts, so
+   * a render never pulls a reader who just scrolled up back down.
+   */
+  const noteReaderPosition = () => {
     const was = atLatest;
     atLatest = distanceFromBottom() <= AT_BOTTOM_PX;
     if (was && !atLatest) {
@@ -392,6 +399,9 @@ async function main() {
       leftAt = model.items.length;
     }
     if (!was && atLatest) ui.jump.hidden = true;
+  };
+  window.addEventListener('scroll', () => {
+    noteReaderPosition();
     scheduleSheet();
   }, { passive: true });
   ui.jump.addEventListener('click', () => {
@@ -455,6 +465,7 @@ async function main() {
   };
   function render() {
     renderTimer = null;
+    noteReaderPosition();
     const log = store.log(current);
     const before = stream.model;
     stream.render(log.model);

@@ -158,6 +158,7 @@ test('a permission request whose card is off-screen shows the approval sheet, wh
 test('"Jump to latest" counts new items for a reader who scrolled up and takes them down; "Load earlier" keeps the first visible item in place', { skip: !enabled }, async () => {
   await turn('flood 400'); // something to scroll in
   const { context, page } = await open('phone-scroll');
+  await atHead(page);
   await page.evaluate(() => window.scrollTo(0, 0));
   await until(async () => (await fromBottom(page)) > 400, 'scrolled up');
   const from = term.frames.length;
