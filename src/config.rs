@@ -788,8 +788,7 @@ impl Config {
             parse_push_subject,
         )?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
-        let mut notify = resolve_notify(&r, args)?;
-        notify.address_grouping = address_grouping;
+        let notify = resolve_notify(&r, args, address_grouping)?;
 
         Ok(Config {
             listen,
@@ -899,10 +898,12 @@ fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<Stri
 }
 
 /// `--notify-after` (0 allowed: at once), the webhook and ntfy URLs, `--public-url`,
-/// `--notify-sink-allow`.
+/// `--notify-sink-allow`; `address_grouping` (`--ipv6-prefix-len`) for the answer
+/// endpoint's throttle.
 fn resolve_notify(
     r: &Resolver<'_>,
     args: &ServeArgs,
+    address_grouping: crate::address::AddressGrouping,
 ) -> Result<crate::notify::NotifySettings, ConfigError> {
     let after = r.parse(
         "notify-after",
@@ -933,8 +934,7 @@ fn resolve_notify(
         ntfy,
         public_url,
         sink_allow,
-        // Set by `resolve` with the other per-address settings.
-        address_grouping: crate::address::AddressGrouping::default(),
+        address_grouping,
     })
 }
 
