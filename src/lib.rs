@@ -23,6 +23,7 @@
 //! - `client`: the `ccrelay attach` terminal client;
 //! - `demo`: `ccrelay demo`, the whole system in one command;
 //! - `pairing`: pending device pairing requests and the owners told about them;
+//! - `fatal`: the fatal-fault signal every layer may raise;
 //! - `escape`: escaping of peer-controlled strings for logs and terminals;
 //! - `mock_agent`: a protocol-faithful stand-in for the Claude Code CLI (demos, tests).
 //! - `notify`: notifications for devices that are not connected (Web Push);
@@ -39,6 +40,7 @@ pub mod connection;
 pub mod datadir;
 pub mod demo;
 pub mod escape;
+pub mod fatal;
 pub mod guard;
 pub mod health;
 pub mod journal;

@@ -37,11 +37,81 @@ use crate::protocol::{
     ClientRequest, ErrorCode, Inbound, ProtocolError, RequestId, ServerMsg, SessionSummary,
     close_code, parse_request,
 };
-use crate::server::Shared;
 use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
 use crate::ws::gate::{self, Gate, GateLimit};
 use crate::ws::{self as wslayer, WsStream};
 use writer::{CloseRequest, Writer, WriterEnd};
+
+/// What a WebSocket connection needs from the rest of the server. Built once by
+/// the server at start and shared by every connection; the connection layer
+/// owns the shape, the server only fills it.
+#[derive(Debug)]
+pub struct Services {
+    pub config: Arc<crate::config::Config>,
+    pub sessions: crate::session::Sessions,
+    pub keys: auth::KeyStore,
+    pub throttle: auth::AuthThrottle,
+    /// Where signature verifications run (off the async workers, bounded).
+    pub verifier: auth::Verifier,
+    /// Pending device pairing requests and the owners told about them.
+    pub pairing: Arc<crate::pairing::Pairing>,
+    /// Web Push: the VAPID key, the subscriptions, delivery (docs/protocol.md §9.1).
+    pub push: crate::notify::webpush::WebPush,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub server_id: String,
+    /// Cancelled to close every connection (shutdown or fatal fault).
+    pub conn_shutdown: tokio_util::sync::CancellationToken,
+    pub fatal: crate::fatal::FatalSignal,
+    /// Bytes buffered in client queues and event tails, against `--memory-limit`.
+    pub memory: Arc<crate::guard::MemoryGuard>,
+    /// Notifications (§9): `client.visible`, tokens, `POST /v1/push/respond`.
+    pub notify: crate::notify::Notifier,
+    /// This server's names (origin binding), fixed at start.
+    pub names: crate::names::ServerNames,
+    /// Open WebSocket connections (a subset of the slots in use, which also
+    /// count connections still before or in their HTTP request).
+    pub websockets: std::sync::atomic::AtomicUsize,
+    pub next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Services {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// The close frame connections get when the server stops.
+    pub fn shutdown_close(&self) -> CloseRequest {
+        match self.fatal.cause() {
+            Some(cause) => CloseRequest {
+                code: close_code::INTERNAL,
+                reason: truncate_reason(&format!("server fault: {cause}")),
+            },
+            None => CloseRequest {
+                code: close_code::GOING_AWAY,
+                reason: "server shutting down".into(),
+            },
+        }
+    }
+
+    /// Open WebSocket connections.
+    pub fn open_connections(&self) -> usize {
+        self.websockets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Close reasons must fit a control frame (123 bytes).
+fn truncate_reason(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > 120 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Sustained abuse: more than this many times the allowed frames refused within
 /// [`ABUSE_WINDOW`] closes the connection with 1008 (docs/protocol.md §7.3).
@@ -94,12 +164,12 @@ enum Health {
 
 /// Counts a connection in `ccrelay_connections_open{state}` while it lives.
 struct OpenGauge {
-    shared: Arc<Shared>,
+    shared: Arc<Services>,
     state: &'static str,
 }
 
 impl OpenGauge {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Services>) -> Self {
         shared
             .websockets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -145,7 +215,7 @@ enum Flow {
 }
 
 struct Connection {
-    shared: Arc<Shared>,
+    shared: Arc<Services>,
     conn_id: u64,
     peer: SocketAddr,
     /// The socket's local address and whether it is TLS, for origin binding (§3).
@@ -194,7 +264,7 @@ type ReadHalf = SplitStream<WsStream>;
 pub fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     transport: Transport,
-    shared: Arc<Shared>,
+    shared: Arc<Services>,
 ) -> impl Future<Output = ()> + Send {
     let conn_id = shared.next_conn_id();
     let span = tracing::info_span!(
@@ -235,7 +305,7 @@ struct Running {
 async fn open(
     upgraded: hyper::upgrade::Upgraded,
     transport: Transport,
-    shared: Arc<Shared>,
+    shared: Arc<Services>,
     conn_id: u64,
 ) -> (Box<Running>, ReadHalf) {
     let config = shared.config.clone();

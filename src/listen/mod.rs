@@ -1,7 +1,7 @@
 //! Accepting TCP connections and serving HTTP on each, with what a connection
 //! may cost before it authenticates or while it stays plain HTTP.
 //!
-//! Owns: the accept loop (over the server's `GuardedListener`, which keeps its
+//! Owns: the accept loop (over [`accept::GuardedListener`], which keeps its
 //! accept-error back-off), TCP_NODELAY, the optional TLS handshake (through the
 //! [`stream::TlsAcceptor`] hook), the request-head deadline ([`HEAD_TIMEOUT`] from
 //! the TCP accept, TLS handshake included), and the counts every connection on
@@ -21,6 +21,7 @@
 //! Must not: decide admission rules beyond these counts (server), or parse
 //! WebSocket frames (ws, connection).
 
+pub mod accept;
 pub mod fdlimit;
 pub mod preauth;
 pub mod proxy;
@@ -51,8 +52,8 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::address::{AddressGrouping, AddressKey};
+use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
-use crate::server::Shared;
 use preauth::{AddressCap, AddressToken};
 use stream::ConnStream;
 
@@ -357,6 +358,18 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
+/// What the accept loop needs from the rest of the server, and nothing more:
+/// the counts connections are held in, the TLS hook, and the refusal counter.
+#[derive(Debug)]
+pub struct Gate {
+    /// `--max-connections` slots and per-address caps (docs/protocol.md §1.5).
+    pub admission: Admission,
+    /// Server TLS: `None` serves plain TCP. The handshake runs under the
+    /// request-head deadline.
+    pub tls: Option<Arc<dyn stream::TlsAcceptor>>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Whether connections on a listener are counted (the main listener) or not
 /// (a separate metrics listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,7 +382,7 @@ pub enum Counting {
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
     counting: Counting,
     stop: CancellationToken,
 ) where
@@ -382,13 +395,13 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
         };
         let held = match counting {
-            Counting::Counted => match shared.admission.on_accept(peer) {
+            Counting::Counted => match gate.admission.on_accept(peer) {
                 Some(held) => held,
                 None => {
                     // Neither a slot nor an overflow place: the socket is dropped
                     // unanswered, which is all the server can afford now.
                     tracing::debug!(peer = %peer, "no place to wait for a refusal: closed at accept");
-                    count_refused(&shared, "overflow");
+                    count_refused(&gate, "overflow");
                     continue;
                 }
             },
@@ -399,7 +412,7 @@ pub async fn serve<L>(
             peer,
             held,
             app.clone(),
-            shared.clone(),
+            gate.clone(),
             counting,
             stop.clone(),
         ));
@@ -413,7 +426,7 @@ async fn serve_one(
     peer: SocketAddr,
     held: Held,
     app: Router,
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
     counting: Counting,
     stop: CancellationToken,
 ) {
@@ -423,7 +436,7 @@ async fn serve_one(
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (stream, channel_binding) = match shared.tls.clone() {
+    let (stream, channel_binding) = match gate.tls.clone() {
         None => (ConnStream::Tcp(tcp), None),
         Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
             Ok(Ok(secured)) => (secured.stream, secured.channel_binding),
@@ -433,7 +446,7 @@ async fn serve_one(
             }
             Err(_) => {
                 tracing::debug!(peer = %peer, "TLS handshake not finished by the head deadline");
-                count_refused(&shared, "head_timeout");
+                count_refused(&gate, "head_timeout");
                 return;
             }
         },
@@ -450,20 +463,20 @@ async fn serve_one(
         born: accepted,
     });
     let svc_ctx = ctx.clone();
-    let svc_shared = shared.clone();
+    let svc_gate = gate.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let ctx = svc_ctx.clone();
-        let shared = svc_shared.clone();
+        let gate = svc_gate.clone();
         let mut app = app.clone();
         async move {
             let (n, in_flight) = ctx.begin_request();
             let plain = req.uri().path() != UPGRADE_PATH;
             let refused = match counting {
-                Counting::Counted if plain => ctx.admit_plain(&shared.admission).err(),
+                Counting::Counted if plain => ctx.admit_plain(&gate.admission).err(),
                 _ => None,
             };
             let mut response = match refused {
-                Some(refusal) => refuse_plain(&shared, &ctx, refusal),
+                Some(refusal) => refuse_plain(&gate, &ctx, refusal),
                 None => {
                     req.extensions_mut().insert(ctx.clone());
                     match app.call(req).await {
@@ -507,7 +520,7 @@ async fn serve_one(
                 if let Err(e) = served {
                     if e.is_timeout() {
                         tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                        count_refused(&shared, "head_timeout");
+                        count_refused(&gate, "head_timeout");
                     } else {
                         tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
                     }
@@ -518,7 +531,7 @@ async fn serve_one(
                 deadline_passed = true;
                 if !ctx.head_seen.load(Ordering::Relaxed) {
                     tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                    count_refused(&shared, "head_timeout");
+                    count_refused(&gate, "head_timeout");
                     break;
                 }
             }
@@ -554,8 +567,8 @@ async fn serve_one(
 }
 
 /// The answer to a plain HTTP request over a count; the connection closes after it.
-fn refuse_plain(shared: &Shared, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
-    let admission = &shared.admission;
+fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
+    let admission = &gate.admission;
     let (status, reason, body, retry_after) = match refusal {
         PlainRefusal::AddressCap => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -578,7 +591,7 @@ fn refuse_plain(shared: &Shared, ctx: &ConnCtx, refusal: PlainRefusal) -> Respon
     };
     // Debug, not info: a flood would fill the log; the counter shows it.
     tracing::debug!(peer = %ctx.peer, reason, "plain HTTP request refused");
-    count_refused(shared, reason);
+    count_refused(gate, reason);
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -586,9 +599,8 @@ fn refuse_plain(shared: &Shared, ctx: &ConnCtx, refusal: PlainRefusal) -> Respon
     response
 }
 
-fn count_refused(shared: &Shared, reason: &'static str) {
-    shared
-        .metrics
+fn count_refused(gate: &Gate, reason: &'static str) {
+    gate.metrics
         .connections_refused
         .get_or_create(&ReasonLabel { reason })
         .inc();

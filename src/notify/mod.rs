@@ -27,7 +27,6 @@
 
 pub mod hooks;
 pub mod payload;
-pub mod respond;
 pub mod tokens;
 pub mod usable;
 pub mod visibility;

@@ -251,32 +251,7 @@ pub struct SessionShared {
     pub notify: crate::notify::Notifier,
 }
 
-/// Lets any task report an unrecoverable fault; the server then shuts down with 1011.
-#[derive(Debug, Clone, Default)]
-pub struct FatalSignal {
-    token: CancellationToken,
-    cause: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl FatalSignal {
-    /// Record the first fault and trigger the shutdown.
-    pub fn raise(&self, cause: String) {
-        if let Ok(mut slot) = self.cause.lock()
-            && slot.is_none()
-        {
-            *slot = Some(cause);
-        }
-        self.token.cancel();
-    }
-
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    pub fn cause(&self) -> Option<String> {
-        self.cause.lock().ok().and_then(|c| c.clone())
-    }
-}
+pub use crate::fatal::FatalSignal;
 
 /// Errors while starting a session.
 #[derive(Debug, thiserror::Error)]

@@ -9,10 +9,12 @@
 //! stop agents → flush journals → exit. Must not: parse frames (connection) or
 //! hold session state (session).
 
+mod push_respond;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -28,13 +30,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthThrottle, KeyStore};
 use crate::config::Config;
 use crate::connection;
-use crate::connection::writer::CloseRequest;
 use crate::guard::MemoryGuard;
 use crate::listen::preauth::PRE_AUTH_PER_ADDRESS;
 use crate::listen::stream::TlsAcceptor;
 use crate::listen::{self, ConnCtx, Counting, proxy};
 use crate::metrics::{self, Metrics, ReasonLabel};
-use crate::protocol::close_code;
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
 
 /// Why `serve` could not run or stopped badly; maps to the exit code.
@@ -75,91 +75,22 @@ fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError
 
 /// `Retry-After` of a refusal under memory pressure.
 const MEMORY_RETRY_AFTER_SECS: u64 = 5;
-/// First pause after an accept error caused by resource exhaustion (doubles each time).
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Longest pause between accept attempts while resources are exhausted.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// At most one accept-exhaustion warning this often.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(30);
-
-/// State shared by the HTTP handlers and every connection.
+/// The HTTP handlers' state: the connection layer's services, the accept
+/// loop's gate, and what only the server itself tracks.
 #[derive(Debug)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub sessions: Sessions,
-    pub keys: KeyStore,
-    pub throttle: AuthThrottle,
-    /// Where signature verifications run (off the async workers, bounded).
-    pub verifier: crate::auth::Verifier,
-    /// Pending device pairing requests and the owners told about them.
-    pub pairing: Arc<crate::pairing::Pairing>,
-    /// Web Push: the VAPID key, the subscriptions, delivery (docs/protocol.md §9.1).
-    pub push: crate::notify::webpush::WebPush,
-    pub metrics: Arc<Metrics>,
-    pub server_id: String,
-    /// Cancelled to close every connection (shutdown or fatal fault).
-    pub conn_shutdown: CancellationToken,
-    pub fatal: FatalSignal,
-    /// Bytes buffered in client queues and event tails, against `--memory-limit`.
-    pub memory: Arc<MemoryGuard>,
-    /// Notifications (§9): `client.visible`, tokens, `POST /v1/push/respond`.
-    pub notify: crate::notify::Notifier,
-    /// The counts connections are held in from the TCP accept on:
-    /// `--max-connections` slots, per-address caps (docs/protocol.md "Transport").
-    pub admission: listen::Admission,
-    /// Server TLS: `None` serves plain TCP. Set by the TLS module at start; its
-    /// handshake runs under the request-head deadline.
-    pub tls: Option<Arc<dyn TlsAcceptor>>,
-    /// Open WebSocket connections (a subset of the slots in use, which also
-    /// count connections still before or in their HTTP request).
-    pub(crate) websockets: std::sync::atomic::AtomicUsize,
+pub(crate) struct Shared {
+    pub(crate) services: Arc<connection::Services>,
+    pub(crate) gate: Arc<listen::Gate>,
+    /// Every WebSocket connection's task, waited for at shutdown.
     connections: TaskTracker,
-    next_conn: AtomicU64,
     started: Instant,
-    /// This server's names (origin binding, the page's `Host` check), fixed at start.
-    pub names: crate::names::ServerNames,
 }
 
 impl Shared {
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The close frame connections get when the server stops.
-    pub fn shutdown_close(&self) -> CloseRequest {
-        match self.fatal.cause() {
-            Some(cause) => CloseRequest {
-                code: close_code::INTERNAL,
-                reason: truncate_reason(&format!("server fault: {cause}")),
-            },
-            None => CloseRequest {
-                code: close_code::GOING_AWAY,
-                reason: "server shutting down".into(),
-            },
-        }
-    }
-
-    /// Open WebSocket connections.
-    fn open_connections(&self) -> usize {
-        self.websockets.load(Ordering::Relaxed)
-    }
-
     /// TCP connections holding a `--max-connections` slot.
     fn slots_in_use(&self) -> usize {
-        self.admission.slots_in_use()
+        self.gate.admission.slots_in_use()
     }
-}
-
-/// Close reasons must fit a control frame (123 bytes).
-fn truncate_reason(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if out.len() + c.len_utf8() > 120 {
-            break;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Run `ccrelay serve` until `shutdown` is cancelled (or a fatal fault), then stop
@@ -283,7 +214,7 @@ pub async fn run_with(
     // Subscriptions follow the owner keys: a key gone from the keys files takes
     // its push subscriptions with it.
     let push_keys = push.watch_keys(&keys, watcher_stop.clone());
-    let shared = Arc::new(Shared {
+    let gate = Arc::new(listen::Gate {
         admission: listen::Admission::new(listen::AdmissionLimits {
             max_connections,
             overflow,
@@ -293,6 +224,9 @@ pub async fn run_with(
             trusted_proxies: config.trusted_proxies.clone(),
         }),
         tls: tls.clone().map(|t| t as Arc<dyn TlsAcceptor>),
+        metrics: metrics.clone(),
+    });
+    let services = Arc::new(connection::Services {
         websockets: Default::default(),
         throttle: AuthThrottle::new(config.auth_failures_per_min)
             .with_grouping(config.address_grouping),
@@ -308,10 +242,14 @@ pub async fn run_with(
         fatal: fatal.clone(),
         memory: memory.clone(),
         notify,
-        connections: TaskTracker::new(),
         next_conn: AtomicU64::new(0),
-        started: Instant::now(),
         names,
+    });
+    let shared = Arc::new(Shared {
+        services,
+        gate: gate.clone(),
+        connections: TaskTracker::new(),
+        started: Instant::now(),
     });
 
     let mut app = Router::new()
@@ -322,7 +260,7 @@ pub async fn run_with(
         .route("/v1/push/key", get(push_key))
         .route(
             "/v1/push/respond",
-            axum::routing::post(crate::notify::respond::handler),
+            axum::routing::post(push_respond::handler),
         );
     if metrics_listener.is_none() {
         app = app.route("/metrics", get(metrics_handler));
@@ -332,12 +270,12 @@ pub async fn run_with(
     let shedder = tokio::spawn(
         memory
             .clone()
-            .run(shared.metrics.clone(), accept_stop.clone()),
+            .run(shared.services.metrics.clone(), accept_stop.clone()),
     );
     let tls_stop = CancellationToken::new();
     let tls_watcher = tls.as_ref().map(|t| t.spawn_watcher(tls_stop.clone()));
     if let Some(tls) = &tls {
-        tracing::info!(server_id = %shared.server_id, tls_fingerprint = %tls.fingerprint(), "serving TLS only (wss://, https://)");
+        tracing::info!(server_id = %shared.services.server_id, tls_fingerprint = %tls.fingerprint(), "serving TLS only (wss://, https://)");
     }
     // A separate metrics listener shares the TLS setting; without TLS it may be
     // outside loopback, in plaintext (§1), but it is worth a warning.
@@ -351,9 +289,14 @@ pub async fn run_with(
     // tokens from the TCP accept on. A broken listener raises the fatal signal
     // from inside `GuardedListener`.
     let http = tokio::spawn(listen::serve(
-        GuardedListener::new(listener, "listen", &shared),
+        listen::accept::GuardedListener::new(
+            listener,
+            "listen",
+            shared.services.metrics.clone(),
+            fatal.clone(),
+        ),
         app,
-        shared.clone(),
+        gate.clone(),
         Counting::Counted,
         accept_stop.clone(),
     ));
@@ -362,11 +305,16 @@ pub async fn run_with(
             .route("/metrics", get(metrics_handler))
             .route("/healthz", get(healthz))
             .with_state(shared.clone());
-        let l = GuardedListener::new(l, "metrics-listen", &shared);
+        let l = listen::accept::GuardedListener::new(
+            l,
+            "metrics-listen",
+            shared.services.metrics.clone(),
+            fatal.clone(),
+        );
         tokio::spawn(listen::serve(
             l,
             app,
-            shared.clone(),
+            gate.clone(),
             Counting::Uncounted,
             accept_stop.clone(),
         ))
@@ -394,7 +342,7 @@ pub async fn run_with(
     tracing::info!(
         addr = %local,
         metrics_addr = %metrics_local.unwrap_or(local),
-        server_id = %shared.server_id,
+        server_id = %shared.services.server_id,
         tls_fingerprint = tls.as_ref().map(|t| t.fingerprint()),
         sessions = config.sessions.len(),
         "listening"
@@ -410,7 +358,7 @@ pub async fn run_with(
     // 1. Stop accepting.
     accept_stop.cancel();
     // 2. Close every client (each connection sends 1001, or 1011 after a fault).
-    shared.conn_shutdown.cancel();
+    shared.services.conn_shutdown.cancel();
     shared.connections.close();
     let grace = config.shutdown_grace;
     if tokio::time::timeout(grace, shared.connections.wait())
@@ -418,7 +366,7 @@ pub async fn run_with(
         .is_err()
     {
         tracing::warn!(
-            open = shared.open_connections(),
+            open = shared.services.open_connections(),
             "connections still open after the shutdown grace; dropping them"
         );
     }
@@ -455,7 +403,7 @@ pub async fn run_with(
 
 /// `GET /v1/push/key` (docs/protocol.md §9.1.1): the VAPID public key a browser subscribes with.
 async fn push_key(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(json!({"vapid_public_key": shared.push.public_key()})).into_response()
+    axum::Json(json!({"vapid_public_key": shared.services.push.public_key()})).into_response()
 }
 
 /// A stable server id, generated once and kept in the data dir.
@@ -487,6 +435,7 @@ fn refuse(
     retry_after: Option<u64>,
 ) -> Response {
     shared
+        .services
         .metrics
         .connections_refused
         .get_or_create(&ReasonLabel { reason })
@@ -532,8 +481,8 @@ async fn ws_handler(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
-    let trusted = &shared.config.trusted_proxies;
-    let via_proxy = shared.admission.via_proxy(ctx.peer.ip());
+    let trusted = &shared.services.config.trusted_proxies;
+    let via_proxy = shared.gate.admission.via_proxy(ctx.peer.ip());
     let client_ip = proxy::client_address(ctx.peer.ip(), trusted, headers);
     // "The peer" from here on: the forwarded client address behind a trusted
     // proxy (its port is not known: 0), else the TCP peer.
@@ -543,7 +492,7 @@ async fn ws_handler(
         ctx.peer
     };
     let mut held = ctx.take();
-    if shared.conn_shutdown.is_cancelled() {
+    if shared.services.conn_shutdown.is_cancelled() {
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -552,7 +501,7 @@ async fn ws_handler(
             Some(5),
         );
     }
-    if let Err(wait) = shared.throttle.check(client_ip) {
+    if let Err(wait) = shared.services.throttle.check(client_ip) {
         tracing::info!(peer = %peer, retry_after_s = retry_after_secs(wait), "refused: too many failed authentications");
         return refuse(
             &shared,
@@ -568,9 +517,10 @@ async fn ws_handler(
     // requests before).
     let preauth = held.preauth.take().or_else(|| {
         shared
+            .gate
             .admission
             .preauth
-            .try_take(shared.admission.key(client_ip))
+            .try_take(shared.gate.admission.key(client_ip))
     });
     let Some(preauth) = preauth else {
         tracing::info!(peer = %peer, limit = PRE_AUTH_PER_ADDRESS, "refused: too many unauthenticated connections from this address");
@@ -582,8 +532,8 @@ async fn ws_handler(
             Some(ADDRESS_CAP_RETRY_AFTER_SECS),
         );
     };
-    if shared.memory.refusing() {
-        tracing::warn!(peer = %peer, used_bytes = shared.memory.used(), limit_bytes = shared.memory.limit(), "refused: memory pressure");
+    if shared.services.memory.refusing() {
+        tracing::warn!(peer = %peer, used_bytes = shared.services.memory.used(), limit_bytes = shared.services.memory.limit(), "refused: memory pressure");
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -592,19 +542,24 @@ async fn ws_handler(
             Some(MEMORY_RETRY_AFTER_SECS),
         );
     }
-    let Some(slot) = held.slot.take().or_else(|| shared.admission.try_slot()) else {
-        tracing::warn!(peer = %peer, limit = shared.admission.max_connections(), "refused: connection limit reached");
+    let Some(slot) = held
+        .slot
+        .take()
+        .or_else(|| shared.gate.admission.try_slot())
+    else {
+        tracing::warn!(peer = %peer, limit = shared.gate.admission.max_connections(), "refused: connection limit reached");
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
             "limit",
-            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.admission.max_connections()}),
+            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.gate.admission.max_connections()}),
             Some(1),
         );
     };
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
         if !shared
+            .services
             .config
             .allowed_origins
             .iter()
@@ -612,9 +567,9 @@ async fn ws_handler(
             && !crate::web::own_origin_allowed(
                 origin,
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-                &shared.names,
+                &shared.services.names,
                 &crate::names::Arrival {
-                    tls: shared.tls.is_some(),
+                    tls: shared.gate.tls.is_some(),
                     local: ctx.local,
                     peer: client_ip,
                 },
@@ -668,12 +623,12 @@ async fn ws_handler(
     let transport = connection::Transport {
         peer,
         local: ctx.local,
-        tls: shared.tls.is_some(),
+        tls: shared.gate.tls.is_some(),
         channel_binding: ctx.channel_binding,
         slot,
         preauth: Some(preauth),
     };
-    let tracked = shared.clone();
+    let tracked = shared.services.clone();
     shared.connections.spawn(async move {
         let upgraded = match tokio::time::timeout(listen::UPGRADE_TIMEOUT, on_upgrade).await {
             Ok(Ok(upgraded)) => upgraded,
@@ -701,7 +656,7 @@ async fn ws_handler(
 fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     let mut all_ready = true;
     let mut map = serde_json::Map::new();
-    for s in shared.sessions.iter() {
+    for s in shared.services.sessions.iter() {
         let st = s.status();
         if st.state == SessionState::Failed || st.state == SessionState::Stopped {
             all_ready = false;
@@ -733,7 +688,11 @@ async fn healthz(
     Extension(ctx): Extension<Arc<ConnCtx>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    let peer = proxy::client_address(
+        ctx.peer.ip(),
+        &shared.services.config.trusted_proxies,
+        &headers,
+    );
     if !crate::health::full_detail(peer, &headers) {
         return axum::Json(crate::health::healthz_minimal()).into_response();
     }
@@ -742,7 +701,7 @@ async fn healthz(
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs_f64(),
-        "connections": shared.open_connections(),
+        "connections": shared.services.open_connections(),
         "tcp_connections": shared.slots_in_use(),
         "memory": memory_detail(&shared),
         "sessions": sessions,
@@ -780,19 +739,23 @@ async fn origin_check(
         return response;
     };
     let arrival = crate::names::Arrival {
-        tls: shared.tls.is_some(),
+        tls: shared.gate.tls.is_some(),
         local: ctx.local,
-        peer: proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers),
+        peer: proxy::client_address(
+            ctx.peer.ip(),
+            &shared.services.config.trusted_proxies,
+            &headers,
+        ),
     };
-    let accepted = shared.names.admit(&origin, &arrival).is_ok();
+    let accepted = shared.services.names.admit(&origin, &arrival).is_ok();
     let mut body = json!({"origin": given, "accepted": accepted});
     if !accepted {
-        body["suggest"] = Value::from(match &shared.config.notify.public_url {
+        body["suggest"] = Value::from(match &shared.services.config.notify.public_url {
             Some(url) => format!("{}/", url.as_str().trim_end_matches('/')),
             None => {
                 let local =
                     SocketAddr::new(crate::auth::canonical_ip(ctx.local.ip()), ctx.local.port());
-                crate::web::page_url(local, shared.tls.is_some())
+                crate::web::page_url(local, shared.gate.tls.is_some())
             }
         });
     }
@@ -809,9 +772,9 @@ fn no_store(response: &mut Response) {
 
 fn memory_detail(shared: &Shared) -> Value {
     json!({
-        "buffered_bytes": shared.memory.used(),
-        "limit_bytes": shared.memory.limit(),
-        "pressure": shared.memory.pressure().as_str(),
+        "buffered_bytes": shared.services.memory.used(),
+        "limit_bytes": shared.services.memory.limit(),
+        "pressure": shared.services.memory.pressure().as_str(),
     })
 }
 
@@ -820,11 +783,15 @@ async fn readyz(
     Extension(ctx): Extension<Arc<ConnCtx>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let peer = proxy::client_address(ctx.peer.ip(), &shared.config.trusted_proxies, &headers);
+    let peer = proxy::client_address(
+        ctx.peer.ip(),
+        &shared.services.config.trusted_proxies,
+        &headers,
+    );
     let (sessions_ok, sessions) = session_detail(&shared);
-    let shutting_down = shared.conn_shutdown.is_cancelled();
+    let shutting_down = shared.services.conn_shutdown.is_cancelled();
     // Under memory pressure new connections are refused: not ready for more.
-    let refusing = shared.memory.refusing();
+    let refusing = shared.services.memory.refusing();
     let ready = sessions_ok && !shutting_down && !refusing;
     let mut body = json!({"ready": ready, "sessions": sessions});
     if !ready {
@@ -834,6 +801,7 @@ async fn readyz(
             "memory pressure: refusing new connections".to_string()
         } else {
             let failed: Vec<String> = shared
+                .services
                 .sessions
                 .iter()
                 .filter(|s| s.status().state == SessionState::Failed)
@@ -859,11 +827,15 @@ async fn metrics_handler(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    shared.metrics.record_memory(&shared.memory);
     shared
+        .services
+        .metrics
+        .record_memory(&shared.services.memory);
+    shared
+        .services
         .metrics
         .auth_throttle_addresses
-        .set(i64::try_from(shared.throttle.tracked()).unwrap_or(i64::MAX));
+        .set(i64::try_from(shared.services.throttle.tracked()).unwrap_or(i64::MAX));
     let format =
         metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
@@ -871,148 +843,9 @@ async fn metrics_handler(
             (header::CONTENT_TYPE, format.content_type()),
             (header::VARY, "Accept"),
         ],
-        shared.metrics.encode_as(format),
+        shared.services.metrics.encode_as(format),
     )
         .into_response()
-}
-
-/// A TCP listener that survives accept errors: resource exhaustion (out of file
-/// descriptors, buffers or memory) is logged once per episode, counted, and
-/// retried with an exponential back-off while existing connections keep being
-/// served; transient per-connection errors are skipped; an error that means the
-/// listening socket itself is broken raises a fatal fault.
-struct GuardedListener {
-    inner: TcpListener,
-    name: &'static str,
-    metrics: Arc<Metrics>,
-    fatal: FatalSignal,
-    /// Failures of the current episode and when it began.
-    failing: Option<(u64, Instant)>,
-    backoff: Duration,
-    /// When an episode was last logged at warn level (episodes can flap as single
-    /// descriptors free up; at most one warning per [`ACCEPT_WARN_EVERY`]).
-    warned: Option<Instant>,
-}
-
-impl GuardedListener {
-    fn new(inner: TcpListener, name: &'static str, shared: &Shared) -> Self {
-        GuardedListener {
-            inner,
-            name,
-            metrics: shared.metrics.clone(),
-            fatal: shared.fatal.clone(),
-            failing: None,
-            backoff: ACCEPT_BACKOFF_MIN,
-            warned: None,
-        }
-    }
-}
-
-/// How an accept error is handled.
-#[derive(Debug, PartialEq, Eq)]
-enum AcceptError {
-    /// One incoming connection failed; try the next at once.
-    Connection,
-    /// Out of descriptors, buffers or memory: back off and retry.
-    Resources,
-    /// The listening socket is unusable.
-    Fatal,
-}
-
-fn classify_accept_error(e: &std::io::Error) -> AcceptError {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Resources,
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP) => {
-            AcceptError::Fatal
-        }
-        // ECONNABORTED, EPROTO, EPERM and the network errors Linux passes on from
-        // the new socket: that connection is lost, the listener is fine.
-        _ => AcceptError::Connection,
-    }
-}
-
-impl axum::serve::Listener for GuardedListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let err = match self.inner.accept().await {
-                Ok(accepted) => {
-                    if let Some((failures, since)) = self.failing.take() {
-                        let after_ms = since.elapsed().as_millis() as u64;
-                        if self.warned.is_some_and(|w| w >= since) {
-                            tracing::info!(
-                                listener = self.name,
-                                failures,
-                                after_ms,
-                                "accepting connections again"
-                            );
-                        } else {
-                            tracing::debug!(
-                                listener = self.name,
-                                failures,
-                                after_ms,
-                                "accepting connections again"
-                            );
-                        }
-                    }
-                    self.backoff = ACCEPT_BACKOFF_MIN;
-                    // Event frames are small and latency matters more than packet count.
-                    let _ = accepted.0.set_nodelay(true);
-                    return accepted;
-                }
-                Err(e) => e,
-            };
-            let kind = classify_accept_error(&err);
-            self.metrics
-                .accept_errors
-                .get_or_create(&ReasonLabel {
-                    reason: match kind {
-                        AcceptError::Connection => "connection",
-                        AcceptError::Resources => "resources",
-                        AcceptError::Fatal => "fatal",
-                    },
-                })
-                .inc();
-            match kind {
-                AcceptError::Connection => {
-                    tracing::debug!(listener = self.name, error = %err, "accept failed for one connection");
-                }
-                AcceptError::Resources => {
-                    match &mut self.failing {
-                        Some((failures, _)) => *failures += 1,
-                        None => {
-                            let now = Instant::now();
-                            if self.warned.is_none_or(|w| w.elapsed() >= ACCEPT_WARN_EVERY) {
-                                tracing::warn!(
-                                    listener = self.name,
-                                    error = %err,
-                                    "cannot accept connections (out of resources); retrying with back-off, existing connections are served"
-                                );
-                                self.warned = Some(now);
-                            } else {
-                                tracing::debug!(listener = self.name, error = %err, "cannot accept connections (out of resources)");
-                            }
-                            self.failing = Some((1, now));
-                        }
-                    }
-                    tokio::time::sleep(self.backoff).await;
-                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                }
-                AcceptError::Fatal => {
-                    self.fatal
-                        .raise(format!("listener {} failed: {err}", self.name));
-                    // The shutdown stops this future; accept nothing more.
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
 }
 
 /// This server's names for a listener bound at `local` (docs/protocol.md, "This

@@ -3,7 +3,7 @@
 //! the session, the request, the action and who it was sent to.
 //!
 //! Unauthenticated by design, so what a stranger can make it cost is bounded: a
-//! per-address budget ([`super::RESPOND_PER_MINUTE`], 429 beyond it), a body of at
+//! per-address budget ([`crate::notify::RESPOND_PER_MINUTE`], 429 beyond it), a body of at
 //! most [`MAX_BODY_BYTES`] read within [`BODY_TIMEOUT`], one HMAC per request, no
 //! state kept for refused tokens. It is served on the main listener, so the
 //! listener's per-address connection cap, head deadline and TLS apply as to every
@@ -17,7 +17,8 @@
 //! `not_pending`), then 200 once the session's actor has written the answer to the
 //! agent and logged `relay.resolved`.
 //!
-//! Owns: the endpoint. Must not: touch session state (the actor answers).
+//! Owns: the endpoint (an HTTP route of the server; the notifier only checks
+//! tokens and who they were sent to). Must not: touch session state (the actor answers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +30,10 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::tokens::{Recipient, TokenError};
+use super::Shared;
 use crate::listen::ConnCtx;
 use crate::listen::proxy;
-use crate::server::Shared;
+use crate::notify::tokens::{Recipient, TokenError};
 use crate::session::{PushAnswer, PushAnswerer, SessionCmd};
 
 /// Largest body accepted (a token is a few hundred bytes).
@@ -44,7 +45,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn answer(shared: &Shared, status: StatusCode, outcome: &'static str, body: Value) -> Response {
-    shared.metrics.push_respond(outcome);
+    shared.services.metrics.push_respond(outcome);
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -58,10 +59,10 @@ pub async fn handler(
 ) -> Response {
     let ip = proxy::client_address(
         ctx.peer.ip(),
-        &shared.config.trusted_proxies,
+        &shared.services.config.trusted_proxies,
         request.headers(),
     );
-    let notify = &shared.notify;
+    let notify = &shared.services.notify;
     if let Err(wait) = notify.respond_limit.try_take(ip) {
         let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
         tracing::info!(peer = %ip, retry_after_s = secs, "push respond: throttled");
@@ -172,7 +173,7 @@ pub async fn handler(
         }
         Err(e) => return invalid(&e.to_string()),
     }
-    let Some(session) = shared.sessions.get(&claims.session).cloned() else {
+    let Some(session) = shared.services.sessions.get(&claims.session).cloned() else {
         // A token of a session this configuration no longer has.
         return answer(
             &shared,
