@@ -5,9 +5,10 @@
 //! no session state (field types, id rules, `since`/`tail` exclusivity, `respond`
 //! answer shapes). Must not: know about sockets, sessions or the agent.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -33,8 +34,47 @@ pub mod close_code {
     pub const LAGGING: u16 = 4008;
 }
 
+/// The SSHSIG namespace every ccrelay signature must carry (§3).
+pub const NAMESPACE: &str = "ccrelay-auth";
+
+/// Prefix of the challenge's `sign` text: `ccrelay-auth-v1:<server_id>:<nonce>`.
+pub const SIGN_PREFIX: &str = "ccrelay-auth-v1";
+
+/// The one channel binding type ccrelay offers (RFC 9266).
+pub const CHANNEL_BINDING_TLS_EXPORTER: &str = "tls-exporter";
+
+/// The exact text an `auth.response` or `pair.request` signs (docs/protocol.md §3,
+/// "Origin binding"): the challenge's `sign`, then `:origin:<origin>` when the
+/// response declares an origin, then `:tls-exporter:<exporter>` (base64url without
+/// padding) when it binds the TLS exporter. Both the server (to verify) and every
+/// client (to sign) build it here, so the two can never disagree.
+pub fn bound_text(sign: &str, origin: Option<&str>, exporter_base64url: Option<&str>) -> String {
+    let mut text = sign.to_string();
+    if let Some(origin) = origin {
+        text.push_str(":origin:");
+        text.push_str(origin);
+    }
+    if let Some(exporter) = exporter_base64url {
+        text.push(':');
+        text.push_str(CHANNEL_BINDING_TLS_EXPORTER);
+        text.push(':');
+        text.push_str(exporter);
+    }
+    text
+}
+
+/// What a challenge offers in its `bindings` field: `origin`, and `tls-exporter`
+/// when the connection has an exporter.
+pub fn offered_bindings(exporter: bool) -> Vec<Cow<'static, str>> {
+    let mut bindings = vec![Cow::Borrowed("origin")];
+    if exporter {
+        bindings.push(Cow::Borrowed(CHANNEL_BINDING_TLS_EXPORTER));
+    }
+    bindings
+}
+
 /// Error codes of the `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadJson,
@@ -52,7 +92,14 @@ pub enum ErrorCode {
     AgentUnavailable,
     Overloaded,
     Internal,
+    /// A code this build does not know, read from a newer server (clients only:
+    /// the server never sends it).
+    #[serde(other)]
+    Unrecognized,
 }
+
+/// How [`ErrorCode::Unrecognized`] is named in logs and messages.
+const UNRECOGNIZED_CODE: &str = "unrecognized";
 
 impl ErrorCode {
     /// The wire spelling, also used as a metrics label.
@@ -73,12 +120,13 @@ impl ErrorCode {
             ErrorCode::AgentUnavailable => "agent_unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unrecognized => UNRECOGNIZED_CODE,
         }
     }
 }
 
 /// A request id as the client sent it; echoed unchanged in the direct reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RequestId {
     Text(String),
@@ -126,8 +174,41 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Role of an authenticated key (docs/protocol.md, Overview); defined by `auth`, which grants it.
-pub use crate::auth::Role;
+/// What a key may do: owners drive the session, viewers only watch
+/// (docs/protocol.md, Overview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Listed in the authorized keys file.
+    Owner,
+    /// Listed only in the viewer keys file.
+    Viewer,
+}
+
+impl Role {
+    /// The wire name (`"owner"` / `"viewer"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// The browser's `PushSubscription.toJSON()` as the client sends it (§9). Other
+/// members (`expirationTime`) are ignored.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct PushSubscriptionJson {
+    pub endpoint: String,
+    pub keys: PushKeysJson,
+}
+
+/// The subscription's keys: base64url, padding optional.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct PushKeysJson {
+    pub p256dh: String,
+    pub auth: String,
+}
 
 /// Where an attach replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +315,7 @@ pub enum ClientRequest {
     },
     /// Register a browser push subscription for this key and device (owners only, §9).
     PushSubscribe {
-        subscription: crate::notify::webpush::PushSubscriptionJson,
+        subscription: PushSubscriptionJson,
     },
     /// Remove this key's push subscription with that endpoint (§9).
     PushUnsubscribe {
@@ -267,6 +348,258 @@ impl ClientRequest {
             ClientRequest::PushUnsubscribe { .. } => "push.unsubscribe",
         }
     }
+}
+
+/// A request as a client writes it: what the terminal client, the tests and the
+/// web page's fixtures are built from. The server reads frames with
+/// [`parse_request`], which also validates and classifies errors (§2); a test
+/// below checks that every `ClientMsg` is accepted there as the same type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ClientMsg {
+    /// Answer to `auth.challenge` (§3).
+    #[serde(rename = "auth.response")]
+    AuthResponse {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        signature: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_binding: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    },
+    /// A device whose key is in no keys file asks to be paired (§3).
+    #[serde(rename = "pair.request")]
+    PairRequest {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        signature: String,
+        public_key: String,
+        device: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_binding: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<String>,
+    },
+    /// An owner's answer to a pair request.
+    #[serde(rename = "pair.respond")]
+    PairRespond {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        pair_id: String,
+        allow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block: Option<bool>,
+    },
+    /// An owner opens a pairing invite.
+    #[serde(rename = "pair.invite")]
+    PairInvite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in_ms: Option<u64>,
+    },
+    /// The sessions and their states.
+    #[serde(rename = "session.list")]
+    SessionList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// Attach to a session, replaying from `since` or the last `tail` events (§4).
+    #[serde(rename = "attach")]
+    Attach {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<u64>,
+    },
+    /// Stop receiving a session's events.
+    #[serde(rename = "detach")]
+    Detach {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// A prompt for the agent (§4).
+    #[serde(rename = "prompt")]
+    Prompt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        /// A non-empty string or an array of content blocks.
+        content: Value,
+        /// Makes a resend after a reconnect recognizable (at most 64 characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// Answer a pending control request (§6).
+    #[serde(rename = "respond")]
+    Respond {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        request_id: String,
+        response: PermissionAnswer,
+    },
+    /// Interrupt the running turn.
+    #[serde(rename = "interrupt")]
+    Interrupt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// Restart the session's agent.
+    #[serde(rename = "session.restart")]
+    SessionRestart {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// Liveness check; answered `pong` at any time.
+    #[serde(rename = "ping")]
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// Older events of a session (§4).
+    #[serde(rename = "history")]
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        before: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+    /// Extension "Devices": every key the server accepts.
+    #[serde(rename = "keys.list")]
+    KeysList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// Extension "Devices": rename a paired key's device.
+    #[serde(rename = "keys.rename")]
+    KeysRename {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        fingerprint: String,
+        device: String,
+    },
+    /// Extension "Devices": remove a paired key.
+    #[serde(rename = "keys.revoke")]
+    KeysRevoke {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        fingerprint: String,
+    },
+    /// The page is visible or hidden (§9).
+    #[serde(rename = "client.visible")]
+    ClientVisible {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        visible: bool,
+    },
+    /// Register a browser push subscription (§9).
+    #[serde(rename = "push.subscribe")]
+    PushSubscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        subscription: PushSubscriptionJson,
+    },
+    /// Remove a push subscription (§9).
+    #[serde(rename = "push.unsubscribe")]
+    PushUnsubscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        endpoint: String,
+    },
+}
+
+/// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
+pub const CLIENT_MSG_TYPES: &[&str] = &[
+    "auth.response",
+    "pair.request",
+    "pair.respond",
+    "pair.invite",
+    "session.list",
+    "attach",
+    "detach",
+    "prompt",
+    "respond",
+    "interrupt",
+    "session.restart",
+    "ping",
+    "history",
+    "keys.list",
+    "keys.rename",
+    "keys.revoke",
+    "client.visible",
+    "push.subscribe",
+    "push.unsubscribe",
+];
+
+impl ClientMsg {
+    /// The frame's text.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers, booleans and JSON values only: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A `respond` answer to a `can_use_tool` request, as a client writes it (§6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "behavior", rename_all = "lowercase")]
+pub enum PermissionAnswer {
+    Allow {
+        /// The tool input to run with (absent: the request's own input).
+        #[serde(
+            rename = "updatedInput",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        updated_input: Option<Map<String, Value>>,
+        /// Permission rules to add (the request's `permission_suggestions`).
+        #[serde(
+            rename = "updatedPermissions",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        updated_permissions: Option<Vec<Value>>,
+    },
+    Deny {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Also stop the turn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interrupt: Option<bool>,
+    },
 }
 
 /// One parsed inbound frame: the request and its optional id.
@@ -814,23 +1147,23 @@ pub fn permission_result(
 }
 
 /// A session as listed in `auth.ok` and `session.list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub session: String,
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<usize>,
 }
 
 /// A client as shown in `clients` lists and `presence` frames.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientEntry {
     pub client_id: String,
     pub fingerprint: String,
     pub comment: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     pub role: Role,
 }
@@ -861,9 +1194,55 @@ impl Serialize for ClientList {
     }
 }
 
-/// Frames the server sends, other than `event` frames (which are built once per
-/// event from the agent's raw bytes, see [`event_frame`]).
-#[derive(Debug, Clone, Serialize)]
+impl<'de> Deserialize<'de> for ClientList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+        Ok(ClientList(
+            entries.into_iter().map(std::sync::Arc::from).collect(),
+        ))
+    }
+}
+
+impl ClientList {
+    /// The entries as typed values (a client reading an `attached` reply);
+    /// an entry that is not a [`ClientEntry`] is left out.
+    pub fn entries(&self) -> Vec<ClientEntry> {
+        self.0
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .collect()
+    }
+}
+
+/// One key the server accepts, from one file (extension "Devices", `keys.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKey {
+    pub fingerprint: String,
+    pub key_type: String,
+    /// The key's comment in its file ("" if none).
+    pub comment: String,
+    pub role: Role,
+    /// Which file: `authorized_keys`, `viewer_keys`, `paired_keys` or `paired_viewers`.
+    pub source: Cow<'static, str>,
+    /// For a line of the paired form: the device name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// For a line of the paired form: `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<String>,
+    /// For a line of the paired form: who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired_by: Option<String>,
+    /// Can `keys.rename` / `keys.revoke` change it (it is in a paired file).
+    pub editable: bool,
+}
+
+/// Frames the server sends. The server builds `event`, `presence` and `history`
+/// frames as text (once per event from the agent's raw bytes, see
+/// [`event_frame`]; once per presence change; spliced from stored event frames),
+/// so those three variants are what clients read them into; every other variant
+/// is also how the server writes its frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ServerMsg {
     #[serde(rename = "auth.challenge")]
@@ -871,19 +1250,21 @@ pub enum ServerMsg {
         protocol: u32,
         server_id: String,
         nonce: String,
-        namespace: &'static str,
+        namespace: Cow<'static, str>,
         expires_in_ms: u64,
         sign: String,
         /// `"tls-exporter"` over TLS 1.3 (§3); absent otherwise.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        channel_binding: Option<&'static str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_binding: Option<Cow<'static, str>>,
         /// What a response may bind its signature to: `origin`, and `tls-exporter`
-        /// when offered (docs/protocol.md, "Origin binding").
-        bindings: &'static [&'static str],
+        /// when offered (docs/protocol.md, "Origin binding"). Absent from servers
+        /// made before origin binding.
+        #[serde(default)]
+        bindings: Vec<Cow<'static, str>>,
     },
     #[serde(rename = "auth.ok")]
     AuthOk {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         client_id: String,
         fingerprint: String,
@@ -892,58 +1273,58 @@ pub enum ServerMsg {
     },
     #[serde(rename = "error")]
     Error {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         code: ErrorCode,
         message: String,
     },
     #[serde(rename = "session.list")]
     SessionList {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         sessions: Vec<SessionSummary>,
     },
     #[serde(rename = "attached")]
     Attached {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         session: String,
-        state: &'static str,
+        state: Cow<'static, str>,
         head: u64,
         replay_from: u64,
         truncated: bool,
         pending: Vec<Box<RawValue>>,
         clients: ClientList,
         /// How many are attached (`clients` holds at most 100 of them, §7).
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         clients_total: Option<usize>,
     },
     #[serde(rename = "detached")]
     Detached {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         session: String,
     },
     #[serde(rename = "ok")]
     Ok {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt_id: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         queued: Option<bool>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         duplicate: Option<bool>,
     },
     #[serde(rename = "pong")]
     Pong {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
     /// The direct reply to `pair.request` (§3).
     #[serde(rename = "pair.pending")]
     PairPending {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         pair_id: String,
         code: String,
@@ -960,13 +1341,13 @@ pub enum ServerMsg {
         peer: String,
         expires_in_ms: u64,
         /// An owner denied a request from this address less than an hour ago.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         denied_recently: Option<bool>,
     },
     /// The reply to `pair.invite`: the token a device pairs with.
     #[serde(rename = "pair.invite")]
     PairInvite {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         invite: String,
         expires_in_ms: u64,
@@ -974,19 +1355,222 @@ pub enum ServerMsg {
     /// Extension "Devices": the reply to `keys.list`.
     #[serde(rename = "keys.list")]
     KeysList {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-        keys: Vec<crate::auth::DeviceKey>,
+        keys: Vec<DeviceKey>,
     },
     /// To every owner: a pair request was answered, expired or withdrawn.
     #[serde(rename = "pair.resolved")]
     PairResolved {
         pair_id: String,
         allow: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Role>,
         by: String,
     },
+    /// One event of a session's log (docs/protocol.md §5), built by [`event_frame`].
+    #[serde(rename = "event")]
+    Event(EventFrame),
+    /// Who is attached to a session changed (§7); built by the session's presence
+    /// module. Above the delta limit only `count` is written.
+    #[serde(rename = "presence")]
+    Presence {
+        session: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined: Option<Vec<ClientEntry>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<Vec<String>>,
+        count: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clients: Option<Vec<ClientEntry>>,
+    },
+    /// The reply to `history` (§4): stored `event` frames, spliced in as they are.
+    #[serde(rename = "history")]
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        events: Vec<Box<RawValue>>,
+        truncated: bool,
+    },
+
+}
+
+/// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
+/// wrote: the relay never re-serializes an agent line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventFrame {
+    pub session: String,
+    pub seq: u64,
+    /// When the relay logged the event (ms since the Unix epoch); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+    pub event: Box<RawValue>,
+}
+
+/// Every `type` a [`ServerMsg`] may have. A frame of another type comes from a
+/// newer server and is ignored by clients (forward compatibility).
+pub const SERVER_MSG_TYPES: &[&str] = &[
+    "auth.challenge",
+    "auth.ok",
+    "error",
+    "session.list",
+    "attached",
+    "detached",
+    "ok",
+    "pong",
+    "pair.pending",
+    "pair.requested",
+    "pair.invite",
+    "keys.list",
+    "pair.resolved",
+    "event",
+    "presence",
+    "history",
+];
+
+/// Why a server frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerFrameError {
+    /// Not a JSON object with a string `type`.
+    #[error("not a JSON object with a string `type`: {0}")]
+    NotAFrame(serde_json::Error),
+    /// A known type whose fields do not match it.
+    #[error("a `{kind}` frame that does not match its type: {error}")]
+    Malformed {
+        kind: String,
+        error: serde_json::Error,
+    },
+}
+
+/// Read one frame from the server as a client does: `Ok(None)` for a type this
+/// build does not know (a newer server's; ignored, as docs/protocol.md §2 lets
+/// clients do), an error for a frame that is not an object with a `type`, or a
+/// known type with ill-typed or missing fields.
+pub fn parse_server_frame(text: &str) -> Result<Option<ServerMsg>, ServerFrameError> {
+    #[derive(Deserialize)]
+    struct TypeOnly<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    let kind = serde_json::from_str::<TypeOnly>(text)
+        .map_err(ServerFrameError::NotAFrame)?
+        .kind;
+    if !SERVER_MSG_TYPES.contains(&kind.as_ref()) {
+        return Ok(None);
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|error| ServerFrameError::Malformed {
+            kind: kind.chars().take(64).collect(),
+            error,
+        })
+}
+
+/// Relay events (docs/protocol.md §5.2): the events the relay itself writes into a
+/// session's log, beside the agent's own stream-json events. The server builds
+/// them as JSON objects once and shares the bytes; clients read them with this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum RelayEvent {
+    /// A prompt was accepted into the session (`content` as the client sent it).
+    #[serde(rename = "relay.prompt")]
+    Prompt {
+        prompt_id: String,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        content: Box<RawValue>,
+    },
+    /// A turn started, ended or was aborted.
+    #[serde(rename = "relay.turn")]
+    Turn {
+        prompt_id: String,
+        phase: TurnPhase,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// The session's state changed.
+    #[serde(rename = "relay.state")]
+    State {
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A control request was answered (by a client, or `"relay"` itself).
+    #[serde(rename = "relay.resolved")]
+    Resolved {
+        request_id: String,
+        client_id: String,
+        /// The permission result sent to the agent (§6), as the relay built it.
+        response: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+    },
+    /// A control request was withdrawn without an answer.
+    #[serde(rename = "relay.cancelled")]
+    Cancelled { request_id: String, reason: String },
+    /// The agent process exited (`code` and `signal` are written as `null` when absent).
+    #[serde(rename = "relay.agent_exit")]
+    AgentExit {
+        cause: String,
+        code: Option<i64>,
+        signal: Option<String>,
+        restarting: bool,
+    },
+    /// The agent wrote a line too long to keep; `bytes` were dropped.
+    #[serde(rename = "relay.dropped")]
+    Dropped { bytes: u64 },
+}
+
+/// Every `type` a [`RelayEvent`] may have.
+pub const RELAY_EVENT_TYPES: &[&str] = &[
+    "relay.prompt",
+    "relay.turn",
+    "relay.state",
+    "relay.resolved",
+    "relay.cancelled",
+    "relay.agent_exit",
+    "relay.dropped",
+];
+
+/// The phase of a `relay.turn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnPhase {
+    Started,
+    Ended,
+    Aborted,
+}
+
+impl RelayEvent {
+    /// Read an event of a session's log: `Ok(None)` when it is not a relay event
+    /// (an agent event, or a relay event of a newer server).
+    pub fn parse(raw: &str) -> Result<Option<RelayEvent>, ServerFrameError> {
+        #[derive(Deserialize)]
+        struct TypeOnly<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+        }
+        let kind = serde_json::from_str::<TypeOnly>(raw)
+            .map_err(ServerFrameError::NotAFrame)?
+            .kind;
+        if !RELAY_EVENT_TYPES.contains(&kind.as_ref()) {
+            return Ok(None);
+        }
+        serde_json::from_str(raw)
+            .map(Some)
+            .map_err(|error| ServerFrameError::Malformed {
+                kind: kind.chars().take(64).collect(),
+                error,
+            })
+    }
 }
 
 impl ServerMsg {

@@ -17,7 +17,7 @@ use ssh_key::HashAlg;
 use super::authorized_keys::{self, ParsedLine};
 use super::keystore::key_refusal;
 use super::verify::key_type_name;
-use super::{KeyFile, Role};
+use super::KeyFile;
 
 /// Every edit of a paired keys file made by this process holds this lock, so
 /// two owners renaming or revoking at once (or a rename racing a pairing's
@@ -30,28 +30,8 @@ pub fn paired_edit_lock() -> MutexGuard<'static, ()> {
     PAIRED_FILES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One key the server accepts, from one file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DeviceKey {
-    pub fingerprint: String,
-    pub key_type: String,
-    /// The key's comment in its file ("" if none).
-    pub comment: String,
-    pub role: Role,
-    /// Which file: `authorized_keys`, `viewer_keys`, `paired_keys` or `paired_viewers`.
-    pub source: &'static str,
-    /// For a line of the paired form: the device name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// For a line of the paired form: `YYYY-MM-DD`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paired: Option<String>,
-    /// For a line of the paired form: who approved it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paired_by: Option<String>,
-    /// Can `keys.rename` / `keys.revoke` change it (it is in a paired file).
-    pub editable: bool,
-}
+/// One key the server accepts, from one file: a wire type (`keys.list`).
+pub use crate::protocol::DeviceKey;
 
 /// Why a rename or revoke did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +121,7 @@ pub fn list_keys(files: &[KeyFile]) -> Vec<DeviceKey> {
                 key_type: key_type_name(k.key.key_data()).to_string(),
                 comment: k.comment.clone(),
                 role: file.role,
-                source: source_name(file),
+                source: source_name(file).into(),
                 device: paired.map(|(d, _, _)| d.to_string()),
                 paired: paired.map(|(_, d, _)| d.to_string()),
                 paired_by: paired.map(|(_, _, b)| b.to_string()),
@@ -265,6 +245,7 @@ pub fn revoke_key(files: &[KeyFile], fingerprint: &str) -> Result<usize, DeviceE
 mod tests {
     use super::*;
     use crate::auth::testutil::*;
+    use crate::auth::Role;
 
     #[test]
     fn paired_comment_parts() {

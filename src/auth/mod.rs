@@ -57,34 +57,11 @@ pub use sshsig::{MAX_ARMOR_BYTES, SK_USER_PRESENCE, SK_USER_VERIFIED};
 pub use throttle::AuthThrottle;
 pub use verify::{Candidate, describe_signature, key_type_name, verify_response};
 
-/// The SSHSIG namespace every ccrelay signature must carry.
-pub const NAMESPACE: &str = "ccrelay-auth";
-
-/// Prefix of the signed text: `ccrelay-auth-v1:<server_id>:<nonce>`.
-pub const SIGN_PREFIX: &str = "ccrelay-auth-v1";
-
-/// The one channel binding type ccrelay offers (RFC 9266).
-pub const CHANNEL_BINDING_TLS_EXPORTER: &str = "tls-exporter";
-
-/// What a key may do: owners drive the session, viewers only watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Listed in the authorized keys file.
-    Owner,
-    /// Listed only in the viewer keys file.
-    Viewer,
-}
-
-impl Role {
-    /// The wire name (`"owner"` / `"viewer"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Viewer => "viewer",
-        }
-    }
-}
+/// The wire-level rules both sides of authentication share (namespace, signed
+/// text, roles) live with the protocol types.
+pub use crate::protocol::{
+    CHANNEL_BINDING_TLS_EXPORTER, NAMESPACE, Role, SIGN_PREFIX, bound_text, offered_bindings,
+};
 
 /// Who authenticated.
 #[derive(Debug, Clone)]
@@ -185,17 +162,8 @@ impl Challenge {
                 ));
             }
         };
-        let mut text = self.sign.clone();
-        if let Some(origin) = origin {
-            text.push_str(":origin:");
-            text.push_str(origin);
-        }
-        if let Some(exporter) = exporter {
-            text.push_str(&format!(
-                ":{CHANNEL_BINDING_TLS_EXPORTER}:{}",
-                URL_SAFE_NO_PAD.encode(exporter)
-            ));
-        }
+        let exporter_text = exporter.map(|x| URL_SAFE_NO_PAD.encode(x));
+        let text = bound_text(&self.sign, origin, exporter_text.as_deref());
         Ok(SignedText {
             text,
             unbound: origin.is_none() && exporter.is_none(),
@@ -215,15 +183,6 @@ pub struct SignedText {
     pub text: String,
     /// Neither an origin nor the exporter: the bare `sign` text.
     pub unbound: bool,
-}
-
-/// What the challenge offers in its `bindings` field.
-pub fn offered_bindings(exporter: bool) -> &'static [&'static str] {
-    if exporter {
-        &["origin", CHANNEL_BINDING_TLS_EXPORTER]
-    } else {
-        &["origin"]
-    }
 }
 
 /// Why an `auth.response` was refused. The text is for the server log only: the

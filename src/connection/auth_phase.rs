@@ -125,10 +125,10 @@ impl Connection {
             protocol: crate::protocol::PROTOCOL_VERSION,
             server_id: c.server_id.clone(),
             nonce: c.nonce.clone(),
-            namespace: auth::NAMESPACE,
+            namespace: auth::NAMESPACE.into(),
             expires_in_ms: c.ttl.as_millis() as u64,
             sign: c.sign.clone(),
-            channel_binding: c.offered_binding(),
+            channel_binding: c.offered_binding().map(Into::into),
             bindings: auth::offered_bindings(c.channel_binding.is_some()),
         };
         let _ = self.outbox.frame("auth.challenge", msg.to_json());

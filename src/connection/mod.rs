@@ -813,7 +813,7 @@ impl Connection {
                 let status = s.status();
                 SessionSummary {
                     session: s.name.to_string(),
-                    state: status.state.as_str(),
+                    state: status.state.as_str().into(),
                     head: detailed.then_some(status.head),
                     clients: detailed.then_some(status.clients),
                 }

@@ -53,20 +53,8 @@ pub struct SubscriptionOwner {
     pub address: IpAddr,
 }
 
-/// The browser's `PushSubscription.toJSON()` as the client sends it (§9). Other
-/// members (`expirationTime`) are ignored.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct PushSubscriptionJson {
-    pub endpoint: String,
-    pub keys: PushKeysJson,
-}
-
-/// The subscription's keys: base64url, padding optional.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct PushKeysJson {
-    pub p256dh: String,
-    pub auth: String,
-}
+/// The browser's `PushSubscription.toJSON()` as the client sends it (a wire type).
+pub use crate::protocol::{PushKeysJson, PushSubscriptionJson};
 
 /// A subscription as the notifier sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -84,7 +84,7 @@ impl Actor {
         let reply = ServerMsg::Attached {
             id,
             session: self.name.to_string(),
-            state: self.state.as_str(),
+            state: self.state.as_str().into(),
             head,
             replay_from,
             truncated,
