@@ -51,9 +51,11 @@ pub mod mock_agent;
 pub mod names;
 pub mod notify;
 pub mod pairing;
-pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod tls;
 pub mod web;
 pub mod ws;
+
+/// The wire protocol lives in its own crate (`crates/protocol`): no sockets, no tokio.
+pub use ccrelay_protocol as protocol;

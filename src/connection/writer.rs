@@ -17,10 +17,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::journal::ReadCursor;
 use crate::metrics::{FrameKind, Metrics};
-use crate::protocol::{FrameText, close_code};
+use crate::protocol::close_code;
 use crate::session::Outbound;
 use crate::session::outbox::{JournalReplay, OutboxReceiver};
 use crate::session::replay;
+use crate::ws::FrameText;
 use crate::ws::WsStream;
 use crate::ws::gate::{OutBuf, WRITE_THROUGH_BYTES};
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Charge, MemoryGuard, QueueAccount};
 use crate::journal::JournalReader;
-use crate::protocol::FrameText;
+use crate::ws::FrameText;
 
 /// Something to write to the client, in queue order.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::journal::{Journal, JournalError};
-use crate::protocol::FrameText;
+use crate::ws::FrameText;
 
 /// How long a prompt `key` protects against a resend (docs/protocol.md §4.4).
 pub const PROMPT_KEY_TTL_MS: u64 = 10 * 60 * 1000;

@@ -12,7 +12,7 @@
 use tokio::sync::Semaphore;
 
 use crate::journal::{JournalError, JournalReader, ReadCursor};
-use crate::protocol::FrameText;
+use crate::ws::FrameText;
 
 /// Records read per chunk at most.
 pub const CHUNK_RECORDS: usize = 256;

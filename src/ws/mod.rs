@@ -65,6 +65,10 @@
 //! lower would mean rustls's unbuffered API with buffers of our own (the read
 //! buffer freed while idle), which was not done.
 
+/// The text of one outbound frame: refcounted, so one serialized event is shared by
+/// every recipient without copying.
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
+
 pub mod gate;
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};

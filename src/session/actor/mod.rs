@@ -34,12 +34,13 @@ use crate::journal::{self, Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::notify::NotifyEvent;
 use crate::protocol::{
-    ErrorCode, FrameText, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg,
-    event_frame, permission_result,
+    ErrorCode, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg, event_frame,
+    permission_result,
 };
 use crate::session::listed::ListedClients;
 use crate::session::outbox::JournalReplay;
 use crate::session::presence::{self, Presence};
+use crate::ws::FrameText;
 
 mod history;
 mod lifecycle;

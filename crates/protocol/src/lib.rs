@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// The text of one outbound frame: refcounted, so one serialized event is shared by
-/// every recipient without copying.
-pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
-
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest string `id`, `key` or `device` a client may send (characters).
@@ -1393,7 +1389,6 @@ pub enum ServerMsg {
         events: Vec<Box<RawValue>>,
         truncated: bool,
     },
-
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -2121,8 +2116,8 @@ mod tests {
     /// events, read as text: the test below lists the wire names from the code
     /// itself, so a type added to the code without a word in the doc fails it.
     mod doc_coverage {
-        pub const DOC: &str = include_str!("../docs/protocol.md");
-        pub const SOURCE: &str = include_str!("protocol.rs");
+        pub const DOC: &str = include_str!("../../../docs/protocol.md");
+        pub const SOURCE: &str = include_str!("lib.rs");
 
         /// The text of the item that starts at `start`, up to the first line
         /// that is a lone `}` at the item's indentation (none of these items is
@@ -2162,11 +2157,12 @@ mod tests {
                 .collect()
         }
 
-        /// Relay event types built anywhere under src/: every `"type": "relay.X"`
+        /// Relay event types built anywhere in the workspace (src/, crates/): every `"type": "relay.X"`
         /// (with or without the space) in a `.rs` file.
         pub fn relay_event_types() -> std::collections::BTreeSet<String> {
             let mut found = std::collections::BTreeSet::new();
-            let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let mut dirs = vec![root.join("src"), root.join("crates")];
             while let Some(dir) = dirs.pop() {
                 for entry in std::fs::read_dir(&dir).unwrap() {
                     let path = entry.unwrap().path();
