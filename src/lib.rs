@@ -28,6 +28,7 @@
 //! - `notify`: notifications for devices that are not connected (Web Push);
 //! - `web`: the web client's files (embedded), their headers, and the own-origin rule;
 //! - `names`: this server's names (origin binding, the page's `Host` check).
+//! - `label_enum`: closed sets of names declared once (enum, `ALL`, `as_str`), for metric labels.
 
 pub mod address;
 pub mod agent;
@@ -42,6 +43,7 @@ pub mod escape;
 pub mod guard;
 pub mod health;
 pub mod journal;
+mod label_enum;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::label_enum::label_enum;
+
 /// The text of one outbound frame: refcounted, so one serialized event is shared by
 /// every recipient without copying.
 pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
@@ -33,47 +35,27 @@ pub mod close_code {
     pub const LAGGING: u16 = 4008;
 }
 
-/// Error codes of the `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadJson,
-    BadMessage,
-    UnknownType,
-    NotAuthenticated,
-    AuthFailed,
-    AuthTimeout,
-    Forbidden,
-    NoSuchSession,
-    NotAttached,
-    NotPending,
-    RateLimited,
-    TooLarge,
-    AgentUnavailable,
-    Overloaded,
-    Internal,
-}
-
-impl ErrorCode {
-    /// The wire spelling, also used as a metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::BadMessage => "bad_message",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::NotAuthenticated => "not_authenticated",
-            ErrorCode::AuthFailed => "auth_failed",
-            ErrorCode::AuthTimeout => "auth_timeout",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NoSuchSession => "no_such_session",
-            ErrorCode::NotAttached => "not_attached",
-            ErrorCode::NotPending => "not_pending",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::AgentUnavailable => "agent_unavailable",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::Internal => "internal",
-        }
+label_enum! {
+    /// Error codes of the `error` frame; `as_str` is the wire spelling, also
+    /// the `code` label of `ccrelay_errors_sent_total`.
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorCode {
+        BadJson => "bad_json",
+        BadMessage => "bad_message",
+        UnknownType => "unknown_type",
+        NotAuthenticated => "not_authenticated",
+        AuthFailed => "auth_failed",
+        AuthTimeout => "auth_timeout",
+        Forbidden => "forbidden",
+        NoSuchSession => "no_such_session",
+        NotAttached => "not_attached",
+        NotPending => "not_pending",
+        RateLimited => "rate_limited",
+        TooLarge => "too_large",
+        AgentUnavailable => "agent_unavailable",
+        Overloaded => "overloaded",
+        Internal => "internal",
     }
 }
 
@@ -242,30 +224,85 @@ pub enum ClientRequest {
     },
 }
 
+label_enum! {
+    /// The `type` of a client request (for logs and the `type` label of
+    /// `ccrelay_frames_in_total`).
+    pub enum RequestType {
+        AuthResponse => "auth.response",
+        SessionList => "session.list",
+        Attach => "attach",
+        Detach => "detach",
+        Prompt => "prompt",
+        Respond => "respond",
+        Interrupt => "interrupt",
+        SessionRestart => "session.restart",
+        Ping => "ping",
+        PairRequest => "pair.request",
+        PairRespond => "pair.respond",
+        PairInvite => "pair.invite",
+        History => "history",
+        KeysList => "keys.list",
+        KeysRename => "keys.rename",
+        KeysRevoke => "keys.revoke",
+        ClientVisible => "client.visible",
+        PushSubscribe => "push.subscribe",
+        PushUnsubscribe => "push.unsubscribe",
+    }
+}
+
+label_enum! {
+    /// The `type` of a frame the server sends: every [`ServerMsg`] and the
+    /// frames built as text (`event`, `presence`, `history`). The `type` label of
+    /// `ccrelay_frames_out_total`.
+    pub enum FrameType {
+        AuthChallenge => "auth.challenge",
+        AuthOk => "auth.ok",
+        Error => "error",
+        Pong => "pong",
+        SessionList => "session.list",
+        Attached => "attached",
+        Detached => "detached",
+        Ok => "ok",
+        Presence => "presence",
+        Event => "event",
+        History => "history",
+        KeysList => "keys.list",
+        PairPending => "pair.pending",
+        PairRequested => "pair.requested",
+        PairResolved => "pair.resolved",
+        PairInvite => "pair.invite",
+    }
+}
+
 impl ClientRequest {
-    /// The `type` string, for logs and metrics (bounded set).
-    pub fn type_name(&self) -> &'static str {
+    /// The request's `type`.
+    pub fn request_type(&self) -> RequestType {
         match self {
-            ClientRequest::AuthResponse { .. } => "auth.response",
-            ClientRequest::SessionList => "session.list",
-            ClientRequest::Attach { .. } => "attach",
-            ClientRequest::Detach { .. } => "detach",
-            ClientRequest::Prompt { .. } => "prompt",
-            ClientRequest::Respond { .. } => "respond",
-            ClientRequest::Interrupt { .. } => "interrupt",
-            ClientRequest::SessionRestart { .. } => "session.restart",
-            ClientRequest::Ping => "ping",
-            ClientRequest::PairRequest { .. } => "pair.request",
-            ClientRequest::PairRespond { .. } => "pair.respond",
-            ClientRequest::PairInvite { .. } => "pair.invite",
-            ClientRequest::History { .. } => "history",
-            ClientRequest::KeysList => "keys.list",
-            ClientRequest::KeysRename { .. } => "keys.rename",
-            ClientRequest::KeysRevoke { .. } => "keys.revoke",
-            ClientRequest::ClientVisible { .. } => "client.visible",
-            ClientRequest::PushSubscribe { .. } => "push.subscribe",
-            ClientRequest::PushUnsubscribe { .. } => "push.unsubscribe",
+            ClientRequest::AuthResponse { .. } => RequestType::AuthResponse,
+            ClientRequest::SessionList => RequestType::SessionList,
+            ClientRequest::Attach { .. } => RequestType::Attach,
+            ClientRequest::Detach { .. } => RequestType::Detach,
+            ClientRequest::Prompt { .. } => RequestType::Prompt,
+            ClientRequest::Respond { .. } => RequestType::Respond,
+            ClientRequest::Interrupt { .. } => RequestType::Interrupt,
+            ClientRequest::SessionRestart { .. } => RequestType::SessionRestart,
+            ClientRequest::Ping => RequestType::Ping,
+            ClientRequest::PairRequest { .. } => RequestType::PairRequest,
+            ClientRequest::PairRespond { .. } => RequestType::PairRespond,
+            ClientRequest::PairInvite { .. } => RequestType::PairInvite,
+            ClientRequest::History { .. } => RequestType::History,
+            ClientRequest::KeysList => RequestType::KeysList,
+            ClientRequest::KeysRename { .. } => RequestType::KeysRename,
+            ClientRequest::KeysRevoke { .. } => RequestType::KeysRevoke,
+            ClientRequest::ClientVisible { .. } => RequestType::ClientVisible,
+            ClientRequest::PushSubscribe { .. } => RequestType::PushSubscribe,
+            ClientRequest::PushUnsubscribe { .. } => RequestType::PushUnsubscribe,
         }
+    }
+
+    /// The `type` string, for logs.
+    pub fn type_name(&self) -> &'static str {
+        self.request_type().as_str()
     }
 }
 

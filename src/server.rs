@@ -33,7 +33,7 @@ use crate::guard::MemoryGuard;
 use crate::listen::preauth::PRE_AUTH_PER_ADDRESS;
 use crate::listen::stream::TlsAcceptor;
 use crate::listen::{self, ConnCtx, Counting, proxy};
-use crate::metrics::{self, Metrics, ReasonLabel};
+use crate::metrics::{self, AcceptErrorLabel, AcceptErrorReason, Metrics, RefusedReason};
 use crate::protocol::close_code;
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
 
@@ -482,15 +482,11 @@ fn retry_after_secs(wait: Duration) -> u64 {
 fn refuse(
     shared: &Shared,
     status: StatusCode,
-    reason: &'static str,
+    reason: RefusedReason,
     body: Value,
     retry_after: Option<u64>,
 ) -> Response {
-    shared
-        .metrics
-        .connections_refused
-        .get_or_create(&ReasonLabel { reason })
-        .inc();
+    shared.metrics.refused(reason);
     let mut response = (status, axum::Json(body)).into_response();
     // What the connection held was given up with this refusal: end it.
     response
@@ -547,7 +543,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutdown",
+            RefusedReason::Shutdown,
             json!({"error": "overloaded", "message": "the server is shutting down"}),
             Some(5),
         );
@@ -557,7 +553,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "throttle",
+            RefusedReason::Throttle,
             json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": retry_after_secs(wait)}),
             Some(retry_after_secs(wait)),
         );
@@ -577,7 +573,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "address_cap",
+            RefusedReason::AddressCap,
             json!({"error": "throttled", "message": "too many connections from this address that have not authenticated yet", "retry_after_s": ADDRESS_CAP_RETRY_AFTER_SECS}),
             Some(ADDRESS_CAP_RETRY_AFTER_SECS),
         );
@@ -587,7 +583,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "memory",
+            RefusedReason::Memory,
             json!({"error": "overloaded", "message": "the server is under memory pressure; retry later"}),
             Some(MEMORY_RETRY_AFTER_SECS),
         );
@@ -597,7 +593,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "limit",
+            RefusedReason::Limit,
             json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.admission.max_connections()}),
             Some(1),
         );
@@ -624,7 +620,7 @@ async fn ws_handler(
             return refuse(
                 &shared,
                 StatusCode::FORBIDDEN,
-                "origin",
+                RefusedReason::Origin,
                 json!({"error": "forbidden", "message": "this Origin is not allowed; see --allowed-origin"}),
                 None,
             );
@@ -637,7 +633,7 @@ async fn ws_handler(
             let mut response = refuse(
                 &shared,
                 status,
-                "not_websocket",
+                RefusedReason::NotWebsocket,
                 json!({"error": "bad_request", "message": e.to_string()}),
                 None,
             );
@@ -660,7 +656,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::UPGRADE_REQUIRED,
-            "not_websocket",
+            RefusedReason::NotWebsocket,
             json!({"error": "bad_request", "message": "this connection cannot be upgraded"}),
             None,
         );
@@ -859,7 +855,7 @@ async fn metrics_handler(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    shared.metrics.record_memory(&shared.memory);
+    shared.memory.record_metrics(&shared.metrics);
     shared
         .metrics
         .auth_throttle_addresses
@@ -967,11 +963,11 @@ impl axum::serve::Listener for GuardedListener {
             let kind = classify_accept_error(&err);
             self.metrics
                 .accept_errors
-                .get_or_create(&ReasonLabel {
+                .get_or_create(&AcceptErrorLabel {
                     reason: match kind {
-                        AcceptError::Connection => "connection",
-                        AcceptError::Resources => "resources",
-                        AcceptError::Fatal => "fatal",
+                        AcceptError::Connection => AcceptErrorReason::Connection,
+                        AcceptError::Resources => AcceptErrorReason::Resources,
+                        AcceptError::Fatal => AcceptErrorReason::Fatal,
                     },
                 })
                 .inc();

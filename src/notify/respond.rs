@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use super::tokens::{Recipient, TokenError};
 use crate::listen::ConnCtx;
 use crate::listen::proxy;
+use crate::metrics::PushRespondOutcome;
 use crate::server::Shared;
 use crate::session::{PushAnswer, PushAnswerer, SessionCmd};
 
@@ -43,7 +44,12 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// session that is stopping).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn answer(shared: &Shared, status: StatusCode, outcome: &'static str, body: Value) -> Response {
+fn answer(
+    shared: &Shared,
+    status: StatusCode,
+    outcome: PushRespondOutcome,
+    body: Value,
+) -> Response {
     shared.metrics.push_respond(outcome);
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
@@ -68,7 +74,7 @@ pub async fn handler(
         let mut r = answer(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
+            PushRespondOutcome::Throttled,
             json!({"error": "throttled", "retry_after_s": secs}),
         );
         r.headers_mut()
@@ -86,7 +92,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                PushRespondOutcome::TooLarge,
                 json!({"error": "too_large", "message": format!("the body must be at most {MAX_BODY_BYTES} bytes")}),
             );
         }
@@ -94,7 +100,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
+                PushRespondOutcome::BadRequest,
                 json!({"error": "bad_request", "message": "the body did not arrive in time"}),
             );
         }
@@ -109,7 +115,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                PushRespondOutcome::BadRequest,
                 json!({"error": "bad_request", "message": format!("expected {{\"token\":\"...\"}}: {e}")}),
             );
         }
@@ -120,7 +126,7 @@ pub async fn handler(
         answer(
             &shared,
             StatusCode::FORBIDDEN,
-            "invalid_token",
+            PushRespondOutcome::InvalidToken,
             json!({"error": "invalid_token"}),
         )
     };
@@ -166,7 +172,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                PushRespondOutcome::Unavailable,
                 json!({"error": "overloaded", "message": "too many answers recently; retry later"}),
             );
         }
@@ -177,7 +183,7 @@ pub async fn handler(
         return answer(
             &shared,
             StatusCode::CONFLICT,
-            "not_pending",
+            PushRespondOutcome::NotPending,
             json!({"error": "not_pending"}),
         );
     };
@@ -198,12 +204,17 @@ pub async fn handler(
     match outcome {
         Some(PushAnswer::Resolved) => {
             tracing::info!(session = %claims.session, request_id = %claims.request_id, action = claims.action.as_str(), device = %answerer.device, "answered from a notification");
-            answer(&shared, StatusCode::OK, "ok", json!({"ok": true}))
+            answer(
+                &shared,
+                StatusCode::OK,
+                PushRespondOutcome::Ok,
+                json!({"ok": true}),
+            )
         }
         Some(PushAnswer::NotPending) => answer(
             &shared,
             StatusCode::CONFLICT,
-            "not_pending",
+            PushRespondOutcome::NotPending,
             json!({"error": "not_pending"}),
         ),
         Some(PushAnswer::Unavailable) | None => {
@@ -212,7 +223,7 @@ pub async fn handler(
             let mut r = answer(
                 &shared,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                PushRespondOutcome::Unavailable,
                 json!({"error": "agent_unavailable", "message": "the agent is restarting; try again"}),
             );
             r.headers_mut()
