@@ -397,7 +397,7 @@ pub struct Metrics {
     pub auth_throttle_addresses: Gauge,
     /// Signature verifications actually performed (the expensive step of an authentication).
     pub auth_signature_verifications: Counter,
-    /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
+    /// Pairing requests by outcome ([`PairResult`]).
     pub pair_requests: Family<PairResultLabel, Counter>,
     /// Notifications delivered, by kind and sink (docs/protocol.md §9.2).
     pub notifications: Family<NotificationLabels, Counter>,
@@ -407,7 +407,7 @@ pub struct Metrics {
     pub push_respond: Family<OutcomeLabel, Counter>,
     /// Web Push messages the push service accepted.
     pub push_sent: Counter,
-    /// Web Push messages not delivered, by reason (bounded: `FailReason::as_str`).
+    /// Web Push messages not delivered, by reason ([`PushFailReason`]).
     pub push_failed: Family<PushFailedLabel, Counter>,
     /// Push subscriptions removed because the push service answered 404 or 410.
     pub push_subscriptions_expired: Counter,
