@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{MemoryKind, Metrics};
 
 /// Default `--memory-limit`: 1 GiB of buffered event and frame bytes.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -116,6 +116,13 @@ impl MemoryGuard {
     /// Bytes held in the sessions' event tails.
     pub fn tails(&self) -> u64 {
         self.tails.load(Ordering::Relaxed)
+    }
+
+    /// Copy this accounting into `ccrelay_memory_buffered_bytes` (called before
+    /// a scrape).
+    pub fn record_metrics(&self, metrics: &Metrics) {
+        metrics.set_memory_buffered(MemoryKind::Queues, self.queued());
+        metrics.set_memory_buffered(MemoryKind::Tails, self.tails());
     }
 
     /// Everything accounted.

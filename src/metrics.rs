@@ -8,67 +8,361 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder,
+    LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
+use crate::protocol::{ErrorCode, FrameType, RequestType};
+use ccrelay_protocol::label_enum;
+
+label_enum! {
+    /// `state` of `ccrelay_connections_open`.
+    pub enum ConnectionState {
+        Unauthenticated => "unauthenticated",
+        Authenticated => "authenticated",
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: &'static str,
+label_enum! {
+    /// `reason` of `ccrelay_connections_refused_total`: why a connection or plain
+    /// HTTP request was refused before (or instead of) the upgrade.
+    pub enum RefusedReason {
+        /// The address is throttled after failed authentications.
+        Throttle => "throttle",
+        /// Buffered memory is at the refuse level.
+        Memory => "memory",
+        /// `--max-connections` reached.
+        Limit => "limit",
+        /// The `Origin` is not allowed.
+        Origin => "origin",
+        /// The server is shutting down.
+        Shutdown => "shutdown",
+        /// A plain request where an upgrade was required.
+        NotWebsocket => "not_websocket",
+        /// Too many pre-auth connections from one address.
+        AddressCap => "address_cap",
+        /// The request head did not arrive in time.
+        HeadTimeout => "head_timeout",
+        /// Too many plain HTTP connections from one address.
+        HttpAddressCap => "http_address_cap",
+        /// Plain HTTP connections hold their share of the connection limit.
+        HttpShare => "http_share",
+        /// The accept backlog overflowed.
+        Overflow => "overflow",
+    }
 }
+
+label_enum! {
+    /// `reason` of `ccrelay_connections_closed_total`.
+    pub enum ClosedReason {
+        Client => "client",
+        Protocol => "protocol",
+        AuthTimeout => "auth_timeout",
+        Revoked => "revoked",
+        Idle => "idle",
+        Lagging => "lagging",
+        Shed => "shed",
+        Shutdown => "shutdown",
+        Closed => "closed",
+        Broken => "broken",
+        PairTimeout => "pair_timeout",
+        PairDenied => "pair_denied",
+    }
+}
+
+label_enum! {
+    /// `reason` of `ccrelay_accept_errors_total`.
+    pub enum AcceptErrorReason {
+        /// One connection failed (reset before accept): nothing to do.
+        Connection => "connection",
+        /// Out of file descriptors or memory: accepting backs off.
+        Resources => "resources",
+        /// Anything else: the listener cannot go on.
+        Fatal => "fatal",
+    }
+}
+
+label_enum! {
+    /// `result` of `ccrelay_auth_attempts_total`.
+    pub enum AuthResult {
+        Ok => "ok",
+        Failed => "failed",
+        Timeout => "timeout",
+        Throttled => "throttled",
+    }
+}
+
+label_enum! {
+    /// `result` of `ccrelay_pair_requests_total`.
+    pub enum PairResult {
+        Pending => "pending",
+        Allowed => "allowed",
+        Denied => "denied",
+        Expired => "expired",
+        Withdrawn => "withdrawn",
+        Refused => "refused",
+        Invited => "invited",
+    }
+}
+
+label_enum! {
+    /// `sink` of `ccrelay_notifications_total`.
+    pub enum NotifySink {
+        Webpush => "webpush",
+        Webhook => "webhook",
+        Ntfy => "ntfy",
+    }
+}
+
+label_enum! {
+    /// `sink` of `ccrelay_notify_failed_total`: a sink, or the notifier's queue
+    /// (a report dropped before any sink).
+    pub enum NotifyFailedAt {
+        Webpush => "webpush",
+        Webhook => "webhook",
+        Ntfy => "ntfy",
+        Queue => "queue",
+    }
+}
+
+impl From<NotifySink> for NotifyFailedAt {
+    fn from(sink: NotifySink) -> Self {
+        match sink {
+            NotifySink::Webpush => NotifyFailedAt::Webpush,
+            NotifySink::Webhook => NotifyFailedAt::Webhook,
+            NotifySink::Ntfy => NotifyFailedAt::Ntfy,
+        }
+    }
+}
+
+label_enum! {
+    /// `kind` of `ccrelay_notifications_total` (the docs/protocol.md §9 payload kinds).
+    pub enum NotifyKind {
+        Permission => "permission",
+        Dismiss => "dismiss",
+        TurnEnded => "turn_ended",
+        AgentFailed => "agent_failed",
+    }
+}
+
+label_enum! {
+    /// `outcome` of `ccrelay_push_respond_total`.
+    pub enum PushRespondOutcome {
+        Ok => "ok",
+        InvalidToken => "invalid_token",
+        NotPending => "not_pending",
+        BadRequest => "bad_request",
+        TooLarge => "too_large",
+        Throttled => "throttled",
+        Unavailable => "unavailable",
+    }
+}
+
+label_enum! {
+    /// Why a push was not delivered (the `reason` of `ccrelay_push_failed_total`;
+    /// `notify::webpush::FailReason`).
+    pub enum PushFailReason {
+        /// The payload is over `notify::webpush::MAX_PAYLOAD_BYTES` (found before
+        /// any I/O), or the push service answered 413.
+        TooLarge => "too_large",
+        /// The topic is not at most 32 base64url characters (before any I/O).
+        BadTopic => "bad_topic",
+        /// No such subscription (removed meanwhile).
+        UnknownSubscription => "unknown_subscription",
+        /// The endpoint or every address its host resolves to now breaks the §9 rule.
+        RefusedAddress => "refused_address",
+        /// Encryption failed (a stored key that no longer decodes).
+        Encrypt => "encrypt",
+        /// No answer in time (connect or total timeout).
+        Timeout => "timeout",
+        /// The connection could not be made (refused, TLS handshake, DNS).
+        Connect => "connect",
+        /// Any other transport failure.
+        Network => "network",
+        /// A 3xx answer: redirects are not followed.
+        Redirect => "redirect",
+        /// 429 from the push service.
+        RateLimited => "rate_limited",
+        /// Another 4xx (bad VAPID, bad request, forbidden).
+        Rejected => "rejected",
+        /// A 5xx (or other non-success) answer.
+        ServerError => "server_error",
+    }
+}
+
+label_enum! {
+    /// `kind` of `ccrelay_memory_buffered_bytes`.
+    pub enum MemoryKind {
+        /// Bytes queued for clients.
+        Queues => "queues",
+        /// Bytes of the sessions' in-memory event tails.
+        Tails => "tails",
+    }
+}
+
+label_enum! {
+    /// `cause` of `ccrelay_agent_restarts_total`.
+    pub enum RestartCause {
+        Crashed => "crashed",
+        Hung => "hung",
+        Stopped => "stopped",
+    }
+}
+
+/// `type` of `ccrelay_frames_in_total`: a request's type, or a frame that is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameIn {
+    Request(RequestType),
+    /// A text frame that is not a valid request.
+    Invalid,
+    /// A binary frame.
+    Binary,
+    /// A frame over the size limit.
+    TooLarge,
+}
+
+impl FrameIn {
+    /// Every value: the request types, then the others.
+    pub fn all() -> impl Iterator<Item = FrameIn> {
+        RequestType::ALL
+            .iter()
+            .map(|&t| FrameIn::Request(t))
+            .chain([FrameIn::Invalid, FrameIn::Binary, FrameIn::TooLarge])
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameIn::Request(t) => t.as_str(),
+            FrameIn::Invalid => "invalid",
+            FrameIn::Binary => "binary",
+            FrameIn::TooLarge => "too_large",
+        }
+    }
+}
+
+/// A label value written as its `as_str`.
+macro_rules! encode_as_str {
+    ($($t:ty),+ $(,)?) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&self.as_str(), encoder)
+            }
+        }
+    )+};
+}
+
+encode_as_str!(
+    ConnectionState,
+    RefusedReason,
+    ClosedReason,
+    AcceptErrorReason,
+    AuthResult,
+    PairResult,
+    NotifySink,
+    NotifyFailedAt,
+    NotifyKind,
+    PushRespondOutcome,
+    PushFailReason,
+    MemoryKind,
+    RestartCause,
+    FrameIn,
+);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
-    pub state: &'static str,
+    pub state: ConnectionState,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    pub reason: RefusedReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabel {
+    pub reason: ClosedReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcceptErrorLabel {
+    pub reason: AcceptErrorReason,
+}
+
+/// `key_type` is the key's algorithm name (bounded by the key types ssh-key
+/// parses), `unknown` before a key is known, `none` when no response came.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
-    pub result: &'static str,
+    pub result: AuthResult,
     pub key_type: String,
 }
 
-/// An outcome label (bounded set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
+pub struct PairResultLabel {
+    pub result: PairResult,
 }
 
-/// The `type` label of frames: a bounded set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FrameKind {
+pub struct FrameInLabel {
     #[allow(clippy::struct_field_names)]
-    pub r#type: &'static str,
+    pub r#type: FrameIn,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+// The protocol crate does not know Prometheus, and a label value trait cannot be
+// implemented here for its types: these two label sets are encoded by hand.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct FrameOutLabel {
+    #[allow(clippy::struct_field_names)]
+    pub r#type: FrameType,
+}
+
+impl EncodeLabelSet for FrameOutLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("type", self.r#type.as_str())].encode(encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CodeLabel {
-    pub code: &'static str,
+    pub code: ErrorCode,
 }
 
-/// `kind` and `sink` of `ccrelay_notifications_total` (bounded sets).
+impl EncodeLabelSet for CodeLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("code", self.code.as_str())].encode(encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotificationLabels {
-    pub kind: &'static str,
-    pub sink: &'static str,
+    pub kind: NotifyKind,
+    pub sink: NotifySink,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SinkLabel {
-    pub sink: &'static str,
+pub struct NotifyFailedLabel {
+    pub sink: NotifyFailedAt,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    pub outcome: &'static str,
+    pub outcome: PushRespondOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushFailedLabel {
+    pub reason: PushFailReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabel {
+    pub kind: MemoryKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,7 +373,7 @@ pub struct SessionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionCauseLabels {
     pub session: String,
-    pub cause: &'static str,
+    pub cause: RestartCause,
 }
 
 /// Every metric family of the server.
@@ -88,11 +382,11 @@ pub struct Metrics {
     registry: Registry,
     pub connections_open: Family<StateLabel, Gauge>,
     pub connections_accepted: Counter,
-    pub connections_refused: Family<ReasonLabel, Counter>,
-    pub connections_closed: Family<ReasonLabel, Counter>,
+    pub connections_refused: Family<RefusedLabel, Counter>,
+    pub connections_closed: Family<ClosedLabel, Counter>,
     pub auth_attempts: Family<AuthLabels, Counter>,
-    pub frames_in: Family<FrameKind, Counter>,
-    pub frames_out: Family<FrameKind, Counter>,
+    pub frames_in: Family<FrameInLabel, Counter>,
+    pub frames_out: Family<FrameOutLabel, Counter>,
     pub bytes_out: Counter,
     pub errors_sent: Family<CodeLabel, Counter>,
     pub rate_limited: Counter,
@@ -111,24 +405,24 @@ pub struct Metrics {
     pub prompts: Family<SessionLabel, Counter>,
     pub queued_prompts: Family<SessionLabel, Gauge>,
     pub memory_shed: Counter,
-    pub memory_buffered: Family<KindLabel, Gauge>,
+    pub memory_buffered: Family<MemoryLabel, Gauge>,
     pub memory_limit: Gauge,
-    pub accept_errors: Family<ReasonLabel, Counter>,
+    pub accept_errors: Family<AcceptErrorLabel, Counter>,
     pub auth_throttle_addresses: Gauge,
     /// Signature verifications actually performed (the expensive step of an authentication).
     pub auth_signature_verifications: Counter,
-    /// Pairing requests by outcome (pending, allowed, denied, expired, withdrawn, refused).
-    pub pair_requests: Family<ResultLabel, Counter>,
+    /// Pairing requests by outcome ([`PairResult`]).
+    pub pair_requests: Family<PairResultLabel, Counter>,
     /// Notifications delivered, by kind and sink (docs/protocol.md §9.2).
     pub notifications: Family<NotificationLabels, Counter>,
     /// Notifications not delivered, by sink (`queue`: dropped before any sink).
-    pub notify_failed: Family<SinkLabel, Counter>,
+    pub notify_failed: Family<NotifyFailedLabel, Counter>,
     /// `POST /v1/push/respond` answers, by outcome.
     pub push_respond: Family<OutcomeLabel, Counter>,
     /// Web Push messages the push service accepted.
     pub push_sent: Counter,
-    /// Web Push messages not delivered, by reason (bounded: `FailReason::as_str`).
-    pub push_failed: Family<ReasonLabel, Counter>,
+    /// Web Push messages not delivered, by reason ([`PushFailReason`]).
+    pub push_failed: Family<PushFailedLabel, Counter>,
     /// Push subscriptions removed because the push service answered 404 or 410.
     pub push_subscriptions_expired: Counter,
     /// Push subscriptions held.
@@ -164,7 +458,7 @@ impl Metrics {
             connections_open: reg!(
                 "connections_open",
                 "Open WebSocket connections by authentication state",
-                Family::<StateLabel, Gauge>::default()
+                Family::default()
             ),
             connections_accepted: reg!(
                 "connections_accepted",
@@ -174,27 +468,27 @@ impl Metrics {
             connections_refused: reg!(
                 "connections_refused",
                 "Connections and requests refused before the upgrade or as plain HTTP, by reason",
-                Family::<ReasonLabel, Counter>::default()
+                Family::default()
             ),
             connections_closed: reg!(
                 "connections_closed",
                 "WebSocket connections closed, by reason",
-                Family::<ReasonLabel, Counter>::default()
+                Family::default()
             ),
             auth_attempts: reg!(
                 "auth_attempts",
                 "Authentication attempts by result and key type",
-                Family::<AuthLabels, Counter>::default()
+                Family::default()
             ),
             frames_in: reg!(
                 "frames_in",
                 "Inbound frames by message type",
-                Family::<FrameKind, Counter>::default()
+                Family::default()
             ),
             frames_out: reg!(
                 "frames_out",
                 "Outbound frames by message type",
-                Family::<FrameKind, Counter>::default()
+                Family::default()
             ),
             bytes_out: reg!(
                 "sent",
@@ -205,7 +499,7 @@ impl Metrics {
             errors_sent: reg!(
                 "errors_sent",
                 "error frames sent, by code",
-                Family::<CodeLabel, Counter>::default()
+                Family::default()
             ),
             rate_limited: reg!(
                 "rate_limited_frames",
@@ -215,18 +509,18 @@ impl Metrics {
             clients_attached: reg!(
                 "clients_attached",
                 "Clients attached per session",
-                Family::<SessionLabel, Gauge>::default()
+                Family::default()
             ),
             events_appended: reg!(
                 "events_appended",
                 "Events appended to the session log",
-                Family::<SessionLabel, Counter>::default()
+                Family::default()
             ),
             journal_bytes: reg!(
                 "journal",
                 "Bytes of journal segments kept per session",
                 Unit::Bytes,
-                Family::<SessionLabel, Gauge>::default()
+                Family::default()
             ),
             journal_fsync_seconds: reg!(
                 "journal_fsync",
@@ -259,27 +553,23 @@ impl Metrics {
             agent_restarts: reg!(
                 "agent_restarts",
                 "Agent process ends by cause (crashed, hung, stopped)",
-                Family::<SessionCauseLabels, Counter>::default()
+                Family::default()
             ),
             agent_up: reg!(
                 "agent_up",
                 "1 while the session's agent process runs",
-                Family::<SessionLabel, Gauge>::default()
+                Family::default()
             ),
             pending_requests: reg!(
                 "pending_requests",
                 "Agent control requests (permission prompts, dialogs) awaiting an answer",
-                Family::<SessionLabel, Gauge>::default()
+                Family::default()
             ),
-            prompts: reg!(
-                "prompts",
-                "Prompts accepted per session",
-                Family::<SessionLabel, Counter>::default()
-            ),
+            prompts: reg!("prompts", "Prompts accepted per session", Family::default()),
             queued_prompts: reg!(
                 "queued_prompts",
                 "Prompts waiting for their turn per session",
-                Family::<SessionLabel, Gauge>::default()
+                Family::default()
             ),
             memory_shed: reg!(
                 "memory_shed",
@@ -290,7 +580,7 @@ impl Metrics {
                 "memory_buffered",
                 "Bytes buffered for clients, by kind (queues: frames waiting in client queues; tails: in-memory event tails)",
                 Unit::Bytes,
-                Family::<KindLabel, Gauge>::default()
+                Family::default()
             ),
             memory_limit: reg!(
                 "memory_limit",
@@ -311,22 +601,22 @@ impl Metrics {
             pair_requests: reg!(
                 "pair_requests",
                 "Device pairing requests by outcome",
-                Family::<ResultLabel, Counter>::default()
+                Family::default()
             ),
             notifications: reg!(
                 "notifications",
                 "Notifications delivered (accepted by the push service or endpoint), by kind and sink",
-                Family::<NotificationLabels, Counter>::default()
+                Family::default()
             ),
             notify_failed: reg!(
                 "notify_failed",
                 "Notifications not delivered (timeout, refused, too many under way), by sink; `queue` counts reports dropped before any sink",
-                Family::<SinkLabel, Counter>::default()
+                Family::default()
             ),
             push_respond: reg!(
                 "push_respond",
                 "POST /v1/push/respond answers by outcome",
-                Family::<OutcomeLabel, Counter>::default()
+                Family::default()
             ),
             push_sent: reg!(
                 "push_sent",
@@ -336,7 +626,7 @@ impl Metrics {
             push_failed: reg!(
                 "push_failed",
                 "Web Push messages not delivered, by reason (timeout, connect, rejected, server_error, too_large, refused_address, ...)",
-                Family::<ReasonLabel, Counter>::default()
+                Family::default()
             ),
             push_subscriptions_expired: reg!(
                 "push_subscriptions_expired",
@@ -356,7 +646,7 @@ impl Metrics {
             accept_errors: reg!(
                 "accept_errors",
                 "Failed accept() calls on the listeners, by reason (connection, resources, fatal)",
-                Family::<ReasonLabel, Counter>::default()
+                Family::default()
             ),
             registry,
         }
@@ -378,90 +668,127 @@ impl Metrics {
     }
 
     /// Count one delivered notification.
-    pub fn notification_sent(&self, kind: &'static str, sink: &'static str) {
+    pub fn notification_sent(&self, kind: NotifyKind, sink: NotifySink) {
         self.notifications
             .get_or_create(&NotificationLabels { kind, sink })
             .inc();
     }
 
     /// Count one notification that was not delivered.
-    pub fn notify_failed(&self, sink: &'static str) {
-        self.notify_failed.get_or_create(&SinkLabel { sink }).inc();
+    pub fn notify_failed(&self, sink: impl Into<NotifyFailedAt>) {
+        self.notify_failed
+            .get_or_create(&NotifyFailedLabel { sink: sink.into() })
+            .inc();
     }
 
     /// Count one answer of the respond endpoint.
-    pub fn push_respond(&self, outcome: &'static str) {
+    pub fn push_respond(&self, outcome: PushRespondOutcome) {
         self.push_respond
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 
     /// Shorthand: count one error frame.
-    pub fn error_sent(&self, code: crate::protocol::ErrorCode) {
-        self.errors_sent
-            .get_or_create(&CodeLabel {
-                code: code.as_str(),
-            })
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.errors_sent.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Count one connection or request refused before the upgrade.
+    pub fn refused(&self, reason: RefusedReason) {
+        self.connections_refused
+            .get_or_create(&RefusedLabel { reason })
             .inc();
     }
 
-    /// Create the series of every bounded label set at zero, so each family is
-    /// exposed (with its type) from the first scrape and `rate()` sees the first
-    /// increment. Per-session series are created for the configured sessions.
+    /// Count one inbound frame.
+    pub fn frame_in(&self, r#type: FrameIn) {
+        self.frames_in.get_or_create(&FrameInLabel { r#type }).inc();
+    }
+
+    /// Count one outbound frame.
+    pub fn frame_out(&self, r#type: FrameType) {
+        self.frames_out
+            .get_or_create(&FrameOutLabel { r#type })
+            .inc();
+    }
+
+    /// Set the bytes buffered of one kind (the memory guard pushes its figures).
+    pub fn set_memory_buffered(&self, kind: MemoryKind, bytes: u64) {
+        self.memory_buffered
+            .get_or_create(&MemoryLabel { kind })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Create every series of every family at zero, so each one is exposed (with
+    /// its type) from the first scrape and `rate()` sees the first increment. The
+    /// label values come from the label enums' `ALL`; per-session series are
+    /// created for `sessions` (the configured ones). `ccrelay_auth_attempts_total`
+    /// is the one family whose labels are not all known here: its `key_type` is
+    /// the key's algorithm, so only the series without a key (`failed`/`throttled`
+    /// with `unknown`, `timeout` with `none`) exist before the first attempt.
     pub fn init_series<'a>(&self, sessions: impl IntoIterator<Item = &'a str>) {
-        for state in ["unauthenticated", "authenticated"] {
+        for &state in ConnectionState::ALL {
             let _ = self.connections_open.get_or_create(&StateLabel { state });
         }
-        for reason in REFUSED_REASONS {
+        for &reason in RefusedReason::ALL {
             let _ = self
                 .connections_refused
-                .get_or_create(&ReasonLabel { reason });
+                .get_or_create(&RefusedLabel { reason });
         }
-        for reason in CLOSED_REASONS {
+        for &reason in ClosedReason::ALL {
             let _ = self
                 .connections_closed
-                .get_or_create(&ReasonLabel { reason });
+                .get_or_create(&ClosedLabel { reason });
         }
-        for reason in ["connection", "resources", "fatal"] {
-            let _ = self.accept_errors.get_or_create(&ReasonLabel { reason });
+        for &reason in AcceptErrorReason::ALL {
+            let _ = self
+                .accept_errors
+                .get_or_create(&AcceptErrorLabel { reason });
         }
-        for (result, key_type) in [("failed", "unknown"), ("timeout", "none")] {
+        for (result, key_type) in [
+            (AuthResult::Failed, UNKNOWN_KEY_TYPE),
+            (AuthResult::Throttled, UNKNOWN_KEY_TYPE),
+            (AuthResult::Timeout, NO_KEY_TYPE),
+        ] {
             let _ = self.auth_attempts.get_or_create(&AuthLabels {
                 result,
                 key_type: key_type.to_string(),
             });
         }
-        for result in PAIR_RESULTS {
-            let _ = self.pair_requests.get_or_create(&ResultLabel { result });
+        for &result in PairResult::ALL {
+            let _ = self
+                .pair_requests
+                .get_or_create(&PairResultLabel { result });
         }
-        for sink in NOTIFY_SINKS {
-            for kind in NOTIFY_KINDS {
+        for &sink in NotifySink::ALL {
+            for &kind in NotifyKind::ALL {
                 let _ = self
                     .notifications
                     .get_or_create(&NotificationLabels { kind, sink });
             }
-            let _ = self.notify_failed.get_or_create(&SinkLabel { sink });
         }
-        let _ = self
-            .notify_failed
-            .get_or_create(&SinkLabel { sink: "queue" });
-        for outcome in PUSH_RESPOND_OUTCOMES {
+        for &sink in NotifyFailedAt::ALL {
+            let _ = self
+                .notify_failed
+                .get_or_create(&NotifyFailedLabel { sink });
+        }
+        for &outcome in PushRespondOutcome::ALL {
             let _ = self.push_respond.get_or_create(&OutcomeLabel { outcome });
         }
-        for r#type in FRAME_IN_TYPES {
-            let _ = self.frames_in.get_or_create(&FrameKind { r#type });
+        for r#type in FrameIn::all() {
+            let _ = self.frames_in.get_or_create(&FrameInLabel { r#type });
         }
-        for r#type in FRAME_OUT_TYPES {
-            let _ = self.frames_out.get_or_create(&FrameKind { r#type });
+        for &r#type in FrameType::ALL {
+            let _ = self.frames_out.get_or_create(&FrameOutLabel { r#type });
         }
-        for code in ERROR_CODES {
+        for &code in ErrorCode::ALL {
             let _ = self.errors_sent.get_or_create(&CodeLabel { code });
         }
-        for reason in PUSH_FAILED_REASONS {
-            let _ = self.push_failed.get_or_create(&ReasonLabel { reason });
+        for &reason in PushFailReason::ALL {
+            let _ = self.push_failed.get_or_create(&PushFailedLabel { reason });
         }
-        for kind in ["queues", "tails"] {
-            let _ = self.memory_buffered.get_or_create(&KindLabel { kind });
+        for &kind in MemoryKind::ALL {
+            let _ = self.memory_buffered.get_or_create(&MemoryLabel { kind });
         }
         for session in sessions {
             let label = Self::session_label(session);
@@ -472,24 +799,13 @@ impl Metrics {
             let _ = self.journal_bytes.get_or_create(&label);
             let _ = self.pending_requests.get_or_create(&label);
             let _ = self.queued_prompts.get_or_create(&label);
-            for cause in ["crashed", "hung", "stopped"] {
+            for &cause in RestartCause::ALL {
                 let _ = self.agent_restarts.get_or_create(&SessionCauseLabels {
                     session: session.to_string(),
                     cause,
                 });
             }
         }
-    }
-
-    /// Copy the memory guard's accounting into its gauges (called before a scrape).
-    pub fn record_memory(&self, guard: &crate::guard::MemoryGuard) {
-        let set = |kind, v: u64| {
-            self.memory_buffered
-                .get_or_create(&KindLabel { kind })
-                .set(i64::try_from(v).unwrap_or(i64::MAX));
-        };
-        set("queues", guard.queued());
-        set("tails", guard.tails());
     }
 
     pub fn session_label(session: &str) -> SessionLabel {
@@ -499,130 +815,10 @@ impl Metrics {
     }
 }
 
-/// `reason` of `ccrelay_connections_refused_total`.
-pub const REFUSED_REASONS: &[&str] = &[
-    "throttle",
-    "memory",
-    "limit",
-    "origin",
-    "shutdown",
-    "not_websocket",
-    "address_cap",
-    "head_timeout",
-    "http_address_cap",
-    "http_share",
-    "overflow",
-];
-/// `reason` of `ccrelay_connections_closed_total`.
-pub const CLOSED_REASONS: &[&str] = &[
-    "client",
-    "protocol",
-    "auth_timeout",
-    "revoked",
-    "idle",
-    "lagging",
-    "shed",
-    "shutdown",
-    "closed",
-    "broken",
-    "pair_timeout",
-    "pair_denied",
-];
-/// `reason` of `ccrelay_push_failed_total` (`notify::webpush::FailReason`).
-pub const PUSH_FAILED_REASONS: &[&str] = &[
-    "too_large",
-    "bad_topic",
-    "unknown_subscription",
-    "refused_address",
-    "encrypt",
-    "timeout",
-    "connect",
-    "network",
-    "redirect",
-    "rate_limited",
-    "rejected",
-    "server_error",
-];
-/// `type` of `ccrelay_frames_in_total`: request types, plus frames that are not one.
-const FRAME_IN_TYPES: &[&str] = &[
-    "auth.response",
-    "ping",
-    "session.list",
-    "attach",
-    "detach",
-    "prompt",
-    "respond",
-    "interrupt",
-    "session.restart",
-    "pair.request",
-    "pair.respond",
-    "pair.invite",
-    "client.visible",
-    "push.subscribe",
-    "push.unsubscribe",
-    "invalid",
-    "binary",
-    "too_large",
-];
-/// `type` of `ccrelay_frames_out_total`.
-const FRAME_OUT_TYPES: &[&str] = &[
-    "auth.challenge",
-    "auth.ok",
-    "error",
-    "pong",
-    "session.list",
-    "attached",
-    "detached",
-    "ok",
-    "presence",
-    "event",
-    "pair.pending",
-    "pair.requested",
-    "pair.resolved",
-    "pair.invite",
-];
-/// `sink` of the notification metrics.
-pub const NOTIFY_SINKS: &[&str] = &["webpush", "webhook", "ntfy"];
-/// `kind` of `ccrelay_notifications_total` (the §9 payload kinds).
-pub const NOTIFY_KINDS: &[&str] = &["permission", "dismiss", "turn_ended", "agent_failed"];
-/// `outcome` of `ccrelay_push_respond_total`.
-pub const PUSH_RESPOND_OUTCOMES: &[&str] = &[
-    "ok",
-    "invalid_token",
-    "not_pending",
-    "bad_request",
-    "too_large",
-    "throttled",
-    "unavailable",
-];
-/// `result` of `ccrelay_pair_requests_total`.
-pub const PAIR_RESULTS: &[&str] = &[
-    "pending",
-    "allowed",
-    "denied",
-    "expired",
-    "withdrawn",
-    "refused",
-    "invited",
-];
-/// `code` of `ccrelay_errors_sent_total` (docs/protocol.md §2.2).
-const ERROR_CODES: &[&str] = &[
-    "bad_json",
-    "bad_message",
-    "unknown_type",
-    "not_authenticated",
-    "auth_failed",
-    "auth_timeout",
-    "forbidden",
-    "no_such_session",
-    "not_attached",
-    "not_pending",
-    "rate_limited",
-    "too_large",
-    "agent_unavailable",
-    "overloaded",
-    "internal",
-];
+/// `key_type` of `ccrelay_auth_attempts_total` before the key is known.
+pub const UNKNOWN_KEY_TYPE: &str = "unknown";
+/// `key_type` of `ccrelay_auth_attempts_total` when no response came.
+pub const NO_KEY_TYPE: &str = "none";
 
 /// The Content-Type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -913,9 +1109,7 @@ mod tests {
     fn exposition_has_prefixed_families() {
         let m = Metrics::new().with_process_collector();
         m.connections_accepted.inc();
-        m.frames_in
-            .get_or_create(&FrameKind { r#type: "ping" })
-            .inc();
+        m.frame_in(FrameIn::Request(RequestType::Ping));
         let text = m.encode();
         assert!(
             text.contains("ccrelay_connections_accepted_total 1"),
@@ -930,6 +1124,77 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ccrelay_sent_bytes_total"), "{text}");
+    }
+
+    #[test]
+    fn every_label_value_of_every_enum_is_a_series_from_the_start() {
+        let m = Metrics::new();
+        m.init_series(["default"]);
+        let text = m.encode();
+        let has = |family: &str, label: &str, value: &str| {
+            let series = format!("{family}{{");
+            let pair = format!("{label}=\"{value}\"");
+            text.lines()
+                .any(|l| l.starts_with(&series) && l.contains(&pair))
+        };
+        let check = |family: &str, label: &str, values: Vec<&str>| {
+            assert!(!values.is_empty());
+            for value in values {
+                assert!(
+                    has(family, label, value),
+                    "{family}{{{label}={value}}}\n{text}"
+                );
+            }
+        };
+        macro_rules! each {
+            ($family:literal, $label:literal, $t:ty) => {
+                check(
+                    $family,
+                    $label,
+                    <$t>::ALL.iter().map(|v| v.as_str()).collect(),
+                )
+            };
+        }
+        each!("ccrelay_connections_open", "state", ConnectionState);
+        each!("ccrelay_connections_refused_total", "reason", RefusedReason);
+        each!("ccrelay_connections_closed_total", "reason", ClosedReason);
+        each!("ccrelay_accept_errors_total", "reason", AcceptErrorReason);
+        each!("ccrelay_pair_requests_total", "result", PairResult);
+        each!("ccrelay_notifications_total", "sink", NotifySink);
+        each!("ccrelay_notifications_total", "kind", NotifyKind);
+        each!("ccrelay_notify_failed_total", "sink", NotifyFailedAt);
+        each!("ccrelay_push_respond_total", "outcome", PushRespondOutcome);
+        each!("ccrelay_push_failed_total", "reason", PushFailReason);
+        each!("ccrelay_memory_buffered_bytes", "kind", MemoryKind);
+        each!("ccrelay_agent_restarts_total", "cause", RestartCause);
+        each!("ccrelay_frames_out_total", "type", FrameType);
+        each!("ccrelay_errors_sent_total", "code", ErrorCode);
+        check(
+            "ccrelay_frames_in_total",
+            "type",
+            FrameIn::all().map(FrameIn::as_str).collect(),
+        );
+        for result in [
+            AuthResult::Failed,
+            AuthResult::Throttled,
+            AuthResult::Timeout,
+        ] {
+            check(
+                "ccrelay_auth_attempts_total",
+                "result",
+                vec![result.as_str()],
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_label() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
     }
 
     #[test]

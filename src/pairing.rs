@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 
 use crate::address::{AddressGrouping, AddressKey};
 use crate::auth::Role;
-use crate::metrics::{Metrics, ResultLabel};
-use crate::protocol::ServerMsg;
+use crate::metrics::{Metrics, PairResult, PairResultLabel};
+use crate::protocol::{FrameType, ServerMsg};
 use crate::session::Outbox;
 
 /// At most this many pair requests may be pending server-wide.
@@ -196,10 +196,10 @@ impl Pairing {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count(&self, result: &'static str) {
+    fn count(&self, result: PairResult) {
         self.metrics
             .pair_requests
-            .get_or_create(&ResultLabel { result })
+            .get_or_create(&PairResultLabel { result })
             .inc();
     }
 
@@ -227,20 +227,20 @@ impl Pairing {
         };
         if let Some(e) = refusal {
             drop(inner);
-            self.count("refused");
+            self.count(PairResult::Refused);
             return Err(e);
         }
         let pair_id = uuid::Uuid::new_v4().simple().to_string();
         let frame = requested_frame(&pair_id, &request, denial.is_some());
         for outbox in inner.owners.values() {
-            let _ = outbox.frame("pair.requested", frame.clone());
+            let _ = outbox.frame(FrameType::PairRequested, frame.clone());
         }
         let (tx, rx) = oneshot::channel();
         inner
             .pending
             .insert(pair_id.clone(), Pending { request, tx });
         drop(inner);
-        self.count("pending");
+        self.count(PairResult::Pending);
         Ok((
             PairTicket {
                 pairing: self.clone(),
@@ -260,7 +260,7 @@ impl Pairing {
                 .recent_denial(self.grouping.key(p.request.peer), now)
                 .is_some();
             let _ = outbox.frame(
-                "pair.requested",
+                FrameType::PairRequested,
                 requested_frame(pair_id, &p.request, denied),
             );
         }
@@ -283,9 +283,13 @@ impl Pairing {
     /// [`INVITE_BY_PREFIX`] and the inviter's client id.
     pub fn announce_resolved(&self, pair_id: &str, allow: bool, role: Option<Role>, by: &str) {
         if by.starts_with(INVITE_BY_PREFIX) {
-            self.count("invited");
+            self.count(PairResult::Invited);
         } else if by != "relay" {
-            self.count(if allow { "allowed" } else { "denied" });
+            self.count(if allow {
+                PairResult::Allowed
+            } else {
+                PairResult::Denied
+            });
         }
         let frame = ServerMsg::PairResolved {
             pair_id: pair_id.to_string(),
@@ -295,7 +299,7 @@ impl Pairing {
         }
         .to_json();
         for outbox in self.lock().owners.values() {
-            let _ = outbox.frame("pair.resolved", frame.clone());
+            let _ = outbox.frame(FrameType::PairResolved, frame.clone());
         }
     }
 
@@ -416,11 +420,11 @@ impl PairTicket {
 
     /// The pair timeout passed: withdraw the request (consumes the ticket).
     pub fn expire(mut self) {
-        self.end("expired");
+        self.end(PairResult::Expired);
         self.pair_id.clear();
     }
 
-    fn end(&mut self, result: &'static str) {
+    fn end(&mut self, result: PairResult) {
         if !self.pair_id.is_empty() && self.pairing.take(&self.pair_id).is_some() {
             self.pairing.count(result);
             self.pairing
@@ -432,7 +436,7 @@ impl PairTicket {
 impl Drop for PairTicket {
     fn drop(&mut self) {
         // The device disconnected (or was closed) while its request was pending.
-        self.end("withdrawn");
+        self.end(PairResult::Withdrawn);
     }
 }
 

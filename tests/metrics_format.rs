@@ -2,7 +2,8 @@
 //! Prometheus text format 0.0.4 by default (parsed with prometheus-parse), and
 //! OpenMetrics 1.0 only when the scraper's `Accept` asks for it (as Prometheus
 //! itself does). The classic one is also checked with `promtool check metrics`
-//! when promtool is installed (Debian package `prometheus`; .ci/run installs it).
+//! (Debian package `prometheus`, installed by scripts/test-deps): without it the
+//! test says SKIPPED, or fails under `CCRELAY_REQUIRE_ALL=1` (tests/common/require.rs).
 
 mod common;
 
@@ -141,7 +142,7 @@ async fn classic_by_default_openmetrics_when_asked() {
         }
         None => common::require::missing(
             "promtool",
-            "scripts/test installs it as root; else apt-get install prometheus",
+            "scripts/test-deps installs it as root; else apt-get install prometheus",
         ),
     }
 }

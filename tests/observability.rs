@@ -708,6 +708,92 @@ async fn dashboard_and_scrape_config_use_only_exported_metrics() {
     }
 }
 
+/// The `## Metrics` section of docs/operations.md (up to the next `## ` heading).
+fn docs_metrics_section() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let text = std::fs::read_to_string(&path).expect("docs/operations.md exists");
+    let start = text
+        .find("\n## Metrics\n")
+        .expect("docs/operations.md has a ## Metrics section")
+        + 1;
+    let rest = &text[start..];
+    let end = rest[1..].find("\n## ").map_or(rest.len(), |i| i + 1);
+    rest[..end].to_string()
+}
+
+/// The table row of the docs section whose first cell names `metric`.
+fn docs_row<'a>(section: &'a str, metric: &str) -> Option<&'a str> {
+    let quoted = format!("`{metric}`");
+    section.lines().find(|line| {
+        line.starts_with("| ") && line.split('|').nth(1).is_some_and(|c| c.contains(&quoted))
+    })
+}
+
+/// docs/operations.md's metrics section against a real first scrape: every family
+/// has a table row, every label name and value of every series is written in that
+/// row (session names aside: they are the configured sessions), and every metric
+/// name the section mentions (tables, alert rules, prose) is exported. Adding a
+/// family or a label value without documenting it fails here.
+#[tokio::test]
+async fn metrics_docs_list_every_family_and_label_value() {
+    let docs = docs_metrics_section();
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let scrape = scrape(&server).await;
+    assert!(scrape.types.len() >= 40, "{}", scrape.text);
+
+    let mut missing = Vec::new();
+    for (family, kind) in &scrape.types {
+        // Counters are documented by their sample name, as the classic format writes them.
+        let name = if kind == "counter" {
+            format!("{family}_total")
+        } else {
+            family.clone()
+        };
+        if docs_row(&docs, &name).is_none() {
+            missing.push(format!("family {name} ({kind})"));
+        }
+    }
+    let mut label_values = 0;
+    for sample in &scrape.samples {
+        let Some(row) = docs_row(&docs, &sample.metric) else {
+            continue; // reported above by family
+        };
+        for (label, value) in sample.labels.iter() {
+            if label == "session" {
+                continue;
+            }
+            label_values += 1;
+            for word in [label, value] {
+                if !row.contains(&format!("`{word}`")) {
+                    missing.push(format!(
+                        "{}{{{label}=\"{value}\"}}: `{word}`",
+                        sample.metric
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in docs/operations.md's metrics section:\n{}",
+        missing.join("\n")
+    );
+    assert!(label_values >= 100, "only {label_values} labelled series");
+
+    // A histogram is documented by its family name, queried by its series'.
+    let mut exported = scrape.queryable_names();
+    exported.extend(scrape.types.keys().cloned());
+    let unknown: BTreeSet<String> = metric_names(&docs)
+        .into_iter()
+        .filter(|n| !exported.contains(n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "documented but not exported: {unknown:?}"
+    );
+}
+
 /// Start a server, attach a client, cause a fault with `fault`, and check the
 /// clean fatal shutdown: close 1011 to the client, no agent left, exit code 1,
 /// the cause logged once.

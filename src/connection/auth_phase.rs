@@ -28,9 +28,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 use crate::auth::{self, AuthError, Candidate, Challenge, Identity, Role};
+use crate::metrics::{AuthResult, ClosedReason, NO_KEY_TYPE, UNKNOWN_KEY_TYPE};
 use crate::names::{Arrival, Origin, ServerNames};
 use crate::pairing::{self, OpenError, Outcome, OwnerGuard, PairTicket};
-use crate::protocol::{ClientRequest, ErrorCode, Inbound, RequestId, ServerMsg, close_code};
+use crate::protocol::{
+    ClientRequest, ErrorCode, FrameType, Inbound, RequestId, ServerMsg, close_code,
+};
 use crate::session::{ClientHandle, ClientInfo};
 
 use super::{Connection, Flow};
@@ -131,23 +134,23 @@ impl Connection {
             channel_binding: c.offered_binding().map(Into::into),
             bindings: auth::offered_bindings(c.channel_binding.is_some()),
         };
-        let _ = self.outbox.frame("auth.challenge", msg.to_json());
+        let _ = self.outbox.frame(FrameType::AuthChallenge, msg.to_json());
     }
 
     /// The auth phase woke up; `Some(reason)` ends the connection with that close reason.
-    pub(super) fn on_auth_wake(&mut self, wake: AuthWake) -> Option<&'static str> {
+    pub(super) fn on_auth_wake(&mut self, wake: AuthWake) -> Option<ClosedReason> {
         match wake {
             AuthWake::Deadline => {
                 tracing::info!("authentication timed out");
                 self.shared.throttle.record_failure(self.peer.ip());
-                self.count_auth("timeout", "none");
+                self.count_auth(AuthResult::Timeout, NO_KEY_TYPE);
                 self.error(
                     None,
                     ErrorCode::AuthTimeout,
                     "no valid auth.response before the challenge expired",
                 );
                 self.ordered_close(close_code::POLICY, "authentication timed out");
-                Some("auth_timeout")
+                Some(ClosedReason::AuthTimeout)
             }
             AuthWake::PairExpired => {
                 if let Some(pair) = self.auth.pair.take() {
@@ -159,7 +162,7 @@ impl Connection {
                 }
                 self.error(None, ErrorCode::AuthFailed, "authentication failed");
                 self.ordered_close(close_code::POLICY, "pair request expired");
-                Some("pair_timeout")
+                Some(ClosedReason::PairTimeout)
             }
             AuthWake::PairDecided(outcome) => {
                 let pair = self.auth.pair.take()?;
@@ -189,7 +192,7 @@ impl Connection {
                         tracing::info!(pair_id = pair.ticket.pair_id(), "pair request denied");
                         self.error(None, ErrorCode::AuthFailed, "authentication failed");
                         self.ordered_close(close_code::POLICY, "pair request denied");
-                        Some("pair_denied")
+                        Some(ClosedReason::PairDenied)
                     }
                 }
             }
@@ -201,7 +204,7 @@ impl Connection {
         match request {
             ClientRequest::Ping => {
                 // A ping is answered at any time (§1).
-                self.reply("pong", ServerMsg::Pong { id });
+                self.reply(FrameType::Pong, ServerMsg::Pong { id });
                 Flow::Continue
             }
             ClientRequest::AuthResponse { .. } | ClientRequest::PairRequest { .. }
@@ -269,7 +272,7 @@ impl Connection {
                 retry_after_ms = wait.as_millis() as u64,
                 "authentication attempt refused: throttled"
             );
-            self.count_auth("throttled", "unknown");
+            self.count_auth(AuthResult::Throttled, UNKNOWN_KEY_TYPE);
             self.error(
                 id.clone(),
                 ErrorCode::RateLimited,
@@ -431,7 +434,7 @@ impl Connection {
     }
 
     fn refuse(&self, id: Option<RequestId>, key_type: &str) -> Flow {
-        self.count_auth("failed", key_type);
+        self.count_auth(AuthResult::Failed, key_type);
         self.error(id, ErrorCode::AuthFailed, "authentication failed");
         Flow::Close(close_code::POLICY, "authentication failed".into())
     }
@@ -548,7 +551,7 @@ impl Connection {
             "pair request pending"
         );
         self.reply(
-            "pair.pending",
+            FrameType::PairPending,
             ServerMsg::PairPending {
                 id,
                 pair_id: ticket.pair_id().to_string(),
@@ -714,7 +717,7 @@ impl Connection {
                     "pairing invite opened"
                 );
                 self.reply(
-                    "pair.invite",
+                    FrameType::PairInvite,
                     ServerMsg::PairInvite {
                         id,
                         invite,
@@ -730,7 +733,7 @@ impl Connection {
     /// the request it answers), the throttle's unit back, owner registration.
     fn authenticated(&mut self, identity: Identity, device: Option<String>, id: Option<RequestId>) {
         self.shared.throttle.give_back(self.peer.ip());
-        self.count_auth("ok", &identity.key_type);
+        self.count_auth(AuthResult::Ok, &identity.key_type);
         self.auth.challenge.forget();
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::Span::current();
@@ -764,7 +767,7 @@ impl Connection {
             sessions: self.session_summaries(false),
         };
         // auth.ok is the direct reply to auth.response, so it echoes the request id (§2).
-        self.reply("auth.ok", msg);
+        self.reply(FrameType::AuthOk, msg);
         if identity.role == Role::Owner {
             // Pending pair requests reach a new owner right after its auth.ok.
             self.auth.owner = Some(
@@ -805,7 +808,7 @@ impl Connection {
         if !allow {
             tracing::info!(pair_id, fingerprint = %request.fingerprint, block, "pair request denied by this owner");
             self.shared.pairing.record_denial(request.peer, block);
-            self.reply("ok", ServerMsg::ok(id));
+            self.reply(FrameType::Ok, ServerMsg::ok(id));
             let _ = tx.send(Outcome::Denied);
             self.shared
                 .pairing
@@ -839,7 +842,7 @@ impl Connection {
         match written {
             Ok(path) => {
                 tracing::info!(pair_id, fingerprint = %request.fingerprint, role = role.as_str(), file = %path.display(), "pair request allowed: key added");
-                self.reply("ok", ServerMsg::ok(id));
+                self.reply(FrameType::Ok, ServerMsg::ok(id));
                 let _ = tx.send(Outcome::Allowed { role });
                 self.shared
                     .pairing

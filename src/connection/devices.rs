@@ -7,7 +7,7 @@
 //! the key store's reload does that for every connection, this one included.
 
 use crate::auth::{self, DeviceError};
-use crate::protocol::{ErrorCode, RequestId, ServerMsg};
+use crate::protocol::{ErrorCode, FrameType, RequestId, ServerMsg};
 
 use super::Connection;
 
@@ -21,7 +21,7 @@ impl Connection {
         }
         let files = self.shared.keys.files().to_vec();
         match tokio::task::spawn_blocking(move || auth::list_keys(&files)).await {
-            Ok(keys) => self.reply("keys.list", ServerMsg::KeysList { id, keys }),
+            Ok(keys) => self.reply(FrameType::KeysList, ServerMsg::KeysList { id, keys }),
             Err(e) => {
                 tracing::error!(error = %e, "keys.list task failed");
                 self.error(id, ErrorCode::Internal, "the keys could not be listed");
@@ -95,7 +95,7 @@ impl Connection {
                     by,
                     "paired keys file edited"
                 );
-                self.reply("ok", ServerMsg::ok(id));
+                self.reply(FrameType::Ok, ServerMsg::ok(id));
             }
             Ok(Err(e @ (DeviceError::NotEditable { .. } | DeviceError::Unknown(_)))) => {
                 self.error(id, ErrorCode::BadMessage, e.to_string());

@@ -32,10 +32,12 @@ use tracing::Instrument;
 use crate::auth::{self, Identity};
 use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
 use crate::listen::preauth::AddressToken;
-use crate::metrics::{AuthLabels, FrameKind, ReasonLabel, StateLabel};
+use crate::metrics::{
+    AuthLabels, AuthResult, ClosedLabel, ClosedReason, ConnectionState, FrameIn, StateLabel,
+};
 use crate::protocol::{
-    ClientRequest, ErrorCode, Inbound, ProtocolError, RequestId, ServerMsg, SessionSummary,
-    close_code, parse_request,
+    ClientRequest, ErrorCode, FrameType, Inbound, ProtocolError, RequestId, ServerMsg,
+    SessionSummary, close_code, parse_request,
 };
 use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
 use crate::ws::gate::{self, Gate, GateLimit};
@@ -165,7 +167,7 @@ enum Health {
 /// Counts a connection in `ccrelay_connections_open{state}` while it lives.
 struct OpenGauge {
     shared: Arc<Services>,
-    state: &'static str,
+    state: ConnectionState,
 }
 
 impl OpenGauge {
@@ -177,19 +179,19 @@ impl OpenGauge {
             .metrics
             .connections_open
             .get_or_create(&StateLabel {
-                state: "unauthenticated",
+                state: ConnectionState::Unauthenticated,
             })
             .inc();
         OpenGauge {
             shared,
-            state: "unauthenticated",
+            state: ConnectionState::Unauthenticated,
         }
     }
 
     fn authenticated(&mut self) {
         let m = &self.shared.metrics.connections_open;
         m.get_or_create(&StateLabel { state: self.state }).dec();
-        self.state = "authenticated";
+        self.state = ConnectionState::Authenticated;
         m.get_or_create(&StateLabel { state: self.state }).inc();
     }
 }
@@ -424,15 +426,15 @@ impl Running {
                 _ = shutdown.cancelled() => {
                     let r = shared.shutdown_close();
                     this.conn.urgent_close(r.code, &r.reason);
-                    break "shutdown";
+                    break ClosedReason::Shutdown;
                 }
                 end = &mut this.writer => {
                     this.conn.health = Health::Closing;
                     let reason = match &end {
-                        Ok((WriterEnd::Closed { code: close_code::LAGGING, .. }, _)) => "lagging",
-                        Ok((WriterEnd::Closed { code: close_code::SHED, .. }, _)) => "shed",
-                        Ok((WriterEnd::Closed { .. }, _)) => "closed",
-                        _ => "broken",
+                        Ok((WriterEnd::Closed { code: close_code::LAGGING, .. }, _)) => ClosedReason::Lagging,
+                        Ok((WriterEnd::Closed { code: close_code::SHED, .. }, _)) => ClosedReason::Shed,
+                        Ok((WriterEnd::Closed { .. }, _)) => ClosedReason::Closed,
+                        _ => ClosedReason::Broken,
                     };
                     writer_done = Some(end);
                     break reason;
@@ -449,18 +451,18 @@ impl Running {
                     if changed.is_ok() && !this.conn.still_authorized() {
                         this.conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
                         this.conn.ordered_close(close_code::POLICY, "key revoked");
-                        break "revoked";
+                        break ClosedReason::Revoked;
                     }
                 }
                 _ = this.heartbeat.tick() => {
                     if let Some(reason) = this.conn.heartbeat() {
                         this.conn.urgent_close(close_code::NORMAL, reason);
-                        break "idle";
+                        break ClosedReason::Idle;
                     }
                     if this.conn.identity.is_some() && !this.conn.still_authorized() {
                         this.conn.error(None, ErrorCode::Forbidden, "your key is no longer authorized");
                         this.conn.ordered_close(close_code::POLICY, "key expired");
-                        break "revoked";
+                        break ClosedReason::Revoked;
                     }
                 }
                 msg = stream.next() => {
@@ -474,14 +476,14 @@ impl Running {
                         Flow::Close(code, reason) => {
                             this.conn.ordered_close(code, &reason);
                             // A normal close here is the client's (close frame, EOF or read error).
-                            break if code == close_code::NORMAL { "client" } else { "protocol" };
+                            break if code == close_code::NORMAL { ClosedReason::Client } else { ClosedReason::Protocol };
                         }
                     }
                 }
             }
         };
         this.conn.health = Health::Closing;
-        tracing::debug!(reason = close_reason, health = ?this.conn.health, "connection closing");
+        tracing::debug!(reason = close_reason.as_str(), health = ?this.conn.health, "connection closing");
         // Give the writer the close grace (plus a little) to deliver what is queued.
         let ended = match writer_done {
             Some(end) => Some(end),
@@ -498,11 +500,11 @@ impl Running {
         shared
             .metrics
             .connections_closed
-            .get_or_create(&ReasonLabel {
+            .get_or_create(&ClosedLabel {
                 reason: close_reason,
             })
             .inc();
-        tracing::info!(reason = close_reason, "connection closed");
+        tracing::info!(reason = close_reason.as_str(), "connection closed");
     }
 
     /// Wait for the writer's end for at most its close grace (plus a little).
@@ -554,10 +556,10 @@ impl Connection {
 
     fn send_error(&self, err: ProtocolError) {
         self.shared.metrics.error_sent(err.code);
-        let _ = self.outbox.frame("error", err.to_frame());
+        let _ = self.outbox.frame(FrameType::Error, err.to_frame());
     }
 
-    fn reply(&self, kind: &'static str, msg: ServerMsg) {
+    fn reply(&self, kind: FrameType, msg: ServerMsg) {
         let _ = self.outbox.frame(kind, msg.to_json());
     }
 
@@ -580,7 +582,7 @@ impl Connection {
         }));
     }
 
-    fn count_auth(&self, result: &'static str, key_type: &str) {
+    fn count_auth(&self, result: AuthResult, key_type: &str) {
         self.shared
             .metrics
             .auth_attempts
@@ -656,7 +658,7 @@ impl Connection {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Frame(_))) => return Flow::Continue,
             Some(Ok(Message::Binary(_))) => {
-                self.count_frame("binary");
+                self.count_frame(FrameIn::Binary);
                 self.error(
                     None,
                     ErrorCode::BadMessage,
@@ -680,7 +682,7 @@ impl Connection {
             Some(Ok(Message::Close(_))) => return Flow::Close(close_code::NORMAL, String::new()),
         };
         if !authed && text.len() > PRE_AUTH_MAX_FRAME_BYTES {
-            self.count_frame("too_large");
+            self.count_frame(FrameIn::TooLarge);
             tracing::info!(
                 bytes = text.len(),
                 "frame over the pre-authentication limit"
@@ -695,7 +697,7 @@ impl Connection {
             Ok(inbound) => inbound,
             Err(err) => return self.on_bad_frame(err),
         };
-        self.count_frame(inbound.request.type_name());
+        self.count_frame(FrameIn::Request(inbound.request.request_type()));
         if authed {
             self.on_request(inbound).await;
             Flow::Continue
@@ -704,12 +706,8 @@ impl Connection {
         }
     }
 
-    fn count_frame(&self, kind: &'static str) {
-        self.shared
-            .metrics
-            .frames_in
-            .get_or_create(&FrameKind { r#type: kind })
-            .inc();
+    fn count_frame(&self, kind: FrameIn) {
+        self.shared.metrics.frame_in(kind);
     }
 
     /// After a refused frame: keep going, or close when the abuse is sustained.
@@ -729,7 +727,7 @@ impl Connection {
             _ => false,
         };
         if too_big {
-            self.count_frame("too_large");
+            self.count_frame(FrameIn::TooLarge);
             tracing::info!(error = %e, "frame over the size limit");
             self.urgent_close(close_code::TOO_BIG, "frame too large");
             return Flow::Close(close_code::TOO_BIG, "frame too large".into());
@@ -741,7 +739,7 @@ impl Connection {
 
     /// A frame that did not parse. Before authentication every such error closes (§1).
     fn on_bad_frame(&mut self, err: ProtocolError) -> Flow {
-        self.count_frame("invalid");
+        self.count_frame(FrameIn::Invalid);
         if self.identity.is_none() {
             // A pre-authentication protocol error costs the address a unit of its budget (§3).
             self.shared.throttle.record_failure(self.peer.ip());
@@ -835,7 +833,7 @@ impl Connection {
                 return;
             }
             ClientRequest::Ping => {
-                self.reply("pong", ServerMsg::Pong { id });
+                self.reply(FrameType::Pong, ServerMsg::Pong { id });
                 return;
             }
             ClientRequest::PairRespond {
@@ -885,7 +883,7 @@ impl Connection {
                     visible,
                     self.attached.iter().cloned(),
                 );
-                self.reply("ok", ServerMsg::ok(id));
+                self.reply(FrameType::Ok, ServerMsg::ok(id));
                 return;
             }
             ClientRequest::PushSubscribe { subscription } => {
@@ -898,7 +896,7 @@ impl Connection {
             }
             ClientRequest::SessionList => {
                 self.reply(
-                    "session.list",
+                    FrameType::SessionList,
                     ServerMsg::SessionList {
                         id,
                         sessions: self.session_summaries(true),

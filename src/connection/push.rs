@@ -6,7 +6,7 @@
 //! subscriptions file (that is `notify::webpush`).
 
 use crate::notify::webpush::{PushSubscriptionJson, SubscriptionOwner};
-use crate::protocol::{ErrorCode, RequestId, ServerMsg};
+use crate::protocol::{ErrorCode, FrameType, RequestId, ServerMsg};
 
 use super::Connection;
 
@@ -30,7 +30,7 @@ impl Connection {
             address: self.peer.ip(),
         };
         match self.shared.push.subscribe(owner, subscription).await {
-            Ok(_) => self.reply("ok", ServerMsg::ok(id)),
+            Ok(_) => self.reply(FrameType::Ok, ServerMsg::ok(id)),
             Err(e) if e.is_client_error() => {
                 tracing::info!(reason = %e, "push.subscribe refused");
                 self.error(id, ErrorCode::BadMessage, e.to_string());
@@ -56,6 +56,6 @@ impl Connection {
         let fingerprint = identity.fingerprint.clone();
         // Removing what is not there reaches the goal too: `ok` either way.
         self.shared.push.unsubscribe(&fingerprint, &endpoint).await;
-        self.reply("ok", ServerMsg::ok(id));
+        self.reply(FrameType::Ok, ServerMsg::ok(id));
     }
 }

@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::journal::ReadCursor;
-use crate::metrics::{FrameKind, Metrics};
-use crate::protocol::close_code;
+use crate::metrics::Metrics;
+use crate::protocol::{FrameType, close_code};
 use crate::session::Outbound;
 use crate::session::outbox::{JournalReplay, OutboxReceiver};
 use crate::session::replay;
@@ -252,7 +252,7 @@ impl Writer {
                 text,
                 read_at,
             } => {
-                self.feed("event", text).await?;
+                self.feed(FrameType::Event, text).await?;
                 if let Some(t) = read_at {
                     self.metrics
                         .fanout_latency_seconds
@@ -266,12 +266,12 @@ impl Writer {
                 journal,
                 tail,
             } => {
-                self.feed("attached", reply).await?;
+                self.feed(FrameType::Attached, reply).await?;
                 if let Some(replay) = journal {
                     Box::pin(self.replay_journal(&session, replay)).await?;
                 }
                 for (seq, text) in tail {
-                    self.feed("event", text).await?;
+                    self.feed(FrameType::Event, text).await?;
                     self.last_seq.record(&session, seq);
                 }
             }
@@ -301,14 +301,14 @@ impl Writer {
                 }
             };
             for (seq, text) in chunk {
-                self.feed("event", text).await?;
+                self.feed(FrameType::Event, text).await?;
                 self.last_seq.record(session, seq);
             }
         }
         Ok(())
     }
 
-    async fn feed(&mut self, kind: &'static str, text: FrameText) -> Result<(), WriteFailed> {
+    async fn feed(&mut self, kind: FrameType, text: FrameText) -> Result<(), WriteFailed> {
         if self.out.len() >= WRITE_THROUGH_BYTES {
             // A batch's worth is buffered: write it through before taking this frame
             // (waits while the socket is full). Flushing before, not after, the push
@@ -321,10 +321,7 @@ impl Writer {
             .push_text(text.as_str().as_bytes())
             .map_err(|_| WriteFailed)?;
         self.metrics.bytes_out.inc_by(len as u64);
-        self.metrics
-            .frames_out
-            .get_or_create(&FrameKind { r#type: kind })
-            .inc();
+        self.metrics.frame_out(kind);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::fatal::FatalSignal;
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{AcceptErrorLabel, AcceptErrorReason, Metrics};
 
 /// First pause after an accept error caused by resource exhaustion (doubles each time).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -120,11 +120,11 @@ impl axum::serve::Listener for GuardedListener {
             let kind = classify_accept_error(&err);
             self.metrics
                 .accept_errors
-                .get_or_create(&ReasonLabel {
+                .get_or_create(&AcceptErrorLabel {
                     reason: match kind {
-                        AcceptError::Connection => "connection",
-                        AcceptError::Resources => "resources",
-                        AcceptError::Fatal => "fatal",
+                        AcceptError::Connection => AcceptErrorReason::Connection,
+                        AcceptError::Resources => AcceptErrorReason::Resources,
+                        AcceptError::Fatal => AcceptErrorReason::Fatal,
                     },
                 })
                 .inc();

@@ -52,8 +52,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::address::{AddressGrouping, AddressKey};
-use crate::metrics::Metrics;
-use crate::metrics::ReasonLabel;
+use crate::metrics::{Metrics, RefusedReason};
 use preauth::{AddressCap, AddressToken};
 use stream::ConnStream;
 
@@ -401,7 +400,7 @@ pub async fn serve<L>(
                     // Neither a slot nor an overflow place: the socket is dropped
                     // unanswered, which is all the server can afford now.
                     tracing::debug!(peer = %peer, "no place to wait for a refusal: closed at accept");
-                    count_refused(&gate, "overflow");
+                    count_refused(&gate, RefusedReason::Overflow);
                     continue;
                 }
             },
@@ -446,7 +445,7 @@ async fn serve_one(
             }
             Err(_) => {
                 tracing::debug!(peer = %peer, "TLS handshake not finished by the head deadline");
-                count_refused(&gate, "head_timeout");
+                count_refused(&gate, RefusedReason::HeadTimeout);
                 return;
             }
         },
@@ -520,7 +519,7 @@ async fn serve_one(
                 if let Err(e) = served {
                     if e.is_timeout() {
                         tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                        count_refused(&gate, "head_timeout");
+                        count_refused(&gate, RefusedReason::HeadTimeout);
                     } else {
                         tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
                     }
@@ -531,7 +530,7 @@ async fn serve_one(
                 deadline_passed = true;
                 if !ctx.head_seen.load(Ordering::Relaxed) {
                     tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                    count_refused(&gate, "head_timeout");
+                    count_refused(&gate, RefusedReason::HeadTimeout);
                     break;
                 }
             }
@@ -572,25 +571,25 @@ fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
     let (status, reason, body, retry_after) = match refusal {
         PlainRefusal::AddressCap => (
             StatusCode::TOO_MANY_REQUESTS,
-            "http_address_cap",
+            RefusedReason::HttpAddressCap,
             json!({"error": "throttled", "message": "too many plain HTTP connections from this address", "retry_after_s": HTTP_CAP_RETRY_AFTER_SECS}),
             HTTP_CAP_RETRY_AFTER_SECS,
         ),
         PlainRefusal::Limit => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "limit",
+            RefusedReason::Limit,
             json!({"error": "overloaded", "message": "connection limit reached", "limit": admission.max_connections()}),
             LIMIT_RETRY_AFTER_SECS,
         ),
         PlainRefusal::Share => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "http_share",
+            RefusedReason::HttpShare,
             json!({"error": "overloaded", "message": "plain HTTP connections hold their share of the connection limit; retry later"}),
             LIMIT_RETRY_AFTER_SECS,
         ),
     };
     // Debug, not info: a flood would fill the log; the counter shows it.
-    tracing::debug!(peer = %ctx.peer, reason, "plain HTTP request refused");
+    tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "plain HTTP request refused");
     count_refused(gate, reason);
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
@@ -599,9 +598,6 @@ fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
     response
 }
 
-fn count_refused(gate: &Gate, reason: &'static str) {
-    gate.metrics
-        .connections_refused
-        .get_or_create(&ReasonLabel { reason })
-        .inc();
+fn count_refused(gate: &Gate, reason: RefusedReason) {
+    gate.metrics.refused(reason);
 }

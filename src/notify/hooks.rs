@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::payload::Payload;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NotifyKind, NotifySink};
 
 /// Time to set up a connection (TCP + TLS) to a webhook or ntfy server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -135,7 +135,7 @@ impl Hooks {
         let Some(url) = &self.webhook else { return };
         let body = payload.to_json();
         self.post(
-            "webhook",
+            NotifySink::Webhook,
             &self.webhook_slots,
             url.clone(),
             body,
@@ -154,7 +154,7 @@ impl Hooks {
         )
         .to_string();
         self.post(
-            "ntfy",
+            NotifySink::Ntfy,
             &self.ntfy_slots,
             target.root.clone(),
             body,
@@ -164,16 +164,16 @@ impl Hooks {
 
     fn post(
         &self,
-        sink: &'static str,
+        sink: NotifySink,
         slots: &Arc<Semaphore>,
         url: Url,
         body: String,
-        kind: &'static str,
+        kind: NotifyKind,
     ) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(
-                sink,
-                kind,
+                sink = sink.as_str(),
+                kind = kind.as_str(),
                 in_flight = MAX_IN_FLIGHT,
                 "notification dropped: too many posts to this endpoint still under way"
             );
@@ -189,11 +189,15 @@ impl Hooks {
             match send(&client, url, body).await {
                 Ok(()) => {
                     metrics.notification_sent(kind, sink);
-                    tracing::debug!(sink, kind, "notification posted");
+                    tracing::debug!(
+                        sink = sink.as_str(),
+                        kind = kind.as_str(),
+                        "notification posted"
+                    );
                 }
                 Err(why) => {
                     metrics.notify_failed(sink);
-                    tracing::warn!(sink, kind, error = %why, "notification post failed");
+                    tracing::warn!(sink = sink.as_str(), kind = kind.as_str(), error = %why, "notification post failed");
                 }
             }
         });

@@ -46,7 +46,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthThrottle, KeySet};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NotifyFailedAt, NotifySink};
 use hooks::Hooks;
 use payload::{ActionToken, PUSH_PLAINTEXT_MAX, Payload, TURN_NOTIFY_AFTER_MS};
 use tokens::{Action, Recipient, Tokens};
@@ -270,7 +270,7 @@ impl Notifier {
     /// Hand an event to the notifier without waiting: a full queue drops it.
     pub fn report(&self, event: NotifyEvent) {
         if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(event) {
-            self.metrics.notify_failed("queue");
+            self.metrics.notify_failed(NotifyFailedAt::Queue);
             tracing::warn!(event = ?e, "notifier queue full: event dropped");
         }
     }
@@ -616,19 +616,19 @@ impl Task {
         let kind = p.kind();
         let Some(json) = p.to_json_within(PUSH_PLAINTEXT_MAX) else {
             tracing::warn!(
-                kind,
+                kind = kind.as_str(),
                 "notification too large for Web Push even shortened; not sent"
             );
-            self.metrics.notify_failed("webpush");
+            self.metrics.notify_failed(NotifySink::Webpush);
             return;
         };
         let Ok(permit) = self.push_slots.clone().try_acquire_owned() else {
             tracing::warn!(
-                kind,
+                kind = kind.as_str(),
                 in_flight = PUSH_IN_FLIGHT,
                 "Web Push notification dropped: too many deliveries under way"
             );
-            self.metrics.notify_failed("webpush");
+            self.metrics.notify_failed(NotifySink::Webpush);
             return;
         };
         let msg = PushOut {
@@ -646,10 +646,10 @@ impl Task {
         tokio::spawn(async move {
             let _permit = permit;
             if sending.await {
-                metrics.notification_sent(kind, "webpush");
+                metrics.notification_sent(kind, NotifySink::Webpush);
             } else {
                 // The reason is logged and counted by webpush itself.
-                metrics.notify_failed("webpush");
+                metrics.notify_failed(NotifySink::Webpush);
             }
         });
     }

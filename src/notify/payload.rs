@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::NotifyKind;
+
 /// Largest plaintext one Web Push message may carry: a single 4,096-byte aes128gcm
 /// record minus its header (86 bytes with a 65-byte key id), the padding delimiter
 /// and the 16-byte tag (RFC 8188, RFC 8291).
@@ -86,12 +88,14 @@ pub enum Payload {
 }
 
 impl Payload {
-    pub fn kind(&self) -> &'static str {
+    /// The payload's `kind` (its serde tag, and the `kind` label of
+    /// `ccrelay_notifications_total`).
+    pub fn kind(&self) -> NotifyKind {
         match self {
-            Payload::Permission { .. } => "permission",
-            Payload::Dismiss { .. } => "dismiss",
-            Payload::TurnEnded { .. } => "turn_ended",
-            Payload::AgentFailed { .. } => "agent_failed",
+            Payload::Permission { .. } => NotifyKind::Permission,
+            Payload::Dismiss { .. } => NotifyKind::Dismiss,
+            Payload::TurnEnded { .. } => NotifyKind::TurnEnded,
+            Payload::AgentFailed { .. } => NotifyKind::AgentFailed,
         }
     }
 

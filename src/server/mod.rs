@@ -34,7 +34,7 @@ use crate::guard::MemoryGuard;
 use crate::listen::preauth::PRE_AUTH_PER_ADDRESS;
 use crate::listen::stream::TlsAcceptor;
 use crate::listen::{self, ConnCtx, Counting, proxy};
-use crate::metrics::{self, Metrics, ReasonLabel};
+use crate::metrics::{self, Metrics, RefusedReason};
 use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
 
 /// Why `serve` could not run or stopped badly; maps to the exit code.
@@ -430,16 +430,11 @@ fn retry_after_secs(wait: Duration) -> u64 {
 fn refuse(
     shared: &Shared,
     status: StatusCode,
-    reason: &'static str,
+    reason: RefusedReason,
     body: Value,
     retry_after: Option<u64>,
 ) -> Response {
-    shared
-        .services
-        .metrics
-        .connections_refused
-        .get_or_create(&ReasonLabel { reason })
-        .inc();
+    shared.services.metrics.refused(reason);
     let mut response = (status, axum::Json(body)).into_response();
     // What the connection held was given up with this refusal: end it.
     response
@@ -496,7 +491,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutdown",
+            RefusedReason::Shutdown,
             json!({"error": "overloaded", "message": "the server is shutting down"}),
             Some(5),
         );
@@ -506,7 +501,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "throttle",
+            RefusedReason::Throttle,
             json!({"error": "throttled", "message": "too many failed authentications from this address", "retry_after_s": retry_after_secs(wait)}),
             Some(retry_after_secs(wait)),
         );
@@ -527,7 +522,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "address_cap",
+            RefusedReason::AddressCap,
             json!({"error": "throttled", "message": "too many connections from this address that have not authenticated yet", "retry_after_s": ADDRESS_CAP_RETRY_AFTER_SECS}),
             Some(ADDRESS_CAP_RETRY_AFTER_SECS),
         );
@@ -537,7 +532,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "memory",
+            RefusedReason::Memory,
             json!({"error": "overloaded", "message": "the server is under memory pressure; retry later"}),
             Some(MEMORY_RETRY_AFTER_SECS),
         );
@@ -551,7 +546,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "limit",
+            RefusedReason::Limit,
             json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.gate.admission.max_connections()}),
             Some(1),
         );
@@ -579,7 +574,7 @@ async fn ws_handler(
             return refuse(
                 &shared,
                 StatusCode::FORBIDDEN,
-                "origin",
+                RefusedReason::Origin,
                 json!({"error": "forbidden", "message": "this Origin is not allowed; see --allowed-origin"}),
                 None,
             );
@@ -592,7 +587,7 @@ async fn ws_handler(
             let mut response = refuse(
                 &shared,
                 status,
-                "not_websocket",
+                RefusedReason::NotWebsocket,
                 json!({"error": "bad_request", "message": e.to_string()}),
                 None,
             );
@@ -615,7 +610,7 @@ async fn ws_handler(
         return refuse(
             &shared,
             StatusCode::UPGRADE_REQUIRED,
-            "not_websocket",
+            RefusedReason::NotWebsocket,
             json!({"error": "bad_request", "message": "this connection cannot be upgraded"}),
             None,
         );
@@ -829,8 +824,8 @@ async fn metrics_handler(
 ) -> Response {
     shared
         .services
-        .metrics
-        .record_memory(&shared.services.memory);
+        .memory
+        .record_metrics(&shared.services.metrics);
     shared
         .services
         .metrics

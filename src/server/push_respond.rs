@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use super::Shared;
 use crate::listen::ConnCtx;
 use crate::listen::proxy;
+use crate::metrics::PushRespondOutcome;
 use crate::notify::tokens::{Recipient, TokenError};
 use crate::session::{PushAnswer, PushAnswerer, SessionCmd};
 
@@ -44,7 +45,12 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// session that is stopping).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn answer(shared: &Shared, status: StatusCode, outcome: &'static str, body: Value) -> Response {
+fn answer(
+    shared: &Shared,
+    status: StatusCode,
+    outcome: PushRespondOutcome,
+    body: Value,
+) -> Response {
     shared.services.metrics.push_respond(outcome);
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
@@ -69,7 +75,7 @@ pub async fn handler(
         let mut r = answer(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
+            PushRespondOutcome::Throttled,
             json!({"error": "throttled", "retry_after_s": secs}),
         );
         r.headers_mut()
@@ -87,7 +93,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                PushRespondOutcome::TooLarge,
                 json!({"error": "too_large", "message": format!("the body must be at most {MAX_BODY_BYTES} bytes")}),
             );
         }
@@ -95,7 +101,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
+                PushRespondOutcome::BadRequest,
                 json!({"error": "bad_request", "message": "the body did not arrive in time"}),
             );
         }
@@ -110,7 +116,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                PushRespondOutcome::BadRequest,
                 json!({"error": "bad_request", "message": format!("expected {{\"token\":\"...\"}}: {e}")}),
             );
         }
@@ -121,7 +127,7 @@ pub async fn handler(
         answer(
             &shared,
             StatusCode::FORBIDDEN,
-            "invalid_token",
+            PushRespondOutcome::InvalidToken,
             json!({"error": "invalid_token"}),
         )
     };
@@ -167,7 +173,7 @@ pub async fn handler(
             return answer(
                 &shared,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                PushRespondOutcome::Unavailable,
                 json!({"error": "overloaded", "message": "too many answers recently; retry later"}),
             );
         }
@@ -178,7 +184,7 @@ pub async fn handler(
         return answer(
             &shared,
             StatusCode::CONFLICT,
-            "not_pending",
+            PushRespondOutcome::NotPending,
             json!({"error": "not_pending"}),
         );
     };
@@ -199,12 +205,17 @@ pub async fn handler(
     match outcome {
         Some(PushAnswer::Resolved) => {
             tracing::info!(session = %claims.session, request_id = %claims.request_id, action = claims.action.as_str(), device = %answerer.device, "answered from a notification");
-            answer(&shared, StatusCode::OK, "ok", json!({"ok": true}))
+            answer(
+                &shared,
+                StatusCode::OK,
+                PushRespondOutcome::Ok,
+                json!({"ok": true}),
+            )
         }
         Some(PushAnswer::NotPending) => answer(
             &shared,
             StatusCode::CONFLICT,
-            "not_pending",
+            PushRespondOutcome::NotPending,
             json!({"error": "not_pending"}),
         ),
         Some(PushAnswer::Unavailable) | None => {
@@ -213,7 +224,7 @@ pub async fn handler(
             let mut r = answer(
                 &shared,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                PushRespondOutcome::Unavailable,
                 json!({"error": "agent_unavailable", "message": "the agent is restarting; try again"}),
             );
             r.headers_mut()

@@ -24,13 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Charge, MemoryGuard, QueueAccount};
 use crate::journal::JournalReader;
+use crate::protocol::FrameType;
 use crate::ws::FrameText;
 
 /// Something to write to the client, in queue order.
 #[derive(Debug)]
 pub enum Outbound {
     /// A reply, presence or error frame. `kind` is its `type` (for metrics).
-    Frame { kind: &'static str, text: FrameText },
+    Frame { kind: FrameType, text: FrameText },
     /// One event of a session.
     Event {
         session: Arc<str>,
@@ -295,7 +296,7 @@ impl Outbox {
     }
 
     /// Enqueue a reply frame.
-    pub fn frame(&self, kind: &'static str, text: impl Into<FrameText>) -> Result<(), PushError> {
+    pub fn frame(&self, kind: FrameType, text: impl Into<FrameText>) -> Result<(), PushError> {
         self.push(Outbound::Frame {
             kind,
             text: text.into(),
@@ -325,16 +326,16 @@ mod tests {
     #[test]
     fn full_queue_marks_lagging_and_refuses_more() {
         let (outbox, mut rx) = Outbox::new(2);
-        assert!(outbox.frame("pong", "a").is_ok());
-        assert!(outbox.frame("pong", "b").is_ok());
+        assert!(outbox.frame(FrameType::Pong, "a").is_ok());
+        assert!(outbox.frame(FrameType::Pong, "b").is_ok());
         assert_eq!(outbox.depth(), 2);
-        assert_eq!(outbox.frame("pong", "c"), Err(PushError::Lagging));
+        assert_eq!(outbox.frame(FrameType::Pong, "c"), Err(PushError::Lagging));
         assert!(outbox.lagging().is_cancelled());
         assert_eq!(outbox.account().bytes(), 2);
         assert!(rx.try_recv().is_ok());
         assert_eq!(outbox.account().bytes(), 1, "a taken item no longer counts");
         // Once lagging, nothing else is sent even if room frees up.
-        assert_eq!(outbox.frame("pong", "d"), Err(PushError::Lagging));
+        assert_eq!(outbox.frame(FrameType::Pong, "d"), Err(PushError::Lagging));
         drop(rx);
         assert_eq!(
             outbox.account().bytes(),
@@ -343,14 +344,14 @@ mod tests {
         );
         let (outbox, rx) = Outbox::new(2);
         drop(rx);
-        assert_eq!(outbox.frame("pong", "x"), Err(PushError::Closed));
+        assert_eq!(outbox.frame(FrameType::Pong, "x"), Err(PushError::Closed));
     }
 
     #[test]
     fn push_all_is_all_or_nothing() {
         let frames = |n: usize| {
             (0..n).map(|i| Outbound::Frame {
-                kind: "event",
+                kind: FrameType::Event,
                 text: format!("{i}").into(),
             })
         };
@@ -368,7 +369,7 @@ mod tests {
         let (outbox, mut rx) = Outbox::new(10_000);
         assert_eq!(outbox.chan.lock().capacity(), 0, "nothing preallocated");
         for i in 0..1000 {
-            outbox.frame("pong", format!("{i}")).unwrap();
+            outbox.frame(FrameType::Pong, format!("{i}")).unwrap();
         }
         assert!(outbox.chan.lock().capacity() >= 1000);
         for _ in 0..1000 {
@@ -382,7 +383,7 @@ mod tests {
             "an idle queue holds nothing"
         );
         // The writer sees the end once every outbox is gone.
-        outbox.frame("pong", "last").unwrap();
+        outbox.frame(FrameType::Pong, "last").unwrap();
         drop(outbox);
         assert!(rx.recv().await.is_some());
         assert!(rx.recv().await.is_none());

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+#[macro_use]
+mod label_enum;
+
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest string `id`, `key` or `device` a client may send (characters).
@@ -98,6 +101,27 @@ pub enum ErrorCode {
 const UNRECOGNIZED_CODE: &str = "unrecognized";
 
 impl ErrorCode {
+    /// Every code the server sends, in declaration order: the `code` label
+    /// values of `ccrelay_errors_sent_total` (not [`ErrorCode::Unrecognized`],
+    /// which only a client reads).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadJson,
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::AuthFailed,
+        ErrorCode::AuthTimeout,
+        ErrorCode::Forbidden,
+        ErrorCode::NoSuchSession,
+        ErrorCode::NotAttached,
+        ErrorCode::NotPending,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+        ErrorCode::AgentUnavailable,
+        ErrorCode::Overloaded,
+        ErrorCode::Internal,
+    ];
+
     /// The wire spelling, also used as a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -319,30 +343,85 @@ pub enum ClientRequest {
     },
 }
 
+label_enum! {
+    /// The `type` of a client request (for logs and the `type` label of
+    /// `ccrelay_frames_in_total`).
+    pub enum RequestType {
+        AuthResponse => "auth.response",
+        SessionList => "session.list",
+        Attach => "attach",
+        Detach => "detach",
+        Prompt => "prompt",
+        Respond => "respond",
+        Interrupt => "interrupt",
+        SessionRestart => "session.restart",
+        Ping => "ping",
+        PairRequest => "pair.request",
+        PairRespond => "pair.respond",
+        PairInvite => "pair.invite",
+        History => "history",
+        KeysList => "keys.list",
+        KeysRename => "keys.rename",
+        KeysRevoke => "keys.revoke",
+        ClientVisible => "client.visible",
+        PushSubscribe => "push.subscribe",
+        PushUnsubscribe => "push.unsubscribe",
+    }
+}
+
+label_enum! {
+    /// The `type` of a frame the server sends: every [`ServerMsg`] and the
+    /// frames built as text (`event`, `presence`, `history`). The `type` label of
+    /// `ccrelay_frames_out_total`.
+    pub enum FrameType {
+        AuthChallenge => "auth.challenge",
+        AuthOk => "auth.ok",
+        Error => "error",
+        Pong => "pong",
+        SessionList => "session.list",
+        Attached => "attached",
+        Detached => "detached",
+        Ok => "ok",
+        Presence => "presence",
+        Event => "event",
+        History => "history",
+        KeysList => "keys.list",
+        PairPending => "pair.pending",
+        PairRequested => "pair.requested",
+        PairResolved => "pair.resolved",
+        PairInvite => "pair.invite",
+    }
+}
+
 impl ClientRequest {
-    /// The `type` string, for logs and metrics (bounded set).
-    pub fn type_name(&self) -> &'static str {
+    /// The request's `type`.
+    pub fn request_type(&self) -> RequestType {
         match self {
-            ClientRequest::AuthResponse { .. } => "auth.response",
-            ClientRequest::SessionList => "session.list",
-            ClientRequest::Attach { .. } => "attach",
-            ClientRequest::Detach { .. } => "detach",
-            ClientRequest::Prompt { .. } => "prompt",
-            ClientRequest::Respond { .. } => "respond",
-            ClientRequest::Interrupt { .. } => "interrupt",
-            ClientRequest::SessionRestart { .. } => "session.restart",
-            ClientRequest::Ping => "ping",
-            ClientRequest::PairRequest { .. } => "pair.request",
-            ClientRequest::PairRespond { .. } => "pair.respond",
-            ClientRequest::PairInvite { .. } => "pair.invite",
-            ClientRequest::History { .. } => "history",
-            ClientRequest::KeysList => "keys.list",
-            ClientRequest::KeysRename { .. } => "keys.rename",
-            ClientRequest::KeysRevoke { .. } => "keys.revoke",
-            ClientRequest::ClientVisible { .. } => "client.visible",
-            ClientRequest::PushSubscribe { .. } => "push.subscribe",
-            ClientRequest::PushUnsubscribe { .. } => "push.unsubscribe",
+            ClientRequest::AuthResponse { .. } => RequestType::AuthResponse,
+            ClientRequest::SessionList => RequestType::SessionList,
+            ClientRequest::Attach { .. } => RequestType::Attach,
+            ClientRequest::Detach { .. } => RequestType::Detach,
+            ClientRequest::Prompt { .. } => RequestType::Prompt,
+            ClientRequest::Respond { .. } => RequestType::Respond,
+            ClientRequest::Interrupt { .. } => RequestType::Interrupt,
+            ClientRequest::SessionRestart { .. } => RequestType::SessionRestart,
+            ClientRequest::Ping => RequestType::Ping,
+            ClientRequest::PairRequest { .. } => RequestType::PairRequest,
+            ClientRequest::PairRespond { .. } => RequestType::PairRespond,
+            ClientRequest::PairInvite { .. } => RequestType::PairInvite,
+            ClientRequest::History { .. } => RequestType::History,
+            ClientRequest::KeysList => RequestType::KeysList,
+            ClientRequest::KeysRename { .. } => RequestType::KeysRename,
+            ClientRequest::KeysRevoke { .. } => RequestType::KeysRevoke,
+            ClientRequest::ClientVisible { .. } => RequestType::ClientVisible,
+            ClientRequest::PushSubscribe { .. } => RequestType::PushSubscribe,
+            ClientRequest::PushUnsubscribe { .. } => RequestType::PushUnsubscribe,
         }
+    }
+
+    /// The `type` string, for logs.
+    pub fn type_name(&self) -> &'static str {
+        self.request_type().as_str()
     }
 }
 
@@ -2235,12 +2314,7 @@ mod tests {
         };
         let errors = section("### 2.2 error", "### 2.3 ");
         let closes = section("### 2.3 Close codes", "## 3. ");
-        let codes = quoted_after(item(SOURCE, "impl ErrorCode {"), "=> ");
-        assert!(
-            codes.iter().any(|c| c == "bad_json") && codes.iter().any(|c| c == "internal"),
-            "the scan of ErrorCode::as_str found {codes:?}"
-        );
-        for code in &codes {
+        for code in ErrorCode::ALL.iter().map(|c| c.as_str()) {
             if !errors.contains(&format!("| `{code}` |")) {
                 missing.push(format!("error code {code}"));
             }

@@ -104,5 +104,5 @@ fn push_history(
     text.push_str(r#"],"truncated":"#);
     text.push_str(if truncated { "true" } else { "false" });
     text.push('}');
-    let _ = client.outbox.frame("history", text);
+    let _ = client.outbox.frame(FrameType::History, text);
 }

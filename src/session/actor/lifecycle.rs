@@ -2,6 +2,7 @@
 //! what happens next (restart policy), liveness probes and other timers.
 
 use super::*;
+use crate::metrics::RestartCause;
 
 impl Actor {
     pub(super) fn start_agent(&mut self) {
@@ -211,11 +212,12 @@ impl Actor {
     }
 
     pub(super) fn on_agent_exit(&mut self, info: agent_process::ExitInfo) -> Step {
-        let cause = match self.stopping {
-            Some(StopCause::Stopped) => "stopped",
-            Some(StopCause::Hung) => "hung",
-            None => "crashed",
+        let restart_cause = match self.stopping {
+            Some(StopCause::Stopped) => RestartCause::Stopped,
+            Some(StopCause::Hung) => RestartCause::Hung,
+            None => RestartCause::Crashed,
         };
+        let cause = restart_cause.as_str();
         let was_starting = matches!(self.phase, Phase::Starting { .. });
         let uptime = self
             .agent_started
@@ -238,7 +240,7 @@ impl Actor {
             .agent_restarts
             .get_or_create(&crate::metrics::SessionCauseLabels {
                 session: self.name.to_string(),
-                cause,
+                cause: restart_cause,
             })
             .inc();
         tracing::warn!(session = %self.name, pid, cause, code = ?info.code, signal = ?info.signal, "agent exited");

@@ -34,8 +34,8 @@ use crate::journal::{self, Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::notify::NotifyEvent;
 use crate::protocol::{
-    ErrorCode, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg, event_frame,
-    permission_result,
+    ErrorCode, FrameType, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg,
+    event_frame, permission_result,
 };
 use crate::session::listed::ListedClients;
 use crate::session::outbox::JournalReplay;
@@ -427,7 +427,7 @@ impl Actor {
         self.sync_state()?;
         self.commit()?;
         for (client, text) in std::mem::take(&mut self.deferred) {
-            let _ = client.outbox.frame("ok", text);
+            let _ = client.outbox.frame(FrameType::Ok, text);
         }
         for (reply, outcome) in std::mem::take(&mut self.push_replies) {
             let _ = reply.send(outcome);
@@ -554,7 +554,7 @@ impl Actor {
             .clients
             .values()
             .filter(|c| !combined.up_to_date.contains(&c.info.conn_id))
-            .filter(|c| c.outbox.frame("presence", text.clone()).is_err())
+            .filter(|c| c.outbox.frame(FrameType::Presence, text.clone()).is_err())
             .map(|c| c.info.conn_id)
             .collect();
         if !gone.is_empty() {
@@ -573,7 +573,7 @@ impl Actor {
                     id,
                     session: self.name.to_string(),
                 };
-                let _ = client.outbox.frame("detached", msg.to_json());
+                let _ = client.outbox.frame(FrameType::Detached, msg.to_json());
                 self.drop_clients(&[client.info.conn_id]);
                 Ok(())
             }

@@ -2,7 +2,7 @@
 //! prompts and the turn queue, answers to agent requests, interrupt, restart.
 
 use super::*;
-use crate::protocol::ClientEntry;
+use crate::protocol::{ClientEntry, FrameType};
 
 impl Actor {
     /// `prompt`, `respond` and `interrupt` need an attached connection; answers
@@ -33,7 +33,7 @@ impl Actor {
     ) {
         self.shared.metrics.error_sent(code);
         let _ = client.outbox.frame(
-            "error",
+            FrameType::Error,
             ProtocolError::new(code, msg).with_id(id).to_frame(),
         );
     }
@@ -132,7 +132,7 @@ impl Actor {
         // A re-attach is no change: its frame lists nobody as joined.
         let joined = (!was_attached).then_some(&entry);
         let own = presence::frame(&self.name, joined, [], count, &full);
-        if client.outbox.frame("presence", own).is_err() {
+        if client.outbox.frame(FrameType::Presence, own).is_err() {
             self.drop_clients(&[client.info.conn_id]);
         }
         Ok(())
@@ -160,7 +160,7 @@ impl Actor {
                     queued: None,
                     duplicate: Some(true),
                 };
-                let _ = client.outbox.frame("ok", msg.to_json());
+                let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
                 return Ok(());
             }
         }
@@ -204,7 +204,7 @@ impl Actor {
             queued: Some(queued),
             duplicate: None,
         };
-        let _ = client.outbox.frame("ok", reply.to_json());
+        let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
 
         let info = &client.info;
         let mut event = json!({
@@ -337,7 +337,9 @@ impl Actor {
             }
         };
         self.resolve(index, &answer);
-        let _ = client.outbox.frame("ok", ServerMsg::ok(id).to_json());
+        let _ = client
+            .outbox
+            .frame(FrameType::Ok, ServerMsg::ok(id).to_json());
         // The `ok` is already queued; now the event, so the reply comes first.
         self.announce_resolved(
             &request_id,
