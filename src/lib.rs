@@ -2,7 +2,7 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line, sets up
 //! logging and calls into it. Modules, one concern each:
-//! - [`cli`]: the binary's command-line surface (clap), turned into the plain settings of the modules below;
+//! - [`cli`]: the binary's command-line parser, turned into the plain settings of the modules below;
 //! - `client`: `ccrelay attach`, the terminal client (connect, render, line editor, reconnect);
 //! - `config`: the table of `serve`'s settings and their merged, validated values (flags > env > file > defaults);
 //! - `protocol`: the wire messages of docs/protocol.md as serde types;

@@ -4,7 +4,7 @@
 //! reads every value through it, and the options table in docs/operations.md is
 //! [`docs_table`] (a test compares them).
 //!
-//! Plain data: nothing here knows clap.
+//! Plain data: nothing here knows the command-line parser.
 
 /// What one value of a setting must look like; `resolve` parses it by this kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
