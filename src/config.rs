@@ -279,6 +279,9 @@ struct Raw {
     origin: String,
 }
 
+/// A parser of seconds ([`parse_secs`] or [`parse_secs_or_zero`]).
+type ParseSecs = fn(&str) -> Result<Duration, String>;
+
 /// Reads one setting at a time through the table: flag/env first, then the
 /// file, then the table's default, each parsed by the setting's value kind.
 struct Values<'a> {
@@ -355,7 +358,7 @@ impl Values<'_> {
         }
     }
 
-    fn secs_parser(s: &Setting) -> Result<fn(&str) -> Result<Duration, String>, ConfigError> {
+    fn secs_parser(s: &Setting) -> Result<ParseSecs, ConfigError> {
         match s.shape {
             Shape::One(ValueKind::Secs) => Ok(parse_secs),
             Shape::One(ValueKind::SecsOrZero) => Ok(parse_secs_or_zero),

@@ -94,7 +94,7 @@ impl Setting {
         let env = match (self.env, self.shape) {
             (Some(env), Shape::List) => format!("`{env}` (comma-separated)"),
             (Some(env), _) => format!("`{env}`"),
-            (None, Shape::Trailing) => format!("`agent-args` in the file only"),
+            (None, Shape::Trailing) => "`agent-args` in the file only".to_string(),
             (None, _) => "none".to_string(),
         };
         let default = match (self.default, self.shape) {
