@@ -2,7 +2,7 @@
 //!
 //! Owns: the parsers of the subcommands and their conversion into the plain
 //! settings of the modules they run. `serve`'s options are built from the
-//! settings table ([`ccrelay::config::settings`]): flag names, env var names and
+//! settings table (`config::settings`): flag names, env var names and
 //! help text are declared there once. Must not: apply defaults or validate
 //! values — `config` does that, so that flags, env vars and the TOML file are
 //! merged in one place with one precedence rule.
