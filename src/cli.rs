@@ -1,13 +1,21 @@
 //! Command-line surface of the `ccrelay` binary (clap definitions only).
 //!
-//! Owns: flag names, env var names and help text. Must not: apply defaults or
-//! validate values — `config` does that, so that flags, env vars and the TOML
-//! file are merged in one place with one precedence rule.
+//! Owns: the parsers of the subcommands and their conversion into the plain
+//! settings of the modules they run. `serve`'s options are built from the
+//! settings table (`config::settings`): flag names, env var names and
+//! help text are declared there once. Must not: apply defaults or validate
+//! values — `config` does that, so that flags, env vars and the TOML file are
+//! merged in one place with one precedence rule.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{FalseyValueParser, PossibleValue, PossibleValuesParser};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+
+use crate::config::ServeValues;
+use crate::config::settings::{SETTINGS, Setting, Shape, ValueKind};
 
 /// ccrelay: drive one Claude Code session from many devices.
 #[derive(Debug, Parser)]
@@ -36,7 +44,7 @@ pub enum Command {
     /// Print this server's id and TLS certificate fingerprint (to compare with what `attach` shows).
     ServerInfo(ServerInfoArgs),
     /// A protocol-faithful stand-in for `claude` (stream-json over stdin/stdout), for demos and tests.
-    #[command(after_help = MOCK_AGENT_HELP)]
+    #[command(after_help = crate::mock_agent::HELP)]
     MockAgent(MockAgentArgs),
 }
 
@@ -69,284 +77,89 @@ Exit status with --prompt: 0 the turn succeeded; 1 it failed or was aborted; 2 u
 connection or authentication error; 3 a permission prompt came and neither --allow nor
 --deny was given.";
 
-/// The scripted behaviours of `ccrelay mock-agent`, chosen by a case-insensitive
-/// whole-word keyword anywhere in the prompt (first match in this order).
-pub const MOCK_AGENT_HELP: &str =
-    "Scripted behaviours (keyword anywhere in the prompt, case-insensitive, first match wins):
-  hang              stop reading stdin and writing stdout forever (still dies on SIGTERM/SIGKILL)
-  crash             stream a few deltas, then exit 3 mid-turn (no result)
-  bigline [N]       one assistant line whose text is N bytes (default 1048576), then result
-  flood [N]         N text deltas as fast as possible (default 2000), then assistant + result
-  run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
-                    (default: sh -c 'echo relay-ok');
-                    allow runs CMD with sh -c in the cwd, the final text quotes its output
-  run-bash-background [CMD]  the same with run_in_background: true in the tool's input
-  write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
-                    allow writes \"written by the mock agent\\n\"
-  permission        same as run-bash with the default command
-  slow              20 text deltas, 250 ms apart (for interrupts)
-  recall            the answer quotes every earlier prompt of this conversation (proves --resume)
-  (anything else)   \"You said: <prompt>\" in a few deltas
-Modifiers, combined with any of the above:
-  garbage           write the non-JSON line `this is not json` to stdout mid-turn
-  stderr            write a few lines to stderr during the turn
-Conversations are kept for --resume in $CCRELAY_MOCK_STATE_DIR,
-else $XDG_STATE_HOME/ccrelay-mock, else ~/.local/state/ccrelay-mock.";
+/// `ccrelay serve` options: one per entry of the settings table, every one
+/// optional here; `config::Config::resolve` fills what is missing from the
+/// TOML file and then from the table's defaults.
+#[derive(Debug, Default)]
+pub struct ServeArgs(pub ServeValues);
 
-/// How a log line is formatted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line, for machines.
-    Json,
-    /// Human-readable, one event per line.
-    Pretty,
+/// The option of one setting.
+fn serve_arg(setting: &'static Setting) -> Arg {
+    let mut arg = Arg::new(setting.name).help(setting.help_line());
+    if let Some(env) = setting.env {
+        arg = arg.env(env);
+    }
+    match setting.shape {
+        Shape::One(kind) => {
+            arg = arg
+                .long(setting.name)
+                .value_name(setting.value_name)
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(OsString));
+            if let ValueKind::Choice(choices) = kind {
+                arg = arg.value_parser(PossibleValuesParser::new(
+                    choices
+                        .iter()
+                        .map(|(name, help)| PossibleValue::new(*name).help(*help)),
+                ));
+            }
+            arg
+        }
+        Shape::Switch => arg
+            .long(setting.name)
+            .action(ArgAction::SetTrue)
+            .value_parser(FalseyValueParser::new()),
+        Shape::List => arg
+            .long(setting.name)
+            .value_name(setting.value_name)
+            .action(ArgAction::Append)
+            .value_delimiter(',')
+            .value_parser(clap::value_parser!(OsString)),
+        Shape::Trailing => arg
+            .value_name(setting.value_name)
+            .last(true)
+            .num_args(1..)
+            .action(ArgAction::Append)
+            .value_parser(clap::value_parser!(OsString)),
+    }
 }
 
-/// When the session journal is fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Before the events are sent to any client (per batch of agent lines).
-    Always,
-    /// At most once a second, in the background of the session.
-    Interval,
-    /// Never explicitly; the OS writes back on its own schedule.
-    Never,
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SETTINGS
+            .iter()
+            .fold(cmd, |cmd, setting| cmd.arg(serve_arg(setting)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
-/// `ccrelay serve` options. Every field is optional here: `config::Config::resolve`
-/// fills what is missing from the TOML file and then from the documented defaults.
-#[derive(Debug, Default, Args)]
-pub struct ServeArgs {
-    /// WebSocket + HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:7878]
-    #[arg(long, env = "CCRELAY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// OpenSSH authorized_keys file of `owner` keys [default: ~/.ssh/authorized_keys]
-    #[arg(long, env = "CCRELAY_AUTHORIZED_KEYS", value_name = "PATH")]
-    pub authorized_keys: Option<PathBuf>,
-    /// authorized_keys-format file of read-only `viewer` keys
-    #[arg(long, env = "CCRELAY_VIEWER_KEYS", value_name = "PATH")]
-    pub viewer_keys: Option<PathBuf>,
-    /// The Claude Code executable, or any program speaking its stream-json protocol [default: claude]
-    #[arg(long, env = "CCRELAY_AGENT_CMD", value_name = "PATH")]
-    pub agent_cmd: Option<PathBuf>,
-    /// Working directory of the `default` session [default: current directory]
-    #[arg(long, env = "CCRELAY_WORKDIR", value_name = "DIR")]
-    pub workdir: Option<PathBuf>,
-    /// Journals, audit log and metadata [default: $XDG_STATE_HOME/ccrelay, else ~/.local/state/ccrelay]
-    #[arg(long, env = "CCRELAY_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Open connections from their TCP accept on: WebSocket (authenticated or not) and plain HTTP [default: 4096]
-    #[arg(long, env = "CCRELAY_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<String>,
-    /// Plain HTTP connections (page, assets, health, metrics) one address may hold; more get HTTP 429 [default: 32]
-    #[arg(long, env = "CCRELAY_MAX_HTTP_PER_ADDRESS", value_name = "N")]
-    pub max_http_per_address: Option<String>,
-    /// Global IPv6 addresses (2000::/3) count as one address per prefix of this many bits in per-address limits; other IPv6 addresses count one by one [default: 64]
-    #[arg(long, env = "CCRELAY_IPV6_PREFIX_LEN", value_name = "N")]
-    pub ipv6_prefix_len: Option<String>,
-    /// Seconds a client has to answer the authentication challenge [default: 10]
-    #[arg(long, env = "CCRELAY_AUTH_TIMEOUT", value_name = "SECS")]
-    pub auth_timeout: Option<String>,
-    /// WebSocket ping period in seconds [default: 15]
-    #[arg(long, env = "CCRELAY_PING_INTERVAL", value_name = "SECS")]
-    pub ping_interval: Option<String>,
-    /// Close a connection that sent nothing (not even a pong) for this many seconds [default: 45]
-    #[arg(long, env = "CCRELAY_IDLE_TIMEOUT", value_name = "SECS")]
-    pub idle_timeout: Option<String>,
-    /// Browser origin allowed to connect (repeatable; the env var takes a comma-separated list)
-    #[arg(
-        long = "allowed-origin",
-        env = "CCRELAY_ALLOWED_ORIGINS",
-        value_name = "ORIGIN",
-        value_delimiter = ','
-    )]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Where /metrics is served [default: same as --listen]
-    #[arg(long, env = "CCRELAY_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
-    #[arg(long, env = "CCRELAY_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Log line format [default: pretty]
-    #[arg(long, env = "CCRELAY_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Deny permission prompts nobody answered within this many seconds [default: wait forever]
-    #[arg(long, env = "CCRELAY_PERMISSION_TIMEOUT", value_name = "SECS")]
-    pub permission_timeout: Option<String>,
-    /// Probe an agent that has been silent this many seconds [default: 30]
-    #[arg(long, env = "CCRELAY_AGENT_PROBE_INTERVAL", value_name = "SECS")]
-    pub agent_probe_interval: Option<String>,
-    /// An agent that does not answer a probe within this many seconds is hung and restarted [default: 20]
-    #[arg(long, env = "CCRELAY_AGENT_PROBE_TIMEOUT", value_name = "SECS")]
-    pub agent_probe_timeout: Option<String>,
-    /// More unexpected agent exits than this within the restart window mark the session failed [default: 5]
-    #[arg(long, env = "CCRELAY_AGENT_MAX_RESTARTS", value_name = "N")]
-    pub agent_max_restarts: Option<String>,
-    /// The window, in seconds, for --agent-max-restarts [default: 300]
-    #[arg(long, env = "CCRELAY_AGENT_RESTART_WINDOW", value_name = "SECS")]
-    pub agent_restart_window: Option<String>,
-    /// Per-connection inbound frame rate; bursts of twice this are allowed [default: 100]
-    #[arg(long, env = "CCRELAY_MAX_FRAMES_PER_SEC", value_name = "N")]
-    pub max_frames_per_sec: Option<String>,
-    /// TOML file with the same settings, keys spelled like the long options
-    #[arg(long, env = "CCRELAY_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Over TLS, refuse an authentication that is not bound to the connection (tls-exporter)
-    #[arg(
-        long,
-        env = "CCRELAY_REQUIRE_CHANNEL_BINDING",
-        value_parser = clap::builder::FalseyValueParser::new()
-    )]
-    pub require_channel_binding: bool,
-    /// Seconds a pairing request waits for an owner's answer [default: 120]
-    #[arg(long, env = "CCRELAY_PAIR_TIMEOUT", value_name = "SECS")]
-    pub pair_timeout: Option<String>,
-    /// Notify a permission request nobody answered after this many seconds; 0 = at once [default: 10]
-    #[arg(long, env = "CCRELAY_NOTIFY_AFTER", value_name = "SECS")]
-    pub notify_after: Option<String>,
-    /// Also post notifications as JSON to this URL (http:// or https://)
-    #[arg(long, env = "CCRELAY_NOTIFY_WEBHOOK", value_name = "URL")]
-    pub notify_webhook: Option<String>,
-    /// Also post notifications to this ntfy topic URL (https://ntfy.example/TOPIC)
-    #[arg(long, env = "CCRELAY_NOTIFY_NTFY", value_name = "URL")]
-    pub notify_ntfy: Option<String>,
-    /// How devices reach this server (https://host:port), for links and answer buttons in notifications
-    #[arg(long, env = "CCRELAY_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-    /// A name devices use to reach this server, HOST[:PORT] (port: the scheme's default when left out); one of this server's names for origin binding (repeatable)
-    #[arg(
-        long = "server-name",
-        env = "CCRELAY_SERVER_NAMES",
-        value_name = "HOST[:PORT]",
-        value_delimiter = ','
-    )]
-    pub server_names: Option<Vec<String>>,
-    /// A key (SHA256:... fingerprint) that may still sign the bare challenge, without origin binding; each such login is logged as a warning (repeatable)
-    #[arg(
-        long = "allow-unbound-auth",
-        env = "CCRELAY_ALLOW_UNBOUND_AUTH",
-        value_name = "FINGERPRINT",
-        value_delimiter = ','
-    )]
-    pub allow_unbound_auth: Option<Vec<String>>,
-    /// Give webhook and ntfy notifications `allow` actions too, for requests shown whole; without it they carry only `deny` (their tokens belong to no key, and a topic may be read by others)
-    #[arg(
-        long,
-        env = "CCRELAY_NOTIFY_SINK_ALLOW",
-        value_parser = clap::builder::FalseyValueParser::new()
-    )]
-    pub notify_sink_allow: bool,
-    /// Owner keys added by pairing or `ccrelay keys add` [default: <data-dir>/paired_keys]
-    #[arg(long, env = "CCRELAY_PAIRED_KEYS", value_name = "PATH")]
-    pub paired_keys: Option<PathBuf>,
-    /// Viewer keys added by pairing or `ccrelay keys add --viewer` [default: <data-dir>/paired_viewers]
-    #[arg(long, env = "CCRELAY_PAIRED_VIEWERS", value_name = "PATH")]
-    pub paired_viewers: Option<PathBuf>,
-    /// Accept http:// and loopback Web Push endpoints (tests only; docs/protocol.md §9.1.2)
-    #[arg(
-        long,
-        env = "CCRELAY_PUSH_ALLOW_INSECURE_ENDPOINTS",
-        value_parser = clap::builder::FalseyValueParser::new()
-    )]
-    pub push_allow_insecure_endpoints: bool,
-    /// Contact in the Web Push VAPID signature (`sub`): a mailto: address or an https:// URL where the server's operator can be reached; Apple's push service refuses an unresolvable one [default: mailto:ccrelay@localhost]
-    #[arg(long, env = "CCRELAY_PUSH_SUBJECT", value_name = "URI")]
-    pub push_subject: Option<String>,
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut values = ServeValues::default();
+        for setting in SETTINGS {
+            match setting.shape {
+                Shape::Switch => {
+                    if matches.get_flag(setting.name) {
+                        values.set(setting, ["true"]);
+                    }
+                }
+                _ => {
+                    if let Some(raw) = matches.get_raw(setting.name) {
+                        values.set(setting, raw.map(|v| v.to_os_string()));
+                    }
+                }
+            }
+        }
+        Ok(ServeArgs(values))
+    }
 
-    // ---- settings of the project's choosing (the contract leaves them open: docs/protocol.md §8.1) ----
-    /// Stable server id shown in challenges [default: generated once and kept in the data dir]
-    #[arg(long, env = "CCRELAY_SERVER_ID", value_name = "ID")]
-    pub server_id: Option<String>,
-    /// Largest inbound frame after authentication, in bytes [default: 4194304]
-    #[arg(long, env = "CCRELAY_MAX_FRAME_BYTES", value_name = "BYTES")]
-    pub max_frame_bytes: Option<String>,
-    /// Largest prompt content, in bytes of JSON [default: 1048576]
-    #[arg(long, env = "CCRELAY_MAX_PROMPT_BYTES", value_name = "BYTES")]
-    pub max_prompt_bytes: Option<String>,
-    /// Prompts that may wait behind a running turn, per session [default: 256]
-    #[arg(long, env = "CCRELAY_PROMPT_QUEUE", value_name = "N")]
-    pub prompt_queue: Option<String>,
-    /// Frames that may wait for a slow client before it is closed with 4008 [default: 8192]
-    #[arg(long, env = "CCRELAY_CLIENT_QUEUE", value_name = "N")]
-    pub client_queue: Option<String>,
-    /// Events kept in memory per session for replays [default: 20000]
-    #[arg(long, env = "CCRELAY_TAIL_EVENTS", value_name = "N")]
-    pub tail_events: Option<String>,
-    /// Bytes of events kept in memory per session for replays [default: 67108864]
-    #[arg(long, env = "CCRELAY_TAIL_BYTES", value_name = "BYTES")]
-    pub tail_bytes: Option<String>,
-    /// When the journal is fsynced: always (before events are sent), interval (each second), never [default: always]
-    #[arg(long, env = "CCRELAY_JOURNAL_FSYNC", value_name = "POLICY")]
-    pub journal_fsync: Option<FsyncPolicy>,
-    /// Journal segment size before a new segment is started, in bytes [default: 16777216]
-    #[arg(long, env = "CCRELAY_JOURNAL_SEGMENT_BYTES", value_name = "BYTES")]
-    pub journal_segment_bytes: Option<String>,
-    /// Journal bytes kept per session; the oldest segments are removed beyond it [default: 1073741824]
-    #[arg(long, env = "CCRELAY_JOURNAL_MAX_BYTES", value_name = "BYTES")]
-    pub journal_max_bytes: Option<String>,
-    /// Bytes the relay may buffer in client queues and event tails; from 80 % new connections get HTTP 503, from 95 % the slowest clients are closed with 1013 [default: 1073741824, or twice the event tails of all sessions if that is more]
-    #[arg(long, env = "CCRELAY_MEMORY_LIMIT", value_name = "BYTES")]
-    pub memory_limit: Option<String>,
-    /// Failed authentications allowed per address per minute before HTTP 429 [default: 30]
-    #[arg(long, env = "CCRELAY_AUTH_FAILURES_PER_MIN", value_name = "N")]
-    pub auth_failures_per_min: Option<String>,
-    /// Seconds an agent gets between SIGTERM and SIGKILL when it is stopped [default: 5]
-    #[arg(long, env = "CCRELAY_AGENT_STOP_GRACE", value_name = "SECS")]
-    pub agent_stop_grace: Option<String>,
-    /// Seconds shutdown may take before remaining connections are dropped [default: 5]
-    #[arg(long, env = "CCRELAY_SHUTDOWN_GRACE", value_name = "SECS")]
-    pub shutdown_grace: Option<String>,
-    /// Reverse proxy network whose X-Forwarded-For is believed, as a CIDR (repeatable; the env var takes a comma-separated list)
-    #[arg(
-        long = "trusted-proxy",
-        env = "CCRELAY_TRUSTED_PROXIES",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
-    pub trusted_proxies: Option<Vec<String>>,
-    /// Extra session besides `default`, as NAME=DIR (repeatable)
-    #[arg(
-        long = "session",
-        env = "CCRELAY_SESSIONS",
-        value_name = "NAME=DIR",
-        value_delimiter = ','
-    )]
-    pub sessions: Option<Vec<String>>,
-
-    /// PEM certificate chain: serve TLS only (with --tls-key); re-read on SIGHUP and when it changes
-    #[arg(long, env = "CCRELAY_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert
-    #[arg(long, env = "CCRELAY_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve TLS with a certificate made once and kept in the data dir (its fingerprint is logged)
-    #[arg(
-        long,
-        env = "CCRELAY_TLS_SELF_SIGNED",
-        value_parser = clap::builder::FalseyValueParser::new()
-    )]
-    pub tls_self_signed: bool,
-    /// DNS name or IP address of the self-signed certificate (repeatable) [default: localhost, 127.0.0.1, ::1 and the host name]
-    #[arg(
-        long = "tls-name",
-        env = "CCRELAY_TLS_NAMES",
-        value_name = "NAME",
-        value_delimiter = ','
-    )]
-    pub tls_names: Option<Vec<String>>,
-    /// Allow listening without TLS outside loopback (behind a TLS-terminating proxy, on a WireGuard or Tailscale network)
-    #[arg(
-        long,
-        env = "CCRELAY_INSECURE_PLAINTEXT",
-        value_parser = clap::builder::FalseyValueParser::new()
-    )]
-    pub insecure_plaintext: bool,
-
-    /// Arguments passed to every agent process after the flags ccrelay adds
-    #[arg(last = true, value_name = "EXTRA_AGENT_ARGS")]
-    pub extra_agent_args: Vec<String>,
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// `ccrelay attach` options.
@@ -512,4 +325,164 @@ pub struct MockAgentArgs {
     /// Accepted and ignored (any other flag `claude` has)
     #[arg(allow_hyphen_values = true, trailing_var_arg = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+impl From<AttachArgs> for crate::client::AttachSettings {
+    fn from(a: AttachArgs) -> Self {
+        crate::client::AttachSettings {
+            url: a.url,
+            session: a.session,
+            identity: a.identity,
+            device: a.device,
+            prompt: a.prompt,
+            allow: a.allow,
+            deny: a.deny,
+            json: a.json,
+            tail: a.tail,
+            ca_file: a.ca_file,
+            server_fingerprint: a.server_fingerprint,
+            accept_new_server: a.accept_new_server,
+            insecure_plaintext: a.insecure_plaintext,
+            known_servers: a.known_servers,
+            invite: a.invite,
+            viewer: a.viewer,
+        }
+    }
+}
+
+impl From<KeyFilesArgs> for crate::auth::KeyFileOptions {
+    fn from(a: KeyFilesArgs) -> Self {
+        crate::auth::KeyFileOptions {
+            data_dir: a.data_dir,
+            paired_keys: a.paired_keys,
+            paired_viewers: a.paired_viewers,
+            authorized_keys: a.authorized_keys,
+            viewer_keys: a.viewer_keys,
+        }
+    }
+}
+
+impl From<DemoArgs> for crate::demo::DemoSettings {
+    fn from(a: DemoArgs) -> Self {
+        crate::demo::DemoSettings {
+            listen: a.listen,
+            agent_cmd: a.agent_cmd,
+        }
+    }
+}
+
+impl From<MockAgentArgs> for crate::mock_agent::MockAgentSettings {
+    fn from(a: MockAgentArgs) -> Self {
+        crate::mock_agent::MockAgentSettings {
+            print: a.print,
+            input_format: a.input_format,
+            output_format: a.output_format,
+            verbose: a.verbose,
+            permission_prompt_tool: a.permission_prompt_tool,
+            include_partial_messages: a.include_partial_messages,
+            resume: a.resume,
+            session_id: a.session_id,
+            replay_user_messages: a.replay_user_messages,
+            rest: a.rest,
+        }
+    }
+}
+
+/// The command line of the mock agent when it runs as its own program
+/// (`ccrelay-mock-agent`, or `ccrelay` invoked under that name).
+#[derive(Debug, Parser)]
+#[command(name = "ccrelay-mock-agent", version, after_help = crate::mock_agent::HELP)]
+struct MockAgentCli {
+    #[command(flatten)]
+    args: MockAgentArgs,
+}
+
+/// Parse `argv` as the mock agent's command line and run it; returns the exit code.
+pub fn mock_agent_main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = MockAgentCli::parse_from(argv);
+    match crate::mock_agent::run(cli.args.into()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mock-agent: {e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, settings};
+
+    fn serve(argv: &[&str]) -> ServeValues {
+        let cli = Cli::try_parse_from(["ccrelay", "serve"].iter().chain(argv)).unwrap();
+        let Command::Serve(ServeArgs(values)) = cli.command else {
+            panic!("not serve")
+        };
+        values
+    }
+
+    /// Flags reach `resolve` as the table's settings: one value, a switch, a
+    /// repeated list and a comma-separated one, the words after `--`.
+    #[test]
+    fn serve_flags_become_setting_values() {
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().unwrap();
+        let values = serve(&[
+            "--workdir",
+            dir,
+            "--authorized-keys",
+            "/dev/null",
+            "--require-channel-binding",
+            "--ping-interval",
+            "2",
+            "--allowed-origin",
+            "https://a.example,https://b.example",
+            "--allowed-origin",
+            "https://c.example",
+            "--log-format",
+            "json",
+            "--",
+            "--model",
+            "sonnet",
+        ]);
+        let c = Config::resolve(&values).unwrap();
+        assert!(c.require_channel_binding);
+        assert!(!c.insecure_plaintext);
+        assert_eq!(c.ping_interval, std::time::Duration::from_secs(2));
+        assert_eq!(
+            c.allowed_origins,
+            [
+                "https://a.example",
+                "https://b.example",
+                "https://c.example"
+            ]
+        );
+        assert_eq!(c.log_format, crate::logging::LogFormat::Json);
+        assert_eq!(c.agent.extra_args, ["--model", "sonnet"]);
+        // A choice outside the table's is refused by the parser, as before.
+        let err = Cli::try_parse_from(["ccrelay", "serve", "--journal-fsync", "sometimes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("always") && err.contains("interval"), "{err}");
+    }
+
+    /// Every setting of the table is an option of `serve`, with its env var.
+    #[test]
+    fn serve_command_has_every_setting() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        for setting in settings::SETTINGS {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_id() == setting.name)
+                .unwrap_or_else(|| panic!("no option for {}", setting.name));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                setting.env,
+                "{}",
+                setting.name
+            );
+        }
+    }
 }

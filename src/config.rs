@@ -1,17 +1,27 @@
 //! Settings of `ccrelay serve`: merged from flags, env vars, the TOML file and
 //! defaults (in that order of precedence), then validated.
 //!
-//! Owns: defaults, value parsing, validation and the error that names a bad
-//! setting (exit code 2). Must not: open sockets, read key files or start
-//! anything — a bad configuration starts nothing.
+//! Owns: the table of settings ([`settings`]: names, env vars, defaults, help),
+//! value parsing, validation and the error that names a bad setting (exit code
+//! 2). Must not: know the command-line parser (the binary hands over what its
+//! flags and env vars gave as [`ServeValues`]), open sockets, read key files or
+//! start anything — a bad configuration starts nothing.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::ValueEnum;
+pub mod settings;
 
-use crate::cli::{FsyncPolicy, LogFormat, ServeArgs};
+use settings::{DefaultValue, Setting, Shape, ValueKind};
+
+pub use crate::agent::AgentConfig;
+pub use crate::connection::PRE_AUTH_MAX_FRAME_BYTES;
+pub use crate::datadir::{default_data_dir, home_dir};
+pub use crate::journal::{FsyncPolicy, JournalConfig};
+pub use crate::logging::LogFormat;
 
 /// A setting that could not be used. Printed as one line; the process exits 2.
 #[derive(Debug, thiserror::Error)]
@@ -39,26 +49,6 @@ impl ConfigError {
 pub struct SessionConfig {
     pub name: String,
     pub workdir: PathBuf,
-}
-
-/// How the agent process is run and supervised.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub cmd: PathBuf,
-    pub extra_args: Vec<String>,
-    pub probe_interval: Duration,
-    pub probe_timeout: Duration,
-    pub max_restarts: u32,
-    pub restart_window: Duration,
-    pub stop_grace: Duration,
-}
-
-/// The journal's durability and size settings.
-#[derive(Debug, Clone, Copy)]
-pub struct JournalConfig {
-    pub fsync: FsyncPolicy,
-    pub segment_bytes: u64,
-    pub max_bytes: u64,
 }
 
 /// Everything `ccrelay serve` needs, validated.
@@ -128,77 +118,68 @@ pub struct Config {
     pub allow_unbound_auth: Vec<String>,
 }
 
-/// Frames before authentication may be at most this large (docs/protocol.md §1.3: ≤ 16 KiB).
-pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
+impl Config {
+    /// What each configured session is started with.
+    pub fn session_settings(&self) -> Vec<crate::session::SessionSettings> {
+        self.sessions
+            .iter()
+            .map(|s| crate::session::SessionSettings {
+                name: s.name.clone(),
+                workdir: s.workdir.clone(),
+                dir: self.data_dir.join("sessions").join(&s.name),
+                agent: self.agent.clone(),
+                journal: self.journal,
+                permission_timeout: self.permission_timeout,
+                prompt_queue: self.prompt_queue,
+                tail_events: self.tail_events,
+                tail_bytes: self.tail_bytes,
+            })
+            .collect()
+    }
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+    /// The keys files this configuration reads.
+    pub fn key_paths(&self) -> crate::auth::KeyPaths {
+        crate::auth::KeyPaths {
+            authorized_keys: Some(self.authorized_keys.clone()),
+            viewer_keys: self.viewer_keys.clone(),
+            paired_keys: self.paired_keys.clone(),
+            paired_viewers: self.paired_viewers.clone(),
+        }
+    }
+}
+
 const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
 
-/// Every key the TOML file may hold (the long option names).
-const FILE_KEYS: &[&str] = &[
-    "listen",
-    "authorized-keys",
-    "viewer-keys",
-    "agent-cmd",
-    "workdir",
-    "data-dir",
-    "max-connections",
-    "max-http-per-address",
-    "ipv6-prefix-len",
-    "auth-timeout",
-    "ping-interval",
-    "idle-timeout",
-    "allowed-origin",
-    "allowed-origins",
-    "trusted-proxy",
-    "trusted-proxies",
-    "metrics-listen",
-    "log-level",
-    "log-format",
-    "permission-timeout",
-    "agent-probe-interval",
-    "agent-probe-timeout",
-    "agent-max-restarts",
-    "agent-restart-window",
-    "max-frames-per-sec",
-    "server-id",
-    "max-frame-bytes",
-    "max-prompt-bytes",
-    "prompt-queue",
-    "client-queue",
-    "tail-events",
-    "tail-bytes",
-    "memory-limit",
-    "journal-fsync",
-    "journal-segment-bytes",
-    "journal-max-bytes",
-    "auth-failures-per-min",
-    "agent-stop-grace",
-    "shutdown-grace",
-    "session",
-    "sessions",
-    "agent-args",
-    "tls-cert",
-    "tls-key",
-    "tls-self-signed",
-    "tls-name",
-    "tls-names",
-    "insecure-plaintext",
-    "require-channel-binding",
-    "pair-timeout",
-    "paired-keys",
-    "paired-viewers",
-    "notify-after",
-    "notify-webhook",
-    "notify-ntfy",
-    "notify-sink-allow",
-    "public-url",
-    "push-allow-insecure-endpoints",
-    "push-subject",
-    "server-name",
-    "server-names",
-    "allow-unbound-auth",
-];
+/// What the command line gave for `serve`'s settings: per setting, its flag's
+/// values, else its env var's (the binary applies that precedence; a list's env
+/// var already split at commas). A switch that is on holds `true`; a setting
+/// not given is absent, so the file and then the default apply.
+#[derive(Debug, Default, Clone)]
+pub struct ServeValues {
+    given: BTreeMap<&'static str, Vec<OsString>>,
+}
+
+impl ServeValues {
+    /// Record `values` for `setting` (replacing any earlier ones).
+    pub fn set<V: Into<OsString>>(
+        &mut self,
+        setting: &'static Setting,
+        values: impl IntoIterator<Item = V>,
+    ) {
+        self.given
+            .insert(setting.name, values.into_iter().map(Into::into).collect());
+    }
+
+    /// `self` with one value for `setting`.
+    pub fn with(mut self, setting: &'static Setting, value: impl Into<OsString>) -> Self {
+        self.set(setting, [value]);
+        self
+    }
+
+    fn get(&self, setting: &Setting) -> Option<&[OsString]> {
+        self.given.get(setting.name).map(Vec::as_slice)
+    }
+}
 
 /// The TOML file, flattened to strings (lists kept as lists) so that file values
 /// go through the same parsers as flag values.
@@ -211,17 +192,23 @@ struct FileValues {
 impl FileValues {
     fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+            ConfigError::new(
+                settings::CONFIG.name,
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new(
-                "config",
+                settings::CONFIG.name,
                 format!("{} is not valid TOML: {}", path.display(), e.message()),
             )
         })?;
-        if let Some(unknown) = table.keys().find(|k| !FILE_KEYS.contains(&k.as_str())) {
+        if let Some(unknown) = table
+            .keys()
+            .find(|k| !settings::SETTINGS.iter().any(|s| s.has_file_key(k)))
+        {
             return Err(ConfigError::new(
-                "config",
+                settings::CONFIG.name,
                 format!("{}: unknown setting `{unknown}`", path.display()),
             ));
         }
@@ -292,56 +279,194 @@ struct Raw {
     origin: String,
 }
 
-/// Resolves one setting at a time: flag/env first, then the file.
-struct Resolver<'a> {
+/// A parser of seconds ([`parse_secs`] or [`parse_secs_or_zero`]).
+type ParseSecs = fn(&str) -> Result<Duration, String>;
+
+/// Reads one setting at a time through the table: flag/env first, then the
+/// file, then the table's default, each parsed by the setting's value kind.
+struct Values<'a> {
+    given: &'a ServeValues,
     file: &'a FileValues,
 }
 
-impl Resolver<'_> {
-    fn raw(&self, key: &str, cli: Option<&String>) -> Result<Option<Raw>, ConfigError> {
-        if let Some(v) = cli {
+fn utf8(setting: &Setting, value: &OsString) -> Result<String, ConfigError> {
+    value
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| ConfigError::new(setting.name, "the value is not valid UTF-8"))
+}
+
+/// A table entry read as a kind it is not declared as (caught by the tests).
+fn wrong_kind(setting: &Setting, wanted: &str) -> ConfigError {
+    ConfigError::new(
+        setting.name,
+        format!("declared as {:?}, read as {wanted}", setting.shape),
+    )
+}
+
+impl Values<'_> {
+    fn raw(&self, s: &Setting) -> Result<Option<Raw>, ConfigError> {
+        if let Some(v) = self.given.get(s).and_then(<[OsString]>::last) {
             return Ok(Some(Raw {
-                value: v.clone(),
+                value: utf8(s, v)?,
                 origin: String::new(),
             }));
         }
-        Ok(self.file.scalar(key)?.map(|value| Raw {
+        if !s.in_file {
+            return Ok(None);
+        }
+        Ok(self.file.scalar(s.name)?.map(|value| Raw {
             value,
             origin: self.file.origin(),
         }))
     }
 
-    fn parse<T>(
-        &self,
-        key: &str,
-        cli: Option<&String>,
-        default: T,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match self.raw(key, cli)? {
-            None => Ok(default),
-            Some(raw) => parse(raw.value.trim()).map_err(|message| ConfigError {
-                setting: key.to_string(),
-                origin: raw.origin,
-                message: format!("{message}, got {:?}", raw.value),
-            }),
-        }
-    }
-
+    /// The given value parsed, or `None` when the setting was not given.
     fn optional<T>(
         &self,
-        key: &str,
-        cli: Option<&String>,
+        s: &Setting,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        self.parse(key, cli, None, |s| parse(s).map(Some))
+        match self.raw(s)? {
+            None => Ok(None),
+            Some(raw) => parse(raw.value.trim())
+                .map(Some)
+                .map_err(|message| ConfigError {
+                    setting: s.name.to_string(),
+                    origin: raw.origin,
+                    message: format!("{message}, got {:?}", raw.value),
+                }),
+        }
     }
 
-    fn path(&self, key: &str, cli: Option<&PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
-        if let Some(p) = cli {
-            return Ok(Some(expand_home(p)));
+    /// The given value, else the table's default, parsed the same way.
+    fn parse<T>(
+        &self,
+        s: &Setting,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        if let Some(v) = self.optional(s, &parse)? {
+            return Ok(v);
         }
-        Ok(self.file.scalar(key)?.map(|s| expand_home(Path::new(&s))))
+        match s.default {
+            DefaultValue::Value(d) => parse(d).map_err(|m| {
+                ConfigError::new(s.name, format!("the default {d:?} is not valid: {m}"))
+            }),
+            DefaultValue::Unset | DefaultValue::Computed(_) => {
+                Err(ConfigError::new(s.name, "the setting has no default value"))
+            }
+        }
+    }
+
+    fn secs_parser(s: &Setting) -> Result<ParseSecs, ConfigError> {
+        match s.shape {
+            Shape::One(ValueKind::Secs) => Ok(parse_secs),
+            Shape::One(ValueKind::SecsOrZero) => Ok(parse_secs_or_zero),
+            _ => Err(wrong_kind(s, "seconds")),
+        }
+    }
+
+    fn secs(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        self.parse(s, Self::secs_parser(s)?)
+    }
+
+    fn optional_secs(&self, s: &Setting) -> Result<Option<Duration>, ConfigError> {
+        self.optional(s, Self::secs_parser(s)?)
+    }
+
+    fn count_parser(s: &Setting) -> Result<impl Fn(&str) -> Result<u64, String>, ConfigError> {
+        match s.shape {
+            Shape::One(ValueKind::Count { min, max }) => Ok(count_in(min, max)),
+            _ => Err(wrong_kind(s, "a count")),
+        }
+    }
+
+    fn count(&self, s: &Setting) -> Result<u64, ConfigError> {
+        self.parse(s, Self::count_parser(s)?)
+    }
+
+    fn optional_count(&self, s: &Setting) -> Result<Option<u64>, ConfigError> {
+        self.optional(s, Self::count_parser(s)?)
+    }
+
+    fn addr(&self, s: &Setting) -> Result<Option<SocketAddr>, ConfigError> {
+        if s.shape != Shape::One(ValueKind::Addr) {
+            return Err(wrong_kind(s, "an address"));
+        }
+        self.optional(s, parse_addr)
+    }
+
+    fn choice<T>(&self, s: &Setting, from_name: fn(&str) -> Option<T>) -> Result<T, ConfigError> {
+        let Shape::One(ValueKind::Choice(choices)) = s.shape else {
+            return Err(wrong_kind(s, "a choice"));
+        };
+        self.parse(s, |v| {
+            from_name(v).ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                format!("expected one of {}", names.join(", "))
+            })
+        })
+    }
+
+    fn text(
+        &self,
+        s: &Setting,
+        parse: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Option<String>, ConfigError> {
+        if s.shape != Shape::One(ValueKind::Text) {
+            return Err(wrong_kind(s, "text"));
+        }
+        self.optional(s, parse)
+    }
+
+    /// A path as given (`~` expanded), without a default.
+    fn path(&self, s: &Setting) -> Result<Option<PathBuf>, ConfigError> {
+        if s.shape != Shape::One(ValueKind::Path) {
+            return Err(wrong_kind(s, "a path"));
+        }
+        if let Some(p) = self.given.get(s).and_then(<[OsString]>::last) {
+            return Ok(Some(expand_home(Path::new(p))));
+        }
+        if !s.in_file {
+            return Ok(None);
+        }
+        Ok(self
+            .file
+            .scalar(s.name)?
+            .map(|v| expand_home(Path::new(&v))))
+    }
+
+    /// A switch: on when given on the command line, else as the file says.
+    fn switch(&self, s: &Setting) -> Result<bool, ConfigError> {
+        if s.shape != Shape::Switch {
+            return Err(wrong_kind(s, "a switch"));
+        }
+        let given = match self.given.get(s).and_then(<[OsString]>::last) {
+            Some(v) => parse_bool(&utf8(s, v)?).map_err(|m| ConfigError::new(s.name, m))?,
+            None => false,
+        };
+        if given {
+            return Ok(true);
+        }
+        Ok(self.optional(s, parse_bool)?.unwrap_or(false))
+    }
+
+    /// A list: the command line's values replace the file's; empty when neither has it.
+    fn list(&self, s: &Setting) -> Result<Vec<String>, ConfigError> {
+        let non_empty = match s.shape {
+            Shape::List => false,
+            // Nothing after `--` leaves the file's list in force.
+            Shape::Trailing => true,
+            _ => return Err(wrong_kind(s, "a list")),
+        };
+        if let Some(values) = self.given.get(s)
+            && !(non_empty && values.is_empty())
+        {
+            return values.iter().map(|v| utf8(s, v)).collect();
+        }
+        let mut keys = vec![s.name];
+        keys.extend_from_slice(s.file_aliases);
+        Ok(self.file.list(&keys)?.unwrap_or_default())
     }
 }
 
@@ -352,13 +477,6 @@ fn expand_home(p: &Path) -> PathBuf {
         return home.join(rest);
     }
     p.to_path_buf()
-}
-
-/// `$HOME`, if set and non-empty.
-pub fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
 }
 
 /// Parse a listen address: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
@@ -407,16 +525,6 @@ fn count_in(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> {
     }
 }
 
-fn parse_enum<T: ValueEnum>(s: &str) -> Result<T, String> {
-    T::from_str(s, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        format!("expected one of {}", names.join(", "))
-    })
-}
-
 fn valid_session_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -425,147 +533,69 @@ fn valid_session_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// The data dir when none is given: `$XDG_STATE_HOME/ccrelay`, else `~/.local/state/ccrelay`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(state).join("ccrelay");
-    }
-    home_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/state/ccrelay")
-}
-
 impl Config {
-    /// Merge flags/env (already merged by clap), the TOML file and defaults, and validate.
-    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => FileValues::load(path)?,
+    /// Merge what the command line gave (flags, else env vars), the TOML file and
+    /// the table's defaults, and validate.
+    pub fn resolve(given: &ServeValues) -> Result<Config, ConfigError> {
+        use settings as s;
+        let no_file = FileValues::default();
+        let bare = Values {
+            given,
+            file: &no_file,
+        };
+        let file = match bare.path(&s::CONFIG)? {
+            Some(path) => FileValues::load(&path)?,
             None => FileValues::default(),
         };
-        let r = Resolver { file: &file };
+        let v = Values { given, file: &file };
 
-        let listen = r.parse(
-            "listen",
-            args.listen.as_ref(),
-            parse_addr(DEFAULT_LISTEN).map_err(|e| ConfigError::new("listen", e))?,
-            parse_addr,
-        )?;
-        let metrics_listen =
-            r.optional("metrics-listen", args.metrics_listen.as_ref(), parse_addr)?;
+        let listen = v.parse(&s::LISTEN, parse_addr)?;
+        let metrics_listen = v.addr(&s::METRICS_LISTEN)?;
 
-        let authorized_keys = r
-            .path("authorized-keys", args.authorized_keys.as_ref())?
+        let authorized_keys = v
+            .path(&s::AUTHORIZED_KEYS)?
             .or_else(|| home_dir().map(|h| h.join(".ssh/authorized_keys")))
             .ok_or_else(|| {
-                ConfigError::new("authorized-keys", "no path given and $HOME is not set")
+                ConfigError::new(
+                    s::AUTHORIZED_KEYS.name,
+                    "no path given and $HOME is not set",
+                )
             })?;
-        let viewer_keys = r.path("viewer-keys", args.viewer_keys.as_ref())?;
-        let data_dir = r
-            .path("data-dir", args.data_dir.as_ref())?
-            .unwrap_or_else(default_data_dir);
-        let workdir = match r.path("workdir", args.workdir.as_ref())? {
+        let viewer_keys = v.path(&s::VIEWER_KEYS)?;
+        let data_dir = v.path(&s::DATA_DIR)?.unwrap_or_else(default_data_dir);
+        let workdir = match v.path(&s::WORKDIR)? {
             Some(dir) => dir,
-            None => std::env::current_dir()
-                .map_err(|e| ConfigError::new("workdir", format!("no current directory: {e}")))?,
+            None => std::env::current_dir().map_err(|e| {
+                ConfigError::new(s::WORKDIR.name, format!("no current directory: {e}"))
+            })?,
         };
         if !workdir.is_dir() {
             return Err(ConfigError::new(
-                "workdir",
+                s::WORKDIR.name,
                 format!("{} is not a directory", workdir.display()),
             ));
         }
-        let mut sessions = vec![SessionConfig {
-            name: crate::protocol::DEFAULT_SESSION.to_string(),
-            workdir,
-        }];
-        let extra_sessions = match &args.sessions {
-            Some(list) => Some(list.clone()),
-            None => file.list(&["session", "sessions"])?,
-        };
-        for spec in extra_sessions.unwrap_or_default() {
-            let (name, dir) = spec.split_once('=').ok_or_else(|| {
-                ConfigError::new("session", format!("expected NAME=DIR, got {spec:?}"))
-            })?;
-            if !valid_session_name(name) {
-                return Err(ConfigError::new(
-                    "session",
-                    format!("session names are 1-64 of A-Z a-z 0-9 - _ ., got {name:?}"),
-                ));
-            }
-            if sessions.iter().any(|s| s.name == name) {
-                return Err(ConfigError::new(
-                    "session",
-                    format!("session {name:?} is defined twice"),
-                ));
-            }
-            let dir = expand_home(Path::new(dir));
-            if !dir.is_dir() {
-                return Err(ConfigError::new(
-                    "session",
-                    format!("{} (session {name:?}) is not a directory", dir.display()),
-                ));
-            }
-            sessions.push(SessionConfig {
-                name: name.to_string(),
-                workdir: dir,
-            });
-        }
+        let sessions = resolve_sessions(workdir, v.list(&s::SESSION)?)?;
 
-        let max_connections = r.parse(
-            "max-connections",
-            args.max_connections.as_ref(),
-            4096,
-            count_in(1, 1_000_000),
-        )? as usize;
-        let max_http_per_address = r.parse(
-            "max-http-per-address",
-            args.max_http_per_address.as_ref(),
-            u64::from(crate::listen::preauth::DEFAULT_HTTP_PER_ADDRESS),
-            count_in(1, 1_000_000),
-        )? as u32;
-        let address_grouping = r.parse(
-            "ipv6-prefix-len",
-            args.ipv6_prefix_len.as_ref(),
-            crate::address::AddressGrouping::default(),
-            |s| {
-                count_in(1, 128)(s)
-                    .map(|n| crate::address::AddressGrouping::new(n as u8).unwrap_or_default())
-            },
-        )?;
-        let auth_timeout = r.parse(
-            "auth-timeout",
-            args.auth_timeout.as_ref(),
-            Duration::from_secs(10),
-            parse_secs,
-        )?;
-        let ping_interval = r.parse(
-            "ping-interval",
-            args.ping_interval.as_ref(),
-            Duration::from_secs(15),
-            parse_secs,
-        )?;
-        let idle_timeout = r.parse(
-            "idle-timeout",
-            args.idle_timeout.as_ref(),
-            Duration::from_secs(45),
-            parse_secs,
-        )?;
+        let max_connections = v.count(&s::MAX_CONNECTIONS)? as usize;
+        let max_http_per_address = v.count(&s::MAX_HTTP_PER_ADDRESS)? as u32;
+        let address_grouping =
+            crate::address::AddressGrouping::new(v.count(&s::IPV6_PREFIX_LEN)? as u8)
+                .unwrap_or_default();
+        let auth_timeout = v.secs(&s::AUTH_TIMEOUT)?;
+        let ping_interval = v.secs(&s::PING_INTERVAL)?;
+        let idle_timeout = v.secs(&s::IDLE_TIMEOUT)?;
         if idle_timeout <= ping_interval {
             return Err(ConfigError::new(
-                "idle-timeout",
+                s::IDLE_TIMEOUT.name,
                 format!(
                     "must be longer than --ping-interval ({} s), or healthy clients would be dropped",
                     ping_interval.as_secs_f64()
                 ),
             ));
         }
-        let allowed_origins = match &args.allowed_origins {
-            Some(list) => list.clone(),
-            None => file
-                .list(&["allowed-origin", "allowed-origins"])?
-                .unwrap_or_default(),
-        };
-        let allowed_origins: Vec<String> = allowed_origins
+        let allowed_origins: Vec<String> = v
+            .list(&s::ALLOWED_ORIGIN)?
             .into_iter()
             .map(|o| o.trim().trim_end_matches('/').to_string())
             .filter(|o| !o.is_empty())
@@ -573,155 +603,67 @@ impl Config {
         for origin in &allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::new(
-                    "allowed-origin",
+                    s::ALLOWED_ORIGIN.name,
                     format!("an origin looks like https://host[:port], got {origin:?}"),
                 ));
             }
         }
 
-        let server_names = resolve_server_names(&file, args)?;
-        let allow_unbound_auth = resolve_allow_unbound(&file, args)?;
+        let server_names = resolve_server_names(v.list(&s::SERVER_NAME)?)?;
+        let allow_unbound_auth = resolve_allow_unbound(v.list(&s::ALLOW_UNBOUND_AUTH)?)?;
 
-        let trusted_proxies = match &args.trusted_proxies {
-            Some(list) => list.clone(),
-            None => file
-                .list(&["trusted-proxy", "trusted-proxies"])?
-                .unwrap_or_default(),
-        };
-        let trusted_proxies = trusted_proxies
+        let trusted_proxies = v
+            .list(&s::TRUSTED_PROXY)?
             .iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(crate::listen::proxy::parse_network)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| ConfigError::new("trusted-proxy", message))?;
+            .map_err(|message| ConfigError::new(s::TRUSTED_PROXY.name, message))?;
 
-        let log_level = r.parse(
-            "log-level",
-            args.log_level.as_ref(),
-            "info".to_string(),
-            |s| {
-                tracing_subscriber::EnvFilter::try_new(s)
-                    .map(|_| s.to_string())
-                    .map_err(|_| {
-                        "expected error, warn, info, debug, trace or a tracing filter".into()
-                    })
-            },
-        )?;
-        let log_format = match args.log_format {
-            Some(f) => f,
-            None => r.parse("log-format", None, LogFormat::Pretty, parse_enum)?,
-        };
-        let permission_timeout = r.optional(
-            "permission-timeout",
-            args.permission_timeout.as_ref(),
-            parse_secs,
-        )?;
+        let log_level = v.parse(&s::LOG_LEVEL, |s| {
+            tracing_subscriber::EnvFilter::try_new(s)
+                .map(|_| s.to_string())
+                .map_err(|_| "expected error, warn, info, debug, trace or a tracing filter".into())
+        })?;
+        let log_format = v.choice(&s::LOG_FORMAT, LogFormat::from_name)?;
+        let permission_timeout = v.optional_secs(&s::PERMISSION_TIMEOUT)?;
 
-        let agent_cmd = r
-            .path("agent-cmd", args.agent_cmd.as_ref())?
-            .unwrap_or_else(|| PathBuf::from("claude"));
-        let extra_args = if args.extra_agent_args.is_empty() {
-            file.list(&["agent-args"])?.unwrap_or_default()
-        } else {
-            args.extra_agent_args.clone()
-        };
         let agent = AgentConfig {
-            cmd: agent_cmd,
-            extra_args,
-            probe_interval: r.parse(
-                "agent-probe-interval",
-                args.agent_probe_interval.as_ref(),
-                Duration::from_secs(30),
-                parse_secs,
-            )?,
-            probe_timeout: r.parse(
-                "agent-probe-timeout",
-                args.agent_probe_timeout.as_ref(),
-                Duration::from_secs(20),
-                parse_secs,
-            )?,
-            max_restarts: r.parse(
-                "agent-max-restarts",
-                args.agent_max_restarts.as_ref(),
-                5,
-                count_in(0, 10_000),
-            )? as u32,
-            restart_window: r.parse(
-                "agent-restart-window",
-                args.agent_restart_window.as_ref(),
-                Duration::from_secs(300),
-                parse_secs,
-            )?,
-            stop_grace: r.parse(
-                "agent-stop-grace",
-                args.agent_stop_grace.as_ref(),
-                Duration::from_secs(5),
-                parse_secs,
-            )?,
+            cmd: match v.path(&s::AGENT_CMD)? {
+                Some(cmd) => cmd,
+                None => v.parse(&s::AGENT_CMD, |d| Ok(PathBuf::from(d)))?,
+            },
+            extra_args: v.list(&s::AGENT_ARGS)?,
+            probe_interval: v.secs(&s::AGENT_PROBE_INTERVAL)?,
+            probe_timeout: v.secs(&s::AGENT_PROBE_TIMEOUT)?,
+            max_restarts: v.count(&s::AGENT_MAX_RESTARTS)? as u32,
+            restart_window: v.secs(&s::AGENT_RESTART_WINDOW)?,
+            stop_grace: v.secs(&s::AGENT_STOP_GRACE)?,
         };
 
-        let max_frames_per_sec = r.parse(
-            "max-frames-per-sec",
-            args.max_frames_per_sec.as_ref(),
-            100,
-            count_in(1, 1_000_000),
-        )? as u32;
-        let server_id = r.optional("server-id", args.server_id.as_ref(), |s| {
+        let max_frames_per_sec = v.count(&s::MAX_FRAMES_PER_SEC)? as u32;
+        let server_id = v.text(&s::SERVER_ID, |s| {
             if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c == ':') {
                 Err("must be 1-128 characters without spaces or ':'".into())
             } else {
                 Ok(s.to_string())
             }
         })?;
-        let max_frame_bytes = r.parse(
-            "max-frame-bytes",
-            args.max_frame_bytes.as_ref(),
-            4 * 1024 * 1024,
-            count_in(PRE_AUTH_MAX_FRAME_BYTES as u64, 256 * 1024 * 1024),
-        )? as usize;
-        let max_prompt_bytes = r.parse(
-            "max-prompt-bytes",
-            args.max_prompt_bytes.as_ref(),
-            1024 * 1024,
-            count_in(1, 256 * 1024 * 1024),
-        )? as usize;
-        let prompt_queue = r.parse(
-            "prompt-queue",
-            args.prompt_queue.as_ref(),
-            256,
-            count_in(1, 1_000_000),
-        )? as usize;
-        let client_queue = r.parse(
-            "client-queue",
-            args.client_queue.as_ref(),
-            8192,
-            count_in(16, 10_000_000),
-        )? as usize;
-        let tail_events = r.parse(
-            "tail-events",
-            args.tail_events.as_ref(),
-            20_000,
-            count_in(1, 100_000_000),
-        )? as usize;
-        let tail_bytes = r.parse(
-            "tail-bytes",
-            args.tail_bytes.as_ref(),
-            64 * 1024 * 1024,
-            count_in(1024, 64 * 1024 * 1024 * 1024),
-        )? as usize;
+        let max_frame_bytes = v.count(&s::MAX_FRAME_BYTES)? as usize;
+        let max_prompt_bytes = v.count(&s::MAX_PROMPT_BYTES)? as usize;
+        let prompt_queue = v.count(&s::PROMPT_QUEUE)? as usize;
+        let client_queue = v.count(&s::CLIENT_QUEUE)? as usize;
+        let tail_events = v.count(&s::TAIL_EVENTS)? as usize;
+        let tail_bytes = v.count(&s::TAIL_BYTES)? as usize;
         // Full tails alone must leave at least half the budget to client queues,
         // or the server would refuse every connection once the tails fill up. The
         // default grows with the tails; a limit given explicitly must respect it.
         let all_tails = (tail_bytes as u64).saturating_mul(sessions.len() as u64);
-        let memory_limit = match r.optional(
-            "memory-limit",
-            args.memory_limit.as_ref(),
-            count_in(crate::guard::MIN_MEMORY_LIMIT, u64::MAX / 2),
-        )? {
+        let memory_limit = match v.optional_count(&s::MEMORY_LIMIT)? {
             Some(limit) if limit / 2 < all_tails => {
                 return Err(ConfigError::new(
-                    "memory-limit",
+                    s::MEMORY_LIMIT.name,
                     format!(
                         "{limit} bytes is less than twice the event tails ({} session(s) × --tail-bytes {tail_bytes}); raise it or lower --tail-bytes",
                         sessions.len()
@@ -731,64 +673,32 @@ impl Config {
             Some(limit) => limit,
             None => crate::guard::DEFAULT_MEMORY_LIMIT.max(all_tails.saturating_mul(2)),
         };
-        let fsync = match args.journal_fsync {
-            Some(f) => f,
-            None => r.parse("journal-fsync", None, FsyncPolicy::Always, parse_enum)?,
+        let journal = JournalConfig {
+            fsync: v.choice(&s::JOURNAL_FSYNC, FsyncPolicy::from_name)?,
+            segment_bytes: v.count(&s::JOURNAL_SEGMENT_BYTES)?,
+            max_bytes: v.count(&s::JOURNAL_MAX_BYTES)?,
         };
-        let segment_bytes = r.parse(
-            "journal-segment-bytes",
-            args.journal_segment_bytes.as_ref(),
-            16 * 1024 * 1024,
-            count_in(4096, 64 * 1024 * 1024 * 1024),
-        )?;
-        let max_bytes = r.parse(
-            "journal-max-bytes",
-            args.journal_max_bytes.as_ref(),
-            1024 * 1024 * 1024,
-            count_in(4096, u64::MAX / 2),
-        )?;
-        if max_bytes < segment_bytes {
+        if journal.max_bytes < journal.segment_bytes {
             return Err(ConfigError::new(
-                "journal-max-bytes",
+                s::JOURNAL_MAX_BYTES.name,
                 "must be at least --journal-segment-bytes",
             ));
         }
-        let auth_failures_per_min = r.parse(
-            "auth-failures-per-min",
-            args.auth_failures_per_min.as_ref(),
-            30,
-            count_in(10, 1_000_000),
-        )? as u32;
-        let shutdown_grace = r.parse(
-            "shutdown-grace",
-            args.shutdown_grace.as_ref(),
-            Duration::from_secs(5),
-            parse_secs,
-        )?;
-        let require_channel_binding = args.require_channel_binding
-            || r.parse("require-channel-binding", None, false, parse_bool)?;
-        let pair_timeout = r.parse(
-            "pair-timeout",
-            args.pair_timeout.as_ref(),
-            Duration::from_secs(120),
-            parse_secs,
-        )?;
-        let paired_keys = r
-            .path("paired-keys", args.paired_keys.as_ref())?
+        let auth_failures_per_min = v.count(&s::AUTH_FAILURES_PER_MIN)? as u32;
+        let shutdown_grace = v.secs(&s::SHUTDOWN_GRACE)?;
+        let require_channel_binding = v.switch(&s::REQUIRE_CHANNEL_BINDING)?;
+        let pair_timeout = v.secs(&s::PAIR_TIMEOUT)?;
+        let paired_keys = v
+            .path(&s::PAIRED_KEYS)?
             .unwrap_or_else(|| data_dir.join("paired_keys"));
-        let paired_viewers = r
-            .path("paired-viewers", args.paired_viewers.as_ref())?
+        let paired_viewers = v
+            .path(&s::PAIRED_VIEWERS)?
             .unwrap_or_else(|| data_dir.join("paired_viewers"));
 
-        let push_allow_insecure_endpoints = args.push_allow_insecure_endpoints
-            || r.parse("push-allow-insecure-endpoints", None, false, parse_bool)?;
-        let push_subject = r.optional(
-            "push-subject",
-            args.push_subject.as_ref(),
-            parse_push_subject,
-        )?;
-        let (tls, tls_names, insecure_plaintext) = resolve_tls(&r, &file, args, listen)?;
-        let notify = resolve_notify(&r, args, address_grouping)?;
+        let push_allow_insecure_endpoints = v.switch(&s::PUSH_ALLOW_INSECURE_ENDPOINTS)?;
+        let push_subject = v.text(&s::PUSH_SUBJECT, parse_push_subject)?;
+        let (tls, tls_names, insecure_plaintext) = resolve_tls(&v, listen)?;
+        let notify = resolve_notify(&v, address_grouping)?;
 
         Ok(Config {
             listen,
@@ -799,11 +709,7 @@ impl Config {
             server_id,
             sessions,
             agent,
-            journal: JournalConfig {
-                fsync,
-                segment_bytes,
-                max_bytes,
-            },
+            journal,
             max_connections,
             auth_timeout,
             ping_interval,
@@ -841,17 +747,49 @@ impl Config {
     }
 }
 
-/// `--server-name HOST[:PORT]` values (flags or env beat the file).
-fn resolve_server_names(
-    file: &FileValues,
-    args: &ServeArgs,
-) -> Result<Vec<crate::names::ServerName>, ConfigError> {
-    let given = match &args.server_names {
-        Some(list) => list.clone(),
-        None => file
-            .list(&["server-name", "server-names"])?
-            .unwrap_or_default(),
-    };
+/// The `default` session in `workdir`, then every `--session NAME=DIR`.
+fn resolve_sessions(
+    workdir: PathBuf,
+    extra: Vec<String>,
+) -> Result<Vec<SessionConfig>, ConfigError> {
+    let setting = settings::SESSION.name;
+    let mut sessions = vec![SessionConfig {
+        name: crate::protocol::DEFAULT_SESSION.to_string(),
+        workdir,
+    }];
+    for spec in extra {
+        let (name, dir) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError::new(setting, format!("expected NAME=DIR, got {spec:?}")))?;
+        if !valid_session_name(name) {
+            return Err(ConfigError::new(
+                setting,
+                format!("session names are 1-64 of A-Z a-z 0-9 - _ ., got {name:?}"),
+            ));
+        }
+        if sessions.iter().any(|s| s.name == name) {
+            return Err(ConfigError::new(
+                setting,
+                format!("session {name:?} is defined twice"),
+            ));
+        }
+        let dir = expand_home(Path::new(dir));
+        if !dir.is_dir() {
+            return Err(ConfigError::new(
+                setting,
+                format!("{} (session {name:?}) is not a directory", dir.display()),
+            ));
+        }
+        sessions.push(SessionConfig {
+            name: name.to_string(),
+            workdir: dir,
+        });
+    }
+    Ok(sessions)
+}
+
+/// `--server-name HOST[:PORT]` values.
+fn resolve_server_names(given: Vec<String>) -> Result<Vec<crate::names::ServerName>, ConfigError> {
     given
         .iter()
         .map(|s| s.trim())
@@ -859,7 +797,7 @@ fn resolve_server_names(
         .map(|s| {
             crate::names::ServerName::parse(s).map_err(|e| {
                 ConfigError::new(
-                    "server-name",
+                    settings::SERVER_NAME.name,
                     format!(
                         "expected HOST or HOST:PORT (a DNS name or an IP address), got {s:?}: {e}"
                     ),
@@ -871,12 +809,8 @@ fn resolve_server_names(
 
 /// `--allow-unbound-auth FINGERPRINT` values: `SHA256:` and 43 base64 characters,
 /// as `ssh-keygen -l` prints them.
-fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<String>, ConfigError> {
+fn resolve_allow_unbound(given: Vec<String>) -> Result<Vec<String>, ConfigError> {
     use base64::Engine as _;
-    let given = match &args.allow_unbound_auth {
-        Some(list) => list.clone(),
-        None => file.list(&["allow-unbound-auth"])?.unwrap_or_default(),
-    };
     let mut out = Vec::new();
     for fp in given.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let valid = fp.strip_prefix("SHA256:").is_some_and(|b64| {
@@ -886,7 +820,7 @@ fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<Stri
         });
         if !valid {
             return Err(ConfigError::new(
-                "allow-unbound-auth",
+                settings::ALLOW_UNBOUND_AUTH.name,
                 format!(
                     "expected a key fingerprint SHA256:... as `ssh-keygen -l` prints it, got {fp:?}"
                 ),
@@ -901,33 +835,23 @@ fn resolve_allow_unbound(file: &FileValues, args: &ServeArgs) -> Result<Vec<Stri
 /// `--notify-sink-allow`; `address_grouping` (`--ipv6-prefix-len`) for the answer
 /// endpoint's throttle.
 fn resolve_notify(
-    r: &Resolver<'_>,
-    args: &ServeArgs,
+    v: &Values<'_>,
     address_grouping: crate::address::AddressGrouping,
 ) -> Result<crate::notify::NotifySettings, ConfigError> {
-    let after = r.parse(
-        "notify-after",
-        args.notify_after.as_ref(),
-        Duration::from_secs(10),
-        parse_secs_or_zero,
-    )?;
-    let webhook = r.optional(
-        "notify-webhook",
-        args.notify_webhook.as_ref(),
-        parse_http_url,
-    )?;
-    let ntfy = r.optional("notify-ntfy", args.notify_ntfy.as_ref(), |s| {
+    use settings as s;
+    let after = v.secs(&s::NOTIFY_AFTER)?;
+    let webhook = v.optional(&s::NOTIFY_WEBHOOK, parse_http_url)?;
+    let ntfy = v.optional(&s::NOTIFY_NTFY, |s| {
         crate::notify::hooks::NtfyTarget::parse(&parse_http_url(s)?)
     })?;
-    let public_url = r.optional("public-url", args.public_url.as_ref(), |s| {
+    let public_url = v.optional(&s::PUBLIC_URL, |s| {
         let url = parse_http_url(s)?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err("expected https://host[:port][/path], without ? or #".into());
         }
         Ok(url)
     })?;
-    let sink_allow =
-        args.notify_sink_allow || r.parse("notify-sink-allow", None, false, parse_bool)?;
+    let sink_allow = v.switch(&s::NOTIFY_SINK_ALLOW)?;
     Ok(crate::notify::NotifySettings {
         after,
         webhook,
@@ -993,33 +917,24 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 
 /// The TLS settings (docs/protocol.md §1.4) and the plaintext-outside-loopback rule.
 fn resolve_tls(
-    r: &Resolver<'_>,
-    file: &FileValues,
-    args: &ServeArgs,
+    v: &Values<'_>,
     listen: SocketAddr,
 ) -> Result<(Option<crate::tls::TlsSource>, Vec<String>, bool), ConfigError> {
-    let cert = r.path("tls-cert", args.tls_cert.as_ref())?;
-    let key = r.path("tls-key", args.tls_key.as_ref())?;
-    let flag = |key: &str, given: bool| -> Result<bool, ConfigError> {
-        if given {
-            return Ok(true);
-        }
-        r.parse(key, None, false, parse_bool)
-    };
-    let self_signed = flag("tls-self-signed", args.tls_self_signed)?;
-    let insecure_plaintext = flag("insecure-plaintext", args.insecure_plaintext)?;
-    let names: Vec<String> = match &args.tls_names {
-        Some(list) => list.clone(),
-        None => file.list(&["tls-name", "tls-names"])?.unwrap_or_default(),
-    }
-    .into_iter()
-    .map(|n| n.trim().to_string())
-    .filter(|n| !n.is_empty())
-    .collect();
+    use settings as s;
+    let cert = v.path(&s::TLS_CERT)?;
+    let key = v.path(&s::TLS_KEY)?;
+    let self_signed = v.switch(&s::TLS_SELF_SIGNED)?;
+    let insecure_plaintext = v.switch(&s::INSECURE_PLAINTEXT)?;
+    let names: Vec<String> = v
+        .list(&s::TLS_NAME)?
+        .into_iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
     for name in &names {
         if !crate::tls::valid_name(name) {
             return Err(ConfigError::new(
-                "tls-name",
+                s::TLS_NAME.name,
                 format!("expected a DNS name or an IP address, got {name:?}"),
             ));
         }
@@ -1027,20 +942,20 @@ fn resolve_tls(
     let tls = match (cert, key, self_signed) {
         (Some(_), _, true) | (_, Some(_), true) => {
             return Err(ConfigError::new(
-                "tls-self-signed",
+                s::TLS_SELF_SIGNED.name,
                 "cannot be combined with --tls-cert/--tls-key; choose one",
             ));
         }
         (Some(cert), Some(key), false) => Some(crate::tls::TlsSource::Files { cert, key }),
         (Some(_), None, false) => {
             return Err(ConfigError::new(
-                "tls-key",
+                s::TLS_KEY.name,
                 "--tls-cert needs --tls-key (the PEM private key of the certificate)",
             ));
         }
         (None, Some(_), false) => {
             return Err(ConfigError::new(
-                "tls-cert",
+                s::TLS_CERT.name,
                 "--tls-key needs --tls-cert (the PEM certificate chain)",
             ));
         }
@@ -1055,7 +970,7 @@ fn resolve_tls(
     };
     if tls.is_none() && !insecure_plaintext && !listen.ip().is_loopback() {
         return Err(ConfigError::new(
-            "listen",
+            s::LISTEN.name,
             format!(
                 "{listen} is outside loopback and would be served without TLS; give --tls-cert/--tls-key or --tls-self-signed, or --insecure-plaintext when TLS is handled elsewhere (a TLS-terminating proxy, a WireGuard or Tailscale network)"
             ),
@@ -1072,11 +987,34 @@ fn resolve_tls(
 mod tests {
     use super::*;
 
-    fn args() -> ServeArgs {
-        ServeArgs {
-            workdir: Some(std::env::temp_dir()),
-            authorized_keys: Some(PathBuf::from("/dev/null")),
-            ..ServeArgs::default()
+    fn args() -> ServeValues {
+        ServeValues::default()
+            .with(&settings::WORKDIR, std::env::temp_dir())
+            .with(&settings::AUTHORIZED_KEYS, "/dev/null")
+    }
+
+    /// What a flag or env var would give, by the setting's name.
+    fn put(a: &mut ServeValues, name: &str, values: impl Given) {
+        let setting = settings::setting(name).unwrap_or_else(|| panic!("no setting {name}"));
+        a.set(setting, values.values());
+    }
+
+    trait Given {
+        fn values(self) -> Vec<OsString>;
+    }
+    impl Given for &str {
+        fn values(self) -> Vec<OsString> {
+            vec![self.into()]
+        }
+    }
+    impl Given for PathBuf {
+        fn values(self) -> Vec<OsString> {
+            vec![self.into()]
+        }
+    }
+    impl Given for Vec<&str> {
+        fn values(self) -> Vec<OsString> {
+            self.into_iter().map(OsString::from).collect()
         }
     }
 
@@ -1086,8 +1024,12 @@ mod tests {
         assert!(c.server_names.is_empty() && c.allow_unbound_auth.is_empty());
         let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
         let mut a = args();
-        a.server_names = Some(vec!["Relay.Example.".into(), "127.0.0.1:9999".into()]);
-        a.allow_unbound_auth = Some(vec![fp.into()]);
+        put(
+            &mut a,
+            "server-name",
+            vec!["Relay.Example.", "127.0.0.1:9999"],
+        );
+        put(&mut a, "allow-unbound-auth", vec![fp]);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(
             c.server_names,
@@ -1099,7 +1041,7 @@ mod tests {
         assert_eq!(c.allow_unbound_auth, vec![fp.to_string()]);
         for bad in ["relay.example:x", "https://relay.example", "a b"] {
             let mut a = args();
-            a.server_names = Some(vec![bad.into()]);
+            put(&mut a, "server-name", vec![bad]);
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains("--server-name"), "{err}");
         }
@@ -1109,7 +1051,7 @@ mod tests {
             "uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
         ] {
             let mut a = args();
-            a.allow_unbound_auth = Some(vec![bad.into()]);
+            put(&mut a, "allow-unbound-auth", vec![bad]);
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains("--allow-unbound-auth"), "{err}");
         }
@@ -1122,7 +1064,7 @@ mod tests {
         )
         .unwrap();
         let mut a = args();
-        a.config = Some(path);
+        put(&mut a, "config", path);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.server_names[0].port, Some(8443));
         assert_eq!(c.allow_unbound_auth.len(), 1);
@@ -1143,6 +1085,16 @@ mod tests {
         assert_eq!(c.max_frames_per_sec, 100);
         assert_eq!(c.permission_timeout, None);
         assert_eq!(c.sessions[0].name, "default");
+        // Defaults the table states that other modules also name.
+        assert_eq!(
+            c.max_http_per_address,
+            crate::listen::preauth::DEFAULT_HTTP_PER_ADDRESS
+        );
+        assert_eq!(
+            c.address_grouping.ipv6_prefix_len(),
+            crate::address::AddressGrouping::default().ipv6_prefix_len()
+        );
+        assert_eq!(c.memory_limit, crate::guard::DEFAULT_MEMORY_LIMIT);
     }
 
     #[test]
@@ -1153,26 +1105,17 @@ mod tests {
         assert_eq!(c.paired_keys, c.data_dir.join("paired_keys"));
         assert_eq!(c.paired_viewers, c.data_dir.join("paired_viewers"));
         let mut a = args();
-        a.require_channel_binding = true;
-        a.pair_timeout = Some("1.5".into());
-        a.paired_keys = Some(PathBuf::from("/tmp/pk"));
+        put(&mut a, "require-channel-binding", "true");
+        put(&mut a, "pair-timeout", "1.5");
+        put(&mut a, "paired-keys", PathBuf::from("/tmp/pk"));
         let c = Config::resolve(&a).unwrap();
         assert!(c.require_channel_binding);
         assert_eq!(c.pair_timeout, Duration::from_millis(1500));
         assert_eq!(c.paired_keys, PathBuf::from("/tmp/pk"));
         let mut a = args();
-        a.pair_timeout = Some("0".into());
+        put(&mut a, "pair-timeout", "0");
         let e = Config::resolve(&a).unwrap_err().to_string();
         assert!(e.contains("--pair-timeout"), "{e}");
-        // The flag and its env var, through clap.
-        use clap::Parser as _;
-        let cli =
-            crate::cli::Cli::try_parse_from(["ccrelay", "serve", "--require-channel-binding"])
-                .unwrap();
-        let crate::cli::Command::Serve(a) = cli.command else {
-            panic!("not serve")
-        };
-        assert!(a.require_channel_binding);
     }
 
     /// What a config file may hold, and the errors that name it: unreadable,
@@ -1184,12 +1127,12 @@ mod tests {
         let resolve = |text: &str| {
             std::fs::write(&file, text).unwrap();
             let mut a = args();
-            a.config = Some(file.clone());
+            put(&mut a, "config", file.clone());
             Config::resolve(&a).map_err(|e| e.to_string())
         };
         let missing = {
             let mut a = args();
-            a.config = Some(dir.path().join("absent.toml"));
+            put(&mut a, "config", dir.path().join("absent.toml"));
             Config::resolve(&a).unwrap_err().to_string()
         };
         assert!(
@@ -1242,12 +1185,12 @@ mod tests {
         assert_eq!(parse_addr("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
         assert!(parse_addr("no port here").is_err());
         let mut a = args();
-        a.log_level = Some("ccrelay=debug,hyper=warn".into());
+        put(&mut a, "log-level", "ccrelay=debug,hyper=warn");
         assert_eq!(
             Config::resolve(&a).unwrap().log_level,
             "ccrelay=debug,hyper=warn"
         );
-        a.log_level = Some("ccrelay=[".into());
+        put(&mut a, "log-level", "ccrelay=[");
         let e = Config::resolve(&a).unwrap_err().to_string();
         assert!(
             e.contains("--log-level") && e.contains("a tracing filter"),
@@ -1259,13 +1202,13 @@ mod tests {
     fn notify_sink_allow_from_flag_and_file() {
         assert!(!Config::resolve(&args()).unwrap().notify.sink_allow);
         let mut a = args();
-        a.notify_sink_allow = true;
+        put(&mut a, "notify-sink-allow", "true");
         assert!(Config::resolve(&a).unwrap().notify.sink_allow);
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("c.toml");
         std::fs::write(&file, "notify-sink-allow = true\n").unwrap();
         let mut a = args();
-        a.config = Some(file.clone());
+        put(&mut a, "config", file.clone());
         assert!(Config::resolve(&a).unwrap().notify.sink_allow);
         std::fs::write(&file, "notify-sink-allow = \"sometimes\"\n").unwrap();
         let e = Config::resolve(&a).unwrap_err().to_string();
@@ -1280,13 +1223,13 @@ mod tests {
                 .push_allow_insecure_endpoints
         );
         let mut a = args();
-        a.push_allow_insecure_endpoints = true;
+        put(&mut a, "push-allow-insecure-endpoints", "true");
         assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("c.toml");
         std::fs::write(&file, "push-allow-insecure-endpoints = true\n").unwrap();
         let mut a = args();
-        a.config = Some(file.clone());
+        put(&mut a, "config", file.clone());
         assert!(Config::resolve(&a).unwrap().push_allow_insecure_endpoints);
         std::fs::write(&file, "push-allow-insecure-endpoints = \"maybe\"\n").unwrap();
         let e = Config::resolve(&a).unwrap_err().to_string();
@@ -1298,7 +1241,7 @@ mod tests {
         assert_eq!(Config::resolve(&args()).unwrap().push_subject, None);
         for good in ["mailto:ops@example.org", "https://relay.example.org"] {
             let mut a = args();
-            a.push_subject = Some(good.into());
+            put(&mut a, "push-subject", good);
             assert_eq!(
                 Config::resolve(&a).unwrap().push_subject.as_deref(),
                 Some(good)
@@ -1312,7 +1255,7 @@ mod tests {
             "",
         ] {
             let mut a = args();
-            a.push_subject = Some(bad.into());
+            put(&mut a, "push-subject", bad);
             let e = Config::resolve(&a).unwrap_err().to_string();
             assert!(e.contains("--push-subject"), "{bad}: {e}");
         }
@@ -1320,35 +1263,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_naming_the_setting() {
-        type Mutation = fn(&mut ServeArgs);
+        type Mutation = fn(&mut ServeValues);
         let cases: Vec<(Mutation, &str)> = vec![
-            (|a| a.listen = Some("nonsense".into()), "--listen"),
+            (|a| put(a, "listen", "nonsense"), "--listen"),
+            (|a| put(a, "max-connections", "0"), "--max-connections"),
             (
-                |a| a.max_connections = Some("0".into()),
+                |a| put(a, "max-connections", "99999999999"),
                 "--max-connections",
             ),
+            (|a| put(a, "ping-interval", "-1"), "--ping-interval"),
+            (|a| put(a, "idle-timeout", "abc"), "--idle-timeout"),
             (
-                |a| a.max_connections = Some("99999999999".into()),
-                "--max-connections",
-            ),
-            (|a| a.ping_interval = Some("-1".into()), "--ping-interval"),
-            (|a| a.idle_timeout = Some("abc".into()), "--idle-timeout"),
-            (
-                |a| a.permission_timeout = Some("0".into()),
+                |a| put(a, "permission-timeout", "0"),
                 "--permission-timeout",
             ),
             (
-                |a| a.allowed_origins = Some(vec!["evil".into()]),
+                |a| put(a, "allowed-origin", vec!["evil"]),
                 "--allowed-origin",
             ),
-            (
-                |a| a.sessions = Some(vec!["bad name=/tmp".into()]),
-                "--session",
-            ),
-            (
-                |a| a.workdir = Some("/definitely/not/here".into()),
-                "--workdir",
-            ),
+            (|a| put(a, "session", vec!["bad name=/tmp"]), "--session"),
+            (|a| put(a, "workdir", "/definitely/not/here"), "--workdir"),
         ];
         for (mutate, setting) in cases {
             let mut a = args();
@@ -1363,24 +1297,24 @@ mod tests {
         use crate::tls::TlsSource;
         // Plaintext outside loopback is refused, naming --listen, unless asked for.
         let mut a = args();
-        a.listen = Some("0.0.0.0:0".into());
+        put(&mut a, "listen", "0.0.0.0:0");
         let err = Config::resolve(&a).unwrap_err().to_string();
         assert!(
             err.contains("--listen") && err.contains("--insecure-plaintext"),
             "{err}"
         );
-        a.insecure_plaintext = true;
+        put(&mut a, "insecure-plaintext", "true");
         assert!(Config::resolve(&a).unwrap().insecure_plaintext);
         let mut a = args();
-        a.listen = Some("[::]:0".into());
-        a.tls_self_signed = true;
+        put(&mut a, "listen", "[::]:0");
+        put(&mut a, "tls-self-signed", "true");
         let c = Config::resolve(&a).unwrap();
         assert!(
             matches!(&c.tls, Some(TlsSource::SelfSigned { names }) if names.iter().any(|n| n == "localhost")),
             "{:?}",
             c.tls
         );
-        a.tls_names = Some(vec!["relay.example".into(), "10.0.0.7".into()]);
+        put(&mut a, "tls-name", vec!["relay.example", "10.0.0.7"]);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(
             c.tls,
@@ -1388,22 +1322,19 @@ mod tests {
                 names: vec!["relay.example".into(), "10.0.0.7".into()]
             })
         );
-        type Mutation = fn(&mut ServeArgs);
+        type Mutation = fn(&mut ServeValues);
         let cases: Vec<(Mutation, &str)> = vec![
-            (|a| a.tls_cert = Some("c.pem".into()), "--tls-key"),
-            (|a| a.tls_key = Some("k.pem".into()), "--tls-cert"),
+            (|a| put(a, "tls-cert", "c.pem"), "--tls-key"),
+            (|a| put(a, "tls-key", "k.pem"), "--tls-cert"),
             (
                 |a| {
-                    a.tls_cert = Some("c.pem".into());
-                    a.tls_key = Some("k.pem".into());
-                    a.tls_self_signed = true;
+                    put(a, "tls-cert", "c.pem");
+                    put(a, "tls-key", "k.pem");
+                    put(a, "tls-self-signed", "true");
                 },
                 "--tls-self-signed",
             ),
-            (
-                |a| a.tls_names = Some(vec!["not a name".into()]),
-                "--tls-name",
-            ),
+            (|a| put(a, "tls-name", vec!["not a name"]), "--tls-name"),
         ];
         for (mutate, setting) in cases {
             let mut a = args();
@@ -1420,7 +1351,7 @@ mod tests {
         )
         .unwrap();
         let mut a = args();
-        a.config = Some(path);
+        put(&mut a, "config", path);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(
             c.tls,
@@ -1438,19 +1369,19 @@ mod tests {
         assert_eq!(c.memory_limit, 1024 * 1024 * 1024);
 
         let mut a = args();
-        a.memory_limit = Some("4194304".into());
-        a.tail_bytes = Some("1048576".into());
+        put(&mut a, "memory-limit", "4194304");
+        put(&mut a, "tail-bytes", "1048576");
         assert_eq!(Config::resolve(&a).unwrap().memory_limit, 4 * 1024 * 1024);
 
         for bad in ["0", "1000", "-5", "lots"] {
             let mut a = args();
-            a.memory_limit = Some(bad.into());
+            put(&mut a, "memory-limit", bad);
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains("--memory-limit"), "{bad}: {err}");
         }
         // Tails may take at most half of the budget.
         let mut a = args();
-        a.memory_limit = Some("100000000".into());
+        put(&mut a, "memory-limit", "100000000");
         let err = Config::resolve(&a).unwrap_err().to_string();
         assert!(
             err.contains("--memory-limit") && err.contains("--tail-bytes"),
@@ -1461,8 +1392,8 @@ mod tests {
     #[test]
     fn fractions_of_seconds_are_accepted() {
         let mut a = args();
-        a.ping_interval = Some("0.5".into());
-        a.idle_timeout = Some("1.5".into());
+        put(&mut a, "ping-interval", "0.5");
+        put(&mut a, "idle-timeout", "1.5");
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.ping_interval, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_millis(1500));
@@ -1478,8 +1409,8 @@ mod tests {
         )
         .unwrap();
         let mut a = args();
-        a.config = Some(path.clone());
-        a.listen = Some("127.0.0.1:9001".into());
+        put(&mut a, "config", path.clone());
+        put(&mut a, "listen", "127.0.0.1:9001");
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.max_connections, 64);
         assert_eq!(c.ping_interval, Duration::from_millis(2500));
@@ -1503,8 +1434,8 @@ mod tests {
         assert_eq!(c.max_http_per_address, 32);
         assert_eq!(c.address_grouping.ipv6_prefix_len(), 64);
         let mut a = args();
-        a.max_http_per_address = Some("8".into());
-        a.ipv6_prefix_len = Some("48".into());
+        put(&mut a, "max-http-per-address", "8");
+        put(&mut a, "ipv6-prefix-len", "48");
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.max_http_per_address, 8);
         assert_eq!(c.address_grouping.ipv6_prefix_len(), 48);
@@ -1512,7 +1443,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "max-http-per-address = 4\nipv6-prefix-len = 56\n").unwrap();
         let mut a = args();
-        a.config = Some(file);
+        put(&mut a, "config", file);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.max_http_per_address, 4);
         assert_eq!(c.address_grouping.ipv6_prefix_len(), 56);
@@ -1522,12 +1453,12 @@ mod tests {
             ("x", "--ipv6-prefix-len"),
         ] {
             let mut a = args();
-            a.ipv6_prefix_len = Some(bad.into());
+            put(&mut a, "ipv6-prefix-len", bad);
             let e = Config::resolve(&a).unwrap_err().to_string();
             assert!(e.contains(setting), "{bad}: {e}");
         }
         let mut a = args();
-        a.max_http_per_address = Some("0".into());
+        put(&mut a, "max-http-per-address", "0");
         let e = Config::resolve(&a).unwrap_err().to_string();
         assert!(e.contains("--max-http-per-address"), "{e}");
     }
@@ -1535,11 +1466,11 @@ mod tests {
     #[test]
     fn trusted_proxies_come_from_flags_or_the_file() {
         let mut a = args();
-        a.trusted_proxies = Some(vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()]);
+        put(&mut a, "trusted-proxy", vec!["127.0.0.1/32", "10.0.0.0/8"]);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(Config::resolve(&args()).unwrap().trusted_proxies.is_empty());
-        a.trusted_proxies = Some(vec!["not-a-network".into()]);
+        put(&mut a, "trusted-proxy", vec!["not-a-network"]);
         let err = Config::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("--trusted-proxy"), "{err}");
 
@@ -1547,7 +1478,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "trusted-proxy = [\"::1\", \"192.168.0.0/16\"]\n").unwrap();
         let mut a = args();
-        a.config = Some(path);
+        put(&mut a, "config", path);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(
             c.trusted_proxies
@@ -1565,10 +1496,10 @@ mod tests {
         assert!(c.notify.webhook.is_none() && c.notify.ntfy.is_none());
         assert!(c.notify.public_url.is_none());
         let mut a = args();
-        a.notify_after = Some("0".into());
-        a.notify_webhook = Some("https://hooks.example/ccrelay".into());
-        a.notify_ntfy = Some("https://ntfy.example/alerts".into());
-        a.public_url = Some("https://relay.example:8443".into());
+        put(&mut a, "notify-after", "0");
+        put(&mut a, "notify-webhook", "https://hooks.example/ccrelay");
+        put(&mut a, "notify-ntfy", "https://ntfy.example/alerts");
+        put(&mut a, "public-url", "https://relay.example:8443");
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.notify.after, Duration::ZERO);
         assert_eq!(
@@ -1580,32 +1511,29 @@ mod tests {
             (ntfy.root.as_str(), ntfy.topic.as_str()),
             ("https://ntfy.example/", "alerts")
         );
-        a.notify_after = Some("0.5".into());
+        put(&mut a, "notify-after", "0.5");
         assert_eq!(
             Config::resolve(&a).unwrap().notify.after,
             Duration::from_millis(500)
         );
         for (set, name) in [
             (
-                (|a: &mut ServeArgs| a.notify_after = Some("-1".into())) as fn(&mut ServeArgs),
+                (|a: &mut ServeValues| put(a, "notify-after", "-1")) as fn(&mut ServeValues),
                 "--notify-after",
             ),
             (
-                |a| a.notify_webhook = Some("ftp://x.example/".into()),
+                |a| put(a, "notify-webhook", "ftp://x.example/"),
                 "--notify-webhook",
             ),
             (
-                |a| a.notify_webhook = Some("https://u:p@x.example/".into()),
+                |a| put(a, "notify-webhook", "https://u:p@x.example/"),
                 "--notify-webhook",
             ),
             (
-                |a| a.notify_ntfy = Some("https://ntfy.example".into()),
+                |a| put(a, "notify-ntfy", "https://ntfy.example"),
                 "--notify-ntfy",
             ),
-            (
-                |a| a.public_url = Some("relay.example".into()),
-                "--public-url",
-            ),
+            (|a| put(a, "public-url", "relay.example"), "--public-url"),
         ] {
             let mut a = args();
             set(&mut a);
@@ -1621,7 +1549,7 @@ mod tests {
         )
         .unwrap();
         let mut a = args();
-        a.config = Some(path);
+        put(&mut a, "config", path);
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.notify.after, Duration::from_secs(2));
         assert!(c.notify.webhook.is_some() && c.notify.public_url.is_some());

@@ -15,6 +15,23 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// `$HOME`, if set and non-empty.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The data dir when none is given: `$XDG_STATE_HOME/ccrelay`, else `~/.local/state/ccrelay`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("ccrelay");
+    }
+    home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/ccrelay")
+}
+
 /// Mode of every directory under the data dir.
 pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file under the data dir.

@@ -13,12 +13,21 @@ use std::time::Duration;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AttachArgs, DemoArgs, ServeArgs};
-use crate::config::Config;
+use crate::client::AttachSettings;
+use crate::config::{Config, ServeValues, settings};
 use crate::server::{self, Announce};
 
 /// The name under which `ccrelay` behaves as the mock agent (see `main.rs`).
 pub const MOCK_AGENT_NAME: &str = "ccrelay-mock-agent";
+
+/// What `ccrelay demo` was asked for.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Listen address of the demo relay.
+    pub listen: std::net::SocketAddr,
+    /// The agent to run instead of the built-in mock.
+    pub agent_cmd: Option<PathBuf>,
+}
 
 /// A directory removed when the demo ends.
 struct DemoDir(PathBuf);
@@ -42,7 +51,7 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
 }
 
 /// Run the demo; returns the client's exit code.
-pub fn run(args: DemoArgs) -> ExitCode {
+pub fn run(args: DemoSettings) -> ExitCode {
     match run_inner(args) {
         Ok(code) => code,
         Err(e) => {
@@ -52,7 +61,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
-fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
+fn run_inner(args: DemoSettings) -> anyhow::Result<ExitCode> {
     let dir = DemoDir(std::env::temp_dir().join(format!("ccrelay-demo-{}", std::process::id())));
     let root = &dir.0;
     let workdir = root.join("work");
@@ -67,14 +76,12 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let log_path = root.join("ccrelay.log");
     crate::logging::init_to_file("info", &log_path)?;
 
-    let serve = ServeArgs {
-        listen: Some(args.listen.to_string()),
-        authorized_keys: Some(root.join("authorized_keys")),
-        agent_cmd: Some(agent_cmd.clone()),
-        workdir: Some(workdir.clone()),
-        data_dir: Some(root.join("data")),
-        ..ServeArgs::default()
-    };
+    let serve = ServeValues::default()
+        .with(&settings::LISTEN, args.listen.to_string())
+        .with(&settings::AUTHORIZED_KEYS, root.join("authorized_keys"))
+        .with(&settings::AGENT_CMD, agent_cmd.clone())
+        .with(&settings::WORKDIR, workdir.clone())
+        .with(&settings::DATA_DIR, root.join("data"));
     let config = Config::resolve(&serve)?;
 
     let shutdown = CancellationToken::new();
@@ -129,7 +136,7 @@ fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         key_path.display(),
     );
 
-    let code = crate::client::run(AttachArgs {
+    let code = crate::client::run(AttachSettings {
         url,
         session: "default".into(),
         identity: Some(key_path),

@@ -16,8 +16,52 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::FsyncPolicy;
-use crate::config::JournalConfig;
+/// When the session journal is fsynced (`--journal-fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before the events are sent to any client (per batch of agent lines).
+    Always,
+    /// At most once a second, in the background of the session.
+    Interval,
+    /// Never explicitly; the OS writes back on its own schedule.
+    Never,
+}
+
+impl FsyncPolicy {
+    /// Every policy by its setting value, with what it means (for `--help`).
+    pub const CHOICES: &[(&str, &str)] = &[
+        (
+            "always",
+            "before the events are sent to any client (per batch of agent lines)",
+        ),
+        (
+            "interval",
+            "at most once a second, in the background of the session",
+        ),
+        (
+            "never",
+            "never explicitly; the OS writes back on its own schedule",
+        ),
+    ];
+
+    /// The policy a setting value names (case-insensitive).
+    pub fn from_name(name: &str) -> Option<FsyncPolicy> {
+        match name.to_ascii_lowercase().as_str() {
+            "always" => Some(FsyncPolicy::Always),
+            "interval" => Some(FsyncPolicy::Interval),
+            "never" => Some(FsyncPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+/// The journal's durability and size settings.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalConfig {
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+}
 
 const HEADER_BYTES: usize = 24;
 

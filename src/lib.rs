@@ -2,9 +2,9 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line, sets up
 //! logging and calls into it. Modules, one concern each:
-//! - [`cli`]: command-line surface (clap);
+//! - [`cli`]: the binary's command-line parser, turned into the plain settings of the modules below;
 //! - `client`: `ccrelay attach`, the terminal client (connect, render, line editor, reconnect);
-//! - `config`: merged, validated settings (flags > env > file > defaults);
+//! - `config`: the table of `serve`'s settings and their merged, validated values (flags > env > file > defaults);
 //! - `protocol`: the wire messages of docs/protocol.md as serde types;
 //! - `server`: HTTP listener, admission, health endpoints, shutdown order;
 //! - `listen`: accept loop, request-head deadline, per-address pre-auth and plain HTTP caps, `--trusted-proxy`, TLS hook;

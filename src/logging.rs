@@ -14,8 +14,33 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{FmtSpan, FormatFields, Writer};
 
-use crate::cli::LogFormat;
 use crate::escape;
+
+/// How a log line is formatted (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable, one event per line.
+    Pretty,
+}
+
+impl LogFormat {
+    /// Every format by its setting value, with what it means (for `--help`).
+    pub const CHOICES: &[(&str, &str)] = &[
+        ("json", "one JSON object per line, for machines"),
+        ("pretty", "human-readable, one event per line"),
+    ];
+
+    /// The format a setting value names (case-insensitive).
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "json" => Some(LogFormat::Json),
+            "pretty" => Some(LogFormat::Pretty),
+            _ => None,
+        }
+    }
+}
 
 /// Send logs to a file instead of stderr (the demo, whose terminal belongs to the client).
 pub fn init_to_file(level: &str, path: &std::path::Path) -> std::io::Result<()> {

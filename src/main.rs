@@ -7,8 +7,9 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use ccrelay::auth::KeyPaths;
-use ccrelay::cli::{Cli, Command, KeysCommand};
-use ccrelay::config::{Config, home_dir};
+use ccrelay::cli::{Cli, Command, KeysCommand, ServeArgs};
+use ccrelay::config::Config;
+use ccrelay::datadir::home_dir;
 use ccrelay::{logging, server};
 
 fn main() -> ExitCode {
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     if std::path::Path::new(&argv0).file_name()
         == Some(std::ffi::OsStr::new(ccrelay::demo::MOCK_AGENT_NAME))
     {
-        let code = ccrelay::mock_agent::main_from_args(std::env::args_os());
+        let code = ccrelay::cli::mock_agent_main(std::env::args_os());
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
@@ -42,27 +43,27 @@ fn main() -> ExitCode {
             viewer,
             files,
         }) => keys_command(|out| {
-            ccrelay::auth::run_keys_add(&keyline, viewer, &KeyPaths::resolve(&files), out)
+            ccrelay::auth::run_keys_add(&keyline, viewer, &KeyPaths::resolve(&files.into()), out)
         }),
         Command::Keys(KeysCommand::List { files }) => {
-            keys_command(|out| ccrelay::auth::run_keys_list(&KeyPaths::resolve(&files), out))
+            keys_command(|out| ccrelay::auth::run_keys_list(&KeyPaths::resolve(&files.into()), out))
         }
         Command::Keys(KeysCommand::Remove { fingerprint, files }) => keys_command(|out| {
-            ccrelay::auth::run_keys_remove(&fingerprint, &KeyPaths::resolve(&files), out)
+            ccrelay::auth::run_keys_remove(&fingerprint, &KeyPaths::resolve(&files.into()), out)
         }),
-        Command::MockAgent(args) => match ccrelay::mock_agent::run(args) {
+        Command::MockAgent(args) => match ccrelay::mock_agent::run(args.into()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("ccrelay mock-agent: {e:#}");
                 ExitCode::from(1)
             }
         },
-        Command::Attach(args) => ccrelay::client::run(args),
-        Command::Demo(args) => ccrelay::demo::run(args),
+        Command::Attach(args) => ccrelay::client::run(args.into()),
+        Command::Demo(args) => ccrelay::demo::run(args.into()),
         Command::ServerInfo(args) => {
             let data_dir = args
                 .data_dir
-                .unwrap_or_else(ccrelay::config::default_data_dir);
+                .unwrap_or_else(ccrelay::datadir::default_data_dir);
             match ccrelay::tls::server_info(&data_dir, args.tls_cert.as_deref()) {
                 Ok(text) => {
                     print!("{text}");
@@ -91,8 +92,8 @@ fn keys_command(
     }
 }
 
-fn serve(args: ccrelay::cli::ServeArgs) -> ExitCode {
-    let config = match Config::resolve(&args) {
+fn serve(ServeArgs(values): ServeArgs) -> ExitCode {
+    let config = match Config::resolve(&values) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ccrelay: {e}");

@@ -10,4 +10,4 @@ pub mod process;
 pub mod restart;
 pub mod wire;
 
-pub use process::{AgentOutput, AgentProcess, ExitInfo, SpawnSpec, Tagged};
+pub use process::{AgentConfig, AgentOutput, AgentProcess, ExitInfo, SpawnSpec, Tagged};

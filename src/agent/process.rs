@@ -14,7 +14,17 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use crate::config::AgentConfig;
+/// How the agent process is run and supervised (`--agent-*`, and what follows `--`).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cmd: PathBuf,
+    pub extra_args: Vec<String>,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub stop_grace: Duration,
+}
 
 /// Agent stdout lines longer than this are dropped (docs/protocol.md §5.2, `relay.dropped`: 32 MiB).
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;

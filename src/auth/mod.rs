@@ -45,8 +45,8 @@ pub use keystore::{
     MIN_RSA_BITS, WATCH_INTERVAL,
 };
 pub use paired::{
-    KeyPaths, append_line, file_lists, paired_line, remove_fingerprint, run_keys_add,
-    run_keys_list, run_keys_remove, today,
+    KeyFileOptions, KeyPaths, append_line, file_lists, paired_line, remove_fingerprint,
+    run_keys_add, run_keys_list, run_keys_remove, today,
 };
 pub use pool::Verifier;
 pub use signer::{

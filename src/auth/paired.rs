@@ -19,7 +19,17 @@ use super::authorized_keys::{self, ParsedLine};
 use super::keystore::key_type_refusal;
 use super::verify::key_type_name;
 use super::{KeyFile, Role};
-use crate::cli::KeyFilesArgs;
+
+/// The keys-file options of `ccrelay keys add|list|remove`, as given (same
+/// options and env vars as `ccrelay serve`; `None` when not given).
+#[derive(Debug, Default, Clone)]
+pub struct KeyFileOptions {
+    pub data_dir: Option<PathBuf>,
+    pub paired_keys: Option<PathBuf>,
+    pub paired_viewers: Option<PathBuf>,
+    pub authorized_keys: Option<PathBuf>,
+    pub viewer_keys: Option<PathBuf>,
+}
 
 /// Who approved a key added on the command line (there is no approver key).
 pub const ADDED_BY_CLI: &str = "ccrelay-keys-add";
@@ -132,16 +142,16 @@ pub struct KeyPaths {
 
 impl KeyPaths {
     /// Resolve `--data-dir` and the file options (defaults as `serve`).
-    pub fn resolve(args: &KeyFilesArgs) -> KeyPaths {
+    pub fn resolve(args: &KeyFileOptions) -> KeyPaths {
         let data_dir = args
             .data_dir
             .clone()
-            .unwrap_or_else(crate::config::default_data_dir);
+            .unwrap_or_else(crate::datadir::default_data_dir);
         KeyPaths {
             authorized_keys: args
                 .authorized_keys
                 .clone()
-                .or_else(|| crate::config::home_dir().map(|h| h.join(".ssh/authorized_keys"))),
+                .or_else(|| crate::datadir::home_dir().map(|h| h.join(".ssh/authorized_keys"))),
             viewer_keys: args.viewer_keys.clone(),
             paired_keys: args
                 .paired_keys
@@ -151,16 +161,6 @@ impl KeyPaths {
                 .paired_viewers
                 .clone()
                 .unwrap_or_else(|| data_dir.join("paired_viewers")),
-        }
-    }
-
-    /// The files of a resolved `serve` configuration.
-    pub fn of_config(config: &crate::config::Config) -> KeyPaths {
-        KeyPaths {
-            authorized_keys: Some(config.authorized_keys.clone()),
-            viewer_keys: config.viewer_keys.clone(),
-            paired_keys: config.paired_keys.clone(),
-            paired_viewers: config.paired_viewers.clone(),
         }
     }
 

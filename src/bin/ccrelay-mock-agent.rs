@@ -2,5 +2,5 @@
 //! demos can use it as `--agent-cmd` (same as `ccrelay mock-agent`).
 
 fn main() {
-    std::process::exit(ccrelay::mock_agent::main_from_args(std::env::args_os()));
+    std::process::exit(ccrelay::cli::mock_agent_main(std::env::args_os()));
 }

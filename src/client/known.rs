@@ -104,7 +104,7 @@ pub fn default_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(dir).join("ccrelay/known_servers"));
     }
-    crate::config::home_dir().map(|h| h.join(".config/ccrelay/known_servers"))
+    crate::datadir::home_dir().map(|h| h.join(".config/ccrelay/known_servers"))
 }
 
 impl KnownServers {

@@ -26,6 +26,7 @@ mod session;
 mod trust;
 
 use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,7 +35,6 @@ use futures_util::StreamExt as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::cli::AttachArgs;
 use connect::{Connector, UrlError, normalize_url};
 use input::{Action, Editor};
 use keys::KeyError;
@@ -42,6 +42,36 @@ use net::NetEvent;
 use screen::{RawGuard, Screen};
 pub use session::exit;
 use session::{Effect, Policy, PromptJob, Session};
+
+/// What `ccrelay attach` was asked to do (its options, as given).
+#[derive(Debug, Clone)]
+pub struct AttachSettings {
+    /// Relay address: `ws://HOST:PORT/v1/ws`, `ws://HOST:PORT` or `HOST:PORT`.
+    pub url: String,
+    pub session: String,
+    /// The one key file to sign with (instead of ssh-agent and the default files).
+    pub identity: Option<PathBuf>,
+    /// Device name shown to other clients (default: this host's name).
+    pub device: Option<String>,
+    /// Send one prompt, show its turn, exit when it ends.
+    pub prompt: Option<String>,
+    /// With `prompt`: allow / deny every permission prompt of its turn.
+    pub allow: bool,
+    pub deny: bool,
+    /// Every received frame as one JSON line on stdout.
+    pub json: bool,
+    /// Replay only the last N events when attaching.
+    pub tail: Option<u64>,
+    pub ca_file: Option<PathBuf>,
+    pub server_fingerprint: Option<String>,
+    pub accept_new_server: bool,
+    pub insecure_plaintext: bool,
+    pub known_servers: Option<PathBuf>,
+    /// Make a single-use pairing invite, print its URL and exit.
+    pub invite: bool,
+    /// With `invite`: the invited device gets the viewer role.
+    pub viewer: bool,
+}
 
 /// Longest `device` the server takes (docs/protocol.md §3.3).
 const MAX_DEVICE_CHARS: usize = 64;
@@ -65,7 +95,7 @@ enum StartError {
 }
 
 /// Run `ccrelay attach` on its own runtime; the exit code is documented in `--help`.
-pub fn run(args: AttachArgs) -> ExitCode {
+pub fn run(args: AttachSettings) -> ExitCode {
     // Two workers: `block_in_place` (agent socket, signing, passphrase) needs a
     // multi-threaded runtime, and nothing here needs more.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -93,7 +123,7 @@ enum Mode {
     Lines,
 }
 
-async fn attach(args: AttachArgs) -> u8 {
+async fn attach(args: AttachSettings) -> u8 {
     match start(args).await {
         Ok(code) => code,
         Err(e) => {
@@ -103,7 +133,7 @@ async fn attach(args: AttachArgs) -> u8 {
     }
 }
 
-async fn start(args: AttachArgs) -> Result<u8, StartError> {
+async fn start(args: AttachSettings) -> Result<u8, StartError> {
     let url = normalize_url(&args.url)?;
     let mode = if args.prompt.is_some() {
         Mode::Prompt
@@ -124,7 +154,7 @@ async fn start(args: AttachArgs) -> Result<u8, StartError> {
     let socket = std::env::var_os("SSH_AUTH_SOCK")
         .filter(|s| !s.is_empty())
         .map(std::path::PathBuf::from);
-    let home = crate::config::home_dir();
+    let home = crate::datadir::home_dir();
     let candidates = tokio::task::block_in_place(|| {
         keys::candidates(args.identity.as_deref(), home.as_deref(), socket.as_deref())
     })?;

@@ -30,7 +30,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
 use crate::auth::{self, Identity};
-use crate::config::PRE_AUTH_MAX_FRAME_BYTES;
 use crate::listen::preauth::AddressToken;
 use crate::metrics::{
     AuthLabels, AuthResult, ClosedLabel, ClosedReason, ConnectionState, FrameIn, StateLabel,
@@ -43,6 +42,9 @@ use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
 use crate::ws::gate::{self, Gate, GateLimit};
 use crate::ws::{self as wslayer, WsStream};
 use writer::{CloseRequest, Writer, WriterEnd};
+
+/// Frames before authentication may be at most this large (docs/protocol.md §1.3: ≤ 16 KiB).
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
 
 /// What a WebSocket connection needs from the rest of the server. Built once by
 /// the server at start and shared by every connection; the connection layer

@@ -24,7 +24,7 @@
 //!
 //! Scripted behaviours, chosen by a case-insensitive whole-word keyword anywhere
 //! in the prompt (first match in this order; `garbage` and `stderr` combine
-//! with any of them). Also printed by `--help` ([`crate::cli::MOCK_AGENT_HELP`]):
+//! with any of them). Also printed by `--help` ([`HELP`]):
 //!
 //! | keyword | behaviour |
 //! |---|---|
@@ -61,12 +61,61 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::MockAgentArgs;
 use input::{Input, Prompt, Reply};
 use json::{Obj, array, to_json};
 use msg::{Ctx, Outcome, ToolCall, TurnSummary};
 use scenario::{Kind, Scenario};
 use store::{Conversation, Exchange};
+
+/// The flags of `claude` the mock agent understands (it is started with the same
+/// command line as `claude`; flags it has no use for land in `rest`).
+#[derive(Debug, Default, Clone)]
+pub struct MockAgentSettings {
+    /// `-p` / `--print` (accepted for compatibility).
+    pub print: bool,
+    /// `--input-format`: must be `stream-json`.
+    pub input_format: Option<String>,
+    /// `--output-format`: must be `stream-json`.
+    pub output_format: Option<String>,
+    /// `--verbose` (accepted for compatibility).
+    pub verbose: bool,
+    /// `--permission-prompt-tool`: `stdio` routes permission prompts to stdout.
+    pub permission_prompt_tool: Option<String>,
+    /// `--include-partial-messages`: emit stream_event lines.
+    pub include_partial_messages: bool,
+    /// `--resume`: continue this conversation (kept in the state dir).
+    pub resume: Option<String>,
+    /// `--session-id`: the id of a new conversation.
+    pub session_id: Option<String>,
+    /// `--replay-user-messages`: echo prompts back with isReplay.
+    pub replay_user_messages: bool,
+    /// Every other argument, as given.
+    pub rest: Vec<String>,
+}
+
+/// The scripted behaviours, chosen by a case-insensitive whole-word keyword
+/// anywhere in the prompt (first match in this order); `--help` prints it.
+pub const HELP: &str =
+    "Scripted behaviours (keyword anywhere in the prompt, case-insensitive, first match wins):
+  hang              stop reading stdin and writing stdout forever (still dies on SIGTERM/SIGKILL)
+  crash             stream a few deltas, then exit 3 mid-turn (no result)
+  bigline [N]       one assistant line whose text is N bytes (default 1048576), then result
+  flood [N]         N text deltas as fast as possible (default 2000), then assistant + result
+  run-bash [CMD]    Bash tool_use asking permission; CMD is the rest of the prompt
+                    (default: sh -c 'echo relay-ok');
+                    allow runs CMD with sh -c in the cwd, the final text quotes its output
+  run-bash-background [CMD]  the same with run_in_background: true in the tool's input
+  write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
+                    allow writes \"written by the mock agent\\n\"
+  permission        same as run-bash with the default command
+  slow              20 text deltas, 250 ms apart (for interrupts)
+  recall            the answer quotes every earlier prompt of this conversation (proves --resume)
+  (anything else)   \"You said: <prompt>\" in a few deltas
+Modifiers, combined with any of the above:
+  garbage           write the non-JSON line `this is not json` to stdout mid-turn
+  stderr            write a few lines to stderr during the turn
+Conversations are kept for --resume in $CCRELAY_MOCK_STATE_DIR,
+else $XDG_STATE_HOME/ccrelay-mock, else ~/.local/state/ccrelay-mock.";
 
 /// Pause between the deltas of ordinary answers.
 const DELTA_PAUSE: Duration = Duration::from_millis(5);
@@ -84,7 +133,7 @@ const REJECTED: &str = "The user doesn't want to proceed with this tool use. The
 const STREAM_CLOSED: &str = "Tool permission request failed: AbortError: Tool permission stream closed before response received";
 
 /// Runs the mock agent on this process's stdin/stdout; returns the exit code.
-pub fn run(args: MockAgentArgs) -> anyhow::Result<i32> {
+pub fn run(args: MockAgentSettings) -> anyhow::Result<i32> {
     out::install_sigterm()?;
     for (flag, value) in [
         ("--input-format", &args.input_format),
@@ -1078,26 +1127,4 @@ fn big_text_chunks(size: usize) -> Vec<String> {
         chunks.push(String::new());
     }
     chunks
-}
-
-/// The command line of the mock agent when it runs as its own program
-/// (`ccrelay-mock-agent`, or `ccrelay` invoked under that name).
-#[derive(Debug, clap::Parser)]
-#[command(name = "ccrelay-mock-agent", version, after_help = crate::cli::MOCK_AGENT_HELP)]
-struct MockAgentCli {
-    #[command(flatten)]
-    args: crate::cli::MockAgentArgs,
-}
-
-/// Parse `argv` as the mock agent's command line and run it; returns the exit code.
-pub fn main_from_args(argv: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    use clap::Parser;
-    let cli = MockAgentCli::parse_from(argv);
-    match run(cli.args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mock-agent: {e:#}");
-            1
-        }
-    }
 }

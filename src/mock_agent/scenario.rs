@@ -1,5 +1,5 @@
 //! Picks a scripted behaviour from a prompt's text: a case-insensitive keyword,
-//! as a whole word, anywhere in the text. The list is `cli::MOCK_AGENT_HELP`.
+//! as a whole word, anywhere in the text. The list is [`super::HELP`].
 
 /// Default command of `run-bash` / `permission`.
 pub const DEFAULT_BASH: &str = "sh -c 'echo relay-ok'";

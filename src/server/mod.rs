@@ -117,7 +117,7 @@ pub async fn run_with(
     let config = Arc::new(config);
     let (max_connections, overflow) = size_connections(config.max_connections);
     // Everything that can be wrong with the configuration is found before anything starts.
-    let keys = KeyStore::load_files(crate::auth::KeyPaths::of_config(&config).files())
+    let keys = KeyStore::load_files(config.key_paths().files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
     // Owner-only, or refused (exit 2): journals hold whole transcripts.
     crate::datadir::prepare(&config.data_dir)
@@ -195,7 +195,7 @@ pub async fn run_with(
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
     let sessions = Sessions::start(
-        &config,
+        config.session_settings(),
         SessionShared {
             metrics: metrics.clone(),
             audit,

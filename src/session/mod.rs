@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AgentConfig, Config, JournalConfig};
+use crate::agent::AgentConfig;
+use crate::journal::JournalConfig;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
 
@@ -223,7 +224,7 @@ impl SessionHandle {
     }
 }
 
-/// Settings a session needs (taken from [`Config`]).
+/// Settings a session needs (`config::Config::session_settings` makes them).
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub name: String,
@@ -275,26 +276,16 @@ pub struct Sessions {
 impl Sessions {
     /// Open every configured session (journal recovery happens here) and start its actor.
     pub fn start(
-        config: &Config,
+        sessions: Vec<SessionSettings>,
         shared: SessionShared,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Sessions, SessionError> {
         let mut map = BTreeMap::new();
-        for s in &config.sessions {
-            let settings = SessionSettings {
-                name: s.name.clone(),
-                workdir: s.workdir.clone(),
-                dir: config.data_dir.join("sessions").join(&s.name),
-                agent: config.agent.clone(),
-                journal: config.journal,
-                permission_timeout: config.permission_timeout,
-                prompt_queue: config.prompt_queue,
-                tail_events: config.tail_events,
-                tail_bytes: config.tail_bytes,
-            };
+        for settings in sessions {
+            let name = settings.name.clone();
             let handle = actor::spawn(settings, shared.clone(), shutdown.clone(), tracker)?;
-            map.insert(s.name.clone(), handle);
+            map.insert(name, handle);
         }
         Ok(Sessions { map })
     }

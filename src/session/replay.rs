@@ -67,9 +67,8 @@ pub async fn next_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::FsyncPolicy;
-    use crate::config::JournalConfig;
     use crate::journal::Journal;
+    use crate::journal::{FsyncPolicy, JournalConfig};
 
     #[tokio::test]
     async fn many_readers_that_hold_their_chunks_do_not_block_each_other() {
