@@ -18,10 +18,10 @@ pub mod settings;
 use settings::{DefaultValue, Setting, Shape, ValueKind};
 
 pub use crate::agent::AgentConfig;
-pub use crate::connection::PRE_AUTH_MAX_FRAME_BYTES;
 pub use crate::datadir::{default_data_dir, home_dir};
 pub use crate::journal::{FsyncPolicy, JournalConfig};
 pub use crate::logging::LogFormat;
+pub use crate::ws::gate::PRE_AUTH_MAX_FRAME_BYTES;
 
 /// A setting that could not be used. Printed as one line; the process exits 2.
 #[derive(Debug, thiserror::Error)]

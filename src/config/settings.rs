@@ -484,7 +484,7 @@ pub const MAX_FRAME_BYTES: Setting = one(
     "CCRELAY_MAX_FRAME_BYTES",
     "BYTES",
     Count {
-        min: crate::connection::PRE_AUTH_MAX_FRAME_BYTES as u64,
+        min: crate::ws::gate::PRE_AUTH_MAX_FRAME_BYTES as u64,
         max: 256 * 1024 * 1024,
     },
     Default("4194304"),

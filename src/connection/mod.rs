@@ -39,12 +39,9 @@ use crate::protocol::{
     SessionSummary, close_code, parse_request,
 };
 use crate::session::{ClientHandle, Outbound, Outbox, SessionCmd};
-use crate::ws::gate::{self, Gate, GateLimit};
+use crate::ws::gate::{self, Gate, GateLimit, PRE_AUTH_MAX_FRAME_BYTES};
 use crate::ws::{self as wslayer, WsStream};
 use writer::{CloseRequest, Writer, WriterEnd};
-
-/// Frames before authentication may be at most this large (docs/protocol.md §1.3: ≤ 16 KiB).
-pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
 
 /// What a WebSocket connection needs from the rest of the server. Built once by
 /// the server at start and shared by every connection; the connection layer

@@ -30,6 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::guard::{Charge, QueueAccount};
 
+/// Frames before authentication may be at most this large (docs/protocol.md §1.3: ≤ 16 KiB).
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 16 * 1024;
+
 /// Bytes coalesced before they are written through (one syscall per batch).
 pub const WRITE_THROUGH_BYTES: usize = 8 * 1024;
 
