@@ -14,10 +14,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use ssh_key::HashAlg;
 
+use super::KeyFile;
 use super::authorized_keys::{self, ParsedLine};
 use super::keystore::key_refusal;
 use super::verify::key_type_name;
-use super::KeyFile;
 
 /// Every edit of a paired keys file made by this process holds this lock, so
 /// two owners renaming or revoking at once (or a rename racing a pairing's
@@ -244,8 +244,8 @@ pub fn revoke_key(files: &[KeyFile], fingerprint: &str) -> Result<usize, DeviceE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::testutil::*;
     use crate::auth::Role;
+    use crate::auth::testutil::*;
 
     #[test]
     fn paired_comment_parts() {
