@@ -1375,16 +1375,7 @@ pub enum ServerMsg {
     /// Who is attached to a session changed (§7); built by the session's presence
     /// module. Above the delta limit only `count` is written.
     #[serde(rename = "presence")]
-    Presence {
-        session: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        joined: Option<Vec<ClientEntry>>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        left: Option<Vec<String>>,
-        count: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        clients: Option<Vec<ClientEntry>>,
-    },
+    Presence(PresenceFrame),
     /// The reply to `history` (§4): stored `event` frames, spliced in as they are.
     #[serde(rename = "history")]
     History {
@@ -1408,6 +1399,19 @@ pub struct EventFrame {
     pub ts: Option<u64>,
     #[serde(deserialize_with = "raw_json::one")]
     pub event: Box<RawValue>,
+}
+
+/// A `presence` frame's fields (§7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceFrame {
+    pub session: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Vec<ClientEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<Vec<String>>,
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<ClientEntry>>,
 }
 
 /// Every `type` a [`ServerMsg`] may have. A frame of another type comes from a
@@ -1577,6 +1581,29 @@ impl RelayEvent {
 }
 
 impl ServerMsg {
+    /// The request id a direct reply echoes (`None` for frames sent on the
+    /// server's own initiative).
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            ServerMsg::AuthOk { id, .. }
+            | ServerMsg::Error { id, .. }
+            | ServerMsg::SessionList { id, .. }
+            | ServerMsg::Attached { id, .. }
+            | ServerMsg::Detached { id, .. }
+            | ServerMsg::Ok { id, .. }
+            | ServerMsg::Pong { id }
+            | ServerMsg::PairPending { id, .. }
+            | ServerMsg::PairInvite { id, .. }
+            | ServerMsg::KeysList { id, .. }
+            | ServerMsg::History { id, .. } => id.as_ref(),
+            ServerMsg::AuthChallenge { .. }
+            | ServerMsg::PairRequested { .. }
+            | ServerMsg::PairResolved { .. }
+            | ServerMsg::Event(_)
+            | ServerMsg::Presence(_) => None,
+        }
+    }
+
     /// A plain `ok` reply.
     pub fn ok(id: Option<RequestId>) -> Self {
         ServerMsg::Ok {
@@ -2262,13 +2289,13 @@ mod tests {
                 ts: Some(1_765_000_000_123),
                 event: raw(r#"{"type":"assistant","b":1,"a":2}"#),
             }),
-            ServerMsg::Presence {
+            ServerMsg::Presence(PresenceFrame {
                 session: "default".into(),
                 joined: Some(vec![entry.clone()]),
                 left: Some(vec!["c0".into()]),
                 count: 1,
                 clients: Some(vec![entry]),
-            },
+            }),
             ServerMsg::History {
                 id,
                 session: "default".into(),
@@ -2298,7 +2325,7 @@ mod tests {
             ServerMsg::KeysList { .. } => 11,
             ServerMsg::PairResolved { .. } => 12,
             ServerMsg::Event(_) => 13,
-            ServerMsg::Presence { .. } => 14,
+            ServerMsg::Presence(_) => 14,
             ServerMsg::History { .. } => 15,
         }
     }
