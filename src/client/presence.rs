@@ -95,10 +95,9 @@ impl PresenceView {
 
     /// Apply one `presence` frame.
     pub fn apply(&mut self, frame: &PresenceFrame) -> Change {
-        let count = Some(frame.count);
         if let Some(list) = &frame.clients {
             // The full list is the truth; report it as the difference to what we had.
-            return self.replace(list, count);
+            return self.replace(list, Some(frame.count));
         }
         let has_deltas = frame.joined.is_some() || frame.left.is_some();
         let mut change = Change::default();
@@ -116,7 +115,7 @@ impl PresenceView {
             }
         }
         let old = self.count;
-        self.count = count.unwrap_or(self.present.len());
+        self.count = frame.count;
         if !has_deltas || self.count != self.present.len() {
             // Only a count (many attached), or deltas on top of a set we never
             // knew in full: names are no longer everyone.
