@@ -13,7 +13,9 @@ use std::time::Duration;
 use std::io::IsTerminal as _;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::protocol::{ClientMsg, ErrorCode, RequestId, Role, ServerMsg, parse_server_frame};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -577,21 +579,25 @@ impl Connector {
             reason,
         };
         let ws = &mut opened.ws;
-        let challenge = next_json(ws, &url).await?;
-        if challenge.get("type").and_then(Value::as_str) != Some("auth.challenge") {
+        let (challenge, text) = next_json(ws, &url).await?;
+        let Some(ServerMsg::AuthChallenge {
+            protocol: version,
+            server_id,
+            nonce,
+            sign,
+            channel_binding,
+            ..
+        }) = challenge
+        else {
             return Err(protocol(format!(
-                "expected auth.challenge, got {challenge}"
+                "expected auth.challenge, got {}",
+                crate::escape::line(&text.chars().take(200).collect::<String>())
             )));
+        };
+        if version != crate::protocol::PROTOCOL_VERSION {
+            return Err(protocol(format!("unsupported protocol version {version}")));
         }
-        if let Some(p) = challenge.get("protocol").and_then(Value::as_u64)
-            && p != 1
-        {
-            return Err(protocol(format!("unsupported protocol version {p}")));
-        }
-        if challenge.get("sign").and_then(Value::as_str).is_none() {
-            return Err(protocol("auth.challenge without `sign`".into()));
-        }
-        let parsed = trust::parse_challenge(&challenge)
+        let parsed = trust::parse_challenge(&server_id, &nonce, &sign, channel_binding.as_deref())
             .map_err(|e| ConnectError::Refused(format!("{url}: {e}")))?;
         let file = self.known.display_path();
         let found = self.known.find(&url);
@@ -655,18 +661,15 @@ impl Connector {
             Ok(s) => s,
             Err(e) => return Ok(AuthOutcome::SignFailed(e)),
         };
-        let mut response = json!({"type": "auth.response", "signature": signature});
-        if let Some(pk) = public_key {
-            response["public_key"] = Value::from(pk);
-        }
-        if let Some(d) = &self.device {
-            response["device"] = Value::from(d.as_str());
-        }
-        response["origin"] = Value::from(origin);
-        if exporter.is_some() {
-            response["channel_binding"] = Value::from(trust::TLS_EXPORTER);
-        }
-        ws.send(Message::Text(response.to_string().into()))
+        let response = ClientMsg::AuthResponse {
+            id: None,
+            signature,
+            public_key,
+            device: self.device.clone(),
+            channel_binding: exporter.map(|_| trust::TLS_EXPORTER.to_string()),
+            origin: Some(origin),
+        };
+        ws.send(Message::Text(response.to_json().into()))
             .await
             .map_err(|e| protocol(format!("sending auth.response: {e}")))?;
         let (answer, frame) = match next_frame(ws, &url).await? {
@@ -674,26 +677,21 @@ impl Connector {
             // Closed without a word: treat as a refusal of this key, as auth_failed is.
             None => return Ok(AuthOutcome::Refused),
         };
-        match answer.get("type").and_then(Value::as_str) {
-            Some("auth.ok") => {
-                let field = |k: &str| {
-                    answer
-                        .get(k)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                Ok(AuthOutcome::Accepted(AuthOk {
-                    client_id: field("client_id"),
-                    role: field("role"),
-                    frame,
-                }))
-            }
-            Some("error") if answer.get("code").and_then(Value::as_str) == Some("auth_failed") => {
-                Ok(AuthOutcome::Refused)
-            }
+        match answer {
+            Some(ServerMsg::AuthOk {
+                client_id, role, ..
+            }) => Ok(AuthOutcome::Accepted(AuthOk {
+                client_id,
+                role: role.as_str().to_string(),
+                frame,
+            })),
+            Some(ServerMsg::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            }) => Ok(AuthOutcome::Refused),
             _ => Err(protocol(format!(
-                "unexpected answer to auth.response: {answer}"
+                "unexpected answer to auth.response: {}",
+                crate::escape::line(&frame.chars().take(200).collect::<String>())
             ))),
         }
     }
@@ -857,9 +855,13 @@ pub async fn request_invite(
     viewer: bool,
 ) -> Result<(String, Duration), InviteError> {
     const ID: &str = "invite";
-    let role = if viewer { "viewer" } else { "owner" };
-    let request = serde_json::json!({"type": "pair.invite", "id": ID, "role": role});
-    ws.send(Message::Text(request.to_string().into()))
+    let role = if viewer { Role::Viewer } else { Role::Owner };
+    let request = ClientMsg::PairInvite {
+        id: Some(RequestId::Text(ID.into())),
+        role: Some(role),
+        expires_in_ms: None,
+    };
+    ws.send(Message::Text(request.to_json().into()))
         .await
         .map_err(|e| ConnectError::Protocol {
             url: url.to_string(),
@@ -870,23 +872,23 @@ pub async fn request_invite(
         reason: reason.to_string(),
     };
     for _ in 0..MAX_FRAMES_BEFORE_REPLY {
-        let Some((v, _)) = next_frame(ws, url).await? else {
+        let Some((reply, _)) = next_frame(ws, url).await? else {
             return Err(protocol("connection closed before the invite was made").into());
         };
-        if v["id"] != ID {
+        let Some(reply) = reply else { continue };
+        if reply.id() != Some(&RequestId::Text(ID.into())) {
             continue;
         }
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        return match v["type"].as_str() {
-            Some("pair.invite") => match (v["invite"].as_str(), v["expires_in_ms"].as_u64()) {
-                (Some(token), Some(ms)) if !token.is_empty() => {
-                    Ok((token.to_string(), Duration::from_millis(ms)))
-                }
-                _ => Err(protocol("pair.invite without an invite").into()),
-            },
-            Some("error") => Err(InviteError::Refused {
-                code: text("code"),
-                message: text("message"),
+        return match reply {
+            ServerMsg::PairInvite {
+                invite,
+                expires_in_ms,
+                ..
+            } if !invite.is_empty() => Ok((invite, Duration::from_millis(expires_in_ms))),
+            ServerMsg::PairInvite { .. } => Err(protocol("pair.invite without an invite").into()),
+            ServerMsg::Error { code, message, .. } => Err(InviteError::Refused {
+                code: code.as_str().to_string(),
+                message,
             }),
             _ => Err(protocol("unexpected reply to pair.invite").into()),
         };
@@ -894,10 +896,11 @@ pub async fn request_invite(
     Err(protocol("no reply to pair.invite").into())
 }
 
-/// The next text frame as JSON; a close is a protocol error here.
-async fn next_json(ws: &mut Ws, url: &str) -> Result<Value, ConnectError> {
+/// The next text frame, read (`None`: a type this build does not know) and as
+/// received; a close is a protocol error here.
+async fn next_json(ws: &mut Ws, url: &str) -> Result<(Option<ServerMsg>, String), ConnectError> {
     match next_frame(ws, url).await? {
-        Some((v, _)) => Ok(v),
+        Some(pair) => Ok(pair),
         None => Err(ConnectError::Protocol {
             url: url.to_string(),
             reason: "connection closed during authentication".into(),
@@ -905,8 +908,13 @@ async fn next_json(ws: &mut Ws, url: &str) -> Result<Value, ConnectError> {
     }
 }
 
-/// The next text frame (parsed and raw), or `None` when the server closed.
-async fn next_frame(ws: &mut Ws, url: &str) -> Result<Option<(Value, String)>, ConnectError> {
+/// The next text frame (read and raw), or `None` when the server closed. A frame
+/// of a type this build does not know reads as `None` (forward compatibility).
+#[allow(clippy::type_complexity)]
+async fn next_frame(
+    ws: &mut Ws,
+    url: &str,
+) -> Result<Option<(Option<ServerMsg>, String)>, ConnectError> {
     let protocol = |reason: String| ConnectError::Protocol {
         url: url.to_string(),
         reason,
@@ -917,9 +925,8 @@ async fn next_frame(ws: &mut Ws, url: &str) -> Result<Option<(Value, String)>, C
             .map_err(|_| protocol("no answer during authentication".into()))?;
         match next {
             Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t)
-                    .map_err(|e| protocol(format!("invalid JSON ({e})")))?;
-                return Ok(Some((v, t.to_string())));
+                let msg = parse_server_frame(&t).map_err(|e| protocol(e.to_string()))?;
+                return Ok(Some((msg, t.to_string())));
             }
             Some(Ok(Message::Close(_))) | None => return Ok(None),
             Some(Ok(Message::Binary(_))) => return Err(protocol("binary frame".into())),

@@ -270,7 +270,7 @@ impl Ui {
                 Effect::Send(v) => {
                     // A closed channel means the connection task ended; its
                     // Fatal event says why.
-                    let _ = self.out_tx.send((self.generation, v.to_string()));
+                    let _ = self.out_tx.send((self.generation, v.to_json()));
                 }
                 Effect::Out(text) => self.screen.output(&text, self.editor.as_ref()),
                 Effect::Msg(text) => self.screen.message(&text, self.editor.as_ref()),

@@ -7,7 +7,7 @@
 //! each as it comes and says when it no longer knows everyone. Must not: print —
 //! it returns what changed; the renderer words it.
 
-use serde_json::Value;
+use crate::protocol::{ClientEntry, PresenceFrame};
 
 /// What one frame changed, by client id (in the order the frame listed them).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,15 +37,8 @@ impl Default for PresenceView {
     }
 }
 
-fn ids(list: Option<&Value>) -> Vec<String> {
-    list.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| match c {
-            Value::String(s) => Some(s.clone()),
-            _ => c.get("client_id")?.as_str().map(str::to_string),
-        })
-        .collect()
+fn ids(list: &[ClientEntry]) -> Vec<String> {
+    list.iter().map(|c| c.client_id.clone()).collect()
 }
 
 impl PresenceView {
@@ -78,8 +71,8 @@ impl PresenceView {
 
     /// Replace the set with a full list (`attached.clients`, `presence.clients`).
     /// `total` is `clients_total` when the list may be cut short.
-    pub fn replace(&mut self, clients: &[Value], total: Option<usize>) -> Change {
-        let now = ids(Some(&Value::Array(clients.to_vec())));
+    pub fn replace(&mut self, clients: &[ClientEntry], total: Option<usize>) -> Change {
+        let now = ids(clients);
         let change = Change {
             joined: now
                 .iter()
@@ -101,32 +94,28 @@ impl PresenceView {
     }
 
     /// Apply one `presence` frame.
-    pub fn apply(&mut self, frame: &Value) -> Change {
-        let count = frame
-            .get("count")
-            .and_then(Value::as_u64)
-            .map(|c| c as usize);
-        if let Some(list) = frame.get("clients").and_then(Value::as_array) {
+    pub fn apply(&mut self, frame: &PresenceFrame) -> Change {
+        if let Some(list) = &frame.clients {
             // The full list is the truth; report it as the difference to what we had.
-            return self.replace(list, count);
+            return self.replace(list, Some(frame.count));
         }
-        let has_deltas = frame.get("joined").is_some() || frame.get("left").is_some();
+        let has_deltas = frame.joined.is_some() || frame.left.is_some();
         let mut change = Change::default();
         // `left` applies after `joined`.
-        for id in ids(frame.get("joined")) {
+        for id in ids(frame.joined.as_deref().unwrap_or_default()) {
             if !self.contains(&id) {
                 self.present.push(id.clone());
                 change.joined.push(id);
             }
         }
-        for id in ids(frame.get("left")) {
+        for id in frame.left.iter().flatten().cloned() {
             if let Some(i) = self.present.iter().position(|p| *p == id) {
                 self.present.remove(i);
                 change.left.push(id);
             }
         }
         let old = self.count;
-        self.count = count.unwrap_or(self.present.len());
+        self.count = frame.count;
         if !has_deltas || self.count != self.present.len() {
             // Only a count (many attached), or deltas on top of a set we never
             // knew in full: names are no longer everyone.
@@ -142,10 +131,23 @@ impl PresenceView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::protocol::Role;
+    use serde_json::{Value, json};
 
-    fn c(id: &str) -> Value {
-        json!({"client_id": id, "fingerprint": "SHA256:x", "comment": "", "role": "owner"})
+    fn c(id: &str) -> ClientEntry {
+        ClientEntry {
+            client_id: id.into(),
+            fingerprint: "SHA256:x".into(),
+            comment: String::new(),
+            device: None,
+            role: Role::Owner,
+        }
+    }
+
+    /// A presence frame as the client reads it.
+    fn pf(mut frame: Value) -> PresenceFrame {
+        frame["session"] = json!("default");
+        serde_json::from_value(frame).unwrap()
     }
 
     #[test]
@@ -154,41 +156,46 @@ mod tests {
         v.replace(&[c("a"), c("me")], Some(2));
         assert!(v.complete());
         // Own frame after attach, with the full list.
-        let ch = v.apply(&json!({"type":"presence","joined":[c("me")],"left":[],"count":2,"clients":[c("a"),c("me")]}));
+        let ch = v.apply(&pf(json!({"type":"presence","joined":[c("me")],"left":[],"count":2,"clients":[c("a"),c("me")]})));
         assert_eq!(ch, Change::default());
         // A combined delta: b and d joined, a left (no full list: more than 32).
-        let ch =
-            v.apply(&json!({"type":"presence","joined":[c("b"),c("d")],"left":["a"],"count":3}));
+        let ch = v.apply(&pf(
+            json!({"type":"presence","joined":[c("b"),c("d")],"left":["a"],"count":3}),
+        ));
         assert_eq!(ch.joined, vec!["b", "d"]);
         assert_eq!(ch.left, vec!["a"]);
         assert_eq!(v.present(), ["me", "b", "d"]);
         assert!(v.complete());
         // Joined and left in one frame: left applies after joined.
-        let ch = v.apply(&json!({"type":"presence","joined":[c("x")],"left":["x","b"],"count":2}));
+        let ch = v.apply(&pf(
+            json!({"type":"presence","joined":[c("x")],"left":["x","b"],"count":2}),
+        ));
         assert_eq!(ch.joined, vec!["x"]);
         assert_eq!(ch.left, vec!["x", "b"]);
         assert_eq!(v.present(), ["me", "d"]);
         // A repeated join (a newcomer's own join shown again) changes nothing.
-        let ch = v.apply(&json!({"type":"presence","joined":[c("me")],"left":[],"count":2}));
+        let ch = v.apply(&pf(
+            json!({"type":"presence","joined":[c("me")],"left":[],"count":2}),
+        ));
         assert_eq!(ch, Change::default());
     }
 
     #[test]
     fn count_only_frames_make_the_view_incomplete_until_a_full_list() {
         let mut v = PresenceView::default();
-        let first: Vec<Value> = (0..100).map(|i| c(&format!("c{i}"))).collect();
+        let first: Vec<ClientEntry> = (0..100).map(|i| c(&format!("c{i}"))).collect();
         v.replace(&first, Some(300));
         assert!(!v.complete());
         assert_eq!(v.count(), 300);
-        let ch = v.apply(&json!({"type":"presence","count":301}));
+        let ch = v.apply(&pf(json!({"type":"presence","count":301})));
         assert_eq!(ch.count, Some(301));
         assert!(!v.complete());
-        let ch = v.apply(&json!({"type":"presence","count":301}));
+        let ch = v.apply(&pf(json!({"type":"presence","count":301})));
         assert_eq!(ch, Change::default());
         // Down to few again: the full list makes it complete.
-        v.apply(
-            &json!({"type":"presence","joined":[],"left":[],"count":2,"clients":[c("c0"),c("me")]}),
-        );
+        v.apply(&pf(
+            json!({"type":"presence","joined":[],"left":[],"count":2,"clients":[c("c0"),c("me")]}),
+        ));
         assert!(v.complete());
         assert_eq!(v.present(), ["c0", "me"]);
     }

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use crate::protocol::{ClientEntry, PresenceFrame, RelayEvent, TurnPhase};
+
 /// Longest tool input summary and tool result excerpt, in characters.
 const SUMMARY_CHARS: usize = 160;
 /// Lines of a tool result shown.
@@ -56,18 +58,16 @@ pub struct Roster {
 
 impl Roster {
     /// Replace the attached list from `attached` (`total`: its `clients_total`).
-    pub fn update(&mut self, clients: &[Value], total: Option<usize>) {
+    pub fn update(&mut self, clients: &[ClientEntry], total: Option<usize>) {
         self.learn(clients);
         self.view.replace(clients, total);
     }
 
     /// Apply a `presence` frame; returns (joined, left) labels, not counting
     /// ourselves, and the new count when names are no longer everyone.
-    pub fn apply(&mut self, frame: &Value) -> (Vec<String>, Vec<String>, Option<usize>) {
-        for key in ["joined", "clients"] {
-            if let Some(list) = frame.get(key).and_then(Value::as_array) {
-                self.learn(list);
-            }
+    pub fn apply(&mut self, frame: &PresenceFrame) -> (Vec<String>, Vec<String>, Option<usize>) {
+        for list in [&frame.joined, &frame.clients].into_iter().flatten() {
+            self.learn(list);
         }
         let change = self.view.apply(frame);
         let label = |ids: Vec<String>| -> Vec<String> {
@@ -79,11 +79,10 @@ impl Roster {
         (label(change.joined), label(change.left), change.count)
     }
 
-    fn learn(&mut self, clients: &[Value]) {
+    fn learn(&mut self, clients: &[ClientEntry]) {
         for c in clients {
-            if let Some(id) = c.get("client_id").and_then(Value::as_str) {
-                self.labels.insert(id.to_string(), client_label(c));
-            }
+            let label = client_label(c.device.as_deref(), Some(&c.fingerprint));
+            self.labels.insert(c.client_id.clone(), label);
         }
     }
 
@@ -117,16 +116,12 @@ impl Roster {
 }
 
 /// `device`, else the fingerprint shortened to `SHA256:abcdefgh`.
-fn client_label(v: &Value) -> String {
-    if let Some(d) = v
-        .get("device")
-        .and_then(Value::as_str)
-        .filter(|d| !d.is_empty())
-    {
+fn client_label(device: Option<&str>, fingerprint: Option<&str>) -> String {
+    if let Some(d) = device.filter(|d| !d.is_empty()) {
         // One line, escaped visibly: a device name is chosen by its peer.
         return crate::escape::line(d).into_owned();
     }
-    match v.get("fingerprint").and_then(Value::as_str) {
+    match fingerprint {
         Some(fp) => crate::escape::line(&short_fingerprint(fp)).into_owned(),
         None => "someone".into(),
     }
@@ -305,36 +300,83 @@ impl Renderer {
             "control_cancel_request" => {
                 self.line(Some(Tone::Dim), "· the agent withdrew its request")
             }
-            "relay.prompt" => self.relay_prompt(ev),
-            "relay.turn" => self.relay_turn(ev),
-            "relay.state" => {
-                let state = str_of(ev, "state");
-                let detail = str_of(ev, "detail");
-                let text = if detail.is_empty() {
-                    format!("· {state}")
+            // Agent bookkeeping with nothing for a person to read.
+            "command_lifecycle" | "keep_alive" | "rate_limit_event" => String::new(),
+            other => self.line(Some(Tone::Dim), &format!("· [{}]", clean(other))),
+        }
+    }
+
+    /// Text for one relay event. `relay.resolved` and `relay.cancelled` need the
+    /// request they end: see [`Renderer::resolved`] and [`Renderer::cancelled`].
+    pub fn relay(&mut self, ev: &RelayEvent) -> String {
+        match ev {
+            RelayEvent::Prompt {
+                client_id,
+                fingerprint,
+                device,
+                content,
+                ..
+            } => {
+                let who = if *client_id == self.roster.own_id {
+                    self.roster.label(&self.roster.own_id.clone())
                 } else {
-                    format!("· {state} ({})", one_line(detail, SUMMARY_CHARS))
+                    client_label(device.as_deref(), fingerprint.as_deref())
                 };
-                let tone = match state {
+                let content: Value = serde_json::from_str(content.get()).unwrap_or(Value::Null);
+                let text = content_text(&content);
+                let head = self.paint(Tone::Bold, &format!("▶ {who}:"));
+                let body = clean(&text).replace('\n', "\n  ");
+                self.line(None, &format!("{head} {body}"))
+            }
+            RelayEvent::Turn {
+                phase: TurnPhase::Aborted,
+                detail,
+                ..
+            } => {
+                let detail = match detail.as_deref() {
+                    None | Some("") => String::new(),
+                    Some(d) => format!(" ({})", clean(d)),
+                };
+                self.line(Some(Tone::Red), &format!("✗ turn aborted{detail}"))
+            }
+            RelayEvent::Turn { .. } => String::new(),
+            RelayEvent::State { state, detail } => {
+                let text = match detail.as_deref() {
+                    None | Some("") => format!("· {state}"),
+                    Some(d) => format!("· {state} ({})", one_line(d, SUMMARY_CHARS)),
+                };
+                let tone = match state.as_str() {
                     "failed" => Tone::Red,
                     "restarting" | "stopped" => Tone::Yellow,
                     _ => Tone::Dim,
                 };
                 self.line(Some(tone), &text)
             }
-            "relay.agent_exit" => self.agent_exit(ev),
-            "relay.resolved" => String::new(), // needs the request: see `resolved`
-            "relay.cancelled" => String::new(), // needs the request: see `cancelled`
-            "relay.dropped" => {
-                let bytes = ev.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-                self.line(
-                    Some(Tone::Yellow),
-                    &format!("· an agent line of {bytes} bytes was too long and was dropped"),
-                )
+            RelayEvent::AgentExit {
+                cause,
+                code,
+                signal,
+                restarting,
+            } => {
+                let how = match (code, signal) {
+                    (_, Some(sig)) => format!(" by {}", clean(sig)),
+                    (Some(code), None) => format!(" with exit code {code}"),
+                    (None, None) => String::new(),
+                };
+                let then = if *restarting { "; restarting" } else { "" };
+                let what = match cause.as_str() {
+                    "crashed" => "the agent exited",
+                    "hung" => "the agent hung and was killed",
+                    "stopped" => "the agent was stopped",
+                    _ => "the agent ended",
+                };
+                self.line(Some(Tone::Yellow), &format!("· {what}{how}{then}"))
             }
-            // Agent bookkeeping with nothing for a person to read.
-            "command_lifecycle" | "keep_alive" | "rate_limit_event" => String::new(),
-            other => self.line(Some(Tone::Dim), &format!("· [{}]", clean(other))),
+            RelayEvent::Resolved { .. } | RelayEvent::Cancelled { .. } => String::new(),
+            RelayEvent::Dropped { bytes } => self.line(
+                Some(Tone::Yellow),
+                &format!("· an agent line of {bytes} bytes was too long and was dropped"),
+            ),
         }
     }
 
@@ -528,14 +570,18 @@ impl Renderer {
     }
 
     /// `relay.resolved`, given the request it answered (if we still know it).
-    pub fn resolved(&mut self, ev: &Value, request: Option<&Value>) -> String {
-        let who = self.roster.label(str_of(ev, "client_id"));
+    pub fn resolved(
+        &mut self,
+        client_id: &str,
+        response: &Value,
+        request: Option<&Value>,
+    ) -> String {
+        let who = self.roster.label(client_id);
         let tool = request
             .and_then(|r| r.pointer("/request/tool_name"))
             .and_then(Value::as_str)
             .map(clean)
             .unwrap_or_else(|| "request".into());
-        let response = ev.get("response").unwrap_or(&Value::Null);
         match str_of(response, "behavior") {
             "allow" => {
                 let always = response
@@ -580,61 +626,10 @@ impl Renderer {
         )
     }
 
-    fn relay_prompt(&mut self, ev: &Value) -> String {
-        let who = if ev.get("client_id").and_then(Value::as_str) == Some(&self.roster.own_id) {
-            self.roster.label(&self.roster.own_id.clone())
-        } else {
-            client_label(ev)
-        };
-        let text = content_text(ev.get("content").unwrap_or(&Value::Null));
-        let head = self.paint(Tone::Bold, &format!("▶ {who}:"));
-        let body = clean(&text).replace('\n', "\n  ");
-        self.line(None, &format!("{head} {body}"))
-    }
-
-    fn relay_turn(&mut self, ev: &Value) -> String {
-        match str_of(ev, "phase") {
-            "aborted" => {
-                let detail = str_of(ev, "detail");
-                let detail = if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", clean(detail))
-                };
-                self.line(Some(Tone::Red), &format!("✗ turn aborted{detail}"))
-            }
-            _ => String::new(),
-        }
-    }
-
-    fn agent_exit(&mut self, ev: &Value) -> String {
-        let cause = str_of(ev, "cause");
-        let how = match (
-            ev.get("code").and_then(Value::as_i64),
-            ev.get("signal").and_then(Value::as_str),
-        ) {
-            (_, Some(sig)) => format!(" by {}", clean(sig)),
-            (Some(code), None) => format!(" with exit code {code}"),
-            (None, None) => String::new(),
-        };
-        let then = if ev.get("restarting").and_then(Value::as_bool) == Some(true) {
-            "; restarting"
-        } else {
-            ""
-        };
-        let what = match cause {
-            "crashed" => "the agent exited",
-            "hung" => "the agent hung and was killed",
-            "stopped" => "the agent was stopped",
-            _ => "the agent ended",
-        };
-        self.line(Some(Tone::Yellow), &format!("· {what}{how}{then}"))
-    }
-
     /// An `error` frame from the server.
-    pub fn server_error(&mut self, frame: &Value) -> String {
-        let code = str_of(frame, "code");
-        let msg = one_line(str_of(frame, "message"), SUMMARY_CHARS);
+    /// `code` as the frame spelled it (a newer server's code included).
+    pub fn server_error(&mut self, code: &str, message: &str) -> String {
+        let msg = one_line(message, SUMMARY_CHARS);
         self.line(
             Some(Tone::Red),
             &format!("server error {}: {msg}", clean(code)),
@@ -643,7 +638,7 @@ impl Renderer {
 
     /// Joins and leaves from a `presence` frame (deltas, a full list, or only
     /// the count while many are attached).
-    pub fn presence(&mut self, frame: &Value) -> String {
+    pub fn presence(&mut self, frame: &PresenceFrame) -> String {
         let (joined, left, count) = self.roster.apply(frame);
         let mut out = String::new();
         for j in joined {
@@ -670,6 +665,56 @@ fn blocks(v: Option<&Value>) -> impl Iterator<Item = &Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client entry from its JSON, the fields a test leaves out filled in.
+    fn entry(v: &Value) -> ClientEntry {
+        let mut v = v.clone();
+        for (k, d) in [
+            ("fingerprint", "SHA256:x"),
+            ("comment", ""),
+            ("role", "owner"),
+        ] {
+            if v.get(k).is_none() {
+                v[k] = Value::from(d);
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A presence frame from its JSON, entries completed as [`entry`] does.
+    fn pres(v: Value) -> PresenceFrame {
+        let list = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_array)
+                .map(|l| l.iter().map(entry).collect())
+        };
+        PresenceFrame {
+            session: "default".into(),
+            joined: list("joined"),
+            left: v
+                .get("left")
+                .map(|l| serde_json::from_value(l.clone()).unwrap()),
+            count: v["count"].as_u64().unwrap() as usize,
+            clients: list("clients"),
+        }
+    }
+
+    /// Any event as the session passes it: relay events typed, agent events as JSON.
+    fn show(r: &mut Renderer, ev: &Value) -> String {
+        match RelayEvent::parse(&ev.to_string()) {
+            Ok(Some(relay)) => r.relay(&relay),
+            _ => r.event(ev),
+        }
+    }
+
+    /// `relay.resolved` as the session renders it.
+    fn resolved(r: &mut Renderer, ev: &Value, request: Option<&Value>) -> String {
+        r.resolved(
+            ev["client_id"].as_str().unwrap_or_default(),
+            &ev["response"],
+            request,
+        )
+    }
     use serde_json::json;
 
     fn r() -> Renderer {
@@ -685,24 +730,24 @@ mod tests {
     fn streamed_text_is_not_repeated_by_the_assistant_line() {
         let mut r = r();
         let start = json!({"type":"stream_event","event":{"type":"message_start","message":{"id":"msg_1"}}});
-        assert_eq!(r.event(&start), "");
-        assert_eq!(r.event(&delta("Hel")), "Hel");
-        assert_eq!(r.event(&delta("lo")), "lo");
+        assert_eq!(show(&mut r, &start), "");
+        assert_eq!(show(&mut r, &delta("Hel")), "Hel");
+        assert_eq!(show(&mut r, &delta("lo")), "lo");
         let stop = json!({"type":"stream_event","event":{"type":"content_block_stop","index":0}});
-        assert_eq!(r.event(&stop), "\n");
+        assert_eq!(show(&mut r, &stop), "\n");
         let full = json!({"type":"assistant","message":{"id":"msg_1","content":[{"type":"text","text":"Hello"}]}});
-        assert_eq!(r.event(&full), "");
+        assert_eq!(show(&mut r, &full), "");
         // Not streamed: shown whole.
         let other = json!({"type":"assistant","message":{"id":"msg_2","content":[{"type":"text","text":"Hi"}]}});
-        assert_eq!(r.event(&other), "Hi\n");
+        assert_eq!(show(&mut r, &other), "Hi\n");
     }
 
     #[test]
     fn a_line_after_streamed_text_starts_on_a_new_line() {
         let mut r = r();
-        assert_eq!(r.event(&delta("partial")), "partial");
+        assert_eq!(show(&mut r, &delta("partial")), "partial");
         let state = json!({"type":"relay.state","state":"idle"});
-        assert_eq!(r.event(&state), "\n· idle\n");
+        assert_eq!(show(&mut r, &state), "\n· idle\n");
     }
 
     #[test]
@@ -710,10 +755,10 @@ mod tests {
         let mut r = r();
         let call = json!({"type":"assistant","message":{"id":"m","content":[
             {"type":"tool_use","id":"t1","name":"Bash","input":{"command":"sh -c 'echo relay-ok'"}}]}});
-        assert_eq!(r.event(&call), "⚙ Bash sh -c 'echo relay-ok'\n");
+        assert_eq!(show(&mut r, &call), "⚙ Bash sh -c 'echo relay-ok'\n");
         let result = json!({"type":"user","message":{"role":"user","content":[
             {"type":"tool_result","tool_use_id":"t1","content":"relay-ok\n","is_error":false}]}});
-        assert_eq!(r.event(&result), "  ⎿ relay-ok\n");
+        assert_eq!(show(&mut r, &result), "  ⎿ relay-ok\n");
         let long = (1..=6)
             .map(|i| format!("line{i}"))
             .collect::<Vec<_>>()
@@ -721,7 +766,7 @@ mod tests {
         let result = json!({"type":"user","message":{"content":[
             {"type":"tool_result","tool_use_id":"t1","content":long,"is_error":true}]}});
         assert_eq!(
-            r.event(&result),
+            show(&mut r, &result),
             "  ⎿ line1\n    line2\n    line3\n    line4\n    … 2 more lines\n"
         );
     }
@@ -731,56 +776,68 @@ mod tests {
         let mut r = r();
         r.roster.own_id = "me".into();
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c2","fingerprint":"SHA256:abcdefghijkl","device":"phone","content":"hello"});
-        assert_eq!(r.event(&p), "▶ phone: hello\n");
+        assert_eq!(show(&mut r, &p), "▶ phone: hello\n");
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c3","fingerprint":"SHA256:abcdefghijkl","content":[{"type":"text","text":"hi"}]});
-        assert_eq!(r.event(&p), "▶ SHA256:abcdefgh: hi\n");
+        assert_eq!(show(&mut r, &p), "▶ SHA256:abcdefgh: hi\n");
         r.roster
-            .update(&[json!({"client_id":"me","device":"laptop"})], None);
+            .update(&[entry(&json!({"client_id":"me","device":"laptop"}))], None);
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"me","device":"laptop","content":"x"});
-        assert_eq!(r.event(&p), "▶ laptop (you): x\n");
+        assert_eq!(show(&mut r, &p), "▶ laptop (you): x\n");
     }
 
     #[test]
     fn results_states_exits_and_turns() {
         let mut r = r();
         let ok = json!({"type":"result","is_error":false,"duration_ms":1500});
-        assert_eq!(r.event(&ok), "✓ done in 1.5 s\n");
+        assert_eq!(show(&mut r, &ok), "✓ done in 1.5 s\n");
         let bad =
             json!({"type":"result","is_error":true,"subtype":"error_max_turns","errors":["boom"]});
-        assert_eq!(r.event(&bad), "✗ turn failed (error_max_turns): boom\n");
+        assert_eq!(
+            show(&mut r, &bad),
+            "✗ turn failed (error_max_turns): boom\n"
+        );
         let int = json!({"type":"result","is_error":true,"terminal_reason":"aborted_streaming","errors":["diag"]});
-        assert_eq!(r.event(&int), "✗ turn interrupted (aborted_streaming)\n");
+        assert_eq!(
+            show(&mut r, &int),
+            "✗ turn interrupted (aborted_streaming)\n"
+        );
         let st = json!({"type":"relay.state","state":"restarting","detail":"agent crashed"});
-        assert_eq!(r.event(&st), "· restarting (agent crashed)\n");
+        assert_eq!(show(&mut r, &st), "· restarting (agent crashed)\n");
         let ex = json!({"type":"relay.agent_exit","cause":"crashed","code":3,"signal":null,"restarting":true});
         assert_eq!(
-            r.event(&ex),
+            show(&mut r, &ex),
             "· the agent exited with exit code 3; restarting\n"
         );
         let ex = json!({"type":"relay.agent_exit","cause":"hung","code":null,"signal":"SIGKILL","restarting":false});
-        assert_eq!(r.event(&ex), "· the agent hung and was killed by SIGKILL\n");
+        assert_eq!(
+            show(&mut r, &ex),
+            "· the agent hung and was killed by SIGKILL\n"
+        );
         let ab = json!({"type":"relay.turn","prompt_id":"p","phase":"aborted","detail":"server_stopped"});
-        assert_eq!(r.event(&ab), "✗ turn aborted (server_stopped)\n");
+        assert_eq!(show(&mut r, &ab), "✗ turn aborted (server_stopped)\n");
         let st = json!({"type":"relay.turn","prompt_id":"p","phase":"started"});
-        assert_eq!(r.event(&st), "");
+        assert_eq!(show(&mut r, &st), "");
         let dr = json!({"type":"relay.dropped","bytes":99});
-        assert!(r.event(&dr).contains("99 bytes"));
+        assert!(show(&mut r, &dr).contains("99 bytes"));
     }
 
     #[test]
     fn permission_requests_and_their_answers() {
         let mut r = r();
         r.roster
-            .update(&[json!({"client_id":"c1","device":"laptop"})], None);
+            .update(&[entry(&json!({"client_id":"c1","device":"laptop"}))], None);
         let req = json!({"type":"control_request","request_id":"r1","request":{
             "subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"},"description":"List files"}});
-        assert_eq!(r.event(&req), "? permission: Bash ls\n  List files\n");
+        assert_eq!(show(&mut r, &req), "? permission: Bash ls\n  List files\n");
         let res = json!({"type":"relay.resolved","request_id":"r1","client_id":"c1","response":{"behavior":"allow"}});
-        assert_eq!(r.event(&res), "");
-        assert_eq!(r.resolved(&res, Some(&req)), "✓ Bash allowed by laptop\n");
+        assert_eq!(show(&mut r, &res), "");
+        assert_eq!(
+            resolved(&mut r, &res, Some(&req)),
+            "✓ Bash allowed by laptop\n"
+        );
         let res = json!({"type":"relay.resolved","request_id":"r1","client_id":"relay","response":{"behavior":"deny","message":"no answer within 5 s"}});
         assert_eq!(
-            r.resolved(&res, Some(&req)),
+            resolved(&mut r, &res, Some(&req)),
             "✗ Bash denied by the relay (timeout): no answer within 5 s\n"
         );
         assert_eq!(
@@ -792,24 +849,25 @@ mod tests {
     #[test]
     fn control_characters_are_stripped() {
         let mut r = r();
-        assert_eq!(r.event(&delta("a\x1b[2Jb\tc")), "a[2Jb    c");
+        assert_eq!(show(&mut r, &delta("a\x1b[2Jb\tc")), "a[2Jb    c");
     }
 
     #[test]
     fn bidi_controls_are_stripped_from_agent_text() {
         let mut r = r();
-        assert_eq!(r.event(&delta("x\u{202e}y\u{2066}z\u{9b}")), "xyz");
+        assert_eq!(show(&mut r, &delta("x\u{202e}y\u{2066}z\u{9b}")), "xyz");
     }
 
     #[test]
     fn peer_chosen_names_and_reasons_are_escaped_on_one_line() {
         let mut r = r();
         let evil = "ph\none\u{1b}[2J\u{202e}";
-        let out =
-            r.presence(&json!({"joined":[{"client_id":"c9","device": evil}],"left":[],"count":1}));
+        let out = r.presence(&pres(
+            json!({"joined":[{"client_id":"c9","device": evil}],"left":[],"count":1}),
+        ));
         assert_eq!(out, "· ph\\none\\u{1b}[2J\\u{202e} joined\n");
         let p = json!({"type":"relay.prompt","prompt_id":"p","client_id":"c8","device":evil,"content":"hi"});
-        let out = r.event(&p);
+        let out = show(&mut r, &p);
         assert_eq!(out.matches('\n').count(), 1, "{out:?}");
         assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'));
         let out = r.notice("the server closed the connection: bye\n\u{1b}]0;pwned\u{7}");
@@ -826,30 +884,36 @@ mod tests {
         let me = json!({"client_id":"me","device":"laptop"});
         let phone = json!({"client_id":"c2","device":"phone"});
         let tablet = json!({"client_id":"c3","device":"tablet"});
-        r.roster.update(std::slice::from_ref(&me), Some(1));
+        r.roster.update(&[entry(&me)], Some(1));
         // The own frame after attach (full list).
         assert_eq!(
-            r.presence(&json!({"joined":[me],"left":[],"count":1,"clients":[me]})),
+            r.presence(&pres(
+                json!({"joined":[me],"left":[],"count":1,"clients":[me]})
+            )),
             ""
         );
         // Full list.
         assert_eq!(
-            r.presence(&json!({"joined":[phone],"left":[],"count":2,"clients":[me, phone]})),
+            r.presence(&pres(
+                json!({"joined":[phone],"left":[],"count":2,"clients":[me, phone]})
+            )),
             "· phone joined\n"
         );
         // Deltas only (as with more than 32 attached).
         assert_eq!(
-            r.presence(&json!({"joined":[tablet],"left":["c2"],"count":2})),
+            r.presence(&pres(json!({"joined":[tablet],"left":["c2"],"count":2}))),
             "· tablet joined\n· phone left\n"
         );
         assert_eq!(r.roster.view().present(), ["me", "c3"]);
         assert_eq!(
-            r.presence(&json!({"joined":[],"left":[],"count":1,"clients":[me]})),
+            r.presence(&pres(
+                json!({"joined":[],"left":[],"count":1,"clients":[me]})
+            )),
             "· tablet left\n"
         );
         // Only a count (more than 256 attached).
         assert_eq!(
-            r.presence(&json!({"count":300})),
+            r.presence(&pres(json!({"count":300}))),
             "· 300 clients attached\n"
         );
         assert!(!r.roster.view().complete());
@@ -859,7 +923,7 @@ mod tests {
     fn colours_only_when_asked() {
         let mut r = Renderer::new(true);
         let ok = json!({"type":"result","is_error":false});
-        assert_eq!(r.event(&ok), "\x1b[32m✓ done\x1b[0m\n");
+        assert_eq!(show(&mut r, &ok), "\x1b[32m✓ done\x1b[0m\n");
     }
 
     #[test]
@@ -903,30 +967,42 @@ mod tests {
     fn bookkeeping_is_silent_and_unknown_events_are_named() {
         let mut r = r();
         for kind in ["command_lifecycle", "keep_alive", "rate_limit_event"] {
-            assert_eq!(r.event(&json!({ "type": kind })), "", "{kind}");
+            assert_eq!(show(&mut r, &json!({ "type": kind })), "", "{kind}");
         }
         for sub in ["init", "status", "hook_started", "hook_response"] {
-            assert_eq!(r.event(&json!({"type":"system","subtype":sub})), "");
+            assert_eq!(show(&mut r, &json!({"type":"system","subtype":sub})), "");
         }
         assert_eq!(
-            r.event(&json!({"type":"system","subtype":"compact_boundary"})),
+            show(
+                &mut r,
+                &json!({"type":"system","subtype":"compact_boundary"})
+            ),
             "· [system compact_boundary]\n"
         );
         assert_eq!(
-            r.event(&json!({"type":"brand_new\u{1b}"})),
+            show(&mut r, &json!({"type":"brand_new\u{1b}"})),
             "· [brand_new]\n",
             "control characters of an unknown type are dropped"
         );
         assert_eq!(
-            r.event(&json!({"type":"control_cancel_request","request_id":"r"})),
+            show(
+                &mut r,
+                &json!({"type":"control_cancel_request","request_id":"r"})
+            ),
             "· the agent withdrew its request\n"
         );
         assert_eq!(
-            r.event(&json!({"type":"control_request","request":{"subtype":"mcp_message"}})),
+            show(
+                &mut r,
+                &json!({"type":"control_request","request":{"subtype":"mcp_message"}})
+            ),
             "? the agent asks: mcp_message\n"
         );
-        assert_eq!(r.event(&json!({"type":"relay.resolved"})), "");
-        assert_eq!(r.event(&json!({"type":"relay.cancelled"})), "");
+        let resolved =
+            json!({"type":"relay.resolved","request_id":"r","client_id":"c","response":{}});
+        assert_eq!(show(&mut r, &resolved), "");
+        let cancelled = json!({"type":"relay.cancelled","request_id":"r","reason":"x"});
+        assert_eq!(show(&mut r, &cancelled), "");
     }
 
     #[test]
@@ -934,73 +1010,79 @@ mod tests {
         let mut r = Renderer::new(true);
         let think = json!({"type":"stream_event","event":{"type":"content_block_delta","index":0,
             "delta":{"type":"thinking_delta","thinking":"hmm"}}});
-        assert_eq!(r.event(&think), "\x1b[2mhmm\x1b[0m");
+        assert_eq!(show(&mut r, &think), "\x1b[2mhmm\x1b[0m");
         let json_delta = json!({"type":"stream_event","event":{"type":"content_block_delta","index":1,
             "delta":{"type":"input_json_delta","partial_json":"{"}}});
-        assert_eq!(r.event(&json_delta), "");
-        assert_eq!(r.event(&delta("")), "", "an empty delta prints nothing");
+        assert_eq!(show(&mut r, &json_delta), "");
+        assert_eq!(
+            show(&mut r, &delta("")),
+            "",
+            "an empty delta prints nothing"
+        );
         let other = json!({"type":"stream_event","event":{"type":"ping"}});
-        assert_eq!(r.event(&other), "");
+        assert_eq!(show(&mut r, &other), "");
         // A thinking block not streamed is shown whole, dim.
         let mut r = Renderer::new(false);
         let full = json!({"type":"assistant","message":{"id":"m9","content":[{"type":"thinking","thinking":"plan"}]}});
-        assert_eq!(r.event(&full), "plan\n");
+        assert_eq!(show(&mut r, &full), "plan\n");
     }
 
     #[test]
     fn user_lines_tool_results_and_replays() {
         let mut r = r();
         let replay = json!({"type":"user","isReplay":true,"message":{"content":"again"}});
-        assert_eq!(r.event(&replay), "");
+        assert_eq!(show(&mut r, &replay), "");
         let text = json!({"type":"user","message":{"content":"typed  in\nthe CLI"}});
-        assert_eq!(r.event(&text), "typed in the CLI\n");
+        assert_eq!(show(&mut r, &text), "typed in the CLI\n");
         let blocks = json!({"type":"user","message":{"content":[
             {"type":"text","text":"note"},
             {"type":"tool_result","tool_use_id":"t","content":"  \n"},
             {"type":"image"}]}});
-        assert_eq!(r.event(&blocks), "note\n  ⎿ (no output)\n");
+        assert_eq!(show(&mut r, &blocks), "note\n  ⎿ (no output)\n");
     }
 
     #[test]
     fn answers_exits_and_server_errors_read_as_sentences() {
         let mut r = r();
         r.roster
-            .update(&[json!({"client_id":"c1","device":"phone"})], None);
+            .update(&[entry(&json!({"client_id":"c1","device":"phone"}))], None);
         let req = json!({"type":"control_request","request":{"subtype":"can_use_tool","tool_name":"Edit","input":{"file_path":"a.rs"}}});
         let always = json!({"client_id":"c1","response":{"behavior":"allow","updatedPermissions":[{"type":"addRules"}]}});
         assert_eq!(
-            r.resolved(&always, Some(&req)),
+            resolved(&mut r, &always, Some(&req)),
             "✓ Edit always allowed by phone\n"
         );
         let with_msg =
             json!({"client_id":"c1","response":{"behavior":"deny","message":"use git mv"}});
         assert_eq!(
-            r.resolved(&with_msg, Some(&req)),
+            resolved(&mut r, &with_msg, Some(&req)),
             "✗ Edit denied by phone: use git mv\n"
         );
         let odd = json!({"client_id":"c1","response":{"behavior":"ask"}});
-        assert_eq!(r.resolved(&odd, None), "· request answered by phone\n");
+        assert_eq!(
+            resolved(&mut r, &odd, None),
+            "· request answered by phone\n"
+        );
         assert_eq!(
             r.cancelled("", None),
             "· request permission request cancelled\n"
         );
-        let stopped = json!({"type":"relay.agent_exit","cause":"stopped","code":0});
+        let stopped = json!({"type":"relay.agent_exit","cause":"stopped","code":0,"signal":null,"restarting":false});
         assert_eq!(
-            r.event(&stopped),
+            show(&mut r, &stopped),
             "· the agent was stopped with exit code 0\n"
         );
-        let other = json!({"type":"relay.agent_exit","cause":"eof"});
-        assert_eq!(r.event(&other), "· the agent ended\n");
-        let aborted = json!({"type":"relay.turn","phase":"aborted"});
-        assert_eq!(r.event(&aborted), "✗ turn aborted\n");
+        let other = json!({"type":"relay.agent_exit","cause":"eof","code":null,"signal":null,"restarting":false});
+        assert_eq!(show(&mut r, &other), "· the agent ended\n");
+        let aborted = json!({"type":"relay.turn","prompt_id":"p","phase":"aborted"});
+        assert_eq!(show(&mut r, &aborted), "✗ turn aborted\n");
         let failed = json!({"type":"result","is_error":true});
-        assert_eq!(r.event(&failed), "✗ turn failed (error)\n");
-        let err = json!({"type":"error","code":"bad_request","message":"unknown\nfield"});
+        assert_eq!(show(&mut r, &failed), "✗ turn failed (error)\n");
         assert_eq!(
-            r.server_error(&err),
+            r.server_error("bad_request", "unknown\nfield"),
             "server error bad_request: unknown field\n"
         );
         let st = json!({"type":"relay.state","state":"failed"});
-        assert_eq!(r.event(&st), "· failed\n");
+        assert_eq!(show(&mut r, &st), "· failed\n");
     }
 }

@@ -7,7 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::protocol::{
+    ClientMsg, ErrorCode, PermissionAnswer, RelayEvent, RequestId, Role, ServerMsg, TurnPhase,
+    parse_server_frame,
+};
 
 use super::connect::AuthOk;
 use super::input::{Ask, Decision};
@@ -31,7 +36,7 @@ pub mod exit {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Send this request on the current connection.
-    Send(Value),
+    Send(ClientMsg),
     /// Rendered session text (stdout).
     Out(String),
     /// A human message (stderr when stdout is a JSON stream or piped).
@@ -248,23 +253,24 @@ impl Session {
         if reconnect {
             fx.push(self.msg("reconnected"));
         }
-        let mut attach = json!({"type": "attach", "id": ATTACH_ID, "session": self.name});
-        if !self.attached_once {
+        let (since, tail) = if !self.attached_once {
             // --prompt shows only its own turn; --tail N a short history.
             let tail = if self.job.is_some() {
                 Some(0)
             } else {
                 self.tail
             };
-            if let Some(n) = tail {
-                attach["tail"] = Value::from(n);
-            }
-            self.attach_since = None;
+            (None, tail)
         } else {
-            attach["since"] = Value::from(self.cursor.last);
-            self.attach_since = Some(self.cursor.last);
-        }
-        fx.push(Effect::Send(attach));
+            (Some(self.cursor.last), None)
+        };
+        self.attach_since = since;
+        fx.push(Effect::Send(ClientMsg::Attach {
+            id: Some(RequestId::Text(ATTACH_ID.into())),
+            session: Some(self.name.clone()),
+            since,
+            tail,
+        }));
         fx
     }
 
@@ -278,57 +284,110 @@ impl Session {
         fx
     }
 
-    /// One text frame from the server.
+    /// One text frame from the server. Types this build does not know (a newer
+    /// server's) are ignored, as docs/protocol.md §2 lets clients do.
     pub fn on_frame(&mut self, text: &str) -> Vec<Effect> {
-        let frame: Value = match serde_json::from_str(text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return vec![
-                    self.msg("protocol error: the server sent a frame that is not a JSON object"),
-                ];
+        let frame = match parse_server_frame(text) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return if self.json {
+                    vec![Effect::Json(one_line_json(text))]
+                } else {
+                    Vec::new()
+                };
+            }
+            Err(e) => {
+                let text = format!(
+                    "protocol error: the server sent a frame this client cannot read ({e})"
+                );
+                return vec![self.msg(&text)];
             }
         };
-        let kind = frame
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
         let mut fx = Vec::new();
-        if kind == "event" {
-            if frame.get("session").and_then(Value::as_str) != Some(&self.name) {
-                return fx;
-            }
-            let Some(seq) = frame.get("seq").and_then(Value::as_u64) else {
-                return vec![self.msg("protocol error: an event without seq")];
-            };
-            if !self.cursor.accept(seq) {
+        if let ServerMsg::Event(event) = frame {
+            if event.session != self.name || !self.cursor.accept(event.seq) {
                 return fx;
             }
             if self.json {
                 fx.push(Effect::Json(one_line_json(text)));
             }
-            let event = frame.get("event").cloned().unwrap_or(Value::Null);
-            self.on_event(&event, &mut fx);
+            self.on_event(event.event.get(), &mut fx);
             return fx;
         }
         if self.json {
             fx.push(Effect::Json(one_line_json(text)));
         }
-        let id = frame
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        match kind {
-            "attached" if id == ATTACH_ID => self.on_attached(&frame, &mut fx),
-            "presence" if frame.get("session").and_then(Value::as_str) == Some(&self.name) => {
-                let text = self.renderer.presence(&frame);
+        match frame {
+            ServerMsg::Attached {
+                id: Some(RequestId::Text(id)),
+                state,
+                head,
+                replay_from,
+                truncated,
+                pending,
+                clients,
+                clients_total,
+                ..
+            } if id == ATTACH_ID => {
+                let pending = pending
+                    .iter()
+                    .filter_map(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .collect();
+                self.on_attached(
+                    Attached {
+                        state: state.into_owned(),
+                        head,
+                        replay_from,
+                        truncated,
+                        pending,
+                        clients: clients.entries(),
+                        clients_total,
+                    },
+                    &mut fx,
+                );
+            }
+            ServerMsg::Presence(presence) if presence.session == self.name => {
+                let text = self.renderer.presence(&presence);
                 self.out(&mut fx, text);
             }
-            "ok" => self.on_ok(&id, &frame, &mut fx),
-            "pair.requested" => self.on_pair_requested(&frame, &mut fx),
-            "pair.resolved" => self.on_pair_resolved(&frame, &mut fx),
-            "error" => self.on_error(&id, &frame, &mut fx),
-            // Replies we do not need (pong, detached, session.list) and future types.
+            ServerMsg::Ok {
+                id,
+                prompt_id,
+                queued,
+                ..
+            } => self.on_ok(&text_id(id), prompt_id, queued == Some(true), &mut fx),
+            ServerMsg::PairRequested {
+                pair_id,
+                fingerprint,
+                key_type,
+                device,
+                code,
+                peer,
+                ..
+            } => {
+                let request = PairRequest {
+                    pair_id,
+                    device: terminal_safe(&device, 64),
+                    code: terminal_safe(&code, 6),
+                    fingerprint: terminal_safe(&fingerprint, 64),
+                };
+                let from = (terminal_safe(&key_type, 40), terminal_safe(&peer, 45));
+                self.on_pair_requested(request, from, &mut fx);
+            }
+            ServerMsg::PairResolved {
+                pair_id,
+                allow,
+                role,
+                by,
+            } => self.on_pair_resolved(&pair_id, allow, role, &by, &mut fx),
+            ServerMsg::Error { id, code, message } => self.on_error(
+                &text_id(id),
+                code,
+                error_code_text(code, text),
+                &message,
+                &mut fx,
+            ),
+            // Replies we do not need (pong, detached, session.list, ...).
             _ => {}
         }
         fx
@@ -346,14 +405,12 @@ impl Session {
         }
     }
 
-    fn on_attached(&mut self, frame: &Value, fx: &mut Vec<Effect>) {
-        let num = |k: &str| frame.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let truncated = frame.get("truncated").and_then(Value::as_bool) == Some(true);
+    fn on_attached(&mut self, frame: Attached, fx: &mut Vec<Effect>) {
         let note = self.cursor.on_attached(
             self.attach_since,
-            num("head"),
-            num("replay_from"),
-            truncated,
+            frame.head,
+            frame.replay_from,
+            frame.truncated,
         );
         match note {
             AttachNote::Complete => {}
@@ -362,15 +419,12 @@ impl Session {
                 "the server has fewer events than this client saw (its data was reset); showing what it has",
             )),
         }
-        if let Some(s) = frame.get("state").and_then(Value::as_str) {
-            self.state = s.to_string();
-        }
-        let total = frame
-            .get("clients_total")
-            .and_then(Value::as_u64)
-            .map(|n| n as usize);
-        self.renderer.roster.update(&array(frame, "clients"), total);
-        self.pending = array(frame, "pending")
+        self.state = frame.state;
+        self.renderer
+            .roster
+            .update(&frame.clients, frame.clients_total);
+        self.pending = frame
+            .pending
             .into_iter()
             .filter_map(|p| Some((p.get("request_id")?.as_str()?.to_string(), p)))
             .collect();
@@ -379,7 +433,7 @@ impl Session {
         let first = !self.attached_once;
         self.attached_once = true;
         if first && !self.json && self.job.is_none() {
-            let head = num("head");
+            let head = frame.head;
             let text = format!(
                 "attached to session {} (state {}, {head} events)",
                 self.name, self.state
@@ -390,16 +444,10 @@ impl Session {
         if let Some(job) = &self.job
             && !job.accepted
         {
-            fx.push(Effect::Send(json!({
-                "type": "prompt", "id": JOB_ID, "session": self.name,
-                "content": job.text, "key": job.key,
-            })));
+            fx.push(Effect::Send(self.prompt(JOB_ID, &job.text, &job.key)));
         }
         for o in &self.outgoing {
-            fx.push(Effect::Send(json!({
-                "type": "prompt", "id": o.id, "session": self.name,
-                "content": o.text, "key": o.key,
-            })));
+            fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
         }
         // Permission prompts of our turn that are still open (after a reconnect).
         let pending: Vec<Value> = self.pending.iter().map(|(_, v)| v.clone()).collect();
@@ -408,13 +456,18 @@ impl Session {
         }
     }
 
-    fn on_ok(&mut self, id: &str, frame: &Value, fx: &mut Vec<Effect>) {
+    /// A `prompt` request of this client, resent with the same key after a reconnect.
+    fn prompt(&self, id: &str, text: &str, key: &str) -> ClientMsg {
+        ClientMsg::Prompt {
+            id: Some(RequestId::Text(id.into())),
+            session: Some(self.name.clone()),
+            content: Value::from(text),
+            key: Some(key.into()),
+        }
+    }
+
+    fn on_ok(&mut self, id: &str, prompt_id: Option<String>, queued: bool, fx: &mut Vec<Effect>) {
         if id == JOB_ID {
-            let prompt_id = frame
-                .get("prompt_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let queued = frame.get("queued").and_then(Value::as_bool) == Some(true);
             if let Some(job) = &mut self.job {
                 job.accepted = true;
                 if job.prompt_id.is_none() {
@@ -430,12 +483,15 @@ impl Session {
         }
     }
 
-    fn on_error(&mut self, id: &str, frame: &Value, fx: &mut Vec<Effect>) {
-        let code = frame
-            .get("code")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let text = self.renderer.server_error(frame);
+    fn on_error(
+        &mut self,
+        id: &str,
+        code: ErrorCode,
+        code_text: String,
+        message: &str,
+        fx: &mut Vec<Effect>,
+    ) {
+        let text = self.renderer.server_error(&code_text, message);
         // In --json mode the frame itself was printed; people still read stderr.
         fx.push(Effect::Msg(text));
         if id == ATTACH_ID || (id == JOB_ID && self.job.is_some()) {
@@ -443,64 +499,28 @@ impl Session {
             fx.push(Effect::Exit(exit::ERROR));
         } else if id.starts_with("p-") {
             self.outgoing.retain(|o| o.id != id);
-        } else if id.starts_with("r-") && code == "not_pending" {
+        } else if id.starts_with("r-") && code == ErrorCode::NotPending {
             fx.push(self.msg("that request was already answered"));
         }
     }
 
-    fn on_event(&mut self, ev: &Value, fx: &mut Vec<Effect>) {
+    /// One event of the session: a relay event (typed) or the agent's own
+    /// stream-json, which the relay does not type and this client reads as JSON.
+    fn on_event(&mut self, raw: &str, fx: &mut Vec<Effect>) {
+        match RelayEvent::parse(raw) {
+            Ok(Some(relay)) => return self.on_relay_event(relay, fx),
+            Ok(None) => {}
+            Err(e) => {
+                let text = format!("protocol error: an unreadable relay event ({e})");
+                fx.push(self.msg(&text));
+                return;
+            }
+        }
+        let ev: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         let kind = ev.get("type").and_then(Value::as_str).unwrap_or_default();
         match kind {
-            "relay.prompt" => {
-                let key = ev.get("key").and_then(Value::as_str);
-                if let Some(job) = &mut self.job
-                    && key == Some(job.key.as_str())
-                {
-                    job.accepted = true;
-                    job.prompt_id = ev
-                        .get("prompt_id")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                }
-                if let Some(k) = key {
-                    self.outgoing.retain(|o| o.key != k);
-                }
-            }
-            "relay.turn" => {
-                let pid = ev
-                    .get("prompt_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                match ev.get("phase").and_then(Value::as_str) {
-                    Some("started") => {
-                        self.running = Some(pid.to_string());
-                        self.last_result_error = None;
-                        self.interrupt_sent = false;
-                    }
-                    Some(phase @ ("ended" | "aborted")) => {
-                        let end = if phase == "aborted" {
-                            TurnEnd::Aborted
-                        } else if self.last_result_error == Some(true) {
-                            TurnEnd::Failed
-                        } else {
-                            TurnEnd::Succeeded
-                        };
-                        if self.running.as_deref() == Some(pid) {
-                            self.running = None;
-                        }
-                        self.interrupt_sent = false;
-                        self.ended.insert(pid.to_string(), end);
-                    }
-                    _ => {}
-                }
-            }
             "result" => {
                 self.last_result_error = ev.get("is_error").and_then(Value::as_bool);
-            }
-            "relay.state" => {
-                if let Some(s) = ev.get("state").and_then(Value::as_str) {
-                    self.state = s.to_string();
-                }
             }
             "control_request" => {
                 if let Some(rid) = ev.get("request_id").and_then(Value::as_str)
@@ -509,42 +529,95 @@ impl Session {
                     self.pending.push((rid.to_string(), ev.clone()));
                 }
             }
-            "relay.resolved" => {
+            "control_cancel_request" => {
                 let rid = ev
                     .get("request_id")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 let req = self.take_pending(rid);
                 self.answered.remove(rid);
-                let text = self.renderer.resolved(ev, req.as_ref());
-                self.out(fx, text);
-                return;
-            }
-            "relay.cancelled" | "control_cancel_request" => {
-                let rid = ev
-                    .get("request_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let req = self.take_pending(rid);
-                self.answered.remove(rid);
-                let reason = match ev.get("reason").and_then(Value::as_str) {
-                    Some(r) => r.to_string(),
-                    None => "withdrawn by the agent".into(),
-                };
-                let text = self.renderer.cancelled(&reason, req.as_ref());
+                let text = self
+                    .renderer
+                    .cancelled("withdrawn by the agent", req.as_ref());
                 self.out(fx, text);
                 return;
             }
             _ => {}
         }
         if !self.json {
-            let text = self.renderer.event(ev);
+            let text = self.renderer.event(&ev);
             self.out(fx, text);
         }
         if kind == "control_request" {
-            self.apply_policy(ev, fx);
+            self.apply_policy(&ev, fx);
         }
-        if kind == "relay.turn" || kind == "relay.prompt" {
+    }
+
+    fn on_relay_event(&mut self, ev: RelayEvent, fx: &mut Vec<Effect>) {
+        match &ev {
+            RelayEvent::Prompt { prompt_id, key, .. } => {
+                if let Some(job) = &mut self.job
+                    && key.as_deref() == Some(job.key.as_str())
+                {
+                    job.accepted = true;
+                    job.prompt_id = Some(prompt_id.clone());
+                }
+                if let Some(k) = key {
+                    self.outgoing.retain(|o| o.key != *k);
+                }
+            }
+            RelayEvent::Turn {
+                prompt_id, phase, ..
+            } => match phase {
+                TurnPhase::Started => {
+                    self.running = Some(prompt_id.clone());
+                    self.last_result_error = None;
+                    self.interrupt_sent = false;
+                }
+                TurnPhase::Ended | TurnPhase::Aborted => {
+                    let end = if *phase == TurnPhase::Aborted {
+                        TurnEnd::Aborted
+                    } else if self.last_result_error == Some(true) {
+                        TurnEnd::Failed
+                    } else {
+                        TurnEnd::Succeeded
+                    };
+                    if self.running.as_ref() == Some(prompt_id) {
+                        self.running = None;
+                    }
+                    self.interrupt_sent = false;
+                    self.ended.insert(prompt_id.clone(), end);
+                }
+            },
+            RelayEvent::State { state, .. } => {
+                self.state = state.clone();
+            }
+            RelayEvent::Resolved {
+                request_id,
+                client_id,
+                response,
+                ..
+            } => {
+                let req = self.take_pending(request_id);
+                self.answered.remove(request_id);
+                let text = self.renderer.resolved(client_id, response, req.as_ref());
+                self.out(fx, text);
+                return;
+            }
+            RelayEvent::Cancelled { request_id, reason } => {
+                let req = self.take_pending(request_id);
+                self.answered.remove(request_id);
+                let text = self.renderer.cancelled(reason, req.as_ref());
+                self.out(fx, text);
+                return;
+            }
+            RelayEvent::AgentExit { .. } | RelayEvent::Dropped { .. } => {}
+        }
+        if !self.json {
+            let text = self.renderer.relay(&ev);
+            self.out(fx, text);
+        }
+        if matches!(ev, RelayEvent::Turn { .. } | RelayEvent::Prompt { .. }) {
             self.check_job_end(fx);
         }
     }
@@ -575,8 +648,8 @@ impl Session {
             .unwrap_or("a tool");
         let summary = tool_summary(tool, req.get("input").unwrap_or(&Value::Null));
         let response = match (job.policy, is_tool) {
-            (Some(Policy::Allow), true) => json!({"behavior": "allow"}),
-            (Some(Policy::Deny), true) => json!({"behavior": "deny"}),
+            (Some(Policy::Allow), true) => allow(None),
+            (Some(Policy::Deny), true) => deny(None),
             (_, false) => {
                 let sub = req.get("subtype").and_then(Value::as_str).unwrap_or("?");
                 let text = format!(
@@ -597,10 +670,7 @@ impl Session {
         };
         self.answered.insert(rid.to_string());
         let id = self.id("r");
-        fx.push(Effect::Send(json!({
-            "type": "respond", "id": id, "session": self.name,
-            "request_id": rid, "response": response,
-        })));
+        fx.push(Effect::Send(self.respond(id, rid.to_string(), response)));
     }
 
     /// `--prompt` mode: exit once our turn has ended.
@@ -626,10 +696,7 @@ impl Session {
         };
         let mut fx = Vec::new();
         if self.attached {
-            fx.push(Effect::Send(json!({
-                "type": "prompt", "id": o.id, "session": self.name,
-                "content": o.text, "key": o.key,
-            })));
+            fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
         } else {
             fx.push(self.msg("not connected; the prompt will be sent when the connection is back"));
         }
@@ -647,85 +714,86 @@ impl Session {
             let pair_id = self.pairs[i].pair_id.clone();
             self.answered.insert(pair_id);
             let (allow, role) = match decision {
-                Decision::Allow | Decision::AllowAlways => (true, "owner"),
-                Decision::AllowViewer => (true, "viewer"),
-                Decision::Deny(_) => (false, "owner"),
+                Decision::Allow | Decision::AllowAlways => (true, Role::Owner),
+                Decision::AllowViewer => (true, Role::Viewer),
+                Decision::Deny(_) => (false, Role::Owner),
             };
             let id = self.id("pair");
-            return vec![Effect::Send(json!({
-                "type": "pair.respond", "id": id, "pair_id": request_id,
-                "allow": allow, "role": role,
-            }))];
+            return vec![Effect::Send(ClientMsg::PairRespond {
+                id: Some(RequestId::Text(id)),
+                pair_id: request_id.to_string(),
+                allow,
+                role: Some(role),
+                block: None,
+            })];
         }
         let Some((_, ev)) = self.pending.iter().find(|(id, _)| id == request_id) else {
             return Vec::new();
         };
         let response = match decision {
-            Decision::Allow | Decision::AllowViewer => json!({"behavior": "allow"}),
+            Decision::Allow | Decision::AllowViewer => allow(None),
             Decision::AllowAlways => {
                 let suggestions = ev
                     .pointer("/request/permission_suggestions")
-                    .filter(|s| s.as_array().is_some_and(|a| !a.is_empty()));
-                match suggestions {
-                    Some(s) => json!({"behavior": "allow", "updatedPermissions": s}),
-                    None => json!({"behavior": "allow"}),
-                }
+                    .and_then(Value::as_array)
+                    .filter(|a| !a.is_empty());
+                allow(suggestions.cloned())
             }
-            Decision::Deny(None) => json!({"behavior": "deny"}),
-            Decision::Deny(Some(m)) => json!({"behavior": "deny", "message": m}),
+            Decision::Deny(m) => deny(m),
         };
         if !self.attached {
             return vec![self.msg("not connected; answer again when the connection is back")];
         }
         self.answered.insert(request_id.to_string());
         let id = self.id("r");
-        vec![Effect::Send(json!({
-            "type": "respond", "id": id, "session": self.name,
-            "request_id": request_id, "response": response,
-        }))]
+        vec![Effect::Send(self.respond(
+            id,
+            request_id.to_string(),
+            response,
+        ))]
     }
 
-    fn on_pair_requested(&mut self, frame: &Value, fx: &mut Vec<Effect>) {
-        let field = |k: &str, max: usize| {
-            terminal_safe(frame.get(k).and_then(Value::as_str).unwrap_or("?"), max)
-        };
-        let pair_id = frame
-            .get("pair_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if pair_id.is_empty() || self.pairs.iter().any(|p| p.pair_id == pair_id) {
+    fn respond(&self, id: String, request_id: String, response: PermissionAnswer) -> ClientMsg {
+        ClientMsg::Respond {
+            id: Some(RequestId::Text(id)),
+            session: Some(self.name.clone()),
+            request_id,
+            response,
+        }
+    }
+
+    /// A `pair.requested` (strings already terminal-safe; `from`: key type and peer).
+    fn on_pair_requested(
+        &mut self,
+        request: PairRequest,
+        (key_type, peer): (String, String),
+        fx: &mut Vec<Effect>,
+    ) {
+        if request.pair_id.is_empty() || self.pairs.iter().any(|p| p.pair_id == request.pair_id) {
             return;
         }
-        let request = PairRequest {
-            pair_id: pair_id.to_string(),
-            device: field("device", 64),
-            code: field("code", 6),
-            fingerprint: field("fingerprint", 64),
-        };
         let text = format!(
-            "device \"{}\" ({} {}, from {}) asks to be paired; code {} — check it matches the device's screen",
-            request.device,
-            field("key_type", 40),
-            request.fingerprint,
-            field("peer", 45),
-            request.code
+            "device \"{}\" ({key_type} {}, from {peer}) asks to be paired; code {} — check it matches the device's screen",
+            request.device, request.fingerprint, request.code
         );
         self.pairs.push(request);
         self.break_line(fx);
         fx.push(self.msg(&text));
     }
 
-    fn on_pair_resolved(&mut self, frame: &Value, fx: &mut Vec<Effect>) {
-        let pair_id = frame
-            .get("pair_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+    fn on_pair_resolved(
+        &mut self,
+        pair_id: &str,
+        allow: bool,
+        role: Option<Role>,
+        by: &str,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(i) = self.pairs.iter().position(|p| p.pair_id == pair_id) else {
             return;
         };
         let request = self.pairs.remove(i);
         self.answered.remove(&request.pair_id);
-        let by = frame.get("by").and_then(Value::as_str).unwrap_or("?");
         let who = if by == self.renderer.roster.own_id {
             "you".to_string()
         } else if by == "relay" {
@@ -733,16 +801,14 @@ impl Session {
         } else {
             terminal_safe(by, 64)
         };
-        let text = match frame.get("allow").and_then(Value::as_bool) {
-            Some(true) => format!(
+        let text = if allow {
+            format!(
                 "device \"{}\" paired as {} by {who}",
                 request.device,
-                terminal_safe(
-                    frame.get("role").and_then(Value::as_str).unwrap_or("owner"),
-                    10
-                )
-            ),
-            _ => format!("device \"{}\" not paired (by {who})", request.device),
+                role.unwrap_or(Role::Owner).as_str()
+            )
+        } else {
+            format!("device \"{}\" not paired (by {who})", request.device)
         };
         self.break_line(fx);
         fx.push(self.msg(&text));
@@ -800,9 +866,10 @@ impl Session {
         if busy && !self.interrupt_sent && self.attached {
             self.interrupt_sent = true;
             let id = self.id("i");
-            let mut fx = vec![Effect::Send(
-                json!({"type": "interrupt", "id": id, "session": self.name}),
-            )];
+            let mut fx = vec![Effect::Send(ClientMsg::Interrupt {
+                id: Some(RequestId::Text(id)),
+                session: Some(self.name.clone()),
+            })];
             self.break_line(&mut fx);
             fx.push(self.msg("interrupting the turn (Ctrl-C again to quit)"));
             return fx;
@@ -828,16 +895,60 @@ fn one_line_json(text: &str) -> String {
     }
 }
 
-fn array(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+/// An error code as the frame spelled it: a code this build does not know (a
+/// newer server's) is still shown by its name.
+fn error_code_text(code: ErrorCode, frame: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct CodeOnly {
+        code: String,
+    }
+    match code {
+        ErrorCode::Unrecognized => serde_json::from_str::<CodeOnly>(frame)
+            .map(|c| c.code)
+            .unwrap_or_default(),
+        known => known.as_str().to_string(),
+    }
+}
+
+/// The text of a request id (this client sends only text ids; "" for none).
+fn text_id(id: Option<RequestId>) -> String {
+    match id {
+        Some(RequestId::Text(t)) => t,
+        Some(RequestId::Number(n)) => n.to_string(),
+        None => String::new(),
+    }
+}
+
+fn allow(updated_permissions: Option<Vec<Value>>) -> PermissionAnswer {
+    PermissionAnswer::Allow {
+        updated_input: None,
+        updated_permissions,
+    }
+}
+
+fn deny(message: Option<String>) -> PermissionAnswer {
+    PermissionAnswer::Deny {
+        message,
+        interrupt: None,
+    }
+}
+
+/// The fields of an `attached` reply this client uses, read.
+struct Attached {
+    state: String,
+    head: u64,
+    replay_from: u64,
+    truncated: bool,
+    /// Pending control requests: agent events, read as JSON.
+    pending: Vec<Value>,
+    clients: Vec<crate::protocol::ClientEntry>,
+    clients_total: Option<usize>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn auth() -> AuthOk {
         AuthOk {
@@ -854,7 +965,7 @@ mod tests {
     fn sends(fx: &[Effect]) -> Vec<Value> {
         fx.iter()
             .filter_map(|e| match e {
-                Effect::Send(v) => Some(v.clone()),
+                Effect::Send(m) => Some(serde_json::to_value(m).unwrap()),
                 _ => None,
             })
             .collect()
@@ -1031,12 +1142,43 @@ mod tests {
         assert_eq!(exit_of(&fx), Some(exit::TURN_FAILED));
     }
 
+    /// A newer server's frame types are ignored (and still printed with
+    /// `--json`); a known type with missing fields is reported, not acted on.
+    #[test]
+    fn future_frame_types_are_ignored_and_malformed_ones_reported() {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        assert!(
+            s.on_frame(r#"{"type":"session.created","session":"x"}"#)
+                .is_empty()
+        );
+        let fx = s.on_frame(r#"{"type":"attached","id":"attach"}"#);
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("protocol error")),
+            "{fx:?}"
+        );
+        let mut j = Session::new("default".into(), true, false, None, None);
+        j.on_connected(&auth(), false);
+        let fx = j.on_frame(r#"{"type":"session.created","session":"x"}"#);
+        assert_eq!(
+            fx,
+            [Effect::Json(
+                r#"{"type":"session.created","session":"x"}"#.into()
+            )]
+        );
+        let fx = s.on_frame(r#"{"type":"error","code":"session_exists","message":"m"}"#);
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("server error session_exists: m")),
+            "{fx:?}"
+        );
+    }
+
     #[test]
     fn permission_prompts_are_dismissed_when_someone_else_answers() {
         let mut s = Session::new("default".into(), false, false, None, None);
         s.on_connected(&auth(), false);
         s.on_frame(&json!({"type":"attached","id":"attach","session":"default","state":"idle","head":0,"replay_from":1,"truncated":false,"pending":[],
-            "clients":[{"client_id":"me","device":"phone"},{"client_id":"c2","device":"laptop"}]}).to_string());
+            "clients":[{"client_id":"me","device":"phone","fingerprint":"SHA256:x","comment":"","role":"owner"},{"client_id":"c2","device":"laptop","fingerprint":"SHA256:x","comment":"","role":"owner"}]}).to_string());
         s.on_frame(&event(1, bash_request()));
         let ask = s.current_ask().expect("asked");
         assert_eq!(ask.tool, "Bash");
@@ -1112,7 +1254,7 @@ mod tests {
         assert_eq!(sent[0]["role"], "viewer");
         assert!(s.current_ask().is_none());
         // A resolved request (here: expired) leaves the screen.
-        s.on_frame(&json!({"type":"pair.requested","pair_id":"p2","device":"tab","code":"1","fingerprint":"f"}).to_string());
+        s.on_frame(&json!({"type":"pair.requested","pair_id":"p2","device":"tab","code":"1","fingerprint":"f","key_type":"ssh-ed25519","peer":"127.0.0.1","expires_in_ms":1000}).to_string());
         assert!(s.current_ask().is_some());
         s.on_frame(
             &json!({"type":"pair.resolved","pair_id":"p2","allow":false,"by":"relay"}).to_string(),

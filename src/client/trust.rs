@@ -18,12 +18,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
-use serde_json::Value;
 
 use super::known::{Entry, Found};
 
 /// The value of `channel_binding` this client knows (RFC 9266).
-pub const TLS_EXPORTER: &str = "tls-exporter";
+pub use crate::protocol::CHANNEL_BINDING_TLS_EXPORTER as TLS_EXPORTER;
 
 /// The CA roots `attach` trusts: the system store plus `--ca-file`.
 #[derive(Debug, Clone)]
@@ -197,9 +196,12 @@ pub struct Challenge {
 /// Read a challenge and check that `sign` is exactly `ccrelay-auth-v1:<server_id>:<nonce>`
 /// with a well-formed id and nonce: a server must not get any other text signed
 /// (e.g. another server's bound text smuggled in through the nonce).
-pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
-    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
-    let (server_id, nonce, sign) = (field("server_id"), field("nonce"), field("sign"));
+pub fn parse_challenge(
+    server_id: &str,
+    nonce: &str,
+    sign: &str,
+    channel_binding: Option<&str>,
+) -> Result<Challenge, String> {
     if server_id.is_empty()
         || server_id.len() > 128
         || server_id
@@ -221,7 +223,7 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
             crate::escape::quoted(nonce)
         ));
     }
-    let expected = format!("ccrelay-auth-v1:{server_id}:{nonce}");
+    let expected = format!("{}:{server_id}:{nonce}", crate::protocol::SIGN_PREFIX);
     if sign != expected {
         return Err(format!(
             "the server asked to sign {}, which is not {} (ccrelay-auth-v1:<server_id>:<nonce> of its challenge); refusing to sign",
@@ -233,7 +235,7 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
         server_id: server_id.to_string(),
         nonce: nonce.to_string(),
         sign: sign.to_string(),
-        binding_offered: v.get("channel_binding").and_then(Value::as_str) == Some(TLS_EXPORTER),
+        binding_offered: channel_binding == Some(TLS_EXPORTER),
     })
 }
 
@@ -241,13 +243,8 @@ pub fn parse_challenge(v: &Value) -> Result<Challenge, String> {
 /// plus `:tls-exporter:<exporter, base64url>` when the exporter is bound too. Never
 /// the bare `sign`: a bare signature could be relayed to another server.
 pub fn text_to_sign(sign: &str, origin: &str, exporter: Option<&[u8; 32]>) -> String {
-    match exporter {
-        None => format!("{sign}:origin:{origin}"),
-        Some(x) => format!(
-            "{sign}:origin:{origin}:{TLS_EXPORTER}:{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x)
-        ),
-    }
+    let exporter = exporter.map(|x| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x));
+    crate::protocol::bound_text(sign, Some(origin), exporter.as_deref())
 }
 
 /// What this connection showed, for [`decide`].
@@ -457,6 +454,17 @@ mod tests {
             pin,
             file: "/home/u/.config/ccrelay/known_servers",
         }
+    }
+
+    /// `parse_challenge` on the fields of a JSON challenge.
+    fn parse_challenge(v: &serde_json::Value) -> Result<Challenge, String> {
+        let field = |k: &str| v[k].as_str().unwrap_or_default();
+        super::parse_challenge(
+            field("server_id"),
+            field("nonce"),
+            field("sign"),
+            v["channel_binding"].as_str(),
+        )
     }
 
     #[test]

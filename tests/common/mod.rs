@@ -21,8 +21,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ccrelay::protocol::ClientMsg;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -593,12 +594,15 @@ impl TestClient {
         let sign_text = challenge["sign"].as_str().expect("sign text").to_string();
         self.challenge = Some(challenge);
         let signature = sign(key, &bound_text(&sign_text, &self.origin));
-        let mut response = json!({"type": "auth.response", "signature": signature,
-            "public_key": key.public_line, "origin": self.origin});
-        if let Some(d) = device {
-            response["device"] = Value::from(d);
-        }
-        self.send(response).await;
+        let response = ClientMsg::AuthResponse {
+            id: None,
+            signature,
+            public_key: Some(key.public_line.clone()),
+            device: device.map(str::to_string),
+            channel_binding: None,
+            origin: Some(self.origin.clone()),
+        };
+        self.send_msg(&response).await;
         let answer = self.recv().await;
         if answer["type"] == "auth.ok" {
             self.client_id = answer["client_id"].as_str().unwrap_or_default().to_string();
@@ -611,6 +615,18 @@ impl TestClient {
             .send(Message::Text(v.to_string().into()))
             .await
             .expect("frame sent");
+    }
+
+    /// Send a typed request.
+    pub async fn send_msg(&mut self, msg: &ClientMsg) {
+        self.send_text(&msg.to_json()).await;
+    }
+
+    /// Send a typed request with this id and return the direct reply (as
+    /// [`TestClient::request`]).
+    pub async fn request_msg(&mut self, msg: &ClientMsg, id: &str) -> Value {
+        let req = serde_json::to_value(msg).expect("a request is JSON");
+        self.request(req, id).await
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -743,11 +759,13 @@ impl TestClient {
 
     /// Attach and return the `attached` reply (replayed events follow).
     pub async fn attach(&mut self, session: &str, since: Option<u64>) -> Value {
-        let mut req = json!({"type": "attach", "session": session});
-        if let Some(s) = since {
-            req["since"] = Value::from(s);
-        }
-        let reply = self.request(req, "attach").await;
+        let req = ClientMsg::Attach {
+            id: None,
+            session: Some(session.to_string()),
+            since,
+            tail: None,
+        };
+        let reply = self.request_msg(&req, "attach").await;
         assert_eq!(reply["type"], "attached", "{reply}");
         reply
     }
@@ -755,7 +773,15 @@ impl TestClient {
     /// Send a prompt and return the `ok` reply.
     pub async fn prompt(&mut self, text: &str) -> Value {
         let reply = self
-            .request(json!({"type": "prompt", "content": text}), "prompt")
+            .request_msg(
+                &ClientMsg::Prompt {
+                    id: None,
+                    session: None,
+                    content: Value::from(text),
+                    key: None,
+                },
+                "prompt",
+            )
             .await;
         assert_eq!(reply["type"], "ok", "{reply}");
         reply

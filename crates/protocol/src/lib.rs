@@ -1271,7 +1271,7 @@ impl Serialize for ClientList {
 
 impl<'de> Deserialize<'de> for ClientList {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let entries = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+        let entries = raw_json::many(deserializer)?;
         Ok(ClientList(
             entries.into_iter().map(std::sync::Arc::from).collect(),
         ))
@@ -1368,6 +1368,7 @@ pub enum ServerMsg {
         head: u64,
         replay_from: u64,
         truncated: bool,
+        #[serde(deserialize_with = "raw_json::many")]
         pending: Vec<Box<RawValue>>,
         clients: ClientList,
         /// How many are attached (`clients` holds at most 100 of them, §7).
@@ -1449,22 +1450,14 @@ pub enum ServerMsg {
     /// Who is attached to a session changed (§7); built by the session's presence
     /// module. Above the delta limit only `count` is written.
     #[serde(rename = "presence")]
-    Presence {
-        session: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        joined: Option<Vec<ClientEntry>>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        left: Option<Vec<String>>,
-        count: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        clients: Option<Vec<ClientEntry>>,
-    },
+    Presence(PresenceFrame),
     /// The reply to `history` (§4): stored `event` frames, spliced in as they are.
     #[serde(rename = "history")]
     History {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         session: String,
+        #[serde(deserialize_with = "raw_json::many")]
         events: Vec<Box<RawValue>>,
         truncated: bool,
     },
@@ -1479,7 +1472,21 @@ pub struct EventFrame {
     /// When the relay logged the event (ms since the Unix epoch); optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<u64>,
+    #[serde(deserialize_with = "raw_json::one")]
     pub event: Box<RawValue>,
+}
+
+/// A `presence` frame's fields (§7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceFrame {
+    pub session: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Vec<ClientEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<Vec<String>>,
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<ClientEntry>>,
 }
 
 /// Every `type` a [`ServerMsg`] may have. A frame of another type comes from a
@@ -1558,6 +1565,7 @@ pub enum RelayEvent {
         device: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        #[serde(deserialize_with = "raw_json::one")]
         content: Box<RawValue>,
     },
     /// A turn started, ended or was aborted.
@@ -1648,6 +1656,29 @@ impl RelayEvent {
 }
 
 impl ServerMsg {
+    /// The request id a direct reply echoes (`None` for frames sent on the
+    /// server's own initiative).
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            ServerMsg::AuthOk { id, .. }
+            | ServerMsg::Error { id, .. }
+            | ServerMsg::SessionList { id, .. }
+            | ServerMsg::Attached { id, .. }
+            | ServerMsg::Detached { id, .. }
+            | ServerMsg::Ok { id, .. }
+            | ServerMsg::Pong { id }
+            | ServerMsg::PairPending { id, .. }
+            | ServerMsg::PairInvite { id, .. }
+            | ServerMsg::KeysList { id, .. }
+            | ServerMsg::History { id, .. } => id.as_ref(),
+            ServerMsg::AuthChallenge { .. }
+            | ServerMsg::PairRequested { .. }
+            | ServerMsg::PairResolved { .. }
+            | ServerMsg::Event(_)
+            | ServerMsg::Presence(_) => None,
+        }
+    }
+
     /// A plain `ok` reply.
     pub fn ok(id: Option<RequestId>) -> Self {
         ServerMsg::Ok {
@@ -1664,6 +1695,32 @@ impl ServerMsg {
         serde_json::to_string(self).unwrap_or_else(|_| {
             r#"{"type":"error","code":"internal","message":"could not encode a reply"}"#.to_string()
         })
+    }
+}
+
+/// Deserializing the raw (relayed byte for byte) fields. serde reads an internally
+/// tagged enum through a buffer that cannot hand out borrowed JSON text, so a
+/// [`RawValue`] field is read as a JSON value and encoded again, compactly with
+/// its keys in order. Only clients read frames: the server writes these fields
+/// from the original bytes and never comes through here.
+mod raw_json {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    fn encode<E: serde::de::Error>(value: &Value) -> Result<Box<RawValue>, E> {
+        serde_json::value::to_raw_value(value).map_err(E::custom)
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+        encode(&Value::deserialize(d)?)
+    }
+
+    pub fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Box<RawValue>>, D::Error> {
+        Vec::<Value>::deserialize(d)?
+            .iter()
+            .map(encode::<D::Error>)
+            .collect()
     }
 }
 
@@ -2189,6 +2246,493 @@ mod tests {
             f,
             r#"{"type":"event","session":"default","seq":58,"ts":1765000000123,"event":{"b":1,"a":2}}"#
         );
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    /// One of every `ServerMsg` variant, with every optional field set.
+    fn every_server_msg() -> Vec<ServerMsg> {
+        let entry = ClientEntry {
+            client_id: "c1".into(),
+            fingerprint: "SHA256:x".into(),
+            comment: "laptop".into(),
+            device: Some("phone".into()),
+            role: Role::Viewer,
+        };
+        let summary = SessionSummary {
+            session: "default".into(),
+            state: "idle".into(),
+            head: Some(4),
+            clients: Some(2),
+        };
+        let id = Some(RequestId::Text("a1".into()));
+        vec![
+            ServerMsg::AuthChallenge {
+                protocol: PROTOCOL_VERSION,
+                server_id: "s".into(),
+                nonce: "n".into(),
+                namespace: NAMESPACE.into(),
+                expires_in_ms: 10_000,
+                sign: "ccrelay-auth-v1:s:n".into(),
+                channel_binding: Some(CHANNEL_BINDING_TLS_EXPORTER.into()),
+                bindings: offered_bindings(true),
+            },
+            ServerMsg::AuthOk {
+                id: id.clone(),
+                client_id: "c1".into(),
+                fingerprint: "SHA256:x".into(),
+                role: Role::Owner,
+                sessions: vec![summary.clone()],
+            },
+            ServerMsg::Error {
+                id: Some(RequestId::Number(7)),
+                code: ErrorCode::NotPending,
+                message: "gone".into(),
+            },
+            ServerMsg::SessionList {
+                id: id.clone(),
+                sessions: vec![summary],
+            },
+            ServerMsg::Attached {
+                id: id.clone(),
+                session: "default".into(),
+                state: "busy".into(),
+                head: 9,
+                replay_from: 3,
+                truncated: true,
+                pending: vec![raw(r#"{"type":"control_request","request_id":"r1"}"#)],
+                clients: ClientList(vec![ClientList::entry_json(&entry)]),
+                clients_total: Some(1),
+            },
+            ServerMsg::Detached {
+                id: id.clone(),
+                session: "default".into(),
+            },
+            ServerMsg::Ok {
+                id: id.clone(),
+                prompt_id: Some("p".into()),
+                queued: Some(false),
+                duplicate: Some(true),
+            },
+            ServerMsg::Pong { id: id.clone() },
+            ServerMsg::PairPending {
+                id: id.clone(),
+                pair_id: "p".into(),
+                code: "042917".into(),
+                expires_in_ms: 120_000,
+            },
+            ServerMsg::PairRequested {
+                pair_id: "p".into(),
+                fingerprint: "SHA256:x".into(),
+                key_type: "ssh-ed25519".into(),
+                device: "Pixel".into(),
+                code: "042917".into(),
+                peer: "127.0.0.1".into(),
+                expires_in_ms: 1,
+                denied_recently: Some(true),
+            },
+            ServerMsg::PairInvite {
+                id: id.clone(),
+                invite: "tok".into(),
+                expires_in_ms: 600_000,
+            },
+            ServerMsg::KeysList {
+                id: id.clone(),
+                keys: vec![DeviceKey {
+                    fingerprint: "SHA256:x".into(),
+                    key_type: "ssh-ed25519".into(),
+                    comment: "c".into(),
+                    role: Role::Owner,
+                    source: "paired_keys".into(),
+                    device: Some("d".into()),
+                    paired: Some("2026-01-02".into()),
+                    paired_by: Some("SHA256:y".into()),
+                    editable: true,
+                }],
+            },
+            ServerMsg::PairResolved {
+                pair_id: "p".into(),
+                allow: true,
+                role: Some(Role::Viewer),
+                by: "c1".into(),
+            },
+            ServerMsg::Event(EventFrame {
+                session: "default".into(),
+                seq: 5,
+                ts: Some(1_765_000_000_123),
+                event: raw(r#"{"type":"assistant","b":1,"a":2}"#),
+            }),
+            ServerMsg::Presence(PresenceFrame {
+                session: "default".into(),
+                joined: Some(vec![entry.clone()]),
+                left: Some(vec!["c0".into()]),
+                count: 1,
+                clients: Some(vec![entry]),
+            }),
+            ServerMsg::History {
+                id,
+                session: "default".into(),
+                events: vec![raw(
+                    r#"{"type":"event","session":"default","seq":1,"event":{"type":"x"}}"#,
+                )],
+                truncated: false,
+            },
+        ]
+    }
+
+    /// The position of a variant in `every_server_msg` (no wildcard: a new
+    /// variant does not compile until it has a sample).
+    fn server_variant(m: &ServerMsg) -> usize {
+        match m {
+            ServerMsg::AuthChallenge { .. } => 0,
+            ServerMsg::AuthOk { .. } => 1,
+            ServerMsg::Error { .. } => 2,
+            ServerMsg::SessionList { .. } => 3,
+            ServerMsg::Attached { .. } => 4,
+            ServerMsg::Detached { .. } => 5,
+            ServerMsg::Ok { .. } => 6,
+            ServerMsg::Pong { .. } => 7,
+            ServerMsg::PairPending { .. } => 8,
+            ServerMsg::PairRequested { .. } => 9,
+            ServerMsg::PairInvite { .. } => 10,
+            ServerMsg::KeysList { .. } => 11,
+            ServerMsg::PairResolved { .. } => 12,
+            ServerMsg::Event(_) => 13,
+            ServerMsg::Presence(_) => 14,
+            ServerMsg::History { .. } => 15,
+        }
+    }
+
+    /// Serialize → parse → serialize gives the same text for every server
+    /// message (raw fields keep their bytes, key order included), and the type
+    /// list clients use to tell known from future types is exactly the enum's.
+    #[test]
+    fn server_messages_round_trip() {
+        let all = every_server_msg();
+        let positions: Vec<usize> = all.iter().map(server_variant).collect();
+        assert_eq!(positions, (0..SERVER_MSG_TYPES.len()).collect::<Vec<_>>());
+        for (msg, kind) in all.iter().zip(SERVER_MSG_TYPES) {
+            let text = msg.to_json();
+            let back = parse_server_frame(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .unwrap_or_else(|| panic!("{text}: not a known type"));
+            assert_eq!(server_variant(&back), server_variant(msg), "{text}");
+            assert_eq!(back.to_json(), text, "round trip of {kind}");
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["type"], *kind);
+        }
+        let doc_names = doc_coverage::quoted_after(
+            doc_coverage::item(doc_coverage::SOURCE, "pub enum ServerMsg {"),
+            "rename = ",
+        );
+        assert_eq!(doc_names, SERVER_MSG_TYPES);
+    }
+
+    /// Frames the server builds as text read back into their variants.
+    #[test]
+    fn hand_built_frames_read_as_server_messages() {
+        let text = event_frame("\"w\"", 58, 7, br#"{"type":"relay.state","state":"idle"}"#);
+        let Some(ServerMsg::Event(frame)) = parse_server_frame(&text).unwrap() else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            (frame.session.as_str(), frame.seq, frame.ts),
+            ("w", 58, Some(7))
+        );
+        assert!(matches!(
+            RelayEvent::parse(frame.event.get()).unwrap(),
+            Some(RelayEvent::State { ref state, detail: None }) if state == "idle"
+        ));
+        assert!(
+            ProtocolError::new(ErrorCode::Forbidden, "no")
+                .to_frame()
+                .parse::<String>()
+                .is_ok_and(|t| matches!(
+                    parse_server_frame(&t),
+                    Ok(Some(ServerMsg::Error {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    }))
+                ))
+        );
+    }
+
+    /// A newer server's frame type or error code is tolerated; a known type with
+    /// a missing field or a frame that is not an object is an error.
+    #[test]
+    fn clients_tolerate_future_types_only() {
+        assert!(matches!(
+            parse_server_frame(r#"{"type":"session.created","session":"x"}"#),
+            Ok(None)
+        ));
+        assert!(matches!(
+            parse_server_frame(r#"{"type":"error","code":"session_exists","message":"m"}"#),
+            Ok(Some(ServerMsg::Error {
+                code: ErrorCode::Unrecognized,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse_server_frame(r#"{"type":"attached","session":"x"}"#),
+            Err(ServerFrameError::Malformed { .. })
+        ));
+        for bad in ["[1]", "nope", r#"{"type":5}"#, r#"{"no_type":1}"#] {
+            assert!(
+                matches!(parse_server_frame(bad), Err(ServerFrameError::NotAFrame(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            RelayEvent::parse(r#"{"type":"assistant","message":{}}"#),
+            Ok(None)
+        ));
+        assert!(RelayEvent::parse(r#"{"type":"relay.turn","phase":"later"}"#).is_err());
+    }
+
+    fn every_relay_event() -> Vec<RelayEvent> {
+        vec![
+            RelayEvent::Prompt {
+                prompt_id: "p".into(),
+                client_id: "c".into(),
+                fingerprint: Some("SHA256:x".into()),
+                device: Some("phone".into()),
+                key: Some("k".into()),
+                content: raw(r#"[{"type":"text","text":"hi"}]"#),
+            },
+            RelayEvent::Turn {
+                prompt_id: "p".into(),
+                phase: TurnPhase::Aborted,
+                detail: Some("crashed".into()),
+            },
+            RelayEvent::State {
+                state: "restarting".into(),
+                detail: Some("agent crashed".into()),
+            },
+            RelayEvent::Resolved {
+                request_id: "r".into(),
+                client_id: "c".into(),
+                response: serde_json::json!({"behavior":"allow","updatedInput":{}}),
+                fingerprint: Some("SHA256:x".into()),
+                device: Some("phone".into()),
+            },
+            RelayEvent::Cancelled {
+                request_id: "r".into(),
+                reason: "agent_restarted".into(),
+            },
+            RelayEvent::AgentExit {
+                cause: "hung".into(),
+                code: None,
+                signal: Some("SIGKILL".into()),
+                restarting: false,
+            },
+            RelayEvent::Dropped { bytes: 40 },
+        ]
+    }
+
+    fn relay_variant(e: &RelayEvent) -> usize {
+        match e {
+            RelayEvent::Prompt { .. } => 0,
+            RelayEvent::Turn { .. } => 1,
+            RelayEvent::State { .. } => 2,
+            RelayEvent::Resolved { .. } => 3,
+            RelayEvent::Cancelled { .. } => 4,
+            RelayEvent::AgentExit { .. } => 5,
+            RelayEvent::Dropped { .. } => 6,
+        }
+    }
+
+    /// Every relay event round-trips, `null` code and signal included, and the
+    /// type list is exactly the set of relay events the server builds.
+    #[test]
+    fn relay_events_round_trip() {
+        let all = every_relay_event();
+        let positions: Vec<usize> = all.iter().map(relay_variant).collect();
+        assert_eq!(positions, (0..RELAY_EVENT_TYPES.len()).collect::<Vec<_>>());
+        for (event, kind) in all.iter().zip(RELAY_EVENT_TYPES) {
+            let text = serde_json::to_string(event).unwrap();
+            let back = RelayEvent::parse(&text).unwrap().unwrap();
+            assert_eq!(relay_variant(&back), relay_variant(event));
+            assert_eq!(serde_json::to_string(&back).unwrap(), text, "{kind}");
+        }
+        let exit = serde_json::to_string(&all[5]).unwrap();
+        assert!(exit.contains(r#""code":null"#), "{exit}");
+        let built: Vec<String> = doc_coverage::relay_event_types().into_iter().collect();
+        let mut known: Vec<String> = RELAY_EVENT_TYPES.iter().map(|s| s.to_string()).collect();
+        known.sort();
+        assert_eq!(built, known, "relay events built under src/ vs RelayEvent");
+    }
+
+    /// One of every `ClientMsg` variant, with every optional field set.
+    fn every_client_msg() -> Vec<ClientMsg> {
+        let id = Some(RequestId::Number(3));
+        let session = Some("default".to_string());
+        vec![
+            ClientMsg::AuthResponse {
+                id: id.clone(),
+                signature: "sig".into(),
+                public_key: Some("ssh-ed25519 AAAA".into()),
+                device: Some("laptop".into()),
+                channel_binding: Some(CHANNEL_BINDING_TLS_EXPORTER.into()),
+                origin: Some("ws://127.0.0.1:1".into()),
+            },
+            ClientMsg::PairRequest {
+                id: id.clone(),
+                signature: "sig".into(),
+                public_key: "ssh-ed25519 AAAA".into(),
+                device: "Pixel".into(),
+                channel_binding: Some(CHANNEL_BINDING_TLS_EXPORTER.into()),
+                origin: Some("https://relay.example".into()),
+                invite: Some("tok".into()),
+            },
+            ClientMsg::PairRespond {
+                id: id.clone(),
+                pair_id: "p".into(),
+                allow: false,
+                role: Some(Role::Viewer),
+                block: Some(true),
+            },
+            ClientMsg::PairInvite {
+                id: id.clone(),
+                role: Some(Role::Owner),
+                expires_in_ms: Some(5000),
+            },
+            ClientMsg::SessionList { id: id.clone() },
+            ClientMsg::Attach {
+                id: id.clone(),
+                session: session.clone(),
+                since: Some(4),
+                tail: None,
+            },
+            ClientMsg::Detach {
+                id: id.clone(),
+                session: session.clone(),
+            },
+            ClientMsg::Prompt {
+                id: id.clone(),
+                session: session.clone(),
+                content: serde_json::json!([{"type":"text","text":"hi"}]),
+                key: Some("k1".into()),
+            },
+            ClientMsg::Respond {
+                id: id.clone(),
+                session: session.clone(),
+                request_id: "r".into(),
+                response: PermissionAnswer::Allow {
+                    updated_input: Some(Map::new()),
+                    updated_permissions: Some(vec![serde_json::json!({"type":"addRules"})]),
+                },
+            },
+            ClientMsg::Interrupt {
+                id: id.clone(),
+                session: session.clone(),
+            },
+            ClientMsg::SessionRestart {
+                id: id.clone(),
+                session: session.clone(),
+            },
+            ClientMsg::Ping { id: id.clone() },
+            ClientMsg::History {
+                id: id.clone(),
+                session,
+                before: 10,
+                limit: Some(5),
+            },
+            ClientMsg::KeysList { id: id.clone() },
+            ClientMsg::KeysRename {
+                id: id.clone(),
+                fingerprint: "SHA256:x".into(),
+                device: "Work".into(),
+            },
+            ClientMsg::KeysRevoke {
+                id: id.clone(),
+                fingerprint: "SHA256:x".into(),
+            },
+            ClientMsg::ClientVisible {
+                id: id.clone(),
+                visible: true,
+            },
+            ClientMsg::PushSubscribe {
+                id: id.clone(),
+                subscription: PushSubscriptionJson {
+                    endpoint: "https://push.example/x".into(),
+                    keys: PushKeysJson {
+                        p256dh: "BA".into(),
+                        auth: "AA".into(),
+                    },
+                },
+            },
+            ClientMsg::PushUnsubscribe {
+                id,
+                endpoint: "https://push.example/x".into(),
+            },
+        ]
+    }
+
+    /// Every `ClientMsg` round-trips, is accepted by the server's own parser as
+    /// the same type with the same id, and the variants are exactly the types
+    /// `parse_request` accepts.
+    #[test]
+    fn client_messages_round_trip_and_parse_on_the_server() {
+        let all = every_client_msg();
+        assert_eq!(all.len(), CLIENT_MSG_TYPES.len());
+        for (msg, kind) in all.iter().zip(CLIENT_MSG_TYPES) {
+            let text = msg.to_json();
+            let back: ClientMsg = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back, msg, "{text}");
+            let inbound = parse_request(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(inbound.request.type_name(), *kind, "{text}");
+            assert_eq!(inbound.id, Some(RequestId::Number(3)), "{text}");
+        }
+        let deny = ClientMsg::Respond {
+            id: None,
+            session: None,
+            request_id: "r".into(),
+            response: PermissionAnswer::Deny {
+                message: Some("no".into()),
+                interrupt: Some(true),
+            },
+        };
+        assert_eq!(
+            deny.to_json(),
+            r#"{"type":"respond","request_id":"r","response":{"behavior":"deny","message":"no","interrupt":true}}"#
+        );
+        assert!(parse_request(&deny.to_json()).is_ok());
+        let accepted = doc_coverage::string_arms(doc_coverage::item(
+            doc_coverage::SOURCE,
+            "pub fn parse_request(",
+        ));
+        let mut accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+        let mut declared = CLIENT_MSG_TYPES.to_vec();
+        accepted.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(accepted, declared, "parse_request's types vs ClientMsg");
+        let renamed = doc_coverage::quoted_after(
+            doc_coverage::item(doc_coverage::SOURCE, "pub enum ClientMsg {"),
+            "rename = ",
+        );
+        assert_eq!(
+            renamed, CLIENT_MSG_TYPES,
+            "ClientMsg's renames vs its type list"
+        );
+    }
+
+    /// The text both sides sign (§3, "Origin binding").
+    #[test]
+    fn bound_text_composition() {
+        assert_eq!(bound_text("S", None, None), "S");
+        assert_eq!(
+            bound_text("S", Some("wss://r.example"), None),
+            "S:origin:wss://r.example"
+        );
+        assert_eq!(
+            bound_text("S", Some("wss://r.example"), Some("AbC")),
+            "S:origin:wss://r.example:tls-exporter:AbC"
+        );
+        assert_eq!(bound_text("S", None, Some("AbC")), "S:tls-exporter:AbC");
+        assert_eq!(offered_bindings(false), ["origin"]);
+        assert_eq!(offered_bindings(true), ["origin", "tls-exporter"]);
     }
 
     /// docs/protocol.md, this file's source and the sources that build relay
