@@ -1,0 +1,813 @@
+//! The session actor: one task that owns everything about one session and
+//! processes, in order, what connections ask, what the agent says, and timers.
+//!
+//! Ordering rules it upholds (docs/protocol.md §2.1, §5.4):
+//! - every event is appended to the journal (and committed per the fsync policy)
+//!   before it is pushed to any client;
+//! - a direct reply is pushed before the events its request causes, except the
+//!   `ok` of `interrupt` and `session.restart`, pushed after the events of their effect;
+//! - an attach's replay and its registration happen in the same step, so the
+//!   replay ends exactly where live events begin.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::recovery::{self, PROMPT_KEY_TTL_MS};
+use super::{
+    ClientHandle, Outbound, SessionCmd, SessionError, SessionHandle, SessionSettings,
+    SessionShared, SessionState, SessionStatus,
+};
+use crate::agent::process::{self as agent_process, AgentOutput, AgentProcess, SpawnSpec, Tagged};
+use crate::agent::restart::{RestartPolicy, Verdict};
+use crate::agent::wire::{self, AgentLine, ResponseEnvelope};
+use crate::journal::{self, Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::notify::NotifyEvent;
+use crate::session::listed::ListedClients;
+use crate::session::outbox::JournalReplay;
+use crate::session::presence::{self, Presence};
+use crate::ws::FrameText;
+use ccrelay_protocol::{
+    ErrorCode, FrameType, PromptContent, ProtocolError, ReplayStart, RequestId, ServerMsg,
+    event_frame, permission_result,
+};
+
+mod history;
+mod lifecycle;
+mod requests;
+
+/// Agent lines handled per step before the actor commits and looks at commands.
+const AGENT_BATCH: usize = 256;
+/// Commands handled per step (group commit: their events share one journal write
+/// and fsync). Attach, detach, leave and history commit what came before them.
+const COMMAND_BATCH: usize = 64;
+/// Agent output waiting for the actor (bounded: a flooding agent waits on its pipe).
+const AGENT_OUTPUT_QUEUE: usize = 4096;
+/// A fresh agent must answer `initialize` within this long (or the probe timeout, if longer).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after SIGKILL a process may take to be reaped before we stop waiting.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Start the actor of one session: recover its journal, end a survivor agent, spawn the task.
+pub fn spawn(
+    settings: SessionSettings,
+    shared: SessionShared,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<SessionHandle, SessionError> {
+    crate::datadir::create_dir_all(&settings.dir).map_err(|source| SessionError::Io {
+        session: settings.name.clone(),
+        source,
+    })?;
+    if let Some(pid) = agent_process::end_survivor(&settings.dir) {
+        tracing::warn!(session = %settings.name, pid, "ended an agent left running by a previous relay");
+    }
+    let opened = Journal::open(&settings.dir.join("journal"), settings.journal)?;
+    if opened.repaired_bytes > 0 {
+        tracing::warn!(session = %settings.name, bytes = opened.repaired_bytes, "dropped a torn record at the end of the journal");
+    }
+    let journal = opened.journal;
+    let recovered = recovery::recover(
+        &journal,
+        settings.tail_events,
+        settings.tail_bytes,
+        journal::now_ms(),
+    )?;
+    let conversation = read_meta(&settings.dir).or(recovered.conversation.clone());
+    tracing::info!(
+        session = %settings.name,
+        head = recovered.head,
+        open_prompts = recovered.open_prompts.len(),
+        pending = recovered.pending.len(),
+        conversation = conversation.as_deref().unwrap_or("-"),
+        "session opened"
+    );
+
+    let name: Arc<str> = Arc::from(settings.name.as_str());
+    let (cmd_tx, cmd_rx) = super::command_channel();
+    let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
+    let status = SessionStatus {
+        state: SessionState::Starting,
+        detail: String::new(),
+        head: recovered.head,
+        clients: 0,
+        agent_pid: None,
+        agent_started: None,
+        restarts: 0,
+        pending: recovered.pending.len(),
+        queued: 0,
+    };
+    let (status_tx, status_rx) = watch::channel(status);
+    let now = Instant::now();
+    let tail_account = shared.memory.tail();
+    let actor = Actor {
+        name_json: serde_json::to_string(&*name).unwrap_or_else(|_| "\"default\"".into()),
+        name: name.clone(),
+        metrics_label: Metrics::session_label(&name),
+        restart: RestartPolicy::new(settings.agent.max_restarts, settings.agent.restart_window),
+        log: EventLog {
+            head: recovered.head,
+            tail: recovered.tail,
+            tail_bytes: recovered.tail_bytes,
+            journal,
+            max_events: settings.tail_events,
+            max_bytes: settings.tail_bytes,
+        },
+        shared,
+        clients: BTreeMap::new(),
+        presence: Presence::default(),
+        listed: ListedClients::default(),
+        state: SessionState::Starting,
+        state_detail: String::new(),
+        next_detail: None,
+        agent: None,
+        generation: 0,
+        agent_tx,
+        phase: Phase::Down,
+        stopping: None,
+        agent_started: None,
+        ever_ready: false,
+        shutting_down: false,
+        queue: VecDeque::new(),
+        turn: None,
+        turn_started: None,
+        pending: recovered
+            .pending
+            .into_iter()
+            .map(|p| Pending {
+                // A restored permission prompt keeps the timeout rule, counted from now.
+                deadline: permission_deadline(&p.subtype, settings.permission_timeout),
+                request_id: p.request_id,
+                subtype: p.subtype,
+                input: p.input,
+                raw: p.raw,
+            })
+            .collect(),
+        prompt_keys: recovered.prompt_keys,
+        conversation,
+        fresh_start_used: false,
+        conversation_missing: false,
+        failed_until: None,
+        restart_at: None,
+        stop_deadline: None,
+        probe: None,
+        probe_counter: 0,
+        last_output: now,
+        interrupt_counter: 0,
+        interrupts: Vec::new(),
+        restart_waiters: Vec::new(),
+        deferred: Vec::new(),
+        push_replies: Vec::new(),
+        uncommitted: Vec::new(),
+        restarts_total: 0,
+        journal_failure: None,
+        tail_account,
+        status_tx,
+        settings,
+    };
+    let open_prompts = recovered.open_prompts;
+    let span = tracing::info_span!("session", session = %name);
+    tracker.spawn(tracing::Instrument::instrument(
+        actor.run(cmd_rx, agent_rx, shutdown, open_prompts),
+        span,
+    ));
+    Ok(SessionHandle {
+        name,
+        tx: cmd_tx,
+        status: status_rx,
+    })
+}
+
+/// The log: seq assignment, journal, and the in-memory tail used for replays.
+struct EventLog {
+    head: u64,
+    tail: VecDeque<(u64, FrameText)>,
+    tail_bytes: usize,
+    journal: Journal,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl EventLog {
+    fn first_retained(&self) -> u64 {
+        let tail_first = self.tail.front().map(|(s, _)| *s).unwrap_or(self.head + 1);
+        tail_first.min(self.journal.first_seq()).max(1)
+    }
+
+    fn tail_first(&self) -> u64 {
+        self.tail.front().map(|(s, _)| *s).unwrap_or(self.head + 1)
+    }
+}
+
+/// Where the agent is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// No process.
+    Down,
+    /// Spawned; waiting for the reply to `initialize`.
+    Starting { init_id: String, deadline: Instant },
+    /// Answering; prompts may be written.
+    Ready,
+}
+
+/// Why the relay is ending the current process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopCause {
+    Stopped,
+    Hung,
+}
+
+/// What happens after the agent process ended.
+#[derive(Debug, Clone, Copy)]
+enum ExitPlan {
+    StayDown,
+    RestartNow,
+    RestartAfter(Duration),
+    Fail(Instant),
+}
+
+struct Pending {
+    request_id: String,
+    subtype: String,
+    input: Option<Value>,
+    raw: Box<RawValue>,
+    deadline: Option<Instant>,
+}
+
+struct QueuedPrompt {
+    prompt_id: String,
+    content: PromptContent,
+}
+
+struct InterruptWaiter {
+    client: ClientHandle,
+    id: Option<RequestId>,
+    request_id: String,
+    /// The turn it was sent for.
+    prompt_id: String,
+}
+
+struct Actor {
+    name: Arc<str>,
+    name_json: String,
+    metrics_label: crate::metrics::SessionLabel,
+    settings: SessionSettings,
+    shared: SessionShared,
+    log: EventLog,
+    restart: RestartPolicy,
+    /// Attached clients by connection id (iteration order: oldest connection first).
+    clients: BTreeMap<u64, ClientHandle>,
+    /// Presence changes not yet announced (§7).
+    presence: Presence,
+    /// The oldest clients' entries for `attached` replies, serialized once.
+    listed: ListedClients,
+    state: SessionState,
+    state_detail: String,
+    next_detail: Option<String>,
+    agent: Option<AgentProcess>,
+    generation: u64,
+    agent_tx: mpsc::Sender<Tagged>,
+    phase: Phase,
+    stopping: Option<StopCause>,
+    agent_started: Option<(Instant, SystemTime)>,
+    ever_ready: bool,
+    shutting_down: bool,
+    queue: VecDeque<QueuedPrompt>,
+    turn: Option<String>,
+    /// When the running turn was written to the agent (for `turn_ended`, §9).
+    turn_started: Option<Instant>,
+    pending: Vec<Pending>,
+    prompt_keys: HashMap<(String, String), (String, u64)>,
+    conversation: Option<String>,
+    fresh_start_used: bool,
+    conversation_missing: bool,
+    failed_until: Option<Instant>,
+    restart_at: Option<Instant>,
+    stop_deadline: Option<Instant>,
+    probe: Option<(String, Instant)>,
+    probe_counter: u64,
+    last_output: Instant,
+    interrupt_counter: u64,
+    interrupts: Vec<InterruptWaiter>,
+    restart_waiters: Vec<(ClientHandle, Option<RequestId>)>,
+    /// Replies that confirm an effect: pushed after the step's events are committed.
+    deferred: Vec<(ClientHandle, String)>,
+    /// Outcomes of answers from notifications, sent at step end like `deferred`.
+    push_replies: Vec<(
+        tokio::sync::oneshot::Sender<super::PushAnswer>,
+        super::PushAnswer,
+    )>,
+    /// Events appended this step, not yet sent: (seq, frame, agent read time).
+    uncommitted: Vec<(u64, FrameText, Option<Instant>)>,
+    restarts_total: u64,
+    /// A journal error hit where it could not be returned (start_agent); raised at step end.
+    journal_failure: Option<JournalError>,
+    /// The tail's bytes, reported to the memory guard at every step.
+    tail_account: crate::guard::TailAccount,
+    status_tx: watch::Sender<SessionStatus>,
+}
+
+type Step = Result<(), JournalError>;
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<SessionCmd>,
+        mut agent_rx: mpsc::Receiver<Tagged>,
+        shutdown: CancellationToken,
+        open_prompts: Vec<recovery::OpenPrompt>,
+    ) {
+        let result = self
+            .main_loop(&mut cmd_rx, &mut agent_rx, &shutdown, open_prompts)
+            .await;
+        if let Err(e) = &result {
+            // Logged once, by the server, when it acts on the fault.
+            self.shared
+                .fatal
+                .raise(format!("session {}: {e}", self.name));
+        }
+        self.stop_for_shutdown(&mut agent_rx).await;
+        // Stop accepting commands; connections get `SessionGone`.
+        cmd_rx.close();
+    }
+
+    async fn main_loop(
+        &mut self,
+        cmd_rx: &mut mpsc::Receiver<SessionCmd>,
+        agent_rx: &mut mpsc::Receiver<Tagged>,
+        shutdown: &CancellationToken,
+        open_prompts: Vec<recovery::OpenPrompt>,
+    ) -> Step {
+        for open in open_prompts {
+            // A prompt that never reached the agent was queued when the server stopped;
+            // one that had started was running when the server died without cleanup
+            // (a clean stop aborts running turns itself).
+            let detail = if open.started {
+                "server_crashed"
+            } else {
+                "server_stopped"
+            };
+            self.emit_relay(json!({
+                "type": "relay.turn", "prompt_id": open.prompt_id, "phase": "aborted", "detail": detail,
+            }))?;
+        }
+        // Restored prompts are notified like new ones, counted from now.
+        for p in &self.pending {
+            self.report_opened(&p.request_id, &p.subtype, &p.raw);
+        }
+        self.start_agent();
+        self.finish_step()?;
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(first) = agent_rx.recv() => self.on_agent_output(first)?,
+                Some(cmd) = cmd_rx.recv() => self.on_command(cmd)?,
+                _ = sleep_until(deadline.into()) => self.on_timer()?,
+            }
+            // Group commit: take whatever else is already waiting into this step,
+            // so its events share one journal write and fsync.
+            self.drain_ready(cmd_rx, agent_rx)?;
+            self.finish_step()?;
+        }
+    }
+
+    /// Handle agent output and commands that are already queued, up to a bound.
+    fn drain_ready(
+        &mut self,
+        cmd_rx: &mut mpsc::Receiver<SessionCmd>,
+        agent_rx: &mut mpsc::Receiver<Tagged>,
+    ) -> Step {
+        let mut lines = 0;
+        let mut cmds = 0;
+        loop {
+            let mut progressed = false;
+            while lines < AGENT_BATCH {
+                match agent_rx.try_recv() {
+                    Ok(more) => {
+                        self.on_agent_output(more)?;
+                        lines += 1;
+                        progressed = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if cmds < COMMAND_BATCH
+                && let Ok(cmd) = cmd_rx.try_recv()
+            {
+                if commits_first(&cmd) {
+                    self.finish_step()?;
+                }
+                self.on_command(cmd)?;
+                cmds += 1;
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// End of every step: announce a state change, commit and send events, then
+    /// send replies that confirm an effect, then publish the status snapshot.
+    fn finish_step(&mut self) -> Step {
+        if let Some(e) = self.journal_failure.take() {
+            return Err(e);
+        }
+        self.sync_state()?;
+        self.commit()?;
+        for (client, text) in std::mem::take(&mut self.deferred) {
+            let _ = client.outbox.frame(FrameType::Ok, text);
+        }
+        for (reply, outcome) in std::mem::take(&mut self.push_replies) {
+            let _ = reply.send(outcome);
+        }
+        self.flush_presence();
+        self.publish_status();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// Append one event (raw JSON object bytes) to the log; it is sent at commit.
+    fn emit(&mut self, raw: &[u8], read_at: Option<Instant>) -> Step {
+        let seq = self.log.head + 1;
+        let ts_ms = journal::now_ms();
+        let frame = event_frame(&self.name_json, seq, ts_ms, raw);
+        self.log.journal.append(seq, ts_ms, frame.as_bytes())?;
+        self.log.head = seq;
+        let text = FrameText::from(frame);
+        self.log.tail_bytes += text.len();
+        self.log.tail.push_back((seq, text.clone()));
+        while self.log.tail.len() > self.log.max_events
+            || (self.log.tail_bytes > self.log.max_bytes && self.log.tail.len() > 1)
+        {
+            if let Some((_, old)) = self.log.tail.pop_front() {
+                self.log.tail_bytes -= old.len();
+            }
+        }
+        self.uncommitted.push((seq, text, read_at));
+        Ok(())
+    }
+
+    fn emit_relay(&mut self, event: Value) -> Step {
+        self.emit(event.to_string().as_bytes(), None)
+    }
+
+    /// Make this step's events durable, then push them to every attached client.
+    fn commit(&mut self) -> Step {
+        if self.uncommitted.is_empty() {
+            return Ok(());
+        }
+        self.log.journal.check_alive()?;
+        if let Some(fsync) = self.log.journal.commit()? {
+            self.shared
+                .metrics
+                .journal_fsync_seconds
+                .observe(fsync.as_secs_f64());
+        }
+        self.shared
+            .metrics
+            .journal_bytes
+            .get_or_create(&self.metrics_label)
+            .set(self.log.journal.bytes() as i64);
+        let events = std::mem::take(&mut self.uncommitted);
+        self.shared
+            .metrics
+            .events_appended
+            .get_or_create(&self.metrics_label)
+            .inc_by(events.len() as u64);
+        let mut lagged = Vec::new();
+        for client in self.clients.values() {
+            // Each frame was serialized once; every client gets a reference to it.
+            let items = events.iter().map(|(seq, text, read_at)| Outbound::Event {
+                session: self.name.clone(),
+                seq: *seq,
+                text: text.clone(),
+                read_at: *read_at,
+            });
+            if client.outbox.push_all(items).is_err() {
+                lagged.push(client.info.conn_id);
+            }
+        }
+        if !lagged.is_empty() {
+            self.drop_clients(&lagged);
+        }
+        Ok(())
+    }
+
+    /// Forget clients that lagged or went away; the others hear of it in the
+    /// next presence frame.
+    fn drop_clients(&mut self, conn_ids: &[u64]) {
+        let now = Instant::now();
+        for conn_id in conn_ids {
+            if let Some(gone) = self.clients.remove(conn_id) {
+                self.listed.changed(*conn_id);
+                self.presence
+                    .left(&gone.info.entry(), self.clients.len(), now);
+            }
+        }
+        self.set_attached_gauge();
+    }
+
+    fn set_attached_gauge(&self) {
+        self.shared
+            .metrics
+            .clients_attached
+            .get_or_create(&self.metrics_label)
+            .set(self.clients.len() as i64);
+    }
+
+    /// Send the combined presence frame to every attached client when it is due.
+    fn flush_presence(&mut self) {
+        let now = Instant::now();
+        let count = self.clients.len();
+        let Some(combined) = self.presence.take_due(count, now) else {
+            return;
+        };
+        if combined.up_to_date.len() >= count {
+            return;
+        }
+        let full: Vec<_> = if count <= presence::FULL_LIST_MAX {
+            self.clients.values().map(|c| c.info.entry()).collect()
+        } else {
+            Vec::new()
+        };
+        let text = FrameText::from(presence::frame(
+            &self.name,
+            &combined.joined,
+            combined.left.iter().map(String::as_str),
+            count,
+            &full,
+        ));
+        let gone: Vec<u64> = self
+            .clients
+            .values()
+            .filter(|c| !combined.up_to_date.contains(&c.info.conn_id))
+            .filter(|c| c.outbox.frame(FrameType::Presence, text.clone()).is_err())
+            .map(|c| c.info.conn_id)
+            .collect();
+        if !gone.is_empty() {
+            // Announced in a later frame (the combining gap has started again).
+            self.drop_clients(&gone);
+        }
+    }
+
+    // -------------------------------------------------------------- commands
+
+    fn on_command(&mut self, cmd: SessionCmd) -> Step {
+        match cmd {
+            SessionCmd::Attach { client, id, start } => self.attach(client, id, start),
+            SessionCmd::Detach { client, id } => {
+                let msg = ServerMsg::Detached {
+                    id,
+                    session: self.name.to_string(),
+                };
+                let _ = client.outbox.frame(FrameType::Detached, msg.to_json());
+                self.drop_clients(&[client.info.conn_id]);
+                Ok(())
+            }
+            SessionCmd::Leave { conn_id } => {
+                self.drop_clients(&[conn_id]);
+                Ok(())
+            }
+            SessionCmd::Prompt {
+                client,
+                id,
+                content,
+                key,
+            } => self.prompt(client, id, content, key),
+            SessionCmd::Respond {
+                client,
+                id,
+                request_id,
+                response,
+            } => self.respond(client, id, request_id, response),
+            SessionCmd::Interrupt { client, id } => self.interrupt(client, id),
+            SessionCmd::Restart { client, id } => self.restart_requested(client, id),
+            SessionCmd::PushRespond {
+                request_id,
+                action,
+                answerer,
+                reply,
+            } => {
+                let outcome = self.push_respond(&request_id, action, &answerer)?;
+                // Answered once `relay.resolved` is committed and sent (step end).
+                self.push_replies.push((reply, outcome));
+                Ok(())
+            }
+            SessionCmd::History {
+                client,
+                id,
+                before,
+                limit,
+            } => {
+                self.history(client, id, before, limit);
+                Ok(())
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- state
+
+    fn derive_state(&self) -> SessionState {
+        if self.shutting_down && self.agent.is_none() {
+            return SessionState::Stopped;
+        }
+        if self.failed_until.is_some() && self.agent.is_none() {
+            return SessionState::Failed;
+        }
+        match self.phase {
+            Phase::Down | Phase::Starting { .. } => {
+                if self.ever_ready {
+                    SessionState::Restarting
+                } else {
+                    SessionState::Starting
+                }
+            }
+            Phase::Ready if self.stopping.is_some() => SessionState::Restarting,
+            Phase::Ready => match &self.turn {
+                None => SessionState::Idle,
+                Some(_) if self.pending.iter().any(|p| p.subtype == "can_use_tool") => {
+                    SessionState::AwaitingPermission
+                }
+                Some(_) => SessionState::Busy,
+            },
+        }
+    }
+
+    /// Announce the derived state when it changed, or when it stayed the same but
+    /// there is news about it (a second restart attempt, say).
+    fn sync_state(&mut self) -> Step {
+        let state = self.derive_state();
+        let news = self
+            .next_detail
+            .as_ref()
+            .is_some_and(|d| *d != self.state_detail);
+        if state == self.state && !news {
+            self.next_detail = None;
+            return Ok(());
+        }
+        let detail = self.next_detail.take().unwrap_or_default();
+        self.state = state;
+        self.state_detail = detail.clone();
+        let mut event = json!({"type": "relay.state", "state": state.as_str()});
+        if !detail.is_empty() {
+            event["detail"] = Value::from(detail);
+        }
+        tracing::info!(session = %self.name, state = state.as_str(), detail = %self.state_detail, "session state");
+        if state == SessionState::Failed {
+            self.shared.notify.report(NotifyEvent::Failed {
+                session: self.name.clone(),
+                detail: self.state_detail.clone(),
+            });
+        }
+        self.emit_relay(event)
+    }
+
+    fn publish_status(&mut self) {
+        self.tail_account.set(self.log.tail_bytes);
+        let status = SessionStatus {
+            state: self.state,
+            detail: self.state_detail.clone(),
+            head: self.log.head,
+            clients: self.clients.len(),
+            agent_pid: self.agent.as_ref().map(|a| a.pid),
+            agent_started: self.agent_started.map(|(_, t)| t),
+            restarts: self.restarts_total,
+            pending: self.pending.len(),
+            queued: self.queue.len(),
+        };
+        self.shared
+            .metrics
+            .pending_requests
+            .get_or_create(&self.metrics_label)
+            .set(self.pending.len() as i64);
+        self.shared
+            .metrics
+            .queued_prompts
+            .get_or_create(&self.metrics_label)
+            .set(self.queue.len() as i64);
+        self.status_tx.send_replace(status);
+    }
+
+    // -------------------------------------------------------------- shutdown
+
+    /// Stop the agent (SIGTERM to its group, SIGKILL after the grace period),
+    /// record what happened, and make the journal durable.
+    async fn stop_for_shutdown(&mut self, agent_rx: &mut mpsc::Receiver<Tagged>) {
+        self.shutting_down = true;
+        self.restart_at = None;
+        if let Some(agent) = &self.agent {
+            tracing::info!(session = %self.name, pid = agent.pid, "stopping the agent");
+            self.stopping = Some(StopCause::Stopped);
+            agent.signal_group(Signal::SIGTERM);
+            let grace = tokio::time::Instant::now() + self.settings.agent.stop_grace;
+            let mut killed = false;
+            while self.agent.is_some() {
+                let deadline = if killed { grace + REAP_TIMEOUT } else { grace };
+                match tokio::time::timeout_at(deadline, agent_rx.recv()).await {
+                    Ok(Some(out)) => {
+                        if let Err(e) = self.on_agent_output(out) {
+                            tracing::error!(session = %self.name, error = %e, "journal failed while stopping");
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) if !killed => {
+                        if let Some(agent) = &self.agent {
+                            tracing::warn!(session = %self.name, pid = agent.pid, "agent ignored SIGTERM: sending SIGKILL");
+                            agent.signal_group(Signal::SIGKILL);
+                        }
+                        killed = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = self.sync_state();
+        if let Err(e) = self.commit() {
+            tracing::error!(session = %self.name, error = %e, "journal failed while stopping");
+        }
+        if let Err(e) = self.log.journal.sync() {
+            tracing::error!(session = %self.name, error = %e, "journal fsync failed while stopping");
+        }
+        self.publish_status();
+        tracing::info!(session = %self.name, head = self.log.head, "session stopped");
+    }
+}
+
+/// Commands that must see every earlier event of the step committed and sent:
+/// an attach's replay must end exactly where live events begin, a detached
+/// client gets the events before its `detached`, and `history` reads the log.
+fn commits_first(cmd: &SessionCmd) -> bool {
+    matches!(
+        cmd,
+        SessionCmd::Attach { .. }
+            | SessionCmd::Detach { .. }
+            | SessionCmd::Leave { .. }
+            | SessionCmd::History { .. }
+    )
+}
+
+/// When an unanswered request of this kind is denied by the relay (`--permission-timeout`).
+fn permission_deadline(subtype: &str, timeout: Option<Duration>) -> Option<Instant> {
+    (subtype == "can_use_tool")
+        .then_some(timeout)
+        .flatten()
+        .map(|t| Instant::now() + t)
+}
+
+fn describe_exit(info: &agent_process::ExitInfo) -> String {
+    match (&info.code, &info.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by {sig}"),
+        (None, None) => "exit status unknown".into(),
+    }
+}
+
+fn format_secs(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{}", secs as u64)
+    } else {
+        format!("{secs}")
+    }
+}
+
+fn meta_path(dir: &std::path::Path) -> PathBuf {
+    dir.join("meta.json")
+}
+
+fn read_meta(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(meta_path(dir)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let id = v.get("conversation_id")?.as_str()?;
+    if !agent_process::valid_conversation_id(id) {
+        tracing::warn!(dir = %dir.display(), conversation = %id, "meta.json: not a conversation id (a UUID); ignored");
+        return None;
+    }
+    Some(id.to_string())
+}
+
+/// Remember the conversation to resume (atomically: temp file, then rename).
+fn write_meta(dir: &std::path::Path, conversation: &str) {
+    let body = json!({"conversation_id": conversation}).to_string();
+    let result = crate::datadir::write_atomic(&meta_path(dir), body);
+    if let Err(e) = result {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot record the conversation id");
+    }
+}
+
+fn clear_meta(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(meta_path(dir));
+}

@@ -1,0 +1,560 @@
+//! Client requests a session serves: attach (replay + registration in one step),
+//! prompts and the turn queue, answers to agent requests, interrupt, restart.
+
+use super::*;
+use ccrelay_protocol::{ClientEntry, FrameType};
+
+impl Actor {
+    /// `prompt`, `respond` and `interrupt` need an attached connection; answers
+    /// `not_attached` and returns false otherwise.
+    pub(super) fn require_attached(&self, client: &ClientHandle, id: &Option<RequestId>) -> bool {
+        if self.is_attached(client) {
+            return true;
+        }
+        self.reply_error(
+            client,
+            id.clone(),
+            ErrorCode::NotAttached,
+            format!("attach to session {} first", self.name),
+        );
+        false
+    }
+
+    pub(super) fn is_attached(&self, client: &ClientHandle) -> bool {
+        self.clients.contains_key(&client.info.conn_id)
+    }
+
+    pub(super) fn reply_error(
+        &self,
+        client: &ClientHandle,
+        id: Option<RequestId>,
+        code: ErrorCode,
+        msg: impl Into<String>,
+    ) {
+        self.shared.metrics.error_sent(code);
+        let _ = client.outbox.frame(
+            FrameType::Error,
+            ProtocolError::new(code, msg).with_id(id).to_frame(),
+        );
+    }
+
+    pub(super) fn attach(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        start: ReplayStart,
+    ) -> Step {
+        // A second attach on the same connection starts over with a fresh replay
+        // and changes no presence (§7).
+        let was_attached = self.is_attached(&client);
+
+        let head = self.log.head;
+        let first = self.log.first_retained();
+        let (wanted_from, mut truncated) = match start {
+            ReplayStart::Since(since) if since > head => (first, true),
+            ReplayStart::Since(since) => (since + 1, false),
+            ReplayStart::Tail(n) => ((head + 1).saturating_sub(n).max(1), false),
+        };
+        if wanted_from < first && wanted_from <= head {
+            truncated = true;
+        }
+        let replay_from = wanted_from.max(first).min(head + 1);
+        let tail_first = self.log.tail_first();
+        let journal_part = (replay_from < tail_first).then(|| JournalReplay {
+            reader: self.log.journal.reader(),
+            from: replay_from,
+            to: tail_first - 1,
+        });
+        // The tail is ordered by seq: skip to the first wanted one without a scan.
+        let skip = replay_from.saturating_sub(tail_first) as usize;
+        let tail_part: Vec<(u64, FrameText)> = self
+            .log
+            .tail
+            .iter()
+            .skip(skip)
+            .filter(|(seq, _)| *seq >= replay_from)
+            .map(|(seq, t)| (*seq, t.clone()))
+            .collect();
+
+        self.clients.insert(client.info.conn_id, client.clone());
+        self.listed.changed(client.info.conn_id);
+        let count = self.clients.len();
+        // At most ATTACHED_LIST_MAX entries: the oldest others, then the newcomer.
+        let listed = self.listed.for_newcomer(&self.clients, &client);
+        let reply = ServerMsg::Attached {
+            id,
+            session: self.name.to_string(),
+            state: self.state.as_str().into(),
+            head,
+            replay_from,
+            truncated,
+            pending: self.pending.iter().map(|p| p.raw.clone()).collect(),
+            clients: listed,
+            clients_total: Some(count),
+        };
+        let pushed = client.outbox.push(Outbound::Attach {
+            session: self.name.clone(),
+            reply: FrameText::from(reply.to_json()),
+            journal: journal_part,
+            tail: tail_part,
+        });
+        self.shared.metrics.replays.inc();
+        if truncated {
+            self.shared.metrics.replays_truncated.inc();
+        }
+        tracing::debug!(session = %self.name, client_id = %client.info.client_id, head, replay_from, truncated, "client attached");
+        if pushed.is_err() {
+            // Lagging or gone: it is not attached (and leaves if it was; a
+            // newcomer nobody heard of is simply forgotten).
+            if was_attached {
+                self.drop_clients(&[client.info.conn_id]);
+            } else {
+                self.clients.remove(&client.info.conn_id);
+                self.listed.changed(client.info.conn_id);
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let entry = client.info.entry();
+        if !was_attached {
+            self.presence.joined(&entry, count, now);
+            self.set_attached_gauge();
+        }
+        // Its `attached` list is a view the next combined frame must correct.
+        self.presence.snapshot_taken(client.info.conn_id);
+        // The newcomer's own presence frame, right after its replay: never delayed
+        // or combined. Everyone else hears of it in the next (combined) frame.
+        let full: Vec<ClientEntry> = if count <= presence::FULL_LIST_MAX {
+            self.clients.values().map(|c| c.info.entry()).collect()
+        } else {
+            Vec::new()
+        };
+        // A re-attach is no change: its frame lists nobody as joined.
+        let joined = (!was_attached).then_some(&entry);
+        let own = presence::frame(&self.name, joined, [], count, &full);
+        if client.outbox.frame(FrameType::Presence, own).is_err() {
+            self.drop_clients(&[client.info.conn_id]);
+        }
+        Ok(())
+    }
+
+    pub(super) fn prompt(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        content: PromptContent,
+        key: Option<String>,
+    ) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        if let Some(key) = &key {
+            let now = journal::now_ms();
+            let lookup = (client.info.fingerprint.clone(), key.clone());
+            if let Some((prompt_id, at)) = self.prompt_keys.get(&lookup)
+                && now.saturating_sub(*at) < PROMPT_KEY_TTL_MS
+            {
+                let msg = ServerMsg::Ok {
+                    id,
+                    prompt_id: Some(prompt_id.clone()),
+                    queued: None,
+                    duplicate: Some(true),
+                };
+                let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
+                return Ok(());
+            }
+        }
+        match self.state {
+            SessionState::Failed => {
+                let detail = format!(
+                    "session {} has failed: {}; send session.restart",
+                    self.name, self.state_detail
+                );
+                self.reply_error(&client, id, ErrorCode::AgentUnavailable, detail);
+                return Ok(());
+            }
+            SessionState::Stopped => {
+                self.reply_error(
+                    &client,
+                    id,
+                    ErrorCode::AgentUnavailable,
+                    "the session is stopping",
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        if self.queue.len() >= self.settings.prompt_queue {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                format!(
+                    "the prompt queue is full ({} prompts wait)",
+                    self.queue.len()
+                ),
+            );
+            return Ok(());
+        }
+        let prompt_id = uuid::Uuid::new_v4().to_string();
+        let queued = !(self.can_start_turn() && self.queue.is_empty());
+        let reply = ServerMsg::Ok {
+            id,
+            prompt_id: Some(prompt_id.clone()),
+            queued: Some(queued),
+            duplicate: None,
+        };
+        let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
+
+        let info = &client.info;
+        let mut event = json!({
+            "type": "relay.prompt",
+            "prompt_id": prompt_id,
+            "client_id": info.client_id,
+            "fingerprint": info.fingerprint,
+        });
+        if let Some(device) = &info.device {
+            event["device"] = Value::from(device.clone());
+        }
+        if let Some(key) = &key {
+            event["key"] = Value::from(key.clone());
+        }
+        // Insert content last, as raw JSON, so the client's blocks are kept as sent.
+        let mut raw = event.to_string();
+        raw.pop();
+        raw.push_str(",\"content\":");
+        raw.push_str(content.0.get());
+        raw.push('}');
+        self.emit(raw.as_bytes(), None)?;
+        self.shared.audit.record(
+            "prompt",
+            &self.name,
+            json!({
+                "prompt_id": prompt_id,
+                "client_id": info.client_id,
+                "fingerprint": info.fingerprint,
+                "device": info.device,
+                "key": key,
+            }),
+        );
+        self.shared
+            .metrics
+            .prompts
+            .get_or_create(&self.metrics_label)
+            .inc();
+        if let Some(key) = key {
+            self.prompt_keys.insert(
+                (info.fingerprint.clone(), key),
+                (prompt_id.clone(), journal::now_ms()),
+            );
+            self.prune_prompt_keys();
+        }
+        self.queue.push_back(QueuedPrompt { prompt_id, content });
+        self.maybe_start_turn()
+    }
+
+    pub(super) fn prune_prompt_keys(&mut self) {
+        if self.prompt_keys.len() > 4096 {
+            let now = journal::now_ms();
+            self.prompt_keys
+                .retain(|_, (_, at)| now.saturating_sub(*at) < PROMPT_KEY_TTL_MS);
+        }
+    }
+
+    /// Whether a prompt could be written to the agent right now: it answers, no
+    /// turn is running, and it is not being stopped.
+    pub(super) fn can_start_turn(&self) -> bool {
+        self.phase == Phase::Ready && self.turn.is_none() && self.stopping.is_none()
+    }
+
+    /// Write the next queued prompt to the agent when it can take one.
+    pub(super) fn maybe_start_turn(&mut self) -> Step {
+        if !self.can_start_turn() {
+            return Ok(());
+        }
+        let Some(next) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        self.emit_relay(
+            json!({"type": "relay.turn", "prompt_id": next.prompt_id, "phase": "started"}),
+        )?;
+        let line = wire::user_prompt(&next.content.0, &next.prompt_id);
+        if let Some(agent) = &self.agent
+            && agent.send(line).is_err()
+        {
+            tracing::warn!(session = %self.name, prompt_id = %next.prompt_id, "agent stdin is gone; the turn will be aborted with the agent");
+        }
+        self.turn = Some(next.prompt_id);
+        self.turn_started = Some(Instant::now());
+        Ok(())
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        request_id: String,
+        response: Value,
+    ) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        let Some(index) = self.pending.iter().position(|p| p.request_id == request_id) else {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::NotPending,
+                format!("request {request_id} is not pending (unknown or already answered)"),
+            );
+            return Ok(());
+        };
+        if self.phase != Phase::Ready {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                "the agent is restarting; try again when it is back",
+            );
+            return Ok(());
+        }
+        let pending = &self.pending[index];
+        let answer = if pending.subtype == "can_use_tool" {
+            permission_result(
+                &response,
+                pending.input.as_ref(),
+                client.info.display_name(),
+            )
+        } else if response.is_object() {
+            Ok(response)
+        } else {
+            Err("`response` must be an object".to_string())
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                self.reply_error(&client, id, ErrorCode::BadMessage, why);
+                return Ok(());
+            }
+        };
+        self.resolve(index, &answer);
+        let _ = client
+            .outbox
+            .frame(FrameType::Ok, ServerMsg::ok(id).to_json());
+        // The `ok` is already queued; now the event, so the reply comes first.
+        self.announce_resolved(
+            &request_id,
+            &answer,
+            &client.info.client_id,
+            Some(&client.info),
+        )
+    }
+
+    /// Write the answer to the agent and forget the request.
+    pub(super) fn resolve(&mut self, index: usize, answer: &Value) {
+        let pending = self.pending.remove(index);
+        if let Some(agent) = &self.agent
+            && agent
+                .send(wire::control_success(&pending.request_id, answer))
+                .is_err()
+        {
+            tracing::warn!(session = %self.name, request_id = %pending.request_id, "agent stdin is gone; the answer was not delivered");
+        }
+    }
+
+    pub(super) fn announce_resolved(
+        &mut self,
+        request_id: &str,
+        answer: &Value,
+        client_id: &str,
+        info: Option<&crate::session::ClientInfo>,
+    ) -> Step {
+        self.announce_resolved_by(
+            request_id,
+            answer,
+            client_id,
+            info.map(|i| i.fingerprint.as_str()),
+            info.and_then(|i| i.device.as_deref()),
+        )
+    }
+
+    /// `relay.resolved` + audit record + the notifier's dismiss, for an answer by
+    /// `client_id` with this key and device (none of either for the relay's timeout;
+    /// no key for webhook and ntfy answers).
+    pub(super) fn announce_resolved_by(
+        &mut self,
+        request_id: &str,
+        answer: &Value,
+        client_id: &str,
+        fingerprint: Option<&str>,
+        device: Option<&str>,
+    ) -> Step {
+        let mut event = json!({
+            "type": "relay.resolved", "request_id": request_id, "client_id": client_id, "response": answer,
+        });
+        // docs/protocol.md §5.2 (`relay.resolved`): who answered, by fingerprint and (when given) device, so that
+        // every other client can say so (the web client's `data-by`).
+        if let Some(fp) = fingerprint {
+            event["fingerprint"] = Value::from(fp);
+        }
+        if let Some(device) = device {
+            event["device"] = Value::from(device);
+        }
+        self.emit_relay(event)?;
+        self.shared.audit.record(
+            "resolved",
+            &self.name,
+            json!({
+                "request_id": request_id,
+                "client_id": client_id,
+                "fingerprint": fingerprint,
+                "device": device,
+                "decision": answer.get("behavior").cloned().unwrap_or(Value::from("answered")),
+                "response": answer,
+            }),
+        );
+        let by = device.or(fingerprint).unwrap_or(client_id);
+        self.report_closed(request_id, Some(by.to_string()));
+        Ok(())
+    }
+
+    /// A permission answered from a notification (§9), as `client_id:"push"` with
+    /// the answerer's device. Only `can_use_tool` requests have tokens.
+    pub(super) fn push_respond(
+        &mut self,
+        request_id: &str,
+        action: crate::notify::tokens::Action,
+        answerer: &crate::session::PushAnswerer,
+    ) -> Result<crate::session::PushAnswer, JournalError> {
+        use crate::session::PushAnswer;
+        let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| p.request_id == request_id && p.subtype == "can_use_tool")
+        else {
+            return Ok(PushAnswer::NotPending);
+        };
+        if self.phase != Phase::Ready {
+            return Ok(PushAnswer::Unavailable);
+        }
+        let response = json!({"behavior": action.as_str()});
+        let answer = match permission_result(
+            &response,
+            self.pending[index].input.as_ref(),
+            &answerer.device,
+        ) {
+            Ok(a) => a,
+            // Not reachable: both answers are valid for can_use_tool.
+            Err(_) => return Ok(PushAnswer::NotPending),
+        };
+        self.resolve(index, &answer);
+        self.announce_resolved_by(
+            request_id,
+            &answer,
+            "push",
+            answerer.fingerprint.as_deref(),
+            Some(&answerer.device),
+        )?;
+        Ok(PushAnswer::Resolved)
+    }
+
+    /// Tell the notifier a request opened (never waits).
+    pub(super) fn report_opened(&self, request_id: &str, subtype: &str, line: &RawValue) {
+        self.shared.notify.report(NotifyEvent::Opened {
+            session: self.name.clone(),
+            request_id: request_id.to_string(),
+            subtype: subtype.to_string(),
+            line: line.to_owned(),
+        });
+    }
+
+    /// Tell the notifier a request is no longer pending (never waits).
+    pub(super) fn report_closed(&self, request_id: &str, by: Option<String>) {
+        self.shared.notify.report(NotifyEvent::Closed {
+            session: self.name.clone(),
+            request_id: request_id.to_string(),
+            by,
+        });
+    }
+
+    pub(super) fn interrupt(&mut self, client: ClientHandle, id: Option<RequestId>) -> Step {
+        if !self.require_attached(&client, &id) {
+            return Ok(());
+        }
+        if self.phase != Phase::Ready || self.stopping.is_some() {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                format!("the agent is {}", self.state.as_str()),
+            );
+            return Ok(());
+        }
+        let Some(prompt_id) = self.turn.clone() else {
+            // No turn running: nothing to do, and nothing to wait for.
+            self.deferred.push((client, ServerMsg::ok(id).to_json()));
+            return Ok(());
+        };
+        self.interrupt_counter += 1;
+        let request_id = format!(
+            "req_interrupt_{}_{}",
+            self.generation, self.interrupt_counter
+        );
+        if let Some(agent) = &self.agent
+            && agent.send(wire::interrupt(&request_id)).is_err()
+        {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                "the agent is not accepting input",
+            );
+            return Ok(());
+        }
+        self.interrupts.push(InterruptWaiter {
+            client,
+            id,
+            request_id,
+            prompt_id,
+        });
+        Ok(())
+    }
+
+    /// Release the `ok` of every interrupt whose effect is complete: the turn it
+    /// targeted is over (ended after the interrupt, or aborted with its agent).
+    pub(super) fn settle_interrupts(&mut self) {
+        let running = self.turn.clone();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.interrupts)
+            .into_iter()
+            .partition(|w| running.as_deref() != Some(w.prompt_id.as_str()));
+        self.interrupts = waiting;
+        for w in done {
+            self.deferred
+                .push((w.client, ServerMsg::ok(w.id).to_json()));
+        }
+    }
+
+    pub(super) fn restart_requested(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+    ) -> Step {
+        self.restart_waiters.push((client, id));
+        self.restart.reset();
+        self.failed_until = None;
+        self.restart_at = None;
+        match (&self.agent, &self.phase) {
+            (Some(agent), _) if self.stopping.is_none() => {
+                tracing::info!(session = %self.name, pid = agent.pid, "restart requested: stopping the agent");
+                self.stopping = Some(StopCause::Stopped);
+                agent.signal_group(Signal::SIGTERM);
+                self.stop_deadline = Some(Instant::now() + self.settings.agent.stop_grace);
+            }
+            (Some(_), _) => {} // already stopping; it restarts when it is gone
+            (None, _) => {
+                self.next_detail = Some("restart requested".into());
+                self.start_agent();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! Sessions: one agent process and its ordered event log, shared by every client
+//! attached to it.
+//!
+//! Owns: sequence numbers, the in-memory tail, the journal writer, fan-out to
+//! attached clients, the prompt queue and turns, pending agent requests and who
+//! answered them, the agent's lifecycle (through `agent`), and the audit records.
+//! All of a session's state is owned by one task (the actor in `actor/mod.rs`);
+//! everything else talks to it through [`SessionHandle`]. Must not: know about
+//! WebSocket frames or sockets — it pushes finished frames into each client's
+//! [`Outbox`].
+
+mod actor;
+pub mod audit;
+pub mod listed;
+pub mod outbox;
+pub mod presence;
+mod recovery;
+pub mod replay;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::AgentConfig;
+use crate::journal::JournalConfig;
+use crate::metrics::Metrics;
+use ccrelay_protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
+
+pub use audit::AuditLog;
+pub use outbox::{Outbound, Outbox, PushError};
+
+/// Requests waiting for a session's actor; connections wait when it is full.
+const COMMAND_QUEUE: usize = 1024;
+
+/// A session's lifecycle state, as `relay.state` announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Starting,
+    Idle,
+    Busy,
+    AwaitingPermission,
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Idle => "idle",
+            SessionState::Busy => "busy",
+            SessionState::AwaitingPermission => "awaiting_permission",
+            SessionState::Restarting => "restarting",
+            SessionState::Failed => "failed",
+            SessionState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of a session for health endpoints and `session.list`.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    pub state: SessionState,
+    pub detail: String,
+    pub head: u64,
+    pub clients: usize,
+    pub agent_pid: Option<u32>,
+    pub agent_started: Option<SystemTime>,
+    pub restarts: u64,
+    pub pending: usize,
+    pub queued: usize,
+}
+
+/// Who a connection is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Process-unique connection number (for logs and registrations).
+    pub conn_id: u64,
+    pub client_id: String,
+    pub fingerprint: String,
+    pub comment: String,
+    pub device: Option<String>,
+    pub role: Role,
+}
+
+impl ClientInfo {
+    /// The entry shown in `clients` lists.
+    pub fn entry(&self) -> ClientEntry {
+        ClientEntry {
+            client_id: self.client_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            comment: self.comment.clone(),
+            device: self.device.clone(),
+            role: self.role,
+        }
+    }
+
+    /// How this client is named in messages such as "denied by …".
+    pub fn display_name(&self) -> &str {
+        self.device.as_deref().unwrap_or(&self.fingerprint)
+    }
+}
+
+/// A connection as a session sees it: who it is and where its frames go.
+#[derive(Debug, Clone)]
+pub struct ClientHandle {
+    pub info: Arc<ClientInfo>,
+    pub outbox: Outbox,
+}
+
+/// Requests a connection sends to a session.
+#[derive(Debug)]
+pub enum SessionCmd {
+    Attach {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        start: ReplayStart,
+    },
+    Detach {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    /// The connection closed: forget it without a reply.
+    Leave { conn_id: u64 },
+    Prompt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        content: PromptContent,
+        key: Option<String>,
+    },
+    Respond {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        request_id: String,
+        response: serde_json::Value,
+    },
+    Interrupt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    Restart {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    /// A permission answered from a notification (`POST /v1/push/respond`, §9):
+    /// resolved as `client_id:"push"` with the answerer's device; the outcome goes
+    /// back over `reply`.
+    PushRespond {
+        request_id: String,
+        action: crate::notify::tokens::Action,
+        answerer: PushAnswerer,
+        reply: tokio::sync::oneshot::Sender<PushAnswer>,
+    },
+    /// Older events (`history`, §4); `limit` already checked (1..=1000).
+    History {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        before: u64,
+        limit: u64,
+    },
+}
+
+/// Who answers through a notification token.
+#[derive(Debug, Clone)]
+pub struct PushAnswerer {
+    /// The subscription's device (its fingerprint when it has no name), or
+    /// `webhook` / `ntfy`.
+    pub device: String,
+    /// The key of the subscription; none for webhook and ntfy.
+    pub fingerprint: Option<String>,
+}
+
+/// What became of a [`SessionCmd::PushRespond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAnswer {
+    Resolved,
+    /// Answered or cancelled already (or not a permission prompt).
+    NotPending,
+    /// The agent is restarting: nothing was done.
+    Unavailable,
+}
+
+/// The session's actor has stopped (the server is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("session {0} has stopped")]
+pub struct SessionGone(pub Arc<str>);
+
+/// A cheap, cloneable way to reach one session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub name: Arc<str>,
+    tx: mpsc::Sender<SessionCmd>,
+    status: watch::Receiver<SessionStatus>,
+}
+
+impl SessionHandle {
+    /// Hand a request to the session (waits only while its command queue is full).
+    pub async fn send(&self, cmd: SessionCmd) -> Result<(), SessionGone> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| SessionGone(self.name.clone()))
+    }
+
+    /// Tell the session a connection is gone, without waiting.
+    pub fn leave(&self, conn_id: u64) {
+        if self.tx.try_send(SessionCmd::Leave { conn_id }).is_err() {
+            // Queue full or actor gone: do it from a task so the caller never blocks.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(SessionCmd::Leave { conn_id }).await;
+            });
+        }
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        self.status.borrow().clone()
+    }
+}
+
+/// Settings a session needs (`config::Config::session_settings` makes them).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub name: String,
+    pub workdir: PathBuf,
+    /// `<data-dir>/sessions/<name>`.
+    pub dir: PathBuf,
+    pub agent: AgentConfig,
+    pub journal: JournalConfig,
+    pub permission_timeout: Option<Duration>,
+    pub prompt_queue: usize,
+    pub tail_events: usize,
+    pub tail_bytes: usize,
+}
+
+/// What every session shares with the server.
+#[derive(Debug, Clone)]
+pub struct SessionShared {
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
+    /// Cancelled (with the cause logged) when a session hits an unrecoverable fault.
+    pub fatal: FatalSignal,
+    /// Where the session reports its tail bytes (`--memory-limit`).
+    pub memory: Arc<crate::guard::MemoryGuard>,
+    /// Where the session reports prompts, answers, turns and failures (§9); never waits.
+    pub notify: crate::notify::Notifier,
+}
+
+pub use crate::fatal::FatalSignal;
+
+/// Errors while starting a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("session {session}: {source}")]
+    Io {
+        session: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// All sessions of the server, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    map: BTreeMap<String, SessionHandle>,
+}
+
+impl Sessions {
+    /// Open every configured session (journal recovery happens here) and start its actor.
+    pub fn start(
+        sessions: Vec<SessionSettings>,
+        shared: SessionShared,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Sessions, SessionError> {
+        let mut map = BTreeMap::new();
+        for settings in sessions {
+            let name = settings.name.clone();
+            let handle = actor::spawn(settings, shared.clone(), shutdown.clone(), tracker)?;
+            map.insert(name, handle);
+        }
+        Ok(Sessions { map })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SessionHandle> {
+        self.map.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &SessionHandle> {
+        self.map.values()
+    }
+}
+
+pub(crate) fn command_channel() -> (mpsc::Sender<SessionCmd>, mpsc::Receiver<SessionCmd>) {
+    mpsc::channel(COMMAND_QUEUE)
+}
