@@ -745,13 +745,15 @@ fn raise_nofile() {
 }
 
 fn main() {
-    if std::env::var_os(AGENT_ENV).is_some() {
-        run_agent();
-        return;
-    }
+    // The hub is started with the agent's variable too (like the relay); it
+    // hands it on to its own agent child, without the hub's.
     if std::env::var_os(baseline_hub::HUB_ENV).is_some() {
         raise_nofile();
         baseline_hub::run_hub(AGENT_ENV);
+        return;
+    }
+    if std::env::var_os(AGENT_ENV).is_some() {
+        run_agent();
         return;
     }
     let args = parse_args();
