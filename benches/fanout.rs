@@ -104,7 +104,8 @@ fn parse_args() -> Args {
             "--no-baseline" => args.baseline = false,
             "--fsync" => {
                 let policy = value(&a);
-                args.server_args.extend(["--journal-fsync".to_string(), policy]);
+                args.server_args
+                    .extend(["--journal-fsync".to_string(), policy]);
             }
             "--preset" => match value(&a).as_str() {
                 "standard" => {

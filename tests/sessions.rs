@@ -980,9 +980,11 @@ async fn a_held_journal_write_does_not_stop_the_session_answering() {
     assert_eq!(ok["type"], "ok", "{ok}");
     let prompt_id = ok["prompt_id"].as_str().unwrap().to_string();
     // So is a request after it, handled by the same session actor.
-    a.send(json!({"type": "respond", "id": "r1", "request_id": "no-such-request",
-                  "response": {"behavior": "allow", "updatedInput": {}}}))
-        .await;
+    a.send(
+        json!({"type": "respond", "id": "r1", "request_id": "no-such-request",
+                  "response": {"behavior": "allow", "updatedInput": {}}}),
+    )
+    .await;
     let (not_pending, skipped) = a.recv_until("respond error", |v| v["id"] == "r1").await;
     assert_eq!(not_pending["type"], "error", "{not_pending}");
     assert_eq!(not_pending["code"], "not_pending", "{not_pending}");

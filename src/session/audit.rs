@@ -249,7 +249,14 @@ mod tests {
         writer.write_or_log("{\"prompt_id\":\"after\"}\n");
         let live = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = live.lines().collect();
-        assert_eq!(lines, ["{\"prompt_id\":\"before\"}", "{\"half", "{\"prompt_id\":\"after\"}"]);
+        assert_eq!(
+            lines,
+            [
+                "{\"prompt_id\":\"before\"}",
+                "{\"half",
+                "{\"prompt_id\":\"after\"}"
+            ]
+        );
     }
 
     /// Records go through the writer thread in order; `flush` waits for them.
@@ -258,7 +265,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path()).unwrap();
         for i in 0..50 {
-            log.record("prompt", "default", serde_json::json!({"prompt_id": format!("p{i}")}));
+            log.record(
+                "prompt",
+                "default",
+                serde_json::json!({"prompt_id": format!("p{i}")}),
+            );
         }
         log.flush();
         let live = std::fs::read_to_string(log.path()).unwrap();
