@@ -2,9 +2,14 @@
 //! and attached clients, and a sender driving prompts at a rate or with a window.
 //!
 //! Run with `cargo bench --bench fanout -- --clients 1000 --rate 50 --duration 10`
-//! (or `--window 64`; `--server-bin PATH` drives another build of `ccrelay`, e.g.
-//! the main branch from before a change). Under `cargo test` (no `--bench`) it is a
-//! one-second smoke run with 20 clients.
+//! (or `--window 64`; `--server-bin PATH` drives another build of `ccrelay`;
+//! `--also-bin PATH`, repeatable, drives the same load against more builds in the
+//! same run, e.g. one from before a change; `--preset standard` is the load of
+//! interest: 1,000 clients, 50 prompts/s, `--journal-fsync always`). After the
+//! relay(s) the same load drives a baseline hub ([`baseline_hub`]: axum and a
+//! broadcast channel, no auth, no journal; `--no-baseline` skips it), and a table
+//! puts their latency and throughput side by side. Under `cargo test` (no
+//! `--bench`) it is a one-second smoke run with 20 clients.
 //!
 //! What it does, bounded in count and time and on loopback only:
 //! - starts `ccrelay serve` with this very executable as the agent (the environment
@@ -40,6 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 #[path = "../tests/common/any_cert.rs"]
 mod any_cert;
 use any_cert::tls_client_config;
+mod baseline_hub;
 
 /// Set (to anything) in the agent's environment: this executable acts as the agent.
 const AGENT_ENV: &str = "CCRELAY_FANOUT_AGENT";
@@ -57,6 +63,10 @@ struct Args {
     window: Option<usize>,
     duration: Duration,
     server_bin: PathBuf,
+    /// More relay builds driven with the same load, one after the other.
+    also_bins: Vec<PathBuf>,
+    /// Whether the baseline hub is driven too.
+    baseline: bool,
     addresses: usize,
     server_args: Vec<String>,
     /// Serve TLS (`--tls-self-signed`) and connect with `wss://`.
@@ -72,6 +82,8 @@ fn parse_args() -> Args {
         window: None,
         duration: Duration::from_secs(if bench { 10 } else { 1 }),
         server_bin: PathBuf::from(env!("CARGO_BIN_EXE_ccrelay")),
+        also_bins: Vec::new(),
+        baseline: true,
         addresses: 16,
         server_args: Vec::new(),
         tls: false,
@@ -88,12 +100,31 @@ fn parse_args() -> Args {
                 args.duration = Duration::from_secs_f64(value(&a).parse().expect("--duration SECS"))
             }
             "--server-bin" => args.server_bin = PathBuf::from(value(&a)),
+            "--also-bin" => args.also_bins.push(PathBuf::from(value(&a))),
+            "--no-baseline" => args.baseline = false,
+            "--fsync" => {
+                let policy = value(&a);
+                args.server_args
+                    .extend(["--journal-fsync".to_string(), policy]);
+            }
+            "--preset" => match value(&a).as_str() {
+                "standard" => {
+                    args.clients = 1000;
+                    args.rate = Some(50.0);
+                    args.window = None;
+                    args.server_args
+                        .extend(["--journal-fsync".to_string(), "always".to_string()]);
+                }
+                other => panic!("unknown preset {other}; the one preset is `standard`"),
+            },
             "--addresses" => args.addresses = value(&a).parse().expect("--addresses N"),
             "--server-arg" => args.server_args.push(value(&a)),
             "--tls" => args.tls = true,
             other => panic!(
                 "unknown argument {other}; use --clients N, --rate R | --window W, --duration S, \
-                 --server-bin PATH, --addresses N, --server-arg ARG, --tls"
+                 --server-bin PATH, --also-bin PATH (repeatable), --no-baseline, \
+                 --fsync always|interval|never, --preset standard (1000 clients, 50 prompts/s, \
+                 fsync always), --addresses N, --server-arg ARG, --tls"
             ),
         }
     }
@@ -109,6 +140,7 @@ fn parse_args() -> Args {
         args.addresses >= 1 && args.addresses <= 250,
         "--addresses 1..=250"
     );
+    assert!(args.also_bins.len() <= 8, "--also-bin at most 8 times");
     if args.rate.is_none() && args.window.is_none() {
         args.rate = Some(50.0);
     }
@@ -165,6 +197,24 @@ fn run_agent() {
     }
 }
 
+/// What a run drives.
+#[derive(Debug, Clone)]
+enum Subject {
+    /// A `ccrelay` binary.
+    Relay(PathBuf),
+    /// The baseline hub (this executable with `baseline_hub::HUB_ENV`).
+    Hub,
+}
+
+impl Subject {
+    fn label(&self) -> String {
+        match self {
+            Subject::Relay(bin) => bin.display().to_string(),
+            Subject::Hub => "baseline hub (axum + broadcast, no auth, no journal)".into(),
+        }
+    }
+}
+
 /// The server process and what /proc says about it.
 struct Server {
     child: Child,
@@ -178,6 +228,8 @@ struct Server {
 struct Target {
     addr: SocketAddr,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The baseline hub: no authentication, no attach request.
+    hub: bool,
 }
 
 impl Target {
@@ -201,7 +253,7 @@ impl Target {
 }
 
 impl Server {
-    fn start(args: &Args, key: &PrivateKey) -> Server {
+    fn start(args: &Args, key: &PrivateKey, subject: &Subject) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = dir.path().join("authorized_keys");
         let public = key.public_key().to_openssh().expect("public key encodes");
@@ -209,7 +261,16 @@ impl Server {
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("workdir");
         let me = std::env::current_exe().expect("own path");
-        let mut cmd = Command::new(&args.server_bin);
+        let hub = matches!(subject, Subject::Hub);
+        let mut cmd = match subject {
+            Subject::Relay(bin) => Command::new(bin),
+            Subject::Hub => {
+                let mut hub = Command::new(&me);
+                hub.env(baseline_hub::HUB_ENV, "1");
+                hub
+            }
+        };
+        let tls = args.tls && !hub;
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--authorized-keys")
@@ -224,7 +285,7 @@ impl Server {
             .args(["--max-frames-per-sec", "1000000"])
             .args(["--log-level", "warn"])
             .args(&args.server_args)
-            .args(args.tls.then_some("--tls-self-signed"))
+            .args(tls.then_some("--tls-self-signed"))
             .env(AGENT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -247,7 +308,8 @@ impl Server {
             child,
             target: Target {
                 addr,
-                tls: args.tls.then(tls_client_config),
+                tls: tls.then(tls_client_config),
+                hub,
             },
             _dir: dir,
         }
@@ -363,6 +425,12 @@ async fn join(
     )
     .await
     .map_err(|e| JoinError::Refused(e.to_string()))?;
+    if target.hub {
+        // The hub announces its head at once; there is nothing to sign or attach.
+        drop(permit);
+        let attached = next_json(&mut ws).await?;
+        return Ok((ws, attached["head"].as_u64().unwrap_or(0)));
+    }
     let challenge = next_json(&mut ws).await?;
     let sign = challenge["sign"]
         .as_str()
@@ -678,6 +746,13 @@ fn raise_nofile() {
 }
 
 fn main() {
+    // The hub is started with the agent's variable too (like the relay); it
+    // hands it on to its own agent child, without the hub's.
+    if std::env::var_os(baseline_hub::HUB_ENV).is_some() {
+        raise_nofile();
+        baseline_hub::run_hub(AGENT_ENV);
+        return;
+    }
     if std::env::var_os(AGENT_ENV).is_some() {
         run_agent();
         return;
@@ -688,13 +763,62 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(args));
+    let mut subjects = vec![Subject::Relay(args.server_bin.clone())];
+    subjects.extend(args.also_bins.iter().cloned().map(Subject::Relay));
+    if args.baseline {
+        subjects.push(Subject::Hub);
+    }
+    let mut summaries = Vec::new();
+    for subject in &subjects {
+        println!();
+        if let Some(summary) = runtime.block_on(run(&args, subject)) {
+            summaries.push(summary);
+        }
+    }
+    print_table(&summaries);
 }
 
-async fn run(args: Args) {
+/// One run's headline figures, for the closing table.
+struct Summary {
+    label: String,
+    connected: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    deliveries_per_sec: f64,
+    results_per_sec: f64,
+    lost: u64,
+    duplicated: u64,
+    cpu_us_per_delivery: f64,
+}
+
+fn print_table(summaries: &[Summary]) {
+    println!();
+    println!(
+        "| server | connected | p50 ms | p99 ms | max ms | deliveries/s | results/s | lost/dup | server CPU µs/delivery |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for s in summaries {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {}/{} | {:.2} |",
+            s.label,
+            s.connected,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.deliveries_per_sec,
+            s.results_per_sec,
+            s.lost,
+            s.duplicated,
+            s.cpu_us_per_delivery
+        );
+    }
+}
+
+async fn run(args: &Args, subject: &Subject) -> Option<Summary> {
     let key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("key");
     let key = Arc::new(key);
-    let server = Server::start(&args, &key);
+    let server = Server::start(args, &key, subject);
     let mode = match (args.rate, args.window) {
         (_, Some(w)) => format!("window {w}"),
         (Some(r), None) => format!("{r} prompts/s"),
@@ -702,7 +826,7 @@ async fn run(args: Args) {
     };
     println!(
         "fanout: server {} | {} clients | {mode} for {:?} | {} source addresses{}",
-        args.server_bin.display(),
+        subject.label(),
         args.clients,
         args.duration,
         args.addresses,
@@ -832,7 +956,7 @@ async fn run(args: Args) {
             Ok((ws, _)) => ws,
             Err(e) => {
                 println!("sender could not join: {e}");
-                return;
+                return None;
             }
         }
     };
@@ -840,7 +964,7 @@ async fn run(args: Args) {
     let fsyncs_before = metric(&server.target, "ccrelay_journal_fsync_seconds_count").await;
     let events_before = metric(&server.target, "ccrelay_events_appended_total").await;
     let fanout_before = histogram(&server.target, "ccrelay_fanout_latency_seconds").await;
-    let sent = drive(sender, &args).await;
+    let sent = drive(sender, args).await;
     let cpu_traffic = server.cpu().saturating_sub(cpu_before);
     let fanout_after = histogram(&server.target, "ccrelay_fanout_latency_seconds").await;
     let fsyncs =
@@ -934,6 +1058,19 @@ async fn run(args: Args) {
         bucket_bound(&fanout, 0.99)
     );
     drop(server);
+    let traffic = sent.traffic.as_secs_f64().max(1e-9);
+    Some(Summary {
+        label: subject.label(),
+        connected: ok,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: percentile(&latencies, 1.0),
+        deliveries_per_sec: deliveries as f64 / traffic,
+        results_per_sec: sent.results as f64 / traffic,
+        lost: all.lost,
+        duplicated: all.duplicated,
+        cpu_us_per_delivery: cpu_traffic.as_secs_f64() * 1e6 / deliveries.max(1) as f64,
+    })
 }
 
 /// A histogram's cumulative buckets (`le`, count) from `/metrics`.

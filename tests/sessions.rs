@@ -957,3 +957,45 @@ async fn kill_9_mid_flood_then_replay_from_the_journal() {
     }
     assert_exact(&replayed, target);
 }
+
+/// The journal is written on its own thread: while a write is held there (test
+/// hook), the session still answers requests, and the events of the held write
+/// reach no client until it is done (docs/protocol.md §2.1: journaled before sent).
+#[tokio::test]
+async fn a_held_journal_write_does_not_stop_the_session_answering() {
+    let fx = Fixture::new();
+    let hold = fx.path().join("hold-journal-writes");
+    let server = fx.start(ServerOptions::default().env(
+        "CCRELAY_FAULT_INJECT",
+        &format!("journal-hold-file:{}", hold.display()),
+    ));
+    let mut a = server.client(&fx.owner, Some("laptop")).await;
+    a.attach("default", None).await;
+    wait_idle(&mut a).await;
+    std::fs::write(&hold, b"").unwrap();
+    // The prompt's events go to the held writer; its `ok` is answered all the same.
+    a.send(json!({"type": "prompt", "content": "while held", "id": "p1"}))
+        .await;
+    let (ok, mut early) = a.recv_until("prompt ok", |v| v["id"] == "p1").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let prompt_id = ok["prompt_id"].as_str().unwrap().to_string();
+    // So is a request after it, handled by the same session actor.
+    a.send(
+        json!({"type": "respond", "id": "r1", "request_id": "no-such-request",
+                  "response": {"behavior": "allow", "updatedInput": {}}}),
+    )
+    .await;
+    let (not_pending, skipped) = a.recv_until("respond error", |v| v["id"] == "r1").await;
+    assert_eq!(not_pending["type"], "error", "{not_pending}");
+    assert_eq!(not_pending["code"], "not_pending", "{not_pending}");
+    // Nothing of the held write was sent meanwhile.
+    early.extend(skipped);
+    assert!(
+        early.iter().all(|e| e["event"]["type"] != "relay.prompt"),
+        "an event was sent before its write finished: {early:?}"
+    );
+    std::fs::remove_file(&hold).unwrap();
+    let (ev, _) = a.recv_event("relay.prompt").await;
+    assert_eq!(ev["event"]["prompt_id"], prompt_id.as_str());
+    a.wait_turn(&prompt_id, &["ended"]).await;
+}

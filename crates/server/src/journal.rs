@@ -67,7 +67,8 @@ const HEADER_BYTES: usize = 24;
 
 /// Fault injection, for tests only: with `CCRELAY_FAULT_INJECT=journal-write-after:N`
 /// every journal append after the first N (counted over the whole process) fails
-/// as a write error would, so tests can drive the fatal-fault shutdown end to end.
+/// as a write error would, so tests can drive the fatal-fault shutdown end to end;
+/// with `journal-hold-file:PATH` the writer thread waits while PATH exists.
 /// Compiled only with the `test-hooks` feature, which the test build turns on
 /// (a dev-dependency of the package on itself) and `cargo build --release` does not:
 /// a release binary ignores the variable.
@@ -80,6 +81,10 @@ mod fault {
     pub(super) fn write_fails() -> bool {
         false
     }
+
+    /// Never: this build has no fault injection.
+    #[inline(always)]
+    pub(super) fn hold_writes() {}
 }
 
 #[cfg(feature = "test-hooks")]
@@ -106,6 +111,27 @@ mod fault {
             Some(left) => left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_err(),
+        }
+    }
+
+    static HOLD_FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    /// Longest a held write waits, so a forgotten hold file cannot hang a test run.
+    const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// With `CCRELAY_FAULT_INJECT=journal-hold-file:PATH`, the journal writer waits
+    /// before each group of writes while PATH exists (at most [`HOLD_MAX`]), so tests
+    /// can show that a session keeps serving while its write is in progress.
+    pub(super) fn hold_writes() {
+        let hold = HOLD_FILE.get_or_init(|| {
+            let spec = std::env::var(super::FAULT_INJECT_ENV).ok()?;
+            let path = spec.strip_prefix("journal-hold-file:")?.trim();
+            tracing::warn!(spec = %spec, "journal write hold armed (tests only)");
+            Some(std::path::PathBuf::from(path))
+        });
+        let Some(path) = hold else { return };
+        let started = std::time::Instant::now();
+        while path.exists() && started.elapsed() < HOLD_MAX {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }
@@ -162,6 +188,8 @@ pub struct Journal {
     /// Flushed to the OS but not yet fsynced.
     unsynced: bool,
     last_sync: Instant,
+    /// fsyncs of the active segment so far (group commit is measured by this).
+    fsyncs: u64,
 }
 
 /// What opening a journal found.
@@ -204,6 +232,7 @@ impl Journal {
                 dirty: false,
                 unsynced: false,
                 last_sync: Instant::now(),
+                fsyncs: 0,
             },
             repaired_bytes,
         })
@@ -298,6 +327,11 @@ impl Journal {
         Ok(None)
     }
 
+    /// How many times the active segment was fsynced (`sync`, or `commit` with `always`).
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
+    }
+
     /// fsync the active segment now (used on shutdown and by the interval timer).
     pub fn sync(&mut self) -> Result<Duration, JournalError> {
         let started = Instant::now();
@@ -305,6 +339,7 @@ impl Journal {
         if let Some(writer) = self.writer.as_mut() {
             writer.flush().map_err(io_err(&path))?;
             writer.get_ref().sync_data().map_err(io_err(&path))?;
+            self.fsyncs += 1;
         }
         self.last_sync = Instant::now();
         self.unsynced = false;
@@ -395,6 +430,254 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Requests a [`JournalWriter`] queues at most before `commit` waits for room.
+const WRITER_QUEUE: usize = 64;
+/// Requests one group commit takes at most (their records share one fsync).
+const GROUP_MAX: usize = 256;
+
+/// One record handed to the writer thread.
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub frame: bytes::Bytes,
+}
+
+/// What a finished commit (or sync) left behind, for the session's view of its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitReport {
+    /// How long the group's fsync took, when one ran.
+    pub fsync: Option<Duration>,
+    /// Total bytes of all segments.
+    pub bytes: u64,
+    /// The first seq still retained.
+    pub first_seq: u64,
+    /// When an `interval` fsync is next due (None: nothing unsynced, or another policy).
+    pub next_interval_sync: Option<Instant>,
+}
+
+/// The answer to one queued write: its records are written (and fsynced as the policy says).
+pub type CommitAck = tokio::sync::oneshot::Receiver<Result<CommitReport, JournalError>>;
+
+enum WriteRequest {
+    Commit {
+        records: Vec<PendingRecord>,
+        ack: tokio::sync::oneshot::Sender<Result<CommitReport, JournalError>>,
+    },
+    Sync {
+        ack: tokio::sync::oneshot::Sender<Result<CommitReport, JournalError>>,
+    },
+}
+
+/// The journal's own thread: every write, fsync, `stat` and segment rotation of one
+/// journal happens there, never on the async workers. Requests queued while an
+/// fsync runs are written together and share the next fsync (group commit).
+#[derive(Debug)]
+pub struct JournalWriter {
+    /// None once closed.
+    tx: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    fsyncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for WriteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteRequest::Commit { records, .. } => {
+                write!(f, "Commit({} records)", records.len())
+            }
+            WriteRequest::Sync { .. } => f.write_str("Sync"),
+        }
+    }
+}
+
+/// The journal as it was found on open (the writer thread owns the journal itself).
+#[derive(Debug, Clone)]
+pub struct OpenedWriter {
+    pub head: u64,
+    pub first_seq: u64,
+    pub bytes: u64,
+    /// Bytes dropped from a torn last record, if any.
+    pub repaired_bytes: u64,
+    pub reader: JournalReader,
+}
+
+impl JournalWriter {
+    /// Start the writer thread of the journal in `dir`; the thread opens it
+    /// (repairing a torn tail) before it takes any write.
+    pub fn open(
+        dir: &Path,
+        config: JournalConfig,
+    ) -> Result<(JournalWriter, OpenedWriter), JournalError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+        let fsyncs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = fsyncs.clone();
+        let owned_dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || {
+                let opened = Journal::open(&owned_dir, config);
+                let journal = match opened {
+                    Ok(o) => {
+                        let view = OpenedWriter {
+                            head: o.journal.head(),
+                            first_seq: o.journal.first_seq(),
+                            bytes: o.journal.bytes(),
+                            repaired_bytes: o.repaired_bytes,
+                            reader: o.journal.reader(),
+                        };
+                        let _ = opened_tx.send(Ok(view));
+                        o.journal
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                run_writer(journal, rx, &counter);
+            })
+            .map_err(io_err(dir))?;
+        let view = opened_rx.recv().map_err(|_| JournalError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other("journal writer thread ended while opening"),
+        })??;
+        Ok((
+            JournalWriter {
+                tx: Some(tx),
+                thread: Some(thread),
+                fsyncs,
+            },
+            view,
+        ))
+    }
+
+    /// Queue `records` (seqs increasing, after every earlier commit's); the ack comes
+    /// once they are written to the OS and fsynced as the policy says. Waits only
+    /// for room in the queue, never for the disk.
+    pub async fn commit(&self, records: Vec<PendingRecord>) -> Result<CommitAck, JournalError> {
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteRequest::Commit { records, ack }).await?;
+        Ok(rx)
+    }
+
+    /// Queue an fsync of everything written so far (the `interval` timer, shutdown).
+    pub async fn sync(&self) -> Result<CommitAck, JournalError> {
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteRequest::Sync { ack }).await?;
+        Ok(rx)
+    }
+
+    /// fsyncs done so far by this writer.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stop taking requests and wait (on a blocking thread) for the writer to
+    /// finish what was queued, fsync and end.
+    pub async fn close(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("journal writer thread panicked");
+            }
+        }
+    }
+
+    async fn send(&self, request: WriteRequest) -> Result<(), JournalError> {
+        let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
+        tx.send(request).await.map_err(|_| writer_gone())
+    }
+}
+
+/// The error a request gets when the writer thread is no longer there.
+pub fn writer_gone() -> JournalError {
+    JournalError::Io {
+        path: PathBuf::new(),
+        source: io::Error::other("journal writer thread ended"),
+    }
+}
+
+impl JournalError {
+    /// An equal error for every other request of a failed group.
+    fn duplicate(&self) -> JournalError {
+        match self {
+            JournalError::Io { path, source } => JournalError::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+}
+
+/// The writer thread's loop: take one request, then everything already queued
+/// behind it (up to [`GROUP_MAX`]), write all their records, commit once, ack all.
+/// Ends when every sender is gone, after a last fsync.
+fn run_writer(
+    mut journal: Journal,
+    mut rx: tokio::sync::mpsc::Receiver<WriteRequest>,
+    fsyncs: &std::sync::atomic::AtomicU64,
+) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        fault::hold_writes();
+        let result = write_group(&mut journal, &mut group);
+        fsyncs.store(journal.fsyncs(), std::sync::atomic::Ordering::Relaxed);
+        let report = result.map(|fsync| CommitReport {
+            fsync,
+            bytes: journal.bytes(),
+            first_seq: journal.first_seq(),
+            next_interval_sync: journal.next_interval_sync(),
+        });
+        for request in group.drain(..) {
+            let ack = match request {
+                WriteRequest::Commit { ack, .. } | WriteRequest::Sync { ack } => ack,
+            };
+            let _ = ack.send(match &report {
+                Ok(r) => Ok(*r),
+                Err(e) => Err(e.duplicate()),
+            });
+        }
+    }
+    if let Err(e) = journal.sync() {
+        tracing::error!(error = %e, "journal fsync failed while closing");
+    }
+    fsyncs.store(journal.fsyncs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Write every record of the group, check the files are still there, and commit
+/// once: with `always`, one fsync for the whole group. A `Sync` request fsyncs.
+fn write_group(
+    journal: &mut Journal,
+    group: &mut [WriteRequest],
+) -> Result<Option<Duration>, JournalError> {
+    let mut sync_wanted = false;
+    for request in group.iter_mut() {
+        match request {
+            WriteRequest::Commit { records, .. } => {
+                for r in records.drain(..) {
+                    journal.append(r.seq, r.ts_ms, &r.frame)?;
+                }
+            }
+            WriteRequest::Sync { .. } => sync_wanted = true,
+        }
+    }
+    journal.check_alive()?;
+    let mut fsync = journal.commit()?;
+    if sync_wanted && journal.unsynced {
+        fsync = Some(journal.sync()?);
+    }
+    Ok(fsync)
 }
 
 /// Reads records back; holds only the directory, so it can run on a blocking thread
@@ -715,6 +998,96 @@ mod tests {
         std::fs::remove_dir_all(&other).unwrap();
         let e = k.check_alive().unwrap_err().to_string();
         assert!(e.contains("journal directory disappeared"), "{e}");
+    }
+
+    fn record(seq: u64) -> PendingRecord {
+        PendingRecord {
+            seq,
+            ts_ms: seq,
+            frame: bytes::Bytes::from(format!("frame-{seq}")),
+        }
+    }
+
+    /// Group commit: writes queued while the writer is busy are written together
+    /// and share one fsync under `always`. The requests are queued before the
+    /// thread starts, so all of them are waiting when it takes the first.
+    #[test]
+    fn queued_commits_share_one_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = JournalConfig {
+            fsync: FsyncPolicy::Always,
+            ..config(1 << 20, 1 << 30)
+        };
+        let journal = Journal::open(dir.path(), cfg).unwrap().journal;
+        let reader = journal.reader();
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let mut acks = Vec::new();
+        for seq in 1..=10u64 {
+            let (ack, ack_rx) = tokio::sync::oneshot::channel();
+            tx.try_send(WriteRequest::Commit {
+                records: vec![record(seq)],
+                ack,
+            })
+            .unwrap();
+            acks.push(ack_rx);
+        }
+        let fsyncs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = fsyncs.clone();
+        let thread = std::thread::spawn(move || run_writer(journal, rx, &counter));
+        for ack in acks {
+            let report = ack.blocking_recv().unwrap().unwrap();
+            assert!(report.fsync.is_some(), "always: each ack follows an fsync");
+        }
+        let after_group = fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(after_group, 1, "ten commits, one fsync");
+        // One more commit after the group gets an fsync of its own.
+        let (ack, ack_rx) = tokio::sync::oneshot::channel();
+        tx.try_send(WriteRequest::Commit {
+            records: vec![record(11)],
+            ack,
+        })
+        .unwrap();
+        ack_rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(fsyncs.load(std::sync::atomic::Ordering::Relaxed), 2);
+        drop(tx);
+        thread.join().unwrap();
+        let mut seqs = Vec::new();
+        reader
+            .for_each(|r| {
+                seqs.push(r.seq);
+                true
+            })
+            .unwrap();
+        assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
+    }
+
+    /// The writer opens the journal (repairing a torn tail) on its own thread,
+    /// acknowledges commits in order, and refuses writes once closed.
+    #[tokio::test]
+    async fn writer_opens_commits_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = JournalConfig {
+            fsync: FsyncPolicy::Always,
+            ..config(1 << 20, 1 << 30)
+        };
+        let (mut writer, opened) = JournalWriter::open(dir.path(), cfg).unwrap();
+        assert_eq!((opened.head, opened.repaired_bytes), (0, 0));
+        let first = writer.commit(vec![record(1), record(2)]).await.unwrap();
+        let second = writer.commit(vec![record(3)]).await.unwrap();
+        let report = first.await.unwrap().unwrap();
+        assert_eq!(report.first_seq, 1);
+        second.await.unwrap().unwrap();
+        assert!(writer.fsyncs() >= 1);
+        writer.close().await;
+        assert!(writer.commit(vec![record(4)]).await.is_err(), "closed");
+        // Tear the tail; the next open repairs it on the writer thread.
+        let seg = list_segments(dir.path()).unwrap().pop().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&seg.path).unwrap();
+        f.write_all(&[9, 0, 0]).unwrap();
+        drop(f);
+        let (mut writer, opened) = JournalWriter::open(dir.path(), cfg).unwrap();
+        assert_eq!((opened.head, opened.repaired_bytes), (3, 3));
+        writer.close().await;
     }
 
     #[test]

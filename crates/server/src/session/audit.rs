@@ -1,13 +1,13 @@
 //! The audit log: who prompted, who allowed or denied what (docs/protocol.md §6.1, "Audit log").
 //!
 //! One JSON line per `relay.prompt` and `relay.resolved`, in `<data-dir>/audit.jsonl`,
-//! rotated by size to `audit.jsonl.1` … `audit.jsonl.N`. Journal compaction never
-//! touches these files.
+//! rotated by size to `audit.jsonl.1` … `audit.jsonl.N`, by the log's own thread.
+//! Journal compaction never touches these files.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc;
 
 use serde_json::Value;
 
@@ -15,6 +15,9 @@ use serde_json::Value;
 pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 /// Rotated files kept besides the live one.
 pub const KEEP_ROTATED: u32 = 4;
+/// Records waiting for the audit writer thread; beyond this a record goes to the
+/// server log instead (never silently lost, and `record` never waits).
+const QUEUE: usize = 4096;
 
 #[derive(Debug)]
 struct Inner {
@@ -26,12 +29,28 @@ struct Inner {
     torn: bool,
 }
 
-/// Append-only audit log shared by all sessions; a small lock serializes lines.
+/// What the audit writer thread is asked to do.
+enum Job {
+    Line(String),
+    /// Answered once every earlier line is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// Append-only audit log shared by all sessions. Records are formatted by the
+/// caller and written, one line each, by the log's own thread: the file writes and
+/// the rotation never run on the async workers.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The writer thread's side: the open file and where it rotates.
+struct Writer {
+    path: PathBuf,
     rotate_bytes: u64,
-    inner: Mutex<Option<Inner>>,
+    inner: Option<Inner>,
 }
 
 impl AuditLog {
@@ -48,20 +67,38 @@ impl AuditLog {
             .append(true)
             .open(&path)?;
         let bytes = file.metadata()?.len();
-        Ok(AuditLog {
-            path,
+        let mut writer = Writer {
+            path: path.clone(),
             rotate_bytes,
-            inner: Mutex::new(Some(Inner {
+            inner: Some(Inner {
                 file,
                 bytes,
                 torn: false,
-            })),
+            }),
+        };
+        let (jobs, rx) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Line(line) => writer.write_or_log(&line),
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(AuditLog {
+            path,
+            jobs: Some(jobs),
+            thread: Some(thread),
         })
     }
 
     /// Append one record; `fields` must be a JSON object. Failures are never fatal (the
     /// journal holds the same facts) and never silent: a record that cannot be written
-    /// goes to the server log whole, at error level.
+    /// (or queued) goes to the server log whole, at error level.
     pub fn record(&self, kind: &str, session: &str, mut fields: Value) {
         if let Value::Object(map) = &mut fields {
             map.insert(
@@ -77,19 +114,51 @@ impl AuditLog {
         }
         let mut line = fields.to_string();
         line.push('\n');
-        // A panic while another record was written poisons the lock; the state
-        // behind it (a file handle and a byte count) stays usable, and dropping
-        // every later record would lose the audit trail silently.
-        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| {
-            self.inner.clear_poison();
-            let mut guard = poisoned.into_inner();
-            if let Some(inner) = guard.as_mut() {
-                inner.torn = true;
-            }
-            guard
-        });
-        if let Err(e) = self.write_line(&mut guard, line.as_bytes()) {
-            if let Some(inner) = guard.as_mut() {
+        let queued = match &self.jobs {
+            Some(jobs) => jobs.try_send(Job::Line(line)),
+            None => Err(mpsc::TrySendError::Disconnected(Job::Line(line))),
+        };
+        if let Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) = queued
+            && let Job::Line(line) = job
+        {
+            tracing::error!(
+                path = %self.path.display(),
+                record = %line.trim_end(),
+                "audit log writer busy or gone; the record is logged here instead"
+            );
+        }
+    }
+
+    /// Wait until every record so far is written (tests; a blocking call).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if let Some(jobs) = &self.jobs
+            && jobs.send(Job::Flush(done)).is_ok()
+        {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Where the live file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AuditLog {
+    /// The writer thread writes what is queued and ends; dropped at server exit.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Writer {
+    fn write_or_log(&mut self, line: &str) {
+        if let Err(e) = self.write_line(line.as_bytes()) {
+            if let Some(inner) = self.inner.as_mut() {
                 inner.torn = true;
             }
             tracing::error!(
@@ -101,25 +170,27 @@ impl AuditLog {
         }
     }
 
-    fn write_line(&self, guard: &mut Option<Inner>, line: &[u8]) -> std::io::Result<()> {
-        if guard
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self
+            .inner
             .as_ref()
             .is_none_or(|i| i.bytes + line.len() as u64 > self.rotate_bytes && i.bytes > 0)
         {
-            *guard = None;
+            self.inner = None;
             self.rotate()?;
             let file = crate::datadir::open_options()
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
             let bytes = file.metadata()?.len();
-            *guard = Some(Inner {
+            self.inner = Some(Inner {
                 file,
                 bytes,
                 torn: false,
             });
         }
-        let inner = guard
+        let inner = self
+            .inner
             .as_mut()
             .ok_or_else(|| std::io::Error::other("audit log not open"))?;
         if inner.torn {
@@ -144,53 +215,70 @@ impl AuditLog {
             Err(e) => Err(e),
         }
     }
-
-    /// Where the live file is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A write cut short leaves a partial line; the next record starts on a new
+    /// line, so a reader sees one bad line, never two records run together.
     #[test]
-    fn a_poisoned_lock_loses_no_record_and_keeps_lines_whole() {
+    fn a_torn_write_loses_no_later_record_and_keeps_lines_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(AuditLog::open(dir.path()).unwrap());
-        log.record(
-            "prompt",
-            "default",
-            serde_json::json!({"prompt_id": "before"}),
-        );
-        // A thread panics while holding the lock, after writing half a line.
-        let holder = log.clone();
-        let _ = std::thread::spawn(move || {
-            let mut guard = holder.inner.lock().unwrap();
-            guard.as_mut().unwrap().file.write_all(b"{\"half").unwrap();
-            panic!("writer died mid-record");
-        })
-        .join();
-        assert!(log.inner.is_poisoned());
-        log.record(
-            "prompt",
-            "default",
-            serde_json::json!({"prompt_id": "after"}),
-        );
-        log.record(
-            "resolved",
-            "default",
-            serde_json::json!({"request_id": "r1"}),
-        );
-        let live = std::fs::read_to_string(log.path()).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let file = crate::datadir::open_options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut writer = Writer {
+            path: path.clone(),
+            rotate_bytes: ROTATE_BYTES,
+            inner: Some(Inner {
+                file,
+                bytes: 0,
+                torn: false,
+            }),
+        };
+        writer.write_or_log("{\"prompt_id\":\"before\"}\n");
+        // Half a record reached the file before its write failed.
+        let inner = writer.inner.as_mut().unwrap();
+        inner.file.write_all(b"{\"half").unwrap();
+        inner.torn = true;
+        writer.write_or_log("{\"prompt_id\":\"after\"}\n");
+        let live = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = live.lines().collect();
-        assert_eq!(lines.len(), 4, "{live}");
-        assert_eq!(lines[1], "{\"half");
-        let after: Value = serde_json::from_str(lines[2]).unwrap();
-        assert_eq!(after["prompt_id"], "after");
-        let resolved: Value = serde_json::from_str(lines[3]).unwrap();
-        assert_eq!(resolved["request_id"], "r1");
+        assert_eq!(
+            lines,
+            [
+                "{\"prompt_id\":\"before\"}",
+                "{\"half",
+                "{\"prompt_id\":\"after\"}"
+            ]
+        );
+    }
+
+    /// Records go through the writer thread in order; `flush` waits for them.
+    #[test]
+    fn records_are_written_in_order_by_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..50 {
+            log.record(
+                "prompt",
+                "default",
+                serde_json::json!({"prompt_id": format!("p{i}")}),
+            );
+        }
+        log.flush();
+        let live = std::fs::read_to_string(log.path()).unwrap();
+        let ids: Vec<String> = live
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["prompt_id"].to_string())
+            .collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("\"p{i}\"")).collect();
+        assert_eq!(ids, expected);
     }
 
     #[test]
@@ -204,6 +292,7 @@ mod tests {
                 serde_json::json!({"prompt_id": format!("p{i}")}),
             );
         }
+        log.flush();
         let live = std::fs::read_to_string(log.path()).unwrap();
         let first: Value = serde_json::from_str(live.lines().next().unwrap()).unwrap();
         assert_eq!(first["kind"], "prompt");

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{JournalError, JournalReader};
 use crate::ws::FrameText;
 
 /// How long a prompt `key` protects against a resend (docs/protocol.md §4.4).
@@ -72,18 +72,19 @@ struct RequestHead {
 
 /// Scan the whole journal once.
 pub fn recover(
-    journal: &Journal,
+    head: u64,
+    journal: &JournalReader,
     tail_events: usize,
     tail_bytes: usize,
     now_ms: u64,
 ) -> Result<Recovered, JournalError> {
     let mut r = Recovered {
-        head: journal.head(),
+        head,
         ..Recovered::default()
     };
     let mut open: Vec<OpenPrompt> = Vec::new();
     let mut pending: Vec<RecoveredRequest> = Vec::new();
-    journal.reader().for_each(|rec| {
+    journal.for_each(|rec| {
         let frame = match String::from_utf8(rec.frame) {
             Ok(f) => f,
             Err(_) => return true,

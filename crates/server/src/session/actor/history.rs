@@ -43,7 +43,7 @@ impl Actor {
             push_history(&client, id, &self.name_json, tail_part, truncated);
             return;
         }
-        let reader = self.log.journal.reader();
+        let reader = self.log.reader.clone();
         let name_json = self.name_json.clone();
         tokio::spawn(async move {
             let mut cursor = ReadCursor::new(journal_from, journal_to);

@@ -372,7 +372,7 @@ impl Actor {
         for p in &self.pending {
             consider(p.deadline);
         }
-        consider(self.log.journal.next_interval_sync());
+        consider(self.log.next_interval_sync);
         consider(self.presence.due());
         next
     }
@@ -443,12 +443,10 @@ impl Actor {
                 self.announce_resolved(&request_id, &answer, "relay", None)?;
             }
         }
-        if self.log.journal.needs_interval_sync() {
-            let took = self.log.journal.sync()?;
-            self.shared
-                .metrics
-                .journal_fsync_seconds
-                .observe(took.as_secs_f64());
+        if self.log.next_interval_sync.is_some_and(|due| now >= due) {
+            // Queued to the writer at step end; the next due time comes with its ack.
+            self.log.next_interval_sync = None;
+            self.log.sync_due = true;
         }
         Ok(())
     }

@@ -3,7 +3,10 @@
 //!
 //! Ordering rules it upholds (docs/protocol.md §2.1, §5.4):
 //! - every event is appended to the journal (and committed per the fsync policy)
-//!   before it is pushed to any client;
+//!   before it is pushed to any client. The writing happens on the journal's own
+//!   thread ([`JournalWriter`]): a step hands its events over and the actor goes on
+//!   serving; the events (and the replies that confirm them) are pushed when the
+//!   writer acknowledges them, in the order they were handed over;
 //! - a direct reply is pushed before the events its request causes, except the
 //!   `ok` of `interrupt` and `session.restart`, pushed after the events of their effect;
 //! - an attach's replay and its registration happen in the same step, so the
@@ -30,7 +33,9 @@ use super::{
 use crate::agent::process::{self as agent_process, AgentOutput, AgentProcess, SpawnSpec, Tagged};
 use crate::agent::restart::{RestartPolicy, Verdict};
 use crate::agent::wire::{self, AgentLine, ResponseEnvelope};
-use crate::journal::{self, Journal, JournalError};
+use crate::journal::{
+    self, CommitAck, CommitReport, JournalError, JournalReader, JournalWriter, PendingRecord,
+};
 use crate::metrics::Metrics;
 use crate::notify::NotifyEvent;
 use crate::session::listed::ListedClients;
@@ -72,13 +77,14 @@ pub fn spawn(
     if let Some(pid) = agent_process::end_survivor(&settings.dir) {
         tracing::warn!(session = %settings.name, pid, "ended an agent left running by a previous relay");
     }
-    let opened = Journal::open(&settings.dir.join("journal"), settings.journal)?;
+    // The writer thread opens the journal (and repairs a torn tail) itself.
+    let (writer, opened) = JournalWriter::open(&settings.dir.join("journal"), settings.journal)?;
     if opened.repaired_bytes > 0 {
         tracing::warn!(session = %settings.name, bytes = opened.repaired_bytes, "dropped a torn record at the end of the journal");
     }
-    let journal = opened.journal;
     let recovered = recovery::recover(
-        &journal,
+        opened.head,
+        &opened.reader,
         settings.tail_events,
         settings.tail_bytes,
         journal::now_ms(),
@@ -119,7 +125,12 @@ pub fn spawn(
             head: recovered.head,
             tail: recovered.tail,
             tail_bytes: recovered.tail_bytes,
-            journal,
+            durable: recovered.head,
+            writer,
+            reader: opened.reader,
+            first_seq: opened.first_seq,
+            next_interval_sync: None,
+            sync_due: false,
             max_events: settings.tail_events,
             max_bytes: settings.tail_bytes,
         },
@@ -169,6 +180,8 @@ pub fn spawn(
         deferred: Vec::new(),
         push_replies: Vec::new(),
         uncommitted: Vec::new(),
+        uncommitted_records: Vec::new(),
+        in_flight: VecDeque::new(),
         restarts_total: 0,
         journal_failure: None,
         tail_account,
@@ -193,15 +206,55 @@ struct EventLog {
     head: u64,
     tail: VecDeque<(u64, FrameText)>,
     tail_bytes: usize,
-    journal: Journal,
+    /// The last seq the writer acknowledged (written, and fsynced per the policy).
+    durable: u64,
+    writer: JournalWriter,
+    reader: JournalReader,
+    /// The journal's first retained seq, as of the last acknowledgement.
+    first_seq: u64,
+    /// When an `interval` fsync is due, as of the last acknowledgement.
+    next_interval_sync: Option<Instant>,
+    /// The timer found an `interval` fsync due: queued to the writer at step end.
+    sync_due: bool,
     max_events: usize,
     max_bytes: usize,
+}
+
+/// Events handed to the journal writer, waiting for its acknowledgement; with the
+/// replies that may only go out after them.
+struct InFlight {
+    ack: CommitAck,
+    events: Vec<(u64, FrameText, Option<Instant>)>,
+    deferred: Vec<(ClientHandle, String)>,
+    push_replies: Vec<(
+        tokio::sync::oneshot::Sender<super::PushAnswer>,
+        super::PushAnswer,
+    )>,
+}
+
+/// What woke the actor.
+enum Wake {
+    Shutdown,
+    Agent(Tagged),
+    Command(SessionCmd),
+    Written(Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError>),
+    Timer,
+}
+
+/// The acknowledgement of the oldest write in flight (never, when none is).
+async fn oldest_ack(
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError> {
+    match in_flight.front_mut() {
+        Some(front) => (&mut front.ack).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl EventLog {
     fn first_retained(&self) -> u64 {
         let tail_first = self.tail.front().map(|(s, _)| *s).unwrap_or(self.head + 1);
-        tail_first.min(self.journal.first_seq()).max(1)
+        tail_first.min(self.first_seq).max(1)
     }
 
     fn tail_first(&self) -> u64 {
@@ -309,6 +362,10 @@ struct Actor {
     )>,
     /// Events appended this step, not yet sent: (seq, frame, agent read time).
     uncommitted: Vec<(u64, FrameText, Option<Instant>)>,
+    /// The journal records of `uncommitted`.
+    uncommitted_records: Vec<PendingRecord>,
+    /// Writes handed to the journal writer, oldest first.
+    in_flight: VecDeque<InFlight>,
     restarts_total: u64,
     /// A journal error hit where it could not be returned (start_agent); raised at step end.
     journal_failure: Option<JournalError>,
@@ -366,24 +423,46 @@ impl Actor {
             self.report_opened(&p.request_id, &p.subtype, &p.raw);
         }
         self.start_agent();
-        self.finish_step()?;
+        self.finish_step().await?;
         loop {
             let deadline = self.next_deadline();
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                Some(first) = agent_rx.recv() => self.on_agent_output(first)?,
-                Some(cmd) = cmd_rx.recv() => self.on_command(cmd)?,
-                _ = sleep_until(deadline.into()) => self.on_timer()?,
+            let writing = !self.in_flight.is_empty();
+            let wake = {
+                let written = oldest_ack(&mut self.in_flight);
+                tokio::select! {
+                    _ = shutdown.cancelled() => Wake::Shutdown,
+                    Some(first) = agent_rx.recv() => Wake::Agent(first),
+                    Some(cmd) = cmd_rx.recv() => Wake::Command(cmd),
+                    result = written, if writing => Wake::Written(result),
+                    _ = sleep_until(deadline.into()) => Wake::Timer,
+                }
+            };
+            match wake {
+                Wake::Shutdown => return Ok(()),
+                Wake::Agent(first) => self.on_agent_output(first)?,
+                Wake::Command(cmd) => self.command(cmd).await?,
+                Wake::Written(result) => self.on_written(result)?,
+                Wake::Timer => self.on_timer()?,
             }
-            // Group commit: take whatever else is already waiting into this step,
-            // so its events share one journal write and fsync.
-            self.drain_ready(cmd_rx, agent_rx)?;
-            self.finish_step()?;
+            // Take whatever else is already waiting into this step, so its events
+            // go to the writer together (and share a write and an fsync there).
+            self.drain_ready(cmd_rx, agent_rx).await?;
+            self.finish_step().await?;
         }
     }
 
+    /// Handle one command. Those that must see every earlier event sent first
+    /// ([`commits_first`]) wait, without blocking, for the writes in flight.
+    async fn command(&mut self, cmd: SessionCmd) -> Step {
+        if commits_first(&cmd) {
+            self.finish_step().await?;
+            self.settle().await?;
+        }
+        self.on_command(cmd)
+    }
+
     /// Handle agent output and commands that are already queued, up to a bound.
-    fn drain_ready(
+    async fn drain_ready(
         &mut self,
         cmd_rx: &mut mpsc::Receiver<SessionCmd>,
         agent_rx: &mut mpsc::Receiver<Tagged>,
@@ -405,10 +484,7 @@ impl Actor {
             if cmds < COMMAND_BATCH
                 && let Ok(cmd) = cmd_rx.try_recv()
             {
-                if commits_first(&cmd) {
-                    self.finish_step()?;
-                }
-                self.on_command(cmd)?;
+                self.command(cmd).await?;
                 cmds += 1;
                 progressed = true;
             }
@@ -418,20 +494,15 @@ impl Actor {
         }
     }
 
-    /// End of every step: announce a state change, commit and send events, then
-    /// send replies that confirm an effect, then publish the status snapshot.
-    fn finish_step(&mut self) -> Step {
+    /// End of every step: announce a state change, hand the events to the journal
+    /// writer (with the replies that confirm an effect, sent after them), then
+    /// publish the status snapshot.
+    async fn finish_step(&mut self) -> Step {
         if let Some(e) = self.journal_failure.take() {
             return Err(e);
         }
         self.sync_state()?;
-        self.commit()?;
-        for (client, text) in std::mem::take(&mut self.deferred) {
-            let _ = client.outbox.frame(FrameType::Ok, text);
-        }
-        for (reply, outcome) in std::mem::take(&mut self.push_replies) {
-            let _ = reply.send(outcome);
-        }
+        self.commit().await?;
         self.flush_presence();
         self.publish_status();
         Ok(())
@@ -444,9 +515,13 @@ impl Actor {
         let seq = self.log.head + 1;
         let ts_ms = journal::now_ms();
         let frame = event_frame(&self.name_json, seq, ts_ms, raw);
-        self.log.journal.append(seq, ts_ms, frame.as_bytes())?;
         self.log.head = seq;
         let text = FrameText::from(frame);
+        self.uncommitted_records.push(PendingRecord {
+            seq,
+            ts_ms,
+            frame: bytes::Bytes::from(text.clone()),
+        });
         self.log.tail_bytes += text.len();
         self.log.tail.push_back((seq, text.clone()));
         while self.log.tail.len() > self.log.max_events
@@ -464,24 +539,95 @@ impl Actor {
         self.emit(event.to_string().as_bytes(), None)
     }
 
-    /// Make this step's events durable, then push them to every attached client.
-    fn commit(&mut self) -> Step {
+    /// Hand this step's events to the journal writer; they are pushed to the
+    /// clients when it acknowledges them ([`Actor::on_written`]). Replies that
+    /// confirm an effect go after the events handed over before them.
+    async fn commit(&mut self) -> Step {
+        let deferred = std::mem::take(&mut self.deferred);
+        let push_replies = std::mem::take(&mut self.push_replies);
         if self.uncommitted.is_empty() {
-            return Ok(());
+            match self.in_flight.back_mut() {
+                Some(last) => {
+                    last.deferred.extend(deferred);
+                    last.push_replies.extend(push_replies);
+                }
+                None => send_replies(deferred, push_replies),
+            }
+        } else {
+            let events = std::mem::take(&mut self.uncommitted);
+            let records = std::mem::take(&mut self.uncommitted_records);
+            let ack = self.log.writer.commit(records).await?;
+            self.in_flight.push_back(InFlight {
+                ack,
+                events,
+                deferred,
+                push_replies,
+            });
         }
-        self.log.journal.check_alive()?;
-        if let Some(fsync) = self.log.journal.commit()? {
+        if std::mem::take(&mut self.log.sync_due) {
+            let ack = self.log.writer.sync().await?;
+            self.in_flight.push_back(InFlight {
+                ack,
+                events: Vec::new(),
+                deferred: Vec::new(),
+                push_replies: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Wait (without blocking the thread) until every write in flight is
+    /// acknowledged and its events are sent.
+    async fn settle(&mut self) -> Step {
+        while !self.in_flight.is_empty() {
+            let result = oldest_ack(&mut self.in_flight).await;
+            self.on_written(result)?;
+        }
+        Ok(())
+    }
+
+    /// The writer acknowledged the oldest write in flight: its events are durable
+    /// as the policy says, so push them to every attached client, then the replies
+    /// that waited for them. A write error ends the session as it always did.
+    fn on_written(
+        &mut self,
+        result: Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Step {
+        let Some(done) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let report = result.map_err(|_| journal::writer_gone())??;
+        if let Some(fsync) = report.fsync {
             self.shared
                 .metrics
                 .journal_fsync_seconds
                 .observe(fsync.as_secs_f64());
         }
+        self.log.first_seq = report.first_seq;
+        self.log.next_interval_sync = report.next_interval_sync;
         self.shared
             .metrics
             .journal_bytes
             .get_or_create(&self.metrics_label)
-            .set(self.log.journal.bytes() as i64);
-        let events = std::mem::take(&mut self.uncommitted);
+            .set(report.bytes as i64);
+        let InFlight {
+            events,
+            deferred,
+            push_replies,
+            ..
+        } = done;
+        if let Some((seq, _, _)) = events.last() {
+            self.log.durable = *seq;
+        }
+        self.push_events(events);
+        send_replies(deferred, push_replies);
+        Ok(())
+    }
+
+    fn push_events(&mut self, events: Vec<(u64, FrameText, Option<Instant>)>) {
+        if events.is_empty() {
+            return;
+        }
         self.shared
             .metrics
             .events_appended
@@ -503,7 +649,6 @@ impl Actor {
         if !lagged.is_empty() {
             self.drop_clients(&lagged);
         }
-        Ok(())
     }
 
     /// Forget clients that lagged or went away; the others hear of it in the
@@ -680,7 +825,7 @@ impl Actor {
         let status = SessionStatus {
             state: self.state,
             detail: self.state_detail.clone(),
-            head: self.log.head,
+            head: self.log.durable,
             clients: self.clients.len(),
             agent_pid: self.agent.as_ref().map(|a| a.pid),
             agent_started: self.agent_started.map(|(_, t)| t),
@@ -735,14 +880,35 @@ impl Actor {
             }
         }
         let _ = self.sync_state();
-        if let Err(e) = self.commit() {
+        self.log.sync_due = true;
+        if let Err(e) = self.commit().await {
             tracing::error!(session = %self.name, error = %e, "journal failed while stopping");
         }
-        if let Err(e) = self.log.journal.sync() {
-            tracing::error!(session = %self.name, error = %e, "journal fsync failed while stopping");
+        if let Err(e) = self.settle().await {
+            tracing::error!(session = %self.name, error = %e, "journal failed while stopping");
+            // Whatever else was in flight is not sent (it may not be durable).
+            self.in_flight.clear();
         }
+        // Flushes and fsyncs what is left, then ends the writer thread.
+        self.log.writer.close().await;
         self.publish_status();
         tracing::info!(session = %self.name, head = self.log.head, "session stopped");
+    }
+}
+
+/// Send replies that confirm an effect, once the events before them are sent.
+fn send_replies(
+    deferred: Vec<(ClientHandle, String)>,
+    push_replies: Vec<(
+        tokio::sync::oneshot::Sender<super::PushAnswer>,
+        super::PushAnswer,
+    )>,
+) {
+    for (client, text) in deferred {
+        let _ = client.outbox.frame(FrameType::Ok, text);
+    }
+    for (reply, outcome) in push_replies {
+        let _ = reply.send(outcome);
     }
 }
 

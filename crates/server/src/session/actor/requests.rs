@@ -61,7 +61,7 @@ impl Actor {
         let replay_from = wanted_from.max(first).min(head + 1);
         let tail_first = self.log.tail_first();
         let journal_part = (replay_from < tail_first).then(|| JournalReplay {
-            reader: self.log.journal.reader(),
+            reader: self.log.reader.clone(),
             from: replay_from,
             to: tail_first - 1,
         });
