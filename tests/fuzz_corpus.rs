@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpus (fuzz/corpus/TARGET/*) through the same entry
+//! Replays the committed fuzz corpus (fuzz/corpus/<target>/*) through the same entry
 //! points as the fuzz targets, on the stable toolchain: every seed and every crash
 //! input ever committed there keeps being checked by `cargo test`, without
 //! cargo-fuzz. (The fuzzing itself: scripts/fuzz-smoke.)
