@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
+use futures_util::SinkExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, mpsc};
 
@@ -26,6 +27,8 @@ pub const HUB_ENV: &str = "CCRELAY_FANOUT_HUB";
 const BROADCAST_CAPACITY: usize = 4096;
 /// Prompts waiting for the agent's stdin.
 const PROMPT_QUEUE: usize = 1024;
+/// At most this many queued frames join one write.
+const WRITE_BATCH: usize = 64;
 
 #[derive(Clone)]
 struct Hub {
@@ -121,7 +124,23 @@ async fn client(mut socket: WebSocket, hub: Hub) {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(frame) => {
-                    if socket.send(Message::Text(frame)).await.is_err() {
+                    // Written as a competent hub would: whatever else is already
+                    // queued goes out in the same write, one flush for the batch.
+                    if socket.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..WRITE_BATCH {
+                        match events.try_recv() {
+                            Ok(more) => {
+                                if socket.feed(Message::Text(more)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                            Err(_) => return,
+                        }
+                    }
+                    if socket.flush().await.is_err() {
                         return;
                     }
                 }

@@ -42,7 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-#[path = "../tests/common/any_cert.rs"]
+#[path = "../tests/it/common/any_cert.rs"]
 mod any_cert;
 use any_cert::tls_client_config;
 mod baseline_hub;

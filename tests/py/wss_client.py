@@ -1,4 +1,4 @@
-"""An outside client for tests/tls.rs (`--tls-self-signed` with an outside client): Python's `ssl`
+"""An outside client for tests/it/tls.rs (`--tls-self-signed` with an outside client): Python's `ssl`
 and `websockets`, nothing of ccrelay's. Connects to a wss:// URL, trusts the
 server's certificate only if its SHA-256 fingerprint is the pinned one, signs the
 challenge with `ssh-keygen -Y sign`, attaches, and prints one JSON line with what

@@ -1,6 +1,6 @@
 // A mock Anthropic Messages API for running the REAL Claude Code CLI offline in the
 // browser tests (ANTHROPIC_BASE_URL=http://127.0.0.1:<port>): the part of
-// tests/common/mock_anthropic.rs these tests need, in Node. `POST /v1/messages` (any
+// tests/it/common/mock_anthropic.rs these tests need, in Node. `POST /v1/messages` (any
 // query, e.g. `?beta=true`) gets a streamed SSE answer — message_start, ping,
 // content_block_start / _delta… / _stop per block, message_delta with the stop_reason,
 // message_stop — picked from the LAST user message of the request (<system-reminder>

@@ -1,6 +1,6 @@
 // The page's protocol against the Rust types, through shared fixtures
 // (fixtures/protocol/: one request per file in client/, one server frame per file
-// in server/, one relay event per file in event/). tests/protocol_fixtures.rs reads
+// in server/, one relay event per file in event/). tests/it/protocol_fixtures.rs reads
 // every fixture into the server's own types and fails on an unknown type or a field
 // too many or too few; this file checks that the page's builders produce exactly
 // those fixtures and that every type the page sends or switches on has one.

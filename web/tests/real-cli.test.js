@@ -1,6 +1,6 @@
 // Two browser profiles and a terminal on one session with the REAL Claude Code CLI (the pinned install in
 // tools/claude-cli, or $CCRELAY_CLAUDE_BIN), run offline against the Node mock
-// Anthropic API (mock-anthropic.js) with the environment tests/common/real_cli.rs
+// Anthropic API (mock-anthropic.js) with the environment tests/it/common/real_cli.rs
 // gives it: two browser profiles and a terminal/test client on one session; a prompt
 // typed in A appears in B and in the terminal with A's device; the streamed answer is
 // identical in both browsers; a Bash permission card appears in both, allowed in B,

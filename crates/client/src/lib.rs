@@ -13,6 +13,12 @@
 //! text), `presence` (who is attached, from deltas), `input` (line editor),
 //! `screen` (the terminal), `trust` (whether to sign: certificate, server id,
 //! channel binding), `known` (the known_servers file).
+//!
+//! Owns: the terminal session of one `ccrelay attach` and its exit codes. Must
+//! not: serve anything or hold server state. It speaks `ccrelay-protocol`'s types
+//! and borrows from `ccrelay-server` only what both sides share: SSHSIG signing
+//! and key files (`auth`), the TLS client pieces and fingerprints (`tls`), origin
+//! names (`names`), escaping (`escape`) and the QR renderer (`web`).
 
 mod connect;
 mod input;

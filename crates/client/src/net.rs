@@ -25,6 +25,9 @@ const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Our WebSocket ping period (keeps NATs open, proves the server is there).
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// How long a client that closes waits for the server's close before it drops
+/// the socket.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// Nothing at all from the server for this long: the connection is dead.
 const DEAD_AFTER: Duration = Duration::from_secs(60);
 /// Frames read from the socket and not yet shown, at most (as many as the
@@ -198,6 +201,19 @@ async fn pump(
                                 reason: "lagging: this client's display fell behind".into(),
                             };
                             let _ = sink.send(Message::Close(Some(close))).await;
+                            // The closing handshake: read (and drop: the reconnect
+                            // replays them) what the server still sends until its
+                            // close. Dropping the socket with unread data would
+                            // reset the connection, and the server would see a
+                            // broken connection instead of this client's close.
+                            let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+                                while let Some(Ok(msg)) = stream.next().await {
+                                    if matches!(msg, Message::Close(_)) {
+                                        break;
+                                    }
+                                }
+                            })
+                            .await;
                             return Ending::Lost(format!(
                                 "this client fell {} frames behind; resuming from its last event",
                                 events.max_capacity()

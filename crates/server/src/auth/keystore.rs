@@ -560,6 +560,16 @@ impl KeyStore {
 
     /// Background task: reload on SIGHUP and when either file's (mtime, size, inode) changes (poll every ~250-500 ms, so a removed key is noticed within about a second). Stops when `shutdown` is cancelled.
     pub fn spawn_watcher(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.spawn_watcher_with_ready(shutdown, None)
+    }
+
+    /// [`KeyStore::spawn_watcher`], telling `ready` once the watcher has taken its
+    /// first look at the files (it then sees every later change).
+    pub fn spawn_watcher_with_ready(
+        &self,
+        shutdown: CancellationToken,
+        mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -589,10 +599,18 @@ impl KeyStore {
                         store.reload_in_background("sighup").await;
                     }
                     _ = tick.tick() => {
+                        let first = last.is_none();
                         let now = Some(store.stamps());
                         if now != last {
                             last = now;
                             store.reload_in_background("file_changed").await;
+                        }
+                        if first {
+                            // The readiness signal: changes from here on are seen.
+                            tracing::debug!("watching the keys files");
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(());
+                            }
                         }
                     }
                 }
@@ -765,9 +783,13 @@ mod tests {
         let store = KeyStore::load(&path, None).unwrap();
         let mut rx = store.subscribe();
         let shutdown = CancellationToken::new();
-        let task = store.spawn_watcher(shutdown.clone());
-        // Let the watcher take its first look before the file changes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let task = store.spawn_watcher_with_ready(shutdown.clone(), Some(ready_tx));
+        // The watcher takes its first look before the file changes.
+        tokio::time::timeout(Duration::from_secs(5), ready)
+            .await
+            .expect("the watcher never took its first look")
+            .unwrap();
         let started = std::time::Instant::now();
         std::fs::write(&path, format!("{}\n", a.pub_line)).unwrap();
         tokio::time::timeout(Duration::from_millis(1500), rx.changed())

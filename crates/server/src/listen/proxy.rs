@@ -67,7 +67,7 @@ pub fn client_address(peer: IpAddr, trusted: &[IpNet], headers: &HeaderMap) -> I
 }
 
 /// The `X-Forwarded-For` parser as the fuzz target (fuzz/fuzz_targets/forwarded_for.rs)
-/// and the corpus replay (tests/fuzz_corpus.rs) drive it.
+/// and the corpus replay (tests/it/fuzz_corpus.rs) drive it.
 pub mod fuzzing {
     use std::net::IpAddr;
 

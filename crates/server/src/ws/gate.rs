@@ -252,7 +252,7 @@ impl FrameScanner {
 }
 
 /// The scanner as the fuzz target (fuzz/fuzz_targets/ws_frame_header.rs) and the
-/// corpus replay (tests/fuzz_corpus.rs) drive it.
+/// corpus replay (tests/it/fuzz_corpus.rs) drive it.
 pub mod fuzzing {
     use super::{FrameScanner, Scan};
 

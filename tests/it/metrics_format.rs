@@ -3,9 +3,9 @@
 //! OpenMetrics 1.0 only when the scraper's `Accept` asks for it (as Prometheus
 //! itself does). The classic one is also checked with `promtool check metrics`
 //! (Debian package `prometheus`, installed by scripts/test-deps): without it the
-//! test says SKIPPED, or fails under `CCRELAY_REQUIRE_ALL=1` (tests/common/require.rs).
+//! test says SKIPPED, or fails under `CCRELAY_REQUIRE_ALL=1` (tests/it/common/require.rs).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

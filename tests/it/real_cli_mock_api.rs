@@ -6,7 +6,7 @@
 //! (`LOCK`). Without the CLI they print the SKIPPED line and pass, unless
 //! `CCRELAY_REQUIRE_ALL=1`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,9 +4,9 @@
 //! there — all against the real binary over real sockets.
 //!
 //! The tests with hundreds of connections are heavy: run them under the machine
-//! lock (`flock /tmp/ccrelay-heavy.lock cargo test --test scale`).
+//! lock (`flock /tmp/ccrelay-heavy.lock cargo test --test it scale::`).
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Sessions with the mock agent: fan-out, exact replay, lagging clients,
 //! load, prompts with keys, permission prompts, presence, durability.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

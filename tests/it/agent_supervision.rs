@@ -1,7 +1,7 @@
 //! Agent supervision with the mock agent: hang detection, crash loops ending in
 //! `failed`, process-group hygiene, and what the relay does with odd agent output.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

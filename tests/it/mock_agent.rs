@@ -1,6 +1,6 @@
 //! The mock agent binary over real pipes: the protocol behaviours the relay relies on.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

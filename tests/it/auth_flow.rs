@@ -2,7 +2,7 @@
 //! keys and signatures from the real `ssh-keygen` (and `ssh-agent`) wherever they
 //! can make them; FIDO, DSA and SHA-1 RSA signatures are crafted by hand.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -756,6 +756,7 @@ async fn silence_after_the_challenge_times_out() {
 
     // The timeout no longer applies once authenticated.
     let mut ok = server.client(&fx.owner, None).await;
+    // Outlast the 1 s authentication timeout: the absence of a close is the point.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         ping_ok(&mut ok, "later").await,
@@ -919,8 +920,12 @@ async fn sighup_reloads_keys_and_does_not_kill_the_server() {
     let mut server = fx.start(ServerOptions::default());
     let mut stays = server.client(&fx.owner, Some("stays")).await;
     let mut goes = server.client(&fx.owner2, Some("goes")).await;
-    // Let the watcher take its first look at the file.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The watcher has taken its first look at the file.
+    assert!(
+        server
+            .wait_log("watching the keys files", Duration::from_secs(10))
+            .await
+    );
 
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     let edited = format!(
@@ -936,7 +941,9 @@ async fn sighup_reloads_keys_and_does_not_kill_the_server() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    // Test premise: the watcher (size, mtime, inode) does not see this edit.
+    // Test premise: the watcher (size, mtime, inode) does not see this edit. Not a
+    // readiness wait but the absence of an event: a little more than one watch
+    // interval (1 s) gives the watcher its chance to (wrongly) notice.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(
         ping_ok(&mut goes, "before-hup").await,
@@ -960,7 +967,19 @@ async fn sighup_reloads_keys_and_does_not_kill_the_server() {
     );
     // A second SIGHUP with nothing changed is harmless too.
     server.signal(Signal::SIGHUP);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handled = Instant::now() + Duration::from_secs(5);
+    while server
+        .logs()
+        .matches("SIGHUP: reloading authorized keys")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < handled,
+            "the second SIGHUP was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(server.wait_exit(Duration::from_millis(200)).is_none());
     assert!(ping_ok(&mut stays, "after-second-hup").await);
     let mut fresh = server.client(&fx.owner, Some("fresh")).await;

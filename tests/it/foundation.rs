@@ -1,7 +1,7 @@
 //! The foundation: listening line, health, admission (limit, Origin), heartbeat,
 //! frame errors before and after authentication, graceful shutdown, configuration.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! 127.0.0.1. Figures are printed, never asserted on time beyond the contract's
 //! own deadlines. Heavy tests run one at a time (`flock /tmp/ccrelay-heavy.lock`).
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -509,6 +509,10 @@ async fn trusted_proxy_limits_apply_per_forwarded_address() {
     assert_eq!(status, 429);
 }
 
+/// Server memory per idle attached connection as docs/operations.md ("Sizing")
+/// documents it; the test allows 1.5 times that.
+const IDLE_CONNECTION_KIB_DOCUMENTED: f64 = 7.7;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_authenticated_connection_memory() {
     raise_nofile();
@@ -559,6 +563,7 @@ async fn idle_authenticated_connection_memory() {
                 let mut c = TestClient::connect(&url).await;
                 let ok = c.authenticate(&owner, Some(&format!("c{chunk}-{j}"))).await;
                 assert_eq!(ok["type"], "auth.ok");
+                c.attach("default", None).await;
                 c
             }));
         }
@@ -572,13 +577,23 @@ async fn idle_authenticated_connection_memory() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(server.pid()).unwrap();
-    let per_conn = (after.saturating_sub(before)) as f64 / n as f64;
+    // A thousand connections cost something: a drop means the measurement failed
+    // (it is not read as zero).
+    assert!(
+        after > before,
+        "server RSS fell from {before} KiB to {after} KiB with {n} more connections: no measurement"
+    );
+    let per_conn = (after - before) as f64 / n as f64;
     println!(
-        "server RSS {before} KiB -> {after} KiB with {n} idle authenticated connections: {per_conn:.1} KiB per connection ({})",
+        "server RSS {before} KiB -> {after} KiB with {n} idle attached connections: {per_conn:.1} KiB per connection ({})",
         bin.as_deref().unwrap_or("this build")
     );
     if bin.is_none() {
-        assert!(per_conn < 64.0, "{per_conn:.1} KiB per idle connection");
+        // docs/operations.md, "Sizing": 7.7 KiB per idle attached connection.
+        assert!(
+            per_conn < IDLE_CONNECTION_KIB_DOCUMENTED * 1.5,
+            "{per_conn:.1} KiB per idle attached connection, documented {IDLE_CONNECTION_KIB_DOCUMENTED} KiB"
+        );
     }
     // They all still work.
     for (i, c) in clients.iter_mut().enumerate().step_by(97) {

@@ -15,7 +15,7 @@
 //! A file naming an option this build does not have (one another branch adds)
 //! is reported as SKIPPED with the missing options listed.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! `--server-name`; a bare signature is refused unless the key is named by
 //! `--allow-unbound-auth`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! across a server restart without duplicates, and two interactive terminals
 //! (tmux) sharing one permission prompt.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -971,8 +971,14 @@ fn a_display_that_falls_behind_is_closed_as_lagging_and_resumes_without_loss() {
     }
     assert!(
         closed,
-        "the lagging client never closed its connection; stderr: {}",
-        stderr.lock().unwrap()
+        "the lagging client never closed its connection; stderr: {}\nserver closes: {}",
+        stderr.lock().unwrap(),
+        server
+            .logs()
+            .lines()
+            .filter(|l| l.contains("connection clos"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // Now the display drains: everything arrives, once, in order.

@@ -6,7 +6,7 @@
 //! proxy written in the test (rustls) in front of a plaintext `ccrelay serve`, as
 //! a Caddy or nginx deployment is.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

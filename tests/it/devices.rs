@@ -2,7 +2,7 @@
 //! `keys.revoke`, against the real binary over real sockets. Paired keys are
 //! seeded in the paired files exactly as pairing writes them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

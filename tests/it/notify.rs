@@ -3,7 +3,7 @@
 //! webhook that must not slow the session, and `POST /v1/push/respond` (a token
 //! answers once, as its device; used, answered, forged tokens change nothing).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

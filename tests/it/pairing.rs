@@ -2,7 +2,7 @@
 //! against the real binary over real sockets. The device's signature is made by
 //! the real `ssh-keygen -Y sign`, as any outside client could.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;

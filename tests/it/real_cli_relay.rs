@@ -7,7 +7,7 @@
 //! print the SKIPPED line and pass, unless `CCRELAY_REQUIRE_ALL=1`.
 //! Run: `cargo test --test real_cli_relay -- --test-threads=1`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,12 +1,12 @@
 //! A TLS client that accepts any server certificate, for reaching the project's
-//! own servers on loopback (tests/tls.rs checks certificates itself). Shared by
-//! the tests (`tests/common`) and the fanout bench (`#[path]`), which cannot
+//! own servers on loopback (tests/it/tls.rs checks certificates itself). Shared by
+//! the tests (`tests/it/common`) and the fanout bench (`#[path]`), which cannot
 //! share a module otherwise.
 
 use std::sync::{Arc, Mutex};
 
 /// A TLS client configuration that accepts any server certificate (the harness
-/// reaches its own servers; tests/tls.rs checks certificates itself), ALPN http/1.1.
+/// reaches its own servers; tests/it/tls.rs checks certificates itself), ALPN http/1.1.
 pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
     let provider = ccrelay::tls::provider();
     let verifier = Arc::new(AnyCert {

@@ -2,7 +2,7 @@
 //! modes, what the health endpoints say, agent.pid trust.
 //! Everything runs the real binary over real sockets and real files.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

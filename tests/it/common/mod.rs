@@ -559,7 +559,7 @@ impl TestClient {
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
         // wss:// (a server with --tls-self-signed): any certificate is accepted;
-        // tests/tls.rs checks certificates itself.
+        // tests/it/tls.rs checks certificates itself.
         let tls = tokio_tungstenite::Connector::Rustls(tls_client_config());
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, Some(config), false, Some(tls))

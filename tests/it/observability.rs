@@ -3,7 +3,7 @@
 //! exhaustion, structured JSON logs with connection context, the example
 //! dashboard, fatal faults, and the memory guard. Real binary, real sockets.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ struct Scrape {
 /// GET /metrics (no `Accept`, so the classic Prometheus text format 0.0.4) and
 /// parse it with prometheus-parse, as served. Family types are keyed by family
 /// name (a counter's `# TYPE` line names its `_total` sample in this format).
-/// tests/metrics_format.rs checks the OpenMetrics variant and the negotiation.
+/// tests/it/metrics_format.rs checks the OpenMetrics variant and the negotiation.
 async fn scrape(server: &TestServer) -> Scrape {
     let (status, head, body) = server.http_get("/metrics").await;
     assert_eq!(status, 200, "{head}");

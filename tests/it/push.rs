@@ -3,7 +3,7 @@
 //! files, and `WebPush::send` end to end against a loopback mock push service
 //! that checks the VAPID JWT and decrypts the payload like a real one.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

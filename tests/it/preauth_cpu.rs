@@ -9,7 +9,7 @@
 //!
 //! A flood: run under `flock /tmp/ccrelay-heavy.lock`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
