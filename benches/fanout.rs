@@ -56,6 +56,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound on connecting and attaching everyone.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The options, for `--help` and an unknown argument.
+const USAGE: &str = "use --clients N, --rate R | --window W, --duration S, \
+     --server-bin PATH, --also-bin PATH (repeatable), --no-baseline, \
+     --fsync always|interval|never, --preset standard (1000 clients, 50 prompts/s, \
+     fsync always), --addresses N, --server-arg ARG, --tls";
+
 #[derive(Debug, Clone)]
 struct Args {
     clients: usize,
@@ -120,12 +126,11 @@ fn parse_args() -> Args {
             "--addresses" => args.addresses = value(&a).parse().expect("--addresses N"),
             "--server-arg" => args.server_args.push(value(&a)),
             "--tls" => args.tls = true,
-            other => panic!(
-                "unknown argument {other}; use --clients N, --rate R | --window W, --duration S, \
-                 --server-bin PATH, --also-bin PATH (repeatable), --no-baseline, \
-                 --fsync always|interval|never, --preset standard (1000 clients, 50 prompts/s, \
-                 fsync always), --addresses N, --server-arg ARG, --tls"
-            ),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}; {USAGE}"),
         }
     }
     assert!(

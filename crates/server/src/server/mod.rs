@@ -194,18 +194,23 @@ pub async fn run_with(
     .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
-    let sessions = Sessions::start(
-        config.session_settings(),
-        SessionShared {
-            metrics: metrics.clone(),
-            audit,
-            fatal: fatal.clone(),
-            memory: memory.clone(),
-            notify: notify.clone(),
-        },
-        session_stop.clone(),
-        &session_tasks,
-    )
+    let session_shared = SessionShared {
+        metrics: metrics.clone(),
+        audit,
+        fatal: fatal.clone(),
+        memory: memory.clone(),
+        notify: notify.clone(),
+    };
+    // Opening a journal reads it and may repair a torn tail on disk (set_len, fsync):
+    // done on a blocking thread, never on the async workers. The actors it spawns
+    // run on the runtime as usual.
+    let sessions = {
+        let settings = config.session_settings();
+        let (stop, tasks) = (session_stop.clone(), session_tasks.clone());
+        tokio::task::spawn_blocking(move || Sessions::start(settings, session_shared, stop, &tasks))
+            .await
+            .map_err(|e| startup_fault(anyhow::anyhow!("opening the sessions panicked: {e}")))?
+    }
     .map_err(|e| startup_fault(anyhow::Error::new(e).context("cannot open the sessions")))?;
     session_tasks.close();
 

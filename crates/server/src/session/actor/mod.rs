@@ -441,7 +441,12 @@ impl Actor {
                 Wake::Shutdown => return Ok(()),
                 Wake::Agent(first) => self.on_agent_output(first)?,
                 Wake::Command(cmd) => self.command(cmd).await?,
-                Wake::Written(result) => self.on_written(result)?,
+                Wake::Written(result) => {
+                    self.on_written(result)?;
+                    // A group commit acknowledges several writes at once: send
+                    // all of them now, not one per turn of the loop.
+                    self.take_ready_acks()?;
+                }
                 Wake::Timer => self.on_timer()?,
             }
             // Take whatever else is already waiting into this step, so its events
@@ -582,6 +587,18 @@ impl Actor {
         while !self.in_flight.is_empty() {
             let result = oldest_ack(&mut self.in_flight).await;
             self.on_written(result)?;
+        }
+        Ok(())
+    }
+
+    /// Every write in flight, oldest first, that is already acknowledged. Stops at
+    /// the first still pending (or whose writer is gone: the loop's wait reports that).
+    fn take_ready_acks(&mut self) -> Step {
+        while let Some(front) = self.in_flight.front_mut() {
+            match front.ack.try_recv() {
+                Ok(report) => self.on_written(Ok(report))?,
+                Err(_) => break,
+            }
         }
         Ok(())
     }
