@@ -191,7 +191,9 @@ async fn assert_complete_run(
     assert_eq!(resolved["event"]["response"]["behavior"], "allow");
     // Who answered: the audit log names the key and device of the winning answer.
     let request_id = resolved["event"]["request_id"].clone();
-    let audit = std::fs::read_to_string(fx.data_dir().join("audit.jsonl")).expect("audit log");
+    let audit = common::audit_log_when(&fx.data_dir(), |text| {
+        text.contains("\"resolved\"") && text.contains(request_id.as_str().unwrap_or_default())
+    });
     let entry: Value = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

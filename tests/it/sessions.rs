@@ -642,7 +642,9 @@ async fn first_answer_wins_and_others_are_told() {
         "x\n",
         "the tool ran exactly once"
     );
-    let audit = std::fs::read_to_string(fx.data_dir().join("audit.jsonl")).unwrap();
+    let audit = common::audit_log_when(&fx.data_dir(), |text| {
+        text.contains("\"kind\":\"resolved\"")
+    });
     let resolved: Vec<Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -733,7 +735,12 @@ async fn a_prompt_resent_with_its_key_runs_once() {
     other
         .wait_turn(fresh["prompt_id"].as_str().unwrap(), &["ended"])
         .await;
-    let audit = std::fs::read_to_string(fx.data_dir().join("audit.jsonl")).unwrap();
+    let audit = common::audit_log_when(&fx.data_dir(), |text| {
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"prompt\""))
+            .count()
+            >= 2
+    });
     assert_eq!(
         audit
             .lines()

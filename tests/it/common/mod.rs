@@ -902,3 +902,19 @@ impl Drop for SshAgent {
         let _ = self.child.wait();
     }
 }
+
+/// The audit log (`audit.jsonl` in `data_dir`) once `ready` holds for its text.
+/// The server writes it on a writer thread of its own, shortly after the event
+/// a test saw: poll until it is there, for at most 10 s, then return what the
+/// file holds (the test's assertions say what was missing).
+pub fn audit_log_when(data_dir: &std::path::Path, ready: impl Fn(&str) -> bool) -> String {
+    let path = data_dir.join("audit.jsonl");
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if ready(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
