@@ -9,10 +9,10 @@
 //! uses only modules below it; `scripts/check-layers` checks there is no cycle):
 //! - `server`: binding, the HTTP routes (health, readiness, metrics, origin check,
 //!   `POST /v1/push/respond`), admission before the upgrade, shutdown order;
-//! - `config`: the table of `serve`'s settings and their merged, validated values
-//!   (flags > env > file > defaults);
 //! - `connection`: one WebSocket connection: framing, heartbeat, auth phase,
 //!   dispatch; [`connection::Services`] is what a connection may use;
+//! - `config`: the table of `serve`'s settings and their merged, validated values
+//!   (flags > env > file > defaults);
 //! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
 //! - `notify`: notifications for devices that are not connected (Web Push, webhooks);
