@@ -20,7 +20,7 @@
 //! - `journal`: the durable per-session event journal;
 //! - `tls`: server TLS (certificates, reloads, self-signed, fingerprints, RFC 9266 exporter);
 //! - `listen`: accept loop, request-head deadline, per-address pre-auth and plain
-//!   HTTP caps, `--trusted-proxy`, TLS hook ([`listen::Gate`] is what it may use);
+//!   HTTP caps, `--trusted-proxy`, TLS hook ([`listen::AcceptServices`] is what it may use);
 //! - `ws`: the WebSocket upgrade, codec configuration and the pre-auth frame gate;
 //! - `guard`: the memory guard (buffered bytes against `--memory-limit`, shedding);
 //! - `metrics`: Prometheus registry and families;

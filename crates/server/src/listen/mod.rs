@@ -360,7 +360,7 @@ impl hyper::body::Body for TrackedBody {
 /// What the accept loop needs from the rest of the server, and nothing more:
 /// the counts connections are held in, the TLS hook, and the refusal counter.
 #[derive(Debug)]
-pub struct Gate {
+pub struct AcceptServices {
     /// `--max-connections` slots and per-address caps (docs/protocol.md §1.5).
     pub admission: Admission,
     /// Server TLS: `None` serves plain TCP. The handshake runs under the
@@ -381,7 +381,7 @@ pub enum Counting {
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
-    gate: Arc<Gate>,
+    accept: Arc<AcceptServices>,
     counting: Counting,
     stop: CancellationToken,
 ) where
@@ -394,13 +394,13 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
         };
         let held = match counting {
-            Counting::Counted => match gate.admission.on_accept(peer) {
+            Counting::Counted => match accept.admission.on_accept(peer) {
                 Some(held) => held,
                 None => {
                     // Neither a slot nor an overflow place: the socket is dropped
                     // unanswered, which is all the server can afford now.
                     tracing::debug!(peer = %peer, "no place to wait for a refusal: closed at accept");
-                    count_refused(&gate, RefusedReason::Overflow);
+                    count_refused(&accept, RefusedReason::Overflow);
                     continue;
                 }
             },
@@ -411,7 +411,7 @@ pub async fn serve<L>(
             peer,
             held,
             app.clone(),
-            gate.clone(),
+            accept.clone(),
             counting,
             stop.clone(),
         ));
@@ -425,7 +425,7 @@ async fn serve_one(
     peer: SocketAddr,
     held: Held,
     app: Router,
-    gate: Arc<Gate>,
+    accept: Arc<AcceptServices>,
     counting: Counting,
     stop: CancellationToken,
 ) {
@@ -435,7 +435,7 @@ async fn serve_one(
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (stream, channel_binding) = match gate.tls.clone() {
+    let (stream, channel_binding) = match accept.tls.clone() {
         None => (ConnStream::Tcp(tcp), None),
         Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
             Ok(Ok(secured)) => (secured.stream, secured.channel_binding),
@@ -445,7 +445,7 @@ async fn serve_one(
             }
             Err(_) => {
                 tracing::debug!(peer = %peer, "TLS handshake not finished by the head deadline");
-                count_refused(&gate, RefusedReason::HeadTimeout);
+                count_refused(&accept, RefusedReason::HeadTimeout);
                 return;
             }
         },
@@ -462,20 +462,20 @@ async fn serve_one(
         born: accepted,
     });
     let svc_ctx = ctx.clone();
-    let svc_gate = gate.clone();
+    let svc_gate = accept.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let ctx = svc_ctx.clone();
-        let gate = svc_gate.clone();
+        let accept = svc_gate.clone();
         let mut app = app.clone();
         async move {
             let (n, in_flight) = ctx.begin_request();
             let plain = req.uri().path() != UPGRADE_PATH;
             let refused = match counting {
-                Counting::Counted if plain => ctx.admit_plain(&gate.admission).err(),
+                Counting::Counted if plain => ctx.admit_plain(&accept.admission).err(),
                 _ => None,
             };
             let mut response = match refused {
-                Some(refusal) => refuse_plain(&gate, &ctx, refusal),
+                Some(refusal) => refuse_plain(&accept, &ctx, refusal),
                 None => {
                     req.extensions_mut().insert(ctx.clone());
                     match app.call(req).await {
@@ -519,7 +519,7 @@ async fn serve_one(
                 if let Err(e) = served {
                     if e.is_timeout() {
                         tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                        count_refused(&gate, RefusedReason::HeadTimeout);
+                        count_refused(&accept, RefusedReason::HeadTimeout);
                     } else {
                         tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
                     }
@@ -530,7 +530,7 @@ async fn serve_one(
                 deadline_passed = true;
                 if !ctx.head_seen.load(Ordering::Relaxed) {
                     tracing::debug!(peer = %peer, "no request head within the deadline: closed");
-                    count_refused(&gate, RefusedReason::HeadTimeout);
+                    count_refused(&accept, RefusedReason::HeadTimeout);
                     break;
                 }
             }
@@ -566,8 +566,8 @@ async fn serve_one(
 }
 
 /// The answer to a plain HTTP request over a count; the connection closes after it.
-fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
-    let admission = &gate.admission;
+fn refuse_plain(accept: &AcceptServices, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
+    let admission = &accept.admission;
     let (status, reason, body, retry_after) = match refusal {
         PlainRefusal::AddressCap => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -590,7 +590,7 @@ fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
     };
     // Debug, not info: a flood would fill the log; the counter shows it.
     tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "plain HTTP request refused");
-    count_refused(gate, reason);
+    count_refused(accept, reason);
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -598,6 +598,6 @@ fn refuse_plain(gate: &Gate, ctx: &ConnCtx, refusal: PlainRefusal) -> Response {
     response
 }
 
-fn count_refused(gate: &Gate, reason: RefusedReason) {
-    gate.metrics.refused(reason);
+fn count_refused(accept: &AcceptServices, reason: RefusedReason) {
+    accept.metrics.refused(reason);
 }

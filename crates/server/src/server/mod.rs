@@ -76,11 +76,11 @@ fn config_error(setting: &'static str, message: impl Into<String>) -> ServeError
 /// `Retry-After` of a refusal under memory pressure.
 const MEMORY_RETRY_AFTER_SECS: u64 = 5;
 /// The HTTP handlers' state: the connection layer's services, the accept
-/// loop's gate, and what only the server itself tracks.
+/// loop's services, and what only the server itself tracks.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) services: Arc<connection::Services>,
-    pub(crate) gate: Arc<listen::Gate>,
+    pub(crate) accept: Arc<listen::AcceptServices>,
     /// Every WebSocket connection's task, waited for at shutdown.
     connections: TaskTracker,
     started: Instant,
@@ -89,7 +89,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// TCP connections holding a `--max-connections` slot.
     fn slots_in_use(&self) -> usize {
-        self.gate.admission.slots_in_use()
+        self.accept.admission.slots_in_use()
     }
 }
 
@@ -219,7 +219,7 @@ pub async fn run_with(
     // Subscriptions follow the owner keys: a key gone from the keys files takes
     // its push subscriptions with it.
     let push_keys = push.watch_keys(&keys, watcher_stop.clone());
-    let gate = Arc::new(listen::Gate {
+    let accept = Arc::new(listen::AcceptServices {
         admission: listen::Admission::new(listen::AdmissionLimits {
             max_connections,
             overflow,
@@ -252,7 +252,7 @@ pub async fn run_with(
     });
     let shared = Arc::new(Shared {
         services,
-        gate: gate.clone(),
+        accept: accept.clone(),
         connections: TaskTracker::new(),
         started: Instant::now(),
     });
@@ -290,7 +290,7 @@ pub async fn run_with(
     {
         tracing::warn!(addr = %addr, "/metrics is served in plaintext outside loopback");
     }
-    // Our own accept loop (src/listen): head deadline, slots and per-address
+    // Our own accept loop (`listen`): head deadline, slots and per-address
     // tokens from the TCP accept on. A broken listener raises the fatal signal
     // from inside `GuardedListener`.
     let http = tokio::spawn(listen::serve(
@@ -301,7 +301,7 @@ pub async fn run_with(
             fatal.clone(),
         ),
         app,
-        gate.clone(),
+        accept.clone(),
         Counting::Counted,
         accept_stop.clone(),
     ));
@@ -319,7 +319,7 @@ pub async fn run_with(
         tokio::spawn(listen::serve(
             l,
             app,
-            gate.clone(),
+            accept.clone(),
             Counting::Uncounted,
             accept_stop.clone(),
         ))
@@ -482,7 +482,7 @@ async fn ws_handler(
 ) -> Response {
     let headers = request.headers();
     let trusted = &shared.services.config.trusted_proxies;
-    let via_proxy = shared.gate.admission.via_proxy(ctx.peer.ip());
+    let via_proxy = shared.accept.admission.via_proxy(ctx.peer.ip());
     let client_ip = proxy::client_address(ctx.peer.ip(), trusted, headers);
     // "The peer" from here on: the forwarded client address behind a trusted
     // proxy (its port is not known: 0), else the TCP peer.
@@ -517,10 +517,10 @@ async fn ws_handler(
     // requests before).
     let preauth = held.preauth.take().or_else(|| {
         shared
-            .gate
+            .accept
             .admission
             .preauth
-            .try_take(shared.gate.admission.key(client_ip))
+            .try_take(shared.accept.admission.key(client_ip))
     });
     let Some(preauth) = preauth else {
         tracing::info!(peer = %peer, limit = PRE_AUTH_PER_ADDRESS, "refused: too many unauthenticated connections from this address");
@@ -545,14 +545,14 @@ async fn ws_handler(
     let Some(slot) = held
         .slot
         .take()
-        .or_else(|| shared.gate.admission.try_slot())
+        .or_else(|| shared.accept.admission.try_slot())
     else {
-        tracing::warn!(peer = %peer, limit = shared.gate.admission.max_connections(), "refused: connection limit reached");
+        tracing::warn!(peer = %peer, limit = shared.accept.admission.max_connections(), "refused: connection limit reached");
         return refuse(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
             RefusedReason::Limit,
-            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.gate.admission.max_connections()}),
+            json!({"error": "overloaded", "message": "connection limit reached", "limit": shared.accept.admission.max_connections()}),
             Some(1),
         );
     };
@@ -569,7 +569,7 @@ async fn ws_handler(
                 headers.get(header::HOST).and_then(|h| h.to_str().ok()),
                 &shared.services.names,
                 &crate::names::Arrival {
-                    tls: shared.gate.tls.is_some(),
+                    tls: shared.accept.tls.is_some(),
                     local: ctx.local,
                     peer: client_ip,
                 },
@@ -623,7 +623,7 @@ async fn ws_handler(
     let transport = connection::Transport {
         peer,
         local: ctx.local,
-        tls: shared.gate.tls.is_some(),
+        tls: shared.accept.tls.is_some(),
         channel_binding: ctx.channel_binding,
         slot,
         preauth: Some(preauth),
@@ -739,7 +739,7 @@ async fn origin_check(
         return response;
     };
     let arrival = crate::names::Arrival {
-        tls: shared.gate.tls.is_some(),
+        tls: shared.accept.tls.is_some(),
         local: ctx.local,
         peer: proxy::client_address(
             ctx.peer.ip(),
@@ -755,7 +755,7 @@ async fn origin_check(
             None => {
                 let local =
                     SocketAddr::new(crate::auth::canonical_ip(ctx.local.ip()), ctx.local.port());
-                crate::web::page_url(local, shared.gate.tls.is_some())
+                crate::web::page_url(local, shared.accept.tls.is_some())
             }
         });
     }
