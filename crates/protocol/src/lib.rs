@@ -91,6 +91,14 @@ pub enum ErrorCode {
     AgentUnavailable,
     Overloaded,
     Internal,
+    /// Sessions, the CLI's controls and the workspace view (§4, §10, §11).
+    OutsideRoots,
+    SessionExists,
+    GitFailed,
+    NoSuchConversation,
+    ConversationInUse,
+    NotARepository,
+    NotFound,
     /// A code this build does not know, read from a newer server (clients only:
     /// the server never sends it).
     #[serde(other)]
@@ -120,6 +128,13 @@ impl ErrorCode {
         ErrorCode::AgentUnavailable,
         ErrorCode::Overloaded,
         ErrorCode::Internal,
+        ErrorCode::OutsideRoots,
+        ErrorCode::SessionExists,
+        ErrorCode::GitFailed,
+        ErrorCode::NoSuchConversation,
+        ErrorCode::ConversationInUse,
+        ErrorCode::NotARepository,
+        ErrorCode::NotFound,
     ];
 
     /// The wire spelling, also used as a metrics label.
@@ -140,6 +155,13 @@ impl ErrorCode {
             ErrorCode::AgentUnavailable => "agent_unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
+            ErrorCode::OutsideRoots => "outside_roots",
+            ErrorCode::SessionExists => "session_exists",
+            ErrorCode::GitFailed => "git_failed",
+            ErrorCode::NoSuchConversation => "no_such_conversation",
+            ErrorCode::ConversationInUse => "conversation_in_use",
+            ErrorCode::NotARepository => "not_a_repository",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::Unrecognized => UNRECOGNIZED_CODE,
         }
     }
