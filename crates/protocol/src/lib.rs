@@ -2490,7 +2490,7 @@ mod tests {
             Ok(None)
         ));
         assert!(matches!(
-            parse_server_frame(r#"{"type":"error","code":"session_exists","message":"m"}"#),
+            parse_server_frame(r#"{"type":"error","code":"a_code_from_the_future","message":"m"}"#),
             Ok(Some(ServerMsg::Error {
                 code: ErrorCode::Unrecognized,
                 ..
