@@ -857,6 +857,8 @@ impl Actor {
                     SessionState::Starting
                 }
             }
+            // Stopped to sleep: it stays `idle` until it is gone, then `asleep`.
+            Phase::Ready if self.going_to_sleep => SessionState::Idle,
             Phase::Ready if self.stopping.is_some() => SessionState::Restarting,
             Phase::Ready => match &self.turn {
                 None => SessionState::Idle,
