@@ -463,14 +463,16 @@ impl Actor {
                 "type": "relay.turn", "prompt_id": open.prompt_id, "phase": "aborted", "detail": detail,
             }))?;
         }
+        if !self.settings.start_agent {
+            // Before the restored requests are notified: asleep, none stays pending.
+            self.open_asleep()?;
+        }
         // Restored prompts are notified like new ones, counted from now.
         for p in &self.pending {
             self.report_opened(&p.request_id, &p.subtype, &p.raw);
         }
         if self.settings.start_agent {
             self.launch_agent();
-        } else {
-            self.open_asleep()?;
         }
         self.finish_step().await?;
         loop {

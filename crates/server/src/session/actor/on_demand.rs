@@ -35,7 +35,11 @@ impl Actor {
     /// Requests recorded as pending died with the process that opened them.
     pub(super) fn open_asleep(&mut self) -> Step {
         self.asleep = true;
-        self.cancel_all_pending("agent_stopped")
+        for p in std::mem::take(&mut self.pending) {
+            // Never reported as opened in this server run: nothing to close.
+            self.emit_relay(json!({"type": "relay.cancelled", "request_id": p.request_id, "reason": "agent_stopped"}))?;
+        }
+        Ok(())
     }
 
     /// The agent was stopped to sleep and is reaped: give the slot back and
@@ -124,5 +128,99 @@ impl Actor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::slots::AgentSlots;
+
+    fn shared(dir: &std::path::Path, stop: &CancellationToken) -> SessionShared {
+        let metrics = Arc::new(Metrics::new());
+        let keys = watch::channel(Arc::new(crate::auth::KeySet::default())).1;
+        SessionShared {
+            metrics: metrics.clone(),
+            audit: Arc::new(crate::session::AuditLog::open(dir).expect("audit log")),
+            fatal: crate::session::FatalSignal::default(),
+            memory: crate::guard::MemoryGuard::new(1 << 30),
+            notify: crate::notify::Notifier::start(
+                Default::default(),
+                dir,
+                None,
+                keys,
+                metrics,
+                stop.clone(),
+            )
+            .expect("notifier"),
+            slots: AgentSlots::new(1),
+        }
+    }
+
+    fn settings(dir: &std::path::Path) -> SessionSettings {
+        SessionSettings {
+            name: "created".into(),
+            workdir: dir.to_path_buf(),
+            dir: dir.join("sessions").join("created"),
+            agent: crate::agent::AgentConfig {
+                // Never started: the session opens asleep and nobody prompts it.
+                cmd: dir.join("no-such-agent"),
+                extra_args: Vec::new(),
+                probe_interval: Duration::from_secs(30),
+                probe_timeout: Duration::from_secs(20),
+                max_restarts: 5,
+                restart_window: Duration::from_secs(300),
+                stop_grace: Duration::from_secs(5),
+                idle_stop: None,
+            },
+            journal: crate::journal::JournalConfig {
+                fsync: crate::journal::FsyncPolicy::Never,
+                segment_bytes: 1 << 20,
+                max_bytes: 1 << 24,
+            },
+            permission_timeout: None,
+            prompt_queue: 16,
+            tail_events: 100,
+            tail_bytes: 1 << 20,
+            start_agent: false,
+        }
+    }
+
+    /// Open the session, wait until it is asleep with everything durable, stop it;
+    /// returns its head.
+    async fn open_and_stop(dir: &std::path::Path) -> u64 {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let shared = shared(dir, &stop);
+        let slots = shared.slots.clone();
+        let handle = spawn(settings(dir), shared, stop.clone(), &tracker).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status = handle.status();
+            if status.state == SessionState::Asleep && status.head >= 1 {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "not asleep: {status:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(status.agent_pid, None);
+        assert_eq!(slots.held(), 0, "an asleep session holds no slot");
+        stop.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("the actor stops");
+        let head = handle.status().head;
+        assert_eq!(handle.status().state, SessionState::Asleep);
+        head
+    }
+
+    #[tokio::test]
+    async fn a_session_opened_asleep_journals_asleep_once_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The first open announces `asleep` (one event); shutdown adds no
+        // `stopped`, and the next open finds `asleep` last and adds nothing.
+        assert_eq!(open_and_stop(dir.path()).await, 1);
+        assert_eq!(open_and_stop(dir.path()).await, 1);
     }
 }
