@@ -133,6 +133,8 @@ impl Config {
             .map(|s| crate::session::SessionSettings {
                 name: s.name.clone(),
                 workdir: s.workdir.clone(),
+                resume: None,
+                fork: false,
                 dir: self.data_dir.join("sessions").join(&s.name),
                 agent: self.agent.clone(),
                 journal: self.journal,

@@ -75,6 +75,27 @@ pub struct SessionStatus {
     pub restarts: u64,
     pub pending: usize,
     pub queued: usize,
+    /// The agent's conversation (session) id once known.
+    pub conversation: Option<Arc<str>>,
+    /// When the last event was appended (RFC 3339 in `session.list`).
+    pub last_activity: SystemTime,
+    /// The conversation's cost so far: over the agent processes of this server's
+    /// life, the sum of each one's last `total_cost_usd` (cumulative per process).
+    pub cost_usd: f64,
+    /// The first line of the first prompt seen (at most 80 characters).
+    pub first_prompt: Option<Arc<str>>,
+    /// The open requests, summarized for `session.list` (changes only when they do).
+    pub pending_list: Arc<[PendingSummary]>,
+}
+
+/// One open agent request as `session.list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingSummary {
+    pub request_id: String,
+    /// The tool asked about (`can_use_tool`), else the request's subtype.
+    pub tool: String,
+    /// At most 120 characters.
+    pub summary: String,
 }
 
 /// Who a connection is, once authenticated.
@@ -157,6 +178,13 @@ pub enum SessionCmd {
         answerer: PushAnswerer,
         reply: tokio::sync::oneshot::Sender<PushAnswer>,
     },
+    /// Close the session for good (docs/protocol.md §4.10): abort its queued
+    /// prompts, cancel its pending requests, stop its agent, append `relay.closed`,
+    /// detach its clients, then fire `done` and end the actor.
+    Close {
+        by: Arc<ClientInfo>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {
         client: ClientHandle,
@@ -229,6 +257,11 @@ impl SessionHandle {
 pub struct SessionSettings {
     pub name: String,
     pub workdir: PathBuf,
+    /// The conversation to resume at the first start when none is recorded yet
+    /// (`session.create` with `resume`).
+    pub resume: Option<String>,
+    /// Pass `--fork-session` with that first resume.
+    pub fork: bool,
     /// `<data-dir>/sessions/<name>`.
     pub dir: PathBuf,
     pub agent: AgentConfig,
