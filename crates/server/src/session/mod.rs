@@ -15,23 +15,23 @@ pub mod listed;
 pub mod outbox;
 pub mod presence;
 mod recovery;
+pub mod registry;
 pub mod replay;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::agent::AgentConfig;
 use crate::journal::JournalConfig;
 use crate::metrics::Metrics;
 use ccrelay_protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
+pub use ccrelay_protocol::PendingSummary;
 
 pub use audit::AuditLog;
+pub use registry::Registry;
 pub use outbox::{Outbound, Outbox, PushError};
 
 /// Requests waiting for a session's actor; connections wait when it is full.
@@ -86,16 +86,6 @@ pub struct SessionStatus {
     pub first_prompt: Option<Arc<str>>,
     /// The open requests, summarized for `session.list` (changes only when they do).
     pub pending_list: Arc<[PendingSummary]>,
-}
-
-/// One open agent request as `session.list` shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingSummary {
-    pub request_id: String,
-    /// The tool asked about (`can_use_tool`), else the request's subtype.
-    pub tool: String,
-    /// At most 120 characters.
-    pub summary: String,
 }
 
 /// Who a connection is, once authenticated.
@@ -250,6 +240,11 @@ impl SessionHandle {
     pub fn status(&self) -> SessionStatus {
         self.status.borrow().clone()
     }
+
+    /// The status, to wait for its changes.
+    pub fn watch(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
 }
 
 /// Settings a session needs (`config::Config::session_settings` makes them).
@@ -298,38 +293,6 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// All sessions of the server, by name.
-#[derive(Debug, Clone, Default)]
-pub struct Sessions {
-    map: BTreeMap<String, SessionHandle>,
-}
-
-impl Sessions {
-    /// Open every configured session (journal recovery happens here) and start its actor.
-    pub fn start(
-        sessions: Vec<SessionSettings>,
-        shared: SessionShared,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Sessions, SessionError> {
-        let mut map = BTreeMap::new();
-        for settings in sessions {
-            let name = settings.name.clone();
-            let handle = actor::spawn(settings, shared.clone(), shutdown.clone(), tracker)?;
-            map.insert(name, handle);
-        }
-        Ok(Sessions { map })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&SessionHandle> {
-        self.map.get(name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &SessionHandle> {
-        self.map.values()
-    }
 }
 
 pub(crate) fn command_channel() -> (mpsc::Sender<SessionCmd>, mpsc::Receiver<SessionCmd>) {
