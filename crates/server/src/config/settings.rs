@@ -641,7 +641,10 @@ pub const MAX_SESSIONS: Setting = one(
     "max-sessions",
     "CCRELAY_MAX_SESSIONS",
     "N",
-    Count { min: 1, max: 10_000 },
+    Count {
+        min: 1,
+        max: 10_000,
+    },
     Default("32"),
     "Open sessions at most, configured ones included; more creates are refused",
 );

@@ -6,9 +6,7 @@
 
 use super::Connection;
 use crate::session::SessionCmd;
-use crate::session::registry::{
-    self, CloseRefused, KeyUse, ReserveError, SessionRecord, Worktree,
-};
+use crate::session::registry::{self, CloseRefused, KeyUse, ReserveError, SessionRecord, Worktree};
 use crate::workdirs::WorkdirError;
 use ccrelay_protocol::{
     DirEntry, ErrorCode, FrameType, RequestId, ServerMsg, SessionCreate, SessionSettingsJson,
@@ -106,7 +104,11 @@ impl Connection {
             Ok(Err(e)) => return self.workdir_error(id, e),
             Err(e) => {
                 tracing::error!(error = %e, "resolving a workdir failed");
-                return self.error(id, ErrorCode::Internal, "the directory could not be checked");
+                return self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "the directory could not be checked",
+                );
             }
         };
         if let Some(resume) = &resume
@@ -164,8 +166,7 @@ impl Connection {
         let reply = created.clone();
         let opened = {
             let registry = registry.clone();
-            tokio::task::spawn_blocking(move || registry.create(reservation, record, created))
-                .await
+            tokio::task::spawn_blocking(move || registry.create(reservation, record, created)).await
         };
         let entry = match opened {
             Ok(Ok(entry)) => entry,
@@ -403,7 +404,10 @@ fn check_settings(asked: SettingsRequest) -> Result<SessionSettingsJson, (ErrorC
         if !MODES.contains(&mode.as_str()) {
             return Err((
                 ErrorCode::BadMessage,
-                format!("`settings.permission_mode` must be one of {}", MODES.join(", ")),
+                format!(
+                    "`settings.permission_mode` must be one of {}",
+                    MODES.join(", ")
+                ),
             ));
         }
         settings.permission_mode = mode;

@@ -199,8 +199,10 @@ pub async fn run_with(
         let (given, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
         tokio::task::spawn_blocking(move || {
             let home = crate::datadir::home_dir();
-            let claude =
-                crate::workdirs::claude_config_dir(std::env::var_os("CLAUDE_CONFIG_DIR"), home.as_deref());
+            let claude = crate::workdirs::claude_config_dir(
+                std::env::var_os("CLAUDE_CONFIG_DIR"),
+                home.as_deref(),
+            );
             let excluded = std::iter::once(data_dir).chain(claude).collect();
             crate::workdirs::Roots::new(given, excluded, home)
         })
@@ -231,8 +233,8 @@ pub async fn run_with(
         tokio::task::spawn_blocking(move || {
             Registry::start(settings, registry_config, session_shared, stop, &tasks)
         })
-            .await
-            .map_err(|e| startup_fault(anyhow::anyhow!("opening the sessions panicked: {e}")))?
+        .await
+        .map_err(|e| startup_fault(anyhow::anyhow!("opening the sessions panicked: {e}")))?
     }
     .map_err(|e| startup_fault(anyhow::Error::new(e).context("cannot open the sessions")))?;
     session_tasks.close();

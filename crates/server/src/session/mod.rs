@@ -27,12 +27,12 @@ use tokio::sync::{mpsc, watch};
 use crate::agent::AgentConfig;
 use crate::journal::JournalConfig;
 use crate::metrics::Metrics;
-use ccrelay_protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
 pub use ccrelay_protocol::PendingSummary;
+use ccrelay_protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
 
 pub use audit::AuditLog;
-pub use registry::Registry;
 pub use outbox::{Outbound, Outbox, PushError};
+pub use registry::Registry;
 
 /// Requests waiting for a session's actor; connections wait when it is full.
 const COMMAND_QUEUE: usize = 1024;

@@ -195,7 +195,9 @@ impl Drop for Reservation {
             return;
         }
         let mut inner = self.registry.lock();
-        inner.reserved.retain(|n| !n.eq_ignore_ascii_case(&self.name));
+        inner
+            .reserved
+            .retain(|n| !n.eq_ignore_ascii_case(&self.name));
         if let Some(k) = &self.key
             && matches!(inner.keys.get(k), Some((KeyUse::InProgress, _)))
         {
@@ -296,14 +298,18 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spawn_actor(self: &Arc<Self>, settings: SessionSettings) -> Result<SessionHandle, SessionError> {
+    fn spawn_actor(
+        self: &Arc<Self>,
+        settings: SessionSettings,
+    ) -> Result<SessionHandle, SessionError> {
         let handle = super::actor::spawn(
             settings,
             self.shared.clone(),
             self.shutdown.clone(),
             &self.tracker,
         )?;
-        self.tracker.spawn(watch_changes(self.clone(), handle.clone()));
+        self.tracker
+            .spawn(watch_changes(self.clone(), handle.clone()));
         Ok(handle)
     }
 
@@ -321,7 +327,11 @@ impl Registry {
     }
 
     pub fn entry(&self, name: &str) -> Option<Entry> {
-        self.lock().entries.iter().find(|e| e.name() == name).cloned()
+        self.lock()
+            .entries
+            .iter()
+            .find(|e| e.name() == name)
+            .cloned()
     }
 
     /// Every open session, oldest first.
@@ -387,7 +397,10 @@ impl Registry {
             return Err(ReserveError::Full(self.config.max_sessions));
         }
         let taken = |inner: &Inner, n: &str| {
-            inner.entries.iter().any(|e| e.name().eq_ignore_ascii_case(n))
+            inner
+                .entries
+                .iter()
+                .any(|e| e.name().eq_ignore_ascii_case(n))
                 || inner.reserved.iter().any(|r| r.eq_ignore_ascii_case(n))
         };
         let name = match name {
@@ -442,7 +455,9 @@ impl Registry {
             .reserved
             .retain(|n| !n.eq_ignore_ascii_case(&reservation.name));
         if let Some(k) = reservation.key.take() {
-            inner.keys.insert(k, (KeyUse::Done(created), SystemTime::now()));
+            inner
+                .keys
+                .insert(k, (KeyUse::Done(created), SystemTime::now()));
         }
         reservation.finished = true;
         inner.entries.push(entry.clone());
@@ -457,7 +472,10 @@ impl Registry {
         settings.dir = dir.clone();
         settings.resume = record.resume.clone();
         settings.fork = record.fork;
-        settings.agent.extra_args.extend(agent_flags(&record.settings));
+        settings
+            .agent
+            .extra_args
+            .extend(agent_flags(&record.settings));
         let handle = self.spawn_actor(settings)?;
         Ok(Entry {
             handle,
@@ -624,15 +642,21 @@ impl Registry {
             }
             let dir = self.created_dir().join(&record.uid);
             match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::info!(session = %record.name, uid = %record.uid, "removed a closed session's journal"),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a closed session"),
+                Ok(()) => {
+                    tracing::info!(session = %record.name, uid = %record.uid, "removed a closed session's journal")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a closed session")
+                }
             }
         }
     }
 
     /// Sweep every [`SWEEP_EVERY`] until shutdown.
     pub async fn sweep_periodically(self: Arc<Self>) {
-        let mut every = tokio::time::interval(SWEEP_EVERY.min(self.config.closed_retention.max(Duration::from_secs(60))));
+        let mut every = tokio::time::interval(
+            SWEEP_EVERY.min(self.config.closed_retention.max(Duration::from_secs(60))),
+        );
         every.tick().await;
         loop {
             tokio::select! {
@@ -646,7 +670,9 @@ impl Registry {
 
     /// Tell `conn_id` about session changes until [`Registry::unwatch`].
     pub fn watch(&self, conn_id: u64, role: Role, outbox: Outbox) {
-        self.lock().watchers.insert(conn_id, Watcher { role, outbox });
+        self.lock()
+            .watchers
+            .insert(conn_id, Watcher { role, outbox });
     }
 
     pub fn unwatch(&self, conn_id: u64) {
@@ -672,7 +698,11 @@ impl Registry {
         let viewer = frame(Role::Viewer);
         let inner = self.lock();
         for w in inner.watchers.values() {
-            let text = if w.role == Role::Owner { &owner } else { &viewer };
+            let text = if w.role == Role::Owner {
+                &owner
+            } else {
+                &viewer
+            };
             let _ = w.outbox.frame(FrameType::SessionChanged, text.clone());
         }
     }
@@ -733,7 +763,10 @@ async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
 /// The agent flags of a session's settings (docs/protocol.md §10): only values
 /// already validated by `session.create`.
 pub fn agent_flags(settings: &SessionSettingsJson) -> Vec<String> {
-    let mut flags = vec!["--permission-mode".to_string(), settings.permission_mode.clone()];
+    let mut flags = vec![
+        "--permission-mode".to_string(),
+        settings.permission_mode.clone(),
+    ];
     if let Some(model) = &settings.model {
         flags.extend(["--model".to_string(), model.clone()]);
     }
@@ -771,7 +804,9 @@ pub fn new_uid() -> String {
 }
 
 fn valid_uid(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// A valid name from a directory's base name: other characters become `-`,
@@ -823,7 +858,10 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -838,7 +876,10 @@ mod tests {
         assert_eq!(name_from(""), "session");
         for base in ["é".repeat(80), ".".into(), "..".into(), "x".repeat(200)] {
             let name = name_from(&base);
-            assert!(ccrelay_protocol::valid_session_name(&name).is_ok(), "{name}");
+            assert!(
+                ccrelay_protocol::valid_session_name(&name).is_ok(),
+                "{name}"
+            );
         }
     }
 

@@ -1098,9 +1098,16 @@ fn pending_summary(p: &Pending) -> super::PendingSummary {
         .input
         .as_ref()
         .and_then(|input| {
-            ["command", "file_path", "path", "url", "pattern", "description"]
-                .iter()
-                .find_map(|k| input.get(*k).and_then(Value::as_str))
+            [
+                "command",
+                "file_path",
+                "path",
+                "url",
+                "pattern",
+                "description",
+            ]
+            .iter()
+            .find_map(|k| input.get(*k).and_then(Value::as_str))
         })
         .unwrap_or("");
     super::PendingSummary {

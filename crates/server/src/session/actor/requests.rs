@@ -301,7 +301,8 @@ impl Actor {
     ) -> Step {
         // An owner may answer without attaching (a phone's approval sheet for a
         // session it watches, docs/protocol.md §4.10); viewers never reach here.
-        if client.info.role != ccrelay_protocol::Role::Owner && !self.require_attached(&client, &id) {
+        if client.info.role != ccrelay_protocol::Role::Owner && !self.require_attached(&client, &id)
+        {
             return Ok(());
         }
         let Some(index) = self.pending.iter().position(|p| p.request_id == request_id) else {
@@ -570,9 +571,9 @@ fn first_line_of(content: &PromptContent) -> Option<String> {
     let value: Value = serde_json::from_str(content.0.get()).ok()?;
     let text = match &value {
         Value::String(s) => s.as_str(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .find_map(|b| (b.get("type")?.as_str()? == "text").then(|| b.get("text")?.as_str())?)?,
+        Value::Array(blocks) => blocks.iter().find_map(|b| {
+            (b.get("type")?.as_str()? == "text").then(|| b.get("text")?.as_str())?
+        })?,
         _ => return None,
     };
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
