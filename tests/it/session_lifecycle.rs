@@ -82,13 +82,15 @@ async fn create_prompt_close_orders_closed_then_detached_then_ok() {
 
     let attached = attach_uid(&mut owner, "api", &uid, "a1").await;
     assert_eq!(attached["type"], "attached", "{attached}");
-    wait_idle(&mut owner).await;
+    // A created session sleeps until its first prompt (docs/protocol.md §4.11).
+    assert_eq!(attached["state"], "asleep", "{attached}");
     let ok = owner
         .request(
             json!({"type": "prompt", "session": "api", "content": "hello from api"}),
             "p1",
         )
         .await;
+    assert_eq!(ok["queued"], true, "a prompt wakes the session: {ok}");
     let prompt_id = ok["prompt_id"].as_str().unwrap().to_string();
     let (init, _) = owner
         .recv_until("system/init", |v| {
@@ -377,7 +379,6 @@ async fn populate(fx: &Fixture, server: &TestServer) -> (String, u64) {
         )
         .await;
     attach_uid(&mut owner, "api", &uid, "a").await;
-    wait_idle(&mut owner).await;
     let ok = owner
         .request(
             json!({"type": "prompt", "session": "api", "content": "remember me"}),
@@ -397,6 +398,7 @@ async fn check_restored(fx: &Fixture, server: &TestServer, uid: &str, head: u64)
     let list = owner.request(json!({"type": "session.list"}), "l").await;
     let entry = listed(&list, "api").unwrap_or_else(|| panic!("api restored: {list}"));
     assert_eq!(entry["uid"], uid);
+    assert_eq!(entry["state"], "asleep", "restored sessions sleep: {entry}");
     assert_eq!(entry["title"], "Kept title");
     assert_eq!(entry["settings"]["permission_mode"], "acceptEdits");
     assert_eq!(entry["settings"]["model"], "sonnet");
