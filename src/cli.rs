@@ -646,4 +646,122 @@ mod tests {
             );
         }
     }
+
+    fn parse(argv: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ccrelay").chain(argv.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    /// `attach --new` takes the create options; `--name` and `--worktree` need
+    /// it, and it excludes `--session` and `--invite`.
+    #[test]
+    fn attach_new_and_its_options() {
+        let Ok(Command::Attach(a)) = parse(&[
+            "attach",
+            "127.0.0.1:1",
+            "--new",
+            "~/src/api",
+            "--name",
+            "api",
+            "--worktree",
+            "fix",
+            "-i",
+            "k",
+        ]) else {
+            panic!("not attach")
+        };
+        let settings = crate::client::AttachSettings::from(a);
+        let new = settings.new.expect("a new session");
+        assert_eq!(new.workdir, "~/src/api");
+        assert_eq!(new.name.as_deref(), Some("api"));
+        assert_eq!(new.worktree.as_deref(), Some("fix"));
+        assert_eq!(settings.server.identity, Some(PathBuf::from("k")));
+        assert_eq!(settings.server.url, "127.0.0.1:1");
+        for bad in [
+            &["attach", "u", "--name", "api"][..],
+            &["attach", "u", "--worktree", "b"],
+            &["attach", "u", "--new", "d", "--session", "s"],
+            &["attach", "u", "--new", "d", "--invite"],
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let Ok(Command::Attach(a)) = parse(&["attach", "u", "--session", "api"]) else {
+            panic!("not attach")
+        };
+        assert_eq!(a.session, "api");
+    }
+
+    /// `sessions URL` lists; `close` and `rename` come after the URL and take the
+    /// connection options after them too; `--pick` needs `--resume`.
+    #[test]
+    fn sessions_commands() {
+        use crate::client::{SessionsSettings, SessionsTask};
+        let settings = |argv: &[&str]| -> SessionsSettings {
+            let Ok(Command::Sessions(a)) = parse(argv) else {
+                panic!("not sessions: {argv:?}")
+            };
+            a.check().unwrap();
+            a.into()
+        };
+        assert!(matches!(
+            settings(&["sessions", "u"]).task,
+            SessionsTask::List { json: false }
+        ));
+        assert!(matches!(
+            settings(&["sessions", "u", "--json"]).task,
+            SessionsTask::List { json: true }
+        ));
+        let s = settings(&[
+            "sessions",
+            "u",
+            "close",
+            "api",
+            "--remove-worktree",
+            "-i",
+            "k",
+        ]);
+        assert!(
+            matches!(&s.task, SessionsTask::Close { name, remove_worktree: true } if name == "api")
+        );
+        assert_eq!(s.server.identity, Some(PathBuf::from("k")));
+        let s = settings(&["sessions", "u", "rename", "api", "Login bug"]);
+        assert!(
+            matches!(&s.task, SessionsTask::Rename { name, title } if name == "api" && title == "Login bug")
+        );
+        let s = settings(&[
+            "sessions", "u", "--resume", "~/w", "--pick", "2", "--name", "n", "--fork",
+        ]);
+        let SessionsTask::Resume(r) = s.task else {
+            panic!("not resume")
+        };
+        assert_eq!(
+            (r.workdir.as_str(), r.pick, r.name.as_deref(), r.fork),
+            ("~/w", Some(2), Some("n"), true)
+        );
+        for bad in [
+            &["sessions", "u", "--pick", "1"][..],
+            &["sessions", "u", "--resume", "d", "--json"],
+            &[
+                "sessions",
+                "u",
+                "--resume",
+                "d",
+                "--pick",
+                "1",
+                "--conversation",
+                "c",
+            ],
+            &["sessions", "u", "close"],
+            &["sessions", "u", "rename", "api"],
+            &["sessions"],
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let Ok(Command::Sessions(a)) = parse(&["sessions", "u", "--json", "close", "api"]) else {
+            panic!("not sessions")
+        };
+        assert_eq!(a.check().unwrap_err().exit_code(), 2);
+    }
 }
