@@ -31,5 +31,6 @@ mod real_cli_mock_api;
 mod real_cli_relay;
 mod scale;
 mod sessions;
+mod sessions_cli;
 mod settings_table;
 mod tls;
