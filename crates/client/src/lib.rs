@@ -7,14 +7,21 @@
 //! - lines (anything else): each line read on stdin is a prompt; the session is
 //!   shown until Ctrl-C (end of input leaves it watching).
 //!
-//! Modules: `connect` (URL, WebSocket, authentication), `keys` (which keys, how
-//! they sign), `net` (the connection task and reconnects), `session` (the state
-//! machine: since tracking, prompts, permissions, exit codes), `render` (events →
-//! text), `presence` (who is attached, from deltas), `input` (line editor),
-//! `screen` (the terminal), `trust` (whether to sign: certificate, server id,
-//! channel binding), `known` (the known_servers file).
+//! With `--new DIR` it first asks the server to create a session there and then
+//! attaches to it; `ccrelay sessions` (module `sessions`) lists, closes, renames
+//! and resumes sessions over the same connection code.
 //!
-//! Owns: the terminal session of one `ccrelay attach` and its exit codes. Must
+//! Modules: `connect` (URL, WebSocket, authentication, one-shot requests), `keys`
+//! (which keys, how they sign), `net` (the connection task and reconnects),
+//! `session` (the state machine: since tracking, prompts, permissions, session
+//! switching, exit codes), `sessions` (`ccrelay sessions`, `session.create`),
+//! `table` (session and conversation lists as text), `render` (events → text),
+//! `presence` (who is attached, from deltas), `input` (line editor), `screen`
+//! (the terminal), `trust` (whether to sign: certificate, server id, channel
+//! binding), `known` (the known_servers file).
+//!
+//! Owns: the terminal session of one `ccrelay attach`, the `ccrelay sessions`
+//! commands, and their exit codes. Must
 //! not: serve anything or hold server state. It speaks `ccrelay-protocol`'s types
 //! and borrows from `ccrelay-server` only what both sides share: SSHSIG signing
 //! and key files (`auth`), the TLS client pieces and fingerprints (`tls`), origin
