@@ -162,6 +162,13 @@ async fn sessions_from_the_terminal(tls: bool) {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "session.created" && f["session"] == "api"),
+        "{}",
+        run.stdout
+    );
     let answered = frames.iter().any(|f| {
         f["type"] == "event"
             && f["session"] == "api"

@@ -267,9 +267,11 @@ async fn start_on(
             };
             match created {
                 Ok(created) => {
-                    if !args.json {
-                        eprintln!("{}", sessions::created_line(&created));
+                    if args.json {
+                        // Every frame received is printed in --json mode.
+                        println!("{}", table::terminal_safe_json(created.frame.trim()));
                     }
+                    eprintln!("{}", sessions::created_line(&created));
                     (created.session, Some(created.uid))
                 }
                 Err(e) => {

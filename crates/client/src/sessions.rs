@@ -121,6 +121,8 @@ pub struct Created {
     /// The worktree's branch, for a worktree session.
     pub branch: Option<String>,
     pub duplicate: bool,
+    /// The `session.created` frame as received (printed by `attach --json`).
+    pub frame: String,
 }
 
 /// A fresh retry key for one `session.create`.
@@ -176,6 +178,7 @@ fn created(reply: ServerMsg, frame: &str, url: &str) -> Result<Created, RequestE
             workdir,
             branch: worktree.map(|w| w.branch),
             duplicate: duplicate == Some(true),
+            frame: frame.to_string(),
         }),
         ServerMsg::Error { code, message, .. } => Err(RequestError::refused(code, &message, frame)),
         _ => Err(RequestError::unexpected(url, "session.create")),

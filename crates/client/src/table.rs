@@ -149,10 +149,12 @@ pub fn conversations(entries: &[ConversationEntry], now: OffsetDateTime) -> Stri
 /// JSON text with every character [`ccrelay_server::escape::is_dangerous`] names
 /// written as a `\uXXXX` escape: the same JSON value, safe on a terminal (such
 /// characters can only occur inside strings, where the escape means the same).
+/// Newlines are kept: serde_json writes them only between tokens (pretty
+/// printing), never raw inside a string.
 pub fn terminal_safe_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if ccrelay_server::escape::is_dangerous(c) {
+        if c != '\n' && ccrelay_server::escape::is_dangerous(c) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 out.push_str(&format!("\\u{unit:04x}"));
@@ -286,12 +288,19 @@ mod tests {
 
     #[test]
     fn json_keeps_its_value_and_loses_dangerous_characters() {
-        let v = json!({"title":"a\u{202e}b\u{1b}c\u{85}d\u{7f}"});
+        let v = json!([{"title":"a\u{202e}b\u{1b}c\u{85}d\u{7f}\ne"}]);
         let text = terminal_safe_json(&v.to_string());
         assert!(
             !text.chars().any(ccrelay_server::escape::is_dangerous),
             "{text:?}"
         );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+        // Pretty-printed: its lines stay lines, the value the same.
+        let pretty = serde_json::to_string_pretty(&v).unwrap();
+        let text = terminal_safe_json(&pretty);
+        assert_eq!(text.lines().count(), pretty.lines().count());
+        let dangerous = |c: char| c != '\n' && ccrelay_server::escape::is_dangerous(c);
+        assert!(!text.chars().any(dangerous), "{text:?}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
     }
 }
