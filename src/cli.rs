@@ -36,6 +36,9 @@ pub enum Command {
     /// Attach a terminal to a running relay.
     #[command(after_help = ATTACH_EXAMPLES)]
     Attach(AttachArgs),
+    /// List a relay's sessions; close, rename, or resume a past conversation in a new one.
+    #[command(after_help = SESSIONS_EXAMPLES)]
+    Sessions(SessionsArgs),
     /// Inspect SSH key files.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -59,6 +62,9 @@ const ATTACH_EXAMPLES: &str = "Examples:
   ccrelay attach 127.0.0.1:7878 -i ~/.ssh/ccrelay_key --tail 50
   ccrelay attach 127.0.0.1:7878 --prompt 'run the tests' --allow --json
   ccrelay attach wss://relay.example:7878 --invite     # a single-use pairing URL for a phone
+  ccrelay attach 127.0.0.1:7878 --new ~/src/api --name api        # start a session there
+  ccrelay attach 127.0.0.1:7878 --new ~/src/api --worktree fix-1  # ... in a new worktree
+  ccrelay attach 127.0.0.1:7878 --session api
 
 Keys: ssh-agent identities (SSH_AUTH_SOCK) one per connection, then ~/.ssh/id_ed25519,
 id_ecdsa, id_rsa; with -i only that file. Passphrases are asked on the terminal, or through
@@ -70,12 +76,35 @@ n denies, m denies with a message; Ctrl-C interrupts a running turn, a second Ct
 (or Ctrl-C when idle) or Ctrl-D quits. When stdin is not a terminal, each line read is
 a prompt. A dropped connection is resumed where it left off.
 
+Interactive commands (typed as a prompt line, on their own): :sessions lists the relay's
+sessions; :switch NAME attaches to session NAME instead (switching back shows only what
+happened meanwhile: each session's place is kept). Any other line is a prompt.
+
+With --new: the server starts the session (owners only; DIR must lie under one of its
+--session-root directories) and this client attaches to it; a server refusal prints its
+error code (outside_roots, session_exists, git_failed, overloaded, ...) and exits 1.
+
 With --invite: prints the web page's URL with #invite=<token> (a QR code too on a terminal);
 the device that opens it first is paired at once. Exit 0, or 2 when the server refuses.
 
 Exit status with --prompt: 0 the turn succeeded; 1 it failed or was aborted; 2 usage,
 connection or authentication error; 3 a permission prompt came and neither --allow nor
 --deny was given.";
+
+const SESSIONS_EXAMPLES: &str = "Examples:
+  ccrelay sessions 127.0.0.1:7878                     # a table of the sessions
+  ccrelay sessions 127.0.0.1:7878 --json              # the same as one JSON document
+  ccrelay sessions 127.0.0.1:7878 --resume ~/src/api  # pick a past conversation, attach
+  ccrelay sessions 127.0.0.1:7878 --resume ~/src/api --pick 1 --name api
+  ccrelay sessions 127.0.0.1:7878 close api --remove-worktree
+  ccrelay sessions 127.0.0.1:7878 rename api 'Login bug'
+
+Attach to a listed session with `ccrelay attach URL --session NAME`. Everything the server
+sends is shown escaped (control and bidi characters appear as \\u{...}).
+
+Exit status: 0 done; 1 the server refused the request (its error code and message are
+printed, e.g. `no_such_session`, `forbidden`, `outside_roots`, `git_failed`); 2 usage,
+connection or authentication error. With --resume, once attached, as `ccrelay attach`.";
 
 /// `ccrelay serve` options: one per entry of the settings table, every one
 /// optional here; `config::Config::resolve` fills what is missing from the
@@ -162,20 +191,52 @@ impl FromArgMatches for ServeArgs {
     }
 }
 
+/// How to reach and trust a relay, and which key to sign with: the options
+/// `ccrelay attach` and `ccrelay sessions` share.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Relay address: wss://HOST:PORT/v1/ws, ws://HOST:PORT or HOST:PORT
+    pub url: String,
+    /// Private key file to sign with (instead of ssh-agent and the default key files)
+    #[arg(short = 'i', long = "identity", value_name = "KEY_FILE", global = true)]
+    pub identity: Option<PathBuf>,
+    /// Device name shown to other clients [default: this host's name]
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+    /// PEM CA certificate(s) to trust besides the system's, for wss://
+    #[arg(long, value_name = "PATH", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// The server certificate's fingerprint (`ccrelay server-info` prints it): trust that certificate, whoever signed it
+    #[arg(long, value_name = "SHA256:...", global = true)]
+    pub server_fingerprint: Option<String>,
+    /// Record a server not seen before without asking (never overrides a mismatch)
+    #[arg(long, global = true)]
+    pub accept_new_server: bool,
+    /// Allow plaintext ws:// to a host outside loopback
+    #[arg(long, global = true)]
+    pub insecure_plaintext: bool,
+    /// Where servers seen before are recorded [default: $XDG_CONFIG_HOME/ccrelay/known_servers, else ~/.config/ccrelay/known_servers]
+    #[arg(long, value_name = "PATH", global = true)]
+    pub known_servers: Option<PathBuf>,
+}
+
 /// `ccrelay attach` options.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Relay address: ws://HOST:PORT/v1/ws, ws://HOST:PORT or HOST:PORT
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Session to attach to
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", conflicts_with = "new")]
     pub session: String,
-    /// Private key file to sign with (instead of ssh-agent and the default key files)
-    #[arg(short = 'i', long = "identity", value_name = "KEY_FILE")]
-    pub identity: Option<PathBuf>,
-    /// Device name shown to other clients [default: this host's name]
-    #[arg(long)]
-    pub device: Option<String>,
+    /// Start a new session whose agent works in DIR (a directory on the server, absolute or ~/...) and attach to it
+    #[arg(long, value_name = "DIR", conflicts_with = "invite")]
+    pub new: Option<String>,
+    /// With --new: the new session's name [default: the directory's name, made unique]
+    #[arg(long, value_name = "NAME", requires = "new")]
+    pub name: Option<String>,
+    /// With --new: run the session in a new git worktree of DIR's repository, on a new branch BRANCH
+    #[arg(long, value_name = "BRANCH", requires = "new")]
+    pub worktree: Option<String>,
     /// Send one prompt, show its turn, exit when it ends (exit 0 success, 1 failed/aborted)
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
@@ -191,27 +252,79 @@ pub struct AttachArgs {
     /// Replay only the last N events when attaching (default: the whole retained log)
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
-    /// PEM CA certificate(s) to trust besides the system's, for wss://
-    #[arg(long, value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
-    /// The server certificate's fingerprint (`ccrelay server-info` prints it): trust that certificate, whoever signed it
-    #[arg(long, value_name = "SHA256:...")]
-    pub server_fingerprint: Option<String>,
-    /// Record a server not seen before without asking (never overrides a mismatch)
-    #[arg(long)]
-    pub accept_new_server: bool,
-    /// Allow plaintext ws:// to a host outside loopback
-    #[arg(long)]
-    pub insecure_plaintext: bool,
-    /// Where servers seen before are recorded [default: $XDG_CONFIG_HOME/ccrelay/known_servers, else ~/.config/ccrelay/known_servers]
-    #[arg(long, value_name = "PATH")]
-    pub known_servers: Option<PathBuf>,
     /// Make a single-use pairing invite (10 minutes), print the web page's URL with it (and its QR code on a terminal), and exit
     #[arg(long, conflicts_with_all = ["prompt", "json", "tail"])]
     pub invite: bool,
     /// With --invite: the invited device gets the read-only viewer role
     #[arg(long, requires = "invite")]
     pub viewer: bool,
+}
+
+/// `ccrelay sessions` options.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the sessions as one JSON document (the server's session.list entries)
+    #[arg(long, conflicts_with = "resume")]
+    pub json: bool,
+    /// List the past conversations of DIR (on the server), pick one, start a session resuming it and attach
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<String>,
+    /// With --resume: take the Nth conversation of the list (1 = the newest) without asking
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "resume",
+        conflicts_with = "conversation"
+    )]
+    pub pick: Option<usize>,
+    /// With --resume: resume this conversation id without listing
+    #[arg(long, value_name = "ID", requires = "resume")]
+    pub conversation: Option<String>,
+    /// With --resume: the new session's name [default: the directory's name, made unique]
+    #[arg(long, value_name = "NAME", requires = "resume")]
+    pub name: Option<String>,
+    /// With --resume: continue in a new conversation branched from the picked one
+    #[arg(long, requires = "resume")]
+    pub fork: bool,
+    #[command(subcommand)]
+    pub action: Option<SessionsAction>,
+}
+
+impl SessionsArgs {
+    /// What clap cannot say of options beside a subcommand: `close` and `rename`
+    /// take none of the listing's or resuming's options.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.action.is_some() && (self.json || self.resume.is_some()) {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "`sessions close` and `sessions rename` take neither --json nor --resume",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `ccrelay sessions URL close|rename ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// Close a session started from a device: its agent is stopped and its name is free again.
+    Close {
+        /// The session's name
+        name: String,
+        /// Also remove the git worktree the server made for it (refused if it has changes)
+        #[arg(long)]
+        remove_worktree: bool,
+    },
+    /// Set a session's title (1 to 80 characters).
+    Rename {
+        /// The session's name
+        name: String,
+        /// The new title
+        title: String,
+    },
 }
 
 /// `ccrelay keys ...`
@@ -327,25 +440,73 @@ pub struct MockAgentArgs {
     pub rest: Vec<String>,
 }
 
-impl From<AttachArgs> for crate::client::AttachSettings {
-    fn from(a: AttachArgs) -> Self {
-        crate::client::AttachSettings {
+impl From<ServerArgs> for crate::client::ServerOptions {
+    fn from(a: ServerArgs) -> Self {
+        crate::client::ServerOptions {
             url: a.url,
-            session: a.session,
             identity: a.identity,
             device: a.device,
-            prompt: a.prompt,
-            allow: a.allow,
-            deny: a.deny,
-            json: a.json,
-            tail: a.tail,
             ca_file: a.ca_file,
             server_fingerprint: a.server_fingerprint,
             accept_new_server: a.accept_new_server,
             insecure_plaintext: a.insecure_plaintext,
             known_servers: a.known_servers,
+        }
+    }
+}
+
+impl From<AttachArgs> for crate::client::AttachSettings {
+    fn from(a: AttachArgs) -> Self {
+        crate::client::AttachSettings {
+            server: a.server.into(),
+            session: a.session,
+            new: a.new.map(|workdir| crate::client::NewSession {
+                workdir,
+                name: a.name,
+                worktree: a.worktree,
+                resume: None,
+                fork: false,
+            }),
+            prompt: a.prompt,
+            allow: a.allow,
+            deny: a.deny,
+            json: a.json,
+            tail: a.tail,
             invite: a.invite,
             viewer: a.viewer,
+        }
+    }
+}
+
+impl From<SessionsArgs> for crate::client::SessionsSettings {
+    fn from(a: SessionsArgs) -> Self {
+        use crate::client::{Resume, SessionsTask};
+        let task = match (a.action, a.resume) {
+            (
+                Some(SessionsAction::Close {
+                    name,
+                    remove_worktree,
+                }),
+                _,
+            ) => SessionsTask::Close {
+                name,
+                remove_worktree,
+            },
+            (Some(SessionsAction::Rename { name, title }), _) => {
+                SessionsTask::Rename { name, title }
+            }
+            (None, Some(workdir)) => SessionsTask::Resume(Resume {
+                workdir,
+                pick: a.pick,
+                conversation: a.conversation,
+                name: a.name,
+                fork: a.fork,
+            }),
+            (None, None) => SessionsTask::List { json: a.json },
+        };
+        crate::client::SessionsSettings {
+            server: a.server.into(),
+            task,
         }
     }
 }
@@ -484,5 +645,123 @@ mod tests {
                 setting.name
             );
         }
+    }
+
+    fn parse(argv: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ccrelay").chain(argv.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    /// `attach --new` takes the create options; `--name` and `--worktree` need
+    /// it, and it excludes `--session` and `--invite`.
+    #[test]
+    fn attach_new_and_its_options() {
+        let Ok(Command::Attach(a)) = parse(&[
+            "attach",
+            "127.0.0.1:1",
+            "--new",
+            "~/src/api",
+            "--name",
+            "api",
+            "--worktree",
+            "fix",
+            "-i",
+            "k",
+        ]) else {
+            panic!("not attach")
+        };
+        let settings = crate::client::AttachSettings::from(a);
+        let new = settings.new.expect("a new session");
+        assert_eq!(new.workdir, "~/src/api");
+        assert_eq!(new.name.as_deref(), Some("api"));
+        assert_eq!(new.worktree.as_deref(), Some("fix"));
+        assert_eq!(settings.server.identity, Some(PathBuf::from("k")));
+        assert_eq!(settings.server.url, "127.0.0.1:1");
+        for bad in [
+            &["attach", "u", "--name", "api"][..],
+            &["attach", "u", "--worktree", "b"],
+            &["attach", "u", "--new", "d", "--session", "s"],
+            &["attach", "u", "--new", "d", "--invite"],
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let Ok(Command::Attach(a)) = parse(&["attach", "u", "--session", "api"]) else {
+            panic!("not attach")
+        };
+        assert_eq!(a.session, "api");
+    }
+
+    /// `sessions URL` lists; `close` and `rename` come after the URL and take the
+    /// connection options after them too; `--pick` needs `--resume`.
+    #[test]
+    fn sessions_commands() {
+        use crate::client::{SessionsSettings, SessionsTask};
+        let settings = |argv: &[&str]| -> SessionsSettings {
+            let Ok(Command::Sessions(a)) = parse(argv) else {
+                panic!("not sessions: {argv:?}")
+            };
+            a.check().unwrap();
+            a.into()
+        };
+        assert!(matches!(
+            settings(&["sessions", "u"]).task,
+            SessionsTask::List { json: false }
+        ));
+        assert!(matches!(
+            settings(&["sessions", "u", "--json"]).task,
+            SessionsTask::List { json: true }
+        ));
+        let s = settings(&[
+            "sessions",
+            "u",
+            "close",
+            "api",
+            "--remove-worktree",
+            "-i",
+            "k",
+        ]);
+        assert!(
+            matches!(&s.task, SessionsTask::Close { name, remove_worktree: true } if name == "api")
+        );
+        assert_eq!(s.server.identity, Some(PathBuf::from("k")));
+        let s = settings(&["sessions", "u", "rename", "api", "Login bug"]);
+        assert!(
+            matches!(&s.task, SessionsTask::Rename { name, title } if name == "api" && title == "Login bug")
+        );
+        let s = settings(&[
+            "sessions", "u", "--resume", "~/w", "--pick", "2", "--name", "n", "--fork",
+        ]);
+        let SessionsTask::Resume(r) = s.task else {
+            panic!("not resume")
+        };
+        assert_eq!(
+            (r.workdir.as_str(), r.pick, r.name.as_deref(), r.fork),
+            ("~/w", Some(2), Some("n"), true)
+        );
+        for bad in [
+            &["sessions", "u", "--pick", "1"][..],
+            &["sessions", "u", "--resume", "d", "--json"],
+            &[
+                "sessions",
+                "u",
+                "--resume",
+                "d",
+                "--pick",
+                "1",
+                "--conversation",
+                "c",
+            ],
+            &["sessions", "u", "close"],
+            &["sessions", "u", "rename", "api"],
+            &["sessions"],
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let Ok(Command::Sessions(a)) = parse(&["sessions", "u", "--json", "close", "api"]) else {
+            panic!("not sessions")
+        };
+        assert_eq!(a.check().unwrap_err().exit_code(), 2);
     }
 }

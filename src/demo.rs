@@ -13,7 +13,7 @@ use std::time::Duration;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::AttachSettings;
+use crate::client::{AttachSettings, ServerOptions};
 use crate::config::{Config, ServeValues, settings};
 use crate::server::{self, Announce};
 
@@ -137,21 +137,21 @@ fn run_inner(args: DemoSettings) -> anyhow::Result<ExitCode> {
     );
 
     let code = crate::client::run(AttachSettings {
-        url,
+        server: ServerOptions {
+            url,
+            identity: Some(key_path),
+            device: Some("demo".into()),
+            // A throwaway relay (new server id, any port): not for the user's records.
+            known_servers: Some(root.join("known_servers")),
+            ..ServerOptions::default()
+        },
         session: "default".into(),
-        identity: Some(key_path),
-        device: Some("demo".into()),
+        new: None,
         prompt: None,
         allow: false,
         deny: false,
         json: false,
         tail: None,
-        ca_file: None,
-        server_fingerprint: None,
-        accept_new_server: false,
-        insecure_plaintext: false,
-        // A throwaway relay (new server id, any port): not for the user's records.
-        known_servers: Some(root.join("known_servers")),
         invite: false,
         viewer: false,
     });

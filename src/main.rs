@@ -59,6 +59,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Attach(args) => ccrelay::client::run(args.into()),
+        Command::Sessions(args) => match args.check() {
+            Ok(()) => ccrelay::client::run_sessions(args.into()),
+            Err(e) => e.exit(),
+        },
         Command::Demo(args) => ccrelay::demo::run(args.into()),
         Command::ServerInfo(args) => {
             let data_dir = args

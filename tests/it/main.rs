@@ -33,5 +33,6 @@ mod real_cli_relay;
 mod scale;
 mod session_lifecycle;
 mod sessions;
+mod sessions_cli;
 mod settings_table;
 mod tls;

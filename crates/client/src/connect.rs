@@ -833,8 +833,9 @@ enum AuthOutcome {
     Retry,
 }
 
-/// Frames an authenticated connection may receive before the reply to
-/// `pair.invite` (owner notices, presence); more means the server is not answering.
+/// Frames an authenticated connection may receive before the reply to a
+/// request (owner notices, presence, session changes); more means the server is
+/// not answering.
 const MAX_FRAMES_BEFORE_REPLY: usize = 1000;
 
 /// Why no invite was made.
@@ -847,6 +848,40 @@ pub enum InviteError {
     Refused { code: String, message: String },
 }
 
+/// Send one request on an authenticated connection and wait for the frame that
+/// answers it (the one carrying its `id`, an `error` included), skipping the
+/// notices that come in between. The reply is returned read and as received.
+pub async fn request(
+    ws: &mut Ws,
+    url: &str,
+    request: &ClientMsg,
+) -> Result<(ServerMsg, String), ConnectError> {
+    let protocol = |reason: &str| ConnectError::Protocol {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let id = request_id_of(request).ok_or_else(|| protocol("a request without an id"))?;
+    ws.send(Message::Text(request.to_json().into()))
+        .await
+        .map_err(|e| protocol(&e.to_string()))?;
+    for _ in 0..MAX_FRAMES_BEFORE_REPLY {
+        let Some((reply, text)) = next_frame(ws, url).await? else {
+            return Err(protocol("connection closed before the server answered"));
+        };
+        match reply {
+            Some(reply) if reply.id() == Some(&id) => return Ok((reply, text)),
+            _ => continue,
+        }
+    }
+    Err(protocol("no answer to the request"))
+}
+
+/// The `id` of a request this client sends (every one it waits for carries one).
+fn request_id_of(request: &ClientMsg) -> Option<RequestId> {
+    let value = serde_json::to_value(request).ok()?;
+    serde_json::from_value(value.get("id")?.clone()).ok()
+}
+
 /// Ask an authenticated connection for a pairing invite (docs/protocol.md,
 /// "Pairing invites"); the token and how long it lives.
 pub async fn request_invite(
@@ -854,46 +889,29 @@ pub async fn request_invite(
     url: &str,
     viewer: bool,
 ) -> Result<(String, Duration), InviteError> {
-    const ID: &str = "invite";
     let role = if viewer { Role::Viewer } else { Role::Owner };
-    let request = ClientMsg::PairInvite {
-        id: Some(RequestId::Text(ID.into())),
+    let ask = ClientMsg::PairInvite {
+        id: Some(RequestId::Text("invite".into())),
         role: Some(role),
         expires_in_ms: None,
     };
-    ws.send(Message::Text(request.to_json().into()))
-        .await
-        .map_err(|e| ConnectError::Protocol {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
     let protocol = |reason: &str| ConnectError::Protocol {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    for _ in 0..MAX_FRAMES_BEFORE_REPLY {
-        let Some((reply, _)) = next_frame(ws, url).await? else {
-            return Err(protocol("connection closed before the invite was made").into());
-        };
-        let Some(reply) = reply else { continue };
-        if reply.id() != Some(&RequestId::Text(ID.into())) {
-            continue;
-        }
-        return match reply {
-            ServerMsg::PairInvite {
-                invite,
-                expires_in_ms,
-                ..
-            } if !invite.is_empty() => Ok((invite, Duration::from_millis(expires_in_ms))),
-            ServerMsg::PairInvite { .. } => Err(protocol("pair.invite without an invite").into()),
-            ServerMsg::Error { code, message, .. } => Err(InviteError::Refused {
-                code: code.as_str().to_string(),
-                message,
-            }),
-            _ => Err(protocol("unexpected reply to pair.invite").into()),
-        };
+    match request(ws, url, &ask).await?.0 {
+        ServerMsg::PairInvite {
+            invite,
+            expires_in_ms,
+            ..
+        } if !invite.is_empty() => Ok((invite, Duration::from_millis(expires_in_ms))),
+        ServerMsg::PairInvite { .. } => Err(protocol("pair.invite without an invite").into()),
+        ServerMsg::Error { code, message, .. } => Err(InviteError::Refused {
+            code: code.as_str().to_string(),
+            message,
+        }),
+        _ => Err(protocol("unexpected reply to pair.invite").into()),
     }
-    Err(protocol("no reply to pair.invite").into())
 }
 
 /// The next text frame, read (`None`: a type this build does not know) and as

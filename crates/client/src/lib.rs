@@ -7,14 +7,21 @@
 //! - lines (anything else): each line read on stdin is a prompt; the session is
 //!   shown until Ctrl-C (end of input leaves it watching).
 //!
-//! Modules: `connect` (URL, WebSocket, authentication), `keys` (which keys, how
-//! they sign), `net` (the connection task and reconnects), `session` (the state
-//! machine: since tracking, prompts, permissions, exit codes), `render` (events →
-//! text), `presence` (who is attached, from deltas), `input` (line editor),
-//! `screen` (the terminal), `trust` (whether to sign: certificate, server id,
-//! channel binding), `known` (the known_servers file).
+//! With `--new DIR` it first asks the server to create a session there and then
+//! attaches to it; `ccrelay sessions` (module `sessions`) lists, closes, renames
+//! and resumes sessions over the same connection code.
 //!
-//! Owns: the terminal session of one `ccrelay attach` and its exit codes. Must
+//! Modules: `connect` (URL, WebSocket, authentication, one-shot requests), `keys`
+//! (which keys, how they sign), `net` (the connection task and reconnects),
+//! `session` (the state machine: since tracking, prompts, permissions, session
+//! switching, exit codes), `sessions` (`ccrelay sessions`, `session.create`),
+//! `table` (session and conversation lists as text), `render` (events → text),
+//! `presence` (who is attached, from deltas), `input` (line editor), `screen`
+//! (the terminal), `trust` (whether to sign: certificate, server id, channel
+//! binding), `known` (the known_servers file).
+//!
+//! Owns: the terminal session of one `ccrelay attach`, the `ccrelay sessions`
+//! commands, and their exit codes. Must
 //! not: serve anything or hold server state. It speaks `ccrelay-protocol`'s types
 //! and borrows from `ccrelay-server` only what both sides share: SSHSIG signing
 //! and key files (`auth`), the TLS client pieces and fingerprints (`tls`), origin
@@ -29,6 +36,8 @@ mod presence;
 mod render;
 mod screen;
 mod session;
+mod sessions;
+mod table;
 mod trust;
 
 use std::io::{IsTerminal as _, Write as _};
@@ -48,17 +57,46 @@ use net::NetEvent;
 use screen::{RawGuard, Screen};
 pub use session::exit;
 use session::{Effect, Policy, PromptJob, Session};
+pub use sessions::{Resume, SessionsSettings, SessionsTask, run_sessions};
 
-/// What `ccrelay attach` was asked to do (its options, as given).
-#[derive(Debug, Clone)]
-pub struct AttachSettings {
+/// How to reach and trust a relay and which key to sign with (the options
+/// `ccrelay attach` and `ccrelay sessions` share).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
     /// Relay address: `ws://HOST:PORT/v1/ws`, `ws://HOST:PORT` or `HOST:PORT`.
     pub url: String,
-    pub session: String,
     /// The one key file to sign with (instead of ssh-agent and the default files).
     pub identity: Option<PathBuf>,
     /// Device name shown to other clients (default: this host's name).
     pub device: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub server_fingerprint: Option<String>,
+    pub accept_new_server: bool,
+    pub insecure_plaintext: bool,
+    pub known_servers: Option<PathBuf>,
+}
+
+/// A session to create before attaching (`attach --new`, `sessions --resume`).
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// The agent's working directory on the server (absolute or `~/`-relative).
+    pub workdir: String,
+    pub name: Option<String>,
+    /// Run it in a new worktree on this new branch.
+    pub worktree: Option<String>,
+    /// The conversation to resume.
+    pub resume: Option<String>,
+    /// With `resume`: branch a new conversation from it.
+    pub fork: bool,
+}
+
+/// What `ccrelay attach` was asked to do (its options, as given).
+#[derive(Debug, Clone)]
+pub struct AttachSettings {
+    pub server: ServerOptions,
+    pub session: String,
+    /// Create this session first and attach to it (instead of `session`).
+    pub new: Option<NewSession>,
     /// Send one prompt, show its turn, exit when it ends.
     pub prompt: Option<String>,
     /// With `prompt`: allow / deny every permission prompt of its turn.
@@ -68,11 +106,6 @@ pub struct AttachSettings {
     pub json: bool,
     /// Replay only the last N events when attaching.
     pub tail: Option<u64>,
-    pub ca_file: Option<PathBuf>,
-    pub server_fingerprint: Option<String>,
-    pub accept_new_server: bool,
-    pub insecure_plaintext: bool,
-    pub known_servers: Option<PathBuf>,
     /// Make a single-use pairing invite, print its URL and exit.
     pub invite: bool,
     /// With `invite`: the invited device gets the viewer role.
@@ -84,6 +117,9 @@ const MAX_DEVICE_CHARS: usize = 64;
 /// `--prompt` mode stops reconnecting after this long without a connection, so a
 /// script does not wait forever for a server that is gone.
 const PROMPT_RECONNECT_LIMIT: Duration = Duration::from_secs(300);
+/// How many times `--new` sends its `session.create` (same retry key) when the
+/// connection drops before the reply.
+const CREATE_ATTEMPTS: u32 = 3;
 /// How long the connection task gets to close the socket politely on exit.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
@@ -102,6 +138,11 @@ enum StartError {
 
 /// Run `ccrelay attach` on its own runtime; the exit code is documented in `--help`.
 pub fn run(args: AttachSettings) -> ExitCode {
+    on_runtime(attach(args))
+}
+
+/// Run a command's future on a runtime of its own and return its exit code.
+fn on_runtime(command: impl std::future::Future<Output = u8>) -> ExitCode {
     // Two workers: `block_in_place` (agent socket, signing, passphrase) needs a
     // multi-threaded runtime, and nothing here needs more.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +156,7 @@ pub fn run(args: AttachSettings) -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let code = runtime.block_on(attach(args));
+    let code = runtime.block_on(command);
     // The stdin reader thread may be blocked in read(); do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(code)
@@ -129,6 +170,18 @@ enum Mode {
     Lines,
 }
 
+impl Mode {
+    fn of(args: &AttachSettings) -> Mode {
+        if args.prompt.is_some() {
+            Mode::Prompt
+        } else if !args.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            Mode::Interactive
+        } else {
+            Mode::Lines
+        }
+    }
+}
+
 async fn attach(args: AttachSettings) -> u8 {
     match start(args).await {
         Ok(code) => code,
@@ -139,20 +192,12 @@ async fn attach(args: AttachSettings) -> u8 {
     }
 }
 
-async fn start(args: AttachSettings) -> Result<u8, StartError> {
-    let url = normalize_url(&args.url)?;
-    let mode = if args.prompt.is_some() {
-        Mode::Prompt
-    } else if !args.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        Mode::Interactive
-    } else {
-        Mode::Lines
-    };
-    let color = !args.json
-        && std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::env::var("TERM").map_or(true, |t| t != "dumb");
-    let device = args
+/// The keys to try and how to trust the server, as the options say; then the
+/// first connection, made before anything owns the terminal so that a
+/// passphrase or a new server can still be asked about. Its failure is final (exit 2).
+async fn open(server: &ServerOptions) -> Result<(Connector, connect::Connected), StartError> {
+    let url = normalize_url(&server.url)?;
+    let device = server
         .device
         .clone()
         .or_else(host_name)
@@ -162,22 +207,80 @@ async fn start(args: AttachSettings) -> Result<u8, StartError> {
         .map(std::path::PathBuf::from);
     let home = ccrelay_server::datadir::home_dir();
     let candidates = tokio::task::block_in_place(|| {
-        keys::candidates(args.identity.as_deref(), home.as_deref(), socket.as_deref())
+        keys::candidates(
+            server.identity.as_deref(),
+            home.as_deref(),
+            socket.as_deref(),
+        )
     })?;
     let trust = connect::TrustOptions {
-        ca_file: args.ca_file.clone(),
-        pin: args.server_fingerprint.clone(),
-        accept_new: args.accept_new_server,
-        insecure_plaintext: args.insecure_plaintext,
-        known_servers: args.known_servers.clone(),
+        ca_file: server.ca_file.clone(),
+        pin: server.server_fingerprint.clone(),
+        accept_new: server.accept_new_server,
+        insecure_plaintext: server.insecure_plaintext,
+        known_servers: server.known_servers.clone(),
     };
     let mut connector = Connector::new(url, device, candidates, trust)?;
-    // The first connection is made here, before the editor owns the terminal,
-    // so a passphrase prompt can still use it; its failure is final (exit 2).
     let first = connector.connect().await?;
+    Ok((connector, first))
+}
+
+async fn start(args: AttachSettings) -> Result<u8, StartError> {
+    let (connector, first) = open(&args.server).await?;
     if args.invite {
         return Ok(invite(&connector, first, args.viewer).await);
     }
+    start_on(args, connector, first).await
+}
+
+/// `attach` on a connection already open: create the session first when asked
+/// (`--new`), then attach and run until the session ends.
+async fn start_on(
+    args: AttachSettings,
+    mut connector: Connector,
+    mut first: connect::Connected,
+) -> Result<u8, StartError> {
+    let mode = Mode::of(&args);
+    let color = !args.json
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let (name, uid) = match &args.new {
+        None => (args.session.clone(), None),
+        Some(new) => {
+            let key = sessions::create_key();
+            let mut attempt = 1;
+            let created = loop {
+                match sessions::create(&mut first.ws, &connector.url(), new, &key).await {
+                    // The reply was lost with the connection: ask again with the
+                    // same key on a new one; the server creates the session once.
+                    Err(sessions::RequestError::Connect(e))
+                        if e.is_transient() && attempt < CREATE_ATTEMPTS =>
+                    {
+                        eprintln!("ccrelay: {e}; asking again");
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        first = connector.connect().await?;
+                    }
+                    other => break other,
+                }
+            };
+            match created {
+                Ok(created) => {
+                    if args.json {
+                        // Every frame received is printed in --json mode.
+                        println!("{}", table::terminal_safe_json(created.frame.trim()));
+                    }
+                    eprintln!("{}", sessions::created_line(&created));
+                    (created.session, Some(created.uid))
+                }
+                Err(e) => {
+                    eprintln!("ccrelay: {e}");
+                    return Ok(e.exit_code());
+                }
+            }
+        }
+    };
     if mode == Mode::Interactive {
         connector.stop_prompting();
     }
@@ -188,7 +291,7 @@ async fn start(args: AttachSettings) -> Result<u8, StartError> {
         _ => None,
     };
     let job = args.prompt.clone().map(|text| PromptJob::new(text, policy));
-    let mut session = Session::new(args.session.clone(), args.json, color, args.tail, job);
+    let mut session = Session::new(name, args.json, color, args.tail, job).with_uid(uid);
     let banner = format!(
         "connected to {} with {} as {}",
         connector.url(),
@@ -402,7 +505,8 @@ fn on_terminal(event: std::io::Result<Event>, session: &mut Session, ui: &mut Ui
         }
         Action::Submit(text) => {
             ui.screen.redraw(editor);
-            session.submit(text)
+            // Typed lines may be commands (`:sessions`, `:switch NAME`).
+            session.typed(text)
         }
         Action::CtrlC => session.ctrl_c(),
         Action::Eof => vec![Effect::Exit(exit::OK)],

@@ -166,9 +166,59 @@ struct Outgoing {
 /// Request id of the `--prompt` job's prompt.
 const JOB_ID: &str = "prompt";
 const ATTACH_ID: &str = "attach";
+/// The attach of a `:switch` (a refusal goes back to the session before it).
+const SWITCH_ID: &str = "switch";
+const DETACH_ID: &str = "detach";
+const SESSIONS_ID: &str = "sessions";
+
+/// A session switched away from: what is needed to come back to it seeing
+/// every event once.
+#[derive(Debug, Clone)]
+struct Parked {
+    uid: Option<String>,
+    /// The last seq shown: the attach on return replays from the one after.
+    last: u64,
+}
+
+/// A line typed in the interactive editor that is a command, not a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `:sessions`: list the relay's sessions.
+    Sessions,
+    /// `:switch NAME`: attach to NAME instead.
+    Switch(String),
+    /// A command used wrongly: say how it is used.
+    Usage(&'static str),
+}
+
+impl Command {
+    /// The command a typed line is, if it is one: `:sessions` or `:switch NAME`
+    /// alone on the line. Every other line is a prompt.
+    pub fn parse(line: &str) -> Option<Command> {
+        let mut words = line.split_whitespace();
+        let first = words.next()?;
+        let rest: Vec<&str> = words.collect();
+        match (first, rest.as_slice()) {
+            (":sessions", []) => Some(Command::Sessions),
+            (":switch", [name]) => Some(Command::Switch(name.to_string())),
+            (":switch", _) => Some(Command::Usage(
+                ":switch NAME attaches to session NAME (:sessions lists them)",
+            )),
+            _ => None,
+        }
+    }
+}
 
 pub struct Session {
     name: String,
+    /// The session's `uid` once known: sent with every attach, so that a name
+    /// now belonging to another session is refused, never replayed
+    /// (docs/protocol.md §4).
+    uid: Option<String>,
+    /// Sessions switched away from, by name.
+    parked: HashMap<String, Parked>,
+    /// The session a `:switch` in flight left (attached again if it fails).
+    previous: Option<String>,
     json: bool,
     /// `--tail N` for the first attach.
     tail: Option<u64>,
@@ -209,6 +259,9 @@ impl Session {
     ) -> Session {
         Session {
             name,
+            uid: None,
+            parked: HashMap::new(),
+            previous: None,
             json,
             tail,
             job,
@@ -228,6 +281,12 @@ impl Session {
             interrupt_sent: false,
             renderer: Renderer::new(color),
         }
+    }
+
+    /// The session's `uid`, when known before the first attach (`--new`).
+    pub fn with_uid(mut self, uid: Option<String>) -> Session {
+        self.uid = uid;
+        self
     }
 
     fn id(&mut self, prefix: &str) -> String {
@@ -270,7 +329,7 @@ impl Session {
             session: Some(self.name.clone()),
             since,
             tail,
-            uid: None,
+            uid: self.uid.clone(),
         }));
         fx
     }
@@ -321,6 +380,7 @@ impl Session {
         match frame {
             ServerMsg::Attached {
                 id: Some(RequestId::Text(id)),
+                session,
                 state,
                 head,
                 replay_from,
@@ -329,7 +389,21 @@ impl Session {
                 clients,
                 clients_total,
                 ..
-            } if id == ATTACH_ID => {
+            } if (id == ATTACH_ID || id == SWITCH_ID) && session == self.name => {
+                if self.uid.is_none() {
+                    self.uid = attached_uid(text);
+                }
+                if id == SWITCH_ID {
+                    self.previous = None;
+                    // Announced here, not as a first attach.
+                    self.attached_once = true;
+                    let text = format!(
+                        "switched to session {} (state {}, {head} events)",
+                        terminal_safe(&self.name, 64),
+                        terminal_safe(&state, 32)
+                    );
+                    fx.push(Effect::Msg(self.renderer.info(&text)));
+                }
                 let pending = pending
                     .iter()
                     .filter_map(|p| serde_json::from_str::<Value>(p.get()).ok())
@@ -346,6 +420,25 @@ impl Session {
                     },
                     &mut fx,
                 );
+            }
+            // Not an answer of ours: the session was closed (docs/protocol.md §4).
+            ServerMsg::Detached { id: None, session } if session == self.name => {
+                self.break_line(&mut fx);
+                let text = format!("session {} was closed", terminal_safe(&session, 64));
+                fx.push(Effect::Msg(self.renderer.info(&text)));
+                fx.push(Effect::Exit(exit::OK));
+            }
+            ServerMsg::SessionList {
+                id: Some(RequestId::Text(id)),
+                sessions,
+            } if id == SESSIONS_ID => {
+                self.break_line(&mut fx);
+                let table = super::table::sessions(&sessions, time::OffsetDateTime::now_utc());
+                let text = format!(
+                    "{table}(you are on {}; :switch NAME to change)\n",
+                    terminal_safe(&self.name, 64)
+                );
+                fx.push(Effect::Msg(text));
             }
             ServerMsg::Presence(presence) if presence.session == self.name => {
                 let text = self.renderer.presence(&presence);
@@ -492,10 +585,30 @@ impl Session {
         message: &str,
         fx: &mut Vec<Effect>,
     ) {
+        if id == DETACH_ID {
+            // Leaving a session that had gone already: nothing to tell.
+            return;
+        }
         let text = self.renderer.server_error(&code_text, message);
         // In --json mode the frame itself was printed; people still read stderr.
         fx.push(Effect::Msg(text));
-        if id == ATTACH_ID || (id == JOB_ID && self.job.is_some()) {
+        if id == ATTACH_ID && code == ErrorCode::NoSuchSession && self.uid.is_some() {
+            let text = format!(
+                "session {} is gone (closed; a session now using its name is another one)",
+                terminal_safe(&self.name, 64)
+            );
+            fx.push(self.msg(&text));
+        }
+        if id == SWITCH_ID {
+            match self.previous.take() {
+                Some(back) => {
+                    let text = format!("back to session {}", terminal_safe(&back, 64));
+                    fx.push(self.msg(&text));
+                    self.enter(back, SWITCH_ID, fx);
+                }
+                None => fx.push(Effect::Exit(exit::ERROR)),
+            }
+        } else if id == ATTACH_ID || (id == JOB_ID && self.job.is_some()) {
             // No session to show, or our prompt was refused: nothing more will come.
             fx.push(Effect::Exit(exit::ERROR));
         } else if id.starts_with("p-") {
@@ -686,6 +799,98 @@ impl Session {
                 TurnEnd::Failed | TurnEnd::Aborted => exit::TURN_FAILED,
             }));
         }
+    }
+
+    /// A line typed in the interactive editor: a command, else a prompt.
+    pub fn typed(&mut self, text: String) -> Vec<Effect> {
+        match Command::parse(&text) {
+            Some(Command::Sessions) => self.list_sessions(),
+            Some(Command::Switch(name)) => self.switch(name),
+            Some(Command::Usage(usage)) => vec![self.msg(usage)],
+            None => self.submit(text),
+        }
+    }
+
+    /// `:sessions`: ask for the list; the reply is shown as a table.
+    fn list_sessions(&mut self) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; list the sessions when the connection is back")];
+        }
+        vec![Effect::Send(ClientMsg::SessionList {
+            id: Some(RequestId::Text(SESSIONS_ID.into())),
+        })]
+    }
+
+    /// `:switch NAME`: leave this session (keeping its place) and attach to NAME,
+    /// from where this client left it if it was there before.
+    fn switch(&mut self, name: String) -> Vec<Effect> {
+        let refuse = if name == self.name {
+            Some(format!("already on session {}", terminal_safe(&name, 64)))
+        } else if !self.attached {
+            Some("not connected; switch when the connection is back".into())
+        } else if !self.outgoing.is_empty() || self.job.is_some() {
+            Some(format!(
+                "a prompt is still on its way to session {}; switch once it is accepted",
+                terminal_safe(&self.name, 64)
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = refuse {
+            return vec![self.msg(&text)];
+        }
+        let mut fx = Vec::new();
+        self.break_line(&mut fx);
+        fx.push(Effect::Send(ClientMsg::Detach {
+            id: Some(RequestId::Text(DETACH_ID.into())),
+            session: Some(self.name.clone()),
+        }));
+        self.previous = Some(self.name.clone());
+        self.enter(name, SWITCH_ID, &mut fx);
+        fx
+    }
+
+    /// Make `name` the session shown and attach to it (`id`: the request id),
+    /// parking the current one if it was ever attached. Events of other
+    /// sessions are dropped from now on; a parked session's are replayed from
+    /// its last seq when it is entered again, so none is shown twice or missed.
+    fn enter(&mut self, name: String, id: &str, fx: &mut Vec<Effect>) {
+        if self.attached_once {
+            let parked = Parked {
+                uid: self.uid.take(),
+                last: self.cursor.last,
+            };
+            self.parked.insert(self.name.clone(), parked);
+        }
+        let back = self.parked.remove(&name);
+        self.uid = back.as_ref().and_then(|b| b.uid.clone());
+        self.cursor = Cursor {
+            last: back.as_ref().map_or(0, |b| b.last),
+        };
+        self.attached_once = back.is_some();
+        self.name = name;
+        self.attached = false;
+        self.state.clear();
+        self.running = None;
+        self.last_result_error = None;
+        self.ended.clear();
+        self.pending.clear();
+        self.answered.clear();
+        self.interrupt_sent = false;
+        self.renderer.roster.reset_presence();
+        let (since, tail) = if self.attached_once {
+            (Some(self.cursor.last), None)
+        } else {
+            (None, self.tail)
+        };
+        self.attach_since = since;
+        fx.push(Effect::Send(ClientMsg::Attach {
+            id: Some(RequestId::Text(id.into())),
+            session: Some(self.name.clone()),
+            since,
+            tail,
+            uid: self.uid.clone(),
+        }));
     }
 
     /// A prompt typed (interactive) or read from stdin.
@@ -909,6 +1114,15 @@ fn error_code_text(code: ErrorCode, frame: &str) -> String {
             .unwrap_or_default(),
         known => known.as_str().to_string(),
     }
+}
+
+/// The `uid` an `attached` reply carries (docs/protocol.md §4), if any.
+fn attached_uid(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct UidOnly {
+        uid: Option<String>,
+    }
+    serde_json::from_str::<UidOnly>(frame).ok()?.uid
 }
 
 /// The text of a request id (this client sends only text ids; "" for none).
@@ -1150,7 +1364,7 @@ mod tests {
         let mut s = Session::new("default".into(), false, false, None, None);
         s.on_connected(&auth(), false);
         assert!(
-            s.on_frame(r#"{"type":"session.created","session":"x"}"#)
+            s.on_frame(r#"{"type":"future.frame","session":"x"}"#)
                 .is_empty()
         );
         let fx = s.on_frame(r#"{"type":"attached","id":"attach"}"#);
@@ -1160,11 +1374,11 @@ mod tests {
         );
         let mut j = Session::new("default".into(), true, false, None, None);
         j.on_connected(&auth(), false);
-        let fx = j.on_frame(r#"{"type":"session.created","session":"x"}"#);
+        let fx = j.on_frame(r#"{"type":"future.frame","session":"x"}"#);
         assert_eq!(
             fx,
             [Effect::Json(
-                r#"{"type":"session.created","session":"x"}"#.into()
+                r#"{"type":"future.frame","session":"x"}"#.into()
             )]
         );
         let fx = s.on_frame(r#"{"type":"error","code":"session_exists","message":"m"}"#);
@@ -1287,5 +1501,190 @@ mod tests {
         s.on_connected(&auth(), true);
         let fx = s.on_frame(&json!({"type":"attached","id":"attach","session":"default","state":"idle","head":0,"replay_from":1,"truncated":false,"pending":[],"clients":[]}).to_string());
         assert!(sends(&fx).is_empty());
+    }
+
+    fn attached(session: &str, id: &str, head: u64, replay_from: u64) -> String {
+        json!({"type":"attached","id":id,"session":session,"uid":format!("uid-{session}"),"state":"idle","head":head,
+            "replay_from":replay_from,"truncated":false,"pending":[],"clients":[]})
+        .to_string()
+    }
+
+    fn event_in(session: &str, seq: u64) -> String {
+        json!({"type":"event","session":session,"seq":seq,"event":{"type":"relay.state","state":"idle"}})
+            .to_string()
+    }
+
+    /// Seqs of the events a frame made this (`--json`) session print.
+    fn printed(fx: &[Effect]) -> Vec<(String, u64)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Json(j) => serde_json::from_str::<Value>(j).ok(),
+                _ => None,
+            })
+            .filter(|v| v["type"] == "event")
+            .map(|v| {
+                (
+                    v["session"].as_str().unwrap_or_default().to_string(),
+                    v["seq"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_are_recognized_only_alone_on_their_line() {
+        assert_eq!(Command::parse(":sessions"), Some(Command::Sessions));
+        assert_eq!(
+            Command::parse("  :switch api "),
+            Some(Command::Switch("api".into()))
+        );
+        assert!(matches!(Command::parse(":switch"), Some(Command::Usage(_))));
+        assert!(matches!(
+            Command::parse(":switch a b"),
+            Some(Command::Usage(_))
+        ));
+        assert_eq!(Command::parse("please :switch api"), None);
+        assert_eq!(Command::parse(":sessions please"), None);
+        assert_eq!(Command::parse("hello"), None);
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        s.on_frame(&attached("default", "attach", 0, 1));
+        // A command is not sent as a prompt.
+        let sent = sends(&s.typed(":sessions".into()));
+        assert_eq!(sent, vec![json!({"type":"session.list","id":"sessions"})]);
+        let fx = s.on_frame(
+            &json!({"type":"session.list","id":"sessions","sessions":[
+            {"session":"default","state":"idle","head":0,"clients":1},
+            {"session":"e\u{1b}[2Jvil","state":"busy","head":3,"clients":0}]})
+            .to_string(),
+        );
+        let shown: String = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Msg(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            shown.contains("NAME") && shown.contains("e\\u{1b}[2Jvil"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert_eq!(sends(&s.typed("hello".into()))[0]["type"], "prompt");
+    }
+
+    /// Switching away and back replays exactly the events not yet shown: none
+    /// twice, none missed; each attach carries the session's uid once known.
+    #[test]
+    fn switching_keeps_each_sessions_place() {
+        let mut s = Session::new("default".into(), true, false, None, None);
+        let fx = s.on_connected(&auth(), false);
+        assert!(sends(&fx)[0].get("uid").is_none());
+        s.on_frame(&attached("default", "attach", 2, 1));
+        let mut seen = Vec::new();
+        for seq in 1..=2 {
+            seen.extend(printed(&s.on_frame(&event_in("default", seq))));
+        }
+        let sent = sends(&s.typed(":switch api".into()));
+        assert_eq!(
+            sent[0],
+            json!({"type":"detach","id":"detach","session":"default"})
+        );
+        assert_eq!(
+            sent[1],
+            json!({"type":"attach","id":"switch","session":"api"})
+        );
+        // Frames of the old session still in flight are not shown (and come back later).
+        seen.extend(printed(&s.on_frame(&event_in("default", 3))));
+        s.on_frame(&json!({"type":"detached","id":"detach","session":"default"}).to_string());
+        s.on_frame(&attached("api", "switch", 1, 1));
+        seen.extend(printed(&s.on_frame(&event_in("api", 1))));
+        // A reconnect while on api attaches api, since its last seq, with its uid.
+        s.on_disconnected("reset");
+        let sent = sends(&s.on_connected(&auth(), true));
+        assert_eq!(
+            sent[0],
+            json!({"type":"attach","id":"attach","session":"api","since":1,"uid":"uid-api"})
+        );
+        s.on_frame(&attached("api", "attach", 1, 2));
+        // Back to default: since its last shown seq (2), with its uid.
+        let sent = sends(&s.typed(":switch default".into()));
+        assert_eq!(
+            sent[1],
+            json!({"type":"attach","id":"switch","session":"default","since":2,"uid":"uid-default"})
+        );
+        s.on_frame(&attached("default", "switch", 4, 3));
+        for seq in [3, 4, 4] {
+            seen.extend(printed(&s.on_frame(&event_in("default", seq))));
+        }
+        // And to api again: nothing of api is shown twice.
+        let sent = sends(&s.typed(":switch api".into()));
+        assert_eq!(sent[1]["since"], 1);
+        s.on_frame(&attached("api", "switch", 2, 2));
+        for seq in [1, 2] {
+            seen.extend(printed(&s.on_frame(&event_in("api", seq))));
+        }
+        let expect: Vec<(String, u64)> = [
+            ("default", 1),
+            ("default", 2),
+            ("api", 1),
+            ("default", 3),
+            ("default", 4),
+            ("api", 2),
+        ]
+        .iter()
+        .map(|(n, q)| (n.to_string(), *q))
+        .collect();
+        assert_eq!(seen, expect);
+    }
+
+    #[test]
+    fn a_refused_switch_goes_back_and_a_closed_session_ends_attach() {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        s.on_frame(&attached("default", "attach", 5, 6));
+        assert!(
+            matches!(&s.typed(":switch default".into())[..], [Effect::Msg(m)] if m.contains("already"))
+        );
+        s.typed(":switch nope".into());
+        let fx = s.on_frame(&json!({"type":"error","id":"switch","code":"no_such_session","message":"no session nope"}).to_string());
+        assert_eq!(exit_of(&fx), None);
+        let sent = sends(&fx);
+        assert_eq!(
+            sent[0],
+            json!({"type":"attach","id":"switch","session":"default","since":5,"uid":"uid-default"})
+        );
+        s.on_frame(&attached("default", "switch", 5, 6));
+        // A prompt on its way pins the session.
+        s.submit("hi".into());
+        assert!(sends(&s.typed(":switch api".into())).is_empty());
+        // Closed by someone else: the client says so and ends.
+        let fx = s.on_frame(&json!({"type":"detached","session":"default"}).to_string());
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Msg(m) if m.contains("was closed")))
+        );
+        assert_eq!(exit_of(&fx), Some(exit::OK));
+    }
+
+    #[test]
+    fn a_created_session_is_attached_with_its_uid() {
+        let mut s =
+            Session::new("api".into(), false, false, None, None).with_uid(Some("u1".into()));
+        let sent = sends(&s.on_connected(&auth(), false));
+        assert_eq!(
+            sent[0],
+            json!({"type":"attach","id":"attach","session":"api","uid":"u1"})
+        );
+        // The name now belongs to another session: refused, and the client ends.
+        let fx = s.on_frame(
+            &json!({"type":"error","id":"attach","code":"no_such_session","message":"m"})
+                .to_string(),
+        );
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Msg(m) if m.contains("is gone")))
+        );
+        assert_eq!(exit_of(&fx), Some(exit::ERROR));
     }
 }
