@@ -270,6 +270,7 @@ impl Session {
             session: Some(self.name.clone()),
             since,
             tail,
+            uid: None,
         }));
         fx
     }

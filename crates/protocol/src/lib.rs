@@ -265,6 +265,127 @@ pub enum ReplayStart {
 #[derive(Debug, Clone)]
 pub struct PromptContent(pub Box<RawValue>);
 
+/// Longest path a client may name, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest branch or base name of a worktree request, in bytes.
+pub const MAX_REF_BYTES: usize = 255;
+/// Longest session name (§4).
+pub const MAX_SESSION_NAME_CHARS: usize = 64;
+/// Longest session title (§4).
+pub const MAX_SESSION_TITLE_CHARS: usize = 80;
+/// `conversations.list`'s default and largest `limit` (§4).
+pub const CONVERSATIONS_DEFAULT_LIMIT: u64 = 50;
+pub const CONVERSATIONS_MAX_LIMIT: u64 = 200;
+
+/// A `session.create` request (§4): what the owner asked for, with field types
+/// and name rules checked; roots, uniqueness and git are the server's checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionCreate {
+    pub workdir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeRequest>,
+    /// A conversation of `conversations.list` for that workdir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fork: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SettingsRequest>,
+    /// The client's retry key: a repeat within 10 minutes creates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `session.create`'s `worktree`: a new branch (default `ccrelay/<name>`) from
+/// `base` (default `HEAD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+/// Session settings as a request gives them (§10): any subset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_continue: Option<bool>,
+}
+
+/// A session's settings in effect (§10): every key present, `null` when unset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSettingsJson {
+    pub permission_mode: String,
+    pub model: Option<String>,
+    pub effort: Option<String>,
+    pub thinking: Option<u64>,
+    pub auto_continue: bool,
+}
+
+impl Default for SessionSettingsJson {
+    fn default() -> Self {
+        SessionSettingsJson {
+            permission_mode: "default".into(),
+            model: None,
+            effort: None,
+            thinking: None,
+            auto_continue: false,
+        }
+    }
+}
+
+/// A worktree the server made for a session (§4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeInfo {
+    pub path: String,
+    pub branch: String,
+    pub repository: String,
+}
+
+/// Check a session name (§4): 1 to 64 of `A-Z a-z 0-9 - _ .`, not starting with `.`.
+pub fn valid_session_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_SESSION_NAME_CHARS {
+        return Err("must be 1 to 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("may hold only A-Z a-z 0-9 - _ .");
+    }
+    if name.starts_with('.') {
+        return Err("must not start with `.`");
+    }
+    Ok(())
+}
+
+/// Check a session title (§4): 1 to 80 characters, no control, format or bidi characters.
+pub fn valid_session_title(title: &str) -> Result<(), &'static str> {
+    let count = title.chars().count();
+    if count == 0 {
+        return Err("must not be empty");
+    }
+    if count > MAX_SESSION_TITLE_CHARS {
+        return Err("must be at most 80 characters");
+    }
+    if title.chars().any(|c| c.is_control() || is_format_char(c)) {
+        return Err("must not contain control, format or bidi characters");
+    }
+    Ok(())
+}
+
 /// A permission answer (`respond`), validated against the request kind by the session.
 #[derive(Debug, Clone)]
 pub struct RespondBody(pub Value);
@@ -312,9 +433,37 @@ pub enum ClientRequest {
     Attach {
         session: String,
         start: ReplayStart,
+        /// The session's `uid` the client expects (§4): another session that
+        /// reused the name answers `no_such_session`.
+        uid: Option<String>,
     },
     Detach {
         session: String,
+    },
+    /// An owner starts a session (§4 "Creating and closing sessions").
+    SessionCreate(Box<SessionCreate>),
+    /// An owner closes a created session.
+    SessionClose {
+        session: String,
+        remove_worktree: bool,
+    },
+    /// An owner sets a session's title (validated: see [`valid_session_title`]).
+    SessionRename {
+        session: String,
+        title: String,
+    },
+    /// The Claude Code conversations recorded for a directory (owners).
+    ConversationsList {
+        workdir: String,
+        /// 1..=[`CONVERSATIONS_MAX_LIMIT`]; [`CONVERSATIONS_DEFAULT_LIMIT`] when absent.
+        limit: u64,
+        /// Only conversations updated before this RFC 3339 time (the previous page's last `updated_at`).
+        before: Option<String>,
+    },
+    /// Subdirectories under the session roots, for a directory picker (owners).
+    /// `None`: the roots themselves.
+    DirsList {
+        path: Option<String>,
     },
     Prompt {
         session: String,
@@ -388,6 +537,11 @@ label_enum! {
         ClientVisible => "client.visible",
         PushSubscribe => "push.subscribe",
         PushUnsubscribe => "push.unsubscribe",
+        SessionCreate => "session.create",
+        SessionClose => "session.close",
+        SessionRename => "session.rename",
+        ConversationsList => "conversations.list",
+        DirsList => "dirs.list",
     }
 }
 
@@ -412,6 +566,10 @@ label_enum! {
         PairRequested => "pair.requested",
         PairResolved => "pair.resolved",
         PairInvite => "pair.invite",
+        SessionCreated => "session.created",
+        SessionChanged => "session.changed",
+        ConversationsList => "conversations.list",
+        DirsList => "dirs.list",
     }
 }
 
@@ -438,6 +596,11 @@ impl ClientRequest {
             ClientRequest::ClientVisible { .. } => RequestType::ClientVisible,
             ClientRequest::PushSubscribe { .. } => RequestType::PushSubscribe,
             ClientRequest::PushUnsubscribe { .. } => RequestType::PushUnsubscribe,
+            ClientRequest::SessionCreate(_) => RequestType::SessionCreate,
+            ClientRequest::SessionClose { .. } => RequestType::SessionClose,
+            ClientRequest::SessionRename { .. } => RequestType::SessionRename,
+            ClientRequest::ConversationsList { .. } => RequestType::ConversationsList,
+            ClientRequest::DirsList { .. } => RequestType::DirsList,
         }
     }
 
@@ -524,6 +687,9 @@ pub enum ClientMsg {
         since: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<u64>,
+        /// The `uid` the client knows the session by (§4).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
     },
     /// Stop receiving a session's events.
     #[serde(rename = "detach")]
@@ -637,6 +803,50 @@ pub enum ClientMsg {
         id: Option<RequestId>,
         endpoint: String,
     },
+    /// Start a session (owners, §4).
+    #[serde(rename = "session.create")]
+    SessionCreate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(flatten)]
+        create: Box<SessionCreate>,
+    },
+    /// Close a created session (owners, §4).
+    #[serde(rename = "session.close")]
+    SessionClose {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove_worktree: bool,
+    },
+    /// Set a session's title (owners, §4).
+    #[serde(rename = "session.rename")]
+    SessionRename {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        title: String,
+    },
+    /// Past conversations of a directory (owners, §4).
+    #[serde(rename = "conversations.list")]
+    ConversationsList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        workdir: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+    },
+    /// Subdirectories for a directory picker (owners, §4).
+    #[serde(rename = "dirs.list")]
+    DirsList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -660,6 +870,11 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "client.visible",
     "push.subscribe",
     "push.unsubscribe",
+    "session.create",
+    "session.close",
+    "session.rename",
+    "conversations.list",
+    "dirs.list",
 ];
 
 impl ClientMsg {
@@ -836,7 +1051,12 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 (_, Some(n)) => ReplayStart::Tail(n),
                 (since, None) => ReplayStart::Since(since.unwrap_or(0)),
             };
-            ClientRequest::Attach { session, start }
+            let uid = fields.optional_short_string("uid")?;
+            ClientRequest::Attach {
+                session,
+                start,
+                uid,
+            }
         }
         "detach" => ClientRequest::Detach {
             session: fields.session()?,
@@ -956,6 +1176,44 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         }
         "push.unsubscribe" => ClientRequest::PushUnsubscribe {
             endpoint: fields.required_string("endpoint")?,
+        },
+        "session.create" => ClientRequest::SessionCreate(Box::new(fields.session_create()?)),
+        "session.close" => ClientRequest::SessionClose {
+            session: fields.session()?,
+            remove_worktree: fields.optional_bool("remove_worktree")?.unwrap_or(false),
+        },
+        "session.rename" => {
+            let session = fields.session()?;
+            let title = fields.required_string("title")?;
+            let title = title.trim();
+            if let Err(why) = valid_session_title(title) {
+                return Err(fail(ErrorCode::BadMessage, format!("`title` {why}")));
+            }
+            ClientRequest::SessionRename {
+                session,
+                title: title.to_string(),
+            }
+        }
+        "conversations.list" => {
+            let workdir = fields.path("workdir")?;
+            let limit = match fields.optional_u64("limit")? {
+                None => CONVERSATIONS_DEFAULT_LIMIT,
+                Some(n) if (1..=CONVERSATIONS_MAX_LIMIT).contains(&n) => n,
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        format!("`limit` must be from 1 to {CONVERSATIONS_MAX_LIMIT}"),
+                    ));
+                }
+            };
+            ClientRequest::ConversationsList {
+                workdir,
+                limit,
+                before: fields.optional_short_string("before")?,
+            }
+        }
+        "dirs.list" => ClientRequest::DirsList {
+            path: fields.optional_path("path")?,
         },
         other => {
             return Err(fail(
@@ -1128,6 +1386,87 @@ impl Fields {
         }
     }
 
+    fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, ProtocolError> {
+        match self.obj.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(self.bad(format!("`{name}` must be a boolean"))),
+        }
+    }
+
+    /// A directory a client names (§4): a non-empty string of at most
+    /// [`MAX_PATH_BYTES`] bytes without NUL. Whether it is absolute or `~/`-relative,
+    /// exists and lies inside the roots is the server's check.
+    fn optional_path(&mut self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let Some(path) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        if path.is_empty() || path.len() > MAX_PATH_BYTES || path.contains('\0') {
+            return Err(self.bad(format!(
+                "`{name}` must be a path of 1 to {MAX_PATH_BYTES} bytes without NUL"
+            )));
+        }
+        Ok(Some(path))
+    }
+
+    fn path(&mut self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_path(name)?
+            .ok_or_else(|| self.bad(format!("missing `{name}`")))
+    }
+
+    fn session_create(&mut self) -> Result<SessionCreate, ProtocolError> {
+        let workdir = self.path("workdir")?;
+        let name = self.optional_string("name")?;
+        if let Some(name) = &name
+            && let Err(why) = valid_session_name(name)
+        {
+            return Err(self.bad(format!("`name` {why}")));
+        }
+        let worktree = match self.obj.remove("worktree") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(mut w)) => {
+                let mut branch_base = |key: &str| match w.remove(key) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_REF_BYTES => {
+                        Ok(Some(s))
+                    }
+                    Some(_) => Err(self.bad(format!(
+                        "`worktree.{key}` must be a string of 1 to {MAX_REF_BYTES} bytes"
+                    ))),
+                };
+                let branch = branch_base("branch")?;
+                let base = branch_base("base")?;
+                Some(WorktreeRequest { branch, base })
+            }
+            Some(_) => return Err(self.bad("`worktree` must be an object".into())),
+        };
+        let resume = self.optional_short_string("resume")?;
+        let fork = self.optional_bool("fork")?.unwrap_or(false);
+        if fork && resume.is_none() {
+            return Err(self.bad("`fork` needs `resume`".into()));
+        }
+        let settings = match self.obj.remove("settings") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(serde_json::from_value(v).map_err(|e| {
+                self.bad(format!(
+                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
+                    e.to_string().chars().take(160).collect::<String>()
+                ))
+            })?),
+            Some(_) => return Err(self.bad("`settings` must be an object".into())),
+        };
+        let key = self.optional_short_string("key")?;
+        Ok(SessionCreate {
+            workdir,
+            name,
+            worktree,
+            resume,
+            fork,
+            settings,
+            key,
+        })
+    }
+
     /// `role` of `pair.respond` and `pair.invite`: `owner` (the default) or `viewer`.
     fn pair_role(&mut self) -> Result<Role, ProtocolError> {
         match self.optional_string("role")?.as_deref() {
@@ -1252,6 +1591,62 @@ pub struct SessionSummary {
     pub head: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<usize>,
+    /// The fields §4 added with created sessions; absent from older servers.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<SessionDetails>>,
+}
+
+/// A `session.list` entry's fields beyond name, state, head and clients (§4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetails {
+    pub uid: String,
+    pub title: String,
+    /// `config` or `client`.
+    pub created: Cow<'static, str>,
+    pub created_at: String,
+    pub last_activity: String,
+    pub cost_usd: f64,
+    pub settings: SessionSettingsJson,
+    pub closable: bool,
+    pub pending: Vec<PendingSummary>,
+    /// Owners only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Owners only, for a worktree session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeInfo>,
+    /// Owners only: the agent's conversation (session id) once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+}
+
+// `f64` has no `Eq`; costs compare as their bits (NaN is never sent).
+impl Eq for SessionDetails {}
+
+/// A request open in a session, as `session.list` lists it (§4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSummary {
+    pub request_id: String,
+    pub tool: String,
+    /// At most 120 characters.
+    pub summary: String,
+}
+
+/// One past conversation of `conversations.list` (§4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationEntry {
+    pub conversation: String,
+    pub title: String,
+    pub updated_at: String,
+    /// The open session running it.
+    pub in_use_by: Option<String>,
+}
+
+/// One subdirectory of `dirs.list` (§4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub git: bool,
 }
 
 /// A client as shown in `clients` lists and `presence` frames.
@@ -1483,6 +1878,49 @@ pub enum ServerMsg {
         events: Vec<Box<RawValue>>,
         truncated: bool,
     },
+    /// The reply to `session.create` (§4).
+    #[serde(rename = "session.created")]
+    SessionCreated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        uid: String,
+        /// The agent's working directory (the worktree's path for a worktree session).
+        workdir: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worktree: Option<WorktreeInfo>,
+        /// A retry of an earlier create with the same `key`: nothing new was made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duplicate: Option<bool>,
+    },
+    /// To every authenticated connection: a session was created, closed or
+    /// renamed, or its settings, state or pending requests changed (§4).
+    #[serde(rename = "session.changed")]
+    SessionChanged {
+        session: String,
+        uid: String,
+        change: Cow<'static, str>,
+        entry: SessionSummary,
+    },
+    /// The reply to `conversations.list` (§4).
+    #[serde(rename = "conversations.list")]
+    ConversationsList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        workdir: String,
+        conversations: Vec<ConversationEntry>,
+        more: bool,
+    },
+    /// The reply to `dirs.list` (§4). `path` is absent when the roots are listed.
+    #[serde(rename = "dirs.list")]
+    DirsList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        dirs: Vec<DirEntry>,
+        truncated: bool,
+    },
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -1530,6 +1968,10 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "event",
     "presence",
     "history",
+    "session.created",
+    "session.changed",
+    "conversations.list",
+    "dirs.list",
 ];
 
 /// Why a server frame could not be read.
@@ -1692,12 +2134,16 @@ impl ServerMsg {
             | ServerMsg::PairPending { id, .. }
             | ServerMsg::PairInvite { id, .. }
             | ServerMsg::KeysList { id, .. }
-            | ServerMsg::History { id, .. } => id.as_ref(),
+            | ServerMsg::History { id, .. }
+            | ServerMsg::SessionCreated { id, .. }
+            | ServerMsg::ConversationsList { id, .. }
+            | ServerMsg::DirsList { id, .. } => id.as_ref(),
             ServerMsg::AuthChallenge { .. }
             | ServerMsg::PairRequested { .. }
             | ServerMsg::PairResolved { .. }
             | ServerMsg::Event(_)
-            | ServerMsg::Presence(_) => None,
+            | ServerMsg::Presence(_)
+            | ServerMsg::SessionChanged { .. } => None,
         }
     }
 
@@ -2176,7 +2622,7 @@ mod tests {
     fn parses_requests_with_defaults() {
         let r = parse_request(r#"{"type":"attach","extra":true}"#).unwrap();
         match r.request {
-            ClientRequest::Attach { session, start } => {
+            ClientRequest::Attach { session, start, .. } => {
                 assert_eq!(session, "default");
                 assert_eq!(start, ReplayStart::Since(0));
             }
@@ -2288,6 +2734,33 @@ mod tests {
             state: "idle".into(),
             head: Some(4),
             clients: Some(2),
+            details: None,
+        };
+        let worktree = WorktreeInfo {
+            path: "/home/u/src/api.worktrees/api".into(),
+            branch: "fix-login".into(),
+            repository: "/home/u/src/api".into(),
+        };
+        let detailed = SessionSummary {
+            details: Some(Box::new(SessionDetails {
+                uid: "u1".into(),
+                title: "Login bug".into(),
+                created: "client".into(),
+                created_at: "2026-12-01T10:00:00Z".into(),
+                last_activity: "2026-12-01T10:05:00Z".into(),
+                cost_usd: 1.5,
+                settings: SessionSettingsJson::default(),
+                closable: true,
+                pending: vec![PendingSummary {
+                    request_id: "r1".into(),
+                    tool: "Bash".into(),
+                    summary: "ls".into(),
+                }],
+                workdir: Some(worktree.path.clone()),
+                worktree: Some(worktree.clone()),
+                conversation: Some("c0ffee".into()),
+            })),
+            ..summary.clone()
         };
         let id = Some(RequestId::Text("a1".into()));
         vec![
@@ -2394,11 +2867,45 @@ mod tests {
                 clients: Some(vec![entry]),
             }),
             ServerMsg::History {
-                id,
+                id: id.clone(),
                 session: "default".into(),
                 events: vec![raw(
                     r#"{"type":"event","session":"default","seq":1,"event":{"type":"x"}}"#,
                 )],
+                truncated: false,
+            },
+            ServerMsg::SessionCreated {
+                id: id.clone(),
+                session: "api".into(),
+                uid: "u1".into(),
+                workdir: worktree.path.clone(),
+                worktree: Some(worktree),
+                duplicate: Some(true),
+            },
+            ServerMsg::SessionChanged {
+                session: "api".into(),
+                uid: "u1".into(),
+                change: "created".into(),
+                entry: detailed,
+            },
+            ServerMsg::ConversationsList {
+                id: id.clone(),
+                workdir: "/home/u/src/api".into(),
+                conversations: vec![ConversationEntry {
+                    conversation: "c0ffee".into(),
+                    title: "Fix the login".into(),
+                    updated_at: "2026-12-01T10:00:00Z".into(),
+                    in_use_by: Some("api".into()),
+                }],
+                more: false,
+            },
+            ServerMsg::DirsList {
+                id,
+                path: Some("/home/u/src".into()),
+                dirs: vec![DirEntry {
+                    name: "api".into(),
+                    git: true,
+                }],
                 truncated: false,
             },
         ]
@@ -2424,6 +2931,10 @@ mod tests {
             ServerMsg::Event(_) => 13,
             ServerMsg::Presence(_) => 14,
             ServerMsg::History { .. } => 15,
+            ServerMsg::SessionCreated { .. } => 16,
+            ServerMsg::SessionChanged { .. } => 17,
+            ServerMsg::ConversationsList { .. } => 18,
+            ServerMsg::DirsList { .. } => 19,
         }
     }
 
@@ -2486,7 +2997,7 @@ mod tests {
     #[test]
     fn clients_tolerate_future_types_only() {
         assert!(matches!(
-            parse_server_frame(r#"{"type":"session.created","session":"x"}"#),
+            parse_server_frame(r#"{"type":"a.frame.from.the.future","session":"x"}"#),
             Ok(None)
         ));
         assert!(matches!(
@@ -2626,6 +3137,7 @@ mod tests {
                 session: session.clone(),
                 since: Some(4),
                 tail: None,
+                uid: Some("u1".into()),
             },
             ClientMsg::Detach {
                 id: id.clone(),
@@ -2686,8 +3198,49 @@ mod tests {
                 },
             },
             ClientMsg::PushUnsubscribe {
-                id,
+                id: id.clone(),
                 endpoint: "https://push.example/x".into(),
+            },
+            ClientMsg::SessionCreate {
+                id: id.clone(),
+                create: Box::new(SessionCreate {
+                    workdir: "~/src/api".into(),
+                    name: Some("api".into()),
+                    worktree: Some(WorktreeRequest {
+                        branch: Some("fix-login".into()),
+                        base: Some("main".into()),
+                    }),
+                    resume: Some("c0ffee".into()),
+                    fork: true,
+                    settings: Some(SettingsRequest {
+                        permission_mode: Some("plan".into()),
+                        model: Some("sonnet".into()),
+                        effort: Some("high".into()),
+                        thinking: Some(1024),
+                        auto_continue: Some(true),
+                    }),
+                    key: Some("k2".into()),
+                }),
+            },
+            ClientMsg::SessionClose {
+                id: id.clone(),
+                session: "api".into(),
+                remove_worktree: true,
+            },
+            ClientMsg::SessionRename {
+                id: id.clone(),
+                session: "api".into(),
+                title: "Login bug".into(),
+            },
+            ClientMsg::ConversationsList {
+                id: id.clone(),
+                workdir: "~/src/api".into(),
+                limit: Some(20),
+                before: Some("2026-12-01T10:00:00Z".into()),
+            },
+            ClientMsg::DirsList {
+                id,
+                path: Some("~/src".into()),
             },
         ]
     }

@@ -764,6 +764,7 @@ impl TestClient {
             session: Some(session.to_string()),
             since,
             tail: None,
+            uid: None,
         };
         let reply = self.request_msg(&req, "attach").await;
         assert_eq!(reply["type"], "attached", "{reply}");

@@ -813,6 +813,7 @@ impl Connection {
                     state: status.state.as_str().into(),
                     head: detailed.then_some(status.head),
                     clients: detailed.then_some(status.clients),
+                    details: None,
                 }
             })
             .collect()
@@ -893,6 +894,20 @@ impl Connection {
                 self.on_push_unsubscribe(id, endpoint).await;
                 return;
             }
+            // Answered as before these requests existed, until sessions can be
+            // created (docs/protocol.md §4).
+            request @ (ClientRequest::SessionCreate(_)
+            | ClientRequest::SessionClose { .. }
+            | ClientRequest::SessionRename { .. }
+            | ClientRequest::ConversationsList { .. }
+            | ClientRequest::DirsList { .. }) => {
+                self.error(
+                    id,
+                    ErrorCode::UnknownType,
+                    format!("unknown message type `{}`", request.type_name()),
+                );
+                return;
+            }
             ClientRequest::SessionList => {
                 self.reply(
                     FrameType::SessionList,
@@ -903,7 +918,7 @@ impl Connection {
                 );
                 return;
             }
-            ClientRequest::Attach { session, start } => (
+            ClientRequest::Attach { session, start, .. } => (
                 session,
                 SessionCmd::Attach {
                     client: client.clone(),
