@@ -1,6 +1,6 @@
 // app.js — the page: wires the device key, the connection, the session store and
 // the views together, and owns the screens (insecure / wrong name / pairing / session), the
-// header (connection state, time since the last frame, session picker, state,
+// header (connection state, time since the last frame, the sessions button, state,
 // presence), the prompt box, pair requests shown to owners, and the devices list
 // (attached clients, and for owners the keys the server accepts: views/devices.js,
 // and "Notify this device": push.js).
@@ -77,7 +77,7 @@ const ui = {
   inviteQr: $('pair-invite-qr'),
   inviteNote: $('invite-note'),
   since: $('since'),
-  picker: $('session-picker'),
+  sessionsLabel: $('sessions-label'),
   sessionState: $('session-state'),
   presence: $('presence'),
   presenceN: $('presence-n'),
@@ -413,7 +413,7 @@ async function main() {
         if (typeof reply.session !== 'string') return;
         // The server's `session.changed` may come after the reply: know the session now.
         if (!directory.get(reply.session)) directory.put(normalizeEntry({ session: reply.session, uid: reply.uid, state: 'starting', workdir: reply.workdir, worktree: reply.worktree }));
-        refreshPicker();
+        refreshSessionsButton();
         switchSession(reply.session);
       },
       isOwner: () => role === 'owner',
@@ -586,6 +586,7 @@ async function main() {
     directory.markSeen(current, log.head);
     const entry = directory.get(current);
     sessionHead.render(current, entry, role === 'owner', entry ? resumeCommand(entry.conversation) : '');
+    refreshSessionsButton();
     sessions.render();
     requestFocus.apply();
   }
@@ -677,21 +678,13 @@ async function main() {
       store.drop(gone);
       attachCurrent();
     }
-    refreshPicker();
+    refreshSessionsButton();
   }
 
-  function refreshPicker() {
-    const list = directory.sorted();
-    ui.picker.replaceChildren(
-      ...list.map((s) => {
-        const o = document.createElement('option');
-        o.value = s.session;
-        o.textContent = `${s.title}${s.state ? ` (${s.state})` : ''}`;
-        o.selected = s.session === current;
-        return o;
-      }),
-    );
-    ui.picker.hidden = list.length < 2;
+  function refreshSessionsButton() {
+    // The header button names the visible session; a tap lists them all.
+    const entry = directory.get(current);
+    ui.sessionsLabel.textContent = entry ? entry.title : current;
   }
 
   /** A `session.changed` frame (docs/protocol.md §4). */
@@ -707,7 +700,7 @@ async function main() {
         store.drop(closed);
       }
     }
-    refreshPicker();
+    refreshSessionsButton();
   }
 
   /** The visible session was closed: forget it and show the sessions screen. */
@@ -715,12 +708,12 @@ async function main() {
     conn.sessions.delete(name);
     store.drop(name);
     directory.remove(name);
-    refreshPicker();
+    refreshSessionsButton();
     if (name === current) {
       const rest = directory.sorted().map((e) => e.session);
       current = rest.includes('default') ? 'default' : rest[0] || 'default';
       localStorage.setItem('ccrelay.session', current);
-      ui.picker.value = current;
+      refreshSessionsButton();
       attachCurrent();
       sessions.open();
     }
@@ -732,7 +725,7 @@ async function main() {
     conn.release(current);
     composer.flushDraft();
     current = next;
-    ui.picker.value = next;
+    refreshSessionsButton();
     localStorage.setItem('ccrelay.session', current);
     // Each session keeps its own draft.
     drafts.draft(current).then((text) => {
@@ -745,7 +738,6 @@ async function main() {
     scheduleRender();
   }
 
-  ui.picker.addEventListener('change', () => switchSession(ui.picker.value));
 
   function attachCurrent() {
     if (conn.sessions.has(current)) return;

@@ -171,6 +171,7 @@ export class SessionsScreen {
     if (!this.actions.isOwner()) return;
     this.ui.form.hidden = false;
     this.ui.listBox.hidden = true;
+    this.ui.newBtn.hidden = true;
     this.ui.error.textContent = '';
     this.renderRecent();
     this.ui.workdir.focus();
@@ -180,6 +181,7 @@ export class SessionsScreen {
   closeForm() {
     this.ui.form.hidden = true;
     this.ui.listBox.hidden = false;
+    this.ui.newBtn.hidden = false;
     this.ui.picker.hidden = true;
   }
 
@@ -405,6 +407,8 @@ export class SessionHead {
       this.confirm(false);
     }
     this.hasWorktree = !!(entry.worktree && entry.worktree.path);
+    // Only a title (the header button shows it already): no strip.
+    ui.root.hidden = !(ui.where.textContent || (owner && command) || closable);
   }
 
   async copy() {
