@@ -22,6 +22,7 @@ mod metrics_format;
 mod mock_agent;
 mod notify;
 mod observability;
+mod on_demand;
 mod origin_binding;
 mod pairing;
 mod preauth_cpu;

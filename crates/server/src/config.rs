@@ -116,6 +116,9 @@ pub struct Config {
     pub server_names: Vec<crate::names::ServerName>,
     /// `--allow-unbound-auth`: fingerprints of keys that may sign the bare challenge.
     pub allow_unbound_auth: Vec<String>,
+    /// `--max-agents`: agent processes running at once, all sessions together
+    /// (docs/protocol.md §4.11).
+    pub max_agents: usize,
 }
 
 impl Config {
@@ -133,6 +136,8 @@ impl Config {
                 prompt_queue: self.prompt_queue,
                 tail_events: self.tail_events,
                 tail_bytes: self.tail_bytes,
+                // Configured sessions start their agent with the server (§4.11).
+                start_agent: true,
             })
             .collect()
     }
@@ -640,7 +645,9 @@ impl Config {
             max_restarts: v.count(&s::AGENT_MAX_RESTARTS)? as u32,
             restart_window: v.secs(&s::AGENT_RESTART_WINDOW)?,
             stop_grace: v.secs(&s::AGENT_STOP_GRACE)?,
+            idle_stop: Some(v.secs(&s::AGENT_IDLE_STOP)?).filter(|d| !d.is_zero()),
         };
+        let max_agents = v.count(&s::MAX_AGENTS)? as usize;
 
         let max_frames_per_sec = v.count(&s::MAX_FRAMES_PER_SEC)? as u32;
         let server_id = v.text(&s::SERVER_ID, |s| {
@@ -743,6 +750,7 @@ impl Config {
             push_subject,
             server_names,
             allow_unbound_auth,
+            max_agents,
         })
     }
 }

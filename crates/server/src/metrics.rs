@@ -401,6 +401,8 @@ pub struct Metrics {
     pub fanout_latency_seconds: Histogram,
     pub agent_restarts: Family<SessionCauseLabels, Counter>,
     pub agent_up: Family<SessionLabel, Gauge>,
+    /// Agent processes running now, server-wide (at most `--max-agents`, docs/protocol.md §4.11).
+    pub agents_running: Gauge,
     pub pending_requests: Family<SessionLabel, Gauge>,
     pub prompts: Family<SessionLabel, Counter>,
     pub queued_prompts: Family<SessionLabel, Gauge>,
@@ -559,6 +561,11 @@ impl Metrics {
                 "agent_up",
                 "1 while the session's agent process runs",
                 Family::default()
+            ),
+            agents_running: reg!(
+                "agents_running",
+                "Agent processes running now, all sessions together (at most --max-agents)",
+                Gauge::default()
             ),
             pending_requests: reg!(
                 "pending_requests",

@@ -24,6 +24,8 @@ pub struct AgentConfig {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub stop_grace: Duration,
+    /// `--agent-idle-stop`: stop an agent idle this long (none: never).
+    pub idle_stop: Option<Duration>,
 }
 
 /// Agent stdout lines longer than this are dropped (docs/protocol.md §5.2, `relay.dropped`: 32 MiB).
@@ -648,6 +650,7 @@ mod tests {
             max_restarts: 5,
             restart_window: Duration::from_secs(300),
             stop_grace: Duration::from_secs(5),
+            idle_stop: None,
         };
         let spec = |resume: &str| SpawnSpec {
             session: "s".into(),

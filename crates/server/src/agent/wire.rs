@@ -82,7 +82,21 @@ pub struct LineHead<'a> {
     pub response: Option<&'a RawValue>,
     /// On `result` lines: what the conversation has cost so far.
     pub total_cost_usd: Option<f64>,
+    /// On `system/task_*` lines: the background task.
+    pub task_id: Option<String>,
+    /// On `system/task_updated` lines: what changed (`status` among others).
+    #[serde(borrow)]
+    pub patch: Option<&'a RawValue>,
 }
+
+/// The part of a `task_updated` patch the relay looks at.
+#[derive(Debug, Deserialize)]
+struct TaskPatch {
+    status: Option<String>,
+}
+
+/// Task statuses after which a background task no longer runs.
+const TASK_ENDED: &[&str] = &["completed", "failed", "killed", "stopped"];
 
 /// The parts of a host-addressed `control_request` the relay needs.
 #[derive(Debug, Deserialize)]
@@ -128,6 +142,10 @@ pub enum AgentLine {
     SystemInit { session_id: Option<String> },
     /// The end of a turn, with the cost the CLI reports (`total_cost_usd`).
     Result { cost_usd: Option<f64> },
+    /// `system/task_started` (`running`), or `system/task_notification` or a
+    /// `task_updated` to an end status (not `running`): a background task of the
+    /// agent began or ended. Relayed as an event.
+    Task { task_id: String, running: bool },
     /// Anything else: relayed as an event.
     Other,
 }
@@ -172,6 +190,29 @@ pub fn classify(line: &[u8]) -> AgentLine {
         Some("result") => AgentLine::Result {
             cost_usd: head.total_cost_usd,
         },
+        Some("system") => match (head.subtype.as_deref(), head.task_id) {
+            (Some("task_started"), Some(task_id)) => AgentLine::Task {
+                task_id,
+                running: true,
+            },
+            (Some("task_notification"), Some(task_id)) => AgentLine::Task {
+                task_id,
+                running: false,
+            },
+            (Some("task_updated"), Some(task_id))
+                if head
+                    .patch
+                    .and_then(|p| serde_json::from_str::<TaskPatch>(p.get()).ok())
+                    .and_then(|p| p.status)
+                    .is_some_and(|s| TASK_ENDED.contains(&s.as_str())) =>
+            {
+                AgentLine::Task {
+                    task_id,
+                    running: false,
+                }
+            }
+            _ => AgentLine::Other,
+        },
         _ => AgentLine::Other,
     }
 }
@@ -203,6 +244,22 @@ mod tests {
             classify(result),
             AgentLine::Result { cost_usd: Some(c) } if (c - 0.051796).abs() < 1e-9
         ));
+        let started = br#"{"type":"system","subtype":"task_started","task_id":"b1","description":"sleep 60"}"#;
+        assert!(
+            matches!(classify(started), AgentLine::Task { task_id, running: true } if task_id == "b1")
+        );
+        let done = br#"{"type":"system","subtype":"task_notification","task_id":"b1","status":"completed"}"#;
+        assert!(matches!(
+            classify(done),
+            AgentLine::Task { running: false, .. }
+        ));
+        let killed = br#"{"type":"system","subtype":"task_updated","task_id":"b1","patch":{"status":"killed"}}"#;
+        assert!(matches!(
+            classify(killed),
+            AgentLine::Task { running: false, .. }
+        ));
+        let progress = br#"{"type":"system","subtype":"task_updated","task_id":"b1","patch":{"description":"x"}}"#;
+        assert!(matches!(classify(progress), AgentLine::Other));
         let req = br#"{"type":"control_request","request_id":"944d","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"}}}"#;
         match classify(req) {
             AgentLine::ControlRequest {

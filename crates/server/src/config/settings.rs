@@ -629,6 +629,25 @@ pub const SESSION: Setting = list(
     Unset,
     "Extra session besides `default`, as NAME=DIR (repeatable)",
 );
+pub const MAX_AGENTS: Setting = one(
+    "max-agents",
+    "CCRELAY_MAX_AGENTS",
+    "N",
+    Count {
+        min: 1,
+        max: 10_000,
+    },
+    Default("8"),
+    "Agent processes running at once, all sessions together; the longest-idle one sleeps when another must start",
+);
+pub const AGENT_IDLE_STOP: Setting = one(
+    "agent-idle-stop",
+    "CCRELAY_AGENT_IDLE_STOP",
+    "SECS",
+    SecsOrZero,
+    Default("1800"),
+    "Stop an agent idle this many seconds (0 = never); the session sleeps until its next prompt",
+);
 pub const TLS_CERT: Setting = one(
     "tls-cert",
     "CCRELAY_TLS_CERT",
@@ -728,6 +747,8 @@ pub const SETTINGS: &[&Setting] = &[
     &SHUTDOWN_GRACE,
     &TRUSTED_PROXY,
     &SESSION,
+    &MAX_AGENTS,
+    &AGENT_IDLE_STOP,
     &TLS_CERT,
     &TLS_KEY,
     &TLS_SELF_SIGNED,

@@ -200,6 +200,7 @@ pub async fn run_with(
         fatal: fatal.clone(),
         memory: memory.clone(),
         notify: notify.clone(),
+        slots: crate::session::slots::AgentSlots::new(config.max_agents),
     };
     // Opening a journal reads it and may repair a torn tail on disk (set_len, fsync):
     // done on a blocking thread, never on the async workers. The actors it spawns

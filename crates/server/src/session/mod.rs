@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod presence;
 mod recovery;
 pub mod replay;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum SessionState {
     Restarting,
     Failed,
     Stopped,
+    /// No agent process runs; the next prompt starts one (docs/protocol.md §4.11).
+    Asleep,
 }
 
 impl SessionState {
@@ -59,6 +62,7 @@ impl SessionState {
             SessionState::Restarting => "restarting",
             SessionState::Failed => "failed",
             SessionState::Stopped => "stopped",
+            SessionState::Asleep => "asleep",
         }
     }
 }
@@ -237,6 +241,9 @@ pub struct SessionSettings {
     pub prompt_queue: usize,
     pub tail_events: usize,
     pub tail_bytes: usize,
+    /// Start the agent when the session opens (configured sessions); else the
+    /// session opens `asleep` and its first prompt starts one (§4.11).
+    pub start_agent: bool,
 }
 
 /// What every session shares with the server.
@@ -250,6 +257,9 @@ pub struct SessionShared {
     pub memory: Arc<crate::guard::MemoryGuard>,
     /// Where the session reports prompts, answers, turns and failures (§9); never waits.
     pub notify: crate::notify::Notifier,
+    /// The server-wide agent slots (`--max-agents`, §4.11): one [`slots::AgentSlots`]
+    /// for all sessions, configured and created alike.
+    pub slots: Arc<slots::AgentSlots>,
 }
 
 pub use crate::fatal::FatalSignal;

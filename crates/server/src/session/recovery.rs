@@ -42,6 +42,9 @@ pub struct Recovered {
     /// (fingerprint, key) → (prompt_id, time in ms).
     pub prompt_keys: HashMap<(String, String), (String, u64)>,
     pub conversation: Option<String>,
+    /// The state the last `relay.state` announced (a session that opens asleep
+    /// announces `asleep` only when this differs).
+    pub last_state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +65,7 @@ struct EventHead<'a> {
     fingerprint: Option<String>,
     session_id: Option<String>,
     request: Option<RequestHead>,
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +140,7 @@ pub fn recover(
                         pending.retain(|p| p.request_id != id);
                     }
                 }
+                Some("relay.state") => r.last_state = ev.state,
                 Some("system")
                     if ev.subtype.as_deref() == Some("init") && ev.session_id.is_some() =>
                 {

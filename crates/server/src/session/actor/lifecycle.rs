@@ -42,6 +42,7 @@ impl Actor {
                     .agent_up
                     .get_or_create(&self.metrics_label)
                     .set(1);
+                self.shared.metrics.agents_running.inc();
             }
             Err(e) => {
                 tracing::error!(session = %self.name, cmd = %self.settings.agent.cmd.display(), error = %e, "cannot start the agent");
@@ -136,6 +137,15 @@ impl Actor {
                 self.emit(line, read_at)?;
                 self.on_result(cost_usd)
             }
+            AgentLine::Task { task_id, running } => {
+                self.emit(line, read_at)?;
+                if running {
+                    self.tasks.insert(task_id);
+                } else {
+                    self.tasks.remove(&task_id);
+                }
+                Ok(())
+            }
             AgentLine::Other => self.emit(line, read_at),
         }
     }
@@ -224,11 +234,15 @@ impl Actor {
             .map(|(t, _)| t.elapsed())
             .unwrap_or_default();
         let pid = self.agent.as_ref().map(|a| a.pid).unwrap_or(0);
-        self.agent = None;
+        if self.agent.take().is_some() {
+            self.shared.metrics.agents_running.dec();
+        }
         self.phase = Phase::Down;
         self.probe = None;
         self.stop_deadline = None;
         self.agent_started = None;
+        // Its background tasks ended with it.
+        self.tasks.clear();
         agent_process::clear_pid(&self.settings.dir);
         self.shared
             .metrics
@@ -250,8 +264,11 @@ impl Actor {
             && self.conversation.is_some()
             && !self.fresh_start_used
             && cause == "crashed";
+        let going_to_sleep = std::mem::take(&mut self.going_to_sleep);
         let plan = if self.shutting_down {
             ExitPlan::StayDown
+        } else if going_to_sleep && cause == "stopped" {
+            ExitPlan::Sleep
         } else if resume_failed || cause == "stopped" {
             ExitPlan::RestartNow
         } else {
@@ -275,7 +292,9 @@ impl Actor {
         self.stopping = None;
         let why = format!("agent {cause} ({})", describe_exit(&info));
         match plan {
-            ExitPlan::StayDown => {}
+            // The process is reaped: its slot goes to the next session (§4.11).
+            ExitPlan::StayDown => self.slot = None,
+            ExitPlan::Sleep => self.fall_asleep()?,
             ExitPlan::RestartNow if resume_failed => {
                 let old = self.conversation.take().unwrap_or_default();
                 self.fresh_start_used = true;
@@ -304,6 +323,8 @@ impl Actor {
     /// Too many unexpected exits: stay down until `until` or an owner's restart.
     pub(super) fn fail(&mut self, until: Instant, why: &str) -> Step {
         self.failed_until = Some(until);
+        // A failed session runs no process: its slot goes to another session.
+        self.slot = None;
         self.next_detail = Some(format!(
             "{why}; more than {} unexpected exits within {} s",
             self.settings.agent.max_restarts,
@@ -368,6 +389,7 @@ impl Actor {
         }
         consider(self.stop_deadline);
         consider(self.restart_at);
+        consider(self.idle_stop_due());
         consider(self.failed_until);
         for p in &self.pending {
             consider(p.deadline);
@@ -413,13 +435,23 @@ impl Actor {
             }
         }
         if self.restart_at.is_some_and(|t| now >= t) && self.agent.is_none() {
-            self.start_agent();
+            self.restart_at = None;
+            self.launch_agent();
         }
         if self.failed_until.is_some_and(|t| now >= t) && self.agent.is_none() {
             self.failed_until = None;
             self.restart.reset();
             self.next_detail = Some("restart window passed; trying again".into());
-            self.start_agent();
+            self.launch_agent();
+        }
+        if self.idle_stop_due().is_some_and(|t| now >= t) && self.is_idle() {
+            let idle_for = self
+                .settings
+                .agent
+                .idle_stop
+                .map(format_secs)
+                .unwrap_or_default();
+            self.sleep_agent(&format!("idle for {idle_for} s"));
         }
         let expired: Vec<usize> = self
             .pending

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::recovery::{self, PROMPT_KEY_TTL_MS};
+use super::slots::{Acquired, SlotMember, SlotMsg, SlotPermit};
 use super::{
     ClientHandle, Outbound, SessionCmd, SessionError, SessionHandle, SessionSettings,
     SessionShared, SessionState, SessionStatus,
@@ -49,6 +50,7 @@ use ccrelay_protocol::{
 
 mod history;
 mod lifecycle;
+mod on_demand;
 mod requests;
 
 /// Agent lines handled per step before the actor commits and looks at commands.
@@ -100,10 +102,20 @@ pub fn spawn(
     );
 
     let name: Arc<str> = Arc::from(settings.name.as_str());
+    let (slot_member, slot_rx) = shared.slots.join();
+    // A session that opens asleep says so only when its journal does not
+    // already end asleep: restarts add no events (§4.11).
+    let opens_asleep = !settings.start_agent;
+    let initial_state =
+        if opens_asleep && recovered.last_state.as_deref() == Some(SessionState::Asleep.as_str()) {
+            SessionState::Asleep
+        } else {
+            SessionState::Starting
+        };
     let (cmd_tx, cmd_rx) = super::command_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
     let status = SessionStatus {
-        state: SessionState::Starting,
+        state: initial_state,
         detail: String::new(),
         head: recovered.head,
         clients: 0,
@@ -138,7 +150,7 @@ pub fn spawn(
         clients: BTreeMap::new(),
         presence: Presence::default(),
         listed: ListedClients::default(),
-        state: SessionState::Starting,
+        state: initial_state,
         state_detail: String::new(),
         next_detail: None,
         agent: None,
@@ -186,12 +198,19 @@ pub fn spawn(
         journal_failure: None,
         tail_account,
         status_tx,
+        slot_member,
+        slot: None,
+        waiting_slot: false,
+        asleep: opens_asleep,
+        going_to_sleep: false,
+        idle_since: None,
+        tasks: std::collections::HashSet::new(),
         settings,
     };
     let open_prompts = recovered.open_prompts;
     let span = tracing::info_span!("session", session = %name);
     tracker.spawn(tracing::Instrument::instrument(
-        actor.run(cmd_rx, agent_rx, shutdown, open_prompts),
+        actor.run(cmd_rx, agent_rx, slot_rx, shutdown, open_prompts),
         span,
     ));
     Ok(SessionHandle {
@@ -239,6 +258,7 @@ enum Wake {
     Command(SessionCmd),
     Written(Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError>),
     Timer,
+    Slot(SlotMsg),
 }
 
 /// The acknowledgement of the oldest write in flight (never, when none is).
@@ -284,6 +304,8 @@ enum StopCause {
 #[derive(Debug, Clone, Copy)]
 enum ExitPlan {
     StayDown,
+    /// Stopped to sleep (idle, or its slot was wanted): no restart (§4.11).
+    Sleep,
     RestartNow,
     RestartAfter(Duration),
     Fail(Instant),
@@ -372,6 +394,21 @@ struct Actor {
     /// The tail's bytes, reported to the memory guard at every step.
     tail_account: crate::guard::TailAccount,
     status_tx: watch::Sender<SessionStatus>,
+    /// This session's place in the server-wide agent slots (§4.11).
+    slot_member: SlotMember,
+    /// The slot held: from spawn until the process is reaped, and across an
+    /// unexpected-exit restart.
+    slot: Option<SlotPermit>,
+    /// Queued for a slot (state `starting`, detail [`on_demand::WAITING_FOR_SLOT`]).
+    waiting_slot: bool,
+    /// No agent runs and none is wanted until a prompt or a restart.
+    asleep: bool,
+    /// The agent is being stopped to sleep (idle, or its slot is wanted).
+    going_to_sleep: bool,
+    /// Since when the agent is idle (as [`Actor::is_idle`] says), as last reported.
+    idle_since: Option<Instant>,
+    /// The agent's background tasks running now (`system/task_*`).
+    tasks: std::collections::HashSet<String>,
 }
 
 type Step = Result<(), JournalError>;
@@ -381,11 +418,18 @@ impl Actor {
         mut self,
         mut cmd_rx: mpsc::Receiver<SessionCmd>,
         mut agent_rx: mpsc::Receiver<Tagged>,
+        mut slot_rx: mpsc::UnboundedReceiver<SlotMsg>,
         shutdown: CancellationToken,
         open_prompts: Vec<recovery::OpenPrompt>,
     ) {
         let result = self
-            .main_loop(&mut cmd_rx, &mut agent_rx, &shutdown, open_prompts)
+            .main_loop(
+                &mut cmd_rx,
+                &mut agent_rx,
+                &mut slot_rx,
+                &shutdown,
+                open_prompts,
+            )
             .await;
         if let Err(e) = &result {
             // Logged once, by the server, when it acts on the fault.
@@ -402,6 +446,7 @@ impl Actor {
         &mut self,
         cmd_rx: &mut mpsc::Receiver<SessionCmd>,
         agent_rx: &mut mpsc::Receiver<Tagged>,
+        slot_rx: &mut mpsc::UnboundedReceiver<SlotMsg>,
         shutdown: &CancellationToken,
         open_prompts: Vec<recovery::OpenPrompt>,
     ) -> Step {
@@ -418,11 +463,17 @@ impl Actor {
                 "type": "relay.turn", "prompt_id": open.prompt_id, "phase": "aborted", "detail": detail,
             }))?;
         }
+        if !self.settings.start_agent {
+            // Before the restored requests are notified: asleep, none stays pending.
+            self.open_asleep()?;
+        }
         // Restored prompts are notified like new ones, counted from now.
         for p in &self.pending {
             self.report_opened(&p.request_id, &p.subtype, &p.raw);
         }
-        self.start_agent();
+        if self.settings.start_agent {
+            self.launch_agent();
+        }
         self.finish_step().await?;
         loop {
             let deadline = self.next_deadline();
@@ -434,6 +485,7 @@ impl Actor {
                     Some(first) = agent_rx.recv() => Wake::Agent(first),
                     Some(cmd) = cmd_rx.recv() => Wake::Command(cmd),
                     result = written, if writing => Wake::Written(result),
+                    Some(msg) = slot_rx.recv() => Wake::Slot(msg),
                     _ = sleep_until(deadline.into()) => Wake::Timer,
                 }
             };
@@ -448,6 +500,7 @@ impl Actor {
                     self.take_ready_acks()?;
                 }
                 Wake::Timer => self.on_timer()?,
+                Wake::Slot(msg) => self.on_slot_msg(msg)?,
             }
             // Take whatever else is already waiting into this step, so its events
             // go to the writer together (and share a write and an fsync there).
@@ -509,6 +562,7 @@ impl Actor {
         self.sync_state()?;
         self.commit().await?;
         self.flush_presence();
+        self.track_idle();
         self.publish_status();
         Ok(())
     }
@@ -783,11 +837,19 @@ impl Actor {
     // ----------------------------------------------------------------- state
 
     fn derive_state(&self) -> SessionState {
+        // Before `stopped`: a sleeping session has nothing to stop at shutdown,
+        // and its journal keeps ending `asleep` across restarts.
+        if self.asleep && self.agent.is_none() {
+            return SessionState::Asleep;
+        }
         if self.shutting_down && self.agent.is_none() {
             return SessionState::Stopped;
         }
         if self.failed_until.is_some() && self.agent.is_none() {
             return SessionState::Failed;
+        }
+        if self.waiting_slot && self.agent.is_none() {
+            return SessionState::Starting;
         }
         match self.phase {
             Phase::Down | Phase::Starting { .. } => {
@@ -797,6 +859,8 @@ impl Actor {
                     SessionState::Starting
                 }
             }
+            // Stopped to sleep: it stays `idle` until it is gone, then `asleep`.
+            Phase::Ready if self.going_to_sleep => SessionState::Idle,
             Phase::Ready if self.stopping.is_some() => SessionState::Restarting,
             Phase::Ready => match &self.turn {
                 None => SessionState::Idle,

@@ -250,6 +250,11 @@ impl Actor {
             self.prune_prompt_keys();
         }
         self.queue.push_back(QueuedPrompt { prompt_id, content });
+        if self.asleep {
+            // The prompt wakes the session: it waits in the queue until the new
+            // agent (resuming the conversation) is ready (§4.11).
+            self.launch_agent();
+        }
         self.maybe_start_turn()
     }
 
@@ -480,6 +485,11 @@ impl Actor {
         if !self.require_attached(&client, &id) {
             return Ok(());
         }
+        if self.asleep && self.agent.is_none() {
+            // Nothing runs, so nothing to interrupt (§4.11).
+            self.deferred.push((client, ServerMsg::ok(id).to_json()));
+            return Ok(());
+        }
         if self.phase != Phase::Ready || self.stopping.is_some() {
             self.reply_error(
                 &client,
@@ -542,6 +552,8 @@ impl Actor {
         self.restart.reset();
         self.failed_until = None;
         self.restart_at = None;
+        // A restart wanted while the agent is stopped to sleep: start it again.
+        self.going_to_sleep = false;
         match (&self.agent, &self.phase) {
             (Some(agent), _) if self.stopping.is_none() => {
                 tracing::info!(session = %self.name, pid = agent.pid, "restart requested: stopping the agent");
@@ -552,7 +564,7 @@ impl Actor {
             (Some(_), _) => {} // already stopping; it restarts when it is gone
             (None, _) => {
                 self.next_detail = Some("restart requested".into());
-                self.start_agent();
+                self.launch_agent();
             }
         }
         Ok(())
