@@ -31,6 +31,7 @@ mod push;
 mod real_cli_mock_api;
 mod real_cli_relay;
 mod scale;
+mod session_lifecycle;
 mod sessions;
 mod settings_table;
 mod tls;

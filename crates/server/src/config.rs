@@ -61,6 +61,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server_id: Option<String>,
     pub sessions: Vec<SessionConfig>,
+    /// `--session-root`: where clients may create sessions (docs/protocol.md §4),
+    /// as given (`~` expanded); the `default` session's workdir when none was.
+    pub session_roots: Vec<PathBuf>,
+    /// `--max-sessions`: open sessions at most, configured ones included.
+    pub max_sessions: usize,
+    /// `--closed-retention`: how long a closed session's journal is kept.
+    pub closed_retention: Duration,
     pub agent: AgentConfig,
     pub journal: JournalConfig,
     pub max_connections: usize,
@@ -129,6 +136,8 @@ impl Config {
             .map(|s| crate::session::SessionSettings {
                 name: s.name.clone(),
                 workdir: s.workdir.clone(),
+                resume: None,
+                fork: false,
                 dir: self.data_dir.join("sessions").join(&s.name),
                 agent: self.agent.clone(),
                 journal: self.journal,
@@ -581,6 +590,18 @@ impl Config {
             ));
         }
         let sessions = resolve_sessions(workdir, v.list(&s::SESSION)?)?;
+        let session_roots = resolve_session_roots(v.list(&s::SESSION_ROOT)?, &sessions)?;
+        let max_sessions = v.count(&s::MAX_SESSIONS)? as usize;
+        if max_sessions < sessions.len() {
+            return Err(ConfigError::new(
+                s::MAX_SESSIONS.name,
+                format!(
+                    "{max_sessions} is fewer than the {} configured sessions",
+                    sessions.len()
+                ),
+            ));
+        }
+        let closed_retention = v.secs(&s::CLOSED_RETENTION)?;
 
         let max_connections = v.count(&s::MAX_CONNECTIONS)? as usize;
         let max_http_per_address = v.count(&s::MAX_HTTP_PER_ADDRESS)? as u32;
@@ -715,6 +736,9 @@ impl Config {
             data_dir,
             server_id,
             sessions,
+            session_roots,
+            max_sessions,
+            closed_retention,
             agent,
             journal,
             max_connections,
@@ -794,6 +818,30 @@ fn resolve_sessions(
         });
     }
     Ok(sessions)
+}
+
+/// `--session-root DIR` values (`~` expanded; each an existing directory), else
+/// the `default` session's workdir.
+fn resolve_session_roots(
+    given: Vec<String>,
+    sessions: &[SessionConfig],
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let setting = settings::SESSION_ROOT.name;
+    let mut roots = Vec::new();
+    for root in given.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+        let dir = expand_home(Path::new(root));
+        if !dir.is_dir() {
+            return Err(ConfigError::new(
+                setting,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        roots.push(dir);
+    }
+    if roots.is_empty() {
+        roots.extend(sessions.first().map(|s| s.workdir.clone()));
+    }
+    Ok(roots)
 }
 
 /// `--server-name HOST[:PORT]` values.

@@ -15,6 +15,8 @@
 //!   (flags > env > file > defaults);
 //! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
+//! - `workdirs`: session roots, the directory picker, the CLI's recorded
+//!   conversations, and git worktrees for created sessions;
 //! - `notify`: notifications for devices that are not connected (Web Push, webhooks);
 //! - `agent`: the Claude Code child process and its stream-json protocol;
 //! - `journal`: the durable per-session event journal;
@@ -55,4 +57,5 @@ pub mod server;
 pub mod session;
 pub mod tls;
 pub mod web;
+pub mod workdirs;
 pub mod ws;

@@ -81,6 +81,8 @@ pub struct SpawnSpec {
     pub session: String,
     pub workdir: PathBuf,
     pub resume: Option<String>,
+    /// With `resume`: `--fork-session` (continue a copy under a new id).
+    pub fork: bool,
     pub generation: u64,
 }
 
@@ -116,6 +118,9 @@ pub fn agent_args(spec: &SpawnSpec, config: &AgentConfig) -> Vec<String> {
         if valid_conversation_id(id) {
             args.push("--resume".into());
             args.push(id.clone());
+            if spec.fork {
+                args.push("--fork-session".into());
+            }
         } else {
             tracing::warn!(session = %spec.session, conversation = %id, "not a conversation id (a UUID); starting a new conversation");
         }
@@ -656,6 +661,7 @@ mod tests {
             session: "s".into(),
             workdir: ".".into(),
             resume: Some(resume.into()),
+            fork: false,
             generation: 1,
         };
         let args = agent_args(&spec("--dangerously-skip-permissions"), &config);

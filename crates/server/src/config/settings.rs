@@ -629,6 +629,33 @@ pub const SESSION: Setting = list(
     Unset,
     "Extra session besides `default`, as NAME=DIR (repeatable)",
 );
+pub const SESSION_ROOT: Setting = list(
+    "session-root",
+    &["session-roots"],
+    "CCRELAY_SESSION_ROOTS",
+    "DIR",
+    Computed("the `default` session's workdir"),
+    "Directory under which clients may create sessions and list directories and conversations (repeatable; the env var takes a comma-separated list)",
+);
+pub const MAX_SESSIONS: Setting = one(
+    "max-sessions",
+    "CCRELAY_MAX_SESSIONS",
+    "N",
+    Count {
+        min: 1,
+        max: 10_000,
+    },
+    Default("32"),
+    "Open sessions at most, configured ones included; more creates are refused",
+);
+pub const CLOSED_RETENTION: Setting = one(
+    "closed-retention",
+    "CCRELAY_CLOSED_RETENTION",
+    "SECS",
+    SecsOrZero,
+    Default("604800"),
+    "Seconds a closed session's journal is kept before it is deleted",
+);
 pub const MAX_AGENTS: Setting = one(
     "max-agents",
     "CCRELAY_MAX_AGENTS",
@@ -749,6 +776,9 @@ pub const SETTINGS: &[&Setting] = &[
     &SESSION,
     &MAX_AGENTS,
     &AGENT_IDLE_STOP,
+    &SESSION_ROOT,
+    &MAX_SESSIONS,
+    &CLOSED_RETENTION,
     &TLS_CERT,
     &TLS_KEY,
     &TLS_SELF_SIGNED,

@@ -776,6 +776,10 @@ impl Connection {
                     .add_owner(self.conn_id, self.outbox.clone()),
             );
         }
+        // Every authenticated connection hears of session changes (docs/protocol.md §4.10).
+        self.shared
+            .sessions
+            .watch(self.conn_id, identity.role, self.outbox.clone());
         self.identity = Some((identity, handle));
         self.gauge.authenticated();
     }

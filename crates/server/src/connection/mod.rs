@@ -11,6 +11,7 @@
 
 mod auth_phase;
 mod devices;
+mod lifecycle;
 mod push;
 pub mod writer;
 
@@ -49,7 +50,12 @@ use writer::{CloseRequest, Writer, WriterEnd};
 #[derive(Debug)]
 pub struct Services {
     pub config: Arc<crate::config::Config>,
-    pub sessions: crate::session::Sessions,
+    /// Every session, configured and created (docs/protocol.md §4.10).
+    pub sessions: Arc<crate::session::Registry>,
+    /// Where clients may create sessions and list directories.
+    pub roots: Arc<crate::workdirs::Roots>,
+    /// The audit log (creating, closing and renaming sessions are audit lines).
+    pub audit: Arc<crate::session::AuditLog>,
     pub keys: auth::KeyStore,
     pub throttle: auth::AuthThrottle,
     /// Where signature verifications run (off the async workers, bounded).
@@ -802,17 +808,26 @@ impl Connection {
         self.refused_in_window as u64 > ABUSE_FACTOR as u64 * allowed_in_window
     }
 
+    /// `session.list` (`detailed`, with §4.1's fields for this connection's role)
+    /// or `auth.ok`'s short list.
     fn session_summaries(&self, detailed: bool) -> Vec<SessionSummary> {
+        let role = match &self.identity {
+            Some((identity, _)) => identity.role,
+            None => auth::Role::Viewer,
+        };
         self.shared
             .sessions
+            .entries()
             .iter()
-            .map(|s| {
-                let status = s.status();
+            .map(|e| {
+                if detailed {
+                    return e.summary(role);
+                }
                 SessionSummary {
-                    session: s.name.to_string(),
-                    state: status.state.as_str().into(),
-                    head: detailed.then_some(status.head),
-                    clients: detailed.then_some(status.clients),
+                    session: e.name().to_string(),
+                    state: e.handle.status().state.as_str().into(),
+                    head: None,
+                    clients: None,
                     details: None,
                 }
             })
@@ -894,13 +909,28 @@ impl Connection {
                 self.on_push_unsubscribe(id, endpoint).await;
                 return;
             }
-            // Answered as before these requests existed, until sessions can be
-            // created (docs/protocol.md §4).
-            request @ (ClientRequest::SessionCreate(_)
-            | ClientRequest::SessionClose { .. }
-            | ClientRequest::SessionRename { .. }
-            | ClientRequest::ConversationsList { .. }
-            | ClientRequest::DirsList { .. }) => {
+            ClientRequest::SessionCreate(create) => {
+                self.on_session_create(id, create).await;
+                return;
+            }
+            ClientRequest::SessionClose {
+                session,
+                remove_worktree,
+            } => {
+                self.on_session_close(id, session, remove_worktree).await;
+                return;
+            }
+            ClientRequest::SessionRename { session, title } => {
+                self.on_session_rename(id, session, title).await;
+                return;
+            }
+            ClientRequest::DirsList { path } => {
+                self.on_dirs_list(id, path).await;
+                return;
+            }
+            // Answered as before it existed until the server reads the CLI's
+            // transcripts (docs/protocol.md §4.10).
+            request @ ClientRequest::ConversationsList { .. } => {
                 self.error(
                     id,
                     ErrorCode::UnknownType,
@@ -916,6 +946,21 @@ impl Connection {
                         sessions: self.session_summaries(true),
                     },
                 );
+                return;
+            }
+            ClientRequest::Attach {
+                session,
+                start,
+                uid: Some(uid),
+            } if !self.shared.sessions.has_uid(&session, &uid) => {
+                // The name now belongs to another session (or none): never
+                // replay a different session to this client (docs/protocol.md §4.2).
+                self.error(
+                    id,
+                    ErrorCode::NoSuchSession,
+                    format!("no session named {session:?} with uid {uid:?}"),
+                );
+                let _ = start;
                 return;
             }
             ClientRequest::Attach { session, start, .. } => (
@@ -1019,7 +1064,7 @@ impl Connection {
                 )
             }
         };
-        let Some(handle) = self.shared.sessions.get(&session_name).cloned() else {
+        let Some(handle) = self.shared.sessions.get(&session_name) else {
             self.error(
                 id,
                 ErrorCode::NoSuchSession,
@@ -1071,6 +1116,7 @@ impl Connection {
 
     fn leave_sessions(&self) {
         self.shared.notify.visibility.gone(self.conn_id);
+        self.shared.sessions.unwatch(self.conn_id);
         for name in &self.attached {
             if let Some(handle) = self.shared.sessions.get(name) {
                 handle.leave(self.conn_id);

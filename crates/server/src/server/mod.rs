@@ -35,7 +35,8 @@ use crate::listen::preauth::PRE_AUTH_PER_ADDRESS;
 use crate::listen::stream::TlsAcceptor;
 use crate::listen::{self, ConnCtx, Counting, proxy};
 use crate::metrics::{self, Metrics, RefusedReason};
-use crate::session::{AuditLog, FatalSignal, SessionShared, SessionState, Sessions};
+use crate::session::registry::RegistryConfig;
+use crate::session::{AuditLog, FatalSignal, Registry, SessionShared, SessionState};
 
 /// Why `serve` could not run or stopped badly; maps to the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -194,9 +195,24 @@ pub async fn run_with(
     .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
+    let roots = {
+        let (given, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let home = crate::datadir::home_dir();
+            let claude = crate::workdirs::claude_config_dir(
+                std::env::var_os("CLAUDE_CONFIG_DIR"),
+                home.as_deref(),
+            );
+            let excluded = std::iter::once(data_dir).chain(claude).collect();
+            crate::workdirs::Roots::new(given, excluded, home)
+        })
+        .await
+        .map_err(|e| startup_fault(anyhow::anyhow!("resolving the session roots panicked: {e}")))?
+        .map_err(|e| config_error(crate::config::settings::SESSION_ROOT.name, e.to_string()))?
+    };
     let session_shared = SessionShared {
         metrics: metrics.clone(),
-        audit,
+        audit: audit.clone(),
         fatal: fatal.clone(),
         memory: memory.clone(),
         notify: notify.clone(),
@@ -207,13 +223,23 @@ pub async fn run_with(
     // run on the runtime as usual.
     let sessions = {
         let settings = config.session_settings();
+        let registry_config = RegistryConfig {
+            data_dir: config.data_dir.clone(),
+            max_sessions: config.max_sessions,
+            closed_retention: config.closed_retention,
+            // Created sessions start like the `default` session, in their own workdir.
+            template: settings[0].clone(),
+        };
         let (stop, tasks) = (session_stop.clone(), session_tasks.clone());
-        tokio::task::spawn_blocking(move || Sessions::start(settings, session_shared, stop, &tasks))
-            .await
-            .map_err(|e| startup_fault(anyhow::anyhow!("opening the sessions panicked: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            Registry::start(settings, registry_config, session_shared, stop, &tasks)
+        })
+        .await
+        .map_err(|e| startup_fault(anyhow::anyhow!("opening the sessions panicked: {e}")))?
     }
     .map_err(|e| startup_fault(anyhow::Error::new(e).context("cannot open the sessions")))?;
     session_tasks.close();
+    tokio::spawn(sessions.clone().sweep_periodically());
 
     let watcher_stop = CancellationToken::new();
     let watcher = keys.spawn_watcher(watcher_stop.clone());
@@ -241,6 +267,8 @@ pub async fn run_with(
         push,
         config: config.clone(),
         sessions,
+        roots: Arc::new(roots),
+        audit,
         keys,
         metrics,
         server_id,
@@ -657,7 +685,7 @@ async fn ws_handler(
 fn session_detail(shared: &Shared) -> (bool, serde_json::Map<String, Value>) {
     let mut all_ready = true;
     let mut map = serde_json::Map::new();
-    for s in shared.services.sessions.iter() {
+    for s in shared.services.sessions.configured() {
         let st = s.status();
         if st.state == SessionState::Failed || st.state == SessionState::Stopped {
             all_ready = false;
@@ -804,7 +832,8 @@ async fn readyz(
             let failed: Vec<String> = shared
                 .services
                 .sessions
-                .iter()
+                .configured()
+                .into_iter()
                 .filter(|s| s.status().state == SessionState::Failed)
                 .map(|s| s.name.to_string())
                 .collect();

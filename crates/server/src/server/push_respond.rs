@@ -179,7 +179,7 @@ pub async fn handler(
         }
         Err(e) => return invalid(&e.to_string()),
     }
-    let Some(session) = shared.services.sessions.get(&claims.session).cloned() else {
+    let Some(session) = shared.services.sessions.get(&claims.session) else {
         // A token of a session this configuration no longer has.
         return answer(
             &shared,

@@ -15,25 +15,25 @@ pub mod listed;
 pub mod outbox;
 pub mod presence;
 mod recovery;
+pub mod registry;
 pub mod replay;
 pub mod slots;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::agent::AgentConfig;
 use crate::journal::JournalConfig;
 use crate::metrics::Metrics;
+pub use ccrelay_protocol::PendingSummary;
 use ccrelay_protocol::{ClientEntry, PromptContent, ReplayStart, RequestId, Role};
 
 pub use audit::AuditLog;
 pub use outbox::{Outbound, Outbox, PushError};
+pub use registry::Registry;
 
 /// Requests waiting for a session's actor; connections wait when it is full.
 const COMMAND_QUEUE: usize = 1024;
@@ -79,6 +79,17 @@ pub struct SessionStatus {
     pub restarts: u64,
     pub pending: usize,
     pub queued: usize,
+    /// The agent's conversation (session) id once known.
+    pub conversation: Option<Arc<str>>,
+    /// When the last event was appended (RFC 3339 in `session.list`).
+    pub last_activity: SystemTime,
+    /// The conversation's cost so far: over the agent processes of this server's
+    /// life, the sum of each one's last `total_cost_usd` (cumulative per process).
+    pub cost_usd: f64,
+    /// The first line of the first prompt seen (at most 80 characters).
+    pub first_prompt: Option<Arc<str>>,
+    /// The open requests, summarized for `session.list` (changes only when they do).
+    pub pending_list: Arc<[PendingSummary]>,
 }
 
 /// Who a connection is, once authenticated.
@@ -161,6 +172,13 @@ pub enum SessionCmd {
         answerer: PushAnswerer,
         reply: tokio::sync::oneshot::Sender<PushAnswer>,
     },
+    /// Close the session for good (docs/protocol.md §4.10): abort its queued
+    /// prompts, cancel its pending requests, stop its agent, append `relay.closed`,
+    /// detach its clients, then fire `done` and end the actor.
+    Close {
+        by: Arc<ClientInfo>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {
         client: ClientHandle,
@@ -226,6 +244,11 @@ impl SessionHandle {
     pub fn status(&self) -> SessionStatus {
         self.status.borrow().clone()
     }
+
+    /// The status, to wait for its changes.
+    pub fn watch(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
 }
 
 /// Settings a session needs (`config::Config::session_settings` makes them).
@@ -233,6 +256,11 @@ impl SessionHandle {
 pub struct SessionSettings {
     pub name: String,
     pub workdir: PathBuf,
+    /// The conversation to resume at the first start when none is recorded yet
+    /// (`session.create` with `resume`).
+    pub resume: Option<String>,
+    /// Pass `--fork-session` with that first resume.
+    pub fork: bool,
     /// `<data-dir>/sessions/<name>`.
     pub dir: PathBuf,
     pub agent: AgentConfig,
@@ -275,38 +303,6 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// All sessions of the server, by name.
-#[derive(Debug, Clone, Default)]
-pub struct Sessions {
-    map: BTreeMap<String, SessionHandle>,
-}
-
-impl Sessions {
-    /// Open every configured session (journal recovery happens here) and start its actor.
-    pub fn start(
-        sessions: Vec<SessionSettings>,
-        shared: SessionShared,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Sessions, SessionError> {
-        let mut map = BTreeMap::new();
-        for settings in sessions {
-            let name = settings.name.clone();
-            let handle = actor::spawn(settings, shared.clone(), shutdown.clone(), tracker)?;
-            map.insert(name, handle);
-        }
-        Ok(Sessions { map })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&SessionHandle> {
-        self.map.get(name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &SessionHandle> {
-        self.map.values()
-    }
 }
 
 pub(crate) fn command_channel() -> (mpsc::Sender<SessionCmd>, mpsc::Receiver<SessionCmd>) {

@@ -12,6 +12,8 @@ impl Actor {
             session: self.name.to_string(),
             workdir: self.settings.workdir.clone(),
             resume: self.conversation.clone(),
+            // Only the first start forks; the fork's own id is resumed after that.
+            fork: self.fork_pending && self.conversation == self.settings.resume,
             generation: self.generation,
         };
         self.conversation_missing = false;
@@ -130,11 +132,15 @@ impl Actor {
                     tracing::info!(session = %self.name, conversation = %id, "agent conversation id");
                     write_meta(&self.settings.dir, &id);
                     self.conversation = Some(id);
+                    self.fork_pending = false;
                 }
                 Ok(())
             }
             AgentLine::Result { cost_usd } => {
                 self.emit(line, read_at)?;
+                if cost_usd.is_some() {
+                    self.process_cost = cost_usd;
+                }
                 self.on_result(cost_usd)
             }
             AgentLine::Task { task_id, running } => {
@@ -237,6 +243,8 @@ impl Actor {
         if self.agent.take().is_some() {
             self.shared.metrics.agents_running.dec();
         }
+        // `total_cost_usd` starts again with the next process.
+        self.earlier_cost += self.process_cost.take().unwrap_or(0.0);
         self.phase = Phase::Down;
         self.probe = None;
         self.stop_deadline = None;

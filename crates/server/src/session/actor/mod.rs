@@ -91,7 +91,9 @@ pub fn spawn(
         settings.tail_bytes,
         journal::now_ms(),
     )?;
-    let conversation = read_meta(&settings.dir).or(recovered.conversation.clone());
+    let conversation = read_meta(&settings.dir)
+        .or(recovered.conversation.clone())
+        .or(settings.resume.clone());
     tracing::info!(
         session = %settings.name,
         head = recovered.head,
@@ -124,6 +126,11 @@ pub fn spawn(
         restarts: 0,
         pending: recovered.pending.len(),
         queued: 0,
+        conversation: conversation.as_deref().map(Arc::from),
+        last_activity: SystemTime::now(),
+        cost_usd: 0.0,
+        first_prompt: None,
+        pending_list: Arc::from(Vec::new()),
     };
     let (status_tx, status_rx) = watch::channel(status);
     let now = Instant::now();
@@ -177,7 +184,14 @@ pub fn spawn(
             })
             .collect(),
         prompt_keys: recovered.prompt_keys,
+        fork_pending: settings.fork,
         conversation,
+        earlier_cost: 0.0,
+        process_cost: None,
+        first_prompt: None,
+        last_activity: SystemTime::now(),
+        pending_list: Arc::from(Vec::new()),
+        closing: None,
         fresh_start_used: false,
         conversation_missing: false,
         failed_until: None,
@@ -324,6 +338,11 @@ struct QueuedPrompt {
     content: PromptContent,
 }
 
+struct Closing {
+    by: Arc<super::ClientInfo>,
+    done: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
 struct InterruptWaiter {
     client: ClientHandle,
     id: Option<RequestId>,
@@ -364,6 +383,19 @@ struct Actor {
     pending: Vec<Pending>,
     prompt_keys: HashMap<(String, String), (String, u64)>,
     conversation: Option<String>,
+    /// `--fork-session` is still to be passed with the first resume.
+    fork_pending: bool,
+    /// The last `total_cost_usd` of every earlier agent process.
+    earlier_cost: f64,
+    /// The current process's last `total_cost_usd`.
+    process_cost: Option<f64>,
+    /// The first line of the first prompt (a title fallback in `session.list`).
+    first_prompt: Option<Arc<str>>,
+    last_activity: SystemTime,
+    /// The open requests as `session.list` shows them; rebuilt when they change.
+    pending_list: Arc<[super::PendingSummary]>,
+    /// A `session.close` in progress: who closes, and who waits for the end.
+    closing: Option<Closing>,
     fresh_start_used: bool,
     conversation_missing: bool,
     failed_until: Option<Instant>,
@@ -476,6 +508,9 @@ impl Actor {
         }
         self.finish_step().await?;
         loop {
+            if self.closing.is_some() && self.agent.is_none() {
+                return self.finish_close().await;
+            }
             let deadline = self.next_deadline();
             let writing = !self.in_flight.is_empty();
             let wake = {
@@ -591,6 +626,7 @@ impl Actor {
             }
         }
         self.uncommitted.push((seq, text, read_at));
+        self.last_activity = SystemTime::now();
         Ok(())
     }
 
@@ -831,12 +867,16 @@ impl Actor {
                 self.history(client, id, before, limit);
                 Ok(())
             }
+            SessionCmd::Close { by, done } => self.begin_close(by, done),
         }
     }
 
     // ----------------------------------------------------------------- state
 
     fn derive_state(&self) -> SessionState {
+        if self.closing.is_some() {
+            return SessionState::Stopped;
+        }
         // Before `stopped`: a sleeping session has nothing to stop at shutdown,
         // and its journal keeps ending `asleep` across restarts.
         if self.asleep && self.agent.is_none() {
@@ -913,6 +953,11 @@ impl Actor {
             restarts: self.restarts_total,
             pending: self.pending.len(),
             queued: self.queue.len(),
+            conversation: self.conversation.as_deref().map(Arc::from),
+            last_activity: self.last_activity,
+            cost_usd: self.earlier_cost + self.process_cost.unwrap_or(0.0),
+            first_prompt: self.first_prompt.clone(),
+            pending_list: self.pending_summaries(),
         };
         self.shared
             .metrics
@@ -925,6 +970,97 @@ impl Actor {
             .get_or_create(&self.metrics_label)
             .set(self.queue.len() as i64);
         self.status_tx.send_replace(status);
+    }
+
+    /// The open requests for `session.list`: the last list while it still matches.
+    fn pending_summaries(&mut self) -> Arc<[super::PendingSummary]> {
+        let same = self.pending_list.len() == self.pending.len()
+            && self
+                .pending_list
+                .iter()
+                .zip(&self.pending)
+                .all(|(listed, open)| listed.request_id == open.request_id);
+        if !same {
+            self.pending_list = self.pending.iter().map(pending_summary).collect();
+        }
+        self.pending_list.clone()
+    }
+
+    // ----------------------------------------------------------------- close
+
+    /// `session.close` (docs/protocol.md §4.10): everything waiting is aborted or
+    /// cancelled and the agent is stopped; the main loop finishes the close once
+    /// the agent is gone.
+    fn begin_close(
+        &mut self,
+        by: Arc<super::ClientInfo>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) -> Step {
+        if let Some(closing) = &mut self.closing {
+            closing.done.push(done);
+            return Ok(());
+        }
+        tracing::info!(session = %self.name, by = %by.client_id, "closing the session");
+        self.closing = Some(Closing {
+            by,
+            done: vec![done],
+        });
+        self.shutting_down = true;
+        self.restart_at = None;
+        self.failed_until = None;
+        for queued in std::mem::take(&mut self.queue) {
+            self.emit_relay(json!({
+                "type": "relay.turn", "prompt_id": queued.prompt_id, "phase": "aborted", "detail": "session_closed",
+            }))?;
+        }
+        self.cancel_all_pending("session_closed")?;
+        for (client, id) in std::mem::take(&mut self.restart_waiters) {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::AgentUnavailable,
+                "the session was closed",
+            );
+        }
+        if let Some(agent) = &self.agent
+            && self.stopping != Some(StopCause::Stopped)
+        {
+            self.stopping = Some(StopCause::Stopped);
+            agent.signal_group(Signal::SIGTERM);
+            self.stop_deadline = Some(Instant::now() + self.settings.agent.stop_grace);
+        }
+        Ok(())
+    }
+
+    /// The agent is gone: append `relay.closed` (the last event), wait until it
+    /// is durable and sent, detach every client, then tell the closer.
+    async fn finish_close(&mut self) -> Step {
+        let Some(closing) = self.closing.take() else {
+            return Ok(());
+        };
+        let mut event = json!({"type": "relay.closed", "by": closing.by.client_id});
+        if let Some(device) = &closing.by.device {
+            event["device"] = Value::from(device.as_str());
+        }
+        self.emit_relay(event)?;
+        // Still stopped: no `relay.state` after `relay.closed`.
+        self.state = SessionState::Stopped;
+        self.commit().await?;
+        self.settle().await?;
+        for client in std::mem::take(&mut self.clients).into_values() {
+            let msg = ServerMsg::Detached {
+                id: None,
+                session: self.name.to_string(),
+            };
+            let _ = client.outbox.frame(FrameType::Detached, msg.to_json());
+        }
+        self.set_attached_gauge();
+        self.publish_status();
+        for done in closing.done {
+            let _ = done.send(());
+        }
+        tracing::info!(session = %self.name, head = self.log.head, "session closed");
+        Ok(())
     }
 
     // -------------------------------------------------------------- shutdown
@@ -1004,6 +1140,50 @@ fn commits_first(cmd: &SessionCmd) -> bool {
             | SessionCmd::Leave { .. }
             | SessionCmd::History { .. }
     )
+}
+
+/// How `session.list` shows one open request: the tool and a short summary of
+/// its input (`can_use_tool`), else the request's subtype.
+fn pending_summary(p: &Pending) -> super::PendingSummary {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        request: Option<Request>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        tool_name: Option<String>,
+    }
+    let named = serde_json::from_str::<Line>(p.raw.get())
+        .ok()
+        .and_then(|l| l.request)
+        .and_then(|r| r.tool_name);
+    let tool = named.as_deref().unwrap_or(&p.subtype);
+    let detail = p
+        .input
+        .as_ref()
+        .and_then(|input| {
+            [
+                "command",
+                "file_path",
+                "path",
+                "url",
+                "pattern",
+                "description",
+            ]
+            .iter()
+            .find_map(|k| input.get(*k).and_then(Value::as_str))
+        })
+        .unwrap_or("");
+    super::PendingSummary {
+        request_id: p.request_id.clone(),
+        tool: clip_chars(tool, 64),
+        summary: clip_chars(detail.lines().next().unwrap_or(""), 120),
+    }
+}
+
+/// At most `max` characters of `s`, control characters dropped.
+pub(crate) fn clip_chars(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// When an unanswered request of this kind is denied by the relay (`--permission-timeout`).

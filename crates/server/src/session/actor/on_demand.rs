@@ -183,6 +183,8 @@ mod tests {
             tail_events: 100,
             tail_bytes: 1 << 20,
             start_agent: false,
+            resume: None,
+            fork: false,
         }
     }
 

@@ -197,6 +197,9 @@ impl Actor {
             return Ok(());
         }
         let prompt_id = uuid::Uuid::new_v4().to_string();
+        if self.first_prompt.is_none() {
+            self.first_prompt = first_line_of(&content).map(Arc::from);
+        }
         let queued = !(self.can_start_turn() && self.queue.is_empty());
         let reply = ServerMsg::Ok {
             id,
@@ -301,7 +304,10 @@ impl Actor {
         request_id: String,
         response: Value,
     ) -> Step {
-        if !self.require_attached(&client, &id) {
+        // An owner may answer without attaching (a phone's approval sheet for a
+        // session it watches, docs/protocol.md §4.10); viewers never reach here.
+        if client.info.role != ccrelay_protocol::Role::Owner && !self.require_attached(&client, &id)
+        {
             return Ok(());
         }
         let Some(index) = self.pending.iter().position(|p| p.request_id == request_id) else {
@@ -569,4 +575,19 @@ impl Actor {
         }
         Ok(())
     }
+}
+
+/// The first non-empty line of a prompt's text (a string, or its first text
+/// block), at most 80 characters: a session's title until it has a better one.
+fn first_line_of(content: &PromptContent) -> Option<String> {
+    let value: Value = serde_json::from_str(content.0.get()).ok()?;
+    let text = match &value {
+        Value::String(s) => s.as_str(),
+        Value::Array(blocks) => blocks.iter().find_map(|b| {
+            (b.get("type")?.as_str()? == "text").then(|| b.get("text")?.as_str())?
+        })?,
+        _ => return None,
+    };
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(super::clip_chars(line, 80))
 }
