@@ -79,7 +79,6 @@ test('create, switch while both stream, answer the other session’s request, cl
   await list.waitFor({ state: 'visible' });
   await page.locator('[data-testid="session-item"][data-session="default"]').waitFor();
   assert.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll');
-  await page.screenshot({ path: path.join(SCREENSHOTS, 'sessions-screen-390x844.png') });
 
   // New session: a directory outside the roots is refused with the server's message.
   await page.getByTestId('session-new').click();
@@ -144,6 +143,13 @@ test('create, switch while both stream, answer the other session’s request, cl
   assert.equal(await sheet.getAttribute('data-session'), 'two');
   assert.equal(await view.getAttribute('data-session'), 'one', 'the page stays on its session');
   assert.equal(await sheet.getByTestId('sheet-allow').count(), 0);
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'approval-other-session-390x844.png') });
+  // The sessions screen: "two" needs an answer, the header button counts it.
+  await page.getByTestId('sessions-open').click();
+  await page.locator('[data-testid="session-item"][data-session="two"] [data-testid="session-pending"]').waitFor();
+  assert.equal(await page.getByTestId('sessions-open').getAttribute('data-pending'), '1');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'sessions-screen-390x844.png') });
+  await page.keyboard.press('Escape');
   from = term.frames.length;
   await sheet.getByTestId('sheet-deny').click();
   const resolved = await term.wait((f) => f.type === 'event' && f.session === 'two' && f.event.type === 'relay.resolved', { from });
@@ -161,6 +167,9 @@ test('create, switch while both stream, answer the other session’s request, cl
   // Close "one" with the in-page confirmation: the page goes to the sessions screen.
   from = term.frames.length;
   await page.getByTestId('session-close').click();
+  await page.getByTestId('session-close-confirm').waitFor();
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'session-close-confirm-390x844.png') });
   await page.getByTestId('session-close-confirm').click();
   await term.wait((f) => f.type === 'event' && f.session === 'one' && f.event.type === 'relay.closed', { from });
   await list.waitFor({ state: 'visible' });

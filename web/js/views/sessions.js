@@ -67,9 +67,10 @@ export class SessionsScreen {
     ui.branch.addEventListener('input', () => {
       if (ui.branch.value.trim()) ui.worktree.checked = true;
     });
-    // Anything typed is a new request: a new retry key.
+    // Anything typed is a new request: a new retry key, and the last refusal is old news.
     ui.form.addEventListener('input', () => {
       this.createKey = newKey();
+      ui.error.textContent = '';
     });
   }
 
@@ -200,6 +201,7 @@ export class SessionsScreen {
 
   setWorkdir(dir) {
     this.ui.workdir.value = dir;
+    this.ui.error.textContent = '';
     this.createKey = newKey();
     this.listConversations();
   }
@@ -273,7 +275,8 @@ export class SessionsScreen {
       reply = await this.actions.conversations(dir);
     } catch (e) {
       if (this.listedFor !== dir) return;
-      this.ui.convBox.hidden = false;
+      // A server that cannot list conversations: nothing to offer, nothing to say.
+      this.ui.convBox.hidden = e.code === 'unknown_type';
       box.replaceChildren(el('li', 'muted small', e.code === 'outside_roots' ? 'This directory is outside the allowed roots.' : e.code === 'not_found' ? 'No such directory.' : `No conversations: ${e.message}`));
       return;
     }
