@@ -1,6 +1,6 @@
 // app.js — the page: wires the device key, the connection, the session store and
 // the views together, and owns the screens (insecure / wrong name / pairing / session), the
-// header (connection state, time since the last frame, session picker, state,
+// header (connection state, time since the last frame, the sessions button, state,
 // presence), the prompt box, pair requests shown to owners, and the devices list
 // (attached clients, and for owners the keys the server accepts: views/devices.js,
 // and "Notify this device": push.js).
@@ -9,6 +9,10 @@
 // reader who scrolled up where they are ("Jump to latest" counts what arrived),
 // shows viewers a read-only page, counts what waits for an answer in the tab title
 // and the app badge, and offers owners a pairing invite as a QR code (qr.js).
+// Sessions (docs/protocol.md §4): the sessions screen and new-session form
+// (views/sessions.js) over the directory of sessions (directory.js). Only the visible
+// session is attached: switching detaches the one left, whose log stays in the store, and
+// attaches the next with its own `since` (and `uid`), so neither loses nor repeats an event.
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -25,6 +29,8 @@ import { Panel } from './views/panel.js';
 import { ApprovalSheet } from './views/sheet.js';
 import { Drafts, triage } from './drafts.js';
 import { qrSvg } from './qr.js';
+import { Directory, normalizeEntry, resumeCommand } from './directory.js';
+import { SessionHead, SessionsScreen } from './views/sessions.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -71,7 +77,7 @@ const ui = {
   inviteQr: $('pair-invite-qr'),
   inviteNote: $('invite-note'),
   since: $('since'),
-  picker: $('session-picker'),
+  sessionsLabel: $('sessions-label'),
   sessionState: $('session-state'),
   presence: $('presence'),
   presenceN: $('presence-n'),
@@ -307,6 +313,7 @@ async function main() {
   const presence = new Map(); // session → {count, clients: Map}
   const pairReqs = new Map(); // pair_id → element
   let current = localStorage.getItem('ccrelay.session') || 'default';
+  const directory = new Directory(localStorage);
   let role = 'owner';
   let lastFrame = 0;
 
@@ -339,7 +346,7 @@ async function main() {
   const requestFocus = new RequestFocus(ui.stream, {
     current: () => current,
     switchTo: (name) => {
-      if (![...ui.picker.options].some((o) => o.value === name)) return false;
+      if (!directory.get(name)) return false;
       switchSession(name);
       return true;
     },
@@ -355,6 +362,8 @@ async function main() {
   const stream = new StreamView(ui.stream, { respond, canAnswer: () => role === 'owner' });
   const sheet = new ApprovalSheet(ui.sheet, {
     respond,
+    respondOther: (req, response) => respondElsewhere(req, response),
+    goTo: (req) => requestFocus.set({ session: req.session, requestId: req.requestId }),
     canAnswer: () => role === 'owner',
     show: (it) => {
       const n = stream.nodes.get(it.id);
@@ -362,6 +371,77 @@ async function main() {
       else toast('The request is in an earlier turn: use “Show earlier turns” at the top.');
     },
   });
+  const sessions = new SessionsScreen({
+    ui: {
+      screen: $('sessions-screen'),
+      backdrop: $('sessions-backdrop'),
+      open: $('sessions-open'),
+      openBadge: $('sessions-badge'),
+      close: $('sessions-close'),
+      list: $('session-list'),
+      listBox: $('sessions-list-box'),
+      empty: $('sessions-empty'),
+      newBtn: $('session-new'),
+      form: $('session-new-form'),
+      workdir: $('session-new-workdir'),
+      name: $('session-new-name'),
+      worktree: $('session-new-worktree'),
+      branch: $('session-new-branch'),
+      error: $('session-new-error'),
+      status: $('session-new-status'),
+      submit: $('session-new-submit'),
+      cancel: $('session-new-cancel'),
+      browse: $('dir-browse'),
+      picker: $('dir-picker'),
+      pickerUp: $('dir-up'),
+      pickerRoots: $('dir-roots'),
+      pickerPath: $('dir-path'),
+      pickerList: $('dir-list'),
+      pickerMsg: $('dir-msg'),
+      recentBox: $('recent-box'),
+      recent: $('recent-dirs'),
+      convBox: $('conv-box'),
+      conversations: $('conversation-list'),
+    },
+    directory,
+    actions: {
+      select: (name) => switchSession(name),
+      create: (opts, key) => conn.sessionCreate(opts, key),
+      dirs: (path) => conn.dirsList(path),
+      conversations: (workdir) => conn.conversationsList(workdir),
+      created: (reply) => {
+        if (typeof reply.session !== 'string') return;
+        // The server's `session.changed` may come after the reply: know the session now.
+        if (!directory.get(reply.session)) directory.put(normalizeEntry({ session: reply.session, uid: reply.uid, state: 'starting', workdir: reply.workdir, worktree: reply.worktree }));
+        refreshSessionsButton();
+        switchSession(reply.session);
+      },
+      isOwner: () => role === 'owner',
+      current: () => current,
+    },
+  });
+  const sessionHead = new SessionHead({
+    root: $('session-head'),
+    title: $('session-title'),
+    where: $('session-where'),
+    tools: $('session-tools'),
+    closeBtn: $('session-close'),
+    resumeBox: $('resume-box'),
+    command: $('resume-command'),
+    copy: $('resume-copy'),
+    confirmBox: $('close-confirm'),
+  }, {
+    close: (session, removeWorktree) => conn.sessionClose(session, removeWorktree),
+    toast,
+  });
+  const respondElsewhere = async (req, response) => {
+    try {
+      // Owners answer another session's request without attaching it (docs/protocol.md §4).
+      await conn.respond(req.session, req.requestId, response);
+    } catch (e) {
+      if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
+    }
+  };
   const drafts = new Drafts();
   const composer = new Composer({
     form: ui.form,
@@ -441,8 +521,11 @@ async function main() {
       const n = stream.nodes.get(x.id);
       return !n || !onScreen(n.el);
     });
-    sheet.update(first || null, current, model.cwd, pending.length);
-    updateCounts(pending.length);
+    // This session's requests first; else one waiting in another session.
+    const elsewhere = directory.pendingElsewhere(current);
+    if (first || elsewhere.length === 0) sheet.update(first || null, current, model.cwd, pending.length);
+    else sheet.updateOther(elsewhere[0], elsewhere.length);
+    updateCounts(pending.length + elsewhere.length);
   }
 
   /** What waits for this person: in the tab title and, where there is one, the app badge. */
@@ -500,6 +583,11 @@ async function main() {
       ui.jump.hidden = arrived === 0;
     }
     updateSheet();
+    directory.markSeen(current, log.head);
+    const entry = directory.get(current);
+    sessionHead.render(current, entry, role === 'owner', entry ? resumeCommand(entry.conversation) : '');
+    refreshSessionsButton();
+    sessions.render();
     requestFocus.apply();
   }
 
@@ -577,18 +665,59 @@ async function main() {
 
   // --- sessions
   function setSessions(list) {
-    const names = list.map((s) => s.session);
-    if (!names.includes(current)) current = names.includes('default') ? 'default' : names[0] || 'default';
-    ui.picker.replaceChildren(
-      ...list.map((s) => {
-        const o = document.createElement('option');
-        o.value = s.session;
-        o.textContent = `${s.session}${s.state ? ` (${s.state})` : ''}`;
-        o.selected = s.session === current;
-        return o;
-      }),
-    );
-    ui.picker.hidden = list.length < 2;
+    directory.setList(list);
+    // A cached view of a name that now belongs to another session is stale.
+    for (const e of directory.entries.values()) {
+      if (e.uid && store.logs.has(e.session) && store.logs.get(e.session).uid && store.logs.get(e.session).uid !== e.uid && !conn.sessions.has(e.session)) store.drop(e.session);
+    }
+    const names = [...directory.entries.keys()];
+    if (!names.includes(current)) {
+      const gone = current;
+      current = names.includes('default') ? 'default' : names[0] || 'default';
+      if (conn.sessions.has(gone)) conn.release(gone);
+      store.drop(gone);
+      attachCurrent();
+    }
+    refreshSessionsButton();
+  }
+
+  function refreshSessionsButton() {
+    // The header button names the visible session; a tap lists them all.
+    const entry = directory.get(current);
+    ui.sessionsLabel.textContent = entry ? entry.title : current;
+  }
+
+  /** A `session.changed` frame (docs/protocol.md §4). */
+  function sessionChanged(m) {
+    const { closed, replaced } = directory.changed(m);
+    if (replaced && replaced !== current) store.drop(replaced);
+    if (closed) {
+      if (closed === current && conn.sessions.has(closed)) {
+        // Attached: the page leaves once the server detaches it (after `relay.closed`).
+      } else if (closed === current) {
+        leaveClosed(closed);
+      } else {
+        store.drop(closed);
+      }
+    }
+    refreshSessionsButton();
+  }
+
+  /** The visible session was closed: forget it and show the sessions screen. */
+  function leaveClosed(name) {
+    conn.sessions.delete(name);
+    store.drop(name);
+    directory.remove(name);
+    refreshSessionsButton();
+    if (name === current) {
+      const rest = directory.sorted().map((e) => e.session);
+      current = rest.includes('default') ? 'default' : rest[0] || 'default';
+      localStorage.setItem('ccrelay.session', current);
+      refreshSessionsButton();
+      attachCurrent();
+      sessions.open();
+    }
+    scheduleRender();
   }
 
   function switchSession(next) {
@@ -596,7 +725,7 @@ async function main() {
     conn.release(current);
     composer.flushDraft();
     current = next;
-    ui.picker.value = next;
+    refreshSessionsButton();
     localStorage.setItem('ccrelay.session', current);
     // Each session keeps its own draft.
     drafts.draft(current).then((text) => {
@@ -609,11 +738,11 @@ async function main() {
     scheduleRender();
   }
 
-  ui.picker.addEventListener('change', () => switchSession(ui.picker.value));
 
   function attachCurrent() {
     if (conn.sessions.has(current)) return;
-    const log = store.log(current);
+    const entry = directory.get(current);
+    const log = store.logFor(current, entry ? entry.uid : '');
     conn.sessions.add(current);
     if (conn.authed) conn.attach(current, log.head === 0 ? { tail: TAIL } : {});
   }
@@ -708,8 +837,16 @@ async function main() {
     if (conn.challenge) rememberAccepted(conn.challenge.server_id);
     ui.deviceName.readOnly = true;
     show('session');
-    setSessions(Array.isArray(ok.sessions) ? ok.sessions : [{ session: 'default' }]);
+    if (!directory.known) setSessions(Array.isArray(ok.sessions) ? ok.sessions : [{ session: 'default' }]);
     attachCurrent();
+    // The full entries (uid, title, pending, …): on every connect, since the list may
+    // have changed while this page was away.
+    conn.sessionList().then((r) => {
+      if (Array.isArray(r.sessions)) {
+        setSessions(r.sessions);
+        scheduleRender();
+      }
+    }).catch(() => {});
     applyRole();
     refreshDevices();
     if (role === 'owner') push.owned();
@@ -744,6 +881,13 @@ async function main() {
       case 'session.list':
         if (Array.isArray(m.sessions)) setSessions(m.sessions);
         break;
+      case 'session.changed':
+        sessionChanged(m);
+        break;
+      case 'detached':
+        // Not asked for (no id) while kept attached: the session was closed (docs/protocol.md §4).
+        if (m.id === undefined && conn.sessions.has(m.session)) leaveClosed(m.session);
+        break;
       case 'prompt.failed':
         toast(`Prompt not accepted: ${m.message || m.code}`);
         break;
@@ -751,6 +895,16 @@ async function main() {
         break;
     }
     scheduleRender();
+  };
+  conn.onattachfailed = (session, m) => {
+    // The name is gone, or belongs to another session now (`uid`): drop this view.
+    store.drop(session);
+    if (m.code === 'no_such_session') directory.remove(session);
+    if (session === current) {
+      toast(m.code === 'no_such_session' ? `The session “${session}” is gone.` : `Could not open “${session}”: ${m.message || m.code}`);
+      leaveClosed(session);
+    }
+    conn.sessionList().then((r) => Array.isArray(r.sessions) && setSessions(r.sessions)).catch(() => {});
   };
   conn.onpair = async (pending, challenge) => {
     setConnState('pairing', 'waiting for an owner to approve');
@@ -830,7 +984,12 @@ async function main() {
     const viewer = role !== 'owner';
     ui.viewOnly.hidden = !viewer;
     ui.inviteBox.hidden = viewer;
-    if (viewer) ui.form.remove();
+    if (viewer) {
+      ui.form.remove();
+      // Nothing a viewer cannot use: no new-session button or form (sessions.js), no close, no resume command.
+      $('session-new')?.remove();
+      $('session-new-form')?.remove();
+    }
     else if (!ui.form.isConnected) ui.dock.append(ui.form);
     composer.reserve();
     stream.model = null; // permission cards are drawn for this role
@@ -967,6 +1126,8 @@ async function main() {
       ui.since.textContent = '';
       return;
     }
+    // Relative times ("5 min ago") in the sessions screen age by themselves.
+    if (Date.now() % 30000 < 1000) sessions.render();
     const s = Math.round((Date.now() - lastFrame) / 1000);
     ui.since.textContent = s < 2 ? 'live' : s < 120 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
   }, 1000);

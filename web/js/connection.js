@@ -56,6 +56,7 @@ export class Connection {
     this.onchange = () => {}; // store or outbox changed
     this.onpair = () => {};
     this.onrefused = () => {};
+    this.onattachfailed = () => {}; // (session, error frame): an attach was refused
     this.installWakeups();
   }
 
@@ -315,11 +316,15 @@ export class Connection {
     const id = this.nextId++;
     this.attaching.set(session, id);
     const first = log.head === 0 && log.events.length === 0;
-    this.send(msg.attach(id, session, first && tail !== undefined ? { tail } : { since: log.head }));
+    // With the uid the log was built from: a name reused by a new session is refused
+    // (`no_such_session`), never replayed into this log (docs/protocol.md §4).
+    const at = first && tail !== undefined ? { tail } : { since: log.head };
+    this.send(msg.attach(id, session, { ...at, uid: log.uid || undefined }));
   }
 
   attached(m) {
     const log = this.store.log(m.session);
+    if (typeof m.uid === 'string' && !log.uid) log.uid = m.uid;
     if (m.truncated) {
       // The server no longer has what follows our head (or never had it): rebuild from what it sends.
       log.reset(Math.max(0, (m.replay_from || 1) - 1));
@@ -369,6 +374,21 @@ export class Connection {
     }
   }
 
+  /**
+   * An `error` answering an attach in flight: that session is no longer kept attached
+   * and the page is told (it drops a view of a session that is gone). True when handled.
+   */
+  attachFailed(m) {
+    for (const [session, id] of this.attaching) {
+      if (id !== m.id) continue;
+      this.attaching.delete(session);
+      this.sessions.delete(session);
+      this.onattachfailed(session, m);
+      return true;
+    }
+    return false;
+  }
+
   // ---- prompts and answers ----------------------------------------------
 
   /**
@@ -398,6 +418,7 @@ export class Connection {
   }
 
   reply(m) {
+    if (m.type === 'error' && this.attachFailed(m)) return;
     const p = this.outbox.find((x) => x.sentId === m.id && x.state === 'sent');
     if (!p) {
       this.onframe(m);
@@ -440,6 +461,23 @@ export class Connection {
 
   sessionList() {
     return this.request((id) => msg.sessionList(id));
+  }
+
+  /** `session.create`; the same `key` on a retry answers the first create (docs/protocol.md §4). */
+  sessionCreate(opts, key) {
+    return this.request((id) => msg.sessionCreate(id, opts, key));
+  }
+
+  sessionClose(session, removeWorktree = false) {
+    return this.request((id) => msg.sessionClose(id, session, removeWorktree));
+  }
+
+  conversationsList(workdir) {
+    return this.request((id) => msg.conversationsList(id, workdir));
+  }
+
+  dirsList(path) {
+    return this.request((id) => msg.dirsList(id, path));
   }
 
   pushSubscribe(subscription) {

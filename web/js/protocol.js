@@ -48,9 +48,13 @@ export const msg = {
   pairInvite: (id, role = 'owner') => ({ type: 'pair.invite', id, role }),
   ping: (id) => ({ type: 'ping', id }),
   sessionList: (id) => ({ type: 'session.list', id }),
-  /** `since` (resume) or `tail` (join a long session), never both. */
-  attach: (id, session, { since, tail } = {}) => {
+  /**
+   * `since` (resume) or `tail` (join a long session), never both; `uid` (docs/protocol.md §4)
+   * makes the server refuse a name that now belongs to another session.
+   */
+  attach: (id, session, { since, tail, uid } = {}) => {
     const m = { type: 'attach', id, session };
+    if (uid) m.uid = uid;
     if (tail !== undefined) m.tail = tail;
     else if (since) m.since = since;
     return m;
@@ -60,6 +64,12 @@ export const msg = {
   respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
+  /** Session lifecycle (docs/protocol.md §4, owners): `opts` holds `workdir` and optional `name`, `worktree`, `resume`. */
+  sessionCreate: (id, opts, key) => ({ type: 'session.create', id, ...opts, key }),
+  sessionClose: (id, session, removeWorktree = false) => ({ type: 'session.close', id, session, remove_worktree: removeWorktree }),
+  conversationsList: (id, workdir, limit = 50) => ({ type: 'conversations.list', id, workdir, limit }),
+  /** Without `path`: the roots. */
+  dirsList: (id, path) => (path ? { type: 'dirs.list', id, path } : { type: 'dirs.list', id }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),

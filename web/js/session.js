@@ -37,6 +37,8 @@ class Model {
     this.cwd = '';
     // An interrupt was seen since the last result: that result is labelled "Interrupted".
     this.interrupted = false;
+    // Set by `relay.closed`: the session is gone once the server detaches us.
+    this.closed = null;
   }
 
   get(id) {
@@ -113,6 +115,11 @@ class Model {
         break;
       case 'relay.agent_exit':
         this.add(item('notice', `seq:${seq}`, { text: `Agent ${ev.cause === 'stopped' ? 'stopped' : ev.cause === 'hung' ? 'hung and was killed' : 'exited'}${ev.code != null ? ` (code ${ev.code})` : ''}${ev.signal ? ` (${ev.signal})` : ''}${ev.restarting ? ', restarting' : ''}.` }));
+        break;
+      case 'relay.closed':
+        // The session's last event (docs/protocol.md §4): the page leaves it after `detached`.
+        this.closed = { by: ev.device || ev.by || '' };
+        this.add(item('notice', `seq:${seq}`, { text: `Session closed${ev.device ? ` by ${ev.device}` : ''}.` }));
         break;
       case 'relay.dropped':
         this.add(item('notice', `seq:${seq}`, { text: `An agent line of ${ev.bytes} bytes was too large and was dropped.` }));
@@ -314,6 +321,7 @@ function frameTime(ts) {
 export class SessionLog {
   constructor(name) {
     this.name = name;
+    this.uid = ''; // the session (docs/protocol.md §4 `uid`) these events belong to, once known
     this.base = 0;
     this.head = 0;
     this.events = [];
@@ -402,6 +410,23 @@ export class Store {
       l = new SessionLog(name);
       this.logs.set(name, l);
     }
+    return l;
+  }
+
+  /** Forget a session's events (it was closed, or its name now names another session). */
+  drop(name) {
+    this.logs.delete(name);
+  }
+
+  /**
+   * The log of `name` for the session with `uid`: a log built from another session
+   * that had the same name is dropped first, so its events never mix with these.
+   */
+  logFor(name, uid) {
+    const have = this.logs.get(name);
+    if (have && uid && have.uid && have.uid !== uid) this.logs.delete(name);
+    const l = this.log(name);
+    if (uid && !l.uid) l.uid = uid;
     return l;
   }
 }

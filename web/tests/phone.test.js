@@ -246,9 +246,13 @@ test('a viewer’s page says "view only" and has nothing to send or answer with'
   for (const id of ['prompt-send', 'prompt-input', 'interrupt', 'permission-allow', 'permission-always', 'permission-deny', 'sheet-allow', 'sheet-deny', 'pair-invite']) {
     assert.equal(await page.locator(`[data-testid="${id}"]:visible`).count(), 0, `no visible ${id}`);
   }
-  for (const id of ['prompt-send', 'interrupt', 'permission-allow', 'permission-deny', 'sheet-allow', 'sheet-deny']) {
+  // The sessions screen too: nothing that creates or closes sessions.
+  await page.getByTestId('sessions-open').click();
+  await page.locator('[data-testid="session-item"][data-session="default"]').waitFor();
+  for (const id of ['prompt-send', 'interrupt', 'permission-allow', 'permission-deny', 'sheet-allow', 'sheet-deny', 'session-new', 'session-close', 'resume-command']) {
     assert.equal(await page.getByTestId(id).count(), 0, `no ${id} in the page`);
   }
+  await page.keyboard.press('Escape');
   await term.request({ type: 'respond', session: 'default', request_id: req.event.request_id, response: { behavior: 'allow' } });
   assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'allow');
   await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });

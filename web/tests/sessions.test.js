@@ -1,4 +1,4 @@
-// Several sessions: the picker lists them, switching attaches the other session and
+// Several sessions: the sessions screen lists them, switching attaches the other session and
 // prompts go there; the first attach is a `tail` attach (a phone joining a long
 // session sees the end at once, with "load earlier" for the rest).
 
@@ -37,7 +37,7 @@ async function turn(session, text) {
   await term.wait((f) => f.type === 'event' && f.session === session && f.event.type === 'result', { from, timeout: 30000 });
 }
 
-test('a tail attach shows the end of a long session; the picker switches sessions and prompts follow', { skip: !enabled }, async () => {
+test('a tail attach shows the end of a long session; the sessions screen switches sessions and prompts follow', { skip: !enabled }, async () => {
   await turn('default', 'hello from the start');
   await turn('default', 'flood 400');
   const A = await openAuthorized(browser, server, server.base, 'phone');
@@ -48,10 +48,12 @@ test('a tail attach shows the end of a long session; the picker switches session
   assert.equal(await A.page.getByTestId('user-prompt').filter({ hasText: 'hello from the start' }).count(), 0);
   assert.ok(await A.page.locator('#load-earlier').isVisible(), 'load earlier is offered');
 
-  // The picker lists both sessions; switching attaches `work`.
-  const picker = A.page.locator('#session-picker');
-  assert.deepEqual(await picker.locator('option').evaluateAll((os) => os.map((o) => o.value)).then((v) => v.sort()), ['default', 'work']);
-  await picker.selectOption('work');
+  // The sessions screen lists both sessions; switching attaches `work`.
+  await A.page.getByTestId('sessions-open').click();
+  const items = A.page.getByTestId('session-item');
+  await until(async () => (await items.count()) === 2, 'both sessions listed');
+  assert.deepEqual((await items.evaluateAll((xs) => xs.map((x) => x.dataset.session))).sort(), ['default', 'work']);
+  await A.page.locator('[data-testid="session-item"][data-session="work"] button').click();
   await waitAttr(view, 'data-session', (v) => v === 'work');
   const from = term.frames.length;
   await A.page.getByTestId('prompt-input').fill('hello work');

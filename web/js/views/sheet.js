@@ -3,7 +3,10 @@
 // on screen, a sheet above the prompt box names the tool and what it will do, with
 // Allow (only when the sheet shows the input complete: a short command, a path, a
 // query — never a diff it would have to cut), Deny, and "Show" that scrolls to the
-// card. Must not: know about sockets (answers go through `respond`).
+// card. A request of another session (docs/protocol.md §4 `pending`: only its tool and a
+// short summary are known here) gets Deny and "Go to it", never Allow: the page cannot
+// show its input complete without that session's events, and going to it shows the
+// whole request. Must not: know about sockets (answers go through `respond`).
 
 import { toolSummary } from './stream.js';
 import { actionRow, el } from './dom.js';
@@ -37,6 +40,26 @@ export class ApprovalSheet {
     this.shownId = null;
   }
 
+  /**
+   * Show `req` ({session, title, requestId, tool, summary}), a request pending in
+   * another session; `count`: how many wait in other sessions.
+   */
+  updateOther(req, count) {
+    const key = `other:${req.session}:${req.requestId}:${count}`;
+    if (key === this.shownId && !this.root.hidden) return;
+    this.shownId = key;
+    this.root.dataset.requestId = req.requestId;
+    this.root.dataset.session = req.session;
+    this.root.dataset.other = 'true';
+    const head = el('p', 'sheet-head', `${req.title || req.session} needs approval: ${req.tool}${count > 1 ? ` (1 of ${count})` : ''}`);
+    const summary = el('p', 'summary', req.summary || req.tool);
+    const { row, add: button } = actionRow();
+    if (this.actions.canAnswer()) button('Deny', 'sheet-deny', 'danger', () => this.actions.respondOther(req, { behavior: 'deny' }));
+    button('Go to it', 'sheet-show', '', () => this.actions.goTo(req));
+    this.root.replaceChildren(head, summary, row);
+    this.root.hidden = false;
+  }
+
   /** Show `item` (a pending permission item of `session`), or hide the sheet (null). */
   update(item, session, cwd, pendingCount) {
     if (!item) {
@@ -52,6 +75,7 @@ export class ApprovalSheet {
     this.shownId = key;
     this.root.dataset.requestId = item.requestId;
     this.root.dataset.session = session;
+    delete this.root.dataset.other;
     const head = el('p', 'sheet-head', `Needs approval: ${item.tool}${pendingCount > 1 ? ` (1 of ${pendingCount})` : ''}`);
     const complete = completeSummary(item.tool, item.input, cwd);
     const summary = el('p', 'summary', complete || item.description || toolSummary(item.tool, item.input, cwd) || item.tool);
