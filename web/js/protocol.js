@@ -67,7 +67,8 @@ export const msg = {
   /** Session lifecycle (docs/protocol.md §4, owners): `opts` holds `workdir` and optional `name`, `worktree`, `resume`. */
   sessionCreate: (id, opts, key) => ({ type: 'session.create', id, ...opts, key }),
   sessionClose: (id, session, removeWorktree = false) => ({ type: 'session.close', id, session, remove_worktree: removeWorktree }),
-  conversationsList: (id, workdir, limit = 50) => ({ type: 'conversations.list', id, workdir, limit }),
+  /** `before`: the last `updated_at` of the previous page. */
+  conversationsList: (id, workdir, limit = 50, before = undefined) => ({ type: 'conversations.list', id, workdir, limit, before }),
   /** Without `path`: the roots. */
   dirsList: (id, path) => (path ? { type: 'dirs.list', id, path } : { type: 'dirs.list', id }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */

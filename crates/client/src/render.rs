@@ -377,6 +377,14 @@ impl Renderer {
                 Some(Tone::Yellow),
                 &format!("· an agent line of {bytes} bytes was too long and was dropped"),
             ),
+            RelayEvent::Closed { by, device } => {
+                let who = if *by == self.roster.own_id {
+                    "you".to_string()
+                } else {
+                    clean(device.as_deref().unwrap_or(by))
+                };
+                self.line(Some(Tone::Yellow), &format!("· session closed by {who}"))
+            }
         }
     }
 

@@ -725,7 +725,9 @@ impl Session {
                 self.out(fx, text);
                 return;
             }
-            RelayEvent::AgentExit { .. } | RelayEvent::Dropped { .. } => {}
+            RelayEvent::AgentExit { .. }
+            | RelayEvent::Dropped { .. }
+            | RelayEvent::Closed { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

@@ -2073,6 +2073,14 @@ pub enum RelayEvent {
     /// The agent wrote a line too long to keep; `bytes` were dropped.
     #[serde(rename = "relay.dropped")]
     Dropped { bytes: u64 },
+    /// The session was closed (§4): its last event.
+    #[serde(rename = "relay.closed")]
+    Closed {
+        /// The closer's `client_id`.
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2084,6 +2092,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.cancelled",
     "relay.agent_exit",
     "relay.dropped",
+    "relay.closed",
 ];
 
 /// The phase of a `relay.turn`.
@@ -3061,6 +3070,10 @@ mod tests {
                 restarting: false,
             },
             RelayEvent::Dropped { bytes: 40 },
+            RelayEvent::Closed {
+                by: "c1".into(),
+                device: Some("phone".into()),
+            },
         ]
     }
 
@@ -3073,6 +3086,7 @@ mod tests {
             RelayEvent::Cancelled { .. } => 4,
             RelayEvent::AgentExit { .. } => 5,
             RelayEvent::Dropped { .. } => 6,
+            RelayEvent::Closed { .. } => 7,
         }
     }
 
