@@ -1,7 +1,6 @@
-//! The Claude Code CLI's own controls over stream-json (docs/protocol.md §10,
-//! "What the Claude Code CLI sends and accepts"): the REAL pinned CLI, offline
-//! against the mock Anthropic API, driven directly on pipes with the relay's
-//! flags (no relay involved).
+//! The Claude Code CLI's own controls over stream-json (docs/protocol.md §10.1):
+//! the REAL pinned CLI, offline against the mock Anthropic API, driven directly
+//! on pipes with the relay's flags (no relay involved).
 //!
 //! Every scenario is a function that drives one CLI and checks what it sees;
 //! the tests below run them. The same scenarios also record the transcripts in
@@ -292,7 +291,7 @@ fn request_text(request: &Value) -> String {
     format!("{}\n{}", request["system"], request["messages"])
 }
 
-fn find<'a>(lines: &'a [Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+fn find(lines: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     lines.iter().find(|v| pred(v))
 }
 
@@ -316,12 +315,20 @@ fn initialize_and_init(w: &mut World) -> anyhow::Result<()> {
     ensure!(answer["current_permission_mode"] == "default", "{answer}");
     let lines = w.turn(
         &mut cli,
-        prompt(json!("hello"), Some("11111111-1111-4111-8111-111111111111"), None),
+        prompt(
+            json!("hello"),
+            Some("11111111-1111-4111-8111-111111111111"),
+            None,
+        ),
     )?;
     let sys = find(&lines, |v| v["type"] == "system" && v["subtype"] == "init")
         .context("no system/init")?;
     ensure!(sys["permissionMode"] == "default", "{sys}");
-    ensure!(sys["slash_commands"].as_array().is_some_and(|c| c.iter().any(|c| c == "compact")));
+    ensure!(
+        sys["slash_commands"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "compact"))
+    );
     w.close(cli)
 }
 
@@ -355,7 +362,10 @@ fn permission_mode(w: &mut World) -> anyhow::Result<()> {
         json!({"subtype":"set_permission_mode","mode":"bogus"}),
     )?;
     ensure!(bad["subtype"] == "error", "{bad}");
-    ensure!(bad["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}");
+    ensure!(
+        bad["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{bad}"
+    );
     w.note("bypassPermissions and auto without --allow-dangerously-skip-permissions");
     w.control(
         &mut cli,
@@ -392,7 +402,10 @@ fn model(w: &mut World) -> anyhow::Result<()> {
     ] {
         let ans = w.control(&mut cli, id, json!({"subtype":"set_model","model":model}))?;
         if model == "no-such-model-xyz" {
-            ensure!(ans["subtype"] == "error", "an unknown model was accepted: {ans}");
+            ensure!(
+                ans["subtype"] == "error",
+                "an unknown model was accepted: {ans}"
+            );
         } else {
             ensure!(ans["subtype"] == "success", "{ans}");
         }
@@ -466,7 +479,11 @@ fn queries(w: &mut World) -> anyhow::Result<()> {
     w.control(&mut cli, "req_cost", json!({"subtype":"get_session_cost"}))?;
     w.control(&mut cli, "req_models", json!({"subtype":"list_models"}))?;
     w.control(&mut cli, "req_status", json!({"subtype":"get_status"}))?;
-    w.control(&mut cli, "req_effort_flag", json!({"subtype":"apply_flag_settings","settings":{"effortLevel":"low"}}))?;
+    w.control(
+        &mut cli,
+        "req_effort_flag",
+        json!({"subtype":"apply_flag_settings","settings":{"effortLevel":"low"}}),
+    )?;
     w.turn(&mut cli, text_prompt("hello after effort"))?;
     w.new_requests();
     w.close(cli)
@@ -477,7 +494,10 @@ fn steer(w: &mut World) -> anyhow::Result<()> {
     let (mut cli, _) = w.spawn(&[])?;
     let first = "22222222-2222-4222-8222-222222222222";
     let steer = "33333333-3333-4333-8333-333333333333";
-    w.send(&mut cli, &prompt(json!("please long-tool"), Some(first), None))?;
+    w.send(
+        &mut cli,
+        &prompt(json!("please long-tool"), Some(first), None),
+    )?;
     let lines = w.until(&mut cli, TURN, is_can_use_tool)?;
     let req = lines.last().context("no prompt")?.clone();
     let request_id = req["request_id"].as_str().context("request_id")?;
@@ -491,7 +511,11 @@ fn steer(w: &mut World) -> anyhow::Result<()> {
     ));
     w.send(
         &mut cli,
-        &prompt(json!("steer-banana: also mention bananas"), Some(steer), Some("next")),
+        &prompt(
+            json!("steer-banana: also mention bananas"),
+            Some(steer),
+            Some("next"),
+        ),
     )?;
     let lines = w.until(&mut cli, TURN, |v| v["type"] == "result")?;
     let result = lines.last().context("result")?.clone();
@@ -503,13 +527,18 @@ fn steer(w: &mut World) -> anyhow::Result<()> {
         kinds(&after)
     );
     ensure!(
-        result["result"].as_str().is_some_and(|r| r.contains("steer-banana")),
+        result["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("steer-banana")),
         "the model's answer in the same turn does not show the steering text: {result}"
     );
     let completed = lines.iter().chain(after.iter()).any(|v| {
         v["type"] == "command_lifecycle" && v["command_uuid"] == steer && v["state"] == "completed"
     });
-    ensure!(completed, "no command_lifecycle completed for the steering uuid");
+    ensure!(
+        completed,
+        "no command_lifecycle completed for the steering uuid"
+    );
     w.new_requests();
     w.close(cli)
 }
@@ -574,7 +603,10 @@ fn ask_question(w: &mut World) -> anyhow::Result<()> {
     )?;
     w.until(&mut cli, TURN, |v| v["type"] == "result")?;
     let sent = w.new_requests().pop().context("no request")?;
-    let last = sent["messages"].as_array().and_then(|m| m.last()).context("messages")?;
+    let last = sent["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .context("messages")?;
     let tool_result = last["content"]
         .as_array()
         .and_then(|c| c.iter().find(|b| b["type"] == "tool_result"))
@@ -631,11 +663,17 @@ fn image(w: &mut World) -> anyhow::Result<()> {
 /// `--permission-mode` and `--model` at start, then `--resume` without them.
 fn flags_resume(w: &mut World) -> anyhow::Result<()> {
     let (mut cli, init) = w.spawn(&["--permission-mode", "plan", "--model", "sonnet"])?;
-    ensure!(init["response"]["current_permission_mode"] == "plan", "{init}");
+    ensure!(
+        init["response"]["current_permission_mode"] == "plan",
+        "{init}"
+    );
     let lines = w.turn(&mut cli, text_prompt("hello"))?;
     let sys = find(&lines, |v| v["subtype"] == "init").context("no init")?;
     ensure!(sys["permissionMode"] == "plan", "{sys}");
-    let session = sys["session_id"].as_str().context("session_id")?.to_string();
+    let session = sys["session_id"]
+        .as_str()
+        .context("session_id")?
+        .to_string();
     w.close(cli)?;
     w.note("resume without --permission-mode: which mode comes back");
     let (mut cli, _) = w.spawn(&["--resume", &session])?;

@@ -69,11 +69,13 @@ mod tests {
             serde_json::from_str(r#"{"name":"compact","description":"d","argument_hint":"<x>"}"#)
                 .unwrap();
         assert_eq!(c.argument_hint, "<x>");
-        let back: CatalogCommand = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        let back: CatalogCommand =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         let m: CatalogModel = serde_json::from_str(r#"{"value":"sonnet"}"#).unwrap();
         assert!(m.effort_levels.is_empty());
-        let r: RateLimit = serde_json::from_str(r#"{"resets_at":null,"status":"rejected"}"#).unwrap();
+        let r: RateLimit =
+            serde_json::from_str(r#"{"resets_at":null,"status":"rejected"}"#).unwrap();
         assert_eq!(r.resets_at, None);
         assert!(PERMISSION_MODES.contains(&"plan"));
     }

@@ -501,7 +501,10 @@ fn usage_limit_response() -> Response {
         .header("anthropic-ratelimit-unified-5h-status", "rejected")
         .header("anthropic-ratelimit-unified-5h-reset", reset_s.as_str())
         .header("anthropic-ratelimit-unified-5h-utilization", "1.0")
-        .header("anthropic-ratelimit-unified-representative-claim", "five_hour")
+        .header(
+            "anthropic-ratelimit-unified-representative-claim",
+            "five_hour",
+        )
         .header("anthropic-ratelimit-unified-fallback-percentage", "0.5")
         .header("anthropic-ratelimit-requests-limit", "50")
         .header("anthropic-ratelimit-requests-remaining", "0")

@@ -1,7 +1,7 @@
-//! The Claude Code CLI's own controls over stream-json (docs/protocol.md §10,
-//! "What the Claude Code CLI sends and accepts"): the control requests the relay
-//! writes to change or query the running agent, and typed parsers for the CLI's
-//! answers and for the lines that report its catalog, mode, model and limits.
+//! The Claude Code CLI's own controls over stream-json (docs/protocol.md §10.1):
+//! the control requests the relay writes to change or query the running agent,
+//! and typed parsers for the CLI's answers and for the lines that report its
+//! catalog, mode, model and limits.
 //!
 //! Every shape here was recorded from the pinned CLI (tests/fixtures/cli-controls,
 //! re-recorded by the `cli_controls` integration tests); the unit tests below
@@ -539,8 +539,7 @@ mod tests {
     fn answer(request_id: &str) -> ControlAnswer {
         for (_, entries) in transcripts() {
             for (line, msg) in stdout_lines(&entries) {
-                if msg["type"] == "control_response"
-                    && msg["response"]["request_id"] == request_id
+                if msg["type"] == "control_response" && msg["response"]["request_id"] == request_id
                 {
                     return parse_control_answer(line.as_bytes()).expect("parses");
                 }
@@ -566,7 +565,10 @@ mod tests {
                 }
             }
         }
-        assert!(answers > 30 && reports > 30, "{answers} answers, {reports} reports");
+        assert!(
+            answers > 30 && reports > 30,
+            "{answers} answers, {reports} reports"
+        );
     }
 
     #[test]
@@ -581,12 +583,12 @@ mod tests {
                 let id = msg["request_id"].as_str().expect("request_id");
                 let req = &msg["request"];
                 let built = match req["subtype"].as_str() {
-                    Some("set_permission_mode") => match PermissionMode::parse(
-                        req["mode"].as_str().unwrap_or_default(),
-                    ) {
-                        Some(mode) => HostControl::SetPermissionMode { mode },
-                        None => continue, // the recorded refusal of a mode the CLI does not know
-                    },
+                    Some("set_permission_mode") => {
+                        match PermissionMode::parse(req["mode"].as_str().unwrap_or_default()) {
+                            Some(mode) => HostControl::SetPermissionMode { mode },
+                            None => continue, // the recorded refusal of a mode the CLI does not know
+                        }
+                    }
                     Some("set_model") => HostControl::SetModel {
                         model: req["model"].as_str().map(str::to_string),
                     },
@@ -657,7 +659,10 @@ mod tests {
         assert!(!sys.terminal_slash_commands.is_empty());
         let terminal = sys.terminal_slash_commands[0].clone();
         assert!(catalog.commands().iter().any(|c| c.name == terminal));
-        assert!(catalog.apply(&report), "hiding terminal commands changes the catalog");
+        assert!(
+            catalog.apply(&report),
+            "hiding terminal commands changes the catalog"
+        );
         assert!(!catalog.commands().iter().any(|c| c.name == terminal));
         assert!(catalog.commands().iter().any(|c| c.name == "compact"));
         assert_eq!(catalog.model_in_effect.as_deref(), Some("claude-opus-5-5"));
@@ -678,7 +683,10 @@ mod tests {
         assert!(!PermissionMode::Plan.runs_tools_unasked());
         for mode in PermissionMode::ALL {
             assert_eq!(PermissionMode::parse(mode.as_str()), Some(mode));
-            assert!(bogus.error.contains(mode.as_str()), "{mode:?} not in the CLI's list");
+            assert!(
+                bogus.error.contains(mode.as_str()),
+                "{mode:?} not in the CLI's list"
+            );
         }
     }
 
@@ -688,7 +696,10 @@ mod tests {
         assert_eq!(sonnet.model, "claude-sonnet-5-5");
         let unknown = answer("req_model_unknown").outcome().unwrap_err();
         assert_eq!(unknown.code.as_deref(), Some("not_found"));
-        assert_eq!(unknown.model_in_effect.as_deref(), Some("claude-sonnet-5-5"));
+        assert_eq!(
+            unknown.model_in_effect.as_deref(),
+            Some("claude-sonnet-5-5")
+        );
         let reset: ModelAnswer = answer("req_model_null").payload().unwrap();
         assert_eq!(reset.model, "claude-opus-5-5");
     }
@@ -705,7 +716,10 @@ mod tests {
         for id in ["req_ctx_summary_0", "req_ctx_summary", "req_ctx_full"] {
             let usage: ContextUsageAnswer = answer(id).payload().unwrap();
             let wire = usage.to_wire();
-            assert!(wire.used_tokens > 0 && wire.max_tokens >= wire.used_tokens, "{id}: {wire:?}");
+            assert!(
+                wire.used_tokens > 0 && wire.max_tokens >= wire.used_tokens,
+                "{id}: {wire:?}"
+            );
             assert!(!usage.categories.is_empty());
         }
         let none: PlanAnswer = answer("req_plan").payload().unwrap();
@@ -771,11 +785,17 @@ mod tests {
             line,
             r#"{"type":"control_request","request_id":"r1","request":{"subtype":"set_permission_mode","mode":"acceptEdits"}}"#
         );
-        let v: Value = serde_json::from_str(&control_request("r2", &HostControl::Interrupt)).unwrap();
-        assert_eq!(v["request"], serde_json::json!({"subtype":"interrupt"}));
         let v: Value =
-            serde_json::from_str(&control_request("r3", &HostControl::SetModel { model: None }))
-                .unwrap();
-        assert_eq!(v["request"], serde_json::json!({"subtype":"set_model","model":null}));
+            serde_json::from_str(&control_request("r2", &HostControl::Interrupt)).unwrap();
+        assert_eq!(v["request"], serde_json::json!({"subtype":"interrupt"}));
+        let v: Value = serde_json::from_str(&control_request(
+            "r3",
+            &HostControl::SetModel { model: None },
+        ))
+        .unwrap();
+        assert_eq!(
+            v["request"],
+            serde_json::json!({"subtype":"set_model","model":null})
+        );
     }
 }
