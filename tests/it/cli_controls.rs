@@ -543,6 +543,46 @@ fn steer(w: &mut World) -> anyhow::Result<()> {
     w.close(cli)
 }
 
+/// A `priority:"next"` prompt sent while the model streams text (no tool to wait
+/// for): how the CLI runs it once the turn's reply ends.
+fn steer_without_tool(w: &mut World) -> anyhow::Result<()> {
+    let (mut cli, _) = w.spawn(&[])?;
+    let first = "44444444-4444-4444-8444-444444444444";
+    let steer = "55555555-5555-4555-8555-555555555555";
+    w.send(&mut cli, &prompt(json!("slow please"), Some(first), None))?;
+    w.until(&mut cli, TURN, |v| {
+        v["type"] == "stream_event" && v["event"]["type"] == "content_block_delta"
+    })?;
+    w.note("the model streams its reply: a prompt with priority next");
+    w.send(
+        &mut cli,
+        &prompt(json!("order-7"), Some(steer), Some("next")),
+    )?;
+    let mut lines = w.until(&mut cli, TURN, |v| v["type"] == "result")?;
+    lines.extend(w.drain(&mut cli, Duration::from_secs(3)));
+    if !lines
+        .iter()
+        .any(|v| v["type"] == "result" && v["user_message_uuid"] == steer)
+    {
+        lines.extend(w.until(&mut cli, TURN, |v| v["type"] == "result")?);
+    }
+    let results: Vec<&Value> = lines.iter().filter(|v| v["type"] == "result").collect();
+    w.note(&format!("{} result(s)", results.len()));
+    ensure!(
+        results.len() == 2 && results[1]["user_message_uuid"] == steer,
+        "expected the steering prompt to run as a turn of its own after the first: {results:?}"
+    );
+    ensure!(
+        results.iter().any(|r| r["result"]
+            .as_str()
+            .is_some_and(|t| t.contains("ack order-7"))),
+        "the steering prompt never reached the model: {:?}",
+        kinds(&lines)
+    );
+    w.new_requests();
+    w.close(cli)
+}
+
 /// `ExitPlanMode` in plan mode: the can_use_tool request, allow, the mode after.
 fn exit_plan_mode(w: &mut World) -> anyhow::Result<()> {
     let (mut cli, _) = w.spawn(&["--permission-mode", "plan"])?;
@@ -695,6 +735,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("thinking", thinking),
     ("queries", queries),
     ("steer", steer),
+    ("steer_without_tool", steer_without_tool),
     ("exit_plan_mode", exit_plan_mode),
     ("ask_question", ask_question),
     ("usage_limit", usage_limit),
@@ -800,4 +841,11 @@ fn usage_limit_429_ends_the_turn_with_an_api_error() -> anyhow::Result<()> {
 #[test]
 fn image_block_reaches_the_model() -> anyhow::Result<()> {
     run("image", false)
+}
+
+/// With no tool boundary before the reply ends, a `priority:"next"` prompt runs as
+/// a turn of its own (its own `result`) right after the running one.
+#[test]
+fn steering_prompt_without_a_tool_runs_as_the_next_turn() -> anyhow::Result<()> {
+    run("steer_without_tool", false)
 }
