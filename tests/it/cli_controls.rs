@@ -250,7 +250,7 @@ fn text_prompt(text: &str) -> Value {
 }
 
 /// What a transcript keeps of one API request: the model, thinking, the tool
-/// names, the system prompt's size and the last two messages (images shortened).
+/// names, the system prompt's size and the last two messages (images and long texts shortened).
 fn request_summary(r: &Value) -> Value {
     let tools: Vec<&str> = r["tools"]
         .as_array()
@@ -267,6 +267,11 @@ fn request_summary(r: &Value) -> Value {
         "messages": messages.len(), "last_messages": tail})
 }
 
+/// How much of a long text an API request summary keeps (the environment section
+/// and plan mode's instructions run to several thousand characters).
+const TEXT_KEPT: usize = 1500;
+
+/// A message with image data and long texts shortened, for a request summary.
 fn shorten_images(v: &Value) -> Value {
     match v {
         Value::Object(map) => {
@@ -275,6 +280,10 @@ fn shorten_images(v: &Value) -> Value {
                 if k == "data" && map.get("type") == Some(&json!("base64")) {
                     let len = val.as_str().map(str::len).unwrap_or(0);
                     out.insert(k.clone(), json!(format!("<{len} base64 chars>")));
+                } else if let Some(text) = val.as_str().filter(|t| t.chars().count() > TEXT_KEPT) {
+                    let kept: String = text.chars().take(TEXT_KEPT).collect();
+                    let len = text.chars().count();
+                    out.insert(k.clone(), json!(format!("{kept}… ({len} chars)")));
                 } else {
                     out.insert(k.clone(), shorten_images(val));
                 }
