@@ -11,6 +11,7 @@ mod common;
 mod agent_supervision;
 mod attach_client;
 mod auth_flow;
+mod cli_controls;
 mod deploy_configs;
 mod devices;
 mod examples;

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 #[macro_use]
 mod label_enum;
+pub mod catalog;
 
 /// Protocol version announced in `auth.challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -15,7 +15,36 @@
 //! - `slow` → 20 text deltas 250 ms apart (stops when the client goes away);
 //! - `recall` → quotes every earlier user prompt found in `messages`;
 //! - `order-N` → "ack order-N";
+//! - `plan-mode-exit` → "Here is my plan." + a Write of [`PLAN_TEXT`] to the plan
+//!   file the CLI named in plan mode's instructions ("create your plan at …";
+//!   left out when the request names none) + an `ExitPlanMode` tool_use (the CLI
+//!   drops its `plan` input and reads the plan file; it asks the host with
+//!   `can_use_tool`);
+//! - `ask-question` → an `AskUserQuestion` tool_use with two questions
+//!   ([`QUESTION_COLOR`], single-select Red/Blue; [`QUESTION_TOPPINGS`],
+//!   multi-select Cheese/Olives/Basil);
+//! - `long-tool` → "Running a long command." + a Bash tool_use of
+//!   [`LONG_COMMAND`] (sleeps [`LONG_TOOL_SECS`] s, so a test can steer the
+//!   turn while the tool runs);
+//! - `usage-limit` → HTTP 429 `rate_limit_error` with the headers Anthropic sends
+//!   when an account's usage limit is reached (`anthropic-ratelimit-unified-status:
+//!   rejected`, `-unified-reset` / `-unified-5h-reset` in Unix seconds
+//!   [`USAGE_LIMIT_RESET_SECS`] from now, `-unified-representative-claim:
+//!   five_hour`, `retry-after`, and the API-key `anthropic-ratelimit-requests-*`
+//!   headers with an RFC 3339 reset);
 //! - anything else (`hello`) → "Hello from the mock Anthropic API!".
+//!
+//! A request without `"stream":true` (the CLI checks a model this way after
+//! `set_model`) gets the same answer as one JSON message; a model whose id
+//! starts with `no-such-model` gets HTTP 404 `not_found_error`, as the API
+//! answers an unknown model.
+//!
+//! A last user message holding a `tool_result` AND text of the user's own (a
+//! prompt the CLI folded into the running turn, e.g. one sent with
+//! `priority:"next"`) gets "Tool finished. Output was: <content> Also read: <text>".
+//!
+//! [`MockAnthropic::requests`] returns every request body (system prompt, tools,
+//! messages, model, thinking), so a test can see what the CLI sent.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +67,18 @@ pub const HELLO: &str = "Hello from the mock Anthropic API!";
 pub const BASH_COMMAND: &str = "sh -c 'echo relay-ok'";
 /// The content `write-file` asks to write.
 pub const WRITE_CONTENT: &str = "written by the mock model\n";
+/// The plan text of `plan-mode-exit`'s ExitPlanMode call.
+pub const PLAN_TEXT: &str = "# Plan\n\n1. Read the code.\n2. Fix the bug.\n3. Run the tests.";
+/// The first (single-select) question of `ask-question`.
+pub const QUESTION_COLOR: &str = "Which color should the button be?";
+/// The second (multi-select) question of `ask-question`.
+pub const QUESTION_TOPPINGS: &str = "Which toppings do you want?";
+/// How long `long-tool`'s command runs.
+pub const LONG_TOOL_SECS: u64 = 4;
+/// The Bash command of `long-tool` (prompts for permission: not read-only).
+pub const LONG_COMMAND: &str = "sh -c 'sleep 4; echo long-done'";
+/// When `usage-limit`'s limit resets, in seconds from the request.
+pub const USAGE_LIMIT_RESET_SECS: u64 = 3600;
 /// Pause between the deltas of `slow`.
 const SLOW_PAUSE: Duration = Duration::from_millis(250);
 
@@ -150,11 +191,27 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if let Ok(mut r) = shared.requests.lock() {
         r.push(request.clone());
     }
+    if last_prompt_text(&request)
+        .to_ascii_lowercase()
+        .contains("usage-limit")
+    {
+        return usage_limit_response();
+    }
     let plan = plan(&request);
     let model = request["model"]
         .as_str()
         .unwrap_or("claude-mock")
         .to_string();
+    if model.starts_with("no-such-model") {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("model: {model}"),
+        );
+    }
+    if request["stream"] != true {
+        return whole_answer(&model, plan);
+    }
     let request_id = format!("req_mock{}", short_id());
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
@@ -178,6 +235,31 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
+}
+
+/// `plan` as one JSON message (a request without `"stream":true`).
+fn whole_answer(model: &str, plan: Plan) -> Response {
+    let mut stop_reason = "end_turn";
+    let content: Vec<Value> = plan
+        .blocks
+        .iter()
+        .map(|block| match block {
+            Block::Text(chunks) => json!({"type":"text","text":chunks.concat()}),
+            Block::ToolUse { name, input } => {
+                stop_reason = "tool_use";
+                json!({"type":"tool_use","id":format!("toolu_mock{}", short_id()),"name":name,"input":input})
+            }
+        })
+        .collect();
+    let body = json!({"id":format!("msg_mock{}", short_id()),"type":"message","role":"assistant",
+        "model":model,"content":content,"stop_reason":stop_reason,"stop_sequence":null,
+        "usage":{"input_tokens":100,"output_tokens":5,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Sends the SSE events of `plan`; false when the client went away first.
@@ -257,15 +339,57 @@ fn plan(request: &Value) -> Plan {
     let blocks = content_blocks(&last["content"]);
     if let Some(tr) = blocks.iter().find(|b| b["type"] == "tool_result") {
         let content = text_of(&tr["content"]);
-        let text = if tr["is_error"] == true {
+        let mut text = if tr["is_error"] == true {
             format!("Tool was denied: {content}")
         } else {
             format!("Tool finished. Output was: {content}")
         };
+        let folded = prompt_text(&blocks);
+        if !folded.is_empty() {
+            text.push_str(&format!(" Also read: {folded}"));
+        }
         return text_plan(&text);
     }
     let prompt = prompt_text(&blocks);
     let lower = prompt.to_ascii_lowercase();
+    if lower.contains("plan-mode-exit") {
+        let mut blocks = vec![Block::Text(vec!["Here is my plan.".to_string()])];
+        if let Some(path) = plan_file_path(request) {
+            blocks.push(Block::ToolUse {
+                name: "Write",
+                input: json!({"file_path": path, "content": PLAN_TEXT}),
+            });
+        }
+        blocks.push(Block::ToolUse {
+            name: "ExitPlanMode",
+            input: json!({"plan": PLAN_TEXT}),
+        });
+        return Plan {
+            blocks,
+            pause: Duration::ZERO,
+        };
+    }
+    if lower.contains("ask-question") {
+        return Plan {
+            blocks: vec![Block::ToolUse {
+                name: "AskUserQuestion",
+                input: ask_question_input(),
+            }],
+            pause: Duration::ZERO,
+        };
+    }
+    if lower.contains("long-tool") {
+        return Plan {
+            blocks: vec![
+                Block::Text(vec!["Running a long command.".to_string()]),
+                Block::ToolUse {
+                    name: "Bash",
+                    input: json!({"command": LONG_COMMAND, "description": "Sleep, then print long-done"}),
+                },
+            ],
+            pause: Duration::ZERO,
+        };
+    }
     if lower.contains("run-bash") {
         return Plan {
             blocks: vec![
@@ -327,6 +451,68 @@ fn plan(request: &Value) -> Plan {
     text_plan(HELLO)
 }
 
+/// The input of `ask-question`'s AskUserQuestion call (the tool's own schema:
+/// `questions[]` of `question`, `header`, `options[]` of `label`/`description`, `multiSelect`).
+pub fn ask_question_input() -> Value {
+    json!({"questions": [
+        {"question": QUESTION_COLOR, "header": "Color", "multiSelect": false, "options": [
+            {"label": "Red", "description": "A warm red"},
+            {"label": "Blue", "description": "A calm blue"}]},
+        {"question": QUESTION_TOPPINGS, "header": "Toppings", "multiSelect": true, "options": [
+            {"label": "Cheese", "description": "Grated cheese"},
+            {"label": "Olives", "description": "Black olives"},
+            {"label": "Basil", "description": "Fresh basil"}]}
+    ]})
+}
+
+/// The user's own words in the last user message of `request` ("" when none).
+fn last_prompt_text(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| prompt_text(&content_blocks(&m["content"])))
+        .unwrap_or_default()
+}
+
+/// HTTP 429 as Anthropic answers when an account's usage limit is reached.
+fn usage_limit_response() -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let reset = now + USAGE_LIMIT_RESET_SECS;
+    let reset_rfc3339 = time::OffsetDateTime::from_unix_timestamp(reset as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let body = json!({"type":"error","error":{"type":"rate_limit_error",
+        "message":"This request would exceed your account's rate limit. Please try again later."}});
+    let reset_s = reset.to_string();
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("request-id", format!("req_mock{}", short_id()))
+        .header("retry-after", USAGE_LIMIT_RESET_SECS.to_string())
+        .header("anthropic-ratelimit-unified-status", "rejected")
+        .header("anthropic-ratelimit-unified-reset", reset_s.as_str())
+        .header("anthropic-ratelimit-unified-5h-status", "rejected")
+        .header("anthropic-ratelimit-unified-5h-reset", reset_s.as_str())
+        .header("anthropic-ratelimit-unified-5h-utilization", "1.0")
+        .header(
+            "anthropic-ratelimit-unified-representative-claim",
+            "five_hour",
+        )
+        .header("anthropic-ratelimit-unified-fallback-percentage", "0.5")
+        .header("anthropic-ratelimit-requests-limit", "50")
+        .header("anthropic-ratelimit-requests-remaining", "0")
+        .header("anthropic-ratelimit-requests-reset", reset_rfc3339)
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 fn text_plan(text: &str) -> Plan {
     let pieces = text.chars().count().div_ceil(6).max(1);
     Plan {
@@ -386,6 +572,19 @@ fn order_tags(lower: &str) -> Vec<String> {
         rest = after;
     }
     tags
+}
+
+/// The plan file plan mode's instructions name ("create your plan at <path> using …").
+fn plan_file_path(request: &Value) -> Option<String> {
+    let text = request["messages"].to_string();
+    let marker = "create your plan at ";
+    let at = text.find(marker)? + marker.len();
+    let path: String = text[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\\')
+        .collect();
+    let path = path.trim_end_matches('.');
+    (path.starts_with('/') && path.ends_with(".md")).then(|| path.to_string())
 }
 
 /// relay-test.txt in the CLI's working directory, read from its environment

@@ -6,6 +6,7 @@
 //! Must not: decide what a line means for clients, assign seqs or touch sockets —
 //! the session drives the agent and owns every piece of session state.
 
+pub mod controls;
 pub mod process;
 pub mod restart;
 pub mod wire;

@@ -35,6 +35,10 @@ struct UserLine<'a> {
     parent_tool_use_id: Option<()>,
     session_id: &'static str,
     uuid: &'a str,
+    /// `next` for a steering prompt (docs/protocol.md §10): the running turn takes it
+    /// at its next tool boundary instead of queueing it as a turn of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +58,25 @@ pub fn user_prompt(content: &RawValue, prompt_id: &str) -> String {
         parent_tool_use_id: None,
         session_id: "",
         uuid: prompt_id,
+        priority: None,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// A steering prompt: a user message with `priority:"next"`, which the CLI folds
+/// into the running turn (with the next tool result) and reports with
+/// `command_lifecycle` for `prompt_id`, without a `result` of its own.
+pub fn steering_prompt(content: &RawValue, prompt_id: &str) -> String {
+    let line = UserLine {
+        kind: "user",
+        message: UserMessage {
+            role: "user",
+            content,
+        },
+        parent_tool_use_id: None,
+        session_id: "",
+        uuid: prompt_id,
+        priority: Some("next"),
     };
     serde_json::to_string(&line).unwrap_or_default()
 }
@@ -308,6 +331,10 @@ mod tests {
         assert_eq!(v["uuid"], "p-1");
         assert_eq!(v["session_id"], "");
         assert!(v["parent_tool_use_id"].is_null());
+        assert!(v.get("priority").is_none());
+        let v: Value = serde_json::from_str(&steering_prompt(&content, "p-2")).unwrap();
+        assert_eq!(v["priority"], "next");
+        assert_eq!(v["uuid"], "p-2");
         let v: Value = serde_json::from_str(&control_success(
             "r",
             &serde_json::json!({"behavior":"allow"}),
