@@ -17,6 +17,7 @@
 //! git runner); callers run the blocking functions off the network threads
 //! (`spawn_blocking`).
 
+pub mod conversations;
 pub mod dirs;
 mod error;
 pub mod roots;
