@@ -525,10 +525,7 @@ mod tests {
             encode_project_dir(Path::new("/tmp/wdx/proj.x y")),
             "-tmp-wdx-proj-x-y"
         );
-        let long = format!(
-            "/tmp/wdx/{}",
-            ["a_very.long-directory name é"; 9].join("/")
-        );
+        let long = format!("/tmp/wdx/{}", ["a_very.long-directory name é"; 9].join("/"));
         assert_eq!(
             encode_project_dir(Path::new(&long)),
             "-tmp-wdx-a-very-long-directory-name---a-very-long-directory-name---a-very-long-directory-name---a-very-long-directory-name---a-very-long-directory-name---a-very-long-directory-name---a-very-long-direc-hkqndj"
