@@ -259,6 +259,17 @@ pub fn exists(config_dir: &Path, workdir: &Path, id: &str) -> bool {
         .any(|path| read_summary(&path, id).is_some_and(|s| s.cwd.as_deref() == Some(workdir)))
 }
 
+/// Blocking. [`validate_conversation_id`], then [`exists`]: `Ok` when `id` may be
+/// resumed in `workdir`, else `bad_message` or `no_such_conversation`.
+pub fn require(config_dir: &Path, workdir: &Path, id: &str) -> Result<(), WorkdirError> {
+    validate_conversation_id(id)?;
+    if exists(config_dir, workdir, id) {
+        Ok(())
+    } else {
+        Err(WorkdirError::NoSuchConversation(id.to_owned()))
+    }
+}
+
 /// What one transcript says about itself.
 #[derive(Debug, Default)]
 struct Summary {
@@ -718,6 +729,38 @@ mod tests {
         );
         let t = parse_before("2026-12-01T10:00:00.5Z").unwrap();
         assert_eq!(format_time(t), "2026-12-01T10:00:00.5Z");
+    }
+
+    /// The first and last lines of a transcript the pinned CLI wrote (`claude -p`
+    /// against a mock API), unchanged but for its working directory.
+    const REAL_TRANSCRIPT: &str = r#"{"type":"queue-operation","operation":"enqueue","timestamp":"2026-12-07T01:12:30.747Z","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2","content":"first line of prompt\nsecond line"}
+{"type":"queue-operation","operation":"dequeue","timestamp":"2026-12-07T01:12:30.750Z","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2"}
+{"parentUuid":null,"isSidechain":false,"promptId":"f190e001-1873-4fb9-b47c-70ac700a3130","type":"user","message":{"role":"user","content":"first line of prompt\nsecond line"},"uuid":"93e8a4e5-685c-4163-a8c5-12fa9c4537df","timestamp":"2026-12-07T01:12:30.792Z","permissionMode":"default","promptSource":"sdk","sentAtMs":1796605950744,"rowSource":"local","turnOrigin":"sdk","turnPosition":{"promptIndex":0,"turnIndex":1},"userType":"external","entrypoint":"sdk-cli","cwd":"/tmp/wdx/proj.x y","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2","version":"2.1.332","gitBranch":"HEAD"}
+{"type":"last-prompt","lastPrompt":"first line of prompt second line","leafUuid":"a95a64d1-4099-4af5-8bb4-8500a3b0ce35","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2"}
+{"type":"atis-latch","atis":"","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2"}
+{"type":"cost-state","sessionId":"42576fe8-f071-4610-b9ef-e04e21fb4de2","totalCostUSD":0,"totalAPIDuration":0,"totalAPIDurationWithoutRetries":0,"totalToolDuration":0,"totalLinesAdded":0,"totalLinesRemoved":0,"totalDuration":60046,"startTime":1796605950463,"modelUsage":{},"hasUnknownModelCost":false}
+"#;
+
+    #[test]
+    fn reads_a_transcript_the_cli_wrote() {
+        let f = fixture();
+        let w = &f.workdir;
+        let body = REAL_TRANSCRIPT.replace("/tmp/wdx/proj.x y", w.to_str().unwrap());
+        write(&f, w, ID_A, &body, 10);
+        let page = list(&f.config, w, 50, None, &nobody).unwrap();
+        assert_eq!(page.conversations.len(), 1);
+        assert_eq!(page.conversations[0].conversation, ID_A);
+        assert_eq!(page.conversations[0].title, "first line of prompt");
+        assert!(exists(&f.config, w, ID_A));
+        assert!(require(&f.config, w, ID_A).is_ok());
+        assert_eq!(
+            require(&f.config, w, ID_B).unwrap_err().code(),
+            ErrorCode::NoSuchConversation
+        );
+        assert_eq!(
+            require(&f.config, w, "a/b").unwrap_err().code(),
+            ErrorCode::BadMessage
+        );
     }
 
     #[test]
