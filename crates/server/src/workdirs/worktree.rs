@@ -330,8 +330,12 @@ pub async fn is_clean(path: &Path) -> Result<bool, WorkdirError> {
 
 /// Removes the worktree `wt` with `git worktree remove` (never `--force`), keeping
 /// its branch. Refused with `git_failed` ("… has uncommitted changes") when it has
-/// changes other than ignored files; then nothing is removed.
+/// changes other than ignored files; then nothing is removed. A worktree whose
+/// directory is gone is `not_found`.
 pub async fn remove(wt: &Worktree) -> Result<(), WorkdirError> {
+    if tokio::fs::symlink_metadata(&wt.path).await.is_err() {
+        return Err(WorkdirError::NotFound(shown(&wt.path)));
+    }
     if !is_clean(&wt.path).await? {
         return Err(WorkdirError::Dirty(shown(&wt.path)));
     }
@@ -491,6 +495,7 @@ mod tests {
         assert!(!path.exists());
         assert!(!worktree_list(&f.repo).contains(path.to_str().unwrap()));
         assert!(branches(&f.repo).lines().any(|b| b == "ccrelay/s1"));
+        assert_eq!(remove(&wt).await.unwrap_err().code(), ErrorCode::NotFound);
     }
 
     #[tokio::test]
