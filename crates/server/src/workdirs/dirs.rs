@@ -194,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn stops_examining_after_max_examined_entries() {
+        let (_tmp, home, roots) = setup();
+        let big = home.join("src/big");
+        std::fs::create_dir(&big).unwrap();
+        for i in 0..MAX_EXAMINED {
+            std::fs::write(big.join(format!("f{i}")), "").unwrap();
+        }
+        std::fs::create_dir(big.join("sub")).unwrap();
+        let listing = list_dirs(&roots, Some("~/src/big"), MAX_DIRS).unwrap();
+        assert!(listing.truncated);
+        assert!(listing.dirs.len() <= 1);
+    }
+
+    #[test]
     fn without_a_path_lists_the_roots() {
         let (_tmp, home, roots) = setup();
         let listing = list_dirs(&roots, None, MAX_DIRS).unwrap();

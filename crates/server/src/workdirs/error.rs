@@ -37,6 +37,9 @@ pub enum WorkdirError {
     /// Not a name `git check-ref-format --branch` accepts, or one starting with `-`.
     #[error("not a valid branch name: {}", bounded(.0))]
     BadBranch(String),
+    /// Not an RFC 3339 time.
+    #[error("not an RFC 3339 time: {}", bounded(.0))]
+    BadTime(String),
     /// Not `[A-Za-z0-9-]{1,64}`.
     #[error("not a valid conversation id: {}", bounded(.0))]
     BadConversationId(String),
@@ -82,6 +85,7 @@ impl WorkdirError {
             | WorkdirError::TooLong
             | WorkdirError::NoHome(_)
             | WorkdirError::BadBranch(_)
+            | WorkdirError::BadTime(_)
             | WorkdirError::BadConversationId(_) => ErrorCode::BadMessage,
             WorkdirError::OutsideRoots(_) => ErrorCode::OutsideRoots,
             WorkdirError::NotFound(_) | WorkdirError::NotADirectory(_) => ErrorCode::NotFound,

@@ -13,13 +13,16 @@
 //! Must not: know sessions, connections or the wire's frames (the session registry
 //! calls these functions and turns their results into replies), keep state of its
 //! own beyond [`Roots`], or write anywhere but a worktree it is asked to create.
-//! Everything that touches the file system is blocking unless it is `async` (the
-//! git runner); callers run the blocking functions off the network threads
+//! Everything that touches the file system is blocking unless it is `async` (git
+//! and worktrees); callers run the blocking functions off the network threads
 //! (`spawn_blocking`).
 
+pub mod conversations;
 pub mod dirs;
 mod error;
+pub mod git;
 pub mod roots;
+pub mod worktree;
 
 pub use error::{WorkdirError, bounded};
 pub use roots::{Roots, RootsError, claude_config_dir};
