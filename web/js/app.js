@@ -13,6 +13,8 @@
 // (views/sessions.js) over the directory of sessions (directory.js). Only the visible
 // session is attached: switching detaches the one left, whose log stays in the store, and
 // attaches the next with its own `since` (and `uid`), so neither loses nor repeats an event.
+// A request waiting in another session is fetched whole (peek.js) so the approval sheet
+// can show its input and offer Allow there.
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -31,6 +33,7 @@ import { Drafts, triage } from './drafts.js';
 import { qrSvg } from './qr.js';
 import { Directory, normalizeEntry, resumeCommand } from './directory.js';
 import { SessionHead, SessionsScreen } from './views/sessions.js';
+import { OtherRequests } from './peek.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -442,6 +445,8 @@ async function main() {
       if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
     }
   };
+  // Another session's open requests, fetched whole for the sheet (peek.js).
+  const others = new OtherRequests((session, uid) => conn.peekPending(session, uid), () => scheduleSheet());
   const drafts = new Drafts();
   const composer = new Composer({
     form: ui.form,
@@ -523,8 +528,16 @@ async function main() {
     });
     // This session's requests first; else one waiting in another session.
     const elsewhere = directory.pendingElsewhere(current);
-    if (first || elsewhere.length === 0) sheet.update(first || null, current, model.cwd, pending.length);
-    else sheet.updateOther(elsewhere[0], elsewhere.length);
+    others.retain(elsewhere);
+    if (first || elsewhere.length === 0) {
+      sheet.update(first || null, current, model.cwd, pending.length);
+    } else {
+      const req = elsewhere[0];
+      // Owners only: a viewer cannot answer, and the whole request would change nothing.
+      const full = role === 'owner' && conn.authed ? others.get(req) : null;
+      const entry = directory.get(req.session);
+      sheet.updateOther(req, elsewhere.length, { full, loading: role === 'owner' && others.loading(req), cwd: entry ? entry.workdir : '' });
+    }
     updateCounts(pending.length + elsewhere.length);
   }
 

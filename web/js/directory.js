@@ -141,7 +141,7 @@ export class Directory {
     const out = [];
     for (const e of this.sorted()) {
       if (e.session === current) continue;
-      for (const p of e.pending) out.push({ session: e.session, title: e.title, requestId: p.request_id, tool: typeof p.tool === 'string' ? p.tool : 'request', summary: typeof p.summary === 'string' ? p.summary : '' });
+      for (const p of e.pending) out.push({ session: e.session, uid: e.uid, title: e.title, requestId: p.request_id, tool: typeof p.tool === 'string' ? p.tool : 'request', summary: typeof p.summary === 'string' ? p.summary : '' });
     }
     return out;
   }

@@ -66,6 +66,7 @@ export const msg = {
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
   /** Session lifecycle (docs/protocol.md §4, owners): `opts` holds `workdir` and optional `name`, `worktree`, `resume`. */
   sessionCreate: (id, opts, key) => ({ type: 'session.create', id, ...opts, key }),
+  sessionRename: (id, session, title) => ({ type: 'session.rename', id, session, title }),
   sessionClose: (id, session, removeWorktree = false) => ({ type: 'session.close', id, session, remove_worktree: removeWorktree }),
   /** `before`: the last `updated_at` of the previous page. */
   conversationsList: (id, workdir, limit = 50, before = undefined) => ({ type: 'conversations.list', id, workdir, limit, before }),
@@ -105,4 +106,22 @@ export function contentText(content) {
       .join('\n');
   }
   return '';
+}
+
+/**
+ * What the page shows of an agent's control request (a `control_request` event, or an
+ * entry of `attached`'s `pending`): its id, kind, tool, input and the agent's words.
+ */
+export function requestFields(ev) {
+  const req = ev && ev.request && typeof ev.request === 'object' ? ev.request : {};
+  return {
+    requestId: ev ? ev.request_id : undefined,
+    subtype: req.subtype || '',
+    tool: req.tool_name || req.display_name || req.subtype || 'request',
+    input: req.input && typeof req.input === 'object' ? req.input : {},
+    description: typeof req.description === 'string' ? req.description : '',
+    reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
+    suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
+    toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
+  };
 }

@@ -6,7 +6,7 @@
 // attach), so a replay after a reconnect can never show a line twice.
 // Must not: touch the socket or the DOM.
 
-import { contentText } from './protocol.js';
+import { contentText, requestFields } from './protocol.js';
 
 /** One rendered thing in the stream, in the order it first appeared. */
 function item(kind, id, fields) {
@@ -176,20 +176,7 @@ class Model {
     const req = ev.request || {};
     const id = `perm:${ev.request_id}`;
     if (this.byId.has(id)) return;
-    this.add(item('permission', id, {
-      requestId: ev.request_id,
-      subtype: req.subtype || '',
-      tool: req.tool_name || req.display_name || req.subtype || 'request',
-      input: req.input && typeof req.input === 'object' ? req.input : {},
-      description: typeof req.description === 'string' ? req.description : '',
-      reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
-      suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
-      toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
-      resolved: '',
-      by: '',
-      message: '',
-      seq,
-    }));
+    this.add(item('permission', id, { ...requestFields(ev), resolved: '', by: '', message: '', seq }));
     // The tool card defers to the permission card for the input (no second diff).
     const tool = req.tool_use_id ? this.get(`tool:${req.tool_use_id}`) : null;
     if (tool) this.touch(tool);
