@@ -385,6 +385,8 @@ async function main() {
       listBox: $('sessions-list-box'),
       empty: $('sessions-empty'),
       newBtn: $('session-new'),
+      newHome: document.querySelector('#sessions-screen .side-head'),
+      newAway: $('session-tools'),
       form: $('session-new-form'),
       workdir: $('session-new-workdir'),
       name: $('session-new-name'),
@@ -429,12 +431,20 @@ async function main() {
     where: $('session-where'),
     tools: $('session-tools'),
     closeBtn: $('session-close'),
+    renameBtn: $('session-rename'),
     resumeBox: $('resume-box'),
     command: $('resume-command'),
     copy: $('resume-copy'),
     confirmBox: $('close-confirm'),
   }, {
     close: (session, removeWorktree) => conn.sessionClose(session, removeWorktree),
+    rename: async (session, title) => {
+      await conn.sessionRename(session, title);
+      // Shown at once; the server's `session.changed` (renamed) confirms it to every device.
+      const entry = directory.get(session);
+      if (entry) entry.title = title;
+      scheduleRender();
+    },
     toast,
   });
   const respondElsewhere = async (req, response) => {
@@ -999,8 +1009,9 @@ async function main() {
     ui.inviteBox.hidden = viewer;
     if (viewer) {
       ui.form.remove();
-      // Nothing a viewer cannot use: no new-session button or form (sessions.js), no close, no resume command.
+      // Nothing a viewer cannot use: no new-session button or form (sessions.js), no rename, no close, no resume command.
       $('session-new')?.remove();
+      $('session-rename')?.remove();
       $('session-new-form')?.remove();
     }
     else if (!ui.form.isConnected) ui.dock.append(ui.form);

@@ -202,3 +202,16 @@ export function childDir(dir, name) {
 export function resumeCommand(conversation) {
   return typeof conversation === 'string' && /^[A-Za-z0-9_-]{1,128}$/.test(conversation) ? `claude --resume ${conversation}` : '';
 }
+
+/** The longest title the page sends with `session.rename` (the length of the server's own titles). */
+export const TITLE_MAX = 80;
+
+/**
+ * A title as typed, made fit to send: line breaks and other control characters as
+ * spaces, no format or bidi characters, runs of white space as one space, trimmed, at
+ * most TITLE_MAX characters; '' when nothing is left.
+ */
+export function cleanTitle(text) {
+  const flat = String(text).replace(/[\p{Cc}\u2028\u2029]/gu, ' ').replace(/\p{Cf}/gu, '').replace(/\s+/g, ' ').trim();
+  return Array.from(flat).slice(0, TITLE_MAX).join('').trim();
+}

@@ -217,3 +217,63 @@ test('create, switch while both stream, answer the other session’s request, cl
   assert.deepEqual(page.errors, []);
   await A.context.close();
 });
+
+test('rename in the session strip; the new-session form one tap from the session view', { skip: !enabled }, async () => {
+  const A = await openAuthorized(browser, server, server.base, 'tablet');
+  const { page } = A;
+  const view = page.getByTestId('session-view');
+  await waitAttr(view, 'data-session', (v) => v === 'default');
+
+  // `session-new` straight from the session view opens the form...
+  await page.getByTestId('session-new').click();
+  await page.getByTestId('session-new-workdir').waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await page.getByTestId('session-list').waitFor({ state: 'hidden' });
+  // ...and so does the way through the sessions screen.
+  await page.getByTestId('sessions-open').click();
+  await page.getByTestId('session-list').waitFor({ state: 'visible' });
+  await page.getByTestId('session-new').click();
+  await page.getByTestId('session-new-workdir').waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await page.getByTestId('session-list').waitFor({ state: 'hidden' });
+
+  // Rename in place: an empty title is refused in the page, a real one goes to the server.
+  await page.getByTestId('session-rename').click();
+  const input = page.getByTestId('session-rename-input');
+  await input.fill('  ');
+  await input.press('Enter');
+  await until(async () => (await page.getByTestId('session-rename-error').textContent()) === 'A title cannot be empty.', 'the empty title is refused');
+  await input.fill(' Login   bug ');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'session-rename-390x844.png') });
+  await input.press('Enter');
+  await until(async () => (await serverSessions()).get('default').title === 'Login bug', 'the server has the new title');
+  await input.waitFor({ state: 'detached' });
+  await until(async () => (await page.locator('#sessions-label').textContent()) === 'Login bug', 'the header names the session by its new title');
+  await page.getByTestId('sessions-open').click();
+  await waitAttr(page.locator('[data-testid="session-item"][data-session="default"]'), 'data-title', (v) => v === 'Login bug');
+  await page.keyboard.press('Escape');
+
+  // A refusal from the server is shown in the form: here one the test answers itself,
+  // through a WebSocket route that passes everything else to the server.
+  await A.context.routeWebSocket(/\/v1\/ws$/, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((text) => {
+      const m = JSON.parse(String(text));
+      if (m.type === 'session.rename') ws.send(JSON.stringify({ type: 'error', id: m.id, code: 'forbidden', message: 'renaming is not allowed here' }));
+      else upstream.send(text);
+    });
+  });
+  await page.reload();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  await page.getByTestId('session-rename').click();
+  await input.fill('Another title');
+  await page.getByTestId('session-rename-save').click();
+  await until(async () => (await page.getByTestId('session-rename-error').textContent()) === 'renaming is not allowed here', 'the server’s refusal is shown');
+  assert.equal(await page.getByTestId('session-rename-error').getAttribute('data-code'), 'forbidden');
+  await page.getByTestId('session-rename-cancel').click();
+  await input.waitFor({ state: 'detached' });
+  assert.equal((await serverSessions()).get('default').title, 'Login bug');
+  assert.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll');
+  assert.deepEqual(page.errors, []);
+  await A.context.close();
+});

@@ -4,7 +4,7 @@
 // session's requests fetched whole once each (peek.js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Directory, relativeTime, parentDir, childDir, resumeCommand } from '../js/directory.js';
+import { Directory, relativeTime, parentDir, childDir, resumeCommand, cleanTitle, TITLE_MAX } from '../js/directory.js';
 import { Store } from '../js/session.js';
 import { OtherRequests, PEEK_RETRY_MS } from '../js/peek.js';
 
@@ -186,4 +186,12 @@ test('another session\'s requests: fetched once per request, kept while pending,
   now += PEEK_RETRY_MS;
   others.get(r4);
   assert.equal(calls.length, 4);
+});
+
+test('a typed title is cleaned before session.rename', () => {
+  assert.equal(cleanTitle('  Login \n\t bug  '), 'Login bug');
+  assert.equal(cleanTitle('a\u202eb\u200bc'), 'abc', 'no bidi overrides or zero-width characters');
+  assert.equal(cleanTitle(' \u0000 \n '), '');
+  assert.equal(cleanTitle('é'.repeat(200)), 'é'.repeat(TITLE_MAX));
+  assert.equal(Array.from(cleanTitle('😀'.repeat(100))).length, TITLE_MAX, 'counted in characters, never splitting one');
 });
