@@ -429,6 +429,7 @@ async function main() {
     root: $('session-head'),
     title: $('session-title'),
     where: $('session-where'),
+    branch: $('session-branch'),
     tools: $('session-tools'),
     closeBtn: $('session-close'),
     renameBtn: $('session-rename'),

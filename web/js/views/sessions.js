@@ -13,6 +13,12 @@ import { actionRow, el } from './dom.js';
 import { TITLE_MAX, childDir, cleanTitle, parentDir, relativeTime } from '../directory.js';
 import { newKey } from '../protocol.js';
 
+/** The branch of a worktree session's entry, or ''. */
+export function worktreeBranch(entry) {
+  const w = entry && entry.worktree;
+  return w && typeof w.branch === 'string' ? w.branch : '';
+}
+
 const STATE_WORDS = {
   starting: 'starting',
   idle: 'ready',
@@ -97,12 +103,15 @@ export class SessionsScreen {
     }
     if (this.isOpen()) {
       ui.newBtn.textContent = 'New session';
+      ui.newBtn.classList.add('primary');
       ui.newBtn.removeAttribute('aria-label');
       if (ui.newBtn.parentElement !== ui.newHome) ui.newHome.insertBefore(ui.newBtn, ui.close);
     } else {
+      // In the strip it is one tool among others (Rename, Close), not the page's main action.
       ui.newBtn.textContent = '+ New';
+      ui.newBtn.classList.remove('primary');
       ui.newBtn.setAttribute('aria-label', 'New session');
-      if (ui.newBtn.parentElement !== ui.newAway) ui.newAway.prepend(ui.newBtn);
+      if (ui.newBtn.parentElement !== ui.newAway) ui.newAway.insertBefore(ui.newBtn, ui.newAway.querySelector('.danger'));
     }
   }
 
@@ -163,7 +172,8 @@ export class SessionsScreen {
       const title = el('span', 'session-title', e.title);
       const line = el('span', 'session-meta');
       const when = relativeTime(e.lastActivity, now);
-      const words = [STATE_WORDS[e.state] || e.state, when && (when === 'now' ? 'active now' : `${when} ago`)].filter(Boolean);
+      const branch = worktreeBranch(e);
+      const words = [STATE_WORDS[e.state] || e.state, branch && `⎇ ${branch}`, when && (when === 'now' ? 'active now' : `${when} ago`)].filter(Boolean);
       if (e.title !== e.session) words.unshift(e.session);
       line.textContent = words.join(' · ');
       const text = el('span', 'session-text');
@@ -419,7 +429,8 @@ export class SessionHead {
   /** `entry`: the directory entry (null when unknown); `owner`: this page's role; `command`: the resume command or ''. */
   render(session, entry, owner, command) {
     const ui = this.ui;
-    const key = JSON.stringify([session, entry && entry.title, entry && entry.workdir, entry && entry.closable, owner, command]);
+    const branch = entry ? worktreeBranch(entry) : '';
+    const key = JSON.stringify([session, entry && entry.title, entry && entry.workdir, branch, entry && entry.closable, owner, command]);
     if (key === this.shown) return;
     if (session !== this.session) {
       this.confirm(false);
@@ -431,6 +442,10 @@ export class SessionHead {
     if (!entry) return;
     ui.title.textContent = entry.title;
     ui.where.textContent = owner && entry.workdir ? entry.workdir : entry.title !== session ? session : '';
+    // A worktree session names its branch (owners only know it).
+    ui.branch.hidden = !branch;
+    ui.branch.textContent = branch ? `⎇ ${branch}` : '';
+    ui.branch.title = branch ? `Worktree on branch ${branch}` : '';
     if (owner && command) {
       ui.resumeBox.hidden = false;
       ui.command.textContent = command;
