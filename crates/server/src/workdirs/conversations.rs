@@ -270,6 +270,25 @@ pub fn require(config_dir: &Path, workdir: &Path, id: &str) -> Result<(), Workdi
     }
 }
 
+/// Blocking. The CLI's own title for conversation `id` run in `workdir`
+/// (`custom-title`, then `ai-title`, then `summary`; never the first prompt),
+/// read as boundedly as [`list`] reads; `None` when it recorded none or the
+/// transcript is not there.
+pub fn cli_title_of(config_dir: &Path, workdir: &Path, id: &str) -> Option<String> {
+    validate_conversation_id(id).ok()?;
+    let mut examined = 0;
+    project_dirs(config_dir, workdir, &mut examined)
+        .iter()
+        .map(|dir| dir.join(format!("{id}.jsonl")))
+        .filter(|path| path.is_file())
+        .find_map(|path| {
+            let ends = read_ends(&path).ok()?;
+            let (head, _) = records(&ends.head, !ends.whole);
+            let (tail, _) = records(&ends.tail, false);
+            cli_title(&tail, &head, id)
+        })
+}
+
 /// What one transcript says about itself.
 #[derive(Debug, Default)]
 struct Summary {
