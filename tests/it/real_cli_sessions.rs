@@ -193,7 +193,11 @@ async fn create_prompt_close_and_refusals_with_the_real_cli() {
         .await;
         assert_error(&r, "session_exists");
     }
-    for (name, id) in [(".", "name-dot"), ("..", "name-dotdot"), (".x", "name-dotx")] {
+    for (name, id) in [
+        (".", "name-dot"),
+        ("..", "name-dotdot"),
+        (".x", "name-dotx"),
+    ] {
         let r = request(
             &mut owner,
             json!({"type": "session.create", "workdir": api_dir.display().to_string(), "name": name}),
@@ -223,7 +227,12 @@ async fn create_prompt_close_and_refusals_with_the_real_cli() {
         .await;
         assert_error(&r, "outside_roots");
     }
-    let sessions = request(&mut owner, json!({"type": "session.list"}), "after-refusals").await;
+    let sessions = request(
+        &mut owner,
+        json!({"type": "session.list"}),
+        "after-refusals",
+    )
+    .await;
     let names: Vec<&str> = sessions["sessions"]
         .as_array()
         .unwrap()
@@ -245,7 +254,9 @@ async fn create_prompt_close_and_refusals_with_the_real_cli() {
     assert_eq!(closed["event"]["by"], owner.client_id.as_str());
     assert_eq!(closed["event"]["device"], "laptop");
     let (detached, skipped) = owner
-        .recv_until("detached", |v| v["type"] == "detached" && v["session"] == "api")
+        .recv_until("detached", |v| {
+            v["type"] == "detached" && v["session"] == "api"
+        })
         .await;
     assert!(
         skipped.iter().all(|v| v["id"] != ok_id),
@@ -312,7 +323,9 @@ async fn resume_a_conversation_the_cli_recorded() {
         .as_str()
         .expect("the result names the CLI's session")
         .to_string();
-    let entry = list_entry(&mut owner, "first").await.expect("first is listed");
+    let entry = list_entry(&mut owner, "first")
+        .await
+        .expect("first is listed");
     assert_eq!(entry["conversation"], conversation.as_str(), "{entry}");
     assert_eq!(entry["title"], "remember-alpha", "{entry}");
 

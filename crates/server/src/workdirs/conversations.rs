@@ -549,6 +549,24 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_title_of_one_conversation_is_never_its_first_prompt() {
+        let f = fixture();
+        let untitled = opening(ID_A, &f.workdir, "first prompt");
+        write(&f, &f.workdir, ID_A, &untitled, 10);
+        assert_eq!(cli_title_of(&f.config, &f.workdir, ID_A), None);
+        let ai = serde_json::json!({"type":"ai-title","aiTitle":"Generated","sessionId":ID_B});
+        let custom = serde_json::json!({"type":"custom-title","customTitle":"Renamed\nsecond line","sessionId":ID_B});
+        let body = format!("{}{ai}\n{custom}\n", opening(ID_B, &f.workdir, "p"));
+        write(&f, &f.workdir, ID_B, &body, 10);
+        assert_eq!(
+            cli_title_of(&f.config, &f.workdir, ID_B).as_deref(),
+            Some("Renamed")
+        );
+        assert_eq!(cli_title_of(&f.config, &f.workdir, ID_C), None);
+        assert_eq!(cli_title_of(&f.config, &f.workdir, "../x"), None);
+    }
+
+    #[test]
     fn encodes_like_the_cli() {
         // Observed with the pinned CLI: its projects/ directory names.
         assert_eq!(
