@@ -108,6 +108,9 @@ impl Started {
 }
 
 fn start(fx: &Fixture, config: &Path, keys: &toml::Table) -> Started {
+    // A `session-root` of the examples is under the home directory (`~/src`): it
+    // must exist, as on the machine the example is written for.
+    std::fs::create_dir_all(fx.path().join("src")).expect("~/src");
     let mut cmd = Command::new(ccrelay_bin());
     cmd.arg("serve")
         .arg("--config")

@@ -31,6 +31,7 @@ mod protocol_fixtures;
 mod push;
 mod real_cli_mock_api;
 mod real_cli_relay;
+mod real_cli_sessions;
 mod scale;
 mod session_lifecycle;
 mod sessions;

@@ -260,6 +260,123 @@ async fn at_most_max_agents_run_and_every_prompt_gets_its_turn() {
     assert_eq!(ready["ready"], true, "{ready}");
 }
 
+/// The same with sessions created by a client (docs/protocol.md §4.10), which open
+/// asleep: twelve of them on three slots, prompted in turn and then all at once.
+#[tokio::test]
+async fn twelve_created_sessions_share_three_agents() {
+    let _heavy = HEAVY.lock().await;
+    let fx = Fixture::new();
+    let root = fx.path().join("projects");
+    std::fs::create_dir_all(&root).unwrap();
+    let server = fx.start(ServerOptions::default().args(&[
+        "--max-agents",
+        "3",
+        "--agent-idle-stop",
+        "2",
+        "--session-root",
+        &root.display().to_string(),
+    ]));
+    let counter = AgentCounter::start(server.pid());
+    let mut c = server.client(&fx.owner, Some("laptop")).await;
+    let names: Vec<String> = (1..=12).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let created = c
+            .request(
+                json!({"type": "session.create", "workdir": dir.display().to_string(), "name": name}),
+                &format!("create-{name}"),
+            )
+            .await;
+        assert_eq!(created["type"], "session.created", "{created}");
+        let attached = c
+            .request(
+                json!({"type": "attach", "session": name, "uid": created["uid"]}),
+                &format!("attach-{name}"),
+            )
+            .await;
+        assert_eq!(
+            attached["state"], "asleep",
+            "a created session sleeps: {attached}"
+        );
+    }
+    assert!(
+        agent_children(server.pid()).len() <= 1,
+        "only the default session's agent runs before any prompt"
+    );
+
+    // In turn: each prompt wakes its session and gets its turn.
+    for name in &names {
+        let ok = prompt_in(&mut c, name, &format!("hello from {name}")).await;
+        assert_eq!(
+            ok["queued"], true,
+            "a prompt to an asleep session waits: {ok}"
+        );
+        c.wait_turn(ok["prompt_id"].as_str().unwrap(), &["ended"])
+            .await;
+    }
+    // All at once: most wait for a slot, none is lost.
+    let mut open: BTreeMap<String, String> = BTreeMap::new();
+    for name in &names {
+        let ok = prompt_in(&mut c, name, &format!("again {name}")).await;
+        open.insert(ok["prompt_id"].as_str().unwrap().to_string(), name.clone());
+    }
+    let deadline = Instant::now() + scaled(Duration::from_secs(120));
+    let mut ended = BTreeSet::new();
+    while ended.len() < open.len() {
+        assert!(
+            Instant::now() < deadline,
+            "turns ended: {ended:?} of {open:?}"
+        );
+        let (frame, _) = c
+            .recv_until("a turn that ended", |v| {
+                v["type"] == "event"
+                    && v["event"]["type"] == "relay.turn"
+                    && (v["event"]["phase"] == "ended" || v["event"]["phase"] == "aborted")
+                    && v["session"] != "default"
+            })
+            .await;
+        let pid = frame["event"]["prompt_id"].as_str().unwrap_or("");
+        if !open.contains_key(pid) {
+            continue; // the in-turn round's end, read late
+        }
+        assert_eq!(frame["event"]["phase"], "ended", "no turn is lost: {frame}");
+        assert_eq!(open[pid].as_str(), frame["session"].as_str().unwrap_or(""));
+        ended.insert(pid.to_string());
+    }
+    assert!(
+        counter.max() <= 3,
+        "at most 3 agent processes at once, saw {}",
+        counter.max()
+    );
+
+    // Idle agents stop after about two seconds; every created session sleeps.
+    let mut asleep = false;
+    for _ in 0..100 {
+        let states = session_states(&mut c).await;
+        if names
+            .iter()
+            .all(|n| states.get(n).map(String::as_str) == Some("asleep"))
+        {
+            asleep = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        asleep,
+        "created sessions asleep: {:?}",
+        session_states(&mut c).await
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || agent_children(server.pid())
+            .is_empty())
+        .await,
+        "no agent process left: {:?}",
+        agent_children(server.pid())
+    );
+}
+
 #[tokio::test]
 async fn a_session_waits_for_a_slot_while_no_agent_is_idle() {
     let fx = Fixture::new();

@@ -928,14 +928,12 @@ impl Connection {
                 self.on_dirs_list(id, path).await;
                 return;
             }
-            // Answered as before it existed until the server reads the CLI's
-            // transcripts (docs/protocol.md §4.10).
-            request @ ClientRequest::ConversationsList { .. } => {
-                self.error(
-                    id,
-                    ErrorCode::UnknownType,
-                    format!("unknown message type `{}`", request.type_name()),
-                );
+            ClientRequest::ConversationsList {
+                workdir,
+                limit,
+                before,
+            } => {
+                self.on_conversations_list(id, workdir, limit, before).await;
                 return;
             }
             ClientRequest::SessionList => {

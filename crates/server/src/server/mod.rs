@@ -195,14 +195,15 @@ pub async fn run_with(
     .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
+    let claude_config_dir = crate::workdirs::claude_config_dir(
+        std::env::var_os("CLAUDE_CONFIG_DIR"),
+        crate::datadir::home_dir().as_deref(),
+    );
     let roots = {
         let (given, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
+        let claude = claude_config_dir.clone();
         tokio::task::spawn_blocking(move || {
             let home = crate::datadir::home_dir();
-            let claude = crate::workdirs::claude_config_dir(
-                std::env::var_os("CLAUDE_CONFIG_DIR"),
-                home.as_deref(),
-            );
             let excluded = std::iter::once(data_dir).chain(claude).collect();
             crate::workdirs::Roots::new(given, excluded, home)
         })
@@ -229,6 +230,7 @@ pub async fn run_with(
             closed_retention: config.closed_retention,
             // Created sessions start like the `default` session, in their own workdir.
             template: settings[0].clone(),
+            claude_config_dir,
         };
         let (stop, tasks) = (session_stop.clone(), session_tasks.clone());
         tokio::task::spawn_blocking(move || {
