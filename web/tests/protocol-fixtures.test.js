@@ -55,6 +55,10 @@ const calls = {
   sessionClose: (f) => [f.id, f.session, f.remove_worktree],
   conversationsList: (f) => [f.id, f.workdir, f.limit, f.before],
   dirsList: (f) => [f.id, f.path],
+  filesStatus: (f) => [f.id, f.session],
+  filesDiff: (f) => [f.id, f.session, f.path, f.base],
+  filesList: (f) => [f.id, f.session, f.path],
+  filesRead: (f) => [f.id, f.session, f.path, f.offset, f.max_bytes],
 };
 
 // Requests the server takes that the page has no use for.

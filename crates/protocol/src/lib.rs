@@ -3577,7 +3577,7 @@ mod tests {
             ClientMsg::Ping { id: id.clone() },
             ClientMsg::History {
                 id: id.clone(),
-                session,
+                session: session.clone(),
                 before: 10,
                 limit: Some(5),
             },
