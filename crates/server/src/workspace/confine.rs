@@ -128,7 +128,7 @@ mod tests {
         std::fs::create_dir_all(work.join("src")).unwrap();
         std::fs::create_dir_all(work.join(".git")).unwrap();
         std::fs::write(work.join(".git/config"), "x").unwrap();
-        std::fs::write(work.join("src/a.rs"), "x").unwrap();
+        std::fs::write(work.join("src/main.rs"), "x").unwrap();
         let private = base.join("private");
         std::fs::create_dir_all(&private).unwrap();
         std::os::unix::fs::symlink("/etc", work.join("etc")).unwrap();
@@ -156,9 +156,9 @@ mod tests {
             resolve(&work, "nope", &deny).unwrap_err().code(),
             ErrorCode::NotFound
         );
-        let ok = resolve(&work, "./src//a.rs", &deny).unwrap();
-        assert_eq!(ok.shown, "src/a.rs");
-        assert_eq!(ok.real, work.join("src/a.rs"));
+        let ok = resolve(&work, "./src//main.rs", &deny).unwrap();
+        assert_eq!(ok.shown, "src/main.rs");
+        assert_eq!(ok.real, work.join("src/main.rs"));
         assert_eq!(resolve(&work, "", &deny).unwrap().real, work);
     }
 }

@@ -911,8 +911,24 @@ mod tests {
 
     #[test]
     fn raw_and_numstat_are_read_together() {
-        let out = b":000000 100644 0000 1111 A\0ad\0:100644 100644 2222 0000 M\0f\0:100644 100644 3333 3333 R100\0r\0r2\01\t0\tad\04\t1\tf\00\t0\t\0r\0r2\0-\t-\tbin\0";
-        let files = parse_raw_numstat(out);
+        let out = [
+            ":000000 100644 0000 1111 A",
+            "ad",
+            ":100644 100644 2222 0000 M",
+            "f",
+            ":100644 100644 3333 3333 R100",
+            "r",
+            "r2",
+            "1\t0\tad",
+            "4\t1\tf",
+            "0\t0\t",
+            "r",
+            "r2",
+            "-\t-\tbin",
+            "",
+        ]
+        .join("\0");
+        let files = parse_raw_numstat(out.as_bytes());
         assert_eq!(files.len(), 3);
         assert_eq!(files[0].status, FileStatus::Added);
         assert_eq!((files[0].insertions, files[0].deletions), (1, 0));
