@@ -38,3 +38,4 @@ mod sessions;
 mod sessions_cli;
 mod settings_table;
 mod tls;
+mod workspace_view;

@@ -72,6 +72,11 @@ export const msg = {
   conversationsList: (id, workdir, limit = 50, before = undefined) => ({ type: 'conversations.list', id, workdir, limit, before }),
   /** Without `path`: the roots. */
   dirsList: (id, path) => (path ? { type: 'dirs.list', id, path } : { type: 'dirs.list', id }),
+  /** The workspace view (docs/protocol.md §11); paths are relative to the workdir. `base`: `HEAD` or `turn:<prompt_id>`. */
+  filesStatus: (id, session) => ({ type: 'files.status', id, session }),
+  filesDiff: (id, session, path, base) => ({ type: 'files.diff', id, session, path, base }),
+  filesList: (id, session, path) => ({ type: 'files.list', id, session, path }),
+  filesRead: (id, session, path, offset = 0, maxBytes = 262144) => ({ type: 'files.read', id, session, path, offset, max_bytes: maxBytes }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),

@@ -121,6 +121,12 @@ class Model {
         this.closed = { by: ev.device || ev.by || '' };
         this.add(item('notice', `seq:${seq}`, { text: `Session closed${ev.device ? ` by ${ev.device}` : ''}.` }));
         break;
+      case 'relay.changes': {
+        // What a turn changed (docs/protocol.md §11); the diff is `files.diff` with base `turn:<prompt_id>`.
+        const count = Array.isArray(ev.files) ? ev.files.length : 0;
+        this.add(item('notice', `seq:${seq}`, { text: `The turn changed ${count} file${count === 1 ? '' : 's'}.` }));
+        break;
+      }
       case 'relay.dropped':
         this.add(item('notice', `seq:${seq}`, { text: `An agent line of ${ev.bytes} bytes was too large and was dropped.` }));
         break;

@@ -56,6 +56,10 @@ const calls = {
   sessionRename: (f) => [f.id, f.session, f.title],
   conversationsList: (f) => [f.id, f.workdir, f.limit, f.before],
   dirsList: (f) => [f.id, f.path],
+  filesStatus: (f) => [f.id, f.session],
+  filesDiff: (f) => [f.id, f.session, f.path, f.base],
+  filesList: (f) => [f.id, f.session, f.path],
+  filesRead: (f) => [f.id, f.session, f.path, f.offset, f.max_bytes],
 };
 
 // Requests the server takes that the page has no use for.

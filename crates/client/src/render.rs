@@ -385,6 +385,14 @@ impl Renderer {
                 };
                 self.line(Some(Tone::Yellow), &format!("· session closed by {who}"))
             }
+            RelayEvent::Changes { files, .. } => {
+                let count = files.len();
+                let noun = if count == 1 { "file" } else { "files" };
+                self.line(
+                    Some(Tone::Dim),
+                    &format!("· the turn changed {count} {noun}"),
+                )
+            }
         }
     }
 

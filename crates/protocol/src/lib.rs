@@ -355,6 +355,106 @@ pub struct WorktreeInfo {
     pub repository: String,
 }
 
+/// `files.read`'s default `max_bytes` (§11).
+pub const FILES_READ_DEFAULT_BYTES: u64 = 256 * 1024;
+/// `files.read`'s largest `max_bytes`; a larger one is clamped to it (§11).
+pub const FILES_READ_MAX_BYTES: u64 = 1024 * 1024;
+
+/// `files.diff`'s `base` (§11): the last commit, or one turn's changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffBase {
+    Head,
+    /// `turn:<prompt_id>`.
+    Turn(String),
+}
+
+impl DiffBase {
+    /// Reads `HEAD` or `turn:<prompt_id>` (a prompt id of 1 to 64 characters).
+    pub fn parse(text: &str) -> Option<DiffBase> {
+        if text == "HEAD" {
+            return Some(DiffBase::Head);
+        }
+        let id = text.strip_prefix("turn:")?;
+        let ok = !id.is_empty()
+            && id.chars().count() <= MAX_SHORT_STRING_CHARS
+            && !id.chars().any(char::is_control);
+        ok.then(|| DiffBase::Turn(id.to_owned()))
+    }
+
+    /// The wire form.
+    pub fn as_wire(&self) -> String {
+        match self {
+            DiffBase::Head => "HEAD".to_owned(),
+            DiffBase::Turn(id) => format!("turn:{id}"),
+        }
+    }
+}
+
+/// What happened to a file (§11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Modified,
+    Added,
+    Deleted,
+    Renamed,
+    Untracked,
+    Conflicted,
+}
+
+/// One changed file of `files.status` and `relay.changes` (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub status: FileStatus,
+    /// The old path of a `renamed` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// Binary content (or an untracked file over 1 MiB): no line counts.
+    #[serde(default)]
+    pub binary: bool,
+}
+
+/// The branch `files.status`'s branch tracks, and how far apart they are (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub name: String,
+    pub ahead: u64,
+    pub behind: u64,
+}
+
+/// What a `files.list` entry is (§11): a symlink is listed as itself, never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// A socket, FIFO or device.
+    Other,
+}
+
+/// One entry of `files.list` (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// RFC 3339, UTC.
+    pub mtime: String,
+}
+
+/// How `files.read`'s `data` is written (§11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadEncoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "base64")]
+    Base64,
+}
+
 /// Check a session name (§4): 1 to 64 of `A-Z a-z 0-9 - _ .`, not starting with `.`.
 pub fn valid_session_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > MAX_SESSION_NAME_CHARS {
@@ -509,6 +609,30 @@ pub enum ClientRequest {
     PushSubscribe {
         subscription: PushSubscriptionJson,
     },
+    /// The workdir's changed files (§11). Paths of the `files.*` requests are
+    /// checked only for length here: NUL, `..` and the rest are `forbidden`, the
+    /// server's check.
+    FilesStatus {
+        session: String,
+    },
+    /// A unified diff of one file (`path`) or of every changed file (§11).
+    FilesDiff {
+        session: String,
+        path: Option<String>,
+        base: DiffBase,
+    },
+    /// A directory's entries (§11); `""` is the workdir.
+    FilesList {
+        session: String,
+        path: String,
+    },
+    /// A file's content from `offset`, at most `max_bytes` (already clamped, §11).
+    FilesRead {
+        session: String,
+        path: String,
+        offset: u64,
+        max_bytes: u64,
+    },
     /// Remove this key's push subscription with that endpoint (§9).
     PushUnsubscribe {
         endpoint: String,
@@ -543,6 +667,10 @@ label_enum! {
         SessionRename => "session.rename",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        FilesStatus => "files.status",
+        FilesDiff => "files.diff",
+        FilesList => "files.list",
+        FilesRead => "files.read",
     }
 }
 
@@ -571,6 +699,10 @@ label_enum! {
         SessionChanged => "session.changed",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        FilesStatus => "files.status",
+        FilesDiff => "files.diff",
+        FilesList => "files.list",
+        FilesRead => "files.read",
     }
 }
 
@@ -602,6 +734,10 @@ impl ClientRequest {
             ClientRequest::SessionRename { .. } => RequestType::SessionRename,
             ClientRequest::ConversationsList { .. } => RequestType::ConversationsList,
             ClientRequest::DirsList { .. } => RequestType::DirsList,
+            ClientRequest::FilesStatus { .. } => RequestType::FilesStatus,
+            ClientRequest::FilesDiff { .. } => RequestType::FilesDiff,
+            ClientRequest::FilesList { .. } => RequestType::FilesList,
+            ClientRequest::FilesRead { .. } => RequestType::FilesRead,
         }
     }
 
@@ -848,6 +984,51 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The workdir's changed files (§11).
+    #[serde(rename = "files.status")]
+    FilesStatus {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// A file's (or every changed file's) diff (§11).
+    #[serde(rename = "files.diff")]
+    FilesDiff {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// `HEAD` (the default) or `turn:<prompt_id>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
+    },
+    /// A directory's entries (§11).
+    #[serde(rename = "files.list")]
+    FilesList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// A file's content (§11).
+    #[serde(rename = "files.read")]
+    FilesRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u64>,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -876,6 +1057,10 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.rename",
     "conversations.list",
     "dirs.list",
+    "files.status",
+    "files.diff",
+    "files.list",
+    "files.read",
 ];
 
 impl ClientMsg {
@@ -1216,6 +1401,54 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         "dirs.list" => ClientRequest::DirsList {
             path: fields.optional_path("path")?,
         },
+        "files.status" => ClientRequest::FilesStatus {
+            session: fields.session()?,
+        },
+        "files.diff" => {
+            let session = fields.session()?;
+            let path = fields.workspace_path("path")?;
+            let base = match fields.optional_string("base")? {
+                None => DiffBase::Head,
+                Some(text) => DiffBase::parse(&text).ok_or_else(|| {
+                    fail(
+                        ErrorCode::BadMessage,
+                        "`base` must be \"HEAD\" or \"turn:<prompt_id>\"".into(),
+                    )
+                })?,
+            };
+            ClientRequest::FilesDiff {
+                session,
+                path,
+                base,
+            }
+        }
+        "files.list" => ClientRequest::FilesList {
+            session: fields.session()?,
+            path: fields.workspace_path("path")?.unwrap_or_default(),
+        },
+        "files.read" => {
+            let session = fields.session()?;
+            let path = fields
+                .workspace_path("path")?
+                .ok_or_else(|| fail(ErrorCode::BadMessage, "missing `path`".into()))?;
+            let offset = fields.optional_u64("offset")?.unwrap_or(0);
+            let max_bytes = match fields.optional_u64("max_bytes")? {
+                None => FILES_READ_DEFAULT_BYTES,
+                Some(0) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`max_bytes` must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n.min(FILES_READ_MAX_BYTES),
+            };
+            ClientRequest::FilesRead {
+                session,
+                path,
+                offset,
+                max_bytes,
+            }
+        }
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -1408,6 +1641,17 @@ impl Fields {
             )));
         }
         Ok(Some(path))
+    }
+
+    /// A path inside a session's workdir (§11): a string of at most
+    /// [`MAX_PATH_BYTES`] bytes. Everything else (NUL, `..`, absolute) is the
+    /// server's check, answered `forbidden`.
+    fn workspace_path(&mut self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let path = self.optional_string(name)?;
+        if path.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
+            return Err(self.bad(format!("`{name}` must be at most {MAX_PATH_BYTES} bytes")));
+        }
+        Ok(path)
     }
 
     fn path(&mut self, name: &str) -> Result<String, ProtocolError> {
@@ -1922,6 +2166,66 @@ pub enum ServerMsg {
         dirs: Vec<DirEntry>,
         truncated: bool,
     },
+    /// The reply to `files.status` (§11). Outside a repository `git` is false and
+    /// `files` empty.
+    #[serde(rename = "files.status")]
+    FilesStatus {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        git: bool,
+        /// Absent when HEAD is detached (or not a repository).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        /// Absent before the first commit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        head: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream: Option<Upstream>,
+        files: Vec<FileChange>,
+        truncated: bool,
+    },
+    /// The reply to `files.diff` (§11).
+    #[serde(rename = "files.diff")]
+    FilesDiff {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        base: String,
+        diff: String,
+        binary: bool,
+        truncated: bool,
+    },
+    /// The reply to `files.list` (§11).
+    #[serde(rename = "files.list")]
+    FilesList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        path: String,
+        entries: Vec<FileEntry>,
+        truncated: bool,
+    },
+    /// The reply to `files.read` (§11).
+    #[serde(rename = "files.read")]
+    FilesRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        path: String,
+        /// The whole file's size.
+        size: u64,
+        /// Where `data` starts in the file.
+        #[serde(default)]
+        offset: u64,
+        encoding: ReadEncoding,
+        data: String,
+        /// More of the file remains after what was sent.
+        truncated: bool,
+        mime: String,
+    },
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -1973,6 +2277,10 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "session.changed",
     "conversations.list",
     "dirs.list",
+    "files.status",
+    "files.diff",
+    "files.list",
+    "files.read",
 ];
 
 /// Why a server frame could not be read.
@@ -2082,6 +2390,16 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<String>,
     },
+    /// What a turn changed in the working tree (§11), after its `relay.turn`
+    /// `ended` or `aborted`.
+    #[serde(rename = "relay.changes")]
+    Changes {
+        prompt_id: String,
+        files: Vec<FileChange>,
+        /// More files changed than are listed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2094,6 +2412,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.agent_exit",
     "relay.dropped",
     "relay.closed",
+    "relay.changes",
 ];
 
 /// The phase of a `relay.turn`.
@@ -2147,7 +2466,11 @@ impl ServerMsg {
             | ServerMsg::History { id, .. }
             | ServerMsg::SessionCreated { id, .. }
             | ServerMsg::ConversationsList { id, .. }
-            | ServerMsg::DirsList { id, .. } => id.as_ref(),
+            | ServerMsg::DirsList { id, .. }
+            | ServerMsg::FilesStatus { id, .. }
+            | ServerMsg::FilesDiff { id, .. }
+            | ServerMsg::FilesList { id, .. }
+            | ServerMsg::FilesRead { id, .. } => id.as_ref(),
             ServerMsg::AuthChallenge { .. }
             | ServerMsg::PairRequested { .. }
             | ServerMsg::PairResolved { .. }
@@ -2910,13 +3233,66 @@ mod tests {
                 more: false,
             },
             ServerMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("/home/u/src".into()),
                 dirs: vec![DirEntry {
                     name: "api".into(),
                     git: true,
                 }],
                 truncated: false,
+            },
+            ServerMsg::FilesStatus {
+                id: id.clone(),
+                session: "api".into(),
+                git: true,
+                branch: Some("fix-login".into()),
+                head: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                upstream: Some(Upstream {
+                    name: "origin/main".into(),
+                    ahead: 2,
+                    behind: 0,
+                }),
+                files: vec![FileChange {
+                    path: "src/login.rs".into(),
+                    status: FileStatus::Renamed,
+                    from: Some("src/auth.rs".into()),
+                    insertions: 12,
+                    deletions: 3,
+                    binary: false,
+                }],
+                truncated: false,
+            },
+            ServerMsg::FilesDiff {
+                id: id.clone(),
+                session: "api".into(),
+                path: Some("src/login.rs".into()),
+                base: "HEAD".into(),
+                diff: "diff --git a/x b/x\n".into(),
+                binary: false,
+                truncated: false,
+            },
+            ServerMsg::FilesList {
+                id: id.clone(),
+                session: "api".into(),
+                path: "src".into(),
+                entries: vec![FileEntry {
+                    name: "login.rs".into(),
+                    kind: FileKind::File,
+                    size: 4210,
+                    mtime: "2026-12-01T10:00:00Z".into(),
+                }],
+                truncated: false,
+            },
+            ServerMsg::FilesRead {
+                id,
+                session: "api".into(),
+                path: "src/login.rs".into(),
+                size: 4210,
+                offset: 0,
+                encoding: ReadEncoding::Utf8,
+                data: "fn main() {}\n".into(),
+                truncated: true,
+                mime: "text/x-rust".into(),
             },
         ]
     }
@@ -2945,6 +3321,10 @@ mod tests {
             ServerMsg::SessionChanged { .. } => 17,
             ServerMsg::ConversationsList { .. } => 18,
             ServerMsg::DirsList { .. } => 19,
+            ServerMsg::FilesStatus { .. } => 20,
+            ServerMsg::FilesDiff { .. } => 21,
+            ServerMsg::FilesList { .. } => 22,
+            ServerMsg::FilesRead { .. } => 23,
         }
     }
 
@@ -3075,6 +3455,18 @@ mod tests {
                 by: "c1".into(),
                 device: Some("phone".into()),
             },
+            RelayEvent::Changes {
+                prompt_id: "p1".into(),
+                files: vec![FileChange {
+                    path: "a.txt".into(),
+                    status: FileStatus::Added,
+                    from: None,
+                    insertions: 2,
+                    deletions: 0,
+                    binary: false,
+                }],
+                truncated: true,
+            },
         ]
     }
 
@@ -3088,6 +3480,7 @@ mod tests {
             RelayEvent::AgentExit { .. } => 5,
             RelayEvent::Dropped { .. } => 6,
             RelayEvent::Closed { .. } => 7,
+            RelayEvent::Changes { .. } => 8,
         }
     }
 
@@ -3184,7 +3577,7 @@ mod tests {
             ClientMsg::Ping { id: id.clone() },
             ClientMsg::History {
                 id: id.clone(),
-                session,
+                session: session.clone(),
                 before: 10,
                 limit: Some(5),
             },
@@ -3254,8 +3647,30 @@ mod tests {
                 before: Some("2026-12-01T10:00:00Z".into()),
             },
             ClientMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("~/src".into()),
+            },
+            ClientMsg::FilesStatus {
+                id: id.clone(),
+                session: session.clone(),
+            },
+            ClientMsg::FilesDiff {
+                id: id.clone(),
+                session: session.clone(),
+                path: Some("src/login.rs".into()),
+                base: Some("turn:p1".into()),
+            },
+            ClientMsg::FilesList {
+                id: id.clone(),
+                session: session.clone(),
+                path: Some("src".into()),
+            },
+            ClientMsg::FilesRead {
+                id,
+                session,
+                path: "src/login.rs".into(),
+                offset: Some(0),
+                max_bytes: Some(262_144),
             },
         ]
     }

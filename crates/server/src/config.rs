@@ -126,6 +126,8 @@ pub struct Config {
     /// `--max-agents`: agent processes running at once, all sessions together
     /// (docs/protocol.md §4.11).
     pub max_agents: usize,
+    /// `--viewer-files`: viewers may use the workspace requests (docs/protocol.md §11).
+    pub viewer_files: bool,
 }
 
 impl Config {
@@ -727,6 +729,7 @@ impl Config {
         let push_subject = v.text(&s::PUSH_SUBJECT, parse_push_subject)?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&v, listen)?;
         let notify = resolve_notify(&v, address_grouping)?;
+        let viewer_files = v.switch(&s::VIEWER_FILES)?;
 
         Ok(Config {
             listen,
@@ -775,6 +778,7 @@ impl Config {
             server_names,
             allow_unbound_auth,
             max_agents,
+            viewer_files,
         })
     }
 }

@@ -441,6 +441,11 @@ pub const NOTIFY_SINK_ALLOW: Setting = switch(
     "CCRELAY_NOTIFY_SINK_ALLOW",
     "Give webhook and ntfy notifications `allow` actions too, for requests shown whole; without it they carry only `deny` (their tokens belong to no key, and a topic may be read by others)",
 );
+pub const VIEWER_FILES: Setting = switch(
+    "viewer-files",
+    "CCRELAY_VIEWER_FILES",
+    "Let viewers use the workspace requests (files.status, files.diff, files.list, files.read; docs/protocol.md §11); without it they are owners only",
+);
 pub const PAIRED_KEYS: Setting = one(
     "paired-keys",
     "CCRELAY_PAIRED_KEYS",
@@ -754,6 +759,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SERVER_NAME,
     &ALLOW_UNBOUND_AUTH,
     &NOTIFY_SINK_ALLOW,
+    &VIEWER_FILES,
     &PAIRED_KEYS,
     &PAIRED_VIEWERS,
     &PUSH_ALLOW_INSECURE_ENDPOINTS,

@@ -13,6 +13,7 @@ mod auth_phase;
 mod devices;
 mod lifecycle;
 mod push;
+mod workspace;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct Services {
     pub sessions: Arc<crate::session::Registry>,
     /// Where clients may create sessions and list directories.
     pub roots: Arc<crate::workdirs::Roots>,
+    /// The workspace view's limits and private places (docs/protocol.md §11).
+    pub workspace: Arc<crate::workspace::Workspace>,
     /// The audit log (creating, closing and renaming sessions are audit lines).
     pub audit: Arc<crate::session::AuditLog>,
     pub keys: auth::KeyStore,
@@ -934,6 +937,32 @@ impl Connection {
                 before,
             } => {
                 self.on_conversations_list(id, workdir, limit, before).await;
+                return;
+            }
+            ClientRequest::FilesStatus { session } => {
+                self.on_files_status(id, session).await;
+                return;
+            }
+            ClientRequest::FilesDiff {
+                session,
+                path,
+                base,
+            } => {
+                self.on_files_diff(id, session, path, base).await;
+                return;
+            }
+            ClientRequest::FilesList { session, path } => {
+                self.on_files_list(id, session, path).await;
+                return;
+            }
+            ClientRequest::FilesRead {
+                session,
+                path,
+                offset,
+                max_bytes,
+            } => {
+                self.on_files_read(id, session, path, offset, max_bytes)
+                    .await;
                 return;
             }
             ClientRequest::SessionList => {

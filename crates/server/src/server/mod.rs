@@ -211,7 +211,19 @@ pub async fn run_with(
         .map_err(|e| startup_fault(anyhow::anyhow!("resolving the session roots panicked: {e}")))?
         .map_err(|e| config_error(crate::config::settings::SESSION_ROOT.name, e.to_string()))?
     };
+    let workspace = {
+        let (roots, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || crate::workspace::Workspace::new(&data_dir, &roots))
+            .await
+            .map(Arc::new)
+            .map_err(|e| {
+                startup_fault(anyhow::anyhow!(
+                    "preparing the workspace view panicked: {e}"
+                ))
+            })?
+    };
     let session_shared = SessionShared {
+        workspace: workspace.clone(),
         metrics: metrics.clone(),
         audit: audit.clone(),
         fatal: fatal.clone(),
@@ -270,6 +282,7 @@ pub async fn run_with(
         config: config.clone(),
         sessions,
         roots: Arc::new(roots),
+        workspace,
         audit,
         keys,
         metrics,

@@ -288,6 +288,8 @@ pub struct SessionShared {
     /// The server-wide agent slots (`--max-agents`, §4.11): one [`slots::AgentSlots`]
     /// for all sessions, configured and created alike.
     pub slots: Arc<slots::AgentSlots>,
+    /// Turn snapshots for `relay.changes` (docs/protocol.md §11).
+    pub workspace: Arc<crate::workspace::Workspace>,
 }
 
 pub use crate::fatal::FatalSignal;

@@ -162,6 +162,7 @@ impl Actor {
             self.emit_relay(
                 json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
             )?;
+            self.snapshot_after(&prompt_id);
             if let Some(started) = self.turn_started.take() {
                 self.shared.notify.report(NotifyEvent::TurnEnded {
                     session: self.name.clone(),
@@ -295,6 +296,7 @@ impl Actor {
             // The cause (`stopped` at shutdown); `server_stopped` is reserved for
             // prompts that were still queued and never reached the agent.
             self.emit_relay(json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": cause}))?;
+            self.snapshot_after(&prompt_id);
         }
         self.settle_interrupts();
         self.stopping = None;

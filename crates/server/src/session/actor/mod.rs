@@ -48,6 +48,7 @@ use ccrelay_protocol::{
     event_frame, permission_result,
 };
 
+mod changes;
 mod history;
 mod lifecycle;
 mod on_demand;
@@ -219,6 +220,7 @@ pub fn spawn(
         going_to_sleep: false,
         idle_since: None,
         tasks: std::collections::HashSet::new(),
+        changes: Default::default(),
         settings,
     };
     let open_prompts = recovered.open_prompts;
@@ -273,6 +275,8 @@ enum Wake {
     Written(Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError>),
     Timer,
     Slot(SlotMsg),
+    /// A turn snapshot answered (docs/protocol.md §11).
+    Snapshot(Option<changes::SnapDone>),
 }
 
 /// The acknowledgement of the oldest write in flight (never, when none is).
@@ -441,6 +445,8 @@ struct Actor {
     idle_since: Option<Instant>,
     /// The agent's background tasks running now (`system/task_*`).
     tasks: std::collections::HashSet<String>,
+    /// Snapshots around turns, for `relay.changes` (docs/protocol.md §11).
+    changes: changes::TurnChanges,
 }
 
 type Step = Result<(), JournalError>;
@@ -513,6 +519,7 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let writing = !self.in_flight.is_empty();
+            let snapping = self.changes.busy();
             let wake = {
                 let written = oldest_ack(&mut self.in_flight);
                 tokio::select! {
@@ -521,6 +528,7 @@ impl Actor {
                     Some(cmd) = cmd_rx.recv() => Wake::Command(cmd),
                     result = written, if writing => Wake::Written(result),
                     Some(msg) = slot_rx.recv() => Wake::Slot(msg),
+                    done = self.changes.wait(), if snapping => Wake::Snapshot(done),
                     _ = sleep_until(deadline.into()) => Wake::Timer,
                 }
             };
@@ -536,6 +544,7 @@ impl Actor {
                 }
                 Wake::Timer => self.on_timer()?,
                 Wake::Slot(msg) => self.on_slot_msg(msg)?,
+                Wake::Snapshot(done) => self.on_snapshot(done)?,
             }
             // Take whatever else is already waiting into this step, so its events
             // go to the writer together (and share a write and an fsync there).
@@ -1038,6 +1047,11 @@ impl Actor {
         let Some(closing) = self.closing.take() else {
             return Ok(());
         };
+        // The last turn's `relay.changes` comes before `relay.closed`.
+        while self.changes.busy() {
+            let done = self.changes.wait().await;
+            self.on_snapshot(done)?;
+        }
         let mut event = json!({"type": "relay.closed", "by": closing.by.client_id});
         if let Some(device) = &closing.by.device {
             event["device"] = Value::from(device.as_str());

@@ -154,6 +154,7 @@ mod tests {
             )
             .expect("notifier"),
             slots: AgentSlots::new(1),
+            workspace: Arc::new(crate::workspace::Workspace::new(dir, &[])),
         }
     }
 

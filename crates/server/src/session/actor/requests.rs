@@ -280,6 +280,19 @@ impl Actor {
         if !self.can_start_turn() {
             return Ok(());
         }
+        let Some(front) = self.queue.front() else {
+            return Ok(());
+        };
+        // The working tree is snapshotted before the prompt reaches the agent,
+        // and the previous turn's changes are told first (docs/protocol.md §11).
+        if self.changes.busy() {
+            return Ok(());
+        }
+        if !self.changes.ready_for(&front.prompt_id) {
+            let prompt_id = front.prompt_id.clone();
+            self.snapshot_before(&prompt_id);
+            return Ok(());
+        }
         let Some(next) = self.queue.pop_front() else {
             return Ok(());
         };
