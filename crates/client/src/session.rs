@@ -727,7 +727,8 @@ impl Session {
             }
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
-            | RelayEvent::Closed { .. } => {}
+            | RelayEvent::Closed { .. }
+            | RelayEvent::Settings { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

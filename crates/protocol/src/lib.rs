@@ -482,6 +482,20 @@ pub enum ClientRequest {
     SessionRestart {
         session: String,
     },
+    /// An owner changes a session's settings (§10): any subset, field types and
+    /// value syntax checked by the server.
+    SessionSet {
+        session: String,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10; viewers too).
+    SessionCatalog {
+        session: String,
+    },
+    /// The session's context, cost and rate limit (§10; viewers too).
+    SessionUsage {
+        session: String,
+    },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
     History {
@@ -543,6 +557,9 @@ label_enum! {
         SessionRename => "session.rename",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        SessionSet => "session.set",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -571,6 +588,8 @@ label_enum! {
         SessionChanged => "session.changed",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -602,6 +621,9 @@ impl ClientRequest {
             ClientRequest::SessionRename { .. } => RequestType::SessionRename,
             ClientRequest::ConversationsList { .. } => RequestType::ConversationsList,
             ClientRequest::DirsList { .. } => RequestType::DirsList,
+            ClientRequest::SessionSet { .. } => RequestType::SessionSet,
+            ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
+            ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
         }
     }
 
@@ -848,6 +870,31 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// Change a session's settings (owners, §10).
+    #[serde(rename = "session.set")]
+    SessionSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// The session's context, cost and rate limit (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -876,6 +923,9 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.rename",
     "conversations.list",
     "dirs.list",
+    "session.set",
+    "session.catalog",
+    "session.usage",
 ];
 
 impl ClientMsg {
@@ -1216,6 +1266,19 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         "dirs.list" => ClientRequest::DirsList {
             path: fields.optional_path("path")?,
         },
+        "session.set" => {
+            let session = fields.session()?;
+            match fields.settings()? {
+                Some(settings) => ClientRequest::SessionSet { session, settings },
+                None => return Err(fail(ErrorCode::BadMessage, "missing `settings`".into())),
+            }
+        }
+        "session.catalog" => ClientRequest::SessionCatalog {
+            session: fields.session()?,
+        },
+        "session.usage" => ClientRequest::SessionUsage {
+            session: fields.session()?,
+        },
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -1446,16 +1509,7 @@ impl Fields {
         if fork && resume.is_none() {
             return Err(self.bad("`fork` needs `resume`".into()));
         }
-        let settings = match self.obj.remove("settings") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(serde_json::from_value(v).map_err(|e| {
-                self.bad(format!(
-                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
-                    e.to_string().chars().take(160).collect::<String>()
-                ))
-            })?),
-            Some(_) => return Err(self.bad("`settings` must be an object".into())),
-        };
+        let settings = self.settings()?;
         let key = self.optional_short_string("key")?;
         Ok(SessionCreate {
             workdir,
@@ -1466,6 +1520,21 @@ impl Fields {
             settings,
             key,
         })
+    }
+
+    /// `settings` of `session.create` and `session.set` (§10): any subset, each
+    /// field of its type; unknown fields refused.
+    fn settings(&mut self) -> Result<Option<SettingsRequest>, ProtocolError> {
+        match self.obj.remove("settings") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(serde_json::from_value(v).map_err(|e| {
+                self.bad(format!(
+                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
+                    e.to_string().chars().take(160).collect::<String>()
+                ))
+            })?)),
+            Some(_) => Err(self.bad("`settings` must be an object".into())),
+        }
     }
 
     /// `role` of `pair.respond` and `pair.invite`: `owner` (the default) or `viewer`.
@@ -1809,6 +1878,12 @@ pub enum ServerMsg {
         queued: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duplicate: Option<bool>,
+        /// `session.set`: the settings now in effect (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<SessionSettingsJson>,
+        /// `session.set`: the settings that apply only from the agent's next start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_start: Option<Vec<String>>,
     },
     #[serde(rename = "pong")]
     Pong {
@@ -1922,6 +1997,30 @@ pub enum ServerMsg {
         dirs: Vec<DirEntry>,
         truncated: bool,
     },
+    /// The reply to `session.catalog`, and (without `id`) a change pushed to
+    /// attached clients (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        commands: Vec<catalog::CatalogCommand>,
+        models: Vec<catalog::CatalogModel>,
+        permission_modes: Vec<String>,
+        /// The session is asleep: this is the last catalog its agent gave.
+        stale: bool,
+    },
+    /// The reply to `session.usage` (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        /// Null while asleep or when the agent cannot tell.
+        context: Option<catalog::ContextUsage>,
+        cost_usd: f64,
+        rate_limit: Option<catalog::RateLimit>,
+    },
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -1973,6 +2072,8 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "session.changed",
     "conversations.list",
     "dirs.list",
+    "session.catalog",
+    "session.usage",
 ];
 
 /// Why a server frame could not be read.
@@ -2082,6 +2183,21 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<String>,
     },
+    /// A session setting changed (§10): by a client, or by the agent itself
+    /// (`client_id` `agent`).
+    #[serde(rename = "relay.settings")]
+    Settings {
+        settings: SessionSettingsJson,
+        changed: Vec<String>,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// The model id the agent reports using, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_in_effect: Option<String>,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2094,6 +2210,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.agent_exit",
     "relay.dropped",
     "relay.closed",
+    "relay.settings",
 ];
 
 /// The phase of a `relay.turn`.
@@ -2147,7 +2264,9 @@ impl ServerMsg {
             | ServerMsg::History { id, .. }
             | ServerMsg::SessionCreated { id, .. }
             | ServerMsg::ConversationsList { id, .. }
-            | ServerMsg::DirsList { id, .. } => id.as_ref(),
+            | ServerMsg::DirsList { id, .. }
+            | ServerMsg::SessionCatalog { id, .. }
+            | ServerMsg::SessionUsage { id, .. } => id.as_ref(),
             ServerMsg::AuthChallenge { .. }
             | ServerMsg::PairRequested { .. }
             | ServerMsg::PairResolved { .. }
@@ -2164,6 +2283,8 @@ impl ServerMsg {
             prompt_id: None,
             queued: None,
             duplicate: None,
+            settings: None,
+            pending_start: None,
         }
     }
 
@@ -2820,6 +2941,8 @@ mod tests {
                 prompt_id: Some("p".into()),
                 queued: Some(false),
                 duplicate: Some(true),
+                settings: Some(SessionSettingsJson::default()),
+                pending_start: Some(vec!["effort".into()]),
             },
             ServerMsg::Pong { id: id.clone() },
             ServerMsg::PairPending {
@@ -2910,13 +3033,43 @@ mod tests {
                 more: false,
             },
             ServerMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("/home/u/src".into()),
                 dirs: vec![DirEntry {
                     name: "api".into(),
                     git: true,
                 }],
                 truncated: false,
+            },
+            ServerMsg::SessionCatalog {
+                id: id.clone(),
+                session: "api".into(),
+                commands: vec![catalog::CatalogCommand {
+                    name: "compact".into(),
+                    description: "Free up context".into(),
+                    argument_hint: "<instructions>".into(),
+                }],
+                models: vec![catalog::CatalogModel {
+                    value: "sonnet".into(),
+                    display_name: "Sonnet".into(),
+                    description: "d".into(),
+                    effort_levels: vec!["low".into()],
+                }],
+                permission_modes: vec!["default".into(), "plan".into()],
+                stale: false,
+            },
+            ServerMsg::SessionUsage {
+                id,
+                session: "api".into(),
+                context: Some(catalog::ContextUsage {
+                    used_tokens: 41000,
+                    max_tokens: 200000,
+                }),
+                cost_usd: 1.5,
+                rate_limit: Some(catalog::RateLimit {
+                    resets_at: Some("2026-12-06T10:00:00Z".into()),
+                    status: Some("rejected".into()),
+                }),
             },
         ]
     }
@@ -2945,6 +3098,8 @@ mod tests {
             ServerMsg::SessionChanged { .. } => 17,
             ServerMsg::ConversationsList { .. } => 18,
             ServerMsg::DirsList { .. } => 19,
+            ServerMsg::SessionCatalog { .. } => 20,
+            ServerMsg::SessionUsage { .. } => 21,
         }
     }
 
@@ -3075,6 +3230,14 @@ mod tests {
                 by: "c1".into(),
                 device: Some("phone".into()),
             },
+            RelayEvent::Settings {
+                settings: SessionSettingsJson::default(),
+                changed: vec!["permission_mode".into()],
+                client_id: "agent".into(),
+                fingerprint: None,
+                device: None,
+                model_in_effect: Some("claude-sonnet-5-5".into()),
+            },
         ]
     }
 
@@ -3088,6 +3251,7 @@ mod tests {
             RelayEvent::AgentExit { .. } => 5,
             RelayEvent::Dropped { .. } => 6,
             RelayEvent::Closed { .. } => 7,
+            RelayEvent::Settings { .. } => 8,
         }
     }
 
@@ -3254,8 +3418,24 @@ mod tests {
                 before: Some("2026-12-01T10:00:00Z".into()),
             },
             ClientMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("~/src".into()),
+            },
+            ClientMsg::SessionSet {
+                id: id.clone(),
+                session: Some("api".into()),
+                settings: SettingsRequest {
+                    permission_mode: Some("plan".into()),
+                    ..Default::default()
+                },
+            },
+            ClientMsg::SessionCatalog {
+                id: id.clone(),
+                session: Some("api".into()),
+            },
+            ClientMsg::SessionUsage {
+                id,
+                session: Some("api".into()),
             },
         ]
     }

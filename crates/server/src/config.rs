@@ -147,6 +147,7 @@ impl Config {
                 tail_bytes: self.tail_bytes,
                 // Configured sessions start their agent with the server (§4.11).
                 start_agent: true,
+                initial_settings: Default::default(),
             })
             .collect()
     }
@@ -667,6 +668,7 @@ impl Config {
             restart_window: v.secs(&s::AGENT_RESTART_WINDOW)?,
             stop_grace: v.secs(&s::AGENT_STOP_GRACE)?,
             idle_stop: Some(v.secs(&s::AGENT_IDLE_STOP)?).filter(|d| !d.is_zero()),
+            allow_bypass: v.switch(&s::ALLOW_BYPASS_PERMISSIONS)?,
         };
         let max_agents = v.count(&s::MAX_AGENTS)? as usize;
 

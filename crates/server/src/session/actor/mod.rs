@@ -48,6 +48,7 @@ use ccrelay_protocol::{
     event_frame, permission_result,
 };
 
+mod controls;
 mod history;
 mod lifecycle;
 mod on_demand;
@@ -116,6 +117,7 @@ pub fn spawn(
         };
     let (cmd_tx, cmd_rx) = super::command_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
+    let controls = controls::Controls::load(&settings.dir, &settings.initial_settings);
     let status = SessionStatus {
         state: initial_state,
         detail: String::new(),
@@ -131,6 +133,7 @@ pub fn spawn(
         cost_usd: 0.0,
         first_prompt: None,
         pending_list: Arc::from(Vec::new()),
+        settings: controls.settings(),
     };
     let (status_tx, status_rx) = watch::channel(status);
     let now = Instant::now();
@@ -219,6 +222,7 @@ pub fn spawn(
         going_to_sleep: false,
         idle_since: None,
         tasks: std::collections::HashSet::new(),
+        controls,
         settings,
     };
     let open_prompts = recovered.open_prompts;
@@ -441,6 +445,8 @@ struct Actor {
     idle_since: Option<Instant>,
     /// The agent's background tasks running now (`system/task_*`).
     tasks: std::collections::HashSet<String>,
+    /// Settings, catalog and the relay's control requests (docs/protocol.md §10).
+    controls: controls::Controls,
 }
 
 type Step = Result<(), JournalError>;
@@ -868,6 +874,15 @@ impl Actor {
                 Ok(())
             }
             SessionCmd::Close { by, done } => self.begin_close(by, done),
+            SessionCmd::SetSettings { client, id, asked } => self.set_settings(client, id, asked),
+            SessionCmd::Catalog { client, id } => {
+                self.session_catalog(client, id);
+                Ok(())
+            }
+            SessionCmd::Usage { client, id } => {
+                self.session_usage(client, id);
+                Ok(())
+            }
         }
     }
 
@@ -958,6 +973,7 @@ impl Actor {
             cost_usd: self.earlier_cost + self.process_cost.unwrap_or(0.0),
             first_prompt: self.first_prompt.clone(),
             pending_list: self.pending_summaries(),
+            settings: self.controls.settings(),
         };
         self.shared
             .metrics
