@@ -71,6 +71,10 @@ export const msg = {
   conversationsList: (id, workdir, limit = 50, before = undefined) => ({ type: 'conversations.list', id, workdir, limit, before }),
   /** Without `path`: the roots. */
   dirsList: (id, path) => (path ? { type: 'dirs.list', id, path } : { type: 'dirs.list', id }),
+  /** Session settings and the agent's controls (docs/protocol.md §10): `settings` is any subset. */
+  sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
+  sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
+  sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),

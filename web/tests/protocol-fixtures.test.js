@@ -55,6 +55,9 @@ const calls = {
   sessionClose: (f) => [f.id, f.session, f.remove_worktree],
   conversationsList: (f) => [f.id, f.workdir, f.limit, f.before],
   dirsList: (f) => [f.id, f.path],
+  sessionSet: (f) => [f.id, f.session, f.settings],
+  sessionCatalog: (f) => [f.id, f.session],
+  sessionUsage: (f) => [f.id, f.session],
 };
 
 // Requests the server takes that the page has no use for.
