@@ -32,6 +32,7 @@ mod push;
 mod real_cli_mock_api;
 mod real_cli_relay;
 mod scale;
+mod session_controls;
 mod session_lifecycle;
 mod sessions;
 mod sessions_cli;

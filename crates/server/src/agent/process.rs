@@ -195,7 +195,12 @@ pub fn check_allow_bypass(config: &AgentConfig) -> Result<(), String> {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .map(|l| l.chars().filter(|c| !c.is_control()).take(300).collect::<String>())
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect::<String>()
+        })
         .unwrap_or_else(|| format!("it exited with {status}"));
     Err(format!(
         "the agent refuses {ALLOW_BYPASS_FLAG} while running as root: {reason} (set IS_SANDBOX=1 in a sandbox, or run as another user)"

@@ -141,10 +141,7 @@ fn differing(asked: &SettingsRequest, now: &SessionSettingsJson) -> Vec<&'static
     if asked.thinking.is_some() && asked.thinking != now.thinking {
         out.push("thinking");
     }
-    if asked
-        .auto_continue
-        .is_some_and(|a| a != now.auto_continue)
-    {
+    if asked.auto_continue.is_some_and(|a| a != now.auto_continue) {
         out.push("auto_continue");
     }
     out
@@ -210,7 +207,10 @@ impl Actor {
         id: Option<RequestId>,
         asked: SettingsRequest,
     ) -> Step {
-        if let Some(mode) = asked.permission_mode.as_deref().and_then(PermissionMode::parse)
+        if let Some(mode) = asked
+            .permission_mode
+            .as_deref()
+            .and_then(PermissionMode::parse)
             && mode.runs_tools_unasked()
             && !self.settings.agent.allow_bypass
         {
@@ -340,7 +340,8 @@ impl Actor {
             let changed = run.changed.clone();
             self.commit_settings(run.target, &changed, Some(&run.request.client.info))?;
             if changed.contains(&"permission_mode")
-                && self.controls.settings.permission_mode == PermissionMode::BypassPermissions.as_str()
+                && self.controls.settings.permission_mode
+                    == PermissionMode::BypassPermissions.as_str()
             {
                 self.allow_all_pending()?;
             }
@@ -362,8 +363,7 @@ impl Actor {
             settings: Some((*self.controls.settings).clone()),
             pending_start: Some(pending_start.into_iter().map(String::from).collect()),
         };
-        self.deferred
-            .push((request.client.clone(), msg.to_json()));
+        self.deferred.push((request.client.clone(), msg.to_json()));
     }
 
     /// New settings in effect: recorded in the session's directory, published,
@@ -416,7 +416,11 @@ impl Actor {
     /// Switching to `bypassPermissions` allows every request already pending
     /// (docs/protocol.md §10); other modes leave them to a person.
     fn allow_all_pending(&mut self) -> Step {
-        while let Some(index) = self.pending.iter().position(|p| p.subtype == "can_use_tool") {
+        while let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| p.subtype == "can_use_tool")
+        {
             let request_id = self.pending[index].request_id.clone();
             let answer = match permission_result(
                 &json!({"behavior": "allow"}),
@@ -488,9 +492,7 @@ impl Actor {
     /// A mode the agent reports: tracked when it differs from the one in effect
     /// and no `set_permission_mode` of the relay's is under way.
     fn agent_mode(&mut self, mode: &str) -> Step {
-        if mode == self.controls.settings.permission_mode
-            || PermissionMode::parse(mode).is_none()
-        {
+        if mode == self.controls.settings.permission_mode || PermissionMode::parse(mode).is_none() {
             return Ok(());
         }
         let setting_mode = self.controls.running.as_ref().is_some_and(|r| {
@@ -527,7 +529,12 @@ impl Actor {
             }
             return Ok(true);
         }
-        if let Some(at) = self.controls.usage.iter().position(|w| w.request_id == request_id) {
+        if let Some(at) = self
+            .controls
+            .usage
+            .iter()
+            .position(|w| w.request_id == request_id)
+        {
             let waiter = self.controls.usage.remove(at);
             let context = answer
                 .payload::<ctl::ContextUsageAnswer>()
@@ -698,7 +705,9 @@ impl Actor {
 
     pub(super) fn session_catalog(&mut self, client: ClientHandle, id: Option<RequestId>) {
         let msg = self.catalog_msg(id);
-        let _ = client.outbox.frame(FrameType::SessionCatalog, msg.to_json());
+        let _ = client
+            .outbox
+            .frame(FrameType::SessionCatalog, msg.to_json());
     }
 
     // ------------------------------------------------------------------ usage
