@@ -33,6 +33,7 @@ mod real_cli_mock_api;
 mod real_cli_relay;
 mod real_cli_sessions;
 mod scale;
+mod session_controls;
 mod session_lifecycle;
 mod sessions;
 mod sessions_cli;

@@ -77,6 +77,10 @@ export const msg = {
   filesDiff: (id, session, path, base) => ({ type: 'files.diff', id, session, path, base }),
   filesList: (id, session, path) => ({ type: 'files.list', id, session, path }),
   filesRead: (id, session, path, offset = 0, maxBytes = 262144) => ({ type: 'files.read', id, session, path, offset, max_bytes: maxBytes }),
+  /** Session settings and the agent's controls (docs/protocol.md §10): `settings` is any subset. */
+  sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
+  sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
+  sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),

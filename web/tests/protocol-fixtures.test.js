@@ -60,6 +60,9 @@ const calls = {
   filesDiff: (f) => [f.id, f.session, f.path, f.base],
   filesList: (f) => [f.id, f.session, f.path],
   filesRead: (f) => [f.id, f.session, f.path, f.offset, f.max_bytes],
+  sessionSet: (f) => [f.id, f.session, f.settings],
+  sessionCatalog: (f) => [f.id, f.session],
+  sessionUsage: (f) => [f.id, f.session],
 };
 
 // Requests the server takes that the page has no use for.

@@ -728,7 +728,8 @@ impl Session {
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
             | RelayEvent::Closed { .. }
-            | RelayEvent::Changes { .. } => {}
+            | RelayEvent::Changes { .. }
+            | RelayEvent::Settings { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

@@ -582,6 +582,20 @@ pub enum ClientRequest {
     SessionRestart {
         session: String,
     },
+    /// An owner changes a session's settings (§10): any subset, field types and
+    /// value syntax checked by the server.
+    SessionSet {
+        session: String,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10; viewers too).
+    SessionCatalog {
+        session: String,
+    },
+    /// The session's context, cost and rate limit (§10; viewers too).
+    SessionUsage {
+        session: String,
+    },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
     History {
@@ -671,6 +685,9 @@ label_enum! {
         FilesDiff => "files.diff",
         FilesList => "files.list",
         FilesRead => "files.read",
+        SessionSet => "session.set",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -703,6 +720,8 @@ label_enum! {
         FilesDiff => "files.diff",
         FilesList => "files.list",
         FilesRead => "files.read",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -738,6 +757,9 @@ impl ClientRequest {
             ClientRequest::FilesDiff { .. } => RequestType::FilesDiff,
             ClientRequest::FilesList { .. } => RequestType::FilesList,
             ClientRequest::FilesRead { .. } => RequestType::FilesRead,
+            ClientRequest::SessionSet { .. } => RequestType::SessionSet,
+            ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
+            ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
         }
     }
 
@@ -1029,6 +1051,31 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_bytes: Option<u64>,
     },
+    /// Change a session's settings (owners, §10).
+    #[serde(rename = "session.set")]
+    SessionSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// The session's context, cost and rate limit (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -1061,6 +1108,9 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "files.diff",
     "files.list",
     "files.read",
+    "session.set",
+    "session.catalog",
+    "session.usage",
 ];
 
 impl ClientMsg {
@@ -1449,6 +1499,19 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
                 max_bytes,
             }
         }
+        "session.set" => {
+            let session = fields.session()?;
+            match fields.settings()? {
+                Some(settings) => ClientRequest::SessionSet { session, settings },
+                None => return Err(fail(ErrorCode::BadMessage, "missing `settings`".into())),
+            }
+        }
+        "session.catalog" => ClientRequest::SessionCatalog {
+            session: fields.session()?,
+        },
+        "session.usage" => ClientRequest::SessionUsage {
+            session: fields.session()?,
+        },
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -1690,16 +1753,7 @@ impl Fields {
         if fork && resume.is_none() {
             return Err(self.bad("`fork` needs `resume`".into()));
         }
-        let settings = match self.obj.remove("settings") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(serde_json::from_value(v).map_err(|e| {
-                self.bad(format!(
-                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
-                    e.to_string().chars().take(160).collect::<String>()
-                ))
-            })?),
-            Some(_) => return Err(self.bad("`settings` must be an object".into())),
-        };
+        let settings = self.settings()?;
         let key = self.optional_short_string("key")?;
         Ok(SessionCreate {
             workdir,
@@ -1710,6 +1764,21 @@ impl Fields {
             settings,
             key,
         })
+    }
+
+    /// `settings` of `session.create` and `session.set` (§10): any subset, each
+    /// field of its type; unknown fields refused.
+    fn settings(&mut self) -> Result<Option<SettingsRequest>, ProtocolError> {
+        match self.obj.remove("settings") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(serde_json::from_value(v).map_err(|e| {
+                self.bad(format!(
+                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
+                    e.to_string().chars().take(160).collect::<String>()
+                ))
+            })?)),
+            Some(_) => Err(self.bad("`settings` must be an object".into())),
+        }
     }
 
     /// `role` of `pair.respond` and `pair.invite`: `owner` (the default) or `viewer`.
@@ -2053,6 +2122,12 @@ pub enum ServerMsg {
         queued: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duplicate: Option<bool>,
+        /// `session.set`: the settings now in effect (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<SessionSettingsJson>,
+        /// `session.set`: the settings that apply only from the agent's next start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_start: Option<Vec<String>>,
     },
     #[serde(rename = "pong")]
     Pong {
@@ -2226,6 +2301,30 @@ pub enum ServerMsg {
         truncated: bool,
         mime: String,
     },
+    /// The reply to `session.catalog`, and (without `id`) a change pushed to
+    /// attached clients (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        commands: Vec<catalog::CatalogCommand>,
+        models: Vec<catalog::CatalogModel>,
+        permission_modes: Vec<String>,
+        /// The session is asleep: this is the last catalog its agent gave.
+        stale: bool,
+    },
+    /// The reply to `session.usage` (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        /// Null while asleep or when the agent cannot tell.
+        context: Option<catalog::ContextUsage>,
+        cost_usd: f64,
+        rate_limit: Option<catalog::RateLimit>,
+    },
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -2281,6 +2380,8 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "files.diff",
     "files.list",
     "files.read",
+    "session.catalog",
+    "session.usage",
 ];
 
 /// Why a server frame could not be read.
@@ -2400,6 +2501,21 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
     },
+    /// A session setting changed (§10): by a client, or by the agent itself
+    /// (`client_id` `agent`).
+    #[serde(rename = "relay.settings")]
+    Settings {
+        settings: SessionSettingsJson,
+        changed: Vec<String>,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// The model id the agent reports using, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_in_effect: Option<String>,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2413,6 +2529,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.dropped",
     "relay.closed",
     "relay.changes",
+    "relay.settings",
 ];
 
 /// The phase of a `relay.turn`.
@@ -2470,7 +2587,9 @@ impl ServerMsg {
             | ServerMsg::FilesStatus { id, .. }
             | ServerMsg::FilesDiff { id, .. }
             | ServerMsg::FilesList { id, .. }
-            | ServerMsg::FilesRead { id, .. } => id.as_ref(),
+            | ServerMsg::FilesRead { id, .. }
+            | ServerMsg::SessionCatalog { id, .. }
+            | ServerMsg::SessionUsage { id, .. } => id.as_ref(),
             ServerMsg::AuthChallenge { .. }
             | ServerMsg::PairRequested { .. }
             | ServerMsg::PairResolved { .. }
@@ -2487,6 +2606,8 @@ impl ServerMsg {
             prompt_id: None,
             queued: None,
             duplicate: None,
+            settings: None,
+            pending_start: None,
         }
     }
 
@@ -3143,6 +3264,8 @@ mod tests {
                 prompt_id: Some("p".into()),
                 queued: Some(false),
                 duplicate: Some(true),
+                settings: Some(SessionSettingsJson::default()),
+                pending_start: Some(vec!["effort".into()]),
             },
             ServerMsg::Pong { id: id.clone() },
             ServerMsg::PairPending {
@@ -3284,7 +3407,7 @@ mod tests {
                 truncated: false,
             },
             ServerMsg::FilesRead {
-                id,
+                id: id.clone(),
                 session: "api".into(),
                 path: "src/login.rs".into(),
                 size: 4210,
@@ -3293,6 +3416,36 @@ mod tests {
                 data: "fn main() {}\n".into(),
                 truncated: true,
                 mime: "text/x-rust".into(),
+            },
+            ServerMsg::SessionCatalog {
+                id: id.clone(),
+                session: "api".into(),
+                commands: vec![catalog::CatalogCommand {
+                    name: "compact".into(),
+                    description: "Free up context".into(),
+                    argument_hint: "<instructions>".into(),
+                }],
+                models: vec![catalog::CatalogModel {
+                    value: "sonnet".into(),
+                    display_name: "Sonnet".into(),
+                    description: "d".into(),
+                    effort_levels: vec!["low".into()],
+                }],
+                permission_modes: vec!["default".into(), "plan".into()],
+                stale: false,
+            },
+            ServerMsg::SessionUsage {
+                id,
+                session: "api".into(),
+                context: Some(catalog::ContextUsage {
+                    used_tokens: 41000,
+                    max_tokens: 200000,
+                }),
+                cost_usd: 1.5,
+                rate_limit: Some(catalog::RateLimit {
+                    resets_at: Some("2026-12-06T10:00:00Z".into()),
+                    status: Some("rejected".into()),
+                }),
             },
         ]
     }
@@ -3325,6 +3478,8 @@ mod tests {
             ServerMsg::FilesDiff { .. } => 21,
             ServerMsg::FilesList { .. } => 22,
             ServerMsg::FilesRead { .. } => 23,
+            ServerMsg::SessionCatalog { .. } => 24,
+            ServerMsg::SessionUsage { .. } => 25,
         }
     }
 
@@ -3467,6 +3622,14 @@ mod tests {
                 }],
                 truncated: true,
             },
+            RelayEvent::Settings {
+                settings: SessionSettingsJson::default(),
+                changed: vec!["permission_mode".into()],
+                client_id: "agent".into(),
+                fingerprint: None,
+                device: None,
+                model_in_effect: Some("claude-sonnet-5-5".into()),
+            },
         ]
     }
 
@@ -3481,6 +3644,7 @@ mod tests {
             RelayEvent::Dropped { .. } => 6,
             RelayEvent::Closed { .. } => 7,
             RelayEvent::Changes { .. } => 8,
+            RelayEvent::Settings { .. } => 9,
         }
     }
 
@@ -3666,11 +3830,27 @@ mod tests {
                 path: Some("src".into()),
             },
             ClientMsg::FilesRead {
-                id,
+                id: id.clone(),
                 session,
                 path: "src/login.rs".into(),
                 offset: Some(0),
                 max_bytes: Some(262_144),
+            },
+            ClientMsg::SessionSet {
+                id: id.clone(),
+                session: Some("api".into()),
+                settings: SettingsRequest {
+                    permission_mode: Some("plan".into()),
+                    ..Default::default()
+                },
+            },
+            ClientMsg::SessionCatalog {
+                id: id.clone(),
+                session: Some("api".into()),
+            },
+            ClientMsg::SessionUsage {
+                id,
+                session: Some("api".into()),
             },
         ]
     }

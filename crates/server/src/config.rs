@@ -149,6 +149,7 @@ impl Config {
                 tail_bytes: self.tail_bytes,
                 // Configured sessions start their agent with the server (§4.11).
                 start_agent: true,
+                initial_settings: Default::default(),
             })
             .collect()
     }
@@ -669,6 +670,7 @@ impl Config {
             restart_window: v.secs(&s::AGENT_RESTART_WINDOW)?,
             stop_grace: v.secs(&s::AGENT_STOP_GRACE)?,
             idle_stop: Some(v.secs(&s::AGENT_IDLE_STOP)?).filter(|d| !d.is_zero()),
+            allow_bypass: v.switch(&s::ALLOW_BYPASS_PERMISSIONS)?,
         };
         let max_agents = v.count(&s::MAX_AGENTS)? as usize;
 

@@ -714,6 +714,11 @@ pub const INSECURE_PLAINTEXT: Setting = switch(
     "CCRELAY_INSECURE_PLAINTEXT",
     "Allow listening without TLS outside loopback (behind a TLS-terminating proxy, on a WireGuard or Tailscale network)",
 );
+pub const ALLOW_BYPASS_PERMISSIONS: Setting = switch(
+    "allow-bypass-permissions",
+    "CCRELAY_ALLOW_BYPASS_PERMISSIONS",
+    "Let owners switch a session to a mode that skips permission prompts (bypassPermissions, auto); agents start with the CLI's flag that permits it",
+);
 pub const AGENT_ARGS: Setting = Setting {
     name: "agent-args",
     file_aliases: &[],
@@ -790,6 +795,7 @@ pub const SETTINGS: &[&Setting] = &[
     &TLS_SELF_SIGNED,
     &TLS_NAME,
     &INSECURE_PLAINTEXT,
+    &ALLOW_BYPASS_PERMISSIONS,
     &AGENT_ARGS,
 ];
 

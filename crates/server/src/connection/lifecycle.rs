@@ -578,7 +578,9 @@ impl Connection {
 }
 
 /// A create's settings with every key present (docs/protocol.md §10), or why not.
-fn check_settings(asked: SettingsRequest) -> Result<SessionSettingsJson, (ErrorCode, String)> {
+pub(super) fn check_settings(
+    asked: SettingsRequest,
+) -> Result<SessionSettingsJson, (ErrorCode, String)> {
     let mut settings = SessionSettingsJson::default();
     if let Some(mode) = asked.permission_mode {
         if UNATTENDED_MODES.contains(&mode.as_str()) {

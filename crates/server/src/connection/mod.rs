@@ -10,6 +10,7 @@
 //! the `keys.*` requests in [`devices`]; `push.subscribe`/`push.unsubscribe` in [`push`].
 
 mod auth_phase;
+mod controls;
 mod devices;
 mod lifecycle;
 mod push;
@@ -1076,6 +1077,37 @@ impl Connection {
                     id: id.clone(),
                     before,
                     limit,
+                },
+            ),
+            ClientRequest::SessionSet { session, settings } => {
+                if !self.owner_only(&id, "session.set") {
+                    return;
+                }
+                let asked = match controls::check_set(settings) {
+                    Ok(asked) => asked,
+                    Err((code, why)) => return self.error(id, code, why),
+                };
+                (
+                    session,
+                    SessionCmd::SetSettings {
+                        client: client.clone(),
+                        id: id.clone(),
+                        asked,
+                    },
+                )
+            }
+            ClientRequest::SessionCatalog { session } => (
+                session,
+                SessionCmd::Catalog {
+                    client: client.clone(),
+                    id: id.clone(),
+                },
+            ),
+            ClientRequest::SessionUsage { session } => (
+                session,
+                SessionCmd::Usage {
+                    client: client.clone(),
+                    id: id.clone(),
                 },
             ),
             ClientRequest::SessionRestart { session } => {

@@ -120,6 +120,14 @@ pub async fn run_with(
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys = KeyStore::load_files(config.key_paths().files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
+    // An agent that would refuse its own flags must not crash-loop (docs/protocol.md §10).
+    if config.agent.allow_bypass {
+        let agent = config.agent.clone();
+        tokio::task::spawn_blocking(move || crate::agent::process::check_allow_bypass(&agent))
+            .await
+            .map_err(|e| ServeError::Fatal(anyhow::anyhow!("checking the agent: {e}")))?
+            .map_err(|message| config_error("allow-bypass-permissions", message))?;
+    }
     // Owner-only, or refused (exit 2): journals hold whole transcripts.
     crate::datadir::prepare(&config.data_dir)
         .map_err(|e| config_error("data-dir", e.to_string()))?;

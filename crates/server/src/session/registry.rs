@@ -152,7 +152,7 @@ impl Entry {
                 created_at: rfc3339(self.created_at),
                 last_activity: rfc3339(status.last_activity),
                 cost_usd: self.cost_before + status.cost_usd,
-                settings: self.settings.clone(),
+                settings: (*status.settings).clone(),
                 closable: self.created == CreatedBy::Client,
                 pending: status.pending_list.to_vec(),
                 workdir: owner.then(|| self.workdir.display().to_string()),
@@ -499,10 +499,8 @@ impl Registry {
         // Created sessions sleep until their first prompt, after a create and after
         // a restart (docs/protocol.md §4.11).
         settings.start_agent = false;
-        settings
-            .agent
-            .extra_args
-            .extend(agent_flags(&record.settings));
+        // The actor passes them as flags at every start (and keeps later changes).
+        settings.initial_settings = record.settings.clone();
         let handle = self.spawn_actor(settings)?;
         Ok(Entry {
             handle,
@@ -660,6 +658,35 @@ impl Registry {
         Some(entry)
     }
 
+    /// A session's settings changed (docs/protocol.md §10): kept in its entry and,
+    /// for a created session, in its record (blocking I/O). The entry to announce.
+    fn settings_changed(&self, name: &str, settings: &SessionSettingsJson) -> Option<Entry> {
+        let (entry, record) = {
+            let mut inner = self.lock();
+            let entry = inner
+                .entries
+                .iter_mut()
+                .find(|e| e.name() == name && !e.closing)?;
+            entry.settings = settings.clone();
+            if let Some(r) = &mut entry.record {
+                r.settings = settings.clone();
+            }
+            (entry.clone(), entry.record.is_some())
+        };
+        if record {
+            let _writing = self.record_writes.lock().unwrap_or_else(|e| e.into_inner());
+            // The record as it is now; none when the session was closed meanwhile
+            // (the close's record stands).
+            let current = self.entry_by_uid(&entry.uid).and_then(|e| e.record);
+            if let Some(record) = current
+                && let Err(e) = write_record(&entry.dir, &record)
+            {
+                tracing::error!(session = %name, error = %e, "cannot record the settings");
+            }
+        }
+        Some(entry)
+    }
+
     /// Remove closed sessions' directories past `--closed-retention` (blocking I/O).
     pub fn sweep(&self) {
         let now = to_ms(SystemTime::now());
@@ -759,6 +786,7 @@ async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
     let mut status = handle.watch();
     let key = |s: &SessionStatus| (s.state, s.pending_list.clone());
     let mut last = key(&status.borrow());
+    let mut last_settings = status.borrow().settings.clone();
     let mut uid: Option<Arc<str>> = None;
     let mut recorded = TurnOutcome::of(&status.borrow());
     loop {
@@ -766,6 +794,19 @@ async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
             return;
         }
         let snapshot = status.borrow_and_update().clone();
+        if !Arc::ptr_eq(&snapshot.settings, &last_settings) {
+            last_settings = snapshot.settings.clone();
+            let settings = snapshot.settings.clone();
+            let name = handle.name.clone();
+            let registry = registry.clone();
+            // The record is rewritten off the async workers; then announced.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(entry) = registry.settings_changed(&name, &settings) {
+                    registry.announce(&entry, "settings");
+                }
+            })
+            .await;
+        }
         if uid.is_none() {
             uid = registry
                 .lock()
@@ -895,6 +936,9 @@ pub fn agent_flags(settings: &SessionSettingsJson) -> Vec<String> {
     ];
     if let Some(model) = &settings.model {
         flags.extend(["--model".to_string(), model.clone()]);
+    }
+    if let Some(effort) = &settings.effort {
+        flags.extend(["--effort".to_string(), effort.clone()]);
     }
     flags
 }

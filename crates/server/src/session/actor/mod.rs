@@ -49,6 +49,7 @@ use ccrelay_protocol::{
 };
 
 mod changes;
+mod controls;
 mod history;
 mod lifecycle;
 mod on_demand;
@@ -117,6 +118,7 @@ pub fn spawn(
         };
     let (cmd_tx, cmd_rx) = super::command_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
+    let controls = controls::Controls::load(&settings.dir, &settings.initial_settings);
     let status = SessionStatus {
         state: initial_state,
         detail: String::new(),
@@ -132,6 +134,7 @@ pub fn spawn(
         cost_usd: 0.0,
         first_prompt: None,
         pending_list: Arc::from(Vec::new()),
+        settings: controls.settings(),
     };
     let (status_tx, status_rx) = watch::channel(status);
     let now = Instant::now();
@@ -221,6 +224,7 @@ pub fn spawn(
         idle_since: None,
         tasks: std::collections::HashSet::new(),
         changes: Default::default(),
+        controls,
         settings,
     };
     let open_prompts = recovered.open_prompts;
@@ -447,6 +451,8 @@ struct Actor {
     tasks: std::collections::HashSet<String>,
     /// Snapshots around turns, for `relay.changes` (docs/protocol.md §11).
     changes: changes::TurnChanges,
+    /// Settings, catalog and the relay's control requests (docs/protocol.md §10).
+    controls: controls::Controls,
 }
 
 type Step = Result<(), JournalError>;
@@ -877,6 +883,15 @@ impl Actor {
                 Ok(())
             }
             SessionCmd::Close { by, done } => self.begin_close(by, done),
+            SessionCmd::SetSettings { client, id, asked } => self.set_settings(client, id, asked),
+            SessionCmd::Catalog { client, id } => {
+                self.session_catalog(client, id);
+                Ok(())
+            }
+            SessionCmd::Usage { client, id } => {
+                self.session_usage(client, id);
+                Ok(())
+            }
         }
     }
 
@@ -967,6 +982,7 @@ impl Actor {
             cost_usd: self.earlier_cost + self.process_cost.unwrap_or(0.0),
             first_prompt: self.first_prompt.clone(),
             pending_list: self.pending_summaries(),
+            settings: self.controls.settings(),
         };
         self.shared
             .metrics

@@ -159,6 +159,8 @@ impl Actor {
                     prompt_id: Some(prompt_id.clone()),
                     queued: None,
                     duplicate: Some(true),
+                    settings: None,
+                    pending_start: None,
                 };
                 let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
                 return Ok(());
@@ -206,6 +208,8 @@ impl Actor {
             prompt_id: Some(prompt_id.clone()),
             queued: Some(queued),
             duplicate: None,
+            settings: None,
+            pending_start: None,
         };
         let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
 
