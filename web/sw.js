@@ -24,6 +24,7 @@ const SHELL = [
   `/v/${VERSION}/js/deeplink.js`,
   `/v/${VERSION}/js/directory.js`,
   `/v/${VERSION}/js/drafts.js`,
+  `/v/${VERSION}/js/highlight.js`,
   `/v/${VERSION}/js/idb.js`,
   `/v/${VERSION}/js/keys.js`,
   `/v/${VERSION}/js/peek.js`,
@@ -43,6 +44,8 @@ const SHELL = [
   `/v/${VERSION}/js/views/sheet.js`,
   `/v/${VERSION}/js/views/stream.js`,
   `/v/${VERSION}/js/views/text.js`,
+  `/v/${VERSION}/js/views/workspace.js`,
+  `/v/${VERSION}/js/workspace.js`,
 ];
 
 self.addEventListener('install', (e) => {

@@ -21,7 +21,7 @@ import { DeviceKey, persistStorage } from './keys.js';
 import { pairCode } from './sshsig.js';
 import { Connection } from './connection.js';
 import { Store } from './session.js';
-import { bindingOrigin, wsUrl } from './protocol.js';
+import { bindingOrigin, msg, wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
 import { PushControl } from './push.js';
@@ -34,6 +34,7 @@ import { qrSvg } from './qr.js';
 import { Directory, normalizeEntry, resumeCommand } from './directory.js';
 import { SessionHead, SessionsScreen } from './views/sessions.js';
 import { OtherRequests } from './peek.js';
+import { WorkspaceView } from './views/workspace.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -64,6 +65,7 @@ const SESSION_STATE_TEXT = {
 /** Within this many pixels of the bottom, the reader is "at the latest". */
 const AT_BOTTOM_PX = 80;
 const BASE_TITLE = document.title;
+const WORKSPACE_REFUSED = 'Changes and files are not shown to viewers on this server (it runs without --viewer-files).';
 
 const ui = {
   conn: $('conn'),
@@ -362,7 +364,29 @@ async function main() {
       if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
     }
   };
-  const stream = new StreamView(ui.stream, { respond, canAnswer: () => role === 'owner' });
+  // The workspace view (docs/protocol.md §11): the visible session's changes and files.
+  const workspace = new WorkspaceView({
+    root: $('workspace'),
+    open: $('workspace-open'),
+    close: $('ws-close'),
+    back: $('ws-back'),
+    tabs: { changes: $('ws-tab-changes'), files: $('ws-tab-files') },
+    body: $('ws-body'),
+    title: $('ws-title'),
+    wrap: $('ws-wrap'),
+    note: $('ws-note'),
+  }, {
+    status: () => conn.request((id) => msg.filesStatus(id, current)),
+    diff: (path, base) => conn.request((id) => msg.filesDiff(id, current, path, base)),
+    list: (path) => conn.request((id) => msg.filesList(id, current, path)),
+    read: (path, offset) => conn.request((id) => msg.filesRead(id, current, path, offset)),
+  });
+  const stream = new StreamView(ui.stream, {
+    respond,
+    canAnswer: () => role === 'owner',
+    openTurn: (promptId) => (workspace.refused ? toast(WORKSPACE_REFUSED) : workspace.openTurn(promptId)),
+    openFile: (path) => (workspace.refused ? toast(WORKSPACE_REFUSED) : workspace.openFile(path, null, { root: true })),
+  });
   const sheet = new ApprovalSheet(ui.sheet, {
     respond,
     respondOther: (req, response) => respondElsewhere(req, response),
@@ -748,6 +772,7 @@ async function main() {
     if (next === current) return;
     conn.release(current);
     composer.flushDraft();
+    workspace.close();
     current = next;
     refreshSessionsButton();
     localStorage.setItem('ccrelay.session', current);
@@ -872,6 +897,7 @@ async function main() {
       }
     }).catch(() => {});
     applyRole();
+    checkWorkspace();
     refreshDevices();
     if (role === 'owner') push.owned();
     else push.viewer();
@@ -1002,6 +1028,23 @@ async function main() {
     ui.pairMsg.textContent = '';
     conn.open('auth');
   });
+
+  /**
+   * Viewers see the workspace only when the server runs with --viewer-files: ask once
+   * per sign-in, and hide the view with a short note when refused (docs/protocol.md §11).
+   */
+  function checkWorkspace() {
+    workspace.refused = false;
+    if (role === 'owner') {
+      workspace.setAvailable(true);
+      return;
+    }
+    conn.request((id) => msg.filesStatus(id, current)).then(() => workspace.setAvailable(true)).catch((e) => {
+      if (e.code !== 'forbidden') return;
+      workspace.refused = true;
+      workspace.setAvailable(false, WORKSPACE_REFUSED);
+    });
+  }
 
   // --- roles: a viewer's page has nothing to send or answer with
   function applyRole() {

@@ -122,9 +122,10 @@ class Model {
         this.add(item('notice', `seq:${seq}`, { text: `Session closed${ev.device ? ` by ${ev.device}` : ''}.` }));
         break;
       case 'relay.changes': {
-        // What a turn changed (docs/protocol.md §11); the diff is `files.diff` with base `turn:<prompt_id>`.
-        const count = Array.isArray(ev.files) ? ev.files.length : 0;
-        this.add(item('notice', `seq:${seq}`, { text: `The turn changed ${count} file${count === 1 ? '' : 's'}.` }));
+        // What a turn changed (docs/protocol.md §11): a card in the stream; its diff is
+        // `files.diff` with base `turn:<prompt_id>`.
+        const files = Array.isArray(ev.files) ? ev.files.filter((f) => f && typeof f.path === 'string') : [];
+        this.add(item('changes', `changes:${ev.prompt_id}:${seq}`, { promptId: typeof ev.prompt_id === 'string' ? ev.prompt_id : '', files, truncated: ev.truncated === true, seq }));
         break;
       }
       case 'relay.dropped':

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 /// The Content-Security-Policy of every response the page's routes give: only this
 /// origin, no inline script or style, no framing, no `<base>`, no form posts.
 /// `connect-src 'self'` covers `ws:`/`wss:` to this same host and port (CSP Level 3).
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
 font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; object-src 'none'; \
 frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
@@ -63,6 +63,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/deeplink.js", JS),
     asset!("js/directory.js", JS),
     asset!("js/drafts.js", JS),
+    asset!("js/highlight.js", JS),
     asset!("js/idb.js", JS),
     asset!("js/keys.js", JS),
     asset!("js/peek.js", JS),
@@ -82,6 +83,8 @@ static ASSETS: &[Asset] = &[
     asset!("js/views/sheet.js", JS),
     asset!("js/views/stream.js", JS),
     asset!("js/views/text.js", JS),
+    asset!("js/views/workspace.js", JS),
+    asset!("js/workspace.js", JS),
     asset!("icons/icon.svg", "image/svg+xml"),
     asset!("icons/icon-192.png", "image/png"),
     asset!("icons/icon-512.png", "image/png"),

@@ -9,6 +9,7 @@
 // user actions go to callbacks.
 
 import { fileChange, renderDiff } from './diff.js';
+import { changeSummary } from '../workspace.js';
 import { TextView } from './text.js';
 import { actionRow, el } from './dom.js';
 
@@ -236,9 +237,39 @@ export class StreamView {
         return this.result(it);
       case 'notice':
         return el('div', it.interrupt ? 'notice interrupted' : 'notice', it.text);
+      case 'changes':
+        return this.changes(it);
       default:
         return null;
     }
+  }
+
+  /** What a turn changed (`relay.changes`, docs/protocol.md §11): a tap opens that turn's diff. */
+  changes(it) {
+    const box = el('button', 'turn-changes');
+    box.type = 'button';
+    box.setAttribute('data-testid', 'turn-changes');
+    box.dataset.promptId = it.promptId;
+    box.append(el('span', 'tc-icon', '±'), el('span', 'tc-text', `${changeSummary(it.files)}${it.truncated ? ' (list cut short)' : ''}`));
+    const names = it.files.slice(0, 3).map((f) => f.path.split('/').pop()).join(', ');
+    if (names) box.append(el('span', 'tc-files muted', `${names}${it.files.length > 3 ? ', …' : ''}`));
+    box.setAttribute('aria-label', `This turn: ${changeSummary(it.files)}. Show the diff.`);
+    if (this.actions.openTurn) box.addEventListener('click', () => this.actions.openTurn(it.promptId));
+    else box.disabled = true;
+    return box;
+  }
+
+  /** A link from a file change's card to the file's whole current diff (the workspace view). */
+  fullDiffLink(it) {
+    const path = typeof it.input.file_path === 'string' ? it.input.file_path : '';
+    if (!path || !this.actions.openFile || !['Edit', 'Write', 'MultiEdit'].includes(it.tool)) return null;
+    const rel = relativePath(path, this.model ? this.model.cwd : '');
+    if (rel.startsWith('/')) return null;
+    const b = el('button', 'link-btn full-diff', 'Full diff of this file');
+    b.type = 'button';
+    b.setAttribute('data-testid', 'permission-full-diff');
+    b.addEventListener('click', () => this.actions.openFile(rel));
+    return b;
   }
 
   prompt(it) {
@@ -306,6 +337,8 @@ export class StreamView {
         const d = el('details', 'input');
         d.append(el('summary', '', 'Change'), inputBody(it.tool, it.input, cwd));
         box.append(d);
+        const full = this.fullDiffLink(it);
+        if (full) box.append(full);
       }
       if (tool.output !== null) box.append(outputDetails(tool.output));
       return box;
@@ -317,6 +350,8 @@ export class StreamView {
     const summary = it.description || toolSummary(it.tool, it.input, cwd);
     if (summary) box.append(el('p', 'summary', summary));
     if (it.subtype === 'can_use_tool') box.append(inputBody(it.tool, it.input, cwd));
+    const full = this.fullDiffLink(it);
+    if (full) box.append(full);
     if (it.reason) box.append(el('p', 'muted small', it.reason));
     if (it.resolved) {
       const label = it.resolved === 'cancelled'
