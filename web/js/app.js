@@ -350,6 +350,10 @@ async function main() {
   // A notification click lands on a session and one request's card (deeplink.js).
   const requestFocus = new RequestFocus(ui.stream, {
     current: () => current,
+    focused: (requestId) => {
+      const it = store.log(current).model.get(`perm:${requestId}`);
+      if (it && !workspace.refused) stream.showFullDiff(it);
+    },
     switchTo: (name) => {
       if (!directory.get(name)) return false;
       switchSession(name);
@@ -386,6 +390,8 @@ async function main() {
     canAnswer: () => role === 'owner',
     openTurn: (promptId) => (workspace.refused ? toast(WORKSPACE_REFUSED) : workspace.openTurn(promptId)),
     openFile: (path) => (workspace.refused ? toast(WORKSPACE_REFUSED) : workspace.openFile(path, null, { root: true })),
+    // Drawn into the card once loaded; the render after it keeps the card's focus mark.
+    fullDiff: (path) => workspace.diffNode(path).finally(() => scheduleRender()),
   });
   const sheet = new ApprovalSheet(ui.sheet, {
     respond,

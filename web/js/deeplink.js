@@ -22,7 +22,8 @@ const KEYS = new Set(['request', 'session']);
 export class RequestFocus {
   /**
    * @param {HTMLElement} stream  where permission cards are rendered
-   * @param {object} page  {current(): session name, switchTo(name): true once the page shows that session}
+   * @param {object} page  {current(): session name, switchTo(name): true once the page shows that session,
+   *   focused(requestId): optional, called once the card is shown (the page adds the file's whole diff)}
    */
   constructor(stream, page) {
     this.stream = stream;
@@ -51,6 +52,7 @@ export class RequestFocus {
           this.target = null;
           this.focused = { session: t.session || this.page.current(), requestId: t.requestId };
           card.scrollIntoView({ block: 'center' });
+          if (this.page.focused) this.page.focused(t.requestId);
           this.clearHash();
         }
       }

@@ -22,6 +22,8 @@ let turn; // {promptId, files} of the editing turn's relay.changes
 
 const git = (...args) => execFileSync('git', ['-C', server.workdir, ...args], { encoding: 'utf8' });
 
+const BIG_LINES = 5000;
+
 const APP_JS = `// app.js — a sample
 import { thing } from './thing.js';
 
@@ -48,6 +50,8 @@ before(async () => {
   writeFileSync(path.join(w, 'src', 'app.js'), APP_JS);
   writeFileSync(path.join(w, 'README.md'), '# Sample\n\nA project for the workspace view.\n');
   writeFileSync(path.join(w, 'old.txt'), 'to be deleted\n');
+  // Over files.read's default 256 KiB: the viewer loads it in two reads.
+  writeFileSync(path.join(w, 'big.txt'), Array.from({ length: BIG_LINES }, (_, k) => `line ${k + 1} ${'x'.repeat(60)}`).join('\n') + '\n');
   copyFileSync(path.join(ROOT, 'web', 'icons', 'icon-192.png'), path.join(w, 'logo.png'));
   git('init', '-q', '-b', 'main');
   git('-c', 'user.email=t@example.com', '-c', 'user.name=t', 'add', '.');
@@ -170,6 +174,19 @@ test('a turn’s changes: the card, the Changes view, a diff equal to git diff, 
   await img.waitFor();
   await until(() => img.evaluate((i) => i.complete && i.naturalWidth === 192), 'the image preview decodes');
   await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-image-390.png') });
+  // A file over one read: "Load more" reads on from the offset until every line is shown.
+  await page.locator('#ws-back').click();
+  await page.locator('[data-testid="file-entry"][data-path="big.txt"]').click();
+  const big = page.locator('[data-testid="file-view"][data-path="big.txt"]');
+  await big.waitFor();
+  assert.equal(await big.getAttribute('data-truncated'), 'true');
+  const firstLines = await big.locator('.fl').count();
+  assert.ok(firstLines > 0 && firstLines < BIG_LINES, `a first part only (${firstLines} lines)`);
+  await page.getByTestId('file-more').click();
+  await waitAttr(big, 'data-truncated', (v) => v === 'false');
+  assert.equal(await big.locator('.fl').count(), BIG_LINES);
+  assert.equal(await big.locator('.fl').last().innerText(), `${BIG_LINES}\nline ${BIG_LINES} ${'x'.repeat(60)}`);
+  assert.equal(await big.locator('.fl').nth(firstLines).locator('.ln').innerText(), String(firstLines + 1), 'numbering goes on');
   assert.deepEqual(page.errors, []);
   await context.close();
 });
@@ -188,6 +205,35 @@ test('side by side at 1280×800: the same lines as git diff, removals beside add
   const row = diff.locator('.sbs-row').filter({ hasText: 'const name = "world";' });
   assert.match(await row.innerText(), /const name = "relay";/);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-diff-1280.png') });
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
+
+test('a request opened from a notification shows its file’s whole current diff; its card links to the diff', { skip: !enabled }, async () => {
+  const from = term.frames.length;
+  await term.request({ type: 'prompt', session: 'default', content: 'write-file src/app.js', key: 'ws-write' });
+  const req = await term.wait((f) => f.type === 'event' && f.event.type === 'control_request', { from, timeout: 60000 });
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  await page.goto(`${server.base}/?device=notified#request=${req.event.request_id}&session=default`);
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'pairing');
+  await server.authorize((await page.getByTestId('public-key').textContent()).trim());
+  await page.reload();
+  const card = page.locator(`[data-testid="permission-card"][data-request-id="${req.event.request_id}"]`);
+  await waitAttr(card, 'data-focused', (v) => v === 'true');
+  const diff = card.locator('[data-testid="permission-file-diff"] [data-testid="file-diff"][data-path="src/app.js"]');
+  await diff.waitFor();
+  assert.deepEqual(await shownLines(diff), gitDiffLines('src/app.js'));
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-request-390.png') });
+  // The link opens the same file's diff in the workspace view.
+  await card.getByTestId('permission-full-diff').click();
+  const full = page.locator('#workspace [data-testid="file-diff"][data-path="src/app.js"]');
+  await full.waitFor();
+  assert.deepEqual(await shownLines(full), gitDiffLines('src/app.js'));
+  await term.request({ type: 'respond', session: 'default', request_id: req.event.request_id, response: { behavior: 'deny' } });
+  await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });
   assert.deepEqual(page.errors, []);
   await context.close();
 });

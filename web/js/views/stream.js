@@ -97,7 +97,42 @@ export class StreamView {
     this.actions = actions;
     this.model = null;
     this.extraTurns = 0; // turns the reader asked to see beyond KEEP_TURNS
+    // Permission cards that show their file's whole current diff (a request opened
+    // from a notification): request id → {path, node} (node null while loading).
+    this.fullDiffs = new Map();
     this.clear();
+  }
+
+  /**
+   * Show the whole current diff of the file a pending Edit / Write / MultiEdit request
+   * changes inside its card (`actions.fullDiff(path)` resolves to the nodes to show).
+   */
+  showFullDiff(it) {
+    const path = this.fileOf(it);
+    if (!path || !this.actions.fullDiff || this.fullDiffs.has(it.requestId)) return;
+    const entry = { path, node: null };
+    this.fullDiffs.set(it.requestId, entry);
+    const redraw = () => {
+      const n = this.nodes.get(it.id);
+      if (n) {
+        n.rev = -1;
+        this.place(it);
+      }
+    };
+    redraw();
+    Promise.resolve(this.actions.fullDiff(path)).then((node) => {
+      entry.node = node;
+    }, (e) => {
+      entry.node = el('p', 'muted small', `The file's diff could not be loaded: ${(e && e.message) || e}`);
+    }).finally(redraw);
+  }
+
+  /** The workdir-relative file of a file-changing request, or ''. */
+  fileOf(it) {
+    const path = it && it.input && typeof it.input.file_path === 'string' ? it.input.file_path : '';
+    if (!path || !['Edit', 'Write', 'MultiEdit'].includes(it.tool)) return '';
+    const rel = relativePath(path, this.model ? this.model.cwd : '');
+    return rel.startsWith('/') ? '' : rel;
   }
 
   clear() {
@@ -261,10 +296,8 @@ export class StreamView {
 
   /** A link from a file change's card to the file's whole current diff (the workspace view). */
   fullDiffLink(it) {
-    const path = typeof it.input.file_path === 'string' ? it.input.file_path : '';
-    if (!path || !this.actions.openFile || !['Edit', 'Write', 'MultiEdit'].includes(it.tool)) return null;
-    const rel = relativePath(path, this.model ? this.model.cwd : '');
-    if (rel.startsWith('/')) return null;
+    const rel = this.fileOf(it);
+    if (!rel || !this.actions.openFile) return null;
     const b = el('button', 'link-btn full-diff', 'Full diff of this file');
     b.type = 'button';
     b.setAttribute('data-testid', 'permission-full-diff');
@@ -352,6 +385,14 @@ export class StreamView {
     if (it.subtype === 'can_use_tool') box.append(inputBody(it.tool, it.input, cwd));
     const full = this.fullDiffLink(it);
     if (full) box.append(full);
+    const shown = this.fullDiffs.get(it.requestId);
+    if (shown && !it.resolved) {
+      const d = el('details', 'full-diff-inline');
+      d.open = true;
+      d.setAttribute('data-testid', 'permission-file-diff');
+      d.append(el('summary', '', `${shown.path}: the whole file's changes now (against HEAD)`), shown.node || el('p', 'muted small', 'Loading the diff…'));
+      box.append(d);
+    }
     if (it.reason) box.append(el('p', 'muted small', it.reason));
     if (it.resolved) {
       const label = it.resolved === 'cancelled'

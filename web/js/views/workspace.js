@@ -225,6 +225,15 @@ export class WorkspaceView {
     this.fill(...nodes);
   }
 
+  /** One file's current diff against HEAD as a `file-diff` box (for a permission card). */
+  async diffNode(path) {
+    const r = await this.api.diff(path, 'HEAD');
+    const file = parseDiff(typeof r.diff === 'string' ? r.diff : '')[0] || null;
+    const box = this.fileDiffBox(path, file, r.binary === true || (file && file.binary));
+    if (r.truncated) box.append(el('p', 'ws-note', 'The diff is cut short: it is over 1 MiB.'));
+    return box;
+  }
+
   fileDiffBox(path, file, binary) {
     const box = el('section', 'file-diff');
     box.setAttribute('data-testid', 'file-diff');
