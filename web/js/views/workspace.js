@@ -75,15 +75,22 @@ export class WorkspaceView {
   }
 
   close() {
+    if (this.ui.root.hidden) return;
     this.ui.root.hidden = true;
     this.ui.open.setAttribute('aria-expanded', 'false');
     document.body.classList.remove('ws-open');
+    // Back where the reader was (the button, a card), when it is still there.
+    if (this.opener && this.opener.isConnected) this.opener.focus();
+    this.opener = null;
   }
 
   reveal() {
+    if (!this.ui.root.hidden) return;
+    this.opener = document.activeElement;
     this.ui.root.hidden = false;
     this.ui.open.setAttribute('aria-expanded', 'true');
     document.body.classList.add('ws-open');
+    this.ui.close.focus();
   }
 
   /** Show `draw` (a function that fills the body), remembering what was shown for Back. */
