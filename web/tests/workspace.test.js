@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, copyFileSync, appendFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, copyFileSync, appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, until, SCREENSHOTS, ROOT } from './harness.js';
 
@@ -105,6 +105,22 @@ async function shownLines(diff) {
   }));
 }
 
+const AXE = readFileSync(path.join(ROOT, 'web', 'tests', 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+
+/** axe-core's serious and critical violations, and buttons under 44×44 px, on the page as it is now. */
+async function a11yProblems(page) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  const small = await page.evaluate(() => [...document.querySelectorAll('#workspace button, [data-testid="turn-changes"]')]
+    .filter((b) => b.getClientRects().length > 0)
+    .map((b) => ({ b, r: b.getBoundingClientRect() }))
+    .filter(({ r }) => r.width < 44 || r.height < 44)
+    .map(({ b, r }) => `${b.dataset.testid || b.id || b.textContent.trim().slice(0, 20)} ${r.width.toFixed(0)}×${r.height.toFixed(0)}`));
+  return [...serious, ...small];
+}
+
 const sortLines = (ls) => ls.map((l) => l.join('\u0000')).sort();
 
 test('a turn’s changes: the card, the Changes view, a diff equal to git diff, the turn diff, the file viewer (390×844)', { skip: !enabled }, async () => {
@@ -139,6 +155,7 @@ test('a turn’s changes: the card, the Changes view, a diff equal to git diff, 
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `long lines wrap: the page is ${width} px wide`);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-diff-390.png') });
+  assert.deepEqual(await a11yProblems(page), [], 'the diff view');
   // Wrap off: the lines keep their length and scroll sideways inside the hunk.
   await page.getByTestId('ws-wrap').uncheck();
   const scrolls = await diff.locator('.hunk').first().evaluate((h) => h.scrollWidth > h.clientWidth);
@@ -167,6 +184,7 @@ test('a turn’s changes: the card, the Changes view, a diff equal to git diff, 
   assert.equal(await view.locator('.fv-lines').innerText(), '1\ndef greet(name):\n2\n    return f"hi {name}"  # greeting');
   assert.ok(await view.locator('.hl-com').count() === 1, 'the comment is coloured');
   await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-file-390.png') });
+  assert.deepEqual(await a11yProblems(page), [], 'the file view');
   await page.locator('#ws-back').click();
   await page.getByTestId('file-up').click();
   await page.locator('[data-testid="file-browser"][data-path=""] [data-testid="file-entry"][data-path="logo.png"]').click();
@@ -205,6 +223,10 @@ test('side by side at 1280×800: the same lines as git diff, removals beside add
   const row = diff.locator('.sbs-row').filter({ hasText: 'const name = "world";' });
   assert.match(await row.innerText(), /const name = "relay";/);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-diff-1280.png') });
+  assert.deepEqual(await a11yProblems(page), [], 'side by side, light');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.deepEqual(await a11yProblems(page), [], 'side by side, dark');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'workspace-diff-1280-dark.png') });
   assert.deepEqual(page.errors, []);
   await context.close();
 });

@@ -288,7 +288,7 @@ export class StreamView {
     box.append(el('span', 'tc-icon', '±'), el('span', 'tc-text', `${changeSummary(it.files)}${it.truncated ? ' (list cut short)' : ''}`));
     const names = it.files.slice(0, 3).map((f) => f.path.split('/').pop()).join(', ');
     if (names) box.append(el('span', 'tc-files muted', `${names}${it.files.length > 3 ? ', …' : ''}`));
-    box.setAttribute('aria-label', `This turn: ${changeSummary(it.files)}. Show the diff.`);
+    box.title = 'Show the diff of this turn';
     if (this.actions.openTurn) box.addEventListener('click', () => this.actions.openTurn(it.promptId));
     else box.disabled = true;
     return box;
