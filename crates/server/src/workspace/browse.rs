@@ -57,6 +57,16 @@ fn open_checked(
             _ => WorkspaceError::io("opening", e),
         })?;
     confine::check_fd(&file, workdir, deny)?;
+    // What was opened, not what was looked at before: a file swapped for a FIFO
+    // or a device in between is refused.
+    let meta = file
+        .metadata()
+        .map_err(|e| WorkspaceError::io("checking a file", e))?;
+    if directory != meta.is_dir() || (!directory && !meta.is_file()) {
+        return Err(WorkspaceError::NotFound(
+            "it changed into another kind of file".into(),
+        ));
+    }
     Ok(file)
 }
 
