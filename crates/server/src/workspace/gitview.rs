@@ -1084,6 +1084,73 @@ pub async fn diff_turn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workdirs::git::testing::{git_ok, init_repo};
+
+    fn loose_objects(dir: &Path) -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        for fanout in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let prefix = fanout.file_name().to_string_lossy().into_owned();
+            for object in std::fs::read_dir(fanout.path()).into_iter().flatten().flatten() {
+                found.insert(format!("{prefix}{}", object.file_name().to_string_lossy()));
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn old_turns_are_pruned_and_the_repository_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let repo = base.join("repo");
+        init_repo(&repo);
+        let data = base.join("data");
+        let ws = Arc::new(Workspace::new(&data, std::slice::from_ref(&base)));
+        let store = SnapshotStore {
+            dir: data.join("session").join("workspace"),
+        };
+        let repo_objects = loose_objects(&repo.join(".git/objects"));
+        let snap = || snapshot(ws.clone(), repo.clone(), store.clone());
+        // Turn 0 adds a file with content of its own, turn 1 deletes it.
+        let mut before = snap().await.unwrap().unwrap();
+        std::fs::write(repo.join("only-in-turn-0"), "unique content\n").unwrap();
+        let blob = git_ok(&repo, &["hash-object", "only-in-turn-0"])
+            .trim()
+            .to_owned();
+        let mut ids = Vec::new();
+        for turn in 0..KEPT_TURNS + 2 {
+            if turn == 1 {
+                std::fs::remove_file(repo.join("only-in-turn-0")).unwrap();
+            } else {
+                std::fs::write(repo.join("counter"), format!("{turn}\n")).unwrap();
+            }
+            let after = snap().await.unwrap().unwrap();
+            let id = format!("p-{turn}");
+            store.record_turn(&id, &before, &after).unwrap();
+            ids.push(id);
+            before = after;
+            if turn == 0 {
+                assert!(loose_objects(&store.objects()).contains(&blob));
+            }
+            prune(ws.clone(), repo.clone(), store.clone()).await.unwrap();
+        }
+        assert!(store.turn("p-0").is_none() && store.turn("p-1").is_none());
+        assert!(store.turn("p-2").is_some());
+        assert_eq!(store.records().len(), KEPT_TURNS);
+        let left = loose_objects(&store.objects());
+        assert!(!left.contains(&blob), "the pruned blob is still there");
+        // Each kept turn holds its counter blob and a root tree, at most.
+        assert!(left.len() <= 2 * KEPT_TURNS + 2, "{} objects", left.len());
+        // Every kept turn can still be diffed.
+        let view = diff_turn(ws.clone(), repo.clone(), store.clone(), "p-2".into(), None)
+            .await
+            .unwrap();
+        assert!(view.diff.contains("+2"), "{}", view.diff);
+        let gone = diff_turn(ws.clone(), repo.clone(), store.clone(), "p-0".into(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), ccrelay_protocol::ErrorCode::NotFound);
+        assert_eq!(loose_objects(&repo.join(".git/objects")), repo_objects);
+    }
 
     #[test]
     fn raw_and_numstat_are_read_together() {
