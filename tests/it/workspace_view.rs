@@ -335,6 +335,15 @@ async fn paths_are_confined_and_viewers_need_the_flag() {
     );
 }
 
+/// The markers a hostile repository's programs left, by name.
+fn fired(markers: &Path) -> Vec<String> {
+    std::fs::read_dir(markers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_hostile_repository_runs_nothing() {
     let f = Fixture::new();
@@ -355,6 +364,8 @@ async fn a_hostile_repository_runs_nothing() {
         ("filter.evil.clean", format!("touch {}; cat", m("clean"))),
         ("filter.evil.smudge", format!("touch {}; cat", m("smudge"))),
         ("filter.evil.process", format!("touch {}", m("process"))),
+        // A required filter that cannot run would fail every checkout.
+        ("filter.evil.required", "true".to_owned()),
         (
             "diff.evil.textconv",
             format!("touch {}; cat", m("textconv")),
@@ -363,17 +374,33 @@ async fn a_hostile_repository_runs_nothing() {
     ] {
         git(&w, &["config", k, &v]);
     }
-    let hook = w.join(".git/hooks/post-checkout");
-    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", m("hook"))).unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for hook in [
+        "post-checkout",
+        "post-index-change",
+        "reference-transaction",
+        "pre-commit",
+    ] {
+        let path = w.join(".git/hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", m(hook))).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
     std::fs::write(w.join("edit.txt"), "changed\n").unwrap();
+    // The setup itself ran nothing (plain git with no hooks involved).
+    let _ = std::fs::remove_dir_all(&markers);
+    std::fs::create_dir(&markers).unwrap();
+    let before = repo_state(&w);
     let server = f.start(ServerOptions::default());
     let mut c = server.client(&f.owner, None).await;
     c.attach("default", None).await;
+
     let status = c
         .request(json!({"type": "files.status", "session": "default"}), "s")
         .await;
     assert_eq!(status["git"], true, "{status}");
+    assert_eq!(by_path(&status["files"])["edit.txt"]["status"], "modified");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after files.status");
+
     let diff = c
         .request(
             json!({"type": "files.diff", "session": "default", "path": "edit.txt"}),
@@ -384,17 +411,51 @@ async fn a_hostile_repository_runs_nothing() {
         diff["diff"].as_str().unwrap().contains("+changed"),
         "{diff}"
     );
-    let id = bash_turn(&mut c, "echo x > edit.txt").await;
-    c.recv_until("changes", |v| {
-        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == id.as_str()
-    })
-    .await;
-    let fired: Vec<_> = std::fs::read_dir(&markers)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(fired.is_empty(), "programs ran: {fired:?}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after files.diff");
+
+    // A turn: snapshots before and after, compared; then its diff.
+    let id = bash_turn(&mut c, "echo x > edit.txt; echo new > added.txt").await;
+    let (changes, _) = c
+        .recv_until("changes", |v| {
+            v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == id.as_str()
+        })
+        .await;
+    let files = by_path(&changes["event"]["files"]);
+    assert!(
+        files.contains_key("edit.txt") && files.contains_key("added.txt"),
+        "{changes}"
+    );
+    let diff = c
+        .request(
+            json!({"type": "files.diff", "session": "default", "base": format!("turn:{id}")}),
+            "dt",
+        )
+        .await;
+    assert!(diff["diff"].as_str().unwrap().contains("+x"), "{diff}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after a turn");
+    assert_eq!(repo_state(&w), before, "the turn's snapshots changed the repository");
+
+    // A worktree session: `git worktree add` checks out (smudge, post-checkout)
+    // and creates a branch (reference-transaction).
+    let created = c
+        .request(
+            json!({"type": "session.create", "workdir": w, "name": "wt", "worktree": {}}),
+            "c",
+        )
+        .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    let tree = std::path::PathBuf::from(created["workdir"].as_str().unwrap());
+    // Checked out as stored: the emptied smudge filter did not run.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("edit.txt")).unwrap(),
+        "one\ntwo\nthree\n"
+    );
+    let status = c
+        .request(json!({"type": "files.status", "session": "wt"}), "s-wt")
+        .await;
+    assert_eq!(status["git"], true, "{status}");
+    assert_eq!(status["branch"], "ccrelay/wt", "{status}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after a worktree creation");
 
     // core.worktree elsewhere: not a repository.
     let elsewhere = f.path().join("elsewhere");
@@ -411,6 +472,7 @@ async fn a_hostile_repository_runs_nothing() {
         .request(json!({"type": "files.diff", "session": "default"}), "d2")
         .await;
     assert_eq!(diff["code"], "not_a_repository", "{diff}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "at the end");
 }
 
 #[tokio::test]
