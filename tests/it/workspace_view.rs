@@ -475,8 +475,13 @@ async fn a_hostile_repository_runs_nothing() {
     assert_eq!(fired(&markers), Vec::<String>::new(), "at the end");
 }
 
+/// The p-th percentile (0..=100) of sorted `gaps`.
+fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
 #[tokio::test]
-async fn reads_and_listings_are_capped() {
+async fn reads_and_listings_are_capped_while_another_session_streams() {
     let f = Fixture::new();
     let w = f.workdir();
     let big = std::fs::File::create(w.join("big.bin")).unwrap();
@@ -486,33 +491,159 @@ async fn reads_and_listings_are_capped() {
     for i in 0..100_000 {
         std::fs::File::create(many.join(format!("f{i}"))).unwrap();
     }
+    std::fs::write(w.join("blob.dat"), [0u8, 1, 2, 255, 0, 7]).unwrap();
+    std::fs::write(w.join("latin1.txt"), b"caf\xe9 cr\xe8me\n").unwrap();
+    std::os::unix::fs::symlink("loop-b", w.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", w.join("loop-b")).unwrap();
+    std::fs::create_dir(w.join("b")).unwrap();
     let server = f.start(ServerOptions::default());
+
+    // Session B streams a slow turn to its own client the whole time.
+    let mut other = server.client(&f.owner, Some("other")).await;
+    let created = other
+        .request(
+            json!({"type": "session.create", "workdir": w.join("b"), "name": "b"}),
+            "c",
+        )
+        .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    other.attach("b", None).await;
+    let ok = other
+        .request(
+            json!({"type": "prompt", "session": "b", "content": "slow"}),
+            "p",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let prompt_id = ok["prompt_id"].as_str().unwrap().to_owned();
+    let (streaming_tx, streaming_rx) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(async move {
+        let mut streaming = Some(streaming_tx);
+        let mut arrivals = Vec::new();
+        // Bounded: the turn's end, or 2,000 frames.
+        for _ in 0..2000 {
+            let (frame, _) = other
+                .recv_until("an event of session b", |v| v["type"] == "event")
+                .await;
+            arrivals.push(std::time::Instant::now());
+            if frame["event"]["type"] == "stream_event"
+                && let Some(tx) = streaming.take()
+            {
+                let _ = tx.send(());
+            }
+            if frame["event"]["type"] == "relay.turn"
+                && frame["event"]["prompt_id"] == prompt_id.as_str()
+                && frame["event"]["phase"] == "ended"
+            {
+                break;
+            }
+        }
+        arrivals
+    });
+    streaming_rx.await.expect("session b streams");
+
     let mut c = server.client(&f.owner, None).await;
-    let read = c
-        .request(
-            json!({"type": "files.read", "session": "default", "path": "big.bin"}),
-            "r",
+    let began = std::time::Instant::now();
+    // The capped requests again and again while session b's turn lasts
+    // (bounded: 40 rounds).
+    let mut rounds = 0;
+    while rounds < 40 && (rounds == 0 || !watcher.is_finished()) {
+        rounds += 1;
+        let read = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": "big.bin"}),
+                "r",
+            )
+            .await;
+        assert_eq!(read["truncated"], true, "{}", read["type"]);
+        assert_eq!(read["size"], 200 * 1024 * 1024);
+        assert_eq!(read["encoding"], "base64");
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            read["data"].as_str().unwrap(),
         )
+        .unwrap();
+        assert_eq!(bytes.len(), 256 * 1024);
+        let far = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": "big.bin",
+                       "offset": 200 * 1024 * 1024 - 10, "max_bytes": 100 * 1024 * 1024}),
+                "r2",
+            )
+            .await;
+        assert_eq!(far["truncated"], false, "{}", far["type"]);
+        assert_eq!(far["data"], "AAAAAAAAAAAAAA==", "{}", far["data"]);
+        let list = c
+            .request(
+                json!({"type": "files.list", "session": "default", "path": "many"}),
+                "l",
+            )
+            .await;
+        assert_eq!(list["entries"].as_array().unwrap().len(), 2000);
+        assert_eq!(list["truncated"], true);
+        let status = c
+            .request(json!({"type": "files.status", "session": "default"}), "s")
+            .await;
+        assert_eq!(status["git"], false, "{status}");
+    }
+    let diff = c
+        .request(json!({"type": "files.diff", "session": "default"}), "d")
         .await;
-    assert_eq!(read["truncated"], true, "{}", read["type"]);
-    assert_eq!(read["size"], 200 * 1024 * 1024);
-    assert_eq!(read["encoding"], "base64");
-    let bytes = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        read["data"].as_str().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(bytes.len(), 256 * 1024);
-    let list = c
-        .request(
-            json!({"type": "files.list", "session": "default", "path": "many"}),
-            "l",
+    assert_eq!(diff["code"], "not_a_repository", "{diff}");
+    // Binary and invalid UTF-8: base64, the bytes as they are.
+    for (path, bytes, mime) in [
+        ("blob.dat", &[0u8, 1, 2, 255, 0, 7][..], "application/octet-stream"),
+        ("latin1.txt", &b"caf\xe9 cr\xe8me\n"[..], "text/plain"),
+    ] {
+        let read = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": path}),
+                path,
+            )
+            .await;
+        assert_eq!(read["encoding"], "base64", "{read}");
+        assert_eq!(read["mime"], mime, "{read}");
+        let got = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            read["data"].as_str().unwrap(),
         )
+        .unwrap();
+        assert_eq!(got, bytes);
+    }
+    // A symlink loop: forbidden to read or list, shown as a symlink in its directory.
+    for kind in ["files.read", "files.list"] {
+        let reply = c
+            .request(
+                json!({"type": kind, "session": "default", "path": "loop-a"}),
+                kind,
+            )
+            .await;
+        assert_eq!(reply["code"], "forbidden", "{kind}: {reply}");
+    }
+    let top = c
+        .request(json!({"type": "files.list", "session": "default"}), "top")
         .await;
-    assert_eq!(list["entries"].as_array().unwrap().len(), 2000);
-    assert_eq!(list["truncated"], true);
-    let status = c
-        .request(json!({"type": "files.status", "session": "default"}), "s")
-        .await;
-    assert_eq!(status["git"], false, "{status}");
+    let entries = top["entries"].as_array().unwrap();
+    let loop_entry = entries.iter().find(|e| e["name"] == "loop-a").unwrap();
+    assert_eq!(loop_entry["kind"], "symlink", "{top}");
+    let ended = std::time::Instant::now();
+
+    let arrivals = watcher.await.unwrap();
+    let mut gaps: Vec<std::time::Duration> = arrivals
+        .windows(2)
+        .filter(|pair| pair[1] >= began && pair[0] <= ended)
+        .map(|pair| pair[1] - pair[0])
+        .collect();
+    assert!(!gaps.is_empty(), "session b sent nothing while the requests ran");
+    gaps.sort();
+    let (p50, p99, max) = (percentile(&gaps, 50), percentile(&gaps, 99), gaps[gaps.len() - 1]);
+    println!(
+        "session b while session a's requests ran ({rounds} rounds, {:?}): {} gaps, p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        ended - began,
+        gaps.len()
+    );
+    assert!(
+        max < std::time::Duration::from_secs(2),
+        "session b's events stalled for {max:?}"
+    );
 }
