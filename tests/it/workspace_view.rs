@@ -647,3 +647,99 @@ async fn reads_and_listings_are_capped_while_another_session_streams() {
         "session b's events stalled for {max:?}"
     );
 }
+
+/// The session's own snapshot object directory (`<session dir>/workspace/objects`).
+fn session_objects(data_dir: &Path) -> std::path::PathBuf {
+    let mut stack = vec![data_dir.to_path_buf()];
+    let mut found = Vec::new();
+    // Bounded: the data dir of one test holds a few hundred entries.
+    for _ in 0..10_000 {
+        let Some(dir) = stack.pop() else { break };
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let path = e.path();
+            if e.file_name() == "objects" && dir.file_name().is_some_and(|n| n == "workspace") {
+                found.push(path);
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+#[tokio::test]
+async fn only_the_last_32_turns_keep_their_snapshots() {
+    let f = Fixture::new();
+    let w = f.workdir();
+    init_repo(&w);
+    let before = repo_state(&w);
+    let server = f.start(ServerOptions::default());
+    let mut c = server.client(&f.owner, None).await;
+    c.attach("default", None).await;
+
+    let first = bash_turn(&mut c, "echo only-in-the-first-turn > unique.txt").await;
+    c.recv_until("the first turn's changes", |v| {
+        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == first.as_str()
+    })
+    .await;
+    let blob = git(&w, &["hash-object", "unique.txt"]).trim().to_owned();
+    let objects = session_objects(&f.data_dir());
+    let blob_file = objects.join(&blob[..2]).join(&blob[2..]);
+    assert!(blob_file.exists(), "the snapshot holds the new file");
+    let second = bash_turn(&mut c, "rm unique.txt").await;
+    c.recv_until("the second turn's changes", |v| {
+        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == second.as_str()
+    })
+    .await;
+    let diff = c
+        .request(
+            json!({"type": "files.diff", "session": "default", "path": "unique.txt",
+                   "base": format!("turn:{second}")}),
+            "deleted",
+        )
+        .await;
+    assert!(
+        diff["diff"].as_str().unwrap().contains("-only-in-the-first-turn"),
+        "a deleted path is diffed: {diff}"
+    );
+    let counted = walk_count(&objects);
+
+    // 32 more turns: the first two fall out.
+    let mut plain = Vec::new();
+    for i in 0..32 {
+        let ok = c.prompt(&format!("turn {i}")).await;
+        let id = ok["prompt_id"].as_str().unwrap().to_owned();
+        c.wait_turn(&id, &["ended"]).await;
+        plain.push(id);
+    }
+    // The last turn's pruning runs before the next turn can start: one more
+    // prompt makes sure it is done.
+    let ok = c.prompt("the last").await;
+    let last = ok["prompt_id"].as_str().unwrap().to_owned();
+    c.wait_turn(&last, &["ended"]).await;
+
+    for (id, turn) in [("p1", &first), ("p2", &second), ("p3", &plain[0])] {
+        let diff = c
+            .request(
+                json!({"type": "files.diff", "session": "default", "base": format!("turn:{turn}")}),
+                id,
+            )
+            .await;
+        assert_eq!(diff["code"], "not_found", "{id}: {diff}");
+    }
+    let kept = c
+        .request(
+            json!({"type": "files.diff", "session": "default", "base": format!("turn:{}", plain[1])}),
+            "kept",
+        )
+        .await;
+    assert_eq!(kept["type"], "files.diff", "{kept}");
+    assert!(!blob_file.exists(), "the pruned turn's object is still there");
+    let left = walk_count(&objects);
+    assert!(left < counted, "{left} objects after pruning, {counted} before");
+    assert_eq!(repo_state(&w), before, "the repository changed");
+}
