@@ -433,7 +433,11 @@ async fn a_hostile_repository_runs_nothing() {
         .await;
     assert!(diff["diff"].as_str().unwrap().contains("+x"), "{diff}");
     assert_eq!(fired(&markers), Vec::<String>::new(), "after a turn");
-    assert_eq!(repo_state(&w), before, "the turn's snapshots changed the repository");
+    assert_eq!(
+        repo_state(&w),
+        before,
+        "the turn's snapshots changed the repository"
+    );
 
     // A worktree session: `git worktree add` checks out (smudge, post-checkout)
     // and creates a branch (reference-transaction).
@@ -455,7 +459,11 @@ async fn a_hostile_repository_runs_nothing() {
         .await;
     assert_eq!(status["git"], true, "{status}");
     assert_eq!(status["branch"], "ccrelay/wt", "{status}");
-    assert_eq!(fired(&markers), Vec::<String>::new(), "after a worktree creation");
+    assert_eq!(
+        fired(&markers),
+        Vec::<String>::new(),
+        "after a worktree creation"
+    );
 
     // core.worktree elsewhere: not a repository.
     let elsewhere = f.path().join("elsewhere");
@@ -592,7 +600,11 @@ async fn reads_and_listings_are_capped_while_another_session_streams() {
     assert_eq!(diff["code"], "not_a_repository", "{diff}");
     // Binary and invalid UTF-8: base64, the bytes as they are.
     for (path, bytes, mime) in [
-        ("blob.dat", &[0u8, 1, 2, 255, 0, 7][..], "application/octet-stream"),
+        (
+            "blob.dat",
+            &[0u8, 1, 2, 255, 0, 7][..],
+            "application/octet-stream",
+        ),
         ("latin1.txt", &b"caf\xe9 cr\xe8me\n"[..], "text/plain"),
     ] {
         let read = c
@@ -634,9 +646,16 @@ async fn reads_and_listings_are_capped_while_another_session_streams() {
         .filter(|pair| pair[1] >= began && pair[0] <= ended)
         .map(|pair| pair[1] - pair[0])
         .collect();
-    assert!(!gaps.is_empty(), "session b sent nothing while the requests ran");
+    assert!(
+        !gaps.is_empty(),
+        "session b sent nothing while the requests ran"
+    );
     gaps.sort();
-    let (p50, p99, max) = (percentile(&gaps, 50), percentile(&gaps, 99), gaps[gaps.len() - 1]);
+    let (p50, p99, max) = (
+        percentile(&gaps, 50),
+        percentile(&gaps, 99),
+        gaps[gaps.len() - 1],
+    );
     println!(
         "session b while session a's requests ran ({rounds} rounds, {:?}): {} gaps, p50 {p50:?}, p99 {p99:?}, max {max:?}",
         ended - began,
@@ -703,7 +722,10 @@ async fn only_the_last_32_turns_keep_their_snapshots() {
         )
         .await;
     assert!(
-        diff["diff"].as_str().unwrap().contains("-only-in-the-first-turn"),
+        diff["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-only-in-the-first-turn"),
         "a deleted path is diffed: {diff}"
     );
     let counted = walk_count(&objects);
@@ -738,8 +760,14 @@ async fn only_the_last_32_turns_keep_their_snapshots() {
         )
         .await;
     assert_eq!(kept["type"], "files.diff", "{kept}");
-    assert!(!blob_file.exists(), "the pruned turn's object is still there");
+    assert!(
+        !blob_file.exists(),
+        "the pruned turn's object is still there"
+    );
     let left = walk_count(&objects);
-    assert!(left < counted, "{left} objects after pruning, {counted} before");
+    assert!(
+        left < counted,
+        "{left} objects after pruning, {counted} before"
+    );
     assert_eq!(repo_state(&w), before, "the repository changed");
 }

@@ -651,7 +651,8 @@ struct TurnRecord {
 fn parse_record(text: &str) -> Option<(String, String, u64)> {
     let mut fields = text.split_whitespace();
     let (start, end) = (fields.next()?, fields.next()?);
-    let is_id = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_id =
+        |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if !is_id(start) || !is_id(end) {
         return None;
     }
@@ -1090,7 +1091,11 @@ mod tests {
         let mut found = std::collections::BTreeSet::new();
         for fanout in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let prefix = fanout.file_name().to_string_lossy().into_owned();
-            for object in std::fs::read_dir(fanout.path()).into_iter().flatten().flatten() {
+            for object in std::fs::read_dir(fanout.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 found.insert(format!("{prefix}{}", object.file_name().to_string_lossy()));
             }
         }
@@ -1131,7 +1136,9 @@ mod tests {
             if turn == 0 {
                 assert!(loose_objects(&store.objects()).contains(&blob));
             }
-            prune(ws.clone(), repo.clone(), store.clone()).await.unwrap();
+            prune(ws.clone(), repo.clone(), store.clone())
+                .await
+                .unwrap();
         }
         assert!(store.turn("p-0").is_none() && store.turn("p-1").is_none());
         assert!(store.turn("p-2").is_some());

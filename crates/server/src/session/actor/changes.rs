@@ -148,13 +148,8 @@ impl Actor {
                 let workdir = tokio::fs::canonicalize(&workdir)
                     .await
                     .map_err(|e| WorkspaceError::io("resolving the workdir", e))?;
-                let job = gitview::changes(
-                    ws.clone(),
-                    workdir.clone(),
-                    store.clone(),
-                    before,
-                    after,
-                );
+                let job =
+                    gitview::changes(ws.clone(), workdir.clone(), store.clone(), before, after);
                 let found = ws.run(&workdir, None, job).await?;
                 // Only the newest turns keep their snapshots (docs/protocol.md §11);
                 // a failed prune keeps everything until the next turn's.
