@@ -809,7 +809,14 @@ pub async fn prune(
     };
     let objects = store.objects();
     let env = object_env(&repo, &objects, None);
-    let mut args = os(&["rev-list", "--objects", "--no-object-names"]);
+    // A kept tree may name an object only the repository had and has since
+    // lost (its own gc): listing goes on past it instead of keeping everything.
+    let mut args = os(&[
+        "rev-list",
+        "--objects",
+        "--no-object-names",
+        "--missing=allow-any",
+    ]);
     args.extend(trees.iter().map(OsStr::new));
     let out = repo
         .git(
