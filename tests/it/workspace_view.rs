@@ -386,7 +386,13 @@ async fn a_hostile_repository_runs_nothing() {
             .unwrap();
     }
     std::fs::write(w.join("edit.txt"), "changed\n").unwrap();
-    // The setup itself ran nothing (plain git with no hooks involved).
+    // The traps are live: plain git falls into them.
+    git(&w, &["status"]);
+    git(&w, &["diff"]);
+    let sprung = fired(&markers);
+    for trap in ["fsmonitor", "process"] {
+        assert!(sprung.iter().any(|m| m == trap), "{trap}: {sprung:?}");
+    }
     let _ = std::fs::remove_dir_all(&markers);
     std::fs::create_dir(&markers).unwrap();
     let before = repo_state(&w);
