@@ -335,6 +335,15 @@ async fn paths_are_confined_and_viewers_need_the_flag() {
     );
 }
 
+/// The markers a hostile repository's programs left, by name.
+fn fired(markers: &Path) -> Vec<String> {
+    std::fs::read_dir(markers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_hostile_repository_runs_nothing() {
     let f = Fixture::new();
@@ -355,6 +364,8 @@ async fn a_hostile_repository_runs_nothing() {
         ("filter.evil.clean", format!("touch {}; cat", m("clean"))),
         ("filter.evil.smudge", format!("touch {}; cat", m("smudge"))),
         ("filter.evil.process", format!("touch {}", m("process"))),
+        // A required filter that cannot run would fail every checkout.
+        ("filter.evil.required", "true".to_owned()),
         (
             "diff.evil.textconv",
             format!("touch {}; cat", m("textconv")),
@@ -363,17 +374,39 @@ async fn a_hostile_repository_runs_nothing() {
     ] {
         git(&w, &["config", k, &v]);
     }
-    let hook = w.join(".git/hooks/post-checkout");
-    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", m("hook"))).unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for hook in [
+        "post-checkout",
+        "post-index-change",
+        "reference-transaction",
+        "pre-commit",
+    ] {
+        let path = w.join(".git/hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", m(hook))).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
     std::fs::write(w.join("edit.txt"), "changed\n").unwrap();
+    // The traps are live: plain git falls into them.
+    git(&w, &["status"]);
+    git(&w, &["diff"]);
+    let sprung = fired(&markers);
+    for trap in ["fsmonitor", "process"] {
+        assert!(sprung.iter().any(|m| m == trap), "{trap}: {sprung:?}");
+    }
+    let _ = std::fs::remove_dir_all(&markers);
+    std::fs::create_dir(&markers).unwrap();
+    let before = repo_state(&w);
     let server = f.start(ServerOptions::default());
     let mut c = server.client(&f.owner, None).await;
     c.attach("default", None).await;
+
     let status = c
         .request(json!({"type": "files.status", "session": "default"}), "s")
         .await;
     assert_eq!(status["git"], true, "{status}");
+    assert_eq!(by_path(&status["files"])["edit.txt"]["status"], "modified");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after files.status");
+
     let diff = c
         .request(
             json!({"type": "files.diff", "session": "default", "path": "edit.txt"}),
@@ -384,17 +417,59 @@ async fn a_hostile_repository_runs_nothing() {
         diff["diff"].as_str().unwrap().contains("+changed"),
         "{diff}"
     );
-    let id = bash_turn(&mut c, "echo x > edit.txt").await;
-    c.recv_until("changes", |v| {
-        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == id.as_str()
-    })
-    .await;
-    let fired: Vec<_> = std::fs::read_dir(&markers)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(fired.is_empty(), "programs ran: {fired:?}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after files.diff");
+
+    // A turn: snapshots before and after, compared; then its diff.
+    let id = bash_turn(&mut c, "echo x > edit.txt; echo new > added.txt").await;
+    let (changes, _) = c
+        .recv_until("changes", |v| {
+            v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == id.as_str()
+        })
+        .await;
+    let files = by_path(&changes["event"]["files"]);
+    assert!(
+        files.contains_key("edit.txt") && files.contains_key("added.txt"),
+        "{changes}"
+    );
+    let diff = c
+        .request(
+            json!({"type": "files.diff", "session": "default", "base": format!("turn:{id}")}),
+            "dt",
+        )
+        .await;
+    assert!(diff["diff"].as_str().unwrap().contains("+x"), "{diff}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "after a turn");
+    assert_eq!(
+        repo_state(&w),
+        before,
+        "the turn's snapshots changed the repository"
+    );
+
+    // A worktree session: `git worktree add` checks out (smudge, post-checkout)
+    // and creates a branch (reference-transaction).
+    let created = c
+        .request(
+            json!({"type": "session.create", "workdir": w, "name": "wt", "worktree": {}}),
+            "c",
+        )
+        .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    let tree = std::path::PathBuf::from(created["workdir"].as_str().unwrap());
+    // Checked out as stored: the emptied smudge filter did not run.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("edit.txt")).unwrap(),
+        "one\ntwo\nthree\n"
+    );
+    let status = c
+        .request(json!({"type": "files.status", "session": "wt"}), "s-wt")
+        .await;
+    assert_eq!(status["git"], true, "{status}");
+    assert_eq!(status["branch"], "ccrelay/wt", "{status}");
+    assert_eq!(
+        fired(&markers),
+        Vec::<String>::new(),
+        "after a worktree creation"
+    );
 
     // core.worktree elsewhere: not a repository.
     let elsewhere = f.path().join("elsewhere");
@@ -411,10 +486,16 @@ async fn a_hostile_repository_runs_nothing() {
         .request(json!({"type": "files.diff", "session": "default"}), "d2")
         .await;
     assert_eq!(diff["code"], "not_a_repository", "{diff}");
+    assert_eq!(fired(&markers), Vec::<String>::new(), "at the end");
+}
+
+/// The p-th percentile (0..=100) of sorted `gaps`.
+fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
+    sorted[(sorted.len() - 1) * p / 100]
 }
 
 #[tokio::test]
-async fn reads_and_listings_are_capped() {
+async fn reads_and_listings_are_capped_while_another_session_streams() {
     let f = Fixture::new();
     let w = f.workdir();
     let big = std::fs::File::create(w.join("big.bin")).unwrap();
@@ -424,33 +505,275 @@ async fn reads_and_listings_are_capped() {
     for i in 0..100_000 {
         std::fs::File::create(many.join(format!("f{i}"))).unwrap();
     }
+    std::fs::write(w.join("blob.dat"), [0u8, 1, 2, 255, 0, 7]).unwrap();
+    std::fs::write(w.join("latin1.txt"), b"caf\xe9 cr\xe8me\n").unwrap();
+    std::os::unix::fs::symlink("loop-b", w.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", w.join("loop-b")).unwrap();
+    std::fs::create_dir(w.join("b")).unwrap();
+    let server = f.start(ServerOptions::default());
+
+    // Session B streams a slow turn to its own client the whole time.
+    let mut other = server.client(&f.owner, Some("other")).await;
+    let created = other
+        .request(
+            json!({"type": "session.create", "workdir": w.join("b"), "name": "b"}),
+            "c",
+        )
+        .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    other.attach("b", None).await;
+    let ok = other
+        .request(
+            json!({"type": "prompt", "session": "b", "content": "slow"}),
+            "p",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let prompt_id = ok["prompt_id"].as_str().unwrap().to_owned();
+    let (streaming_tx, streaming_rx) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(async move {
+        let mut streaming = Some(streaming_tx);
+        let mut arrivals = Vec::new();
+        // Bounded: the turn's end, or 2,000 frames.
+        for _ in 0..2000 {
+            let (frame, _) = other
+                .recv_until("an event of session b", |v| v["type"] == "event")
+                .await;
+            arrivals.push(std::time::Instant::now());
+            if frame["event"]["type"] == "stream_event"
+                && let Some(tx) = streaming.take()
+            {
+                let _ = tx.send(());
+            }
+            if frame["event"]["type"] == "relay.turn"
+                && frame["event"]["prompt_id"] == prompt_id.as_str()
+                && frame["event"]["phase"] == "ended"
+            {
+                break;
+            }
+        }
+        arrivals
+    });
+    streaming_rx.await.expect("session b streams");
+
+    let mut c = server.client(&f.owner, None).await;
+    let began = std::time::Instant::now();
+    // The capped requests again and again while session b's turn lasts
+    // (bounded: 40 rounds).
+    let mut rounds = 0;
+    while rounds < 40 && (rounds == 0 || !watcher.is_finished()) {
+        rounds += 1;
+        let read = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": "big.bin"}),
+                "r",
+            )
+            .await;
+        assert_eq!(read["truncated"], true, "{}", read["type"]);
+        assert_eq!(read["size"], 200 * 1024 * 1024);
+        assert_eq!(read["encoding"], "base64");
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            read["data"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bytes.len(), 256 * 1024);
+        let far = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": "big.bin",
+                       "offset": 200 * 1024 * 1024 - 10, "max_bytes": 100 * 1024 * 1024}),
+                "r2",
+            )
+            .await;
+        assert_eq!(far["truncated"], false, "{}", far["type"]);
+        assert_eq!(far["data"], "AAAAAAAAAAAAAA==", "{}", far["data"]);
+        let list = c
+            .request(
+                json!({"type": "files.list", "session": "default", "path": "many"}),
+                "l",
+            )
+            .await;
+        assert_eq!(list["entries"].as_array().unwrap().len(), 2000);
+        assert_eq!(list["truncated"], true);
+        let status = c
+            .request(json!({"type": "files.status", "session": "default"}), "s")
+            .await;
+        assert_eq!(status["git"], false, "{status}");
+    }
+    let diff = c
+        .request(json!({"type": "files.diff", "session": "default"}), "d")
+        .await;
+    assert_eq!(diff["code"], "not_a_repository", "{diff}");
+    // Binary and invalid UTF-8: base64, the bytes as they are.
+    for (path, bytes, mime) in [
+        (
+            "blob.dat",
+            &[0u8, 1, 2, 255, 0, 7][..],
+            "application/octet-stream",
+        ),
+        ("latin1.txt", &b"caf\xe9 cr\xe8me\n"[..], "text/plain"),
+    ] {
+        let read = c
+            .request(
+                json!({"type": "files.read", "session": "default", "path": path}),
+                path,
+            )
+            .await;
+        assert_eq!(read["encoding"], "base64", "{read}");
+        assert_eq!(read["mime"], mime, "{read}");
+        let got = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            read["data"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got, bytes);
+    }
+    // A symlink loop: forbidden to read or list, shown as a symlink in its directory.
+    for kind in ["files.read", "files.list"] {
+        let reply = c
+            .request(
+                json!({"type": kind, "session": "default", "path": "loop-a"}),
+                kind,
+            )
+            .await;
+        assert_eq!(reply["code"], "forbidden", "{kind}: {reply}");
+    }
+    let top = c
+        .request(json!({"type": "files.list", "session": "default"}), "top")
+        .await;
+    let entries = top["entries"].as_array().unwrap();
+    let loop_entry = entries.iter().find(|e| e["name"] == "loop-a").unwrap();
+    assert_eq!(loop_entry["kind"], "symlink", "{top}");
+    let ended = std::time::Instant::now();
+
+    let arrivals = watcher.await.unwrap();
+    let mut gaps: Vec<std::time::Duration> = arrivals
+        .windows(2)
+        .filter(|pair| pair[1] >= began && pair[0] <= ended)
+        .map(|pair| pair[1] - pair[0])
+        .collect();
+    assert!(
+        !gaps.is_empty(),
+        "session b sent nothing while the requests ran"
+    );
+    gaps.sort();
+    let (p50, p99, max) = (
+        percentile(&gaps, 50),
+        percentile(&gaps, 99),
+        gaps[gaps.len() - 1],
+    );
+    println!(
+        "session b while session a's requests ran ({rounds} rounds, {:?}): {} gaps, p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        ended - began,
+        gaps.len()
+    );
+    assert!(
+        max < std::time::Duration::from_secs(2),
+        "session b's events stalled for {max:?}"
+    );
+}
+
+/// The session's own snapshot object directory (`<session dir>/workspace/objects`).
+fn session_objects(data_dir: &Path) -> std::path::PathBuf {
+    let mut stack = vec![data_dir.to_path_buf()];
+    let mut found = Vec::new();
+    // Bounded: the data dir of one test holds a few hundred entries.
+    for _ in 0..10_000 {
+        let Some(dir) = stack.pop() else { break };
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let path = e.path();
+            if e.file_name() == "objects" && dir.file_name().is_some_and(|n| n == "workspace") {
+                found.push(path);
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+#[tokio::test]
+async fn only_the_last_32_turns_keep_their_snapshots() {
+    let f = Fixture::new();
+    let w = f.workdir();
+    init_repo(&w);
+    let before = repo_state(&w);
     let server = f.start(ServerOptions::default());
     let mut c = server.client(&f.owner, None).await;
-    let read = c
+    c.attach("default", None).await;
+
+    let first = bash_turn(&mut c, "echo only-in-the-first-turn > unique.txt").await;
+    c.recv_until("the first turn's changes", |v| {
+        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == first.as_str()
+    })
+    .await;
+    let blob = git(&w, &["hash-object", "unique.txt"]).trim().to_owned();
+    let objects = session_objects(&f.data_dir());
+    let blob_file = objects.join(&blob[..2]).join(&blob[2..]);
+    assert!(blob_file.exists(), "the snapshot holds the new file");
+    let second = bash_turn(&mut c, "rm unique.txt").await;
+    c.recv_until("the second turn's changes", |v| {
+        v["event"]["type"] == "relay.changes" && v["event"]["prompt_id"] == second.as_str()
+    })
+    .await;
+    let diff = c
         .request(
-            json!({"type": "files.read", "session": "default", "path": "big.bin"}),
-            "r",
+            json!({"type": "files.diff", "session": "default", "path": "unique.txt",
+                   "base": format!("turn:{second}")}),
+            "deleted",
         )
         .await;
-    assert_eq!(read["truncated"], true, "{}", read["type"]);
-    assert_eq!(read["size"], 200 * 1024 * 1024);
-    assert_eq!(read["encoding"], "base64");
-    let bytes = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        read["data"].as_str().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(bytes.len(), 256 * 1024);
-    let list = c
+    assert!(
+        diff["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-only-in-the-first-turn"),
+        "a deleted path is diffed: {diff}"
+    );
+    let counted = walk_count(&objects);
+
+    // 32 more turns: the first two fall out.
+    let mut plain = Vec::new();
+    for i in 0..32 {
+        let ok = c.prompt(&format!("turn {i}")).await;
+        let id = ok["prompt_id"].as_str().unwrap().to_owned();
+        c.wait_turn(&id, &["ended"]).await;
+        plain.push(id);
+    }
+    // The last turn's pruning runs before the next turn can start: one more
+    // prompt makes sure it is done.
+    let ok = c.prompt("the last").await;
+    let last = ok["prompt_id"].as_str().unwrap().to_owned();
+    c.wait_turn(&last, &["ended"]).await;
+
+    for (id, turn) in [("p1", &first), ("p2", &second), ("p3", &plain[0])] {
+        let diff = c
+            .request(
+                json!({"type": "files.diff", "session": "default", "base": format!("turn:{turn}")}),
+                id,
+            )
+            .await;
+        assert_eq!(diff["code"], "not_found", "{id}: {diff}");
+    }
+    let kept = c
         .request(
-            json!({"type": "files.list", "session": "default", "path": "many"}),
-            "l",
+            json!({"type": "files.diff", "session": "default", "base": format!("turn:{}", plain[1])}),
+            "kept",
         )
         .await;
-    assert_eq!(list["entries"].as_array().unwrap().len(), 2000);
-    assert_eq!(list["truncated"], true);
-    let status = c
-        .request(json!({"type": "files.status", "session": "default"}), "s")
-        .await;
-    assert_eq!(status["git"], false, "{status}");
+    assert_eq!(kept["type"], "files.diff", "{kept}");
+    assert!(
+        !blob_file.exists(),
+        "the pruned turn's object is still there"
+    );
+    let left = walk_count(&objects);
+    assert!(
+        left < counted,
+        "{left} objects after pruning, {counted} before"
+    );
+    assert_eq!(repo_state(&w), before, "the repository changed");
 }

@@ -69,19 +69,29 @@ impl Connection {
     }
 
     /// `path` confined to the workdir (blocking checks off the network threads).
+    /// `path` confined to the target's workdir; `maybe_gone`: a path that no
+    /// longer exists is accepted when its nearest existing ancestor is (a diff
+    /// shows deleted files).
     async fn confined(
         &self,
         id: &Option<RequestId>,
         target: &Target,
         path: &str,
+        maybe_gone: bool,
     ) -> Option<confine::Confined> {
         let (workdir, path, deny) = (
             target.workdir.clone(),
             path.to_owned(),
             self.shared.workspace.forbidden().to_vec(),
         );
-        let resolved =
-            tokio::task::spawn_blocking(move || confine::resolve(&workdir, &path, &deny)).await;
+        let resolved = tokio::task::spawn_blocking(move || {
+            if maybe_gone {
+                confine::resolve_maybe_gone(&workdir, &path, &deny)
+            } else {
+                confine::resolve(&workdir, &path, &deny)
+            }
+        })
+        .await;
         match resolved {
             Ok(Ok(confined)) => Some(confined),
             Ok(Err(e)) => {
@@ -153,7 +163,7 @@ impl Connection {
             None
         } else {
             let Some(c) = self
-                .confined(&id, &target, path.as_deref().unwrap_or_default())
+                .confined(&id, &target, path.as_deref().unwrap_or_default(), true)
                 .await
             else {
                 return;
@@ -213,7 +223,7 @@ impl Connection {
         let Some(target) = self.target(&id, &session).await else {
             return;
         };
-        let Some(confined) = self.confined(&id, &target, &path).await else {
+        let Some(confined) = self.confined(&id, &target, &path, false).await else {
             return;
         };
         let (workdir, deny) = (target.workdir, self.shared.workspace.forbidden().to_vec());
@@ -249,7 +259,7 @@ impl Connection {
         let Some(target) = self.target(&id, &session).await else {
             return;
         };
-        let Some(confined) = self.confined(&id, &target, &path).await else {
+        let Some(confined) = self.confined(&id, &target, &path, false).await else {
             return;
         };
         let (workdir, deny) = (target.workdir, self.shared.workspace.forbidden().to_vec());

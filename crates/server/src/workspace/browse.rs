@@ -57,6 +57,16 @@ fn open_checked(
             _ => WorkspaceError::io("opening", e),
         })?;
     confine::check_fd(&file, workdir, deny)?;
+    // What was opened, not what was looked at before: a file swapped for a FIFO
+    // or a device in between is refused.
+    let meta = file
+        .metadata()
+        .map_err(|e| WorkspaceError::io("checking a file", e))?;
+    if directory != meta.is_dir() || (!directory && !meta.is_file()) {
+        return Err(WorkspaceError::NotFound(
+            "it changed into another kind of file".into(),
+        ));
+    }
     Ok(file)
 }
 
@@ -161,8 +171,10 @@ pub fn read(
     } else {
         match std::str::from_utf8(&data) {
             Ok(_) => Some(data.clone()),
-            // A cut through the last character: send the whole characters before it.
-            Err(e) if truncated && e.error_len().is_none() => {
+            // A cut through the last character: send the whole characters before
+            // it — unless there are none (a `max_bytes` smaller than one
+            // character), which would send nothing and never advance.
+            Err(e) if truncated && e.error_len().is_none() && e.valid_up_to() > 0 => {
                 let mut whole = data.clone();
                 whole.truncate(e.valid_up_to());
                 truncated = true;
@@ -220,4 +232,37 @@ fn mime_of(path: &str) -> Option<&'static str> {
         "pdf" => "application/pdf",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_always_advances_and_refuses_what_is_not_a_regular_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::write(work.join("e.txt"), "éé and more").unwrap();
+        nix::unistd::mkfifo(&work.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let at = |p: &str| confine::resolve(&work, p, &[]).unwrap();
+        // One byte of a two-byte character: sent as base64, never as nothing.
+        let one = read(&work, &at("e.txt"), 0, 1, &[]).unwrap();
+        assert_eq!(one.encoding, ReadEncoding::Base64);
+        assert_eq!(one.data, "ww==");
+        assert!(one.truncated);
+        // Three bytes: the whole first character, the cut one left for later.
+        let three = read(&work, &at("e.txt"), 0, 3, &[]).unwrap();
+        assert_eq!(three.encoding, ReadEncoding::Utf8);
+        assert_eq!(three.data, "é");
+        // A FIFO is not a file to read (and reading it does not block).
+        let err = read(&work, &at("fifo"), 0, 10, &[]).unwrap_err();
+        assert_eq!(err.code(), ccrelay_protocol::ErrorCode::NotFound);
+        // A file where a directory is expected, opened as one: refused.
+        let file = at("e.txt");
+        let err = open_checked(&file.real, &work, &[], true).unwrap_err();
+        assert_eq!(err.code(), ccrelay_protocol::ErrorCode::NotFound);
+        let fifo = at("fifo");
+        let err = open_checked(&fifo.real, &work, &[], false).unwrap_err();
+        assert_eq!(err.code(), ccrelay_protocol::ErrorCode::NotFound, "{err}");
+    }
 }

@@ -70,7 +70,8 @@ pub fn resolve(workdir: &Path, path: &str, deny: &[PathBuf]) -> Result<Confined,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(forbidden(path, "a symlink loop"));
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+        // A file where a directory is expected, or a name too long to exist.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ENAMETOOLONG)) => {
             return Err(WorkspaceError::NotFound(format!(
                 "{} does not exist",
                 crate::escape::quoted(path)
@@ -85,6 +86,43 @@ pub fn resolve(workdir: &Path, path: &str, deny: &[PathBuf]) -> Result<Confined,
         .collect::<Vec<_>>()
         .join("/");
     Ok(Confined { shown, real })
+}
+
+/// Like [`resolve`], for a path that may have been deleted (a diff shows
+/// deleted files): when `path` does not exist, its nearest existing ancestor is
+/// resolved and checked instead, and `real` is that ancestor joined with the
+/// missing rest (whose components passed [`lexical`]).
+pub fn resolve_maybe_gone(
+    workdir: &Path,
+    path: &str,
+    deny: &[PathBuf],
+) -> Result<Confined, WorkspaceError> {
+    let missing = match resolve(workdir, path, deny) {
+        Err(WorkspaceError::NotFound(why)) => why,
+        found => return found,
+    };
+    let parts = lexical(path)?;
+    for keep in (0..parts.len()).rev() {
+        let mut ancestor = workdir.to_path_buf();
+        ancestor.extend(&parts[..keep]);
+        let Ok(real) = std::fs::canonicalize(&ancestor) else {
+            continue;
+        };
+        // An existing ancestor that is not a directory: the path cannot exist.
+        if !real.is_dir() {
+            return Err(WorkspaceError::NotFound(missing));
+        }
+        check_real(workdir, &real, deny).map_err(|why| forbidden(path, why))?;
+        let mut real = real;
+        real.extend(&parts[keep..]);
+        let shown = parts
+            .iter()
+            .map(|p| p.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        return Ok(Confined { shown, real });
+    }
+    Err(WorkspaceError::NotFound(missing))
 }
 
 /// Where a resolved path may lie: inside `workdir`, not under a `.git`
@@ -154,6 +192,29 @@ mod tests {
         }
         assert_eq!(
             resolve(&work, "nope", &deny).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        let long = "a/".repeat(3000);
+        assert_eq!(
+            resolve(&work, &long, &deny).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        let name = "n".repeat(300);
+        assert_eq!(
+            resolve(&work, &name, &deny).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        for bad in ["etc/gone", "p/gone", "g/gone", "../gone", "loop/x"] {
+            let err = resolve_maybe_gone(&work, bad, &deny).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Forbidden, "{bad:?}: {err}");
+        }
+        let gone = resolve_maybe_gone(&work, "src/new/gone.rs", &deny).unwrap();
+        assert_eq!(gone.shown, "src/new/gone.rs");
+        assert_eq!(gone.real, work.join("src/new/gone.rs"));
+        assert_eq!(
+            resolve_maybe_gone(&work, "src/main.rs/x", &deny)
+                .unwrap_err()
+                .code(),
             ErrorCode::NotFound
         );
         let ok = resolve(&work, "./src//main.rs", &deny).unwrap();

@@ -374,7 +374,7 @@ fn count_untracked(workdir: &Path, paths: Vec<String>, deny: &[PathBuf]) -> Vec<
             match read_small(workdir, &change.path, deny, budget) {
                 Some(Content::Text(lines, bytes)) => {
                     change.insertions = lines;
-                    budget = budget.saturating_sub(bytes);
+                    budget = budget.saturating_sub(bytes.len() as u64);
                 }
                 Some(Content::Binary) => change.binary = true,
                 None => {}
@@ -385,7 +385,8 @@ fn count_untracked(workdir: &Path, paths: Vec<String>, deny: &[PathBuf]) -> Vec<
 }
 
 enum Content {
-    Text(u64, u64),
+    /// Line count and the bytes themselves.
+    Text(u64, Vec<u8>),
     Binary,
 }
 
@@ -418,7 +419,7 @@ fn read_small(workdir: &Path, rel: &str, deny: &[PathBuf], budget: u64) -> Optio
     if is_binary(&data) {
         return Some(Content::Binary);
     }
-    Some(Content::Text(line_count(&data), data.len() as u64))
+    Some(Content::Text(line_count(&data), data))
 }
 
 /// Git's rule: a NUL in the first 8000 bytes.
@@ -598,8 +599,10 @@ fn new_file_diff(workdir: &Path, rel: &str, deny: &[PathBuf], out: &mut Vec<u8>)
     let content = if big {
         None
     } else {
+        // The bytes checked are the bytes shown: no second open that a swap for
+        // a symlink could redirect.
         read_small(workdir, rel, deny, u64::MAX).and_then(|c| match c {
-            Content::Text(..) => std::fs::read(workdir.join(rel)).ok(),
+            Content::Text(_, data) => Some(data),
             Content::Binary => None,
         })
     };
@@ -624,10 +627,38 @@ fn new_file_diff(workdir: &Path, rel: &str, deny: &[PathBuf], out: &mut Vec<u8>)
     }
 }
 
+/// Turns whose snapshots a session keeps (docs/protocol.md §11): `files.diff`
+/// with the base `turn:<prompt_id>` of an older turn answers `not_found`.
+pub const KEPT_TURNS: usize = 32;
+/// Object ids kept by one prune, at most (their listing's size, 41 bytes each).
+const MAX_KEPT_LISTING: usize = 64 * 1024 * 1024;
+
 /// Where a session keeps its snapshots: `<dir>/objects` and `<dir>/turns`.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     pub dir: PathBuf,
+}
+
+/// One turn's record: its file, its start and end trees, and its place in order.
+#[derive(Debug, Clone)]
+struct TurnRecord {
+    file: PathBuf,
+    start: String,
+    end: String,
+    order: u64,
+}
+
+fn parse_record(text: &str) -> Option<(String, String, u64)> {
+    let mut fields = text.split_whitespace();
+    let (start, end) = (fields.next()?, fields.next()?);
+    let is_id =
+        |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_id(start) || !is_id(end) {
+        return None;
+    }
+    // Records written before turns were numbered count as the oldest.
+    let order = fields.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    Some((start.to_owned(), end.to_owned(), order))
 }
 
 impl SnapshotStore {
@@ -635,28 +666,181 @@ impl SnapshotStore {
         self.dir.join("objects")
     }
 
+    fn turns(&self) -> PathBuf {
+        self.dir.join("turns")
+    }
+
     fn turn_file(&self, prompt_id: &str) -> PathBuf {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(prompt_id.as_bytes());
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join("turns").join(name)
+        self.turns().join(name)
     }
 
-    /// Blocking. Records a turn's start and end trees.
+    /// Blocking. Every readable turn record (an unreadable one is skipped).
+    fn records(&self) -> Vec<TurnRecord> {
+        let Ok(dir) = std::fs::read_dir(self.turns()) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|entry| {
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                let (start, end, order) = parse_record(&text)?;
+                Some(TurnRecord {
+                    file: entry.path(),
+                    start,
+                    end,
+                    order,
+                })
+            })
+            .collect()
+    }
+
+    /// Blocking. Records a turn's start and end trees, numbered after every
+    /// earlier record.
     pub fn record_turn(&self, prompt_id: &str, start: &str, end: &str) -> std::io::Result<()> {
         let file = self.turn_file(prompt_id);
         if let Some(parent) = file.parent() {
             crate::datadir::create_dir_all(parent)?;
         }
-        crate::datadir::write(&file, format!("{start} {end}\n"))
+        let order = self
+            .records()
+            .iter()
+            .map(|r| r.order.saturating_add(1))
+            .max()
+            .unwrap_or(1);
+        crate::datadir::write(&file, format!("{start} {end} {order}\n"))
     }
 
-    /// Blocking. A turn's start and end trees, when recorded.
+    /// Blocking. A turn's start and end trees, when recorded (and not pruned).
     pub fn turn(&self, prompt_id: &str) -> Option<(String, String)> {
         let text = std::fs::read_to_string(self.turn_file(prompt_id)).ok()?;
-        let (start, end) = text.trim().split_once(' ')?;
-        Some((start.to_owned(), end.to_owned()))
+        let (start, end, _) = parse_record(&text)?;
+        Some((start, end))
     }
+
+    /// Blocking. Removes the records of all but the newest `keep` turns. Returns
+    /// the trees the kept records name when some were removed, else `None`.
+    fn forget_old_turns(&self, keep: usize) -> std::io::Result<Option<Vec<String>>> {
+        let mut records = self.records();
+        if records.len() <= keep {
+            return Ok(None);
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.order));
+        for old in &records[keep..] {
+            match std::fs::remove_file(&old.file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut trees: Vec<String> = records[..keep]
+            .iter()
+            .flat_map(|r| [r.start.clone(), r.end.clone()])
+            .collect();
+        trees.sort();
+        trees.dedup();
+        Ok(Some(trees))
+    }
+
+    /// Blocking. Deletes every loose object of the store whose id is not in
+    /// `kept` (and temporary files a killed git run left). Returns how many
+    /// files were removed.
+    fn sweep(&self, kept: &std::collections::HashSet<&str>) -> std::io::Result<usize> {
+        let mut removed = 0;
+        let Ok(objects) = std::fs::read_dir(self.objects()) else {
+            return Ok(0);
+        };
+        for fanout in objects.flatten() {
+            let prefix = fanout.file_name();
+            let Some(prefix) = prefix.to_str() else {
+                continue;
+            };
+            if prefix.len() != 2 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(inner) = std::fs::read_dir(fanout.path()) else {
+                continue;
+            };
+            for object in inner.flatten() {
+                let name = object.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let loose = name.bytes().all(|b| b.is_ascii_hexdigit());
+                let stale = name.starts_with("tmp_obj_");
+                if (loose && !kept.contains(format!("{prefix}{name}").as_str())) || stale {
+                    std::fs::remove_file(object.path())?;
+                    removed += 1;
+                }
+            }
+            // Only succeeds when the fan-out directory is now empty.
+            let _ = std::fs::remove_dir(fanout.path());
+        }
+        Ok(removed)
+    }
+}
+
+/// Keeps the snapshots of the newest [`KEPT_TURNS`] turns of `store` and deletes
+/// the rest (docs/protocol.md §11): older records are removed, then every loose
+/// object no kept tree reaches. Reachability comes from `git rev-list --objects`
+/// over the kept trees (the repository's objects as an alternate, read only);
+/// the deleting is done here, file by file, inside the store's own object
+/// directory — no git command that could write into the repository (`git prune`
+/// also rewrites a shallow repository's `shallow` file) runs. Returns how many
+/// objects were deleted. Must run as a job of the session's workdir, so no
+/// snapshot of this store is being written meanwhile.
+pub async fn prune(
+    ws: Arc<Workspace>,
+    workdir: PathBuf,
+    store: SnapshotStore,
+) -> Result<usize, WorkspaceError> {
+    let forgotten = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.forget_old_turns(KEPT_TURNS))
+            .await
+            .map_err(|e| WorkspaceError::Internal(e.to_string()))?
+            .map_err(|e| WorkspaceError::io("removing old turn records", e))?
+    };
+    let Some(trees) = forgotten else {
+        return Ok(0);
+    };
+    // Without a repository the kept trees cannot be walked: keep every object.
+    let Some(repo) = open(&ws, &workdir).await? else {
+        return Ok(0);
+    };
+    let objects = store.objects();
+    let env = object_env(&repo, &objects, None);
+    // A kept tree may name an object only the repository had and has since
+    // lost (its own gc): listing goes on past it instead of keeping everything.
+    let mut args = os(&[
+        "rev-list",
+        "--objects",
+        "--no-object-names",
+        "--missing=allow-any",
+    ]);
+    args.extend(trees.iter().map(OsStr::new));
+    let out = repo
+        .git(
+            "rev-list",
+            &repo.workdir,
+            &args,
+            &env,
+            None,
+            MAX_KEPT_LISTING,
+        )
+        .await?;
+    if out.stdout_capped {
+        // An incomplete listing would delete objects still needed.
+        return Ok(0);
+    }
+    let listing = out.into_stdout()?;
+    tokio::task::spawn_blocking(move || {
+        let text = String::from_utf8_lossy(&listing);
+        let kept: std::collections::HashSet<&str> = text.lines().map(str::trim).collect();
+        store.sweep(&kept)
+    })
+    .await
+    .map_err(|e| WorkspaceError::Internal(e.to_string()))?
+    .map_err(|e| WorkspaceError::io("deleting pruned snapshot objects", e))
 }
 
 fn object_env<'a>(
@@ -867,7 +1051,7 @@ pub async fn diff_turn(
     };
     let Some((from, to)) = recorded else {
         return Err(WorkspaceError::NotFound(format!(
-            "no changes are recorded for turn {}",
+            "no changes are recorded for turn {} (a session keeps those of its last {KEPT_TURNS} turns)",
             crate::escape::quoted(&prompt_id)
         )));
     };
@@ -908,6 +1092,79 @@ pub async fn diff_turn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workdirs::git::testing::{git_ok, init_repo};
+
+    fn loose_objects(dir: &Path) -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        for fanout in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let prefix = fanout.file_name().to_string_lossy().into_owned();
+            for object in std::fs::read_dir(fanout.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.insert(format!("{prefix}{}", object.file_name().to_string_lossy()));
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn old_turns_are_pruned_and_the_repository_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let repo = base.join("repo");
+        init_repo(&repo);
+        let data = base.join("data");
+        let ws = Arc::new(Workspace::new(&data, std::slice::from_ref(&base)));
+        let store = SnapshotStore {
+            dir: data.join("session").join("workspace"),
+        };
+        let repo_objects = loose_objects(&repo.join(".git/objects"));
+        let snap = || snapshot(ws.clone(), repo.clone(), store.clone());
+        // Turn 0 adds a file with content of its own, turn 1 deletes it.
+        let mut before = snap().await.unwrap().unwrap();
+        std::fs::write(repo.join("only-in-turn-0"), "unique content\n").unwrap();
+        let blob = git_ok(&repo, &["hash-object", "only-in-turn-0"])
+            .trim()
+            .to_owned();
+        let mut ids = Vec::new();
+        for turn in 0..KEPT_TURNS + 2 {
+            if turn == 1 {
+                std::fs::remove_file(repo.join("only-in-turn-0")).unwrap();
+            } else {
+                std::fs::write(repo.join("counter"), format!("{turn}\n")).unwrap();
+            }
+            let after = snap().await.unwrap().unwrap();
+            let id = format!("p-{turn}");
+            store.record_turn(&id, &before, &after).unwrap();
+            ids.push(id);
+            before = after;
+            if turn == 0 {
+                assert!(loose_objects(&store.objects()).contains(&blob));
+            }
+            prune(ws.clone(), repo.clone(), store.clone())
+                .await
+                .unwrap();
+        }
+        assert!(store.turn("p-0").is_none() && store.turn("p-1").is_none());
+        assert!(store.turn("p-2").is_some());
+        assert_eq!(store.records().len(), KEPT_TURNS);
+        let left = loose_objects(&store.objects());
+        assert!(!left.contains(&blob), "the pruned blob is still there");
+        // Each kept turn holds its counter blob and a root tree, at most.
+        assert!(left.len() <= 2 * KEPT_TURNS + 2, "{} objects", left.len());
+        // Every kept turn can still be diffed.
+        let view = diff_turn(ws.clone(), repo.clone(), store.clone(), "p-2".into(), None)
+            .await
+            .unwrap();
+        assert!(view.diff.contains("+2"), "{}", view.diff);
+        let gone = diff_turn(ws.clone(), repo.clone(), store.clone(), "p-0".into(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), ccrelay_protocol::ErrorCode::NotFound);
+        assert_eq!(loose_objects(&repo.join(".git/objects")), repo_objects);
+    }
 
     #[test]
     fn raw_and_numstat_are_read_together() {

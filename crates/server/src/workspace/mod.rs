@@ -12,7 +12,8 @@
 //! [`crate::workdirs::git`] (no program the repository names ever runs), with a
 //! private copy of the index (`GIT_INDEX_FILE`) and, for snapshots, an object
 //! directory of its own under the data dir (`GIT_OBJECT_DIRECTORY`, with the
-//! repository's objects as an alternate). It knows no sessions or frames: callers
+//! repository's objects as an alternate), pruned to the snapshots of a session's
+//! last [`gitview::KEPT_TURNS`] turns. It knows no sessions or frames: callers
 //! give it a workdir and a data directory, and turn its answers into replies.
 
 pub mod browse;

@@ -7,7 +7,9 @@
 //! `relay.closed`. The snapshots run as tasks through the workspace's limits
 //! ([`crate::workspace::Workspace::run`]), never on the actor; the actor only waits
 //! for their answer in its loop. A workdir outside a git repository has no
-//! snapshots and no `relay.changes`.
+//! snapshots and no `relay.changes`. After each comparison the snapshots of all
+//! but the newest [`gitview::KEPT_TURNS`] turns are pruned, in the same job, so
+//! the next turn's snapshot never races the pruning.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -146,8 +148,21 @@ impl Actor {
                 let workdir = tokio::fs::canonicalize(&workdir)
                     .await
                     .map_err(|e| WorkspaceError::io("resolving the workdir", e))?;
-                let job = gitview::changes(ws.clone(), workdir.clone(), store, before, after);
+                let job =
+                    gitview::changes(ws.clone(), workdir.clone(), store.clone(), before, after);
                 let found = ws.run(&workdir, None, job).await?;
+                // Only the newest turns keep their snapshots (docs/protocol.md §11);
+                // a failed prune keeps everything until the next turn's.
+                let job = gitview::prune(ws.clone(), workdir.clone(), store);
+                match ws.run(&workdir, None, job).await {
+                    Ok(removed) if *removed > 0 => {
+                        tracing::debug!(session = %name, removed = *removed, "pruned turn snapshots");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %name, error = %e, "turn snapshots were not pruned");
+                    }
+                }
                 Ok::<_, WorkspaceError>(Some(found.as_ref().clone()))
             };
             let files = match compared.await {
