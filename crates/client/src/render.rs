@@ -239,6 +239,11 @@ impl Renderer {
         }
     }
 
+    /// Whether output is coloured.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
     fn paint(&self, tone: Tone, text: &str) -> String {
         if self.color && !text.is_empty() {
             format!("\x1b[{}m{text}\x1b[0m", tone.sgr())
@@ -385,13 +390,12 @@ impl Renderer {
                 };
                 self.line(Some(Tone::Yellow), &format!("· session closed by {who}"))
             }
-            RelayEvent::Changes { files, .. } => {
-                let count = files.len();
-                let noun = if count == 1 { "file" } else { "files" };
-                self.line(
-                    Some(Tone::Dim),
-                    &format!("· the turn changed {count} {noun}"),
-                )
+            RelayEvent::Changes {
+                files, truncated, ..
+            } => {
+                let mut out = self.break_line();
+                out.push_str(&super::controls::changes(files, *truncated, self.color));
+                out
             }
             RelayEvent::Settings {
                 settings,
@@ -585,6 +589,26 @@ impl Renderer {
 
     fn control_request(&mut self, ev: &Value) -> String {
         let req = ev.get("request").unwrap_or(&Value::Null);
+        let input = req.get("input").unwrap_or(&Value::Null);
+        if str_of(req, "subtype") == "can_use_tool" && str_of(req, "tool_name") == "ExitPlanMode" {
+            let head = self.paint(Tone::Magenta, "? the agent's plan, for approval:");
+            let mut out = self.line(None, &head);
+            match input.get("plan").and_then(Value::as_str) {
+                Some(plan) => out.push_str(&super::controls::plan(plan, self.color)),
+                None => out.push_str(&self.line(Some(Tone::Dim), "  (no plan text was sent)")),
+            }
+            return out;
+        }
+        let questions = super::controls::questions(input);
+        if str_of(req, "subtype") == "can_use_tool"
+            && str_of(req, "tool_name") == "AskUserQuestion"
+            && !questions.is_empty()
+        {
+            let head = self.paint(Tone::Magenta, "? the agent asks:");
+            let mut out = self.line(None, &head);
+            out.push_str(&super::controls::render_questions(&questions, self.color));
+            return out;
+        }
         if str_of(req, "subtype") == "can_use_tool" {
             let tool = str_of(req, "tool_name");
             let summary = tool_summary(tool, req.get("input").unwrap_or(&Value::Null));

@@ -10,12 +10,13 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use ccrelay_protocol::{
-    ClientMsg, ErrorCode, PermissionAnswer, RelayEvent, RequestId, Role, ServerMsg, TurnPhase,
-    parse_server_frame,
+    ClientMsg, ErrorCode, PermissionAnswer, RelayEvent, RequestId, Role, ServerMsg,
+    SettingsRequest, TurnPhase, parse_server_frame,
 };
 
 use super::connect::AuthOk;
-use super::input::{Ask, Decision};
+use super::controls;
+use super::input::{Ask, AskKind, Decision};
 use super::render::{Renderer, tool_summary};
 
 /// Exit codes of `ccrelay attach` (see `--help`).
@@ -43,6 +44,8 @@ pub enum Effect {
     Msg(String),
     /// One frame, verbatim, as a JSON line (`--json`).
     Json(String),
+    /// Long text (a diff) for `$PAGER` on a terminal; printed as it is otherwise.
+    Page(String),
     /// Quit with this code.
     Exit(u8),
 }
@@ -170,6 +173,11 @@ const ATTACH_ID: &str = "attach";
 const SWITCH_ID: &str = "switch";
 const DETACH_ID: &str = "detach";
 const SESSIONS_ID: &str = "sessions";
+/// `session.catalog` and `session.usage` asked by this client.
+const CATALOG_ID: &str = "catalog";
+const USAGE_ID: &str = "usage";
+const STATUS_ID: &str = "changes";
+const DIFF_ID: &str = "diff";
 
 /// A session switched away from: what is needed to come back to it seeing
 /// every event once.
@@ -187,6 +195,14 @@ pub enum Command {
     Sessions,
     /// `:switch NAME`: attach to NAME instead.
     Switch(String),
+    /// `:mode NAME`: `session.set` of the permission mode.
+    Mode(String),
+    /// `:model NAME`: `session.set` of the model.
+    Model(String),
+    /// `:changes`: `files.status`.
+    Changes,
+    /// `:diff [PATH]` (`None`: every changed file) and `:diff turn`.
+    Diff(DiffOf),
     /// A command used wrongly: say how it is used.
     Usage(&'static str),
 }
@@ -204,13 +220,42 @@ impl Command {
             (":switch", _) => Some(Command::Usage(
                 ":switch NAME attaches to session NAME (:sessions lists them)",
             )),
+            (":mode", [name]) => Some(Command::Mode(name.to_string())),
+            (":mode", _) => Some(Command::Usage(
+                ":mode NAME sets the permission mode (default, acceptEdits, plan, ...)",
+            )),
+            (":model", [name]) => Some(Command::Model(name.to_string())),
+            (":model", _) => Some(Command::Usage(":model NAME sets the model (e.g. sonnet)")),
+            (":changes", []) => Some(Command::Changes),
+            (":diff", []) => Some(Command::Diff(DiffOf::All)),
+            (":diff", ["turn"]) => Some(Command::Diff(DiffOf::LastTurn)),
+            (":diff", [path]) => Some(Command::Diff(DiffOf::Path(path.to_string()))),
+            (":diff", _) => Some(Command::Usage(
+                ":diff shows every change, :diff PATH one file, :diff turn the last turn's",
+            )),
+            (":changes", _) => Some(Command::Usage(":changes lists the changed files")),
             _ => None,
         }
     }
 }
 
+/// What `:diff` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffOf {
+    All,
+    Path(String),
+    /// The changes of the last turn that changed files (`base` `turn:<prompt_id>`).
+    LastTurn,
+}
+
 pub struct Session {
     name: String,
+    /// Slash commands of the session's catalog: (name, argument hint), terminal-safe.
+    commands: Vec<(String, String)>,
+    /// Context and cost from the last `session.usage`, for the status line.
+    usage: Option<String>,
+    /// The last turn a `relay.changes` was seen for.
+    last_changed_turn: Option<String>,
     /// The session's `uid` once known: sent with every attach, so that a name
     /// now belonging to another session is refused, never replayed
     /// (docs/protocol.md §4).
@@ -259,6 +304,9 @@ impl Session {
     ) -> Session {
         Session {
             name,
+            commands: Vec::new(),
+            usage: None,
+            last_changed_turn: None,
             uid: None,
             parked: HashMap::new(),
             previous: None,
@@ -440,6 +488,64 @@ impl Session {
                 );
                 fx.push(Effect::Msg(text));
             }
+            ServerMsg::SessionCatalog {
+                session, commands, ..
+            } if session == self.name => {
+                self.commands = commands
+                    .iter()
+                    .map(|c| {
+                        (
+                            controls::one_line(&c.name, 64),
+                            controls::one_line(&c.argument_hint, 80),
+                        )
+                    })
+                    .collect();
+            }
+            ServerMsg::SessionUsage {
+                session,
+                context,
+                cost_usd,
+                ..
+            } if session == self.name => {
+                self.usage = Some(controls::usage(context.as_ref(), cost_usd));
+            }
+            ServerMsg::FilesStatus {
+                id: Some(RequestId::Text(id)),
+                git,
+                branch,
+                files,
+                truncated,
+                ..
+            } if id == STATUS_ID => {
+                self.break_line(&mut fx);
+                let color = self.renderer.color();
+                let text = controls::status(git, branch.as_deref(), &files, truncated, color);
+                fx.push(Effect::Msg(text));
+            }
+            ServerMsg::FilesDiff {
+                id: Some(RequestId::Text(id)),
+                diff,
+                binary,
+                truncated,
+                ..
+            } if id == DIFF_ID => {
+                self.break_line(&mut fx);
+                let color = self.renderer.color();
+                fx.push(Effect::Page(controls::diff(
+                    &diff, binary, truncated, color,
+                )));
+            }
+            ServerMsg::Ok {
+                id: Some(RequestId::Text(id)),
+                pending_start: Some(later),
+                ..
+            } if id.starts_with("set-") && !later.is_empty() => {
+                let text = format!(
+                    "{} will apply from the agent's next start",
+                    controls::one_line(&later.join(", "), 100)
+                );
+                fx.push(self.msg(&text));
+            }
             ServerMsg::Presence(presence) if presence.session == self.name => {
                 let text = self.renderer.presence(&presence);
                 self.out(&mut fx, text);
@@ -542,6 +648,13 @@ impl Session {
         }
         for o in &self.outgoing {
             fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
+        }
+        if self.job.is_none() && !self.json {
+            fx.push(Effect::Send(ClientMsg::SessionCatalog {
+                id: Some(RequestId::Text(CATALOG_ID.into())),
+                session: Some(self.name.clone()),
+            }));
+            fx.push(self.ask_usage());
         }
         // Permission prompts of our turn that are still open (after a reconnect).
         let pending: Vec<Value> = self.pending.iter().map(|(_, v)| v.clone()).collect();
@@ -701,6 +814,9 @@ impl Session {
                     }
                     self.interrupt_sent = false;
                     self.ended.insert(prompt_id.clone(), end);
+                    if self.job.is_none() && !self.json && self.attached {
+                        fx.push(self.ask_usage());
+                    }
                 }
             },
             RelayEvent::State { state, .. } => {
@@ -725,10 +841,12 @@ impl Session {
                 self.out(fx, text);
                 return;
             }
+            RelayEvent::Changes { prompt_id, .. } => {
+                self.last_changed_turn = Some(prompt_id.clone());
+            }
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
             | RelayEvent::Closed { .. }
-            | RelayEvent::Changes { .. }
             | RelayEvent::Settings { .. } => {}
         }
         if !self.json {
@@ -811,8 +929,81 @@ impl Session {
             Some(Command::Sessions) => self.list_sessions(),
             Some(Command::Switch(name)) => self.switch(name),
             Some(Command::Usage(usage)) => vec![self.msg(usage)],
+            Some(Command::Mode(mode)) => self.set(SettingsRequest {
+                permission_mode: Some(mode),
+                ..SettingsRequest::default()
+            }),
+            Some(Command::Model(model)) => self.set(SettingsRequest {
+                model: Some(model),
+                ..SettingsRequest::default()
+            }),
+            Some(Command::Changes) => self.files_status(),
+            Some(Command::Diff(of)) => self.diff(of),
             None => self.submit(text),
         }
+    }
+
+    /// Slash commands for Tab completion: (name, argument hint), terminal-safe.
+    pub fn commands(&self) -> &[(String, String)] {
+        &self.commands
+    }
+
+    /// The status line: context and cost as last reported.
+    pub fn status_line(&self) -> Option<String> {
+        self.usage.clone()
+    }
+
+    fn ask_usage(&self) -> Effect {
+        Effect::Send(ClientMsg::SessionUsage {
+            id: Some(RequestId::Text(USAGE_ID.into())),
+            session: Some(self.name.clone()),
+        })
+    }
+
+    /// `:mode` / `:model`: a `session.set`; `relay.settings` shows the change and
+    /// an `error` reply the refusal.
+    fn set(&mut self, settings: SettingsRequest) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; change settings when the connection is back")];
+        }
+        let id = self.id("set");
+        vec![Effect::Send(ClientMsg::SessionSet {
+            id: Some(RequestId::Text(id)),
+            session: Some(self.name.clone()),
+            settings,
+        })]
+    }
+
+    /// `:changes`: `files.status`.
+    fn files_status(&mut self) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; ask again when the connection is back")];
+        }
+        vec![Effect::Send(ClientMsg::FilesStatus {
+            id: Some(RequestId::Text(STATUS_ID.into())),
+            session: Some(self.name.clone()),
+        })]
+    }
+
+    /// `:diff [PATH | turn]`: `files.diff` against `HEAD`, or the last turn's changes.
+    fn diff(&mut self, of: DiffOf) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; ask again when the connection is back")];
+        }
+        let (path, base) = match of {
+            DiffOf::All => (None, None),
+            DiffOf::Path(path) => (Some(path), None),
+            DiffOf::LastTurn => match &self.last_changed_turn {
+                Some(turn) => (None, Some(format!("turn:{turn}"))),
+                None => return vec![self.msg("no turn has changed files since attaching")],
+            },
+        };
+        vec![Effect::Send(ClientMsg::FilesDiff {
+            id: Some(RequestId::Text(DIFF_ID.into())),
+            session: Some(self.name.clone()),
+            path,
+            base,
+        })]
     }
 
     /// `:sessions`: ask for the list; the reply is shown as a table.
@@ -926,7 +1117,9 @@ impl Session {
             let (allow, role) = match decision {
                 Decision::Allow | Decision::AllowAlways => (true, Role::Owner),
                 Decision::AllowViewer => (true, Role::Viewer),
-                Decision::Deny(_) => (false, Role::Owner),
+                Decision::Deny(_) | Decision::AllowAcceptEdits | Decision::Answers(_) => {
+                    (false, Role::Owner)
+                }
             };
             let id = self.id("pair");
             return vec![Effect::Send(ClientMsg::PairRespond {
@@ -940,8 +1133,29 @@ impl Session {
         let Some((_, ev)) = self.pending.iter().find(|(id, _)| id == request_id) else {
             return Vec::new();
         };
+        let mut then = None;
         let response = match decision {
             Decision::Allow | Decision::AllowViewer => allow(None),
+            Decision::AllowAcceptEdits => {
+                // The CLI leaves plan mode for `default` on approval; the mode
+                // asked for follows as its own `session.set` (docs/protocol.md §10).
+                then = Some(SettingsRequest {
+                    permission_mode: Some("acceptEdits".into()),
+                    ..SettingsRequest::default()
+                });
+                allow(None)
+            }
+            Decision::Answers(choices) => {
+                let input = ev.pointer("/request/input").unwrap_or(&Value::Null);
+                let questions = controls::questions(input);
+                match controls::answered_input(input, &questions, &choices) {
+                    Value::Object(map) => PermissionAnswer::Allow {
+                        updated_input: Some(map),
+                        updated_permissions: None,
+                    },
+                    _ => allow(None),
+                }
+            }
             Decision::AllowAlways => {
                 let suggestions = ev
                     .pointer("/request/permission_suggestions")
@@ -956,11 +1170,15 @@ impl Session {
         }
         self.answered.insert(request_id.to_string());
         let id = self.id("r");
-        vec![Effect::Send(self.respond(
+        let mut fx = vec![Effect::Send(self.respond(
             id,
             request_id.to_string(),
             response,
-        ))]
+        ))];
+        if let Some(settings) = then {
+            fx.extend(self.set(settings));
+        }
+        fx
     }
 
     fn respond(&self, id: String, request_id: String, response: PermissionAnswer) -> ClientMsg {
@@ -1036,6 +1254,7 @@ impl Session {
                 request_id: p.pair_id.clone(),
                 tool: "pairing".into(),
                 can_always: false,
+                kind: AskKind::Tool,
                 pair: Some(super::input::PairAsk {
                     device: p.device.clone(),
                     code: p.code.clone(),
@@ -1053,13 +1272,23 @@ impl Session {
             {
                 return None;
             }
+            let tool_name = req.get("tool_name").and_then(Value::as_str);
+            let kind = match tool_name {
+                Some("ExitPlanMode") => AskKind::Plan,
+                Some("AskUserQuestion") => {
+                    let questions = controls::questions(req.get("input").unwrap_or(&Value::Null));
+                    if questions.is_empty() {
+                        AskKind::Tool
+                    } else {
+                        AskKind::Questions(questions)
+                    }
+                }
+                _ => AskKind::Tool,
+            };
             Some(Ask {
+                kind,
                 request_id: rid.clone(),
-                tool: super::render::clean(
-                    req.get("tool_name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("tool"),
-                ),
+                tool: super::render::clean(tool_name.unwrap_or("tool")),
                 can_always: req
                     .get("permission_suggestions")
                     .and_then(Value::as_array)
@@ -1504,7 +1733,7 @@ mod tests {
         s.on_frame(&json!({"type":"ok","id":id,"prompt_id":"P"}).to_string());
         s.on_connected(&auth(), true);
         let fx = s.on_frame(&json!({"type":"attached","id":"attach","session":"default","state":"idle","head":0,"replay_from":1,"truncated":false,"pending":[],"clients":[]}).to_string());
-        assert!(sends(&fx).is_empty());
+        assert!(!sends(&fx).iter().any(|m| m["type"] == "prompt"), "{fx:?}");
     }
 
     fn attached(session: &str, id: &str, head: u64, replay_from: u64) -> String {
