@@ -757,4 +757,116 @@ mod tests {
         e.set_ask(None);
         assert_eq!(e.view().lines, vec!["> draft"]);
     }
+
+    #[test]
+    fn tab_completes_slash_commands_cycling_and_shows_the_hint() {
+        let mut e = Editor::new();
+        e.set_commands(vec![
+            ("compact".into(), "<instructions>".into()),
+            ("config".into(), String::new()),
+            ("review".into(), String::new()),
+        ]);
+        typed(&mut e, "/co");
+        assert_eq!(e.key(k(KeyCode::Tab)), Action::Redraw);
+        assert_eq!(e.view().lines, vec!["> /compact  <instructions>"]);
+        assert_eq!(e.view().cursor, (0, 10));
+        e.key(k(KeyCode::Tab));
+        assert_eq!(e.view().lines, vec!["> /config"]);
+        e.key(k(KeyCode::Tab));
+        assert_eq!(e.view().lines[0], "> /compact  <instructions>");
+        // Typing ends the cycle (and the hint).
+        typed(&mut e, " x");
+        assert_eq!(e.view().lines, vec!["> /compact x"]);
+        // Not a slash command: Tab inserts spaces as before.
+        let mut plain = Editor::new();
+        typed(&mut plain, "ab");
+        plain.key(k(KeyCode::Tab));
+        assert_eq!(plain.view().lines, vec!["> ab    "]);
+    }
+
+    #[test]
+    fn the_status_line_sits_above_the_prompt() {
+        let mut e = Editor::new();
+        e.set_status(Some("context 41k/200k (20%) · $1.93".into()));
+        typed(&mut e, "hi");
+        assert_eq!(
+            e.view().lines,
+            vec!["context 41k/200k (20%) · $1.93", "> hi"]
+        );
+        assert_eq!(e.view().cursor, (1, 4));
+    }
+
+    #[test]
+    fn plan_keys_approve_accept_edits_or_keep_planning() {
+        let mut e = Editor::new();
+        e.set_ask(Some(Ask {
+            pair: None,
+            request_id: "p1".into(),
+            tool: "ExitPlanMode".into(),
+            can_always: false,
+            kind: AskKind::Plan,
+        }));
+        assert!(
+            e.view().lines[0].starts_with("Approve the plan? [y] yes  [a] yes, and accept edits")
+        );
+        let answer = |d| Action::Answer {
+            request_id: "p1".into(),
+            decision: d,
+        };
+        assert_eq!(e.key(k(KeyCode::Char('y'))), answer(Decision::Allow));
+        assert_eq!(
+            e.key(k(KeyCode::Char('a'))),
+            answer(Decision::AllowAcceptEdits)
+        );
+        assert_eq!(e.key(k(KeyCode::Char('m'))), Action::Redraw);
+        assert!(e.view().lines[0].starts_with("keep planning"));
+        typed(&mut e, "add tests");
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            answer(Decision::Deny(Some("add tests".into())))
+        );
+    }
+
+    #[test]
+    fn question_keys_take_numbers_per_question_and_other_text() {
+        let questions = crate::controls::questions(&serde_json::json!({"questions":[
+            {"question":"Color?","header":"C","multiSelect":false,"options":[{"label":"Red"},{"label":"Blue"}]},
+            {"question":"Toppings?","header":"T","multiSelect":true,"options":[{"label":"Cheese"},{"label":"Olives"},{"label":"Basil"}]},
+            {"question":"Size?","header":"S","multiSelect":false,"options":[{"label":"S"}]}]}));
+        let mut e = Editor::new();
+        e.set_ask(Some(Ask {
+            pair: None,
+            request_id: "q1".into(),
+            tool: "AskUserQuestion".into(),
+            can_always: false,
+            kind: AskKind::Questions(questions),
+        }));
+        assert!(e.view().lines[0].starts_with("Answer Q1 of 3 — a number"));
+        typed(&mut e, "3");
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Redraw);
+        assert!(
+            e.view().lines[0].contains("no such option"),
+            "{:?}",
+            e.view()
+        );
+        e.key(k(KeyCode::Backspace));
+        typed(&mut e, "2");
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Redraw);
+        assert!(e.view().lines[0].starts_with("Answer Q2 of 3 — numbers"));
+        typed(&mut e, "13");
+        e.key(k(KeyCode::Enter));
+        assert_eq!(e.key(k(KeyCode::Char('o'))), Action::Redraw);
+        typed(&mut e, "XL please");
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            Action::Answer {
+                request_id: "q1".into(),
+                decision: Decision::Answers(vec![
+                    Choice::Options(vec![2]),
+                    Choice::Options(vec![1, 3]),
+                    Choice::Other("XL please".into()),
+                ]),
+            }
+        );
+    }
 }

@@ -1920,4 +1920,190 @@ mod tests {
         );
         assert_eq!(exit_of(&fx), Some(exit::ERROR));
     }
+
+    fn interactive() -> Session {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        s.on_frame(&attached("default", "attach", 0, 1));
+        s
+    }
+
+    #[test]
+    fn control_commands_parse_and_send_their_requests() {
+        assert_eq!(
+            Command::parse(":mode plan"),
+            Some(Command::Mode("plan".into()))
+        );
+        assert!(matches!(Command::parse(":mode"), Some(Command::Usage(_))));
+        assert_eq!(
+            Command::parse(":model sonnet"),
+            Some(Command::Model("sonnet".into()))
+        );
+        assert_eq!(Command::parse(":diff"), Some(Command::Diff(DiffOf::All)));
+        assert_eq!(
+            Command::parse(":diff turn"),
+            Some(Command::Diff(DiffOf::LastTurn))
+        );
+        assert_eq!(
+            Command::parse(":diff a.rs"),
+            Some(Command::Diff(DiffOf::Path("a.rs".into())))
+        );
+        assert_eq!(Command::parse(":changes"), Some(Command::Changes));
+        let mut s = interactive();
+        let sent = sends(&s.typed(":mode plan".into()));
+        assert_eq!(sent[0]["type"], "session.set");
+        assert_eq!(sent[0]["settings"], json!({"permission_mode":"plan"}));
+        let sent = sends(&s.typed(":model opus".into()));
+        assert_eq!(sent[0]["settings"], json!({"model":"opus"}));
+        let sent = sends(&s.typed(":changes".into()));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"files.status","id":"changes","session":"default"})]
+        );
+        let sent = sends(&s.typed(":diff src/a.rs".into()));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"files.diff","id":"diff","session":"default","path":"src/a.rs"})]
+        );
+        // No turn changed anything yet.
+        assert!(
+            matches!(&s.typed(":diff turn".into())[..], [Effect::Msg(m)] if m.contains("no turn"))
+        );
+        s.on_frame(&event(1, json!({"type":"relay.changes","prompt_id":"P7","files":[{"path":"a","status":"added","insertions":1,"deletions":0}]})));
+        let sent = sends(&s.typed(":diff turn".into()));
+        assert_eq!(sent[0]["base"], "turn:P7");
+        // A refusal is printed with its message.
+        let fx = s.on_frame(&json!({"type":"error","id":"set-1","code":"forbidden","message":"bypass\u{1b}[2J is off"}).to_string());
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("forbidden") && m.contains("bypass[2J is off") && !m.contains('\u{1b}')),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn attach_asks_catalog_and_usage_and_a_turn_end_asks_usage_again() {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        let sent = sends(&s.on_frame(&attached("default", "attach", 0, 1)));
+        let types: Vec<_> = sent.iter().map(|m| m["type"].clone()).collect();
+        assert_eq!(
+            types,
+            vec![json!("session.catalog"), json!("session.usage")]
+        );
+        s.on_frame(&json!({"type":"session.catalog","id":"catalog","session":"default","stale":false,"models":[],"permission_modes":[],
+            "commands":[{"name":"compact\u{1b}[2J","description":"d","argument_hint":"<x>"}]}).to_string());
+        assert_eq!(
+            s.commands(),
+            &[("compact\\u{1b}[2J".to_string(), "<x>".to_string())]
+        );
+        s.on_frame(&json!({"type":"session.usage","id":"usage","session":"default","context":{"used_tokens":41000,"max_tokens":200000},"cost_usd":1.93,"rate_limit":null}).to_string());
+        assert_eq!(
+            s.status_line().as_deref(),
+            Some("context 41k/200k (20%) · $1.93")
+        );
+        s.on_frame(&event(
+            1,
+            json!({"type":"relay.turn","prompt_id":"P","phase":"started"}),
+        ));
+        let sent = sends(&s.on_frame(&event(
+            2,
+            json!({"type":"relay.turn","prompt_id":"P","phase":"ended"}),
+        )));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"session.usage","id":"usage","session":"default"})]
+        );
+        // --prompt jobs stay quiet.
+        let (mut j, _) = job_session(None);
+        let sent = sends(&j.on_frame(&event(
+            8,
+            json!({"type":"relay.turn","prompt_id":"Q","phase":"ended"}),
+        )));
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn status_and_diff_replies_are_shown_escaped_and_paged() {
+        let mut s = interactive();
+        let fx = s.on_frame(&json!({"type":"files.status","id":"changes","session":"default","git":true,"branch":"main",
+            "files":[{"path":"e\u{202e}vil","status":"modified","insertions":2,"deletions":1}],"truncated":false}).to_string());
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("  M e\\u{202e}vil +2 −1")),
+            "{fx:?}"
+        );
+        let fx = s.on_frame(
+            &json!({"type":"files.diff","id":"diff","session":"default","base":"HEAD",
+            "diff":"+x\u{1b}]0;t\u{7}\n","binary":false,"truncated":false})
+            .to_string(),
+        );
+        assert_eq!(fx, vec![Effect::Page("+x]0;t\n".into())]);
+    }
+
+    fn plan_request() -> Value {
+        json!({"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode",
+            "input":{"plan":"# Plan\n\n1. Read the code.","planFilePath":"/p.md"},"tool_use_id":"t","requires_user_interaction":true}})
+    }
+
+    fn question_request() -> Value {
+        json!({"type":"control_request","request_id":"r8","request":{"subtype":"can_use_tool","tool_name":"AskUserQuestion",
+            "input":{"questions":[{"question":"Which color should the button be?","header":"Color","multiSelect":false,
+                "options":[{"label":"Red","description":"A warm red"},{"label":"Blue","description":"A calm blue"}]},
+              {"question":"Which toppings do you want?","header":"Toppings","multiSelect":true,
+                "options":[{"label":"Cheese","description":""},{"label":"Olives","description":""},{"label":"Basil","description":""}]}]},
+            "tool_use_id":"t2","requires_user_interaction":true}})
+    }
+
+    #[test]
+    fn a_plan_is_approved_with_accept_edits_as_allow_then_session_set() {
+        let mut s = interactive();
+        let fx = s.on_frame(&event(1, plan_request()));
+        let shown: String = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Out(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            shown.contains("plan, for approval") && shown.contains("  Plan\n"),
+            "{shown}"
+        );
+        let ask = s.current_ask().expect("asked");
+        assert_eq!(ask.kind, AskKind::Plan);
+        let sent = sends(&s.answer("r9", Decision::AllowAcceptEdits));
+        assert_eq!(sent[0]["type"], "respond");
+        assert_eq!(sent[0]["response"], json!({"behavior":"allow"}));
+        assert_eq!(sent[1]["type"], "session.set");
+        assert_eq!(
+            sent[1]["settings"],
+            json!({"permission_mode":"acceptEdits"})
+        );
+    }
+
+    #[test]
+    fn questions_are_answered_with_the_input_plus_answers() {
+        let mut s = interactive();
+        s.on_frame(&event(1, question_request()));
+        let Some(Ask {
+            kind: AskKind::Questions(qs),
+            ..
+        }) = s.current_ask()
+        else {
+            panic!("no question prompt");
+        };
+        assert_eq!(qs.len(), 2);
+        let sent = sends(&s.answer(
+            "r8",
+            Decision::Answers(vec![
+                controls::Choice::Options(vec![2]),
+                controls::Choice::Options(vec![1, 3]),
+            ]),
+        ));
+        let mut expected = question_request()["request"]["input"].clone();
+        expected["answers"] = json!({"Which color should the button be?":"Blue","Which toppings do you want?":"Cheese, Basil"});
+        assert_eq!(
+            sent[0]["response"],
+            json!({"behavior":"allow","updatedInput":expected})
+        );
+    }
 }
