@@ -1183,8 +1183,14 @@ fn run_ask_question(input: &Value) -> ToolRun {
     );
     ToolRun {
         tool_use_result: Obj::new()
-            .raw("questions", &to_json(input.get("questions").unwrap_or(&Value::Null)))
-            .raw("answers", &to_json(input.get("answers").unwrap_or(&Value::Null)))
+            .raw(
+                "questions",
+                &to_json(input.get("questions").unwrap_or(&Value::Null)),
+            )
+            .raw(
+                "answers",
+                &to_json(input.get("answers").unwrap_or(&Value::Null)),
+            )
             .finish(),
         content,
         is_error: false,
