@@ -11,8 +11,6 @@ use serde_json::{Map, Value};
 
 use ccrelay_protocol::{FileChange, FileStatus, catalog::ContextUsage};
 
-use super::render::clean;
-
 const RESET: &str = "\x1b[0m";
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
@@ -22,6 +20,22 @@ const DIM: &str = "\x1b[2m";
 
 /// Paths shown of one turn's changes before "and N more".
 const CHANGES_SHOWN: usize = 20;
+
+/// Remove control characters, bidi controls and invisible format characters
+/// (keeping newlines; tabs become spaces): see [`ccrelay_server::escape::is_dangerous`].
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push('\n'),
+            '\t' => out.push_str("    "),
+            '\r' => {}
+            c if ccrelay_server::escape::is_dangerous(c) => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 fn paint(color: bool, sgr: &str, text: &str) -> String {
     if color && !text.is_empty() {
@@ -79,7 +93,7 @@ fn status_word(status: FileStatus) -> &'static str {
     }
 }
 
-/// One changed file: "  M src/login.rs +12 −3".
+/// One changed file: "  M <path> +12 −3".
 fn change_line(f: &FileChange, color: bool) -> String {
     let path = match &f.from {
         Some(from) => format!("{} → {}", one_line(from, 200), one_line(&f.path, 200)),

@@ -134,21 +134,7 @@ fn short_fingerprint(fp: &str) -> String {
     }
 }
 
-/// Remove control characters, bidi controls and invisible format characters
-/// (keeping newlines; tabs become spaces): see [`ccrelay_server::escape::is_dangerous`].
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push('\n'),
-            '\t' => out.push_str("    "),
-            '\r' => {}
-            c if ccrelay_server::escape::is_dangerous(c) => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use super::controls::clean;
 
 /// One line, at most `max` characters (an ellipsis marks the cut).
 fn one_line(text: &str, max: usize) -> String {
