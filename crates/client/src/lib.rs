@@ -509,8 +509,16 @@ async fn event_loop(
         if let Some(code) = ui.apply(effects) {
             return code;
         }
-        for text in std::mem::take(&mut ui.pages) {
-            ui.page(text, &mut keys).await;
+        let pages = std::mem::take(&mut ui.pages);
+        if !pages.is_empty() {
+            for text in pages {
+                ui.page(text, &mut keys).await;
+            }
+            // A Ctrl-C pressed in the pager was the pager's: a fresh listener
+            // does not see it (an old one would interrupt or quit).
+            if let Ok(fresh) = signal(SignalKind::interrupt()) {
+                sigint = fresh;
+            }
         }
         ui.sync_ask(session);
         ui.sync_status(session);

@@ -893,6 +893,29 @@ mod tests {
     }
 
     #[test]
+    fn plans_and_questions_are_shown_as_text_escaped() {
+        let mut r = r();
+        let plan = json!({"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{"plan":"# Fix\n- step \u{1b}]0;x\u{7}\u{202e}one","planFilePath":"/p"}}});
+        let text = show(&mut r, &plan);
+        assert_eq!(
+            text,
+            "? the agent's plan, for approval:\n  Fix\n    • step ]0;xone\n"
+        );
+        let empty = json!({"type":"control_request","request_id":"r2","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{}}});
+        assert!(show(&mut r, &empty).contains("(no plan text was sent)"));
+        let ask = json!({"type":"control_request","request_id":"r3","request":{"subtype":"can_use_tool",
+            "tool_name":"AskUserQuestion","input":{"questions":[{"question":"Pick\u{1b}[2J","header":"H","multiSelect":false,
+            "options":[{"label":"A","description":"first"}]}]}}});
+        let text = show(&mut r, &ask);
+        assert_eq!(
+            text,
+            "? the agent asks:\n  Q1 [H] Pick\\u{1b}[2J\n    1. A — first\n"
+        );
+    }
+
+    #[test]
     fn control_characters_are_stripped() {
         let mut r = r();
         assert_eq!(show(&mut r, &delta("a\x1b[2Jb\tc")), "a[2Jb    c");
