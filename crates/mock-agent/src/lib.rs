@@ -1247,3 +1247,42 @@ fn big_text_chunks(size: usize) -> Vec<String> {
     }
     chunks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request keys of the recorded CLI's plan and question requests
+    /// (tests/fixtures/cli-controls/): the same keys, in the request and its input.
+    #[test]
+    fn user_interaction_requests_have_the_recorded_shape() {
+        for (tool, fixture) in [
+            (exit_plan_tool(), "exit_plan_mode.jsonl"),
+            (ask_question_tool(), "ask_question.jsonl"),
+        ] {
+            let line: Value = serde_json::from_str(&msg::can_use_tool("r", &tool)).unwrap();
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/cli-controls")
+                .join(fixture);
+            let recorded = std::fs::read_to_string(path).unwrap();
+            let request = recorded
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(|v| {
+                    let line = v.get("msg").cloned().unwrap_or(v);
+                    let req = line.get("request")?.clone();
+                    (req.get("subtype")? == "can_use_tool").then_some(req)
+                })
+                .expect("a recorded can_use_tool");
+            let keys =
+                |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+            assert_eq!(keys(&line["request"]), keys(&request), "{}", tool.name);
+            assert_eq!(
+                keys(&line["request"]["input"]),
+                keys(&request["input"]),
+                "{}",
+                tool.name
+            );
+        }
+    }
+}
