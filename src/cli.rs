@@ -71,14 +71,24 @@ id_ecdsa, id_rsa; with -i only that file. Passphrases are asked on the terminal,
 SSH_ASKPASS when there is none (SSH_ASKPASS_REQUIRE=force|prefer|never as for ssh).
 
 Interactive keys: Enter sends; a trailing \\ or Alt-Enter continues on a new line; Up/Down
-history; on a permission prompt y allows, a always allows (applies its suggestions),
-n denies, m denies with a message; Ctrl-C interrupts a running turn, a second Ctrl-C
+history; Tab completes a /command from the agent's catalog (again: the next match; its
+argument hint is shown); on a permission prompt y allows, a always allows (applies its
+suggestions), n denies, m denies with a message; on a plan (ExitPlanMode) y approves,
+a approves and switches to acceptEdits, m keeps planning with a message, n declines; on
+questions (AskUserQuestion) type an option's number (several for a multi-select question)
+and Enter, o for an answer of your own, n to decline. The line above the prompt shows the
+context used and the cost (session.usage, asked on attach and after each turn). Ctrl-C interrupts a running turn, a second Ctrl-C
 (or Ctrl-C when idle) or Ctrl-D quits. When stdin is not a terminal, each line read is
 a prompt. A dropped connection is resumed where it left off.
 
 Interactive commands (typed as a prompt line, on their own): :sessions lists the relay's
 sessions; :switch NAME attaches to session NAME instead (switching back shows only what
-happened meanwhile: each session's place is kept). Any other line is a prompt.
+happened meanwhile: each session's place is kept); :mode NAME sets the permission mode
+(default, acceptEdits, plan, ...) and :model NAME the model (a refusal prints the server's
+error); :changes lists the workdir's changed files; :diff shows every change, :diff PATH one
+file's, :diff turn the last turn's (coloured; through $PAGER, default `less -R`). After a
+turn that changed files, its paths are listed with their status and +/- counts. Any other
+line is a prompt.
 
 With --new: the server starts the session (owners only; DIR must lie under one of its
 --session-root directories) and this client attaches to it; a server refusal prints its

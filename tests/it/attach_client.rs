@@ -807,7 +807,7 @@ fn open_pty(cols: u16, rows: u16) -> Pty {
 }
 
 /// Terminal output as text: escape sequences and carriage returns removed, and
-/// the empty editor line (`> `) that streamed text is written around dropped, so
+/// the editor (its status line and the empty `> `) that streamed text is written around dropped, so
 /// a streamed answer reads as one string.
 fn plain(raw: &str) -> String {
     let mut out = String::new();
@@ -829,6 +829,16 @@ fn plain(raw: &str) -> String {
             },
             '\r' => {}
             c => out.push(c),
+        }
+    }
+    // The status line drawn with the editor (context and cost) goes with it.
+    let mut from = 0;
+    while let Some(at) = out[from..].find("\ncontext ").map(|i| from + i) {
+        let end = out[at + 1..].find('\n').map_or(out.len(), |i| at + 1 + i);
+        if out[at..end].contains(" · $") {
+            out.replace_range(at..end, "");
+        } else {
+            from = at + 1;
         }
     }
     out.replace("\n> ", "")

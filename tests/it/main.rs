@@ -10,6 +10,7 @@ mod common;
 
 mod agent_supervision;
 mod attach_client;
+mod attach_controls;
 mod auth_flow;
 mod cli_controls;
 mod deploy_configs;

@@ -7,6 +7,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use super::controls::{Choice, Question, parse_choice};
+
 /// Entries of prompt history kept in memory.
 const HISTORY_MAX: usize = 500;
 /// Prompt of the first line and of continuation lines.
@@ -22,6 +24,22 @@ pub enum Decision {
     Deny(Option<String>),
     /// A pairing request allowed with the viewer role (`v`).
     AllowViewer,
+    /// A plan approved, and edits accepted from now on (`a` on an `ExitPlanMode` request).
+    AllowAcceptEdits,
+    /// The answers to an `AskUserQuestion` request, one per question.
+    Answers(Vec<Choice>),
+}
+
+/// What kind of request a permission prompt answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AskKind {
+    /// A tool call: y / a / n / m.
+    #[default]
+    Tool,
+    /// `ExitPlanMode`: approve, approve and accept edits, or keep planning.
+    Plan,
+    /// `AskUserQuestion`: option numbers (or other text) per question.
+    Questions(Vec<Question>),
 }
 
 /// What a key press asks the session to do.
@@ -53,6 +71,7 @@ pub struct Ask {
     pub can_always: bool,
     /// Set when this is a device pairing request (answered y / v / n).
     pub pair: Option<PairAsk>,
+    pub kind: AskKind,
 }
 
 /// A device pairing request on screen; every string already made terminal-safe.
@@ -83,6 +102,26 @@ pub struct Editor {
     ask: Option<Ask>,
     /// Typing the message of a deny (`m`).
     message: Option<Vec<char>>,
+    /// Answering an `AskUserQuestion` prompt.
+    answering: Answering,
+    /// Slash commands Tab completes: (name without `/`, argument hint), every
+    /// string terminal-safe.
+    commands: Vec<(String, String)>,
+    /// The Tab cycle in progress: what was typed and which candidate is shown.
+    completion: Option<(String, usize)>,
+    /// A status line drawn above the prompt (terminal-safe).
+    status: Option<String>,
+}
+
+/// Progress through the questions of one `AskUserQuestion` prompt.
+#[derive(Debug, Default)]
+struct Answering {
+    choices: Vec<Choice>,
+    typed: Vec<char>,
+    /// Typing free text (`o`) instead of option numbers.
+    other: bool,
+    /// The last entry named no option.
+    invalid: bool,
 }
 
 impl Editor {
@@ -94,12 +133,32 @@ impl Editor {
     pub fn set_ask(&mut self, ask: Option<Ask>) {
         if self.ask.as_ref().map(|a| &a.request_id) != ask.as_ref().map(|a| &a.request_id) {
             self.message = None;
+            self.answering = Answering::default();
         }
         self.ask = ask;
     }
 
     pub fn ask(&self) -> Option<&Ask> {
         self.ask.as_ref()
+    }
+
+    /// The slash commands Tab completes (names without `/`, terminal-safe).
+    pub fn set_commands(&mut self, commands: Vec<(String, String)>) {
+        self.commands = commands;
+        self.completion = None;
+    }
+
+    /// The status line above the prompt (`None`: none).
+    pub fn set_status(&mut self, status: Option<String>) {
+        self.status = status;
+    }
+
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    pub fn commands(&self) -> &[(String, String)] {
+        &self.commands
     }
 
     #[cfg(test)]
@@ -149,6 +208,37 @@ impl Editor {
         }
         if self.message.is_some() {
             return self.message_key(key);
+        }
+        if !matches!(key.code, KeyCode::Tab) {
+            self.completion = None;
+        }
+        if let Some(Ask {
+            kind: AskKind::Questions(questions),
+            request_id,
+            ..
+        }) = &self.ask
+        {
+            let (questions, request_id) = (questions.clone(), request_id.clone());
+            return self.question_key(key, &questions, request_id);
+        }
+        if let Some(ask) = &self.ask
+            && ask.kind == AskKind::Plan
+        {
+            let request_id = ask.request_id.clone();
+            let decision = match key.code {
+                KeyCode::Char('y' | 'Y') => Decision::Allow,
+                KeyCode::Char('a' | 'A') => Decision::AllowAcceptEdits,
+                KeyCode::Char('n' | 'N') => Decision::Deny(None),
+                KeyCode::Char('m' | 'M') => {
+                    self.message = Some(Vec::new());
+                    return Action::Redraw;
+                }
+                _ => return Action::None,
+            };
+            return Action::Answer {
+                request_id,
+                decision,
+            };
         }
         if let Some(ask) = &self.ask
             && ask.pair.is_some()
@@ -205,8 +295,10 @@ impl Editor {
             KeyCode::Char(_) if ctrl => return Action::None,
             KeyCode::Char(c) => self.insert(c),
             KeyCode::Tab => {
-                for _ in 0..4 {
-                    self.insert(' ');
+                if !self.complete() {
+                    for _ in 0..4 {
+                        self.insert(' ');
+                    }
                 }
             }
             KeyCode::Backspace if self.cursor > 0 => {
@@ -260,6 +352,121 @@ impl Editor {
             }
             _ => Action::None,
         }
+    }
+
+    /// One key while answering questions: digits choose options, Enter takes
+    /// the current question's answer (the last one sends them all), `o` types
+    /// another answer, `n` declines to answer.
+    fn question_key(
+        &mut self,
+        key: KeyEvent,
+        questions: &[Question],
+        request_id: String,
+    ) -> Action {
+        let a = &mut self.answering;
+        let Some(q) = questions.get(a.choices.len()) else {
+            return Action::None;
+        };
+        match key.code {
+            KeyCode::Enter => {
+                let typed: String = a.typed.iter().collect();
+                let choice = if a.other {
+                    let text = typed.trim().to_string();
+                    (!text.is_empty()).then_some(Choice::Other(text))
+                } else {
+                    parse_choice(q, typed.trim())
+                };
+                let Some(choice) = choice else {
+                    a.invalid = true;
+                    return Action::Redraw;
+                };
+                a.choices.push(choice);
+                a.typed.clear();
+                a.other = false;
+                a.invalid = false;
+                if a.choices.len() < questions.len() {
+                    return Action::Redraw;
+                }
+                let choices = std::mem::take(&mut a.choices);
+                Action::Answer {
+                    request_id,
+                    decision: Decision::Answers(choices),
+                }
+            }
+            KeyCode::Esc if a.other => {
+                a.other = false;
+                a.typed.clear();
+                Action::Redraw
+            }
+            KeyCode::Backspace => {
+                a.typed.pop();
+                Action::Redraw
+            }
+            KeyCode::Char(_) if key.modifiers.contains(KeyModifiers::CONTROL) => Action::None,
+            KeyCode::Char(c) if a.other => {
+                a.typed.push(c);
+                Action::Redraw
+            }
+            KeyCode::Char('o' | 'O') if a.typed.is_empty() => {
+                a.other = true;
+                Action::Redraw
+            }
+            KeyCode::Char('n' | 'N') if a.typed.is_empty() && a.choices.is_empty() => {
+                Action::Answer {
+                    request_id,
+                    decision: Decision::Deny(None),
+                }
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() || c == ',' || c == ' ' => {
+                a.typed.push(c);
+                a.invalid = false;
+                Action::Redraw
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// Tab on a `/command` being typed: complete its name from the catalog;
+    /// Tab again shows the next match. False when there is nothing to complete.
+    fn complete(&mut self) -> bool {
+        let text: String = self.buf.iter().collect();
+        if self.cursor != self.buf.len() || text.contains(char::is_whitespace) {
+            return false;
+        }
+        let (typed, next) = match &self.completion {
+            Some((typed, i)) => (typed.clone(), i + 1),
+            None => match text.strip_prefix('/') {
+                Some(typed) => (typed.to_string(), 0),
+                None => return false,
+            },
+        };
+        let matches: Vec<&String> = self
+            .commands
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(&typed))
+            .collect();
+        if matches.is_empty() {
+            self.completion = None;
+            return !text.is_empty();
+        }
+        let i = next % matches.len();
+        self.buf = format!("/{}", matches[i]).chars().collect();
+        self.cursor = self.buf.len();
+        self.completion = Some((typed, i));
+        true
+    }
+
+    /// The argument hint of the command the draft names, while completing.
+    fn hint(&self) -> Option<&str> {
+        self.completion.as_ref()?;
+        let text: String = self.buf.iter().collect();
+        let name = text.strip_prefix('/')?;
+        self.commands
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, hint)| hint.as_str())
+            .filter(|h| !h.is_empty())
     }
 
     /// Enter: a trailing backslash continues on a new line; otherwise submit.
@@ -356,16 +563,51 @@ impl Editor {
                 cursor: (0, col),
             };
         }
+        if let Some(Ask {
+            kind: AskKind::Questions(questions),
+            ..
+        }) = &self.ask
+        {
+            let a = &self.answering;
+            let n = a.choices.len();
+            let typed: String = a.typed.iter().collect();
+            let what = if a.other {
+                "your answer (Enter; Esc: numbers)".to_string()
+            } else {
+                let several = questions.get(n).is_some_and(|q| q.multi_select);
+                let numbers = if several { "numbers" } else { "a number" };
+                let again = if a.invalid { "no such option; " } else { "" };
+                format!("{again}{numbers}, Enter  [o] other  [n] decline")
+            };
+            let head = format!("Answer Q{} of {} — {what}: ", n + 1, questions.len());
+            let col = head.chars().count() + a.typed.len();
+            return View {
+                lines: vec![format!("{head}{typed}")],
+                cursor: (0, col),
+            };
+        }
         if let Some(ask) = &self.ask {
             if let Some(msg) = &self.message {
-                let head = format!(
-                    "deny {} with message (Enter sends, Esc goes back): ",
-                    ask.tool
-                );
+                let head = if ask.kind == AskKind::Plan {
+                    "keep planning; tell the agent (Enter sends, Esc goes back): ".to_string()
+                } else {
+                    format!(
+                        "deny {} with message (Enter sends, Esc goes back): ",
+                        ask.tool
+                    )
+                };
                 let text: String = msg.iter().collect();
                 let col = head.chars().count() + msg.len();
                 return View {
                     lines: vec![format!("{head}{text}")],
+                    cursor: (0, col),
+                };
+            }
+            if ask.kind == AskKind::Plan {
+                let line = "Approve the plan? [y] yes  [a] yes, and accept edits  [m] keep planning, with a message  [n] no".to_string();
+                let col = line.chars().count();
+                return View {
+                    lines: vec![line],
                     cursor: (0, col),
                 };
             }
@@ -385,17 +627,24 @@ impl Editor {
             };
         }
         let text: String = self.buf.iter().collect();
-        let mut lines = Vec::new();
+        let mut lines: Vec<String> = self.status.iter().cloned().collect();
+        let top = lines.len();
         for (i, l) in text.split('\n').enumerate() {
             let p = if i == 0 { PROMPT } else { CONTINUATION };
             lines.push(format!("{p}{l}"));
+        }
+        if let Some(hint) = self.hint()
+            && let Some(last) = lines.last_mut()
+        {
+            last.push_str("  ");
+            last.push_str(hint);
         }
         let before: String = self.buf[..self.cursor].iter().collect();
         let row = before.matches('\n').count();
         let col_chars = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
         View {
             lines,
-            cursor: (row, PROMPT.chars().count() + col_chars),
+            cursor: (top + row, PROMPT.chars().count() + col_chars),
         }
     }
 }
@@ -488,6 +737,7 @@ mod tests {
             request_id: "r1".into(),
             tool: "Bash".into(),
             can_always: true,
+            kind: AskKind::Tool,
         }));
         assert!(e.view().lines[0].starts_with("Allow Bash? [y] yes  [a] always allow"));
         assert_eq!(e.key(k(KeyCode::Char('x'))), Action::None);
@@ -506,5 +756,117 @@ mod tests {
         );
         e.set_ask(None);
         assert_eq!(e.view().lines, vec!["> draft"]);
+    }
+
+    #[test]
+    fn tab_completes_slash_commands_cycling_and_shows_the_hint() {
+        let mut e = Editor::new();
+        e.set_commands(vec![
+            ("compact".into(), "<instructions>".into()),
+            ("config".into(), String::new()),
+            ("review".into(), String::new()),
+        ]);
+        typed(&mut e, "/co");
+        assert_eq!(e.key(k(KeyCode::Tab)), Action::Redraw);
+        assert_eq!(e.view().lines, vec!["> /compact  <instructions>"]);
+        assert_eq!(e.view().cursor, (0, 10));
+        e.key(k(KeyCode::Tab));
+        assert_eq!(e.view().lines, vec!["> /config"]);
+        e.key(k(KeyCode::Tab));
+        assert_eq!(e.view().lines[0], "> /compact  <instructions>");
+        // Typing ends the cycle (and the hint).
+        typed(&mut e, " x");
+        assert_eq!(e.view().lines, vec!["> /compact x"]);
+        // Not a slash command: Tab inserts spaces as before.
+        let mut plain = Editor::new();
+        typed(&mut plain, "ab");
+        plain.key(k(KeyCode::Tab));
+        assert_eq!(plain.view().lines, vec!["> ab    "]);
+    }
+
+    #[test]
+    fn the_status_line_sits_above_the_prompt() {
+        let mut e = Editor::new();
+        e.set_status(Some("context 41k/200k (20%) · $1.93".into()));
+        typed(&mut e, "hi");
+        assert_eq!(
+            e.view().lines,
+            vec!["context 41k/200k (20%) · $1.93", "> hi"]
+        );
+        assert_eq!(e.view().cursor, (1, 4));
+    }
+
+    #[test]
+    fn plan_keys_approve_accept_edits_or_keep_planning() {
+        let mut e = Editor::new();
+        e.set_ask(Some(Ask {
+            pair: None,
+            request_id: "p1".into(),
+            tool: "ExitPlanMode".into(),
+            can_always: false,
+            kind: AskKind::Plan,
+        }));
+        assert!(
+            e.view().lines[0].starts_with("Approve the plan? [y] yes  [a] yes, and accept edits")
+        );
+        let answer = |d| Action::Answer {
+            request_id: "p1".into(),
+            decision: d,
+        };
+        assert_eq!(e.key(k(KeyCode::Char('y'))), answer(Decision::Allow));
+        assert_eq!(
+            e.key(k(KeyCode::Char('a'))),
+            answer(Decision::AllowAcceptEdits)
+        );
+        assert_eq!(e.key(k(KeyCode::Char('m'))), Action::Redraw);
+        assert!(e.view().lines[0].starts_with("keep planning"));
+        typed(&mut e, "add tests");
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            answer(Decision::Deny(Some("add tests".into())))
+        );
+    }
+
+    #[test]
+    fn question_keys_take_numbers_per_question_and_other_text() {
+        let questions = crate::controls::questions(&serde_json::json!({"questions":[
+            {"question":"Color?","header":"C","multiSelect":false,"options":[{"label":"Red"},{"label":"Blue"}]},
+            {"question":"Toppings?","header":"T","multiSelect":true,"options":[{"label":"Cheese"},{"label":"Olives"},{"label":"Basil"}]},
+            {"question":"Size?","header":"S","multiSelect":false,"options":[{"label":"S"}]}]}));
+        let mut e = Editor::new();
+        e.set_ask(Some(Ask {
+            pair: None,
+            request_id: "q1".into(),
+            tool: "AskUserQuestion".into(),
+            can_always: false,
+            kind: AskKind::Questions(questions),
+        }));
+        assert!(e.view().lines[0].starts_with("Answer Q1 of 3 — a number"));
+        typed(&mut e, "3");
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Redraw);
+        assert!(
+            e.view().lines[0].contains("no such option"),
+            "{:?}",
+            e.view()
+        );
+        e.key(k(KeyCode::Backspace));
+        typed(&mut e, "2");
+        assert_eq!(e.key(k(KeyCode::Enter)), Action::Redraw);
+        assert!(e.view().lines[0].starts_with("Answer Q2 of 3 — numbers"));
+        typed(&mut e, "13");
+        e.key(k(KeyCode::Enter));
+        assert_eq!(e.key(k(KeyCode::Char('o'))), Action::Redraw);
+        typed(&mut e, "XL please");
+        assert_eq!(
+            e.key(k(KeyCode::Enter)),
+            Action::Answer {
+                request_id: "q1".into(),
+                decision: Decision::Answers(vec![
+                    Choice::Options(vec![2]),
+                    Choice::Options(vec![1, 3]),
+                    Choice::Other("XL please".into()),
+                ]),
+            }
+        );
     }
 }

@@ -28,6 +28,7 @@
 //! names (`names`), escaping (`escape`) and the QR renderer (`web`).
 
 mod connect;
+mod controls;
 mod input;
 mod keys;
 mod known;
@@ -317,6 +318,7 @@ async fn start_on(
         editor: (mode == Mode::Interactive).then(Editor::new),
         out_tx,
         generation: 0,
+        pages: Vec::new(),
     };
     if mode == Mode::Interactive {
         let text = session.renderer.info(&banner);
@@ -369,6 +371,8 @@ struct Ui {
     out_tx: mpsc::UnboundedSender<net::Outbound>,
     /// The connection frames are meant for (0: none yet).
     generation: u64,
+    /// Text waiting for the pager (interactive only).
+    pages: Vec<String>,
 }
 
 impl Ui {
@@ -388,10 +392,67 @@ impl Ui {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                 }
+                Effect::Page(text) if self.editor.is_some() => self.pages.push(text),
+                Effect::Page(text) => self.screen.output(&text, None),
                 Effect::Exit(code) => return Some(code),
             }
         }
         None
+    }
+
+    /// Keep the editor's status line and slash commands as the session has them.
+    fn sync_status(&mut self, session: &Session) {
+        if let Some(editor) = &mut self.editor {
+            let status = session.status_line();
+            let mut changed = false;
+            if editor.status() != status.as_deref() {
+                editor.set_status(status);
+                changed = true;
+            }
+            if editor.commands() != session.commands() {
+                editor.set_commands(session.commands().to_vec());
+            }
+            if changed {
+                self.screen.redraw(editor);
+            }
+        }
+    }
+
+    /// Show long text through `$PAGER` (default `less -R`): the terminal leaves
+    /// raw mode and the key reader stops while the pager owns it. Without a
+    /// pager that starts, the text is printed above the editor.
+    async fn page(&mut self, text: String, keys: &mut Option<EventStream>) {
+        let pager = std::env::var("PAGER").unwrap_or_else(|_| "less -R".into());
+        if pager.trim().is_empty() {
+            self.screen.output(&text, self.editor.as_ref());
+            return;
+        }
+        self.screen.close();
+        *keys = None;
+        let _ = crossterm::terminal::disable_raw_mode();
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&pager)
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        let shown = match child {
+            Ok(mut child) => {
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    // A pager quit early closes its input: not an error.
+                    let _ = stdin.write_all(text.as_bytes()).await;
+                }
+                child.wait().await.is_ok_and(|s| s.success())
+            }
+            Err(_) => false,
+        };
+        let _ = crossterm::terminal::enable_raw_mode();
+        *keys = Some(EventStream::new());
+        if !shown {
+            self.screen.output(&text, self.editor.as_ref());
+        } else if let Some(editor) = &self.editor {
+            self.screen.redraw(editor);
+        }
     }
 
     /// Show the session's oldest unanswered permission prompt in the editor.
@@ -448,7 +509,19 @@ async fn event_loop(
         if let Some(code) = ui.apply(effects) {
             return code;
         }
+        let pages = std::mem::take(&mut ui.pages);
+        if !pages.is_empty() {
+            for text in pages {
+                ui.page(text, &mut keys).await;
+            }
+            // A Ctrl-C pressed in the pager was the pager's: a fresh listener
+            // does not see it (an old one would interrupt or quit).
+            if let Ok(fresh) = signal(SignalKind::interrupt()) {
+                sigint = fresh;
+            }
+        }
         ui.sync_ask(session);
+        ui.sync_status(session);
     }
 }
 

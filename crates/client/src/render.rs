@@ -134,21 +134,7 @@ fn short_fingerprint(fp: &str) -> String {
     }
 }
 
-/// Remove control characters, bidi controls and invisible format characters
-/// (keeping newlines; tabs become spaces): see [`ccrelay_server::escape::is_dangerous`].
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push('\n'),
-            '\t' => out.push_str("    "),
-            '\r' => {}
-            c if ccrelay_server::escape::is_dangerous(c) => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use super::controls::clean;
 
 /// One line, at most `max` characters (an ellipsis marks the cut).
 fn one_line(text: &str, max: usize) -> String {
@@ -237,6 +223,11 @@ impl Renderer {
             tools: HashMap::new(),
             roster: Roster::default(),
         }
+    }
+
+    /// Whether output is coloured.
+    pub fn color(&self) -> bool {
+        self.color
     }
 
     fn paint(&self, tone: Tone, text: &str) -> String {
@@ -385,13 +376,12 @@ impl Renderer {
                 };
                 self.line(Some(Tone::Yellow), &format!("· session closed by {who}"))
             }
-            RelayEvent::Changes { files, .. } => {
-                let count = files.len();
-                let noun = if count == 1 { "file" } else { "files" };
-                self.line(
-                    Some(Tone::Dim),
-                    &format!("· the turn changed {count} {noun}"),
-                )
+            RelayEvent::Changes {
+                files, truncated, ..
+            } => {
+                let mut out = self.break_line();
+                out.push_str(&super::controls::changes(files, *truncated, self.color));
+                out
             }
             RelayEvent::Settings {
                 settings,
@@ -585,6 +575,26 @@ impl Renderer {
 
     fn control_request(&mut self, ev: &Value) -> String {
         let req = ev.get("request").unwrap_or(&Value::Null);
+        let input = req.get("input").unwrap_or(&Value::Null);
+        if str_of(req, "subtype") == "can_use_tool" && str_of(req, "tool_name") == "ExitPlanMode" {
+            let head = self.paint(Tone::Magenta, "? the agent's plan, for approval:");
+            let mut out = self.line(None, &head);
+            match input.get("plan").and_then(Value::as_str) {
+                Some(plan) => out.push_str(&super::controls::plan(plan, self.color)),
+                None => out.push_str(&self.line(Some(Tone::Dim), "  (no plan text was sent)")),
+            }
+            return out;
+        }
+        let questions = super::controls::questions(input);
+        if str_of(req, "subtype") == "can_use_tool"
+            && str_of(req, "tool_name") == "AskUserQuestion"
+            && !questions.is_empty()
+        {
+            let head = self.paint(Tone::Magenta, "? the agent asks:");
+            let mut out = self.line(None, &head);
+            out.push_str(&super::controls::render_questions(&questions, self.color));
+            return out;
+        }
         if str_of(req, "subtype") == "can_use_tool" {
             let tool = str_of(req, "tool_name");
             let summary = tool_summary(tool, req.get("input").unwrap_or(&Value::Null));
@@ -879,6 +889,29 @@ mod tests {
         assert_eq!(
             r.cancelled("agent_restarted", Some(&req)),
             "· Bash permission request cancelled (agent_restarted)\n"
+        );
+    }
+
+    #[test]
+    fn plans_and_questions_are_shown_as_text_escaped() {
+        let mut r = r();
+        let plan = json!({"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{"plan":"# Fix\n- step \u{1b}]0;x\u{7}\u{202e}one","planFilePath":"/p"}}});
+        let text = show(&mut r, &plan);
+        assert_eq!(
+            text,
+            "? the agent's plan, for approval:\n  Fix\n    • step ]0;xone\n"
+        );
+        let empty = json!({"type":"control_request","request_id":"r2","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{}}});
+        assert!(show(&mut r, &empty).contains("(no plan text was sent)"));
+        let ask = json!({"type":"control_request","request_id":"r3","request":{"subtype":"can_use_tool",
+            "tool_name":"AskUserQuestion","input":{"questions":[{"question":"Pick\u{1b}[2J","header":"H","multiSelect":false,
+            "options":[{"label":"A","description":"first"}]}]}}});
+        let text = show(&mut r, &ask);
+        assert_eq!(
+            text,
+            "? the agent asks:\n  Q1 [H] Pick\\u{1b}[2J\n    1. A — first\n"
         );
     }
 

@@ -10,12 +10,13 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use ccrelay_protocol::{
-    ClientMsg, ErrorCode, PermissionAnswer, RelayEvent, RequestId, Role, ServerMsg, TurnPhase,
-    parse_server_frame,
+    ClientMsg, ErrorCode, PermissionAnswer, RelayEvent, RequestId, Role, ServerMsg,
+    SettingsRequest, TurnPhase, parse_server_frame,
 };
 
 use super::connect::AuthOk;
-use super::input::{Ask, Decision};
+use super::controls;
+use super::input::{Ask, AskKind, Decision};
 use super::render::{Renderer, tool_summary};
 
 /// Exit codes of `ccrelay attach` (see `--help`).
@@ -43,6 +44,8 @@ pub enum Effect {
     Msg(String),
     /// One frame, verbatim, as a JSON line (`--json`).
     Json(String),
+    /// Long text (a diff) for `$PAGER` on a terminal; printed as it is otherwise.
+    Page(String),
     /// Quit with this code.
     Exit(u8),
 }
@@ -170,6 +173,11 @@ const ATTACH_ID: &str = "attach";
 const SWITCH_ID: &str = "switch";
 const DETACH_ID: &str = "detach";
 const SESSIONS_ID: &str = "sessions";
+/// `session.catalog` and `session.usage` asked by this client.
+const CATALOG_ID: &str = "catalog";
+const USAGE_ID: &str = "usage";
+const STATUS_ID: &str = "changes";
+const DIFF_ID: &str = "diff";
 
 /// A session switched away from: what is needed to come back to it seeing
 /// every event once.
@@ -187,6 +195,14 @@ pub enum Command {
     Sessions,
     /// `:switch NAME`: attach to NAME instead.
     Switch(String),
+    /// `:mode NAME`: `session.set` of the permission mode.
+    Mode(String),
+    /// `:model NAME`: `session.set` of the model.
+    Model(String),
+    /// `:changes`: `files.status`.
+    Changes,
+    /// `:diff [PATH]` (`None`: every changed file) and `:diff turn`.
+    Diff(DiffOf),
     /// A command used wrongly: say how it is used.
     Usage(&'static str),
 }
@@ -204,13 +220,42 @@ impl Command {
             (":switch", _) => Some(Command::Usage(
                 ":switch NAME attaches to session NAME (:sessions lists them)",
             )),
+            (":mode", [name]) => Some(Command::Mode(name.to_string())),
+            (":mode", _) => Some(Command::Usage(
+                ":mode NAME sets the permission mode (default, acceptEdits, plan, ...)",
+            )),
+            (":model", [name]) => Some(Command::Model(name.to_string())),
+            (":model", _) => Some(Command::Usage(":model NAME sets the model (e.g. sonnet)")),
+            (":changes", []) => Some(Command::Changes),
+            (":diff", []) => Some(Command::Diff(DiffOf::All)),
+            (":diff", ["turn"]) => Some(Command::Diff(DiffOf::LastTurn)),
+            (":diff", [path]) => Some(Command::Diff(DiffOf::Path(path.to_string()))),
+            (":diff", _) => Some(Command::Usage(
+                ":diff shows every change, :diff PATH one file, :diff turn the last turn's",
+            )),
+            (":changes", _) => Some(Command::Usage(":changes lists the changed files")),
             _ => None,
         }
     }
 }
 
+/// What `:diff` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffOf {
+    All,
+    Path(String),
+    /// The changes of the last turn that changed files (`base` `turn:<prompt_id>`).
+    LastTurn,
+}
+
 pub struct Session {
     name: String,
+    /// Slash commands of the session's catalog: (name, argument hint), terminal-safe.
+    commands: Vec<(String, String)>,
+    /// Context and cost from the last `session.usage`, for the status line.
+    usage: Option<String>,
+    /// The last turn a `relay.changes` was seen for.
+    last_changed_turn: Option<String>,
     /// The session's `uid` once known: sent with every attach, so that a name
     /// now belonging to another session is refused, never replayed
     /// (docs/protocol.md §4).
@@ -259,6 +304,9 @@ impl Session {
     ) -> Session {
         Session {
             name,
+            commands: Vec::new(),
+            usage: None,
+            last_changed_turn: None,
             uid: None,
             parked: HashMap::new(),
             previous: None,
@@ -440,6 +488,64 @@ impl Session {
                 );
                 fx.push(Effect::Msg(text));
             }
+            ServerMsg::SessionCatalog {
+                session, commands, ..
+            } if session == self.name => {
+                self.commands = commands
+                    .iter()
+                    .map(|c| {
+                        (
+                            controls::one_line(&c.name, 64),
+                            controls::one_line(&c.argument_hint, 80),
+                        )
+                    })
+                    .collect();
+            }
+            ServerMsg::SessionUsage {
+                session,
+                context,
+                cost_usd,
+                ..
+            } if session == self.name => {
+                self.usage = Some(controls::usage(context.as_ref(), cost_usd));
+            }
+            ServerMsg::FilesStatus {
+                id: Some(RequestId::Text(id)),
+                git,
+                branch,
+                files,
+                truncated,
+                ..
+            } if id == STATUS_ID => {
+                self.break_line(&mut fx);
+                let color = self.renderer.color();
+                let text = controls::status(git, branch.as_deref(), &files, truncated, color);
+                fx.push(Effect::Msg(text));
+            }
+            ServerMsg::FilesDiff {
+                id: Some(RequestId::Text(id)),
+                diff,
+                binary,
+                truncated,
+                ..
+            } if id == DIFF_ID => {
+                self.break_line(&mut fx);
+                let color = self.renderer.color();
+                fx.push(Effect::Page(controls::diff(
+                    &diff, binary, truncated, color,
+                )));
+            }
+            ServerMsg::Ok {
+                id: Some(RequestId::Text(id)),
+                pending_start: Some(later),
+                ..
+            } if id.starts_with("set-") && !later.is_empty() => {
+                let text = format!(
+                    "{} will apply from the agent's next start",
+                    controls::one_line(&later.join(", "), 100)
+                );
+                fx.push(self.msg(&text));
+            }
             ServerMsg::Presence(presence) if presence.session == self.name => {
                 let text = self.renderer.presence(&presence);
                 self.out(&mut fx, text);
@@ -542,6 +648,13 @@ impl Session {
         }
         for o in &self.outgoing {
             fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
+        }
+        if self.job.is_none() && !self.json {
+            fx.push(Effect::Send(ClientMsg::SessionCatalog {
+                id: Some(RequestId::Text(CATALOG_ID.into())),
+                session: Some(self.name.clone()),
+            }));
+            fx.push(self.ask_usage());
         }
         // Permission prompts of our turn that are still open (after a reconnect).
         let pending: Vec<Value> = self.pending.iter().map(|(_, v)| v.clone()).collect();
@@ -701,6 +814,9 @@ impl Session {
                     }
                     self.interrupt_sent = false;
                     self.ended.insert(prompt_id.clone(), end);
+                    if self.job.is_none() && !self.json && self.attached {
+                        fx.push(self.ask_usage());
+                    }
                 }
             },
             RelayEvent::State { state, .. } => {
@@ -725,10 +841,12 @@ impl Session {
                 self.out(fx, text);
                 return;
             }
+            RelayEvent::Changes { prompt_id, .. } => {
+                self.last_changed_turn = Some(prompt_id.clone());
+            }
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
             | RelayEvent::Closed { .. }
-            | RelayEvent::Changes { .. }
             | RelayEvent::Settings { .. } => {}
         }
         if !self.json {
@@ -811,8 +929,81 @@ impl Session {
             Some(Command::Sessions) => self.list_sessions(),
             Some(Command::Switch(name)) => self.switch(name),
             Some(Command::Usage(usage)) => vec![self.msg(usage)],
+            Some(Command::Mode(mode)) => self.set(SettingsRequest {
+                permission_mode: Some(mode),
+                ..SettingsRequest::default()
+            }),
+            Some(Command::Model(model)) => self.set(SettingsRequest {
+                model: Some(model),
+                ..SettingsRequest::default()
+            }),
+            Some(Command::Changes) => self.files_status(),
+            Some(Command::Diff(of)) => self.diff(of),
             None => self.submit(text),
         }
+    }
+
+    /// Slash commands for Tab completion: (name, argument hint), terminal-safe.
+    pub fn commands(&self) -> &[(String, String)] {
+        &self.commands
+    }
+
+    /// The status line: context and cost as last reported.
+    pub fn status_line(&self) -> Option<String> {
+        self.usage.clone()
+    }
+
+    fn ask_usage(&self) -> Effect {
+        Effect::Send(ClientMsg::SessionUsage {
+            id: Some(RequestId::Text(USAGE_ID.into())),
+            session: Some(self.name.clone()),
+        })
+    }
+
+    /// `:mode` / `:model`: a `session.set`; `relay.settings` shows the change and
+    /// an `error` reply the refusal.
+    fn set(&mut self, settings: SettingsRequest) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; change settings when the connection is back")];
+        }
+        let id = self.id("set");
+        vec![Effect::Send(ClientMsg::SessionSet {
+            id: Some(RequestId::Text(id)),
+            session: Some(self.name.clone()),
+            settings,
+        })]
+    }
+
+    /// `:changes`: `files.status`.
+    fn files_status(&mut self) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; ask again when the connection is back")];
+        }
+        vec![Effect::Send(ClientMsg::FilesStatus {
+            id: Some(RequestId::Text(STATUS_ID.into())),
+            session: Some(self.name.clone()),
+        })]
+    }
+
+    /// `:diff [PATH | turn]`: `files.diff` against `HEAD`, or the last turn's changes.
+    fn diff(&mut self, of: DiffOf) -> Vec<Effect> {
+        if !self.attached {
+            return vec![self.msg("not connected; ask again when the connection is back")];
+        }
+        let (path, base) = match of {
+            DiffOf::All => (None, None),
+            DiffOf::Path(path) => (Some(path), None),
+            DiffOf::LastTurn => match &self.last_changed_turn {
+                Some(turn) => (None, Some(format!("turn:{turn}"))),
+                None => return vec![self.msg("no turn has changed files since attaching")],
+            },
+        };
+        vec![Effect::Send(ClientMsg::FilesDiff {
+            id: Some(RequestId::Text(DIFF_ID.into())),
+            session: Some(self.name.clone()),
+            path,
+            base,
+        })]
     }
 
     /// `:sessions`: ask for the list; the reply is shown as a table.
@@ -926,7 +1117,9 @@ impl Session {
             let (allow, role) = match decision {
                 Decision::Allow | Decision::AllowAlways => (true, Role::Owner),
                 Decision::AllowViewer => (true, Role::Viewer),
-                Decision::Deny(_) => (false, Role::Owner),
+                Decision::Deny(_) | Decision::AllowAcceptEdits | Decision::Answers(_) => {
+                    (false, Role::Owner)
+                }
             };
             let id = self.id("pair");
             return vec![Effect::Send(ClientMsg::PairRespond {
@@ -940,8 +1133,29 @@ impl Session {
         let Some((_, ev)) = self.pending.iter().find(|(id, _)| id == request_id) else {
             return Vec::new();
         };
+        let mut then = None;
         let response = match decision {
             Decision::Allow | Decision::AllowViewer => allow(None),
+            Decision::AllowAcceptEdits => {
+                // The CLI leaves plan mode for `default` on approval; the mode
+                // asked for follows as its own `session.set` (docs/protocol.md §10).
+                then = Some(SettingsRequest {
+                    permission_mode: Some("acceptEdits".into()),
+                    ..SettingsRequest::default()
+                });
+                allow(None)
+            }
+            Decision::Answers(choices) => {
+                let input = ev.pointer("/request/input").unwrap_or(&Value::Null);
+                let questions = controls::questions(input);
+                match controls::answered_input(input, &questions, &choices) {
+                    Value::Object(map) => PermissionAnswer::Allow {
+                        updated_input: Some(map),
+                        updated_permissions: None,
+                    },
+                    _ => allow(None),
+                }
+            }
             Decision::AllowAlways => {
                 let suggestions = ev
                     .pointer("/request/permission_suggestions")
@@ -956,11 +1170,15 @@ impl Session {
         }
         self.answered.insert(request_id.to_string());
         let id = self.id("r");
-        vec![Effect::Send(self.respond(
+        let mut fx = vec![Effect::Send(self.respond(
             id,
             request_id.to_string(),
             response,
-        ))]
+        ))];
+        if let Some(settings) = then {
+            fx.extend(self.set(settings));
+        }
+        fx
     }
 
     fn respond(&self, id: String, request_id: String, response: PermissionAnswer) -> ClientMsg {
@@ -1036,6 +1254,7 @@ impl Session {
                 request_id: p.pair_id.clone(),
                 tool: "pairing".into(),
                 can_always: false,
+                kind: AskKind::Tool,
                 pair: Some(super::input::PairAsk {
                     device: p.device.clone(),
                     code: p.code.clone(),
@@ -1053,13 +1272,23 @@ impl Session {
             {
                 return None;
             }
+            let tool_name = req.get("tool_name").and_then(Value::as_str);
+            let kind = match tool_name {
+                Some("ExitPlanMode") => AskKind::Plan,
+                Some("AskUserQuestion") => {
+                    let questions = controls::questions(req.get("input").unwrap_or(&Value::Null));
+                    if questions.is_empty() {
+                        AskKind::Tool
+                    } else {
+                        AskKind::Questions(questions)
+                    }
+                }
+                _ => AskKind::Tool,
+            };
             Some(Ask {
+                kind,
                 request_id: rid.clone(),
-                tool: super::render::clean(
-                    req.get("tool_name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("tool"),
-                ),
+                tool: super::render::clean(tool_name.unwrap_or("tool")),
                 can_always: req
                     .get("permission_suggestions")
                     .and_then(Value::as_array)
@@ -1504,7 +1733,7 @@ mod tests {
         s.on_frame(&json!({"type":"ok","id":id,"prompt_id":"P"}).to_string());
         s.on_connected(&auth(), true);
         let fx = s.on_frame(&json!({"type":"attached","id":"attach","session":"default","state":"idle","head":0,"replay_from":1,"truncated":false,"pending":[],"clients":[]}).to_string());
-        assert!(sends(&fx).is_empty());
+        assert!(!sends(&fx).iter().any(|m| m["type"] == "prompt"), "{fx:?}");
     }
 
     fn attached(session: &str, id: &str, head: u64, replay_from: u64) -> String {
@@ -1690,5 +1919,191 @@ mod tests {
                 .any(|e| matches!(e, Effect::Msg(m) if m.contains("is gone")))
         );
         assert_eq!(exit_of(&fx), Some(exit::ERROR));
+    }
+
+    fn interactive() -> Session {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        s.on_frame(&attached("default", "attach", 0, 1));
+        s
+    }
+
+    #[test]
+    fn control_commands_parse_and_send_their_requests() {
+        assert_eq!(
+            Command::parse(":mode plan"),
+            Some(Command::Mode("plan".into()))
+        );
+        assert!(matches!(Command::parse(":mode"), Some(Command::Usage(_))));
+        assert_eq!(
+            Command::parse(":model sonnet"),
+            Some(Command::Model("sonnet".into()))
+        );
+        assert_eq!(Command::parse(":diff"), Some(Command::Diff(DiffOf::All)));
+        assert_eq!(
+            Command::parse(":diff turn"),
+            Some(Command::Diff(DiffOf::LastTurn))
+        );
+        assert_eq!(
+            Command::parse(":diff a.rs"),
+            Some(Command::Diff(DiffOf::Path("a.rs".into())))
+        );
+        assert_eq!(Command::parse(":changes"), Some(Command::Changes));
+        let mut s = interactive();
+        let sent = sends(&s.typed(":mode plan".into()));
+        assert_eq!(sent[0]["type"], "session.set");
+        assert_eq!(sent[0]["settings"], json!({"permission_mode":"plan"}));
+        let sent = sends(&s.typed(":model opus".into()));
+        assert_eq!(sent[0]["settings"], json!({"model":"opus"}));
+        let sent = sends(&s.typed(":changes".into()));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"files.status","id":"changes","session":"default"})]
+        );
+        let sent = sends(&s.typed(":diff src/a.rs".into()));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"files.diff","id":"diff","session":"default","path":"src/a.rs"})]
+        );
+        // No turn changed anything yet.
+        assert!(
+            matches!(&s.typed(":diff turn".into())[..], [Effect::Msg(m)] if m.contains("no turn"))
+        );
+        s.on_frame(&event(1, json!({"type":"relay.changes","prompt_id":"P7","files":[{"path":"a","status":"added","insertions":1,"deletions":0}]})));
+        let sent = sends(&s.typed(":diff turn".into()));
+        assert_eq!(sent[0]["base"], "turn:P7");
+        // A refusal is printed with its message.
+        let fx = s.on_frame(&json!({"type":"error","id":"set-1","code":"forbidden","message":"bypass\u{1b}[2J is off"}).to_string());
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("forbidden") && m.contains("bypass[2J is off") && !m.contains('\u{1b}')),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn attach_asks_catalog_and_usage_and_a_turn_end_asks_usage_again() {
+        let mut s = Session::new("default".into(), false, false, None, None);
+        s.on_connected(&auth(), false);
+        let sent = sends(&s.on_frame(&attached("default", "attach", 0, 1)));
+        let types: Vec<_> = sent.iter().map(|m| m["type"].clone()).collect();
+        assert_eq!(
+            types,
+            vec![json!("session.catalog"), json!("session.usage")]
+        );
+        s.on_frame(&json!({"type":"session.catalog","id":"catalog","session":"default","stale":false,"models":[],"permission_modes":[],
+            "commands":[{"name":"compact\u{1b}[2J","description":"d","argument_hint":"<x>"}]}).to_string());
+        assert_eq!(
+            s.commands(),
+            &[("compact\\u{1b}[2J".to_string(), "<x>".to_string())]
+        );
+        s.on_frame(&json!({"type":"session.usage","id":"usage","session":"default","context":{"used_tokens":41000,"max_tokens":200000},"cost_usd":1.93,"rate_limit":null}).to_string());
+        assert_eq!(
+            s.status_line().as_deref(),
+            Some("context 41k/200k (20%) · $1.93")
+        );
+        s.on_frame(&event(
+            1,
+            json!({"type":"relay.turn","prompt_id":"P","phase":"started"}),
+        ));
+        let sent = sends(&s.on_frame(&event(
+            2,
+            json!({"type":"relay.turn","prompt_id":"P","phase":"ended"}),
+        )));
+        assert_eq!(
+            sent,
+            vec![json!({"type":"session.usage","id":"usage","session":"default"})]
+        );
+        // --prompt jobs stay quiet.
+        let (mut j, _) = job_session(None);
+        let sent = sends(&j.on_frame(&event(
+            8,
+            json!({"type":"relay.turn","prompt_id":"Q","phase":"ended"}),
+        )));
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn status_and_diff_replies_are_shown_escaped_and_paged() {
+        let mut s = interactive();
+        let fx = s.on_frame(&json!({"type":"files.status","id":"changes","session":"default","git":true,"branch":"main",
+            "files":[{"path":"e\u{202e}vil","status":"modified","insertions":2,"deletions":1}],"truncated":false}).to_string());
+        assert!(
+            matches!(&fx[..], [Effect::Msg(m)] if m.contains("  M e\\u{202e}vil +2 −1")),
+            "{fx:?}"
+        );
+        let fx = s.on_frame(
+            &json!({"type":"files.diff","id":"diff","session":"default","base":"HEAD",
+            "diff":"+x\u{1b}]0;t\u{7}\n","binary":false,"truncated":false})
+            .to_string(),
+        );
+        assert_eq!(fx, vec![Effect::Page("+x]0;t\n".into())]);
+    }
+
+    fn plan_request() -> Value {
+        json!({"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode",
+            "input":{"plan":"# Plan\n\n1. Read the code.","planFilePath":"/p.md"},"tool_use_id":"t","requires_user_interaction":true}})
+    }
+
+    fn question_request() -> Value {
+        json!({"type":"control_request","request_id":"r8","request":{"subtype":"can_use_tool","tool_name":"AskUserQuestion",
+            "input":{"questions":[{"question":"Which color should the button be?","header":"Color","multiSelect":false,
+                "options":[{"label":"Red","description":"A warm red"},{"label":"Blue","description":"A calm blue"}]},
+              {"question":"Which toppings do you want?","header":"Toppings","multiSelect":true,
+                "options":[{"label":"Cheese","description":""},{"label":"Olives","description":""},{"label":"Basil","description":""}]}]},
+            "tool_use_id":"t2","requires_user_interaction":true}})
+    }
+
+    #[test]
+    fn a_plan_is_approved_with_accept_edits_as_allow_then_session_set() {
+        let mut s = interactive();
+        let fx = s.on_frame(&event(1, plan_request()));
+        let shown: String = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Out(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            shown.contains("plan, for approval") && shown.contains("  Plan\n"),
+            "{shown}"
+        );
+        let ask = s.current_ask().expect("asked");
+        assert_eq!(ask.kind, AskKind::Plan);
+        let sent = sends(&s.answer("r9", Decision::AllowAcceptEdits));
+        assert_eq!(sent[0]["type"], "respond");
+        assert_eq!(sent[0]["response"], json!({"behavior":"allow"}));
+        assert_eq!(sent[1]["type"], "session.set");
+        assert_eq!(
+            sent[1]["settings"],
+            json!({"permission_mode":"acceptEdits"})
+        );
+    }
+
+    #[test]
+    fn questions_are_answered_with_the_input_plus_answers() {
+        let mut s = interactive();
+        s.on_frame(&event(1, question_request()));
+        let Some(Ask {
+            kind: AskKind::Questions(qs),
+            ..
+        }) = s.current_ask()
+        else {
+            panic!("no question prompt");
+        };
+        assert_eq!(qs.len(), 2);
+        let sent = sends(&s.answer(
+            "r8",
+            Decision::Answers(vec![
+                controls::Choice::Options(vec![2]),
+                controls::Choice::Options(vec![1, 3]),
+            ]),
+        ));
+        let mut expected = question_request()["request"]["input"].clone();
+        expected["answers"] = json!({"Which color should the button be?":"Blue","Which toppings do you want?":"Cheese, Basil"});
+        assert_eq!(
+            sent[0]["response"],
+            json!({"behavior":"allow","updatedInput":expected})
+        );
     }
 }

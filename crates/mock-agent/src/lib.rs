@@ -35,6 +35,8 @@
 //! | `run-bash [CMD]` | Bash tool_use (CMD = rest of the prompt, default `sh -c 'echo relay-ok'`), asks permission; allow runs it with `sh -c` in the cwd |
 //! | `run-bash-background [CMD]` | the same with `run_in_background: true` in the tool's input |
 //! | `write-file [PATH]` | Write tool_use (default `relay-test.txt` in the cwd), asks permission; allow writes `written by the mock agent\n` |
+//! | `exit-plan` | ExitPlanMode tool_use with a short plan (`requires_user_interaction`); allow switches to `default` mode |
+//! | `ask-question` | AskUserQuestion tool_use with two questions (the second multi-select); allow quotes the `answers` |
 //! | `permission` | `run-bash` with the default command |
 //! | `slow` | 20 text deltas, 250 ms apart |
 //! | `recall` | quotes every earlier prompt of the conversation |
@@ -107,6 +109,10 @@ pub const HELP: &str =
   run-bash-background [CMD]  the same with run_in_background: true in the tool's input
   write-file [PATH] Write tool_use asking permission (default relay-test.txt, relative to the cwd);
                     allow writes \"written by the mock agent\\n\"
+  exit-plan         ExitPlanMode tool_use with a short plan (requires_user_interaction);
+                    allow switches the permission mode to default
+  ask-question      AskUserQuestion tool_use with two questions (the second multi-select);
+                    allow quotes the answers of the updatedInput
   permission        same as run-bash with the default command
   slow              20 text deltas, 250 ms apart (for interrupts)
   recall            the answer quotes every earlier prompt of this conversation (proves --resume)
@@ -526,6 +532,8 @@ impl Agent {
                 let tool = write_tool(&self.cwd, path);
                 self.tool_turn(t, tool, "Writing the file.")
             }
+            Kind::ExitPlan => self.tool_turn(t, exit_plan_tool(), "Here is my plan."),
+            Kind::AskQuestion => self.tool_turn(t, ask_question_tool(), "I have questions."),
         }
     }
 
@@ -895,7 +903,31 @@ impl Agent {
     fn run_tool(&mut self, tool: &ToolCall, input: &Value) -> Result<ToolRun, Interrupt> {
         match tool.name {
             "Write" => Ok(self.run_write(input)),
+            "ExitPlanMode" => Ok(self.run_exit_plan(input)),
+            "AskUserQuestion" => Ok(run_ask_question(input)),
             _ => self.run_bash(input),
+        }
+    }
+
+    /// An approved plan: the CLI leaves plan mode for `default` and says so.
+    fn run_exit_plan(&mut self, input: &Value) -> ToolRun {
+        self.permission_mode = "default".into();
+        out::line(&msg::status_mode(&self.ctx, "default"));
+        let path = input
+            .get("planFilePath")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let content = format!(
+            "User has approved your plan. You can now start coding. Start with updating your todo list if applicable\n\nYour plan has been saved to: {path}\nYou can refer back to it if needed during implementation."
+        );
+        ToolRun {
+            tool_use_result: Obj::new()
+                .opt_str("plan", input.get("plan").and_then(Value::as_str))
+                .val("isAgent", &false)
+                .str("filePath", path)
+                .finish(),
+            content,
+            is_error: false,
         }
     }
 
@@ -1076,6 +1108,92 @@ fn bash_tool(cmd: &str, background: bool) -> ToolCall {
             .str("behavior", "allow")
             .str("destination", "localSettings")]),
         with_decision_reason: true,
+        user_interaction: false,
+    }
+}
+
+/// The plan of `exit-plan`.
+const MOCK_PLAN: &str = "# Plan\n\n1. Read the code.\n2. Fix the bug.\n3. Run the tests.";
+
+fn exit_plan_tool() -> ToolCall {
+    ToolCall {
+        id: msg::mock_id("toolu_mock"),
+        name: "ExitPlanMode",
+        input: Obj::new()
+            .str("plan", MOCK_PLAN)
+            .str("planFilePath", "/home/dev/.claude/plans/mock-plan.md")
+            .finish(),
+        description: String::new(),
+        suggestions: "[]".into(),
+        with_decision_reason: false,
+        user_interaction: true,
+    }
+}
+
+fn ask_question_tool() -> ToolCall {
+    let option = |label: &str, description: &str| {
+        Obj::new()
+            .str("label", label)
+            .str("description", description)
+    };
+    let questions = array([
+        Obj::new()
+            .str("question", "Which color should the button be?")
+            .str("header", "Color")
+            .arr(
+                "options",
+                [option("Red", "A warm red"), option("Blue", "A calm blue")],
+            )
+            .val("multiSelect", &false),
+        Obj::new()
+            .str("question", "Which toppings do you want?")
+            .str("header", "Toppings")
+            .arr(
+                "options",
+                [
+                    option("Cheese", "Grated cheese"),
+                    option("Olives", "Black olives"),
+                    option("Basil", "Fresh basil"),
+                ],
+            )
+            .val("multiSelect", &true),
+    ]);
+    ToolCall {
+        id: msg::mock_id("toolu_mock"),
+        name: "AskUserQuestion",
+        input: Obj::new().raw("questions", &questions).finish(),
+        description: String::new(),
+        suggestions: "[]".into(),
+        with_decision_reason: false,
+        user_interaction: true,
+    }
+}
+
+/// The CLI's tool result for answered questions: each `"question"="answer"`.
+fn run_ask_question(input: &Value) -> ToolRun {
+    let answers = input.get("answers").and_then(Value::as_object);
+    let pairs: Vec<String> = answers
+        .into_iter()
+        .flatten()
+        .map(|(q, a)| format!("{}={}", to_json(q), to_json(a.as_str().unwrap_or_default())))
+        .collect();
+    let content = format!(
+        "Your questions have been answered: {}. You can now continue with these answers in mind.",
+        pairs.join(", ")
+    );
+    ToolRun {
+        tool_use_result: Obj::new()
+            .raw(
+                "questions",
+                &to_json(input.get("questions").unwrap_or(&Value::Null)),
+            )
+            .raw(
+                "answers",
+                &to_json(input.get("answers").unwrap_or(&Value::Null)),
+            )
+            .finish(),
+        content,
+        is_error: false,
     }
 }
 
@@ -1097,6 +1215,7 @@ fn write_tool(cwd: &Path, path: &str) -> ToolCall {
             .str("mode", "acceptEdits")
             .str("destination", "session")]),
         with_decision_reason: false,
+        user_interaction: false,
     }
 }
 
@@ -1127,4 +1246,43 @@ fn big_text_chunks(size: usize) -> Vec<String> {
         chunks.push(String::new());
     }
     chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request keys of the recorded CLI's plan and question requests
+    /// (tests/fixtures/cli-controls/): the same keys, in the request and its input.
+    #[test]
+    fn user_interaction_requests_have_the_recorded_shape() {
+        for (tool, fixture) in [
+            (exit_plan_tool(), "exit_plan_mode.jsonl"),
+            (ask_question_tool(), "ask_question.jsonl"),
+        ] {
+            let line: Value = serde_json::from_str(&msg::can_use_tool("r", &tool)).unwrap();
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/cli-controls")
+                .join(fixture);
+            let recorded = std::fs::read_to_string(path).unwrap();
+            let request = recorded
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(|v| {
+                    let line = v.get("msg").cloned().unwrap_or(v);
+                    let req = line.get("request")?.clone();
+                    (req.get("subtype")? == "can_use_tool").then_some(req)
+                })
+                .expect("a recorded can_use_tool");
+            let keys =
+                |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+            assert_eq!(keys(&line["request"]), keys(&request), "{}", tool.name);
+            assert_eq!(
+                keys(&line["request"]["input"]),
+                keys(&request["input"]),
+                "{}",
+                tool.name
+            );
+        }
+    }
 }

@@ -185,7 +185,7 @@ pub fn control_cancel(request_id: &str) -> String {
 pub struct ToolCall {
     /// `toolu_mock…`
     pub id: String,
-    /// `Bash` or `Write`.
+    /// `Bash`, `Write`, `ExitPlanMode` or `AskUserQuestion`.
     pub name: &'static str,
     /// The tool input as ordered JSON text.
     pub input: String,
@@ -195,15 +195,30 @@ pub struct ToolCall {
     pub suggestions: String,
     /// Bash only: `decision_reason` fields are present.
     pub with_decision_reason: bool,
+    /// A tool only a person can answer (`ExitPlanMode`, `AskUserQuestion`): the
+    /// request carries `requires_user_interaction` and neither a description nor
+    /// suggestions, as the real CLI's do.
+    pub user_interaction: bool,
 }
 
 /// The `can_use_tool` control_request asking the host for permission.
 pub fn can_use_tool(request_id: &str, tool: &ToolCall) -> String {
-    let mut req = Obj::new()
+    let req = Obj::new()
         .str("subtype", "can_use_tool")
         .str("tool_name", tool.name)
         .str("display_name", tool.name)
-        .raw("input", &tool.input)
+        .raw("input", &tool.input);
+    if tool.user_interaction {
+        let req = req
+            .str("tool_use_id", &tool.id)
+            .val("requires_user_interaction", &true);
+        return Obj::new()
+            .str("type", "control_request")
+            .str("request_id", request_id)
+            .obj("request", req)
+            .finish();
+    }
+    let mut req = req
         .str("description", &tool.description)
         .raw("permission_suggestions", &tool.suggestions);
     if tool.with_decision_reason {

@@ -35,6 +35,10 @@ pub enum Kind {
     BigLine(u64),
     /// Quote every earlier prompt of the conversation.
     Recall,
+    /// An `ExitPlanMode` tool_use with a short plan, asking for approval.
+    ExitPlan,
+    /// An `AskUserQuestion` tool_use with two questions (one multi-select).
+    AskQuestion,
 }
 
 /// A parsed prompt: the behaviour plus modifiers.
@@ -67,6 +71,10 @@ impl Scenario {
         } else if let Some(rest) = find("run-bash") {
             let cmd = rest.trim();
             Kind::Bash(if cmd.is_empty() { DEFAULT_BASH } else { cmd }.to_string())
+        } else if find("exit-plan").is_some() {
+            Kind::ExitPlan
+        } else if find("ask-question").is_some() {
+            Kind::AskQuestion
         } else if let Some(rest) = find("write-file") {
             let path = rest.split_whitespace().next().unwrap_or(DEFAULT_WRITE_PATH);
             Kind::Write(path.to_string())
@@ -143,6 +151,8 @@ mod tests {
             Scenario::parse("write-file /tmp/a b").kind,
             Kind::Write("/tmp/a".into())
         );
+        assert_eq!(Scenario::parse("please exit-plan").kind, Kind::ExitPlan);
+        assert_eq!(Scenario::parse("ask-question now").kind, Kind::AskQuestion);
         let s = Scenario::parse("slow with garbage and stderr");
         assert_eq!(s.kind, Kind::Slow);
         assert!(s.garbage && s.stderr);
