@@ -366,3 +366,208 @@ async fn asleep_settings_wait_for_the_next_start() {
     .await;
     assert!(recorded, "session.json does not hold the new settings");
 }
+
+/// `respond` to a `can_use_tool` (docs/protocol.md §10): `updatedPermissions`
+/// entries the agent did not suggest are `bad_message`, a `setMode` to
+/// `bypassPermissions` without the server flag is `forbidden` (the request stays
+/// pending both times), and the request's own suggestions are passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_permissions_are_limited_to_the_suggestions() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let target = w.fx.workdir().join("suggested.txt");
+    a.prompt(&format!("write-file {}", target.display())).await;
+    let (request, _) = a
+        .recv_until("the Write permission request", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "control_request"
+                && v["event"]["request"]["subtype"] == "can_use_tool"
+        })
+        .await;
+    let request_id = request["event"]["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_string();
+    let suggestions = request["event"]["request"]["permission_suggestions"].clone();
+    assert!(
+        suggestions.as_array().is_some_and(|s| !s.is_empty()),
+        "the CLI suggested nothing: {request}"
+    );
+    let respond = |permissions: Value| {
+        json!({"type": "respond", "session": "default", "request_id": request_id,
+            "response": {"behavior": "allow", "updatedPermissions": permissions}})
+    };
+
+    let invented = json!([{"type": "addRules", "rules": [{"toolName": "Bash"}],
+        "behavior": "allow", "destination": "userSettings"}]);
+    let refused = a.request(respond(invented), "r1").await;
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+    let bypass =
+        json!([{"type": "setMode", "mode": "bypassPermissions", "destination": "session"}]);
+    let refused = a.request(respond(bypass), "r2").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let list = a.request(json!({"type": "session.list"}), "r3").await;
+    assert!(
+        list["sessions"][0]["pending"]
+            .to_string()
+            .contains(&request_id),
+        "no longer pending after refusals: {list}"
+    );
+
+    let ok = a.request(respond(suggestions.clone()), "r4").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (resolved, _) = a
+        .recv_until("relay.resolved", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.resolved"
+                && v["event"]["request_id"] == request_id.as_str()
+        })
+        .await;
+    assert_eq!(
+        resolved["event"]["response"]["updatedPermissions"], suggestions,
+        "{resolved}"
+    );
+    wait_state(&mut a, "idle").await;
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap_or_default(),
+        common::mock_anthropic::WRITE_CONTENT,
+        "the allowed Write ran"
+    );
+}
+
+/// The permission request of the running turn for `tool` (other tools' requests
+/// on the way are allowed as asked).
+async fn tool_request(c: &mut TestClient, tool: &str) -> Value {
+    for n in 0..4 {
+        let (request, _) = c
+            .recv_until("a permission request", |v| {
+                v["type"] == "event"
+                    && v["event"]["type"] == "control_request"
+                    && v["event"]["request"]["subtype"] == "can_use_tool"
+            })
+            .await;
+        if request["event"]["request"]["tool_name"] == tool {
+            return request;
+        }
+        let ok = c
+            .request(
+                json!({"type": "respond", "session": "default",
+                    "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+                &format!("allow-{n}"),
+            )
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    panic!("no {tool} request came");
+}
+
+/// `ExitPlanMode` (docs/protocol.md §10): its request is followed by `relay.plan`
+/// with the plan's text; allowing it moves the CLI out of plan mode, tracked as
+/// `relay.settings` from `agent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_plan_mode_shows_the_plan_and_tracks_the_mode() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let ok = a.request(set("plan"), "p1").await;
+    assert_eq!(ok["settings"]["permission_mode"], "plan", "{ok}");
+    a.prompt("plan-mode-exit").await;
+    let request = tool_request(&mut a, "ExitPlanMode").await;
+    let request_id = request["event"]["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_string();
+    let (plan, _) = a
+        .recv_until("relay.plan", |v| {
+            v["type"] == "event" && v["event"]["type"] == "relay.plan"
+        })
+        .await;
+    assert_eq!(plan["event"]["request_id"], request_id.as_str(), "{plan}");
+    assert!(
+        plan["event"]["plan"]
+            .as_str()
+            .is_some_and(|p| p.contains(common::mock_anthropic::PLAN_TEXT)),
+        "{plan}"
+    );
+    assert!(plan["seq"].as_u64() > request["seq"].as_u64(), "{plan}");
+
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default", "request_id": request_id,
+                "response": {"behavior": "allow"}}),
+            "p2",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (settings, _) = a
+        .recv_until("relay.settings from the agent", |v| {
+            v["type"] == "event" && v["event"]["type"] == "relay.settings"
+        })
+        .await;
+    assert_eq!(settings["event"]["client_id"], "agent", "{settings}");
+    assert_eq!(
+        settings["event"]["settings"]["permission_mode"], "default",
+        "{settings}"
+    );
+    assert_eq!(settings["event"]["changed"], json!(["permission_mode"]));
+    wait_state(&mut a, "idle").await;
+    let list = a.request(json!({"type": "session.list"}), "p3").await;
+    assert_eq!(
+        list["sessions"][0]["settings"]["permission_mode"], "default",
+        "{list}"
+    );
+}
+
+/// `AskUserQuestion` (docs/protocol.md §10): `allow` with `updatedInput` holding
+/// the input plus `answers` reaches the CLI; the model's next request carries the
+/// answers in the tool_result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_user_question_answers_reach_the_model() {
+    use common::mock_anthropic::{QUESTION_COLOR, QUESTION_TOPPINGS};
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    a.prompt("ask-question").await;
+    let request = tool_request(&mut a, "AskUserQuestion").await;
+    let mut input = request["event"]["request"]["input"].clone();
+    input["answers"] = json!({QUESTION_COLOR: "Blue", QUESTION_TOPPINGS: "Cheese, Basil"});
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"],
+                "response": {"behavior": "allow", "updatedInput": input}}),
+            "q1",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    wait_state(&mut a, "idle").await;
+    let sent = w.api.requests().pop().expect("a request after the answer");
+    let last = sent["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    let tool_result = last["content"]
+        .as_array()
+        .and_then(|c| c.iter().find(|b| b["type"] == "tool_result"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tool_result in {last}"));
+    let text = tool_result["content"].to_string();
+    assert!(
+        text.contains(QUESTION_COLOR) && text.contains("Blue") && text.contains("Cheese, Basil"),
+        "the answers are not in the tool_result: {text}"
+    );
+}

@@ -413,6 +413,11 @@ impl Renderer {
                     &format!("· settings changed by {who}: {what} (mode {mode})"),
                 )
             }
+            RelayEvent::Plan { plan, .. } => {
+                let head = self.paint(Tone::Bold, "· plan:");
+                let body = clean(plan).replace('\n', "\n  ");
+                self.line(None, &format!("{head}\n  {body}"))
+            }
         }
     }
 

@@ -729,7 +729,8 @@ impl Session {
             | RelayEvent::Dropped { .. }
             | RelayEvent::Closed { .. }
             | RelayEvent::Changes { .. }
-            | RelayEvent::Settings { .. } => {}
+            | RelayEvent::Settings { .. }
+            | RelayEvent::Plan { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

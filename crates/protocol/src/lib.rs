@@ -2516,6 +2516,13 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         model_in_effect: Option<String>,
     },
+    /// The plan behind a pending `ExitPlanMode` request (§10), after the request.
+    #[serde(rename = "relay.plan")]
+    Plan {
+        request_id: String,
+        /// Markdown; empty when the agent had none to give.
+        plan: String,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2530,6 +2537,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.closed",
     "relay.changes",
     "relay.settings",
+    "relay.plan",
 ];
 
 /// The phase of a `relay.turn`.
@@ -3630,6 +3638,10 @@ mod tests {
                 device: None,
                 model_in_effect: Some("claude-sonnet-5-5".into()),
             },
+            RelayEvent::Plan {
+                request_id: "r".into(),
+                plan: "# Plan".into(),
+            },
         ]
     }
 
@@ -3645,6 +3657,7 @@ mod tests {
             RelayEvent::Closed { .. } => 7,
             RelayEvent::Changes { .. } => 8,
             RelayEvent::Settings { .. } => 9,
+            RelayEvent::Plan { .. } => 10,
         }
     }
 

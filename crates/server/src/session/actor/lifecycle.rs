@@ -113,12 +113,13 @@ impl Actor {
                     self.pending.retain(|p| p.request_id != request_id);
                     self.report_opened(&request_id, &subtype, &raw);
                     self.pending.push(Pending {
-                        request_id,
+                        request_id: request_id.clone(),
                         subtype,
                         input,
-                        raw,
+                        raw: raw.clone(),
                         deadline,
                     });
+                    self.on_permission_request(&request_id, &raw)?;
                 }
                 Ok(())
             }

@@ -2,6 +2,7 @@
 //! prompts and the turn queue, answers to agent requests, interrupt, restart.
 
 use super::*;
+use crate::agent::controls::PermissionMode;
 use ccrelay_protocol::{ClientEntry, FrameType};
 
 impl Actor {
@@ -364,6 +365,10 @@ impl Actor {
                 return Ok(());
             }
         };
+        if let Err((code, why)) = self.check_permission_updates(&self.pending[index], &answer) {
+            self.reply_error(&client, id, code, why);
+            return Ok(());
+        }
         self.resolve(index, &answer);
         let _ = client
             .outbox
@@ -375,6 +380,54 @@ impl Actor {
             &client.info.client_id,
             Some(&client.info),
         )
+    }
+
+    /// docs/protocol.md §10: an entry of an allow's `updatedPermissions` that
+    /// switches the mode passes the same gate as `session.set` (checked first, so
+    /// the refusal says why), and every entry must repeat one the agent itself
+    /// suggested for this request: a client cannot invent rules.
+    fn check_permission_updates(
+        &self,
+        pending: &Pending,
+        answer: &Value,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(updates) = answer.get("updatedPermissions").and_then(Value::as_array) else {
+            return Ok(());
+        };
+        let request: Value = serde_json::from_str(pending.raw.get()).unwrap_or(Value::Null);
+        let suggested = request
+            .pointer("/request/permission_suggestions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (n, update) in updates.iter().enumerate() {
+            let sets_mode = update.get("type").and_then(Value::as_str) == Some("setMode");
+            if let Some(mode) = update
+                .get("mode")
+                .and_then(Value::as_str)
+                .and_then(PermissionMode::parse)
+                && sets_mode
+                && mode.runs_tools_unasked()
+                && !self.settings.agent.allow_bypass
+            {
+                return Err((
+                    ErrorCode::Forbidden,
+                    format!(
+                        "permission mode {} is not allowed on this server (it runs without --allow-bypass-permissions)",
+                        mode.as_str()
+                    ),
+                ));
+            }
+            if !suggested.contains(update) {
+                return Err((
+                    ErrorCode::BadMessage,
+                    format!(
+                        "`updatedPermissions[{n}]` is not one of this request's permission_suggestions"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Write the answer to the agent and forget the request.
