@@ -571,3 +571,69 @@ async fn ask_user_question_answers_reach_the_model() {
         "the answers are not in the tool_result: {text}"
     );
 }
+
+/// `prompt.cancel` (docs/protocol.md §10): a prompt queued behind a running turn
+/// is withdrawn (`relay.turn` `aborted`, detail `cancelled`) and never reaches
+/// the model, the one behind it still runs; a viewer is `forbidden`, and the
+/// running prompt or one cancelled already is `not_pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_prompts_can_be_cancelled() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
+    let running = a.prompt("run-bash").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    let request = tool_request(&mut a, "Bash").await;
+    let queued = a.prompt("cancel-me-please").await;
+    assert_eq!(queued["queued"], true, "{queued}");
+    let queued_id = queued["prompt_id"].as_str().expect("prompt_id").to_string();
+    let behind = a.prompt("order-behind").await;
+    let behind_id = behind["prompt_id"].as_str().expect("prompt_id").to_string();
+    let cancel = |prompt_id: &str| json!({"type": "prompt.cancel", "session": "default", "prompt_id": prompt_id});
+
+    let refused = viewer.request(cancel(&queued_id), "v1").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = a.request(cancel(&running_id), "c0").await;
+    assert_eq!(refused["code"], "not_pending", "{refused}");
+    let ok = a.request(cancel(&queued_id), "c1").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (turn, _) = a
+        .wait_turn(&queued_id, &["started", "ended", "aborted"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "aborted", "{turn}");
+    assert_eq!(turn["event"]["detail"], "cancelled", "{turn}");
+    let refused = a.request(cancel(&queued_id), "c2").await;
+    assert_eq!(refused["code"], "not_pending", "{refused}");
+
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+            "c3",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (turn, _) = a.wait_turn(&behind_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+    let requests = w.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.to_string().contains("order-behind")),
+        "the prompt behind never reached the model"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.to_string().contains("cancel-me-please")),
+        "the cancelled prompt reached the model"
+    );
+}

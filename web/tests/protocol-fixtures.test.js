@@ -63,6 +63,7 @@ const calls = {
   sessionSet: (f) => [f.id, f.session, f.settings],
   sessionCatalog: (f) => [f.id, f.session],
   sessionUsage: (f) => [f.id, f.session],
+  promptCancel: (f) => [f.id, f.session, f.prompt_id],
 };
 
 // Requests the server takes that the page has no use for.

@@ -596,6 +596,11 @@ pub enum ClientRequest {
     SessionUsage {
         session: String,
     },
+    /// An owner withdraws a prompt that has not reached the agent (§10).
+    PromptCancel {
+        session: String,
+        prompt_id: String,
+    },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
     History {
@@ -688,6 +693,7 @@ label_enum! {
         SessionSet => "session.set",
         SessionCatalog => "session.catalog",
         SessionUsage => "session.usage",
+        PromptCancel => "prompt.cancel",
     }
 }
 
@@ -760,6 +766,7 @@ impl ClientRequest {
             ClientRequest::SessionSet { .. } => RequestType::SessionSet,
             ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
             ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
+            ClientRequest::PromptCancel { .. } => RequestType::PromptCancel,
         }
     }
 
@@ -1076,6 +1083,15 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
+    /// Withdraw a prompt still waiting in the relay's queue (§10).
+    #[serde(rename = "prompt.cancel")]
+    PromptCancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        prompt_id: String,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -1111,6 +1127,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.set",
     "session.catalog",
     "session.usage",
+    "prompt.cancel",
 ];
 
 impl ClientMsg {
@@ -1511,6 +1528,10 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         },
         "session.usage" => ClientRequest::SessionUsage {
             session: fields.session()?,
+        },
+        "prompt.cancel" => ClientRequest::PromptCancel {
+            session: fields.session()?,
+            prompt_id: fields.required_string("prompt_id")?,
         },
         other => {
             return Err(fail(
@@ -3862,8 +3883,13 @@ mod tests {
                 session: Some("api".into()),
             },
             ClientMsg::SessionUsage {
+                id: id.clone(),
+                session: Some("api".into()),
+            },
+            ClientMsg::PromptCancel {
                 id,
                 session: Some("api".into()),
+                prompt_id: "p-1".into(),
             },
         ]
     }

@@ -1110,6 +1110,19 @@ impl Connection {
                     id: id.clone(),
                 },
             ),
+            ClientRequest::PromptCancel { session, prompt_id } => {
+                if !self.owner_only(&id, "prompt.cancel") {
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::CancelPrompt {
+                        client: client.clone(),
+                        id: id.clone(),
+                        prompt_id,
+                    },
+                )
+            }
             ClientRequest::SessionRestart { session } => {
                 if !self.owner_only(&id, "session.restart") {
                     return;

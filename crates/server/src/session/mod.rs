@@ -198,6 +198,12 @@ pub enum SessionCmd {
         client: ClientHandle,
         id: Option<RequestId>,
     },
+    /// `prompt.cancel` (§10): an owner's, checked by the connection.
+    CancelPrompt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        prompt_id: String,
+    },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {
         client: ClientHandle,

@@ -892,6 +892,11 @@ impl Actor {
                 self.session_usage(client, id);
                 Ok(())
             }
+            SessionCmd::CancelPrompt {
+                client,
+                id,
+                prompt_id,
+            } => self.cancel_prompt(client, id, &prompt_id),
         }
     }
 

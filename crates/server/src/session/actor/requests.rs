@@ -266,6 +266,46 @@ impl Actor {
         self.maybe_start_turn()
     }
 
+    /// `prompt.cancel` (docs/protocol.md §10): a prompt still in the relay's
+    /// queue is dropped and ends as `aborted` (`cancelled`); one already written
+    /// to the agent (or unknown) is `not_pending`.
+    pub(super) fn cancel_prompt(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        prompt_id: &str,
+    ) -> Step {
+        let Some(index) = self.queue.iter().position(|q| q.prompt_id == prompt_id) else {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::NotPending,
+                format!("prompt {prompt_id} is not waiting (unknown, or it reached the agent)"),
+            );
+            return Ok(());
+        };
+        self.queue.remove(index);
+        let _ = client
+            .outbox
+            .frame(FrameType::Ok, ServerMsg::ok(id).to_json());
+        self.emit_relay(json!({
+            "type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": "cancelled",
+        }))?;
+        let info = &client.info;
+        self.shared.audit.record(
+            "prompt_cancel",
+            &self.name,
+            json!({
+                "prompt_id": prompt_id,
+                "client_id": info.client_id,
+                "fingerprint": info.fingerprint,
+                "device": info.device,
+            }),
+        );
+        // The prompt behind it may now be the one to start.
+        self.maybe_start_turn()
+    }
+
     pub(super) fn prune_prompt_keys(&mut self) {
         if self.prompt_keys.len() > 4096 {
             let now = journal::now_ms();
