@@ -637,3 +637,78 @@ async fn queued_prompts_can_be_cancelled() {
         "the cancelled prompt reached the model"
     );
 }
+
+/// Steering (docs/protocol.md §10): a `steer` prompt sent while `long-tool`'s
+/// command runs reaches the model in the same turn (the request with the
+/// tool_result carries it), is announced with `"steer":true` and ends `merged`
+/// into the running turn, never `started`. With no turn running, a `steer`
+/// prompt is an ordinary one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steering_prompt_joins_the_running_turn() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let running = a.prompt("long-tool").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    let request = tool_request(&mut a, "Bash").await;
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+            "s1",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let steer = |text: &str| json!({"type": "prompt", "session": "default", "content": text, "steer": true});
+    let ok = a.request(steer("steer-text-walnut"), "s2").await;
+    assert_eq!(ok["queued"], false, "{ok}");
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (announced, _) = a
+        .recv_until("the steering relay.prompt", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.prompt"
+                && v["event"]["prompt_id"] == steer_id.as_str()
+        })
+        .await;
+    assert_eq!(announced["event"]["steer"], true, "{announced}");
+    let (turn, _) = a
+        .wait_turn(&steer_id, &["started", "ended", "aborted", "merged"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "merged", "{turn}");
+    assert_eq!(turn["event"]["into"], running_id.as_str(), "{turn}");
+    let (ended, _) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    let with_result = w
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.to_string().contains("long-done"))
+        .expect("a request with the tool's output");
+    assert!(
+        with_result.to_string().contains("steer-text-walnut"),
+        "the steer text is not in the request with the tool_result: {with_result}"
+    );
+
+    wait_state(&mut a, "idle").await;
+    let ok = a.request(steer("order-plain"), "s3").await;
+    let plain_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (announced, _) = a
+        .recv_until("the plain relay.prompt", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.prompt"
+                && v["event"]["prompt_id"] == plain_id.as_str()
+        })
+        .await;
+    assert!(announced["event"].get("steer").is_none(), "{announced}");
+    let (turn, _) = a.wait_turn(&plain_id, &["started", "merged"]).await;
+    assert_eq!(turn["event"]["phase"], "started", "{turn}");
+    let (turn, _) = a.wait_turn(&plain_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+}

@@ -557,6 +557,7 @@ impl Session {
             session: Some(self.name.clone()),
             content: Value::from(text),
             key: Some(key.into()),
+            steer: false,
         }
     }
 
@@ -702,6 +703,8 @@ impl Session {
                     self.interrupt_sent = false;
                     self.ended.insert(prompt_id.clone(), end);
                 }
+                // A steering prompt taken into the running turn: it ends with that turn.
+                TurnPhase::Merged => {}
             },
             RelayEvent::State { state, .. } => {
                 self.state = state.clone();

@@ -570,6 +570,8 @@ pub enum ClientRequest {
         session: String,
         content: PromptContent,
         key: Option<String>,
+        /// Fold into the running turn (§10).
+        steer: bool,
     },
     Respond {
         session: String,
@@ -879,6 +881,9 @@ pub enum ClientMsg {
         /// Makes a resend after a reconnect recognizable (at most 64 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// Fold into the running turn instead of waiting for it (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        steer: bool,
     },
     /// Answer a pending control request (§6).
     #[serde(rename = "respond")]
@@ -1318,10 +1323,12 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
             let session = fields.session()?;
             let key = fields.optional_short_string("key")?;
             let content = fields.prompt_content()?;
+            let steer = fields.optional_bool("steer")?.unwrap_or(false);
             ClientRequest::Prompt {
                 session,
                 content,
                 key,
+                steer,
             }
         }
         "respond" => {
@@ -2460,6 +2467,9 @@ pub enum RelayEvent {
         device: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// A steering prompt (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        steer: bool,
         #[serde(deserialize_with = "raw_json::one")]
         content: Box<RawValue>,
     },
@@ -2470,6 +2480,9 @@ pub enum RelayEvent {
         phase: TurnPhase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// With `merged`: the running turn's prompt it joined.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into: Option<String>,
     },
     /// The session's state changed.
     #[serde(rename = "relay.state")]
@@ -2568,6 +2581,8 @@ pub enum TurnPhase {
     Started,
     Ended,
     Aborted,
+    /// A steering prompt the running turn took in (§10).
+    Merged,
 }
 
 impl RelayEvent {
@@ -3606,12 +3621,14 @@ mod tests {
                 fingerprint: Some("SHA256:x".into()),
                 device: Some("phone".into()),
                 key: Some("k".into()),
+                steer: true,
                 content: raw(r#"[{"type":"text","text":"hi"}]"#),
             },
             RelayEvent::Turn {
                 prompt_id: "p".into(),
-                phase: TurnPhase::Aborted,
+                phase: TurnPhase::Merged,
                 detail: Some("crashed".into()),
+                into: Some("p0".into()),
             },
             RelayEvent::State {
                 state: "restarting".into(),
@@ -3754,6 +3771,7 @@ mod tests {
                 session: session.clone(),
                 content: serde_json::json!([{"type":"text","text":"hi"}]),
                 key: Some("k1".into()),
+                steer: true,
             },
             ClientMsg::Respond {
                 id: id.clone(),

@@ -1010,6 +1010,7 @@ impl Connection {
                 session,
                 content,
                 key,
+                steer,
             } => {
                 if !self.owner_only(&id, "prompt") {
                     return;
@@ -1033,6 +1034,7 @@ impl Connection {
                         id: id.clone(),
                         content,
                         key,
+                        steer,
                     },
                 )
             }

@@ -150,6 +150,8 @@ pub enum SessionCmd {
         id: Option<RequestId>,
         content: PromptContent,
         key: Option<String>,
+        /// Fold into the running turn (docs/protocol.md §10).
+        steer: bool,
     },
     Respond {
         client: ClientHandle,

@@ -145,6 +145,7 @@ impl Actor {
         id: Option<RequestId>,
         content: PromptContent,
         key: Option<String>,
+        steer: bool,
     ) -> Step {
         if !self.require_attached(&client, &id) {
             return Ok(());
@@ -203,7 +204,13 @@ impl Actor {
         if self.first_prompt.is_none() {
             self.first_prompt = first_line_of(&content).map(Arc::from);
         }
-        let queued = !(self.can_start_turn() && self.queue.is_empty());
+        // docs/protocol.md §10: with a turn running, a steering prompt goes to the
+        // agent at once; with none it is an ordinary prompt.
+        let steer_into = self
+            .turn
+            .clone()
+            .filter(|_| steer && self.phase == Phase::Ready && self.stopping.is_none());
+        let queued = steer_into.is_none() && !(self.can_start_turn() && self.queue.is_empty());
         let reply = ServerMsg::Ok {
             id,
             prompt_id: Some(prompt_id.clone()),
@@ -226,6 +233,9 @@ impl Actor {
         }
         if let Some(key) = &key {
             event["key"] = Value::from(key.clone());
+        }
+        if steer_into.is_some() {
+            event["steer"] = Value::Bool(true);
         }
         // Insert content last, as raw JSON, so the client's blocks are kept as sent.
         let mut raw = event.to_string();
@@ -256,6 +266,16 @@ impl Actor {
                 (prompt_id.clone(), journal::now_ms()),
             );
             self.prune_prompt_keys();
+        }
+        if let Some(into) = steer_into {
+            let line = wire::steering_prompt(&content.0, &prompt_id);
+            if let Some(agent) = &self.agent
+                && agent.send(line).is_err()
+            {
+                tracing::warn!(session = %self.name, prompt_id = %prompt_id, "agent stdin is gone; the steering prompt will be aborted with the agent");
+            }
+            self.steers.push(Steer { prompt_id, into });
+            return Ok(());
         }
         self.queue.push_back(QueuedPrompt { prompt_id, content });
         if self.asleep {
