@@ -712,3 +712,71 @@ async fn a_steering_prompt_joins_the_running_turn() {
     let (turn, _) = a.wait_turn(&plain_id, &["ended", "aborted"]).await;
     assert_eq!(turn["event"]["phase"], "ended", "{turn}");
 }
+
+/// `file.upload` (docs/protocol.md §10): an owner's file lands under
+/// `.ccrelay/uploads/` with a sanitized, unique name and a `.gitignore`; a viewer
+/// is `forbidden`, too much data `too_large`, bad base64 `bad_message`; with
+/// `.ccrelay` a symlink to another directory the upload is refused and nothing
+/// is written there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_upload_writes_only_inside_the_uploads_directory() {
+    use base64::Engine;
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&["--max-upload-bytes", "64"], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let upload = |name: &str, data: String| json!({"type": "file.upload", "session": "default", "name": name, "data": data});
+
+    let refused = viewer.request(upload("a.txt", b64(b"hi")), "v1").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = a.request(upload("a.txt", b64(&[7u8; 65])), "u0").await;
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    let refused = a.request(upload("a.txt", "not base64!".into()), "u1").await;
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+
+    let workdir = w.fx.workdir();
+    let first = a
+        .request(upload("../../crash.log", b64(b"first")), "u2")
+        .await;
+    assert_eq!(first["type"], "ok", "{first}");
+    let second = a
+        .request(upload("../../crash.log", b64(b"second")), "u3")
+        .await;
+    let (p1, p2) = (
+        first["path"].as_str().expect("path").to_string(),
+        second["path"].as_str().expect("path").to_string(),
+    );
+    assert_ne!(p1, p2);
+    for (path, content) in [(&p1, "first"), (&p2, "second")] {
+        let rest = path
+            .strip_prefix(".ccrelay/uploads/")
+            .unwrap_or_else(|| panic!("{path}"));
+        assert!(!rest.contains('/') && rest.ends_with(".log"), "{path}");
+        assert_eq!(
+            std::fs::read_to_string(workdir.join(path)).unwrap_or_default(),
+            content
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(workdir.join(".ccrelay/uploads/.gitignore")).unwrap_or_default(),
+        "*\n"
+    );
+
+    // A `.ccrelay` that is a symlink elsewhere: refused, nothing written there.
+    std::fs::remove_dir_all(workdir.join(".ccrelay")).expect("remove .ccrelay");
+    let elsewhere = w.fx.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, workdir.join(".ccrelay")).expect("symlink");
+    let refused = a.request(upload("x.txt", b64(b"x")), "u4").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("read_dir").count(),
+        0,
+        "something was written through the symlink"
+    );
+}

@@ -64,6 +64,7 @@ const calls = {
   sessionCatalog: (f) => [f.id, f.session],
   sessionUsage: (f) => [f.id, f.session],
   promptCancel: (f) => [f.id, f.session, f.prompt_id],
+  fileUpload: (f) => [f.id, f.session, f.name, f.data],
 };
 
 // Requests the server takes that the page has no use for.

@@ -603,6 +603,13 @@ pub enum ClientRequest {
         session: String,
         prompt_id: String,
     },
+    /// An owner puts a file into the session's workdir (§10); `data` is base64,
+    /// checked by the server.
+    FileUpload {
+        session: String,
+        name: String,
+        data: String,
+    },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
     History {
@@ -696,6 +703,7 @@ label_enum! {
         SessionCatalog => "session.catalog",
         SessionUsage => "session.usage",
         PromptCancel => "prompt.cancel",
+        FileUpload => "file.upload",
     }
 }
 
@@ -769,6 +777,7 @@ impl ClientRequest {
             ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
             ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
             ClientRequest::PromptCancel { .. } => RequestType::PromptCancel,
+            ClientRequest::FileUpload { .. } => RequestType::FileUpload,
         }
     }
 
@@ -1097,6 +1106,17 @@ pub enum ClientMsg {
         session: Option<String>,
         prompt_id: String,
     },
+    /// Put a file under the workdir's `.ccrelay/uploads/` (§10).
+    #[serde(rename = "file.upload")]
+    FileUpload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        name: String,
+        /// The content, base64.
+        data: String,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -1133,6 +1153,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.catalog",
     "session.usage",
     "prompt.cancel",
+    "file.upload",
 ];
 
 impl ClientMsg {
@@ -1539,6 +1560,11 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         "prompt.cancel" => ClientRequest::PromptCancel {
             session: fields.session()?,
             prompt_id: fields.required_string("prompt_id")?,
+        },
+        "file.upload" => ClientRequest::FileUpload {
+            session: fields.session()?,
+            name: fields.required_string("name")?,
+            data: fields.required_string("data")?,
         },
         other => {
             return Err(fail(
@@ -2156,6 +2182,9 @@ pub enum ServerMsg {
         /// `session.set`: the settings that apply only from the agent's next start.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pending_start: Option<Vec<String>>,
+        /// `file.upload`: where the file was written, relative to the workdir (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     #[serde(rename = "pong")]
     Pong {
@@ -2652,6 +2681,7 @@ impl ServerMsg {
             duplicate: None,
             settings: None,
             pending_start: None,
+            path: None,
         }
     }
 
@@ -3310,6 +3340,7 @@ mod tests {
                 duplicate: Some(true),
                 settings: Some(SessionSettingsJson::default()),
                 pending_start: Some(vec!["effort".into()]),
+                path: Some(".ccrelay/uploads/x.log".into()),
             },
             ServerMsg::Pong { id: id.clone() },
             ServerMsg::PairPending {
@@ -3905,9 +3936,15 @@ mod tests {
                 session: Some("api".into()),
             },
             ClientMsg::PromptCancel {
-                id,
+                id: id.clone(),
                 session: Some("api".into()),
                 prompt_id: "p-1".into(),
+            },
+            ClientMsg::FileUpload {
+                id,
+                session: Some("api".into()),
+                name: "crash.log".into(),
+                data: "aGk=".into(),
             },
         ]
     }

@@ -956,6 +956,14 @@ impl Connection {
                 self.on_files_list(id, session, path).await;
                 return;
             }
+            ClientRequest::FileUpload {
+                session,
+                name,
+                data,
+            } => {
+                self.on_file_upload(id, session, name, data).await;
+                return;
+            }
             ClientRequest::FilesRead {
                 session,
                 path,

@@ -398,6 +398,7 @@ impl Actor {
             duplicate: None,
             settings: Some((*self.controls.settings).clone()),
             pending_start: Some(pending_start.into_iter().map(String::from).collect()),
+            path: None,
         };
         self.deferred.push((request.client.clone(), msg.to_json()));
     }

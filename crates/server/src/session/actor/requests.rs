@@ -163,6 +163,7 @@ impl Actor {
                     duplicate: Some(true),
                     settings: None,
                     pending_start: None,
+                    path: None,
                 };
                 let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
                 return Ok(());
@@ -218,6 +219,7 @@ impl Actor {
             duplicate: None,
             settings: None,
             pending_start: None,
+            path: None,
         };
         let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
 
