@@ -780,3 +780,44 @@ async fn file_upload_writes_only_inside_the_uploads_directory() {
         "something was written through the symlink"
     );
 }
+
+/// A steering prompt sent while the model only streams text (no tool boundary
+/// left) is not merged: the CLI runs it right after as a turn of its own, which
+/// the relay reports as `started` after the first turn's `ended`, then `ended`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let running = a.prompt("slow").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    a.wait_turn(&running_id, &["started"]).await;
+    let ok = a
+        .request(
+            json!({"type": "prompt", "session": "default", "content": "order-late", "steer": true}),
+            "s1",
+        )
+        .await;
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (first_end, _) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(first_end["event"]["phase"], "ended", "{first_end}");
+    let (turn, _) = a
+        .wait_turn(&steer_id, &["started", "ended", "aborted", "merged"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "started", "{turn}");
+    assert!(turn["seq"].as_u64() > first_end["seq"].as_u64(), "{turn}");
+    let (turn, _) = a.wait_turn(&steer_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+    wait_state(&mut a, "idle").await;
+    assert!(
+        w.last_request_has("order-late"),
+        "the steering prompt never reached the model"
+    );
+}
