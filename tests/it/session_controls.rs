@@ -366,3 +366,458 @@ async fn asleep_settings_wait_for_the_next_start() {
     .await;
     assert!(recorded, "session.json does not hold the new settings");
 }
+
+/// `respond` to a `can_use_tool` (docs/protocol.md §10): `updatedPermissions`
+/// entries the agent did not suggest are `bad_message`, a `setMode` to
+/// `bypassPermissions` without the server flag is `forbidden` (the request stays
+/// pending both times), and the request's own suggestions are passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_permissions_are_limited_to_the_suggestions() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let target = w.fx.workdir().join("suggested.txt");
+    a.prompt(&format!("write-file {}", target.display())).await;
+    let (request, _) = a
+        .recv_until("the Write permission request", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "control_request"
+                && v["event"]["request"]["subtype"] == "can_use_tool"
+        })
+        .await;
+    let request_id = request["event"]["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_string();
+    let suggestions = request["event"]["request"]["permission_suggestions"].clone();
+    assert!(
+        suggestions.as_array().is_some_and(|s| !s.is_empty()),
+        "the CLI suggested nothing: {request}"
+    );
+    let respond = |permissions: Value| {
+        json!({"type": "respond", "session": "default", "request_id": request_id,
+            "response": {"behavior": "allow", "updatedPermissions": permissions}})
+    };
+
+    let invented = json!([{"type": "addRules", "rules": [{"toolName": "Bash"}],
+        "behavior": "allow", "destination": "userSettings"}]);
+    let refused = a.request(respond(invented), "r1").await;
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+    let bypass =
+        json!([{"type": "setMode", "mode": "bypassPermissions", "destination": "session"}]);
+    let refused = a.request(respond(bypass), "r2").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let list = a.request(json!({"type": "session.list"}), "r3").await;
+    assert!(
+        list["sessions"][0]["pending"]
+            .to_string()
+            .contains(&request_id),
+        "no longer pending after refusals: {list}"
+    );
+
+    let ok = a.request(respond(suggestions.clone()), "r4").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (resolved, _) = a
+        .recv_until("relay.resolved", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.resolved"
+                && v["event"]["request_id"] == request_id.as_str()
+        })
+        .await;
+    assert_eq!(
+        resolved["event"]["response"]["updatedPermissions"], suggestions,
+        "{resolved}"
+    );
+    wait_state(&mut a, "idle").await;
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap_or_default(),
+        common::mock_anthropic::WRITE_CONTENT,
+        "the allowed Write ran"
+    );
+}
+
+/// The permission request of the running turn for `tool` (other tools' requests
+/// on the way are allowed as asked).
+async fn tool_request(c: &mut TestClient, tool: &str) -> Value {
+    for n in 0..4 {
+        let (request, _) = c
+            .recv_until("a permission request", |v| {
+                v["type"] == "event"
+                    && v["event"]["type"] == "control_request"
+                    && v["event"]["request"]["subtype"] == "can_use_tool"
+            })
+            .await;
+        if request["event"]["request"]["tool_name"] == tool {
+            return request;
+        }
+        let ok = c
+            .request(
+                json!({"type": "respond", "session": "default",
+                    "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+                &format!("allow-{n}"),
+            )
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    panic!("no {tool} request came");
+}
+
+/// `ExitPlanMode` (docs/protocol.md §10): its request is followed by `relay.plan`
+/// with the plan's text; allowing it moves the CLI out of plan mode, tracked as
+/// `relay.settings` from `agent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_plan_mode_shows_the_plan_and_tracks_the_mode() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let ok = a.request(set("plan"), "p1").await;
+    assert_eq!(ok["settings"]["permission_mode"], "plan", "{ok}");
+    a.prompt("plan-mode-exit").await;
+    let request = tool_request(&mut a, "ExitPlanMode").await;
+    let request_id = request["event"]["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_string();
+    let (plan, _) = a
+        .recv_until("relay.plan", |v| {
+            v["type"] == "event" && v["event"]["type"] == "relay.plan"
+        })
+        .await;
+    assert_eq!(plan["event"]["request_id"], request_id.as_str(), "{plan}");
+    assert!(
+        plan["event"]["plan"]
+            .as_str()
+            .is_some_and(|p| p.contains(common::mock_anthropic::PLAN_TEXT)),
+        "{plan}"
+    );
+    assert!(plan["seq"].as_u64() > request["seq"].as_u64(), "{plan}");
+
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default", "request_id": request_id,
+                "response": {"behavior": "allow"}}),
+            "p2",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (settings, _) = a
+        .recv_until("relay.settings from the agent", |v| {
+            v["type"] == "event" && v["event"]["type"] == "relay.settings"
+        })
+        .await;
+    assert_eq!(settings["event"]["client_id"], "agent", "{settings}");
+    assert_eq!(
+        settings["event"]["settings"]["permission_mode"], "default",
+        "{settings}"
+    );
+    assert_eq!(settings["event"]["changed"], json!(["permission_mode"]));
+    wait_state(&mut a, "idle").await;
+    let list = a.request(json!({"type": "session.list"}), "p3").await;
+    assert_eq!(
+        list["sessions"][0]["settings"]["permission_mode"], "default",
+        "{list}"
+    );
+}
+
+/// `AskUserQuestion` (docs/protocol.md §10): `allow` with `updatedInput` holding
+/// the input plus `answers` reaches the CLI; the model's next request carries the
+/// answers in the tool_result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_user_question_answers_reach_the_model() {
+    use common::mock_anthropic::{QUESTION_COLOR, QUESTION_TOPPINGS};
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    a.prompt("ask-question").await;
+    let request = tool_request(&mut a, "AskUserQuestion").await;
+    let mut input = request["event"]["request"]["input"].clone();
+    input["answers"] = json!({QUESTION_COLOR: "Blue", QUESTION_TOPPINGS: "Cheese, Basil"});
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"],
+                "response": {"behavior": "allow", "updatedInput": input}}),
+            "q1",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    wait_state(&mut a, "idle").await;
+    let sent = w.api.requests().pop().expect("a request after the answer");
+    let last = sent["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    let tool_result = last["content"]
+        .as_array()
+        .and_then(|c| c.iter().find(|b| b["type"] == "tool_result"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tool_result in {last}"));
+    let text = tool_result["content"].to_string();
+    assert!(
+        text.contains(QUESTION_COLOR) && text.contains("Blue") && text.contains("Cheese, Basil"),
+        "the answers are not in the tool_result: {text}"
+    );
+}
+
+/// `prompt.cancel` (docs/protocol.md §10): a prompt queued behind a running turn
+/// is withdrawn (`relay.turn` `aborted`, detail `cancelled`) and never reaches
+/// the model, the one behind it still runs; a viewer is `forbidden`, and the
+/// running prompt or one cancelled already is `not_pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_prompts_can_be_cancelled() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
+    let running = a.prompt("run-bash").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    let request = tool_request(&mut a, "Bash").await;
+    let queued = a.prompt("cancel-me-please").await;
+    assert_eq!(queued["queued"], true, "{queued}");
+    let queued_id = queued["prompt_id"].as_str().expect("prompt_id").to_string();
+    let behind = a.prompt("order-behind").await;
+    let behind_id = behind["prompt_id"].as_str().expect("prompt_id").to_string();
+    let cancel = |prompt_id: &str| json!({"type": "prompt.cancel", "session": "default", "prompt_id": prompt_id});
+
+    let refused = viewer.request(cancel(&queued_id), "v1").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = a.request(cancel(&running_id), "c0").await;
+    assert_eq!(refused["code"], "not_pending", "{refused}");
+    let ok = a.request(cancel(&queued_id), "c1").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (turn, _) = a
+        .wait_turn(&queued_id, &["started", "ended", "aborted"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "aborted", "{turn}");
+    assert_eq!(turn["event"]["detail"], "cancelled", "{turn}");
+    let refused = a.request(cancel(&queued_id), "c2").await;
+    assert_eq!(refused["code"], "not_pending", "{refused}");
+
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+            "c3",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let (turn, _) = a.wait_turn(&behind_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+    let requests = w.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.to_string().contains("order-behind")),
+        "the prompt behind never reached the model"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.to_string().contains("cancel-me-please")),
+        "the cancelled prompt reached the model"
+    );
+}
+
+/// Steering (docs/protocol.md §10): a `steer` prompt sent while `long-tool`'s
+/// command runs reaches the model in the same turn (the request with the
+/// tool_result carries it), is announced with `"steer":true` and ends `merged`
+/// into the running turn, never `started`. With no turn running, a `steer`
+/// prompt is an ordinary one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steering_prompt_joins_the_running_turn() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let running = a.prompt("long-tool").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    let request = tool_request(&mut a, "Bash").await;
+    let ok = a
+        .request(
+            json!({"type": "respond", "session": "default",
+                "request_id": request["event"]["request_id"], "response": {"behavior": "allow"}}),
+            "s1",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let steer = |text: &str| json!({"type": "prompt", "session": "default", "content": text, "steer": true});
+    let ok = a.request(steer("steer-text-walnut"), "s2").await;
+    assert_eq!(ok["queued"], false, "{ok}");
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (announced, _) = a
+        .recv_until("the steering relay.prompt", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.prompt"
+                && v["event"]["prompt_id"] == steer_id.as_str()
+        })
+        .await;
+    assert_eq!(announced["event"]["steer"], true, "{announced}");
+    let (turn, _) = a
+        .wait_turn(&steer_id, &["started", "ended", "aborted", "merged"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "merged", "{turn}");
+    assert_eq!(turn["event"]["into"], running_id.as_str(), "{turn}");
+    let (ended, _) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    let with_result = w
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.to_string().contains("long-done"))
+        .expect("a request with the tool's output");
+    assert!(
+        with_result.to_string().contains("steer-text-walnut"),
+        "the steer text is not in the request with the tool_result: {with_result}"
+    );
+
+    wait_state(&mut a, "idle").await;
+    let ok = a.request(steer("order-plain"), "s3").await;
+    let plain_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (announced, _) = a
+        .recv_until("the plain relay.prompt", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.prompt"
+                && v["event"]["prompt_id"] == plain_id.as_str()
+        })
+        .await;
+    assert!(announced["event"].get("steer").is_none(), "{announced}");
+    let (turn, _) = a.wait_turn(&plain_id, &["started", "merged"]).await;
+    assert_eq!(turn["event"]["phase"], "started", "{turn}");
+    let (turn, _) = a.wait_turn(&plain_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+}
+
+/// `file.upload` (docs/protocol.md §10): an owner's file lands under
+/// `.ccrelay/uploads/` with a sanitized, unique name and a `.gitignore`; a viewer
+/// is `forbidden`, too much data `too_large`, bad base64 `bad_message`; with
+/// `.ccrelay` a symlink to another directory the upload is refused and nothing
+/// is written there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_upload_writes_only_inside_the_uploads_directory() {
+    use base64::Engine;
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&["--max-upload-bytes", "64"], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let upload = |name: &str, data: String| json!({"type": "file.upload", "session": "default", "name": name, "data": data});
+
+    let refused = viewer.request(upload("a.txt", b64(b"hi")), "v1").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let refused = a.request(upload("a.txt", b64(&[7u8; 65])), "u0").await;
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    let refused = a.request(upload("a.txt", "not base64!".into()), "u1").await;
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+
+    let workdir = w.fx.workdir();
+    let first = a
+        .request(upload("../../crash.log", b64(b"first")), "u2")
+        .await;
+    assert_eq!(first["type"], "ok", "{first}");
+    let second = a
+        .request(upload("../../crash.log", b64(b"second")), "u3")
+        .await;
+    let (p1, p2) = (
+        first["path"].as_str().expect("path").to_string(),
+        second["path"].as_str().expect("path").to_string(),
+    );
+    assert_ne!(p1, p2);
+    for (path, content) in [(&p1, "first"), (&p2, "second")] {
+        let rest = path
+            .strip_prefix(".ccrelay/uploads/")
+            .unwrap_or_else(|| panic!("{path}"));
+        assert!(!rest.contains('/') && rest.ends_with(".log"), "{path}");
+        assert_eq!(
+            std::fs::read_to_string(workdir.join(path)).unwrap_or_default(),
+            content
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(workdir.join(".ccrelay/uploads/.gitignore")).unwrap_or_default(),
+        "*\n"
+    );
+
+    // A `.ccrelay` that is a symlink elsewhere: refused, nothing written there.
+    std::fs::remove_dir_all(workdir.join(".ccrelay")).expect("remove .ccrelay");
+    let elsewhere = w.fx.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, workdir.join(".ccrelay")).expect("symlink");
+    let refused = a.request(upload("x.txt", b64(b"x")), "u4").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("read_dir").count(),
+        0,
+        "something was written through the symlink"
+    );
+}
+
+/// A steering prompt sent while the model only streams text (no tool boundary
+/// left) is not merged: the CLI runs it right after as a turn of its own, which
+/// the relay reports as `started` after the first turn's `ended`, then `ended`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    let running = a.prompt("slow").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    a.wait_turn(&running_id, &["started"]).await;
+    let ok = a
+        .request(
+            json!({"type": "prompt", "session": "default", "content": "order-late", "steer": true}),
+            "s1",
+        )
+        .await;
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (first_end, _) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(first_end["event"]["phase"], "ended", "{first_end}");
+    let (turn, _) = a
+        .wait_turn(&steer_id, &["started", "ended", "aborted", "merged"])
+        .await;
+    assert_eq!(turn["event"]["phase"], "started", "{turn}");
+    assert!(turn["seq"].as_u64() > first_end["seq"].as_u64(), "{turn}");
+    let (turn, _) = a.wait_turn(&steer_id, &["ended", "aborted"]).await;
+    assert_eq!(turn["event"]["phase"], "ended", "{turn}");
+    wait_state(&mut a, "idle").await;
+    assert!(
+        w.last_request_has("order-late"),
+        "the steering prompt never reached the model"
+    );
+}

@@ -81,6 +81,10 @@ export const msg = {
   sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
   sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
   sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
+  /** Withdraw a prompt still waiting in the relay's queue (owners). */
+  promptCancel: (id, session, promptId) => ({ type: 'prompt.cancel', id, session, prompt_id: promptId }),
+  /** `data`: the file's bytes in base64; the reply's `path` is relative to the workdir. */
+  fileUpload: (id, session, name, data) => ({ type: 'file.upload', id, session, name, data }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),

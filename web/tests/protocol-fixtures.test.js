@@ -63,6 +63,8 @@ const calls = {
   sessionSet: (f) => [f.id, f.session, f.settings],
   sessionCatalog: (f) => [f.id, f.session],
   sessionUsage: (f) => [f.id, f.session],
+  promptCancel: (f) => [f.id, f.session, f.prompt_id],
+  fileUpload: (f) => [f.id, f.session, f.name, f.data],
 };
 
 // Requests the server takes that the page has no use for.

@@ -196,6 +196,9 @@ pub fn tool_summary(name: &str, input: &Value) -> String {
     }
 }
 
+/// How many shown plans are remembered (requests are answered long before).
+const MAX_PLANS_SHOWN: usize = 64;
+
 /// Renders events to text, remembering what was streamed so it is not shown twice.
 #[derive(Debug)]
 pub struct Renderer {
@@ -209,6 +212,9 @@ pub struct Renderer {
     streamed_order: Vec<String>,
     /// tool_use id → tool name, to label results.
     tools: HashMap<String, String>,
+    /// ExitPlanMode requests whose plan was shown with the request, so that
+    /// their `relay.plan` is not printed twice.
+    plans_shown: HashSet<String>,
     pub roster: Roster,
 }
 
@@ -221,6 +227,7 @@ impl Renderer {
             streamed: HashSet::new(),
             streamed_order: Vec::new(),
             tools: HashMap::new(),
+            plans_shown: HashSet::new(),
             roster: Roster::default(),
         }
     }
@@ -403,6 +410,16 @@ impl Renderer {
                     &format!("· settings changed by {who}: {what} (mode {mode})"),
                 )
             }
+            RelayEvent::Plan { request_id, plan } => {
+                // Shown already with its request, or nothing to show.
+                if self.plans_shown.contains(request_id) || plan.is_empty() {
+                    return String::new();
+                }
+                let head = self.paint(Tone::Bold, "· the agent's plan:");
+                let mut out = self.line(None, &head);
+                out.push_str(&super::controls::plan(plan, self.color));
+                out
+            }
         }
     }
 
@@ -580,8 +597,19 @@ impl Renderer {
             let head = self.paint(Tone::Magenta, "? the agent's plan, for approval:");
             let mut out = self.line(None, &head);
             match input.get("plan").and_then(Value::as_str) {
-                Some(plan) => out.push_str(&super::controls::plan(plan, self.color)),
-                None => out.push_str(&self.line(Some(Tone::Dim), "  (no plan text was sent)")),
+                Some(plan) => {
+                    if self.plans_shown.len() >= MAX_PLANS_SHOWN {
+                        self.plans_shown.clear();
+                    }
+                    if let Some(id) = ev.get("request_id").and_then(Value::as_str) {
+                        self.plans_shown.insert(id.to_string());
+                    }
+                    out.push_str(&super::controls::plan(plan, self.color));
+                }
+                None => out.push_str(&self.line(
+                    Some(Tone::Dim),
+                    "  (the request carries no plan text; the relay sends it if the agent has one)",
+                )),
             }
             return out;
         }
@@ -904,7 +932,13 @@ mod tests {
         );
         let empty = json!({"type":"control_request","request_id":"r2","request":{"subtype":"can_use_tool",
             "tool_name":"ExitPlanMode","input":{}}});
-        assert!(show(&mut r, &empty).contains("(no plan text was sent)"));
+        assert!(show(&mut r, &empty).contains("carries no plan text"));
+        // `relay.plan` repeats a plan shown with its request: not printed twice;
+        // the plan of a request that carried none is printed.
+        let again = json!({"type":"relay.plan","request_id":"r1","plan":"# Fix"});
+        assert_eq!(show(&mut r, &again), "");
+        let fetched = json!({"type":"relay.plan","request_id":"r2","plan":"- from the plan file"});
+        assert!(show(&mut r, &fetched).contains("• from the plan file"));
         let ask = json!({"type":"control_request","request_id":"r3","request":{"subtype":"can_use_tool",
             "tool_name":"AskUserQuestion","input":{"questions":[{"question":"Pick\u{1b}[2J","header":"H","multiSelect":false,
             "options":[{"label":"A","description":"first"}]}]}}});

@@ -670,6 +670,7 @@ impl Session {
             session: Some(self.name.clone()),
             content: Value::from(text),
             key: Some(key.into()),
+            steer: false,
         }
     }
 
@@ -818,6 +819,8 @@ impl Session {
                         fx.push(self.ask_usage());
                     }
                 }
+                // A steering prompt taken into the running turn: it ends with that turn.
+                TurnPhase::Merged => {}
             },
             RelayEvent::State { state, .. } => {
                 self.state = state.clone();
@@ -847,7 +850,8 @@ impl Session {
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
             | RelayEvent::Closed { .. }
-            | RelayEvent::Settings { .. } => {}
+            | RelayEvent::Settings { .. }
+            | RelayEvent::Plan { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

@@ -570,6 +570,8 @@ pub enum ClientRequest {
         session: String,
         content: PromptContent,
         key: Option<String>,
+        /// Fold into the running turn (§10).
+        steer: bool,
     },
     Respond {
         session: String,
@@ -595,6 +597,18 @@ pub enum ClientRequest {
     /// The session's context, cost and rate limit (§10; viewers too).
     SessionUsage {
         session: String,
+    },
+    /// An owner withdraws a prompt that has not reached the agent (§10).
+    PromptCancel {
+        session: String,
+        prompt_id: String,
+    },
+    /// An owner puts a file into the session's workdir (§10); `data` is base64,
+    /// checked by the server.
+    FileUpload {
+        session: String,
+        name: String,
+        data: String,
     },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
@@ -688,6 +702,8 @@ label_enum! {
         SessionSet => "session.set",
         SessionCatalog => "session.catalog",
         SessionUsage => "session.usage",
+        PromptCancel => "prompt.cancel",
+        FileUpload => "file.upload",
     }
 }
 
@@ -760,6 +776,8 @@ impl ClientRequest {
             ClientRequest::SessionSet { .. } => RequestType::SessionSet,
             ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
             ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
+            ClientRequest::PromptCancel { .. } => RequestType::PromptCancel,
+            ClientRequest::FileUpload { .. } => RequestType::FileUpload,
         }
     }
 
@@ -872,6 +890,9 @@ pub enum ClientMsg {
         /// Makes a resend after a reconnect recognizable (at most 64 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// Fold into the running turn instead of waiting for it (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        steer: bool,
     },
     /// Answer a pending control request (§6).
     #[serde(rename = "respond")]
@@ -1076,6 +1097,26 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
+    /// Withdraw a prompt still waiting in the relay's queue (§10).
+    #[serde(rename = "prompt.cancel")]
+    PromptCancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        prompt_id: String,
+    },
+    /// Put a file under the workdir's `.ccrelay/uploads/` (§10).
+    #[serde(rename = "file.upload")]
+    FileUpload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        name: String,
+        /// The content, base64.
+        data: String,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -1111,6 +1152,8 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.set",
     "session.catalog",
     "session.usage",
+    "prompt.cancel",
+    "file.upload",
 ];
 
 impl ClientMsg {
@@ -1301,10 +1344,12 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
             let session = fields.session()?;
             let key = fields.optional_short_string("key")?;
             let content = fields.prompt_content()?;
+            let steer = fields.optional_bool("steer")?.unwrap_or(false);
             ClientRequest::Prompt {
                 session,
                 content,
                 key,
+                steer,
             }
         }
         "respond" => {
@@ -1511,6 +1556,15 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         },
         "session.usage" => ClientRequest::SessionUsage {
             session: fields.session()?,
+        },
+        "prompt.cancel" => ClientRequest::PromptCancel {
+            session: fields.session()?,
+            prompt_id: fields.required_string("prompt_id")?,
+        },
+        "file.upload" => ClientRequest::FileUpload {
+            session: fields.session()?,
+            name: fields.required_string("name")?,
+            data: fields.required_string("data")?,
         },
         other => {
             return Err(fail(
@@ -2128,6 +2182,9 @@ pub enum ServerMsg {
         /// `session.set`: the settings that apply only from the agent's next start.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pending_start: Option<Vec<String>>,
+        /// `file.upload`: where the file was written, relative to the workdir (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     #[serde(rename = "pong")]
     Pong {
@@ -2439,6 +2496,9 @@ pub enum RelayEvent {
         device: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// A steering prompt (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        steer: bool,
         #[serde(deserialize_with = "raw_json::one")]
         content: Box<RawValue>,
     },
@@ -2449,6 +2509,9 @@ pub enum RelayEvent {
         phase: TurnPhase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// With `merged`: the running turn's prompt it joined.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into: Option<String>,
     },
     /// The session's state changed.
     #[serde(rename = "relay.state")]
@@ -2516,6 +2579,13 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         model_in_effect: Option<String>,
     },
+    /// The plan behind a pending `ExitPlanMode` request (§10), after the request.
+    #[serde(rename = "relay.plan")]
+    Plan {
+        request_id: String,
+        /// Markdown; empty when the agent had none to give.
+        plan: String,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2530,6 +2600,7 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.closed",
     "relay.changes",
     "relay.settings",
+    "relay.plan",
 ];
 
 /// The phase of a `relay.turn`.
@@ -2539,6 +2610,8 @@ pub enum TurnPhase {
     Started,
     Ended,
     Aborted,
+    /// A steering prompt the running turn took in (§10).
+    Merged,
 }
 
 impl RelayEvent {
@@ -2608,6 +2681,7 @@ impl ServerMsg {
             duplicate: None,
             settings: None,
             pending_start: None,
+            path: None,
         }
     }
 
@@ -3266,6 +3340,7 @@ mod tests {
                 duplicate: Some(true),
                 settings: Some(SessionSettingsJson::default()),
                 pending_start: Some(vec!["effort".into()]),
+                path: Some(".ccrelay/uploads/x.log".into()),
             },
             ServerMsg::Pong { id: id.clone() },
             ServerMsg::PairPending {
@@ -3577,12 +3652,14 @@ mod tests {
                 fingerprint: Some("SHA256:x".into()),
                 device: Some("phone".into()),
                 key: Some("k".into()),
+                steer: true,
                 content: raw(r#"[{"type":"text","text":"hi"}]"#),
             },
             RelayEvent::Turn {
                 prompt_id: "p".into(),
-                phase: TurnPhase::Aborted,
+                phase: TurnPhase::Merged,
                 detail: Some("crashed".into()),
+                into: Some("p0".into()),
             },
             RelayEvent::State {
                 state: "restarting".into(),
@@ -3630,6 +3707,10 @@ mod tests {
                 device: None,
                 model_in_effect: Some("claude-sonnet-5-5".into()),
             },
+            RelayEvent::Plan {
+                request_id: "r".into(),
+                plan: "# Plan".into(),
+            },
         ]
     }
 
@@ -3645,6 +3726,7 @@ mod tests {
             RelayEvent::Closed { .. } => 7,
             RelayEvent::Changes { .. } => 8,
             RelayEvent::Settings { .. } => 9,
+            RelayEvent::Plan { .. } => 10,
         }
     }
 
@@ -3720,6 +3802,7 @@ mod tests {
                 session: session.clone(),
                 content: serde_json::json!([{"type":"text","text":"hi"}]),
                 key: Some("k1".into()),
+                steer: true,
             },
             ClientMsg::Respond {
                 id: id.clone(),
@@ -3849,8 +3932,19 @@ mod tests {
                 session: Some("api".into()),
             },
             ClientMsg::SessionUsage {
+                id: id.clone(),
+                session: Some("api".into()),
+            },
+            ClientMsg::PromptCancel {
+                id: id.clone(),
+                session: Some("api".into()),
+                prompt_id: "p-1".into(),
+            },
+            ClientMsg::FileUpload {
                 id,
                 session: Some("api".into()),
+                name: "crash.log".into(),
+                data: "aGk=".into(),
             },
         ]
     }

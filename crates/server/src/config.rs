@@ -81,6 +81,8 @@ pub struct Config {
     pub max_frames_per_sec: u32,
     pub max_frame_bytes: usize,
     pub max_prompt_bytes: usize,
+    /// Largest `file.upload`, decoded (docs/protocol.md §10).
+    pub max_upload_bytes: usize,
     pub prompt_queue: usize,
     pub client_queue: usize,
     pub tail_events: usize,
@@ -684,6 +686,7 @@ impl Config {
         })?;
         let max_frame_bytes = v.count(&s::MAX_FRAME_BYTES)? as usize;
         let max_prompt_bytes = v.count(&s::MAX_PROMPT_BYTES)? as usize;
+        let max_upload_bytes = v.count(&s::MAX_UPLOAD_BYTES)? as usize;
         let prompt_queue = v.count(&s::PROMPT_QUEUE)? as usize;
         let client_queue = v.count(&s::CLIENT_QUEUE)? as usize;
         let tail_events = v.count(&s::TAIL_EVENTS)? as usize;
@@ -757,6 +760,7 @@ impl Config {
             max_frames_per_sec,
             max_frame_bytes,
             max_prompt_bytes,
+            max_upload_bytes,
             prompt_queue,
             client_queue,
             tail_events,

@@ -780,6 +780,7 @@ impl TestClient {
                     session: None,
                     content: Value::from(text),
                     key: None,
+                    steer: false,
                 },
                 "prompt",
             )

@@ -506,6 +506,17 @@ pub const MAX_PROMPT_BYTES: Setting = one(
     Default("1048576"),
     "Largest prompt content, in bytes of JSON",
 );
+pub const MAX_UPLOAD_BYTES: Setting = one(
+    "max-upload-bytes",
+    "CCRELAY_MAX_UPLOAD_BYTES",
+    "BYTES",
+    Count {
+        min: 1,
+        max: 3 * 1024 * 1024 - 64 * 1024,
+    },
+    Default("2097152"),
+    "Largest file.upload, in bytes before base64",
+);
 pub const PROMPT_QUEUE: Setting = one(
     "prompt-queue",
     "CCRELAY_PROMPT_QUEUE",
@@ -772,6 +783,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SERVER_ID,
     &MAX_FRAME_BYTES,
     &MAX_PROMPT_BYTES,
+    &MAX_UPLOAD_BYTES,
     &PROMPT_QUEUE,
     &CLIENT_QUEUE,
     &TAIL_EVENTS,

@@ -956,6 +956,14 @@ impl Connection {
                 self.on_files_list(id, session, path).await;
                 return;
             }
+            ClientRequest::FileUpload {
+                session,
+                name,
+                data,
+            } => {
+                self.on_file_upload(id, session, name, data).await;
+                return;
+            }
             ClientRequest::FilesRead {
                 session,
                 path,
@@ -1010,6 +1018,7 @@ impl Connection {
                 session,
                 content,
                 key,
+                steer,
             } => {
                 if !self.owner_only(&id, "prompt") {
                     return;
@@ -1033,6 +1042,7 @@ impl Connection {
                         id: id.clone(),
                         content,
                         key,
+                        steer,
                     },
                 )
             }
@@ -1110,6 +1120,19 @@ impl Connection {
                     id: id.clone(),
                 },
             ),
+            ClientRequest::PromptCancel { session, prompt_id } => {
+                if !self.owner_only(&id, "prompt.cancel") {
+                    return;
+                }
+                (
+                    session,
+                    SessionCmd::CancelPrompt {
+                        client: client.clone(),
+                        id: id.clone(),
+                        prompt_id,
+                    },
+                )
+            }
             ClientRequest::SessionRestart { session } => {
                 if !self.owner_only(&id, "session.restart") {
                     return;

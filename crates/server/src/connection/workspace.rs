@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::Connection;
 use crate::auth;
-use crate::workspace::{WorkspaceError, browse, confine, gitview};
+use crate::workspace::{WorkspaceError, browse, confine, gitview, upload};
 use ccrelay_protocol::{DiffBase, ErrorCode, FrameType, RequestId, ServerMsg};
 
 /// What a request needs of its session.
@@ -304,5 +304,85 @@ impl Connection {
             Ok(Err(e)) => self.workspace_error(id, e),
             Err(e) => self.workspace_error(id, WorkspaceError::Internal(e.to_string())),
         }
+    }
+
+    /// `file.upload` (docs/protocol.md §10): owners only; the decoded size is
+    /// checked before anything is written; an audit line records it.
+    pub(super) async fn on_file_upload(
+        &mut self,
+        id: Option<RequestId>,
+        session: String,
+        name: String,
+        data: String,
+    ) {
+        use base64::Engine;
+        if !self.owner_only(&id, "file.upload") {
+            return;
+        }
+        let limit = self.shared.config.max_upload_bytes;
+        // Base64 is 4 characters per 3 bytes: refuse before decoding.
+        if data.len() / 4 * 3 > limit + 2 {
+            return self.error(
+                id,
+                ErrorCode::TooLarge,
+                format!("the upload is larger than the limit of {limit} bytes"),
+            );
+        }
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+            Ok(bytes) => bytes,
+            Err(_) => return self.error(id, ErrorCode::BadMessage, "`data` is not base64"),
+        };
+        if bytes.len() > limit {
+            return self.error(
+                id,
+                ErrorCode::TooLarge,
+                format!("the upload is {} bytes; the limit is {limit}", bytes.len()),
+            );
+        }
+        let Some(target) = self.target(&id, &session).await else {
+            return;
+        };
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default();
+        let size = bytes.len();
+        let written = tokio::task::spawn_blocking(move || {
+            upload::write(&target.workdir, &name, &stamp, &bytes)
+        })
+        .await;
+        let path = match written {
+            Ok(Ok(path)) => path,
+            Ok(Err(e @ upload::UploadError::Unsafe(_))) => {
+                return self.error(id, ErrorCode::Forbidden, e.to_string());
+            }
+            Ok(Err(e @ upload::UploadError::Quota { .. })) => {
+                return self.error(id, ErrorCode::TooLarge, e.to_string());
+            }
+            Ok(Err(e)) => {
+                return self.workspace_error(id, WorkspaceError::Internal(e.to_string()));
+            }
+            Err(e) => return self.workspace_error(id, WorkspaceError::Internal(e.to_string())),
+        };
+        if let Some((_, client)) = &self.identity {
+            let info = &client.info;
+            self.shared.audit.record(
+                "file_upload",
+                &session,
+                serde_json::json!({
+                    "path": path,
+                    "size": size,
+                    "client_id": info.client_id,
+                    "fingerprint": info.fingerprint,
+                    "device": info.device,
+                }),
+            );
+        }
+        let mut ok = ServerMsg::ok(id);
+        if let ServerMsg::Ok { path: slot, .. } = &mut ok {
+            *slot = Some(path);
+        }
+        self.reply(FrameType::Ok, ok);
     }
 }

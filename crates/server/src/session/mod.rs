@@ -150,6 +150,8 @@ pub enum SessionCmd {
         id: Option<RequestId>,
         content: PromptContent,
         key: Option<String>,
+        /// Fold into the running turn (docs/protocol.md §10).
+        steer: bool,
     },
     Respond {
         client: ClientHandle,
@@ -197,6 +199,12 @@ pub enum SessionCmd {
     Usage {
         client: ClientHandle,
         id: Option<RequestId>,
+    },
+    /// `prompt.cancel` (§10): an owner's, checked by the connection.
+    CancelPrompt {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        prompt_id: String,
     },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {

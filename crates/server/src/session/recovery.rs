@@ -113,7 +113,9 @@ pub fn recover(
                 Some("relay.turn") => {
                     if let Some(pid) = ev.prompt_id {
                         match ev.phase.as_deref() {
-                            Some("ended" | "aborted") => open.retain(|p| p.prompt_id != pid),
+                            Some("ended" | "aborted" | "merged") => {
+                                open.retain(|p| p.prompt_id != pid)
+                            }
                             Some("started") => {
                                 if let Some(p) = open.iter_mut().find(|p| p.prompt_id == pid) {
                                     p.started = true;

@@ -1,5 +1,6 @@
 //! The workspace view (docs/protocol.md §11): read-only answers about a session's
-//! working directory, and what each turn changed in it.
+//! working directory, and what each turn changed in it; and the one thing written
+//! into it, uploads under `.ccrelay/uploads/` ([`upload`], §10).
 //!
 //! Owns: path confinement ([`confine`]), the git views (`files.status`,
 //! `files.diff`, per-turn snapshots and their diffs, in [`gitview`]), directory
@@ -19,6 +20,7 @@
 pub mod browse;
 pub mod confine;
 pub mod gitview;
+pub mod upload;
 
 use std::any::Any;
 use std::collections::HashMap;

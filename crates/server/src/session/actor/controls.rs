@@ -78,6 +78,8 @@ pub(super) struct Controls {
     usage: Vec<UsageWaiter>,
     /// Requests whose answers are only logged (settings applied at start).
     quiet: Vec<String>,
+    /// `get_plan` requests in flight: (its id, the ExitPlanMode request it is for).
+    plans: Vec<(String, String)>,
 }
 
 impl Controls {
@@ -103,6 +105,7 @@ impl Controls {
             running: None,
             usage: Vec::new(),
             quiet: Vec::new(),
+            plans: Vec::new(),
         }
     }
 
@@ -197,6 +200,39 @@ impl Actor {
             Some(v) => format!("Claude Code {v}"),
             None => "the agent".into(),
         }
+    }
+
+    // ------------------------------------------------------------ relay.plan
+
+    /// A `can_use_tool` just logged: for `ExitPlanMode`, the plan behind it
+    /// follows as `relay.plan` (docs/protocol.md §10), from the request's input,
+    /// else from the agent's `get_plan` answer.
+    pub(super) fn on_permission_request(&mut self, request_id: &str, raw: &RawValue) -> Step {
+        let Ok(line) = serde_json::from_str::<Value>(raw.get()) else {
+            return Ok(());
+        };
+        let request = &line["request"];
+        if request["subtype"] != "can_use_tool" || request["tool_name"] != "ExitPlanMode" {
+            return Ok(());
+        }
+        if let Some(plan) = request["input"]["plan"].as_str().filter(|p| !p.is_empty()) {
+            return self.emit_plan(request_id, plan);
+        }
+        match self.send_control(&HostControl::GetPlan) {
+            Some(id) => {
+                self.controls.plans.push((id, request_id.to_string()));
+                Ok(())
+            }
+            None => self.emit_plan(request_id, ""),
+        }
+    }
+
+    /// `relay.plan` for a request still pending (one answered meanwhile needs none).
+    fn emit_plan(&mut self, request_id: &str, plan: &str) -> Step {
+        if !self.pending.iter().any(|p| p.request_id == request_id) {
+            return Ok(());
+        }
+        self.emit_relay(json!({"type": "relay.plan", "request_id": request_id, "plan": plan}))
     }
 
     // ------------------------------------------------------------ session.set
@@ -362,6 +398,7 @@ impl Actor {
             duplicate: None,
             settings: Some((*self.controls.settings).clone()),
             pending_start: Some(pending_start.into_iter().map(String::from).collect()),
+            path: None,
         };
         self.deferred.push((request.client.clone(), msg.to_json()));
     }
@@ -531,6 +568,22 @@ impl Actor {
         }
         if let Some(at) = self
             .controls
+            .plans
+            .iter()
+            .position(|(id, _)| *id == request_id)
+        {
+            let (_, for_request) = self.controls.plans.remove(at);
+            let plan = answer
+                .payload::<ctl::PlanAnswer>()
+                .ok()
+                .filter(|p| p.exists)
+                .and_then(|p| p.content)
+                .unwrap_or_default();
+            self.emit_plan(&for_request, &plan)?;
+            return Ok(true);
+        }
+        if let Some(at) = self
+            .controls
             .usage
             .iter()
             .position(|w| w.request_id == request_id)
@@ -620,6 +673,7 @@ impl Actor {
     pub(super) fn controls_agent_gone(&mut self) -> Step {
         self.controls.catalog = None;
         self.controls.quiet.clear();
+        self.controls.plans.clear();
         for waiter in std::mem::take(&mut self.controls.usage) {
             self.reply_usage(&waiter.client, waiter.id, None);
         }

@@ -113,12 +113,13 @@ impl Actor {
                     self.pending.retain(|p| p.request_id != request_id);
                     self.report_opened(&request_id, &subtype, &raw);
                     self.pending.push(Pending {
-                        request_id,
+                        request_id: request_id.clone(),
                         subtype,
                         input,
-                        raw,
+                        raw: raw.clone(),
                         deadline,
                     });
+                    self.on_permission_request(&request_id, &raw)?;
                 }
                 Ok(())
             }
@@ -162,9 +163,60 @@ impl Actor {
             AgentLine::Other => {
                 self.emit(line, read_at)?;
                 self.observe_controls(line)?;
-                Ok(())
+                self.observe_steer(line)
             }
         }
+    }
+
+    /// docs/protocol.md §10.1: the CLI reports `command_lifecycle` `completed`
+    /// for a steering message it took into the running turn (no `result` of its
+    /// own follows): that prompt is `merged` into the turn.
+    fn observe_steer(&mut self, line: &[u8]) -> Step {
+        #[derive(serde::Deserialize)]
+        struct Lifecycle<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            command_uuid: Option<&'a str>,
+            state: Option<&'a str>,
+        }
+        if self.steers.is_empty() {
+            return Ok(());
+        }
+        let Ok(seen) = serde_json::from_slice::<Lifecycle>(line) else {
+            return Ok(());
+        };
+        if seen.kind != "command_lifecycle" || seen.state != Some("completed") {
+            return Ok(());
+        }
+        let Some(index) = self.steers.iter().position(|s| {
+            Some(s.prompt_id.as_str()) == seen.command_uuid && self.turn.as_ref() == Some(&s.into)
+        }) else {
+            return Ok(());
+        };
+        let steer = self.steers.remove(index);
+        self.emit_relay(json!({
+            "type": "relay.turn", "prompt_id": steer.prompt_id, "phase": "merged", "into": steer.into,
+        }))
+    }
+
+    /// docs/protocol.md §10.1: a steering message the turn `ended` did not take
+    /// in (it ended before a tool boundary) is started by the CLI right after as
+    /// a turn of its own; so it is now the running turn, with `started`. Any
+    /// other steer for the same turn now waits on that one.
+    fn run_unmerged_steer(&mut self, ended: &str) -> Step {
+        let Some(first) = self.steers.iter().position(|s| s.into == ended) else {
+            return Ok(());
+        };
+        let steer = self.steers.remove(first);
+        for other in self.steers.iter_mut().filter(|s| s.into == ended) {
+            other.into = steer.prompt_id.clone();
+        }
+        self.emit_relay(
+            json!({"type": "relay.turn", "prompt_id": steer.prompt_id, "phase": "started"}),
+        )?;
+        self.turn = Some(steer.prompt_id);
+        self.turn_started = Some(Instant::now());
+        Ok(())
     }
 
     /// The running turn's `result` was seen: the turn ended; the next prompt may go.
@@ -174,6 +226,7 @@ impl Actor {
                 json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
             )?;
             self.snapshot_after(&prompt_id);
+            let ended = prompt_id.clone();
             if let Some(started) = self.turn_started.take() {
                 self.shared.notify.report(NotifyEvent::TurnEnded {
                     session: self.name.clone(),
@@ -182,6 +235,7 @@ impl Actor {
                     cost_usd,
                 });
             }
+            self.run_unmerged_steer(&ended)?;
             self.settle_interrupts();
             self.maybe_start_turn()?;
         }
@@ -310,6 +364,10 @@ impl Actor {
             // prompts that were still queued and never reached the agent.
             self.emit_relay(json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": cause}))?;
             self.snapshot_after(&prompt_id);
+        }
+        // Steering prompts the agent held died with it, like its turn.
+        for steer in std::mem::take(&mut self.steers) {
+            self.emit_relay(json!({"type": "relay.turn", "prompt_id": steer.prompt_id, "phase": "aborted", "detail": cause}))?;
         }
         self.settle_interrupts();
         self.stopping = None;

@@ -174,6 +174,7 @@ pub fn spawn(
         shutting_down: false,
         queue: VecDeque::new(),
         turn: None,
+        steers: Vec::new(),
         turn_started: None,
         pending: recovered
             .pending
@@ -341,6 +342,12 @@ struct Pending {
     deadline: Option<Instant>,
 }
 
+/// A steering prompt the agent holds: `into` is the turn it was sent into.
+struct Steer {
+    prompt_id: String,
+    into: String,
+}
+
 struct QueuedPrompt {
     prompt_id: String,
     content: PromptContent,
@@ -386,6 +393,9 @@ struct Actor {
     shutting_down: bool,
     queue: VecDeque<QueuedPrompt>,
     turn: Option<String>,
+    /// Steering prompts written into a running turn, not yet merged or run
+    /// (docs/protocol.md §10).
+    steers: Vec<Steer>,
     /// When the running turn was written to the agent (for `turn_ended`, §9).
     turn_started: Option<Instant>,
     pending: Vec<Pending>,
@@ -853,7 +863,8 @@ impl Actor {
                 id,
                 content,
                 key,
-            } => self.prompt(client, id, content, key),
+                steer,
+            } => self.prompt(client, id, content, key, steer),
             SessionCmd::Respond {
                 client,
                 id,
@@ -892,6 +903,11 @@ impl Actor {
                 self.session_usage(client, id);
                 Ok(())
             }
+            SessionCmd::CancelPrompt {
+                client,
+                id,
+                prompt_id,
+            } => self.cancel_prompt(client, id, &prompt_id),
         }
     }
 

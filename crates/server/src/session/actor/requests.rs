@@ -2,6 +2,7 @@
 //! prompts and the turn queue, answers to agent requests, interrupt, restart.
 
 use super::*;
+use crate::agent::controls::PermissionMode;
 use ccrelay_protocol::{ClientEntry, FrameType};
 
 impl Actor {
@@ -144,6 +145,7 @@ impl Actor {
         id: Option<RequestId>,
         content: PromptContent,
         key: Option<String>,
+        steer: bool,
     ) -> Step {
         if !self.require_attached(&client, &id) {
             return Ok(());
@@ -161,6 +163,7 @@ impl Actor {
                     duplicate: Some(true),
                     settings: None,
                     pending_start: None,
+                    path: None,
                 };
                 let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
                 return Ok(());
@@ -202,7 +205,13 @@ impl Actor {
         if self.first_prompt.is_none() {
             self.first_prompt = first_line_of(&content).map(Arc::from);
         }
-        let queued = !(self.can_start_turn() && self.queue.is_empty());
+        // docs/protocol.md §10: with a turn running, a steering prompt goes to the
+        // agent at once; with none it is an ordinary prompt.
+        let steer_into = self
+            .turn
+            .clone()
+            .filter(|_| steer && self.phase == Phase::Ready && self.stopping.is_none());
+        let queued = steer_into.is_none() && !(self.can_start_turn() && self.queue.is_empty());
         let reply = ServerMsg::Ok {
             id,
             prompt_id: Some(prompt_id.clone()),
@@ -210,6 +219,7 @@ impl Actor {
             duplicate: None,
             settings: None,
             pending_start: None,
+            path: None,
         };
         let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
 
@@ -225,6 +235,9 @@ impl Actor {
         }
         if let Some(key) = &key {
             event["key"] = Value::from(key.clone());
+        }
+        if steer_into.is_some() {
+            event["steer"] = Value::Bool(true);
         }
         // Insert content last, as raw JSON, so the client's blocks are kept as sent.
         let mut raw = event.to_string();
@@ -256,12 +269,62 @@ impl Actor {
             );
             self.prune_prompt_keys();
         }
+        if let Some(into) = steer_into {
+            let line = wire::steering_prompt(&content.0, &prompt_id);
+            if let Some(agent) = &self.agent
+                && agent.send(line).is_err()
+            {
+                tracing::warn!(session = %self.name, prompt_id = %prompt_id, "agent stdin is gone; the steering prompt will be aborted with the agent");
+            }
+            self.steers.push(Steer { prompt_id, into });
+            return Ok(());
+        }
         self.queue.push_back(QueuedPrompt { prompt_id, content });
         if self.asleep {
             // The prompt wakes the session: it waits in the queue until the new
             // agent (resuming the conversation) is ready (§4.11).
             self.launch_agent();
         }
+        self.maybe_start_turn()
+    }
+
+    /// `prompt.cancel` (docs/protocol.md §10): a prompt still in the relay's
+    /// queue is dropped and ends as `aborted` (`cancelled`); one already written
+    /// to the agent (or unknown) is `not_pending`.
+    pub(super) fn cancel_prompt(
+        &mut self,
+        client: ClientHandle,
+        id: Option<RequestId>,
+        prompt_id: &str,
+    ) -> Step {
+        let Some(index) = self.queue.iter().position(|q| q.prompt_id == prompt_id) else {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::NotPending,
+                format!("prompt {prompt_id} is not waiting (unknown, or it reached the agent)"),
+            );
+            return Ok(());
+        };
+        self.queue.remove(index);
+        let _ = client
+            .outbox
+            .frame(FrameType::Ok, ServerMsg::ok(id).to_json());
+        self.emit_relay(json!({
+            "type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": "cancelled",
+        }))?;
+        let info = &client.info;
+        self.shared.audit.record(
+            "prompt_cancel",
+            &self.name,
+            json!({
+                "prompt_id": prompt_id,
+                "client_id": info.client_id,
+                "fingerprint": info.fingerprint,
+                "device": info.device,
+            }),
+        );
+        // The prompt behind it may now be the one to start.
         self.maybe_start_turn()
     }
 
@@ -364,6 +427,10 @@ impl Actor {
                 return Ok(());
             }
         };
+        if let Err((code, why)) = self.check_permission_updates(&self.pending[index], &answer) {
+            self.reply_error(&client, id, code, why);
+            return Ok(());
+        }
         self.resolve(index, &answer);
         let _ = client
             .outbox
@@ -375,6 +442,54 @@ impl Actor {
             &client.info.client_id,
             Some(&client.info),
         )
+    }
+
+    /// docs/protocol.md §10: an entry of an allow's `updatedPermissions` that
+    /// switches the mode passes the same gate as `session.set` (checked first, so
+    /// the refusal says why), and every entry must repeat one the agent itself
+    /// suggested for this request: a client cannot invent rules.
+    fn check_permission_updates(
+        &self,
+        pending: &Pending,
+        answer: &Value,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(updates) = answer.get("updatedPermissions").and_then(Value::as_array) else {
+            return Ok(());
+        };
+        let request: Value = serde_json::from_str(pending.raw.get()).unwrap_or(Value::Null);
+        let suggested = request
+            .pointer("/request/permission_suggestions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (n, update) in updates.iter().enumerate() {
+            let sets_mode = update.get("type").and_then(Value::as_str) == Some("setMode");
+            if let Some(mode) = update
+                .get("mode")
+                .and_then(Value::as_str)
+                .and_then(PermissionMode::parse)
+                && sets_mode
+                && mode.runs_tools_unasked()
+                && !self.settings.agent.allow_bypass
+            {
+                return Err((
+                    ErrorCode::Forbidden,
+                    format!(
+                        "permission mode {} is not allowed on this server (it runs without --allow-bypass-permissions)",
+                        mode.as_str()
+                    ),
+                ));
+            }
+            if !suggested.contains(update) {
+                return Err((
+                    ErrorCode::BadMessage,
+                    format!(
+                        "`updatedPermissions[{n}]` is not one of this request's permission_suggestions"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Write the answer to the agent and forget the request.
