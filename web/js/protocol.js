@@ -60,7 +60,8 @@ export const msg = {
     return m;
   },
   detach: (id, session) => ({ type: 'detach', id, session }),
-  prompt: (id, session, content, key) => ({ type: 'prompt', id, session, content, key }),
+  /** `extra`: `{steer: true}` or `{at: "<RFC 3339>"}` (docs/protocol.md §10). */
+  prompt: (id, session, content, key, extra = {}) => ({ type: 'prompt', id, session, content, key, ...extra }),
   respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
@@ -75,6 +76,12 @@ export const msg = {
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),
   pushUnsubscribe: (id, endpoint) => ({ type: 'push.unsubscribe', id, endpoint }),
+  /** Session settings and agent controls (docs/protocol.md §10). */
+  sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
+  sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
+  sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
+  promptCancel: (id, session, promptId) => ({ type: 'prompt.cancel', id, session, prompt_id: promptId }),
+  fileUpload: (id, session, name, data) => ({ type: 'file.upload', id, session, name, data }),
   /** The "Devices" extension (docs/protocol.md §3.13): owners only. */
   keysList: (id) => ({ type: 'keys.list', id }),
   keysRename: (id, fingerprint, device) => ({ type: 'keys.rename', id, fingerprint, device }),
