@@ -13,10 +13,10 @@ import { el } from './dom.js';
 import { FALLBACK_MODES, slashMatches, tokens } from '../controls.js';
 
 const MODE_TEXT = {
-  default: 'Ask before edits',
-  acceptEdits: 'Accept edits',
-  plan: 'Plan mode',
-  bypassPermissions: 'Bypass permissions',
+  default: 'Ask first',
+  acceptEdits: 'Auto-edit',
+  plan: 'Plan',
+  bypassPermissions: 'Bypass',
   dontAsk: 'Don’t ask',
   auto: 'Auto',
 };
@@ -159,7 +159,7 @@ export class SessionControls {
       fill(this.mode, [...new Set([...modes, mode])].map((v) => ({ value: v, text: MODE_TEXT[v] || v })), mode);
       const models = (Array.isArray(catalog.models) ? catalog.models : []).filter((m) => m && typeof m.value === 'string');
       const want = typeof settings.model === 'string' ? settings.model : '';
-      const options = [{ value: '', text: 'Default model' }, ...models.map((m) => ({ value: m.value, text: m.display_name || m.value, title: m.description || '' }))];
+      const options = [{ value: '', text: 'Default' }, ...models.map((m) => ({ value: m.value, text: m.display_name || m.value, title: m.description || '' }))];
       if (want && !options.some((o) => o.value === want)) options.push({ value: want, text: want });
       fill(this.model, options, want);
       this.model.title = typeof settings.model_in_effect === 'string' ? `In effect: ${settings.model_in_effect}` : 'Model';
