@@ -26,6 +26,7 @@ const SHELL = [
   `/v/${VERSION}/js/drafts.js`,
   `/v/${VERSION}/js/idb.js`,
   `/v/${VERSION}/js/keys.js`,
+  `/v/${VERSION}/js/peek.js`,
   `/v/${VERSION}/js/protocol.js`,
   `/v/${VERSION}/js/push.js`,
   `/v/${VERSION}/js/qr.js`,

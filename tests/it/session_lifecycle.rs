@@ -479,3 +479,390 @@ async fn dirs_list_shows_directories_under_the_roots() {
     let r = viewer.request(json!({"type": "dirs.list"}), "v").await;
     assert_eq!(r["code"], "forbidden", "{r}");
 }
+
+/// Plain git for a test's own setup: no user or system configuration of this machine.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository at `projects/<name>` with one commit on `main`; its canonical path.
+fn repo(fx: &Fixture, name: &str) -> std::path::PathBuf {
+    let dir = fx.workdir().join("projects").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("README"), "hello\n").unwrap();
+    git(&dir, &["add", "README"]);
+    git(&dir, &["commit", "-q", "-m", "first"]);
+    std::fs::canonicalize(dir).unwrap()
+}
+
+#[tokio::test]
+async fn a_worktree_session_runs_in_its_worktree_and_is_removed_only_when_clean() {
+    let fx = fixture();
+    let repo = repo(&fx, "repo");
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let created = create(
+        &mut owner,
+        json!({"workdir": repo, "name": "wt", "worktree": {}}),
+        "c",
+    )
+    .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    let path = repo.parent().unwrap().join("repo.worktrees").join("wt");
+    let shown = path.display().to_string();
+    assert_eq!(created["workdir"], shown.as_str(), "{created}");
+    assert_eq!(created["worktree"]["path"], shown.as_str(), "{created}");
+    assert_eq!(created["worktree"]["branch"], "ccrelay/wt", "{created}");
+    assert_eq!(
+        created["worktree"]["repository"],
+        repo.display().to_string().as_str()
+    );
+    assert!(!git(&repo, &["branch", "--list", "ccrelay/wt"]).is_empty());
+    assert!(git(&repo, &["worktree", "list"]).contains(&shown));
+    let list = owner.request(json!({"type": "session.list"}), "l").await;
+    let entry = listed(&list, "wt").unwrap();
+    assert_eq!(entry["workdir"], shown.as_str(), "{entry}");
+    assert_eq!(entry["worktree"]["branch"], "ccrelay/wt", "{entry}");
+
+    // The agent runs in the worktree.
+    let uid = created["uid"].as_str().unwrap().to_string();
+    attach_uid(&mut owner, "wt", &uid, "a").await;
+    let ok = owner
+        .request(
+            json!({"type": "prompt", "session": "wt", "content": "hi"}),
+            "p",
+        )
+        .await;
+    let (init, _) = owner
+        .recv_until("system/init", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "system"
+                && v["event"]["subtype"] == "init"
+        })
+        .await;
+    assert_eq!(init["event"]["cwd"], shown.as_str(), "{init}");
+    owner
+        .wait_turn(ok["prompt_id"].as_str().unwrap(), &["ended"])
+        .await;
+
+    // An untracked file: refused before anything stops; the session stays open.
+    std::fs::write(path.join("notes.txt"), "draft\n").unwrap();
+    let r = owner
+        .request(
+            json!({"type": "session.close", "session": "wt", "remove_worktree": true}),
+            "x1",
+        )
+        .await;
+    assert_eq!(r["code"], "git_failed", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("uncommitted changes"),
+        "{r}"
+    );
+    let list = owner.request(json!({"type": "session.list"}), "l2").await;
+    assert!(listed(&list, "wt").is_some(), "still open: {list}");
+    assert!(path.join("notes.txt").exists());
+
+    std::fs::remove_file(path.join("notes.txt")).unwrap();
+    let r = owner
+        .request(
+            json!({"type": "session.close", "session": "wt", "remove_worktree": true}),
+            "x2",
+        )
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    assert!(!path.exists(), "the worktree is removed");
+    assert!(!git(&repo, &["worktree", "list"]).contains(&shown));
+    // The branch is kept.
+    assert!(!git(&repo, &["branch", "--list", "ccrelay/wt"]).is_empty());
+}
+
+#[tokio::test]
+async fn worktree_creates_are_refused_cleanly() {
+    let fx = fixture();
+    let repo = repo(&fx, "repo");
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let holder = repo.parent().unwrap().join("repo.worktrees");
+
+    let r = create(
+        &mut owner,
+        json!({"workdir": project(&fx, "api"), "worktree": {}}),
+        "n",
+    )
+    .await;
+    assert_eq!(r["code"], "not_a_repository", "{r}");
+    let r = create(
+        &mut owner,
+        json!({"workdir": repo, "worktree": {"branch": "a..b"}}),
+        "b",
+    )
+    .await;
+    assert_eq!(r["code"], "bad_message", "{r}");
+    let r = create(
+        &mut owner,
+        json!({"workdir": repo, "name": "dup", "worktree": {"branch": "main"}}),
+        "e",
+    )
+    .await;
+    assert_eq!(r["code"], "git_failed", "{r}");
+    assert!(!holder.join("dup").exists(), "nothing left behind");
+    let r = create(
+        &mut owner,
+        json!({"workdir": repo, "worktree": {"base": "no-such-base"}}),
+        "nb",
+    )
+    .await;
+    assert_eq!(r["code"], "git_failed", "{r}");
+    assert!(
+        git(&repo, &["branch", "--list", "ccrelay/*"]).is_empty(),
+        "no branch left behind"
+    );
+    let r = create(
+        &mut owner,
+        json!({"workdir": repo, "worktree": {},
+               "resume": "42576fe8-f071-4610-b9ef-e04e21fb4de2"}),
+        "r",
+    )
+    .await;
+    assert_eq!(r["code"], "bad_message", "{r}");
+    // The names were freed by the refusals; a session without a worktree has none to remove.
+    let r = create(&mut owner, json!({"workdir": repo, "name": "dup"}), "ok").await;
+    assert_eq!(r["type"], "session.created", "{r}");
+    let r = owner
+        .request(
+            json!({"type": "session.close", "session": "dup", "remove_worktree": true}),
+            "x",
+        )
+        .await;
+    assert_eq!(r["code"], "bad_message", "{r}");
+}
+
+const CONV_OLD: &str = "42576fe8-f071-4610-b9ef-e04e21fb4de2";
+const CONV_NEW: &str = "5d762d31-74e6-4aef-9e38-5d3419304e0c";
+const CONV_ELSEWHERE: &str = "feaa62b2-4ded-40a1-8dc1-b3503f06e08d";
+
+/// A transcript as the CLI writes it, for `workdir`, modified at `age_secs` ago.
+fn transcript(
+    config: &std::path::Path,
+    dir_of: &std::path::Path,
+    cwd: &std::path::Path,
+    id: &str,
+    lines: &[Value],
+    age_secs: u64,
+) {
+    let encoded: String = dir_of
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = config.join("projects").join(encoded);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::new();
+    for line in lines {
+        let mut line = line.clone();
+        line["cwd"] = Value::from(cwd.display().to_string());
+        line["sessionId"] = Value::from(id);
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let path = dir.join(format!("{id}.jsonl"));
+    std::fs::write(&path, text).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(age_secs))
+        .unwrap();
+}
+
+fn user(text: &str) -> Value {
+    json!({"type": "user", "message": {"role": "user", "content": text}})
+}
+
+#[tokio::test]
+async fn conversations_list_shows_the_cli_transcripts_newest_first() {
+    let fx = fixture();
+    let config = fx.path().join("claude-config");
+    let api = std::fs::canonicalize(fx.workdir().join("projects/api")).unwrap();
+    transcript(
+        &config,
+        &api,
+        &api,
+        CONV_OLD,
+        &[user("fix the login\nmore words")],
+        300,
+    );
+    transcript(
+        &config,
+        &api,
+        &api,
+        CONV_NEW,
+        &[
+            user("something"),
+            json!({"type": "ai-title", "aiTitle": "Cache warming"}),
+        ],
+        100,
+    );
+    // Same encoded name, another directory: not listed.
+    transcript(
+        &config,
+        &api,
+        std::path::Path::new("/elsewhere/api"),
+        CONV_ELSEWHERE,
+        &[user("no")],
+        50,
+    );
+    let server =
+        fx.start(ServerOptions::default().env("CLAUDE_CONFIG_DIR", config.to_str().unwrap()));
+    let mut owner = server.client(&fx.owner, None).await;
+    let list = owner
+        .request(
+            json!({"type": "conversations.list", "workdir": project(&fx, "api")}),
+            "l",
+        )
+        .await;
+    assert_eq!(list["type"], "conversations.list", "{list}");
+    assert_eq!(list["workdir"], api.display().to_string().as_str());
+    let ids: Vec<&str> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["conversation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [CONV_NEW, CONV_OLD], "{list}");
+    assert_eq!(list["conversations"][0]["title"], "Cache warming");
+    assert_eq!(list["conversations"][1]["title"], "fix the login");
+    assert_eq!(list["conversations"][0]["in_use_by"], Value::Null);
+    assert_eq!(list["more"], false);
+
+    // Pages: limit and before.
+    let page = owner
+        .request(
+            json!({"type": "conversations.list", "workdir": project(&fx, "api"), "limit": 1}),
+            "p1",
+        )
+        .await;
+    assert_eq!(page["conversations"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["more"], true, "{page}");
+    let before = page["conversations"][0]["updated_at"].clone();
+    let page = owner
+        .request(
+            json!({"type": "conversations.list", "workdir": project(&fx, "api"), "before": before}),
+            "p2",
+        )
+        .await;
+    assert_eq!(page["conversations"][0]["conversation"], CONV_OLD, "{page}");
+    assert_eq!(page["conversations"].as_array().unwrap().len(), 1, "{page}");
+    let r = owner
+        .request(json!({"type": "conversations.list", "workdir": project(&fx, "api"), "before": "yesterday"}), "b")
+        .await;
+    assert_eq!(r["code"], "bad_message", "{r}");
+    let r = owner
+        .request(json!({"type": "conversations.list", "workdir": "/"}), "o")
+        .await;
+    assert_eq!(r["code"], "outside_roots", "{r}");
+    let mut viewer = server.client(&fx.viewer, None).await;
+    let r = viewer
+        .request(
+            json!({"type": "conversations.list", "workdir": project(&fx, "api")}),
+            "v",
+        )
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+
+    // Resuming: an unknown one, a listed one, and the same one again.
+    let r = create(
+        &mut owner,
+        json!({"workdir": project(&fx, "api"), "resume": CONV_ELSEWHERE}),
+        "r0",
+    )
+    .await;
+    assert_eq!(r["code"], "no_such_conversation", "{r}");
+    let r = create(
+        &mut owner,
+        json!({"workdir": project(&fx, "api"), "resume": "not a conversation"}),
+        "r1",
+    )
+    .await;
+    assert_eq!(r["code"], "bad_message", "{r}");
+    let r = create(
+        &mut owner,
+        json!({"workdir": project(&fx, "api"), "name": "again", "resume": CONV_OLD}),
+        "r2",
+    )
+    .await;
+    assert_eq!(r["type"], "session.created", "{r}");
+    let list = owner
+        .request(
+            json!({"type": "conversations.list", "workdir": project(&fx, "api")}),
+            "l2",
+        )
+        .await;
+    assert_eq!(list["conversations"][1]["in_use_by"], "again", "{list}");
+    let r = create(
+        &mut owner,
+        json!({"workdir": project(&fx, "api"), "resume": CONV_OLD}),
+        "r3",
+    )
+    .await;
+    assert_eq!(r["code"], "conversation_in_use", "{r}");
+}
+
+#[tokio::test]
+async fn the_first_prompt_title_is_recorded_and_survives_a_restart() {
+    let fx = fixture();
+    let mut server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let created = create(&mut owner, json!({"workdir": project(&fx, "web")}), "c").await;
+    let uid = created["uid"].as_str().unwrap().to_string();
+    attach_uid(&mut owner, "web", &uid, "a").await;
+    let ok = owner
+        .request(
+            json!({"type": "prompt", "session": "web", "content": "Tidy the CSS\nplease"}),
+            "p",
+        )
+        .await;
+    owner
+        .wait_turn(ok["prompt_id"].as_str().unwrap(), &["ended"])
+        .await;
+    // Recorded at the turn's end (a bounded wait for the file to say so).
+    let record = fx
+        .data_dir()
+        .join("created")
+        .join(&uid)
+        .join("session.json");
+    let mut recorded = false;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        if text.contains("Tidy the CSS") {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the record holds the first prompt's line");
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some());
+    drop(server);
+    let server = fx.start(ServerOptions::default());
+    let mut owner = server.client(&fx.owner, None).await;
+    let list = owner.request(json!({"type": "session.list"}), "l").await;
+    let entry = listed(&list, "web").unwrap_or_else(|| panic!("restored: {list}"));
+    assert_eq!(entry["title"], "Tidy the CSS", "{entry}");
+    assert!(entry["cost_usd"].is_number(), "{entry}");
+}

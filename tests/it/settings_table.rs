@@ -131,6 +131,7 @@ fn documented_options_exist() {
         vec!["demo"],
         vec!["server-info"],
         vec!["mock-agent"],
+        vec!["sessions"],
     ] {
         for line in help(&sub).lines() {
             let line = line.trim_start();

@@ -13,6 +13,8 @@
 // (views/sessions.js) over the directory of sessions (directory.js). Only the visible
 // session is attached: switching detaches the one left, whose log stays in the store, and
 // attaches the next with its own `since` (and `uid`), so neither loses nor repeats an event.
+// A request waiting in another session is fetched whole (peek.js) so the approval sheet
+// can show its input and offer Allow there.
 // Views render from the store only; this module never interprets events itself.
 
 import { DeviceKey, persistStorage } from './keys.js';
@@ -34,6 +36,7 @@ import { SessionHead, SessionsScreen } from './views/sessions.js';
 import { SessionControls } from './views/controls.js';
 import { Attachments } from './views/attach.js';
 import { limitsFrom, promptContent } from './controls.js';
+import { OtherRequests } from './peek.js';
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
@@ -396,6 +399,8 @@ async function main() {
       listBox: $('sessions-list-box'),
       empty: $('sessions-empty'),
       newBtn: $('session-new'),
+      newHome: document.querySelector('#sessions-screen .side-head'),
+      newAway: $('session-tools'),
       form: $('session-new-form'),
       workdir: $('session-new-workdir'),
       name: $('session-new-name'),
@@ -438,14 +443,23 @@ async function main() {
     root: $('session-head'),
     title: $('session-title'),
     where: $('session-where'),
+    branch: $('session-branch'),
     tools: $('session-tools'),
     closeBtn: $('session-close'),
+    renameBtn: $('session-rename'),
     resumeBox: $('resume-box'),
     command: $('resume-command'),
     copy: $('resume-copy'),
     confirmBox: $('close-confirm'),
   }, {
     close: (session, removeWorktree) => conn.sessionClose(session, removeWorktree),
+    rename: async (session, title) => {
+      await conn.sessionRename(session, title);
+      // Shown at once; the server's `session.changed` (renamed) confirms it to every device.
+      const entry = directory.get(session);
+      if (entry) entry.title = title;
+      scheduleRender();
+    },
     toast,
   });
   const respondElsewhere = async (req, response) => {
@@ -456,6 +470,8 @@ async function main() {
       if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
     }
   };
+  // Another session's open requests, fetched whole for the sheet (peek.js).
+  const others = new OtherRequests((session, uid) => conn.peekPending(session, uid), () => scheduleSheet());
   const drafts = new Drafts();
   const composer = new Composer({
     form: ui.form,
@@ -573,8 +589,16 @@ async function main() {
     });
     // This session's requests first; else one waiting in another session.
     const elsewhere = directory.pendingElsewhere(current);
-    if (first || elsewhere.length === 0) sheet.update(first || null, current, model.cwd, pending.length);
-    else sheet.updateOther(elsewhere[0], elsewhere.length);
+    others.retain(elsewhere);
+    if (first || elsewhere.length === 0) {
+      sheet.update(first || null, current, model.cwd, pending.length);
+    } else {
+      const req = elsewhere[0];
+      // Owners only: a viewer cannot answer, and the whole request would change nothing.
+      const full = role === 'owner' && conn.authed ? others.get(req) : null;
+      const entry = directory.get(req.session);
+      sheet.updateOther(req, elsewhere.length, { full, loading: role === 'owner' && others.loading(req), cwd: entry ? entry.workdir : '' });
+    }
     updateCounts(pending.length + elsewhere.length);
   }
 
@@ -1046,8 +1070,9 @@ async function main() {
       pickers.remove();
       chips.remove();
       ui.form.remove();
-      // Nothing a viewer cannot use: no new-session button or form (sessions.js), no close, no resume command.
+      // Nothing a viewer cannot use: no new-session button or form (sessions.js), no rename, no close, no resume command.
       $('session-new')?.remove();
+      $('session-rename')?.remove();
       $('session-new-form')?.remove();
     }
     else if (!ui.form.isConnected) ui.dock.append(ui.form);

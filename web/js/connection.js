@@ -6,7 +6,9 @@
 // `visibilitychange` / `online` / `pageshow` (mobile browsers kill sockets silently),
 // and the prompt outbox: a prompt stays there until its `ok` arrives, and after a
 // reconnect it is sent again with the same `key` unless the replay already holds
-// that key's `relay.prompt`. It reports the page's visibility (`client.visible`,
+// that key's `relay.prompt`. Only the sessions kept attached have their events
+// applied; another session's open requests are fetched whole by a brief attach
+// (`peekPending`). It reports the page's visibility (`client.visible`,
 // docs/protocol.md §9.2.1) after every authentication and on every `visibilitychange`. Events go
 // into the Store (session.js); other frames go to `onframe`. Must not: render anything.
 
@@ -198,6 +200,10 @@ export class Connection {
         return;
       case 'pong':
         return;
+      case 'presence':
+        // Only for sessions kept attached (a peek's own presence is no news: `peekPending`).
+        if (this.sessions.has(m.session)) this.onframe(m);
+        return;
       default:
         this.onframe(m);
     }
@@ -311,6 +317,19 @@ export class Connection {
     if (this.authed) this.send(msg.detach(this.nextId++, session));
   }
 
+  /**
+   * The open requests of `session` exactly as the agent sent them (`attached`'s
+   * `pending`, docs/protocol.md §4), without showing that session: an attach with
+   * `tail: 0` (and its `uid`: never another session that reused the name), then at once
+   * a detach — unless the page has meanwhile come to keep that session attached. Its
+   * events in between are not applied (`event`), so its log and `since` stay as they were.
+   */
+  async peekPending(session, uid) {
+    const reply = await this.request((id) => msg.attach(id, session, { tail: 0, uid: uid || undefined }));
+    if (!this.sessions.has(session)) this.request((id) => msg.detach(id, session)).catch(() => {});
+    return Array.isArray(reply.pending) ? reply.pending : [];
+  }
+
   attach(session, { tail } = {}) {
     const log = this.store.log(session);
     const id = this.nextId++;
@@ -346,6 +365,9 @@ export class Connection {
   }
 
   event(m) {
+    // A session this page does not keep attached (just released, or peeked at for its
+    // requests): its log keeps its own `since`; the next attach replays what it missed.
+    if (!this.sessions.has(m.session)) return;
     const log = this.store.log(m.session);
     const r = log.apply(m.seq, m.event, m.ts);
     if (r === 'gap' && !this.attaching.has(m.session)) {
@@ -466,6 +488,10 @@ export class Connection {
   /** `session.create`; the same `key` on a retry answers the first create (docs/protocol.md §4). */
   sessionCreate(opts, key) {
     return this.request((id) => msg.sessionCreate(id, opts, key));
+  }
+
+  sessionRename(session, title) {
+    return this.request((id) => msg.sessionRename(id, session, title));
   }
 
   sessionClose(session, removeWorktree = false) {

@@ -142,7 +142,7 @@ export class Directory {
     const out = [];
     for (const e of this.sorted()) {
       if (e.session === current) continue;
-      for (const p of e.pending) out.push({ session: e.session, title: e.title, requestId: p.request_id, tool: typeof p.tool === 'string' ? p.tool : 'request', summary: typeof p.summary === 'string' ? p.summary : '' });
+      for (const p of e.pending) out.push({ session: e.session, uid: e.uid, title: e.title, requestId: p.request_id, tool: typeof p.tool === 'string' ? p.tool : 'request', summary: typeof p.summary === 'string' ? p.summary : '' });
     }
     return out;
   }
@@ -202,4 +202,17 @@ export function childDir(dir, name) {
 /** The command that continues a session's conversation in a terminal, or '' when unknown. */
 export function resumeCommand(conversation) {
   return typeof conversation === 'string' && /^[A-Za-z0-9_-]{1,128}$/.test(conversation) ? `claude --resume ${conversation}` : '';
+}
+
+/** The longest title the page sends with `session.rename` (the length of the server's own titles). */
+export const TITLE_MAX = 80;
+
+/**
+ * A title as typed, made fit to send: line breaks and other control characters as
+ * spaces, no format or bidi characters, runs of white space as one space, trimmed, at
+ * most TITLE_MAX characters; '' when nothing is left.
+ */
+export function cleanTitle(text) {
+  const flat = String(text).replace(/[\p{Cc}\u2028\u2029]/gu, ' ').replace(/\p{Cf}/gu, '').replace(/\s+/g, ' ').trim();
+  return Array.from(flat).slice(0, TITLE_MAX).join('').trim();
 }

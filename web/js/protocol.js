@@ -67,19 +67,26 @@ export const msg = {
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),
   /** Session lifecycle (docs/protocol.md §4, owners): `opts` holds `workdir` and optional `name`, `worktree`, `resume`. */
   sessionCreate: (id, opts, key) => ({ type: 'session.create', id, ...opts, key }),
+  sessionRename: (id, session, title) => ({ type: 'session.rename', id, session, title }),
   sessionClose: (id, session, removeWorktree = false) => ({ type: 'session.close', id, session, remove_worktree: removeWorktree }),
   /** `before`: the last `updated_at` of the previous page. */
   conversationsList: (id, workdir, limit = 50, before = undefined) => ({ type: 'conversations.list', id, workdir, limit, before }),
   /** Without `path`: the roots. */
   dirsList: (id, path) => (path ? { type: 'dirs.list', id, path } : { type: 'dirs.list', id }),
+  /** The workspace view (docs/protocol.md §11); paths are relative to the workdir. `base`: `HEAD` or `turn:<prompt_id>`. */
+  filesStatus: (id, session) => ({ type: 'files.status', id, session }),
+  filesDiff: (id, session, path, base) => ({ type: 'files.diff', id, session, path, base }),
+  filesList: (id, session, path) => ({ type: 'files.list', id, session, path }),
+  filesRead: (id, session, path, offset = 0, maxBytes = 262144) => ({ type: 'files.read', id, session, path, offset, max_bytes: maxBytes }),
+  /** Session settings and the agent's controls (docs/protocol.md §10): `settings` is any subset. */
+  sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
+  sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
+  sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
   /** Notifications (docs/protocol.md §9.1.2). `subscription` is `{endpoint, keys: {p256dh, auth}}`. */
   visible: (id, visible) => ({ type: 'client.visible', id, visible }),
   pushSubscribe: (id, subscription) => ({ type: 'push.subscribe', id, subscription }),
   pushUnsubscribe: (id, endpoint) => ({ type: 'push.unsubscribe', id, endpoint }),
-  /** Session settings and agent controls (docs/protocol.md §10). */
-  sessionSet: (id, session, settings) => ({ type: 'session.set', id, session, settings }),
-  sessionCatalog: (id, session) => ({ type: 'session.catalog', id, session }),
-  sessionUsage: (id, session) => ({ type: 'session.usage', id, session }),
+  /** A prompt still queued or scheduled, and a file for the session (docs/protocol.md §10). */
   promptCancel: (id, session, promptId) => ({ type: 'prompt.cancel', id, session, prompt_id: promptId }),
   fileUpload: (id, session, name, data) => ({ type: 'file.upload', id, session, name, data }),
   /** The "Devices" extension (docs/protocol.md §3.13): owners only. */
@@ -112,4 +119,22 @@ export function contentText(content) {
       .join('\n');
   }
   return '';
+}
+
+/**
+ * What the page shows of an agent's control request (a `control_request` event, or an
+ * entry of `attached`'s `pending`): its id, kind, tool, input and the agent's words.
+ */
+export function requestFields(ev) {
+  const req = ev && ev.request && typeof ev.request === 'object' ? ev.request : {};
+  return {
+    requestId: ev ? ev.request_id : undefined,
+    subtype: req.subtype || '',
+    tool: req.tool_name || req.display_name || req.subtype || 'request',
+    input: req.input && typeof req.input === 'object' ? req.input : {},
+    description: typeof req.description === 'string' ? req.description : '',
+    reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
+    suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
+    toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
+  };
 }

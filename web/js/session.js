@@ -6,7 +6,7 @@
 // attach), so a replay after a reconnect can never show a line twice.
 // Must not: touch the socket or the DOM.
 
-import { contentText } from './protocol.js';
+import { contentText, requestFields } from './protocol.js';
 
 /** One rendered thing in the stream, in the order it first appeared. */
 function item(kind, id, fields) {
@@ -143,6 +143,12 @@ class Model {
         this.closed = { by: ev.device || ev.by || '' };
         this.add(item('notice', `seq:${seq}`, { text: `Session closed${ev.device ? ` by ${ev.device}` : ''}.` }));
         break;
+      case 'relay.changes': {
+        // What a turn changed (docs/protocol.md §11); the diff is `files.diff` with base `turn:<prompt_id>`.
+        const count = Array.isArray(ev.files) ? ev.files.length : 0;
+        this.add(item('notice', `seq:${seq}`, { text: `The turn changed ${count} file${count === 1 ? '' : 's'}.` }));
+        break;
+      }
       case 'relay.dropped':
         this.add(item('notice', `seq:${seq}`, { text: `An agent line of ${ev.bytes} bytes was too large and was dropped.` }));
         break;
@@ -198,20 +204,7 @@ class Model {
     const req = ev.request || {};
     const id = `perm:${ev.request_id}`;
     if (this.byId.has(id)) return;
-    this.add(item('permission', id, {
-      requestId: ev.request_id,
-      subtype: req.subtype || '',
-      tool: req.tool_name || req.display_name || req.subtype || 'request',
-      input: req.input && typeof req.input === 'object' ? req.input : {},
-      description: typeof req.description === 'string' ? req.description : '',
-      reason: typeof req.decision_reason === 'string' ? req.decision_reason : '',
-      suggestions: Array.isArray(req.permission_suggestions) ? req.permission_suggestions : [],
-      toolUseId: typeof req.tool_use_id === 'string' ? req.tool_use_id : '',
-      resolved: '',
-      by: '',
-      message: '',
-      seq,
-    }));
+    this.add(item('permission', id, { ...requestFields(ev), resolved: '', by: '', message: '', seq }));
     // The tool card defers to the permission card for the input (no second diff).
     const tool = req.tool_use_id ? this.get(`tool:${req.tool_use_id}`) : null;
     if (tool) this.touch(tool);

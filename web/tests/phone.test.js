@@ -249,7 +249,7 @@ test('a viewer’s page says "view only" and has nothing to send or answer with'
   // The sessions screen too: nothing that creates or closes sessions.
   await page.getByTestId('sessions-open').click();
   await page.locator('[data-testid="session-item"][data-session="default"]').waitFor();
-  for (const id of ['prompt-send', 'interrupt', 'permission-allow', 'permission-deny', 'sheet-allow', 'sheet-deny', 'session-new', 'session-close', 'resume-command']) {
+  for (const id of ['prompt-send', 'interrupt', 'permission-allow', 'permission-deny', 'sheet-allow', 'sheet-deny', 'session-new', 'session-close', 'session-rename', 'resume-command']) {
     assert.equal(await page.getByTestId(id).count(), 0, `no ${id} in the page`);
   }
   await page.keyboard.press('Escape');

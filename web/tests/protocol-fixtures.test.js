@@ -53,12 +53,22 @@ const calls = {
   keysRevoke: (f) => [f.id, f.fingerprint],
   sessionCreate: (f) => [f.id, { workdir: f.workdir, name: f.name, worktree: f.worktree, resume: f.resume, settings: f.settings }, f.key],
   sessionClose: (f) => [f.id, f.session, f.remove_worktree],
+  sessionRename: (f) => [f.id, f.session, f.title],
   conversationsList: (f) => [f.id, f.workdir, f.limit, f.before],
   dirsList: (f) => [f.id, f.path],
+  filesStatus: (f) => [f.id, f.session],
+  filesDiff: (f) => [f.id, f.session, f.path, f.base],
+  filesList: (f) => [f.id, f.session, f.path],
+  filesRead: (f) => [f.id, f.session, f.path, f.offset, f.max_bytes],
+  sessionSet: (f) => [f.id, f.session, f.settings],
+  sessionCatalog: (f) => [f.id, f.session],
+  sessionUsage: (f) => [f.id, f.session],
+  promptCancel: (f) => [f.id, f.session, f.prompt_id],
+  fileUpload: (f) => [f.id, f.session, f.name, f.data],
 };
 
 // Requests the server takes that the page has no use for.
-const notSentByPage = new Set(['session.restart', 'session.rename']);
+const notSentByPage = new Set(['session.restart']);
 
 test('every request the page builds is exactly its fixture', () => {
   assert.deepEqual(Object.keys(msg).sort(), Object.keys(calls).sort(), 'builders in protocol.js vs this table');

@@ -3,13 +3,14 @@
 // directory picker under --session-root, and a refusal outside the roots shown), two
 // sessions streaming while the page switches between them (each view's data-head only
 // ever grows, and ends at the server's head), a permission request of the session not on
-// screen answered from the approval sheet without attaching it, and a session closed
+// screen answered from the approval sheet without attaching it (the sheet fetches it whole
+// and offers Allow), and a session closed
 // with the in-page confirmation. Screenshots of the sessions screen and the form go to
 // target/web-screenshots/.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, realpathSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, until, SCREENSHOTS } from './harness.js';
 
@@ -133,17 +134,19 @@ test('create, switch while both stream, answer the other session’s request, cl
   await page.locator('[data-testid="session-item"][data-session="two"] [data-testid="session-unread"]').waitFor();
   await page.keyboard.press('Escape');
 
-  // A permission request in "two" while the page shows "one": the sheet names "two" and
-  // offers Deny (its input is not on this page, so no Allow); Deny answers without attaching.
+  // A permission request in "two" while the page shows "one": the sheet names "two",
+  // fetches the request whole (an attach with tail 0, then a detach: the page does not
+  // stay attached) and shows its command, with Allow and Deny; Deny answers without attaching.
   let from = term.frames.length;
   await term.request({ type: 'prompt', session: 'two', content: 'permission' });
   const req = await term.wait((f) => f.type === 'event' && f.session === 'two' && f.event.type === 'control_request', { from, timeout: 30000 });
   const sheet = page.getByTestId('approval-sheet');
   await waitAttr(sheet, 'data-request-id', (v) => v === req.event.request_id);
   assert.equal(await sheet.getAttribute('data-session'), 'two');
+  await sheet.getByTestId('sheet-allow').waitFor();
+  assert.equal((await sheet.getByTestId('sheet-input').textContent()).trim(), `$ ${req.event.request.input.command}`);
   assert.equal(await view.getAttribute('data-session'), 'one', 'the page stays on its session');
-  assert.equal(await sheet.getByTestId('sheet-allow').count(), 0);
-  await page.screenshot({ path: path.join(SCREENSHOTS, 'approval-other-session-390x844.png') });
+  await until(async () => (await serverSessions()).get('two').clients === 1, 'the page detached "two" after fetching its request');
   // The sessions screen: "two" needs an answer, the header button counts it.
   await page.getByTestId('sessions-open').click();
   await page.locator('[data-testid="session-item"][data-session="two"] [data-testid="session-pending"]').waitFor();
@@ -158,6 +161,26 @@ test('create, switch while both stream, answer the other session’s request, cl
   assert.equal(resolved.event.response.behavior, 'deny');
   await sheet.waitFor({ state: 'hidden' });
   await idle('two');
+
+  // A Write in "two": the sheet shows the new file as a diff, and Allow runs it there.
+  from = term.frames.length;
+  await term.request({ type: 'prompt', session: 'two', content: 'write-file notes.txt' });
+  const write = await term.wait((f) => f.type === 'event' && f.session === 'two' && f.event.type === 'control_request', { from, timeout: 30000 });
+  await waitAttr(sheet, 'data-request-id', (v) => v === write.event.request_id);
+  await sheet.getByTestId('sheet-allow').waitFor();
+  const added = await sheet.locator('[data-testid="sheet-input"] .diff-body .add').allTextContents();
+  assert.deepEqual(added.map((t) => t.trim()), [`+ ${write.event.request.input.content.trim()}`]);
+  assert.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll with the sheet');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'approval-other-session-390x844.png') });
+  from = term.frames.length;
+  await sheet.getByTestId('sheet-allow').click();
+  const allowed = await term.wait((f) => f.type === 'event' && f.session === 'two' && f.event.type === 'relay.resolved', { from });
+  assert.equal(allowed.event.request_id, write.event.request_id);
+  assert.equal(allowed.event.response.behavior, 'allow');
+  await sheet.waitFor({ state: 'hidden' });
+  await idle('two');
+  assert.equal(readFileSync(path.join(roots, 'two', 'notes.txt'), 'utf8'), write.event.request.input.content, 'the allowed Write ran');
+  assert.equal(await view.getAttribute('data-session'), 'one', 'the page stayed on its session');
 
   // Continue in a terminal: the conversation of "one".
   const convo = (await serverSessions()).get('one').conversation;
@@ -191,6 +214,66 @@ test('create, switch while both stream, answer the other session’s request, cl
     last.set(session, head);
   }
   assert.ok(last.has('one') && last.has('two'), 'both sessions were shown');
+  assert.deepEqual(page.errors, []);
+  await A.context.close();
+});
+
+test('rename in the session strip; the new-session form one tap from the session view', { skip: !enabled }, async () => {
+  const A = await openAuthorized(browser, server, server.base, 'tablet');
+  const { page } = A;
+  const view = page.getByTestId('session-view');
+  await waitAttr(view, 'data-session', (v) => v === 'default');
+
+  // `session-new` straight from the session view opens the form...
+  await page.getByTestId('session-new').click();
+  await page.getByTestId('session-new-workdir').waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await page.getByTestId('session-list').waitFor({ state: 'hidden' });
+  // ...and so does the way through the sessions screen.
+  await page.getByTestId('sessions-open').click();
+  await page.getByTestId('session-list').waitFor({ state: 'visible' });
+  await page.getByTestId('session-new').click();
+  await page.getByTestId('session-new-workdir').waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await page.getByTestId('session-list').waitFor({ state: 'hidden' });
+
+  // Rename in place: an empty title is refused in the page, a real one goes to the server.
+  await page.getByTestId('session-rename').click();
+  const input = page.getByTestId('session-rename-input');
+  await input.fill('  ');
+  await input.press('Enter');
+  await until(async () => (await page.getByTestId('session-rename-error').textContent()) === 'A title cannot be empty.', 'the empty title is refused');
+  await input.fill(' Login   bug ');
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'session-rename-390x844.png') });
+  await input.press('Enter');
+  await until(async () => (await serverSessions()).get('default').title === 'Login bug', 'the server has the new title');
+  await input.waitFor({ state: 'detached' });
+  await until(async () => (await page.locator('#sessions-label').textContent()) === 'Login bug', 'the header names the session by its new title');
+  await page.getByTestId('sessions-open').click();
+  await waitAttr(page.locator('[data-testid="session-item"][data-session="default"]'), 'data-title', (v) => v === 'Login bug');
+  await page.keyboard.press('Escape');
+
+  // A refusal from the server is shown in the form: here one the test answers itself,
+  // through a WebSocket route that passes everything else to the server.
+  await A.context.routeWebSocket(/\/v1\/ws$/, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((text) => {
+      const m = JSON.parse(String(text));
+      if (m.type === 'session.rename') ws.send(JSON.stringify({ type: 'error', id: m.id, code: 'forbidden', message: 'renaming is not allowed here' }));
+      else upstream.send(text);
+    });
+  });
+  await page.reload();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  await page.getByTestId('session-rename').click();
+  await input.fill('Another title');
+  await page.getByTestId('session-rename-save').click();
+  await until(async () => (await page.getByTestId('session-rename-error').textContent()) === 'renaming is not allowed here', 'the server’s refusal is shown');
+  assert.equal(await page.getByTestId('session-rename-error').getAttribute('data-code'), 'forbidden');
+  await page.getByTestId('session-rename-cancel').click();
+  await input.waitFor({ state: 'detached' });
+  assert.equal((await serverSessions()).get('default').title, 'Login bug');
+  assert.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll');
   assert.deepEqual(page.errors, []);
   await A.context.close();
 });

@@ -1,10 +1,12 @@
 // Unit tests of the sessions pieces that need no browser: the directory of sessions
 // (session.list + session.changed merging, unread marks, requests elsewhere, recent
-// directories), a log per session kept apart by uid, and the resume command.
+// directories), a log per session kept apart by uid, the resume command, and another
+// session's requests fetched whole once each (peek.js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Directory, relativeTime, parentDir, childDir, resumeCommand } from '../js/directory.js';
+import { Directory, relativeTime, parentDir, childDir, resumeCommand, cleanTitle, TITLE_MAX } from '../js/directory.js';
 import { Store } from '../js/session.js';
+import { OtherRequests, PEEK_RETRY_MS } from '../js/peek.js';
 
 /** An in-memory localStorage. */
 function memoryStorage() {
@@ -131,4 +133,65 @@ test('small helpers: relative time, parent and child paths, the resume command',
   assert.equal(resumeCommand('0b5c1a2e-7f3d-4c1b-9a8e-1234567890ab'), 'claude --resume 0b5c1a2e-7f3d-4c1b-9a8e-1234567890ab');
   assert.equal(resumeCommand('x; rm -rf /'), '', 'never a command built from odd text');
   assert.equal(resumeCommand(undefined), '');
+});
+
+test('another session\'s requests: fetched once per request, kept while pending, not asked again at once after a failure', async () => {
+  const calls = [];
+  let answer = [];
+  let fail = false;
+  let now = 1000;
+  let changed = 0;
+  const others = new OtherRequests(async (session, uid) => {
+    calls.push([session, uid]);
+    if (fail) throw new Error('no_such_session');
+    return answer;
+  }, () => changed++, () => now);
+  const raw = (id, tool) => ({ type: 'control_request', request_id: id, request: { subtype: 'can_use_tool', tool_name: tool, input: { command: 'ls' } } });
+  const r1 = { session: 'api', uid: 'u1', requestId: 'r1' };
+  const r2 = { session: 'api', uid: 'u1', requestId: 'r2' };
+  answer = [raw('r1', 'Bash'), raw('r2', 'Edit'), { type: 'other' }, null];
+  assert.equal(others.get(r1), null, 'unknown at first: a fetch starts');
+  assert.equal(others.loading(r1), true);
+  assert.equal(others.get(r1), null, 'a second call while it runs asks nothing more');
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.deepEqual(calls, [['api', 'u1']]);
+  assert.equal(changed, 1);
+  assert.equal(others.get(r1).request.tool_name, 'Bash');
+  assert.equal(others.get(r2).request.tool_name, 'Edit', 'one fetch brings every open request of the session');
+  assert.equal(calls.length, 1);
+  // A request the fetch did not list (answered meanwhile) is not asked for again.
+  const r3 = { session: 'web', uid: 'u2', requestId: 'r3' };
+  answer = [];
+  others.get(r3);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(others.get(r3), null);
+  assert.equal(others.loading(r3), false);
+  assert.equal(calls.length, 2);
+  // Only what is still pending elsewhere is kept.
+  others.retain([r2]);
+  assert.equal(others.get(r2).request_id, 'r2');
+  assert.equal(others.known.size, 1);
+  assert.equal(others.missing.size, 0);
+  // A failed fetch: not asked again within PEEK_RETRY_MS, then asked again.
+  fail = true;
+  const r4 = { session: 'gone', uid: 'u9', requestId: 'r4' };
+  others.get(r4);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(calls.length, 3);
+  others.get(r4);
+  assert.equal(calls.length, 3);
+  now += PEEK_RETRY_MS;
+  others.get(r4);
+  assert.equal(calls.length, 4);
+});
+
+test('a typed title is cleaned before session.rename', () => {
+  assert.equal(cleanTitle('  Login \n\t bug  '), 'Login bug');
+  assert.equal(cleanTitle('a\u202eb\u200bc'), 'abc', 'no bidi overrides or zero-width characters');
+  assert.equal(cleanTitle(' \u0000 \n '), '');
+  assert.equal(cleanTitle('é'.repeat(200)), 'é'.repeat(TITLE_MAX));
+  assert.equal(Array.from(cleanTitle('😀'.repeat(100))).length, TITLE_MAX, 'counted in characters, never splitting one');
 });

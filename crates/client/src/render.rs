@@ -385,6 +385,34 @@ impl Renderer {
                 };
                 self.line(Some(Tone::Yellow), &format!("· session closed by {who}"))
             }
+            RelayEvent::Changes { files, .. } => {
+                let count = files.len();
+                let noun = if count == 1 { "file" } else { "files" };
+                self.line(
+                    Some(Tone::Dim),
+                    &format!("· the turn changed {count} {noun}"),
+                )
+            }
+            RelayEvent::Settings {
+                settings,
+                changed,
+                client_id,
+                fingerprint,
+                device,
+                ..
+            } => {
+                let who = if client_id == "agent" {
+                    "the agent".to_string()
+                } else {
+                    client_label(device.as_deref(), fingerprint.as_deref())
+                };
+                let mode = clean(&settings.permission_mode);
+                let what = clean(&changed.join(", "));
+                self.line(
+                    Some(Tone::Dim),
+                    &format!("· settings changed by {who}: {what} (mode {mode})"),
+                )
+            }
         }
     }
 

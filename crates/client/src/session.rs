@@ -727,7 +727,9 @@ impl Session {
             }
             RelayEvent::AgentExit { .. }
             | RelayEvent::Dropped { .. }
-            | RelayEvent::Closed { .. } => {}
+            | RelayEvent::Closed { .. }
+            | RelayEvent::Changes { .. }
+            | RelayEvent::Settings { .. } => {}
         }
         if !self.json {
             let text = self.renderer.relay(&ev);

@@ -355,6 +355,106 @@ pub struct WorktreeInfo {
     pub repository: String,
 }
 
+/// `files.read`'s default `max_bytes` (§11).
+pub const FILES_READ_DEFAULT_BYTES: u64 = 256 * 1024;
+/// `files.read`'s largest `max_bytes`; a larger one is clamped to it (§11).
+pub const FILES_READ_MAX_BYTES: u64 = 1024 * 1024;
+
+/// `files.diff`'s `base` (§11): the last commit, or one turn's changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffBase {
+    Head,
+    /// `turn:<prompt_id>`.
+    Turn(String),
+}
+
+impl DiffBase {
+    /// Reads `HEAD` or `turn:<prompt_id>` (a prompt id of 1 to 64 characters).
+    pub fn parse(text: &str) -> Option<DiffBase> {
+        if text == "HEAD" {
+            return Some(DiffBase::Head);
+        }
+        let id = text.strip_prefix("turn:")?;
+        let ok = !id.is_empty()
+            && id.chars().count() <= MAX_SHORT_STRING_CHARS
+            && !id.chars().any(char::is_control);
+        ok.then(|| DiffBase::Turn(id.to_owned()))
+    }
+
+    /// The wire form.
+    pub fn as_wire(&self) -> String {
+        match self {
+            DiffBase::Head => "HEAD".to_owned(),
+            DiffBase::Turn(id) => format!("turn:{id}"),
+        }
+    }
+}
+
+/// What happened to a file (§11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Modified,
+    Added,
+    Deleted,
+    Renamed,
+    Untracked,
+    Conflicted,
+}
+
+/// One changed file of `files.status` and `relay.changes` (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub status: FileStatus,
+    /// The old path of a `renamed` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// Binary content (or an untracked file over 1 MiB): no line counts.
+    #[serde(default)]
+    pub binary: bool,
+}
+
+/// The branch `files.status`'s branch tracks, and how far apart they are (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub name: String,
+    pub ahead: u64,
+    pub behind: u64,
+}
+
+/// What a `files.list` entry is (§11): a symlink is listed as itself, never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// A socket, FIFO or device.
+    Other,
+}
+
+/// One entry of `files.list` (§11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// RFC 3339, UTC.
+    pub mtime: String,
+}
+
+/// How `files.read`'s `data` is written (§11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadEncoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "base64")]
+    Base64,
+}
+
 /// Check a session name (§4): 1 to 64 of `A-Z a-z 0-9 - _ .`, not starting with `.`.
 pub fn valid_session_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > MAX_SESSION_NAME_CHARS {
@@ -482,6 +582,20 @@ pub enum ClientRequest {
     SessionRestart {
         session: String,
     },
+    /// An owner changes a session's settings (§10): any subset, field types and
+    /// value syntax checked by the server.
+    SessionSet {
+        session: String,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10; viewers too).
+    SessionCatalog {
+        session: String,
+    },
+    /// The session's context, cost and rate limit (§10; viewers too).
+    SessionUsage {
+        session: String,
+    },
     Ping,
     /// Older events of a session, seq in `[max(1, before − limit), before)` (§4).
     History {
@@ -508,6 +622,30 @@ pub enum ClientRequest {
     /// Register a browser push subscription for this key and device (owners only, §9).
     PushSubscribe {
         subscription: PushSubscriptionJson,
+    },
+    /// The workdir's changed files (§11). Paths of the `files.*` requests are
+    /// checked only for length here: NUL, `..` and the rest are `forbidden`, the
+    /// server's check.
+    FilesStatus {
+        session: String,
+    },
+    /// A unified diff of one file (`path`) or of every changed file (§11).
+    FilesDiff {
+        session: String,
+        path: Option<String>,
+        base: DiffBase,
+    },
+    /// A directory's entries (§11); `""` is the workdir.
+    FilesList {
+        session: String,
+        path: String,
+    },
+    /// A file's content from `offset`, at most `max_bytes` (already clamped, §11).
+    FilesRead {
+        session: String,
+        path: String,
+        offset: u64,
+        max_bytes: u64,
     },
     /// Remove this key's push subscription with that endpoint (§9).
     PushUnsubscribe {
@@ -543,6 +681,13 @@ label_enum! {
         SessionRename => "session.rename",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        FilesStatus => "files.status",
+        FilesDiff => "files.diff",
+        FilesList => "files.list",
+        FilesRead => "files.read",
+        SessionSet => "session.set",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -571,6 +716,12 @@ label_enum! {
         SessionChanged => "session.changed",
         ConversationsList => "conversations.list",
         DirsList => "dirs.list",
+        FilesStatus => "files.status",
+        FilesDiff => "files.diff",
+        FilesList => "files.list",
+        FilesRead => "files.read",
+        SessionCatalog => "session.catalog",
+        SessionUsage => "session.usage",
     }
 }
 
@@ -602,6 +753,13 @@ impl ClientRequest {
             ClientRequest::SessionRename { .. } => RequestType::SessionRename,
             ClientRequest::ConversationsList { .. } => RequestType::ConversationsList,
             ClientRequest::DirsList { .. } => RequestType::DirsList,
+            ClientRequest::FilesStatus { .. } => RequestType::FilesStatus,
+            ClientRequest::FilesDiff { .. } => RequestType::FilesDiff,
+            ClientRequest::FilesList { .. } => RequestType::FilesList,
+            ClientRequest::FilesRead { .. } => RequestType::FilesRead,
+            ClientRequest::SessionSet { .. } => RequestType::SessionSet,
+            ClientRequest::SessionCatalog { .. } => RequestType::SessionCatalog,
+            ClientRequest::SessionUsage { .. } => RequestType::SessionUsage,
         }
     }
 
@@ -848,6 +1006,76 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The workdir's changed files (§11).
+    #[serde(rename = "files.status")]
+    FilesStatus {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Absent: the `default` session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// A file's (or every changed file's) diff (§11).
+    #[serde(rename = "files.diff")]
+    FilesDiff {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// `HEAD` (the default) or `turn:<prompt_id>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
+    },
+    /// A directory's entries (§11).
+    #[serde(rename = "files.list")]
+    FilesList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// A file's content (§11).
+    #[serde(rename = "files.read")]
+    FilesRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u64>,
+    },
+    /// Change a session's settings (owners, §10).
+    #[serde(rename = "session.set")]
+    SessionSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        settings: SettingsRequest,
+    },
+    /// What the session's agent offers (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// The session's context, cost and rate limit (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
 }
 
 /// Every `type` a [`ClientMsg`] may have (the same set [`parse_request`] accepts).
@@ -876,6 +1104,13 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "session.rename",
     "conversations.list",
     "dirs.list",
+    "files.status",
+    "files.diff",
+    "files.list",
+    "files.read",
+    "session.set",
+    "session.catalog",
+    "session.usage",
 ];
 
 impl ClientMsg {
@@ -1216,6 +1451,67 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
         "dirs.list" => ClientRequest::DirsList {
             path: fields.optional_path("path")?,
         },
+        "files.status" => ClientRequest::FilesStatus {
+            session: fields.session()?,
+        },
+        "files.diff" => {
+            let session = fields.session()?;
+            let path = fields.workspace_path("path")?;
+            let base = match fields.optional_string("base")? {
+                None => DiffBase::Head,
+                Some(text) => DiffBase::parse(&text).ok_or_else(|| {
+                    fail(
+                        ErrorCode::BadMessage,
+                        "`base` must be \"HEAD\" or \"turn:<prompt_id>\"".into(),
+                    )
+                })?,
+            };
+            ClientRequest::FilesDiff {
+                session,
+                path,
+                base,
+            }
+        }
+        "files.list" => ClientRequest::FilesList {
+            session: fields.session()?,
+            path: fields.workspace_path("path")?.unwrap_or_default(),
+        },
+        "files.read" => {
+            let session = fields.session()?;
+            let path = fields
+                .workspace_path("path")?
+                .ok_or_else(|| fail(ErrorCode::BadMessage, "missing `path`".into()))?;
+            let offset = fields.optional_u64("offset")?.unwrap_or(0);
+            let max_bytes = match fields.optional_u64("max_bytes")? {
+                None => FILES_READ_DEFAULT_BYTES,
+                Some(0) => {
+                    return Err(fail(
+                        ErrorCode::BadMessage,
+                        "`max_bytes` must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n.min(FILES_READ_MAX_BYTES),
+            };
+            ClientRequest::FilesRead {
+                session,
+                path,
+                offset,
+                max_bytes,
+            }
+        }
+        "session.set" => {
+            let session = fields.session()?;
+            match fields.settings()? {
+                Some(settings) => ClientRequest::SessionSet { session, settings },
+                None => return Err(fail(ErrorCode::BadMessage, "missing `settings`".into())),
+            }
+        }
+        "session.catalog" => ClientRequest::SessionCatalog {
+            session: fields.session()?,
+        },
+        "session.usage" => ClientRequest::SessionUsage {
+            session: fields.session()?,
+        },
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -1410,6 +1706,17 @@ impl Fields {
         Ok(Some(path))
     }
 
+    /// A path inside a session's workdir (§11): a string of at most
+    /// [`MAX_PATH_BYTES`] bytes. Everything else (NUL, `..`, absolute) is the
+    /// server's check, answered `forbidden`.
+    fn workspace_path(&mut self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let path = self.optional_string(name)?;
+        if path.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
+            return Err(self.bad(format!("`{name}` must be at most {MAX_PATH_BYTES} bytes")));
+        }
+        Ok(path)
+    }
+
     fn path(&mut self, name: &str) -> Result<String, ProtocolError> {
         self.optional_path(name)?
             .ok_or_else(|| self.bad(format!("missing `{name}`")))
@@ -1446,16 +1753,7 @@ impl Fields {
         if fork && resume.is_none() {
             return Err(self.bad("`fork` needs `resume`".into()));
         }
-        let settings = match self.obj.remove("settings") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(serde_json::from_value(v).map_err(|e| {
-                self.bad(format!(
-                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
-                    e.to_string().chars().take(160).collect::<String>()
-                ))
-            })?),
-            Some(_) => return Err(self.bad("`settings` must be an object".into())),
-        };
+        let settings = self.settings()?;
         let key = self.optional_short_string("key")?;
         Ok(SessionCreate {
             workdir,
@@ -1466,6 +1764,21 @@ impl Fields {
             settings,
             key,
         })
+    }
+
+    /// `settings` of `session.create` and `session.set` (§10): any subset, each
+    /// field of its type; unknown fields refused.
+    fn settings(&mut self) -> Result<Option<SettingsRequest>, ProtocolError> {
+        match self.obj.remove("settings") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(serde_json::from_value(v).map_err(|e| {
+                self.bad(format!(
+                    "`settings` must be {{\"permission_mode\":\"…\",\"model\":\"…\",\"effort\":\"…\",\"thinking\":N,\"auto_continue\":false}} ({})",
+                    e.to_string().chars().take(160).collect::<String>()
+                ))
+            })?)),
+            Some(_) => Err(self.bad("`settings` must be an object".into())),
+        }
     }
 
     /// `role` of `pair.respond` and `pair.invite`: `owner` (the default) or `viewer`.
@@ -1809,6 +2122,12 @@ pub enum ServerMsg {
         queued: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duplicate: Option<bool>,
+        /// `session.set`: the settings now in effect (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<SessionSettingsJson>,
+        /// `session.set`: the settings that apply only from the agent's next start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_start: Option<Vec<String>>,
     },
     #[serde(rename = "pong")]
     Pong {
@@ -1922,6 +2241,90 @@ pub enum ServerMsg {
         dirs: Vec<DirEntry>,
         truncated: bool,
     },
+    /// The reply to `files.status` (§11). Outside a repository `git` is false and
+    /// `files` empty.
+    #[serde(rename = "files.status")]
+    FilesStatus {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        git: bool,
+        /// Absent when HEAD is detached (or not a repository).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        /// Absent before the first commit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        head: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream: Option<Upstream>,
+        files: Vec<FileChange>,
+        truncated: bool,
+    },
+    /// The reply to `files.diff` (§11).
+    #[serde(rename = "files.diff")]
+    FilesDiff {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        base: String,
+        diff: String,
+        binary: bool,
+        truncated: bool,
+    },
+    /// The reply to `files.list` (§11).
+    #[serde(rename = "files.list")]
+    FilesList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        path: String,
+        entries: Vec<FileEntry>,
+        truncated: bool,
+    },
+    /// The reply to `files.read` (§11).
+    #[serde(rename = "files.read")]
+    FilesRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        path: String,
+        /// The whole file's size.
+        size: u64,
+        /// Where `data` starts in the file.
+        #[serde(default)]
+        offset: u64,
+        encoding: ReadEncoding,
+        data: String,
+        /// More of the file remains after what was sent.
+        truncated: bool,
+        mime: String,
+    },
+    /// The reply to `session.catalog`, and (without `id`) a change pushed to
+    /// attached clients (§10).
+    #[serde(rename = "session.catalog")]
+    SessionCatalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        commands: Vec<catalog::CatalogCommand>,
+        models: Vec<catalog::CatalogModel>,
+        permission_modes: Vec<String>,
+        /// The session is asleep: this is the last catalog its agent gave.
+        stale: bool,
+    },
+    /// The reply to `session.usage` (§10).
+    #[serde(rename = "session.usage")]
+    SessionUsage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        session: String,
+        /// Null while asleep or when the agent cannot tell.
+        context: Option<catalog::ContextUsage>,
+        cost_usd: f64,
+        rate_limit: Option<catalog::RateLimit>,
+    },
 }
 
 /// An `event` frame (§5). `event` stays the exact bytes the agent (or the relay)
@@ -1973,6 +2376,12 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "session.changed",
     "conversations.list",
     "dirs.list",
+    "files.status",
+    "files.diff",
+    "files.list",
+    "files.read",
+    "session.catalog",
+    "session.usage",
 ];
 
 /// Why a server frame could not be read.
@@ -2082,6 +2491,31 @@ pub enum RelayEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<String>,
     },
+    /// What a turn changed in the working tree (§11), after its `relay.turn`
+    /// `ended` or `aborted`.
+    #[serde(rename = "relay.changes")]
+    Changes {
+        prompt_id: String,
+        files: Vec<FileChange>,
+        /// More files changed than are listed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    /// A session setting changed (§10): by a client, or by the agent itself
+    /// (`client_id` `agent`).
+    #[serde(rename = "relay.settings")]
+    Settings {
+        settings: SessionSettingsJson,
+        changed: Vec<String>,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// The model id the agent reports using, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_in_effect: Option<String>,
+    },
 }
 
 /// Every `type` a [`RelayEvent`] may have.
@@ -2094,6 +2528,8 @@ pub const RELAY_EVENT_TYPES: &[&str] = &[
     "relay.agent_exit",
     "relay.dropped",
     "relay.closed",
+    "relay.changes",
+    "relay.settings",
 ];
 
 /// The phase of a `relay.turn`.
@@ -2147,7 +2583,13 @@ impl ServerMsg {
             | ServerMsg::History { id, .. }
             | ServerMsg::SessionCreated { id, .. }
             | ServerMsg::ConversationsList { id, .. }
-            | ServerMsg::DirsList { id, .. } => id.as_ref(),
+            | ServerMsg::DirsList { id, .. }
+            | ServerMsg::FilesStatus { id, .. }
+            | ServerMsg::FilesDiff { id, .. }
+            | ServerMsg::FilesList { id, .. }
+            | ServerMsg::FilesRead { id, .. }
+            | ServerMsg::SessionCatalog { id, .. }
+            | ServerMsg::SessionUsage { id, .. } => id.as_ref(),
             ServerMsg::AuthChallenge { .. }
             | ServerMsg::PairRequested { .. }
             | ServerMsg::PairResolved { .. }
@@ -2164,6 +2606,8 @@ impl ServerMsg {
             prompt_id: None,
             queued: None,
             duplicate: None,
+            settings: None,
+            pending_start: None,
         }
     }
 
@@ -2820,6 +3264,8 @@ mod tests {
                 prompt_id: Some("p".into()),
                 queued: Some(false),
                 duplicate: Some(true),
+                settings: Some(SessionSettingsJson::default()),
+                pending_start: Some(vec!["effort".into()]),
             },
             ServerMsg::Pong { id: id.clone() },
             ServerMsg::PairPending {
@@ -2910,13 +3356,96 @@ mod tests {
                 more: false,
             },
             ServerMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("/home/u/src".into()),
                 dirs: vec![DirEntry {
                     name: "api".into(),
                     git: true,
                 }],
                 truncated: false,
+            },
+            ServerMsg::FilesStatus {
+                id: id.clone(),
+                session: "api".into(),
+                git: true,
+                branch: Some("fix-login".into()),
+                head: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                upstream: Some(Upstream {
+                    name: "origin/main".into(),
+                    ahead: 2,
+                    behind: 0,
+                }),
+                files: vec![FileChange {
+                    path: "src/login.rs".into(),
+                    status: FileStatus::Renamed,
+                    from: Some("src/auth.rs".into()),
+                    insertions: 12,
+                    deletions: 3,
+                    binary: false,
+                }],
+                truncated: false,
+            },
+            ServerMsg::FilesDiff {
+                id: id.clone(),
+                session: "api".into(),
+                path: Some("src/login.rs".into()),
+                base: "HEAD".into(),
+                diff: "diff --git a/x b/x\n".into(),
+                binary: false,
+                truncated: false,
+            },
+            ServerMsg::FilesList {
+                id: id.clone(),
+                session: "api".into(),
+                path: "src".into(),
+                entries: vec![FileEntry {
+                    name: "login.rs".into(),
+                    kind: FileKind::File,
+                    size: 4210,
+                    mtime: "2026-12-01T10:00:00Z".into(),
+                }],
+                truncated: false,
+            },
+            ServerMsg::FilesRead {
+                id: id.clone(),
+                session: "api".into(),
+                path: "src/login.rs".into(),
+                size: 4210,
+                offset: 0,
+                encoding: ReadEncoding::Utf8,
+                data: "fn main() {}\n".into(),
+                truncated: true,
+                mime: "text/x-rust".into(),
+            },
+            ServerMsg::SessionCatalog {
+                id: id.clone(),
+                session: "api".into(),
+                commands: vec![catalog::CatalogCommand {
+                    name: "compact".into(),
+                    description: "Free up context".into(),
+                    argument_hint: "<instructions>".into(),
+                }],
+                models: vec![catalog::CatalogModel {
+                    value: "sonnet".into(),
+                    display_name: "Sonnet".into(),
+                    description: "d".into(),
+                    effort_levels: vec!["low".into()],
+                }],
+                permission_modes: vec!["default".into(), "plan".into()],
+                stale: false,
+            },
+            ServerMsg::SessionUsage {
+                id,
+                session: "api".into(),
+                context: Some(catalog::ContextUsage {
+                    used_tokens: 41000,
+                    max_tokens: 200000,
+                }),
+                cost_usd: 1.5,
+                rate_limit: Some(catalog::RateLimit {
+                    resets_at: Some("2026-12-06T10:00:00Z".into()),
+                    status: Some("rejected".into()),
+                }),
             },
         ]
     }
@@ -2945,6 +3474,12 @@ mod tests {
             ServerMsg::SessionChanged { .. } => 17,
             ServerMsg::ConversationsList { .. } => 18,
             ServerMsg::DirsList { .. } => 19,
+            ServerMsg::FilesStatus { .. } => 20,
+            ServerMsg::FilesDiff { .. } => 21,
+            ServerMsg::FilesList { .. } => 22,
+            ServerMsg::FilesRead { .. } => 23,
+            ServerMsg::SessionCatalog { .. } => 24,
+            ServerMsg::SessionUsage { .. } => 25,
         }
     }
 
@@ -3075,6 +3610,26 @@ mod tests {
                 by: "c1".into(),
                 device: Some("phone".into()),
             },
+            RelayEvent::Changes {
+                prompt_id: "p1".into(),
+                files: vec![FileChange {
+                    path: "a.txt".into(),
+                    status: FileStatus::Added,
+                    from: None,
+                    insertions: 2,
+                    deletions: 0,
+                    binary: false,
+                }],
+                truncated: true,
+            },
+            RelayEvent::Settings {
+                settings: SessionSettingsJson::default(),
+                changed: vec!["permission_mode".into()],
+                client_id: "agent".into(),
+                fingerprint: None,
+                device: None,
+                model_in_effect: Some("claude-sonnet-5-5".into()),
+            },
         ]
     }
 
@@ -3088,6 +3643,8 @@ mod tests {
             RelayEvent::AgentExit { .. } => 5,
             RelayEvent::Dropped { .. } => 6,
             RelayEvent::Closed { .. } => 7,
+            RelayEvent::Changes { .. } => 8,
+            RelayEvent::Settings { .. } => 9,
         }
     }
 
@@ -3184,7 +3741,7 @@ mod tests {
             ClientMsg::Ping { id: id.clone() },
             ClientMsg::History {
                 id: id.clone(),
-                session,
+                session: session.clone(),
                 before: 10,
                 limit: Some(5),
             },
@@ -3254,8 +3811,46 @@ mod tests {
                 before: Some("2026-12-01T10:00:00Z".into()),
             },
             ClientMsg::DirsList {
-                id,
+                id: id.clone(),
                 path: Some("~/src".into()),
+            },
+            ClientMsg::FilesStatus {
+                id: id.clone(),
+                session: session.clone(),
+            },
+            ClientMsg::FilesDiff {
+                id: id.clone(),
+                session: session.clone(),
+                path: Some("src/login.rs".into()),
+                base: Some("turn:p1".into()),
+            },
+            ClientMsg::FilesList {
+                id: id.clone(),
+                session: session.clone(),
+                path: Some("src".into()),
+            },
+            ClientMsg::FilesRead {
+                id: id.clone(),
+                session,
+                path: "src/login.rs".into(),
+                offset: Some(0),
+                max_bytes: Some(262_144),
+            },
+            ClientMsg::SessionSet {
+                id: id.clone(),
+                session: Some("api".into()),
+                settings: SettingsRequest {
+                    permission_mode: Some("plan".into()),
+                    ..Default::default()
+                },
+            },
+            ClientMsg::SessionCatalog {
+                id: id.clone(),
+                session: Some("api".into()),
+            },
+            ClientMsg::SessionUsage {
+                id,
+                session: Some("api".into()),
             },
         ]
     }

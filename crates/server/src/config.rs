@@ -126,6 +126,8 @@ pub struct Config {
     /// `--max-agents`: agent processes running at once, all sessions together
     /// (docs/protocol.md §4.11).
     pub max_agents: usize,
+    /// `--viewer-files`: viewers may use the workspace requests (docs/protocol.md §11).
+    pub viewer_files: bool,
 }
 
 impl Config {
@@ -147,6 +149,7 @@ impl Config {
                 tail_bytes: self.tail_bytes,
                 // Configured sessions start their agent with the server (§4.11).
                 start_agent: true,
+                initial_settings: Default::default(),
             })
             .collect()
     }
@@ -667,6 +670,7 @@ impl Config {
             restart_window: v.secs(&s::AGENT_RESTART_WINDOW)?,
             stop_grace: v.secs(&s::AGENT_STOP_GRACE)?,
             idle_stop: Some(v.secs(&s::AGENT_IDLE_STOP)?).filter(|d| !d.is_zero()),
+            allow_bypass: v.switch(&s::ALLOW_BYPASS_PERMISSIONS)?,
         };
         let max_agents = v.count(&s::MAX_AGENTS)? as usize;
 
@@ -727,6 +731,7 @@ impl Config {
         let push_subject = v.text(&s::PUSH_SUBJECT, parse_push_subject)?;
         let (tls, tls_names, insecure_plaintext) = resolve_tls(&v, listen)?;
         let notify = resolve_notify(&v, address_grouping)?;
+        let viewer_files = v.switch(&s::VIEWER_FILES)?;
 
         Ok(Config {
             listen,
@@ -775,6 +780,7 @@ impl Config {
             server_names,
             allow_unbound_auth,
             max_agents,
+            viewer_files,
         })
     }
 }

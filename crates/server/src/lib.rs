@@ -15,6 +15,8 @@
 //!   (flags > env > file > defaults);
 //! - `pairing`: pending device pairing requests and the owners told about them;
 //! - `session`: one session's ordered event log, fan-out, prompts, permission prompts;
+//! - `workspace`: the workspace view of a session's workdir (`files.*`, per-turn
+//!   snapshots and `relay.changes`), confinement of its paths, its git limits;
 //! - `workdirs`: session roots, the directory picker, the CLI's recorded
 //!   conversations, and git worktrees for created sessions;
 //! - `notify`: notifications for devices that are not connected (Web Push, webhooks);
@@ -58,4 +60,5 @@ pub mod session;
 pub mod tls;
 pub mod web;
 pub mod workdirs;
+pub mod workspace;
 pub mod ws;

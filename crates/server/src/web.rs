@@ -66,6 +66,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/drafts.js", JS),
     asset!("js/idb.js", JS),
     asset!("js/keys.js", JS),
+    asset!("js/peek.js", JS),
     asset!("js/protocol.js", JS),
     asset!("js/push.js", JS),
     asset!("js/qr.js", JS),

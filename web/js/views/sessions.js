@@ -4,11 +4,20 @@
 // server's directories — `dirs.list` — or from recent ones), an optional name, a new git
 // worktree on a branch, or a past conversation of that directory to resume
 // (`conversations.list`). On a phone it covers the page; a tap on an item goes to that
-// session. Must not: know about sockets (requests go through `actions`) or hold events.
+// session. The one `session-new` button sits in the sessions screen's head while it is
+// open and in the session strip otherwise, so it is one tap away from either. The strip
+// (SessionHead) also renames the session in place (`session.rename`). Must not: know about
+// sockets (requests go through `actions`) or hold events.
 
 import { actionRow, el } from './dom.js';
-import { childDir, parentDir, relativeTime } from '../directory.js';
+import { TITLE_MAX, childDir, cleanTitle, parentDir, relativeTime } from '../directory.js';
 import { newKey } from '../protocol.js';
+
+/** The branch of a worktree session's entry, or ''. */
+export function worktreeBranch(entry) {
+  const w = entry && entry.worktree;
+  return w && typeof w.branch === 'string' ? w.branch : '';
+}
 
 const STATE_WORDS = {
   starting: 'starting',
@@ -46,7 +55,11 @@ export class SessionsScreen {
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape' && this.isOpen()) this.close();
     });
-    ui.newBtn.addEventListener('click', () => this.openForm());
+    ui.newBtn.addEventListener('click', () => {
+      if (!this.isOpen()) this.open();
+      this.openForm();
+    });
+    this.placeNewButton();
     ui.cancel.addEventListener('click', () => this.closeForm());
     ui.form.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -78,11 +91,36 @@ export class SessionsScreen {
     return !this.ui.screen.hidden;
   }
 
+  /**
+   * The new-session button goes where it can be tapped: the sessions screen's head while
+   * it is open, else the session strip (`ui.newAway`). Viewers have none.
+   */
+  placeNewButton() {
+    const ui = this.ui;
+    if (!this.actions.isOwner()) {
+      ui.newBtn.remove();
+      return;
+    }
+    if (this.isOpen()) {
+      ui.newBtn.textContent = 'New session';
+      ui.newBtn.classList.add('primary');
+      ui.newBtn.removeAttribute('aria-label');
+      if (ui.newBtn.parentElement !== ui.newHome) ui.newHome.insertBefore(ui.newBtn, ui.close);
+    } else {
+      // In the strip it is one tool among others (Rename, Close), not the page's main action.
+      ui.newBtn.textContent = '+ New';
+      ui.newBtn.classList.remove('primary');
+      ui.newBtn.setAttribute('aria-label', 'New session');
+      if (ui.newBtn.parentElement !== ui.newAway) ui.newAway.insertBefore(ui.newBtn, ui.newAway.querySelector('.danger'));
+    }
+  }
+
   open() {
     this.ui.screen.hidden = false;
     this.ui.backdrop.hidden = false;
     document.body.classList.add('sessions-open');
     this.ui.open.setAttribute('aria-expanded', 'true');
+    this.placeNewButton();
     this.render();
     this.ui.close.focus();
   }
@@ -94,6 +132,7 @@ export class SessionsScreen {
     document.body.classList.remove('sessions-open');
     this.ui.open.setAttribute('aria-expanded', 'false');
     this.closeForm();
+    this.placeNewButton();
   }
 
   /** The header button: how many requests wait elsewhere, and whether anything is unread. */
@@ -133,7 +172,8 @@ export class SessionsScreen {
       const title = el('span', 'session-title', e.title);
       const line = el('span', 'session-meta');
       const when = relativeTime(e.lastActivity, now);
-      const words = [STATE_WORDS[e.state] || e.state, when && (when === 'now' ? 'active now' : `${when} ago`)].filter(Boolean);
+      const branch = worktreeBranch(e);
+      const words = [STATE_WORDS[e.state] || e.state, branch && `⎇ ${branch}`, when && (when === 'now' ? 'active now' : `${when} ago`)].filter(Boolean);
       if (e.title !== e.session) words.unshift(e.session);
       line.textContent = words.join(' · ');
       const text = el('span', 'session-text');
@@ -362,13 +402,13 @@ export class SessionsScreen {
 
 /**
  * The strip above the stream for the visible session: its title and directory, for
- * owners "Continue in a terminal" (`claude --resume <conversation>`, with Copy) and
- * Close (with an in-page confirmation).
+ * owners Rename (the title becomes a field, in place), "Continue in a terminal"
+ * (`claude --resume <conversation>`, with Copy) and Close (with an in-page confirmation).
  */
 export class SessionHead {
   /**
    * @param {Record<string, HTMLElement>} ui
-   * @param {{close(session: string, removeWorktree: boolean): Promise<void>, toast(text: string): void}} actions
+   * @param {{close(session: string, removeWorktree: boolean): Promise<void>, rename(session: string, title: string): Promise<void>, toast(text: string): void}} actions
    */
   constructor(ui, actions) {
     this.ui = ui;
@@ -376,25 +416,36 @@ export class SessionHead {
     this.session = null;
     this.shown = '';
     this.hasWorktree = false;
+    this.editor = null; // the rename form while it is open
     // Owners only, and only once there is something to show: out of the page until then.
     ui.closeBtn.remove();
+    ui.renameBtn.remove();
     ui.command.remove();
     ui.copy.addEventListener('click', () => this.copy());
     ui.closeBtn.addEventListener('click', () => this.confirm(true));
+    ui.renameBtn.addEventListener('click', () => this.startRename());
   }
 
   /** `entry`: the directory entry (null when unknown); `owner`: this page's role; `command`: the resume command or ''. */
   render(session, entry, owner, command) {
     const ui = this.ui;
-    const key = JSON.stringify([session, entry && entry.title, entry && entry.workdir, entry && entry.closable, owner, command]);
+    const branch = entry ? worktreeBranch(entry) : '';
+    const key = JSON.stringify([session, entry && entry.title, entry && entry.workdir, branch, entry && entry.closable, owner, command]);
     if (key === this.shown) return;
-    if (session !== this.session) this.confirm(false);
+    if (session !== this.session) {
+      this.confirm(false);
+      this.stopRename();
+    }
     this.shown = key;
     this.session = session;
     ui.root.hidden = !entry;
     if (!entry) return;
     ui.title.textContent = entry.title;
     ui.where.textContent = owner && entry.workdir ? entry.workdir : entry.title !== session ? session : '';
+    // A worktree session names its branch (owners only know it).
+    ui.branch.hidden = !branch;
+    ui.branch.textContent = branch ? `⎇ ${branch}` : '';
+    ui.branch.title = branch ? `Worktree on branch ${branch}` : '';
     if (owner && command) {
       ui.resumeBox.hidden = false;
       ui.command.textContent = command;
@@ -403,6 +454,11 @@ export class SessionHead {
       ui.resumeBox.hidden = true;
       ui.command.remove(); // viewers and unknown conversations: no hook at all
     }
+    if (owner && !ui.renameBtn.isConnected) ui.tools.prepend(ui.renameBtn);
+    if (!owner) {
+      ui.renameBtn.remove();
+      this.stopRename();
+    }
     const closable = owner && entry.closable;
     if (closable && !ui.closeBtn.isConnected) ui.tools.append(ui.closeBtn);
     if (!closable) {
@@ -410,8 +466,82 @@ export class SessionHead {
       this.confirm(false);
     }
     this.hasWorktree = !!(entry.worktree && entry.worktree.path);
-    // Only a title (the header button shows it already): no strip.
-    ui.root.hidden = !(ui.where.textContent || (owner && command) || closable);
+    // Only a title (the header button shows it already) and nothing to do with it: no strip.
+    ui.root.hidden = !(owner || ui.where.textContent || closable);
+  }
+
+  /** Turn the title into a field (Enter or Save sends `session.rename`, Escape cancels). */
+  startRename() {
+    const ui = this.ui;
+    if (this.editor || !this.session) return;
+    const session = this.session;
+    const form = el('form', 'rename-form');
+    form.setAttribute('data-testid', 'session-rename-form');
+    const row = el('div', 'rename-row');
+    const input = el('input');
+    input.type = 'text';
+    input.maxLength = TITLE_MAX;
+    input.value = ui.title.textContent;
+    input.spellcheck = false;
+    input.setAttribute('aria-label', 'Session title');
+    input.setAttribute('data-testid', 'session-rename-input');
+    const save = el('button', 'primary', 'Save');
+    save.type = 'submit';
+    save.setAttribute('data-testid', 'session-rename-save');
+    const cancel = el('button', '', 'Cancel');
+    cancel.type = 'button';
+    cancel.setAttribute('data-testid', 'session-rename-cancel');
+    const error = el('p', 'form-error');
+    error.setAttribute('role', 'alert');
+    error.setAttribute('data-testid', 'session-rename-error');
+    row.append(input, save, cancel);
+    form.append(row, error);
+    cancel.addEventListener('click', () => this.stopRename());
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        e.stopPropagation();
+        this.stopRename();
+      }
+    });
+    input.addEventListener('input', () => {
+      error.textContent = '';
+    });
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const title = cleanTitle(input.value);
+      if (!title) {
+        error.textContent = 'A title cannot be empty.';
+        return;
+      }
+      save.disabled = true;
+      try {
+        await this.actions.rename(session, title);
+        if (this.editor === form) this.stopRename();
+      } catch (err) {
+        // The server's own words (not an owner, no such session, …).
+        error.textContent = err.message || err.code || 'The session could not be renamed.';
+        error.dataset.code = err.code || '';
+      } finally {
+        save.disabled = false;
+      }
+    });
+    this.editor = form;
+    ui.title.hidden = true;
+    ui.tools.hidden = true;
+    ui.title.after(form);
+    input.focus();
+    input.select();
+  }
+
+  stopRename() {
+    if (!this.editor) return;
+    const hadFocus = this.editor.contains(document.activeElement);
+    this.editor.remove();
+    this.editor = null;
+    this.ui.title.hidden = false;
+    this.ui.tools.hidden = false;
+    if (hadFocus && this.ui.renameBtn.isConnected) this.ui.renameBtn.focus();
   }
 
   async copy() {

@@ -3,12 +3,14 @@
 // on screen, a sheet above the prompt box names the tool and what it will do, with
 // Allow (only when the sheet shows the input complete: a short command, a path, a
 // query — never a diff it would have to cut), Deny, and "Show" that scrolls to the
-// card. A request of another session (docs/protocol.md §4 `pending`: only its tool and a
-// short summary are known here) gets Deny and "Go to it", never Allow: the page cannot
-// show its input complete without that session's events, and going to it shows the
-// whole request. Must not: know about sockets (answers go through `respond`).
+// card. A request of another session (docs/protocol.md §4 `pending`) first shows its tool
+// and short summary with Deny and "Go to it"; once the page has fetched the request as
+// the agent sent it (peek.js), the sheet shows its whole input the way the permission
+// card does (a diff, a command, the JSON) and offers Allow too. Must not: know about
+// sockets (answers go through `respond` / `respondOther`).
 
-import { toolSummary } from './stream.js';
+import { inputBody, toolSummary } from './stream.js';
+import { requestFields } from '../protocol.js';
 import { actionRow, el } from './dom.js';
 
 /** An input shown whole in the sheet: a single summary line of at most this length. */
@@ -42,21 +44,43 @@ export class ApprovalSheet {
 
   /**
    * Show `req` ({session, title, requestId, tool, summary}), a request pending in
-   * another session; `count`: how many wait in other sessions.
+   * another session; `count`: how many wait in other sessions; `full`: the request as
+   * the agent sent it (an `attached` `pending` entry) once fetched, else null, with
+   * `loading` true while the fetch may still bring it; `cwd`: that session's directory.
    */
-  updateOther(req, count) {
-    const key = `other:${req.session}:${req.requestId}:${count}`;
+  updateOther(req, count, { full = null, loading = false, cwd = '' } = {}) {
+    const it = full ? requestFields(full) : null;
+    // Allow only for a permission whose input is shown here whole; a question needs its answers.
+    const answerable = it !== null && it.subtype === 'can_use_tool' && it.tool !== 'AskUserQuestion';
+    const key = `other:${req.session}:${req.requestId}:${count}:${answerable}:${loading}`;
     if (key === this.shownId && !this.root.hidden) return;
     this.shownId = key;
     this.root.dataset.requestId = req.requestId;
     this.root.dataset.session = req.session;
     this.root.dataset.other = 'true';
-    const head = el('p', 'sheet-head', `${req.title || req.session} needs approval: ${req.tool}${count > 1 ? ` (1 of ${count})` : ''}`);
-    const summary = el('p', 'summary', req.summary || req.tool);
+    delete this.root.dataset.complete;
+    const head = el('p', 'sheet-head', `${req.title || req.session} needs approval: ${it ? it.tool : req.tool}${count > 1 ? ` (1 of ${count})` : ''}`);
+    const parts = [head];
+    if (answerable) {
+      this.root.dataset.complete = 'true';
+      if (it.description) parts.push(el('p', 'sheet-desc', it.description));
+      const body = el('div', 'sheet-input');
+      body.setAttribute('data-testid', 'sheet-input');
+      body.append(inputBody(it.tool, it.input, cwd));
+      parts.push(body);
+      if (it.reason) parts.push(el('p', 'muted small', it.reason));
+    } else {
+      parts.push(el('p', 'summary', req.summary || req.tool));
+      if (loading) parts.push(el('p', 'muted small', 'Loading the whole request…'));
+    }
     const { row, add: button } = actionRow();
-    if (this.actions.canAnswer()) button('Deny', 'sheet-deny', 'danger', () => this.actions.respondOther(req, { behavior: 'deny' }));
+    if (this.actions.canAnswer()) {
+      if (answerable) button('Allow', 'sheet-allow', 'primary', () => this.actions.respondOther(req, { behavior: 'allow' }));
+      button('Deny', 'sheet-deny', 'danger', () => this.actions.respondOther(req, { behavior: 'deny' }));
+    }
     button('Go to it', 'sheet-show', '', () => this.actions.goTo(req));
-    this.root.replaceChildren(head, summary, row);
+    parts.push(row);
+    this.root.replaceChildren(...parts);
     this.root.hidden = false;
   }
 
@@ -76,6 +100,7 @@ export class ApprovalSheet {
     this.root.dataset.requestId = item.requestId;
     this.root.dataset.session = session;
     delete this.root.dataset.other;
+    delete this.root.dataset.complete;
     const head = el('p', 'sheet-head', `Needs approval: ${item.tool}${pendingCount > 1 ? ` (1 of ${pendingCount})` : ''}`);
     const complete = completeSummary(item.tool, item.input, cwd);
     const summary = el('p', 'summary', complete || item.description || toolSummary(item.tool, item.input, cwd) || item.tool);

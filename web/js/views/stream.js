@@ -74,7 +74,7 @@ function parseJson(text) {
 }
 
 /** The input body of a tool card or permission card: a diff, a command, or JSON. */
-function inputBody(name, input, cwd) {
+export function inputBody(name, input, cwd) {
   const change = fileChange(name, input);
   if (change) return renderDiff({ ...change, path: relativePath(change.path, cwd) });
   if (name === 'Bash' && typeof input.command === 'string') {

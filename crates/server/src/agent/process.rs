@@ -26,7 +26,14 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     /// `--agent-idle-stop`: stop an agent idle this long (none: never).
     pub idle_stop: Option<Duration>,
+    /// `--allow-bypass-permissions`: start agents with the CLI's flag that permits
+    /// switching to `bypassPermissions` (docs/protocol.md §10).
+    pub allow_bypass: bool,
 }
+
+/// The CLI's flag that lets a session switch to `bypassPermissions` later
+/// without starting in it (docs/protocol.md §10.1).
+pub const ALLOW_BYPASS_FLAG: &str = "--allow-dangerously-skip-permissions";
 
 /// Agent stdout lines longer than this are dropped (docs/protocol.md §5.2, `relay.dropped`: 32 MiB).
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
@@ -84,6 +91,9 @@ pub struct SpawnSpec {
     /// With `resume`: `--fork-session` (continue a copy under a new id).
     pub fork: bool,
     pub generation: u64,
+    /// The session's settings as flags (`--permission-mode`, `--model`,
+    /// `--effort`), passed at every start (docs/protocol.md §10).
+    pub settings_flags: Vec<String>,
 }
 
 /// A running agent process. Dropping it kills the process group.
@@ -125,8 +135,76 @@ pub fn agent_args(spec: &SpawnSpec, config: &AgentConfig) -> Vec<String> {
             tracing::warn!(session = %spec.session, conversation = %id, "not a conversation id (a UUID); starting a new conversation");
         }
     }
+    if config.allow_bypass {
+        args.push(ALLOW_BYPASS_FLAG.into());
+    }
+    args.extend(spec.settings_flags.iter().cloned());
     args.extend(config.extra_args.iter().cloned());
     args
+}
+
+/// How long the start-up check of [`ALLOW_BYPASS_FLAG`] may take.
+const BYPASS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// With `--allow-bypass-permissions` and running as root: start the agent once
+/// with its flags and no input. The CLI refuses [`ALLOW_BYPASS_FLAG`] for root
+/// unless its sandbox variable (`IS_SANDBOX=1`) says so, and would then exit at
+/// every start; `serve` exits 2 with the CLI's reason instead (docs/protocol.md §10).
+/// Blocking: run it off the async workers.
+pub fn check_allow_bypass(config: &AgentConfig) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let mut child = std::process::Command::new(&config.cmd)
+        .args(STREAM_JSON_FLAGS)
+        .arg(ALLOW_BYPASS_FLAG)
+        .args(&config.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {} to check it: {e}", config.cmd.display()))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < BYPASS_CHECK_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish a start with {ALLOW_BYPASS_FLAG} and no input within {} s",
+                    config.cmd.display(),
+                    BYPASS_CHECK_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.by_ref().take(64 * 1024).read_to_string(&mut stderr);
+    }
+    let reason = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| format!("it exited with {status}"));
+    Err(format!(
+        "the agent refuses {ALLOW_BYPASS_FLAG} while running as root: {reason} (set IS_SANDBOX=1 in a sandbox, or run as another user)"
+    ))
 }
 
 /// Whether `id` is a conversation id as Claude Code makes them: a UUID in its
@@ -656,6 +734,7 @@ mod tests {
             restart_window: Duration::from_secs(300),
             stop_grace: Duration::from_secs(5),
             idle_stop: None,
+            allow_bypass: false,
         };
         let spec = |resume: &str| SpawnSpec {
             session: "s".into(),
@@ -663,6 +742,7 @@ mod tests {
             resume: Some(resume.into()),
             fork: false,
             generation: 1,
+            settings_flags: Vec::new(),
         };
         let args = agent_args(&spec("--dangerously-skip-permissions"), &config);
         assert!(!args.iter().any(|a| a == "--resume"), "{args:?}");

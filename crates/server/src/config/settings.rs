@@ -441,6 +441,11 @@ pub const NOTIFY_SINK_ALLOW: Setting = switch(
     "CCRELAY_NOTIFY_SINK_ALLOW",
     "Give webhook and ntfy notifications `allow` actions too, for requests shown whole; without it they carry only `deny` (their tokens belong to no key, and a topic may be read by others)",
 );
+pub const VIEWER_FILES: Setting = switch(
+    "viewer-files",
+    "CCRELAY_VIEWER_FILES",
+    "Let viewers use the workspace requests (files.status, files.diff, files.list, files.read; docs/protocol.md §11); without it they are owners only",
+);
 pub const PAIRED_KEYS: Setting = one(
     "paired-keys",
     "CCRELAY_PAIRED_KEYS",
@@ -709,6 +714,11 @@ pub const INSECURE_PLAINTEXT: Setting = switch(
     "CCRELAY_INSECURE_PLAINTEXT",
     "Allow listening without TLS outside loopback (behind a TLS-terminating proxy, on a WireGuard or Tailscale network)",
 );
+pub const ALLOW_BYPASS_PERMISSIONS: Setting = switch(
+    "allow-bypass-permissions",
+    "CCRELAY_ALLOW_BYPASS_PERMISSIONS",
+    "Let owners switch a session to a mode that skips permission prompts (bypassPermissions, auto); agents start with the CLI's flag that permits it",
+);
 pub const AGENT_ARGS: Setting = Setting {
     name: "agent-args",
     file_aliases: &[],
@@ -754,6 +764,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SERVER_NAME,
     &ALLOW_UNBOUND_AUTH,
     &NOTIFY_SINK_ALLOW,
+    &VIEWER_FILES,
     &PAIRED_KEYS,
     &PAIRED_VIEWERS,
     &PUSH_ALLOW_INSECURE_ENDPOINTS,
@@ -784,6 +795,7 @@ pub const SETTINGS: &[&Setting] = &[
     &TLS_SELF_SIGNED,
     &TLS_NAME,
     &INSECURE_PLAINTEXT,
+    &ALLOW_BYPASS_PERMISSIONS,
     &AGENT_ARGS,
 ];
 

@@ -7,11 +7,12 @@
 use super::Connection;
 use crate::session::SessionCmd;
 use crate::session::registry::{self, CloseRefused, KeyUse, ReserveError, SessionRecord, Worktree};
-use crate::workdirs::WorkdirError;
+use crate::workdirs::{WorkdirError, git, worktree};
 use ccrelay_protocol::{
-    DirEntry, ErrorCode, FrameType, RequestId, ServerMsg, SessionCreate, SessionSettingsJson,
-    SettingsRequest,
+    ConversationEntry, DirEntry, ErrorCode, FrameType, RequestId, ServerMsg, SessionCreate,
+    SessionSettingsJson, SettingsRequest, WorktreeRequest,
 };
+use std::path::Path;
 
 /// `dirs.list` answers at most this many directories (docs/protocol.md §4.10).
 const MAX_DIRS: usize = 2000;
@@ -50,23 +51,19 @@ impl Connection {
             Ok(s) => s,
             Err((code, why)) => return self.error(id, code, why),
         };
-        if worktree.is_some() {
-            // Worktrees come with the git half of `workdirs`; until then say so
-            // rather than start the session somewhere else.
+        if worktree.is_some() && resume.is_some() {
+            // Not shown that the CLI finds a conversation from another directory
+            // (docs/protocol.md §4.10): refused rather than resumed wrongly.
             return self.error(
                 id,
                 ErrorCode::BadMessage,
-                "this server does not create worktrees yet; leave out `worktree`",
+                "`resume` together with `worktree` is not supported: resume in the repository's own directory",
             );
         }
         if let Some(resume) = &resume
-            && !crate::agent::process::valid_conversation_id(resume)
+            && let Err(e) = crate::workdirs::conversations::validate_conversation_id(resume)
         {
-            return self.error(
-                id,
-                ErrorCode::NoSuchConversation,
-                "`resume` is not a conversation id",
-            );
+            return self.workdir_error(id, e);
         }
         let registry = self.shared.sessions.clone();
         let fingerprint = client.info.fingerprint.clone();
@@ -111,6 +108,38 @@ impl Connection {
                 );
             }
         };
+        if let Some(resume) = resume.clone() {
+            let config_dir = registry.claude_config_dir().map(Path::to_path_buf);
+            let workdir = dir.clone();
+            let found = tokio::task::spawn_blocking(move || match config_dir {
+                Some(config_dir) => {
+                    crate::workdirs::conversations::require(&config_dir, &workdir, &resume)
+                }
+                None => Err(WorkdirError::NoSuchConversation(resume)),
+            })
+            .await;
+            match found {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return self.workdir_error(id, e),
+                Err(e) => {
+                    tracing::error!(error = %e, "looking for a conversation failed");
+                    return self.error(
+                        id,
+                        ErrorCode::Internal,
+                        "the conversation could not be looked for",
+                    );
+                }
+            }
+        }
+        if let Some(resume) = &resume
+            && !crate::agent::process::valid_conversation_id(resume)
+        {
+            return self.error(
+                id,
+                ErrorCode::NoSuchConversation,
+                "`resume` is not a conversation id the agent takes (a UUID)",
+            );
+        }
         if let Some(resume) = &resume
             && let Some(by) = registry.conversation_in_use(resume)
         {
@@ -137,12 +166,19 @@ impl Connection {
                 return self.error(id, ErrorCode::Overloaded, e.to_string());
             }
         };
+        let (workdir, worktree) = match worktree {
+            None => (dir, None),
+            Some(asked) => match self.make_worktree(&dir, &reservation.name, asked).await {
+                Ok(wt) => (wt.path.clone(), Some(wt)),
+                Err(e) => return self.workdir_error(id, e),
+            },
+        };
         let now = std::time::SystemTime::now();
         let record = SessionRecord {
             uid: registry::new_uid(),
             name: reservation.name.clone(),
-            workdir: dir.clone(),
-            worktree: None::<Worktree>,
+            workdir: workdir.clone(),
+            worktree: worktree.clone(),
             settings,
             title: None,
             resume,
@@ -154,13 +190,16 @@ impl Connection {
                 key,
                 at_ms: registry::to_ms(now),
             }),
+            first_prompt: None,
+            cli_title: None,
+            cost_usd: 0.0,
         };
         let created = ServerMsg::SessionCreated {
             id: None,
             session: record.name.clone(),
             uid: record.uid.clone(),
-            workdir: dir.display().to_string(),
-            worktree: None,
+            workdir: workdir.display().to_string(),
+            worktree: worktree.as_ref().map(registry::worktree_info),
             duplicate: None,
         };
         let reply = created.clone();
@@ -172,10 +211,16 @@ impl Connection {
             Ok(Ok(entry)) => entry,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot create a session");
+                if let Some(wt) = &worktree {
+                    crate::workdirs::worktree::discard(wt).await;
+                }
                 return self.error(id, ErrorCode::Internal, "the session could not be created");
             }
             Err(e) => {
                 tracing::error!(error = %e, "creating a session failed");
+                if let Some(wt) = &worktree {
+                    crate::workdirs::worktree::discard(wt).await;
+                }
                 return self.error(id, ErrorCode::Internal, "the session could not be created");
             }
         };
@@ -207,6 +252,7 @@ impl Connection {
             serde_json::json!({
                 "uid": &*entry.uid,
                 "workdir": entry.workdir.display().to_string(),
+                "worktree": entry.worktree.as_ref().map(registry::worktree_info),
                 "client_id": client.info.client_id,
                 "fingerprint": client.info.fingerprint,
                 "device": client.info.device,
@@ -252,15 +298,34 @@ impl Connection {
                 );
             }
         };
-        if remove_worktree && entry.worktree.is_some() {
-            // Worktrees are not created yet (see `on_session_create`): none to remove.
-            registry.abandon_close(&entry.uid);
-            return self.error(
-                id,
-                ErrorCode::GitFailed,
-                "this server does not remove worktrees yet",
-            );
-        }
+        // docs/protocol.md §4.10: the worktree must be clean before anything is
+        // stopped; a dirty one leaves the session open.
+        let remove = if remove_worktree {
+            let Some(wt) = entry.worktree.clone() else {
+                registry.abandon_close(&entry.uid);
+                return self.error(
+                    id,
+                    ErrorCode::BadMessage,
+                    format!(
+                        "session {session} has no worktree the server created; leave out `remove_worktree`"
+                    ),
+                );
+            };
+            match worktree::is_clean(&wt.path).await {
+                Ok(true) => Some(wt),
+                Ok(false) => {
+                    registry.abandon_close(&entry.uid);
+                    return self
+                        .workdir_error(id, WorkdirError::Dirty(wt.path.display().to_string()));
+                }
+                Err(e) => {
+                    registry.abandon_close(&entry.uid);
+                    return self.workdir_error(id, e);
+                }
+            }
+        } else {
+            None
+        };
         let (done, closed) = tokio::sync::oneshot::channel();
         let cmd = SessionCmd::Close {
             by: by.clone(),
@@ -283,12 +348,32 @@ impl Connection {
                 // The server is shutting down: the session is restored at the next start.
                 return;
             }
+            // The branch is kept: the session's commits stay reachable.
+            let removed = match &remove {
+                Some(wt) => worktree::remove(wt).await,
+                None => Ok(()),
+            };
             let uid = entry.uid.clone();
             let finished = {
                 let registry = registry.clone();
                 tokio::task::spawn_blocking(move || registry.finish_close(&uid)).await
             };
-            let _ = outbox.frame(FrameType::Ok, ServerMsg::ok(id).to_json());
+            match &removed {
+                Ok(()) => {
+                    let _ = outbox.frame(FrameType::Ok, ServerMsg::ok(id).to_json());
+                }
+                Err(e) => {
+                    // Changed while the agent stopped: the session is closed, its
+                    // worktree kept (never removed by force).
+                    tracing::warn!(session = %session, error = %e, "the closed session's worktree was not removed");
+                    let err = ccrelay_protocol::ProtocolError::new(
+                        e.code(),
+                        format!("the session is closed but its worktree was not removed: {e}"),
+                    )
+                    .with_id(id);
+                    let _ = outbox.frame(FrameType::Error, err.to_frame());
+                }
+            }
             if let Ok(Some(entry)) = finished {
                 registry.announce(&entry, "closed");
             }
@@ -298,6 +383,7 @@ impl Connection {
                 &session,
                 serde_json::json!({
                     "uid": &*entry.uid,
+                    "worktree_removed": remove.is_some() && removed.is_ok(),
                     "client_id": by.client_id,
                     "fingerprint": by.fingerprint,
                     "device": by.device,
@@ -383,6 +469,106 @@ impl Connection {
         }
     }
 
+    pub(super) async fn on_conversations_list(
+        &mut self,
+        id: Option<RequestId>,
+        workdir: String,
+        limit: u64,
+        before: Option<String>,
+    ) {
+        if !self.owner_only(&id, "conversations.list") {
+            return;
+        }
+        let before = match before
+            .as_deref()
+            .map(crate::workdirs::conversations::parse_before)
+            .transpose()
+        {
+            Ok(b) => b,
+            Err(e) => return self.workdir_error(id, e),
+        };
+        let roots = self.shared.roots.clone();
+        let registry = self.shared.sessions.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let dir = roots.resolve_dir(&workdir)?;
+            let page = match registry.claude_config_dir() {
+                Some(config_dir) => crate::workdirs::conversations::list(
+                    config_dir,
+                    &dir,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                    before,
+                    &|conversation| registry.conversation_in_use(conversation),
+                )?,
+                // No home and no $CLAUDE_CONFIG_DIR: the CLI records nothing either.
+                None => crate::workdirs::conversations::ConversationPage {
+                    conversations: Vec::new(),
+                    more: false,
+                },
+            };
+            Ok::<_, WorkdirError>((dir, page))
+        })
+        .await;
+        match listed {
+            Ok(Ok((dir, page))) => self.reply(
+                FrameType::ConversationsList,
+                ServerMsg::ConversationsList {
+                    id,
+                    workdir: dir.display().to_string(),
+                    conversations: page
+                        .conversations
+                        .into_iter()
+                        .map(|c| ConversationEntry {
+                            conversation: c.conversation,
+                            title: c.title,
+                            updated_at: c.updated_at,
+                            in_use_by: c.in_use_by,
+                        })
+                        .collect(),
+                    more: page.more,
+                },
+            ),
+            Ok(Err(e)) => self.workdir_error(id, e),
+            Err(e) => {
+                tracing::error!(error = %e, "conversations.list failed");
+                self.error(
+                    id,
+                    ErrorCode::Internal,
+                    "the conversations could not be listed",
+                );
+            }
+        }
+    }
+
+    /// The worktree of a `session.create` (docs/protocol.md §4.10): a new branch
+    /// (default `ccrelay/<session>`) of the repository holding `dir` (looked for no
+    /// higher than its session root), at `<repo parent>/<repo>.worktrees/<session>`.
+    /// A failure leaves nothing behind (`worktree::create`).
+    async fn make_worktree(
+        &self,
+        dir: &Path,
+        session: &str,
+        asked: WorktreeRequest,
+    ) -> Result<Worktree, WorkdirError> {
+        let branch = asked.branch.unwrap_or_else(|| format!("ccrelay/{session}"));
+        worktree::validate_branch(&branch)?;
+        let ceiling = self
+            .shared
+            .roots
+            .root_of(dir)
+            .and_then(git::ceiling_for_root);
+        let repo = worktree::repository_of_within(dir, ceiling.as_deref()).await?;
+        let path = {
+            let (repo, session) = (repo.clone(), session.to_string());
+            tokio::task::spawn_blocking(move || worktree::default_worktree_path(&repo, &session))
+                .await
+                .map_err(|e| WorkdirError::Io {
+                    context: "choosing the worktree's path",
+                    source: std::io::Error::other(e),
+                })?
+        };
+        worktree::create(&repo, &branch, asked.base.as_deref(), &path).await
+    }
+
     fn workdir_error(&self, id: Option<RequestId>, e: WorkdirError) {
         if let WorkdirError::Io { source, .. } = &e {
             tracing::error!(error = %source, "{e}");
@@ -392,7 +578,9 @@ impl Connection {
 }
 
 /// A create's settings with every key present (docs/protocol.md §10), or why not.
-fn check_settings(asked: SettingsRequest) -> Result<SessionSettingsJson, (ErrorCode, String)> {
+pub(super) fn check_settings(
+    asked: SettingsRequest,
+) -> Result<SessionSettingsJson, (ErrorCode, String)> {
     let mut settings = SessionSettingsJson::default();
     if let Some(mode) = asked.permission_mode {
         if UNATTENDED_MODES.contains(&mode.as_str()) {

@@ -10,9 +10,11 @@
 //! the `keys.*` requests in [`devices`]; `push.subscribe`/`push.unsubscribe` in [`push`].
 
 mod auth_phase;
+mod controls;
 mod devices;
 mod lifecycle;
 mod push;
+mod workspace;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -54,6 +56,8 @@ pub struct Services {
     pub sessions: Arc<crate::session::Registry>,
     /// Where clients may create sessions and list directories.
     pub roots: Arc<crate::workdirs::Roots>,
+    /// The workspace view's limits and private places (docs/protocol.md §11).
+    pub workspace: Arc<crate::workspace::Workspace>,
     /// The audit log (creating, closing and renaming sessions are audit lines).
     pub audit: Arc<crate::session::AuditLog>,
     pub keys: auth::KeyStore,
@@ -928,14 +932,38 @@ impl Connection {
                 self.on_dirs_list(id, path).await;
                 return;
             }
-            // Answered as before it existed until the server reads the CLI's
-            // transcripts (docs/protocol.md §4.10).
-            request @ ClientRequest::ConversationsList { .. } => {
-                self.error(
-                    id,
-                    ErrorCode::UnknownType,
-                    format!("unknown message type `{}`", request.type_name()),
-                );
+            ClientRequest::ConversationsList {
+                workdir,
+                limit,
+                before,
+            } => {
+                self.on_conversations_list(id, workdir, limit, before).await;
+                return;
+            }
+            ClientRequest::FilesStatus { session } => {
+                self.on_files_status(id, session).await;
+                return;
+            }
+            ClientRequest::FilesDiff {
+                session,
+                path,
+                base,
+            } => {
+                self.on_files_diff(id, session, path, base).await;
+                return;
+            }
+            ClientRequest::FilesList { session, path } => {
+                self.on_files_list(id, session, path).await;
+                return;
+            }
+            ClientRequest::FilesRead {
+                session,
+                path,
+                offset,
+                max_bytes,
+            } => {
+                self.on_files_read(id, session, path, offset, max_bytes)
+                    .await;
                 return;
             }
             ClientRequest::SessionList => {
@@ -1049,6 +1077,37 @@ impl Connection {
                     id: id.clone(),
                     before,
                     limit,
+                },
+            ),
+            ClientRequest::SessionSet { session, settings } => {
+                if !self.owner_only(&id, "session.set") {
+                    return;
+                }
+                let asked = match controls::check_set(settings) {
+                    Ok(asked) => asked,
+                    Err((code, why)) => return self.error(id, code, why),
+                };
+                (
+                    session,
+                    SessionCmd::SetSettings {
+                        client: client.clone(),
+                        id: id.clone(),
+                        asked,
+                    },
+                )
+            }
+            ClientRequest::SessionCatalog { session } => (
+                session,
+                SessionCmd::Catalog {
+                    client: client.clone(),
+                    id: id.clone(),
+                },
+            ),
+            ClientRequest::SessionUsage { session } => (
+                session,
+                SessionCmd::Usage {
+                    client: client.clone(),
+                    id: id.clone(),
                 },
             ),
             ClientRequest::SessionRestart { session } => {

@@ -120,6 +120,14 @@ pub async fn run_with(
     // Everything that can be wrong with the configuration is found before anything starts.
     let keys = KeyStore::load_files(config.key_paths().files())
         .map_err(|e| config_error(e.setting(), e.to_string()))?;
+    // An agent that would refuse its own flags must not crash-loop (docs/protocol.md §10).
+    if config.agent.allow_bypass {
+        let agent = config.agent.clone();
+        tokio::task::spawn_blocking(move || crate::agent::process::check_allow_bypass(&agent))
+            .await
+            .map_err(|e| ServeError::Fatal(anyhow::anyhow!("checking the agent: {e}")))?
+            .map_err(|message| config_error("allow-bypass-permissions", message))?;
+    }
     // Owner-only, or refused (exit 2): journals hold whole transcripts.
     crate::datadir::prepare(&config.data_dir)
         .map_err(|e| config_error("data-dir", e.to_string()))?;
@@ -195,14 +203,15 @@ pub async fn run_with(
     .map_err(|e| startup_fault(anyhow::Error::new(e)))?;
     let session_stop = CancellationToken::new();
     let session_tasks = TaskTracker::new();
+    let claude_config_dir = crate::workdirs::claude_config_dir(
+        std::env::var_os("CLAUDE_CONFIG_DIR"),
+        crate::datadir::home_dir().as_deref(),
+    );
     let roots = {
         let (given, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
+        let claude = claude_config_dir.clone();
         tokio::task::spawn_blocking(move || {
             let home = crate::datadir::home_dir();
-            let claude = crate::workdirs::claude_config_dir(
-                std::env::var_os("CLAUDE_CONFIG_DIR"),
-                home.as_deref(),
-            );
             let excluded = std::iter::once(data_dir).chain(claude).collect();
             crate::workdirs::Roots::new(given, excluded, home)
         })
@@ -210,7 +219,19 @@ pub async fn run_with(
         .map_err(|e| startup_fault(anyhow::anyhow!("resolving the session roots panicked: {e}")))?
         .map_err(|e| config_error(crate::config::settings::SESSION_ROOT.name, e.to_string()))?
     };
+    let workspace = {
+        let (roots, data_dir) = (config.session_roots.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || crate::workspace::Workspace::new(&data_dir, &roots))
+            .await
+            .map(Arc::new)
+            .map_err(|e| {
+                startup_fault(anyhow::anyhow!(
+                    "preparing the workspace view panicked: {e}"
+                ))
+            })?
+    };
     let session_shared = SessionShared {
+        workspace: workspace.clone(),
         metrics: metrics.clone(),
         audit: audit.clone(),
         fatal: fatal.clone(),
@@ -229,6 +250,7 @@ pub async fn run_with(
             closed_retention: config.closed_retention,
             // Created sessions start like the `default` session, in their own workdir.
             template: settings[0].clone(),
+            claude_config_dir,
         };
         let (stop, tasks) = (session_stop.clone(), session_tasks.clone());
         tokio::task::spawn_blocking(move || {
@@ -268,6 +290,7 @@ pub async fn run_with(
         config: config.clone(),
         sessions,
         roots: Arc::new(roots),
+        workspace,
         audit,
         keys,
         metrics,

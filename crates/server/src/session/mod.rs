@@ -90,6 +90,8 @@ pub struct SessionStatus {
     pub first_prompt: Option<Arc<str>>,
     /// The open requests, summarized for `session.list` (changes only when they do).
     pub pending_list: Arc<[PendingSummary]>,
+    /// The settings in effect (§10); a new `Arc` only when they change.
+    pub settings: Arc<ccrelay_protocol::SessionSettingsJson>,
 }
 
 /// Who a connection is, once authenticated.
@@ -178,6 +180,23 @@ pub enum SessionCmd {
     Close {
         by: Arc<ClientInfo>,
         done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// `session.set` (docs/protocol.md §10) from an owner; `asked` already checked
+    /// for syntax (the bypass gate is the session's, which knows the server's flag).
+    SetSettings {
+        client: ClientHandle,
+        id: Option<RequestId>,
+        asked: ccrelay_protocol::SettingsRequest,
+    },
+    /// `session.catalog` (§10).
+    Catalog {
+        client: ClientHandle,
+        id: Option<RequestId>,
+    },
+    /// `session.usage` (§10).
+    Usage {
+        client: ClientHandle,
+        id: Option<RequestId>,
     },
     /// Older events (`history`, §4); `limit` already checked (1..=1000).
     History {
@@ -272,6 +291,9 @@ pub struct SessionSettings {
     /// Start the agent when the session opens (configured sessions); else the
     /// session opens `asleep` and its first prompt starts one (§4.11).
     pub start_agent: bool,
+    /// The settings the session starts with when it has none recorded in `dir`
+    /// yet (docs/protocol.md §10: `session.create`'s, else the defaults).
+    pub initial_settings: ccrelay_protocol::SessionSettingsJson,
 }
 
 /// What every session shares with the server.
@@ -288,6 +310,8 @@ pub struct SessionShared {
     /// The server-wide agent slots (`--max-agents`, §4.11): one [`slots::AgentSlots`]
     /// for all sessions, configured and created alike.
     pub slots: Arc<slots::AgentSlots>,
+    /// Turn snapshots for `relay.changes` (docs/protocol.md §11).
+    pub workspace: Arc<crate::workspace::Workspace>,
 }
 
 pub use crate::fatal::FatalSignal;

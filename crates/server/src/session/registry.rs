@@ -51,13 +51,9 @@ impl CreatedBy {
     }
 }
 
-/// A git worktree the server made for a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Worktree {
-    pub path: PathBuf,
-    pub branch: String,
-    pub repository: PathBuf,
-}
+/// A git worktree the server made for a session (recorded as `path`, `branch`,
+/// `repository`).
+pub use crate::workdirs::worktree::Worktree;
 
 /// The create key of a created session: who used it, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +85,15 @@ pub struct SessionRecord {
     pub closed_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<CreateKey>,
+    /// The first line of the first prompt (a title fallback), recorded at turn end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_prompt: Option<String>,
+    /// The CLI's own title for the conversation, as last read at a turn's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli_title: Option<String>,
+    /// The conversation's cost so far (docs/protocol.md §4.10), recorded at turn end.
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// A session's line in the registry.
@@ -106,8 +111,14 @@ pub struct Entry {
     pub dir: PathBuf,
     /// A close is under way (a second one is refused).
     pub closing: bool,
-    /// The record, for created sessions (rewritten on rename and close).
+    /// The record, for created sessions (rewritten on rename, at turn ends and on close).
     pub record: Option<SessionRecord>,
+    /// The cost recorded before this server start (the actor counts from 0).
+    pub cost_before: f64,
+    /// The first prompt's line as recorded before this server start.
+    pub first_prompt: Option<String>,
+    /// The CLI's own title for the conversation (read at turn ends).
+    pub cli_title: Option<String>,
 }
 
 impl Entry {
@@ -119,10 +130,14 @@ impl Entry {
     /// (docs/protocol.md §4.1): `workdir`, `worktree` and `conversation` for owners only.
     pub fn summary(&self, role: Role) -> SessionSummary {
         let status = self.handle.status();
+        // docs/protocol.md §4.10: a rename, else the CLI's title, else the first
+        // prompt's line, else the workdir's base name.
         let title = self
             .title
             .clone()
+            .or_else(|| self.cli_title.clone())
             .or_else(|| status.first_prompt.as_deref().map(str::to_string))
+            .or_else(|| self.first_prompt.clone())
             .unwrap_or_else(|| base_name(&self.workdir));
         let owner = role == Role::Owner;
         SessionSummary {
@@ -136,12 +151,12 @@ impl Entry {
                 created: self.created.as_str().into(),
                 created_at: rfc3339(self.created_at),
                 last_activity: rfc3339(status.last_activity),
-                cost_usd: status.cost_usd,
-                settings: self.settings.clone(),
+                cost_usd: self.cost_before + status.cost_usd,
+                settings: (*status.settings).clone(),
                 closable: self.created == CreatedBy::Client,
                 pending: status.pending_list.to_vec(),
                 workdir: owner.then(|| self.workdir.display().to_string()),
-                worktree: self.worktree.as_ref().filter(|_| owner).map(Worktree::info),
+                worktree: self.worktree.as_ref().filter(|_| owner).map(worktree_info),
                 conversation: status
                     .conversation
                     .as_deref()
@@ -152,13 +167,12 @@ impl Entry {
     }
 }
 
-impl Worktree {
-    pub fn info(&self) -> WorktreeInfo {
-        WorktreeInfo {
-            path: self.path.display().to_string(),
-            branch: self.branch.clone(),
-            repository: self.repository.display().to_string(),
-        }
+/// A worktree as the wire shows it.
+pub fn worktree_info(worktree: &Worktree) -> WorktreeInfo {
+    WorktreeInfo {
+        path: worktree.path.display().to_string(),
+        branch: worktree.branch.clone(),
+        repository: worktree.repository.display().to_string(),
     }
 }
 
@@ -232,6 +246,9 @@ pub struct RegistryConfig {
     pub closed_retention: Duration,
     /// The settings of a created session before its own (the `default` session's).
     pub template: SessionSettings,
+    /// The Claude Code configuration directory (`$CLAUDE_CONFIG_DIR`, else
+    /// `~/.claude`): where the CLI's transcripts are (docs/protocol.md §4.10).
+    pub claude_config_dir: Option<PathBuf>,
 }
 
 /// Every session of the server.
@@ -242,6 +259,9 @@ pub struct Registry {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     inner: Mutex<Inner>,
+    /// Held while a record is written at a turn's end or a close, so a late
+    /// turn-end write never undoes a close (never taken while `inner` is held).
+    record_writes: Mutex<()>,
 }
 
 impl Registry {
@@ -261,6 +281,7 @@ impl Registry {
             shutdown,
             tracker: tracker.clone(),
             inner: Mutex::new(Inner::default()),
+            record_writes: Mutex::new(()),
         });
         for settings in configured {
             let uid = configured_uid(&settings.dir).map_err(|source| SessionError::Io {
@@ -281,6 +302,9 @@ impl Registry {
                 dir: settings.dir.clone(),
                 closing: false,
                 record: None,
+                cost_before: 0.0,
+                first_prompt: None,
+                cli_title: None,
                 handle: registry.spawn_actor(settings)?,
             };
             registry.lock().entries.push(entry);
@@ -475,10 +499,8 @@ impl Registry {
         // Created sessions sleep until their first prompt, after a create and after
         // a restart (docs/protocol.md §4.11).
         settings.start_agent = false;
-        settings
-            .agent
-            .extra_args
-            .extend(agent_flags(&record.settings));
+        // The actor passes them as flags at every start (and keeps later changes).
+        settings.initial_settings = record.settings.clone();
         let handle = self.spawn_actor(settings)?;
         Ok(Entry {
             handle,
@@ -491,6 +513,9 @@ impl Registry {
             settings: record.settings.clone(),
             dir,
             closing: false,
+            cost_before: record.cost_usd,
+            first_prompt: record.first_prompt.clone(),
+            cli_title: record.cli_title.clone(),
             record: Some(record),
         })
     }
@@ -505,7 +530,7 @@ impl Registry {
                 session: record.name.clone(),
                 uid: record.uid.clone(),
                 workdir: record.workdir.display().to_string(),
-                worktree: record.worktree.as_ref().map(Worktree::info),
+                worktree: record.worktree.as_ref().map(worktree_info),
                 duplicate: None,
             };
             self.lock().keys.insert(
@@ -594,6 +619,7 @@ impl Registry {
     /// The actor has closed: record it (blocking I/O) and free the name. Returns
     /// the final entry (for `session.changed`).
     pub fn finish_close(&self, uid: &str) -> Option<Entry> {
+        let _writing = self.record_writes.lock().unwrap_or_else(|e| e.into_inner());
         let entry = {
             let mut inner = self.lock();
             let at = inner.entries.iter().position(|e| &*e.uid == uid)?;
@@ -628,6 +654,35 @@ impl Registry {
             && let Err(e) = crate::datadir::write_atomic(&entry.dir.join("title"), title)
         {
             tracing::error!(session = %name, error = %e, "cannot record the title");
+        }
+        Some(entry)
+    }
+
+    /// A session's settings changed (docs/protocol.md §10): kept in its entry and,
+    /// for a created session, in its record (blocking I/O). The entry to announce.
+    fn settings_changed(&self, name: &str, settings: &SessionSettingsJson) -> Option<Entry> {
+        let (entry, record) = {
+            let mut inner = self.lock();
+            let entry = inner
+                .entries
+                .iter_mut()
+                .find(|e| e.name() == name && !e.closing)?;
+            entry.settings = settings.clone();
+            if let Some(r) = &mut entry.record {
+                r.settings = settings.clone();
+            }
+            (entry.clone(), entry.record.is_some())
+        };
+        if record {
+            let _writing = self.record_writes.lock().unwrap_or_else(|e| e.into_inner());
+            // The record as it is now; none when the session was closed meanwhile
+            // (the close's record stands).
+            let current = self.entry_by_uid(&entry.uid).and_then(|e| e.record);
+            if let Some(record) = current
+                && let Err(e) = write_record(&entry.dir, &record)
+            {
+                tracing::error!(session = %name, error = %e, "cannot record the settings");
+            }
         }
         Some(entry)
     }
@@ -725,19 +780,32 @@ pub enum CloseRefused {
 }
 
 /// Announce a session's `state` and `pending` changes: at most one a
-/// [`CHANGE_GAP`], the latest always delivered. Ends with the actor.
+/// [`CHANGE_GAP`], the latest always delivered; and when a turn has ended,
+/// record what it changed ([`Registry::turn_ended`]). Ends with the actor.
 async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
     let mut status = handle.watch();
     let key = |s: &SessionStatus| (s.state, s.pending_list.clone());
     let mut last = key(&status.borrow());
+    let mut last_settings = status.borrow().settings.clone();
     let mut uid: Option<Arc<str>> = None;
+    let mut recorded = TurnOutcome::of(&status.borrow());
     loop {
         if status.changed().await.is_err() {
             return;
         }
-        let now = key(&status.borrow_and_update());
-        if now.0 == last.0 && Arc::ptr_eq(&now.1, &last.1) {
-            continue;
+        let snapshot = status.borrow_and_update().clone();
+        if !Arc::ptr_eq(&snapshot.settings, &last_settings) {
+            last_settings = snapshot.settings.clone();
+            let settings = snapshot.settings.clone();
+            let name = handle.name.clone();
+            let registry = registry.clone();
+            // The record is rewritten off the async workers; then announced.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(entry) = registry.settings_changed(&name, &settings) {
+                    registry.announce(&entry, "settings");
+                }
+            })
+            .await;
         }
         if uid.is_none() {
             uid = registry
@@ -746,6 +814,25 @@ async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
                 .iter()
                 .find(|e| Arc::ptr_eq(&e.handle.name, &handle.name))
                 .map(|e| e.uid.clone());
+        }
+        let outcome = TurnOutcome::of(&snapshot);
+        if let Some(u) = uid.clone()
+            && outcome.between_turns
+            && outcome != recorded
+        {
+            let (writer, seen) = (registry.clone(), outcome.clone());
+            let renamed = tokio::task::spawn_blocking(move || writer.turn_ended(&u, &seen))
+                .await
+                .ok()
+                .flatten();
+            recorded = outcome;
+            if let Some(entry) = renamed {
+                registry.announce(&entry, "renamed");
+            }
+        }
+        let now = key(&snapshot);
+        if now.0 == last.0 && Arc::ptr_eq(&now.1, &last.1) {
+            continue;
         }
         let Some(entry) = uid.as_deref().and_then(|u| registry.entry_by_uid(u)) else {
             // Not registered yet (starting) or closed: nothing to announce.
@@ -763,6 +850,83 @@ async fn watch_changes(registry: Arc<Registry>, handle: SessionHandle) {
     }
 }
 
+/// What a turn's end may have changed in a session's record.
+#[derive(Debug, Clone, PartialEq)]
+struct TurnOutcome {
+    /// No turn is running (nor starting): the values below are a turn's result.
+    between_turns: bool,
+    cost_usd: f64,
+    first_prompt: Option<Arc<str>>,
+    conversation: Option<Arc<str>>,
+}
+
+impl TurnOutcome {
+    fn of(s: &SessionStatus) -> TurnOutcome {
+        use super::SessionState as S;
+        TurnOutcome {
+            between_turns: matches!(s.state, S::Idle | S::Asleep | S::Failed | S::Stopped),
+            cost_usd: s.cost_usd,
+            first_prompt: s.first_prompt.clone(),
+            conversation: s.conversation.clone(),
+        }
+    }
+}
+
+impl Registry {
+    /// The Claude Code configuration directory, if the server has one.
+    pub fn claude_config_dir(&self) -> Option<&Path> {
+        self.config.claude_config_dir.as_deref()
+    }
+
+    /// Blocking I/O. A turn of session `uid` ended with `outcome`: read the CLI's
+    /// title for its conversation (bounded) and record the first prompt's line,
+    /// the cost and that title for a created session. Returns the entry when the
+    /// CLI's title changed (to announce).
+    fn turn_ended(&self, uid: &str, outcome: &TurnOutcome) -> Option<Entry> {
+        let workdir = self.entry_by_uid(uid)?.workdir;
+        let cli_title = match (self.claude_config_dir(), outcome.conversation.as_deref()) {
+            (Some(config), Some(conversation)) => {
+                crate::workdirs::conversations::cli_title_of(config, &workdir, conversation)
+            }
+            _ => None,
+        };
+        let (entry, record, title_changed) = {
+            let mut inner = self.lock();
+            let entry = inner.entries.iter_mut().find(|e| &*e.uid == uid)?;
+            let title_changed = cli_title.is_some() && entry.cli_title != cli_title;
+            if cli_title.is_some() {
+                entry.cli_title = cli_title.clone();
+            }
+            let cost = entry.cost_before + outcome.cost_usd;
+            let first_prompt = outcome.first_prompt.as_deref().map(str::to_string);
+            let record = entry.record.as_mut().and_then(|r| {
+                let before = r.clone();
+                if r.first_prompt.is_none() {
+                    r.first_prompt = first_prompt;
+                }
+                r.cost_usd = cost;
+                if cli_title.is_some() {
+                    r.cli_title = cli_title;
+                }
+                (*r != before).then(|| r.clone())
+            });
+            (entry.clone(), record, title_changed)
+        };
+        if record.is_some() {
+            let _writing = self.record_writes.lock().unwrap_or_else(|e| e.into_inner());
+            // The record as it is now (a rename may have come meanwhile); none when
+            // the session was closed meanwhile: the close's record stands.
+            let current = self.entry_by_uid(uid).and_then(|e| e.record);
+            if let Some(record) = current
+                && let Err(e) = write_record(&entry.dir, &record)
+            {
+                tracing::error!(session = %entry.name(), error = %e, "cannot record the turn's title and cost");
+            }
+        }
+        title_changed.then_some(entry)
+    }
+}
+
 /// The agent flags of a session's settings (docs/protocol.md §10): only values
 /// already validated by `session.create`.
 pub fn agent_flags(settings: &SessionSettingsJson) -> Vec<String> {
@@ -772,6 +936,9 @@ pub fn agent_flags(settings: &SessionSettingsJson) -> Vec<String> {
     ];
     if let Some(model) = &settings.model {
         flags.extend(["--model".to_string(), model.clone()]);
+    }
+    if let Some(effort) = &settings.effort {
+        flags.extend(["--effort".to_string(), effort.clone()]);
     }
     flags
 }

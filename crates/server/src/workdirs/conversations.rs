@@ -270,6 +270,25 @@ pub fn require(config_dir: &Path, workdir: &Path, id: &str) -> Result<(), Workdi
     }
 }
 
+/// Blocking. The CLI's own title for conversation `id` run in `workdir`
+/// (`custom-title`, then `ai-title`, then `summary`; never the first prompt),
+/// read as boundedly as [`list`] reads; `None` when it recorded none or the
+/// transcript is not there.
+pub fn cli_title_of(config_dir: &Path, workdir: &Path, id: &str) -> Option<String> {
+    validate_conversation_id(id).ok()?;
+    let mut examined = 0;
+    project_dirs(config_dir, workdir, &mut examined)
+        .iter()
+        .map(|dir| dir.join(format!("{id}.jsonl")))
+        .filter(|path| path.is_file())
+        .find_map(|path| {
+            let ends = read_ends(&path).ok()?;
+            let (head, _) = records(&ends.head, !ends.whole);
+            let (tail, _) = records(&ends.tail, false);
+            cli_title(&tail, &head, id)
+        })
+}
+
 /// What one transcript says about itself.
 #[derive(Debug, Default)]
 struct Summary {
@@ -527,6 +546,24 @@ mod tests {
 
     fn nobody(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn the_cli_title_of_one_conversation_is_never_its_first_prompt() {
+        let f = fixture();
+        let untitled = opening(ID_A, &f.workdir, "first prompt");
+        write(&f, &f.workdir, ID_A, &untitled, 10);
+        assert_eq!(cli_title_of(&f.config, &f.workdir, ID_A), None);
+        let ai = serde_json::json!({"type":"ai-title","aiTitle":"Generated","sessionId":ID_B});
+        let custom = serde_json::json!({"type":"custom-title","customTitle":"Renamed\nsecond line","sessionId":ID_B});
+        let body = format!("{}{ai}\n{custom}\n", opening(ID_B, &f.workdir, "p"));
+        write(&f, &f.workdir, ID_B, &body, 10);
+        assert_eq!(
+            cli_title_of(&f.config, &f.workdir, ID_B).as_deref(),
+            Some("Renamed")
+        );
+        assert_eq!(cli_title_of(&f.config, &f.workdir, ID_C), None);
+        assert_eq!(cli_title_of(&f.config, &f.workdir, "../x"), None);
     }
 
     #[test]

@@ -60,6 +60,11 @@ const FIXED_CONFIG: &[(&str, &str)] = &[
     ("core.askPass", ""),
     ("core.editor", ":"),
     ("sequence.editor", ":"),
+    // Index writes (only ever to a private copy, or a new worktree's) stay one
+    // file: no shared index written into the repository, no automatic gc.
+    ("core.splitIndex", "false"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
 ];
 
 /// The driver settings that name programs, per driver section.
@@ -78,7 +83,20 @@ pub struct Limits<'a> {
     /// Repository discovery never looks at this directory or above
     /// (`GIT_CEILING_DIRECTORIES`).
     pub ceiling: Option<&'a Path>,
+    /// Where this run keeps its index and objects instead of the repository's:
+    /// only [`REDIRECT_VARS`] are set, every other name is ignored.
+    pub env: &'a [(&'static str, &'a OsStr)],
+    /// Bytes written to git's stdin (then closed); none: stdin is null.
+    pub stdin: Option<&'a [u8]>,
 }
+
+/// The variables a run may set to keep its writes out of the repository
+/// (docs/protocol.md §11: per-turn changes live in the data dir).
+pub const REDIRECT_VARS: &[&str] = &[
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+];
 
 impl Limits<'_> {
     /// A quick run (5 s, 1 MiB of output, no ceiling).
@@ -88,6 +106,8 @@ impl Limits<'_> {
             timeout: QUICK_TIMEOUT,
             max_stdout: DEFAULT_MAX_STDOUT,
             ceiling: None,
+            env: &[],
+            stdin: None,
         }
     }
 }
@@ -158,6 +178,8 @@ async fn driver_overrides(
         timeout: QUICK_TIMEOUT.min(limits.timeout),
         max_stdout: DEFAULT_MAX_STDOUT,
         ceiling: limits.ceiling,
+        env: &[],
+        stdin: None,
     };
     let out = run_with_config(dir, &args, probe, &fixed).await?;
     // Exit 1 means "no such keys"; anything else unsuccessful is an error (a
@@ -235,17 +257,35 @@ async fn run_with_config(
         }
         cmd.env("GIT_CEILING_DIRECTORIES", value);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+    for (name, value) in limits.env {
+        if REDIRECT_VARS.contains(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.stdin(if limits.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .process_group(0);
     let mut child = cmd.spawn().map_err(WorkdirError::io("starting git"))?;
     let group = child.id();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
+    let input = limits.stdin.unwrap_or_default();
     let work = async {
-        let (stdout, stderr) = tokio::join!(
+        let feed = async {
+            if let Some(mut pipe) = stdin {
+                // Git may stop reading early; its exit status tells why.
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut pipe, input).await;
+            }
+        };
+        let ((), stdout, stderr) = tokio::join!(
+            feed,
             read_capped(stdout, limits.max_stdout),
             read_capped(stderr, MAX_STDERR)
         );

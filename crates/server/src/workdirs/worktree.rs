@@ -244,6 +244,19 @@ pub async fn create(
     }
 }
 
+/// Undoes a [`create`] whose session could not be recorded: removes the fresh
+/// worktree (forced: nothing of the person's is in it yet) and its branch. Best
+/// effort, like the undo of a failed create.
+pub async fn discard(wt: &Worktree) {
+    undo_create(
+        &wt.repository,
+        &wt.branch,
+        &wt.path,
+        std::slice::from_ref(&wt.path),
+    )
+    .await;
+}
+
 /// Removes what a failed `git worktree add` may have left: its registration (and
 /// checkout), the directories that did not exist before, and the new branch. Best
 /// effort: each step runs even when an earlier one fails.

@@ -15,6 +15,7 @@ impl Actor {
             // Only the first start forks; the fork's own id is resumed after that.
             fork: self.fork_pending && self.conversation == self.settings.resume,
             generation: self.generation,
+            settings_flags: self.settings_flags(),
         };
         self.conversation_missing = false;
         self.stopping = None;
@@ -92,7 +93,12 @@ impl Actor {
                 Ok(())
             }
             AgentLine::KeepAlive => Ok(()),
-            AgentLine::ControlResponse(env) => self.on_control_response(env),
+            AgentLine::ControlResponse(env) => {
+                if self.observe_controls(line)? {
+                    return Ok(());
+                }
+                self.on_control_response(env)
+            }
             AgentLine::ControlRequest {
                 request_id,
                 subtype,
@@ -126,6 +132,7 @@ impl Actor {
             }
             AgentLine::SystemInit { session_id } => {
                 self.emit(line, read_at)?;
+                self.observe_controls(line)?;
                 if let Some(id) = session_id
                     && self.conversation.as_deref() != Some(id.as_str())
                 {
@@ -152,7 +159,11 @@ impl Actor {
                 }
                 Ok(())
             }
-            AgentLine::Other => self.emit(line, read_at),
+            AgentLine::Other => {
+                self.emit(line, read_at)?;
+                self.observe_controls(line)?;
+                Ok(())
+            }
         }
     }
 
@@ -162,6 +173,7 @@ impl Actor {
             self.emit_relay(
                 json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
             )?;
+            self.snapshot_after(&prompt_id);
             if let Some(started) = self.turn_started.take() {
                 self.shared.notify.report(NotifyEvent::TurnEnded {
                     session: self.name.clone(),
@@ -224,6 +236,7 @@ impl Actor {
         for (client, id) in std::mem::take(&mut self.restart_waiters) {
             self.deferred.push((client, ServerMsg::ok(id).to_json()));
         }
+        self.controls_ready()?;
         self.maybe_start_turn()
     }
 
@@ -249,6 +262,7 @@ impl Actor {
         self.probe = None;
         self.stop_deadline = None;
         self.agent_started = None;
+        self.controls_agent_gone()?;
         // Its background tasks ended with it.
         self.tasks.clear();
         agent_process::clear_pid(&self.settings.dir);
@@ -295,6 +309,7 @@ impl Actor {
             // The cause (`stopped` at shutdown); `server_stopped` is reserved for
             // prompts that were still queued and never reached the agent.
             self.emit_relay(json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": cause}))?;
+            self.snapshot_after(&prompt_id);
         }
         self.settle_interrupts();
         self.stopping = None;
@@ -404,10 +419,12 @@ impl Actor {
         }
         consider(self.log.next_interval_sync);
         consider(self.presence.due());
+        consider(self.controls.next_deadline());
         next
     }
 
     pub(super) fn on_timer(&mut self) -> Step {
+        self.controls_on_timer()?;
         let now = Instant::now();
         if let Phase::Starting { deadline, .. } = &self.phase
             && now >= *deadline

@@ -48,6 +48,8 @@ use ccrelay_protocol::{
     event_frame, permission_result,
 };
 
+mod changes;
+mod controls;
 mod history;
 mod lifecycle;
 mod on_demand;
@@ -116,6 +118,7 @@ pub fn spawn(
         };
     let (cmd_tx, cmd_rx) = super::command_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
+    let controls = controls::Controls::load(&settings.dir, &settings.initial_settings);
     let status = SessionStatus {
         state: initial_state,
         detail: String::new(),
@@ -131,6 +134,7 @@ pub fn spawn(
         cost_usd: 0.0,
         first_prompt: None,
         pending_list: Arc::from(Vec::new()),
+        settings: controls.settings(),
     };
     let (status_tx, status_rx) = watch::channel(status);
     let now = Instant::now();
@@ -219,6 +223,8 @@ pub fn spawn(
         going_to_sleep: false,
         idle_since: None,
         tasks: std::collections::HashSet::new(),
+        changes: Default::default(),
+        controls,
         settings,
     };
     let open_prompts = recovered.open_prompts;
@@ -273,6 +279,8 @@ enum Wake {
     Written(Result<Result<CommitReport, JournalError>, tokio::sync::oneshot::error::RecvError>),
     Timer,
     Slot(SlotMsg),
+    /// A turn snapshot answered (docs/protocol.md §11).
+    Snapshot(Option<changes::SnapDone>),
 }
 
 /// The acknowledgement of the oldest write in flight (never, when none is).
@@ -441,6 +449,10 @@ struct Actor {
     idle_since: Option<Instant>,
     /// The agent's background tasks running now (`system/task_*`).
     tasks: std::collections::HashSet<String>,
+    /// Snapshots around turns, for `relay.changes` (docs/protocol.md §11).
+    changes: changes::TurnChanges,
+    /// Settings, catalog and the relay's control requests (docs/protocol.md §10).
+    controls: controls::Controls,
 }
 
 type Step = Result<(), JournalError>;
@@ -513,6 +525,7 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let writing = !self.in_flight.is_empty();
+            let snapping = self.changes.busy();
             let wake = {
                 let written = oldest_ack(&mut self.in_flight);
                 tokio::select! {
@@ -521,6 +534,7 @@ impl Actor {
                     Some(cmd) = cmd_rx.recv() => Wake::Command(cmd),
                     result = written, if writing => Wake::Written(result),
                     Some(msg) = slot_rx.recv() => Wake::Slot(msg),
+                    done = self.changes.wait(), if snapping => Wake::Snapshot(done),
                     _ = sleep_until(deadline.into()) => Wake::Timer,
                 }
             };
@@ -536,6 +550,7 @@ impl Actor {
                 }
                 Wake::Timer => self.on_timer()?,
                 Wake::Slot(msg) => self.on_slot_msg(msg)?,
+                Wake::Snapshot(done) => self.on_snapshot(done)?,
             }
             // Take whatever else is already waiting into this step, so its events
             // go to the writer together (and share a write and an fsync there).
@@ -868,6 +883,15 @@ impl Actor {
                 Ok(())
             }
             SessionCmd::Close { by, done } => self.begin_close(by, done),
+            SessionCmd::SetSettings { client, id, asked } => self.set_settings(client, id, asked),
+            SessionCmd::Catalog { client, id } => {
+                self.session_catalog(client, id);
+                Ok(())
+            }
+            SessionCmd::Usage { client, id } => {
+                self.session_usage(client, id);
+                Ok(())
+            }
         }
     }
 
@@ -958,6 +982,7 @@ impl Actor {
             cost_usd: self.earlier_cost + self.process_cost.unwrap_or(0.0),
             first_prompt: self.first_prompt.clone(),
             pending_list: self.pending_summaries(),
+            settings: self.controls.settings(),
         };
         self.shared
             .metrics
@@ -1038,6 +1063,11 @@ impl Actor {
         let Some(closing) = self.closing.take() else {
             return Ok(());
         };
+        // The last turn's `relay.changes` comes before `relay.closed`.
+        while self.changes.busy() {
+            let done = self.changes.wait().await;
+            self.on_snapshot(done)?;
+        }
         let mut event = json!({"type": "relay.closed", "by": closing.by.client_id});
         if let Some(device) = &closing.by.device {
             event["device"] = Value::from(device.as_str());

@@ -154,6 +154,7 @@ mod tests {
             )
             .expect("notifier"),
             slots: AgentSlots::new(1),
+            workspace: Arc::new(crate::workspace::Workspace::new(dir, &[])),
         }
     }
 
@@ -172,6 +173,7 @@ mod tests {
                 restart_window: Duration::from_secs(300),
                 stop_grace: Duration::from_secs(5),
                 idle_stop: None,
+                allow_bypass: false,
             },
             journal: crate::journal::JournalConfig {
                 fsync: crate::journal::FsyncPolicy::Never,
@@ -183,6 +185,7 @@ mod tests {
             tail_events: 100,
             tail_bytes: 1 << 20,
             start_agent: false,
+            initial_settings: Default::default(),
             resume: None,
             fork: false,
         }

@@ -159,6 +159,8 @@ impl Actor {
                     prompt_id: Some(prompt_id.clone()),
                     queued: None,
                     duplicate: Some(true),
+                    settings: None,
+                    pending_start: None,
                 };
                 let _ = client.outbox.frame(FrameType::Ok, msg.to_json());
                 return Ok(());
@@ -206,6 +208,8 @@ impl Actor {
             prompt_id: Some(prompt_id.clone()),
             queued: Some(queued),
             duplicate: None,
+            settings: None,
+            pending_start: None,
         };
         let _ = client.outbox.frame(FrameType::Ok, reply.to_json());
 
@@ -278,6 +282,19 @@ impl Actor {
     /// Write the next queued prompt to the agent when it can take one.
     pub(super) fn maybe_start_turn(&mut self) -> Step {
         if !self.can_start_turn() {
+            return Ok(());
+        }
+        let Some(front) = self.queue.front() else {
+            return Ok(());
+        };
+        // The working tree is snapshotted before the prompt reaches the agent,
+        // and the previous turn's changes are told first (docs/protocol.md §11).
+        if self.changes.busy() {
+            return Ok(());
+        }
+        if !self.changes.ready_for(&front.prompt_id) {
+            let prompt_id = front.prompt_id.clone();
+            self.snapshot_before(&prompt_id);
             return Ok(());
         }
         let Some(next) = self.queue.pop_front() else {
