@@ -492,8 +492,12 @@ async function main() {
   pickers.className = 'pickers';
   extras.append(chips, bar);
   ui.dock.insertBefore(extras, ui.form);
+  const queueBox = document.createElement('div');
+  queueBox.className = 'queue';
+  ui.outbox.before(queueBox);
   const controls = new SessionControls({
     bar,
+    queueBox,
     input: ui.input,
     form: ui.form,
     actionsBox: ui.form.querySelector('.prompt-actions'),
@@ -669,7 +673,6 @@ async function main() {
   function renderOutbox() {
     const items = conn.outbox.filter((p) => p.session === current);
     ui.outbox.replaceChildren(
-      ...controls.queued(store.log(current).model, current),
       ...items.map((p) => {
         const d = document.createElement('div');
         d.className = 'msg user pending';

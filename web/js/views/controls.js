@@ -28,10 +28,13 @@ export class SessionControls {
    * @param {HTMLTextAreaElement} o.input  the prompt box
    * @param {HTMLElement} o.form  the prompt form (the slash menu opens above it)
    * @param {HTMLElement} o.actionsBox  the prompt box's buttons (Steer goes there)
+   * @param {HTMLElement} o.queueBox  where the queued prompts are listed
    * @param {object} o.actions  {set(session, settings), catalog(session), usage(session), cancel(session, promptId), steer(), toast(text)}
    */
-  constructor({ bar, input, form, actionsBox, actions }) {
+  constructor({ bar, input, form, actionsBox, queueBox, actions }) {
     this.input = input;
+    this.queueBox = queueBox;
+    this.queueKey = '';
     this.actions = actions;
     this.session = '';
     this.owner = true;
@@ -147,6 +150,13 @@ export class SessionControls {
     this.entry = entry;
     this.busy = busy;
     this.draw();
+    // The queue is redrawn only when it changes, so a tap on Cancel never meets a replaced button.
+    const waiting = model.items.filter((x) => x.kind === 'prompt' && x.phase === 'accepted' && x.queued && !x.steer);
+    const key = `${session}\u0000${this.owner}\u0000${waiting.map((p) => p.promptId).join(',')}`;
+    if (key !== this.queueKey) {
+      this.queueKey = key;
+      this.queueBox.replaceChildren(...this.queued(waiting, session));
+    }
   }
 
   draw() {
@@ -279,8 +289,8 @@ export class SessionControls {
   // ---- the session's queue ----------------------------------------------------
 
   /** One `queued-prompt` per prompt accepted and not started yet (scheduled ones too). */
-  queued(model, session) {
-    return model.items.filter((x) => x.kind === 'prompt' && x.phase === 'accepted' && x.queued && !x.steer).map((p) => {
+  queued(waiting, session) {
+    return waiting.map((p) => {
       const d = el('div', 'msg user pending queued');
       d.setAttribute('data-testid', 'queued-prompt');
       d.dataset.promptId = p.promptId;
