@@ -21,7 +21,7 @@ import { DeviceKey, persistStorage } from './keys.js';
 import { pairCode } from './sshsig.js';
 import { Connection } from './connection.js';
 import { Store } from './session.js';
-import { bindingOrigin, msg, wsUrl } from './protocol.js';
+import { bindingOrigin, contentText, msg, wsUrl } from './protocol.js';
 import { StreamView } from './views/stream.js';
 import { DevicesView } from './views/devices.js';
 import { PushControl } from './push.js';
@@ -33,6 +33,9 @@ import { Drafts, triage } from './drafts.js';
 import { qrSvg } from './qr.js';
 import { Directory, normalizeEntry, resumeCommand } from './directory.js';
 import { SessionHead, SessionsScreen } from './views/sessions.js';
+import { SessionControls } from './views/controls.js';
+import { Attachments } from './views/attach.js';
+import { limitsFrom, promptContent } from './controls.js';
 import { OtherRequests } from './peek.js';
 import { WorkspaceView } from './views/workspace.js';
 
@@ -361,11 +364,14 @@ async function main() {
     },
   });
 
+  /** Answer a request of the visible session; true when the server took the answer. */
   const respond = async (it, response) => {
     try {
       await conn.respond(current, it.requestId, response);
+      return true;
     } catch (e) {
       if (e.code !== 'not_pending') toast(`Could not answer: ${e.message}`);
+      return false;
     }
   };
   // The workspace view (docs/protocol.md §11): the visible session's changes and files.
@@ -392,6 +398,11 @@ async function main() {
     openFile: (path) => (workspace.refused ? toast(WORKSPACE_REFUSED) : workspace.openFile(path, null, { root: true })),
     // Drawn into the card once loaded; the render after it keeps the card's focus mark.
     fullDiff: (path) => workspace.diffNode(path).finally(() => scheduleRender()),
+    // "Approve, accept edits" on a plan card (docs/protocol.md §10).
+    setMode: (mode) => conn.sessionSet(current, { permission_mode: mode }).then(
+      (r) => controls.setSettings(current, r.settings),
+      (e) => toast(`Approved, but the mode stayed: ${e.message}`),
+    ),
   });
   const sheet = new ApprovalSheet(ui.sheet, {
     respond,
@@ -495,6 +506,46 @@ async function main() {
     dock: ui.dock,
     send: () => sendPrompt(),
     saveDraft: (text) => drafts.saveDraft(current, text),
+  });
+  // Session controls and attachments (docs/protocol.md §10): a row above the prompt box.
+  const extras = document.createElement('div');
+  extras.className = 'composer-extras';
+  const chips = document.createElement('div');
+  chips.className = 'chips attachments';
+  chips.hidden = true;
+  const bar = document.createElement('div');
+  bar.className = 'controls';
+  const pickers = document.createElement('span');
+  pickers.className = 'pickers';
+  extras.append(chips, bar);
+  ui.dock.insertBefore(extras, ui.form);
+  const queueBox = document.createElement('div');
+  queueBox.className = 'queue';
+  ui.outbox.before(queueBox);
+  const controls = new SessionControls({
+    bar,
+    queueBox,
+    input: ui.input,
+    form: ui.form,
+    actionsBox: ui.form.querySelector('.prompt-actions'),
+    actions: {
+      set: (session, settings) => conn.sessionSet(session, settings),
+      catalog: (session) => conn.sessionCatalog(session),
+      usage: (session) => conn.sessionUsage(session),
+      cancel: (session, promptId) => conn.promptCancel(session, promptId),
+      steer: () => sendPrompt({ steer: true }),
+      toast,
+    },
+  });
+  bar.append(pickers);
+  const attachments = new Attachments({
+    bar: pickers,
+    chips,
+    input: ui.input,
+    limits: () => limitsFrom(conn.authOk),
+    upload: (name, data) => conn.fileUpload(current, name, data),
+    toast,
+    changed: () => composer.reserve(),
   });
 
   // --- scrolling: a reader who scrolled up stays where they are
@@ -619,6 +670,7 @@ async function main() {
     // Screen readers announce a streamed answer once it is complete, not every delta.
     ui.stream.setAttribute('aria-busy', String(log.model.state === 'busy'));
     ui.interrupt.disabled = role !== 'owner' || !busy;
+    controls.render(current, log.model, directory.get(current), busy);
     ui.earlier.hidden = !(log.base > 0);
     renderOutbox();
     renderPresence();
@@ -661,7 +713,7 @@ async function main() {
         meta.append(tag);
         const body = document.createElement('div');
         body.className = 'body plain';
-        body.textContent = typeof p.content === 'string' ? p.content : '';
+        body.textContent = contentText(p.content);
         d.append(meta, body);
         return d;
       }),
@@ -923,6 +975,10 @@ async function main() {
     switch (m.type) {
       case 'attached':
         setPresence(m.session, m);
+        if (m.session === current) controls.attached(m.session);
+        break;
+      case 'session.catalog':
+        controls.frame(m);
         break;
       case 'presence':
         setPresence(m.session, m);
@@ -938,6 +994,7 @@ async function main() {
         if (Array.isArray(m.sessions)) setSessions(m.sessions);
         break;
       case 'session.changed':
+        controls.frame(m);
         sessionChanged(m);
         break;
       case 'detached':
@@ -1057,7 +1114,10 @@ async function main() {
     const viewer = role !== 'owner';
     ui.viewOnly.hidden = !viewer;
     ui.inviteBox.hidden = viewer;
+    controls.setRole(!viewer);
     if (viewer) {
+      pickers.remove();
+      chips.remove();
       ui.form.remove();
       // Nothing a viewer cannot use: no new-session button or form (sessions.js), no rename, no close, no resume command.
       $('session-new')?.remove();
@@ -1071,10 +1131,15 @@ async function main() {
 
   // --- prompt box
   const created = new Map(); // outbox key → when it was written (for the resend window)
-  function sendPrompt() {
+  /** Send the box (and the attached images); `extra` `{steer: true}` for "Steer". */
+  function sendPrompt(extra = {}) {
     const text = ui.input.value;
-    if (!text.trim() || role !== 'owner') return;
-    const key = conn.prompt(current, text);
+    if ((!text.trim() && attachments.images.length === 0) || role !== 'owner') return;
+    if (attachments.busy) {
+      toast('An attachment is still being prepared.');
+      return;
+    }
+    const key = conn.prompt(current, promptContent(text, attachments.take()), undefined, extra);
     created.set(key, Date.now());
     ui.input.value = '';
     composer.grow();

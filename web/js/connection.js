@@ -417,8 +417,8 @@ export class Connection {
    * Queue a prompt; it is sent now if possible, else after the next attach. Returns its
    * key. `key` is given for a prompt restored after a reload (sent again under its key).
    */
-  prompt(session, content, key = newKey()) {
-    const p = { key, session, content, sentId: null, state: 'unsent', queued: false };
+  prompt(session, content, key = newKey(), extra = {}) {
+    const p = { key, session, content, extra, sentId: null, state: 'unsent', queued: false };
     this.outbox.push(p);
     const log = this.store.log(session);
     if (this.authed && !this.attaching.has(session) && log.replayUntil === undefined) this.sendPrompt(p);
@@ -428,7 +428,7 @@ export class Connection {
 
   sendPrompt(p) {
     const id = this.nextId++;
-    if (this.send(msg.prompt(id, p.session, p.content, p.key))) {
+    if (this.send(msg.prompt(id, p.session, p.content, p.key, p.extra || {}))) {
       p.sentId = id;
       p.state = 'sent';
     }
@@ -504,6 +504,28 @@ export class Connection {
 
   dirsList(path) {
     return this.request((id) => msg.dirsList(id, path));
+  }
+
+  // ---- settings and agent controls (docs/protocol.md §10) ------------------
+
+  sessionSet(session, settings) {
+    return this.request((id) => msg.sessionSet(id, session, settings));
+  }
+
+  sessionCatalog(session) {
+    return this.request((id) => msg.sessionCatalog(id, session));
+  }
+
+  sessionUsage(session) {
+    return this.request((id) => msg.sessionUsage(id, session));
+  }
+
+  promptCancel(session, promptId) {
+    return this.request((id) => msg.promptCancel(id, session, promptId));
+  }
+
+  fileUpload(session, name, data) {
+    return this.request((id) => msg.fileUpload(id, session, name, data));
   }
 
   pushSubscribe(subscription) {

@@ -40,6 +40,7 @@ export function normalizeEntry(e) {
     created: typeof e.created === 'string' ? e.created : '',
     lastActivity: typeof e.last_activity === 'string' ? e.last_activity : '',
     cost: typeof e.cost_usd === 'number' ? e.cost_usd : null,
+    settings: e.settings && typeof e.settings === 'object' ? e.settings : null,
     closable: e.closable === true,
     pending: Array.isArray(e.pending) ? e.pending.filter((p) => p && typeof p.request_id === 'string') : [],
     workdir: typeof e.workdir === 'string' ? e.workdir : '',

@@ -60,7 +60,8 @@ export const msg = {
     return m;
   },
   detach: (id, session) => ({ type: 'detach', id, session }),
-  prompt: (id, session, content, key) => ({ type: 'prompt', id, session, content, key }),
+  /** `extra`: `{steer: true}` or `{at: "<RFC 3339>"}` (docs/protocol.md §10). */
+  prompt: (id, session, content, key, extra = {}) => ({ type: 'prompt', id, session, content, key, ...extra }),
   respond: (id, session, requestId, response) => ({ type: 'respond', id, session, request_id: requestId, response }),
   interrupt: (id, session) => ({ type: 'interrupt', id, session }),
   history: (id, session, before, limit) => ({ type: 'history', id, session, before, limit }),

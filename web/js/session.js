@@ -39,6 +39,11 @@ class Model {
     this.interrupted = false;
     // Set by `relay.closed`: the session is gone once the server detaches us.
     this.closed = null;
+    // docs/protocol.md §10: the plan text of each ExitPlanMode request (`relay.plan`), and
+    // the settings the last `relay.settings` reported (`settingsRev` counts them).
+    this.plans = new Map();
+    this.settings = null;
+    this.settingsRev = 0;
   }
 
   get(id) {
@@ -71,7 +76,9 @@ class Model {
       case 'relay.prompt': {
         const text = contentText(ev.content);
         const id = `prompt:${ev.prompt_id}`;
-        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: this.state !== 'idle' && this.state !== '', seq, ts }));
+        const images = Array.isArray(ev.content) ? ev.content.filter((b) => b && b.type === 'image').length : 0;
+        const scheduledAt = typeof ev.scheduled_at === 'string' ? ev.scheduled_at : '';
+        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, images, steer: ev.steer === true, scheduledAt, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: scheduledAt !== '' || (this.state !== 'idle' && this.state !== ''), seq, ts }));
         if (ev.key) this.promptKeys.add(ev.key);
         this.touch(it);
         break;
@@ -97,12 +104,27 @@ class Model {
           it.resolved = behavior === 'deny' ? 'deny' : 'allow';
           it.by = ev.client_id === 'relay' ? 'relay' : ev.device || ev.fingerprint || ev.client_id || '';
           it.message = (ev.response && ev.response.message) || '';
+          it.response = ev.response && typeof ev.response === 'object' ? ev.response : null;
           this.touch(it);
           const tool = it.toolUseId ? this.get(`tool:${it.toolUseId}`) : null;
           if (tool) this.touch(tool);
         }
         break;
       }
+      case 'relay.plan':
+        if (typeof ev.request_id === 'string' && typeof ev.plan === 'string') {
+          this.plans.set(ev.request_id, ev.plan);
+          const it = this.get(`perm:${ev.request_id}`);
+          if (it) this.touch(it);
+        }
+        break;
+      case 'relay.settings':
+        if (ev.settings && typeof ev.settings === 'object') {
+          this.settings = { ...ev.settings, ...(typeof ev.model_in_effect === 'string' ? { model_in_effect: ev.model_in_effect } : {}) };
+          this.settingsRev += 1;
+          this.changed.add('$settings');
+        }
+        break;
       case 'relay.cancelled':
         this.cancel(ev.request_id, 'relay', ev.reason || '');
         break;

@@ -9,6 +9,10 @@
 //   when `is_error`);
 // - `run-bash` → "I will run a command." + a Bash tool_use of BASH_COMMAND (appends a
 //   line to ran.txt in the CLI's working directory, so a test can count the runs);
+// - `plan-mode-exit` → "Here is my plan." + a Write of PLAN_TEXT to the plan file the
+//   CLI named ("create your plan at <path>", in plan mode) + an ExitPlanMode tool_use;
+// - `ask-question` → an AskUserQuestion tool_use with ASK_INPUT's two questions (one
+//   single-select, one multi-select);
 // - anything else → HELLO + " You said: <prompt>", in several text deltas.
 // Anything other than POST /v1/messages gets a JSON 404 like the real API's errors.
 
@@ -17,6 +21,16 @@ import { randomUUID } from 'node:crypto';
 
 export const HELLO = 'Hello from the mock Anthropic API!';
 export const BASH_COMMAND = 'echo ran >> ran.txt';
+export const PLAN_TEXT = '# Plan\n\n1. Read the code.\n2. Fix the bug.\n3. Run the tests.';
+export const QUESTION_COLOR = 'Which color should the button be?';
+export const QUESTION_TOPPINGS = 'Which toppings do you want?';
+/** The input of `ask-question`'s AskUserQuestion call (the tool's own schema). */
+export const ASK_INPUT = {
+  questions: [
+    { question: QUESTION_COLOR, header: 'Color', multiSelect: false, options: [{ label: 'Red', description: 'A warm red' }, { label: 'Blue', description: 'A calm blue' }] },
+    { question: QUESTION_TOPPINGS, header: 'Toppings', multiSelect: true, options: [{ label: 'Cheese', description: 'Grated cheese' }, { label: 'Olives', description: 'Black olives' }, { label: 'Basil', description: 'Fresh basil' }] },
+  ],
+};
 
 export class MockAnthropic {
   static async start() {
@@ -120,6 +134,14 @@ function plan(request) {
     return [textBlock(tr.is_error === true ? `Tool was denied: ${content}` : `Tool finished. Output was: ${content}`)];
   }
   const prompt = promptText(blocks);
+  if (prompt.toLowerCase().includes('plan-mode-exit')) {
+    const out = [{ text: ['Here is my plan.'] }];
+    const file = planFilePath(request);
+    if (file) out.push({ tool: 'Write', input: { file_path: file, content: PLAN_TEXT } });
+    out.push({ tool: 'ExitPlanMode', input: { plan: PLAN_TEXT } });
+    return out;
+  }
+  if (prompt.toLowerCase().includes('ask-question')) return [{ tool: 'AskUserQuestion', input: ASK_INPUT }];
   if (prompt.toLowerCase().includes('run-bash')) {
     return [
       { text: splitIn('I will run a command.', 2) },
@@ -127,6 +149,13 @@ function plan(request) {
     ];
   }
   return [textBlock(`${HELLO} You said: ${prompt}`)];
+}
+
+/** The plan file plan mode asks the model to write ("create your plan at <path>"), or null. */
+function planFilePath(request) {
+  const text = JSON.stringify(request.messages ?? []);
+  const m = /create your plan at (\/[^\s"\\]+?\.md)/.exec(text);
+  return m ? m[1] : null;
 }
 
 /** A text block in deltas of about six characters. */

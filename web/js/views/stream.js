@@ -12,6 +12,7 @@ import { fileChange, renderDiff } from './diff.js';
 import { changeSummary } from '../workspace.js';
 import { TextView } from './text.js';
 import { actionRow, el } from './dom.js';
+import { planCard, questionCard } from './cards.js';
 
 /** Turns rendered in full; older ones collapse into one "earlier turns" line. */
 export const KEEP_TURNS = 50;
@@ -100,6 +101,7 @@ export class StreamView {
     // Permission cards that show their file's whole current diff (a request opened
     // from a notification): request id → {path, node} (node null while loading).
     this.fullDiffs = new Map();
+    this.questionState = new Map(); // request id → the answers picked so far (views/cards.js)
     this.clear();
   }
 
@@ -318,6 +320,8 @@ export class StreamView {
     else if (it.phase === 'aborted') meta.append(el('span', 'tag warn', `aborted${it.phaseDetail ? `: ${it.phaseDetail}` : ''}`));
     box.append(meta);
     box.append(el('div', 'body plain', it.text));
+    if (it.images) box.append(el('div', 'muted small', `${it.images} image${it.images === 1 ? '' : 's'} attached`));
+    if (it.steer) meta.append(el('span', 'tag', 'steering'));
     return box;
   }
 
@@ -342,6 +346,7 @@ export class StreamView {
   }
 
   permission(it) {
+    if (it.subtype === 'can_use_tool' && (it.tool === 'ExitPlanMode' || it.tool === 'AskUserQuestion')) return this.planOrQuestion(it);
     const box = el('article', 'card perm');
     box.setAttribute('data-testid', 'permission-card');
     box.dataset.requestId = it.requestId;
@@ -436,6 +441,39 @@ export class StreamView {
       if (message) this.actions.respond(it, { behavior: 'deny', message });
     });
     box.append(why);
+    return box;
+  }
+
+  /**
+   * An ExitPlanMode or AskUserQuestion request: its permission card holds a plan card
+   * or a question card (views/cards.js) instead of the tool's input.
+   */
+  planOrQuestion(it) {
+    const box = el('article', 'card perm special');
+    box.setAttribute('data-testid', 'permission-card');
+    box.dataset.requestId = it.requestId;
+    box.dataset.tool = it.tool;
+    if (it.resolved) {
+      box.dataset.resolved = it.resolved;
+      box.dataset.by = it.by || '';
+      box.classList.add(`is-${it.resolved}`);
+    }
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', it.tool === 'ExitPlanMode' ? 'Plan waiting for approval' : 'Questions from Claude');
+    const respond = (x, response) => this.actions.respond(x, response);
+    const canAnswer = () => this.actions.canAnswer();
+    if (it.tool === 'ExitPlanMode') {
+      box.append(planCard(it, { respond, canAnswer, setMode: (mode) => this.actions.setMode?.(mode), plan: this.model ? this.model.plans.get(it.requestId) || '' : '' }));
+    } else {
+      if (!this.questionState.has(it.requestId)) this.questionState.set(it.requestId, { chosen: new Map(), other: new Map() });
+      box.append(questionCard(it, { respond, canAnswer, state: this.questionState.get(it.requestId) }));
+    }
+    if (it.resolved) {
+      const label = it.resolved === 'cancelled'
+        ? `Cancelled${it.by === 'agent' ? ' by the agent' : it.message ? ` (${it.message.replace(/_/g, ' ')})` : ''}`
+        : `${it.resolved === 'allow' ? (it.tool === 'ExitPlanMode' ? 'Approved' : 'Answered') : it.tool === 'ExitPlanMode' ? 'Sent back' : 'Skipped'} by ${it.by || 'another client'}${it.message && it.resolved === 'deny' ? `: ${it.message}` : ''}`;
+      box.append(el('p', 'resolution', label));
+    }
     return box;
   }
 
