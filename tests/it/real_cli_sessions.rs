@@ -402,3 +402,127 @@ async fn resume_a_conversation_the_cli_recorded() {
     .await;
     assert_error(&r, "conversation_in_use");
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// The workspace view with the real CLI (docs/protocol.md §11): a turn in which the
+/// CLI writes two files and edits a third yields `relay.changes` with exactly those
+/// three paths and their +/− counts, after the turn's `relay.turn` `ended`; and that
+/// turn's diff holds only them, although an earlier turn wrote another file.
+#[tokio::test]
+async fn a_turn_of_the_real_cli_reports_what_it_changed() {
+    use common::mock_anthropic::{ADDED_FILES, EDIT_FILE};
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _turn = LOCK.lock().await;
+    let w = World::start(&bin).await;
+    let repo = w.project("repo");
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join(EDIT_FILE), "line one\nline two\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let mut owner = w.owner("laptop").await;
+    let created = create(
+        &mut owner,
+        json!({"workdir": repo.display().to_string(), "name": "repo",
+               "settings": {"permission_mode": "acceptEdits"}}),
+        "create-repo",
+    )
+    .await;
+    let uid = created["uid"].as_str().unwrap().to_string();
+    let early = repo.join("early.txt");
+    attach_and_run(
+        &mut owner,
+        "repo",
+        &uid,
+        &format!("write-file {}", early.display()),
+    )
+    .await;
+    assert!(early.exists(), "the earlier turn wrote early.txt");
+
+    let ok = request(
+        &mut owner,
+        json!({"type": "prompt", "session": "repo", "content": "change-three"}),
+        "prompt-change-three",
+    )
+    .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let pid = ok["prompt_id"].as_str().unwrap().to_string();
+    let (ended, _) = owner
+        .recv_until("the turn's end", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.turn"
+                && v["event"]["prompt_id"] == pid.as_str()
+                && v["event"]["phase"] != "started"
+        })
+        .await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    let (changes, _) = owner
+        .recv_until("relay.changes of the turn", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.changes"
+                && v["event"]["prompt_id"] == pid.as_str()
+        })
+        .await;
+    assert!(
+        common::seq_of(&changes) > common::seq_of(&ended),
+        "relay.changes comes after relay.turn ended"
+    );
+    let mut files: Vec<(String, String, u64, u64)> = changes["event"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap_or("").to_string(),
+                f["status"].as_str().unwrap_or("").to_string(),
+                f["insertions"].as_u64().unwrap_or(u64::MAX),
+                f["deletions"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    files.sort();
+    let mut expected: Vec<(String, String, u64, u64)> = ADDED_FILES
+        .iter()
+        .map(|n| (n.to_string(), "added".to_string(), 1, 0))
+        .collect();
+    expected.push((EDIT_FILE.to_string(), "modified".to_string(), 2, 1));
+    expected.sort();
+    assert_eq!(files, expected, "{changes}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join(EDIT_FILE)).unwrap(),
+        "line one\nline 2\nline three\n"
+    );
+
+    // That turn's diff: its three files, not the earlier turn's.
+    let diff = request(
+        &mut owner,
+        json!({"type": "files.diff", "session": "repo", "base": format!("turn:{pid}")}),
+        "turn-diff",
+    )
+    .await;
+    assert_eq!(diff["type"], "files.diff", "{diff}");
+    let text = diff["diff"].as_str().unwrap_or("");
+    for name in ADDED_FILES.iter().chain([&EDIT_FILE]) {
+        assert!(
+            text.contains(&format!("b/{name}")),
+            "{name} in the turn's diff:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("early.txt"),
+        "the earlier turn's file:\n{text}"
+    );
+    assert!(text.contains("+line three"), "{text}");
+}

@@ -355,7 +355,8 @@ async function main() {
     current: () => current,
     focused: (requestId) => {
       const it = store.log(current).model.get(`perm:${requestId}`);
-      if (it && !workspace.refused) stream.showFullDiff(it);
+      // The card grows by the diff: show it again once the diff is in.
+      if (it && !workspace.refused) stream.showFullDiff(it, () => requestFocus.reveal(requestId));
     },
     switchTo: (name) => {
       if (!directory.get(name)) return false;

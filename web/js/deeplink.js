@@ -60,6 +60,12 @@ export class RequestFocus {
     this.mark();
   }
 
+  /** Bring the card of `requestId` into view again (after it grew). */
+  reveal(requestId) {
+    const card = this.card(requestId);
+    if (card) card.scrollIntoView({ block: 'center' });
+  }
+
   card(requestId) {
     for (const el of this.stream.querySelectorAll('[data-testid="permission-card"]')) {
       if (el.dataset.requestId === requestId) return el;

@@ -576,10 +576,19 @@ test('a request not shown whole is deny-only, and a click opens the page at its 
   await w.click(tag, '');
   const selector = `[data-testid="permission-card"][data-request-id="${id}"]`;
   assert.equal(await waitAttr(page.locator(selector), 'data-focused', (v) => v === 'true'), 'true');
-  const inView = (p) => p.locator(selector).evaluate((el) => {
-    const r = el.getBoundingClientRect();
-    return r.bottom > 0 && r.top < window.innerHeight;
-  });
+  // The page may scroll smoothly, and the card grows by its file's diff once that
+  // is fetched: wait (bounded) until the card is within the viewport.
+  const inView = async (p) => {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const seen = await p.locator(selector).evaluate((el) => {
+        const r = el.getBoundingClientRect();
+        return r.bottom > 0 && r.top < window.innerHeight;
+      });
+      if (seen || Date.now() > deadline) return seen;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
   assert.equal(await inView(page), true, 'scrolled into view');
   // Its diff is there to read, and Allow is on the card, in the page.
   assert.equal(await page.locator(`${selector} [data-testid="permission-allow"]`).count(), 1);

@@ -32,6 +32,10 @@
 //!   [`USAGE_LIMIT_RESET_SECS`] from now, `-unified-representative-claim:
 //!   five_hour`, `retry-after`, and the API-key `anthropic-ratelimit-requests-*`
 //!   headers with an RFC 3339 reset);
+//! - `change-three` → a turn of two rounds in the CLI's working directory: a Read
+//!   of [`EDIT_FILE`] (the CLI edits only files it read), then in one message a
+//!   Write of [`ADDED_FILES`] (each [`WRITE_CONTENT`]) and an Edit of [`EDIT_FILE`]
+//!   replacing [`EDIT_OLD`] with [`EDIT_NEW`]; then "Changed three files.";
 //! - anything else (`hello`) → "Hello from the mock Anthropic API!".
 //!
 //! A request without `"stream":true` (the CLI checks a model this way after
@@ -65,6 +69,14 @@ use tokio_util::sync::CancellationToken;
 pub const HELLO: &str = "Hello from the mock Anthropic API!";
 /// The Bash command of `run-bash`.
 pub const BASH_COMMAND: &str = "sh -c 'echo relay-ok'";
+/// The files `change-three` writes, in the CLI's working directory.
+pub const ADDED_FILES: [&str; 2] = ["added-one.txt", "added-two.txt"];
+/// The file `change-three` reads, then edits (it must exist in the working directory).
+pub const EDIT_FILE: &str = "edit-me.txt";
+/// What `change-three`'s Edit replaces in [`EDIT_FILE`], and with what.
+pub const EDIT_OLD: &str = "line two";
+pub const EDIT_NEW: &str = "line 2\nline three";
+
 /// The content `write-file` asks to write.
 pub const WRITE_CONTENT: &str = "written by the mock model\n";
 /// The plan text of `plan-mode-exit`'s ExitPlanMode call.
@@ -337,6 +349,9 @@ fn plan(request: &Value) -> Plan {
         return text_plan(HELLO);
     };
     let blocks = content_blocks(&last["content"]);
+    if let Some(plan) = change_three(request, &users) {
+        return plan;
+    }
     if let Some(tr) = blocks.iter().find(|b| b["type"] == "tool_result") {
         let content = text_of(&tr["content"]);
         let mut text = if tr["is_error"] == true {
@@ -589,6 +604,75 @@ fn plan_file_path(request: &Value) -> Option<String> {
 
 /// relay-test.txt in the CLI's working directory, read from its environment
 /// section ("Primary working directory: …", sent in a `role:"system"` message).
+/// The rounds of `change-three` (see the module doc), or None when the turn's
+/// prompt is another one. `users`: the request's user messages, in order.
+fn change_three(request: &Value, users: &[&Value]) -> Option<Plan> {
+    let prompt_at = users.iter().rposition(|m| {
+        let blocks = content_blocks(&m["content"]);
+        !prompt_text(&blocks).is_empty() && !blocks.iter().any(|b| b["type"] == "tool_result")
+    })?;
+    if !prompt_text(&content_blocks(&users[prompt_at]["content"]))
+        .to_ascii_lowercase()
+        .contains("change-three")
+    {
+        return None;
+    }
+    let dir = cwd_of(request).unwrap_or_else(|| "/tmp".to_string());
+    let rounds_done = users.len() - 1 - prompt_at;
+    let blocks = match rounds_done {
+        0 => vec![
+            Block::Text(vec!["Reading the file first.".to_string()]),
+            Block::ToolUse {
+                name: "Read",
+                input: json!({"file_path": format!("{dir}/{EDIT_FILE}")}),
+            },
+        ],
+        1 => {
+            let mut blocks = vec![Block::Text(vec!["Changing three files.".to_string()])];
+            for name in ADDED_FILES {
+                blocks.push(Block::ToolUse {
+                    name: "Write",
+                    input: json!({"file_path": format!("{dir}/{name}"), "content": WRITE_CONTENT}),
+                });
+            }
+            blocks.push(Block::ToolUse {
+                name: "Edit",
+                input: json!({"file_path": format!("{dir}/{EDIT_FILE}"), "old_string": EDIT_OLD, "new_string": EDIT_NEW}),
+            });
+            blocks
+        }
+        _ => vec![Block::Text(vec!["Changed three files.".to_string()])],
+    };
+    Some(Plan {
+        blocks,
+        pause: Duration::ZERO,
+    })
+}
+
+/// The CLI's working directory, from its environment description.
+fn cwd_of(request: &Value) -> Option<String> {
+    let mut texts = vec![text_of(&request["system"])];
+    if let Value::String(s) = &request["system"] {
+        texts.push(s.clone());
+    }
+    let empty = Vec::new();
+    for m in request["messages"].as_array().unwrap_or(&empty) {
+        if m["role"] == "system" {
+            texts.push(text_of(&m["content"]));
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .find_map(|line| {
+            line.trim()
+                .trim_start_matches("- ")
+                .strip_prefix("Primary working directory:")
+                .map(|d| d.trim().to_string())
+        })
+        .filter(|d| d.starts_with('/'))
+}
+
 fn default_write_path(request: &Value) -> String {
     let mut texts = vec![text_of(&request["system"])];
     if let Value::String(s) = &request["system"] {

@@ -684,13 +684,22 @@ impl TestClient {
     }
 
     /// The next frame; panics on close or timeout.
+    /// The next frame, passing over `session.changed` announcements: every
+    /// authenticated connection gets them when any session's state changes
+    /// (docs/protocol.md §4.10), at moments no test controls. A test that wants
+    /// them reads them with [`TestClient::recv_until`] or `recv_frame`.
     pub async fn recv(&mut self) -> Value {
-        match self.recv_frame(scaled(FRAME_TIMEOUT)).await {
-            Some(Received::Frame(v)) => v,
-            Some(Received::Closed(c)) => {
-                panic!("connection closed while a frame was expected: {c:?}")
+        let deadline = Instant::now() + scaled(FRAME_TIMEOUT);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_frame(left).await {
+                Some(Received::Frame(v)) if v["type"] == "session.changed" => continue,
+                Some(Received::Frame(v)) => return v,
+                Some(Received::Closed(c)) => {
+                    panic!("connection closed while a frame was expected: {c:?}")
+                }
+                None => panic!("no frame within {FRAME_TIMEOUT:?}"),
             }
-            None => panic!("no frame within {FRAME_TIMEOUT:?}"),
         }
     }
 

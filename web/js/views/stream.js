@@ -109,7 +109,7 @@ export class StreamView {
    * Show the whole current diff of the file a pending Edit / Write / MultiEdit request
    * changes inside its card (`actions.fullDiff(path)` resolves to the nodes to show).
    */
-  showFullDiff(it) {
+  showFullDiff(it, loaded = null) {
     const path = this.fileOf(it);
     if (!path || !this.actions.fullDiff || this.fullDiffs.has(it.requestId)) return;
     const entry = { path, node: null };
@@ -126,7 +126,10 @@ export class StreamView {
       entry.node = node;
     }, (e) => {
       entry.node = el('p', 'muted small', `The file's diff could not be loaded: ${(e && e.message) || e}`);
-    }).finally(redraw);
+    }).finally(() => {
+      redraw();
+      if (loaded) loaded();
+    });
   }
 
   /** The workdir-relative file of a file-changing request, or ''. */
