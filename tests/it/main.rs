@@ -34,6 +34,7 @@ mod real_cli_mock_api;
 mod real_cli_relay;
 mod real_cli_sessions;
 mod scale;
+mod scheduled_prompts;
 mod session_controls;
 mod session_lifecycle;
 mod sessions;

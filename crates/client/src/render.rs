@@ -313,9 +313,13 @@ impl Renderer {
                 fingerprint,
                 device,
                 content,
+                scheduled_at,
+                auto_continue,
                 ..
             } => {
-                let who = if *client_id == self.roster.own_id {
+                let who = if *auto_continue {
+                    "relay (auto-continue)".to_string()
+                } else if *client_id == self.roster.own_id {
                     self.roster.label(&self.roster.own_id.clone())
                 } else {
                     client_label(device.as_deref(), fingerprint.as_deref())
@@ -324,7 +328,13 @@ impl Renderer {
                 let text = content_text(&content);
                 let head = self.paint(Tone::Bold, &format!("▶ {who}:"));
                 let body = clean(&text).replace('\n', "\n  ");
-                self.line(None, &format!("{head} {body}"))
+                match scheduled_at {
+                    Some(at) => {
+                        let when = self.paint(Tone::Dim, &format!("(scheduled for {})", clean(at)));
+                        self.line(None, &format!("{head} {body} {when}"))
+                    }
+                    None => self.line(None, &format!("{head} {body}")),
+                }
             }
             RelayEvent::Turn {
                 phase: TurnPhase::Aborted,

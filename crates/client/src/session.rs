@@ -671,6 +671,7 @@ impl Session {
             content: Value::from(text),
             key: Some(key.into()),
             steer: false,
+            at: None,
         }
     }
 

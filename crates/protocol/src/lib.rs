@@ -572,6 +572,9 @@ pub enum ClientRequest {
         key: Option<String>,
         /// Fold into the running turn (§10).
         steer: bool,
+        /// A scheduled prompt's time as the client wrote it (RFC 3339, at most 64
+        /// characters; the server parses it, §10).
+        at: Option<String>,
     },
     Respond {
         session: String,
@@ -893,6 +896,9 @@ pub enum ClientMsg {
         /// Fold into the running turn instead of waiting for it (§10).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         steer: bool,
+        /// Run it at this time (RFC 3339) instead of now (§10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     /// Answer a pending control request (§6).
     #[serde(rename = "respond")]
@@ -1345,11 +1351,18 @@ pub fn parse_request(text: &str) -> Result<Inbound, ProtocolError> {
             let key = fields.optional_short_string("key")?;
             let content = fields.prompt_content()?;
             let steer = fields.optional_bool("steer")?.unwrap_or(false);
+            let at = fields.optional_short_string("at")?;
+            if steer && at.is_some() {
+                return Err(
+                    fields.bad("a prompt is either `steer` or scheduled `at`, not both".into())
+                );
+            }
             ClientRequest::Prompt {
                 session,
                 content,
                 key,
                 steer,
+                at,
             }
         }
         "respond" => {
@@ -2499,6 +2512,12 @@ pub enum RelayEvent {
         /// A steering prompt (§10).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         steer: bool,
+        /// A scheduled prompt: when it is queued (RFC 3339, UTC; §10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduled_at: Option<String>,
+        /// Scheduled by the relay itself at a usage limit's reset (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        auto_continue: bool,
         #[serde(deserialize_with = "raw_json::one")]
         content: Box<RawValue>,
     },
@@ -3653,6 +3672,8 @@ mod tests {
                 device: Some("phone".into()),
                 key: Some("k".into()),
                 steer: true,
+                scheduled_at: Some("2026-12-07T10:00:00Z".into()),
+                auto_continue: true,
                 content: raw(r#"[{"type":"text","text":"hi"}]"#),
             },
             RelayEvent::Turn {
@@ -3802,7 +3823,8 @@ mod tests {
                 session: session.clone(),
                 content: serde_json::json!([{"type":"text","text":"hi"}]),
                 key: Some("k1".into()),
-                steer: true,
+                steer: false,
+                at: Some("2026-12-07T10:00:00Z".into()),
             },
             ClientMsg::Respond {
                 id: id.clone(),
@@ -3947,6 +3969,31 @@ mod tests {
                 data: "aGk=".into(),
             },
         ]
+    }
+
+    /// A prompt steers the running turn or is scheduled, never both (§10).
+    #[test]
+    fn a_prompt_is_steered_or_scheduled() {
+        let steer = parse_request(r#"{"type":"prompt","content":"hi","steer":true}"#)
+            .expect("a steering prompt");
+        assert!(matches!(
+            steer.request,
+            ClientRequest::Prompt {
+                steer: true,
+                at: None,
+                ..
+            }
+        ));
+        let both = parse_request(
+            r#"{"type":"prompt","id":1,"content":"hi","steer":true,"at":"2026-12-07T10:00:00Z"}"#,
+        )
+        .expect_err("steer and at together are refused");
+        assert_eq!(both.code, ErrorCode::BadMessage);
+        let long = format!(
+            r#"{{"type":"prompt","content":"hi","at":"{}"}}"#,
+            "9".repeat(65)
+        );
+        assert!(parse_request(&long).is_err());
     }
 
     /// Every `ClientMsg` round-trips, is accepted by the server's own parser as

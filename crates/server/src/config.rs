@@ -152,6 +152,7 @@ impl Config {
                 // Configured sessions start their agent with the server (§4.11).
                 start_agent: true,
                 initial_settings: Default::default(),
+                created_by: None,
             })
             .collect()
     }

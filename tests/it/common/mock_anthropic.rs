@@ -32,6 +32,8 @@
 //!   [`USAGE_LIMIT_RESET_SECS`] from now, `-unified-representative-claim:
 //!   five_hour`, `retry-after`, and the API-key `anthropic-ratelimit-requests-*`
 //!   headers with an RFC 3339 reset);
+//! - `usage-limit-soon` → the same, but the limit resets
+//!   [`USAGE_LIMIT_SOON_SECS`] from now (`retry-after` still an hour);
 //! - `change-three` → a turn of two rounds in the CLI's working directory: a Read
 //!   of [`EDIT_FILE`] (the CLI edits only files it read), then in one message a
 //!   Write of [`ADDED_FILES`] (each [`WRITE_CONTENT`]) and an Edit of [`EDIT_FILE`]
@@ -91,6 +93,9 @@ pub const LONG_TOOL_SECS: u64 = 4;
 pub const LONG_COMMAND: &str = "sh -c 'sleep 4; echo long-done'";
 /// When `usage-limit`'s limit resets, in seconds from the request.
 pub const USAGE_LIMIT_RESET_SECS: u64 = 3600;
+/// When `usage-limit-soon`'s limit resets (its `retry-after` says an hour, so the
+/// CLI gives up at once rather than retrying; docs/protocol.md §10.1).
+pub const USAGE_LIMIT_SOON_SECS: u64 = 5;
 /// Pause between the deltas of `slow`.
 const SLOW_PAUSE: Duration = Duration::from_millis(250);
 
@@ -203,11 +208,12 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if let Ok(mut r) = shared.requests.lock() {
         r.push(request.clone());
     }
-    if last_prompt_text(&request)
-        .to_ascii_lowercase()
-        .contains("usage-limit")
-    {
-        return usage_limit_response();
+    let last = last_prompt_text(&request).to_ascii_lowercase();
+    if last.contains("usage-limit-soon") {
+        return usage_limit_response(USAGE_LIMIT_SOON_SECS, USAGE_LIMIT_RESET_SECS);
+    }
+    if last.contains("usage-limit") {
+        return usage_limit_response(USAGE_LIMIT_RESET_SECS, USAGE_LIMIT_RESET_SECS);
     }
     let plan = plan(&request);
     let model = request["model"]
@@ -489,13 +495,14 @@ fn last_prompt_text(request: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// HTTP 429 as Anthropic answers when an account's usage limit is reached.
-fn usage_limit_response() -> Response {
+/// HTTP 429 as Anthropic answers when an account's usage limit is reached: the
+/// limit resets in `reset_secs`; `retry-after` says `retry_after_secs`.
+fn usage_limit_response(reset_secs: u64, retry_after_secs: u64) -> Response {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let reset = now + USAGE_LIMIT_RESET_SECS;
+    let reset = now + reset_secs;
     let reset_rfc3339 = time::OffsetDateTime::from_unix_timestamp(reset as i64)
         .ok()
         .and_then(|t| {
@@ -510,7 +517,7 @@ fn usage_limit_response() -> Response {
         .status(StatusCode::TOO_MANY_REQUESTS)
         .header(header::CONTENT_TYPE, "application/json")
         .header("request-id", format!("req_mock{}", short_id()))
-        .header("retry-after", USAGE_LIMIT_RESET_SECS.to_string())
+        .header("retry-after", retry_after_secs.to_string())
         .header("anthropic-ratelimit-unified-status", "rejected")
         .header("anthropic-ratelimit-unified-reset", reset_s.as_str())
         .header("anthropic-ratelimit-unified-5h-status", "rejected")

@@ -790,6 +790,7 @@ impl TestClient {
                     content: Value::from(text),
                     key: None,
                     steer: false,
+                    at: None,
                 },
                 "prompt",
             )

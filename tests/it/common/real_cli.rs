@@ -68,6 +68,27 @@ pub fn offline_env(home: &Path, mock_base_url: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// [`offline_env`], authenticated as an LLM gateway's client instead of with an
+/// API key: `ANTHROPIC_AUTH_TOKEN` is a JWT whose audience is `claude-gateway`
+/// (unsigned: the CLI only reads its claims). The CLI then reports a usage limit
+/// with its reset time as a `rate_limit_event`, as it does for claude.ai logins
+/// (docs/protocol.md §10.1); with an API key it does not.
+pub fn gateway_env(home: &Path, mock_base_url: &str) -> Vec<(String, String)> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let token = format!(
+        "{}.{}.unsigned",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(r#"{"aud":"claude-gateway","sub":"ccrelay-tests","exp":4102444800}"#)
+    );
+    let mut env: Vec<(String, String)> = offline_env(home, mock_base_url)
+        .into_iter()
+        .filter(|(k, _)| k != "ANTHROPIC_API_KEY")
+        .collect();
+    env.push(("ANTHROPIC_AUTH_TOKEN".into(), token));
+    env
+}
+
 /// An `initialize` control_request.
 pub fn initialize(request_id: &str) -> Value {
     json!({"type":"control_request","request_id":request_id,"request":{"subtype":"initialize","hooks":null}})

@@ -754,6 +754,7 @@ impl Connection {
             comment: identity.comment.clone(),
             device,
             role: identity.role,
+            address: Some(self.peer.ip()),
         };
         let handle = ClientHandle {
             info: Arc::new(info),

@@ -7,6 +7,7 @@
 use super::Connection;
 use crate::session::SessionCmd;
 use crate::session::registry::{self, CloseRefused, KeyUse, ReserveError, SessionRecord, Worktree};
+use crate::session::scheduled::ScheduledBy;
 use crate::workdirs::{WorkdirError, git, worktree};
 use ccrelay_protocol::{
     ConversationEntry, DirEntry, ErrorCode, FrameType, RequestId, ServerMsg, SessionCreate,
@@ -193,6 +194,7 @@ impl Connection {
             first_prompt: None,
             cli_title: None,
             cost_usd: 0.0,
+            created_by: Some(ScheduledBy::of(&client.info)),
         };
         let created = ServerMsg::SessionCreated {
             id: None,

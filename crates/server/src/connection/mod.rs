@@ -1019,10 +1019,21 @@ impl Connection {
                 content,
                 key,
                 steer,
+                at,
             } => {
                 if !self.owner_only(&id, "prompt") {
                     return;
                 }
+                let at = match at
+                    .map(|text| crate::session::scheduled::parse_at(&text, SystemTime::now()))
+                    .transpose()
+                {
+                    Ok(at) => at,
+                    Err(why) => {
+                        self.error(id, ErrorCode::BadMessage, why.to_string());
+                        return;
+                    }
+                };
                 let bytes = content.0.get().len();
                 if bytes > self.shared.config.max_prompt_bytes {
                     self.error(
@@ -1043,6 +1054,7 @@ impl Connection {
                         content,
                         key,
                         steer,
+                        at,
                     },
                 )
             }

@@ -302,6 +302,18 @@ impl Notifier {
         }
     }
 
+    /// Whether the owner key with this fingerprint is usable now from `address`
+    /// (as [`usable::check`] judges it): a scheduled prompt runs only while the
+    /// key that scheduled it is (docs/protocol.md §10).
+    pub fn fingerprint_usable(
+        &self,
+        fingerprint: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(), usable::Unusable> {
+        let keys = self.keys.borrow().clone();
+        usable::check(&keys, fingerprint, address, std::time::SystemTime::now())
+    }
+
     /// The subscription a token was made for, if it still exists.
     pub fn subscriber(&self, id: &str) -> Option<Subscriber> {
         self.push

@@ -94,6 +94,7 @@ mod tests {
                 comment: "a \"quoted\" comment".into(),
                 device: (conn_id % 2 == 0).then(|| format!("phone {conn_id}")),
                 role: Role::Owner,
+                address: None,
             }),
             outbox: Outbox::new(4).0,
         }

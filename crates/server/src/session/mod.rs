@@ -17,6 +17,7 @@ pub mod presence;
 mod recovery;
 pub mod registry;
 pub mod replay;
+pub mod scheduled;
 pub mod slots;
 
 use std::path::PathBuf;
@@ -104,6 +105,9 @@ pub struct ClientInfo {
     pub comment: String,
     pub device: Option<String>,
     pub role: Role,
+    /// The peer's address (after `--trusted-proxy`): what a key's `from=` is checked
+    /// against when the key's later use is judged (a scheduled prompt, §10).
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl ClientInfo {
@@ -152,6 +156,8 @@ pub enum SessionCmd {
         key: Option<String>,
         /// Fold into the running turn (docs/protocol.md §10).
         steer: bool,
+        /// A scheduled prompt (§10): queued at this time, not now. Never with `steer`.
+        at: Option<std::time::SystemTime>,
     },
     Respond {
         client: ClientHandle,
@@ -302,6 +308,9 @@ pub struct SessionSettings {
     /// The settings the session starts with when it has none recorded in `dir`
     /// yet (docs/protocol.md §10: `session.create`'s, else the defaults).
     pub initial_settings: ccrelay_protocol::SessionSettingsJson,
+    /// Who created the session (none for configured sessions): the key behind
+    /// `initial_settings`' `auto_continue` (docs/protocol.md §10).
+    pub created_by: Option<scheduled::ScheduledBy>,
 }
 
 /// What every session shares with the server.

@@ -94,6 +94,10 @@ pub struct SessionRecord {
     /// The conversation's cost so far (docs/protocol.md §4.10), recorded at turn end.
     #[serde(default)]
     pub cost_usd: f64,
+    /// The key that created it (docs/protocol.md §10: an `auto_continue` asked for
+    /// at creation runs only while that key is usable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<crate::session::scheduled::ScheduledBy>,
 }
 
 /// A session's line in the registry.
@@ -501,6 +505,7 @@ impl Registry {
         settings.start_agent = false;
         // The actor passes them as flags at every start (and keeps later changes).
         settings.initial_settings = record.settings.clone();
+        settings.created_by = record.created_by.clone();
         let handle = self.spawn_actor(settings)?;
         Ok(Entry {
             handle,

@@ -411,6 +411,7 @@ impl Actor {
         changed: &[&'static str],
         by: Option<&crate::session::ClientInfo>,
     ) -> Step {
+        let auto_continue_was = self.controls.settings.auto_continue;
         self.controls.settings = Arc::new(settings);
         let body = serde_json::to_vec_pretty(&*self.controls.settings).unwrap_or_default();
         if let Err(e) = crate::datadir::write_atomic(&self.settings.dir.join(SETTINGS_FILE), body) {
@@ -447,6 +448,10 @@ impl Actor {
             }),
         );
         tracing::info!(session = %self.name, by = client_id, changed = ?changed, "session settings changed");
+        let auto_continue = self.controls.settings.auto_continue;
+        if auto_continue != auto_continue_was {
+            self.auto_continue_changed(auto_continue, by)?;
+        }
         Ok(())
     }
 
@@ -511,6 +516,10 @@ impl Actor {
             AgentReport::Status(status) => status.permission_mode.clone(),
             AgentReport::RateLimit(info) => {
                 self.controls.rate_limit = Some(info.clone());
+                // A refusal during a turn ends it (docs/protocol.md §10: `auto_continue`).
+                if info.status == "rejected" && self.turn.is_some() {
+                    self.auto_continue.limit_reset = info.resets_at;
+                }
                 None
             }
             AgentReport::CommandsChanged(_) => None,

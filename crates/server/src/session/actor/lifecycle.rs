@@ -226,6 +226,7 @@ impl Actor {
                 json!({"type": "relay.turn", "prompt_id": prompt_id, "phase": "ended"}),
             )?;
             self.snapshot_after(&prompt_id);
+            self.auto_continue_after_turn()?;
             let ended = prompt_id.clone();
             if let Some(started) = self.turn_started.take() {
                 self.shared.notify.report(NotifyEvent::TurnEnded {
@@ -462,6 +463,7 @@ impl Actor {
         if let Phase::Starting { deadline, .. } = &self.phase {
             consider(Some(*deadline));
         }
+        consider(self.scheduled_deadline());
         if self.phase == Phase::Ready && self.stopping.is_none() {
             match &self.probe {
                 Some((_, deadline)) => consider(Some(*deadline)),
@@ -483,6 +485,7 @@ impl Actor {
 
     pub(super) fn on_timer(&mut self) -> Step {
         self.controls_on_timer()?;
+        self.fire_scheduled()?;
         let now = Instant::now();
         if let Phase::Starting { deadline, .. } = &self.phase
             && now >= *deadline

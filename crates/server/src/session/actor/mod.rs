@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::recovery::{self, PROMPT_KEY_TTL_MS};
+use super::scheduled::ScheduledStore;
 use super::slots::{Acquired, SlotMember, SlotMsg, SlotPermit};
 use super::{
     ClientHandle, Outbound, SessionCmd, SessionError, SessionHandle, SessionSettings,
@@ -54,6 +55,7 @@ mod history;
 mod lifecycle;
 mod on_demand;
 mod requests;
+mod scheduling;
 
 /// Agent lines handled per step before the actor commits and looks at commands.
 const AGENT_BATCH: usize = 256;
@@ -119,6 +121,13 @@ pub fn spawn(
     let (cmd_tx, cmd_rx) = super::command_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_OUTPUT_QUEUE);
     let controls = controls::Controls::load(&settings.dir, &settings.initial_settings);
+    // Scheduled prompts wait on: the journal shows them accepted and not ended.
+    // A file the journal does not back (written, then the server died before the
+    // event was) was never announced and is dropped.
+    let mut scheduled = ScheduledStore::open(&settings.dir, &settings.name);
+    let mut open_prompts = recovered.open_prompts;
+    scheduled.retain(|id| open_prompts.iter().any(|p| p.prompt_id == id && !p.started));
+    open_prompts.retain(|p| !scheduled.contains(&p.prompt_id));
     let status = SessionStatus {
         state: initial_state,
         detail: String::new(),
@@ -226,9 +235,10 @@ pub fn spawn(
         tasks: std::collections::HashSet::new(),
         changes: Default::default(),
         controls,
+        scheduled,
+        auto_continue: scheduling::AutoContinue::load(&settings.dir, settings.created_by.as_ref()),
         settings,
     };
-    let open_prompts = recovered.open_prompts;
     let span = tracing::info_span!("session", session = %name);
     tracker.spawn(tracing::Instrument::instrument(
         actor.run(cmd_rx, agent_rx, slot_rx, shutdown, open_prompts),
@@ -463,6 +473,9 @@ struct Actor {
     changes: changes::TurnChanges,
     /// Settings, catalog and the relay's control requests (docs/protocol.md §10).
     controls: controls::Controls,
+    /// Prompts to be queued later (docs/protocol.md §10).
+    scheduled: ScheduledStore,
+    auto_continue: scheduling::AutoContinue,
 }
 
 type Step = Result<(), JournalError>;
@@ -864,7 +877,8 @@ impl Actor {
                 content,
                 key,
                 steer,
-            } => self.prompt(client, id, content, key, steer),
+                at,
+            } => self.prompt(client, id, content, key, steer, at),
             SessionCmd::Respond {
                 client,
                 id,
@@ -1054,6 +1068,7 @@ impl Actor {
                 "type": "relay.turn", "prompt_id": queued.prompt_id, "phase": "aborted", "detail": "session_closed",
             }))?;
         }
+        self.abort_all_scheduled("session_closed")?;
         self.cancel_all_pending("session_closed")?;
         for (client, id) in std::mem::take(&mut self.restart_waiters) {
             self.reply_error(

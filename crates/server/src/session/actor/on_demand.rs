@@ -186,6 +186,7 @@ mod tests {
             tail_bytes: 1 << 20,
             start_agent: false,
             initial_settings: Default::default(),
+            created_by: None,
             resume: None,
             fork: false,
         }

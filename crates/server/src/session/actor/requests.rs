@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::agent::controls::PermissionMode;
+use crate::session::scheduled::{self, MAX_SCHEDULED, Scheduled, ScheduledBy};
 use ccrelay_protocol::{ClientEntry, FrameType};
 
 impl Actor {
@@ -146,6 +147,7 @@ impl Actor {
         content: PromptContent,
         key: Option<String>,
         steer: bool,
+        at: Option<SystemTime>,
     ) -> Step {
         if !self.require_attached(&client, &id) {
             return Ok(());
@@ -189,7 +191,18 @@ impl Actor {
             }
             _ => {}
         }
-        if self.queue.len() >= self.settings.prompt_queue {
+        // A time already past is an ordinary prompt (docs/protocol.md §10).
+        let scheduled_at = at.filter(|t| *t > SystemTime::now());
+        if scheduled_at.is_some() && self.scheduled.len() >= MAX_SCHEDULED {
+            self.reply_error(
+                &client,
+                id,
+                ErrorCode::Overloaded,
+                format!("{MAX_SCHEDULED} prompts are already scheduled in this session"),
+            );
+            return Ok(());
+        }
+        if scheduled_at.is_none() && self.queue.len() >= self.settings.prompt_queue {
             self.reply_error(
                 &client,
                 id,
@@ -211,7 +224,27 @@ impl Actor {
             .turn
             .clone()
             .filter(|_| steer && self.phase == Phase::Ready && self.stopping.is_none());
-        let queued = steer_into.is_none() && !(self.can_start_turn() && self.queue.is_empty());
+        if let Some(at) = scheduled_at {
+            // Recorded before it is announced: an `ok` means it survives a restart.
+            let record = Scheduled {
+                prompt_id: prompt_id.clone(),
+                at,
+                by: Some(ScheduledBy::of(&client.info)),
+                auto_continue: false,
+            };
+            if let Err(e) = self.scheduled.add(record, &content.0) {
+                tracing::error!(session = %self.name, error = %e, "cannot record a scheduled prompt");
+                self.reply_error(
+                    &client,
+                    id,
+                    ErrorCode::Internal,
+                    "the server could not record the scheduled prompt",
+                );
+                return Ok(());
+            }
+        }
+        let queued = scheduled_at.is_some()
+            || (steer_into.is_none() && !(self.can_start_turn() && self.queue.is_empty()));
         let reply = ServerMsg::Ok {
             id,
             prompt_id: Some(prompt_id.clone()),
@@ -239,6 +272,10 @@ impl Actor {
         if steer_into.is_some() {
             event["steer"] = Value::Bool(true);
         }
+        let scheduled_text = scheduled_at.map(scheduled::rfc3339);
+        if let Some(text) = &scheduled_text {
+            event["scheduled_at"] = Value::from(text.as_str());
+        }
         // Insert content last, as raw JSON, so the client's blocks are kept as sent.
         let mut raw = event.to_string();
         raw.pop();
@@ -255,6 +292,7 @@ impl Actor {
                 "fingerprint": info.fingerprint,
                 "device": info.device,
                 "key": key,
+                "scheduled_at": scheduled_text,
             }),
         );
         self.shared
@@ -268,6 +306,9 @@ impl Actor {
                 (prompt_id.clone(), journal::now_ms()),
             );
             self.prune_prompt_keys();
+        }
+        if scheduled_at.is_some() {
+            return Ok(());
         }
         if let Some(into) = steer_into {
             let line = wire::steering_prompt(&content.0, &prompt_id);
@@ -289,15 +330,19 @@ impl Actor {
     }
 
     /// `prompt.cancel` (docs/protocol.md §10): a prompt still in the relay's
-    /// queue is dropped and ends as `aborted` (`cancelled`); one already written
-    /// to the agent (or unknown) is `not_pending`.
+    /// queue, or scheduled, is dropped and ends as `aborted` (`cancelled`); one
+    /// already written to the agent (or unknown) is `not_pending`.
     pub(super) fn cancel_prompt(
         &mut self,
         client: ClientHandle,
         id: Option<RequestId>,
         prompt_id: &str,
     ) -> Step {
-        let Some(index) = self.queue.iter().position(|q| q.prompt_id == prompt_id) else {
+        let queued = self.queue.iter().position(|q| q.prompt_id == prompt_id);
+        let scheduled = queued.is_none() && self.scheduled.remove(prompt_id).is_some();
+        if let Some(index) = queued {
+            self.queue.remove(index);
+        } else if !scheduled {
             self.reply_error(
                 &client,
                 id,
@@ -305,8 +350,7 @@ impl Actor {
                 format!("prompt {prompt_id} is not waiting (unknown, or it reached the agent)"),
             );
             return Ok(());
-        };
-        self.queue.remove(index);
+        }
         let _ = client
             .outbox
             .frame(FrameType::Ok, ServerMsg::ok(id).to_json());
