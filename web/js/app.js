@@ -535,6 +535,7 @@ async function main() {
       usage: (session) => conn.sessionUsage(session),
       cancel: (session, promptId) => conn.promptCancel(session, promptId),
       steer: () => sendPrompt({ steer: true }),
+      schedule: (at) => sendPrompt({ at }),
       toast,
     },
   });
@@ -710,7 +711,9 @@ async function main() {
         meta.className = 'meta';
         const tag = document.createElement('span');
         tag.className = 'tag';
-        tag.textContent = conn.authed && navigator.onLine !== false ? 'sending…' : 'waiting for the connection: sent when it is back';
+        const sending = conn.authed && navigator.onLine !== false ? 'sending…' : 'waiting for the connection: sent when it is back';
+        const at = p.extra && typeof p.extra.at === 'string' ? new Date(p.extra.at) : null;
+        tag.textContent = at ? `for ${at.toLocaleString()}: ${sending}` : sending;
         meta.append(tag);
         const body = document.createElement('div');
         body.className = 'body plain';
@@ -1132,7 +1135,7 @@ async function main() {
 
   // --- prompt box
   const created = new Map(); // outbox key → when it was written (for the resend window)
-  /** Send the box (and the attached images); `extra` `{steer: true}` for "Steer". */
+  /** Send the box (and the attached images); `extra` `{steer: true}` for "Steer", `{at}` for "Later". */
   function sendPrompt(extra = {}) {
     const text = ui.input.value;
     if ((!text.trim() && attachments.images.length === 0) || role !== 'owner') return;
@@ -1152,7 +1155,8 @@ async function main() {
   }
   /** Prompts not acknowledged yet, for a reload (drafts.js). */
   function saveUnsent() {
-    drafts.saveUnsent(conn.outbox.map((p) => ({ key: p.key, session: p.session, content: p.content, created: created.get(p.key) || Date.now() })));
+    // A scheduled prompt keeps its time: resent after a reload, it must not run at once.
+    drafts.saveUnsent(conn.outbox.map((p) => ({ key: p.key, session: p.session, content: p.content, at: p.extra && typeof p.extra.at === 'string' ? p.extra.at : undefined, created: created.get(p.key) || Date.now() })));
   }
   ui.form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -1175,7 +1179,7 @@ async function main() {
     const { resend, redraft } = triage(await drafts.unsent());
     for (const p of resend) {
       created.set(p.key, p.created);
-      conn.prompt(p.session, p.content, p.key);
+      conn.prompt(p.session, p.content, p.key, typeof p.at === 'string' ? { at: p.at } : {});
     }
     const back = redraft.filter((p) => p.session === current && typeof p.content === 'string').map((p) => p.content);
     if (back.length) {

@@ -187,6 +187,46 @@ test('a prompt queued behind a running turn shows with Cancel; Cancel aborts it;
   assert.deepEqual(page.errors, []);
 });
 
+test('Later schedules the prompt for the picked time; it shows when it will run and Cancel withdraws it', { skip: !enabled }, async () => {
+  const { page } = A;
+  const from = term.frames.length;
+  await page.getByTestId('prompt-input').fill('run the nightly checks');
+  await page.getByTestId('prompt-later').click();
+  const at = page.getByTestId('schedule-at');
+  await at.waitFor({ state: 'visible' });
+  // A time in the past is refused on the page.
+  await at.fill('2020-01-01T08:00');
+  await page.getByTestId('schedule-send').click();
+  await until(async () => /in the future/.test((await page.locator('#toast').textContent()) || ''), 'the page asks for a future time');
+  // Two hours ahead, to the minute, in the page's own time zone.
+  const when = await page.evaluate(() => {
+    const d = new Date(Date.now() + 2 * 3600 * 1000);
+    d.setSeconds(0, 0);
+    const p = (n) => String(n).padStart(2, '0');
+    return { local: `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`, ms: d.getTime() };
+  });
+  await at.fill(when.local);
+  await shot(page, 'later');
+  await page.getByTestId('schedule-send').click();
+  const ev = await term.wait((f) => isEvent('relay.prompt')(f) && f.event.content === 'run the nightly checks', { from });
+  assert.equal(new Date(ev.event.scheduled_at).getTime(), when.ms, `scheduled_at ${ev.event.scheduled_at}`);
+  assert.equal(await page.getByTestId('schedule-sheet').isVisible(), false, 'the picker closes');
+  assert.equal(await page.getByTestId('prompt-input').inputValue(), '', 'the box is sent');
+  for (const p of [A.page, B.page]) {
+    const item = p.locator(`[data-testid="queued-prompt"][data-prompt-id="${ev.event.prompt_id}"]`);
+    await item.waitFor();
+    assert.match(await item.textContent(), /scheduled for/);
+  }
+  await shot(page, 'scheduled');
+  const item = page.locator(`[data-testid="queued-prompt"][data-prompt-id="${ev.event.prompt_id}"]`);
+  await item.getByTestId('queued-cancel').click();
+  const aborted = await term.wait((f) => isEvent('relay.turn')(f) && f.event.prompt_id === ev.event.prompt_id, { from });
+  assert.equal(aborted.event.phase, 'aborted');
+  assert.equal(aborted.event.detail, 'cancelled');
+  await B.page.locator(`[data-testid="queued-prompt"][data-prompt-id="${ev.event.prompt_id}"]`).waitFor({ state: 'detached' });
+  assert.deepEqual(page.errors, []);
+});
+
 test('a viewer sees usage and none of the owner controls', { skip: !enabled }, async () => {
   const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
   const page = await context.newPage();
@@ -200,7 +240,7 @@ test('a viewer sees usage and none of the owner controls', { skip: !enabled }, a
   await page.reload();
   await page.getByTestId('view-only').waitFor({ state: 'visible' });
   await waitAttr(page.getByTestId('usage'), 'data-cost', (v) => v !== null && v !== '');
-  for (const id of ['mode-select', 'model-select', 'prompt-steer', 'queued-cancel', 'attach-image', 'slash-menu', 'prompt-send']) {
+  for (const id of ['mode-select', 'model-select', 'prompt-steer', 'prompt-later', 'schedule-sheet', 'queued-cancel', 'attach-image', 'slash-menu', 'prompt-send']) {
     assert.equal(await page.getByTestId(id).count(), 0, `${id} is not rendered for a viewer`);
   }
   await shot(page, 'viewer');

@@ -5,8 +5,10 @@
 // change goes back and says why); the context and cost (`usage`, from `session.usage`
 // asked on attach and after each turn, and the session list's `cost_usd`); the slash
 // menu (`slash-menu`) while the box starts with `/`; "Steer" (`prompt-steer`) while a
-// turn runs; and the prompts waiting in the session's queue (`queued-prompt` with
-// `queued-cancel`). Owners only, except `usage`. Must not: know about sockets (requests
+// turn runs; "Later" (`prompt-later`, an extension) to schedule the prompt for a time
+// picked in `schedule-at`; and the prompts waiting in the session's queue
+// (`queued-prompt` with `queued-cancel`, scheduled ones saying when). Owners only,
+// except `usage`. Must not: know about sockets (requests
 // go through the callbacks) or interpret events (the model does).
 
 import { el } from './dom.js';
@@ -29,7 +31,7 @@ export class SessionControls {
    * @param {HTMLElement} o.form  the prompt form (the slash menu opens above it)
    * @param {HTMLElement} o.actionsBox  the prompt box's buttons (Steer goes there)
    * @param {HTMLElement} o.queueBox  where the queued prompts are listed
-   * @param {object} o.actions  {set(session, settings), catalog(session), usage(session), cancel(session, promptId), steer(), toast(text)}
+   * @param {object} o.actions  {set(session, settings), catalog(session), usage(session), cancel(session, promptId), steer(), schedule(isoTime), toast(text)}
    */
   constructor({ bar, input, form, actionsBox, queueBox, actions }) {
     this.input = input;
@@ -74,6 +76,34 @@ export class SessionControls {
     this.steerBtn.addEventListener('click', () => this.actions.steer());
     actionsBox.prepend(this.steerBtn);
 
+    // "Later": the prompt is scheduled (docs/protocol.md §10) for a time picked here.
+    this.laterBtn = el('button', 'later', 'Later');
+    this.laterBtn.type = 'button';
+    this.laterBtn.title = 'Send later';
+    this.laterBtn.setAttribute('aria-label', 'Send later');
+    this.laterBtn.setAttribute('aria-expanded', 'false');
+    this.laterBtn.setAttribute('data-testid', 'prompt-later');
+    this.laterBtn.addEventListener('click', () => this.toggleLater());
+    actionsBox.prepend(this.laterBtn);
+    this.later = el('div', 'later-sheet');
+    this.later.setAttribute('data-testid', 'schedule-sheet');
+    this.later.hidden = true;
+    const label = el('label', 'later-label', 'Send at');
+    this.laterAt = el('input', 'later-at');
+    this.laterAt.type = 'datetime-local';
+    this.laterAt.id = 'schedule-at';
+    this.laterAt.setAttribute('data-testid', 'schedule-at');
+    label.htmlFor = this.laterAt.id;
+    const go = el('button', 'primary', 'Schedule');
+    go.type = 'button';
+    go.setAttribute('data-testid', 'schedule-send');
+    go.addEventListener('click', () => this.scheduleNow());
+    const close = el('button', 'link-btn', 'Close');
+    close.type = 'button';
+    close.addEventListener('click', () => this.toggleLater(false));
+    this.later.append(label, this.laterAt, go, close);
+    form.prepend(this.later);
+
     this.menu = el('ul', 'slash-menu');
     this.menu.setAttribute('data-testid', 'slash-menu');
     this.menu.setAttribute('role', 'listbox');
@@ -96,6 +126,8 @@ export class SessionControls {
       this.mode.remove();
       this.model.remove();
       this.steerBtn.remove();
+      this.laterBtn.remove();
+      this.later.remove();
       this.closeMenu();
     }
   }
@@ -195,6 +227,42 @@ export class SessionControls {
     this.usage.title = [pct !== null ? `Context: ${used} of ${max} tokens (${pct}%)` : 'Context: unknown', cost !== null ? `Cost so far: $${cost.toFixed(4)}` : ''].filter(Boolean).join('\n');
     this.usage.hidden = parts.length === 0;
     this.steerBtn.hidden = !(this.owner && this.busy);
+  }
+
+  /** Open (or close) the "Send at" row; it opens an hour ahead, on the quarter hour. */
+  toggleLater(open = this.later.hidden) {
+    this.later.hidden = !open;
+    this.laterBtn.setAttribute('aria-expanded', String(open));
+    if (!open) return;
+    const now = Date.now();
+    this.laterAt.min = localInput(new Date(now));
+    this.laterAt.max = localInput(new Date(now + MAX_AHEAD_MS));
+    if (!this.laterAt.value || new Date(this.laterAt.value).getTime() <= now) {
+      const d = new Date(now + 3600 * 1000);
+      d.setMinutes(Math.ceil(d.getMinutes() / 15) * 15, 0, 0);
+      this.laterAt.value = localInput(d);
+    }
+    this.laterAt.focus();
+  }
+
+  /** "Schedule": the box goes out with `at`, the picked local time as UTC. */
+  scheduleNow() {
+    const at = new Date(this.laterAt.value);
+    const ms = at.getTime();
+    if (!Number.isFinite(ms) || ms <= Date.now()) {
+      this.actions.toast('Pick a time in the future.');
+      return;
+    }
+    if (ms > Date.now() + MAX_AHEAD_MS) {
+      this.actions.toast('A prompt can be scheduled at most 30 days ahead.');
+      return;
+    }
+    if (!this.input.value.trim()) {
+      this.actions.toast('Write the prompt first.');
+      return;
+    }
+    this.actions.schedule(at.toISOString());
+    this.toggleLater(false);
   }
 
   /** A select changed: `session.set`, then what the agent says is in effect; a refusal goes back. */
@@ -330,4 +398,13 @@ function fill(select, options, value) {
     select.dataset.options = key;
   }
   if (select.value !== value) select.value = value;
+}
+
+/** How far ahead the server accepts a scheduled prompt (docs/protocol.md §10). */
+const MAX_AHEAD_MS = 30 * 24 * 3600 * 1000;
+
+/** `d` as a `datetime-local` value (the page's local time, to the minute). */
+function localInput(d) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }

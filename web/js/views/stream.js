@@ -319,7 +319,7 @@ export class StreamView {
     const meta = el('div', 'meta');
     meta.append(el('span', 'who', it.device || short(it.fingerprint, 20) || 'client'));
     if (it.ts) meta.append(timeOf(it.ts));
-    if (it.phase === 'accepted' && it.queued) meta.append(el('span', 'tag', 'queued'));
+    if (it.phase === 'accepted' && it.queued) meta.append(el('span', 'tag', it.scheduledAt ? 'scheduled' : 'queued'));
     else if (it.phase === 'aborted') meta.append(el('span', 'tag warn', `aborted${it.phaseDetail ? `: ${it.phaseDetail}` : ''}`));
     box.append(meta);
     box.append(el('div', 'body plain', it.text));
