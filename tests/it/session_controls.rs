@@ -821,3 +821,70 @@ async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
         "the steering prompt never reached the model"
     );
 }
+
+// ------------------------------------------------- an agent without a control
+
+/// The version the mock agent reports (crates/mock-agent's `msg::VERSION`).
+const MOCK_VERSION: &str = "2.1.330-mock";
+
+/// An agent that does not know a control request (the mock agent refusing
+/// it as the CLI refuses an unknown subtype): `session.set` answers
+/// `agent_unavailable` naming the agent's version at once, well before the
+/// relay's 30 s control timeout (the reply must come within the client's
+/// frame timeout), and nothing changes; `session.usage` still answers, with no
+/// context. Later requests are served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_a_control_answers_agent_unavailable_not_a_hang() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().env(
+        "CCRELAY_MOCK_REFUSE_CONTROLS",
+        "set_model,set_permission_mode,get_context_usage",
+    ));
+    let mut a = idle_client(&server, &fx.owner, "laptop").await;
+    run_turn(&mut a, "hello").await;
+
+    let before = a.request(json!({"type": "session.list"}), "l0").await;
+    let settings = before["sessions"][0]["settings"].clone();
+    assert_eq!(settings["model"], Value::Null, "{before}");
+    assert_eq!(settings["permission_mode"], "default", "{before}");
+
+    for (i, asked) in [json!({"model": "sonnet"}), json!({"permission_mode": "plan"})]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("s{i}");
+        let refused = a
+            .request(
+                json!({"type": "session.set", "session": "default", "settings": asked}),
+                &id,
+            )
+            .await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["code"], "agent_unavailable", "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("Claude Code {MOCK_VERSION} does not support")),
+            "{refused}"
+        );
+        let after = a.request(json!({"type": "session.list"}), &format!("l{i}")).await;
+        assert_eq!(after["sessions"][0]["settings"], settings, "{after}");
+    }
+
+    let usage = a
+        .request(json!({"type": "session.usage", "session": "default"}), "u1")
+        .await;
+    assert_eq!(usage["type"], "session.usage", "{usage}");
+    assert_eq!(usage["context"], Value::Null, "{usage}");
+
+    // A setting the agent needs no control for still applies, and a turn runs.
+    let ok = a
+        .request(
+            json!({"type": "session.set", "session": "default", "settings": {"auto_continue": true}}),
+            "s9",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["settings"]["auto_continue"], true, "{ok}");
+    assert_eq!(ok["settings"]["model"], Value::Null, "{ok}");
+    run_turn(&mut a, "still here").await;
+}
