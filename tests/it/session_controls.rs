@@ -888,3 +888,54 @@ async fn an_agent_without_a_control_answers_agent_unavailable_not_a_hang() {
     assert_eq!(ok["settings"]["model"], Value::Null, "{ok}");
     run_turn(&mut a, "still here").await;
 }
+
+/// Steering (docs/protocol.md §10.1) when only the turn's `result` says a
+/// steer was taken in (the mock agent with `CCRELAY_MOCK_MERGE_STEERS`: no
+/// `command_lifecycle` `completed` for it, its uuid in the result's
+/// `user_message_uuids`): the steer is `merged` into the running turn, before
+/// that turn's `ended`, and never `started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().env("CCRELAY_MOCK_MERGE_STEERS", "1"));
+    let mut a = idle_client(&server, &fx.owner, "laptop").await;
+    let running = a.prompt("slow").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    a.wait_turn(&running_id, &["started"]).await;
+    let ok = a
+        .request(
+            json!({"type": "prompt", "session": "default", "content": "steer-text-almond", "steer": true}),
+            "s1",
+        )
+        .await;
+    assert_eq!(ok["queued"], false, "{ok}");
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (turn, _) = a
+        .recv_until("the next relay.turn", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.turn"
+                && (v["event"]["prompt_id"] == steer_id.as_str()
+                    || v["event"]["prompt_id"] == running_id.as_str())
+        })
+        .await;
+    assert_eq!(turn["event"]["prompt_id"], steer_id.as_str(), "{turn}");
+    assert_eq!(turn["event"]["phase"], "merged", "{turn}");
+    assert_eq!(turn["event"]["into"], running_id.as_str(), "{turn}");
+    let (ended, mut seen) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    // Nothing more of the steer: the next prompt runs as the next turn, and the
+    // steer never had one.
+    let after = a.prompt("after").await;
+    let after_id = after["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (after_ended, skipped) = a.wait_turn(&after_id, &["ended", "aborted"]).await;
+    assert_eq!(after_ended["event"]["phase"], "ended", "{after_ended}");
+    seen.extend(skipped);
+    let steer_turns: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["event"]["type"] == "relay.turn" && v["event"]["prompt_id"] == steer_id.as_str())
+        .collect();
+    assert!(steer_turns.is_empty(), "{steer_turns:?}");
+}
