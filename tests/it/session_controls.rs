@@ -822,6 +822,66 @@ async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
     );
 }
 
+/// `/compact` as a prompt (docs/protocol.md §10.1) through the relay: after an
+/// ordinary turn, the prompt `/compact` runs the CLI's compaction as a turn of
+/// its own. Clients see its `relay.prompt`, `relay.turn` `started`, the agent's
+/// `system` `compact_boundary`, a `result` with `num_turns` 0 and `relay.turn`
+/// `ended`, in that order; the mock API was asked for a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_prompt_compacts_the_conversation() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    run_turn(&mut a, "hello").await;
+    let asked_before = w.api.requests().len();
+
+    let ok = a.prompt("/compact").await;
+    let prompt_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (ended, mut seen) = a.wait_turn(&prompt_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    seen.push(ended);
+    let position = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        seen.iter()
+            .position(|v| v["type"] == "event" && pred(&v["event"]))
+            .unwrap_or_else(|| panic!("no {what} in {seen:#?}"))
+    };
+    let announced = position("relay.prompt", &|e| {
+        e["type"] == "relay.prompt" && e["prompt_id"] == prompt_id.as_str()
+    });
+    assert_eq!(seen[announced]["event"]["content"], "/compact", "{}", seen[announced]);
+    let started = position("relay.turn started", &|e| {
+        e["type"] == "relay.turn" && e["prompt_id"] == prompt_id.as_str() && e["phase"] == "started"
+    });
+    let boundary = position("compact_boundary", &|e| {
+        e["type"] == "system" && e["subtype"] == "compact_boundary"
+    });
+    assert_eq!(
+        seen[boundary]["event"]["compact_metadata"]["trigger"], "manual",
+        "{}",
+        seen[boundary]
+    );
+    let result = position("result", &|e| e["type"] == "result");
+    assert_eq!(seen[result]["event"]["num_turns"], 0, "{}", seen[result]);
+    assert_eq!(seen[result]["event"]["is_error"], false, "{}", seen[result]);
+    let ended_at = seen.len() - 1;
+    assert!(
+        announced < started && started < boundary && boundary < result && result < ended_at,
+        "out of order: prompt {announced}, started {started}, boundary {boundary}, result {result}, ended {ended_at}"
+    );
+    let summarized = w.api.requests()[asked_before..]
+        .iter()
+        .any(|r| r.to_string().contains("create a detailed summary of the conversation"));
+    assert!(
+        summarized,
+        "the mock API was not asked for a summary: {:?}",
+        &w.api.requests()[asked_before..]
+    );
+}
+
 // ------------------------------------------------- an agent without a control
 
 /// The version the mock agent reports (crates/mock-agent's `msg::VERSION`).
