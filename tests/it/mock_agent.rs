@@ -485,7 +485,10 @@ fn refused_controls_are_answered_as_unknown_subtypes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut agent = mock_with_fault(
         dir.path(),
-        ("CCRELAY_MOCK_REFUSE_CONTROLS", "set_permission_mode, get_context_usage"),
+        (
+            "CCRELAY_MOCK_REFUSE_CONTROLS",
+            "set_permission_mode, get_context_usage",
+        ),
     )?;
     agent.send(&initialize("req_init"))?;
     let v = agent.next_json(TURN)?;

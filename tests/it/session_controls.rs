@@ -852,7 +852,11 @@ async fn a_compact_prompt_compacts_the_conversation() {
     let announced = position("relay.prompt", &|e| {
         e["type"] == "relay.prompt" && e["prompt_id"] == prompt_id.as_str()
     });
-    assert_eq!(seen[announced]["event"]["content"], "/compact", "{}", seen[announced]);
+    assert_eq!(
+        seen[announced]["event"]["content"], "/compact",
+        "{}",
+        seen[announced]
+    );
     let started = position("relay.turn started", &|e| {
         e["type"] == "relay.turn" && e["prompt_id"] == prompt_id.as_str() && e["phase"] == "started"
     });
@@ -872,9 +876,10 @@ async fn a_compact_prompt_compacts_the_conversation() {
         announced < started && started < boundary && boundary < result && result < ended_at,
         "out of order: prompt {announced}, started {started}, boundary {boundary}, result {result}, ended {ended_at}"
     );
-    let summarized = w.api.requests()[asked_before..]
-        .iter()
-        .any(|r| r.to_string().contains("create a detailed summary of the conversation"));
+    let summarized = w.api.requests()[asked_before..].iter().any(|r| {
+        r.to_string()
+            .contains("create a detailed summary of the conversation")
+    });
     assert!(
         summarized,
         "the mock API was not asked for a summary: {:?}",
@@ -908,9 +913,12 @@ async fn an_agent_without_a_control_answers_agent_unavailable_not_a_hang() {
     assert_eq!(settings["model"], Value::Null, "{before}");
     assert_eq!(settings["permission_mode"], "default", "{before}");
 
-    for (i, asked) in [json!({"model": "sonnet"}), json!({"permission_mode": "plan"})]
-        .into_iter()
-        .enumerate()
+    for (i, asked) in [
+        json!({"model": "sonnet"}),
+        json!({"permission_mode": "plan"}),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = format!("s{i}");
         let refused = a
@@ -926,7 +934,9 @@ async fn an_agent_without_a_control_answers_agent_unavailable_not_a_hang() {
             message.contains(&format!("Claude Code {MOCK_VERSION} does not support")),
             "{refused}"
         );
-        let after = a.request(json!({"type": "session.list"}), &format!("l{i}")).await;
+        let after = a
+            .request(json!({"type": "session.list"}), &format!("l{i}"))
+            .await;
         assert_eq!(after["sessions"][0]["settings"], settings, "{after}");
     }
 
@@ -995,7 +1005,9 @@ async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
     seen.extend(skipped);
     let steer_turns: Vec<&Value> = seen
         .iter()
-        .filter(|v| v["event"]["type"] == "relay.turn" && v["event"]["prompt_id"] == steer_id.as_str())
+        .filter(|v| {
+            v["event"]["type"] == "relay.turn" && v["event"]["prompt_id"] == steer_id.as_str()
+        })
         .collect();
     assert!(steer_turns.is_empty(), "{steer_turns:?}");
 }

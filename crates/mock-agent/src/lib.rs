@@ -553,10 +553,9 @@ impl Agent {
         if !self.faults.merge_steers {
             return Vec::new();
         }
-        let (steers, rest): (VecDeque<Prompt>, VecDeque<Prompt>) =
-            std::mem::take(&mut self.queue)
-                .into_iter()
-                .partition(|p| p.priority.as_deref() == Some("next") && p.uuid.is_some());
+        let (steers, rest): (VecDeque<Prompt>, VecDeque<Prompt>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|p| p.priority.as_deref() == Some("next") && p.uuid.is_some());
         self.queue = rest;
         steers.into_iter().filter_map(|p| p.uuid).collect()
     }

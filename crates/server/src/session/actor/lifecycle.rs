@@ -220,7 +220,11 @@ impl Actor {
         };
         let (merged, rest): (Vec<Steer>, Vec<Steer>) =
             std::mem::take(&mut self.steers).into_iter().partition(|s| {
-                s.into == turn && consumed.user_message_uuids.iter().any(|u| *u == s.prompt_id)
+                s.into == turn
+                    && consumed
+                        .user_message_uuids
+                        .iter()
+                        .any(|u| *u == s.prompt_id)
             });
         self.steers = rest;
         for steer in merged {
