@@ -1370,3 +1370,38 @@ async fn attempts_take_the_budget_on_arrival() {
     let (status, head, _) = http_request(server.addr, &upgrade_request(server.addr)).await;
     assert_eq!(status, 429, "{head}");
 }
+
+/// `auth.ok` carries the server's size limits (docs/protocol.md §3.3, §10), from
+/// its settings: the defaults, and what the flags set.
+#[tokio::test]
+async fn auth_ok_carries_the_configured_limits() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default());
+    let mut c = server.connect().await;
+    let ok = c.authenticate(&fx.owner, None).await;
+    assert_eq!(
+        ok["limits"],
+        json!({"max_frame_bytes": 4194304, "max_prompt_bytes": 1048576, "max_upload_bytes": 2097152}),
+        "{ok}"
+    );
+    drop(server);
+
+    let server = fx.start(ServerOptions::default().args(&[
+        "--max-frame-bytes",
+        "1000000",
+        "--max-prompt-bytes",
+        "12345",
+        "--max-upload-bytes",
+        "54321",
+    ]));
+    for key in [&fx.owner, &fx.viewer] {
+        let mut c = server.connect().await;
+        let ok = c.authenticate(key, None).await;
+        assert_eq!(ok["type"], "auth.ok", "{ok}");
+        assert_eq!(
+            ok["limits"],
+            json!({"max_frame_bytes": 1000000, "max_prompt_bytes": 12345, "max_upload_bytes": 54321}),
+            "{ok}"
+        );
+    }
+}

@@ -468,6 +468,98 @@ fn prompts_back_to_back_give_results_in_order() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh mock agent in `dir` with the relay's flags and the fault variable `env`.
+fn mock_with_fault(dir: &Path, env: (&str, &str)) -> anyhow::Result<AgentChild> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccrelay-mock-agent"));
+    cmd.args(STREAM_JSON_FLAGS)
+        .current_dir(dir)
+        .env("CCRELAY_MOCK_STATE_DIR", dir.join("state"))
+        .env(env.0, env.1);
+    AgentChild::spawn(cmd)
+}
+
+/// `CCRELAY_MOCK_REFUSE_CONTROLS`: the named subtypes get the line the CLI
+/// writes for a subtype it does not know; the others are answered as before.
+#[test]
+fn refused_controls_are_answered_as_unknown_subtypes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut agent = mock_with_fault(
+        dir.path(),
+        (
+            "CCRELAY_MOCK_REFUSE_CONTROLS",
+            "set_permission_mode, get_context_usage",
+        ),
+    )?;
+    agent.send(&initialize("req_init"))?;
+    let v = agent.next_json(TURN)?;
+    ensure!(v["response"]["subtype"] == "success", "{v}");
+    agent.send(&serde_json::json!({"type":"control_request","request_id":"x1","request":{"subtype":"set_permission_mode","mode":"plan"}}))?;
+    let v = agent.next_json(TURN)?;
+    ensure!(
+        v == serde_json::json!({"type":"control_response","response":{"subtype":"error","request_id":"x1",
+            "error":"Unsupported control request subtype: set_permission_mode","error_code":"unsupported_request"}}),
+        "{v}"
+    );
+    // Nothing else follows (no status line of a mode change).
+    ensure!(
+        agent.quiet_for(Duration::from_millis(300))?,
+        "extra output: {:?}",
+        agent.transcript.last()
+    );
+    agent.close_stdin();
+    ensure!(agent.wait(EXIT)?.code() == Some(0));
+    Ok(())
+}
+
+/// `CCRELAY_MOCK_MERGE_STEERS`: a steering prompt sent mid-turn has no turn of
+/// its own and no lifecycle completion; the running turn's result lists it.
+#[test]
+fn merged_steers_show_only_in_the_result() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut agent = mock_with_fault(dir.path(), ("CCRELAY_MOCK_MERGE_STEERS", "1"))?;
+    let (u1, steer) = (
+        "00000000-0000-4000-8000-000000000011",
+        "00000000-0000-4000-8000-000000000012",
+    );
+    agent.send(&user_prompt("slow", Some(u1)))?;
+    agent.read_until(TURN, |v| v["type"] == "system" && v["subtype"] == "init")?;
+    let mut steering = user_prompt("also this", Some(steer));
+    steering["priority"] = serde_json::json!("next");
+    agent.send(&steering)?;
+    let lines = agent.read_turn(TURN)?;
+    let result = lines.last().context("result")?;
+    ensure!(
+        result["user_message_uuid"] == u1
+            && result["user_message_uuids"] == serde_json::json!([u1, steer]),
+        "{result}"
+    );
+    let after = agent.read_until(TURN, |v| v["type"] == "command_lifecycle")?;
+    let done = after.last().context("lifecycle")?;
+    ensure!(
+        done["command_uuid"] == u1 && done["state"] == "completed",
+        "{done}"
+    );
+    ensure!(
+        agent.quiet_for(Duration::from_millis(500))?,
+        "the steer ran as a turn: {:?}",
+        agent.transcript.last()
+    );
+    let steer_states: Vec<Value> = agent
+        .transcript
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "command_lifecycle" && v["command_uuid"] == steer)
+        .map(|v| v["state"].clone())
+        .collect();
+    ensure!(
+        steer_states == [serde_json::json!("queued")],
+        "{steer_states:?}"
+    );
+    agent.close_stdin();
+    ensure!(agent.wait(EXIT)?.code() == Some(0));
+    Ok(())
+}
+
 #[test]
 fn resume_keeps_history() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -821,3 +821,193 @@ async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
         "the steering prompt never reached the model"
     );
 }
+
+/// `/compact` as a prompt (docs/protocol.md §10.1) through the relay: after an
+/// ordinary turn, the prompt `/compact` runs the CLI's compaction as a turn of
+/// its own. Clients see its `relay.prompt`, `relay.turn` `started`, the agent's
+/// `system` `compact_boundary`, a `result` with `num_turns` 0 and `relay.turn`
+/// `ended`, in that order; the mock API was asked for a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_prompt_compacts_the_conversation() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    let server = w.start(&[], &[]);
+    let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
+    run_turn(&mut a, "hello").await;
+    let asked_before = w.api.requests().len();
+
+    let ok = a.prompt("/compact").await;
+    let prompt_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (ended, mut seen) = a.wait_turn(&prompt_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    seen.push(ended);
+    let position = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        seen.iter()
+            .position(|v| v["type"] == "event" && pred(&v["event"]))
+            .unwrap_or_else(|| panic!("no {what} in {seen:#?}"))
+    };
+    let announced = position("relay.prompt", &|e| {
+        e["type"] == "relay.prompt" && e["prompt_id"] == prompt_id.as_str()
+    });
+    assert_eq!(
+        seen[announced]["event"]["content"], "/compact",
+        "{}",
+        seen[announced]
+    );
+    let started = position("relay.turn started", &|e| {
+        e["type"] == "relay.turn" && e["prompt_id"] == prompt_id.as_str() && e["phase"] == "started"
+    });
+    let boundary = position("compact_boundary", &|e| {
+        e["type"] == "system" && e["subtype"] == "compact_boundary"
+    });
+    assert_eq!(
+        seen[boundary]["event"]["compact_metadata"]["trigger"], "manual",
+        "{}",
+        seen[boundary]
+    );
+    let result = position("result", &|e| e["type"] == "result");
+    assert_eq!(seen[result]["event"]["num_turns"], 0, "{}", seen[result]);
+    assert_eq!(seen[result]["event"]["is_error"], false, "{}", seen[result]);
+    let ended_at = seen.len() - 1;
+    assert!(
+        announced < started && started < boundary && boundary < result && result < ended_at,
+        "out of order: prompt {announced}, started {started}, boundary {boundary}, result {result}, ended {ended_at}"
+    );
+    let summarized = w.api.requests()[asked_before..].iter().any(|r| {
+        r.to_string()
+            .contains("create a detailed summary of the conversation")
+    });
+    assert!(
+        summarized,
+        "the mock API was not asked for a summary: {:?}",
+        &w.api.requests()[asked_before..]
+    );
+}
+
+// ------------------------------------------------- an agent without a control
+
+/// The version the mock agent reports (crates/mock-agent's `msg::VERSION`).
+const MOCK_VERSION: &str = "2.1.330-mock";
+
+/// An agent that does not know a control request (the mock agent refusing
+/// it as the CLI refuses an unknown subtype): `session.set` answers
+/// `agent_unavailable` naming the agent's version at once, well before the
+/// relay's 30 s control timeout (the reply must come within the client's
+/// frame timeout), and nothing changes; `session.usage` still answers, with no
+/// context. Later requests are served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_a_control_answers_agent_unavailable_not_a_hang() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().env(
+        "CCRELAY_MOCK_REFUSE_CONTROLS",
+        "set_model,set_permission_mode,get_context_usage",
+    ));
+    let mut a = idle_client(&server, &fx.owner, "laptop").await;
+    run_turn(&mut a, "hello").await;
+
+    let before = a.request(json!({"type": "session.list"}), "l0").await;
+    let settings = before["sessions"][0]["settings"].clone();
+    assert_eq!(settings["model"], Value::Null, "{before}");
+    assert_eq!(settings["permission_mode"], "default", "{before}");
+
+    for (i, asked) in [
+        json!({"model": "sonnet"}),
+        json!({"permission_mode": "plan"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("s{i}");
+        let refused = a
+            .request(
+                json!({"type": "session.set", "session": "default", "settings": asked}),
+                &id,
+            )
+            .await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["code"], "agent_unavailable", "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("Claude Code {MOCK_VERSION} does not support")),
+            "{refused}"
+        );
+        let after = a
+            .request(json!({"type": "session.list"}), &format!("l{i}"))
+            .await;
+        assert_eq!(after["sessions"][0]["settings"], settings, "{after}");
+    }
+
+    let usage = a
+        .request(json!({"type": "session.usage", "session": "default"}), "u1")
+        .await;
+    assert_eq!(usage["type"], "session.usage", "{usage}");
+    assert_eq!(usage["context"], Value::Null, "{usage}");
+
+    // A setting the agent needs no control for still applies, and a turn runs.
+    let ok = a
+        .request(
+            json!({"type": "session.set", "session": "default", "settings": {"auto_continue": true}}),
+            "s9",
+        )
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["settings"]["auto_continue"], true, "{ok}");
+    assert_eq!(ok["settings"]["model"], Value::Null, "{ok}");
+    run_turn(&mut a, "still here").await;
+}
+
+/// Steering (docs/protocol.md §10.1) when only the turn's `result` says a
+/// steer was taken in (the mock agent with `CCRELAY_MOCK_MERGE_STEERS`: no
+/// `command_lifecycle` `completed` for it, its uuid in the result's
+/// `user_message_uuids`): the steer is `merged` into the running turn, before
+/// that turn's `ended`, and never `started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
+    let fx = Fixture::new();
+    let server = fx.start(ServerOptions::default().env("CCRELAY_MOCK_MERGE_STEERS", "1"));
+    let mut a = idle_client(&server, &fx.owner, "laptop").await;
+    let running = a.prompt("slow").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    a.wait_turn(&running_id, &["started"]).await;
+    let ok = a
+        .request(
+            json!({"type": "prompt", "session": "default", "content": "steer-text-almond", "steer": true}),
+            "s1",
+        )
+        .await;
+    assert_eq!(ok["queued"], false, "{ok}");
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (turn, _) = a
+        .recv_until("the next relay.turn", |v| {
+            v["type"] == "event"
+                && v["event"]["type"] == "relay.turn"
+                && (v["event"]["prompt_id"] == steer_id.as_str()
+                    || v["event"]["prompt_id"] == running_id.as_str())
+        })
+        .await;
+    assert_eq!(turn["event"]["prompt_id"], steer_id.as_str(), "{turn}");
+    assert_eq!(turn["event"]["phase"], "merged", "{turn}");
+    assert_eq!(turn["event"]["into"], running_id.as_str(), "{turn}");
+    let (ended, mut seen) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
+    assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    // Nothing more of the steer: the next prompt runs as the next turn, and the
+    // steer never had one.
+    let after = a.prompt("after").await;
+    let after_id = after["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (after_ended, skipped) = a.wait_turn(&after_id, &["ended", "aborted"]).await;
+    assert_eq!(after_ended["event"]["phase"], "ended", "{after_ended}");
+    seen.extend(skipped);
+    let steer_turns: Vec<&Value> = seen
+        .iter()
+        .filter(|v| {
+            v["event"]["type"] == "relay.turn" && v["event"]["prompt_id"] == steer_id.as_str()
+        })
+        .collect();
+    assert!(steer_turns.is_empty(), "{steer_turns:?}");
+}

@@ -21,6 +21,8 @@ pub struct Prompt {
     pub content_json: String,
     /// The host-chosen `uuid`, if any.
     pub uuid: Option<String>,
+    /// `priority`, if any (`"next"` on a steering prompt).
+    pub priority: Option<String>,
 }
 
 /// How the host answered a can_use_tool request.
@@ -178,10 +180,15 @@ fn parse_prompt(value: &Value) -> Result<Prompt, String> {
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
         .map(str::to_string);
+    let priority = value
+        .get("priority")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok(Prompt {
         text,
         content_json: content.to_string(),
         uuid,
+        priority,
     })
 }
 

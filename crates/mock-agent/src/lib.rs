@@ -46,6 +46,13 @@
 //!
 //! Conversations are stored per session id as JSON under `$CCRELAY_MOCK_STATE_DIR`,
 //! else `$XDG_STATE_HOME/ccrelay-mock`, else `~/.local/state/ccrelay-mock`.
+//!
+//! Fault injection, by environment variable (also printed by `--help`):
+//!
+//! | variable | behaviour |
+//! |---|---|
+//! | `CCRELAY_MOCK_REFUSE_CONTROLS=a,b` | the named control subtypes are answered as the CLI answers one it does not know (`error_code:"unsupported_request"`, the error naming the subtype), as an older CLI would |
+//! | `CCRELAY_MOCK_MERGE_STEERS=1` | a steering prompt (`priority:"next"`) arriving mid-turn is taken into that turn: no turn of its own, no `command_lifecycle` `started`/`completed` for it, only the turn's `result` lists its uuid in `user_message_uuids` |
 
 mod input;
 mod json;
@@ -121,7 +128,38 @@ Modifiers, combined with any of the above:
   garbage           write the non-JSON line `this is not json` to stdout mid-turn
   stderr            write a few lines to stderr during the turn
 Conversations are kept for --resume in $CCRELAY_MOCK_STATE_DIR,
-else $XDG_STATE_HOME/ccrelay-mock, else ~/.local/state/ccrelay-mock.";
+else $XDG_STATE_HOME/ccrelay-mock, else ~/.local/state/ccrelay-mock.
+Fault injection (environment):
+  CCRELAY_MOCK_REFUSE_CONTROLS=a,b  answer these control subtypes as unknown
+                    (error_code unsupported_request), as an older CLI would
+  CCRELAY_MOCK_MERGE_STEERS=1  take a steering prompt (priority next) arriving
+                    mid-turn into that turn; only the result's user_message_uuids says so";
+
+/// The faults the environment asks for (see the module doc).
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    /// Control subtypes answered as unknown.
+    refused_controls: Vec<String>,
+    /// Steering prompts are merged into the running turn, reported only by its result.
+    merge_steers: bool,
+}
+
+impl Faults {
+    fn from_env() -> Faults {
+        let refused_controls = std::env::var("CCRELAY_MOCK_REFUSE_CONTROLS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let merge_steers = std::env::var_os("CCRELAY_MOCK_MERGE_STEERS").is_some_and(|v| v == "1");
+        Faults {
+            refused_controls,
+            merge_steers,
+        }
+    }
+}
 
 /// Pause between the deltas of ordinary answers.
 const DELTA_PAUSE: Duration = Duration::from_millis(5);
@@ -211,8 +249,18 @@ pub fn run(args: MockAgentSettings) -> anyhow::Result<i32> {
         garbage_pending: false,
         current_uuid: None,
         result_index: 0,
+        faults: Faults::from_env(),
     };
     Ok(agent.main_loop())
+}
+
+/// The CLI's answer to a control subtype it does not know.
+fn unsupported_control(request_id: &str, subtype: &str) -> String {
+    msg::control_error(
+        request_id,
+        &format!("Unsupported control request subtype: {subtype}"),
+        Some("unsupported_request"),
+    )
 }
 
 fn permission_mode(rest: &[String]) -> String {
@@ -289,6 +337,7 @@ struct Agent {
     /// The running prompt's `uuid`, repeated on its assistant lines.
     current_uuid: Option<String>,
     result_index: u64,
+    faults: Faults,
 }
 
 impl Agent {
@@ -340,6 +389,10 @@ impl Agent {
     /// Answers a control request, except `interrupt`, which is returned to the caller.
     fn control(&mut self, request_id: &str, request: &Value) -> Option<Interrupt> {
         let subtype = request.get("subtype").and_then(Value::as_str).unwrap_or("");
+        if self.faults.refused_controls.iter().any(|r| r == subtype) {
+            out::line(&unsupported_control(request_id, subtype));
+            return None;
+        }
         match subtype {
             "initialize" => {
                 let pending: Vec<String> =
@@ -366,11 +419,7 @@ impl Agent {
                 out::line(&msg::permission_mode_response(request_id, mode));
                 out::line(&msg::status_mode(&self.ctx, mode));
             }
-            other => out::line(&msg::control_error(
-                request_id,
-                &format!("Unsupported control request subtype: {other}"),
-                Some("unsupported_request"),
-            )),
+            other => out::line(&unsupported_control(request_id, other)),
         }
         None
     }
@@ -480,12 +529,14 @@ impl Agent {
             Outcome::Success(_) => turn.api_calls,
             _ => turn.api_calls + 1,
         };
+        let merged_uuids = self.take_steers();
         let summary = TurnSummary {
             outcome,
             num_turns,
             denials: turn.denials,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             user_uuid: turn.user_uuid,
+            merged_uuids,
             result_index: self.result_index,
             queued: self.queue.len(),
         };
@@ -494,6 +545,19 @@ impl Agent {
         if let Some(u) = &prompt.uuid {
             out::line(&msg::command_lifecycle(&self.ctx, u, "completed"));
         }
+    }
+
+    /// With `CCRELAY_MOCK_MERGE_STEERS`: the steering prompts that arrived
+    /// during the turn are taken into it (their uuids, for its result).
+    fn take_steers(&mut self) -> Vec<String> {
+        if !self.faults.merge_steers {
+            return Vec::new();
+        }
+        let (steers, rest): (VecDeque<Prompt>, VecDeque<Prompt>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|p| p.priority.as_deref() == Some("next") && p.uuid.is_some());
+        self.queue = rest;
+        steers.into_iter().filter_map(|p| p.uuid).collect()
     }
 
     fn turn_body(&mut self, t: &mut Turn, sc: &Scenario, text: &str) -> Outcome {

@@ -605,6 +605,9 @@ pub struct TurnSummary {
     pub duration_ms: u64,
     /// The prompt's `uuid`, if it had one.
     pub user_uuid: Option<String>,
+    /// Steering prompts taken into this turn, listed after `user_uuid` in
+    /// `user_message_uuids`.
+    pub merged_uuids: Vec<String>,
     /// Results emitted by this process before this one.
     pub result_index: u64,
     /// Prompts waiting behind this turn.
@@ -665,9 +668,11 @@ pub fn result(ctx: &Ctx, s: &TurnSummary) -> String {
         .val("duration_ms", &s.duration_ms)
         .str("uuid", &uuid());
     if let Some(u) = &s.user_uuid {
+        let mut all = vec![u.clone()];
+        all.extend(s.merged_uuids.iter().cloned());
         o = o
             .str("user_message_uuid", u)
-            .val("user_message_uuids", &[u]);
+            .val("user_message_uuids", &all);
     }
     o.val("queued_turn_count", &s.queued)
         .val("result_index", &s.result_index)

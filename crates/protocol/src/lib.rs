@@ -1963,6 +1963,15 @@ pub fn permission_result(
     }
 }
 
+/// The size limits `auth.ok` announces (docs/protocol.md §10), in bytes: a whole
+/// frame, a prompt's content, a `file.upload`'s decoded data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_frame_bytes: u64,
+    pub max_prompt_bytes: u64,
+    pub max_upload_bytes: u64,
+}
+
 /// A session as listed in `auth.ok` and `session.list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
@@ -2143,6 +2152,10 @@ pub enum ServerMsg {
         fingerprint: String,
         role: Role,
         sessions: Vec<SessionSummary>,
+        /// The server's size limits (docs/protocol.md §10), so clients can size what
+        /// they send. Absent from servers made before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<Limits>,
     },
     #[serde(rename = "error")]
     Error {
@@ -3327,6 +3340,11 @@ mod tests {
                 fingerprint: "SHA256:x".into(),
                 role: Role::Owner,
                 sessions: vec![summary.clone()],
+                limits: Some(Limits {
+                    max_frame_bytes: 4_194_304,
+                    max_prompt_bytes: 1_048_576,
+                    max_upload_bytes: 2_097_152,
+                }),
             },
             ServerMsg::Error {
                 id: Some(RequestId::Number(7)),
@@ -3629,6 +3647,16 @@ mod tests {
                     }))
                 ))
         );
+    }
+
+    /// An `auth.ok` from a server made before `limits` still reads, with none.
+    #[test]
+    fn auth_ok_without_limits_reads() {
+        let text = r#"{"type":"auth.ok","client_id":"c","fingerprint":"SHA256:x","role":"viewer","sessions":[]}"#;
+        assert!(matches!(
+            parse_server_frame(text),
+            Ok(Some(ServerMsg::AuthOk { limits: None, .. }))
+        ));
     }
 
     /// A newer server's frame type or error code is tolerated; a known type with

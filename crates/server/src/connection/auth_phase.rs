@@ -33,7 +33,7 @@ use crate::names::{Arrival, Origin, ServerNames};
 use crate::pairing::{self, OpenError, Outcome, OwnerGuard, PairTicket};
 use crate::session::{ClientHandle, ClientInfo};
 use ccrelay_protocol::{
-    ClientRequest, ErrorCode, FrameType, Inbound, RequestId, ServerMsg, close_code,
+    ClientRequest, ErrorCode, FrameType, Inbound, Limits, RequestId, ServerMsg, close_code,
 };
 
 use super::{Connection, Flow};
@@ -766,6 +766,11 @@ impl Connection {
             fingerprint: identity.fingerprint.clone(),
             role: identity.role,
             sessions: self.session_summaries(false),
+            limits: Some(Limits {
+                max_frame_bytes: self.shared.config.max_frame_bytes as u64,
+                max_prompt_bytes: self.shared.config.max_prompt_bytes as u64,
+                max_upload_bytes: self.shared.config.max_upload_bytes as u64,
+            }),
         };
         // auth.ok is the direct reply to auth.response, so it echoes the request id (§2).
         self.reply(FrameType::AuthOk, msg);

@@ -166,12 +166,17 @@ fn apply_field(settings: &mut SessionSettingsJson, asked: &SettingsRequest, fiel
     }
 }
 
-/// Whether the CLI's refusal says it does not know the request at all (an older CLI).
+/// Whether the CLI's refusal says it does not know the request at all (an older
+/// CLI): the code `unsupported_request` the CLI gives it, or, from CLIs that send
+/// no code, a text saying the subtype is unknown.
 fn unknown_subtype(refusal: &ctl::Refusal) -> bool {
-    let text = refusal.error.to_ascii_lowercase();
-    refusal.code.is_none()
-        && text.contains("subtype")
-        && (text.contains("unknown") || text.contains("unsupported"))
+    match refusal.code.as_deref() {
+        Some(code) => code == "unsupported_request",
+        None => {
+            let text = refusal.error.to_ascii_lowercase();
+            text.contains("subtype") && (text.contains("unknown") || text.contains("unsupported"))
+        }
+    }
 }
 
 impl Actor {
@@ -848,5 +853,24 @@ mod tests {
             model_in_effect: None,
         };
         assert!(!unknown_subtype(&refused));
+    }
+
+    /// The refusal the CLI writes for a subtype it does not know carries a code.
+    #[test]
+    fn the_clis_unsupported_request_is_an_older_cli() {
+        let line = br#"{"type":"control_response","response":{"subtype":"error","request_id":"x1","error":"Unsupported control request subtype: frobnicate","error_code":"unsupported_request"}}"#;
+        let refusal = ctl::parse_control_answer(line)
+            .expect("a control_response")
+            .outcome()
+            .expect_err("a refusal");
+        assert_eq!(refusal.code.as_deref(), Some("unsupported_request"));
+        assert!(unknown_subtype(&refusal));
+        // Another code with a similar text is the agent's own refusal.
+        let other = ctl::Refusal {
+            error: "Unsupported control request subtype in this mode".into(),
+            code: Some("invalid_mode".into()),
+            model_in_effect: None,
+        };
+        assert!(!unknown_subtype(&other));
     }
 }

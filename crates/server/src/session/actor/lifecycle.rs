@@ -149,6 +149,7 @@ impl Actor {
                 if cost_usd.is_some() {
                     self.process_cost = cost_usd;
                 }
+                self.merge_steers_in_result(line)?;
                 self.on_result(cost_usd)
             }
             AgentLine::Task { task_id, running } => {
@@ -197,6 +198,41 @@ impl Actor {
         self.emit_relay(json!({
             "type": "relay.turn", "prompt_id": steer.prompt_id, "phase": "merged", "into": steer.into,
         }))
+    }
+
+    /// docs/protocol.md §10.1: the running turn's `result` lists in
+    /// `user_message_uuids` the user messages the turn took in; a steer listed
+    /// there and not yet announced is `merged` into it (before its `ended`).
+    fn merge_steers_in_result(&mut self, line: &[u8]) -> Step {
+        #[derive(serde::Deserialize)]
+        struct Consumed<'a> {
+            #[serde(borrow, default)]
+            user_message_uuids: Vec<std::borrow::Cow<'a, str>>,
+        }
+        let Some(turn) = self.turn.clone() else {
+            return Ok(());
+        };
+        if !self.steers.iter().any(|s| s.into == turn) {
+            return Ok(());
+        }
+        let Ok(consumed) = serde_json::from_slice::<Consumed>(line) else {
+            return Ok(());
+        };
+        let (merged, rest): (Vec<Steer>, Vec<Steer>) =
+            std::mem::take(&mut self.steers).into_iter().partition(|s| {
+                s.into == turn
+                    && consumed
+                        .user_message_uuids
+                        .iter()
+                        .any(|u| *u == s.prompt_id)
+            });
+        self.steers = rest;
+        for steer in merged {
+            self.emit_relay(json!({
+                "type": "relay.turn", "prompt_id": steer.prompt_id, "phase": "merged", "into": steer.into,
+            }))?;
+        }
+        Ok(())
     }
 
     /// docs/protocol.md §10.1: a steering message the turn `ended` did not take
