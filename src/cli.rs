@@ -86,7 +86,8 @@ sessions; :switch NAME attaches to session NAME instead (switching back shows on
 happened meanwhile: each session's place is kept); :mode NAME sets the permission mode
 (default, acceptEdits, plan, ...) and :model NAME the model (a refusal prints the server's
 error); :changes lists the workdir's changed files; :diff shows every change, :diff PATH one
-file's, :diff turn the last turn's (coloured; through $PAGER, default `less -R`). After a
+file's, :diff turn the last turn's (coloured; through $PAGER, default `less -R`); :at WHEN
+TEXT schedules TEXT as a prompt for WHEN (+30m, +2h, +1h30m, or an RFC 3339 time). After a
 turn that changed files, its paths are listed with their status and +/- counts. Any other
 line is a prompt.
 

@@ -140,6 +140,34 @@ async fn changes_diff_mode_usage_and_slash_completion_on_a_terminal() {
     tmux.wait_for_async("laptop", "the refusal", |s| s.contains("server error"))
         .await;
 
+    // `:at`: the rest of the line, scheduled (docs/protocol.md §10).
+    typed(&tmux, "laptop", ":at +2h run the nightly checks");
+    key(&tmux, "laptop", "Enter");
+    let (prompt, _) = script.recv_event("relay.prompt").await;
+    assert_eq!(
+        prompt["event"]["content"], "run the nightly checks",
+        "{prompt}"
+    );
+    let scheduled_at = prompt["event"]["scheduled_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not scheduled: {prompt}"))
+        .to_string();
+    let ahead = time::OffsetDateTime::parse(
+        &scheduled_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339")
+        - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead.whole_minutes() > 110 && ahead.whole_minutes() <= 120,
+        "two hours ahead: {scheduled_at}"
+    );
+    tmux.wait_for_async("laptop", "the scheduled prompt", |s| {
+        s.contains("run the nightly checks")
+            && s.contains(&format!("(scheduled for {scheduled_at})"))
+    })
+    .await;
+
     key(&tmux, "laptop", "C-d");
     tmux.wait_for_async("laptop", "the exit", |s| s.contains("CLIENT-EXITED 0"))
         .await;

@@ -6,6 +6,7 @@
 //! frames and user actions and returns [`Effect`]s; `mod.rs` performs them.
 
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -164,6 +165,8 @@ struct Outgoing {
     id: String,
     key: String,
     text: String,
+    /// A scheduled prompt's time (RFC 3339), sent again with it after a reconnect.
+    at: Option<String>,
 }
 
 /// Request id of the `--prompt` job's prompt.
@@ -203,6 +206,9 @@ pub enum Command {
     Changes,
     /// `:diff [PATH]` (`None`: every changed file) and `:diff turn`.
     Diff(DiffOf),
+    /// `:at WHEN TEXT`: TEXT as a prompt scheduled for WHEN (docs/protocol.md §10),
+    /// WHEN already turned into an RFC 3339 time.
+    At { at: String, text: String },
     /// A command used wrongly: say how it is used.
     Usage(&'static str),
 }
@@ -234,9 +240,55 @@ impl Command {
                 ":diff shows every change, :diff PATH one file, :diff turn the last turn's",
             )),
             (":changes", _) => Some(Command::Usage(":changes lists the changed files")),
+            (":at", [when, _, ..]) => match scheduled_time(when, SystemTime::now()) {
+                Some(at) => {
+                    // The prompt is the rest of the line as typed, after WHEN.
+                    let rest = line.trim_start();
+                    let rest = rest.strip_prefix(":at").unwrap_or(rest).trim_start();
+                    let text = rest.strip_prefix(when).unwrap_or(rest).trim().to_string();
+                    Some(Command::At { at, text })
+                }
+                None => Some(Command::Usage(AT_USAGE)),
+            },
+            (":at", _) => Some(Command::Usage(AT_USAGE)),
             _ => None,
         }
     }
+}
+
+const AT_USAGE: &str = ":at WHEN TEXT schedules TEXT: WHEN is +30m, +2h, +1h30m or an RFC 3339 time such as 2026-12-08T07:30:00Z";
+
+/// `:at`'s WHEN as an RFC 3339 time: `+` and a duration of hours, minutes and
+/// seconds (`+90s`, `+30m`, `+1h30m`) from `now`, or an RFC 3339 time as is.
+fn scheduled_time(when: &str, now: SystemTime) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Some(span) = when.strip_prefix('+') {
+        let mut total: u64 = 0;
+        let mut number = String::new();
+        for c in span.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let unit = match c {
+                'h' => 3600,
+                'm' => 60,
+                's' => 1,
+                _ => return None,
+            };
+            let n: u64 = number.parse().ok()?;
+            number.clear();
+            total = total.checked_add(n.checked_mul(unit)?)?;
+        }
+        if !number.is_empty() || total == 0 {
+            return None;
+        }
+        let at = now.checked_add(std::time::Duration::from_secs(total))?;
+        let at = time::OffsetDateTime::from(at).replace_nanosecond(0).ok()?;
+        return at.format(&Rfc3339).ok();
+    }
+    time::OffsetDateTime::parse(when, &Rfc3339).ok()?;
+    Some(when.to_string())
 }
 
 /// What `:diff` shows.
@@ -644,10 +696,15 @@ impl Session {
         if let Some(job) = &self.job
             && !job.accepted
         {
-            fx.push(Effect::Send(self.prompt(JOB_ID, &job.text, &job.key)));
+            fx.push(Effect::Send(self.prompt(JOB_ID, &job.text, &job.key, None)));
         }
         for o in &self.outgoing {
-            fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
+            fx.push(Effect::Send(self.prompt(
+                &o.id,
+                &o.text,
+                &o.key,
+                o.at.as_deref(),
+            )));
         }
         if self.job.is_none() && !self.json {
             fx.push(Effect::Send(ClientMsg::SessionCatalog {
@@ -664,14 +721,14 @@ impl Session {
     }
 
     /// A `prompt` request of this client, resent with the same key after a reconnect.
-    fn prompt(&self, id: &str, text: &str, key: &str) -> ClientMsg {
+    fn prompt(&self, id: &str, text: &str, key: &str, at: Option<&str>) -> ClientMsg {
         ClientMsg::Prompt {
             id: Some(RequestId::Text(id.into())),
             session: Some(self.name.clone()),
             content: Value::from(text),
             key: Some(key.into()),
             steer: false,
-            at: None,
+            at: at.map(String::from),
         }
     }
 
@@ -944,6 +1001,7 @@ impl Session {
             }),
             Some(Command::Changes) => self.files_status(),
             Some(Command::Diff(of)) => self.diff(of),
+            Some(Command::At { at, text }) => self.submit_at(text, Some(at)),
             None => self.submit(text),
         }
     }
@@ -1095,14 +1153,28 @@ impl Session {
 
     /// A prompt typed (interactive) or read from stdin.
     pub fn submit(&mut self, text: String) -> Vec<Effect> {
+        self.submit_at(text, None)
+    }
+
+    /// A prompt typed in the editor; `at` schedules it (`:at`).
+    fn submit_at(&mut self, text: String, at: Option<String>) -> Vec<Effect> {
         let o = Outgoing {
             id: self.id("p"),
             key: format!("attach-{}", uuid::Uuid::new_v4().simple()),
             text,
+            at,
         };
         let mut fx = Vec::new();
+        if let Some(at) = &o.at {
+            fx.push(self.msg(&format!("scheduled for {at}")));
+        }
         if self.attached {
-            fx.push(Effect::Send(self.prompt(&o.id, &o.text, &o.key)));
+            fx.push(Effect::Send(self.prompt(
+                &o.id,
+                &o.text,
+                &o.key,
+                o.at.as_deref(),
+            )));
         } else {
             fx.push(self.msg("not connected; the prompt will be sent when the connection is back"));
         }
@@ -1931,6 +2003,59 @@ mod tests {
         s.on_connected(&auth(), false);
         s.on_frame(&attached("default", "attach", 0, 1));
         s
+    }
+
+    #[test]
+    fn at_schedules_the_rest_of_the_line() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            scheduled_time("+1h30m", now).as_deref(),
+            Some("2027-01-15T09:30:00Z")
+        );
+        assert_eq!(
+            scheduled_time("+90s", now).as_deref(),
+            Some("2027-01-15T08:01:30Z")
+        );
+        assert_eq!(
+            scheduled_time("2027-02-01T07:00:00+01:00", now).as_deref(),
+            Some("2027-02-01T07:00:00+01:00")
+        );
+        for bad in [
+            "+",
+            "+0m",
+            "+5",
+            "+5d",
+            "+h",
+            "tomorrow",
+            "+99999999999999999999h",
+        ] {
+            assert_eq!(scheduled_time(bad, now), None, "{bad}");
+        }
+        match Command::parse(":at +2h  +2h is  when the nightly run starts ") {
+            Some(Command::At { at, text }) => {
+                assert!(at.ends_with('Z'), "{at}");
+                assert_eq!(text, "+2h is  when the nightly run starts");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(Command::parse(":at +2h"), Some(Command::Usage(_))));
+        assert!(matches!(
+            Command::parse(":at soon do it"),
+            Some(Command::Usage(_))
+        ));
+
+        let mut s = interactive();
+        let sent = sends(&s.typed(":at 2027-02-01T07:00:00Z run the nightly checks".into()));
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["type"], "prompt");
+        assert_eq!(sent[0]["content"], "run the nightly checks");
+        assert_eq!(sent[0]["at"], "2027-02-01T07:00:00Z");
+        // Sent again, still scheduled, after a reconnect.
+        assert!(
+            s.outgoing
+                .iter()
+                .any(|o| o.at.as_deref() == Some("2027-02-01T07:00:00Z"))
+        );
     }
 
     #[test]
