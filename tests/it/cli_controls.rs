@@ -28,8 +28,11 @@ use serde_json::{Value, json};
 
 use common::mock_anthropic::{
     LONG_TOOL_SECS, MockAnthropic, PLAN_TEXT, QUESTION_COLOR, QUESTION_TOPPINGS,
+    USAGE_LIMIT_SOON_SECS,
 };
-use common::real_cli::{AgentChild, STREAM_JSON_FLAGS, kinds, offline_env, require_real_cli};
+use common::real_cli::{
+    AgentChild, STREAM_JSON_FLAGS, gateway_env, kinds, offline_env, require_real_cli,
+};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -55,6 +58,8 @@ struct World {
     started: Instant,
     /// How many of the mock's requests are already summarized in `log`.
     api_seen: usize,
+    /// Run the CLI as an LLM gateway's client ([`gateway_env`]) instead of with an API key.
+    gateway: bool,
     // Last, so the mock API is dropped while its runtime still exists.
     _rt: tokio::runtime::Runtime,
 }
@@ -78,6 +83,7 @@ impl World {
             log: Vec::new(),
             started: Instant::now(),
             api_seen: 0,
+            gateway: false,
             _rt: rt,
         })
     }
@@ -106,7 +112,11 @@ impl World {
             .current_dir(self.workdir()?)
             .env_remove("ANTHROPIC_AUTH_TOKEN")
             .env_remove("CLAUDE_CODE_ENTRYPOINT")
-            .envs(offline_env(self.home.path(), &self.api.base_url));
+            .envs(if self.gateway {
+                gateway_env(self.home.path(), &self.api.base_url)
+            } else {
+                offline_env(self.home.path(), &self.api.base_url)
+            });
         let mut spawn: Vec<&str> = vec!["claude"];
         spawn.extend(STREAM_JSON_FLAGS);
         spawn.extend(extra);
@@ -679,6 +689,35 @@ fn usage_limit(w: &mut World) -> anyhow::Result<()> {
     w.close(cli)
 }
 
+/// The same limit for an LLM gateway's client, resetting in a few seconds (a long
+/// `retry-after`): the CLI reports it as a `rate_limit_event` with its reset, then
+/// ends the turn with an API error (docs/protocol.md §10.1).
+fn usage_limit_gateway(w: &mut World) -> anyhow::Result<()> {
+    w.gateway = true;
+    let (mut cli, _) = w.spawn(&[])?;
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let lines = w.turn(&mut cli, text_prompt("usage-limit-soon"))?;
+    let limit = lines
+        .iter()
+        .find(|l| l["type"] == "rate_limit_event")
+        .context("a rate_limit_event")?;
+    let info = &limit["rate_limit_info"];
+    ensure!(info["status"] == "rejected", "{limit}");
+    let resets = info["resetsAt"].as_u64().context("resetsAt")?;
+    ensure!(
+        resets >= asked + USAGE_LIMIT_SOON_SECS && resets <= asked + USAGE_LIMIT_SOON_SECS + 60,
+        "resetsAt {resets}, asked at {asked}"
+    );
+    let result = lines.last().context("result")?;
+    ensure!(result["is_error"] == true, "{result}");
+    ensure!(result["api_error_status"] == 429, "{result}");
+    w.drain(&mut cli, Duration::from_millis(500));
+    w.new_requests();
+    w.close(cli)
+}
+
 /// `/compact` sent as a prompt.
 fn compact(w: &mut World) -> anyhow::Result<()> {
     let (mut cli, _) = w.spawn(&[])?;
@@ -748,6 +787,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("exit_plan_mode", exit_plan_mode),
     ("ask_question", ask_question),
     ("usage_limit", usage_limit),
+    ("usage_limit_gateway", usage_limit_gateway),
     ("compact", compact),
     ("image", image),
     ("flags_resume", flags_resume),
@@ -845,6 +885,12 @@ fn ask_user_question_answers_reach_the_model() -> anyhow::Result<()> {
 #[test]
 fn usage_limit_429_ends_the_turn_with_an_api_error() -> anyhow::Result<()> {
     run("usage_limit", false)
+}
+
+/// A gateway client's usage limit comes with its reset time.
+#[test]
+fn a_gateway_clients_usage_limit_reports_its_reset() -> anyhow::Result<()> {
+    run("usage_limit_gateway", false)
 }
 
 #[test]

@@ -348,8 +348,9 @@ pub struct CommandsChanged {
     pub commands: Vec<AgentCommand>,
 }
 
-/// `rate_limit_event`'s `rate_limit_info` (from the CLI's schema; the pinned CLI
-/// sends it for subscription logins, not for an API key's 429).
+/// `rate_limit_event`'s `rate_limit_info` (the pinned CLI sends it for
+/// subscription logins and gateway clients, not for an API key's 429;
+/// docs/protocol.md §10.1).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitInfo {
@@ -746,7 +747,7 @@ mod tests {
 
     #[test]
     fn rate_limit_event_from_the_cli_schema() {
-        // Not recorded (the pinned CLI sends none for an API key): the CLI's schema.
+        // The CLI's schema (with `utilization`), and as recorded from a gateway client.
         let line = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1767225600,"rateLimitType":"five_hour","utilization":1.0},"uuid":"u","session_id":"s"}"#;
         let Some(Ok(AgentReport::RateLimit(info))) = parse_report(line) else {
             panic!("rate_limit_event does not parse");
@@ -754,6 +755,23 @@ mod tests {
         let wire = info.to_wire();
         assert_eq!(wire.resets_at.as_deref(), Some("2026-01-01T00:00:00Z"));
         assert_eq!(wire.status.as_deref(), Some("rejected"));
+        let (_, gateway) = transcripts()
+            .into_iter()
+            .find(|(name, _)| name.ends_with("usage_limit_gateway.jsonl"))
+            .expect("the gateway transcript");
+        let recorded = gateway
+            .iter()
+            .find(|e| e["msg"]["type"] == "rate_limit_event")
+            .map(|e| e["msg"].to_string())
+            .expect("a recorded rate_limit_event");
+        let Some(Ok(AgentReport::RateLimit(info))) = parse_report(recorded.as_bytes()) else {
+            panic!("the recorded rate_limit_event does not parse: {recorded}");
+        };
+        assert_eq!(info.status, "rejected");
+        assert!(
+            info.resets_at.is_some_and(|t| t > 1_700_000_000),
+            "{recorded}"
+        );
         let changed = br#"{"type":"system","subtype":"commands_changed","commands":[{"name":"compact","description":"d","argumentHint":"<x>"}],"uuid":"u","session_id":"s"}"#;
         let Some(Ok(report)) = parse_report(changed) else {
             panic!("commands_changed does not parse");
