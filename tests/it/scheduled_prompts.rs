@@ -343,3 +343,76 @@ async fn auto_continue_resumes_after_a_usage_limit_resets() {
     let (aborted, _) = c.wait_turn(&second, &["started", "aborted"]).await;
     assert_eq!(aborted["event"]["detail"], "cancelled", "{aborted}");
 }
+
+/// Closing a created session aborts its scheduled prompts (`session_closed`)
+/// before `relay.closed`, and removes their files; a session created with
+/// `auto_continue` keeps it as its creator's.
+#[tokio::test]
+async fn closing_a_session_aborts_its_scheduled_prompts() {
+    let fx = Fixture::new();
+    let project = fx.workdir().join("projects").join("api");
+    std::fs::create_dir_all(&project).expect("project dir");
+    let server = fx.start(ServerOptions::default());
+    let mut c = server.client(&fx.owner, Some("laptop")).await;
+    let created = c
+        .request(
+            json!({"type": "session.create", "workdir": project.display().to_string(), "name": "api",
+                   "settings": {"auto_continue": true}}),
+            "create",
+        )
+        .await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    let uid = created["uid"].as_str().expect("uid").to_string();
+    let attached = c
+        .request(json!({"type": "attach", "session": "api"}), "attach")
+        .await;
+    assert_eq!(attached["type"], "attached", "{attached}");
+    let (_, at) = at_in(Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let ok = c
+            .request(
+                json!({"type": "prompt", "session": "api", "content": format!("later {i}"), "at": at}),
+                &format!("s{i}"),
+            )
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        ids.push(ok["prompt_id"].as_str().expect("prompt_id").to_string());
+    }
+    let dir = fx.data_dir().join("created").join(&uid).join("scheduled");
+    assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 2);
+    let closed = c
+        .request(json!({"type": "session.close", "session": "api"}), "close")
+        .await;
+    assert_eq!(closed["type"], "ok", "{closed}");
+    // Everything up to `relay.closed` came before the `ok`: the backlog holds it.
+    let (_, seen) = c.recv_until("detached", |v| v["type"] == "detached").await;
+    let closed_at = seen
+        .iter()
+        .position(|v| v["event"]["type"] == "relay.closed")
+        .unwrap_or_else(|| panic!("no relay.closed: {seen:#?}"));
+    for id in &ids {
+        let at = seen
+            .iter()
+            .position(|v| {
+                v["event"]["type"] == "relay.turn"
+                    && v["event"]["prompt_id"] == id.as_str()
+                    && v["event"]["phase"] == "aborted"
+                    && v["event"]["detail"] == "session_closed"
+            })
+            .unwrap_or_else(|| panic!("{id} not aborted: {seen:#?}"));
+        assert!(at < closed_at, "aborted before relay.closed");
+    }
+    assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
+    let record = std::fs::read_to_string(
+        fx.data_dir()
+            .join("created")
+            .join(&uid)
+            .join("session.json"),
+    )
+    .expect("the session's record");
+    assert!(
+        record.contains(&fx.owner.fingerprint),
+        "the record names its creator: {record}"
+    );
+}
