@@ -205,8 +205,9 @@ async fn scheduled_prompts_are_checked_cancellable_and_bounded() {
     );
 }
 
-/// A scheduled prompt whose key was removed from the keys file before its time
-/// is aborted with `key_unusable`; the other key's prompts are not disturbed.
+/// A scheduled prompt whose key is removed from the keys file is aborted with
+/// `key_unusable` as soon as the server reloads the keys (not an hour later, at
+/// its time); the other key's prompts are not disturbed.
 #[tokio::test]
 async fn a_scheduled_prompt_of_a_removed_key_is_aborted() {
     let fx = Fixture::new();
@@ -214,11 +215,11 @@ async fn a_scheduled_prompt_of_a_removed_key_is_aborted() {
     let mut watcher = attached(&server, &fx, "laptop").await;
     let mut phone = server.client(&fx.owner2, Some("phone")).await;
     phone.attach("default", None).await;
-    let (_, at) = at_in(Duration::from_secs(3));
-    let ok = schedule(&mut phone, "from the phone", &at, "p").await;
+    let (_, in_an_hour) = at_in(Duration::from_secs(3600));
+    let ok = schedule(&mut phone, "from the phone", &in_an_hour, "p").await;
     let prompt_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
-    let (_, at_later) = at_in(Duration::from_secs(4));
-    let ok = schedule(&mut watcher, "from the laptop", &at_later, "l").await;
+    let (_, soon) = at_in(Duration::from_secs(3));
+    let ok = schedule(&mut watcher, "from the laptop", &soon, "l").await;
     let kept = ok["prompt_id"].as_str().expect("prompt_id").to_string();
 
     std::fs::write(fx.authorized_keys(), format!("{}\n", fx.owner.public_line))
@@ -236,6 +237,41 @@ async fn a_scheduled_prompt_of_a_removed_key_is_aborted() {
         audit.contains("key_unusable") && audit.contains(&fx.owner2.fingerprint),
         "{audit}"
     );
+}
+
+/// A key that expires (its `expiry-time`) between scheduling and the prompt's time
+/// changes no keys file: the prompt is aborted `key_unusable` when it is due.
+#[tokio::test]
+async fn a_scheduled_prompt_of_an_expired_key_is_aborted_when_due() {
+    let fx = Fixture::new();
+    // Whole seconds: that is all expiry-time can say.
+    let expires = (OffsetDateTime::now_utc() + Duration::from_secs(3))
+        .replace_nanosecond(0)
+        .expect("whole seconds");
+    let stamp = expires
+        .format(time::macros::format_description!(
+            "[year][month][day][hour][minute][second]"
+        ))
+        .expect("stamp");
+    std::fs::write(
+        fx.authorized_keys(),
+        format!(
+            "{}\nexpiry-time=\"{stamp}Z\" {}\n",
+            fx.owner.public_line, fx.owner2.public_line
+        ),
+    )
+    .expect("keys file");
+    let server = fx.start(ServerOptions::default());
+    let mut watcher = attached(&server, &fx, "laptop").await;
+    let mut phone = server.client(&fx.owner2, Some("phone")).await;
+    phone.attach("default", None).await;
+    let (due, at) = at_in(Duration::from_secs(5));
+    let ok = schedule(&mut phone, "after the expiry", &at, "p").await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let prompt_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (aborted, _) = watcher.wait_turn(&prompt_id, &["started", "aborted"]).await;
+    assert_eq!(aborted["event"]["detail"], "key_unusable", "{aborted}");
+    assert!(SystemTime::now() >= due, "aborted at its time, not before");
 }
 
 /// The real CLI, as a gateway client, hits a usage limit that resets in a few

@@ -314,6 +314,12 @@ impl Notifier {
         usable::check(&keys, fingerprint, address, std::time::SystemTime::now())
     }
 
+    /// A watch of the keys in force (a session re-checks its scheduled prompts'
+    /// keys when they change).
+    pub fn keys_watch(&self) -> watch::Receiver<Arc<KeySet>> {
+        self.keys.clone()
+    }
+
     /// The subscription a token was made for, if it still exists.
     pub fn subscriber(&self, id: &str) -> Option<Subscriber> {
         self.push

@@ -292,6 +292,8 @@ enum Wake {
     Slot(SlotMsg),
     /// A turn snapshot answered (docs/protocol.md §11).
     Snapshot(Option<changes::SnapDone>),
+    /// The keys in force changed (`false`: their watch ended).
+    Keys(bool),
 }
 
 /// The acknowledgement of the oldest write in flight (never, when none is).
@@ -542,6 +544,10 @@ impl Actor {
             self.launch_agent();
         }
         self.finish_step().await?;
+        // A scheduled prompt's key is checked again whenever the keys change.
+        let mut keys = self.shared.notify.keys_watch();
+        keys.borrow_and_update();
+        let mut keys_open = true;
         loop {
             if self.closing.is_some() && self.agent.is_none() {
                 return self.finish_close().await;
@@ -549,6 +555,7 @@ impl Actor {
             let deadline = self.next_deadline();
             let writing = !self.in_flight.is_empty();
             let snapping = self.changes.busy();
+            let watching_keys = keys_open && !self.scheduled.is_empty();
             let wake = {
                 let written = oldest_ack(&mut self.in_flight);
                 tokio::select! {
@@ -558,6 +565,7 @@ impl Actor {
                     result = written, if writing => Wake::Written(result),
                     Some(msg) = slot_rx.recv() => Wake::Slot(msg),
                     done = self.changes.wait(), if snapping => Wake::Snapshot(done),
+                    changed = keys.changed(), if watching_keys => Wake::Keys(changed.is_ok()),
                     _ = sleep_until(deadline.into()) => Wake::Timer,
                 }
             };
@@ -574,6 +582,11 @@ impl Actor {
                 Wake::Timer => self.on_timer()?,
                 Wake::Slot(msg) => self.on_slot_msg(msg)?,
                 Wake::Snapshot(done) => self.on_snapshot(done)?,
+                Wake::Keys(open) => {
+                    keys_open = open;
+                    keys.borrow_and_update();
+                    self.check_scheduled_keys()?;
+                }
             }
             // Take whatever else is already waiting into this step, so its events
             // go to the writer together (and share a write and an fsync there).

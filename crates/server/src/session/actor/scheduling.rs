@@ -100,6 +100,30 @@ impl Actor {
         self.maybe_start_turn()
     }
 
+    /// The keys changed: scheduled prompts whose key is no longer usable are
+    /// aborted now (`key_unusable`) rather than when they are due.
+    pub(super) fn check_scheduled_keys(&mut self) -> Step {
+        let unusable: Vec<(Scheduled, String)> = self
+            .scheduled
+            .iter()
+            .filter_map(|s| {
+                let by = s.by.as_ref()?;
+                let why = self
+                    .shared
+                    .notify
+                    .fingerprint_usable(&by.fingerprint, by.address)
+                    .err()?;
+                Some((s.clone(), why.to_string()))
+            })
+            .collect();
+        for (prompt, why) in unusable {
+            self.scheduled.remove(&prompt.prompt_id);
+            tracing::info!(session = %self.name, prompt_id = %prompt.prompt_id, %why, "the key of a scheduled prompt is no longer usable: aborted");
+            self.abort_scheduled(&prompt, "key_unusable", Some(&why))?;
+        }
+        Ok(())
+    }
+
     /// A scheduled prompt that will not run: `relay.turn` `aborted` with `detail`,
     /// and an audit line.
     fn abort_scheduled(&mut self, prompt: &Scheduled, detail: &str, why: Option<&str>) -> Step {
