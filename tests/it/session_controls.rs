@@ -889,8 +889,8 @@ async fn a_compact_prompt_compacts_the_conversation() {
 
 // ------------------------------------------------- an agent without a control
 
-/// The version the mock agent reports (crates/mock-agent's `msg::VERSION`).
-const MOCK_VERSION: &str = "2.1.330-mock";
+/// The version the mock agent reports as `claude_code_version`.
+const MOCK_VERSION: &str = ccrelay::mock_agent::VERSION;
 
 /// An agent that does not know a control request (the mock agent refusing
 /// it as the CLI refuses an unknown subtype): `session.set` answers

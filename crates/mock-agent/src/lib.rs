@@ -61,6 +61,9 @@ mod out;
 mod scenario;
 mod store;
 
+/// The version the mock reports as `claude_code_version` (tests match messages naming it).
+pub use msg::VERSION;
+
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
