@@ -9,7 +9,7 @@
 // mentioned in the prompt box as `@<path>`. Must not: know about sockets (uploads go
 // through the callback).
 
-import { el } from './dom.js';
+import { el, svgIcon } from './dom.js';
 import { base64Length, fitSize, imageBudget, pickEncoding, uploadName, withMention } from '../controls.js';
 
 const THUMB_PX = 44;
@@ -17,20 +17,6 @@ const THUMB_PX = 44;
 const ICON_IMAGE = 'M4 5h16v14H4z M4 16l5-5 4 4 3-3 4 4 M15.5 9.5a1.5 1.5 0 1 0 0.01 0';
 const ICON_FILE = 'M16 6.5l-7.5 7.5a2 2 0 0 0 3 3L19 9.5a4 4 0 0 0-6-6L5.5 11a6 6 0 0 0 9 8.5L20 14';
 
-/** An inline SVG icon (drawn with DOM calls: the page's CSP allows no image URLs). */
-function svgIcon(d) {
-  const NS = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(NS, 'svg');
-  svg.setAttribute('viewBox', '0 0 24 24');
-  svg.setAttribute('width', '20');
-  svg.setAttribute('height', '20');
-  svg.setAttribute('aria-hidden', 'true');
-  svg.setAttribute('class', 'icon');
-  const path = document.createElementNS(NS, 'path');
-  path.setAttribute('d', d);
-  svg.append(path);
-  return svg;
-}
 /** Encodings tried in turn while an image does not fit: quality, then scale of the long edge. */
 const STEPS = [{ q: 0.85, k: 1 }, { q: 0.7, k: 1 }, { q: 0.7, k: 0.75 }, { q: 0.6, k: 0.5 }, { q: 0.5, k: 0.35 }];
 

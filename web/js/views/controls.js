@@ -11,8 +11,11 @@
 // except `usage`. Must not: know about sockets (requests
 // go through the callbacks) or interpret events (the model does).
 
-import { el } from './dom.js';
+import { el, svgIcon } from './dom.js';
 import { FALLBACK_MODES, slashMatches, tokens } from '../controls.js';
+
+/** A clock face and its hands. */
+const ICON_CLOCK = 'M12 3a9 9 0 1 0 0.01 0 M12 7v5l3.5 2';
 
 const MODE_TEXT = {
   default: 'Ask first',
@@ -77,14 +80,16 @@ export class SessionControls {
     actionsBox.prepend(this.steerBtn);
 
     // "Later": the prompt is scheduled (docs/protocol.md §10) for a time picked here.
-    this.laterBtn = el('button', 'later', 'Later');
+    // An icon in the controls row, beside the pickers: the prompt box keeps its width.
+    this.laterBtn = el('button', 'icon-btn attach-btn later');
     this.laterBtn.type = 'button';
     this.laterBtn.title = 'Send later';
     this.laterBtn.setAttribute('aria-label', 'Send later');
     this.laterBtn.setAttribute('aria-expanded', 'false');
     this.laterBtn.setAttribute('data-testid', 'prompt-later');
+    this.laterBtn.append(svgIcon(ICON_CLOCK));
     this.laterBtn.addEventListener('click', () => this.toggleLater());
-    actionsBox.prepend(this.laterBtn);
+    bar.append(this.laterBtn);
     this.later = el('div', 'later-sheet');
     this.later.setAttribute('data-testid', 'schedule-sheet');
     this.later.hidden = true;
@@ -116,7 +121,11 @@ export class SessionControls {
     input.addEventListener('input', () => this.updateMenu());
     // Capture on the form: the menu takes the arrows and Enter before the composer does.
     form.addEventListener('keydown', (e) => this.menuKey(e), true);
-    input.addEventListener('blur', () => setTimeout(() => this.closeMenu(), 150));
+    // Closed once focus has really left the box: a blur that focus comes back from
+    // within the delay (the page re-rendering around it) leaves the menu open.
+    input.addEventListener('blur', () => setTimeout(() => {
+      if (document.activeElement !== this.input) this.closeMenu();
+    }, 150));
   }
 
   /** The role of this page: a viewer gets the usage only. */

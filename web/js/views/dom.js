@@ -1,5 +1,5 @@
 // dom.js — the small DOM helpers the views share: an element with a class and text,
-// and a row of answer buttons that are disabled together while one answer is in
+// an inline SVG icon, and a row of answer buttons that are disabled together while one answer is in
 // flight (so a double tap never sends two answers). Must not: know about sessions
 // or sockets.
 
@@ -9,6 +9,21 @@ export function el(tag, cls, text) {
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
+}
+
+/** An inline SVG icon of one path (drawn with DOM calls: the page's CSP allows no image URLs). */
+export function svgIcon(d) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('width', '20');
+  svg.setAttribute('height', '20');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('class', 'icon');
+  const path = document.createElementNS(NS, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  return svg;
 }
 
 /**
