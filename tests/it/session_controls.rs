@@ -1011,3 +1011,68 @@ async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
         .collect();
     assert!(steer_turns.is_empty(), "{steer_turns:?}");
 }
+
+/// `--allow-bypass-permissions` starts agents with the CLI's flag that permits
+/// the switch. As root the real CLI refuses that flag unless `IS_SANDBOX=1`:
+/// `serve` then exits 2 at start with the CLI's reason instead of starting agents
+/// that would exit at once, over and over (docs/protocol.md §10). As another user
+/// it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_bypass_as_root_without_a_sandbox_exits_2_with_the_clis_reason() {
+    let Some(bin) = require_real_cli() else {
+        return;
+    };
+    let _serial = LOCK.lock().await;
+    let w = World::new(bin).await;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        let server = w.start(&["--allow-bypass-permissions"], &[]);
+        let _ = idle_client(&server, &w.fx.owner, "laptop").await;
+        return;
+    }
+    let fx = &w.fx;
+    let mut cmd = std::process::Command::new(common::ccrelay_bin());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--allow-bypass-permissions"])
+        .arg("--authorized-keys")
+        .arg(fx.authorized_keys())
+        .arg("--data-dir")
+        .arg(fx.data_dir())
+        .arg("--workdir")
+        .arg(fx.workdir())
+        .arg("--agent-cmd")
+        .arg(&w.bin)
+        .env_remove("IS_SANDBOX")
+        .envs(offline_env(&fx.path().join("home"), &w.api.base_url))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("ccrelay starts");
+    let deadline = std::time::Instant::now() + common::scaled(std::time::Duration::from_secs(60));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("serve kept running as root with a flag the CLI refuses");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        pipe.read_to_string(&mut stderr).expect("stderr");
+    }
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        use std::io::Read;
+        pipe.read_to_string(&mut stdout).expect("stdout");
+    }
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--allow-dangerously-skip-permissions") && stderr.contains("IS_SANDBOX=1"),
+        "the reason names the flag and the way out: {stderr}"
+    );
+    assert!(!stdout.contains("listening"), "it never listened: {stdout}");
+}
