@@ -396,6 +396,8 @@ impl Actor {
             "restarting": matches!(plan, ExitPlan::RestartNow | ExitPlan::RestartAfter(_)),
         }))?;
         self.turn_started = None;
+        // A limit the dead turn hit schedules nothing: no `result` ended that turn.
+        self.auto_continue.limit_reset = None;
         if let Some(prompt_id) = self.turn.take() {
             // The cause (`stopped` at shutdown); `server_stopped` is reserved for
             // prompts that were still queued and never reached the agent.
