@@ -1607,8 +1607,10 @@ pub fn valid_device_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// Unicode general category Cf (format characters, Unicode 15), plus the line
-/// and paragraph separators (Zl, Zp), which terminals also treat as line breaks.
-fn is_format_char(c: char) -> bool {
+/// and paragraph separators (Zl, Zp), which terminals also treat as line breaks:
+/// characters that can hide or reorder text a person reads (also in file names
+/// the server writes).
+pub fn is_format_char(c: char) -> bool {
     matches!(
         u32::from(c),
         0x00AD

@@ -47,7 +47,7 @@ pub fn sanitize(name: &str) -> String {
     let kept: String = name
         .chars()
         .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() || is_format(c) {
+            if c == '/' || c == '\\' || c.is_control() || ccrelay_protocol::is_format_char(c) {
                 '_'
             } else {
                 c
@@ -65,14 +65,6 @@ pub fn sanitize(name: &str) -> String {
     } else {
         trimmed
     }
-}
-
-/// Unicode format characters (category Cf) that can hide or reorder text.
-fn is_format(c: char) -> bool {
-    matches!(c as u32,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
-        | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
-        | 0xFFF9..=0xFFFB | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// Write `data` as a new file named after `name` (prefixed with `stamp`, e.g.
@@ -181,6 +173,8 @@ mod tests {
         assert_eq!(sanitize("../../etc/passwd"), "etc_passwd");
         assert_eq!(sanitize(".bashrc"), "bashrc");
         assert_eq!(sanitize("a\u{202E}b\u{0007}c.txt"), "a_b_c.txt");
+        // A line separator (Zl) breaks the line a terminal shows, like a newline.
+        assert_eq!(sanitize("a\u{2028}b.txt"), "a_b.txt");
         assert_eq!(sanitize("..."), "upload");
         assert_eq!(sanitize(&"x".repeat(500)).chars().count(), NAME_CHARS);
         assert_eq!(unique_name("s-crash.log", 1), "s-crash-2.log");
