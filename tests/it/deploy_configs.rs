@@ -20,7 +20,7 @@ use crate::common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,24 +111,13 @@ fn start(fx: &Fixture, config: &Path, keys: &toml::Table) -> Started {
     // A `session-root` of the examples is under the home directory (`~/src`): it
     // must exist, as on the machine the example is written for.
     std::fs::create_dir_all(fx.path().join("src")).expect("~/src");
-    let mut cmd = Command::new(ccrelay_bin());
-    cmd.arg("serve")
-        .arg("--config")
+    let mut cmd = fx.serve_command();
+    cmd.arg("--config")
         .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--authorized-keys")
-        .arg(fx.authorized_keys())
-        .arg("--data-dir")
-        .arg(fx.data_dir())
-        .arg("--workdir")
-        .arg(fx.workdir())
         .arg("--agent-cmd")
         .arg(mock_agent_bin())
         .env("HOME", fx.path())
-        .env("CCRELAY_MOCK_STATE_DIR", fx.path().join("mock-state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("CCRELAY_MOCK_STATE_DIR", fx.path().join("mock-state"));
     if keys.contains_key("viewer-keys") {
         cmd.arg("--viewer-keys").arg(fx.path().join("viewer_keys"));
     }

@@ -31,22 +31,11 @@ fn evil_keys(f: &Fixture) -> String {
 
 /// The fixture's server command with `--log-format FORMAT` (the harness always uses json).
 fn serve_cmd(f: &Fixture, format: &str) -> Command {
-    let mut cmd = Command::new(ccrelay_bin());
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--authorized-keys")
-        .arg(f.authorized_keys())
-        .arg("--data-dir")
-        .arg(f.data_dir())
-        .arg("--workdir")
-        .arg(f.workdir())
-        .args(["--log-format", format, "--log-level", "debug"])
+    let mut cmd = f.serve_command();
+    cmd.args(["--log-format", format, "--log-level", "debug"])
         .arg("--agent-cmd")
         .arg(mock_agent_bin())
-        .env("CCRELAY_MOCK_STATE_DIR", f.path().join("mock-state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("CCRELAY_MOCK_STATE_DIR", f.path().join("mock-state"));
     cmd
 }
 

@@ -6,7 +6,6 @@
 use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -596,18 +595,11 @@ async fn a_woken_session_resumes_its_conversation() {
 fn max_agents_zero_is_refused_naming_it() {
     let fx = Fixture::new();
     for (flag, value) in [("--max-agents", "0"), ("--agent-idle-stop", "soon")] {
-        let out = Command::new(common::ccrelay_bin())
-            .arg("serve")
-            .arg("--authorized-keys")
-            .arg(fx.authorized_keys())
-            .arg("--data-dir")
-            .arg(fx.data_dir())
-            .arg("--workdir")
-            .arg(fx.workdir())
-            .args(["--listen", "127.0.0.1:0", flag, value])
+        let out = fx
+            .serve_command()
+            .args([flag, value])
             .env_remove("CCRELAY_MAX_AGENTS")
             .env_remove("CCRELAY_AGENT_IDLE_STOP")
-            .stdin(Stdio::null())
             .output()
             .expect("runs");
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1031,23 +1031,15 @@ async fn allow_bypass_as_root_without_a_sandbox_exits_2_with_the_clis_reason() {
         return;
     }
     let fx = &w.fx;
-    let mut cmd = std::process::Command::new(common::ccrelay_bin());
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--allow-bypass-permissions"])
-        .arg("--authorized-keys")
-        .arg(fx.authorized_keys())
-        .arg("--data-dir")
-        .arg(fx.data_dir())
-        .arg("--workdir")
-        .arg(fx.workdir())
+    let mut child = fx
+        .serve_command()
+        .arg("--allow-bypass-permissions")
         .arg("--agent-cmd")
         .arg(&w.bin)
         .env_remove("IS_SANDBOX")
         .envs(offline_env(&fx.path().join("home"), &w.api.base_url))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("ccrelay starts");
+        .spawn()
+        .expect("ccrelay starts");
     let deadline = std::time::Instant::now() + common::scaled(std::time::Duration::from_secs(60));
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

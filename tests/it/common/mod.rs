@@ -261,6 +261,26 @@ impl Fixture {
         self.path().join("work")
     }
 
+    /// `ccrelay serve` on 127.0.0.1:0 with this fixture's owner keys, data dir and
+    /// workdir, stdin closed and stdout/stderr piped, for a test that needs the
+    /// process itself (an exit code, a refusal at start) rather than a
+    /// [`TestServer`]. The caller adds the agent (`--agent-cmd`) and the rest.
+    pub fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(ccrelay_bin());
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--authorized-keys")
+            .arg(self.authorized_keys())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--workdir")
+            .arg(self.workdir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Start `ccrelay serve` on 127.0.0.1:0 with this fixture's keys and data dir.
     /// With `CCRELAY_TEST_TLS=1` it serves TLS (`--tls-self-signed`) unless the
     /// test chose its own TLS options, so a whole suite can run over `wss://`.
