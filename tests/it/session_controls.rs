@@ -312,6 +312,26 @@ async fn bypass_allows_what_is_pending_and_other_modes_leave_it() {
     );
 }
 
+/// Starts a `slow` turn and sends `text` as a steering prompt while it runs
+/// (not queued); the running turn's prompt_id and the steer's.
+async fn steer_into_a_slow_turn(a: &mut TestClient, text: &str) -> (String, String) {
+    let running = a.prompt("slow").await;
+    let running_id = running["prompt_id"]
+        .as_str()
+        .expect("prompt_id")
+        .to_string();
+    a.wait_turn(&running_id, &["started"]).await;
+    let ok = a
+        .request(
+            json!({"type": "prompt", "session": "default", "content": text, "steer": true}),
+            "steer",
+        )
+        .await;
+    assert_eq!(ok["queued"], false, "{ok}");
+    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    (running_id, steer_id)
+}
+
 /// A session asleep (created, never prompted): `session.set` is recorded and
 /// listed in `pending_start`; the catalog answers `stale`; usage has no context.
 /// The mock agent is enough here: nothing reaches an agent.
@@ -793,19 +813,7 @@ async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
     let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
-    let running = a.prompt("slow").await;
-    let running_id = running["prompt_id"]
-        .as_str()
-        .expect("prompt_id")
-        .to_string();
-    a.wait_turn(&running_id, &["started"]).await;
-    let ok = a
-        .request(
-            json!({"type": "prompt", "session": "default", "content": "order-late", "steer": true}),
-            "s1",
-        )
-        .await;
-    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (running_id, steer_id) = steer_into_a_slow_turn(&mut a, "order-late").await;
     let (first_end, _) = a.wait_turn(&running_id, &["ended", "aborted"]).await;
     assert_eq!(first_end["event"]["phase"], "ended", "{first_end}");
     let (turn, _) = a
@@ -969,20 +977,7 @@ async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
     let fx = Fixture::new();
     let server = fx.start(ServerOptions::default().env("CCRELAY_MOCK_MERGE_STEERS", "1"));
     let mut a = idle_client(&server, &fx.owner, "laptop").await;
-    let running = a.prompt("slow").await;
-    let running_id = running["prompt_id"]
-        .as_str()
-        .expect("prompt_id")
-        .to_string();
-    a.wait_turn(&running_id, &["started"]).await;
-    let ok = a
-        .request(
-            json!({"type": "prompt", "session": "default", "content": "steer-text-almond", "steer": true}),
-            "s1",
-        )
-        .await;
-    assert_eq!(ok["queued"], false, "{ok}");
-    let steer_id = ok["prompt_id"].as_str().expect("prompt_id").to_string();
+    let (running_id, steer_id) = steer_into_a_slow_turn(&mut a, "steer-text-almond").await;
     let (turn, _) = a
         .recv_until("the next relay.turn", |v| {
             v["type"] == "event"
