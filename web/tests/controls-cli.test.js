@@ -11,40 +11,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { deflateSync, crc32 } from 'node:zlib';
 import path from 'node:path';
-import { ROOT, SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, openAuthorized, until } from './harness.js';
+import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, offlineEnv, openAuthorized, pngFile, realCli, until } from './harness.js';
 import { MockAnthropic, QUESTION_COLOR, QUESTION_TOPPINGS } from './mock-anthropic.js';
 
-function realCli() {
-  const bin = process.env.CCRELAY_CLAUDE_BIN || path.join(ROOT, 'tools', 'claude-cli', 'node_modules', '.bin', 'claude');
-  if (existsSync(bin)) return bin;
-  const msg = `SKIPPED: real Claude Code CLI not installed at ${bin} (run npm install in tools/claude-cli)`;
-  if (process.env.CCRELAY_REQUIRE_ALL === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_ALL=1)`);
-  console.log(msg);
-  return null;
-}
-
-/** What real_cli.rs `offline_env` sets: the mock API, and all CLI state inside `home`. */
-function offlineEnv(home, baseUrl) {
-  const config = path.join(home, '.claude');
-  const tmp = path.join(home, 'tmp');
-  mkdirSync(config, { recursive: true });
-  mkdirSync(tmp, { recursive: true });
-  return {
-    ANTHROPIC_BASE_URL: baseUrl,
-    ANTHROPIC_API_KEY: 'test',
-    HOME: home,
-    CLAUDE_CONFIG_DIR: config,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_TELEMETRY: '1',
-    DISABLE_AUTOUPDATER: '1',
-    DISABLE_ERROR_REPORTING: '1',
-    TMPDIR: tmp,
-  };
-}
 
 const claude = realCli();
 const enabled = claude !== null && browserAvailable();
@@ -184,29 +156,3 @@ test('real CLI: an image attached in the page reaches the API as an image block 
   assert.deepEqual(size, { width: 470, height: 1568 });
 });
 
-/** A PNG of `width`×`height` (opaque RGB gradient). */
-function pngFile(width, height) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body) >>> 0);
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  const raw = Buffer.alloc((width * 3 + 1) * height);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const o = y * (width * 3 + 1) + 1 + x * 3;
-      raw[o] = (x * 255) / width;
-      raw[o + 1] = (y * 255) / height;
-      raw[o + 2] = 128;
-    }
-  }
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
-}

@@ -11,9 +11,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { deflateSync, crc32 } from 'node:zlib';
 import path from 'node:path';
-import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, openAuthorized, until, waitAttr } from './harness.js';
+import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, openAuthorized, pngFile, until, waitAttr } from './harness.js';
 
 const enabled = browserAvailable();
 let server;
@@ -45,33 +44,6 @@ after(async () => {
 const isEvent = (type) => (f) => f.type === 'event' && f.event.type === type;
 const shot = (page, name) => page.screenshot({ path: path.join(SCREENSHOTS, `controls-${name}.png`) });
 
-/** A PNG of `width`×`height` (opaque RGB, a gradient so that it is not trivially small). */
-function pngFile(width, height) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body) >>> 0);
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // RGB
-  const raw = Buffer.alloc((width * 3 + 1) * height);
-  for (let y = 0; y < height; y++) {
-    const row = y * (width * 3 + 1);
-    for (let x = 0; x < width; x++) {
-      const o = row + 1 + x * 3;
-      raw[o] = (x * 255) / width;
-      raw[o + 1] = (y * 255) / height;
-      raw[o + 2] = ((x + y) * 7) & 255;
-    }
-  }
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
-}
 
 /** The pixel size of a base64 image, decoded by the browser. */
 const imageSize = (page, type, data) => page.evaluate(async ({ type, data }) => {

@@ -10,6 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { deflateSync, crc32 } from 'node:zlib';
 import WebSocket from 'ws';
 import * as sshsig from '../js/sshsig.js';
 import { bindingOrigin, boundText } from '../js/protocol.js';
@@ -352,4 +353,61 @@ export async function startWithPairedKeys() {
   const term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
   const owner = await openAuthorized(browser, server, server.base, 'laptop');
   return { server, pairedKeys, browser, term, owner };
+}
+
+/** The real Claude Code CLI, or null after printing the SKIPPED line (throws when it is required). */
+export function realCli() {
+  const cli = process.env.CCRELAY_CLAUDE_BIN || path.join(ROOT, 'tools', 'claude-cli', 'node_modules', '.bin', 'claude');
+  if (existsSync(cli)) return cli;
+  const msg = `SKIPPED: real Claude Code CLI not installed at ${cli} (run npm install in tools/claude-cli)`;
+  if (process.env.CCRELAY_REQUIRE_ALL === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_ALL=1)`);
+  console.log(msg);
+  return null;
+}
+
+/** What real_cli.rs `offline_env` sets: the mock API, and all CLI state inside `home`. */
+export function offlineEnv(home, baseUrl) {
+  const config = path.join(home, '.claude');
+  const tmp = path.join(home, 'tmp');
+  mkdirSync(config, { recursive: true });
+  mkdirSync(tmp, { recursive: true });
+  return {
+    ANTHROPIC_BASE_URL: baseUrl,
+    ANTHROPIC_API_KEY: 'test',
+    HOME: home,
+    CLAUDE_CONFIG_DIR: config,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_ERROR_REPORTING: '1',
+    TMPDIR: tmp,
+  };
+}
+
+/** A PNG of `width`×`height` (opaque RGB, a gradient so that it is not trivially small). */
+export function pngFile(width, height) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body) >>> 0);
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * (width * 3 + 1);
+    for (let x = 0; x < width; x++) {
+      const o = row + 1 + x * 3;
+      raw[o] = (x * 255) / width;
+      raw[o + 1] = (y * 255) / height;
+      raw[o + 2] = ((x + y) * 7) & 255;
+    }
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }

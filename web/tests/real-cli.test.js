@@ -10,40 +10,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr } from './harness.js';
+import { Server, TestClient, launchBrowser, browserAvailable, offlineEnv, openAuthorized, realCli, waitAttr } from './harness.js';
 import { MockAnthropic, HELLO, BASH_COMMAND } from './mock-anthropic.js';
 
-/** The real CLI, or null after printing the SKIPPED line (throws when it is required). */
-function realCli() {
-  const bin = process.env.CCRELAY_CLAUDE_BIN || path.join(ROOT, 'tools', 'claude-cli', 'node_modules', '.bin', 'claude');
-  if (existsSync(bin)) return bin;
-  const msg = `SKIPPED: real Claude Code CLI not installed at ${bin} (run npm install in tools/claude-cli)`;
-  if (process.env.CCRELAY_REQUIRE_ALL === '1') throw new Error(`${msg} (CCRELAY_REQUIRE_ALL=1)`);
-  console.log(msg);
-  return null;
-}
-
-/** What real_cli.rs `offline_env` sets: the mock API, and all CLI state inside `home`. */
-function offlineEnv(home, baseUrl) {
-  const config = path.join(home, '.claude');
-  const tmp = path.join(home, 'tmp');
-  mkdirSync(config, { recursive: true });
-  mkdirSync(tmp, { recursive: true });
-  return {
-    ANTHROPIC_BASE_URL: baseUrl,
-    ANTHROPIC_API_KEY: 'test',
-    HOME: home,
-    CLAUDE_CONFIG_DIR: config,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_TELEMETRY: '1',
-    DISABLE_AUTOUPDATER: '1',
-    DISABLE_ERROR_REPORTING: '1',
-    TMPDIR: tmp,
-  };
-}
 
 const claude = realCli();
 const enabled = claude !== null && browserAvailable();
