@@ -23,6 +23,23 @@ function tx(db, mode, fn) {
   });
 }
 
+/** Stores `candidate` unless a key is already there; resolves to the key that is kept. */
+function keepFirst(db, candidate) {
+  return new Promise((resolve, reject) => {
+    const t = db.transaction(STORE, 'readwrite');
+    const store = t.objectStore(STORE);
+    let kept = candidate;
+    const existing = store.get(ID);
+    existing.onsuccess = () => {
+      if (existing.result) kept = existing.result;
+      else store.add(candidate, ID);
+    };
+    t.oncomplete = () => resolve(kept);
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error);
+  });
+}
+
 /** The device identity: sign(text) → armored SSHSIG, plus its public line and fingerprint. */
 export class DeviceKey {
   constructor(pair, raw) {
@@ -31,18 +48,27 @@ export class DeviceKey {
     this.fingerprint = '';
   }
 
+  /**
+   * This browser's key: the stored one, or a new one stored first. Two pages opened at
+   * once (or the app and a caller in the same page) must end up with the same key, so a
+   * new pair is only a candidate: one readwrite transaction keeps whichever was stored
+   * first, and transactions on a store run one at a time across tabs.
+   */
   static async loadOrCreate() {
     const db = await openDb();
-    let pair = await tx(db, 'readonly', (s) => s.get(ID));
-    if (!pair) {
-      pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
-      await tx(db, 'readwrite', (s) => s.put(pair, ID));
+    try {
+      let pair = await tx(db, 'readonly', (s) => s.get(ID));
+      if (!pair) {
+        const candidate = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
+        pair = await keepFirst(db, candidate);
+      }
+      const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+      const key = new DeviceKey(pair, raw);
+      key.fingerprint = await fingerprint(raw);
+      return key;
+    } finally {
+      db.close();
     }
-    db.close();
-    const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
-    const key = new DeviceKey(pair, raw);
-    key.fingerprint = await fingerprint(raw);
-    return key;
   }
 
   publicLine(comment) {
