@@ -139,6 +139,9 @@ pub struct AgentChild {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Closed (sender dropped) when stderr reaches EOF: after an exit, `stderr()`
+    /// must hold everything the process wrote, not what the reader had caught up on.
+    stderr_done: Receiver<()>,
     /// Every stdout line received so far.
     pub transcript: Vec<String>,
 }
@@ -173,7 +176,9 @@ impl AgentChild {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
+        let (stderr_eof, stderr_done) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _eof_on_return = stderr_eof;
             let mut buf = [0u8; 8192];
             while let Ok(n) = stderr_pipe.read(&mut buf) {
                 if n == 0 {
@@ -189,6 +194,7 @@ impl AgentChild {
             stdin,
             lines,
             stderr,
+            stderr_done,
             transcript: Vec::new(),
         })
     }
@@ -278,11 +284,26 @@ impl AgentChild {
         self.read_until(timeout, |v| v["type"] == "result")
     }
 
+    /// Closes stdin and requires the process to exit 0 within `timeout`: what an
+    /// agent does when the relay lets go of it.
+    pub fn exits_cleanly_on_eof(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.close_stdin();
+        let status = self.wait(timeout)?;
+        anyhow::ensure!(
+            status.code() == Some(0),
+            "exit {status} on EOF; stderr: {}",
+            self.stderr()
+        );
+        Ok(())
+    }
+
     /// Waits for the exit, killing the child after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                // A grandchild may still hold the pipe open: wait a little, not forever.
+                let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
                 return Ok(status);
             }
             if Instant::now() >= deadline {
