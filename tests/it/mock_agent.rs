@@ -246,8 +246,7 @@ fn hello_turn_line_order_and_uuid() -> anyhow::Result<()> {
         lines[0]
     );
     ensure!(kind(&lines[1]) == "system/init" && lines[1]["session_id"] == init["session_id"]);
-    agent.close_stdin();
-    ensure!(agent.wait(EXIT)?.code() == Some(0));
+    agent.exits_cleanly_on_eof(EXIT)?;
     Ok(())
 }
 
@@ -506,8 +505,7 @@ fn refused_controls_are_answered_as_unknown_subtypes() -> anyhow::Result<()> {
         "extra output: {:?}",
         agent.transcript.last()
     );
-    agent.close_stdin();
-    ensure!(agent.wait(EXIT)?.code() == Some(0));
+    agent.exits_cleanly_on_eof(EXIT)?;
     Ok(())
 }
 
@@ -555,8 +553,7 @@ fn merged_steers_show_only_in_the_result() -> anyhow::Result<()> {
         steer_states == [serde_json::json!("queued")],
         "{steer_states:?}"
     );
-    agent.close_stdin();
-    ensure!(agent.wait(EXIT)?.code() == Some(0));
+    agent.exits_cleanly_on_eof(EXIT)?;
     Ok(())
 }
 
@@ -570,8 +567,7 @@ fn resume_keeps_history() -> anyhow::Result<()> {
         .as_str()
         .context("session_id")?
         .to_string();
-    first.close_stdin();
-    ensure!(first.wait(EXIT)?.code() == Some(0));
+    first.exits_cleanly_on_eof(EXIT)?;
 
     let mut second = mock(dir.path(), &["--resume", &session_id])?;
     second.send(&user_prompt("recall", None))?;

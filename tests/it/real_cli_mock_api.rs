@@ -145,8 +145,7 @@ fn hello_turn() -> anyhow::Result<()> {
     ensure!(result["result"] == HELLO);
     ensure!(result["session_id"] == init["session_id"]);
     ensure!(!world.api.requests().is_empty());
-    cli.close_stdin();
-    ensure!(cli.wait(EXIT)?.code() == Some(0));
+    cli.exits_cleanly_on_eof(EXIT)?;
     Ok(())
 }
 
@@ -231,8 +230,7 @@ fn resume_keeps_history() -> anyhow::Result<()> {
         .as_str()
         .context("session_id")?
         .to_string();
-    first.close_stdin();
-    ensure!(first.wait(EXIT)?.code() == Some(0));
+    first.exits_cleanly_on_eof(EXIT)?;
 
     let mut second = world.spawn(&["--resume", &session_id])?;
     let lines = turn(&mut second, "recall", None)?;
@@ -245,8 +243,7 @@ fn resume_keeps_history() -> anyhow::Result<()> {
         last_request["messages"].to_string().contains(secret),
         "history not sent"
     );
-    second.close_stdin();
-    ensure!(second.wait(EXIT)?.code() == Some(0));
+    second.exits_cleanly_on_eof(EXIT)?;
     Ok(())
 }
 

@@ -26,15 +26,22 @@ struct World {
     fx: Fixture,
     api: MockAnthropic,
     bin: PathBuf,
+    /// Held for the whole test, and let go last: one CLI at a time.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl World {
-    async fn new(bin: PathBuf) -> World {
-        World {
+    /// The real CLI under a fresh mock API, once no other test here runs one; `None`
+    /// (after the SKIPPED line, a failure under `CCRELAY_REQUIRE_ALL`) without the CLI.
+    async fn new() -> Option<World> {
+        let bin = require_real_cli()?;
+        let serial = LOCK.lock().await;
+        Some(World {
             fx: Fixture::new(),
             api: MockAnthropic::start().await.expect("mock API starts"),
             bin,
-        }
+            _serial: serial,
+        })
     }
 
     fn start(&self, args: &[&str], env: &[(&str, &str)]) -> TestServer {
@@ -103,11 +110,9 @@ fn set(mode: &str) -> Value {
 /// bypass without the server flag are refused with nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_plan_from_one_device_reaches_the_model_and_survives_a_crash() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let mut b = idle_client(&server, &w.fx.owner2, "phone").await;
@@ -240,11 +245,9 @@ async fn set_plan_from_one_device_reaches_the_model_and_survives_a_crash() {
 /// `bypassPermissions` allows it as `relay`, and the file is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bypass_allows_what_is_pending_and_other_modes_leave_it() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&["--allow-bypass-permissions"], &[("IS_SANDBOX", "1")]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let target = w.fx.workdir().join("bypass.txt");
@@ -393,11 +396,9 @@ async fn asleep_settings_wait_for_the_next_start() {
 /// pending both times), and the request's own suggestions are passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updated_permissions_are_limited_to_the_suggestions() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let target = w.fx.workdir().join("suggested.txt");
@@ -491,11 +492,9 @@ async fn tool_request(c: &mut TestClient, tool: &str) -> Value {
 /// `relay.settings` from `agent`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_plan_mode_shows_the_plan_and_tracks_the_mode() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let ok = a.request(set("plan"), "p1").await;
@@ -553,11 +552,9 @@ async fn exit_plan_mode_shows_the_plan_and_tracks_the_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_user_question_answers_reach_the_model() {
     use common::mock_anthropic::{QUESTION_COLOR, QUESTION_TOPPINGS};
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     a.prompt("ask-question").await;
@@ -598,11 +595,9 @@ async fn ask_user_question_answers_reach_the_model() {
 /// running prompt or one cancelled already is `not_pending`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_prompts_can_be_cancelled() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
@@ -665,11 +660,9 @@ async fn queued_prompts_can_be_cancelled() {
 /// prompt is an ordinary one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steering_prompt_joins_the_running_turn() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let running = a.prompt("long-tool").await;
@@ -741,11 +734,9 @@ async fn a_steering_prompt_joins_the_running_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_upload_writes_only_inside_the_uploads_directory() {
     use base64::Engine;
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&["--max-upload-bytes", "64"], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let mut viewer = server.client(&w.fx.viewer, Some("tv")).await;
@@ -806,11 +797,9 @@ async fn file_upload_writes_only_inside_the_uploads_directory() {
 /// the relay reports as `started` after the first turn's `ended`, then `ended`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     let (running_id, steer_id) = steer_into_a_slow_turn(&mut a, "order-late").await;
@@ -837,11 +826,9 @@ async fn a_steer_without_a_tool_boundary_runs_as_the_next_turn() {
 /// `ended`, in that order; the mock API was asked for a summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compact_prompt_compacts_the_conversation() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     let server = w.start(&[], &[]);
     let mut a = idle_client(&server, &w.fx.owner, "laptop").await;
     run_turn(&mut a, "hello").await;
@@ -1014,11 +1001,9 @@ async fn a_steer_listed_in_the_result_is_merged_before_the_turn_ends() {
 /// it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_bypass_as_root_without_a_sandbox_exits_2_with_the_clis_reason() {
-    let Some(bin) = require_real_cli() else {
+    let Some(w) = World::new().await else {
         return;
     };
-    let _serial = LOCK.lock().await;
-    let w = World::new(bin).await;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         let server = w.start(&["--allow-bypass-permissions"], &[]);
