@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, SCREENSHOTS } from './harness.js';
+import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, until, waitAttr, SCREENSHOTS } from './harness.js';
 
 const enabled = browserAvailable();
 let server;
@@ -114,6 +114,7 @@ test('a permission card with a diff in both browsers; allowed in B, A shows allo
   console.log(`A showed the answer from B after ${Date.now() - t0} ms`);
   assert.equal(resolved, 'allow');
   assert.equal(await cardA.getAttribute('data-by'), 'tablet-b');
+  await until(async () => /allowed by tablet-b/.test(await cardA.innerText()), 'A says who allowed it');
   assert.equal(await cardA.getByTestId('permission-allow').count(), 0, 'no longer actionable');
   await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });
   assert.equal(readFileSync(path.join(server.workdir, 'notes.md'), 'utf8'), 'written by the mock agent\n');
@@ -151,6 +152,7 @@ test('deny with a message, and a card cancelled by an interrupt, say so', { skip
   await card.getByRole('button', { name: 'Deny with message' }).click();
   assert.equal(await waitAttr(card, 'data-resolved', (v) => v !== null), 'deny');
   assert.equal(await card.getAttribute('data-by'), 'phone-a');
+  assert.equal((await card.locator('.resolution').innerText()).trim(), 'denied by phone-a: not now', 'merged with its tool card, it says who denied it and why');
   const res = term.frames.slice(from).find((f) => f.type === 'event' && f.event.type === 'relay.resolved');
   assert.equal(res.event.response.message, 'not now');
   await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from });
@@ -162,6 +164,7 @@ test('deny with a message, and a card cancelled by an interrupt, say so', { skip
   await card2.getByTestId('permission-deny').waitFor();
   await B.page.getByTestId('interrupt').click();
   assert.equal(await waitAttr(card2, 'data-resolved', (v) => v !== null), 'cancelled');
+  assert.match(await card2.locator('.resolution').innerText(), /^Cancelled/);
   await term.wait((f) => f.type === 'event' && f.event.type === 'result', { from: from2 });
   await waitAttr(B.page.getByTestId('session-state'), 'data-state', (v) => v === 'idle');
   assert.equal(await B.page.getByTestId('session-state').innerText(), 'idle');

@@ -350,17 +350,7 @@ export class StreamView {
 
   permission(it) {
     if (it.subtype === 'can_use_tool' && (it.tool === 'ExitPlanMode' || it.tool === 'AskUserQuestion')) return this.planOrQuestion(it);
-    const box = el('article', 'card perm');
-    box.setAttribute('data-testid', 'permission-card');
-    box.dataset.requestId = it.requestId;
-    box.dataset.tool = it.tool;
-    if (it.resolved) {
-      box.dataset.resolved = it.resolved;
-      box.dataset.by = it.by || '';
-      box.classList.add(`is-${it.resolved}`);
-    }
-    box.setAttribute('role', 'group');
-    box.setAttribute('aria-label', `Permission request: ${it.tool}`);
+    const box = requestCard(it, 'card perm', `Permission request: ${it.tool}`);
     const cwd = this.model ? this.model.cwd : '';
     const tool = it.toolUseId && this.model ? this.model.get(`tool:${it.toolUseId}`) : null;
     if (tool && (it.resolved === 'allow' || it.resolved === 'deny')) {
@@ -368,7 +358,7 @@ export class StreamView {
       box.classList.add('merged-card');
       const head = el('div', 'card-head');
       head.append(el('span', 'tool-name', it.tool));
-      head.append(el('span', 'resolution', `${it.resolved === 'allow' ? 'allowed' : 'denied'} by ${it.by || 'another client'}${it.message && it.resolved === 'deny' ? `: ${it.message}` : ''}`));
+      head.append(el('span', 'resolution', resolutionText(it, 'allowed', 'denied')));
       if (it.resolved === 'allow') head.append(toolStatus(tool, it));
       box.append(head);
       const summary = toolSummary(it.tool, it.input, cwd);
@@ -403,10 +393,7 @@ export class StreamView {
     }
     if (it.reason) box.append(el('p', 'muted small', it.reason));
     if (it.resolved) {
-      const label = it.resolved === 'cancelled'
-        ? `Cancelled${it.by === 'agent' ? ' by the agent' : it.message ? ` (${it.message.replace(/_/g, ' ')})` : ''}`
-        : `${it.resolved === 'allow' ? 'Allowed' : 'Denied'} by ${it.by || 'another client'}${it.message && it.resolved === 'deny' ? `: ${it.message}` : ''}`;
-      box.append(el('p', 'resolution', label));
+      box.append(el('p', 'resolution', resolutionText(it, 'Allowed', 'Denied')));
       return box;
     }
     if (it.subtype !== 'can_use_tool') {
@@ -452,17 +439,7 @@ export class StreamView {
    * or a question card (views/cards.js) instead of the tool's input.
    */
   planOrQuestion(it) {
-    const box = el('article', 'card perm special');
-    box.setAttribute('data-testid', 'permission-card');
-    box.dataset.requestId = it.requestId;
-    box.dataset.tool = it.tool;
-    if (it.resolved) {
-      box.dataset.resolved = it.resolved;
-      box.dataset.by = it.by || '';
-      box.classList.add(`is-${it.resolved}`);
-    }
-    box.setAttribute('role', 'group');
-    box.setAttribute('aria-label', it.tool === 'ExitPlanMode' ? 'Plan waiting for approval' : 'Questions from Claude');
+    const box = requestCard(it, 'card perm special', it.tool === 'ExitPlanMode' ? 'Plan waiting for approval' : 'Questions from Claude');
     const respond = (x, response) => this.actions.respond(x, response);
     const canAnswer = () => this.actions.canAnswer();
     if (it.tool === 'ExitPlanMode') {
@@ -472,10 +449,8 @@ export class StreamView {
       box.append(questionCard(it, { respond, canAnswer, state: this.questionState.get(it.requestId) }));
     }
     if (it.resolved) {
-      const label = it.resolved === 'cancelled'
-        ? `Cancelled${it.by === 'agent' ? ' by the agent' : it.message ? ` (${it.message.replace(/_/g, ' ')})` : ''}`
-        : `${it.resolved === 'allow' ? (it.tool === 'ExitPlanMode' ? 'Approved' : 'Answered') : it.tool === 'ExitPlanMode' ? 'Sent back' : 'Skipped'} by ${it.by || 'another client'}${it.message && it.resolved === 'deny' ? `: ${it.message}` : ''}`;
-      box.append(el('p', 'resolution', label));
+      const plan = it.tool === 'ExitPlanMode';
+      box.append(el('p', 'resolution', resolutionText(it, plan ? 'Approved' : 'Answered', plan ? 'Sent back' : 'Skipped')));
     }
     return box;
   }
@@ -511,6 +486,31 @@ export function timeOf(ts) {
 }
 
 /** The status tag of a tool call: running, waiting for permission, done or error. */
+/** The opening every request card shares: its test id, data-* state and group role. */
+function requestCard(it, classes, label) {
+  const box = el('article', classes);
+  box.setAttribute('data-testid', 'permission-card');
+  box.dataset.requestId = it.requestId;
+  box.dataset.tool = it.tool;
+  if (it.resolved) {
+    box.dataset.resolved = it.resolved;
+    box.dataset.by = it.by || '';
+    box.classList.add(`is-${it.resolved}`);
+  }
+  box.setAttribute('role', 'group');
+  box.setAttribute('aria-label', label);
+  return box;
+}
+
+/** How a request ended, in the card's words for allow and deny: "Allowed by iPhone". */
+function resolutionText(it, allowed, denied) {
+  if (it.resolved === 'cancelled') {
+    return `Cancelled${it.by === 'agent' ? ' by the agent' : it.message ? ` (${it.message.replace(/_/g, ' ')})` : ''}`;
+  }
+  const why = it.message && it.resolved === 'deny' ? `: ${it.message}` : '';
+  return `${it.resolved === 'allow' ? allowed : denied} by ${it.by || 'another client'}${why}`;
+}
+
 function toolStatus(tool, perm) {
   if (tool.output !== null) return el('span', tool.isError ? 'tag warn' : 'tag ok', tool.isError ? 'error' : 'done');
   if (perm && !perm.resolved) return el('span', 'tag warn', 'needs approval');
