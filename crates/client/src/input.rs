@@ -212,56 +212,23 @@ impl Editor {
         if !matches!(key.code, KeyCode::Tab) {
             self.completion = None;
         }
-        if let Some(Ask {
-            kind: AskKind::Questions(questions),
-            request_id,
-            ..
-        }) = &self.ask
-        {
-            let (questions, request_id) = (questions.clone(), request_id.clone());
-            return self.question_key(key, &questions, request_id);
-        }
-        if let Some(ask) = &self.ask
-            && ask.kind == AskKind::Plan
-        {
-            let request_id = ask.request_id.clone();
-            let decision = match key.code {
-                KeyCode::Char('y' | 'Y') => Decision::Allow,
-                KeyCode::Char('a' | 'A') => Decision::AllowAcceptEdits,
-                KeyCode::Char('n' | 'N') => Decision::Deny(None),
-                KeyCode::Char('m' | 'M') => {
-                    self.message = Some(Vec::new());
-                    return Action::Redraw;
-                }
-                _ => return Action::None,
-            };
-            return Action::Answer {
-                request_id,
-                decision,
-            };
-        }
-        if let Some(ask) = &self.ask
-            && ask.pair.is_some()
-        {
-            let request_id = ask.request_id.clone();
-            let decision = match key.code {
-                KeyCode::Char('y' | 'Y') => Decision::Allow,
-                KeyCode::Char('v' | 'V') => Decision::AllowViewer,
-                KeyCode::Char('n' | 'N') => Decision::Deny(None),
-                _ => return Action::None,
-            };
-            return Action::Answer {
-                request_id,
-                decision,
-            };
-        }
         if let Some(ask) = &self.ask {
+            if let AskKind::Questions(questions) = &ask.kind {
+                let (questions, request_id) = (questions.clone(), ask.request_id.clone());
+                return self.question_key(key, &questions, request_id);
+            }
+            // y and n everywhere; a plan offers "approve, accept edits" and a message,
+            // a pairing "as a viewer", a tool "always" and a message.
+            let plan = ask.kind == AskKind::Plan;
+            let pairing = !plan && ask.pair.is_some();
             let request_id = ask.request_id.clone();
             let decision = match key.code {
                 KeyCode::Char('y' | 'Y') => Decision::Allow,
-                KeyCode::Char('a' | 'A') => Decision::AllowAlways,
                 KeyCode::Char('n' | 'N') => Decision::Deny(None),
-                KeyCode::Char('m' | 'M') => {
+                KeyCode::Char('a' | 'A') if plan => Decision::AllowAcceptEdits,
+                KeyCode::Char('a' | 'A') if !pairing => Decision::AllowAlways,
+                KeyCode::Char('v' | 'V') if pairing => Decision::AllowViewer,
+                KeyCode::Char('m' | 'M') if !pairing => {
                     self.message = Some(Vec::new());
                     return Action::Redraw;
                 }
@@ -756,6 +723,32 @@ mod tests {
         );
         e.set_ask(None);
         assert_eq!(e.view().lines, vec!["> draft"]);
+    }
+
+    #[test]
+    fn pairing_keys_are_yes_viewer_or_no_and_nothing_else() {
+        let mut e = Editor::new();
+        e.set_ask(Some(Ask {
+            pair: Some(PairAsk {
+                device: "Pixel 9".into(),
+                code: "123456".into(),
+                fingerprint: "SHA256:x".into(),
+            }),
+            request_id: "pair1".into(),
+            tool: String::new(),
+            can_always: false,
+            kind: AskKind::Tool,
+        }));
+        let answer = |d| Action::Answer {
+            request_id: "pair1".into(),
+            decision: d,
+        };
+        // A tool's "always" and "message" keys mean nothing for a device.
+        assert_eq!(e.key(k(KeyCode::Char('a'))), Action::None);
+        assert_eq!(e.key(k(KeyCode::Char('m'))), Action::None);
+        assert_eq!(e.key(k(KeyCode::Char('v'))), answer(Decision::AllowViewer));
+        assert_eq!(e.key(k(KeyCode::Char('y'))), answer(Decision::Allow));
+        assert_eq!(e.key(k(KeyCode::Char('n'))), answer(Decision::Deny(None)));
     }
 
     #[test]
