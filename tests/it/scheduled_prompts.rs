@@ -323,6 +323,23 @@ async fn auto_continue_resumes_after_a_usage_limit_resets() {
         .as_u64()
         .expect("resetsAt");
     let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(resets);
+    // session.usage tells every client the limit and its reset.
+    let usage = c
+        .request(
+            json!({"type": "session.usage", "session": "default"}),
+            "usage",
+        )
+        .await;
+    assert_eq!(usage["rate_limit"]["status"], "rejected", "{usage}");
+    assert_eq!(
+        parse(
+            usage["rate_limit"]["resets_at"]
+                .as_str()
+                .expect("resets_at")
+        ),
+        reset,
+        "{usage}"
+    );
 
     let (scheduled, _) = c
         .recv_until("the auto_continue prompt", |v| {

@@ -9,7 +9,12 @@
 
 use serde_json::{Map, Value};
 
-use ccrelay_protocol::{FileChange, FileStatus, catalog::ContextUsage};
+use ccrelay_protocol::{
+    FileChange, FileStatus,
+    catalog::{ContextUsage, RateLimit},
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 const RESET: &str = "\x1b[0m";
 const GREEN: &str = "\x1b[32m";
@@ -80,6 +85,38 @@ pub fn usage(context: Option<&ContextUsage>, cost_usd: f64) -> String {
         "$?".to_string()
     };
     format!("{ctx} · {cost}")
+}
+
+/// When the account's usage limit lifts, if `session.usage` says it was reached
+/// (`status` `rejected` with a reset time, docs/protocol.md §10).
+pub fn limited_until(rate_limit: Option<&RateLimit>) -> Option<OffsetDateTime> {
+    let limit = rate_limit?;
+    if limit.status.as_deref() != Some("rejected") {
+        return None;
+    }
+    OffsetDateTime::parse(limit.resets_at.as_deref()?, &Rfc3339).ok()
+}
+
+/// "usage limit · resets 15:00 UTC (in 2h05m)" while `until` is ahead of `now`;
+/// nothing once it passed (the next turn may run).
+pub fn limit_text(until: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
+    let left = until - now;
+    if !left.is_positive() {
+        return None;
+    }
+    let minutes = (left.whole_milliseconds() + 59_999) / 60_000;
+    let until = until.to_offset(time::UtcOffset::UTC);
+    let hm = format!("{:02}:{:02} UTC", until.hour(), until.minute());
+    let when = if left.whole_hours() >= 24 {
+        format!("{} {hm}", until.date())
+    } else {
+        hm
+    };
+    let left = match minutes {
+        m if m >= 60 => format!("{}h{:02}m", m / 60, m % 60),
+        m => format!("{m}m"),
+    };
+    Some(format!("usage limit · resets {when} (in {left})"))
 }
 
 fn status_word(status: FileStatus) -> &'static str {
@@ -400,6 +437,41 @@ mod tests {
                 .any(|c| c != '\n' && ccrelay_server::escape::is_dangerous(c)),
             "raw control or bidi in {text:?}"
         );
+    }
+
+    #[test]
+    fn a_reached_usage_limit_reads_as_its_reset_until_it_passes() {
+        let at = |s: &str| OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        let limit = |status: &str, resets: Option<&str>| RateLimit {
+            status: Some(status.into()),
+            resets_at: resets.map(str::to_string),
+        };
+        let until = limited_until(Some(&limit("rejected", Some("2026-12-07T15:00:00+01:00"))))
+            .expect("a reached limit with a reset");
+        assert_eq!(
+            limit_text(until, at("2026-12-07T11:55:00Z")).as_deref(),
+            Some("usage limit · resets 14:00 UTC (in 2h05m)")
+        );
+        assert_eq!(
+            limit_text(until, at("2026-12-07T13:59:30Z")).as_deref(),
+            Some("usage limit · resets 14:00 UTC (in 1m)")
+        );
+        assert_eq!(limit_text(until, at("2026-12-07T14:00:00Z")), None);
+        assert_eq!(
+            limit_text(until, at("2026-12-05T14:00:00Z")).as_deref(),
+            Some("usage limit · resets 2026-12-07 14:00 UTC (in 48h00m)")
+        );
+        // Not reached, or no time to wait for: nothing to say.
+        assert_eq!(
+            limited_until(Some(&limit(
+                "allowed_warning",
+                Some("2026-12-07T15:00:00Z")
+            ))),
+            None
+        );
+        assert_eq!(limited_until(Some(&limit("rejected", None))), None);
+        assert_eq!(limited_until(Some(&limit("rejected", Some("soon")))), None);
+        assert_eq!(limited_until(None), None);
     }
 
     #[test]

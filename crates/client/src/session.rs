@@ -306,6 +306,8 @@ pub struct Session {
     commands: Vec<(String, String)>,
     /// Context and cost from the last `session.usage`, for the status line.
     usage: Option<String>,
+    /// When a reached usage limit lifts, from the same reply.
+    limited_until: Option<time::OffsetDateTime>,
     /// The last turn a `relay.changes` was seen for.
     last_changed_turn: Option<String>,
     /// The session's `uid` once known: sent with every attach, so that a name
@@ -358,6 +360,7 @@ impl Session {
             name,
             commands: Vec::new(),
             usage: None,
+            limited_until: None,
             last_changed_turn: None,
             uid: None,
             parked: HashMap::new(),
@@ -557,9 +560,11 @@ impl Session {
                 session,
                 context,
                 cost_usd,
+                rate_limit,
                 ..
             } if session == self.name => {
                 self.usage = Some(controls::usage(context.as_ref(), cost_usd));
+                self.limited_until = controls::limited_until(rate_limit.as_ref());
             }
             ServerMsg::FilesStatus {
                 id: Some(RequestId::Text(id)),
@@ -1011,9 +1016,21 @@ impl Session {
         &self.commands
     }
 
-    /// The status line: context and cost as last reported.
+    /// The status line: context and cost as last reported, and a reached usage
+    /// limit until it lifts.
     pub fn status_line(&self) -> Option<String> {
-        self.usage.clone()
+        self.status_line_at(time::OffsetDateTime::now_utc())
+    }
+
+    fn status_line_at(&self, now: time::OffsetDateTime) -> Option<String> {
+        let usage = self.usage.as_deref()?;
+        match self
+            .limited_until
+            .and_then(|t| controls::limit_text(t, now))
+        {
+            Some(limit) => Some(format!("{limit} · {usage}")),
+            None => Some(usage.to_string()),
+        }
     }
 
     fn ask_usage(&self) -> Effect {
@@ -2129,6 +2146,20 @@ mod tests {
         s.on_frame(&json!({"type":"session.usage","id":"usage","session":"default","context":{"used_tokens":41000,"max_tokens":200000},"cost_usd":1.93,"rate_limit":null}).to_string());
         assert_eq!(
             s.status_line().as_deref(),
+            Some("context 41k/200k (20%) · $1.93")
+        );
+        // A reached usage limit leads the line until its reset.
+        s.on_frame(&json!({"type":"session.usage","id":"usage","session":"default","context":{"used_tokens":41000,"max_tokens":200000},"cost_usd":1.93,
+            "rate_limit":{"status":"rejected","resets_at":"2026-12-07T15:00:00Z"}}).to_string());
+        let at = |t: &str| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert_eq!(
+            s.status_line_at(at("2026-12-07T14:30:00Z")).as_deref(),
+            Some("usage limit · resets 15:00 UTC (in 30m) · context 41k/200k (20%) · $1.93")
+        );
+        assert_eq!(
+            s.status_line_at(at("2026-12-07T15:00:01Z")).as_deref(),
             Some("context 41k/200k (20%) · $1.93")
         );
         s.on_frame(&event(
