@@ -130,6 +130,17 @@ export function tokens(n) {
   return String(n);
 }
 
+/**
+ * When a reached usage limit lifts (ms since the epoch), from a `session.usage` reply:
+ * `rate_limit` with status `rejected` and a reset time (docs/protocol.md §10); else null.
+ */
+export function limitedUntil(usage) {
+  const r = usage && typeof usage === 'object' ? usage.rate_limit : null;
+  if (!r || typeof r !== 'object' || r.status !== 'rejected' || typeof r.resets_at !== 'string') return null;
+  const ms = Date.parse(r.resets_at);
+  return Number.isFinite(ms) ? ms : null;
+}
+
 /** A file name for `file.upload`: its base name, nothing the server would have to refuse. */
 export function uploadName(name) {
   const base = String(name || '').split(/[\\/]/).pop().replace(/[\p{Cc}\p{Cf}]/gu, '').trim();

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MAX_IMAGE_EDGE, DEFAULT_LIMITS, base64Length, fitSize, imageBudget, limitsFrom, pickEncoding, planText,
+  MAX_IMAGE_EDGE, DEFAULT_LIMITS, base64Length, fitSize, imageBudget, limitedUntil, limitsFrom, pickEncoding, planText,
   promptContent, questionResponse, slashMatches, uploadName, withMention,
 } from '../js/controls.js';
 import { SessionLog } from '../js/session.js';
@@ -149,4 +149,16 @@ test('the model: relay.plan, relay.settings, queued, scheduled and steering prom
   log.rebuild();
   assert.equal(log.model.plans.get('r1'), '# Plan');
   assert.equal(log.model.settings.permission_mode, 'plan');
+});
+
+test('limitedUntil: only a rejected status with a readable reset time', () => {
+  const at = '2026-12-07T15:00:00Z';
+  assert.equal(limitedUntil({ rate_limit: { status: 'rejected', resets_at: at } }), Date.parse(at));
+  assert.equal(limitedUntil({ rate_limit: { status: 'rejected', resets_at: '2026-12-07T16:00:00+01:00' } }), Date.parse(at));
+  assert.equal(limitedUntil({ rate_limit: { status: 'allowed_warning', resets_at: at } }), null);
+  assert.equal(limitedUntil({ rate_limit: { status: 'rejected', resets_at: null } }), null);
+  assert.equal(limitedUntil({ rate_limit: { status: 'rejected', resets_at: 'soon' } }), null);
+  assert.equal(limitedUntil({ rate_limit: null }), null);
+  assert.equal(limitedUntil(null), null);
+  assert.equal(limitedUntil('x'), null);
 });

@@ -384,6 +384,20 @@ export function offlineEnv(home, baseUrl) {
   };
 }
 
+/**
+ * `offlineEnv` as an LLM gateway's client instead of with an API key (real_cli.rs
+ * `gateway_env`): `ANTHROPIC_AUTH_TOKEN` is an unsigned JWT whose audience is
+ * `claude-gateway`. The CLI then reports a usage limit with its reset time as a
+ * `rate_limit_event`, as for claude.ai logins (docs/protocol.md §10.1).
+ */
+export function gatewayEnv(home, baseUrl) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const env = offlineEnv(home, baseUrl);
+  delete env.ANTHROPIC_API_KEY;
+  env.ANTHROPIC_AUTH_TOKEN = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ aud: 'claude-gateway', sub: 'ccrelay-tests', exp: 4102444800 })}.unsigned`;
+  return env;
+}
+
 /** A PNG of `width`×`height` (opaque RGB, a gradient so that it is not trivially small). */
 export function pngFile(width, height) {
   const chunk = (type, data) => {

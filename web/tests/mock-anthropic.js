@@ -13,12 +13,18 @@
 //   CLI named ("create your plan at <path>", in plan mode) + an ExitPlanMode tool_use;
 // - `ask-question` → an AskUserQuestion tool_use with ASK_INPUT's two questions (one
 //   single-select, one multi-select);
+// - `usage-limit-soon` → HTTP 429 as Anthropic answers when an account's usage limit is
+//   reached, the limit resetting `limitResetSecs` from now (`retry-after` an hour,
+//   so the CLI gives up at once); a gateway client of the CLI reports it as a
+//   `rate_limit_event` with that reset (see `gatewayEnv` in harness.js);
 // - anything else → HELLO + " You said: <prompt>", in several text deltas.
 // Anything other than POST /v1/messages gets a JSON 404 like the real API's errors.
 
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 
+/** When `usage-limit-soon`'s limit resets, in seconds from the request (`start`'s default). */
+export const USAGE_LIMIT_SOON_SECS = 5;
 export const HELLO = 'Hello from the mock Anthropic API!';
 export const BASH_COMMAND = 'echo ran >> ran.txt';
 export const PLAN_TEXT = '# Plan\n\n1. Read the code.\n2. Fix the bug.\n3. Run the tests.';
@@ -33,8 +39,10 @@ export const ASK_INPUT = {
 };
 
 export class MockAnthropic {
-  static async start() {
+  /** `limitResetSecs`: when `usage-limit-soon`'s limit resets, in seconds from the request. */
+  static async start({ limitResetSecs = USAGE_LIMIT_SOON_SECS } = {}) {
     const m = new MockAnthropic();
+    m.limitResetSecs = limitResetSecs;
     await new Promise((resolve, reject) => {
       m.server.once('error', reject);
       m.server.listen(0, '127.0.0.1', resolve);
@@ -65,6 +73,7 @@ export class MockAnthropic {
         return errorResponse(res, 400, 'invalid_request_error', `mock: body is not JSON: ${e.message}`);
       }
       this.requests.push(body);
+      if (lastPrompt(body).toLowerCase().includes('usage-limit-soon')) return usageLimit(res, this.limitResetSecs, 3600);
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': `req_mock${shortId()}` });
       for (const frame of sseFrames(typeof body.model === 'string' ? body.model : 'claude-mock', plan(body))) res.write(frame);
       res.end();
@@ -80,6 +89,27 @@ export class MockAnthropic {
 function errorResponse(res, status, kind, message) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ type: 'error', error: { type: kind, message } }));
+}
+
+/**
+ * HTTP 429 with the unified rate-limit headers of a reached usage limit (as
+ * tests/it/common/mock_anthropic.rs `usage_limit_response`): resets in `resetSecs`.
+ */
+function usageLimit(res, resetSecs, retryAfterSecs) {
+  const reset = String(Math.floor(Date.now() / 1000) + resetSecs);
+  res.writeHead(429, {
+    'content-type': 'application/json',
+    'request-id': `req_mock${shortId()}`,
+    'retry-after': String(retryAfterSecs),
+    'anthropic-ratelimit-unified-status': 'rejected',
+    'anthropic-ratelimit-unified-reset': reset,
+    'anthropic-ratelimit-unified-5h-status': 'rejected',
+    'anthropic-ratelimit-unified-5h-reset': reset,
+    'anthropic-ratelimit-unified-5h-utilization': '1.0',
+    'anthropic-ratelimit-unified-representative-claim': 'five_hour',
+    'anthropic-ratelimit-unified-fallback-percentage': '0.5',
+  });
+  res.end(JSON.stringify({ type: 'error', error: { type: 'rate_limit_error', message: "This request would exceed your account's rate limit. Please try again later." } }));
 }
 
 const shortId = () => randomUUID().replaceAll('-', '').slice(0, 20);
@@ -121,6 +151,12 @@ function sseFrames(model, blocks) {
   send('message_delta', { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: outputTokens } });
   send('message_stop', { type: 'message_stop' });
   return frames;
+}
+
+/** The user's own words in the last user message ("" when none). */
+function lastPrompt(request) {
+  const users = (Array.isArray(request.messages) ? request.messages : []).filter((m) => m && m.role === 'user');
+  return users.length === 0 ? '' : promptText(contentBlocks(users[users.length - 1].content));
 }
 
 /** Picks the answer's blocks from the last user message. */

@@ -3,7 +3,8 @@
 // session, from `session.catalog` and kept to the settings in effect (`relay.settings`
 // from any device, `session.changed` `settings`, the `session.set` reply; a refused
 // change goes back and says why); the context and cost (`usage`, from `session.usage`
-// asked on attach and after each turn, and the session list's `cost_usd`); the slash
+// asked on attach and after each turn, and the session list's `cost_usd`), led by a
+// reached usage limit's reset time until it lifts; the slash
 // menu (`slash-menu`) while the box starts with `/`; "Steer" (`prompt-steer`) while a
 // turn runs; "Later" (`prompt-later`, an extension) to schedule the prompt for a time
 // picked in `schedule-at`; and the prompts waiting in the session's queue
@@ -12,7 +13,7 @@
 // go through the callbacks) or interpret events (the model does).
 
 import { el, svgIcon } from './dom.js';
-import { FALLBACK_MODES, slashMatches, tokens } from '../controls.js';
+import { FALLBACK_MODES, limitedUntil, slashMatches, tokens } from '../controls.js';
 
 /** A clock face and its hands. */
 const ICON_CLOCK = 'M12 3a9 9 0 1 0 0.01 0 M12 7v5l3.5 2';
@@ -63,6 +64,8 @@ export class SessionControls {
     this.usage.dataset.contextUsed = '';
     this.usage.dataset.contextMax = '';
     this.usage.dataset.cost = '';
+    this.usage.dataset.rateLimit = '';
+    this.usage.dataset.resetsAt = '';
     this.meter = el('span', 'meter');
     this.meter.setAttribute('aria-hidden', 'true');
     this.meterFill = el('span', 'meter-fill');
@@ -183,10 +186,13 @@ export class SessionControls {
       this.settingsRev.set(session, model.settingsRev);
       this.setSettings(session, model.settings);
     }
-    if (model.lastResult && this.results.get(session) !== model.lastResult) {
-      const first = !this.results.has(session);
-      this.results.set(session, model.lastResult);
-      if (!first) this.refreshUsage(session);
+    // A turn ended since the last look: ask the usage again (the first look is the
+    // baseline; attaching asked already). A fresh session's first result counts too.
+    const last = model.lastResult || null;
+    if (!this.results.has(session)) this.results.set(session, last);
+    else if (this.results.get(session) !== last) {
+      this.results.set(session, last);
+      if (last) this.refreshUsage(session);
     }
     this.entry = entry;
     this.busy = busy;
@@ -229,11 +235,28 @@ export class SessionControls {
     this.meter.hidden = pct === null;
     this.meterFill.dataset.level = pct === null ? '' : pct >= 90 ? 'high' : pct >= 70 ? 'mid' : 'low';
     this.meterFill.style.width = `${pct || 0}%`;
+    // A reached usage limit leads until it lifts; a timer redraws at that moment.
+    const until = limitedUntil(u);
+    const limited = until !== null && until > Date.now();
+    clearTimeout(this.limitTimer);
+    if (limited) this.limitTimer = setTimeout(() => this.draw(), Math.min(until - Date.now() + 100, 2 ** 31 - 1));
+    this.usage.dataset.rateLimit = limited ? 'rejected' : '';
+    this.usage.dataset.resetsAt = limited ? new Date(until).toISOString() : '';
+    this.usage.classList.toggle('limited', limited);
+    const resets = limited ? new Date(until) : null;
     const parts = [];
-    if (pct !== null) parts.push(`${tokens(used)}/${tokens(max)}`);
-    if (cost !== null) parts.push(`$${cost.toFixed(2)}`);
+    // The row has no room for more on a phone: while limited, the reset alone (the rest in the title).
+    if (resets) parts.push(`limit · ${resets.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' })}`);
+    else {
+      if (pct !== null) parts.push(`${tokens(used)}/${tokens(max)}`);
+      if (cost !== null) parts.push(`$${cost.toFixed(2)}`);
+    }
     this.usageText.textContent = parts.join(' · ');
-    this.usage.title = [pct !== null ? `Context: ${used} of ${max} tokens (${pct}%)` : 'Context: unknown', cost !== null ? `Cost so far: $${cost.toFixed(4)}` : ''].filter(Boolean).join('\n');
+    this.usage.title = [
+      resets ? `Usage limit reached: resets ${resets.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}` : '',
+      pct !== null ? `Context: ${used} of ${max} tokens (${pct}%)` : 'Context: unknown',
+      cost !== null ? `Cost so far: $${cost.toFixed(4)}` : '',
+    ].filter(Boolean).join('\n');
     this.usage.hidden = parts.length === 0;
     this.steerBtn.hidden = !(this.owner && this.busy);
   }

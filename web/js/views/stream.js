@@ -315,9 +315,11 @@ export class StreamView {
     box.setAttribute('data-testid', 'user-prompt');
     box.dataset.promptId = it.promptId;
     box.dataset.device = it.device || '';
-    box.setAttribute('aria-label', `Prompt from ${it.device || it.fingerprint || 'a client'}`);
+    // The relay's own `continue` after a usage limit (auto_continue) names itself, not a key.
+    const who = it.autoContinue ? 'Auto-continue' : it.device || short(it.fingerprint, 20) || 'client';
+    box.setAttribute('aria-label', `Prompt from ${it.autoContinue ? 'auto-continue' : it.device || it.fingerprint || 'a client'}`);
     const meta = el('div', 'meta');
-    meta.append(el('span', 'who', it.device || short(it.fingerprint, 20) || 'client'));
+    meta.append(el('span', 'who', who));
     if (it.ts) meta.append(timeOf(it.ts));
     if (it.phase === 'accepted' && it.queued) meta.append(el('span', 'tag', it.scheduledAt ? 'scheduled' : 'queued'));
     else if (it.phase === 'aborted') meta.append(el('span', 'tag warn', `aborted${it.phaseDetail ? `: ${it.phaseDetail}` : ''}`));
@@ -459,7 +461,7 @@ export class StreamView {
     const box = el('div', it.isError ? 'turn-end warn' : 'turn-end');
     if (it.interrupted) box.className = 'turn-end';
     const parts = [];
-    parts.push(it.interrupted ? 'Interrupted' : it.isError ? `Turn ended: ${it.subtype.replace(/_/g, ' ') || 'error'}` : 'Turn done');
+    parts.push(it.interrupted ? 'Interrupted' : it.isError ? `Turn ended: ${(it.subtype !== 'success' && it.subtype.replace(/_/g, ' ')) || 'error'}` : 'Turn done');
     if (it.duration !== null) parts.push(`${(it.duration / 1000).toFixed(1)} s`);
     if (it.cost !== null) parts.push(`$${it.cost.toFixed(4)}`);
     box.textContent = parts.join(' · ');
