@@ -3,7 +3,9 @@
 // produced; back online, A's `data-head` equals the server's head, its rendered
 // stream equals B's (a seq applied twice or skipped would show), and a prompt typed
 // while offline was sent once — the agent saw it once. A prompt whose `ok` was lost
-// is not sent again when the replay already holds its `relay.prompt`.
+// is not sent again when the replay already holds its `relay.prompt`. Prompts typed
+// offline in two tabs of one profile are both kept (each tab its own list), and the
+// one of a tab closed before the network came back is sent, once, by the next page.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -139,4 +141,47 @@ test('a socket that died silently is noticed when the page becomes visible again
   await until(async () => (await head(A.page)) === term.head(), 'A resumed after the wake-up', 20000);
   assert.equal(await A.page.getByTestId('connection-state').getAttribute('data-state'), 'connected');
   assert.equal(await streamText(A.page), await streamText(B.page));
+});
+
+test('prompts typed offline in two tabs: the tab closed before the network came back still has its prompt sent, once, by the next page', { skip: !enabled }, async () => {
+  // One device with two tabs (one browser profile), reaching the server through the proxy.
+  const base = `http://127.0.0.1:${proxy.port}`;
+  const dev = await openAuthorized(browser, server, base, 'laptop-tabs');
+  const one = dev.page;
+  const two = await dev.context.newPage();
+  await two.goto(`${base}/?device=laptop-tabs`);
+  await waitAttr(two.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  await dev.context.setOffline(true);
+  await proxy.cut();
+  for (const tab of [one, two]) await waitAttr(tab.getByTestId('connection-state'), 'data-state', (v) => v === 'reconnecting' || v === 'offline');
+  const from = term.frames.length;
+  for (const [tab, text] of [[one, 'typed in tab one'], [two, 'typed in tab two']]) {
+    await tab.getByTestId('prompt-input').fill(text);
+    await tab.getByTestId('prompt-send').click();
+    await until(async () => (await tab.locator('#outbox').innerText()).includes(text), `${text}: waiting to be sent`);
+  }
+  // Both outboxes are kept: the second tab's save did not replace the first's.
+  const stored = () => two.evaluate(() => new Promise((resolve) => {
+    const req = indexedDB.open('ccrelay-drafts', 1);
+    req.onsuccess = () => {
+      const all = req.result.transaction('drafts', 'readonly').objectStore('drafts').getAll();
+      all.onsuccess = () => resolve(JSON.stringify(all.result));
+    };
+  }));
+  await until(async () => /typed in tab one/.test(await stored()) && /typed in tab two/.test(await stored()), 'both tabs’ prompts are stored');
+  await one.close();
+
+  await proxy.restore();
+  await dev.context.setOffline(false);
+  await turnDone('typed in tab two', from);
+  // The next page takes over what the closed tab left, not what an open tab holds.
+  const three = await dev.context.newPage();
+  await three.goto(`${base}/?device=laptop-tabs`);
+  await turnDone('typed in tab one', from);
+  for (const text of ['typed in tab one', 'typed in tab two']) {
+    assert.equal(term.events().filter((f) => f.event.type === 'relay.prompt' && f.event.content === text).length, 1, `${text}: accepted once`);
+    assert.equal(agentSaw(text), 1, `${text}: the agent saw it once`);
+  }
+  await until(async () => !/typed in tab/.test(await stored()), 'nothing left stored once both were sent');
+  await dev.context.close();
 });
