@@ -11,18 +11,17 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, offlineEnv, openAuthorized, pngFile, realCli, until } from './harness.js';
-import { MockAnthropic, QUESTION_COLOR, QUESTION_TOPPINGS } from './mock-anthropic.js';
+import { RealCliWorld, SCREENSHOTS, browserAvailable, openAuthorized, pngFile, realCli, until } from './harness.js';
+import { QUESTION_COLOR, QUESTION_TOPPINGS } from './mock-anthropic.js';
 
 
 const claude = realCli();
 const enabled = claude !== null && browserAvailable();
 const TURN = { timeout: 60000 };
+let world;
 let api;
-let home;
 let server;
 let browser;
 let term;
@@ -30,23 +29,12 @@ let A;
 
 before(async () => {
   if (!enabled) return;
-  api = await MockAnthropic.start();
-  home = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-controls-home-'));
-  server = await Server.start({ agentCmd: claude, env: offlineEnv(home, api.baseUrl) });
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  browser = await launchBrowser();
-  term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
-  await term.request({ type: 'attach', session: 'default' });
+  world = new RealCliWorld(claude);
+  ({ api, server, browser, term } = await world.start());
   A = await openAuthorized(browser, server, server.base, 'phone-a');
 });
 
-after(async () => {
-  term?.close();
-  await browser?.close();
-  await server?.stop();
-  await api?.stop();
-  if (home) rmSync(home, { recursive: true, force: true });
-});
+after(() => world?.stop());
 
 const isEvent = (type) => (f) => f.type === 'event' && f.event.type === type;
 const shot = (page, name) => page.screenshot({ path: path.join(SCREENSHOTS, `controls-cli-${name}.png`) });

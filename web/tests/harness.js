@@ -14,6 +14,7 @@ import { deflateSync, crc32 } from 'node:zlib';
 import WebSocket from 'ws';
 import * as sshsig from '../js/sshsig.js';
 import { bindingOrigin, boundText } from '../js/protocol.js';
+import { MockAnthropic } from './mock-anthropic.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '../..');
@@ -396,6 +397,38 @@ export function gatewayEnv(home, baseUrl) {
   delete env.ANTHROPIC_API_KEY;
   env.ANTHROPIC_AUTH_TOKEN = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ aud: 'claude-gateway', sub: 'ccrelay-tests', exp: 4102444800 })}.unsigned`;
   return env;
+}
+
+/**
+ * What the real-CLI page tests share: a fresh Node mock Anthropic API (`api`, its
+ * options), a server whose agent is the real CLI at `claude` with all its state in a
+ * throwaway `home` (`env`: offlineEnv, or gatewayEnv), a browser, and a terminal client
+ * attached to `default`. `stop()` undoes whatever `start()` got to.
+ */
+export class RealCliWorld {
+  constructor(claude, { env = offlineEnv, api = {} } = {}) {
+    this.claude = claude;
+    this.options = { env, api };
+  }
+
+  async start() {
+    this.api = await MockAnthropic.start(this.options.api);
+    this.home = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-cli-home-'));
+    this.server = await Server.start({ agentCmd: this.claude, env: this.options.env(this.home, this.api.baseUrl) });
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    this.browser = await launchBrowser();
+    this.term = await TestClient.connect(this.server.wsUrl, this.server.ownerKey, 'terminal');
+    await this.term.request({ type: 'attach', session: 'default' });
+    return this;
+  }
+
+  async stop() {
+    this.term?.close();
+    await this.browser?.close();
+    await this.server?.stop();
+    await this.api?.stop();
+    if (this.home) rmSync(this.home, { recursive: true, force: true });
+  }
 }
 
 /** A PNG of `width`×`height` (opaque RGB, a gradient so that it is not trivially small). */

@@ -10,17 +10,16 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Server, TestClient, launchBrowser, browserAvailable, offlineEnv, openAuthorized, realCli, waitAttr } from './harness.js';
-import { MockAnthropic, HELLO, BASH_COMMAND } from './mock-anthropic.js';
+import { RealCliWorld, browserAvailable, openAuthorized, realCli, waitAttr } from './harness.js';
+import { HELLO, BASH_COMMAND } from './mock-anthropic.js';
 
 
 const claude = realCli();
 const enabled = claude !== null && browserAvailable();
+let world;
 let api;
-let home;
 let server;
 let browser;
 let term;
@@ -29,23 +28,13 @@ let B;
 
 before(async () => {
   if (!enabled) return;
-  api = await MockAnthropic.start();
-  home = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-cli-home-'));
-  server = await Server.start({ agentCmd: claude, env: offlineEnv(home, api.baseUrl) });
-  browser = await launchBrowser();
-  term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
-  await term.request({ type: 'attach', session: 'default' });
+  world = new RealCliWorld(claude);
+  ({ api, server, browser, term } = await world.start());
   A = await openAuthorized(browser, server, server.base, 'phone-a');
   B = await openAuthorized(browser, server, server.base, 'tablet-b');
 });
 
-after(async () => {
-  term?.close();
-  await browser?.close();
-  await server?.stop();
-  await api?.stop();
-  if (home) rmSync(home, { recursive: true, force: true });
-});
+after(() => world?.stop());
 
 async function send(page, text) {
   await page.getByTestId('prompt-input').fill(text);

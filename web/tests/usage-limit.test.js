@@ -10,19 +10,15 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, gatewayEnv, openAuthorized, realCli, waitAttr } from './harness.js';
-import { MockAnthropic } from './mock-anthropic.js';
+import { RealCliWorld, SCREENSHOTS, browserAvailable, gatewayEnv, openAuthorized, realCli, waitAttr } from './harness.js';
 
 const claude = realCli();
 const enabled = claude !== null && browserAvailable();
 const TURN = { timeout: 60000 };
 /** Long enough for the page to show the limit on a loaded machine, short enough to wait out. */
 const RESET_SECS = 12;
-let api;
-let home;
+let world;
 let server;
 let browser;
 let term;
@@ -30,23 +26,12 @@ let A;
 
 before(async () => {
   if (!enabled) return;
-  api = await MockAnthropic.start({ limitResetSecs: RESET_SECS });
-  home = mkdtempSync(path.join(tmpdir(), 'ccrelay-web-limit-home-'));
-  server = await Server.start({ agentCmd: claude, env: gatewayEnv(home, api.baseUrl) });
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  browser = await launchBrowser();
-  term = await TestClient.connect(server.wsUrl, server.ownerKey, 'terminal');
-  await term.request({ type: 'attach', session: 'default' });
+  world = new RealCliWorld(claude, { env: gatewayEnv, api: { limitResetSecs: RESET_SECS } });
+  ({ server, browser, term } = await world.start());
   A = await openAuthorized(browser, server, server.base, 'phone-a');
 });
 
-after(async () => {
-  term?.close();
-  await browser?.close();
-  await server?.stop();
-  await api?.stop();
-  if (home) rmSync(home, { recursive: true, force: true });
-});
+after(() => world?.stop());
 
 const isEvent = (type) => (f) => f.type === 'event' && f.event.type === type;
 
