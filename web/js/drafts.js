@@ -30,8 +30,22 @@ export class Drafts {
     this.page = crypto.randomUUID();
     /** Keys of gone pages' lists this page took over: deleted when it next saves its own. */
     this.adopted = [];
-    // Never released while the page lives: the browser frees it when the page goes.
-    if (navigator.locks) navigator.locks.request(`${PAGE_LOCK}${this.page}`, () => new Promise(() => {})).catch(() => {});
+    this.holdPageLock();
+  }
+
+  /**
+   * Hold this page's lock while it is shown. The browser frees it when the page goes;
+   * letting go at `pagehide` already makes that certain before a reload's new page looks.
+   */
+  holdPageLock() {
+    if (!navigator.locks) return;
+    let release = () => {};
+    const hold = () => navigator.locks.request(`${PAGE_LOCK}${this.page}`, () => new Promise((r) => { release = r; })).catch(() => {});
+    hold();
+    addEventListener('pagehide', () => release());
+    addEventListener('pageshow', (e) => {
+      if (e.persisted) hold();
+    });
   }
 
   async get(name) {

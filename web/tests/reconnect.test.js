@@ -5,7 +5,8 @@
 // while offline was sent once — the agent saw it once. A prompt whose `ok` was lost
 // is not sent again when the replay already holds its `relay.prompt`. Prompts typed
 // offline in two tabs of one profile are both kept (each tab its own list), and the
-// one of a tab closed before the network came back is sent, once, by the next page.
+// one of a tab closed before the network came back is sent, once, by the next page; a
+// prompt typed offline survives a reload of its tab (the service worker serves the page).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -183,5 +184,38 @@ test('prompts typed offline in two tabs: the tab closed before the network came 
     assert.equal(agentSaw(text), 1, `${text}: the agent saw it once`);
   }
   await until(async () => !/typed in tab/.test(await stored()), 'nothing left stored once both were sent');
+  await dev.context.close();
+});
+
+test('a prompt typed offline survives a reload of its tab (the reloaded page takes it over) and is sent once', { skip: !enabled }, async () => {
+  const base = `http://127.0.0.1:${proxy.port}`;
+  const dev = await openAuthorized(browser, server, base, 'phone-reload');
+  const { page } = dev;
+  // The service worker serves the page while the network is down.
+  await page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+  await dev.context.setOffline(true);
+  await proxy.cut();
+  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'reconnecting' || v === 'offline');
+  const from = term.frames.length;
+  const text = 'typed offline, then reloaded';
+  await page.getByTestId('prompt-input').fill(text);
+  await page.getByTestId('prompt-send').click();
+  await until(async () => (await page.locator('#outbox').innerText()).includes(text), 'waiting to be sent');
+  const stored = () => page.evaluate(() => new Promise((resolve) => {
+    const req = indexedDB.open('ccrelay-drafts', 1);
+    req.onsuccess = () => {
+      const all = req.result.transaction('drafts', 'readonly').objectStore('drafts').getAll();
+      all.onsuccess = () => resolve(JSON.stringify(all.result));
+    };
+  }));
+  await until(async () => (await stored()).includes(text), 'stored');
+  await page.reload();
+  await until(async () => (await page.locator('#outbox').innerText()).includes(text), 'the reloaded page holds it again');
+  await proxy.restore();
+  await dev.context.setOffline(false);
+  await turnDone(text, from);
+  assert.equal(term.events().filter((f) => f.event.type === 'relay.prompt' && f.event.content === text).length, 1, 'accepted once');
+  assert.equal(agentSaw(text), 1, 'the agent saw it once');
+  await until(async () => !(await stored()).includes(text), 'nothing left stored once it was sent');
   await dev.context.close();
 });
