@@ -467,6 +467,9 @@ impl Ui {
     }
 }
 
+/// How often the interactive client looks at its status line without an event.
+const STATUS_CLOCK: Duration = Duration::from_secs(20);
+
 async fn event_loop(
     mode: Mode,
     session: &mut Session,
@@ -486,8 +489,13 @@ async fn event_loop(
     if let Some(editor) = &ui.editor {
         ui.screen.redraw(editor);
     }
+    // The status line tells time ("usage limit · resets … (in 25m)") with nothing on the
+    // wire to redraw it: look again now and then (it redraws only when its text changed).
+    let mut status_clock = tokio::time::interval(STATUS_CLOCK);
+    status_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let effects = tokio::select! {
+            _ = status_clock.tick() => Vec::new(),
             ev = events.recv() => match ev {
                 Some(ev) => on_net(ev, session, ui),
                 None => vec![Effect::Exit(exit::ERROR)],
