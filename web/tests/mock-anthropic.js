@@ -73,7 +73,7 @@ export class MockAnthropic {
         return errorResponse(res, 400, 'invalid_request_error', `mock: body is not JSON: ${e.message}`);
       }
       this.requests.push(body);
-      if (lastPrompt(body).toLowerCase().includes('usage-limit-soon')) return usageLimit(res, this.limitResetSecs, 3600);
+      if (newestPrompt(body).toLowerCase().includes('usage-limit-soon')) return usageLimit(res, this.limitResetSecs, 3600);
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': `req_mock${shortId()}` });
       for (const frame of sseFrames(typeof body.model === 'string' ? body.model : 'claude-mock', plan(body))) res.write(frame);
       res.end();
@@ -153,10 +153,15 @@ function sseFrames(model, blocks) {
   return frames;
 }
 
-/** The user's own words in the last user message ("" when none). */
-function lastPrompt(request) {
+/**
+ * The newest of the user's own text blocks in the last user message ("" when none): a
+ * prompt sent after one the API refused shares its user message (as in mock_anthropic.rs).
+ */
+function newestPrompt(request) {
   const users = (Array.isArray(request.messages) ? request.messages : []).filter((m) => m && m.role === 'user');
-  return users.length === 0 ? '' : promptText(contentBlocks(users[users.length - 1].content));
+  if (users.length === 0) return '';
+  const texts = contentBlocks(users[users.length - 1].content).map((b) => promptText([b])).filter(Boolean);
+  return texts.length ? texts[texts.length - 1] : '';
 }
 
 /** Picks the answer's blocks from the last user message. */

@@ -33,7 +33,9 @@
 //!   five_hour`, `retry-after`, and the API-key `anthropic-ratelimit-requests-*`
 //!   headers with an RFC 3339 reset);
 //! - `usage-limit-soon` → the same, but the limit resets
-//!   [`USAGE_LIMIT_SOON_SECS`] from now (`retry-after` still an hour);
+//!   [`USAGE_LIMIT_SOON_SECS`] from now (`retry-after` still an hour); both look
+//!   at the newest text block only, so a `continue` sent after the refusal (in
+//!   the same user message) is answered;
 //! - `change-three` → a turn of two rounds in the CLI's working directory: a Read
 //!   of [`EDIT_FILE`] (the CLI edits only files it read), then in one message a
 //!   Write of [`ADDED_FILES`] (each [`WRITE_CONTENT`]) and an Edit of [`EDIT_FILE`]
@@ -208,7 +210,7 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if let Ok(mut r) = shared.requests.lock() {
         r.push(request.clone());
     }
-    let last = last_prompt_text(&request).to_ascii_lowercase();
+    let last = newest_prompt_text(&request).to_ascii_lowercase();
     if last.contains("usage-limit-soon") {
         return usage_limit_response(USAGE_LIMIT_SOON_SECS, USAGE_LIMIT_RESET_SECS);
     }
@@ -486,12 +488,22 @@ pub fn ask_question_input() -> Value {
     ]})
 }
 
-/// The user's own words in the last user message of `request` ("" when none).
-fn last_prompt_text(request: &Value) -> String {
+/// The newest of the user's own text blocks in the last user message of
+/// `request` ("" when none). The CLI sends a prompt that follows one the API
+/// refused in the same user message (no answer came between them): the usage
+/// limit is hit by what was asked last, not by all the message holds.
+fn newest_prompt_text(request: &Value) -> String {
     request["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .map(|m| prompt_text(&content_blocks(&m["content"])))
+        .map(|m| content_blocks(&m["content"]))
+        .and_then(|blocks| {
+            blocks
+                .iter()
+                .rev()
+                .map(|b| prompt_text(std::slice::from_ref(b)))
+                .find(|t| !t.is_empty())
+        })
         .unwrap_or_default()
 }
 
