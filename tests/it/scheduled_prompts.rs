@@ -279,35 +279,177 @@ async fn a_scheduled_prompt_of_an_expired_key_is_aborted_when_due() {
 /// (`relay.prompt` from `relay`, `scheduled_at` = the reset the CLI reported),
 /// and it runs then (the mock API sees `continue`). Turned off, a scheduled
 /// `continue` is cancelled.
+/// The real CLI as a gateway client (so that it reports usage limits with their
+/// reset) under a fresh mock API, and an owner's client attached to an idle
+/// `default` with `auto_continue` on. `None` without the CLI. Borrow its parts
+/// (`&mut world`): a field moved out and left to `..` would be dropped at once.
+struct LimitWorld {
+    fx: Fixture,
+    api: MockAnthropic,
+    _server: TestServer,
+    c: TestClient,
+}
+
+impl LimitWorld {
+    async fn start() -> Option<LimitWorld> {
+        let bin = require_real_cli()?;
+        let fx = Fixture::new();
+        let api = MockAnthropic::start().await.expect("mock API starts");
+        let mut opts = ServerOptions {
+            agent_cmd: Some(bin.display().to_string()),
+            ..ServerOptions::default()
+        };
+        opts.env = gateway_env(&fx.path().join("home"), &api.base_url);
+        let server = fx.start(opts);
+        let mut c = server.client(&fx.owner, Some("laptop")).await;
+        let attached = c.attach("default", None).await;
+        if attached["state"] != "idle" {
+            c.recv_until("idle", |v| {
+                v["event"]["type"] == "relay.state" && v["event"]["state"] == "idle"
+            })
+            .await;
+        }
+        let set = c
+            .request(
+                json!({"type": "session.set", "settings": {"auto_continue": true}}),
+                "on",
+            )
+            .await;
+        assert_eq!(set["type"], "ok", "{set}");
+        assert_eq!(set["settings"]["auto_continue"], true, "{set}");
+        Some(LimitWorld {
+            fx,
+            api,
+            _server: server,
+            c,
+        })
+    }
+}
+
+/// The turn in `frames` ended with the model's answer, not another refusal.
+fn assert_answered(frames: &[Value]) {
+    let result = frames
+        .iter()
+        .find(|v| v["event"]["type"] == "result")
+        .unwrap_or_else(|| panic!("no result: {frames:#?}"));
+    assert_eq!(result["event"]["is_error"], false, "{result}");
+}
+
+/// The prompt id of a `prompt` reply.
+fn prompt_id(reply: &Value) -> String {
+    reply["prompt_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no prompt_id in {reply}"))
+        .to_string()
+}
+
+/// With `auto_continue` on, the queue waits behind its `continue`: a prompt
+/// queued behind the turn that hit the limit, and one sent while the session
+/// waits (`queued: true` in its `ok` and `relay.prompt`), start only after
+/// `continue` ran at the reset, in order; the mock API is asked `continue`
+/// first. Cancelling the `continue` lets a waiting prompt run at once.
 #[tokio::test]
-async fn auto_continue_resumes_after_a_usage_limit_resets() {
-    let Some(bin) = require_real_cli() else {
+async fn prompts_wait_behind_auto_continue_until_the_reset() {
+    let Some(mut world) = LimitWorld::start().await else {
         return;
     };
-    let fx = Fixture::new();
-    let api = MockAnthropic::start().await.expect("mock API starts");
-    let mut opts = ServerOptions {
-        agent_cmd: Some(bin.display().to_string()),
-        ..ServerOptions::default()
-    };
-    opts.env = gateway_env(&fx.path().join("home"), &api.base_url);
-    let server = fx.start(opts);
-    let mut c = server.client(&fx.owner, Some("laptop")).await;
-    let attached = c.attach("default", None).await;
-    if attached["state"] != "idle" {
-        c.recv_until("idle", |v| {
-            v["event"]["type"] == "relay.state" && v["event"]["state"] == "idle"
+    let LimitWorld { api, c, .. } = &mut world;
+    let limited = prompt_id(&c.prompt("usage-limit-soon").await);
+    let behind = prompt_id(&c.prompt("queued behind the limit").await);
+    c.wait_turn(&limited, &["ended"]).await;
+    let (scheduled, _) = c
+        .recv_until("the auto_continue prompt", |v| {
+            v["event"]["type"] == "relay.prompt" && v["event"]["auto_continue"] == true
         })
         .await;
-    }
-    let set = c
+    let resumed = prompt_id(&scheduled["event"]);
+    let reset = parse(
+        scheduled["event"]["scheduled_at"]
+            .as_str()
+            .expect("scheduled_at"),
+    );
+    // Sent while the session is idle but waiting for the reset: queued.
+    let later = c.prompt("sent while waiting").await;
+    assert_eq!(later["queued"], true, "{later}");
+    let later = prompt_id(&later);
+    let (announced, _) = c
+        .recv_until("relay.prompt of the waiting prompt", |v| {
+            v["event"]["type"] == "relay.prompt" && v["event"]["prompt_id"] == later.as_str()
+        })
+        .await;
+    assert_eq!(announced["event"]["queued"], true, "{announced}");
+
+    let (first, _) = c
+        .recv_until("the first turn after the limit", |v| {
+            v["event"]["type"] == "relay.turn" && v["event"]["phase"] == "started"
+        })
+        .await;
+    assert_eq!(
+        first["event"]["prompt_id"],
+        resumed.as_str(),
+        "continue runs first: {first}"
+    );
+    assert!(SystemTime::now() >= reset, "nothing ran before the reset");
+    let (_, seen) = c.wait_turn(&resumed, &["ended"]).await;
+    assert_answered(&seen);
+    let (second, _) = c
+        .recv_until("the next turn", |v| {
+            v["event"]["type"] == "relay.turn" && v["event"]["phase"] == "started"
+        })
+        .await;
+    assert_eq!(second["event"]["prompt_id"], behind.as_str(), "{second}");
+    c.wait_turn(&behind, &["ended"]).await;
+    let (third, _) = c.wait_turn(&later, &["started", "aborted"]).await;
+    assert_eq!(third["event"]["phase"], "started", "{third}");
+    c.wait_turn(&later, &["ended"]).await;
+    let asked: Vec<String> = api
+        .requests()
+        .iter()
+        .map(|r| r["messages"].to_string())
+        .collect();
+    let position = |text: &str| {
+        asked
+            .iter()
+            .position(|m| m.contains(text))
+            .unwrap_or_else(|| panic!("the mock API never saw {text:?}"))
+    };
+    assert!(position("queued behind the limit") < position("sent while waiting"));
+
+    // Another limit; cancelling its `continue` lets the prompt behind it run now.
+    let limited = prompt_id(&c.prompt("usage-limit-soon again").await);
+    let behind = prompt_id(&c.prompt("behind the second limit").await);
+    c.wait_turn(&limited, &["ended"]).await;
+    let (scheduled, _) = c
+        .recv_until("the second auto_continue prompt", |v| {
+            v["event"]["type"] == "relay.prompt" && v["event"]["auto_continue"] == true
+        })
+        .await;
+    let reset = parse(
+        scheduled["event"]["scheduled_at"]
+            .as_str()
+            .expect("scheduled_at"),
+    );
+    let cancel = c
         .request(
-            json!({"type": "session.set", "settings": {"auto_continue": true}}),
-            "on",
+            json!({"type": "prompt.cancel", "prompt_id": scheduled["event"]["prompt_id"]}),
+            "cancel",
         )
         .await;
-    assert_eq!(set["type"], "ok", "{set}");
-    assert_eq!(set["settings"]["auto_continue"], true, "{set}");
+    assert_eq!(cancel["type"], "ok", "{cancel}");
+    let (started, _) = c.wait_turn(&behind, &["started", "aborted"]).await;
+    assert_eq!(started["event"]["phase"], "started", "{started}");
+    assert!(
+        SystemTime::now() < reset,
+        "released by the cancel, not by the reset"
+    );
+}
+
+#[tokio::test]
+async fn auto_continue_resumes_after_a_usage_limit_resets() {
+    let Some(mut world) = LimitWorld::start().await else {
+        return;
+    };
+    let LimitWorld { fx, api, c, .. } = &mut world;
 
     let limited = c.prompt("usage-limit-soon").await["prompt_id"]
         .as_str()
@@ -359,8 +501,9 @@ async fn auto_continue_resumes_after_a_usage_limit_resets() {
     let (started, _) = c.wait_turn(&resumed, &["started", "aborted"]).await;
     assert_eq!(started["event"]["phase"], "started", "{started}");
     assert!(SystemTime::now() >= reset, "continue ran before the reset");
-    let (ended, _) = c.wait_turn(&resumed, &["ended", "aborted"]).await;
+    let (ended, seen) = c.wait_turn(&resumed, &["ended", "aborted"]).await;
     assert_eq!(ended["event"]["phase"], "ended", "{ended}");
+    assert_answered(&seen);
     let last_user_text = api
         .requests()
         .last()

@@ -78,7 +78,7 @@ class Model {
         const id = `prompt:${ev.prompt_id}`;
         const images = Array.isArray(ev.content) ? ev.content.filter((b) => b && b.type === 'image').length : 0;
         const scheduledAt = typeof ev.scheduled_at === 'string' ? ev.scheduled_at : '';
-        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, images, steer: ev.steer === true, autoContinue: ev.auto_continue === true, scheduledAt, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: scheduledAt !== '' || (this.state !== 'idle' && this.state !== ''), seq, ts }));
+        const it = this.add(item('prompt', id, { promptId: ev.prompt_id, text, images, steer: ev.steer === true, autoContinue: ev.auto_continue === true, scheduledAt, device: ev.device || '', fingerprint: ev.fingerprint || '', key: ev.key || '', phase: 'accepted', queued: ev.queued === true || scheduledAt !== '' || (this.state !== 'idle' && this.state !== ''), seq, ts }));
         if (ev.key) this.promptKeys.add(ev.key);
         this.touch(it);
         break;

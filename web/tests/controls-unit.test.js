@@ -151,6 +151,17 @@ test('the model: relay.plan, relay.settings, queued, scheduled and steering prom
   assert.equal(log.model.settings.permission_mode, 'plan');
 });
 
+test('the model: a prompt the server says is queued is queued, even while the session is idle', () => {
+  const log = new SessionLog('s');
+  log.apply(1, { type: 'relay.state', state: 'idle' });
+  log.apply(2, { type: 'relay.prompt', prompt_id: 'c', client_id: 'relay', content: 'continue', scheduled_at: '2030-01-01T00:00:00Z', auto_continue: true });
+  log.apply(3, { type: 'relay.prompt', prompt_id: 'w', content: 'waits for the reset', queued: true });
+  log.apply(4, { type: 'relay.prompt', prompt_id: 'n', content: 'runs now' });
+  assert.equal(log.model.get('prompt:c').autoContinue, true);
+  assert.equal(log.model.get('prompt:w').queued, true, 'held behind the auto_continue');
+  assert.equal(log.model.get('prompt:n').queued, false);
+});
+
 test('limitedUntil: only a rejected status with a readable reset time', () => {
   const at = '2026-12-07T15:00:00Z';
   assert.equal(limitedUntil({ rate_limit: { status: 'rejected', resets_at: at } }), Date.parse(at));

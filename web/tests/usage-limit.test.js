@@ -5,8 +5,9 @@
 // with the reset time (`data-rate-limit="rejected"`, `data-resets-at` = the reset the CLI
 // reported) and the relay's scheduled `continue` in the queue ("scheduled for …", with
 // Cancel); when the reset comes the indicator drops the limit by itself and `continue`
-// runs. The log names the relay's prompt "Auto-continue", and the limited turn's end
-// reads as an error. Screenshot: target/web-screenshots/usage-limit.png.
+// runs, then a prompt the page sent meanwhile (it waited in the queue behind `continue`
+// rather than running into the limit). The log names the relay's prompt "Auto-continue",
+// and the limited turn's end reads as an error. Screenshot: target/web-screenshots/usage-limit.png.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,6 +65,16 @@ test('real CLI: a usage limit leads the usage indicator until it lifts; the sche
   assert.equal((await logged.locator('.who').innerText()).trim(), 'Auto-continue', 'the relay’s prompt names itself');
   // The limited turn's result is an error whose subtype says "success": the page says error.
   assert.equal(await page.locator('.turn-end.warn').filter({ hasText: /^Turn ended: error/ }).count(), 1);
+  // A prompt sent now waits behind `continue` (not run into the limit): listed, cancellable.
+  const waitFrom = term.frames.length;
+  await page.getByTestId('prompt-input').fill('after the reset, say hello');
+  await page.getByTestId('prompt-send').click();
+  const waiting = await term.wait((f) => isEvent('relay.prompt')(f) && f.event.content === 'after the reset, say hello', { ...TURN, from: waitFrom });
+  assert.equal(waiting.event.queued, true, 'queued, though the session is idle');
+  const waitingCard = page.locator(`[data-testid="queued-prompt"][data-prompt-id="${waiting.event.prompt_id}"]`);
+  await waitingCard.waitFor();
+  assert.equal(await page.getByTestId('queued-prompt').count(), 2, 'continue, then the waiting prompt');
+  assert.match(await waitingCard.innerText(), /runs after “continue”, at the reset/);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'usage-limit.png') });
 
   // At the reset the indicator drops the limit by itself, and `continue` runs.
@@ -73,4 +84,10 @@ test('real CLI: a usage limit leads the usage indicator until it lifts; the sche
   const started = await term.wait((f) => isEvent('relay.turn')(f) && f.event.prompt_id === scheduled.event.prompt_id && f.event.phase !== 'accepted', { ...TURN, from });
   assert.equal(started.event.phase, 'started', JSON.stringify(started.event));
   await queued.waitFor({ state: 'detached' });
+  // Then the prompt that waited, after `continue` ended.
+  const next = await term.wait((f) => isEvent('relay.turn')(f) && f.event.phase === 'started' && f.event.prompt_id !== scheduled.event.prompt_id, { ...TURN, from: waitFrom });
+  assert.equal(next.event.prompt_id, waiting.event.prompt_id);
+  const continued = term.frames.findIndex((f) => isEvent('relay.turn')(f) && f.event.prompt_id === scheduled.event.prompt_id && f.event.phase === 'ended');
+  assert.ok(continued !== -1 && continued < term.frames.indexOf(next), '`continue` ended first');
+  await waitingCard.waitFor({ state: 'detached' });
 });

@@ -2533,6 +2533,10 @@ pub enum RelayEvent {
         /// Scheduled by the relay itself at a usage limit's reset (§10).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         auto_continue: bool,
+        /// It waits in the relay's queue (behind a turn, scheduled, or held for a
+        /// usage limit's reset) instead of starting now: the `ok`'s `queued` (§10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        queued: bool,
         #[serde(deserialize_with = "raw_json::one")]
         content: Box<RawValue>,
     },
@@ -3704,6 +3708,7 @@ mod tests {
                 steer: true,
                 scheduled_at: Some("2026-12-07T10:00:00Z".into()),
                 auto_continue: true,
+                queued: true,
                 content: raw(r#"[{"type":"text","text":"hi"}]"#),
             },
             RelayEvent::Turn {

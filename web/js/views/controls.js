@@ -390,12 +390,15 @@ export class SessionControls {
 
   /** One `queued-prompt` per prompt accepted and not started yet (scheduled ones too). */
   queued(waiting, session) {
+    // Behind an auto_continue the queue waits for the usage limit's reset (docs/protocol.md §10).
+    const held = waiting.some((p) => p.autoContinue && p.scheduledAt);
+    const queuedText = held ? 'queued: runs after “continue”, at the reset' : 'queued: runs after the current turn';
     return waiting.map((p) => {
       const d = el('div', 'msg user pending queued');
       d.setAttribute('data-testid', 'queued-prompt');
       d.dataset.promptId = p.promptId;
       const meta = el('div', 'meta');
-      meta.append(el('span', 'tag', p.scheduledAt ? `scheduled for ${new Date(p.scheduledAt).toLocaleString()}` : 'queued: runs after the current turn'));
+      meta.append(el('span', 'tag', p.scheduledAt ? `scheduled for ${new Date(p.scheduledAt).toLocaleString()}` : queuedText));
       if (this.owner) {
         const x = el('button', 'link-btn', 'Cancel');
         x.type = 'button';

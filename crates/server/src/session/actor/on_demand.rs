@@ -49,7 +49,7 @@ impl Actor {
         self.ever_ready = false;
         self.asleep = true;
         self.cancel_all_pending("agent_stopped")?;
-        if !self.queue.is_empty() {
+        if !self.queue.is_empty() && !self.queue_held() {
             self.launch_agent();
         }
         Ok(())
@@ -71,13 +71,14 @@ impl Actor {
     }
 
     /// Whether the agent may be put to sleep: it runs and answers, and has no
-    /// turn, queued prompt, pending request or running background task.
+    /// turn, queued prompt (but those held for a usage limit's reset: hours
+    /// away, they wake it then), pending request or running background task.
     pub(super) fn is_idle(&self) -> bool {
         self.agent.is_some()
             && self.phase == Phase::Ready
             && self.stopping.is_none()
             && self.turn.is_none()
-            && self.queue.is_empty()
+            && (self.queue.is_empty() || self.queue_held())
             && self.pending.is_empty()
             && self.tasks.is_empty()
     }

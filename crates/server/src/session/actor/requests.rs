@@ -244,7 +244,8 @@ impl Actor {
             }
         }
         let queued = scheduled_at.is_some()
-            || (steer_into.is_none() && !(self.can_start_turn() && self.queue.is_empty()));
+            || (steer_into.is_none()
+                && !(self.can_start_turn() && self.queue.is_empty() && !self.queue_held()));
         let reply = ServerMsg::Ok {
             id,
             prompt_id: Some(prompt_id.clone()),
@@ -271,6 +272,9 @@ impl Actor {
         }
         if steer_into.is_some() {
             event["steer"] = Value::Bool(true);
+        }
+        if queued {
+            event["queued"] = Value::Bool(true);
         }
         let scheduled_text = scheduled_at.map(scheduled::rfc3339);
         if let Some(text) = &scheduled_text {
@@ -321,7 +325,7 @@ impl Actor {
             return Ok(());
         }
         self.queue.push_back(QueuedPrompt { prompt_id, content });
-        if self.asleep {
+        if self.asleep && !self.queue_held() {
             // The prompt wakes the session: it waits in the queue until the new
             // agent (resuming the conversation) is ready (§4.11).
             self.launch_agent();
@@ -368,8 +372,9 @@ impl Actor {
                 "device": info.device,
             }),
         );
-        // The prompt behind it may now be the one to start.
-        self.maybe_start_turn()
+        // The prompt behind it may now be the one to start (or, a `continue` the
+        // queue waited for gone, the queue may run).
+        self.queue_released()
     }
 
     pub(super) fn prune_prompt_keys(&mut self) {
@@ -388,7 +393,7 @@ impl Actor {
 
     /// Write the next queued prompt to the agent when it can take one.
     pub(super) fn maybe_start_turn(&mut self) -> Step {
-        if !self.can_start_turn() {
+        if !self.can_start_turn() || self.queue_held() {
             return Ok(());
         }
         let Some(front) = self.queue.front() else {

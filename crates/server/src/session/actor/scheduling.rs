@@ -1,7 +1,7 @@
 //! Scheduled prompts in the session (docs/protocol.md §10): queueing them when
 //! they are due (or aborting them when the key that scheduled them is no longer
 //! usable), and `auto_continue`: a `continue` scheduled for the moment a usage
-//! limit that ended a turn resets.
+//! limit that ended a turn resets, with the queue held behind it until then.
 //!
 //! The prompts themselves are kept by [`ScheduledStore`]; this part decides what
 //! happens to them and emits the events.
@@ -51,6 +51,25 @@ fn instant_of(t: SystemTime) -> Instant {
 }
 
 impl Actor {
+    /// Whether the queue waits for a usage limit's reset: while `auto_continue`'s
+    /// `continue` is scheduled, the prompts queued behind it wait for it, so that
+    /// none runs into the limit and all run, in order, after `continue` at the reset
+    /// (docs/protocol.md §10). Cancelling that `continue` (or turning
+    /// `auto_continue` off) lets them run at once.
+    pub(super) fn queue_held(&self) -> bool {
+        self.scheduled.has_auto_continue()
+    }
+
+    /// A scheduled prompt went away (cancelled, aborted): if it was the
+    /// `continue` the queue waited for, the queue runs now, waking a sleeping
+    /// session for it (§4.11) as a prompt sent now would.
+    pub(super) fn queue_released(&mut self) -> Step {
+        if self.asleep && !self.queue.is_empty() && !self.queue_held() {
+            self.launch_agent();
+        }
+        self.maybe_start_turn()
+    }
+
     /// When the soonest scheduled prompt is due.
     pub(super) fn scheduled_deadline(&self) -> Option<Instant> {
         self.scheduled.next_due().map(instant_of)
@@ -84,14 +103,22 @@ impl Actor {
                 continue;
             }
             tracing::info!(session = %self.name, prompt_id = %prompt.prompt_id, auto_continue = prompt.auto_continue, "a scheduled prompt is due: queued");
-            self.queue.push_back(QueuedPrompt {
+            let queued_prompt = QueuedPrompt {
                 prompt_id: prompt.prompt_id,
                 content: PromptContent(content),
-            });
+            };
+            // `continue` picks up the turn the limit cut short: it goes before the
+            // prompts that waited behind it.
+            if prompt.auto_continue {
+                self.queue.push_front(queued_prompt);
+            } else {
+                self.queue.push_back(queued_prompt);
+            }
             queued = true;
         }
         if !queued {
-            return Ok(());
+            // An aborted `continue` no longer holds the queue.
+            return self.queue_released();
         }
         if self.asleep {
             // Like a prompt sent now: it wakes the session (§4.11).
@@ -121,7 +148,8 @@ impl Actor {
             tracing::info!(session = %self.name, prompt_id = %prompt.prompt_id, %why, "the key of a scheduled prompt is no longer usable: aborted");
             self.abort_scheduled(&prompt, "key_unusable", Some(&why))?;
         }
-        Ok(())
+        // An aborted `continue` no longer holds the queue.
+        self.queue_released()
     }
 
     /// A scheduled prompt that will not run: `relay.turn` `aborted` with `detail`,
@@ -187,7 +215,8 @@ impl Actor {
                 "type": "relay.turn", "prompt_id": prompt_id, "phase": "aborted", "detail": "cancelled",
             }))?;
         }
-        Ok(())
+        // The queue no longer waits for the reset.
+        self.queue_released()
     }
 
     /// The running turn just ended. If it ended on a usage limit that names its
