@@ -10,7 +10,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SCREENSHOTS, Server, TestClient, launchBrowser, browserAvailable, openAuthorized, pngFile, until, waitAttr } from './harness.js';
 
@@ -200,16 +200,7 @@ test('Later schedules the prompt for the picked time; it shows when it will run 
 });
 
 test('a viewer sees usage and none of the owner controls', { skip: !enabled }, async () => {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-  const page = await context.newPage();
-  await page.goto(`${server.base}/?device=tv`);
-  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'pairing');
-  const line = (await page.getByTestId('public-key').textContent()).trim();
-  const reloads = () => server.logs.filter((l) => l.includes('authorized keys reloaded')).length;
-  const n = reloads();
-  appendFileSync(path.join(server.dir, 'viewer_keys'), `${line}\n`);
-  await until(() => reloads() > n, 'the server reloads its keys');
-  await page.reload();
+  const { context, page } = await openAuthorized(browser, server, server.base, 'tv', { keysFile: path.join(server.dir, 'viewer_keys') });
   await page.getByTestId('view-only').waitFor({ state: 'visible' });
   await waitAttr(page.getByTestId('usage'), 'data-cost', (v) => v !== null && v !== '');
   for (const id of ['mode-select', 'model-select', 'prompt-steer', 'prompt-later', 'schedule-sheet', 'queued-cancel', 'attach-image', 'slash-menu', 'prompt-send']) {

@@ -109,10 +109,11 @@ export class Server {
   }
 
   /** Append a key line and wait until the server has reloaded its keys. */
-  async authorize(line) {
+  /** Add `line` to the owners' keys (or another keys file, e.g. `--viewer-keys`) and wait for the reload. */
+  async authorize(line, file = this.authorizedKeys) {
     const reloads = () => this.logs.filter((l) => l.includes('authorized keys reloaded')).length;
     const before = reloads();
-    appendFileSync(this.authorizedKeys, `${line.trim()}\n`);
+    appendFileSync(file, `${line.trim()}\n`);
     await until(() => reloads() > before, 'the server reloads its keys');
   }
 
@@ -291,8 +292,11 @@ export class Proxy {
   }
 }
 
-/** Open the page in a fresh profile (browser context) and get it authorized. */
-export async function openAuthorized(browser, server, baseUrl, device, { viewport = { width: 390, height: 844 } } = {}) {
+/**
+ * Open the page in a fresh profile (browser context) and get it authorized: as an owner,
+ * or with the key in `keysFile` (e.g. the server's `--viewer-keys` file).
+ */
+export async function openAuthorized(browser, server, baseUrl, device, { viewport = { width: 390, height: 844 }, keysFile } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.errors = [];
@@ -305,7 +309,7 @@ export async function openAuthorized(browser, server, baseUrl, device, { viewpor
   const state = page.getByTestId('connection-state');
   await waitAttr(state, 'data-state', (v) => v === 'pairing');
   const line = (await page.getByTestId('public-key').textContent()).trim();
-  await server.authorize(line);
+  await server.authorize(line, keysFile);
   await page.reload();
   await waitAttr(state, 'data-state', (v) => v === 'connected');
   return { context, page, line };

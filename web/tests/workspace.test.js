@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, copyFileSync, appendFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Server, TestClient, launchBrowser, browserAvailable, openAuthorized, waitAttr, until, SCREENSHOTS, ROOT } from './harness.js';
 
@@ -261,17 +261,7 @@ test('a request opened from a notification shows its file’s whole current diff
 });
 
 test('a viewer on a server without --viewer-files gets a note instead of the workspace view', { skip: !enabled }, async () => {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-  const page = await context.newPage();
-  await page.goto(`${server.base}/?device=tv`);
-  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'pairing');
-  const line = (await page.getByTestId('public-key').textContent()).trim();
-  const reloads = () => server.logs.filter((l) => l.includes('authorized keys reloaded')).length;
-  const before = reloads();
-  appendFileSync(path.join(server.dir, 'viewer_keys'), `${line}\n`);
-  await until(() => reloads() > before, 'the server reloads its keys');
-  await page.reload();
-  await waitAttr(page.getByTestId('connection-state'), 'data-state', (v) => v === 'connected');
+  const { context, page } = await openAuthorized(browser, server, server.base, 'tv', { keysFile: path.join(server.dir, 'viewer_keys') });
   await page.getByTestId('workspace-note').waitFor({ state: 'visible' });
   assert.match(await page.getByTestId('workspace-note').innerText(), /--viewer-files/);
   assert.equal(await page.getByTestId('workspace-open').isVisible(), false);
