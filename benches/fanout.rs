@@ -46,6 +46,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 mod any_cert;
 use any_cert::tls_client_config;
 mod baseline_hub;
+#[path = "support/child.rs"]
+mod child;
 
 /// Set (to anything) in the agent's environment: this executable acts as the agent.
 const AGENT_ENV: &str = "CCRELAY_FANOUT_AGENT";
@@ -360,19 +362,7 @@ fn cpu_of(stat_path: &str) -> Duration {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 

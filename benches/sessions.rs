@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use ssh_key::{Algorithm, PrivateKey};
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "../tests/it/common/mock_anthropic.rs"]
 #[allow(dead_code)]
 mod mock_anthropic;
@@ -146,19 +148,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::stop(&mut self.child, Duration::from_secs(10));
     }
 }
 
