@@ -2533,8 +2533,9 @@ pub enum RelayEvent {
         /// Scheduled by the relay itself at a usage limit's reset (§10).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         auto_continue: bool,
-        /// It waits in the relay's queue (behind a turn, scheduled, or held for a
-        /// usage limit's reset) instead of starting now: the `ok`'s `queued` (§10).
+        /// It waits in the relay's queue (behind a turn, for the agent to start,
+        /// scheduled, or held for a usage limit's reset) instead of going to the
+        /// agent now: the `ok`'s `queued` (§5.2, §10).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         queued: bool,
         #[serde(deserialize_with = "raw_json::one")]
