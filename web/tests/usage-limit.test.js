@@ -54,7 +54,7 @@ test('real CLI: a usage limit leads the usage indicator until it lifts; the sche
   // The page asks session.usage when the turn ends: the limit leads, until the reset.
   await waitAttr(usage, 'data-rate-limit', (v) => v === 'rejected', (RESET_SECS - 2) * 1000);
   assert.equal(Date.parse(await usage.getAttribute('data-resets-at')), resetsAt, 'the reset the CLI reported');
-  assert.match(await usage.innerText(), /^limit · \d{1,2}:\d{2}( [AP]M)?$/, 'the reset alone: the row has no room for more');
+  assert.match(await usage.innerText(), /^limit · \d{1,2}:\d{2}(\s?[AP]M)?$/, 'the reset alone: the row has no room for more');
   assert.match(await usage.getAttribute('title'), /^Usage limit reached: resets /);
   assert.equal(await usage.isVisible(), true, 'shown on a phone');
   const queued = page.locator(`[data-testid="queued-prompt"][data-prompt-id="${scheduled.event.prompt_id}"]`);
