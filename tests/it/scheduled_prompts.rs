@@ -540,6 +540,39 @@ async fn auto_continue_resumes_after_a_usage_limit_resets() {
     assert_eq!(aborted["event"]["detail"], "cancelled", "{aborted}");
 }
 
+/// A reset the agent reports beyond 30 days schedules `continue` no later than
+/// 30 days ahead: the bound a client's `at` has.
+#[tokio::test]
+async fn a_far_reset_schedules_continue_at_most_30_days_ahead() {
+    let Some(mut world) = LimitWorld::start().await else {
+        return;
+    };
+    let LimitWorld { c, .. } = &mut world;
+    let limited = prompt_id(&c.prompt("usage-limit-far").await);
+    let (_, seen) = c.wait_turn(&limited, &["ended"]).await;
+    assert!(
+        seen.iter()
+            .any(|v| v["event"]["type"] == "rate_limit_event"),
+        "the CLI reported the limit: {seen:#?}"
+    );
+    let (scheduled, _) = c
+        .recv_until("the auto_continue prompt", |v| {
+            v["event"]["type"] == "relay.prompt" && v["event"]["auto_continue"] == true
+        })
+        .await;
+    let at = parse(
+        scheduled["event"]["scheduled_at"]
+            .as_str()
+            .expect("scheduled_at"),
+    );
+    let bound = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
+    assert!(at <= bound, "{scheduled}");
+    assert!(
+        at > bound - Duration::from_secs(300),
+        "clamped to the bound, not dropped: {scheduled}"
+    );
+}
+
 /// Closing a created session aborts its scheduled prompts (`session_closed`)
 /// before `relay.closed`, and removes their files; a session created with
 /// `auto_continue` keeps it as its creator's.

@@ -33,7 +33,8 @@
 //!   five_hour`, `retry-after`, and the API-key `anthropic-ratelimit-requests-*`
 //!   headers with an RFC 3339 reset);
 //! - `usage-limit-soon` → the same, but the limit resets
-//!   [`USAGE_LIMIT_SOON_SECS`] from now (`retry-after` still an hour); both look
+//!   [`USAGE_LIMIT_SOON_SECS`] from now (`retry-after` still an hour), and
+//!   `usage-limit-far` [`USAGE_LIMIT_FAR_SECS`] from now; all look
 //!   at the newest text block only, so a `continue` sent after the refusal (in
 //!   the same user message) is answered;
 //! - `change-three` → a turn of two rounds in the CLI's working directory: a Read
@@ -98,6 +99,8 @@ pub const USAGE_LIMIT_RESET_SECS: u64 = 3600;
 /// When `usage-limit-soon`'s limit resets (its `retry-after` says an hour, so the
 /// CLI gives up at once rather than retrying; docs/protocol.md §10.1).
 pub const USAGE_LIMIT_SOON_SECS: u64 = 5;
+/// When `usage-limit-far`'s limit resets: 60 days, beyond any schedule's bound.
+pub const USAGE_LIMIT_FAR_SECS: u64 = 60 * 24 * 3600;
 /// Pause between the deltas of `slow`.
 const SLOW_PAUSE: Duration = Duration::from_millis(250);
 
@@ -211,6 +214,9 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         r.push(request.clone());
     }
     let last = newest_prompt_text(&request).to_ascii_lowercase();
+    if last.contains("usage-limit-far") {
+        return usage_limit_response(USAGE_LIMIT_FAR_SECS, USAGE_LIMIT_RESET_SECS);
+    }
     if last.contains("usage-limit-soon") {
         return usage_limit_response(USAGE_LIMIT_SOON_SECS, USAGE_LIMIT_RESET_SECS);
     }

@@ -238,8 +238,10 @@ impl Actor {
         }
         let now = SystemTime::now();
         let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(reset.max(0) as u64);
+        // Bounded like a client's `at`: a reset reported years ahead would hold
+        // the queue (and keep a file) that long.
         let at = if reset > now {
-            reset
+            reset.min(now + scheduled::MAX_AHEAD)
         } else {
             now + STALE_RESET_DELAY
         };
